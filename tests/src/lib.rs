@@ -1,0 +1,194 @@
+//! Shared helpers for the integration tests. The tests run the *built* binaries (`cargo build --workspace`
+//! first; the README's test command does), as root, against the real kernel.
+//!
+//! Rules every test follows: unique names (so tests run in parallel), private `CBUILD_STATE`/`CBUILD_DATA`
+//! (a [`Sandbox`]), and cleanup in `Drop` guards so a failing assertion still leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// Directory holding the built binaries: `CBUILD_BIN_DIR`, else the cargo profile dir this test runs from
+/// (`target/<profile>/deps/<test>` → `target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CBUILD_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+/// Path of a built tool, e.g. `bin("cbuild-ns")`. Panics with the fix if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    p
+}
+
+/// A `Command` for a built tool with the sandbox's state/data dirs.
+pub fn tool(name: &str, sb: &Sandbox) -> Command {
+    let mut c = Command::new(bin(name));
+    c.env("CBUILD_STATE", &sb.state).env("CBUILD_DATA", &sb.data);
+    c
+}
+
+/// A name unique to this test process and call: `<prefix>-<pid>-<n>`, short enough for interface names
+/// when `prefix` is ≤ 4 chars.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}x{}", std::process::id() % 100000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Private state and data directories for one test; removed (after unmounting anything left under them,
+/// which would be a bug the test should also assert on) when dropped.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new().prefix("cbuild-test-").tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        Sandbox { dir, state, data }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Unmount anything still mounted below the sandbox, deepest first, so TempDir can remove it.
+        let prefix = self.dir.path().to_string_lossy().to_string();
+        let mut mounts = mounts_under(&prefix);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Mount points (from /proc/self/mountinfo) at or below `prefix`.
+pub fn mounts_under(prefix: &str) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| m == prefix || m.starts_with(&format!("{prefix}/")))
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// A minimal root filesystem made from Debian's busybox-static: `/bin/busybox` plus one symlink per applet,
+/// /etc/passwd and /etc/group with root and a user 1000, and empty /proc /sys /dev /tmp. Built once per test
+/// process into a fresh directory; tests that write into their rootfs copy it with [`copy_rootfs`] first.
+pub fn busybox_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ROOTFS
+        .get_or_init(|| {
+            let d = tempfile::Builder::new().prefix("cbuild-rootfs-").tempdir().unwrap();
+            make_busybox_rootfs(d.path());
+            d
+        })
+        .path()
+}
+
+/// Fill `dir` with the busybox rootfs described at [`busybox_rootfs`].
+pub fn make_busybox_rootfs(dir: &Path) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static not installed (apt-get install busybox-static)");
+    for sub in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home/user"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
+    let out = Command::new(busybox).arg("--list-full").output().expect("busybox --list-full");
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let link = dir.join(applet);
+        if applet == "bin/busybox" || link.exists() {
+            continue;
+        }
+        let _ = std::os::unix::fs::symlink("/bin/busybox", link);
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\nextra:x:2000:user\nnogroup:x:65534:\n")
+        .unwrap();
+    std::fs::write(dir.join("etc/hostname"), "busybox\n").unwrap();
+    let tmp = dir.join("tmp");
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+}
+
+/// A private, writable copy of the busybox rootfs in `dest` (cp -a keeps the symlinks).
+pub fn copy_rootfs(dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", busybox_rootfs().display()))
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a rootfs");
+}
+
+/// Run a command, capturing output; never panics on a non-zero exit (tests assert on it).
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+}
+
+/// stdout as a String.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as a String.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert the documented failure shape: exit 125 and one `tool: step: object: reason` line on stderr that
+/// contains `needle`.
+#[track_caller]
+pub fn assert_tool_error(o: &Output, tool: &str, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(125), "want exit 125, got {:?}; stderr: {err}", o.status);
+    let first = err.lines().find(|l| l.starts_with(&format!("{tool}: "))).unwrap_or("");
+    assert!(
+        first.contains(needle) && first.matches(": ").count() >= 2,
+        "want an error line `{tool}: step: object: reason` containing {needle:?}, got: {err}"
+    );
+}
+
+/// The suite runs as root, as CI does; fail loudly otherwise rather than pass vacuously.
+pub fn require_root() {
+    assert!(nix::unistd::Uid::effective().is_root(), "the integration tests must run as root");
+}
+
+/// Runs a closure when dropped: cleanup that must happen even when an assertion fails.
+pub struct Defer<F: FnMut()>(pub F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
