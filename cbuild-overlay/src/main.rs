@@ -1,5 +1,366 @@
-//! Placeholder until its issue lands.
-fn main() {
-    eprintln!("cbuild-overlay: not built yet");
-    std::process::exit(125);
+//! cbuild-overlay: the command line. The mechanism is in the library; this file parses arguments, prints
+//! reports and maps errors to the contract's exit code 125 and one-line error.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use cbuild_overlay::diff::{self, DiffRequest};
+use cbuild_overlay::error::{verbose, Error};
+use cbuild_overlay::inspect;
+use cbuild_overlay::mount::{self, Api, MountRequest};
+
+#[derive(Parser)]
+#[command(
+    name = "cbuild-overlay",
+    version,
+    about = "OverlayFS for containers: mount layers, list changes, inspect layers"
+)]
+struct Cli {
+    /// Print each step to stderr as it happens.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount an overlay on TARGET (created if missing).
+    Mount {
+        /// Lower dirs, top first, `:`-separated as overlay's lowerdir (repeatable).
+        #[arg(long, value_name = "DIR[:DIR...]")]
+        lower: Vec<String>,
+        /// Read lower dirs, top first, one per line from FILE (`-` = stdin), after any --lower.
+        #[arg(long, value_name = "FILE|-")]
+        lower_from: Option<PathBuf>,
+        /// Upper (writable) dir, created if missing; without it the overlay is read-only.
+        #[arg(long, value_name = "DIR")]
+        upper: Option<PathBuf>,
+        /// Work dir, on the same mount as --upper and not inside it; created if missing.
+        #[arg(long, value_name = "DIR")]
+        work: Option<PathBuf>,
+        /// Put upper and work on a fresh tmpfs (optional size: 64m, 10%), gone after umount.
+        #[arg(long, value_name = "SIZE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+        tmpfs_upper: Option<String>,
+        /// No syncs to the upper dir (faster; the upper is unusable after a crash).
+        #[arg(long)]
+        volatile: bool,
+        /// index=on: hard links and file handles survive copy-up.
+        #[arg(long)]
+        index: bool,
+        /// redirect_dir=on: renaming a lower dir does not copy its whole tree up.
+        #[arg(long)]
+        redirect_dir: bool,
+        /// metacopy=on: chmod/chown copy up metadata only, not data.
+        #[arg(long)]
+        metacopy: bool,
+        /// Keep overlay's xattrs in user.overlay.* (for mounts inside a user namespace).
+        #[arg(long)]
+        userxattr: bool,
+        /// Use classic mount(2) as on kernels before 6.8 (also: CBUILD_OVERLAY_FORCE_LEGACY=1).
+        #[arg(long, hide = true)]
+        legacy_api: bool,
+        target: PathBuf,
+    },
+    /// Unmount the overlay on TARGET (and its tmpfs upper or layer links, if cbuild made them).
+    Umount {
+        /// Detach now, free when no longer used.
+        #[arg(long)]
+        lazy: bool,
+        target: PathBuf,
+    },
+    /// List a container's changes from its upper dir: added, modified, deleted, opaque.
+    Diff {
+        upper: PathBuf,
+        /// The lower dirs, top first (default: from the mount using UPPER, else overlay's xattrs).
+        #[arg(long, value_name = "DIR[:DIR...]")]
+        lower: Vec<String>,
+        /// Read the lower dirs one per line from FILE (`-` = stdin).
+        #[arg(long, value_name = "FILE|-")]
+        lower_from: Option<PathBuf>,
+        /// The upper was used with --userxattr (read user.overlay.* xattrs).
+        #[arg(long)]
+        userxattr: bool,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The layers of the overlay on TARGET: counts, sizes, free inodes and space.
+    Inspect {
+        target: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every overlay mount with its layers.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("cbuild-overlay: args: command line: {first}");
+            eprintln!("hint: cbuild-overlay --help");
+            return ExitCode::from(125);
+        }
+    };
+    if cli.verbose {
+        verbose::enable();
+    }
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cbuild-overlay: {e}");
+            if let Some(h) = &e.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<(), Error> {
+    match cmd {
+        Cmd::Mount {
+            lower,
+            lower_from,
+            upper,
+            work,
+            tmpfs_upper,
+            volatile,
+            index,
+            redirect_dir,
+            metacopy,
+            userxattr,
+            legacy_api,
+            target,
+        } => {
+            let req = MountRequest {
+                lower: lowers(&lower, lower_from.as_deref())?,
+                upper,
+                work,
+                target,
+                tmpfs_upper: tmpfs_upper.map(|s| (!s.is_empty()).then_some(s)),
+                volatile,
+                index,
+                redirect_dir,
+                metacopy,
+                userxattr,
+                api: if legacy_api { Api::Legacy } else { Api::Auto },
+                state_dir: state_dir(),
+            };
+            if let Some(Some(size)) = &req.tmpfs_upper {
+                check_size(size)?;
+            }
+            mount::mount(&req).map(|_| ())
+        }
+        Cmd::Umount { lazy, target } => mount::umount(&target, lazy),
+        Cmd::Diff {
+            upper,
+            lower,
+            lower_from,
+            userxattr,
+            json,
+        } => {
+            let lower = if lower.is_empty() && lower_from.is_none() {
+                None
+            } else {
+                Some(lowers(&lower, lower_from.as_deref())?)
+            };
+            let r = diff::diff(&DiffRequest {
+                upper,
+                lower,
+                userxattr: userxattr.then_some(true),
+            })?;
+            let mut out = std::io::stdout().lock();
+            for c in &r.changes {
+                let line = if json {
+                    serde_json::to_string(c).expect("serializable")
+                } else {
+                    format!("{} {}", c.change.as_str(), diff::escape_for_line(&c.path))
+                };
+                if writeln!(out, "{line}").is_err() {
+                    break; // reader went away (| head): not our failure
+                }
+            }
+            Ok(())
+        }
+        Cmd::Inspect { target, json } => {
+            let r = inspect::inspect(&target)?;
+            for w in &r.warnings {
+                eprintln!("cbuild-overlay: inodes: {w}");
+            }
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("serializable"));
+            } else {
+                print_inspect(&r);
+            }
+            Ok(())
+        }
+        Cmd::Ls { json } => {
+            let mounts = inspect::ls()?;
+            if json {
+                for m in &mounts {
+                    println!("{}", serde_json::to_string(m).expect("serializable"));
+                }
+            } else {
+                println!("{:<40} {:>6} {:<10} UPPER", "TARGET", "LOWER", "KEYS");
+                for m in &mounts {
+                    println!(
+                        "{:<40} {:>6} {:<10} {}",
+                        diff::escape_for_line(&m.target),
+                        m.lower.len() + m.data.len(),
+                        m.layer_keys,
+                        m.upper
+                            .as_deref()
+                            .map(diff::escape_for_line)
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `--lower` values split on `:`, then `--lower-from` lines (empty lines skipped).
+fn lowers(lower: &[String], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
+    let mut v: Vec<PathBuf> = lower
+        .iter()
+        .flat_map(|s| s.split(':'))
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    if let Some(f) = from {
+        let read: Box<dyn BufRead> = if f == Path::new("-") {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::io::BufReader::new(std::fs::File::open(f).map_err(
+                |e| Error::os("lower-from", f.display().to_string(), e),
+            )?))
+        };
+        for line in read.lines() {
+            let line = line.map_err(|e| Error::os("lower-from", f.display().to_string(), e))?;
+            if !line.is_empty() {
+                v.push(PathBuf::from(line));
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// tmpfs's size= syntax: a number with an optional k/m/g/t/p/e suffix, or a percentage.
+fn check_size(s: &str) -> Result<(), Error> {
+    let digits = s.trim_end_matches([
+        'k', 'K', 'm', 'M', 'g', 'G', 't', 'T', 'p', 'P', 'e', 'E', '%',
+    ]);
+    let suffix = &s[digits.len()..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || suffix.len() > 1 {
+        return Err(Error::invalid(
+            "tmpfs",
+            s,
+            "not a size (want e.g. 64m, 1g, 10%)",
+        ));
+    }
+    Ok(())
+}
+
+/// `<state>` per the contract: CBUILD_STATE, else /run/cbuild for root, else the user's runtime dir.
+fn state_dir() -> PathBuf {
+    if let Some(s) = std::env::var_os("CBUILD_STATE") {
+        return PathBuf::from(s);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/run/cbuild");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("cbuild"),
+        None => PathBuf::from(format!(
+            "/run/user/{}/cbuild",
+            rustix::process::geteuid().as_raw()
+        )),
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", U[i])
+    }
+}
+
+fn print_inspect(r: &inspect::Inspect) {
+    let m = &r.mount;
+    println!(
+        "overlay on {} (source {}, {}, {} lower layer(s){})",
+        diff::escape_for_line(&m.target),
+        diff::escape_for_line(&m.source),
+        m.layer_keys,
+        m.lower.len() + m.data.len(),
+        if m.upper.is_some() {
+            ", upper"
+        } else {
+            ", read-only"
+        }
+    );
+    if !m.options.is_empty() {
+        println!("options: {}", m.options.join(","));
+    }
+    println!(
+        "{:<6} {:>4} {:>8} {:>6} {:>8} {:>9} {:>6} {:>11} {:>6} {:>9}  PATH",
+        "ROLE", "#", "FILES", "DIRS", "INODES", "BYTES", "FS", "INODES-FREE", "IUSE%", "FREE"
+    );
+    for l in &r.layers {
+        let (fs, ifree, iuse, free) = match &l.fs {
+            Some(f) => (
+                f.fs_type.clone(),
+                f.inodes_free.to_string(),
+                format!("{:.1}", f.inodes_used_percent),
+                human_bytes(f.bytes_available),
+            ),
+            None => ("?".into(), "?".into(), "?".into(), "?".into()),
+        };
+        println!(
+            "{:<6} {:>4} {:>8} {:>6} {:>8} {:>9} {:>6} {:>11} {:>6} {:>9}  {}{}",
+            l.role,
+            l.index.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            l.counts.files,
+            l.counts.dirs,
+            l.counts.inodes,
+            human_bytes(l.counts.bytes),
+            fs,
+            ifree,
+            iuse,
+            free,
+            diff::escape_for_line(&l.path),
+            l.error
+                .as_ref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
 }

@@ -1,0 +1,279 @@
+//! `diff UPPER`: what a container changed, read from its upper dir.
+//!
+//! Overlay records changes in the upper dir only:
+//! - a new file or dir is simply there;
+//! - a lower file that was written is copied up first (it is there, and exists in a lower layer);
+//! - a deleted lower entry leaves a whiteout, a 0/0 character device of the same name;
+//! - a lower dir that was deleted and made again is marked opaque (`overlay.opaque=y`): nothing below
+//!   it in the lower layers shows through.
+//!
+//! Telling "added" from "modified" needs the lower layers. They come from `--lower`, else from the
+//! mountinfo of the overlay using this upper (if mounted), else from the xattrs overlay leaves on a
+//! copy-up (`overlay.origin`, `overlay.metacopy`), which is a heuristic: origin is only recorded when
+//! the lower filesystem supports file handles.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{p, Error, Result};
+use crate::fsutil::{is_opaque, is_whiteout, overlay_xattr, xattr_prefix};
+use crate::mountinfo;
+use crate::walk;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+    Opaque,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Opaque => "opaque",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub change: ChangeKind,
+    /// Path inside the container, starting with `/`.
+    pub path: String,
+    /// What is in the upper dir now: file, dir, symlink, char, block, fifo, socket (whiteout for deleted).
+    #[serde(rename = "type")]
+    pub file_type: &'static str,
+    /// Only the metadata was copied up (metacopy=on); the data is still in a lower layer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub metacopy: bool,
+    /// A dir renamed with redirect_dir=on: where its contents come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+}
+
+/// Where `diff` learnt the lower layers from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LowerSource {
+    Given,
+    Mountinfo,
+    /// No lowers known: copy-ups told apart by overlay's xattrs.
+    Xattrs,
+}
+
+pub struct DiffRequest {
+    pub upper: PathBuf,
+    pub lower: Option<Vec<PathBuf>>,
+    /// Read `user.overlay.*` instead of `trusted.overlay.*`; None = as the mount says, else trusted.
+    pub userxattr: Option<bool>,
+}
+
+pub struct DiffResult {
+    pub changes: Vec<Change>,
+    pub lower_source: LowerSource,
+}
+
+pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
+    let upper =
+        std::fs::canonicalize(&req.upper).map_err(|e| Error::os("diff", p(&req.upper), e))?;
+    if !upper.is_dir() {
+        return Err(Error::invalid("diff", p(&upper), "not a directory"));
+    }
+    let (lower, mut userxattr, lower_source) = match &req.lower {
+        Some(l) => {
+            let mut v = vec![];
+            for d in l {
+                v.push(std::fs::canonicalize(d).map_err(|e| Error::os("lowerdir", p(d), e))?);
+            }
+            (Some(v), false, LowerSource::Given)
+        }
+        None => match mounted_with_upper(&upper)? {
+            Some((l, ux)) => (Some(l), ux, LowerSource::Mountinfo),
+            None => (None, false, LowerSource::Xattrs),
+        },
+    };
+    if let Some(u) = req.userxattr {
+        userxattr = u;
+    }
+    let prefix = xattr_prefix(userxattr);
+
+    let mut changes = vec![];
+    // Dirs (relative) below which the lower layers are hidden: opaque dirs, and dirs that replaced a
+    // lower non-dir or were made new.
+    let mut hidden_below: Vec<PathBuf> = vec![];
+    walk::walk("diff", &upper, &mut |e| {
+        if e.rel.as_os_str().is_empty() {
+            return true;
+        }
+        let path = format!("/{}", e.rel.to_string_lossy());
+        let under_hidden = hidden_below.iter().any(|h| e.rel.starts_with(h));
+        let ft = e.md.file_type();
+        if is_whiteout(&e.md, &e.path, prefix) {
+            changes.push(Change {
+                change: ChangeKind::Deleted,
+                path,
+                file_type: "whiteout",
+                metacopy: false,
+                redirect: None,
+            });
+            return false;
+        }
+        let file_type = type_name(&e.md);
+        let redirect = overlay_xattr(&e.path, prefix, "redirect")
+            .map(|r| String::from_utf8_lossy(&r).into_owned());
+        let metacopy = ft.is_file() && overlay_xattr(&e.path, prefix, "metacopy").is_some();
+        if ft.is_dir() && is_opaque(&e.path, prefix) {
+            changes.push(Change {
+                change: ChangeKind::Opaque,
+                path,
+                file_type,
+                metacopy: false,
+                redirect,
+            });
+            hidden_below.push(e.rel.clone());
+            return true;
+        }
+        let existed = if under_hidden {
+            false
+        } else {
+            match &lower {
+                Some(l) => in_lower(l, &e.rel, prefix),
+                None => overlay_xattr(&e.path, prefix, "origin").is_some() || metacopy,
+            }
+        };
+        // A renamed dir (redirect) is new at this path; its old path holds a whiteout.
+        let change = if existed && redirect.is_none() {
+            ChangeKind::Modified
+        } else {
+            ChangeKind::Added
+        };
+        if ft.is_dir() && change == ChangeKind::Added {
+            // A new dir: nothing below it can exist in the lower layers.
+            hidden_below.push(e.rel.clone());
+        }
+        changes.push(Change {
+            change,
+            path,
+            file_type,
+            metacopy,
+            redirect,
+        });
+        true
+    })?;
+    Ok(DiffResult {
+        changes,
+        lower_source,
+    })
+}
+
+/// The lower layers (and userxattr) of a mounted overlay whose upper dir is `upper`.
+fn mounted_with_upper(upper: &Path) -> Result<Option<(Vec<PathBuf>, bool)>> {
+    for e in mountinfo::read()?.iter().filter(|e| e.fs_type == "overlay") {
+        let o = mountinfo::OverlayOptions::parse(&e.super_options);
+        let Some(u) = &o.upper else { continue };
+        let u = mountinfo::resolve_layer(u, &e.source);
+        if std::fs::canonicalize(&u).is_ok_and(|u| u == upper) {
+            let lower = o
+                .lower
+                .iter()
+                .chain(o.data.iter())
+                .map(|l| mountinfo::resolve_layer(l, &e.source))
+                .collect();
+            return Ok(Some((lower, o.userxattr)));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `rel` is visible in the merged view of the lower layers (top first): the first layer that has
+/// it decides, unless a whiteout, a non-dir or an opaque dir on the way hides the layers below.
+fn in_lower(lower: &[PathBuf], rel: &Path, prefix: &str) -> bool {
+    let comps: Vec<_> = rel.components().collect();
+    'layers: for layer in lower {
+        let mut cur = layer.clone();
+        for (i, c) in comps.iter().enumerate() {
+            cur.push(c);
+            let Ok(md) = std::fs::symlink_metadata(&cur) else {
+                continue 'layers;
+            };
+            if is_whiteout(&md, &cur, prefix) {
+                return false;
+            }
+            let last = i + 1 == comps.len();
+            if last {
+                return true;
+            }
+            if !md.is_dir() {
+                // A file where a dir would be hides that dir in every layer below.
+                return false;
+            }
+            if is_opaque(&cur, prefix) {
+                // Nothing below this dir shows from deeper layers: only this layer can still have it.
+                let mut rest = cur.clone();
+                for c in &comps[i + 1..] {
+                    rest.push(c);
+                }
+                return std::fs::symlink_metadata(&rest)
+                    .is_ok_and(|m| !is_whiteout(&m, &rest, prefix));
+            }
+        }
+    }
+    false
+}
+
+pub fn type_name(md: &std::fs::Metadata) -> &'static str {
+    let ft = md.file_type();
+    if ft.is_dir() {
+        "dir"
+    } else if ft.is_file() {
+        "file"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_char_device() {
+        if md.rdev() == 0 {
+            "whiteout"
+        } else {
+            "char"
+        }
+    } else if ft.is_block_device() {
+        "block"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else {
+        "socket"
+    }
+}
+
+/// A path for a human line: control characters and backslashes as `\ooo`, so a hostile file name cannot
+/// forge extra lines (the JSON output carries names exactly).
+pub fn escape_for_line(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || c == '\\' {
+            for b in c.to_string().bytes() {
+                o.push_str(&format!("\\{b:03o}"));
+            }
+        } else {
+            o.push(c);
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_chars() {
+        assert_eq!(escape_for_line("/a\nb\\c"), "/a\\012b\\134c");
+        assert_eq!(escape_for_line("/ok é"), "/ok é");
+    }
+}

@@ -1,0 +1,116 @@
+//! One error type for every step. Each variant renders as `step: object: reason`, which `main` prefixes
+//! with `cbuild-overlay: ` to make the contract's one-line error.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// A failed step: what was being done (`step`), to what (`object`, usually a path), and why.
+#[derive(Debug)]
+pub struct Error {
+    pub step: &'static str,
+    pub object: String,
+    pub reason: Reason,
+    /// A likely fix, printed as a second `hint:` line.
+    pub hint: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Reason {
+    /// A syscall failed; `detail` is what the kernel said beyond errno (the fs_context log), if anything.
+    Os {
+        err: io::Error,
+        detail: Option<String>,
+    },
+    /// The input is wrong in a way no syscall reported (checked before anything is created).
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn os(step: &'static str, object: impl Into<String>, err: impl Into<io::Error>) -> Error {
+        Error {
+            step,
+            object: object.into(),
+            reason: Reason::Os {
+                err: err.into(),
+                detail: None,
+            },
+            hint: None,
+        }
+    }
+
+    pub fn invalid(
+        step: &'static str,
+        object: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error {
+            step,
+            object: object.into(),
+            reason: Reason::Invalid(reason.into()),
+            hint: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: Option<String>) -> Error {
+        if let Reason::Os { detail: d, .. } = &mut self.reason {
+            *d = detail;
+        }
+        self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// errno of an OS failure, for callers that treat one errno specially.
+    pub fn errno(&self) -> Option<i32> {
+        match &self.reason {
+            Reason::Os { err, .. } => err.raw_os_error(),
+            Reason::Invalid(_) => None,
+        }
+    }
+}
+
+/// Shorthand for a path as an error object.
+pub fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Error lines must stay one line even when a path carries a newline.
+        let object = self.object.replace('\n', "\\n");
+        write!(f, "{}: {}: ", self.step, object)?;
+        match &self.reason {
+            Reason::Os {
+                err,
+                detail: Some(d),
+            } => write!(f, "{d} ({err})"),
+            Reason::Os { err, detail: None } => write!(f, "{err}"),
+            Reason::Invalid(r) => write!(f, "{}", r.replace('\n', "\\n")),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Step lines for `-v`, in the same `step: object` shape the errors use.
+pub mod verbose {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+
+    pub fn enable() {
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    pub fn step(step: &str, object: impl std::fmt::Display) {
+        if ON.load(Ordering::Relaxed) {
+            eprintln!("cbuild-overlay: step: {step}: {object}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! `inspect TARGET` and `ls`: overlay mounts as mountinfo shows them, with per-layer counts and the
+//! backing filesystems' free inodes and space.
+//!
+//! Inode exhaustion is the classic overlay failure: many small layers on one filesystem run out of
+//! inodes while `df -h` still shows free space, and every create fails with ENOSPC. `inspect` warns when
+//! a layer's filesystem has more than [`INODE_WARN_PERCENT`] of its inodes in use.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{p, verbose::step, Error, Result};
+use crate::fsutil::{self, is_whiteout, xattr_prefix};
+use crate::mountinfo::{self, MountEntry, OverlayOptions};
+use crate::walk;
+
+pub const INODE_WARN_PERCENT: f64 = 90.0;
+
+/// One overlay mount, from mountinfo alone (what `ls` prints).
+#[derive(Debug, Serialize)]
+pub struct OverlayMount {
+    pub target: String,
+    pub mount_id: u64,
+    pub source: String,
+    /// How the layers were passed: `lowerdir+` (new mount API) or `lowerdir` (one string, mount(2)).
+    pub layer_keys: &'static str,
+    /// Lower layers top first, absolute where they could be resolved.
+    pub lower: Vec<String>,
+    pub data: Vec<String>,
+    pub upper: Option<String>,
+    pub work: Option<String>,
+    pub userxattr: bool,
+    pub options: Vec<String>,
+}
+
+impl OverlayMount {
+    pub fn from_entry(e: &MountEntry) -> OverlayMount {
+        let o = OverlayOptions::parse(&e.super_options);
+        let res = |s: &String| {
+            mountinfo::resolve_layer(s, &e.source)
+                .to_string_lossy()
+                .into_owned()
+        };
+        OverlayMount {
+            target: e.mount_point.to_string_lossy().into_owned(),
+            mount_id: e.mount_id,
+            source: e.source.clone(),
+            layer_keys: if o.per_layer_keys {
+                "lowerdir+"
+            } else {
+                "lowerdir"
+            },
+            lower: o.lower.iter().map(res).collect(),
+            data: o.data.iter().map(res).collect(),
+            upper: o.upper.as_ref().map(res),
+            work: o.work.as_ref().map(res),
+            userxattr: o.userxattr,
+            options: o.other,
+        }
+    }
+}
+
+/// Every overlay mount visible to this process, in mount order.
+pub fn ls() -> Result<Vec<OverlayMount>> {
+    Ok(mountinfo::read()?
+        .iter()
+        .filter(|e| e.fs_type == "overlay")
+        .map(OverlayMount::from_entry)
+        .collect())
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    /// Regular files.
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// 0/0 character devices (and xattr whiteouts): deletions recorded in this layer.
+    pub whiteouts: u64,
+    /// Devices, fifos, sockets.
+    pub other: u64,
+    /// Distinct inodes, the layer's root dir included (hard links count once), as `find DIR | wc -l`.
+    pub inodes: u64,
+    /// Apparent size of the regular files, each inode once.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FsUsage {
+    pub fs_type: String,
+    pub inodes_total: u64,
+    pub inodes_free: u64,
+    pub inodes_used_percent: f64,
+    pub bytes_total: u64,
+    pub bytes_free: u64,
+    /// Free to unprivileged users (`df`'s Available).
+    pub bytes_available: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Layer {
+    /// `upper`, `lower` or `data`.
+    pub role: &'static str,
+    /// Position among the lowers, 0 = top (the upper has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub path: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub fs: Option<FsUsage>,
+    /// Why the layer could not be read (e.g. a relative path whose base is unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Inspect {
+    #[serde(flatten)]
+    pub mount: OverlayMount,
+    pub layers: Vec<Layer>,
+    pub warnings: Vec<String>,
+}
+
+pub fn inspect(target: &Path) -> Result<Inspect> {
+    let target = std::fs::canonicalize(target).map_err(|e| Error::os("inspect", p(target), e))?;
+    let entries = mountinfo::read()?;
+    let entry = mountinfo::overlay_at(&entries, &target)
+        .ok_or_else(|| Error::invalid("inspect", p(&target), "not an overlay mount point"))?;
+    let mount = OverlayMount::from_entry(&entry);
+    let prefix = xattr_prefix(mount.userxattr);
+
+    let mut roles: Vec<(&'static str, Option<usize>, &String)> = vec![];
+    if let Some(u) = &mount.upper {
+        roles.push(("upper", None, u));
+    }
+    roles.extend(
+        mount
+            .lower
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ("lower", Some(i), l)),
+    );
+    roles.extend(
+        mount
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ("data", Some(mount.lower.len() + i), l)),
+    );
+
+    let mut layers = vec![];
+    let mut warnings = vec![];
+    let mut warned_fs = HashSet::new();
+    for (role, index, path) in roles {
+        step("count", path);
+        let pb = PathBuf::from(path);
+        let (counts, error) = match count(&pb, prefix) {
+            Ok(c) => (c, None),
+            Err(e) => (Counts::default(), Some(e.to_string())),
+        };
+        let fs = usage(&pb).ok();
+        if let Some(f) = &fs {
+            let dev = std::fs::metadata(&pb).map(|m| m.dev()).unwrap_or(0);
+            if f.inodes_total > 0
+                && f.inodes_used_percent > INODE_WARN_PERCENT
+                && warned_fs.insert(dev)
+            {
+                warnings.push(format!(
+                    "{path}: {:.0}% of the inodes of its {} filesystem are in use ({} of {} free): new files will fail with ENOSPC",
+                    f.inodes_used_percent, f.fs_type, f.inodes_free, f.inodes_total
+                ));
+            }
+        }
+        layers.push(Layer {
+            role,
+            index,
+            path: path.clone(),
+            counts,
+            fs,
+            error,
+        });
+    }
+    Ok(Inspect {
+        mount,
+        layers,
+        warnings,
+    })
+}
+
+/// Count one layer like `find DIR -xdev`.
+pub fn count(dir: &Path, prefix: &str) -> Result<Counts> {
+    if !dir.is_absolute() {
+        return Err(Error::invalid(
+            "count",
+            p(dir),
+            "relative layer path and no base dir to resolve it against",
+        ));
+    }
+    let mut c = Counts::default();
+    let mut seen = HashSet::new();
+    walk::walk("count", dir, &mut |e| {
+        let first = e.md.nlink() <= 1 || seen.insert((e.md.dev(), e.md.ino()));
+        if !first {
+            return false;
+        }
+        c.inodes += 1;
+        let ft = e.md.file_type();
+        if ft.is_dir() {
+            c.dirs += 1;
+        } else if ft.is_symlink() {
+            c.symlinks += 1;
+        } else if is_whiteout(&e.md, &e.path, prefix) {
+            c.whiteouts += 1;
+        } else if ft.is_file() {
+            c.files += 1;
+            c.bytes += e.md.len();
+        } else {
+            c.other += 1;
+        }
+        true
+    })?;
+    Ok(c)
+}
+
+/// statvfs and statfs of the filesystem holding `path`.
+pub fn usage(path: &Path) -> Result<FsUsage> {
+    let v = rustix::fs::statvfs(path).map_err(|e| Error::os("statvfs", p(path), e))?;
+    let magic = fsutil::fs_magic("statfs", path)?;
+    let used = v.f_files.saturating_sub(v.f_ffree);
+    let pct = if v.f_files > 0 {
+        used as f64 * 100.0 / v.f_files as f64
+    } else {
+        0.0
+    };
+    Ok(FsUsage {
+        fs_type: fsutil::fs_name(magic),
+        inodes_total: v.f_files,
+        inodes_free: v.f_ffree,
+        inodes_used_percent: (pct * 10.0).round() / 10.0,
+        bytes_total: v.f_blocks * v.f_frsize,
+        bytes_free: v.f_bfree * v.f_frsize,
+        bytes_available: v.f_bavail * v.f_frsize,
+    })
+}

@@ -1,0 +1,700 @@
+//! `mount` and `umount`: checks first, then create what is missing, then mount, undoing everything this
+//! invocation did if any step fails.
+//!
+//! Two ways to hand overlay its layers:
+//! - the new mount API (kernel ≥ 6.8): `fsopen("overlay")`, one `fsconfig(lowerdir+)` per layer,
+//!   `fsmount`, `move_mount`. No length limit, no escaping, and the kernel explains a refusal in the
+//!   fs_context log, which we read back into the error line;
+//! - classic mount(2) (older kernels, or `CBUILD_OVERLAY_FORCE_LEGACY=1` / `--legacy-api`): all options
+//!   in one string that must fit in a page. When the lower dirs do not fit, cbuild does what Docker's
+//!   overlay2 does with its `l/` dir, shorter: it makes symlinks `0`, `1`, ... to the layers in an aux
+//!   dir `<state>/.overlay/<id>/`, chdirs there and passes `lowerdir=0:1:...`. The aux dir is the mount's
+//!   source, so mountinfo says where the relative names live and `inspect` can resolve them; `umount`
+//!   removes it.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, CWD};
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
+};
+
+use crate::error::{p, verbose::step, Error, Reason, Result};
+use crate::fsutil;
+use crate::mountinfo;
+
+/// The kernel's limit on lower layers (OVL_MAX_STACK in fs/overlayfs). Used only to explain an EINVAL
+/// from mount(2), which cannot say why; the new API's log names the limit itself.
+pub const KERNEL_MAX_LOWER: usize = 500;
+
+/// Environment switch forcing classic mount(2), so the path older kernels take is testable on a new one.
+pub const FORCE_LEGACY_ENV: &str = "CBUILD_OVERLAY_FORCE_LEGACY";
+
+/// Source shown in mountinfo for mounts that need no aux dir.
+pub const SOURCE: &str = "cbuild-overlay";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Api {
+    /// New API when the kernel has `lowerdir+` (≥ 6.8), else mount(2).
+    Auto,
+    New,
+    Legacy,
+}
+
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    /// Lower dirs, top first.
+    pub lower: Vec<PathBuf>,
+    pub upper: Option<PathBuf>,
+    pub work: Option<PathBuf>,
+    pub target: PathBuf,
+    /// `Some(size)` puts upper and work on a fresh tmpfs (size as tmpfs takes it: `64m`, `10%`).
+    pub tmpfs_upper: Option<Option<String>>,
+    pub volatile: bool,
+    pub index: bool,
+    pub redirect_dir: bool,
+    pub metacopy: bool,
+    pub userxattr: bool,
+    pub api: Api,
+    /// `<state>`, where the aux dir goes when one is needed.
+    pub state_dir: PathBuf,
+}
+
+/// What was mounted, for `-v` and the tests.
+#[derive(Debug)]
+pub struct Mounted {
+    pub api: Api,
+    pub aux: Option<PathBuf>,
+}
+
+/// Checked, absolute inputs.
+struct Plan {
+    lower: Vec<PathBuf>,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+    target: PathBuf,
+}
+
+enum UndoStep {
+    Rmdir(PathBuf),
+    Umount(PathBuf),
+    Unlink(PathBuf),
+}
+
+/// Everything this invocation made, undone in reverse order unless disarmed. Undo failures are reported
+/// and do not change the exit code (the contract's "failing cleanly").
+#[derive(Default)]
+struct Undo {
+    steps: Vec<UndoStep>,
+    armed: bool,
+}
+
+impl Undo {
+    fn push(&mut self, s: UndoStep) {
+        self.armed = true;
+        self.steps.push(s);
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        while let Some(s) = self.steps.pop() {
+            let (what, path, r) = match &s {
+                UndoStep::Rmdir(d) => ("rmdir", d, std::fs::remove_dir(d)),
+                UndoStep::Unlink(f) => ("unlink", f, std::fs::remove_file(f)),
+                UndoStep::Umount(m) => (
+                    "umount",
+                    m,
+                    rustix::mount::unmount(m, UnmountFlags::DETACH).map_err(Into::into),
+                ),
+            };
+            step(&format!("undo {what}"), path.display());
+            if let Err(e) = r {
+                eprintln!("cbuild-overlay: undo {what}: {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Mount an overlay as `req` asks.
+pub fn mount(req: &MountRequest) -> Result<Mounted> {
+    let mut plan = check(req)?;
+    let mut undo = Undo::default();
+
+    let mut created = vec![];
+    for dir in [Some(&plan.target), plan.upper.as_ref(), plan.work.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let r = fsutil::mkdir_p(dir, &mut created);
+        for c in created.drain(..) {
+            undo.push(UndoStep::Rmdir(c));
+        }
+        r?;
+    }
+
+    let api = match req.api {
+        Api::Auto if std::env::var_os(FORCE_LEGACY_ENV).is_some_and(|v| v == "1") => Api::Legacy,
+        Api::Auto if kernel_has_lowerdir_plus() => Api::New,
+        Api::Auto => Api::Legacy,
+        a => a,
+    };
+
+    // The aux dir: needed for a tmpfs upper, and by mount(2) when the layers do not fit in a page.
+    let mut aux = None;
+    let legacy_opts = |lower: &[String], plan: &Plan| legacy_options(lower, plan, req);
+    let needs_links = api == Api::Legacy && {
+        let abs: Vec<String> = plan
+            .lower
+            .iter()
+            .map(|l| l.to_string_lossy().into_owned())
+            .collect();
+        legacy_opts(&abs, &plan).len() >= page_size()
+    };
+    if req.tmpfs_upper.is_some() || needs_links {
+        let dir = make_aux(&req.state_dir, &mut undo)?;
+        if let Some(size) = &req.tmpfs_upper {
+            let mut data = String::from("mode=0755");
+            if let Some(s) = size {
+                data.push_str(&format!(",size={s}"));
+            }
+            step("tmpfs", format!("{} ({data})", dir.display()));
+            let cdata = std::ffi::CString::new(data).expect("no NUL in tmpfs options");
+            rustix::mount::mount(
+                "cbuild-overlay-upper",
+                &dir,
+                "tmpfs",
+                MountFlags::empty(),
+                cdata.as_c_str(),
+            )
+            .map_err(|e| {
+                Error::os("tmpfs", p(&dir), e)
+                    .with_hint("check the --tmpfs-upper size (e.g. 64m, 10%)")
+            })?;
+            undo.push(UndoStep::Umount(dir.clone()));
+            for sub in ["upper", "work"] {
+                let d = dir.join(sub);
+                step("mkdir", d.display());
+                std::fs::create_dir(&d).map_err(|e| Error::os("mkdir", p(&d), e))?;
+            }
+            plan.upper = Some(dir.join("upper"));
+            plan.work = Some(dir.join("work"));
+        }
+        aux = Some(dir);
+    }
+    let source = aux
+        .as_ref()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| SOURCE.to_string());
+
+    match api {
+        Api::New => mount_new(&plan, req, &source)?,
+        _ => mount_legacy(
+            &plan,
+            req,
+            &source,
+            aux.as_deref().filter(|_| needs_links),
+            &mut undo,
+        )?,
+    }
+    undo.armed = false;
+    Ok(Mounted { api, aux })
+}
+
+/// Everything that can be checked before anything is created. Each failure names the dir at fault.
+fn check(req: &MountRequest) -> Result<Plan> {
+    if req.lower.is_empty() {
+        return Err(Error::invalid(
+            "lowerdir",
+            "(none)",
+            "at least one lower dir is needed",
+        ));
+    }
+    let mut lower = Vec::with_capacity(req.lower.len());
+    for l in &req.lower {
+        let abs = std::fs::canonicalize(l).map_err(|e| Error::os("lowerdir", p(l), e))?;
+        if !abs.is_dir() {
+            return Err(Error::invalid("lowerdir", p(l), "not a directory"));
+        }
+        lower.push(abs);
+    }
+
+    let target = fsutil::resolve("target", &req.target)?;
+    if let Ok(md) = std::fs::metadata(&target) {
+        if !md.is_dir() {
+            return Err(Error::invalid("target", p(&target), "not a directory"));
+        }
+        if fsutil::mount_identity("target", &target)?.is_mount_root {
+            return Err(
+                Error::invalid("target", p(&target), "already a mount point").with_hint(format!(
+                    "unmount it first (cbuild-overlay umount {}) or pick another dir",
+                    target.display()
+                )),
+            );
+        }
+    }
+
+    let (upper, work) = match (&req.upper, &req.work, &req.tmpfs_upper) {
+        (None, None, _) => (None, None),
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "upperdir",
+                "--tmpfs-upper",
+                "conflicts with --upper/--work",
+            ));
+        }
+        (Some(u), None, None) => {
+            return Err(Error::invalid("workdir", p(u), "--upper needs --work too"))
+        }
+        (None, Some(w), None) => {
+            return Err(Error::invalid("upperdir", p(w), "--work needs --upper too"))
+        }
+        (Some(u), Some(w), None) => (
+            Some(fsutil::resolve("upperdir", u)?),
+            Some(fsutil::resolve("workdir", w)?),
+        ),
+    };
+    if let (Some(u), Some(w)) = (&upper, &work) {
+        if u == w {
+            return Err(Error::invalid(
+                "workdir",
+                p(w),
+                "is the upper dir itself; overlay needs two separate dirs",
+            ));
+        }
+        if fsutil::is_within(w, u) {
+            return Err(Error::invalid(
+                "workdir",
+                p(w),
+                format!("inside the upper dir {}", u.display()),
+            )
+            .with_hint("put work next to upper, e.g. .../upper and .../work"));
+        }
+        if fsutil::is_within(u, w) {
+            return Err(Error::invalid(
+                "upperdir",
+                p(u),
+                format!("inside the work dir {}", w.display()),
+            ));
+        }
+        // Where they will be created is the mount of their nearest existing ancestor.
+        let (ue, _) = fsutil::nearest_existing(u);
+        let (we, _) = fsutil::nearest_existing(w);
+        if fsutil::fs_magic("upperdir", &ue)? == fsutil::OVERLAYFS_SUPER_MAGIC {
+            return Err(Error::invalid(
+                "upperdir",
+                p(u),
+                "on an overlay filesystem, which cannot hold an upper layer",
+            )
+            .with_hint("put upper and work on the backing filesystem (ext4, xfs, tmpfs, ...)"));
+        }
+        let um = fsutil::mount_identity("upperdir", &ue)?.mnt_id;
+        let wm = fsutil::mount_identity("workdir", &we)?.mnt_id;
+        if um != wm {
+            return Err(Error::invalid(
+                "workdir",
+                p(w),
+                format!(
+                    "not on the same mount as the upper dir {} (mount ids {wm} and {um})",
+                    u.display()
+                ),
+            )
+            .with_hint(
+                "overlay renames from work to upper, so both must be on one filesystem mount",
+            ));
+        }
+        for l in &lower {
+            if l == u || fsutil::is_within(l, u) || fsutil::is_within(u, l) {
+                return Err(Error::invalid(
+                    "upperdir",
+                    p(u),
+                    format!("overlaps the lower dir {}", l.display()),
+                ));
+            }
+        }
+    }
+    Ok(Plan {
+        lower,
+        upper,
+        work,
+        target,
+    })
+}
+
+/// `lowerdir+` arrived in 6.8; older kernels get mount(2).
+pub fn kernel_has_lowerdir_plus() -> bool {
+    let uts = rustix::system::uname();
+    let release = uts.release().to_string_lossy().into_owned();
+    match parse_release(&release) {
+        Some(v) => v >= (6, 8),
+        None => true,
+    }
+}
+
+fn parse_release(r: &str) -> Option<(u32, u32)> {
+    let mut it = r.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
+/// Read what the kernel logged on an fs_context fd ("e overlayfs: ..." lines), errors last wins.
+fn fc_log(fd: &OwnedFd) -> Option<String> {
+    let mut msgs = vec![];
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = rustix::io::read(fd.as_fd(), &mut buf) {
+        if n == 0 {
+            break;
+        }
+        let m = String::from_utf8_lossy(&buf[..n]).trim_end().to_string();
+        // Each message starts with its level: e(rror), w(arning), i(nfo).
+        let text = m.get(2..).unwrap_or(&m).to_string();
+        msgs.push(text);
+    }
+    (!msgs.is_empty()).then(|| msgs.join("; "))
+}
+
+fn flag_options(req: &MountRequest) -> Vec<(&'static str, Option<&'static str>)> {
+    let mut v = vec![];
+    if req.volatile {
+        v.push(("volatile", None));
+    }
+    if req.index {
+        v.push(("index", Some("on")));
+    }
+    if req.redirect_dir {
+        v.push(("redirect_dir", Some("on")));
+    }
+    if req.metacopy {
+        v.push(("metacopy", Some("on")));
+    }
+    if req.userxattr {
+        v.push(("userxattr", None));
+    }
+    v
+}
+
+fn limit_error(plan: &Plan, i: usize, kernel: Option<String>) -> Error {
+    let why = kernel.unwrap_or_else(|| format!("the kernel's limit is {KERNEL_MAX_LOWER}"));
+    Error::invalid(
+        "lowerdir",
+        p(&plan.lower[i.min(plan.lower.len() - 1)]),
+        format!(
+            "too many lower layers: {} given, layer {} is over the kernel's limit ({why})",
+            plan.lower.len(),
+            i + 1
+        ),
+    )
+    .with_hint("flatten some layers (e.g. squash the image) to stay under the limit")
+}
+
+fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
+    step("fsopen", "overlay");
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
+        Error::os("fsopen", "overlay", e)
+            .with_hint("is the overlay module loaded? (modprobe overlay)")
+    })?;
+    let set = |key: &str, value: &Path, object: String| -> Result<()> {
+        rustix::mount::fsconfig_set_string(&fs, key, value)
+            .map_err(|e| Error::os("fsconfig", object, e).with_detail(fc_log(&fs)))
+    };
+    set("source", Path::new(source), format!("source={source}"))?;
+    for (i, l) in plan.lower.iter().enumerate() {
+        step("fsconfig", format!("lowerdir+={}", l.display()));
+        if let Err(e) = set("lowerdir+", l, p(l)) {
+            let detail = match &e.reason {
+                Reason::Os { detail, .. } => detail.clone(),
+                _ => None,
+            };
+            if detail.as_deref().is_some_and(|d| d.contains("too many"))
+                || (i >= KERNEL_MAX_LOWER && e.errno() == Some(libc::EINVAL))
+            {
+                return Err(limit_error(plan, i, detail));
+            }
+            return Err(Error {
+                step: "lowerdir",
+                ..e
+            });
+        }
+    }
+    if let (Some(u), Some(w)) = (&plan.upper, &plan.work) {
+        step("fsconfig", format!("upperdir={}", u.display()));
+        set("upperdir", u, p(u)).map_err(|e| Error {
+            step: "upperdir",
+            ..e
+        })?;
+        step("fsconfig", format!("workdir={}", w.display()));
+        set("workdir", w, p(w)).map_err(|e| Error {
+            step: "workdir",
+            ..e
+        })?;
+    }
+    for (key, value) in flag_options(req) {
+        let shown = value
+            .map(|v| format!("{key}={v}"))
+            .unwrap_or_else(|| key.to_string());
+        step("fsconfig", &shown);
+        let r = match value {
+            Some(v) => rustix::mount::fsconfig_set_string(&fs, key, v),
+            None => rustix::mount::fsconfig_set_flag(&fs, key),
+        };
+        r.map_err(|e| {
+            Error::os("fsconfig", shown.clone(), e)
+                .with_detail(fc_log(&fs))
+                .with_hint("this kernel's overlay may not support the option")
+        })?;
+    }
+    step("fsconfig", format!("create: {}", plan.target.display()));
+    rustix::mount::fsconfig_create(&fs)
+        .map_err(|e| Error::os("fsconfig", p(&plan.target), e).with_detail(fc_log(&fs)))?;
+    step("fsmount", p(&plan.target));
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(|e| Error::os("fsmount", p(&plan.target), e).with_detail(fc_log(&fs)))?;
+    step("move_mount", p(&plan.target));
+    // A detached mount that is never attached is freed when `mnt` closes, so failing here leaves nothing.
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        CWD,
+        &plan.target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| Error::os("move_mount", p(&plan.target), e))?;
+    Ok(())
+}
+
+/// Backslash-escape what the mount(2) option parser splits on.
+fn escape_legacy(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+fn legacy_options(lower: &[String], plan: &Plan, req: &MountRequest) -> String {
+    let lowers: Vec<String> = lower.iter().map(|l| escape_legacy(l)).collect();
+    let mut o = format!("lowerdir={}", lowers.join(":"));
+    if let (Some(u), Some(w)) = (&plan.upper, &plan.work) {
+        o.push_str(&format!(
+            ",upperdir={},workdir={}",
+            escape_legacy(&u.to_string_lossy()),
+            escape_legacy(&w.to_string_lossy())
+        ));
+    }
+    for (key, value) in flag_options(req) {
+        o.push(',');
+        o.push_str(key);
+        if let Some(v) = value {
+            o.push('=');
+            o.push_str(v);
+        }
+    }
+    o
+}
+
+fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
+    let base = fsutil::resolve("aux", &state.join(".overlay"))?;
+    let mut created = vec![];
+    let r = fsutil::mkdir_p(&base, &mut created);
+    for c in created {
+        undo.push(UndoStep::Rmdir(c));
+    }
+    r?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = base.join(format!(
+        "{}-{:x}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    ));
+    step("mkdir", dir.display());
+    std::fs::create_dir(&dir).map_err(|e| Error::os("mkdir", p(&dir), e))?;
+    undo.push(UndoStep::Rmdir(dir.clone()));
+    Ok(dir)
+}
+
+fn mount_legacy(
+    plan: &Plan,
+    req: &MountRequest,
+    source: &str,
+    links: Option<&Path>,
+    undo: &mut Undo,
+) -> Result<()> {
+    let lower: Vec<String> = match links {
+        None => plan
+            .lower
+            .iter()
+            .map(|l| l.to_string_lossy().into_owned())
+            .collect(),
+        Some(aux) => {
+            let mut names = Vec::with_capacity(plan.lower.len());
+            for (i, l) in plan.lower.iter().enumerate() {
+                let link = aux.join(i.to_string());
+                step("symlink", format!("{} -> {}", link.display(), l.display()));
+                std::os::unix::fs::symlink(l, &link)
+                    .map_err(|e| Error::os("symlink", p(&link), e))?;
+                undo.push(UndoStep::Unlink(link));
+                names.push(i.to_string());
+            }
+            names
+        }
+    };
+    let data = legacy_options(&lower, plan, req);
+    if data.len() >= page_size() {
+        return Err(Error::invalid(
+            "mount",
+            p(&plan.target),
+            format!(
+                "the mount(2) option string is {} bytes, over the kernel's one-page limit ({})",
+                data.len(),
+                page_size()
+            ),
+        )
+        .with_hint("shorten the upper/work paths, or use a kernel ≥ 6.8 (new mount API)"));
+    }
+    let cdata = std::ffi::CString::new(data)
+        .map_err(|_| Error::invalid("mount", p(&plan.target), "a path contains a NUL byte"))?;
+
+    // Relative layer names resolve against the cwd at mount time; go to the aux dir and come back.
+    let back = match links {
+        Some(aux) => {
+            let here = rustix::fs::open(
+                ".",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| Error::os("chdir", "current directory", e))?;
+            step("chdir", aux.display());
+            rustix::process::chdir(aux).map_err(|e| Error::os("chdir", p(aux), e))?;
+            Some(here)
+        }
+        None => None,
+    };
+    step(
+        "mount",
+        format!(
+            "{} (mount(2), {} bytes of options)",
+            plan.target.display(),
+            cdata.as_bytes().len()
+        ),
+    );
+    let r = rustix::mount::mount(
+        source,
+        &plan.target,
+        "overlay",
+        MountFlags::empty(),
+        cdata.as_c_str(),
+    );
+    if let Some(here) = back {
+        let _ = rustix::process::fchdir(&here);
+    }
+    r.map_err(|e| {
+        if e == rustix::io::Errno::INVAL && plan.lower.len() > KERNEL_MAX_LOWER {
+            limit_error(plan, KERNEL_MAX_LOWER, None)
+        } else {
+            Error::os("mount", p(&plan.target), e)
+                .with_hint("overlayfs logs its reason in the kernel log (dmesg | tail)")
+        }
+    })
+}
+
+/// Unmount the overlay at `target` and remove its aux dir, if cbuild made one.
+pub fn umount(target: &Path, lazy: bool) -> Result<()> {
+    let target = std::fs::canonicalize(target).map_err(|e| Error::os("umount", p(target), e))?;
+    let entries = mountinfo::read()?;
+    let entry = mountinfo::overlay_at(&entries, &target)
+        .ok_or_else(|| Error::invalid("umount", p(&target), "not an overlay mount point"))?;
+    step("umount", target.display());
+    let flags = if lazy {
+        UnmountFlags::DETACH
+    } else {
+        UnmountFlags::empty()
+    };
+    rustix::mount::unmount(&target, flags).map_err(|e| {
+        let err = Error::os("umount", p(&target), e);
+        if e == rustix::io::Errno::BUSY {
+            err.with_hint("a process still uses it (fuser -m); --lazy detaches it now and frees it when unused")
+        } else {
+            err
+        }
+    })?;
+    if let Some(aux) = aux_dir(&entry.source) {
+        remove_aux(&aux);
+    }
+    Ok(())
+}
+
+/// The aux dir a mount's source names, if it is one of cbuild's (`.../.overlay/<id>`).
+pub fn aux_dir(source: &str) -> Option<PathBuf> {
+    let s = Path::new(source);
+    (s.is_absolute() && s.parent()?.file_name()? == ".overlay" && s.is_dir())
+        .then(|| s.to_path_buf())
+}
+
+/// Remove an aux dir: unmount its tmpfs, remove the numbered layer links, rmdir it and, if empty, its
+/// `.overlay` parent. Nothing else in it is touched. Failures are warnings: the overlay is already gone.
+fn remove_aux(aux: &Path) {
+    if fsutil::mount_identity("umount", aux).is_ok_and(|m| m.is_mount_root) {
+        step("umount", aux.display());
+        if let Err(e) = rustix::mount::unmount(aux, UnmountFlags::DETACH) {
+            eprintln!("cbuild-overlay: umount: {}: {e}", aux.display());
+            return;
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(aux) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let numbered = name
+                .to_str()
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if numbered && e.file_type().is_ok_and(|t| t.is_symlink()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    step("rmdir", aux.display());
+    if let Err(e) = std::fs::remove_dir(aux) {
+        eprintln!("cbuild-overlay: rmdir: {}: {e}", aux.display());
+    }
+    if let Some(parent) = aux.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(parse_release("6.1.0-28-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.10"), Some((5, 10)));
+        assert_eq!(parse_release("x"), None);
+    }
+
+    #[test]
+    fn escapes_legacy_separators() {
+        assert_eq!(escape_legacy("/a:b,c\\d"), "/a\\:b\\,c\\\\d");
+        let (lower, _) = mountinfo::split_lowerdir(&escape_legacy("/a:b"));
+        assert_eq!(lower, vec!["/a:b"]);
+    }
+}
