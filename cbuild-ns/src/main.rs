@@ -1,1 +1,429 @@
-fn main() {}
+//! The command line of cbuild-ns. Only parsing and the mapping of errors to exit codes live here; the
+//! mechanism is in the library.
+
+use cbuild_ns::capabilities::{parse_name, CapName};
+use cbuild_ns::error::{Error, Step, EXIT_TOOL};
+use cbuild_ns::idmap::{self, Range};
+use cbuild_ns::namespaces::NsType;
+use cbuild_ns::spec::{self, BindMount, RunSpec, SeccompSource, TmpfsMount};
+use cbuild_ns::{inspect, nsenter, persist, report, run};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "cbuild-ns",
+    version,
+    about = "Create and join Linux namespaces, build a container's root, exec a command.",
+    after_help = "Exit codes: the command's own; 125 cbuild-ns failed; 126 not executable; 127 not found; 128+N killed by signal N.\nState: $CBUILD_STATE (default /run/cbuild, or $XDG_RUNTIME_DIR/cbuild when not root)."
+)]
+struct Cli {
+    /// Print each step to stderr as it happens.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create namespaces, set up the root filesystem and the process, and exec CMD.
+    Run(Box<RunArgs>),
+    /// Run CMD inside the namespaces of a running process or of persisted namespace files (nsenter).
+    Exec(ExecArgs),
+    /// Show a process's namespaces, NSpid chain, ID maps, capabilities, seccomp and cgroups.
+    Inspect {
+        pid: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release namespaces persisted with `run --persist` (unmount and remove their files).
+    Unpersist {
+        /// A directory, or a NAME meaning $CBUILD_STATE/NAME/ns.
+        dir: String,
+    },
+}
+
+#[derive(Args, Default)]
+struct ProcessArgs {
+    /// Working directory of the command (inside the new root).
+    #[arg(short = 'w', long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// Set an environment variable (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Start from an empty environment (PATH gets a default).
+    #[arg(long)]
+    clear_env: bool,
+    /// Run as UID[:GID] or NAME[:GROUP], resolved in the new root's /etc/passwd and /etc/group;
+    /// supplementary groups come from /etc/group.
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// An extra supplementary group (repeatable).
+    #[arg(long, value_name = "GROUP")]
+    group_add: Vec<String>,
+    /// Pass fds 3..3+N-1 to the command; every other fd above 2 is closed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Before exec, block until one byte can be read from fd N (EOF aborts with 125).
+    #[arg(long, value_name = "N")]
+    wait_fd: Option<i32>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// New pid namespace (the command, or cbuild-ns with --init, is PID 1).
+    #[arg(long)]
+    pid: bool,
+    /// New mount namespace (implied by --rootfs, --bind, --tmpfs).
+    #[arg(long)]
+    mount: bool,
+    /// New UTS namespace (implied by --hostname, --domainname).
+    #[arg(long)]
+    uts: bool,
+    /// New IPC namespace.
+    #[arg(long)]
+    ipc: bool,
+    /// New network namespace (only `lo`, down).
+    #[arg(long)]
+    net: bool,
+    /// New user namespace (implied by the map options).
+    #[arg(long)]
+    userns: bool,
+    /// New cgroup namespace.
+    #[arg(long)]
+    cgroup: bool,
+    /// New time namespace (implied by --time-offset).
+    #[arg(long)]
+    time: bool,
+    /// Every namespace type except user (add --userns or a map option for that).
+    #[arg(long)]
+    all: bool,
+    /// Join an existing namespace: TYPE=PATH, or TYPE=NAME for $CBUILD_STATE/NAME/ns/TYPE (repeatable).
+    #[arg(long, value_name = "TYPE=PATH")]
+    join: Vec<String>,
+    /// Join every namespace of PID that differs from ours.
+    #[arg(long, value_name = "PID")]
+    join_pid: Option<i32>,
+    #[arg(long)]
+    hostname: Option<String>,
+    #[arg(long)]
+    domainname: Option<String>,
+    /// Time namespace offsets: SECS, or monotonic=SECS,boottime=SECS.
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
+    time_offset: Option<String>,
+    /// New root filesystem (pivot_root; the old root is detached).
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Mount a tmpfs: DST[:OPTIONS] (e.g. /tmp:rw,noexec,nosuid,size=100m).
+    #[arg(long, value_name = "DST[:OPTS]")]
+    tmpfs: Vec<String>,
+    /// Bind-mount SRC:DST[:ro] (DST inside the new root).
+    #[arg(long, value_name = "SRC:DST[:ro]")]
+    bind: Vec<String>,
+    /// Make the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Do not mask runc's default paths (/proc/kcore, /proc/keys, /sys/firmware, ...) nor make /proc/sys
+    /// and friends read-only.
+    #[arg(long)]
+    no_mask: bool,
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Drop capabilities: names (NET_RAW or CAP_NET_RAW), ALL, or DOCKER_DEFAULT (comma-separated or repeated).
+    #[arg(long, value_name = "CAPS")]
+    cap_drop: Vec<String>,
+    /// Add capabilities back, same names; `--cap-drop ALL --cap-add DOCKER_DEFAULT` is Docker's default set.
+    #[arg(long, value_name = "CAPS")]
+    cap_add: Vec<String>,
+    /// Set no_new_privs: setuid binaries and file capabilities stop granting privileges.
+    #[arg(long)]
+    no_new_privs: bool,
+    /// Resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...; `unlimited`) (repeatable).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    rlimit: Vec<String>,
+    /// Map root in the new user namespace to the caller (implies --userns).
+    #[arg(long)]
+    map_root_user: bool,
+    /// Map root to the caller and 1..N to the caller's range in /etc/subuid and /etc/subgid (implies --userns).
+    #[arg(long)]
+    map_auto: bool,
+    /// UID map range INSIDE:OUTSIDE[:COUNT] (repeatable; implies --userns; newuidmap is used when needed).
+    #[arg(long, value_name = "IN:OUT[:N]")]
+    uid_map: Vec<String>,
+    /// GID map range INSIDE:OUTSIDE[:COUNT] (repeatable; implies --userns).
+    #[arg(long, value_name = "IN:OUT[:N]")]
+    gid_map: Vec<String>,
+    /// Load a compiled seccomp BPF program (cbuild-seccomp compile) as the last step before exec.
+    #[arg(long, value_name = "FILE", conflicts_with = "seccomp_fd")]
+    seccomp: Option<PathBuf>,
+    /// Read the seccomp BPF program from fd N.
+    #[arg(long, value_name = "N")]
+    seccomp_fd: Option<i32>,
+    /// Seccomp filter flags: tsync, log, spec_allow (comma-separated).
+    #[arg(long, value_name = "FLAGS", default_value = "")]
+    seccomp_flags: String,
+    /// Stay as PID 1: reap zombies, forward signals, exit with the command's status.
+    #[arg(long)]
+    init: bool,
+    /// Bind-mount the new namespaces to files in DIR (or NAME: $CBUILD_STATE/NAME/ns).
+    #[arg(long, value_name = "DIR|NAME")]
+    persist: Option<String>,
+    /// Write one JSON object (pid, namespace inodes) to fd N once the namespaces exist.
+    #[arg(long, value_name = "N")]
+    info_fd: Option<i32>,
+    /// Write JSON lines of phases and the final exit code to fd N.
+    #[arg(long, value_name = "N")]
+    status_fd: Option<i32>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// Join the namespaces of this PID.
+    #[arg(short, long, value_name = "PID", conflicts_with = "ns_dir")]
+    target: Option<i32>,
+    /// Join persisted namespace files in DIR (or NAME: $CBUILD_STATE/NAME/ns).
+    #[arg(long, value_name = "DIR|NAME")]
+    ns_dir: Option<String>,
+    /// Only these namespace types (comma-separated: user,mnt,net,...); default: all that differ.
+    #[arg(long, value_name = "TYPES")]
+    ns: Option<String>,
+    #[command(flatten)]
+    process: ProcessArgs,
+    #[arg(last = true, required = true, value_name = "CMD")]
+    cmd: Vec<String>,
+}
+
+fn bad(object: impl std::fmt::Display, reason: impl std::fmt::Display) -> Error {
+    Error::new(Step::Args, object, reason)
+}
+
+/// $CBUILD_STATE, else /run/cbuild for root, $XDG_RUNTIME_DIR/cbuild otherwise.
+fn state_dir() -> PathBuf {
+    if let Some(s) = std::env::var_os("CBUILD_STATE") {
+        return PathBuf::from(s);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/cbuild");
+    }
+    let rt = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::geteuid())));
+    rt.join("cbuild")
+}
+
+/// A container NAME (contract) or a path.
+fn name_or_path(s: &str, suffix: &str) -> Result<PathBuf, Error> {
+    if s.contains('/') {
+        return Ok(PathBuf::from(s));
+    }
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        return Err(bad(s, "not a NAME ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}) nor a path"));
+    }
+    Ok(state_dir().join(s).join(suffix))
+}
+
+fn caps_list(v: &[String]) -> Result<Vec<CapName>, Error> {
+    v.iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_name(s).map_err(|e| Error::new(Step::Capabilities, s, e)))
+        .collect()
+}
+
+fn process_spec(p: ProcessArgs, cmd: Vec<String>) -> Result<RunSpec, Error> {
+    let mut env = vec![];
+    for kv in p.env {
+        let (k, v) = kv.split_once('=').ok_or_else(|| bad(&kv, "want K=V"))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    Ok(RunSpec {
+        workdir: p.workdir,
+        env,
+        clear_env: p.clear_env,
+        user: p.user,
+        group_add: p.group_add,
+        preserve_fds: p.preserve_fds,
+        wait_fd: p.wait_fd,
+        argv: cmd,
+        ..RunSpec::default()
+    })
+}
+
+fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
+    let mut s = process_spec(a.process, a.cmd)?;
+    let mut want = |on: bool, ty: NsType| {
+        if on {
+            s.new_ns.insert(ty);
+        }
+    };
+    let implied_mnt = a.rootfs.is_some() || !a.bind.is_empty() || !a.tmpfs.is_empty();
+    let implied_user = a.map_root_user || a.map_auto || !a.uid_map.is_empty() || !a.gid_map.is_empty();
+    want(a.pid || a.all, NsType::Pid);
+    want(a.mount || a.all || implied_mnt, NsType::Mnt);
+    // A hostname without a new UTS namespace would rename the host.
+    want(a.uts || a.all || a.hostname.is_some() || a.domainname.is_some(), NsType::Uts);
+    want(a.ipc || a.all, NsType::Ipc);
+    want(a.net || a.all, NsType::Net);
+    want(a.userns || implied_user, NsType::User);
+    want(a.cgroup || a.all, NsType::Cgroup);
+    want(a.time || a.all || a.time_offset.is_some(), NsType::Time);
+
+    for j in &a.join {
+        let (ty, path) = j.split_once('=').ok_or_else(|| bad(j, "want TYPE=PATH"))?;
+        let t = NsType::parse(ty).ok_or_else(|| bad(ty, "unknown namespace type"))?;
+        s.joins.push((t, name_or_path(path, &format!("ns/{}", t.proc_name()))?));
+    }
+    if let Some(pid) = a.join_pid {
+        std::fs::metadata(format!("/proc/{pid}")).map_err(|e| Error::io(Step::Join, format!("pid {pid}"), &e))?;
+        for ty in cbuild_ns::namespaces::ALL {
+            if !cbuild_ns::namespaces::same_as_self(ty, pid) && !s.new_ns.contains(&ty) {
+                s.joins.push((ty, ty.proc_path(pid)));
+            }
+        }
+    }
+    s.hostname = a.hostname;
+    s.domainname = a.domainname;
+    if let Some(t) = &a.time_offset {
+        s.time_offsets = spec::parse_time_offsets(t).map_err(|e| bad(t, e))?;
+    }
+    s.rootfs = a.rootfs;
+    for t in a.tmpfs {
+        let (dst, opts) = t.split_once(':').unwrap_or((&t, ""));
+        if !dst.starts_with('/') {
+            return Err(Error::new(Step::Tmpfs, dst, "must be an absolute path"));
+        }
+        s.tmpfs.push(TmpfsMount { dst: dst.into(), options: opts.to_string() });
+    }
+    for b in a.bind {
+        let parts: Vec<&str> = b.split(':').collect();
+        let (src, dst, ro) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, false),
+            [src, dst, "ro"] => (*src, *dst, true),
+            [src, dst, "rw"] => (*src, *dst, false),
+            _ => return Err(Error::new(Step::Bind, &b, "want SRC:DST[:ro]")),
+        };
+        if !dst.starts_with('/') {
+            return Err(Error::new(Step::Bind, dst, "must be an absolute path"));
+        }
+        s.binds.push(BindMount { src: src.into(), dst: dst.into(), readonly: ro });
+    }
+    s.read_only = a.read_only;
+    s.no_mask = a.no_mask;
+    s.cap_drop = caps_list(&a.cap_drop)?;
+    s.cap_add = caps_list(&a.cap_add)?;
+    s.no_new_privs = a.no_new_privs;
+    for r in &a.rlimit {
+        s.rlimits.push(spec::parse_rlimit(r).map_err(|e| Error::new(Step::Rlimit, r, e))?);
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    let parse_maps = |v: &[String], what: &str| -> Result<Vec<Range>, Error> {
+        v.iter().map(|m| idmap::parse_range(m).map_err(|e| Error::new(Step::Args, format!("{what} {m}"), e))).collect()
+    };
+    s.uid_map = parse_maps(&a.uid_map, "--uid-map")?;
+    s.gid_map = parse_maps(&a.gid_map, "--gid-map")?;
+    if a.map_root_user {
+        s.uid_map = vec![Range { inside: 0, outside: uid, count: 1 }];
+        s.gid_map = vec![Range { inside: 0, outside: gid, count: 1 }];
+    }
+    if a.map_auto {
+        let name = std::env::var("USER").unwrap_or_else(|_| uid.to_string());
+        s.uid_map = idmap::auto_map(uid, &name, "/etc/subuid")?;
+        s.gid_map = idmap::auto_map(gid, &name, "/etc/subgid")?;
+    }
+    if s.userns() && s.uid_map.is_empty() && !a.userns {
+        return Err(bad("--userns", "no uid map"));
+    }
+    s.seccomp = match (a.seccomp, a.seccomp_fd) {
+        (Some(p), _) => Some(SeccompSource::File(p)),
+        (None, Some(fd)) => Some(SeccompSource::Fd(fd)),
+        _ => None,
+    };
+    s.seccomp_flags = cbuild_ns::seccomp::parse_flags(&a.seccomp_flags)
+        .map_err(|e| Error::new(Step::Seccomp, &a.seccomp_flags, e))?;
+    s.init = a.init;
+    if s.init && !s.new_ns.contains(&NsType::Pid) {
+        return Err(bad("--init", "needs a new pid namespace (--pid)"));
+    }
+    s.persist = a.persist.as_deref().map(|p| name_or_path(p, "ns")).transpose()?;
+    s.info_fd = a.info_fd;
+    s.status_fd = a.status_fd;
+    Ok(s)
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => EXIT_TOOL,
+            };
+            if code == 0 {
+                let _ = e.print();
+            } else {
+                // One line, in the contract's shape; clap's usage follows for the reader.
+                let first = e.to_string();
+                let msg = first.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+                eprintln!("cbuild-ns: args: command line: {msg}");
+            }
+            std::process::exit(code);
+        }
+    };
+    cbuild_ns::log::set_verbose(cli.verbose);
+    let code = match cli.cmd {
+        Cmd::Run(a) => match run_spec(*a) {
+            Ok(spec) => run::run(spec),
+            Err(e) => fail(e),
+        },
+        Cmd::Exec(a) => {
+            let types = match a.ns.as_deref().map(|t| {
+                t.split(',').map(|x| NsType::parse(x).ok_or_else(|| bad(x, "unknown namespace type"))).collect()
+            }) {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => std::process::exit(fail(e)),
+                None => vec![],
+            };
+            let ns_dir = match a.ns_dir.as_deref().map(|d| name_or_path(d, "ns")).transpose() {
+                Ok(d) => d,
+                Err(e) => std::process::exit(fail(e)),
+            };
+            match process_spec(a.process, a.cmd) {
+                Ok(proc) => nsenter::exec(nsenter::ExecSpec { target: a.target, ns_dir, types, proc }),
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Inspect { pid, json } => match inspect::parse_pid(&pid).and_then(inspect::inspect) {
+            Ok(v) => {
+                if json {
+                    println!("{v}");
+                } else {
+                    print!("{}", inspect::render(&v));
+                }
+                0
+            }
+            Err(e) => fail(e),
+        },
+        Cmd::Unpersist { dir } => match name_or_path(&dir, "ns").and_then(|d| persist::remove(&d)) {
+            Ok(_) => 0,
+            Err(e) => fail(e),
+        },
+    };
+    std::process::exit(code);
+}
+
+fn fail(e: Error) -> i32 {
+    report(&e);
+    e.code
+}

@@ -1,0 +1,29 @@
+//! cbuild-ns: create and join Linux namespaces, build a container's filesystem view, set up the process
+//! (user, capabilities, rlimits, seccomp) and exec a command. One module per concern; `run` reads top to
+//! bottom as the whole set-up path.
+
+pub mod capabilities;
+pub mod error;
+pub mod idmap;
+pub mod init;
+pub mod inspect;
+pub mod log;
+pub mod mounts;
+pub mod namespaces;
+pub mod nsenter;
+pub mod persist;
+pub mod process;
+pub mod protocol;
+pub mod rootfs;
+pub mod run;
+pub mod seccomp;
+pub mod signals;
+pub mod spec;
+
+/// Print an error as the contract's one line (plus an optional hint line).
+pub fn report(e: &error::Error) {
+    eprintln!("cbuild-ns: {e}");
+    if let Some(h) = e.hint.as_deref().filter(|h| !h.is_empty()) {
+        eprintln!("hint: {h}");
+    }
+}

@@ -1,0 +1,22 @@
+//! `-v`: each step printed to stderr as it happens, in the same `step: object` shape as error lines, so a
+//! lab can show a learner exactly what the tool did.
+
+use crate::error::Step;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, Ordering::Relaxed);
+}
+
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// Print `cbuild-ns: step: <step>: <object>` when `-v` is on.
+pub fn step(step: Step, object: impl std::fmt::Display) {
+    if verbose() {
+        eprintln!("cbuild-ns: step: {step}: {object}");
+    }
+}

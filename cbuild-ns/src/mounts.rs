@@ -1,0 +1,192 @@
+//! Mount primitives used while building a root filesystem. Every target inside the new root is resolved
+//! with openat2(RESOLVE_IN_ROOT), and mounted through its /proc/self/fd path, so a hostile rootfs with
+//! symlinks (`/proc -> /etc`, `dev -> ../../host`) can never make us mount over a host path.
+
+use crate::error::{Context, Error, Result, Step};
+use nix::mount::{mount, MsFlags};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+fn openat2(dir: &OwnedFd, path: &Path, flags: i32, mode: u32) -> nix::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| nix::errno::Errno::EINVAL)?;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: mode as u64,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how as *const OpenHow, size_of::<OpenHow>())
+    };
+    if fd < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The new root, held open so every path below it resolves inside it.
+pub struct Root {
+    pub path: PathBuf,
+    fd: OwnedFd,
+}
+
+/// What a mount target must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// `/proc/self/fd/N`: the path through which mount(2) reaches an fd we resolved safely.
+pub struct Target {
+    fd: OwnedFd,
+    pub shown: String,
+}
+
+impl Target {
+    pub fn proc_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
+}
+
+impl Root {
+    pub fn open(path: &Path) -> Result<Root> {
+        let fd = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ctx(Step::Rootfs, path.display())?;
+        Ok(Root { path: path.to_path_buf(), fd })
+    }
+
+    /// Resolve `inside` (an absolute path as the container sees it) to an O_PATH fd, creating missing
+    /// directories (and the final file, for `Kind::File`) on the way, all inside the root.
+    pub fn target(&self, inside: &Path, kind: Kind, step: Step) -> Result<Target> {
+        let rel: PathBuf = inside.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        let shown = format!("{}", self.path.join(&rel).display());
+        if rel.as_os_str().is_empty() {
+            let fd = openat2(&self.fd, Path::new("."), libc::O_PATH | libc::O_DIRECTORY, 0).ctx(step, &shown)?;
+            return Ok(Target { fd, shown });
+        }
+        let want = if kind == Kind::Dir { libc::O_PATH | libc::O_DIRECTORY } else { libc::O_PATH };
+        match openat2(&self.fd, &rel, want, 0) {
+            Ok(fd) => return Ok(Target { fd, shown }),
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(Error::sys(step, &shown, e)),
+        }
+        // Create what is missing, one component at a time, each relative to its already-resolved parent.
+        let mut parent = openat2(&self.fd, Path::new("."), libc::O_PATH | libc::O_DIRECTORY, 0).ctx(step, &shown)?;
+        let comps: Vec<_> = rel.components().collect();
+        for (i, c) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            let name = Path::new(c.as_os_str());
+            if last && kind == Kind::File {
+                let cname = CString::new(name.as_os_str().as_encoded_bytes()).unwrap();
+                let fd = unsafe {
+                    libc::openat(
+                        parent.as_raw_fd(),
+                        cname.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                        0o644,
+                    )
+                };
+                if fd < 0 && nix::errno::Errno::last() != nix::errno::Errno::EEXIST {
+                    return Err(Error::sys(step, &shown, nix::errno::Errno::last()));
+                }
+                if fd >= 0 {
+                    unsafe { libc::close(fd) };
+                }
+            } else {
+                match nix::sys::stat::mkdirat(&parent, name, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(Error::sys(step, &shown, e)),
+                }
+            }
+            let flags = if last { want } else { libc::O_PATH | libc::O_DIRECTORY };
+            // Resolving the single component from the parent still uses RESOLVE_IN_ROOT semantics relative
+            // to the parent, which cannot climb above it.
+            parent = openat2(&parent, name, flags, 0).ctx(step, &shown)?;
+        }
+        Ok(Target { fd: parent, shown })
+    }
+}
+
+/// mount(2) with the step and object named on failure.
+pub fn mount_at(
+    source: Option<&str>,
+    target: &Target,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    step: Step,
+) -> Result<()> {
+    crate::log::step(step, &target.shown);
+    mount(source, target.proc_path().as_str(), fstype, flags, data).ctx(step, &target.shown)
+}
+
+/// Bind-remount read-only, keeping the flags the kernel may have locked (nosuid, nodev, noexec, atime):
+/// in a user namespace a remount that clears a locked flag fails with EPERM.
+pub fn remount_ro(path: &str, step: Step) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(path).ctx(step, path)?;
+    let f = st.flags();
+    use nix::sys::statvfs::FsFlags;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            flags |= ms;
+        }
+    }
+    crate::log::step(step, path);
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).ctx(step, path)
+}
+
+/// Parse tmpfs/mount options the way mount(8) does: flag words become MsFlags, the rest is data.
+pub fn parse_options(opts: &str) -> std::result::Result<(MsFlags, String), String> {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags &= !MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "suid" => flags &= !MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "dev" => flags &= !MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "exec" => flags &= !MsFlags::MS_NOEXEC,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            o if o.starts_with("size=")
+                || o.starts_with("mode=")
+                || o.starts_with("uid=")
+                || o.starts_with("gid=")
+                || o.starts_with("nr_inodes=")
+                || o.starts_with("nr_blocks=") =>
+            {
+                data.push(o.to_string())
+            }
+            o => return Err(format!("unknown mount option {o:?}")),
+        }
+    }
+    Ok((flags, data.join(",")))
+}

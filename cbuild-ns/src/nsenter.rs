@@ -1,0 +1,176 @@
+//! `cbuild-ns exec`: run a command inside an existing container's namespaces (nsenter).
+//!
+//! Two container-escape classes are closed here. CVE-2019-5736: while we are inside the container's pid
+//! namespace, a container process could open /proc/OURPID/exe and later overwrite the host binary; we make
+//! ourselves non-dumpable before joining, so the kernel refuses that (ptrace access mode check), and only
+//! the forked child (which execs at once) ever becomes visible in the container. CVE-2024-21626: host fds
+//! (including a host cwd) must not survive into the container; every fd above 2 except `--preserve-fds`
+//! is closed on exec, and the cwd is set inside the container after joining its mount namespace.
+
+use crate::error::{Context, Error, Result, Step};
+use crate::namespaces::{self, NsFd, NsType};
+use crate::process;
+use crate::protocol;
+use crate::signals;
+use crate::spec::RunSpec;
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::wait::waitpid;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+pub struct ExecSpec {
+    pub target: Option<i32>,
+    pub ns_dir: Option<PathBuf>,
+    /// Empty = every namespace of the target that differs from ours.
+    pub types: Vec<NsType>,
+    /// Environment, user, workdir, preserved fds and the command, reusing run's fields.
+    pub proc: RunSpec,
+}
+
+pub fn exec(spec: ExecSpec) -> i32 {
+    match exec_inner(&spec) {
+        Ok(code) => code,
+        Err(e) => {
+            crate::report(&e);
+            e.code
+        }
+    }
+}
+
+fn open_targets(spec: &ExecSpec) -> Result<Vec<NsFd>> {
+    let mut fds = vec![];
+    let wanted = |ty: NsType| spec.types.is_empty() || spec.types.contains(&ty);
+    match (spec.target, &spec.ns_dir) {
+        (Some(pid), None) => {
+            let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+            std::fs::metadata(&proc_dir).ctx(Step::Join, format!("pid {pid}"))?;
+            for ty in namespaces::ALL {
+                let explicit = spec.types.contains(&ty);
+                if !wanted(ty) || (!explicit && namespaces::same_as_self(ty, pid)) {
+                    continue;
+                }
+                fds.push(namespaces::open(ty, &ty.proc_path(pid))?);
+            }
+        }
+        (None, Some(dir)) => {
+            std::fs::metadata(dir).ctx(Step::Join, dir.display())?;
+            for ty in namespaces::ALL {
+                let p = dir.join(ty.proc_name());
+                if wanted(ty) && (p.exists() || spec.types.contains(&ty)) {
+                    fds.push(namespaces::open(ty, &p)?);
+                }
+            }
+        }
+        _ => return Err(Error::new(Step::Args, "target", "give exactly one of --target PID or --ns-dir DIR")),
+    }
+    if fds.is_empty() {
+        return Err(Error::new(Step::Join, "target", "no namespace to join (all are the same as ours)"));
+    }
+    fds.sort_by_key(|f| f.ty);
+    Ok(fds)
+}
+
+fn exec_inner(spec: &ExecSpec) -> Result<i32> {
+    let p = &spec.proc;
+    if p.argv.is_empty() {
+        return Err(Error::new(Step::Args, "command", "missing (give it after --)"));
+    }
+    if let Some(fd) = p.wait_fd {
+        protocol::check_fd(fd, Step::Fds)?;
+    }
+    let fds = open_targets(spec)?;
+    // The target's root, opened before joining: its mount namespace's root may not be the process's root.
+    let root: Option<OwnedFd> = match spec.target {
+        Some(pid) => Some(
+            nix::fcntl::open(
+                format!("/proc/{pid}/root").as_str(),
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ctx(Step::Join, format!("/proc/{pid}/root"))?,
+        ),
+        None => None,
+    };
+
+    // Non-dumpable before we enter anything: /proc/OURPID/exe and /proc/OURPID/mem become unreachable for
+    // container processes (CVE-2019-5736).
+    nix::sys::prctl::set_dumpable(false).ctx(Step::Join, "prctl(PR_SET_DUMPABLE)")?;
+    for f in &fds {
+        f.join()?;
+    }
+    let joined_mnt = fds.iter().any(|f| f.ty == NsType::Mnt);
+    if let (Some(r), true) = (&root, joined_mnt) {
+        nix::unistd::fchdir(r).ctx(Step::Join, "root")?;
+        nix::unistd::chroot(".").ctx(Step::Join, "root")?;
+    }
+    if joined_mnt {
+        nix::unistd::chdir("/").ctx(Step::Workdir, "/")?;
+    }
+
+    let supervised = signals::supervised();
+    let mut old = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&supervised), Some(&mut old))
+        .ctx(Step::Fork, "sigmask")?;
+    let (ctrl_r, ctrl_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(Step::Sync, "pipe")?;
+    // Fork: joining a pid namespace only takes effect for children.
+    match unsafe { nix::unistd::fork() }.ctx(Step::Fork, "exec")? {
+        nix::unistd::ForkResult::Child => {
+            drop(ctrl_r);
+            let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            let e = match child(p, &ctrl_w) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ =
+                nix::unistd::write(&ctrl_w, format!("{}\n", serde_json::to_string(&e).unwrap_or_default()).as_bytes());
+            unsafe { libc::_exit(e.code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ctrl_w);
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(ctrl_r)), &mut line);
+            if !line.trim().is_empty() {
+                let _ = waitpid(child, None);
+                return Err(
+                    serde_json::from_str(line.trim()).unwrap_or_else(|_| Error::new(Step::Exec, "child", line.trim()))
+                );
+            }
+            loop {
+                let (sig, from_process) = signals::wait(&supervised);
+                if sig == libc::SIGCHLD {
+                    if let Ok(st) = waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                        if let Some((code, _)) = signals::exit_code(st) {
+                            return Ok(code);
+                        }
+                    }
+                } else if from_process {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::try_from(sig).ok());
+                }
+            }
+        }
+    }
+}
+
+fn child(p: &RunSpec, ctrl_w: &OwnedFd) -> Result<std::convert::Infallible> {
+    let id = process::resolve_identity(p.user.as_deref(), &p.group_add)?;
+    let env = process::environment(p, id.home.as_deref());
+    process::chdir(p.workdir.as_deref())?;
+    let cmd = process::find_command(&p.argv[0], &env)?;
+    if let Some(fd) = p.wait_fd {
+        protocol::wait_go(fd)?;
+    }
+    if p.user.is_some() {
+        process::switch_user(&id, false)?;
+    }
+    let first = 3 + p.preserve_fds;
+    if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } != 0 {
+        return Err(Error::sys(Step::Fds, format!("{first}-"), nix::errno::Errno::last()));
+    }
+    for fd in 3..first as i32 {
+        if fd != ctrl_w.as_raw_fd() && unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(Error::sys(Step::Fds, format!("fd {fd}"), nix::errno::Errno::last()));
+        }
+    }
+    Err(process::exec(&cmd, &p.argv, &env))
+}

@@ -1,0 +1,78 @@
+//! `--persist DIR`: keep namespaces alive after their last process by bind-mounting /proc/PID/ns/TYPE onto
+//! files in DIR, as `ip netns add` and `unshare --net=FILE` do. Anything (cbuild-ns exec --ns-dir, nsenter,
+//! ip netns exec, cbuild-net) can join them later; `cbuild-ns rm-persist DIR` (umount + unlink) ends them.
+
+use crate::error::{Context, Error, Result, Step};
+use crate::namespaces::NsType;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::{Path, PathBuf};
+
+/// What persisting created, so a later failure can undo exactly that.
+#[derive(Default)]
+pub struct Persisted {
+    files: Vec<PathBuf>,
+    created_dir: Option<PathBuf>,
+}
+
+pub fn persist(dir: &Path, pid: i32, types: &[NsType]) -> Result<Persisted> {
+    let mut done = Persisted::default();
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).ctx(Step::Persist, dir.display())?;
+        done.created_dir = Some(dir.to_path_buf());
+    }
+    for ty in types {
+        let file = dir.join(ty.proc_name());
+        let r = (|| {
+            // O_EXCL: never take over a file that may already hold another namespace.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file)
+                .ctx(Step::Persist, file.display())
+                .map_err(|e| e.hint("the directory already holds persisted namespaces; remove them first"))?;
+            done.files.push(file.clone());
+            crate::log::step(Step::Persist, file.display());
+            mount(Some(&ty.proc_path(pid)), &file, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .ctx(Step::Persist, file.display())
+        })();
+        if let Err(e) = r {
+            done.undo();
+            return Err(e);
+        }
+    }
+    Ok(done)
+}
+
+impl Persisted {
+    /// Unmount and remove what was made, newest first.
+    pub fn undo(&mut self) {
+        for f in self.files.drain(..).rev() {
+            let _ = umount2(&f, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&f);
+        }
+        if let Some(d) = self.created_dir.take() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Remove persisted namespaces in DIR (every namespace file there), then DIR if it is left empty.
+pub fn remove(dir: &Path) -> Result<Vec<String>> {
+    let mut removed = vec![];
+    let entries = std::fs::read_dir(dir).ctx(Step::Persist, dir.display())?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if NsType::parse(&name).is_none() {
+            continue;
+        }
+        let p = e.path();
+        match umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(err) => return Err(Error::sys(Step::Persist, p.display(), err)),
+        }
+        std::fs::remove_file(&p).ctx(Step::Persist, p.display())?;
+        removed.push(name);
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
+}

@@ -1,0 +1,197 @@
+//! The process that will become the command: its user and groups (resolved in the new root's /etc, as
+//! Docker does), environment, rlimits, working directory, and the exec itself with the shell's 126/127.
+
+use crate::error::{Context, Error, Result, Step, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND};
+use crate::spec::{Rlimit, RunSpec};
+use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: Option<String>,
+}
+
+fn etc_entries(path: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect()
+}
+
+/// Resolve `--user` and `--group-add` against /etc/passwd and /etc/group as the process now sees them
+/// (after pivot_root: the image's files, never the host's).
+pub fn resolve_identity(user: Option<&str>, group_add: &[String]) -> Result<Identity> {
+    let passwd = etc_entries("/etc/passwd");
+    let group = etc_entries("/etc/group");
+    let (u, g) = match user {
+        Some(s) => match s.split_once(':') {
+            Some((u, g)) => (u.to_string(), Some(g.to_string())),
+            None => (s.to_string(), None),
+        },
+        None => ("0".to_string(), None),
+    };
+    let entry = passwd.iter().find(|e| e.len() >= 4 && (e[0] == u || e[2] == u));
+    let uid: u32 = match (u.parse::<u32>(), entry) {
+        (Ok(n), _) => n,
+        (Err(_), Some(e)) => e[2].parse().unwrap_or(0),
+        (Err(_), None) => {
+            return Err(Error::new(Step::User, &u, "no such user in the container's /etc/passwd"));
+        }
+    };
+    let name = entry.map(|e| e[0].clone());
+    let group_id = |g: &str| -> Result<u32> {
+        if let Ok(n) = g.parse::<u32>() {
+            return Ok(n);
+        }
+        group
+            .iter()
+            .find(|e| e.len() >= 3 && e[0] == g)
+            .and_then(|e| e[2].parse().ok())
+            .ok_or_else(|| Error::new(Step::User, g, "no such group in the container's /etc/group"))
+    };
+    let gid = match (&g, entry) {
+        (Some(g), _) => group_id(g)?,
+        (None, Some(e)) => e[3].parse().unwrap_or(0),
+        (None, None) => 0,
+    };
+    // Supplementary groups: the groups listing the user by name (only when no group was forced, as Docker),
+    // plus --group-add.
+    let mut groups = vec![];
+    if let (Some(name), None) = (&name, &g) {
+        for e in &group {
+            if e.len() >= 4 && e[3].split(',').any(|m| m == name) {
+                if let Ok(n) = e[2].parse::<u32>() {
+                    groups.push(n);
+                }
+            }
+        }
+    }
+    for extra in group_add {
+        groups.push(group_id(extra)?);
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    let home = entry.and_then(|e| e.get(5).cloned());
+    Ok(Identity { uid, gid, groups, home })
+}
+
+/// Switch groups, gid and uid. PR_SET_KEEPCAPS keeps the permitted set across the uid change so the
+/// capability step after it can still choose what stays.
+pub fn switch_user(id: &Identity, userns_without_setgroups: bool) -> Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let obj = format!("{}:{}", id.uid, id.gid);
+    crate::log::step(Step::User, &obj);
+    if !userns_without_setgroups {
+        let gs: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        setgroups(&gs).ctx(Step::User, format!("groups {:?}", id.groups))?;
+    }
+    nix::sys::prctl::set_keepcaps(true).ctx(Step::User, "keepcaps")?;
+    let g = Gid::from_raw(id.gid);
+    setresgid(g, g, g).ctx(Step::User, &obj).map_err(|e| e.hint("the gid must be mapped in the user namespace"))?;
+    let u = Uid::from_raw(id.uid);
+    setresuid(u, u, u).ctx(Step::User, &obj).map_err(|e| e.hint("the uid must be mapped in the user namespace"))?;
+    nix::sys::prctl::set_keepcaps(false).ctx(Step::User, "keepcaps")?;
+    Ok(())
+}
+
+pub fn set_rlimits(limits: &[Rlimit]) -> Result<()> {
+    for l in limits {
+        crate::log::step(Step::Rlimit, format!("{}={}:{}", l.name, l.soft, l.hard));
+        let r = libc::rlimit { rlim_cur: l.soft, rlim_max: l.hard };
+        if unsafe { libc::setrlimit(l.resource as _, &r) } != 0 {
+            let e = nix::errno::Errno::last();
+            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            unsafe { libc::getrlimit(l.resource as _, &mut cur) };
+            let err = Error::sys(Step::Rlimit, l.name, e);
+            return Err(if e == nix::errno::Errno::EPERM && l.hard > cur.rlim_max {
+                err.hint(format!(
+                    "raising the hard limit above {} needs CAP_SYS_RESOURCE, which this process lacks",
+                    cur.rlim_max
+                ))
+            } else {
+                err
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The environment the command gets: ours (unless `--clear-env`), then `--env`; PATH and HOME defaulted.
+pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = if spec.clear_env {
+        vec![]
+    } else {
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+    };
+    for (k, v) in &spec.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if let (false, Some(h)) = (env.iter().any(|(k, _)| k == "HOME"), home) {
+        env.push(("HOME".into(), h.into()));
+    }
+    if let (false, Some(h)) = (env.iter().any(|(k, _)| k == "HOSTNAME"), &spec.hostname) {
+        env.push(("HOSTNAME".into(), h.clone()));
+    }
+    env
+}
+
+pub fn chdir(dir: Option<&Path>) -> Result<()> {
+    if let Some(d) = dir {
+        crate::log::step(Step::Workdir, d.display());
+        nix::unistd::chdir(d).ctx(Step::Workdir, d.display())?;
+    }
+    Ok(())
+}
+
+/// Find the command as the shell would, in the new root with the command's PATH. Not found → 127,
+/// found but not executable → 126.
+pub fn find_command(cmd: &str, env: &[(String, String)]) -> Result<PathBuf> {
+    let executable = |p: &Path| -> Option<bool> {
+        let md = std::fs::metadata(p).ok()?;
+        Some(md.is_file() && md.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.contains('/') {
+        return match executable(Path::new(cmd)) {
+            Some(true) => Ok(PathBuf::from(cmd)),
+            Some(false) => Err(Error::new(Step::Exec, cmd, "Permission denied").code(EXIT_CANNOT_EXEC)),
+            None => Err(Error::new(Step::Exec, cmd, "No such file or directory").code(EXIT_NOT_FOUND)),
+        };
+    }
+    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
+    let mut denied = None;
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(cmd);
+        match executable(&p) {
+            Some(true) => return Ok(p),
+            Some(false) => denied = denied.or(Some(p)),
+            None => {}
+        }
+    }
+    match denied {
+        Some(p) => Err(Error::new(Step::Exec, p.display(), "Permission denied").code(EXIT_CANNOT_EXEC)),
+        None => Err(Error::new(Step::Exec, cmd, "command not found").code(EXIT_NOT_FOUND)),
+    }
+}
+
+/// execve; only returns on failure, mapped to 126 (cannot execute) or 127 (vanished).
+pub fn exec(path: &Path, argv: &[String], env: &[(String, String)]) -> Error {
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let cpath = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    let cargv: Vec<CString> = argv.iter().map(|a| c(a)).collect();
+    let cenv: Vec<CString> = env.iter().map(|(k, v)| c(&format!("{k}={v}"))).collect();
+    let e = nix::unistd::execve(&cpath, &cargv, &cenv).unwrap_err();
+    let code = if e == nix::errno::Errno::ENOENT { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXEC };
+    Error::sys(Step::Exec, path.display(), e).code(code)
+}

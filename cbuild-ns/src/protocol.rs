@@ -1,0 +1,54 @@
+//! The fd protocols other programs drive cbuild-ns with (documented in docs/ARCHITECTURE.md):
+//! `--info-fd` (one JSON object once the namespaces exist), `--wait-fd` (one byte = go, EOF = abort),
+//! `--status-fd` (JSON lines of phases and the final exit code).
+
+use crate::error::{Error, Result, Step};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+
+/// Fail early, with the fd named, when an fd the caller promised is not open.
+pub fn check_fd(fd: RawFd, step: Step) -> Result<()> {
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Error::new(step, format!("fd {fd}"), "not an open file descriptor"));
+    }
+    Ok(())
+}
+
+/// Write `value` as one line to `fd` and close it.
+pub fn write_info(fd: RawFd, value: &serde_json::Value) -> Result<()> {
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let line = format!("{value}\n");
+    f.write_all(line.as_bytes()).map_err(|e| Error::io(Step::InfoFd, format!("fd {fd}"), &e))
+}
+
+/// Block until one byte arrives. EOF means the driver gave up: abort.
+pub fn wait_go(fd: RawFd) -> Result<()> {
+    crate::log::step(Step::WaitFd, format!("fd {fd}"));
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let mut b = [0u8; 1];
+    loop {
+        match f.read(&mut b) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(Error::new(Step::WaitFd, format!("fd {fd}"), "closed before go")),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(Step::WaitFd, format!("fd {fd}"), &e)),
+        }
+    }
+}
+
+/// The `--status-fd` writer. Writes are best-effort: a reader that went away must not change the
+/// command's outcome.
+pub struct Status(Option<File>);
+
+impl Status {
+    pub fn new(fd: Option<RawFd>) -> Status {
+        Status(fd.map(|fd| unsafe { File::from_raw_fd(fd) }))
+    }
+
+    pub fn send(&mut self, value: serde_json::Value) {
+        if let Some(f) = &mut self.0 {
+            let _ = f.write_all(format!("{value}\n").as_bytes());
+        }
+    }
+}

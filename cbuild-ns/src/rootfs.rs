@@ -1,0 +1,219 @@
+//! The container's filesystem view, built top to bottom in the new mount namespace: private propagation,
+//! the root bind, /proc, a minimal /dev, a read-only /sys, the user's tmpfs and bind mounts, pivot_root
+//! (old root detached — never chroot, which a root process can climb out of), masked and read-only paths,
+//! and finally the read-only root.
+
+use crate::error::{Context, Error, Result, Step};
+use crate::mounts::{mount_at, parse_options, remount_ro, Kind, Root};
+use crate::spec::RunSpec;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::path::Path;
+
+/// runc's default masked paths: kernel information a container has no business reading.
+pub const MASKED: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// runc's default read-only paths: kernel knobs that are global, not per container.
+pub const READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Device nodes every container gets, bind-mounted from the host (mknod is refused in a user namespace).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+
+/// Everything mount-related, run inside the new mount namespace before exec.
+pub fn setup(spec: &RunSpec, in_userns: bool) -> Result<()> {
+    // Our mounts must not propagate back to the host, nor the host's later mounts into us.
+    crate::log::step(Step::Propagation, "/");
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .ctx(Step::Propagation, "/")?;
+
+    let Some(rootfs) = &spec.rootfs else {
+        // No new root: behave like `unshare --mount-proc`, so tools like ps see the new pid namespace.
+        if spec.new_ns.contains(&crate::namespaces::NsType::Pid) {
+            crate::log::step(Step::MountProc, "/proc");
+            mount(Some("proc"), "/proc", Some("proc"), NOSUID_NODEV_NOEXEC, None::<&str>)
+                .ctx(Step::MountProc, "/proc")?;
+        }
+        return user_mounts_on_host(spec);
+    };
+
+    // pivot_root needs the new root to be a mount point.
+    crate::log::step(Step::MountRoot, rootfs.display());
+    mount(Some(rootfs.as_path()), rootfs.as_path(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .ctx(Step::MountRoot, rootfs.display())?;
+    let root = Root::open(rootfs)?;
+
+    mount_proc(&root, spec, in_userns)?;
+    mount_dev(&root, spec, in_userns)?;
+    mount_sys(&root, spec)?;
+    for t in &spec.tmpfs {
+        let (flags, data) = parse_options(&t.options).map_err(|e| Error::new(Step::Tmpfs, t.dst.display(), e))?;
+        let target = root.target(&t.dst, Kind::Dir, Step::Tmpfs)?;
+        mount_at(Some("tmpfs"), &target, Some("tmpfs"), flags, Some(&data), Step::Tmpfs)?;
+    }
+    for b in &spec.binds {
+        let kind = if b.src.is_dir() { Kind::Dir } else { Kind::File };
+        let target = root.target(&b.dst, kind, Step::Bind)?;
+        let src = b.src.to_string_lossy();
+        mount_at(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::Bind)?;
+        if b.readonly {
+            remount_ro(&target.proc_path(), Step::Bind)?;
+        }
+    }
+
+    pivot(rootfs)?;
+
+    if !spec.no_mask {
+        mask_paths()?;
+    }
+    if spec.read_only {
+        remount_ro("/", Step::ReadonlyRoot)?;
+    }
+    Ok(())
+}
+
+fn mount_proc(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
+    let target = root.target(Path::new("/proc"), Kind::Dir, Step::MountProc)?;
+    match mount_at(Some("proc"), &target, Some("proc"), NOSUID_NODEV_NOEXEC, None, Step::MountProc) {
+        Ok(()) => Ok(()),
+        // A user namespace without its own pid namespace may not mount a procfs of the host's pid
+        // namespace; show the host's /proc then, as bwrap does.
+        Err(_) if in_userns && !spec.new_ns.contains(&crate::namespaces::NsType::Pid) => {
+            mount_at(Some("/proc"), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::MountProc)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn mount_dev(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
+    let dev = root.target(Path::new("/dev"), Kind::Dir, Step::MountDev)?;
+    mount_at(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+        Step::MountDev,
+    )?;
+    for d in DEVICES {
+        let inside = Path::new("/dev").join(d);
+        let host = format!("/dev/{d}");
+        if !Path::new(&host).exists() {
+            continue;
+        }
+        let t = root.target(&inside, Kind::File, Step::MountDev)?;
+        mount_at(Some(&host), &t, None, MsFlags::MS_BIND, None, Step::MountDev)?;
+    }
+    let pts = root.target(Path::new("/dev/pts"), Kind::Dir, Step::MountDev)?;
+    // gid=5 (tty) only exists when it is mapped; in a user namespace leave the group to the kernel.
+    let pts_opts =
+        if in_userns { "newinstance,ptmxmode=0666,mode=620" } else { "newinstance,ptmxmode=0666,mode=620,gid=5" };
+    mount_at(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(pts_opts),
+        Step::MountDev,
+    )?;
+    let shm = root.target(Path::new("/dev/shm"), Kind::Dir, Step::MountDev)?;
+    mount_at(Some("shm"), &shm, Some("tmpfs"), NOSUID_NODEV_NOEXEC, Some("mode=1777,size=65536k"), Step::MountDev)?;
+    if spec.new_ns.contains(&crate::namespaces::NsType::Ipc) {
+        // POSIX message queues belong to the ipc namespace; a fresh one only makes sense with a new ipc ns.
+        let mq = root.target(Path::new("/dev/mqueue"), Kind::Dir, Step::MountDev)?;
+        // Not fatal: some kernels are built without mqueue.
+        let _ = mount_at(Some("mqueue"), &mq, Some("mqueue"), NOSUID_NODEV_NOEXEC, None, Step::MountDev);
+    }
+    let devdir = root.path.join("dev");
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        // /dev is our fresh tmpfs, so these plain paths cannot be redirected by the image.
+        let p = devdir.join(link);
+        std::os::unix::fs::symlink(to, &p).ctx(Step::MountDev, p.display())?;
+    }
+    Ok(())
+}
+
+fn mount_sys(root: &Root, spec: &RunSpec) -> Result<()> {
+    let target = root.target(Path::new("/sys"), Kind::Dir, Step::MountSys)?;
+    let ro = NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY;
+    // A fresh sysfs shows the network namespace's own devices, but the kernel only allows it when we own
+    // that network namespace; otherwise bind the host's read-only, as runc and bwrap do.
+    if spec.new_ns.contains(&crate::namespaces::NsType::Net)
+        && mount_at(Some("sysfs"), &target, Some("sysfs"), ro, None, Step::MountSys).is_ok()
+    {
+        return Ok(());
+    }
+    mount_at(Some("/sys"), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::MountSys)?;
+    remount_ro(&target.proc_path(), Step::MountSys)
+}
+
+/// Without a new root the user's tmpfs and binds go on the host paths, inside our private namespace.
+fn user_mounts_on_host(spec: &RunSpec) -> Result<()> {
+    for t in &spec.tmpfs {
+        let (flags, data) = parse_options(&t.options).map_err(|e| Error::new(Step::Tmpfs, t.dst.display(), e))?;
+        crate::log::step(Step::Tmpfs, t.dst.display());
+        mount(Some("tmpfs"), &t.dst, Some("tmpfs"), flags, Some(data.as_str())).ctx(Step::Tmpfs, t.dst.display())?;
+    }
+    for b in &spec.binds {
+        crate::log::step(Step::Bind, b.dst.display());
+        mount(Some(&b.src), &b.dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .ctx(Step::Bind, b.dst.display())?;
+        if b.readonly {
+            remount_ro(&b.dst.to_string_lossy(), Step::Bind)?;
+        }
+    }
+    Ok(())
+}
+
+/// pivot_root(".", ".") then detach the old root stacked underneath: no directory for the old root is
+/// needed inside the image, and nothing of the host stays reachable.
+fn pivot(rootfs: &Path) -> Result<()> {
+    crate::log::step(Step::PivotRoot, rootfs.display());
+    nix::unistd::chdir(rootfs).ctx(Step::PivotRoot, rootfs.display())?;
+    nix::unistd::pivot_root(".", ".").ctx(Step::PivotRoot, rootfs.display())?;
+    // The old root is now mounted on top of "/"; make it private so the detach does not propagate, then
+    // detach it.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .ctx(Step::PivotRoot, "old root")?;
+    umount2(".", MntFlags::MNT_DETACH).ctx(Step::PivotRoot, "old root")?;
+    nix::unistd::chdir("/").ctx(Step::PivotRoot, "/")
+}
+
+fn mask_paths() -> Result<()> {
+    for p in MASKED {
+        let Ok(md) = std::fs::metadata(p) else { continue };
+        crate::log::step(Step::Mask, p);
+        let r = if md.is_dir() {
+            mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        } else {
+            mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        };
+        r.ctx(Step::Mask, p)?;
+    }
+    for p in READONLY {
+        if !Path::new(p).exists() {
+            continue;
+        }
+        mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).ctx(Step::Readonly, p)?;
+        remount_ro(p, Step::Readonly)?;
+    }
+    Ok(())
+}

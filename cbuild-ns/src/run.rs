@@ -1,0 +1,425 @@
+//! `cbuild-ns run`: the one set-up path, top to bottom.
+//!
+//! Parent (stays outside, supervises)          Child (clone()d into the new namespaces)
+//!  validate everything, open join fds
+//!  join user/pid namespaces (affect us/children)
+//!  clone(new namespace flags) ───────────────▶  wait for 'M' if a user namespace needs maps
+//!  write uid/gid maps, send 'M'                become root in the user ns, join the other namespaces,
+//!                                              new time namespace + offsets, send 'R'
+//!  persist namespaces, write --info-fd         wait for 'G'
+//!  send 'G' ─────────────────────────────────▶ mounts, pivot_root, hostname
+//!                                              [--init: fork; PID 1 supervises, the child goes on]
+//!                                              user, rlimits, env, workdir, --wait-fd, capabilities,
+//!                                              no_new_privs, fds, seccomp, execve
+//!  ctrl pipe reaches EOF at execve (CLOEXEC); a failure arrives on it as one JSON line instead
+//!  forward signals, wait, exit with the command's status
+//!
+//! Everything the child could fail at is reported back to the parent, which prints the one error line and
+//! undoes what it made (persisted namespace files). Namespaces and mounts die with the child by themselves.
+
+use crate::capabilities;
+use crate::error::{Context, Error, Result, Step, EXIT_TOOL};
+use crate::idmap;
+use crate::namespaces::{self, NsFd, NsType};
+use crate::persist::{self, Persisted};
+use crate::process;
+use crate::protocol::{self, Status};
+use crate::rootfs;
+use crate::seccomp;
+use crate::signals;
+use crate::spec::RunSpec;
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::{read, write, Pid};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+/// Everything checked and opened before anything is created.
+struct Prepared {
+    joins_parent: Vec<NsFd>,
+    joins_child: Vec<NsFd>,
+    seccomp: Option<seccomp::Program>,
+    caps: caps::CapsHashSet,
+}
+
+fn prepare(spec: &RunSpec) -> Result<Prepared> {
+    if spec.argv.is_empty() {
+        return Err(Error::new(Step::Args, "command", "missing (give it after --)"));
+    }
+    if let Some(r) = &spec.rootfs {
+        let md = std::fs::metadata(r).ctx(Step::Rootfs, r.display())?;
+        if !md.is_dir() {
+            return Err(Error::new(Step::Rootfs, r.display(), "not a directory"));
+        }
+    }
+    for fd in [spec.info_fd, spec.wait_fd, spec.status_fd].into_iter().flatten() {
+        protocol::check_fd(fd, Step::Fds)?;
+    }
+    for b in &spec.binds {
+        std::fs::metadata(&b.src).ctx(Step::Bind, b.src.display())?;
+    }
+    for t in &spec.tmpfs {
+        crate::mounts::parse_options(&t.options).map_err(|e| Error::new(Step::Tmpfs, t.dst.display(), e))?;
+    }
+    idmap::check(&spec.uid_map, "uid map")?;
+    idmap::check(&spec.gid_map, "gid map")?;
+    if !spec.uid_map.is_empty() && !spec.userns() {
+        return Err(Error::new(Step::Args, "--uid-map", "needs a new user namespace (--user-ns)"));
+    }
+    let caps = capabilities::resolve(&spec.cap_drop, &spec.cap_add, spec.userns())?;
+    let mut joins_parent = vec![];
+    let mut joins_child = vec![];
+    for (ty, path) in &spec.joins {
+        if spec.new_ns.contains(ty) {
+            return Err(Error::new(
+                Step::Join,
+                path.display(),
+                format!("both a new and a joined {} namespace", ty.proc_name()),
+            ));
+        }
+        let fd = namespaces::open(*ty, path)?;
+        // Joining pid only affects children, so it must precede clone; joining user first decides what
+        // the other namespaces may be used for.
+        if matches!(ty, NsType::Pid | NsType::User) {
+            joins_parent.push(fd);
+        } else {
+            joins_child.push(fd);
+        }
+    }
+    joins_child.sort_by_key(|j| j.ty);
+    let seccomp = spec.seccomp.as_ref().map(|s| seccomp::read(s, spec.seccomp_flags)).transpose()?;
+    Ok(Prepared { joins_parent, joins_child, seccomp, caps })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(Step::Sync, "pipe")
+}
+
+fn send(fd: &OwnedFd, b: u8) -> Result<()> {
+    write(fd, &[b]).ctx(Step::Sync, "pipe").map(|_| ())
+}
+
+fn recv(fd: &OwnedFd) -> Option<u8> {
+    let mut b = [0u8; 1];
+    loop {
+        match read(fd, &mut b) {
+            Ok(1) => return Some(b[0]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Run the spec; returns the exit code for the caller to exit with.
+pub fn run(spec: RunSpec) -> i32 {
+    let mut status = Status::new(spec.status_fd);
+    match run_inner(&spec, &mut status) {
+        Ok(code) => code,
+        Err(e) => {
+            status.send(json!({"phase": "failed", "step": e.step, "error": e.to_string(), "exit_code": e.code}));
+            crate::report(&e);
+            e.code
+        }
+    }
+}
+
+fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
+    let prep = prepare(spec)?;
+    for j in &prep.joins_parent {
+        j.join()?;
+    }
+
+    let (ctrl_r, ctrl_w) = pipe()?; // child → parent: 'R', a JSON error line, EOF at exec
+    let (go_r, go_w) = pipe()?; // parent → child: 'M' maps written, 'G' go on
+
+    // Block the signals we supervise before the child exists, so none is lost between clone and wait.
+    let supervised = signals::supervised();
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&supervised), Some(&mut old_mask))
+        .ctx(Step::Clone, "sigmask")?;
+
+    let mut flags = libc::SIGCHLD as libc::c_ulong;
+    for ty in &spec.new_ns {
+        if *ty != NsType::Time {
+            flags |= ty.flag().bits() as libc::c_ulong;
+        }
+    }
+    crate::log::step(Step::Clone, ns_list(spec));
+    // clone() without a new stack behaves as fork() with namespace flags; we are single-threaded here.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if pid < 0 {
+        let e = nix::errno::Errno::last();
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+        return Err(Error::sys(Step::Clone, ns_list(spec), e).hint(match e {
+            nix::errno::Errno::EPERM => "creating these namespaces needs root, or a user namespace (--user-ns)",
+            nix::errno::Errno::ENOSPC => "a namespace limit in /proc/sys/user/max_*_namespaces was reached",
+            _ => "",
+        }));
+    }
+    if pid == 0 {
+        drop(ctrl_r);
+        drop(go_w);
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+        child(spec, prep, &ctrl_w, &go_r);
+    }
+    let child_pid = Pid::from_raw(pid as i32);
+    drop(ctrl_w);
+    drop(go_r);
+
+    let mut persisted = Persisted::default();
+    let result = parent_setup(spec, child_pid, &ctrl_r, &go_w, status, &mut persisted);
+    drop(go_w);
+    // Read the child's verdict: EOF means execve succeeded; a JSON line is a failure.
+    let failure = result.err().or_else(|| read_failure(&ctrl_r));
+    if let Some(e) = failure {
+        let _ = nix::sys::signal::kill(child_pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child_pid, None);
+        persisted.undo();
+        return Err(e);
+    }
+    status.send(json!({"phase": "exec", "pid": pid}));
+
+    // Supervise: pass on signals sent to us by processes (a terminal's own signals reach the child's
+    // process group directly), until the child exits.
+    loop {
+        let (sig, from_process) = signals::wait(&supervised);
+        if sig == libc::SIGCHLD {
+            match waitpid(child_pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(st) => {
+                    if let Some((code, signal)) = signals::exit_code(st) {
+                        let mut rec = json!({"phase": "exited", "exit_code": code});
+                        if let Some(s) = signal {
+                            rec["signal"] = json!(s);
+                        }
+                        status.send(rec);
+                        return Ok(code);
+                    }
+                }
+                Err(e) => return Err(Error::sys(Step::Wait, pid, e)),
+            }
+        } else if from_process {
+            let _ = nix::sys::signal::kill(child_pid, nix::sys::signal::Signal::try_from(sig).ok());
+        }
+    }
+}
+
+fn ns_list(spec: &RunSpec) -> String {
+    let v: Vec<&str> = spec.new_ns.iter().map(|t| t.proc_name()).collect();
+    if v.is_empty() {
+        "no new namespaces".into()
+    } else {
+        v.join(",")
+    }
+}
+
+fn parent_setup(
+    spec: &RunSpec,
+    child: Pid,
+    ctrl_r: &OwnedFd,
+    go_w: &OwnedFd,
+    status: &mut Status,
+    persisted: &mut Persisted,
+) -> Result<()> {
+    let pid = child.as_raw();
+    if spec.userns() {
+        idmap::write_maps(pid, &spec.uid_map, &spec.gid_map)?;
+        send(go_w, b'M')?;
+    }
+    match recv(ctrl_r) {
+        Some(b'R') => {}
+        // The child failed before its namespaces were ready; its error line follows.
+        _ => {
+            return Err(
+                read_failure(ctrl_r).unwrap_or_else(|| Error::new(Step::Clone, pid, "child exited during set-up"))
+            )
+        }
+    }
+    status.send(json!({"phase": "namespaces", "pid": pid}));
+    if let Some(dir) = &spec.persist {
+        let types: Vec<NsType> = spec.new_ns.iter().copied().collect();
+        *persisted = persist::persist(dir, pid, &types)?;
+    }
+    if let Some(fd) = spec.info_fd {
+        let mut ns = serde_json::Map::new();
+        for ty in namespaces::ALL {
+            if let Ok(ino) = namespaces::inode(&ty.proc_path(pid)) {
+                ns.insert(ty.proc_name().into(), json!(ino));
+            }
+        }
+        let info = json!({"pid": pid, "ns": ns, "persist": spec.persist});
+        protocol::write_info(fd, &info)?;
+    }
+    send(go_w, b'G')
+}
+
+fn read_failure(ctrl_r: &OwnedFd) -> Option<Error> {
+    let f = std::fs::File::from(ctrl_r.try_clone().ok()?);
+    let mut line = String::new();
+    BufReader::new(f).read_line(&mut line).ok()?;
+    if line.trim().is_empty() {
+        return None;
+    }
+    Some(serde_json::from_str(line.trim()).unwrap_or_else(|_| Error::new(Step::Sync, "child", line.trim())))
+}
+
+/// The child never returns: it execs the command or reports its failure and exits with the error's code.
+fn child(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd) -> ! {
+    let e = match child_setup(spec, prep, ctrl_w, go_r) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let line = format!("{}\n", serde_json::to_string(&e).unwrap_or_default());
+    let _ = write(ctrl_w, line.as_bytes());
+    unsafe { libc::_exit(e.code) }
+}
+
+fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd) -> Result<std::convert::Infallible> {
+    // Die with the supervising parent: a child left running without it would hold its namespaces forever.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if spec.userns() {
+        if recv(go_r) != Some(b'M') {
+            return Err(Error::new(Step::Sync, "parent", "gone before the ID maps were written"));
+        }
+        // Become the user namespace's root (if mapped) so the set-up below has its capabilities.
+        let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
+        let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
+    }
+    for j in &prep.joins_child {
+        j.join()?;
+    }
+    if spec.new_ns.contains(&NsType::Time) {
+        // The offsets can only be set before any process is inside, and execve enters time_for_children.
+        crate::log::step(Step::Unshare, "time");
+        nix::sched::unshare(NsType::Time.flag()).ctx(Step::Unshare, "time")?;
+        let mut text = String::new();
+        for (clock, secs) in &spec.time_offsets {
+            text.push_str(&format!("{clock} {secs} 0\n"));
+        }
+        if !text.is_empty() {
+            crate::log::step(Step::TimeOffsets, text.trim().replace('\n', ", "));
+            std::fs::write("/proc/self/timens_offsets", text).ctx(Step::TimeOffsets, "/proc/self/timens_offsets")?;
+        }
+    }
+    send(ctrl_w, b'R')?;
+    if recv(go_r) != Some(b'G') {
+        return Err(Error::new(Step::Sync, "parent", "gone before go"));
+    }
+
+    if let Some(h) = &spec.hostname {
+        crate::log::step(Step::Hostname, h);
+        nix::unistd::sethostname(h).ctx(Step::Hostname, h)?;
+    }
+    if let Some(d) = &spec.domainname {
+        crate::log::step(Step::Domainname, d);
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(Error::sys(Step::Domainname, d, nix::errno::Errno::last()));
+        }
+    }
+    if spec.needs_mount_setup() {
+        rootfs::setup(spec, spec.userns())?;
+    }
+
+    if spec.init {
+        become_init_or_child(ctrl_w)?;
+    }
+
+    let id = process::resolve_identity(spec.user.as_deref(), &spec.group_add)?;
+    process::set_rlimits(&spec.rlimits)?;
+    let env = process::environment(spec, id.home.as_deref());
+    process::chdir(spec.workdir.as_deref())?;
+    let cmd = process::find_command(&spec.argv[0], &env)?;
+
+    if let Some(fd) = spec.wait_fd {
+        protocol::wait_go(fd)?;
+    }
+
+    // Capabilities: shrink the bounding set while still privileged, switch user keeping permitted, then
+    // set the final sets. Seccomp comes after, unless it needs CAP_SYS_ADMIN we are about to lose.
+    let seccomp_early =
+        prep.seccomp.is_some() && !spec.no_new_privs && !prep.caps.contains(&caps::Capability::CAP_SYS_ADMIN);
+    crate::log::step(Step::Capabilities, format!("{} kept", prep.caps.len()));
+    capabilities::limit_bounding(&prep.caps)?;
+    if seccomp_early {
+        prep.seccomp.as_ref().unwrap().install()?;
+    }
+    if spec.user.is_some() || !spec.group_add.is_empty() {
+        let setgroups_denied =
+            std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "deny").unwrap_or(false);
+        process::switch_user(&id, setgroups_denied)?;
+    }
+    capabilities::apply(&prep.caps)?;
+    if spec.no_new_privs {
+        crate::log::step(Step::NoNewPrivs, "on");
+        nix::sys::prctl::set_no_new_privs().ctx(Step::NoNewPrivs, "prctl")?;
+    }
+    close_fds(spec, ctrl_w)?;
+    if let (Some(p), false) = (&prep.seccomp, seccomp_early) {
+        p.install()?;
+    }
+    crate::log::step(Step::Exec, cmd.display());
+    Err(process::exec(&cmd, &spec.argv, &env))
+}
+
+/// Only stdio, the `--preserve-fds` ones (3..3+N) and our ctrl pipe (CLOEXEC) survive exec: a leaked host
+/// fd is a way out of the container (CVE-2024-21626).
+fn close_fds(spec: &RunSpec, ctrl_w: &OwnedFd) -> Result<()> {
+    let first = 3 + spec.preserve_fds;
+    crate::log::step(Step::Fds, format!("keeping 0-{}", first - 1));
+    // CLOSE_RANGE_CLOEXEC rather than closing: the ctrl pipe must stay open until execve succeeds.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        return Err(Error::sys(Step::Fds, format!("{first}-"), nix::errno::Errno::last()));
+    }
+    for fd in 3..first as i32 {
+        if fd == ctrl_w.as_fd().as_raw_fd() {
+            continue;
+        }
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(Error::sys(Step::Fds, format!("fd {fd}"), nix::errno::Errno::last())
+                .hint("--preserve-fds N passes fds 3..3+N-1, which must be open"));
+        }
+    }
+    Ok(())
+}
+
+/// Fork: the parent becomes the namespace's PID 1 supervisor and never returns; the child goes on to exec
+/// the command in its own process group (so PID 1 can signal all of it).
+fn become_init_or_child(ctrl_w: &OwnedFd) -> Result<()> {
+    signals::install_noop_handlers();
+    let supervised = signals::supervised();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&supervised), None).ctx(Step::Fork, "sigmask")?;
+    match unsafe { nix::unistd::fork() }.ctx(Step::Fork, "init")? {
+        nix::unistd::ForkResult::Child => {
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            give_terminal();
+            // Restore default dispositions and an empty mask for the command.
+            for sig in signals::FORWARDED.iter().chain([nix::sys::signal::Signal::SIGCHLD].iter()) {
+                let _ = unsafe { nix::sys::signal::signal(*sig, nix::sys::signal::SigHandler::SigDfl) };
+            }
+            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .ctx(Step::Fork, "sigmask")?;
+            Ok(())
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            // Our copy of the ctrl pipe must go, or the outside parent would never see EOF at exec.
+            let _ = nix::unistd::close(ctrl_w.as_raw_fd());
+            let code = crate::init::supervise(child);
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// With a terminal on stdin, make the command's process group the foreground one so ^C and job control
+/// reach it.
+fn give_terminal() {
+    let stdin = std::io::stdin();
+    if nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+        unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+        let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), nix::unistd::getpid());
+        unsafe { libc::signal(libc::SIGTTOU, libc::SIG_DFL) };
+    }
+}
+
+/// Exit code when the tool fails before there is a command.
+pub const TOOL_FAILURE: i32 = EXIT_TOOL;

@@ -1,0 +1,61 @@
+//! Signals a supervising cbuild-ns passes on to the command: what a terminal, a shell's `kill` or a
+//! container manager sends to stop, reload or resize a container.
+
+use nix::sys::signal::{SigSet, Signal};
+
+pub const FORWARDED: [Signal; 10] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+    Signal::SIGALRM,
+    Signal::SIGTSTP,
+];
+
+/// The forwarded signals plus SIGCHLD: blocked, then taken synchronously with sigwaitinfo.
+pub fn supervised() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in FORWARDED {
+        s.add(sig);
+    }
+    s.add(Signal::SIGCHLD);
+    s
+}
+
+/// sigwaitinfo: the signal and whether it came from a process (kill/sigqueue) rather than the kernel
+/// (a terminal's ^C reaches the command's process group directly; passing it on again would double it).
+pub fn wait(set: &SigSet) -> (i32, bool) {
+    loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let sig = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
+        if sig > 0 {
+            return (sig, info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE);
+        }
+    }
+}
+
+/// Exit code of a wait status, as the shell reports it: the code, or 128+N for a signal.
+pub fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(i32, Option<i32>)> {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, code) => Some((code, None)),
+        WaitStatus::Signaled(_, sig, _) => Some((128 + sig as i32, Some(sig as i32))),
+        _ => None,
+    }
+}
+
+extern "C" fn noop(_: libc::c_int) {}
+
+/// PID 1 of a pid namespace only receives signals it has a handler for (the kernel drops the rest at
+/// send time, even when blocked), so install a do-nothing handler for each forwarded signal.
+pub fn install_noop_handlers() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
+    let act = SigAction::new(SigHandler::Handler(noop), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in FORWARDED.iter().chain([Signal::SIGCHLD].iter()) {
+        let _ = unsafe { sigaction(*sig, &act) };
+    }
+}
