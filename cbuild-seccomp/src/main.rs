@@ -1,5 +1,390 @@
-//! Placeholder until its issue lands.
+//! cbuild-seccomp: the CLI. Mechanism lives in the library; this file parses arguments, prints, and maps
+//! errors to the exit codes of docs/ARCHITECTURE.md.
+
+use cbuild_seccomp::arch::Arch;
+use cbuild_seccomp::check::{self, Query};
+use cbuild_seccomp::compile::{self, Compiled, Options};
+use cbuild_seccomp::profile::{self, Format, Profile};
+use cbuild_seccomp::resolve::{self, Resolved, Target};
+use cbuild_seccomp::{bpf, builtin, caps, inspect, step, Error, Result, TOOL};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::{CString, OsString};
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "cbuild-seccomp", version, about = "Docker and OCI seccomp profiles: compile, load, check, explain")]
+struct Cli {
+    /// Print each step to stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Resolve {
+    /// Capability set the profile's includes/excludes are resolved against: a comma list of `default`
+    /// (Docker's 14), `all`, `none`, CAP_X (add) and -CAP_X (remove).
+    #[arg(long, default_value = "default")]
+    caps: String,
+    /// Architecture to build for (amd64, arm64, SCMP_ARCH_S390X, …); default: this machine's.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Kernel version minKernel is compared with; default: the running kernel's.
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Read the profile from an OCI config.json's linux.seccomp (detected automatically otherwise).
+    #[arg(long)]
+    oci: bool,
+    /// Skip libseccomp's binary-tree optimization (for comparison).
+    #[arg(long)]
+    no_optimize: bool,
+    /// Do not prepend the ENOSYS prologue for syscalls newer than the profile.
+    #[arg(long)]
+    no_enosys: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write the raw cBPF program (struct sock_filter[]) for `cbuild-ns run --seccomp FILE`.
+    Compile {
+        /// A profile file (Docker or OCI format, `-` for stdin) or `default`.
+        profile: String,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print a summary (instructions, flags, arches) as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        r: Resolve,
+    },
+    /// Load the profile and exec CMD in this process (keeping the PID).
+    Exec {
+        #[arg(long)]
+        profile: String,
+        /// Do not set no_new_privs (loading then needs CAP_SYS_ADMIN).
+        #[arg(long)]
+        no_new_privs_off: bool,
+        #[command(flatten)]
+        r: Resolve,
+        #[arg(last = true, required = true)]
+        cmd: Vec<OsString>,
+    },
+    /// Tell for each SYSCALL[,ARG...] what the compiled profile does with it.
+    Check {
+        #[arg(long)]
+        profile: String,
+        /// The ABI the call is made from (x86 for a 32-bit call on x86_64); default: --arch.
+        #[arg(long)]
+        abi: Option<String>,
+        /// Check every syscall number libseccomp can name for the ABI (arguments 0).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        r: Resolve,
+        syscalls: Vec<String>,
+    },
+    /// The resolved rules as a table, JSON, or libseccomp's PFC text.
+    Show {
+        profile: String,
+        #[arg(long, conflicts_with = "pfc")]
+        json: bool,
+        #[arg(long)]
+        pfc: bool,
+        #[command(flatten)]
+        r: Resolve,
+    },
+    /// Print the built-in `default` profile as Docker-format JSON.
+    Default,
+    /// Seccomp mode, number of filters and no_new_privs of a process.
+    Inspect {
+        pid: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() {
-    eprintln!("cbuild-seccomp: not built yet");
-    std::process::exit(125);
+    let cli = Cli::parse();
+    cbuild_seccomp::set_verbose(cli.verbose);
+    if let Err(e) = run(cli.cmd) {
+        eprintln!("{TOOL}: {e}");
+        if let Some(h) = &e.hint {
+            eprintln!("hint: {h}");
+        }
+        std::process::exit(e.code);
+    }
+}
+
+const BUILTIN: &str = "built-in default";
+
+fn load_profile(name: &str, oci: bool) -> Result<(Profile, &'static str)> {
+    if name == "default" && !Path::new(name).exists() {
+        return Ok((builtin::default_profile(), BUILTIN));
+    }
+    step("read", name);
+    let mut text = String::new();
+    if name == "-" {
+        std::io::stdin().read_to_string(&mut text).map_err(|e| Error::new("read", "stdin", e))?;
+    } else {
+        text = std::fs::read_to_string(name).map_err(|e| Error::new("read", name, e))?;
+    }
+    step("parse", name);
+    let (p, f) = profile::parse(&text, name, oci)?;
+    Ok((p, if f == Format::OciConfig { "OCI config.json" } else { "profile" }))
+}
+
+fn target(r: &Resolve) -> Result<Target> {
+    let caps = caps::parse(&r.caps)?;
+    let mut t = Target::host(caps);
+    if let Some(a) = &r.arch {
+        t.arch = Arch::parse(a).ok_or_else(|| Error::new("resolve", format!("--arch {a}"), "unknown architecture"))?;
+    }
+    if let Some(k) = &r.kernel {
+        t.kernel = resolve::parse_kernel(k)
+            .ok_or_else(|| Error::new("resolve", format!("--kernel {k}"), "not a version like 5.10"))?;
+    }
+    Ok(t)
+}
+
+fn resolved(profile: &str, r: &Resolve) -> Result<(Resolved, &'static str)> {
+    let (p, kind) = load_profile(profile, r.oci)?;
+    let t = target(r)?;
+    step("resolve", &format!("{profile} for {} caps={}", t.arch.name, t.caps.len()));
+    let res = resolve::resolve(&p, &t)?;
+    // The built-in profile names calls newer than an older libseccomp knows; that is expected, so it is
+    // only reported with -v. A user's profile gets the warning.
+    if !res.unknown.is_empty() && (kind != BUILTIN || cbuild_seccomp::verbose()) {
+        let why = format!("unknown to libseccomp {}, skipped", resolve::libseccomp_version());
+        cbuild_seccomp::warn("resolve", &res.unknown.join(","), &why);
+    }
+    Ok((res, kind))
+}
+
+fn compiled(profile: &str, r: &Resolve) -> Result<(Resolved, Compiled, &'static str)> {
+    let (res, kind) = resolved(profile, r)?;
+    let c = compile::compile(&res, Options { optimize: !r.no_optimize, enosys: !r.no_enosys })?;
+    Ok((res, c, kind))
+}
+
+fn flag_names(res: &Resolved) -> Vec<&'static str> {
+    res.flags.iter().map(|f| f.short()).collect()
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Compile { profile, output, json, r } => {
+            let (res, c, _) = compiled(&profile, &r)?;
+            let bytes = bpf::to_bytes(&c.prog);
+            match &output {
+                Some(path) => write_atomic(path, &bytes)?,
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    if out.is_terminal() {
+                        return Err(Error::new("write", "stdout", "refusing to write a binary program to a terminal")
+                            .hint("use -o FILE or a pipe"));
+                    }
+                    out.write_all(&bytes).and_then(|_| out.flush()).map_err(|e| Error::new("write", "stdout", e))?;
+                }
+            }
+            if json {
+                let summary = serde_json::json!({
+                    "path": output,
+                    "instructions": c.prog.len(),
+                    "bytes": bytes.len(),
+                    "prologue_instructions": c.prologue,
+                    "arches": res.arches.iter().map(|a| a.name).collect::<Vec<_>>(),
+                    "flags": flag_names(&res),
+                    "rules": res.rules.len(),
+                    "skipped": res.skipped.len(),
+                });
+                println!("{summary}");
+            }
+            Ok(())
+        }
+        Cmd::Exec { profile, no_new_privs_off, r, cmd } => {
+            let (res, c, _) = compiled(&profile, &r)?;
+            let path = find_command(&cmd[0])?;
+            let argv: Vec<CString> = cmd.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
+            let prog = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
+            step("load", &format!("{} instructions, flags {:#x}", c.prog.len(), res.flag_bits()));
+            bpf::load(&c.prog, res.flag_bits(), !no_new_privs_off)?;
+            step("execve", &path.to_string_lossy());
+            let e = nix::unistd::execv(&prog, &argv).unwrap_err();
+            let code = if e == nix::errno::Errno::ENOENT { 127 } else { 126 };
+            Err(Error::new("execve", path.to_string_lossy(), std::io::Error::from(e)).code(code))
+        }
+        Cmd::Check { profile, abi, all, json, r, syscalls } => {
+            let (res, c, _) = compiled(&profile, &r)?;
+            let abi = match &abi {
+                Some(a) => {
+                    Arch::parse(a).ok_or_else(|| Error::new("check", format!("--abi {a}"), "unknown architecture"))?
+                }
+                None => res.target.arch,
+            };
+            let queries = if all {
+                check::all_queries(abi)
+            } else {
+                syscalls.iter().map(|s| Query::parse(s, abi)).collect::<Result<Vec<_>>>()?
+            };
+            if queries.is_empty() {
+                return Err(Error::new("check", "syscalls", "name at least one SYSCALL[,ARG...] or use --all"));
+            }
+            let answers = queries.iter().map(|q| check::check(&res, &c, abi, q)).collect::<Result<Vec<_>>>()?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                for a in &answers {
+                    let _ = writeln!(out, "{}", serde_json::to_string(a).unwrap_or_default());
+                }
+            } else {
+                let _ = writeln!(out, "{:<24} {:>5}  {:<22} {:<20} WHY", "SYSCALL", "NR", "ARGS", "RESULT");
+                for a in &answers {
+                    let args = a.args.iter().map(|v| format!("{v:#x}")).collect::<Vec<_>>().join(",");
+                    let result = match a.errno {
+                        Some(e) => format!(
+                            "{}({e}{})",
+                            &a.action[9..],
+                            a.errno_name.map(|n| format!(" {n}")).unwrap_or_default()
+                        ),
+                        None => a.action[9..].to_string(),
+                    };
+                    let name = a.syscall.clone().unwrap_or_else(|| "?".into());
+                    let _ = writeln!(out, "{name:<24} {:>5}  {args:<22} {result:<20} {}: {}", a.nr, a.by, a.why);
+                }
+            }
+            Ok(())
+        }
+        Cmd::Show { profile, json, pfc, r } => {
+            let (res, c, kind) = compiled(&profile, &r)?;
+            show(&profile, kind, &res, &c, json, pfc)
+        }
+        Cmd::Default => {
+            let text = serde_json::to_string_pretty(&builtin::default_profile())
+                .map_err(|e| Error::new("default", "profile", e))?;
+            println!("{text}");
+            Ok(())
+        }
+        Cmd::Inspect { pid, json } => {
+            let s = inspect::inspect(pid)?;
+            if json {
+                println!("{}", serde_json::to_string(&s).unwrap_or_default());
+            } else {
+                let filters = s.filters.map(|f| f.to_string()).unwrap_or_else(|| "-".into());
+                println!("{:<8} {:<9} {:<8} NO_NEW_PRIVS", "PID", "SECCOMP", "FILTERS");
+                println!("{:<8} {:<9} {:<8} {}", s.pid, s.mode, filters, if s.no_new_privs { "yes" } else { "no" });
+            }
+            Ok(())
+        }
+    }
+}
+
+fn show(profile: &str, kind: &str, res: &Resolved, c: &Compiled, json: bool, pfc: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let enosys: Vec<String> = c
+        .known
+        .iter()
+        .map(|(a, k)| match k.base {
+            0 => format!("{}: nr above {} -> ERRNO(38 ENOSYS)", a.name, k.max),
+            b => format!("{}: nr above {b:#x}+{} -> ERRNO(38 ENOSYS)", a.name, k.max - b),
+        })
+        .collect();
+    if pfc {
+        let _ = writeln!(out, "# cbuild-seccomp: {} instructions loaded; before libseccomp's program:", c.prog.len());
+        for line in &enosys {
+            let _ = writeln!(out, "#   {line}");
+        }
+        let _ = write!(out, "{}", compile::pfc(&c.ctx)?);
+        return Ok(());
+    }
+    let default_errno = res.default_action.errno();
+    if json {
+        let rules: Vec<_> = res
+            .rules
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "syscall": r.name,
+                    "action": r.action.scmp(),
+                    "errno": r.action.errno(),
+                    "args": r.conds,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "profile": profile,
+            "format": kind,
+            "arch": res.target.arch.name,
+            "caps": res.target.caps,
+            "kernel": format!("{}.{}.{}", res.target.kernel.0, res.target.kernel.1, res.target.kernel.2),
+            "default_action": res.default_action.scmp(),
+            "default_errno": default_errno,
+            "arches": res.arches.iter().map(|a| a.name).collect::<Vec<_>>(),
+            "flags": flag_names(res),
+            "rules": rules,
+            "skipped": res.skipped,
+            "enosys": c.known.iter().map(|(a, k)| serde_json::json!({"arch": a.name, "above": k.max})).collect::<Vec<_>>(),
+            "instructions": c.prog.len(),
+            "libseccomp": resolve::libseccomp_version(),
+        });
+        let _ = writeln!(out, "{v}");
+        return Ok(());
+    }
+    let _ = writeln!(out, "profile:  {profile} ({kind})");
+    let _ = writeln!(
+        out,
+        "resolved: {} kernel {}.{}, caps {}",
+        res.target.arch.name,
+        res.target.kernel.0,
+        res.target.kernel.1,
+        res.target.caps.iter().map(|c| &c[4..]).collect::<Vec<_>>().join(",")
+    );
+    let _ = writeln!(out, "default:  {}", res.default_action);
+    let _ = writeln!(out, "arches:   {}", res.arches.iter().map(|a| a.name).collect::<Vec<_>>().join(","));
+    let flags = flag_names(res);
+    let _ = writeln!(out, "flags:    {}", if flags.is_empty() { "-".into() } else { flags.join(",") });
+    let _ = writeln!(out, "program:  {} instructions", c.prog.len());
+    for line in &enosys {
+        let _ = writeln!(out, "enosys:   {line}");
+    }
+    let _ = writeln!(out, "\n{:<26} {:<22} CONDITIONS", "SYSCALL", "ACTION");
+    for r in &res.rules {
+        let conds = r.conds.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" && ");
+        let _ = writeln!(out, "{:<26} {:<22} {}", r.name, r.action.to_string(), conds);
+    }
+    for s in &res.skipped {
+        let _ = writeln!(out, "{:<26} {:<22} skipped: {}", s.syscall, "-", s.reason);
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` whole or not at all: a temporary file in the same directory, then rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    step("write", &path.to_string_lossy());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::new("write", path.to_string_lossy(), e));
+    }
+    Ok(())
+}
+
+/// Look the command up before the filter is loaded (a profile may well forbid the lookup's syscalls).
+fn find_command(cmd: &OsString) -> Result<PathBuf> {
+    let p = Path::new(cmd);
+    if cmd.as_bytes().contains(&b'/') {
+        return Ok(p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|f| f.is_file())
+        .ok_or_else(|| Error::new("execve", p.to_string_lossy(), "command not found").code(127))
 }

@@ -1,0 +1,166 @@
+//! `check`: what the compiled program does with one system call. The answer comes from running the
+//! program (the same bytes `compile` writes) over a `seccomp_data`, so it is what the kernel will do; the
+//! profile's rules are consulted only to say *why*.
+
+use crate::arch::{Arch, X32_SYSCALL_BIT};
+use crate::bpf::{self, Data};
+use crate::compile::Compiled;
+use crate::resolve::{errno_name, Resolved, Rule};
+use crate::{Error, Result};
+use libseccomp::ScmpSyscall;
+use serde::Serialize;
+
+/// `NAME[,ARG...]` or `NR[,ARG...]`; arguments in decimal or 0x-hex.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub name: Option<String>,
+    pub nr: i32,
+    pub args: [u64; 6],
+    pub nargs: usize,
+}
+
+pub fn parse_number(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse::<u64>().ok().or_else(|| s.parse::<i64>().ok().map(|v| v as u64)),
+    }
+}
+
+impl Query {
+    pub fn parse(spec: &str, abi: Arch) -> Result<Query> {
+        let mut parts = spec.split(',');
+        let call = parts.next().unwrap_or_default();
+        let mut args = [0u64; 6];
+        let mut nargs = 0;
+        for (i, a) in parts.enumerate() {
+            if i >= 6 {
+                return Err(Error::new("check", spec, "a system call has at most 6 arguments"));
+            }
+            args[i] =
+                parse_number(a).ok_or_else(|| Error::new("check", spec, format!("argument {a:?} is not a number")))?;
+            nargs = i + 1;
+        }
+        let (name, nr) = match call.parse::<u32>() {
+            Ok(nr) => (ScmpSyscall::from(nr as i32).get_name_by_arch(abi.token).ok(), nr as i32),
+            Err(_) => {
+                let sc = ScmpSyscall::from_name_by_arch(call, abi.token).map_err(|_| {
+                    Error::new("check", call, format!("unknown to libseccomp {}", crate::resolve::libseccomp_version()))
+                })?;
+                let nr = sc.as_raw_syscall();
+                if nr < 0 {
+                    return Err(Error::new("check", call, format!("not a system call on {}", abi.name)));
+                }
+                (Some(call.to_string()), nr)
+            }
+        };
+        // x32 numbers carry bit 30 in seccomp_data.nr.
+        let nr = if abi.name == "x32" { (nr as u32 | X32_SYSCALL_BIT) as i32 } else { nr };
+        Ok(Query { name, nr, args, nargs })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub syscall: Option<String>,
+    pub nr: i32,
+    pub arch: &'static str,
+    pub args: Vec<u64>,
+    /// `SCMP_ACT_*`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno_name: Option<&'static str>,
+    pub allowed: bool,
+    /// `rule`, `default`, `enosys` (newer than anything the profile names) or `bad_arch`.
+    pub by: &'static str,
+    /// The matching rule(s) or, for `enosys`, the limit.
+    pub why: String,
+    /// The raw SECCOMP_RET_* value.
+    pub ret: u32,
+}
+
+/// SECCOMP_RET_* → (SCMP_ACT_*, errno).
+pub fn decode(ret: u32) -> (&'static str, Option<u16>) {
+    let data = (ret & 0xffff) as u16;
+    match ret & 0xffff_0000 {
+        0x8000_0000 => ("SCMP_ACT_KILL_PROCESS", None),
+        0x0000_0000 => ("SCMP_ACT_KILL_THREAD", None),
+        0x0003_0000 => ("SCMP_ACT_TRAP", None),
+        0x0005_0000 => ("SCMP_ACT_ERRNO", Some(data)),
+        0x7fc0_0000 => ("SCMP_ACT_NOTIFY", None),
+        0x7ff0_0000 => ("SCMP_ACT_TRACE", Some(data)),
+        0x7ffc_0000 => ("SCMP_ACT_LOG", None),
+        0x7fff_0000 => ("SCMP_ACT_ALLOW", None),
+        _ => ("unknown", None),
+    }
+}
+
+fn describe(r: &Rule) -> String {
+    if r.conds.is_empty() {
+        return format!("{} {}", r.name, r.action);
+    }
+    let c: Vec<String> = r.conds.iter().map(|c| c.to_string()).collect();
+    format!("{} {} if {}", r.name, r.action, c.join(" && "))
+}
+
+/// Evaluate `q` as a call from ABI `abi` against the compiled program `c` of profile `r`.
+pub fn check(r: &Resolved, c: &Compiled, abi: Arch, q: &Query) -> Result<Answer> {
+    let data = Data { nr: q.nr, arch: abi.audit, ip: 0, args: q.args };
+    let run = |p: &[bpf::Insn]| bpf::run(p, &data).map_err(|e| Error::new("check", "program", e));
+    let ret = run(&c.prog)?;
+    let main_ret = run(&c.prog[c.prologue..])?;
+    let (action, errno) = decode(ret);
+    let matching: Vec<&Rule> = r
+        .rules
+        .iter()
+        .filter(|rule| q.name.as_deref() == Some(rule.name.as_str()))
+        .filter(|rule| rule.conds.iter().all(|c| c.matches(q.args[c.index as usize])))
+        .collect();
+    let in_filter = r.arches.iter().any(|a| a.audit == abi.audit);
+    let (by, why) = if ret != main_ret {
+        let max =
+            c.known.iter().find(|(a, k)| a.audit == abi.audit && (q.nr as u32) >= k.base && (q.nr as u32) < k.limit);
+        ("enosys", format!("newer than the profile: nr > {}", max.map(|(_, k)| k.max).unwrap_or(0)))
+    } else if !in_filter {
+        ("bad_arch", format!("{} is not in the filter", abi.name))
+    } else if !matching.is_empty() && ret != r.default_action.ret() {
+        ("rule", matching.iter().map(|r| describe(r)).collect::<Vec<_>>().join("; "))
+    } else {
+        let others: Vec<String> =
+            r.rules.iter().filter(|rule| q.name.as_deref() == Some(rule.name.as_str())).map(describe).collect();
+        let why = if others.is_empty() {
+            "no rule names it".to_string()
+        } else {
+            format!("no rule matched: {}", others.join("; "))
+        };
+        ("default", why)
+    };
+    Ok(Answer {
+        syscall: q.name.clone(),
+        nr: q.nr,
+        arch: abi.name,
+        args: q.args[..q.nargs].to_vec(),
+        action,
+        errno,
+        errno_name: errno.and_then(errno_name),
+        allowed: matches!(action, "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG"),
+        by,
+        why,
+        ret,
+    })
+}
+
+/// Every system call number of `abi` that libseccomp can name.
+pub fn all_queries(abi: Arch) -> Vec<Query> {
+    let base = if abi.name == "x32" { X32_SYSCALL_BIT } else { 0 };
+    // Numbers of every Linux ABI fit below 0x10000 above their base (MIPS starts at 4000/5000/6000).
+    (0..0x2000u32)
+        .filter_map(|i| {
+            let nr = (base + i) as i32;
+            let name = ScmpSyscall::from(nr).get_name_by_arch(abi.token).ok()?;
+            Some(Query { name: Some(name), nr, args: [0; 6], nargs: 0 })
+        })
+        .collect()
+}
