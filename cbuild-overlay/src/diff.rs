@@ -81,8 +81,7 @@ pub struct DiffResult {
 }
 
 pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
-    let upper =
-        std::fs::canonicalize(&req.upper).map_err(|e| Error::os("diff", p(&req.upper), e))?;
+    let upper = std::fs::canonicalize(&req.upper).map_err(|e| Error::os("diff", p(&req.upper), e))?;
     if !upper.is_dir() {
         return Err(Error::invalid("diff", p(&upper), "not a directory"));
     }
@@ -126,17 +125,10 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
             return false;
         }
         let file_type = type_name(&e.md);
-        let redirect = overlay_xattr(&e.path, prefix, "redirect")
-            .map(|r| String::from_utf8_lossy(&r).into_owned());
+        let redirect = overlay_xattr(&e.path, prefix, "redirect").map(|r| String::from_utf8_lossy(&r).into_owned());
         let metacopy = ft.is_file() && overlay_xattr(&e.path, prefix, "metacopy").is_some();
         if ft.is_dir() && is_opaque(&e.path, prefix) {
-            changes.push(Change {
-                change: ChangeKind::Opaque,
-                path,
-                file_type,
-                metacopy: false,
-                redirect,
-            });
+            changes.push(Change { change: ChangeKind::Opaque, path, file_type, metacopy: false, redirect });
             hidden_below.push(e.rel.clone());
             return true;
         }
@@ -149,28 +141,15 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
             }
         };
         // A renamed dir (redirect) is new at this path; its old path holds a whiteout.
-        let change = if existed && redirect.is_none() {
-            ChangeKind::Modified
-        } else {
-            ChangeKind::Added
-        };
+        let change = if existed && redirect.is_none() { ChangeKind::Modified } else { ChangeKind::Added };
         if ft.is_dir() && change == ChangeKind::Added {
             // A new dir: nothing below it can exist in the lower layers.
             hidden_below.push(e.rel.clone());
         }
-        changes.push(Change {
-            change,
-            path,
-            file_type,
-            metacopy,
-            redirect,
-        });
+        changes.push(Change { change, path, file_type, metacopy, redirect });
         true
     })?;
-    Ok(DiffResult {
-        changes,
-        lower_source,
-    })
+    Ok(DiffResult { changes, lower_source })
 }
 
 /// The lower layers (and userxattr) of a mounted overlay whose upper dir is `upper`.
@@ -180,12 +159,7 @@ fn mounted_with_upper(upper: &Path) -> Result<Option<(Vec<PathBuf>, bool)>> {
         let Some(u) = &o.upper else { continue };
         let u = mountinfo::resolve_layer(u, &e.source);
         if std::fs::canonicalize(&u).is_ok_and(|u| u == upper) {
-            let lower = o
-                .lower
-                .iter()
-                .chain(o.data.iter())
-                .map(|l| mountinfo::resolve_layer(l, &e.source))
-                .collect();
+            let lower = o.lower.iter().chain(o.data.iter()).map(|l| mountinfo::resolve_layer(l, &e.source)).collect();
             return Ok(Some((lower, o.userxattr)));
         }
     }
@@ -220,8 +194,7 @@ fn in_lower(lower: &[PathBuf], rel: &Path, prefix: &str) -> bool {
                 for c in &comps[i + 1..] {
                     rest.push(c);
                 }
-                return std::fs::symlink_metadata(&rest)
-                    .is_ok_and(|m| !is_whiteout(&m, &rest, prefix));
+                return std::fs::symlink_metadata(&rest).is_ok_and(|m| !is_whiteout(&m, &rest, prefix));
             }
         }
     }

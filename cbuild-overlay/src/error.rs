@@ -18,10 +18,7 @@ pub struct Error {
 #[derive(Debug)]
 pub enum Reason {
     /// A syscall failed; `detail` is what the kernel said beyond errno (the fs_context log), if anything.
-    Os {
-        err: io::Error,
-        detail: Option<String>,
-    },
+    Os { err: io::Error, detail: Option<String> },
     /// The input is wrong in a way no syscall reported (checked before anything is created).
     Invalid(String),
 }
@@ -30,28 +27,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn os(step: &'static str, object: impl Into<String>, err: impl Into<io::Error>) -> Error {
-        Error {
-            step,
-            object: object.into(),
-            reason: Reason::Os {
-                err: err.into(),
-                detail: None,
-            },
-            hint: None,
-        }
+        Error { step, object: object.into(), reason: Reason::Os { err: err.into(), detail: None }, hint: None }
     }
 
-    pub fn invalid(
-        step: &'static str,
-        object: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Error {
-        Error {
-            step,
-            object: object.into(),
-            reason: Reason::Invalid(reason.into()),
-            hint: None,
-        }
+    pub fn invalid(step: &'static str, object: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error { step, object: object.into(), reason: Reason::Invalid(reason.into()), hint: None }
     }
 
     pub fn with_detail(mut self, detail: Option<String>) -> Error {
@@ -86,10 +66,7 @@ impl fmt::Display for Error {
         let object = self.object.replace('\n', "\\n");
         write!(f, "{}: {}: ", self.step, object)?;
         match &self.reason {
-            Reason::Os {
-                err,
-                detail: Some(d),
-            } => write!(f, "{d} ({err})"),
+            Reason::Os { err, detail: Some(d) } => write!(f, "{d} ({err})"),
             Reason::Os { err, detail: None } => write!(f, "{err}"),
             Reason::Invalid(r) => write!(f, "{}", r.replace('\n', "\\n")),
         }

@@ -21,19 +21,13 @@ pub fn resolve(step: &'static str, path: &Path) -> Result<PathBuf> {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map_err(|e| Error::os(step, "current directory", e))?
-            .join(path)
+        std::env::current_dir().map_err(|e| Error::os(step, "current directory", e))?.join(path)
     };
     let (existing, rest) = nearest_existing(&abs);
     let mut out = std::fs::canonicalize(&existing).map_err(|e| Error::os(step, p(&existing), e))?;
     for c in rest {
         if c == ".." {
-            return Err(Error::invalid(
-                step,
-                p(path),
-                "`..` below a directory that does not exist yet",
-            ));
+            return Err(Error::invalid(step, p(path), "`..` below a directory that does not exist yet"));
         }
         if c != "." {
             out.push(c);
@@ -47,10 +41,7 @@ pub fn nearest_existing(abs: &Path) -> (PathBuf, Vec<OsString>) {
     let mut existing = abs.to_path_buf();
     let mut rest = vec![];
     while std::fs::symlink_metadata(&existing).is_err() {
-        match (
-            existing.file_name().map(|n| n.to_os_string()),
-            existing.parent(),
-        ) {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
@@ -69,8 +60,8 @@ pub struct MountIdentity {
 }
 
 pub fn mount_identity(step: &'static str, path: &Path) -> Result<MountIdentity> {
-    let st = rustix::fs::statx(CWD, path, AtFlags::empty(), StatxFlags::MNT_ID)
-        .map_err(|e| Error::os(step, p(path), e))?;
+    let st =
+        rustix::fs::statx(CWD, path, AtFlags::empty(), StatxFlags::MNT_ID).map_err(|e| Error::os(step, p(path), e))?;
     let is_mount_root = if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
         st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
     } else {
@@ -80,10 +71,7 @@ pub fn mount_identity(step: &'static str, path: &Path) -> Result<MountIdentity> 
             .map_err(|e| Error::os(step, p(parent), e))?;
         path == Path::new("/") || pst.stx_mnt_id != st.stx_mnt_id
     };
-    Ok(MountIdentity {
-        mnt_id: st.stx_mnt_id,
-        is_mount_root,
-    })
+    Ok(MountIdentity { mnt_id: st.stx_mnt_id, is_mount_root })
 }
 
 /// statfs f_type of the filesystem holding `path`.

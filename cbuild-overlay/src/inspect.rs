@@ -38,20 +38,12 @@ pub struct OverlayMount {
 impl OverlayMount {
     pub fn from_entry(e: &MountEntry) -> OverlayMount {
         let o = OverlayOptions::parse(&e.super_options);
-        let res = |s: &String| {
-            mountinfo::resolve_layer(s, &e.source)
-                .to_string_lossy()
-                .into_owned()
-        };
+        let res = |s: &String| mountinfo::resolve_layer(s, &e.source).to_string_lossy().into_owned();
         OverlayMount {
             target: e.mount_point.to_string_lossy().into_owned(),
             mount_id: e.mount_id,
             source: e.source.clone(),
-            layer_keys: if o.per_layer_keys {
-                "lowerdir+"
-            } else {
-                "lowerdir"
-            },
+            layer_keys: if o.per_layer_keys { "lowerdir+" } else { "lowerdir" },
             lower: o.lower.iter().map(res).collect(),
             data: o.data.iter().map(res).collect(),
             upper: o.upper.as_ref().map(res),
@@ -64,11 +56,7 @@ impl OverlayMount {
 
 /// Every overlay mount visible to this process, in mount order.
 pub fn ls() -> Result<Vec<OverlayMount>> {
-    Ok(mountinfo::read()?
-        .iter()
-        .filter(|e| e.fs_type == "overlay")
-        .map(OverlayMount::from_entry)
-        .collect())
+    Ok(mountinfo::read()?.iter().filter(|e| e.fs_type == "overlay").map(OverlayMount::from_entry).collect())
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -135,20 +123,8 @@ pub fn inspect(target: &Path) -> Result<Inspect> {
     if let Some(u) = &mount.upper {
         roles.push(("upper", None, u));
     }
-    roles.extend(
-        mount
-            .lower
-            .iter()
-            .enumerate()
-            .map(|(i, l)| ("lower", Some(i), l)),
-    );
-    roles.extend(
-        mount
-            .data
-            .iter()
-            .enumerate()
-            .map(|(i, l)| ("data", Some(mount.lower.len() + i), l)),
-    );
+    roles.extend(mount.lower.iter().enumerate().map(|(i, l)| ("lower", Some(i), l)));
+    roles.extend(mount.data.iter().enumerate().map(|(i, l)| ("data", Some(mount.lower.len() + i), l)));
 
     let mut layers = vec![];
     let mut warnings = vec![];
@@ -163,40 +139,22 @@ pub fn inspect(target: &Path) -> Result<Inspect> {
         let fs = usage(&pb).ok();
         if let Some(f) = &fs {
             let dev = std::fs::metadata(&pb).map(|m| m.dev()).unwrap_or(0);
-            if f.inodes_total > 0
-                && f.inodes_used_percent > INODE_WARN_PERCENT
-                && warned_fs.insert(dev)
-            {
+            if f.inodes_total > 0 && f.inodes_used_percent > INODE_WARN_PERCENT && warned_fs.insert(dev) {
                 warnings.push(format!(
                     "{path}: {:.0}% of the inodes of its {} filesystem are in use ({} of {} free): new files will fail with ENOSPC",
                     f.inodes_used_percent, f.fs_type, f.inodes_free, f.inodes_total
                 ));
             }
         }
-        layers.push(Layer {
-            role,
-            index,
-            path: path.clone(),
-            counts,
-            fs,
-            error,
-        });
+        layers.push(Layer { role, index, path: path.clone(), counts, fs, error });
     }
-    Ok(Inspect {
-        mount,
-        layers,
-        warnings,
-    })
+    Ok(Inspect { mount, layers, warnings })
 }
 
 /// Count one layer like `find DIR -xdev`.
 pub fn count(dir: &Path, prefix: &str) -> Result<Counts> {
     if !dir.is_absolute() {
-        return Err(Error::invalid(
-            "count",
-            p(dir),
-            "relative layer path and no base dir to resolve it against",
-        ));
+        return Err(Error::invalid("count", p(dir), "relative layer path and no base dir to resolve it against"));
     }
     let mut c = Counts::default();
     let mut seen = HashSet::new();
@@ -229,11 +187,7 @@ pub fn usage(path: &Path) -> Result<FsUsage> {
     let v = rustix::fs::statvfs(path).map_err(|e| Error::os("statvfs", p(path), e))?;
     let magic = fsutil::fs_magic("statfs", path)?;
     let used = v.f_files.saturating_sub(v.f_ffree);
-    let pct = if v.f_files > 0 {
-        used as f64 * 100.0 / v.f_files as f64
-    } else {
-        0.0
-    };
+    let pct = if v.f_files > 0 { used as f64 * 100.0 / v.f_files as f64 } else { 0.0 };
     Ok(FsUsage {
         fs_type: fsutil::fs_name(magic),
         inodes_total: v.f_files,

@@ -102,6 +102,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Like C tools, end quietly when the reader of our output goes away (`| head`).
+    // SAFETY: restoring the default disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
@@ -110,11 +115,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
             eprintln!("cbuild-overlay: args: command line: {first}");
             eprintln!("hint: cbuild-overlay --help");
             return ExitCode::from(125);
@@ -171,23 +172,13 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             mount::mount(&req).map(|_| ())
         }
         Cmd::Umount { lazy, target } => mount::umount(&target, lazy),
-        Cmd::Diff {
-            upper,
-            lower,
-            lower_from,
-            userxattr,
-            json,
-        } => {
+        Cmd::Diff { upper, lower, lower_from, userxattr, json } => {
             let lower = if lower.is_empty() && lower_from.is_none() {
                 None
             } else {
                 Some(lowers(&lower, lower_from.as_deref())?)
             };
-            let r = diff::diff(&DiffRequest {
-                upper,
-                lower,
-                userxattr: userxattr.then_some(true),
-            })?;
+            let r = diff::diff(&DiffRequest { upper, lower, userxattr: userxattr.then_some(true) })?;
             let mut out = std::io::stdout().lock();
             for c in &r.changes {
                 let line = if json {
@@ -227,10 +218,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                         diff::escape_for_line(&m.target),
                         m.lower.len() + m.data.len(),
                         m.layer_keys,
-                        m.upper
-                            .as_deref()
-                            .map(diff::escape_for_line)
-                            .unwrap_or_else(|| "-".into())
+                        m.upper.as_deref().map(diff::escape_for_line).unwrap_or_else(|| "-".into())
                     );
                 }
             }
@@ -241,19 +229,15 @@ fn run(cmd: Cmd) -> Result<(), Error> {
 
 /// `--lower` values split on `:`, then `--lower-from` lines (empty lines skipped).
 fn lowers(lower: &[String], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
-    let mut v: Vec<PathBuf> = lower
-        .iter()
-        .flat_map(|s| s.split(':'))
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .collect();
+    let mut v: Vec<PathBuf> =
+        lower.iter().flat_map(|s| s.split(':')).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
     if let Some(f) = from {
         let read: Box<dyn BufRead> = if f == Path::new("-") {
             Box::new(std::io::stdin().lock())
         } else {
-            Box::new(std::io::BufReader::new(std::fs::File::open(f).map_err(
-                |e| Error::os("lower-from", f.display().to_string(), e),
-            )?))
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(f).map_err(|e| Error::os("lower-from", f.display().to_string(), e))?,
+            ))
         };
         for line in read.lines() {
             let line = line.map_err(|e| Error::os("lower-from", f.display().to_string(), e))?;
@@ -267,16 +251,10 @@ fn lowers(lower: &[String], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> 
 
 /// tmpfs's size= syntax: a number with an optional k/m/g/t/p/e suffix, or a percentage.
 fn check_size(s: &str) -> Result<(), Error> {
-    let digits = s.trim_end_matches([
-        'k', 'K', 'm', 'M', 'g', 'G', 't', 'T', 'p', 'P', 'e', 'E', '%',
-    ]);
+    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T', 'p', 'P', 'e', 'E', '%']);
     let suffix = &s[digits.len()..];
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || suffix.len() > 1 {
-        return Err(Error::invalid(
-            "tmpfs",
-            s,
-            "not a size (want e.g. 64m, 1g, 10%)",
-        ));
+        return Err(Error::invalid("tmpfs", s, "not a size (want e.g. 64m, 1g, 10%)"));
     }
     Ok(())
 }
@@ -291,10 +269,7 @@ fn state_dir() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) => PathBuf::from(d).join("cbuild"),
-        None => PathBuf::from(format!(
-            "/run/user/{}/cbuild",
-            rustix::process::geteuid().as_raw()
-        )),
+        None => PathBuf::from(format!("/run/user/{}/cbuild", rustix::process::geteuid().as_raw())),
     }
 }
 
@@ -321,11 +296,7 @@ fn print_inspect(r: &inspect::Inspect) {
         diff::escape_for_line(&m.source),
         m.layer_keys,
         m.lower.len() + m.data.len(),
-        if m.upper.is_some() {
-            ", upper"
-        } else {
-            ", read-only"
-        }
+        if m.upper.is_some() { ", upper" } else { ", read-only" }
     );
     if !m.options.is_empty() {
         println!("options: {}", m.options.join(","));
@@ -357,10 +328,7 @@ fn print_inspect(r: &inspect::Inspect) {
             iuse,
             free,
             diff::escape_for_line(&l.path),
-            l.error
-                .as_ref()
-                .map(|e| format!("  ({e})"))
-                .unwrap_or_default()
+            l.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
         );
     }
 }

@@ -16,9 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, CWD};
-use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
-};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags};
 
 use crate::error::{p, verbose::step, Error, Reason, Result};
 use crate::fsutil;
@@ -106,11 +104,9 @@ impl Drop for Undo {
             let (what, path, r) = match &s {
                 UndoStep::Rmdir(d) => ("rmdir", d, std::fs::remove_dir(d)),
                 UndoStep::Unlink(f) => ("unlink", f, std::fs::remove_file(f)),
-                UndoStep::Umount(m) => (
-                    "umount",
-                    m,
-                    rustix::mount::unmount(m, UnmountFlags::DETACH).map_err(Into::into),
-                ),
+                UndoStep::Umount(m) => {
+                    ("umount", m, rustix::mount::unmount(m, UnmountFlags::DETACH).map_err(Into::into))
+                }
             };
             step(&format!("undo {what}"), path.display());
             if let Err(e) = r {
@@ -126,10 +122,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     let mut undo = Undo::default();
 
     let mut created = vec![];
-    for dir in [Some(&plan.target), plan.upper.as_ref(), plan.work.as_ref()]
-        .into_iter()
-        .flatten()
-    {
+    for dir in [Some(&plan.target), plan.upper.as_ref(), plan.work.as_ref()].into_iter().flatten() {
         let r = fsutil::mkdir_p(dir, &mut created);
         for c in created.drain(..) {
             undo.push(UndoStep::Rmdir(c));
@@ -148,11 +141,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     let mut aux = None;
     let legacy_opts = |lower: &[String], plan: &Plan| legacy_options(lower, plan, req);
     let needs_links = api == Api::Legacy && {
-        let abs: Vec<String> = plan
-            .lower
-            .iter()
-            .map(|l| l.to_string_lossy().into_owned())
-            .collect();
+        let abs: Vec<String> = plan.lower.iter().map(|l| l.to_string_lossy().into_owned()).collect();
         legacy_opts(&abs, &plan).len() >= page_size()
     };
     if req.tmpfs_upper.is_some() || needs_links {
@@ -164,17 +153,10 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
             }
             step("tmpfs", format!("{} ({data})", dir.display()));
             let cdata = std::ffi::CString::new(data).expect("no NUL in tmpfs options");
-            rustix::mount::mount(
-                "cbuild-overlay-upper",
-                &dir,
-                "tmpfs",
-                MountFlags::empty(),
-                cdata.as_c_str(),
-            )
-            .map_err(|e| {
-                Error::os("tmpfs", p(&dir), e)
-                    .with_hint("check the --tmpfs-upper size (e.g. 64m, 10%)")
-            })?;
+            rustix::mount::mount("cbuild-overlay-upper", &dir, "tmpfs", MountFlags::empty(), cdata.as_c_str())
+                .map_err(|e| {
+                    Error::os("tmpfs", p(&dir), e).with_hint("check the --tmpfs-upper size (e.g. 64m, 10%)")
+                })?;
             undo.push(UndoStep::Umount(dir.clone()));
             for sub in ["upper", "work"] {
                 let d = dir.join(sub);
@@ -186,20 +168,11 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
         }
         aux = Some(dir);
     }
-    let source = aux
-        .as_ref()
-        .map(|a| a.to_string_lossy().into_owned())
-        .unwrap_or_else(|| SOURCE.to_string());
+    let source = aux.as_ref().map(|a| a.to_string_lossy().into_owned()).unwrap_or_else(|| SOURCE.to_string());
 
     match api {
         Api::New => mount_new(&plan, req, &source)?,
-        _ => mount_legacy(
-            &plan,
-            req,
-            &source,
-            aux.as_deref().filter(|_| needs_links),
-            &mut undo,
-        )?,
+        _ => mount_legacy(&plan, req, &source, aux.as_deref().filter(|_| needs_links), &mut undo)?,
     }
     undo.armed = false;
     Ok(Mounted { api, aux })
@@ -208,11 +181,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
 /// Everything that can be checked before anything is created. Each failure names the dir at fault.
 fn check(req: &MountRequest) -> Result<Plan> {
     if req.lower.is_empty() {
-        return Err(Error::invalid(
-            "lowerdir",
-            "(none)",
-            "at least one lower dir is needed",
-        ));
+        return Err(Error::invalid("lowerdir", "(none)", "at least one lower dir is needed"));
     }
     let mut lower = Vec::with_capacity(req.lower.len());
     for l in &req.lower {
@@ -229,68 +198,39 @@ fn check(req: &MountRequest) -> Result<Plan> {
             return Err(Error::invalid("target", p(&target), "not a directory"));
         }
         if fsutil::mount_identity("target", &target)?.is_mount_root {
-            return Err(
-                Error::invalid("target", p(&target), "already a mount point").with_hint(format!(
-                    "unmount it first (cbuild-overlay umount {}) or pick another dir",
-                    target.display()
-                )),
-            );
+            return Err(Error::invalid("target", p(&target), "already a mount point").with_hint(format!(
+                "unmount it first (cbuild-overlay umount {}) or pick another dir",
+                target.display()
+            )));
         }
     }
 
     let (upper, work) = match (&req.upper, &req.work, &req.tmpfs_upper) {
         (None, None, _) => (None, None),
         (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-            return Err(Error::invalid(
-                "upperdir",
-                "--tmpfs-upper",
-                "conflicts with --upper/--work",
-            ));
+            return Err(Error::invalid("upperdir", "--tmpfs-upper", "conflicts with --upper/--work"));
         }
-        (Some(u), None, None) => {
-            return Err(Error::invalid("workdir", p(u), "--upper needs --work too"))
-        }
-        (None, Some(w), None) => {
-            return Err(Error::invalid("upperdir", p(w), "--work needs --upper too"))
-        }
-        (Some(u), Some(w), None) => (
-            Some(fsutil::resolve("upperdir", u)?),
-            Some(fsutil::resolve("workdir", w)?),
-        ),
+        (Some(u), None, None) => return Err(Error::invalid("workdir", p(u), "--upper needs --work too")),
+        (None, Some(w), None) => return Err(Error::invalid("upperdir", p(w), "--work needs --upper too")),
+        (Some(u), Some(w), None) => (Some(fsutil::resolve("upperdir", u)?), Some(fsutil::resolve("workdir", w)?)),
     };
     if let (Some(u), Some(w)) = (&upper, &work) {
         if u == w {
-            return Err(Error::invalid(
-                "workdir",
-                p(w),
-                "is the upper dir itself; overlay needs two separate dirs",
-            ));
+            return Err(Error::invalid("workdir", p(w), "is the upper dir itself; overlay needs two separate dirs"));
         }
         if fsutil::is_within(w, u) {
-            return Err(Error::invalid(
-                "workdir",
-                p(w),
-                format!("inside the upper dir {}", u.display()),
-            )
-            .with_hint("put work next to upper, e.g. .../upper and .../work"));
+            return Err(Error::invalid("workdir", p(w), format!("inside the upper dir {}", u.display()))
+                .with_hint("put work next to upper, e.g. .../upper and .../work"));
         }
         if fsutil::is_within(u, w) {
-            return Err(Error::invalid(
-                "upperdir",
-                p(u),
-                format!("inside the work dir {}", w.display()),
-            ));
+            return Err(Error::invalid("upperdir", p(u), format!("inside the work dir {}", w.display())));
         }
         // Where they will be created is the mount of their nearest existing ancestor.
         let (ue, _) = fsutil::nearest_existing(u);
         let (we, _) = fsutil::nearest_existing(w);
         if fsutil::fs_magic("upperdir", &ue)? == fsutil::OVERLAYFS_SUPER_MAGIC {
-            return Err(Error::invalid(
-                "upperdir",
-                p(u),
-                "on an overlay filesystem, which cannot hold an upper layer",
-            )
-            .with_hint("put upper and work on the backing filesystem (ext4, xfs, tmpfs, ...)"));
+            return Err(Error::invalid("upperdir", p(u), "on an overlay filesystem, which cannot hold an upper layer")
+                .with_hint("put upper and work on the backing filesystem (ext4, xfs, tmpfs, ...)"));
         }
         let um = fsutil::mount_identity("upperdir", &ue)?.mnt_id;
         let wm = fsutil::mount_identity("workdir", &we)?.mnt_id;
@@ -298,31 +238,17 @@ fn check(req: &MountRequest) -> Result<Plan> {
             return Err(Error::invalid(
                 "workdir",
                 p(w),
-                format!(
-                    "not on the same mount as the upper dir {} (mount ids {wm} and {um})",
-                    u.display()
-                ),
+                format!("not on the same mount as the upper dir {} (mount ids {wm} and {um})", u.display()),
             )
-            .with_hint(
-                "overlay renames from work to upper, so both must be on one filesystem mount",
-            ));
+            .with_hint("overlay renames from work to upper, so both must be on one filesystem mount"));
         }
         for l in &lower {
             if l == u || fsutil::is_within(l, u) || fsutil::is_within(u, l) {
-                return Err(Error::invalid(
-                    "upperdir",
-                    p(u),
-                    format!("overlaps the lower dir {}", l.display()),
-                ));
+                return Err(Error::invalid("upperdir", p(u), format!("overlaps the lower dir {}", l.display())));
             }
         }
     }
-    Ok(Plan {
-        lower,
-        upper,
-        work,
-        target,
-    })
+    Ok(Plan { lower, upper, work, target })
 }
 
 /// `lowerdir+` arrived in 6.8; older kernels get mount(2).
@@ -402,10 +328,8 @@ fn limit_error(plan: &Plan, i: usize, kernel: Option<String>) -> Error {
 
 fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
     step("fsopen", "overlay");
-    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
-        Error::os("fsopen", "overlay", e)
-            .with_hint("is the overlay module loaded? (modprobe overlay)")
-    })?;
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| Error::os("fsopen", "overlay", e).with_hint("is the overlay module loaded? (modprobe overlay)"))?;
     let set = |key: &str, value: &Path, object: String| -> Result<()> {
         rustix::mount::fsconfig_set_string(&fs, key, value)
             .map_err(|e| Error::os("fsconfig", object, e).with_detail(fc_log(&fs)))
@@ -423,28 +347,17 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
             {
                 return Err(limit_error(plan, i, detail));
             }
-            return Err(Error {
-                step: "lowerdir",
-                ..e
-            });
+            return Err(Error { step: "lowerdir", ..e });
         }
     }
     if let (Some(u), Some(w)) = (&plan.upper, &plan.work) {
         step("fsconfig", format!("upperdir={}", u.display()));
-        set("upperdir", u, p(u)).map_err(|e| Error {
-            step: "upperdir",
-            ..e
-        })?;
+        set("upperdir", u, p(u)).map_err(|e| Error { step: "upperdir", ..e })?;
         step("fsconfig", format!("workdir={}", w.display()));
-        set("workdir", w, p(w)).map_err(|e| Error {
-            step: "workdir",
-            ..e
-        })?;
+        set("workdir", w, p(w)).map_err(|e| Error { step: "workdir", ..e })?;
     }
     for (key, value) in flag_options(req) {
-        let shown = value
-            .map(|v| format!("{key}={v}"))
-            .unwrap_or_else(|| key.to_string());
+        let shown = value.map(|v| format!("{key}={v}")).unwrap_or_else(|| key.to_string());
         step("fsconfig", &shown);
         let r = match value {
             Some(v) => rustix::mount::fsconfig_set_string(&fs, key, v),
@@ -464,14 +377,8 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
         .map_err(|e| Error::os("fsmount", p(&plan.target), e).with_detail(fc_log(&fs)))?;
     step("move_mount", p(&plan.target));
     // A detached mount that is never attached is freed when `mnt` closes, so failing here leaves nothing.
-    rustix::mount::move_mount(
-        &mnt,
-        "",
-        CWD,
-        &plan.target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(|e| Error::os("move_mount", p(&plan.target), e))?;
+    rustix::mount::move_mount(&mnt, "", CWD, &plan.target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(|e| Error::os("move_mount", p(&plan.target), e))?;
     Ok(())
 }
 
@@ -516,41 +423,23 @@ fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
         undo.push(UndoStep::Rmdir(c));
     }
     r?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = base.join(format!(
-        "{}-{:x}",
-        std::process::id(),
-        nanos & 0xffff_ffff_ffff
-    ));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let dir = base.join(format!("{}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff));
     step("mkdir", dir.display());
     std::fs::create_dir(&dir).map_err(|e| Error::os("mkdir", p(&dir), e))?;
     undo.push(UndoStep::Rmdir(dir.clone()));
     Ok(dir)
 }
 
-fn mount_legacy(
-    plan: &Plan,
-    req: &MountRequest,
-    source: &str,
-    links: Option<&Path>,
-    undo: &mut Undo,
-) -> Result<()> {
+fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, links: Option<&Path>, undo: &mut Undo) -> Result<()> {
     let lower: Vec<String> = match links {
-        None => plan
-            .lower
-            .iter()
-            .map(|l| l.to_string_lossy().into_owned())
-            .collect(),
+        None => plan.lower.iter().map(|l| l.to_string_lossy().into_owned()).collect(),
         Some(aux) => {
             let mut names = Vec::with_capacity(plan.lower.len());
             for (i, l) in plan.lower.iter().enumerate() {
                 let link = aux.join(i.to_string());
                 step("symlink", format!("{} -> {}", link.display(), l.display()));
-                std::os::unix::fs::symlink(l, &link)
-                    .map_err(|e| Error::os("symlink", p(&link), e))?;
+                std::os::unix::fs::symlink(l, &link).map_err(|e| Error::os("symlink", p(&link), e))?;
                 undo.push(UndoStep::Unlink(link));
                 names.push(i.to_string());
             }
@@ -576,33 +465,16 @@ fn mount_legacy(
     // Relative layer names resolve against the cwd at mount time; go to the aux dir and come back.
     let back = match links {
         Some(aux) => {
-            let here = rustix::fs::open(
-                ".",
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| Error::os("chdir", "current directory", e))?;
+            let here = rustix::fs::open(".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| Error::os("chdir", "current directory", e))?;
             step("chdir", aux.display());
             rustix::process::chdir(aux).map_err(|e| Error::os("chdir", p(aux), e))?;
             Some(here)
         }
         None => None,
     };
-    step(
-        "mount",
-        format!(
-            "{} (mount(2), {} bytes of options)",
-            plan.target.display(),
-            cdata.as_bytes().len()
-        ),
-    );
-    let r = rustix::mount::mount(
-        source,
-        &plan.target,
-        "overlay",
-        MountFlags::empty(),
-        cdata.as_c_str(),
-    );
+    step("mount", format!("{} (mount(2), {} bytes of options)", plan.target.display(), cdata.as_bytes().len()));
+    let r = rustix::mount::mount(source, &plan.target, "overlay", MountFlags::empty(), cdata.as_c_str());
     if let Some(here) = back {
         let _ = rustix::process::fchdir(&here);
     }
@@ -623,11 +495,7 @@ pub fn umount(target: &Path, lazy: bool) -> Result<()> {
     let entry = mountinfo::overlay_at(&entries, &target)
         .ok_or_else(|| Error::invalid("umount", p(&target), "not an overlay mount point"))?;
     step("umount", target.display());
-    let flags = if lazy {
-        UnmountFlags::DETACH
-    } else {
-        UnmountFlags::empty()
-    };
+    let flags = if lazy { UnmountFlags::DETACH } else { UnmountFlags::empty() };
     rustix::mount::unmount(&target, flags).map_err(|e| {
         let err = Error::os("umount", p(&target), e);
         if e == rustix::io::Errno::BUSY {
@@ -645,8 +513,7 @@ pub fn umount(target: &Path, lazy: bool) -> Result<()> {
 /// The aux dir a mount's source names, if it is one of cbuild's (`.../.overlay/<id>`).
 pub fn aux_dir(source: &str) -> Option<PathBuf> {
     let s = Path::new(source);
-    (s.is_absolute() && s.parent()?.file_name()? == ".overlay" && s.is_dir())
-        .then(|| s.to_path_buf())
+    (s.is_absolute() && s.parent()?.file_name()? == ".overlay" && s.is_dir()).then(|| s.to_path_buf())
 }
 
 /// Remove an aux dir: unmount its tmpfs, remove the numbered layer links, rmdir it and, if empty, its
@@ -662,9 +529,7 @@ fn remove_aux(aux: &Path) {
     if let Ok(rd) = std::fs::read_dir(aux) {
         for e in rd.flatten() {
             let name = e.file_name();
-            let numbered = name
-                .to_str()
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let numbered = name.to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
             if numbered && e.file_type().is_ok_and(|t| t.is_symlink()) {
                 let _ = std::fs::remove_file(e.path());
             }

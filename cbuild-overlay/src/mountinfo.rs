@@ -59,13 +59,8 @@ pub fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
             if v <= 255 {
                 out.push(v as u8);
                 i += 4;
@@ -217,9 +212,7 @@ mod tests {
 
     #[test]
     fn parses_per_layer_keys() {
-        let o = OverlayOptions::parse(
-            "rw,lowerdir+=/l/1,lowerdir+=/l/a\\054b,datadir+=/d,upperdir=/u,userxattr",
-        );
+        let o = OverlayOptions::parse("rw,lowerdir+=/l/1,lowerdir+=/l/a\\054b,datadir+=/d,upperdir=/u,userxattr");
         assert_eq!(o.lower, vec!["/l/1", "/l/a,b"]);
         assert_eq!(o.data, vec!["/d"]);
         assert!(o.per_layer_keys && o.userxattr);
@@ -227,17 +220,8 @@ mod tests {
 
     #[test]
     fn splits_legacy_lowerdir() {
-        assert_eq!(
-            split_lowerdir("a:b"),
-            (vec!["a".into(), "b".into()], vec![])
-        );
-        assert_eq!(
-            split_lowerdir(r"a\:x:b::d1:d2"),
-            (
-                vec!["a:x".into(), "b".into()],
-                vec!["d1".into(), "d2".into()]
-            )
-        );
+        assert_eq!(split_lowerdir("a:b"), (vec!["a".into(), "b".into()], vec![]));
+        assert_eq!(split_lowerdir(r"a\:x:b::d1:d2"), (vec!["a:x".into(), "b".into()], vec!["d1".into(), "d2".into()]));
         assert_eq!(split_lowerdir("0"), (vec!["0".into()], vec![]));
     }
 }

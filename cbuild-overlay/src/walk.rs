@@ -17,11 +17,7 @@ pub struct Entry {
 pub fn walk(step: &'static str, root: &Path, visit: &mut dyn FnMut(&Entry) -> bool) -> Result<()> {
     let md = std::fs::symlink_metadata(root).map_err(|e| Error::os(step, p(root), e))?;
     let dev = md.dev();
-    let top = Entry {
-        rel: PathBuf::new(),
-        path: root.to_path_buf(),
-        md,
-    };
+    let top = Entry { rel: PathBuf::new(), path: root.to_path_buf(), md };
     let descend = visit(&top);
     if descend && top.md.is_dir() {
         walk_dir(step, root, Path::new(""), dev, visit)?;
@@ -29,13 +25,7 @@ pub fn walk(step: &'static str, root: &Path, visit: &mut dyn FnMut(&Entry) -> bo
     Ok(())
 }
 
-fn walk_dir(
-    step: &'static str,
-    dir: &Path,
-    rel: &Path,
-    dev: u64,
-    visit: &mut dyn FnMut(&Entry) -> bool,
-) -> Result<()> {
+fn walk_dir(step: &'static str, dir: &Path, rel: &Path, dev: u64, visit: &mut dyn FnMut(&Entry) -> bool) -> Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::os(step, p(dir), e))?
         .map(|e| e.map(|e| e.file_name()))
@@ -50,11 +40,7 @@ fn walk_dir(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::os(step, p(&path), e)),
         };
-        let e = Entry {
-            rel: rel.join(&name),
-            path,
-            md,
-        };
+        let e = Entry { rel: rel.join(&name), path, md };
         let descend = visit(&e);
         // Another filesystem mounted inside a layer is not part of it.
         if descend && e.md.is_dir() && e.md.dev() == dev {

@@ -1,0 +1,634 @@
+//! cbuild-overlay against the real kernel: the overlay operation table observed, `diff`, 500-layer
+//! mounts by both the new mount API and the mount(2) fallback, `inspect` numbers against find/df, the
+//! inode-exhaustion warning, and every bad-input case (exit 125, one line naming the dir, nothing left).
+//!
+//! Runtime needs: the cbuild-overlay binary and a busybox userland (find, wc, stat, df, sh), so the same
+//! tests run in the kernel-6.1 VM (CBUILD_IN_VM=1), where the mount(2) fallback is the default path.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use cbuild_tests::*;
+
+const TOOL: &str = "cbuild-overlay";
+
+fn ov(sb: &Sandbox) -> Command {
+    tool(TOOL, sb)
+}
+
+/// Run with stdin from a string (for `--lower-from -`).
+fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "want success, got {:?}\nstdout: {}\nstderr: {}", o.status, stdout(o), stderr(o));
+    stdout(o)
+}
+
+fn write(path: &Path, content: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let p = path.to_string_lossy().to_string();
+    mounts_under(&p).contains(&p)
+}
+
+/// (major, minor) of the running kernel.
+fn kernel() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut it = r.trim().split(|c: char| !c.is_ascii_digit()).map(|s| s.parse().unwrap_or(0));
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the stated length.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| {
+        buf.truncate(r as usize);
+        buf
+    })
+}
+
+fn is_whiteout(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+}
+
+/// Mount a private tmpfs (`opts` e.g. "nr_inodes=64") at `dir`; the Sandbox unmounts it on drop.
+fn tmpfs(dir: &Path, opts: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    nix::mount::mount(Some("cbuild-test"), dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some(opts))
+        .unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", dir.display()));
+}
+
+/// Assert a failed invocation left nothing mounted under the sandbox and none of `absent` exists.
+#[track_caller]
+fn assert_nothing_left(sb: &Sandbox, before: &[String], absent: &[&Path]) {
+    let now = mounts_under(&sb.path().to_string_lossy());
+    assert_eq!(now, before, "mounts under the sandbox changed");
+    for p in absent {
+        assert!(std::fs::symlink_metadata(p).is_err(), "{} was left behind", p.display());
+    }
+    assert!(!sb.state.join(".overlay").exists(), "aux dir left in state");
+}
+
+/// The two-layer image the operation-table test uses. Returns (top, bottom).
+fn two_layers(sb: &Sandbox) -> (PathBuf, PathBuf) {
+    let top = sb.path().join("l-top");
+    let bottom = sb.path().join("l-bottom");
+    write(&bottom.join("shared"), "bottom\n");
+    write(&bottom.join("only_low"), "low\n");
+    write(&bottom.join("dir/x"), "x\n");
+    write(&top.join("shared"), "top\n");
+    write(&top.join("etc/conf"), "orig\n");
+    write(&top.join("gone"), "soon deleted\n");
+    write(&top.join("dir/y"), "y\n");
+    (top, bottom)
+}
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+#[test]
+fn operation_table_observed_and_diff_reports_it() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let (upper, work, merged) = (sb.path().join("c/upper"), sb.path().join("c/work"), sb.path().join("c/merged"));
+    ok(&run(ov(&sb).arg("mount").arg("--lower").arg(format!("{}:{}", top.display(), bottom.display())).args([
+        "--upper".as_ref(),
+        upper.as_os_str(),
+        "--work".as_ref(),
+        work.as_os_str(),
+        merged.as_os_str(),
+    ])));
+    assert!(is_mounted(&merged));
+
+    // Read searches top-down: the top layer's copy wins; a bottom-only file shows through.
+    assert_eq!(std::fs::read_to_string(merged.join("shared")).unwrap(), "top\n");
+    assert_eq!(std::fs::read_to_string(merged.join("only_low")).unwrap(), "low\n");
+
+    // A new file lands in upper, nowhere else.
+    std::fs::write(merged.join("new"), "n\n").unwrap();
+    assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "n\n");
+    assert!(!top.join("new").exists() && !bottom.join("new").exists());
+
+    // Modifying a lower file copies it up; the lower copy is untouched.
+    let mut f = std::fs::OpenOptions::new().append(true).open(merged.join("etc/conf")).unwrap();
+    std::io::Write::write_all(&mut f, b"changed\n").unwrap();
+    drop(f);
+    assert_eq!(std::fs::read_to_string(upper.join("etc/conf")).unwrap(), "orig\nchanged\n");
+    assert_eq!(std::fs::read_to_string(top.join("etc/conf")).unwrap(), "orig\n");
+
+    // Deleting a lower file leaves a 0/0 character-device whiteout in upper; the lower keeps the file.
+    std::fs::remove_file(merged.join("gone")).unwrap();
+    assert!(is_whiteout(&upper.join("gone")), "no whiteout for /gone");
+    assert!(top.join("gone").exists());
+    assert!(!merged.join("gone").exists());
+
+    // Deleting a lower dir and making it again makes it opaque: lower entries no longer show.
+    std::fs::remove_dir_all(merged.join("dir")).unwrap();
+    std::fs::create_dir(merged.join("dir")).unwrap();
+    std::fs::write(merged.join("dir/z"), "z\n").unwrap();
+    assert_eq!(xattr(&upper.join("dir"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(names(&merged.join("dir")), BTreeSet::from(["z".to_string()]));
+
+    // A listing merges every layer and hides whiteouts.
+    let want: BTreeSet<String> = ["shared", "only_low", "etc", "dir", "new"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(names(&merged), want);
+
+    // diff reports each of these, in path order (lowers taken from the mount using this upper).
+    let expected = "opaque /dir\nadded /dir/z\nmodified /etc\nmodified /etc/conf\ndeleted /gone\nadded /new\n";
+    assert_eq!(ok(&run(ov(&sb).arg("diff").arg(&upper))), expected);
+
+    let json = ok(&run(ov(&sb).arg("diff").arg("--json").arg(&upper)));
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["change"].as_str().unwrap().into(),
+                r["path"].as_str().unwrap().into(),
+                r["type"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("opaque", "/dir", "dir"),
+        ("added", "/dir/z", "file"),
+        ("modified", "/etc", "dir"),
+        ("modified", "/etc/conf", "file"),
+        ("deleted", "/gone", "whiteout"),
+        ("added", "/new", "file"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want);
+
+    ok(&run(ov(&sb).arg("umount").arg(&merged)));
+    assert!(!is_mounted(&merged));
+
+    // Unmounted: the same answer from explicit lowers, and from overlay's copy-up xattrs alone.
+    let given =
+        ok(&run(ov(&sb).arg("diff").arg(&upper).arg("--lower").arg(format!("{}:{}", top.display(), bottom.display()))));
+    assert_eq!(given, expected);
+    let from_xattrs = ok(&run(ov(&sb).arg("diff").arg(&upper)));
+    assert!(from_xattrs.contains("modified /etc/conf\n") && from_xattrs.contains("added /new\n"), "{from_xattrs}");
+    assert!(from_xattrs.contains("deleted /gone\n") && from_xattrs.contains("opaque /dir\n"), "{from_xattrs}");
+}
+
+#[test]
+fn read_only_without_upper() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let merged = sb.path().join("ro");
+    let o = run_with_stdin(
+        ov(&sb).args(["mount", "--lower-from", "-"]).arg(&merged),
+        &format!("{}\n{}\n", top.display(), bottom.display()),
+    );
+    ok(&o);
+    let err = std::fs::write(merged.join("new"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    assert_eq!(std::fs::read_to_string(merged.join("shared")).unwrap(), "top\n");
+    ok(&run(ov(&sb).args(["umount", "--lazy"]).arg(&merged)));
+    assert!(!is_mounted(&merged));
+}
+
+/// 500 layers whose absolute paths are far longer than a page.
+fn many_layers(sb: &Sandbox, n: usize) -> (Vec<PathBuf>, String) {
+    let base = sb.path().join("layers-with-a-deliberately-long-directory-name");
+    let mut dirs = vec![];
+    for i in 0..n {
+        let d = base.join(format!("layer-{i:04}-padding-padding-padding"));
+        write(&d.join(format!("f{i}")), "");
+        std::fs::write(d.join("who"), format!("{i}\n")).unwrap();
+        dirs.push(d);
+    }
+    let list: String = dirs.iter().map(|d| format!("{}\n", d.display())).collect();
+    assert!(list.len() > 4096 * 4, "layer list must exceed a page by far");
+    (dirs, list)
+}
+
+fn mount_many(legacy: bool) {
+    require_root();
+    let sb = Sandbox::new();
+    let (dirs, list) = many_layers(&sb, 500);
+    let (upper, work, merged) = (sb.path().join("u"), sb.path().join("w"), sb.path().join("m"));
+    let mut cmd = ov(&sb);
+    if legacy {
+        cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+    }
+    cmd.args(["-v", "mount", "--lower-from", "-", "--upper"]).arg(&upper).arg("--work").arg(&work).arg(&merged);
+    let o = run_with_stdin(&mut cmd, &list);
+    ok(&o);
+    let steps = stderr(&o);
+    if legacy || kernel() < (6, 8) {
+        assert!(steps.contains("step: mount: ") && steps.contains("mount(2)"), "want the mount(2) path: {steps}");
+        assert!(!steps.contains("lowerdir+"), "{steps}");
+    } else {
+        assert_eq!(steps.matches("step: fsconfig: lowerdir+=").count(), 500, "want one lowerdir+ per layer");
+        assert!(steps.contains("step: move_mount: "), "{steps}");
+    }
+
+    // Every layer is there, the top one wins.
+    assert_eq!(std::fs::read_to_string(merged.join("who")).unwrap(), "0\n");
+    assert_eq!(std::fs::read_dir(&merged).unwrap().count(), 501);
+    assert!(merged.join("f499").exists());
+    std::fs::write(merged.join("f250"), "written").unwrap();
+    assert_eq!(std::fs::read_to_string(upper.join("f250")).unwrap(), "written");
+
+    // ls shows the mount with its 500 layers, resolved to the dirs given, in order.
+    let ls = ok(&run(ov(&sb).args(["ls", "--json"])));
+    let m: serde_json::Value = ls
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["target"] == merged.to_string_lossy().as_ref())
+        .unwrap_or_else(|| panic!("{} not in ls: {ls}", merged.display()));
+    let lower: Vec<String> = m["lower"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let want: Vec<String> = dirs.iter().map(|d| d.to_string_lossy().into_owned()).collect();
+    assert_eq!(lower, want);
+    assert_eq!(m["upper"], upper.to_string_lossy().as_ref());
+    let human = ok(&run(ov(&sb).arg("ls")));
+    assert!(human.lines().any(|l| l.starts_with(merged.to_str().unwrap()) && l.contains(" 500 ")), "{human}");
+
+    ok(&run(ov(&sb).arg("umount").arg(&merged)));
+    assert!(!is_mounted(&merged));
+    assert!(!sb.state.join(".overlay").exists(), "the legacy layer links must go with the mount");
+}
+
+#[test]
+fn five_hundred_layers_new_api() {
+    mount_many(false);
+}
+
+#[test]
+fn five_hundred_layers_legacy_mount2() {
+    mount_many(true);
+}
+
+fn too_many(legacy: bool) {
+    require_root();
+    let sb = Sandbox::new();
+    let (dirs, list) = many_layers(&sb, 501);
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let merged = sb.path().join("new/m");
+    let mut cmd = ov(&sb);
+    if legacy {
+        cmd.arg("mount").arg("--legacy-api");
+    } else {
+        cmd.arg("mount");
+    }
+    // With a tmpfs upper too: the failure must also undo the tmpfs, the aux dir and the layer links.
+    cmd.args(["--tmpfs-upper=8m", "--lower-from", "-"]).arg(&merged);
+    let o = run_with_stdin(&mut cmd, &list);
+    assert_tool_error(&o, TOOL, "too many lower layers");
+    let line = stderr(&o).lines().next().unwrap().to_string();
+    assert!(line.contains(dirs[500].to_str().unwrap()) && line.contains("500"), "{line}");
+    assert_nothing_left(&sb, &before, &[&sb.path().join("new")]);
+}
+
+#[test]
+fn too_many_layers_new_api() {
+    too_many(false);
+}
+
+#[test]
+fn too_many_layers_legacy() {
+    too_many(true);
+}
+
+#[test]
+fn bad_input_missing_lower_dir() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, _) = two_layers(&sb);
+    let missing = sb.path().join("no-such-layer");
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let (u, w, m) = (sb.path().join("u"), sb.path().join("w"), sb.path().join("m"));
+    let o = run(ov(&sb)
+        .arg("mount")
+        .arg("--lower")
+        .arg(format!("{}:{}", top.display(), missing.display()))
+        .arg("--upper")
+        .arg(&u)
+        .arg("--work")
+        .arg(&w)
+        .arg(&m));
+    assert_tool_error(&o, TOOL, &format!("lowerdir: {}: No such file or directory", missing.display()));
+    assert_eq!(stderr(&o).lines().count(), 1, "one line: {}", stderr(&o));
+    assert_nothing_left(&sb, &before, &[&u, &w, &m]);
+}
+
+#[test]
+fn bad_input_upper_and_work_on_different_filesystems() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, _) = two_layers(&sb);
+    let fs = sb.path().join("other-fs");
+    tmpfs(&fs, "size=1m");
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let (u, w, m) = (fs.join("upper"), sb.path().join("work"), sb.path().join("m"));
+    let o = run(ov(&sb).arg("mount").arg("--lower").arg(&top).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m));
+    assert_tool_error(
+        &o,
+        TOOL,
+        &format!("workdir: {}: not on the same mount as the upper dir {}", w.display(), u.display()),
+    );
+    assert_nothing_left(&sb, &before, &[&u, &w, &m]);
+}
+
+#[test]
+fn bad_input_work_inside_upper() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, _) = two_layers(&sb);
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let (u, m) = (sb.path().join("c/upper"), sb.path().join("c/m"));
+    let w = u.join("work");
+    let o = run(ov(&sb).arg("mount").arg("--lower").arg(&top).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m));
+    assert_tool_error(&o, TOOL, &format!("workdir: {}: inside the upper dir {}", w.display(), u.display()));
+    assert_nothing_left(&sb, &before, &[&sb.path().join("c")]);
+}
+
+#[test]
+fn bad_input_upper_on_overlay() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let first = sb.path().join("first");
+    ok(&run(ov(&sb)
+        .arg("mount")
+        .arg("--lower")
+        .arg(&bottom)
+        .arg("--upper")
+        .arg(sb.path().join("u1"))
+        .arg("--work")
+        .arg(sb.path().join("w1"))
+        .arg(&first)));
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let (u, w, m) = (first.join("upper"), first.join("work"), sb.path().join("m2"));
+    let o = run(ov(&sb).arg("mount").arg("--lower").arg(&top).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m));
+    assert_tool_error(&o, TOOL, &format!("upperdir: {}: on an overlay filesystem", u.display()));
+    assert_nothing_left(&sb, &before, &[&u, &w, &m]);
+    ok(&run(ov(&sb).arg("umount").arg(&first)));
+}
+
+#[test]
+fn bad_input_target_already_a_mount_point() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, _) = two_layers(&sb);
+    let m = sb.path().join("busy");
+    tmpfs(&m, "size=1m");
+    std::fs::write(m.join("mine"), "keep").unwrap();
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let (u, w) = (sb.path().join("u"), sb.path().join("w"));
+    let o = run(ov(&sb).arg("mount").arg("--lower").arg(&top).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m));
+    assert_tool_error(&o, TOOL, &format!("target: {}: already a mount point", m.display()));
+    assert_nothing_left(&sb, &before, &[&u, &w]);
+    assert_eq!(std::fs::read_to_string(m.join("mine")).unwrap(), "keep", "the existing mount was touched");
+}
+
+#[test]
+fn bad_input_other_cases() {
+    require_root();
+    let sb = Sandbox::new();
+    let not_overlay = sb.path().join("plain");
+    std::fs::create_dir(&not_overlay).unwrap();
+    let o = run(ov(&sb).arg("umount").arg(&not_overlay));
+    assert_tool_error(&o, TOOL, &format!("umount: {}: not an overlay mount point", not_overlay.display()));
+    let o = run(ov(&sb).arg("inspect").arg(&not_overlay));
+    assert_tool_error(&o, TOOL, &format!("inspect: {}: not an overlay mount point", not_overlay.display()));
+    let o = run(ov(&sb).args(["mount", "--tmpfs-upper=lots", "--lower"]).arg(&not_overlay).arg(sb.path().join("m")));
+    assert_tool_error(&o, TOOL, "tmpfs: lots: not a size");
+    let o = run(ov(&sb)
+        .args(["mount", "--lower"])
+        .arg(&not_overlay)
+        .arg("--upper")
+        .arg(sb.path().join("u"))
+        .arg(sb.path().join("m")));
+    assert_tool_error(&o, TOOL, "--upper needs --work too");
+    let o = run(ov(&sb).args(["mount", "--no-such-flag"]));
+    assert_tool_error(&o, TOOL, "args: ");
+    assert!(!sb.path().join("m").exists() && !sb.path().join("u").exists());
+}
+
+#[test]
+fn tmpfs_upper_is_private_and_goes_with_umount() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let m = sb.path().join("throwaway");
+    ok(&run(ov(&sb)
+        .arg("mount")
+        .arg("--tmpfs-upper=4m")
+        .arg("--lower")
+        .arg(format!("{}:{}", top.display(), bottom.display()))
+        .arg(&m)));
+    std::fs::write(m.join("scratch"), "s").unwrap();
+    std::fs::remove_file(m.join("only_low")).unwrap();
+
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&run(ov(&sb).arg("inspect").arg("--json").arg(&m)))).unwrap();
+    let upper = PathBuf::from(info["upper"].as_str().unwrap());
+    assert!(upper.starts_with(sb.state.join(".overlay")), "upper {} not in the aux dir", upper.display());
+    assert_eq!(info["layers"][0]["role"], "upper");
+    assert_eq!(info["layers"][0]["fs"]["fs_type"], "tmpfs");
+    assert!(info["layers"][0]["fs"]["bytes_total"].as_u64().unwrap() <= 4 << 20);
+    assert_eq!(ok(&run(ov(&sb).arg("diff").arg(&upper))), "deleted /only_low\nadded /scratch\n");
+
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+    assert_eq!(mounts_under(&sb.path().to_string_lossy()), Vec::<String>::new());
+    assert!(!sb.state.join(".overlay").exists());
+    assert!(m.exists(), "the target dir stays (umount removes only what it mounted)");
+}
+
+#[test]
+fn paths_with_spaces_commas_and_colons() {
+    require_root();
+    let sb = Sandbox::new();
+    for legacy in [false, true] {
+        let a = sb.path().join("with space, comma: colon");
+        let b = sb.path().join("tab\there");
+        write(&a.join("a"), "a");
+        write(&b.join("b"), "b");
+        let m = sb.path().join("merged dir");
+        let mut cmd = ov(&sb);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        ok(&run_with_stdin(
+            cmd.args(["mount", "--lower-from", "-"]).arg(&m),
+            &format!("{}\n{}\n", a.display(), b.display()),
+        ));
+        assert!(m.join("a").exists() && m.join("b").exists());
+        let info: serde_json::Value =
+            serde_json::from_str(&ok(&run(ov(&sb).arg("inspect").arg("--json").arg(&m)))).unwrap();
+        assert_eq!(info["target"], m.to_string_lossy().as_ref());
+        assert_eq!(info["lower"][0], a.to_string_lossy().as_ref(), "legacy={legacy}");
+        assert_eq!(info["lower"][1], b.to_string_lossy().as_ref(), "legacy={legacy}");
+        assert_eq!(info["layers"][0]["files"], 1);
+        ok(&run(ov(&sb).arg("umount").arg(&m)));
+    }
+}
+
+/// `sh -c CMD`, its stdout trimmed (busybox or GNU, both give the same numbers).
+fn sh(cmd: &str) -> String {
+    let o = run(Command::new("sh").arg("-c").arg(cmd));
+    assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+#[test]
+fn inspect_numbers_match_find_and_df() {
+    require_root();
+    let sb = Sandbox::new();
+    // A private filesystem, so nothing else changes its free inodes between our reading and df's.
+    let fs = sb.path().join("fs");
+    tmpfs(&fs, "size=8m,nr_inodes=500");
+    let (l1, l2) = (fs.join("l1"), fs.join("l2"));
+    write(&l1.join("a/b/c"), "hello");
+    write(&l1.join("a/d"), &"x".repeat(10_000));
+    std::os::unix::fs::symlink("a/d", l1.join("link")).unwrap();
+    write(&l2.join("z"), &"y".repeat(123));
+    std::fs::create_dir_all(l2.join("empty/dir")).unwrap();
+    let (u, w, m) = (fs.join("u"), fs.join("w"), sb.path().join("m"));
+    ok(&run(ov(&sb)
+        .arg("mount")
+        .arg("--lower")
+        .arg(format!("{}:{}", l1.display(), l2.display()))
+        .arg("--upper")
+        .arg(&u)
+        .arg("--work")
+        .arg(&w)
+        .arg(&m)));
+    std::fs::write(m.join("new"), "12345678").unwrap();
+    std::fs::remove_file(m.join("z")).unwrap();
+
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&run(ov(&sb).arg("inspect").arg("--json").arg(&m)))).unwrap();
+    let layers = info["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    assert_eq!(layers.iter().map(|l| l["role"].as_str().unwrap()).collect::<Vec<_>>(), ["upper", "lower", "lower"]);
+    for (l, dir) in layers.iter().zip([&u, &l1, &l2]) {
+        assert_eq!(l["path"], dir.to_string_lossy().as_ref());
+        let d = dir.display();
+        assert_eq!(l["inodes"].to_string(), sh(&format!("find '{d}' | wc -l")), "inodes of {d}");
+        assert_eq!(l["files"].to_string(), sh(&format!("find '{d}' -type f | wc -l")), "files of {d}");
+        assert_eq!(l["dirs"].to_string(), sh(&format!("find '{d}' -type d | wc -l")), "dirs of {d}");
+        let bytes: u64 =
+            sh(&format!("find '{d}' -type f -exec stat -c %s {{}} +")).lines().map(|s| s.parse::<u64>().unwrap()).sum();
+        assert_eq!(l["bytes"].as_u64().unwrap(), bytes, "bytes of {d}");
+        // df -i: Filesystem Inodes Used Free Use% Mounted-on.
+        let df = sh(&format!("df -P -i '{d}' | tail -n 1"));
+        let f: Vec<&str> = df.split_whitespace().collect();
+        assert_eq!(l["fs"]["inodes_total"].to_string(), f[1], "df -i total for {d}: {df}");
+        assert_eq!(l["fs"]["inodes_free"].to_string(), f[3], "df -i free for {d}: {df}");
+        assert_eq!(l["fs"]["fs_type"], "tmpfs");
+    }
+    assert_eq!(layers[0]["whiteouts"], 1);
+    assert_eq!(layers[1]["symlinks"], 1);
+    assert!(info["warnings"].as_array().unwrap().is_empty());
+
+    // The human table has one row per layer.
+    let table = ok(&run(ov(&sb).arg("inspect").arg(&m)));
+    for dir in [&u, &l1, &l2] {
+        assert!(table.lines().any(|r| r.ends_with(dir.to_str().unwrap())), "{table}");
+    }
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+}
+
+#[test]
+fn inspect_warns_on_inode_exhaustion() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, _) = two_layers(&sb);
+    let fs = sb.path().join("tiny");
+    tmpfs(&fs, "size=4m,nr_inodes=40");
+    let m = sb.path().join("m");
+    ok(&run(ov(&sb)
+        .arg("mount")
+        .arg("--lower")
+        .arg(&top)
+        .arg("--upper")
+        .arg(fs.join("u"))
+        .arg("--work")
+        .arg(fs.join("w"))
+        .arg(&m)));
+
+    let quiet = run(ov(&sb).arg("inspect").arg(&m));
+    ok(&quiet);
+    assert!(!stderr(&quiet).contains("inodes:"), "warned too early: {}", stderr(&quiet));
+
+    // Fill the upper's filesystem through the container until it is out of inodes.
+    let mut made = 0;
+    for i in 0..100 {
+        match std::fs::write(m.join(format!("f{i}")), "") {
+            Ok(()) => made += 1,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                break;
+            }
+        }
+    }
+    assert!(made > 0 && made < 100, "made {made}");
+
+    let o = run(ov(&sb).arg("inspect").arg("--json").arg(&m));
+    let info: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let warnings = info["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].as_str().unwrap().starts_with(&format!("{}: ", fs.join("u").display())), "{warnings:?}");
+    assert!(info["layers"][0]["fs"]["inodes_used_percent"].as_f64().unwrap() > 90.0);
+    let err = stderr(&o);
+    assert!(err.starts_with(&format!("{TOOL}: inodes: {}", fs.join("u").display())) && err.contains("ENOSPC"), "{err}");
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+}
+
+#[test]
+fn userxattr_mount_marks_opaque_in_user_namespace() {
+    require_root();
+    let sb = Sandbox::new();
+    // user.* xattrs are needed on the upper's filesystem (tmpfs has them only from 6.6).
+    let probe = sb.path().join("probe");
+    std::fs::create_dir(&probe).unwrap();
+    let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings and a 1-byte value.
+    let r = unsafe { libc::setxattr(c.as_ptr(), c"user.cbuild".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    if r != 0 {
+        eprintln!("skipped: the sandbox's filesystem has no user xattrs");
+        return;
+    }
+    let (top, _) = two_layers(&sb);
+    let (u, w, m) = (sb.path().join("u"), sb.path().join("w"), sb.path().join("m"));
+    ok(&run(ov(&sb)
+        .arg("mount")
+        .arg("--userxattr")
+        .arg("--lower")
+        .arg(&top)
+        .arg("--upper")
+        .arg(&u)
+        .arg("--work")
+        .arg(&w)
+        .arg(&m)));
+    std::fs::remove_dir_all(m.join("dir")).unwrap();
+    std::fs::create_dir(m.join("dir")).unwrap();
+    assert_eq!(xattr(&u.join("dir"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(xattr(&u.join("dir"), "trusted.overlay.opaque"), None);
+    assert_eq!(ok(&run(ov(&sb).arg("diff").arg(&u))), "opaque /dir\n");
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+    assert_eq!(ok(&run(ov(&sb).args(["diff", "--userxattr"]).arg(&u))), "opaque /dir\n");
+}
