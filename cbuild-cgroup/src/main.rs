@@ -1,5 +1,198 @@
-//! Placeholder until its issue lands.
-fn main() {
-    eprintln!("cbuild-cgroup: not built yet");
-    std::process::exit(125);
+//! cbuild-cgroup: the CLI. Parsing with clap, then one call into the library per verb, and the
+//! contract's error line and exit code.
+
+use cbuild_cgroup::limits::RawLimits;
+use cbuild_cgroup::{log, Error};
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cbuild-cgroup",
+    version,
+    about = "Control groups on cgroup v1, v2 and hybrid hosts: limits, placement, statistics, events."
+)]
+struct Cli {
+    /// Print each step to stderr as it happens.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Machine output: one JSON object, or JSON lines for lists and streams.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// The host's cgroup layout (unified, hybrid, legacy), hierarchies, controllers and features.
+    Info,
+    /// Create NAME (cbuild/NAME in every hierarchy) with limits.
+    Create {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Change the limits of an existing NAME.
+    Set {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Move processes into NAME in every hierarchy.
+    Add {
+        name: String,
+        #[arg(required = true)]
+        pids: Vec<String>,
+    },
+    /// Create (or reuse) NAME, move this process into it, and exec CMD.
+    Exec {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Memory, CPU, pids, io and pressure numbers for NAME.
+    Stat { name: String },
+    /// OOM kills and pids-limit hits as JSON lines.
+    Events {
+        name: String,
+        /// Keep watching and print events as they happen (until NAME is removed).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// List cgroups made by cbuild-cgroup.
+    Ls,
+    /// Signal every process in NAME (default SIGKILL, via cgroup.kill where available).
+    Kill {
+        name: String,
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+    },
+    /// Remove NAME from every hierarchy.
+    Rm {
+        name: String,
+        /// Kill live processes first instead of refusing.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// Docker's flags. Values are parsed by the library (so bad input gets the contract's error shape).
+#[derive(Args)]
+struct LimitArgs {
+    /// Memory limit: bytes or k/m/g suffix, or max.
+    #[arg(short = 'm', long, allow_hyphen_values = true)]
+    memory: Option<String>,
+    /// Memory plus swap (Docker's meaning); -1 or max for unlimited swap. Default: twice --memory.
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Soft limit (v1 soft_limit_in_bytes, v2 memory.low).
+    #[arg(long, allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// CPUs worth of time per period, e.g. 1.5 (quota 150000 per period 100000).
+    #[arg(long, allow_hyphen_values = true)]
+    cpus: Option<String>,
+    /// CFS period in µs (1000..1000000).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_period: Option<String>,
+    /// CFS quota in µs per period, -1 for none.
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<String>,
+    /// Relative weight on the v1 scale (2..262144, default 1024); converted to cpu.weight on v2.
+    #[arg(short = 'c', long, allow_hyphen_values = true)]
+    cpu_shares: Option<String>,
+    /// Relative weight on the v2 scale (1..10000, default 100); converted to cpu.shares on v1.
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_weight: Option<String>,
+    /// CPUs allowed, e.g. 0-1,3.
+    #[arg(long, allow_hyphen_values = true)]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes allowed, e.g. 0.
+    #[arg(long, allow_hyphen_values = true)]
+    cpuset_mems: Option<String>,
+    /// Maximum number of processes and threads (or max).
+    #[arg(long, alias = "pids-limit", allow_hyphen_values = true)]
+    pids: Option<String>,
+    /// Block I/O weight, 10..1000 (Docker's --blkio-weight).
+    #[arg(long, alias = "blkio-weight", allow_hyphen_values = true)]
+    io_weight: Option<String>,
+    /// DEV:rbps=..,wbps=..,riops=..,wiops=.. with DEV a MAJ:MIN or /dev path (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    io_max: Vec<String>,
+    /// Kill the whole cgroup when the OOM killer picks one of its processes (v2).
+    #[arg(long)]
+    oom_group: bool,
+    /// Read linux.resources from an OCI runtime config (flags override it).
+    #[arg(long, value_name = "CONFIG_JSON")]
+    oci: Option<String>,
+}
+
+impl From<LimitArgs> for RawLimits {
+    fn from(a: LimitArgs) -> RawLimits {
+        RawLimits {
+            memory: a.memory,
+            memory_swap: a.memory_swap,
+            memory_reservation: a.memory_reservation,
+            cpus: a.cpus,
+            cpu_period: a.cpu_period,
+            cpu_quota: a.cpu_quota,
+            cpu_shares: a.cpu_shares,
+            cpu_weight: a.cpu_weight,
+            cpuset_cpus: a.cpuset_cpus,
+            cpuset_mems: a.cpuset_mems,
+            pids: a.pids,
+            io_weight: a.io_weight,
+            io_max: a.io_max,
+            oom_group: a.oom_group,
+            oci: a.oci,
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let out = &mut std::io::stdout().lock();
+    match cli.verb {
+        Verb::Info => cbuild_cgroup::info(cli.json, out),
+        Verb::Create { name, limits } => cbuild_cgroup::create(&name, &limits.into()),
+        Verb::Set { name, limits } => cbuild_cgroup::set(&name, &limits.into()),
+        Verb::Add { name, pids } => cbuild_cgroup::add(&name, &pids),
+        Verb::Exec { name, limits, cmd } => cbuild_cgroup::exec(&name, &limits.into(), &cmd).map(|n| match n {}),
+        Verb::Stat { name } => cbuild_cgroup::stat(&name, cli.json, out),
+        Verb::Events { name, follow } => cbuild_cgroup::events(&name, follow, out),
+        Verb::Ls => cbuild_cgroup::ls(cli.json, out),
+        Verb::Kill { name, signal } => cbuild_cgroup::kill(&name, &signal),
+        Verb::Rm { name, force } => cbuild_cgroup::rm(&name, force),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Usage errors are bad input too: exit 125 (help and version exit 0).
+            let code = if e.use_stderr() { 125 } else { 0 };
+            if e.use_stderr() {
+                let msg = e.to_string();
+                let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ");
+                eprintln!("cbuild-cgroup: usage: {first}");
+                eprintln!("hint: cbuild-cgroup --help");
+            } else {
+                let _ = e.print();
+            }
+            return ExitCode::from(code);
+        }
+    };
+    log::set_verbose(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cbuild-cgroup: {e}");
+            if let Some(h) = &e.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(e.exit_code as u8)
+        }
+    }
 }

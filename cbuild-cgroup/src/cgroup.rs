@@ -1,0 +1,428 @@
+//! Placement: NAME lives at `cbuild/<NAME>` under each hierarchy's base (every v1 controller mount, plus
+//! the v2 tree — the unified one on hybrid hosts). Creating, joining, listing processes, killing and
+//! removing, each over all hierarchies at once, with undo when a step fails halfway.
+
+use crate::controllers::{self, cpuset, Writer};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::layout::{self, Host, V2_WANTED};
+use crate::limits::Limits;
+use crate::log;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The directory under each hierarchy's base that holds our cgroups.
+pub const PARENT: &str = "cbuild";
+
+/// The contract's NAME rule, checked before a name reaches a path.
+pub fn check_name(name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad("name", format!("{name:?}"), "want [A-Za-z0-9][A-Za-z0-9_.-]{0,63}"))
+    }
+}
+
+/// A cgroup NAME: its directory in every hierarchy of the host, in `host.hierarchies` order.
+#[derive(Debug)]
+pub struct Cgroup {
+    pub name: String,
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Remove directories a `create` made, newest first (after a later step failed).
+pub fn undo_dirs(dirs: Vec<PathBuf>) {
+    Undo { dirs }.run()
+}
+
+/// Directories created by this invocation, removed newest first if a later step fails.
+#[derive(Default)]
+struct Undo {
+    dirs: Vec<PathBuf>,
+}
+
+impl Undo {
+    fn run(self) {
+        for d in self.dirs.into_iter().rev() {
+            if let Err(e) = fsutil::rmdir(&d) {
+                // `cbuild/` may have gained a sibling from a concurrent invocation: that is fine.
+                if e.errno() != Some(libc::EBUSY) && e.errno() != Some(libc::ENOTEMPTY) {
+                    log::warn(format!("undo: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// How `create` treats a NAME that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    Fail,
+    Reuse,
+}
+
+impl Cgroup {
+    /// The paths for NAME (nothing is checked or created).
+    pub fn at(host: &Host, name: &str) -> Result<Cgroup> {
+        check_name(name)?;
+        let dirs = host.hierarchies.iter().map(|h| h.base.join(PARENT).join(name)).collect();
+        Ok(Cgroup { name: name.to_string(), dirs })
+    }
+
+    /// An existing NAME; "no such cgroup" otherwise.
+    pub fn open(host: &Host, name: &str) -> Result<Cgroup> {
+        let cg = Cgroup::at(host, name)?;
+        if !cg.dirs.iter().any(|d| d.is_dir()) {
+            return Err(Error::bad("open", name, "no such cgroup").with_hint("`cbuild-cgroup ls` lists them"));
+        }
+        Ok(cg)
+    }
+
+    /// The directory in the hierarchy holding `controller`.
+    pub fn dir_of(&self, host: &Host, controller: &str) -> Option<controllers::Dir<'_>> {
+        host.hierarchy_of(controller)
+            .map(|i| controllers::Dir { path: &self.dirs[i], v2: host.hierarchies[i].version == 2 })
+    }
+
+    /// The directory in the v2 tree (pure v2, or the unified tree of a hybrid host).
+    pub fn v2_dir(&self, host: &Host) -> Option<&Path> {
+        host.v2().map(|i| self.dirs[i].as_path())
+    }
+
+    /// Create NAME in every hierarchy (or reuse it) and apply `limits`. On failure, every directory this
+    /// call made is removed and every value it changed in an existing cgroup is put back.
+    /// Returns the directories this call created (for [`undo_dirs`] if a later step fails).
+    pub fn create(host: &Host, name: &str, limits: &Limits, if_exists: IfExists) -> Result<(Cgroup, Vec<PathBuf>)> {
+        let cg = Cgroup::at(host, name)?;
+        if if_exists == IfExists::Fail {
+            if let Some(d) = cg.dirs.iter().find(|d| d.exists()) {
+                return Err(
+                    Error::bad("mkdir", d.display(), "cgroup exists").with_hint("use `set` to change its limits")
+                );
+            }
+        }
+        let mut undo = Undo::default();
+        let made = cg.make_dirs(host, &mut undo);
+        let made_all = match made {
+            Ok(n) => n == cg.dirs.len(),
+            Err(e) => {
+                undo.run();
+                return Err(e);
+            }
+        };
+        let mut w = if made_all { Writer::fresh() } else { Writer::restoring() };
+        if let Err(e) = controllers::apply(host, &cg.dirs, limits, &mut w) {
+            w.restore();
+            undo.run();
+            return Err(e);
+        }
+        Ok((cg, undo.dirs))
+    }
+
+    /// mkdir `cbuild/` and `cbuild/NAME` in each hierarchy; returns how many NAME dirs were made.
+    fn make_dirs(&self, host: &Host, undo: &mut Undo) -> Result<usize> {
+        let mut made = 0;
+        for (h, dir) in host.hierarchies.iter().zip(&self.dirs) {
+            if dir.is_dir() {
+                continue;
+            }
+            let parent = dir.parent().expect("NAME has a parent");
+            let cpuset_v1 = h.version == 1 && h.has("cpuset");
+            if fsutil::mkdir(parent)? {
+                undo.dirs.push(parent.to_path_buf());
+                if cpuset_v1 {
+                    cpuset::inherit_v1(parent)?;
+                }
+            }
+            if h.version == 2 && !h.controllers.is_empty() {
+                // Controllers reach NAME only if enabled in every ancestor's subtree_control.
+                enable_controllers(&h.base, h)?;
+                enable_controllers(parent, h)?;
+            }
+            // A concurrent undo may remove an empty `cbuild/` between our mkdirs: make it again once.
+            let created = match fsutil::mkdir(dir) {
+                Err(e) if e.errno() == Some(libc::ENOENT) => {
+                    fsutil::mkdir(parent)?;
+                    fsutil::mkdir(dir)?
+                }
+                r => r?,
+            };
+            if created {
+                undo.dirs.push(dir.clone());
+                made += 1;
+                if cpuset_v1 {
+                    cpuset::inherit_v1(dir)?;
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    /// Move `pid` (0 = the caller) into NAME in every hierarchy: one write to each cgroup.procs.
+    pub fn join(&self, pid: i32) -> Result<()> {
+        let value = pid.to_string();
+        for dir in &self.dirs {
+            let procs = dir.join("cgroup.procs");
+            fsutil::write(&procs, &value).map_err(|e| match e.errno() {
+                Some(libc::ESRCH) => Error::bad("join", procs.display(), format!("no process {pid}")),
+                _ => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every process in NAME or below it, in any hierarchy (sorted, unique).
+    pub fn procs(&self) -> Result<Vec<i32>> {
+        let mut all = Vec::new();
+        for dir in &self.dirs {
+            walk(dir, &mut |d| {
+                if let Some(text) = fsutil::read_opt(&d.join("cgroup.procs"))? {
+                    all.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                }
+                Ok(())
+            })?;
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// Send `sig` to every process. SIGKILL: `cgroup.kill` where the kernel has it (≥ 5.14, v2 or the
+    /// hybrid unified tree), then a freeze-kill-thaw loop over every hierarchy until none is left, so
+    /// processes forking during the kill and processes only in a v1 hierarchy are caught too.
+    pub fn kill(&self, host: &Host, sig: Signal) -> Result<usize> {
+        let first = self.procs()?;
+        if sig != Signal::SIGKILL {
+            for &p in &first {
+                log::step("kill", format_args!("{p} {sig}"));
+                signal(p, sig);
+            }
+            return Ok(first.len());
+        }
+        if let Some(v2) = self.v2_dir(host) {
+            let ck = v2.join("cgroup.kill");
+            if ck.exists() {
+                fsutil::write(&ck, "1")?;
+            }
+        }
+        let freezer = self.freezer(host);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.procs()?;
+            if left.is_empty() {
+                return Ok(first.len());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::bad(
+                    "kill",
+                    &self.name,
+                    format!("{} processes survived SIGKILL for 10 s", left.len()),
+                )
+                .with_hint("a process in uninterruptible sleep (D state) dies when its I/O ends"));
+            }
+            if let Some(f) = &freezer {
+                let _ = f.freeze();
+            }
+            for p in self.procs()? {
+                signal(p, Signal::SIGKILL);
+            }
+            if let Some(f) = &freezer {
+                let _ = f.thaw();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn freezer(&self, host: &Host) -> Option<Freezer> {
+        if let Some(v2) = self.v2_dir(host) {
+            let f = v2.join("cgroup.freeze");
+            if f.exists() {
+                return Some(Freezer { file: f, v2: true });
+            }
+        }
+        self.dir_of(host, "freezer").map(|d| Freezer { file: d.file("freezer.state"), v2: false })
+    }
+
+    /// Remove NAME (and any cgroups below it) from every hierarchy. Refuses while processes live,
+    /// unless `force`, which kills them first.
+    pub fn remove(&self, host: &Host, force: bool) -> Result<()> {
+        let procs = self.procs()?;
+        if !procs.is_empty() {
+            if !force {
+                return Err(Error::bad("rm", &self.name, format!("{} live processes", procs.len()))
+                    .with_hint("`rm --force` kills them first, or `cbuild-cgroup kill` them"));
+            }
+            self.kill(host, Signal::SIGKILL)?;
+        }
+        let mut first_err = None;
+        for dir in &self.dirs {
+            if !dir.exists() {
+                continue;
+            }
+            let mut order = Vec::new();
+            if let Err(e) = walk(dir, &mut |d| {
+                order.push(d.to_path_buf());
+                Ok(())
+            }) {
+                first_err.get_or_insert(e);
+                continue;
+            }
+            // Children before parents.
+            for d in order.iter().rev() {
+                if let Err(e) = rmdir_retry(d) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Names under `cbuild/` in any hierarchy.
+pub fn list(host: &Host) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for h in &host.hierarchies {
+        let parent = h.base.join(PARENT);
+        let Ok(rd) = std::fs::read_dir(&parent) else { continue };
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The caller's current cgroup directory in each hierarchy (to move back to when `exec` fails after
+/// joining a cgroup it created, so that cgroup can be removed).
+pub fn own_dirs(host: &Host) -> Result<Vec<PathBuf>> {
+    let own = layout::parse_proc_cgroup(&fsutil::read(Path::new("/proc/self/cgroup"))?);
+    Ok(host
+        .hierarchies
+        .iter()
+        .map(|h| {
+            let rel = own
+                .iter()
+                .find(|(k, _)| {
+                    if h.version == 2 {
+                        k == "0"
+                    } else {
+                        let mut ks: Vec<&str> = k.split(',').filter(|c| !c.starts_with("name=")).collect();
+                        ks.sort();
+                        ks == h.controllers.iter().map(String::as_str).collect::<Vec<_>>()
+                    }
+                })
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| "/".into());
+            h.mount.join(rel.trim_start_matches('/'))
+        })
+        .collect())
+}
+
+/// Make sure `dir/cgroup.subtree_control` has every controller we use that `dir` offers.
+fn enable_controllers(dir: &Path, h: &layout::Hierarchy) -> Result<()> {
+    let have = fsutil::read(&dir.join("cgroup.subtree_control"))?;
+    let have: Vec<&str> = have.split_whitespace().collect();
+    let missing: Vec<String> =
+        V2_WANTED.iter().filter(|c| h.has(c) && !have.contains(c)).map(|c| format!("+{c}")).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fsutil::write(&dir.join("cgroup.subtree_control"), &missing.join(" ")).map_err(|e| {
+        if e.errno() == Some(libc::EBUSY) {
+            e.with_hint("a v2 cgroup with processes cannot hand controllers to children; start from a leaf cgroup")
+        } else {
+            e
+        }
+    })
+}
+
+/// Visit `dir` and every cgroup below it, parents first.
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    f(dir)?;
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::sys("read", dir.display(), e))?;
+    for e in rd.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk(&e.path(), f)?;
+        }
+    }
+    Ok(())
+}
+
+/// rmdir, retrying briefly on EBUSY: a killed task leaves its cgroup a moment after it is gone from
+/// cgroup.procs.
+fn rmdir_retry(d: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match fsutil::rmdir(d) {
+            Err(e) if e.errno() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
+            r => return r,
+        }
+    }
+}
+
+fn signal(pid: i32, sig: Signal) {
+    // ESRCH: it exited meanwhile, which is what we want.
+    let _ = kill(Pid::from_raw(pid), sig);
+}
+
+struct Freezer {
+    file: PathBuf,
+    v2: bool,
+}
+
+impl Freezer {
+    fn freeze(&self) -> Result<()> {
+        fsutil::write(&self.file, if self.v2 { "1" } else { "FROZEN" })?;
+        // v1 passes through FREEZING; v2 reports in cgroup.events. Wait briefly for it to settle so
+        // nothing forks between reading the list and killing it.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < deadline {
+            let done = if self.v2 {
+                fsutil::read_opt(&self.file.with_file_name("cgroup.events"))?
+                    .is_some_and(|e| fsutil::kv(&e, "frozen") == Some(1))
+            } else {
+                fsutil::read(&self.file)?.trim() == "FROZEN"
+            };
+            if done {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    fn thaw(&self) -> Result<()> {
+        fsutil::write(&self.file, if self.v2 { "0" } else { "THAWED" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names() {
+        for ok in ["web", "a", "A1_b.c-d", &"x".repeat(64)] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "a/b", "..", "a b", "a\0b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

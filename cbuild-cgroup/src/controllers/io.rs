@@ -1,0 +1,143 @@
+//! io (v2) / blkio (v1): weight and per-device throttles; bytes and operations per device.
+//!
+//! v1 `blkio.weight` (CFQ, gone from modern kernels) or `blkio.bfq.weight`, and one
+//! `blkio.throttle.{read,write}_{bps,iops}_device` file per throttle with `MAJ:MIN N` (0 = no limit).
+//! v2 `io.bfq.weight` (same 10..1000 scale) or `io.weight` (1..10000, converted), and one `io.max` line
+//! per device: `MAJ:MIN rbps=N wbps=max riops=.. wiops=..`.
+
+use super::{Dir, Writer};
+use crate::convert::{self, Limit};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::limits::Limits;
+use serde::Serialize;
+
+pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
+    if let Some(weight) = l.io_weight {
+        let (bfq, plain, value) = if d.v2 {
+            ("io.bfq.weight", "io.weight", format!("default {}", convert::blkio_to_io_weight(weight)))
+        } else {
+            ("blkio.bfq.weight", "blkio.weight", weight.to_string())
+        };
+        if d.file(bfq).exists() {
+            w.write(&d.file(bfq), &weight.to_string())?;
+        } else if d.file(plain).exists() {
+            w.write(&d.file(plain), &value)?;
+        } else {
+            return Err(Error::bad(
+                "limits",
+                format!("--io-weight {weight}"),
+                "this kernel has no io weight (no BFQ or iocost)",
+            ));
+        }
+    }
+    for io in &l.io_max {
+        let dev = format!("{}:{}", io.major, io.minor);
+        if d.v2 {
+            let mut line = dev.clone();
+            for (k, v) in [("rbps", io.rbps), ("wbps", io.wbps), ("riops", io.riops), ("wiops", io.wiops)] {
+                if let Some(v) = v {
+                    line.push_str(&format!(" {k}={}", v.v2()));
+                }
+            }
+            w.write(&d.file("io.max"), &line)?;
+        } else {
+            for (file, v) in [
+                ("blkio.throttle.read_bps_device", io.rbps),
+                ("blkio.throttle.write_bps_device", io.wbps),
+                ("blkio.throttle.read_iops_device", io.riops),
+                ("blkio.throttle.write_iops_device", io.wiops),
+            ] {
+                if let Some(v) = v {
+                    let n = match v {
+                        Limit::Max => 0,
+                        Limit::Value(n) => n,
+                    };
+                    w.write(&d.file(file), &format!("{dev} {n}"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct IoDevice {
+    pub device: String,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub read_ios: u64,
+    pub write_ios: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct IoStats {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub read_ios: u64,
+    pub write_ios: u64,
+    pub devices: Vec<IoDevice>,
+}
+
+pub fn stats(d: Dir) -> Result<IoStats> {
+    let mut devices: Vec<IoDevice> = Vec::new();
+    if d.v2 {
+        // "8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0"
+        let text = fsutil::read_opt(&d.file("io.stat"))?.unwrap_or_default();
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            let Some(dev) = it.next() else { continue };
+            let mut e = IoDevice { device: dev.to_string(), ..Default::default() };
+            for kv in it {
+                let Some((k, v)) = kv.split_once('=') else { continue };
+                let v: u64 = v.parse().unwrap_or(0);
+                match k {
+                    "rbytes" => e.read_bytes = v,
+                    "wbytes" => e.write_bytes = v,
+                    "rios" => e.read_ios = v,
+                    "wios" => e.write_ios = v,
+                    _ => {}
+                }
+            }
+            devices.push(e);
+        }
+    } else {
+        // "8:0 Read 4096" lines, plus "Total" lines we skip.
+        for (file, bytes) in
+            [("blkio.throttle.io_service_bytes_recursive", true), ("blkio.throttle.io_serviced_recursive", false)]
+        {
+            let text = fsutil::read_opt(&d.file(file))?.unwrap_or_default();
+            for line in text.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() != 3 {
+                    continue;
+                }
+                let v: u64 = f[2].parse().unwrap_or(0);
+                let i = match devices.iter().position(|e| e.device == f[0]) {
+                    Some(i) => i,
+                    None => {
+                        devices.push(IoDevice { device: f[0].to_string(), ..Default::default() });
+                        devices.len() - 1
+                    }
+                };
+                let e = &mut devices[i];
+                match (f[1], bytes) {
+                    ("Read", true) => e.read_bytes = v,
+                    ("Write", true) => e.write_bytes = v,
+                    ("Read", false) => e.read_ios = v,
+                    ("Write", false) => e.write_ios = v,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut s = IoStats::default();
+    for e in &devices {
+        s.read_bytes += e.read_bytes;
+        s.write_bytes += e.write_bytes;
+        s.read_ios += e.read_ios;
+        s.write_ios += e.write_ios;
+    }
+    s.devices = devices;
+    Ok(s)
+}

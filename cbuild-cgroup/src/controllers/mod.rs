@@ -1,0 +1,98 @@
+//! One module per controller. Each knows its v1 and its v2 file names and turns [`Limits`] into writes
+//! (`apply`) and files into [`crate::stats`] numbers (`stats`), so v1/v2 differences live in one place.
+
+pub mod cpu;
+pub mod cpuset;
+pub mod io;
+pub mod memory;
+pub mod pids;
+
+use crate::error::Result;
+use crate::fsutil;
+use crate::layout::Host;
+use crate::limits::Limits;
+use std::path::{Path, PathBuf};
+
+/// A cgroup's directory in the hierarchy of one controller, and which cgroup version that is.
+#[derive(Debug, Clone, Copy)]
+pub struct Dir<'a> {
+    pub path: &'a Path,
+    pub v2: bool,
+}
+
+impl Dir<'_> {
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+/// Writes limit files, optionally remembering each file's previous value so a failed `set` can put the
+/// cgroup back as it was.
+pub struct Writer {
+    saved: Option<Vec<(PathBuf, String)>>,
+}
+
+impl Writer {
+    /// For a cgroup this invocation created: nothing to restore (the directory is removed on failure).
+    pub fn fresh() -> Writer {
+        Writer { saved: None }
+    }
+
+    /// For an existing cgroup: remember old values.
+    pub fn restoring() -> Writer {
+        Writer { saved: Some(Vec::new()) }
+    }
+
+    pub fn write(&mut self, path: &Path, value: &str) -> Result<()> {
+        if let Some(saved) = &mut self.saved {
+            if let Some(old) = fsutil::read_opt(path)? {
+                saved.push((path.to_path_buf(), old.trim().to_string()));
+            }
+        }
+        fsutil::write(path, value)
+    }
+
+    /// Put back what was written, newest first. Failures are reported, not returned: this runs while
+    /// another error is already on its way out.
+    pub fn restore(self) {
+        for (path, old) in self.saved.unwrap_or_default().into_iter().rev() {
+            // Multi-line files (throttle lists) cannot be written back in one write; skip them.
+            if old.contains('\n') {
+                continue;
+            }
+            if let Err(e) = fsutil::write(&path, &old) {
+                crate::log::warn(format!("undo: {e}"));
+            }
+        }
+    }
+}
+
+/// Apply every limit to the cgroup whose directories (one per hierarchy, in `host` order) are `dirs`.
+pub fn apply(host: &Host, dirs: &[PathBuf], l: &Limits, w: &mut Writer) -> Result<()> {
+    let dir =
+        |ctrl: &str| host.hierarchy_of(ctrl).map(|i| Dir { path: &dirs[i], v2: host.hierarchies[i].version == 2 });
+    // cpuset first: a v1 cpuset must have cpus and mems before anything else joins it.
+    if let Some(d) = dir("cpuset") {
+        cpuset::apply(d, l, w)?;
+    }
+    if let Some(d) = dir("memory") {
+        memory::apply(d, l, w)?;
+    }
+    if let Some(d) = dir("cpu") {
+        cpu::apply(d, l, w)?;
+    }
+    if let Some(d) = dir("pids") {
+        pids::apply(d, l, w)?;
+    }
+    if let Some(d) = dir("io").or_else(|| dir("blkio")) {
+        io::apply(d, l, w)?;
+    }
+    if !l.unified.is_empty() {
+        if let Some(i) = host.v2() {
+            for (k, v) in &l.unified {
+                w.write(&dirs[i].join(k), v)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! One error type for every step: which step failed, on which object, and why — printed as the contract's
+//! one line `cbuild-cgroup: step: object: reason`, optionally followed by a `hint:` line.
+
+use std::fmt;
+use std::io;
+
+/// Why a step failed.
+#[derive(Debug)]
+pub enum Reason {
+    /// A syscall failed; the OS error says why.
+    Sys(io::Error),
+    /// The input or the host state is not acceptable; the text says why.
+    Bad(String),
+}
+
+/// A failed step. Every error leaves the tool with exit code 125, except a command that cannot be
+/// executed by `exec` (126) or not found (127), which follows the shell's convention.
+#[derive(Debug)]
+pub struct Error {
+    pub step: &'static str,
+    pub object: String,
+    pub reason: Reason,
+    pub hint: Option<String>,
+    pub exit_code: i32,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn sys(step: &'static str, object: impl fmt::Display, err: io::Error) -> Error {
+        Error { step, object: object.to_string(), reason: Reason::Sys(err), hint: None, exit_code: 125 }
+    }
+
+    pub fn bad(step: &'static str, object: impl fmt::Display, reason: impl Into<String>) -> Error {
+        Error { step, object: object.to_string(), reason: Reason::Bad(reason.into()), hint: None, exit_code: 125 }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The OS error number, when a syscall failed.
+    pub fn errno(&self) -> Option<i32> {
+        match &self.reason {
+            Reason::Sys(e) => e.raw_os_error(),
+            Reason::Bad(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reason {
+            Reason::Sys(e) => write!(f, "{}: {}: {}", self.step, self.object, e),
+            Reason::Bad(r) => write!(f, "{}: {}: {}", self.step, self.object, r),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

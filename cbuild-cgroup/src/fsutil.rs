@@ -1,0 +1,66 @@
+//! Reading and writing cgroup files. Every access names its step (`read`, `write`, `mkdir`, `rmdir`) and
+//! its path, so an error line says exactly which file the kernel refused.
+
+use crate::error::{Error, Result};
+use crate::log;
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// The whole file as a string.
+pub fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| Error::sys("read", path.display(), e))
+}
+
+/// The file, or None when it does not exist (a controller file the kernel does not offer).
+pub fn read_opt(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::sys("read", path.display(), e)),
+    }
+}
+
+/// A file holding one number (`max` and v1's "unlimited" sentinel read as None).
+pub fn read_u64_opt(path: &Path) -> Result<Option<u64>> {
+    Ok(read_opt(path)?.and_then(|s| crate::convert::parse_kernel_limit(s.trim())))
+}
+
+/// Write a value with a single write(2): cgroup files take one value per write, and the kernel reports
+/// a rejected value as the error of that write. No O_CREAT: a missing file means a missing controller,
+/// which must be an error (ENOENT), not a new regular file.
+pub fn write(path: &Path, value: &str) -> Result<()> {
+    log::step("write", format_args!("{} = {}", path.display(), value.trim_end()));
+    let mut f = fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::sys("write", path.display(), e))?;
+    f.write_all(value.as_bytes()).map_err(|e| Error::sys("write", path.display(), e))
+}
+
+/// `mkdir`; Ok(false) when it already existed.
+pub fn mkdir(path: &Path) -> Result<bool> {
+    match fs::create_dir(path) {
+        Ok(()) => {
+            log::step("mkdir", path.display());
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::sys("mkdir", path.display(), e)),
+    }
+}
+
+/// `rmdir` (cgroup directories are removed with rmdir even though they contain control files).
+pub fn rmdir(path: &Path) -> Result<()> {
+    log::step("rmdir", path.display());
+    fs::remove_dir(path).map_err(|e| Error::sys("rmdir", path.display(), e))
+}
+
+/// Parse `key value` lines (memory.stat, cpu.stat, memory.events, pids.events, oom_control).
+pub fn kv(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        if it.next() == Some(key) {
+            it.next().and_then(|v| v.parse().ok())
+        } else {
+            None
+        }
+    })
+}

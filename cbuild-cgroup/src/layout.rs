@@ -1,0 +1,275 @@
+//! Which cgroup layout the host runs, and where each hierarchy is mounted.
+//!
+//! Like runc: `statfs("/sys/fs/cgroup")` says cgroup2 → pure v2 ("unified"). Otherwise it is a tmpfs of
+//! v1 mounts; if `/sys/fs/cgroup/unified` is a cgroup2 mount too, the host is "hybrid" (v1 controllers
+//! plus a controller-less v2 tree, which still gives cgroup.kill, cgroup.events and PSI), else "legacy".
+//! The v1 mounts and their controllers come from /proc/self/mountinfo, so co-mounted hierarchies
+//! (`cpu,cpuacct`) and separate ones (`cpu` and `cpuacct`, as on the development machines) both work.
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const HYBRID_UNIFIED: &str = "/sys/fs/cgroup/unified";
+
+/// The v1 controllers the kernel can have; other super options (`rw`, `name=systemd`, `clone_children`)
+/// are not controllers. A named hierarchy without a controller (systemd's) is bookkeeping we do not join.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpuset",
+    "cpu",
+    "cpuacct",
+    "blkio",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// The v2 controllers we enable for our subtree (what limits and stats use).
+pub const V2_WANTED: &[&str] = &["cpuset", "cpu", "io", "memory", "pids", "hugetlb"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Pure cgroup v2 at /sys/fs/cgroup.
+    Unified,
+    /// v1 controllers plus a controller-less cgroup2 at /sys/fs/cgroup/unified.
+    Hybrid,
+    /// v1 only.
+    Legacy,
+}
+
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Unified => "unified",
+            Layout::Hybrid => "hybrid",
+            Layout::Legacy => "legacy",
+        }
+    }
+}
+
+/// One mounted hierarchy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hierarchy {
+    pub version: u8,
+    pub mount: PathBuf,
+    /// v1: the controllers attached to this mount. v2: the controllers available at `base`.
+    pub controllers: Vec<String>,
+    /// The cgroup under which `cbuild/` lives: the mount's root for root, the caller's own (delegated)
+    /// cgroup when not root.
+    pub base: PathBuf,
+}
+
+impl Hierarchy {
+    pub fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub layout: Layout,
+    pub rootless: bool,
+    pub hierarchies: Vec<Hierarchy>,
+}
+
+impl Host {
+    /// Detect the layout and the hierarchies; for a non-root caller, find its delegated cgroups.
+    pub fn detect() -> Result<Host> {
+        let rootless = !nix::unistd::geteuid().is_root();
+        let layout = detect_layout()?;
+        crate::log::step("detect", format_args!("{} cgroups", layout.as_str()));
+        let own = if rootless { Some(own_cgroups()?) } else { None };
+        let mut hierarchies = Vec::new();
+        if layout != Layout::Unified {
+            for (mount, controllers) in v1_mounts()? {
+                let base = match &own {
+                    Some(own) => match own_v1_path(own, &controllers) {
+                        Some(p) => join_rel(&mount, &p),
+                        None => continue,
+                    },
+                    None => mount.clone(),
+                };
+                hierarchies.push(Hierarchy { version: 1, mount, controllers, base });
+            }
+        }
+        let v2_mount = match layout {
+            Layout::Unified => Some(PathBuf::from(CGROUP_ROOT)),
+            Layout::Hybrid => Some(PathBuf::from(HYBRID_UNIFIED)),
+            Layout::Legacy => None,
+        };
+        if let Some(mount) = v2_mount {
+            let base = match &own {
+                Some(own) => {
+                    join_rel(&mount, own.iter().find(|(h, _)| h == "0").map(|(_, p)| p.as_str()).unwrap_or("/"))
+                }
+                None => mount.clone(),
+            };
+            let controllers = fsutil::read_opt(&base.join("cgroup.controllers"))?
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            hierarchies.push(Hierarchy { version: 2, mount, controllers, base });
+        }
+        if hierarchies.is_empty() {
+            return Err(Error::bad("detect", CGROUP_ROOT, "no cgroup hierarchy is mounted"));
+        }
+        let host = Host { layout, rootless, hierarchies };
+        if rootless {
+            host.check_delegation()?;
+        }
+        Ok(host)
+    }
+
+    /// The hierarchy holding a controller (v1 mount or the v2 tree where it is available).
+    pub fn hierarchy_of(&self, controller: &str) -> Option<usize> {
+        self.hierarchies.iter().position(|h| h.has(controller))
+    }
+
+    /// The v2 hierarchy (pure v2, or the unified tree of a hybrid host).
+    pub fn v2(&self) -> Option<usize> {
+        self.hierarchies.iter().position(|h| h.version == 2)
+    }
+
+    /// Every controller the host offers us, sorted.
+    pub fn controllers(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.hierarchies.iter().flat_map(|h| h.controllers.iter().cloned()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Not root: every hierarchy we would create in must be writable by us, else say what to do.
+    fn check_delegation(&self) -> Result<()> {
+        for h in &self.hierarchies {
+            if nix::unistd::access(&h.base, nix::unistd::AccessFlags::W_OK).is_err() {
+                return Err(Error::bad(
+                    "delegation",
+                    h.base.display(),
+                    "not root and this cgroup is not delegated to you",
+                )
+                .with_hint(
+                    "run under a delegated cgroup, e.g. `systemd-run --user --scope -p Delegate=yes cbuild-cgroup ...`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// statfs magic of /sys/fs/cgroup and /sys/fs/cgroup/unified.
+pub fn detect_layout() -> Result<Layout> {
+    let st = statfs(CGROUP_ROOT).map_err(|e| Error::sys("detect", CGROUP_ROOT, e.into()))?;
+    if st.filesystem_type() == CGROUP2_SUPER_MAGIC {
+        return Ok(Layout::Unified);
+    }
+    match statfs(HYBRID_UNIFIED) {
+        Ok(u) if u.filesystem_type() == CGROUP2_SUPER_MAGIC => Ok(Layout::Hybrid),
+        _ => Ok(Layout::Legacy),
+    }
+}
+
+/// v1 mounts with at least one controller, from /proc/self/mountinfo; the first mount of each hierarchy.
+fn v1_mounts() -> Result<Vec<(PathBuf, Vec<String>)>> {
+    let info = fsutil::read(Path::new("/proc/self/mountinfo"))?;
+    Ok(parse_v1_mounts(&info))
+}
+
+pub fn parse_v1_mounts(info: &str) -> Vec<(PathBuf, Vec<String>)> {
+    let mut out: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    for line in info.lines() {
+        // "36 25 0:31 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu"
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let mut post = post.split(' ');
+        if post.next() != Some("cgroup") {
+            continue;
+        }
+        let opts = post.nth(1).unwrap_or("");
+        let Some(mount) = pre.split(' ').nth(4) else { continue };
+        let mut controllers: Vec<String> =
+            opts.split(',').filter(|o| V1_CONTROLLERS.contains(o)).map(str::to_string).collect();
+        if controllers.is_empty() {
+            continue;
+        }
+        controllers.sort();
+        if out.iter().any(|(_, c)| *c == controllers) {
+            continue;
+        }
+        let mount = mount.replace("\\040", " ");
+        out.push((PathBuf::from(mount), controllers));
+    }
+    out
+}
+
+/// /proc/self/cgroup as (hierarchy controllers field, path) pairs; "0" is the v2 tree.
+fn own_cgroups() -> Result<Vec<(String, String)>> {
+    let text = fsutil::read(Path::new("/proc/self/cgroup"))?;
+    Ok(parse_proc_cgroup(&text))
+}
+
+pub fn parse_proc_cgroup(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let id = it.next()?;
+            let ctrls = it.next()?;
+            let path = it.next()?;
+            let key = if id == "0" && ctrls.is_empty() { "0".to_string() } else { ctrls.to_string() };
+            Some((key, path.to_string()))
+        })
+        .collect()
+}
+
+fn own_v1_path(own: &[(String, String)], controllers: &[String]) -> Option<String> {
+    own.iter()
+        .find(|(k, _)| {
+            let mut ks: Vec<&str> = k.split(',').collect();
+            ks.sort();
+            ks == controllers.iter().map(String::as_str).collect::<Vec<_>>()
+        })
+        .map(|(_, p)| p.clone())
+}
+
+fn join_rel(mount: &Path, rel: &str) -> PathBuf {
+    mount.join(rel.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_v1() {
+        let info = "\
+30 24 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+32 30 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpuacct,cpu
+33 30 0:29 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+34 30 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+35 30 0:27 / /mnt/again rw - cgroup cgroup rw,cpu
+";
+        let m = parse_v1_mounts(info);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0], (PathBuf::from("/sys/fs/cgroup/cpu"), vec!["cpu".to_string()]));
+        assert_eq!(m[1].1, vec!["cpu".to_string(), "cpuacct".to_string()]);
+    }
+
+    #[test]
+    fn proc_cgroup() {
+        let c = parse_proc_cgroup("4:memory:/a/b\n2:cpu,cpuacct:/\n0::/user.slice\n");
+        assert_eq!(c[0], ("memory".into(), "/a/b".into()));
+        assert_eq!(c[2], ("0".into(), "/user.slice".into()));
+        assert_eq!(own_v1_path(&c, &["cpu".into(), "cpuacct".into()]), Some("/".into()));
+    }
+}

@@ -1,0 +1,328 @@
+//! cbuild-cgroup: control groups on cgroup v1, v2 and hybrid hosts — limits, placement, statistics,
+//! events — behind one interface. `layout` finds the hierarchies, `cgroup` places NAME in all of them,
+//! `controllers::*` hold each controller's v1 and v2 files, `stats` and `events` read them back.
+//! The verbs below are what main.rs calls; each returns a typed [`Error`] naming the failed step.
+
+pub mod cgroup;
+pub mod controllers;
+pub mod convert;
+pub mod error;
+pub mod events;
+pub mod fsutil;
+pub mod layout;
+pub mod limits;
+pub mod log;
+pub mod stats;
+
+pub use error::{Error, Result};
+
+use cgroup::{Cgroup, IfExists};
+use layout::Host;
+use limits::{Limits, RawLimits};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Parse and check limits against the host before anything is created.
+fn limits_for(host: &Host, raw: &RawLimits) -> Result<Limits> {
+    let l = Limits::parse(raw)?;
+    l.check(host)?;
+    Ok(l)
+}
+
+/// `create NAME [limits]`: fails if NAME exists.
+pub fn create(name: &str, raw: &RawLimits) -> Result<()> {
+    cgroup::check_name(name)?;
+    let host = Host::detect()?;
+    let l = limits_for(&host, raw)?;
+    Cgroup::create(&host, name, &l, IfExists::Fail)?;
+    Ok(())
+}
+
+/// `set NAME [limits]`: change limits of an existing NAME; on failure the old values are put back.
+pub fn set(name: &str, raw: &RawLimits) -> Result<()> {
+    cgroup::check_name(name)?;
+    let host = Host::detect()?;
+    let l = limits_for(&host, raw)?;
+    let cg = Cgroup::open(&host, name)?;
+    let mut w = controllers::Writer::restoring();
+    controllers::apply(&host, &cg.dirs, &l, &mut w).inspect_err(|_| w.restore())
+}
+
+/// `add NAME PID...`
+pub fn add(name: &str, pids: &[String]) -> Result<()> {
+    cgroup::check_name(name)?;
+    let pids: Vec<i32> = pids
+        .iter()
+        .map(|p| p.parse::<i32>().ok().filter(|&n| n > 0).ok_or_else(|| Error::bad("add", p, "not a process id")))
+        .collect::<Result<_>>()?;
+    let host = Host::detect()?;
+    let cg = Cgroup::open(&host, name)?;
+    for p in pids {
+        log::step("join", format_args!("{p} → {}", cg.name));
+        cg.join(p)?;
+    }
+    Ok(())
+}
+
+/// `exec NAME [limits] -- CMD`: create or reuse NAME, move this process into it in every hierarchy,
+/// and execve CMD (same PID, so the whole tree CMD starts is inside). No fork, and no reads that the
+/// fast path does not need: this runs in front of every container start.
+pub fn exec(name: &str, raw: &RawLimits, cmd: &[String]) -> Result<Infallible> {
+    cgroup::check_name(name)?;
+    // Find the command first: "not found" must not leave a cgroup behind.
+    let path = resolve(&cmd[0])?;
+    let argv: Vec<CString> = cmd
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::bad("exec", a, "contains a NUL byte")))
+        .collect::<Result<_>>()?;
+    let host = Host::detect()?;
+    let l = limits_for(&host, raw)?;
+    let pre = Cgroup::at(&host, name)?;
+    // Only when this call may create directories does it need to know where to move back to.
+    let back = if pre.dirs.iter().all(|d| d.is_dir()) { None } else { Some(cgroup::own_dirs(&host)?) };
+    let (cg, created) = Cgroup::create(&host, name, &l, IfExists::Reuse)?;
+    let undo = |created: Vec<PathBuf>| {
+        if let Some(back) = &back {
+            for d in back {
+                let _ = fsutil::write(&d.join("cgroup.procs"), "0");
+            }
+        }
+        cgroup::undo_dirs(created);
+    };
+    log::step("join", format_args!("{} → {}", std::process::id(), cg.name));
+    if let Err(e) = cg.join(0) {
+        undo(created);
+        return Err(e);
+    }
+    log::step("exec", path.display());
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::bad("exec", path.display(), "NUL"))?;
+    let err = nix::unistd::execv(&cpath, &argv).unwrap_err();
+    undo(created);
+    let mut e = Error::sys("exec", path.display(), err.into());
+    e.exit_code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
+    Err(e)
+}
+
+/// PATH lookup as the shell does it; exit 127 when not found.
+fn resolve(cmd: &str) -> Result<PathBuf> {
+    let not_found = |what: &str| {
+        let mut e = Error::bad("exec", what, "command not found");
+        e.exit_code = 127;
+        e
+    };
+    if cmd.is_empty() {
+        return Err(not_found("''"));
+    }
+    if cmd.contains('/') {
+        return if Path::new(cmd).exists() { Ok(PathBuf::from(cmd)) } else { Err(not_found(cmd)) };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into());
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(cmd);
+        if nix::unistd::access(&p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(not_found(cmd))
+}
+
+/// `stat NAME [--json]`
+pub fn stat(name: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    cgroup::check_name(name)?;
+    let host = Host::detect()?;
+    let cg = Cgroup::open(&host, name)?;
+    let s = stats::collect(&host, &cg)?;
+    let text = if json { serde_json::to_string(&s).unwrap_or_default() + "\n" } else { stats::human(&s) };
+    out.write_all(text.as_bytes()).map_err(|e| Error::sys("write", "stdout", e))
+}
+
+/// `events NAME [--follow]`
+pub fn events(name: &str, follow: bool, out: &mut dyn Write) -> Result<()> {
+    cgroup::check_name(name)?;
+    let host = Host::detect()?;
+    let cg = Cgroup::open(&host, name)?;
+    events::run(&host, &cg, follow, out)
+}
+
+#[derive(Serialize)]
+struct ListEntry {
+    name: String,
+    procs: usize,
+    memory_current: Option<u64>,
+    pids_current: Option<u64>,
+    dirs: Vec<PathBuf>,
+}
+
+/// `ls [--json]`
+pub fn ls(json: bool, out: &mut dyn Write) -> Result<()> {
+    let host = Host::detect()?;
+    let mut text = String::new();
+    if !json {
+        text.push_str(&format!("{:<24} {:>6} {:>12} {:>6}\n", "NAME", "PROCS", "MEMORY", "PIDS"));
+    }
+    for name in cgroup::list(&host)? {
+        let Ok(cg) = Cgroup::open(&host, &name) else { continue };
+        let memory_current = cg.dir_of(&host, "memory").and_then(|d| {
+            let f = if d.v2 { "memory.current" } else { "memory.usage_in_bytes" };
+            fsutil::read_u64_opt(&d.file(f)).ok().flatten()
+        });
+        let pids_current =
+            cg.dir_of(&host, "pids").and_then(|d| fsutil::read_u64_opt(&d.file("pids.current")).ok().flatten());
+        let e = ListEntry {
+            procs: cg.procs()?.len(),
+            memory_current,
+            pids_current,
+            dirs: cg.dirs.iter().filter(|d| d.is_dir()).cloned().collect(),
+            name,
+        };
+        if json {
+            text.push_str(&serde_json::to_string(&e).unwrap_or_default());
+            text.push('\n');
+        } else {
+            text.push_str(&format!(
+                "{:<24} {:>6} {:>12} {:>6}\n",
+                e.name,
+                e.procs,
+                e.memory_current.map_or("-".into(), stats::bytes),
+                e.pids_current.map_or("-".into(), |p| p.to_string())
+            ));
+        }
+    }
+    out.write_all(text.as_bytes()).map_err(|e| Error::sys("write", "stdout", e))
+}
+
+/// `kill NAME [--signal S]`
+pub fn kill(name: &str, signal: &str) -> Result<()> {
+    cgroup::check_name(name)?;
+    let sig = parse_signal(signal)?;
+    let host = Host::detect()?;
+    let cg = Cgroup::open(&host, name)?;
+    cg.kill(&host, sig)?;
+    Ok(())
+}
+
+/// TERM, SIGTERM, term or 15.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    let bad = || Error::bad("signal", s, "not a signal name or number");
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let up = s.to_ascii_uppercase();
+    let full = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    full.parse::<Signal>().map_err(|_| bad())
+}
+
+/// `rm NAME [--force]`
+pub fn rm(name: &str, force: bool) -> Result<()> {
+    cgroup::check_name(name)?;
+    let host = Host::detect()?;
+    let cg = Cgroup::open(&host, name)?;
+    cg.remove(&host, force)
+}
+
+#[derive(Serialize)]
+struct Features {
+    cgroup_kill: bool,
+    psi: bool,
+    freezer: bool,
+    swap_accounting: Option<bool>,
+    swap_total: u64,
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    layout: &'static str,
+    rootless: bool,
+    hierarchies: &'a [layout::Hierarchy],
+    controllers: Vec<String>,
+    /// v2: the controllers the base cgroup hands to its children (cgroup.subtree_control).
+    delegated: Option<Vec<String>>,
+    features: Features,
+}
+
+/// `info [--json]`
+pub fn info(json: bool, out: &mut dyn Write) -> Result<()> {
+    let host = Host::detect()?;
+    let v2 = host.v2().map(|i| &host.hierarchies[i]);
+    let delegated = v2.map(|h| {
+        fsutil::read_opt(&h.base.join("cgroup.subtree_control"))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    });
+    let kernel = nix::sys::utsname::uname().ok();
+    let release = kernel.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let mut ver = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (ver.next().unwrap_or(0), ver.next().unwrap_or(0));
+    let swap_accounting = host.hierarchy_of("memory").map(|i| {
+        let h = &host.hierarchies[i];
+        if h.version == 1 {
+            h.base.join("memory.memsw.limit_in_bytes").exists()
+        } else {
+            // Not shown on the root cgroup; a child (ours, if any exist) shows it.
+            let probe = h.base.join(cgroup::PARENT).join("memory.swap.max");
+            probe.exists() || !h.base.join(cgroup::PARENT).exists()
+        }
+    });
+    let meminfo = fsutil::read_opt(Path::new("/proc/meminfo")).ok().flatten().unwrap_or_default();
+    let swap_total = meminfo
+        .lines()
+        .find(|l| l.starts_with("SwapTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024;
+    let features = Features {
+        cgroup_kill: v2.is_some() && (major, minor) >= (5, 14),
+        psi: v2.is_some_and(|h| std::fs::read_to_string(h.base.join("cpu.pressure")).is_ok()),
+        freezer: v2.is_some() || host.hierarchy_of("freezer").is_some(),
+        swap_accounting,
+        swap_total,
+    };
+    let info = Info {
+        layout: host.layout.as_str(),
+        rootless: host.rootless,
+        hierarchies: &host.hierarchies,
+        controllers: host.controllers(),
+        delegated,
+        features,
+    };
+    let text = if json {
+        serde_json::to_string(&info).unwrap_or_default() + "\n"
+    } else {
+        let mut t = format!("layout      {}{}\n", info.layout, if info.rootless { " (rootless)" } else { "" });
+        for h in info.hierarchies {
+            let c = if h.controllers.is_empty() { "(no controllers)".to_string() } else { h.controllers.join(",") };
+            t.push_str(&format!(
+                "cgroup v{}   {:<28} {:<22} base {}\n",
+                h.version,
+                h.mount.display(),
+                c,
+                h.base.display()
+            ));
+        }
+        if let Some(d) = &info.delegated {
+            t.push_str(&format!("delegated   {}\n", if d.is_empty() { "(none)".into() } else { d.join(" ") }));
+        }
+        let f = &info.features;
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        t.push_str(&format!(
+            "features    cgroup.kill {}  psi {}  freezer {}  swap accounting {}  swap {}\n",
+            yn(f.cgroup_kill),
+            yn(f.psi),
+            yn(f.freezer),
+            f.swap_accounting.map_or("-", yn),
+            stats::bytes(f.swap_total)
+        ));
+        t
+    };
+    out.write_all(text.as_bytes()).map_err(|e| Error::sys("write", "stdout", e))
+}
