@@ -1,5 +1,356 @@
-//! Placeholder until its issue lands.
-fn main() {
-    eprintln!("cbuild-net: not built yet");
-    std::process::exit(125);
+//! cbuild-net command line. The mechanism is in the library; this file parses arguments, runs one
+//! verb, prints its result and maps errors to exit code 125 with one `cbuild-net: step: object: reason`
+//! line.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use cbuild_net::attach::{self, ConnectOpts};
+use cbuild_net::error::{Error, Result};
+use cbuild_net::ipam::Subnet;
+use cbuild_net::{bridge, inventory, netns, nft, nl, paths, Ctx};
+
+#[derive(Parser)]
+#[command(
+    name = "cbuild-net",
+    version,
+    about = "Container networking: bridges, veth pairs, IPAM, NAT, published ports"
+)]
+struct Cli {
+    /// Print each step to stderr as it happens.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// The network namespace playing "the host" (a namespace file or a NAME); default: this process's.
+    #[arg(long, global = true, env = "CBUILD_NET_HOST_NS", value_name = "PATH|NAME")]
+    host_netns: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Persisted network namespaces at <state>/NAME/ns/net.
+    Netns {
+        #[command(subcommand)]
+        cmd: NetnsCmd,
+    },
+    /// Bridges: `add BR --subnet CIDR [--gateway IP] [--nat]`, `del BR`.
+    Bridge {
+        #[command(subcommand)]
+        cmd: BridgeCmd,
+    },
+    /// Attach a network namespace to a bridge with a veth pair.
+    Connect {
+        /// The container's network namespace: a file, or a NAME (<state>/NAME/ns/net).
+        netns: Option<String>,
+        /// Use /proc/PID/ns/net instead of NETNS.
+        #[arg(long, conflicts_with = "netns")]
+        pid: Option<u32>,
+        /// Bridge to attach to (default: cbuild0, created on first use with NAT on).
+        #[arg(long)]
+        bridge: Option<String>,
+        /// Container ID (a NAME).
+        #[arg(long)]
+        id: String,
+        /// `auto` or an address in the bridge's subnet.
+        #[arg(long, default_value = "auto")]
+        ip: String,
+        /// Interface name inside the container.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// MAC address of the container's interface (default: random, locally administered).
+        #[arg(long)]
+        mac: Option<String>,
+        /// MTU of both ends.
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Print the CNI-like result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo a connect: pair, lease, published ports, conntrack entries.
+    Disconnect {
+        #[arg(long)]
+        id: String,
+    },
+    /// Masquerade traffic leaving a bridge's subnet (`on`) or stop (`off`).
+    Nat { bridge: String, state: OnOff },
+    /// DNAT HOSTPORT on the host's addresses to PORT in the container.
+    Publish {
+        #[arg(long)]
+        id: String,
+        /// HOSTPORT:PORT[/tcp|udp]
+        spec: String,
+    },
+    /// Remove a published port.
+    Unpublish {
+        #[arg(long)]
+        id: String,
+        /// HOSTPORT[:PORT][/tcp|udp]
+        spec: String,
+    },
+    /// Bridges, veth pairs (both ends), leases and rules, with orphans marked.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove orphans: dead pairs, half-built connects, leases and rules of gone containers.
+    Prune {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetnsCmd {
+    Add {
+        name: String,
+    },
+    Del {
+        name: String,
+    },
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BridgeCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        subnet: String,
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Also masquerade traffic leaving the subnet (same as `nat BR on`).
+        #[arg(long)]
+        nat: bool,
+    },
+    Del {
+        name: String,
+    },
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let msg = e.to_string();
+            let line = msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("cbuild-net: args: command line: {line}");
+            eprintln!("hint: cbuild-net --help");
+            return ExitCode::from(125);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cbuild-net: {e}");
+            if let Some(h) = &e.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(step: &'static str, what: &str, s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>().map_err(|e| Error::new(step, s, format!("invalid {what}: {e}")))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // Cheap checks first, before a runtime or a namespace is opened.
+    let ctx = Ctx::new(cli.host_netns.as_deref(), cli.verbose)?;
+    match cli.cmd {
+        Cmd::Netns { cmd } => {
+            let log = |s: &str, o: &str| ctx.step(s, o);
+            match cmd {
+                NetnsCmd::Add { name } => {
+                    let p = netns::add(&ctx.state, &name, &log)?;
+                    println!("{}", p.display());
+                }
+                NetnsCmd::Del { name } => netns::del(&ctx.state, &name, &log)?,
+                NetnsCmd::Ls { json } => {
+                    for (name, path, inode) in netns::list(&ctx.state) {
+                        if json {
+                            println!("{}", serde_json::json!({"name": name, "path": path, "inode": inode}));
+                        } else {
+                            println!("{name}\t{inode}\t{}", path.display());
+                        }
+                    }
+                }
+            }
+        }
+        Cmd::Bridge { cmd } => match cmd {
+            BridgeCmd::Add { name, subnet, gateway, nat } => {
+                bridge::check_bridge_name(&name)?;
+                let subnet: Subnet = parse("bridge", "subnet", &subnet)?;
+                let gateway: Option<Ipv4Addr> = gateway.map(|g| parse("bridge", "gateway", &g)).transpose()?;
+                let host = ctx.host_nl()?;
+                ctx.rt.block_on(bridge::add(&ctx, &host, &name, subnet, gateway, nat))?;
+            }
+            BridgeCmd::Del { name } => {
+                let host = ctx.host_nl()?;
+                ctx.rt.block_on(bridge::del(&ctx, &host, &name))?;
+            }
+            BridgeCmd::Ls { json } => {
+                for b in bridge::list(&ctx.state) {
+                    if json {
+                        println!("{}", serde_json::to_string(&b).unwrap_or_default());
+                    } else {
+                        println!("{}\t{}\t{}\tnat={}", b.name, b.subnet, b.gateway, if b.nat { "on" } else { "off" });
+                    }
+                }
+            }
+        },
+        Cmd::Connect { netns: ns, pid, bridge, id, ip, ifname, mac, mtu, json } => {
+            paths::check_name("connect", "container ID", &id)?;
+            paths::check_ifname("connect", &ifname)?;
+            let ip = match ip.as_str() {
+                "auto" => None,
+                s => Some(parse::<Ipv4Addr>("connect", "address", s)?),
+            };
+            let mac = mac
+                .map(|m| nl::parse_mac(&m).map_err(|e| Error::new("connect", &m, format!("invalid MAC: {e}"))))
+                .transpose()?;
+            if let Some(m) = mtu {
+                if !(68..=65535).contains(&m) {
+                    return Err(Error::new("connect", m, "MTU must be 68 to 65535"));
+                }
+            }
+            if let Some(b) = &bridge {
+                bridge::check_bridge_name(b)?;
+            }
+            let ns = match (ns, pid) {
+                (Some(n), None) => netns::open_spec(&ctx.state, &n)?,
+                (None, Some(p)) => netns::open_pid(p)?,
+                _ => return Err(Error::new("connect", "netns", "give a namespace (NETNS) or --pid PID")),
+            };
+            let att = ctx.rt.block_on(attach::connect(&ctx, ConnectOpts { ns, bridge, id, ip, ifname, mac, mtu }))?;
+            if json {
+                println!("{}", att.result_json());
+            } else {
+                println!(
+                    "{} {}/{} via {} ({} <-> {})",
+                    att.id, att.ip, att.prefix_len, att.gateway, att.host_ifname, att.ifname
+                );
+            }
+        }
+        Cmd::Disconnect { id } => ctx.rt.block_on(attach::disconnect(&ctx, &id))?,
+        Cmd::Nat { bridge, state } => bridge::set_nat(&ctx, &bridge, matches!(state, OnOff::On))?,
+        Cmd::Publish { id, spec } => {
+            paths::check_name("publish", "container ID", &id)?;
+            let p = nft::parse_port(&spec, true).map_err(|e| Error::new("publish", &spec, e))?;
+            attach::publish(&ctx, &id, p)?;
+        }
+        Cmd::Unpublish { id, spec } => {
+            paths::check_name("unpublish", "container ID", &id)?;
+            let p = nft::parse_port(&spec, false).map_err(|e| Error::new("unpublish", &spec, e))?;
+            attach::unpublish(&ctx, &id, p)?;
+        }
+        Cmd::Ls { json } => {
+            let host = ctx.host_nl()?;
+            let inv = ctx.rt.block_on(inventory::take(&ctx, &host))?;
+            print_ls(&inv, json);
+        }
+        Cmd::Prune { json } => {
+            let host = ctx.host_nl()?;
+            for line in ctx.rt.block_on(inventory::prune(&ctx, &host))? {
+                if json {
+                    println!("{}", serde_json::json!({ "removed": line }));
+                } else {
+                    println!("removed {line}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_ls(inv: &inventory::Inventory, json: bool) {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    if json {
+        for b in &inv.bridges {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            v["kind"] = "bridge".into();
+            println!("{v}");
+        }
+        for p in &inv.pairs {
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            v["kind"] = "veth".into();
+            println!("{v}");
+        }
+        for l in &inv.orphan_leases {
+            let mut v = serde_json::to_value(l).unwrap_or_default();
+            v["kind"] = "lease".into();
+            v["orphaned"] = true.into();
+            println!("{v}");
+        }
+        for r in &inv.rules {
+            let orphaned = inv.orphan_rules.iter().any(|o| o.handle == r.handle);
+            println!(
+                "{}",
+                serde_json::json!({"kind": "rule", "chain": r.chain, "handle": r.handle, "comment": r.comment, "orphaned": orphaned})
+            );
+        }
+        return;
+    }
+    println!("{:<16} {:<18} {:<15} {:<4} {:<8} LEASES", "BRIDGE", "SUBNET", "GATEWAY", "NAT", "IFINDEX");
+    for b in &inv.bridges {
+        println!(
+            "{:<16} {:<18} {:<15} {:<4} {:<8} {}",
+            b.conf.name,
+            b.conf.subnet.to_string(),
+            b.conf.gateway.to_string(),
+            if b.conf.nat { "on" } else { "off" },
+            opt(b.ifindex.map(|i| i.to_string())),
+            b.leases
+        );
+    }
+    println!();
+    println!("{:<20} {:<10} {:<20} {:<12} {:<16} {:<24} STATE", "ID", "BRIDGE", "HOST END", "PEER", "IP", "NETNS");
+    for p in &inv.pairs {
+        println!(
+            "{:<20} {:<10} {:<20} {:<12} {:<16} {:<24} {}",
+            opt(p.id.clone()),
+            opt(p.bridge.clone()),
+            format!("{}@{}", p.host_ifname, opt(p.host_ifindex.map(|i| i.to_string()))),
+            format!("{}@if{}", opt(p.peer_ifname.clone()), opt(p.peer_ifindex.map(|i| i.to_string()))),
+            opt(p.ip.map(|i| i.to_string())),
+            opt(p.netns.clone()),
+            if p.orphaned { format!("orphaned: {}", p.why.unwrap_or("")) } else { "ok".into() }
+        );
+    }
+    for l in &inv.orphan_leases {
+        println!("orphaned lease {} on {} held by {}", l.ip, l.bridge, l.id);
+    }
+    for r in &inv.orphan_rules {
+        println!("orphaned rule {} in {}: {}", r.handle, r.chain, r.comment);
+    }
 }

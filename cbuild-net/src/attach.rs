@@ -1,0 +1,439 @@
+//! Attachments: one container's veth pair, address and published ports, recorded in
+//! `<state>/<ID>/net.json`.
+//!
+//! `net.json` doubles as the lock of the attachment: connect creates it (exclusively, already
+//! flock'ed) before doing anything else, holds the lock until it has written the record, and every
+//! other verb takes the same lock. A `net.json` that is empty and unlocked is therefore the mark of a
+//! connect that died half-way, which `prune` cleans up.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::bridge::{self, BridgeConf};
+use crate::error::{Error, Result};
+use crate::ipam::{rmdir_quiet, Leases};
+use crate::netns::NsFile;
+use crate::nft::{self, Port};
+use crate::nl::{self, Nl};
+use crate::paths::{attachment_file, bridge_dir, check_name, container_dir, host_ifname};
+use crate::{conntrack, Ctx};
+
+/// `<state>/<ID>/net.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: String,
+    pub bridge: String,
+    /// The namespace as it was named to connect (a path, `<state>/NAME/ns/net`, `/proc/PID/ns/net`).
+    pub netns: String,
+    pub netns_inode: u64,
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+    pub host_mac: String,
+    pub ifname: String,
+    /// The container end's index inside its namespace (`@ifN` on the host end).
+    pub peer_ifindex: u32,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub ports: Vec<Port>,
+}
+
+impl Attachment {
+    /// The CNI-result-like object `connect --json` prints.
+    pub fn result_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "bridge": self.bridge,
+            "interfaces": [
+                {"name": self.host_ifname, "mac": self.host_mac, "ifindex": self.host_ifindex},
+                {"name": self.ifname, "mac": self.mac, "ifindex": self.peer_ifindex, "sandbox": self.netns},
+            ],
+            "ips": [{"address": format!("{}/{}", self.ip, self.prefix_len), "gateway": self.gateway, "interface": 1}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": self.gateway}],
+        })
+    }
+}
+
+/// What `connect` was asked for.
+pub struct ConnectOpts {
+    pub ns: NsFile,
+    pub bridge: Option<String>,
+    pub id: String,
+    pub ip: Option<Ipv4Addr>,
+    pub ifname: String,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+/// The attachment file, open and locked.
+pub struct Locked {
+    pub file: Flock<File>,
+}
+
+impl Locked {
+    /// Replace the record in place (the lock stays on the same inode, so no rename).
+    pub fn write(&mut self, a: &Attachment) -> Result<()> {
+        let data = serde_json::to_vec_pretty(a).map_err(|e| Error::new("record", &a.id, e))?;
+        let f: &mut File = &mut self.file;
+        f.set_len(0)
+            .and_then(|_| f.seek(SeekFrom::Start(0)))
+            .and_then(|_| f.write_all(&data))
+            .and_then(|_| f.write_all(b"\n"))
+            .map_err(|e| Error::io("record", &a.id, e))
+    }
+
+    pub fn read(&mut self) -> Option<Attachment> {
+        let mut s = String::new();
+        let f: &mut File = &mut self.file;
+        f.seek(SeekFrom::Start(0)).ok()?;
+        f.read_to_string(&mut s).ok()?;
+        serde_json::from_str(&s).ok()
+    }
+}
+
+/// Open and lock an existing attachment (blocking while a connect or publish holds it).
+pub fn lock_existing(state: &Path, id: &str, step: &'static str) -> Result<Locked> {
+    check_name(step, "container ID", id)?;
+    let p = attachment_file(state, id);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::new(step, id, "not connected")
+        } else {
+            Error::io(step, p.display(), e)
+        }
+    })?;
+    let file = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno(step, p.display(), e))?;
+    Ok(Locked { file })
+}
+
+/// Create `net.json` exclusively and already locked: write and lock a private temporary file, then
+/// hard-link it into place (link(2) fails if the name exists, like O_EXCL), so no other process can
+/// ever see the file unlocked while this connect is alive.
+fn reserve(state: &Path, id: &str) -> Result<(Locked, bool)> {
+    let dir = container_dir(state, id);
+    let made_dir = !dir.exists();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("reserve", dir.display(), e))?;
+    let p = attachment_file(state, id);
+    let tmp = dir.join(format!(".net.json.{}", std::process::id()));
+    let r = (|| {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("reserve", tmp.display(), e))?;
+        let file =
+            Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("reserve", tmp.display(), e))?;
+        let linked = std::fs::hard_link(&tmp, &p);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(Locked { file }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::new("connect", id, "already connected")
+                    .hint(format!("see {} or `cbuild-net disconnect --id {id}`", p.display())))
+            }
+            Err(e) => Err(Error::io("reserve", p.display(), e)),
+        }
+    })();
+    match r {
+        Ok(l) => Ok((l, made_dir)),
+        Err(e) => {
+            if made_dir {
+                rmdir_quiet(&dir);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Remove the record and, if nothing else is in it, the container's directory.
+fn unreserve(state: &Path, id: &str) {
+    let _ = std::fs::remove_file(attachment_file(state, id));
+    rmdir_quiet(&container_dir(state, id));
+}
+
+/// `connect`: the pair, the address, the routes, the record. Any failure undoes what was done.
+pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
+    check_name("connect", "container ID", &o.id)?;
+    if o.ns.inode == ctx.host_inode {
+        return Err(Error::new("connect", &o.ns.path, "is the host network namespace itself"));
+    }
+    // Two sockets: the host's and the container's. The container's is opened on its own thread while
+    // this one talks to the host.
+    let rt = ctx.rt.handle().clone();
+    let cfd = o.ns.fd.as_fd();
+    let (host, cont) = std::thread::scope(|s| {
+        let c = s.spawn(|| Nl::open(&rt, Some(cfd)));
+        let h = ctx.host_nl();
+        (h, c.join().unwrap_or_else(|_| Err(Error::new("netlink", "socket", "thread panicked"))))
+    });
+    let (host, cont) = (host?, cont?);
+
+    let br = match &o.bridge {
+        None => bridge::ensure_default(ctx, &host).await?,
+        Some(b) => {
+            bridge::check_bridge_name(b)?;
+            bridge::load(&ctx.state, b)?.ok_or_else(|| {
+                Error::new("connect", b, "no such bridge")
+                    .hint(format!("create it with `cbuild-net bridge add {b} --subnet CIDR`"))
+            })?
+        }
+    };
+
+    ctx.step("reserve", attachment_file(&ctx.state, &o.id).display());
+    let (mut lock, _) = reserve(&ctx.state, &o.id)?;
+    let mut undo = Undo::default();
+    let r = connect_steps(ctx, &o, &br, &host, &cont, &mut lock, &mut undo).await;
+    if r.is_err() {
+        if undo.veth {
+            ctx.step("undo", format!("del-link {}", host_ifname(&o.id)));
+            if let Err(e) = host.del_link_by_name(&host_ifname(&o.id)).await {
+                ctx.undo_failed(&e);
+            }
+        }
+        if let Some(ip) = undo.lease {
+            ctx.step("undo", format!("release {ip}"));
+            if let Err(e) = Leases::new(bridge_dir(&ctx.state, &br.name)).release(ip, &o.id) {
+                ctx.undo_failed(&e);
+            }
+        }
+        unreserve(&ctx.state, &o.id);
+    }
+    r
+}
+
+#[derive(Default)]
+struct Undo {
+    lease: Option<Ipv4Addr>,
+    veth: bool,
+}
+
+async fn connect_steps(
+    ctx: &Ctx,
+    o: &ConnectOpts,
+    br: &BridgeConf,
+    host: &Nl,
+    cont: &Nl,
+    lock: &mut Locked,
+    undo: &mut Undo,
+) -> Result<Attachment> {
+    let leases = Leases::new(bridge_dir(&ctx.state, &br.name));
+    let ip = leases.allocate(&br.subnet, br.gateway, o.ip, &o.id)?;
+    ctx.step("ipam", format!("{ip}/{} from {}", br.subnet.prefix, br.name));
+    undo.lease = Some(ip);
+
+    let brlink = match host.link(&br.name).await? {
+        Some(l) => l,
+        None => {
+            // Known bridge whose link is gone (its namespace was recreated): make it again.
+            bridge::add(ctx, host, &br.name, br.subnet, Some(br.gateway), br.nat).await?;
+            host.link(&br.name).await?.ok_or_else(|| Error::new("connect", &br.name, "bridge link missing"))?
+        }
+    };
+    let hname = host_ifname(&o.id);
+    let mac = o.mac.unwrap_or_else(nl::random_mac);
+    ctx.step("add-veth", format!("{hname} on {} <-> {} in {}", br.name, o.ifname, o.ns.path));
+    host.add_veth(&hname, brlink.header.index, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu).await.map_err(|e| {
+        let mut e = e;
+        e.object = format!("{hname} <-> {} in {}", o.ifname, o.ns.path);
+        e
+    })?;
+    undo.veth = true;
+    let hl = host.link(&hname).await?.ok_or_else(|| Error::new("add-veth", &hname, "link vanished"))?;
+    let peer = nl::peer_index(&hl).ok_or_else(|| Error::new("add-veth", &hname, "no peer index"))?;
+
+    ctx.step("add-addr", format!("{ip}/{} on {}", br.subnet.prefix, o.ifname));
+    // Loopback is index 1 in every network namespace (LOOPBACK_IFINDEX).
+    let (a, u, l) = futures::join!(
+        cont.add_addr(peer, ip, br.subnet.prefix, &o.ifname),
+        cont.set_up(peer, &o.ifname),
+        cont.set_up(1, "lo")
+    );
+    a?;
+    u?;
+    l?;
+    ctx.step("add-route", format!("default via {}", br.gateway));
+    cont.add_default_route(br.gateway).await?;
+
+    let att = Attachment {
+        id: o.id.clone(),
+        bridge: br.name.clone(),
+        netns: o.ns.path.clone(),
+        netns_inode: o.ns.inode,
+        host_ifname: hname,
+        host_ifindex: hl.header.index,
+        host_mac: nl::mac(&hl),
+        ifname: o.ifname.clone(),
+        peer_ifindex: peer,
+        mac: nl::fmt_mac(&mac),
+        ip,
+        prefix_len: br.subnet.prefix,
+        gateway: br.gateway,
+        mtu: o.mtu,
+        ports: Vec::new(),
+    };
+    ctx.step("record", attachment_file(&ctx.state, &o.id).display());
+    lock.write(&att)?;
+    Ok(att)
+}
+
+/// `disconnect`: published ports, the pair, conntrack entries, the lease, the record.
+pub async fn disconnect(ctx: &Ctx, id: &str) -> Result<()> {
+    let mut lock = lock_existing(&ctx.state, id, "disconnect")?;
+    let att = lock.read();
+    let host = ctx.host_nl()?;
+    remove_everything(ctx, &host, id, att.as_ref()).await?;
+    drop(lock);
+    Ok(())
+}
+
+/// Remove all an ID holds. `att` is `None` for a record a dead connect left empty: then the link name
+/// (derived from the ID) and the leases (found by owner) still lead to everything.
+pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Attachment>) -> Result<()> {
+    let nft = ctx.nft();
+    if att.is_none_or(|a| !a.ports.is_empty()) {
+        let _l = nft.lock()?;
+        let rules = nft.rules()?;
+        let mine: Vec<_> = rules
+            .iter()
+            .filter(|r| nft::parse_pub_comment(&r.comment).is_some_and(|(owner, _, _)| owner == id))
+            .cloned()
+            .collect();
+        if !mine.is_empty() {
+            ctx.step("nft-delete", format!("{} rules of {id}", mine.len()));
+            nft.delete(&mine, &rules)?;
+        }
+    }
+    let hname = host_ifname(id);
+    ctx.step("del-link", &hname);
+    host.del_link_by_name(&hname).await?;
+    let mut ips = Vec::new();
+    match att {
+        Some(a) => ips.push((a.bridge.clone(), a.ip)),
+        None => {
+            for b in bridge::list(&ctx.state) {
+                for (ip, owner) in Leases::new(bridge_dir(&ctx.state, &b.name)).list() {
+                    if owner == id {
+                        ips.push((b.name.clone(), ip));
+                    }
+                }
+            }
+        }
+    }
+    for (b, ip) in ips {
+        conntrack::flush(ctx, ip)?;
+        ctx.step("release", format!("{ip} on {b}"));
+        Leases::new(bridge_dir(&ctx.state, &b)).release(ip, id)?;
+    }
+    ctx.step("unrecord", attachment_file(&ctx.state, id).display());
+    unreserve(&ctx.state, id);
+    Ok(())
+}
+
+/// `publish --id ID HOSTPORT:PORT[/proto]`.
+pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
+    let mut lock = lock_existing(&ctx.state, id, "publish")?;
+    let mut att = lock.read().ok_or_else(|| Error::new("publish", id, "attachment record is incomplete"))?;
+    let spec = format!("{}/{}", p.host_port, p.protocol.as_str());
+    let nft = ctx.nft();
+    let _l = nft.lock()?;
+    let rules = nft.rules()?;
+    for r in &rules {
+        if let Some((owner, proto, hp)) = nft::parse_pub_comment(&r.comment) {
+            if proto == p.protocol.as_str() && hp == p.host_port {
+                return Err(Error::new("publish", spec, format!("already published by {owner}")));
+            }
+        }
+    }
+    ctx.step("nft-add", format!("dnat {spec} to {}:{}", att.ip, p.port));
+    nft.add(vec![nft::dnat_rule("prerouting", id, &p, att.ip), nft::dnat_rule("output", id, &p, att.ip)])?;
+    att.ports.push(p);
+    if let Err(e) = lock.write(&att) {
+        let rules = nft.rules().unwrap_or_default();
+        let mine: Vec<_> = rules.iter().filter(|r| r.comment == nft::pub_comment(id, &p)).cloned().collect();
+        if let Err(u) = nft.delete(&mine, &rules) {
+            ctx.undo_failed(&u);
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// `unpublish --id ID HOSTPORT[:PORT][/proto]`.
+pub fn unpublish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
+    let mut lock = lock_existing(&ctx.state, id, "unpublish")?;
+    let mut att = lock.read().ok_or_else(|| Error::new("unpublish", id, "attachment record is incomplete"))?;
+    let spec = format!("{}/{}", p.host_port, p.protocol.as_str());
+    let nft = ctx.nft();
+    let _l = nft.lock()?;
+    let rules = nft.rules()?;
+    let comment = nft::pub_comment(id, &p);
+    let mine: Vec<_> = rules.iter().filter(|r| r.comment == comment).cloned().collect();
+    if mine.is_empty() {
+        return Err(Error::new("unpublish", spec, format!("not published by {id}")));
+    }
+    ctx.step("nft-delete", format!("dnat {spec}"));
+    nft.delete(&mine, &rules)?;
+    att.ports.retain(|q| !(q.host_port == p.host_port && q.protocol == p.protocol));
+    lock.write(&att)
+}
+
+/// Every attachment record: complete ones, and the IDs of records that are locked (a connect in
+/// progress) or unreadable and unlocked (a dead connect).
+pub enum Record {
+    Complete(Box<Attachment>),
+    Busy(String),
+    Broken(String),
+}
+
+pub fn records(state: &Path) -> Vec<Record> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(state) else { return out };
+    for e in rd.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if check_name("ls", "", &id).is_err() {
+            continue;
+        }
+        let p = attachment_file(state, &id);
+        let Ok(f) = File::options().read(true).open(&p) else { continue };
+        match Flock::lock(f, FlockArg::LockSharedNonblock) {
+            Err(_) => out.push(Record::Busy(id)),
+            Ok(mut f) => {
+                let mut s = String::new();
+                let _ = (&mut *f as &mut File).read_to_string(&mut s);
+                match serde_json::from_str::<Attachment>(&s) {
+                    Ok(a) => out.push(Record::Complete(Box::new(a))),
+                    Err(_) => out.push(Record::Broken(id)),
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn is_host_veth_name(n: &str) -> bool {
+    n.len() == 14 && n.starts_with("cb") && n[2..].bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Take the lock of a record found broken, so prune never races a connect that just started.
+pub fn lock_broken(state: &Path, id: &str) -> Option<Locked> {
+    let p = attachment_file(state, id);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(p).ok()?;
+    let file = Flock::lock(f, FlockArg::LockExclusiveNonblock).ok()?;
+    let mut l = Locked { file };
+    // Re-check under the lock: it may have been completed meanwhile.
+    if l.read().is_some() {
+        return None;
+    }
+    Some(l)
+}

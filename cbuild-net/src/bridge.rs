@@ -1,0 +1,289 @@
+//! Bridges: the host side of every container network. A bridge's configuration (subnet, gateway,
+//! whether NAT is on) lives in `<state>/net/<BR>/bridge.json` next to its IPAM leases.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use rtnetlink::packet_route::link::InfoKind;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ipam::{Leases, Subnet};
+use crate::netns::{self, in_netns};
+use crate::nft;
+use crate::nl::{self, Nl};
+use crate::paths::{self, bridge_dir, check_ifname};
+use crate::Ctx;
+
+/// The bridge used when none is named, created on first use as docker0 is.
+pub const DEFAULT: &str = "cbuild0";
+
+/// Private /16s tried in order for the default bridge; the first that overlaps no route wins.
+fn default_candidates() -> impl Iterator<Item = Subnet> {
+    (17..=31u8)
+        .map(|b| Subnet { net: Ipv4Addr::new(172, b, 0, 0), prefix: 16 })
+        .chain((88..=99u8).map(|b| Subnet { net: Ipv4Addr::new(10, b, 0, 0), prefix: 16 }))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BridgeConf {
+    pub name: String,
+    pub subnet: Subnet,
+    pub gateway: Ipv4Addr,
+    #[serde(default)]
+    pub nat: bool,
+}
+
+pub fn conf_path(state: &Path, name: &str) -> std::path::PathBuf {
+    bridge_dir(state, name).join("bridge.json")
+}
+
+pub fn load(state: &Path, name: &str) -> Result<Option<BridgeConf>> {
+    let p = conf_path(state, name);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::new("bridge", p.display(), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("bridge", p.display(), e)),
+    }
+}
+
+/// Every bridge cbuild knows about in this state dir.
+pub fn list(state: &Path) -> Vec<BridgeConf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(paths::net_dir(state)) {
+        for e in rd.flatten() {
+            if let Ok(Some(c)) = load(state, &e.file_name().to_string_lossy()) {
+                out.push(c);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn save(state: &Path, c: &BridgeConf) -> Result<()> {
+    let data = serde_json::to_vec_pretty(c).map_err(|e| Error::new("bridge", &c.name, e))?;
+    paths::write_atomic("bridge", &conf_path(state, &c.name), &data)
+}
+
+/// A bridge name: an interface name, and a NAME (it names a state directory too).
+pub fn check_bridge_name(name: &str) -> Result<()> {
+    check_ifname("bridge", name)?;
+    paths::check_name("bridge", "bridge name", name)
+}
+
+/// Refuse a subnet that overlaps a route already present in the host namespace (other than the
+/// bridge's own) or in the machine's root namespace: traffic for it would go the wrong way.
+pub async fn check_free(ctx: &Ctx, host: &Nl, subnet: &Subnet, own_index: Option<u32>) -> Result<()> {
+    for (p, oif) in nl::route_prefixes(&host.routes_v4().await?) {
+        if p.overlaps(subnet) && (own_index.is_none() || oif != own_index) {
+            return Err(Error::new("bridge", subnet, format!("overlaps route {p} already present")));
+        }
+    }
+    // The root namespace too, when the host namespace is another one: a lab's "host" usually reaches
+    // the world through the real host, whose routes must stay unambiguous.
+    if let Ok(root) = netns::open_path(Path::new("/proc/1/ns/net")) {
+        if root.inode != ctx.host_inode {
+            use std::os::fd::AsFd;
+            let rnl = Nl::open(ctx.rt.handle(), Some(root.fd.as_fd()))?;
+            for (p, _) in nl::route_prefixes(&rnl.routes_v4().await?) {
+                if p.overlaps(subnet) {
+                    return Err(Error::new(
+                        "bridge",
+                        subnet,
+                        format!("overlaps route {p} already present in the root network namespace"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stable locally administered MAC for a bridge, derived from its name.
+fn bridge_mac(name: &str) -> [u8; 6] {
+    let h = paths::host_ifname(name);
+    let b = u64::from_str_radix(&h[2..], 16).unwrap_or(0).to_be_bytes();
+    [0x02, 0xcb, b[4], b[5], b[6], b[7]]
+}
+
+/// `bridge add`: idempotent. Same name and subnet again: makes sure the link, its address and
+/// forwarding are there. A different subnet for an existing bridge: an error.
+pub async fn add(
+    ctx: &Ctx,
+    host: &Nl,
+    name: &str,
+    subnet: Subnet,
+    gateway: Option<Ipv4Addr>,
+    nat: bool,
+) -> Result<BridgeConf> {
+    check_bridge_name(name)?;
+    let gateway = gateway.unwrap_or_else(|| subnet.first_host());
+    if !subnet.is_host(gateway) {
+        return Err(Error::new("bridge", gateway, format!("gateway is not a host address in {subnet}")));
+    }
+    let dir = bridge_dir(&ctx.state, name);
+    let made_dir = !dir.exists();
+    ctx.step("mkdir", dir.display());
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
+    let mut created_link = false;
+    let r = add_locked(ctx, host, name, subnet, gateway, nat, &mut created_link).await;
+    if let Err(e) = &r {
+        let _ = e;
+        if created_link {
+            ctx.step("undo", format!("del-link {name}"));
+            if let Err(u) = host.del_link_by_name(name).await {
+                ctx.undo_failed(&u);
+            }
+        }
+        if made_dir {
+            let _ = std::fs::remove_dir_all(&dir);
+            crate::ipam::rmdir_quiet(&paths::net_dir(&ctx.state));
+        }
+    }
+    r
+}
+
+async fn add_locked(
+    ctx: &Ctx,
+    host: &Nl,
+    name: &str,
+    subnet: Subnet,
+    gateway: Ipv4Addr,
+    nat: bool,
+    created_link: &mut bool,
+) -> Result<BridgeConf> {
+    let leases = Leases::new(bridge_dir(&ctx.state, name));
+    let _lock = leases.lock()?;
+    let existing = load(&ctx.state, name)?;
+    if let Some(c) = &existing {
+        if c.subnet != subnet || c.gateway != gateway {
+            return Err(Error::new(
+                "bridge",
+                name,
+                format!("already exists with subnet {} gateway {}", c.subnet, c.gateway),
+            )
+            .hint(format!("remove it first with `cbuild-net bridge del {name}`")));
+        }
+    }
+    ctx.step("link", name);
+    let link = host.link(name).await?;
+    let index = match &link {
+        Some(l) => {
+            if existing.is_none() {
+                return Err(Error::new("bridge", name, "a link with this name exists and cbuild did not create it"));
+            }
+            if nl::kind(l) != Some(InfoKind::Bridge) {
+                return Err(Error::new("bridge", name, "a link with this name exists and is not a bridge"));
+            }
+            Some(l.header.index)
+        }
+        None => None,
+    };
+    ctx.step("check-routes", subnet);
+    check_free(ctx, host, &subnet, index).await?;
+    let index = match index {
+        Some(i) => {
+            host.set_up(i, name).await?;
+            i
+        }
+        None => {
+            ctx.step("add-bridge", name);
+            host.add_bridge(name, bridge_mac(name)).await?;
+            *created_link = true;
+            host.link(name).await?.ok_or_else(|| Error::new("add-bridge", name, "link vanished"))?.header.index
+        }
+    };
+    ctx.step("add-addr", format!("{gateway}/{} on {name}", subnet.prefix));
+    match host.add_addr(index, gateway, subnet.prefix, name).await {
+        Err(e) if e.is_errno(libc::EEXIST) => {}
+        r => r?,
+    }
+    ctx.step("ip-forward", "net.ipv4.ip_forward=1");
+    enable_forwarding(ctx)?;
+    let conf =
+        BridgeConf { name: name.to_string(), subnet, gateway, nat: nat || existing.as_ref().is_some_and(|c| c.nat) };
+    if conf.nat {
+        set_nat_rules(ctx, &conf, true)?;
+    }
+    save(&ctx.state, &conf)?;
+    Ok(conf)
+}
+
+/// `net.ipv4.ip_forward = 1` in the host namespace: /proc/sys/net shows the namespace of the thread
+/// that opens it, so the write happens on a thread that joined it.
+fn enable_forwarding(ctx: &Ctx) -> Result<()> {
+    in_netns(ctx.host_fd(), || {
+        let p = "/proc/sys/net/ipv4/ip_forward";
+        if std::fs::read_to_string(p).map(|s| s.trim() == "1").unwrap_or(false) {
+            return Ok(());
+        }
+        std::fs::write(p, "1").map_err(|e| Error::io("ip-forward", p, e))
+    })
+}
+
+/// The default bridge, created on first use on the first private /16 no route overlaps, NAT on.
+pub async fn ensure_default(ctx: &Ctx, host: &Nl) -> Result<BridgeConf> {
+    if let Some(c) = load(&ctx.state, DEFAULT)? {
+        return Ok(c);
+    }
+    for cand in default_candidates() {
+        match add(ctx, host, DEFAULT, cand, None, true).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.reason.contains("overlaps route") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::new("bridge", DEFAULT, "every default subnet overlaps a route")
+        .hint("create it with `cbuild-net bridge add cbuild0 --subnet CIDR`"))
+}
+
+/// `bridge del`: refuses while containers are attached; removes its NAT rule, link and state.
+pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
+    check_bridge_name(name)?;
+    let Some(conf) = load(&ctx.state, name)? else {
+        return Err(Error::new("bridge", name, "no such bridge"));
+    };
+    let leases = Leases::new(bridge_dir(&ctx.state, name));
+    let held = leases.list();
+    if !held.is_empty() {
+        return Err(Error::new("bridge", name, format!("{} containers still attached", held.len()))
+            .hint("disconnect them first (`cbuild-net ls` lists them)"));
+    }
+    set_nat_rules(ctx, &conf, false)?;
+    ctx.step("del-link", name);
+    host.del_link_by_name(name).await?;
+    let dir = bridge_dir(&ctx.state, name);
+    ctx.step("rmdir", dir.display());
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("rmdir", dir.display(), e))?;
+    crate::ipam::rmdir_quiet(&paths::net_dir(&ctx.state));
+    Ok(())
+}
+
+/// `nat BR on|off`.
+pub fn set_nat(ctx: &Ctx, name: &str, on: bool) -> Result<()> {
+    check_bridge_name(name)?;
+    let Some(mut conf) = load(&ctx.state, name)? else {
+        return Err(Error::new("nat", name, "no such bridge")
+            .hint(format!("create it with `cbuild-net bridge add {name} --subnet CIDR`")));
+    };
+    set_nat_rules(ctx, &conf, on)?;
+    conf.nat = on;
+    save(&ctx.state, &conf)
+}
+
+fn set_nat_rules(ctx: &Ctx, conf: &BridgeConf, on: bool) -> Result<()> {
+    let nft = ctx.nft();
+    let _lock = nft.lock()?;
+    let rules = nft.rules()?;
+    let comment = nft::nat_comment(&conf.name);
+    let mine: Vec<_> = rules.iter().filter(|r| r.comment == comment).cloned().collect();
+    if on && mine.is_empty() {
+        ctx.step("nft-add", format!("masquerade {} out of {}", conf.subnet, conf.name));
+        nft.add(vec![nft::masquerade_rule(&conf.name, &conf.subnet)])?;
+    } else if !on && !mine.is_empty() {
+        ctx.step("nft-delete", format!("masquerade {} out of {}", conf.subnet, conf.name));
+        nft.delete(&mine, &rules)?;
+    }
+    Ok(())
+}

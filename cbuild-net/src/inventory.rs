@@ -1,0 +1,217 @@
+//! `ls` and `prune`: what exists (bridges, veth pairs with both ends, leases, rules) and what is
+//! orphaned — the one view both verbs share, so prune removes exactly what ls reports as orphaned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use rtnetlink::packet_route::link::InfoKind;
+use serde::Serialize;
+
+use crate::attach::{self, Record};
+use crate::bridge::{self, BridgeConf};
+use crate::error::Result;
+use crate::ipam::Leases;
+use crate::nft::{self, RuleInfo};
+use crate::nl::{self, Nl};
+use crate::paths::{bridge_dir, host_ifname};
+use crate::Ctx;
+
+#[derive(Debug, Serialize)]
+pub struct BridgeView {
+    #[serde(flatten)]
+    pub conf: BridgeConf,
+    pub ifindex: Option<u32>,
+    pub up: bool,
+    pub leases: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PairView {
+    pub id: Option<String>,
+    pub bridge: Option<String>,
+    pub host_ifname: String,
+    pub host_ifindex: Option<u32>,
+    pub peer_ifname: Option<String>,
+    pub peer_ifindex: Option<u32>,
+    pub netns: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub orphaned: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaseView {
+    pub bridge: String,
+    pub ip: Ipv4Addr,
+    pub id: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Inventory {
+    pub bridges: Vec<BridgeView>,
+    pub pairs: Vec<PairView>,
+    pub orphan_leases: Vec<LeaseView>,
+    pub orphan_rules: Vec<RuleInfo>,
+    pub rules: Vec<RuleInfo>,
+    /// IDs whose records are empty and unlocked (a connect died).
+    pub broken: Vec<String>,
+}
+
+pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
+    let links = host.links().await?;
+    let by_name: BTreeMap<String, _> = links.iter().map(|l| (nl::name(l), l)).collect();
+    let records = attach::records(&ctx.state);
+    let mut inv = Inventory::default();
+    // IDs that own things: complete records and connects in progress.
+    let mut live: BTreeSet<String> = BTreeSet::new();
+    let mut claimed: BTreeSet<String> = BTreeSet::new();
+    for r in &records {
+        match r {
+            Record::Complete(a) => {
+                live.insert(a.id.clone());
+                claimed.insert(a.host_ifname.clone());
+                let link = by_name.get(&a.host_ifname);
+                inv.pairs.push(PairView {
+                    id: Some(a.id.clone()),
+                    bridge: Some(a.bridge.clone()),
+                    host_ifname: a.host_ifname.clone(),
+                    host_ifindex: link.map(|l| l.header.index),
+                    peer_ifname: Some(a.ifname.clone()),
+                    peer_ifindex: link.and_then(|l| nl::peer_index(l)).or(Some(a.peer_ifindex)),
+                    netns: Some(a.netns.clone()),
+                    ip: Some(a.ip),
+                    orphaned: link.is_none(),
+                    why: link.is_none().then_some("host end gone: the container's namespace was destroyed"),
+                });
+            }
+            Record::Busy(id) => {
+                live.insert(id.clone());
+                claimed.insert(host_ifname(id));
+            }
+            Record::Broken(id) => {
+                inv.broken.push(id.clone());
+                claimed.insert(host_ifname(id));
+                let link = by_name.get(&host_ifname(id));
+                inv.pairs.push(PairView {
+                    id: Some(id.clone()),
+                    bridge: None,
+                    host_ifname: host_ifname(id),
+                    host_ifindex: link.map(|l| l.header.index),
+                    peer_ifname: None,
+                    peer_ifindex: link.and_then(|l| nl::peer_index(l)),
+                    netns: None,
+                    ip: None,
+                    orphaned: true,
+                    why: Some("half-built: a connect died before finishing"),
+                });
+            }
+        }
+    }
+    for l in &links {
+        let n = nl::name(l);
+        if nl::kind(l) == Some(InfoKind::Veth) && attach::is_host_veth_name(&n) && !claimed.contains(&n) {
+            inv.pairs.push(PairView {
+                id: None,
+                bridge: None,
+                host_ifname: n,
+                host_ifindex: Some(l.header.index),
+                peer_ifname: None,
+                peer_ifindex: nl::peer_index(l),
+                netns: nl::peer_netnsid(l).map(|i| format!("nsid {i}")),
+                ip: None,
+                orphaned: true,
+                why: Some("no container record owns it"),
+            });
+        }
+    }
+    for conf in bridge::list(&ctx.state) {
+        let leases = Leases::new(bridge_dir(&ctx.state, &conf.name)).list();
+        for (ip, id) in &leases {
+            if !live.contains(id) && !inv.broken.contains(id) {
+                inv.orphan_leases.push(LeaseView { bridge: conf.name.clone(), ip: *ip, id: id.clone() });
+            }
+        }
+        let link = by_name.get(&conf.name);
+        inv.bridges.push(BridgeView {
+            ifindex: link.map(|l| l.header.index),
+            up: link.is_some_and(|l| nl::is_up(l)),
+            leases: leases.len(),
+            conf,
+        });
+    }
+    inv.rules = ctx.nft().rules()?;
+    for r in &inv.rules {
+        if let Some((owner, _, _)) = nft::parse_pub_comment(&r.comment) {
+            if !live.contains(&owner) {
+                inv.orphan_rules.push(r.clone());
+            }
+        }
+    }
+    Ok(inv)
+}
+
+/// Remove every orphan `take` found. Returns one line per thing removed.
+pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
+    let inv = take(ctx, host).await?;
+    let mut done = Vec::new();
+    // Records a dead connect left: everything reachable from the ID.
+    for id in &inv.broken {
+        if let Some(lock) = attach::lock_broken(&ctx.state, id) {
+            attach::remove_everything(ctx, host, id, None).await?;
+            drop(lock);
+            done.push(format!("attachment {id} (half-built)"));
+        }
+    }
+    // Complete records whose pair vanished with its namespace.
+    for p in inv.pairs.iter().filter(|p| p.orphaned && p.id.is_some() && p.bridge.is_some()) {
+        let id = p.id.as_deref().unwrap_or_default();
+        let Ok(mut lock) = attach::lock_existing(&ctx.state, id, "prune") else { continue };
+        let att = lock.read();
+        if host.link(&p.host_ifname).await?.is_some() {
+            continue; // reconnected meanwhile
+        }
+        attach::remove_everything(ctx, host, id, att.as_ref()).await?;
+        done.push(format!("attachment {id} (namespace gone)"));
+    }
+    // Host ends nobody owns.
+    for p in inv.pairs.iter().filter(|p| p.orphaned && p.id.is_none()) {
+        ctx.step("del-link", &p.host_ifname);
+        if host.del_link_by_name(&p.host_ifname).await? {
+            done.push(format!("link {}", p.host_ifname));
+        }
+    }
+    for l in &inv.orphan_leases {
+        ctx.step("release", format!("{} on {}", l.ip, l.bridge));
+        if Leases::new(bridge_dir(&ctx.state, &l.bridge)).release(l.ip, &l.id)? {
+            done.push(format!("lease {} on {} ({})", l.ip, l.bridge, l.id));
+        }
+    }
+    if !inv.orphan_rules.is_empty() {
+        let nft = ctx.nft();
+        let _l = nft.lock()?;
+        let all = nft.rules()?;
+        let gone: Vec<_> =
+            all.iter().filter(|r| inv.orphan_rules.iter().any(|o| o.handle == r.handle)).cloned().collect();
+        ctx.step("nft-delete", format!("{} orphaned rules", gone.len()));
+        nft.delete(&gone, &all)?;
+        done.extend(gone.iter().map(|r| format!("rule {} ({})", r.handle, r.comment)));
+    }
+    // Temporary files of connects killed between create and link.
+    if let Ok(rd) = std::fs::read_dir(&ctx.state) {
+        for e in rd.flatten() {
+            if let Ok(sub) = std::fs::read_dir(e.path()) {
+                for f in sub.flatten() {
+                    let n = f.file_name().to_string_lossy().into_owned();
+                    if let Some(pid) = n.strip_prefix(".net.json.") {
+                        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                            let _ = std::fs::remove_file(f.path());
+                            crate::ipam::rmdir_quiet(&e.path());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(done)
+}

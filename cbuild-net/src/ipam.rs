@@ -1,0 +1,265 @@
+//! IPv4 subnets and address leases: host-local's design (a directory lock plus one file per address,
+//! created with O_EXCL) under `<state>/net/<BR>/`.
+//!
+//! The lock serialises the search for a free address between concurrent connects; O_EXCL makes a
+//! lease exclusive even against a writer that skipped the lock (a static `--ip`). A lease file holds the
+//! container ID, so a release never frees an address someone else has since taken.
+
+use std::fmt;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, Result};
+
+/// An IPv4 network: its network address and prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subnet {
+    pub net: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.net)
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.net) | !self.mask())
+    }
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let m = self.mask() & other.mask();
+        u32::from(self.net) & m == u32::from(other.net) & m
+    }
+    /// The first host address: the default gateway.
+    pub fn first_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.net) + 1)
+    }
+    /// Whether `ip` may be given to a host: inside, and neither the network nor the broadcast address.
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.contains(ip) && ip != self.net && ip != self.broadcast()
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = String;
+    /// `A.B.C.D/N` with N in 8..=30 (a /31 or /32 has no room for a gateway and a container) and no
+    /// host bits set (a typo like 10.1.2.3/16 is refused rather than silently widened).
+    fn from_str(s: &str) -> std::result::Result<Subnet, String> {
+        let (a, p) = s.split_once('/').ok_or("want A.B.C.D/N")?;
+        let net: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
+        if !(8..=30).contains(&prefix) {
+            return Err("prefix length must be 8 to 30".into());
+        }
+        let sn = Subnet { net, prefix };
+        let masked = Ipv4Addr::from(u32::from(net) & sn.mask());
+        if masked != net {
+            return Err(format!("host bits set (the network is {masked}/{prefix})"));
+        }
+        Ok(sn)
+    }
+}
+
+impl TryFrom<String> for Subnet {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Subnet, String> {
+        s.parse()
+    }
+}
+
+impl From<Subnet> for String {
+    fn from(s: Subnet) -> String {
+        s.to_string()
+    }
+}
+
+/// One bridge's lease directory.
+pub struct Leases {
+    pub dir: PathBuf,
+}
+
+impl Leases {
+    pub fn new(dir: PathBuf) -> Leases {
+        Leases { dir }
+    }
+
+    pub fn lock(&self) -> Result<Flock<std::fs::File>> {
+        let p = self.dir.join("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io("ipam", p.display(), e))?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("ipam", p.display(), e))
+    }
+
+    fn lease_path(&self, ip: Ipv4Addr) -> PathBuf {
+        self.dir.join(ip.to_string())
+    }
+
+    /// Take `want`, or the next free host address after the last one handed out (round robin, as
+    /// host-local does, so a just-released address is not reused at once).
+    pub fn allocate(&self, subnet: &Subnet, gateway: Ipv4Addr, want: Option<Ipv4Addr>, id: &str) -> Result<Ipv4Addr> {
+        let _lock = self.lock()?;
+        if let Some(ip) = want {
+            if !subnet.is_host(ip) || ip == gateway {
+                return Err(Error::new(
+                    "ipam",
+                    ip,
+                    format!("not a usable address in {subnet} (network, broadcast and gateway {gateway} are reserved)"),
+                ));
+            }
+            return match self.try_take(ip, id)? {
+                true => Ok(ip),
+                false => Err(Error::new("ipam", ip, format!("already leased to {}", self.owner(ip)))),
+            };
+        }
+        let first = u32::from(subnet.net) + 1;
+        let last = u32::from(subnet.broadcast()) - 1;
+        let n = last - first + 1;
+        let last_path = self.dir.join("last_reserved_ip");
+        let start = std::fs::read_to_string(&last_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
+            .map(u32::from)
+            .filter(|&a| a >= first && a <= last)
+            .map(|a| a - first + 1)
+            .unwrap_or(0);
+        for i in 0..n {
+            let ip = Ipv4Addr::from(first + (start + i) % n);
+            if ip == gateway {
+                continue;
+            }
+            if self.try_take(ip, id)? {
+                // Only a hint for the next search; losing it costs a longer scan, never a duplicate.
+                let _ = std::fs::write(&last_path, ip.to_string());
+                return Ok(ip);
+            }
+        }
+        Err(Error::new("ipam", subnet, "no free address left").hint("disconnect containers or use a larger subnet"))
+    }
+
+    /// Create the lease file exclusively. `false`: someone holds it.
+    fn try_take(&self, ip: Ipv4Addr, id: &str) -> Result<bool> {
+        let p = self.lease_path(ip);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(mut f) => {
+                f.write_all(id.as_bytes()).map_err(|e| {
+                    let _ = std::fs::remove_file(&p);
+                    Error::io("ipam", p.display(), e)
+                })?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io("ipam", p.display(), e)),
+        }
+    }
+
+    fn owner(&self, ip: Ipv4Addr) -> String {
+        std::fs::read_to_string(self.lease_path(ip)).unwrap_or_default()
+    }
+
+    /// Free `ip` if `id` holds it. `Ok(false)`: it was not held by `id` (nothing removed).
+    pub fn release(&self, ip: Ipv4Addr, id: &str) -> Result<bool> {
+        let _lock = self.lock()?;
+        let p = self.lease_path(ip);
+        match std::fs::read_to_string(&p) {
+            Ok(owner) if owner == id => {
+                std::fs::remove_file(&p).map_err(|e| Error::io("release", p.display(), e))?;
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("release", p.display(), e)),
+        }
+    }
+
+    /// Every lease: (address, container ID).
+    pub fn list(&self) -> Vec<(Ipv4Addr, String)> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return out };
+        for e in rd.flatten() {
+            if let Ok(ip) = e.file_name().to_string_lossy().parse::<Ipv4Addr>() {
+                out.push((ip, std::fs::read_to_string(e.path()).unwrap_or_default()));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Remove a directory if it is empty; the error is ignored on purpose (another tool's file may be there).
+pub fn rmdir_quiet(p: &Path) {
+    let _ = std::fs::remove_dir(p);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_subnets() {
+        let s: Subnet = "10.88.0.0/16".parse().unwrap();
+        assert_eq!(s.broadcast(), Ipv4Addr::new(10, 88, 255, 255));
+        assert_eq!(s.first_host(), Ipv4Addr::new(10, 88, 0, 1));
+        assert!("10.88.0.1/16".parse::<Subnet>().unwrap_err().contains("host bits"));
+        assert!("10.88.0.0/31".parse::<Subnet>().is_err());
+        assert!("10.88.0.0".parse::<Subnet>().is_err());
+        assert!("300.0.0.0/8".parse::<Subnet>().is_err());
+        assert!("10.0.0.0/x".parse::<Subnet>().is_err());
+    }
+
+    #[test]
+    fn overlap() {
+        let a: Subnet = "10.0.0.0/8".parse().unwrap();
+        let b: Subnet = "10.88.0.0/16".parse().unwrap();
+        let c: Subnet = "172.17.0.0/16".parse().unwrap();
+        assert!(a.overlaps(&b) && b.overlaps(&a));
+        assert!(!a.overlaps(&c));
+    }
+
+    #[test]
+    fn allocate_skips_reserved_and_exhausts() {
+        let d = tempfile_dir();
+        let l = Leases::new(d.clone());
+        let s: Subnet = "10.9.0.0/29".parse().unwrap(); // hosts .1-.6, gateway .1
+        let gw = s.first_host();
+        let mut got = Vec::new();
+        for i in 0..5 {
+            got.push(l.allocate(&s, gw, None, &format!("c{i}")).unwrap());
+        }
+        let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(10, 9, 0, i)).collect();
+        assert_eq!(got, want);
+        assert!(l.allocate(&s, gw, None, "x").unwrap_err().reason.contains("no free"));
+        assert!(l.release(got[0], "c0").unwrap());
+        assert!(!l.release(got[1], "c0").unwrap(), "release by a non-owner frees nothing");
+        assert_eq!(l.allocate(&s, gw, None, "y").unwrap(), got[0]);
+        assert!(l.allocate(&s, gw, Some(gw), "z").is_err());
+        assert!(l.allocate(&s, gw, Some(Ipv4Addr::new(10, 9, 0, 7)), "z").is_err());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("cbuild-net-ipam-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

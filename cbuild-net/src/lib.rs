@@ -1,0 +1,78 @@
+//! cbuild-net: the container network plumber. Bridges, veth pairs, IPAM leases, NAT and published
+//! ports, each in its own module; `main.rs` is only the command line.
+//!
+//! Every verb works against one "host" network namespace: the one this process runs in, or the one
+//! named by `--host-netns` (so a lab, a test or a benchmark can build a whole topology inside
+//! namespaces it made, never touching the machine's own network).
+
+pub mod attach;
+pub mod bridge;
+pub mod conntrack;
+pub mod error;
+pub mod inventory;
+pub mod ipam;
+pub mod netns;
+pub mod nft;
+pub mod nl;
+pub mod paths;
+
+use std::fmt::Display;
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+
+pub use error::{Error, Result};
+
+/// What every verb needs: where state lives, the host namespace, a runtime, and `-v`.
+pub struct Ctx {
+    pub state: PathBuf,
+    pub verbose: bool,
+    /// The namespace playing the host; `None` means the one this process runs in.
+    pub host: Option<netns::NsFile>,
+    /// Inode of the host namespace, to refuse connecting the host to itself.
+    pub host_inode: u64,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Ctx {
+    pub fn new(host: Option<&str>, verbose: bool) -> Result<Ctx> {
+        let state = paths::state_dir();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| Error::io("runtime", "tokio", e))?;
+        let host = match host {
+            Some(h) if !h.is_empty() => Some(netns::open_spec(&state, h)?),
+            _ => None,
+        };
+        let host_inode = match &host {
+            Some(h) => h.inode,
+            None => netns::current()?.inode,
+        };
+        Ok(Ctx { state, verbose, host, host_inode, rt })
+    }
+
+    /// `-v`: one line per step, in the shape of the error lines.
+    pub fn step(&self, step: &str, object: impl Display) {
+        if self.verbose {
+            eprintln!("cbuild-net: step: {step}: {object}");
+        }
+    }
+
+    pub fn host_fd(&self) -> Option<BorrowedFd<'_>> {
+        netns::borrow(&self.host)
+    }
+
+    /// A netlink socket in the host namespace.
+    pub fn host_nl(&self) -> Result<nl::Nl> {
+        nl::Nl::open(self.rt.handle(), self.host_fd())
+    }
+
+    pub fn nft(&self) -> nft::Nft<'_> {
+        nft::Nft::new(self.host_fd(), &self.state)
+    }
+
+    /// Report an undo step that failed; it never changes the exit code.
+    pub fn undo_failed(&self, e: &Error) {
+        eprintln!("cbuild-net: undo: {e}");
+    }
+}

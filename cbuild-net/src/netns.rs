@@ -1,0 +1,222 @@
+//! Network namespaces: naming them (a file path, a NAME, or a PID), persisting them as `ip netns` does,
+//! and running code inside one.
+//!
+//! setns(2) changes the namespace of the calling *thread*. Tokio's worker threads are shared by every
+//! task, so code that needs another namespace runs on a short-lived dedicated std thread
+//! ([`in_netns`]); sockets opened there stay bound to that namespace after the thread ends.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::error::{Error, Result};
+use crate::paths::check_name;
+
+/// An open network namespace and how the user named it.
+#[derive(Debug)]
+pub struct NsFile {
+    /// What the user gave (a path, a NAME's path, `/proc/PID/ns/net`), for messages and records.
+    pub path: String,
+    pub fd: OwnedFd,
+    /// The namespace's inode number, as `ls -i /proc/PID/ns/net` shows.
+    pub inode: u64,
+}
+
+/// `ioctl(NS_GET_NSTYPE)`: which kind of namespace an nsfs fd refers to.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// `<state>/<NAME>/ns/net`.
+pub fn name_path(state: &Path, name: &str) -> PathBuf {
+    state.join(name).join("ns").join("net")
+}
+
+/// Open a namespace given as a path (anything with a `/`) or a NAME.
+pub fn open_spec(state: &Path, spec: &str) -> Result<NsFile> {
+    if spec.contains('/') {
+        open_path(Path::new(spec))
+    } else {
+        check_name("netns", "namespace name", spec)?;
+        open_path(&name_path(state, spec)).map_err(|e| {
+            if e.is_errno(libc::ENOENT) {
+                e.hint(format!("create it with `cbuild-net netns add {spec}` or pass a namespace file"))
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// Open `/proc/PID/ns/net`.
+pub fn open_pid(pid: u32) -> Result<NsFile> {
+    open_path(Path::new(&format!("/proc/{pid}/ns/net")))
+}
+
+/// Open a file and make sure it is a network namespace, not a regular file or another namespace type.
+pub fn open_path(path: &Path) -> Result<NsFile> {
+    let f = File::open(path).map_err(|e| Error::io("netns", path.display(), e))?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd.
+    let kind = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(Error::new("netns", path.display(), "not a network namespace file")
+            .hint("give a file like /proc/PID/ns/net or one bind-mounted by `ip netns add` / `cbuild-net netns add`"));
+    }
+    let inode = f.metadata().map_err(|e| Error::io("netns", path.display(), e))?.ino();
+    Ok(NsFile { path: path.display().to_string(), fd: f.into(), inode })
+}
+
+/// The namespace this process runs in.
+pub fn current() -> Result<NsFile> {
+    let mut ns = open_path(Path::new("/proc/thread-self/ns/net"))?;
+    ns.path = "current".into();
+    Ok(ns)
+}
+
+/// Run `f` on a fresh thread that has joined `ns` (or on a fresh thread in this process's namespace
+/// when `ns` is `None`, which costs nothing extra because callers run several of these in parallel).
+pub fn in_netns<T: Send>(ns: Option<BorrowedFd<'_>>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(fd) = ns {
+                setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| Error::errno("setns", "net", e))?;
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::new("setns", "net", "thread panicked")))
+    })
+}
+
+/// `netns add NAME`: a new, empty network namespace bind-mounted at `<state>/NAME/ns/net`, on a
+/// directory with shared propagation so mount namespaces created later still see it.
+pub fn add(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<PathBuf> {
+    check_name("netns", "namespace name", name)?;
+    let cdir = state.join(name);
+    let dir = cdir.join("ns");
+    let file = dir.join("net");
+    let made_cdir = !cdir.exists();
+    let made_dir = !dir.exists();
+    let mut undo = Undo::default();
+    if made_cdir || made_dir {
+        log("mkdir", &dir.display().to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
+        if made_cdir {
+            undo.rmdirs.push(cdir.clone());
+        }
+        if made_dir {
+            undo.rmdirs.insert(0, dir.clone());
+        }
+    }
+    let r = (|| {
+        log("make-shared", &dir.display().to_string());
+        if !is_mountpoint(&dir) {
+            mount(Some(&dir), &dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| Error::errno("make-shared", dir.display(), e))?;
+            undo.umount_dir = Some(dir.clone());
+        }
+        mount(None::<&str>, &dir, None::<&str>, MsFlags::MS_SHARED, None::<&str>)
+            .map_err(|e| Error::errno("make-shared", dir.display(), e))?;
+        log("create", &file.display().to_string());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+            .map_err(|e| Error::io("create", file.display(), e))?;
+        undo.unlink = Some(file.clone());
+        log("unshare", "net");
+        let target = file.clone();
+        in_netns(None, move || {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| Error::errno("unshare", "net", e))?;
+            mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| Error::errno("bind-mount", target.display(), e))
+        })?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            if let Some(f) = &undo.unlink {
+                if let Err(e) = std::fs::remove_file(f) {
+                    eprintln!("cbuild-net: undo: {}: {e}", f.display());
+                }
+            }
+            if let Some(d) = &undo.umount_dir {
+                let _ = umount2(d, MntFlags::MNT_DETACH);
+            }
+            for d in &undo.rmdirs {
+                let _ = std::fs::remove_dir(d);
+            }
+            Err(e)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Undo {
+    unlink: Option<PathBuf>,
+    umount_dir: Option<PathBuf>,
+    rmdirs: Vec<PathBuf>,
+}
+
+/// `netns del NAME`: unmount and remove the file; remove the directories when nothing else is in them.
+pub fn del(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<()> {
+    check_name("netns", "namespace name", name)?;
+    let file = name_path(state, name);
+    // Refuse anything that is not one of ours, so a typo never unmounts something else.
+    open_path(&file)?;
+    log("umount", &file.display().to_string());
+    umount2(&file, MntFlags::MNT_DETACH).map_err(|e| Error::errno("umount", file.display(), e))?;
+    std::fs::remove_file(&file).map_err(|e| Error::io("unlink", file.display(), e))?;
+    let dir = file.parent().expect("ns dir");
+    if std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
+        if is_mountpoint(dir) {
+            let _ = umount2(dir, MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir(dir);
+        // Fails harmlessly while another tool's file is still there (the contract's rmdir rule).
+        let _ = std::fs::remove_dir(state.join(name));
+    }
+    Ok(())
+}
+
+/// `netns ls`: every `<state>/*/ns/net` that is a live namespace file, as (NAME, path, inode).
+pub fn list(state: &Path) -> Vec<(String, PathBuf, u64)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(state) else { return out };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "net" || check_name("netns", "", &name).is_err() {
+            continue;
+        }
+        let p = name_path(state, &name);
+        if let Ok(ns) = open_path(&p) {
+            out.push((name, p, ns.inode));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether `path` is itself a mount point (listed in this process's mountinfo).
+fn is_mountpoint(path: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(path) else { return false };
+    let want = canon.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m.replace("\\040", " ") == want)
+}
+
+/// The inode of the namespace an fd refers to.
+pub fn inode_of(fd: BorrowedFd<'_>) -> u64 {
+    nix::sys::stat::fstat(fd).map(|s| s.st_ino).unwrap_or(0)
+}
+
+/// Keep a borrowed fd usable across the API without lifetimes leaking everywhere.
+pub fn borrow(ns: &Option<NsFile>) -> Option<BorrowedFd<'_>> {
+    ns.as_ref().map(|n| n.fd.as_fd())
+}

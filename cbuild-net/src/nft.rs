@@ -1,0 +1,358 @@
+//! NAT and published ports: every rule lives in one nftables table of cbuild's own, `ip cbuild`, so
+//! nothing else's rules are touched and a full teardown is one `delete table`.
+//!
+//! Rules are built with the `nftables` crate's typed schema and handed to Debian's `nft` as JSON on
+//! stdin (`nft -j -f -`), one atomic batch per change. Each rule carries a comment naming its owner
+//! (`cbuild nat BR`, `cbuild pub ID PROTO HOSTPORT`): that is how rules are found again for removal,
+//! listing and pruning. When the last rule goes, the table goes too, so a host with no containers has
+//! exactly the ruleset it had before cbuild ran.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nftables::expr::{
+    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+};
+use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
+use nftables::stmt::{Match, Operator, Statement, NAT};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::error::{Error, Result};
+use crate::ipam::Subnet;
+
+pub const TABLE: &str = "cbuild";
+const FAMILY: NfFamily = NfFamily::IP;
+
+/// A rule of ours as listed back from the kernel.
+#[derive(Debug, Clone)]
+pub struct RuleInfo {
+    pub chain: String,
+    pub handle: u32,
+    pub comment: String,
+}
+
+/// `nft` run inside the host namespace, serialised by a lock file so a list-then-change is atomic.
+pub struct Nft<'a> {
+    host: Option<BorrowedFd<'a>>,
+    lock: PathBuf,
+}
+
+/// A published port, as the rule comment and net.json name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Port {
+    pub host_port: u16,
+    pub port: u16,
+    pub protocol: Proto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// `HOSTPORT:PORT[/tcp|udp]` (or just `HOSTPORT[/proto]` when `need_target` is false, for unpublish).
+pub fn parse_port(s: &str, need_target: bool) -> std::result::Result<Port, String> {
+    let (ports, proto) = match s.split_once('/') {
+        Some((p, "tcp")) => (p, Proto::Tcp),
+        Some((p, "udp")) => (p, Proto::Udp),
+        Some((_, other)) => return Err(format!("unknown protocol {other:?}: want tcp or udp")),
+        None => (s, Proto::Tcp),
+    };
+    let num = |p: &str| -> std::result::Result<u16, String> {
+        match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("{p:?} is not a port (1-65535)")),
+            Ok(n) => Ok(n),
+        }
+    };
+    let (host_port, port) = match ports.split_once(':') {
+        Some((h, c)) => (num(h)?, num(c)?),
+        None if need_target => return Err("want HOSTPORT:PORT[/tcp|udp]".into()),
+        None => (num(ports)?, 0),
+    };
+    Ok(Port { host_port, port, protocol: proto })
+}
+
+pub fn nat_comment(bridge: &str) -> String {
+    format!("cbuild nat {bridge}")
+}
+
+pub fn pub_comment(id: &str, p: &Port) -> String {
+    format!("cbuild pub {id} {} {}", p.protocol.as_str(), p.host_port)
+}
+
+/// The owner named by a publish rule's comment: (ID, proto, host port).
+pub fn parse_pub_comment(c: &str) -> Option<(String, String, u16)> {
+    let mut it = c.strip_prefix("cbuild pub ")?.split(' ');
+    let id = it.next()?.to_string();
+    let proto = it.next()?.to_string();
+    let hp = it.next()?.parse().ok()?;
+    Some((id, proto, hp))
+}
+
+fn s(v: &str) -> Expression<'static> {
+    Expression::String(Cow::Owned(v.to_string()))
+}
+
+fn payload(proto: &str, field: &str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+        protocol: Cow::Owned(proto.to_string()),
+        field: Cow::Owned(field.to_string()),
+    })))
+}
+
+fn matches(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn rule(chain: &str, expr: Vec<Statement<'static>>, comment: String) -> Rule<'static> {
+    Rule {
+        family: FAMILY,
+        table: Cow::Borrowed(TABLE),
+        chain: Cow::Owned(chain.to_string()),
+        expr: Cow::Owned(expr),
+        handle: None,
+        index: None,
+        comment: Some(Cow::Owned(comment)),
+    }
+}
+
+/// `ip saddr SUBNET oifname != BR masquerade`: traffic from the bridge's subnet leaving by any other
+/// link takes the address of that link.
+pub fn masquerade_rule(bridge: &str, subnet: &Subnet) -> Rule<'static> {
+    let prefix = Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(&subnet.net.to_string())),
+        len: subnet.prefix as u32,
+    }));
+    let oifname = Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Oifname }));
+    rule(
+        "postrouting",
+        vec![
+            matches(payload("ip", "saddr"), Operator::EQ, prefix),
+            matches(oifname, Operator::NEQ, s(bridge)),
+            Statement::Masquerade(None),
+        ],
+        nat_comment(bridge),
+    )
+}
+
+/// `fib daddr type local PROTO dport HOSTPORT dnat to IP:PORT`, in `chain` (prerouting for traffic
+/// arriving from outside, output for traffic the host itself sends to one of its addresses).
+pub fn dnat_rule(chain: &str, id: &str, p: &Port, ip: std::net::Ipv4Addr) -> Rule<'static> {
+    let fib = Expression::Named(NamedExpression::Fib(Fib {
+        result: FibResult::Type,
+        flags: HashSet::from([FibFlag::Daddr]),
+    }));
+    let proto = p.protocol.as_str();
+    rule(
+        chain,
+        vec![
+            matches(fib, Operator::EQ, s("local")),
+            matches(payload(proto, "dport"), Operator::EQ, Expression::Number(p.host_port as u32)),
+            Statement::DNAT(Some(NAT {
+                addr: Some(s(&ip.to_string())),
+                family: None,
+                port: Some(Expression::Number(p.port as u32)),
+                flags: None,
+            })),
+        ],
+        pub_comment(id, p),
+    )
+}
+
+impl<'a> Nft<'a> {
+    pub fn new(host: Option<BorrowedFd<'a>>, state: &std::path::Path) -> Nft<'a> {
+        Nft { host, lock: crate::paths::net_dir(state).join("nft.lock") }
+    }
+
+    /// Hold this while listing and then changing, so two publishers cannot both take one port.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        if let Some(d) = self.lock.parent() {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("nft", d.display(), e))?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(|e| Error::io("nft", self.lock.display(), e))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::errno("nft", self.lock.display(), e))
+    }
+
+    /// Run `nft ARGS` inside the host namespace, `input` on stdin; stdout on success.
+    fn run(&self, step: &'static str, args: &[&str], input: Option<&str>) -> Result<String> {
+        let mut cmd = Command::new("nft");
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(fd) = self.host {
+            let raw = fd.as_raw_fd();
+            // SAFETY: only setns(2), async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            let err = Error::io(step, "nft", e);
+            if err.is_errno(libc::ENOENT) {
+                err.hint("install nftables (apt-get install nftables)")
+            } else {
+                err
+            }
+        })?;
+        if let Some(i) = input {
+            let _ = child.stdin.take().expect("stdin").write_all(i.as_bytes());
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().map_err(|e| Error::io(step, "nft", e))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let line = err.lines().find(|l| l.starts_with("Error:")).or(err.lines().next()).unwrap_or("failed");
+            return Err(Error::new(step, format!("table ip {TABLE}"), line.trim_start_matches("Error: ")));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Every rule in our table; none when the table does not exist.
+    pub fn rules(&self) -> Result<Vec<RuleInfo>> {
+        let out = match self.run("nft-list", &["-j", "list", "table", "ip", TABLE], None) {
+            Ok(o) => o,
+            Err(e) if e.reason.contains("No such file or directory") => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        // Read back generically: only chain, handle and comment matter, and a strict schema would
+        // reject expressions someone else added by hand.
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| Error::new("nft-list", format!("table ip {TABLE}"), e))?;
+        let mut rules = Vec::new();
+        for o in v["nftables"].as_array().into_iter().flatten() {
+            if let Some(r) = o.get("rule") {
+                rules.push(RuleInfo {
+                    chain: r["chain"].as_str().unwrap_or_default().to_string(),
+                    handle: r["handle"].as_u64().unwrap_or(0) as u32,
+                    comment: r["comment"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        Ok(rules)
+    }
+
+    /// The table and its three NAT base chains ("add" is idempotent), then `rules`, in one batch.
+    pub fn add(&self, rules: Vec<Rule<'static>>) -> Result<()> {
+        let chain = |name: &str, hook: NfHook, prio: i32| {
+            NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(Chain {
+                family: FAMILY,
+                table: Cow::Borrowed(TABLE),
+                name: Cow::Owned(name.to_string()),
+                _type: Some(NfChainType::NAT),
+                hook: Some(hook),
+                prio: Some(prio),
+                policy: Some(NfChainPolicy::Accept),
+                ..Default::default()
+            })))
+        };
+        let mut objs = vec![
+            NfObject::CmdObject(NfCmd::Add(NfListObject::Table(Table {
+                family: FAMILY,
+                name: Cow::Borrowed(TABLE),
+                handle: None,
+            }))),
+            chain("prerouting", NfHook::Prerouting, -100),
+            chain("output", NfHook::Output, -100),
+            chain("postrouting", NfHook::Postrouting, 100),
+        ];
+        objs.extend(rules.into_iter().map(|r| NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(r)))));
+        self.apply("nft-add", objs)
+    }
+
+    /// Delete rules by handle; when no rule of ours would remain, delete the whole table instead.
+    pub fn delete(&self, gone: &[RuleInfo], all: &[RuleInfo]) -> Result<()> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let objs = if all.iter().all(|r| gone.iter().any(|g| g.handle == r.handle)) {
+            vec![NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(Table {
+                family: FAMILY,
+                name: Cow::Borrowed(TABLE),
+                handle: None,
+            })))]
+        } else {
+            gone.iter()
+                .map(|r| {
+                    NfObject::CmdObject(NfCmd::Delete(NfListObject::Rule(Rule {
+                        family: FAMILY,
+                        table: Cow::Borrowed(TABLE),
+                        chain: Cow::Owned(r.chain.clone()),
+                        expr: Cow::Owned(Vec::new()),
+                        handle: Some(r.handle),
+                        index: None,
+                        comment: None,
+                    })))
+                })
+                .collect()
+        };
+        self.apply("nft-delete", objs)
+    }
+
+    fn apply(&self, step: &'static str, objs: Vec<NfObject<'static>>) -> Result<()> {
+        let doc = Nftables { objects: Cow::Owned(objs) };
+        let json = serde_json::to_string(&doc).map_err(|e| Error::new(step, "ruleset", e))?;
+        self.run(step, &["-j", "-f", "-"], Some(&json)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("8080:80", true).unwrap(), Port { host_port: 8080, port: 80, protocol: Proto::Tcp });
+        assert_eq!(parse_port("53:53/udp", true).unwrap().protocol, Proto::Udp);
+        assert!(parse_port("8080", true).is_err());
+        assert_eq!(parse_port("8080/udp", false).unwrap().host_port, 8080);
+        assert!(parse_port("0:80", true).is_err());
+        assert!(parse_port("70000:80", true).is_err());
+        assert!(parse_port("80:80/sctp", true).is_err());
+    }
+
+    #[test]
+    fn comments_round_trip() {
+        let p = Port { host_port: 8080, port: 80, protocol: Proto::Tcp };
+        let c = pub_comment("web-1", &p);
+        assert_eq!(parse_pub_comment(&c), Some(("web-1".into(), "tcp".into(), 8080)));
+        assert_eq!(parse_pub_comment(&nat_comment("cbuild0")), None);
+    }
+
+    #[test]
+    fn rule_json_shape() {
+        let r = dnat_rule(
+            "prerouting",
+            "web",
+            &Port { host_port: 8080, port: 80, protocol: Proto::Tcp },
+            "10.1.0.2".parse().unwrap(),
+        );
+        let j = serde_json::to_value(&r).unwrap();
+        let t = j.to_string();
+        assert!(t.contains("\"dnat\"") && t.contains("10.1.0.2") && t.contains("\"fib\""), "{t}");
+    }
+}

@@ -1,0 +1,253 @@
+//! rtnetlink sockets bound to a network namespace, and the few link/address/route requests cbuild needs.
+//!
+//! A socket is opened on a dedicated std thread that has joined the namespace (setns is per thread, and
+//! tokio's threads are shared), registered with the current-thread runtime from there, and then used
+//! from the runtime like any other: a netlink socket stays in the namespace it was created in.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::error::{Error, Result};
+use crate::ipam::Subnet;
+use crate::netns::in_netns;
+
+/// A route netlink handle whose socket lives in one network namespace.
+#[derive(Clone)]
+pub struct Nl {
+    pub h: Handle,
+}
+
+impl Nl {
+    /// Open a socket in `ns` (`None`: this process's own namespace, no thread needed).
+    pub fn open(rt: &tokio::runtime::Handle, ns: Option<BorrowedFd<'_>>) -> Result<Nl> {
+        let connect = |rt: &tokio::runtime::Handle| {
+            let _guard = rt.enter();
+            rtnetlink::new_connection().map_err(|e| Error::io("netlink", "socket", e))
+        };
+        let (conn, h, _) = match ns {
+            None => connect(rt)?,
+            Some(_) => {
+                let rt2 = rt.clone();
+                in_netns(ns, move || connect(&rt2))?
+            }
+        };
+        rt.spawn(conn);
+        Ok(Nl { h })
+    }
+
+    /// The link called `name`, or `None` when there is none.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkMessage>> {
+        match self.h.link().get().match_name(name.to_string()).execute().try_next().await {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                let err = Error::netlink("link", name, e);
+                if err.is_errno(libc::ENODEV) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    pub async fn links(&self) -> Result<Vec<LinkMessage>> {
+        self.h.link().get().execute().try_collect().await.map_err(|e| Error::netlink("link", "dump", e))
+    }
+
+    pub async fn del_link(&self, index: u32, name: &str) -> Result<()> {
+        self.h.link().del(index).execute().await.map_err(|e| Error::netlink("del-link", name, e))
+    }
+
+    /// Delete a link by name; `Ok(false)` when it was already gone.
+    pub async fn del_link_by_name(&self, name: &str) -> Result<bool> {
+        match self.link(name).await? {
+            Some(l) => match self.del_link(l.header.index, name).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.is_errno(libc::ENODEV) => Ok(false),
+                Err(e) => Err(e),
+            },
+            None => Ok(false),
+        }
+    }
+
+    /// A bridge, up, with a fixed MAC (a bridge otherwise takes its lowest port's MAC, which changes as
+    /// containers come and go and makes neighbours' ARP caches stale).
+    pub async fn add_bridge(&self, name: &str, mac: [u8; 6]) -> Result<()> {
+        let msg = LinkBridge::new(name).address(mac.to_vec()).up().build();
+        self.h.link().add(msg).execute().await.map_err(|e| Error::netlink("add-bridge", name, e))
+    }
+
+    /// `ip link set NAME up`, by index.
+    pub async fn set_up(&self, index: u32, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.h.link().set(msg).execute().await.map_err(|e| Error::netlink("link-up", name, e))
+    }
+
+    /// One request makes the whole pair: the host end attached to `master` and up, the peer created
+    /// directly inside `peer_ns` with its name, MAC and MTU. No move between namespaces (a move
+    /// re-registers the device and costs far more than the creation), no rename. The peer cannot be
+    /// set up in the same request (veth_open fails with ENOTCONN until the pair is linked), so the
+    /// caller brings it up from inside its namespace.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_veth(
+        &self,
+        host: &str,
+        master: u32,
+        peer: &str,
+        peer_ns: RawFd,
+        peer_mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<()> {
+        let mut pb = LinkUnspec::new_with_name(peer).setns_by_fd(peer_ns).address(peer_mac.to_vec());
+        if let Some(m) = mtu {
+            pb = pb.mtu(m);
+        }
+        let mut b =
+            LinkVeth::new(host, peer).set_info_data(InfoData::Veth(InfoVeth::Peer(pb.build()))).controller(master).up();
+        if let Some(m) = mtu {
+            b = b.mtu(m);
+        }
+        self.h.link().add(b.build()).execute().await.map_err(|e| Error::netlink("add-veth", host, e))
+    }
+
+    pub async fn add_addr(&self, index: u32, ip: Ipv4Addr, prefix: u8, what: &str) -> Result<()> {
+        match self.h.address().add(index, ip.into(), prefix).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::netlink("add-addr", format!("{ip}/{prefix} on {what}"), e)),
+        }
+    }
+
+    pub async fn add_default_route(&self, gw: Ipv4Addr) -> Result<()> {
+        let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+        self.h.route().add(r).execute().await.map_err(|e| Error::netlink("add-route", format!("default via {gw}"), e))
+    }
+
+    /// Every IPv4 route in every table.
+    pub async fn routes_v4(&self) -> Result<Vec<RouteMessage>> {
+        let q = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        self.h.route().get(q).execute().try_collect().await.map_err(|e| Error::netlink("routes", "dump", e))
+    }
+}
+
+/// The IPv4 prefixes a namespace routes somewhere, except default routes and the kernel's local and
+/// broadcast entries, with the index of the link each goes out of.
+pub fn route_prefixes(routes: &[RouteMessage]) -> Vec<(Subnet, Option<u32>)> {
+    let mut out = Vec::new();
+    for r in routes {
+        if r.header.destination_prefix_length == 0 || r.header.kind != RouteType::Unicast {
+            continue;
+        }
+        let mut dst = None;
+        let mut oif = None;
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        if let Some(ip) = dst {
+            let prefix = r.header.destination_prefix_length;
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            out.push((Subnet { net: Ipv4Addr::from(u32::from(ip) & mask), prefix }, oif));
+        }
+    }
+    out
+}
+
+pub fn name(m: &LinkMessage) -> String {
+    m.attributes
+        .iter()
+        .find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
+        .unwrap_or_default()
+}
+
+pub fn kind(m: &LinkMessage) -> Option<InfoKind> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => {
+            infos.iter().find_map(|i| if let LinkInfo::Kind(k) = i { Some(k.clone()) } else { None })
+        }
+        _ => None,
+    })
+}
+
+pub fn master(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| if let LinkAttribute::Controller(i) = a { Some(*i) } else { None })
+}
+
+/// A veth's peer index (`@ifN` in `ip link`): an index in the peer's namespace.
+pub fn peer_index(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| if let LinkAttribute::Link(i) = a { Some(*i) } else { None })
+}
+
+/// The namespace id (relative to the namespace we asked in) of the peer, `-1`/None when same namespace.
+pub fn peer_netnsid(m: &LinkMessage) -> Option<i32> {
+    m.attributes.iter().find_map(|a| if let LinkAttribute::LinkNetNsId(i) = a { Some(*i) } else { None })
+}
+
+pub fn mac(m: &LinkMessage) -> String {
+    m.attributes
+        .iter()
+        .find_map(|a| if let LinkAttribute::Address(b) = a { Some(fmt_mac(b)) } else { None })
+        .unwrap_or_default()
+}
+
+pub fn is_up(m: &LinkMessage) -> bool {
+    m.header.flags.contains(LinkFlags::Up)
+}
+
+pub fn fmt_mac(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// `aa:bb:cc:dd:ee:ff`, unicast (a multicast MAC on an interface breaks ARP).
+pub fn parse_mac(s: &str) -> std::result::Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err("want six hex bytes like 02:42:ac:11:00:02".into());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err("want six hex bytes like 02:42:ac:11:00:02".into());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| format!("{p:?} is not a hex byte"))?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err("a multicast address cannot be an interface's address".into());
+    }
+    if mac == [0; 6] {
+        return Err("the all-zero address cannot be an interface's address".into());
+    }
+    Ok(mac)
+}
+
+/// A random locally administered unicast MAC.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    // getrandom(2) on 6 bytes never blocks after boot and never returns short for ≤ 256 bytes.
+    // SAFETY: writes at most 6 bytes into `mac`.
+    unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:42:ac:11:00:02").unwrap(), [2, 0x42, 0xac, 0x11, 0, 2]);
+        assert!(parse_mac("01:00:5e:00:00:01").is_err());
+        assert!(parse_mac("02:42:ac:11:00").is_err());
+        assert!(parse_mac("02:42:ac:11:00:zz").is_err());
+        let m = random_mac();
+        assert_eq!(m[0] & 3, 2);
+    }
+}
