@@ -12,13 +12,13 @@
 //! copy-up (`overlay.origin`, `overlay.metacopy`), which is a heuristic: origin is only recorded when
 //! the lower filesystem supports file handles.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::FileType;
 use serde::Serialize;
 
 use crate::error::{p, Error, Result};
-use crate::fsutil::{is_opaque, is_whiteout, overlay_xattr, xattr_prefix};
+use crate::fsutil::{is_opaque, is_whiteout, is_whiteout_stat, overlay_xattr, xattr_prefix};
 use crate::mountinfo;
 use crate::walk;
 
@@ -113,8 +113,8 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
         }
         let path = format!("/{}", e.rel.to_string_lossy());
         let under_hidden = hidden_below.iter().any(|h| e.rel.starts_with(h));
-        let ft = e.md.file_type();
-        if is_whiteout(&e.md, &e.path, prefix) {
+        let ft = e.file_type();
+        if is_whiteout_stat(&e.st, &e.at, prefix) {
             changes.push(Change {
                 change: ChangeKind::Deleted,
                 path,
@@ -124,10 +124,10 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
             });
             return false;
         }
-        let file_type = type_name(&e.md);
-        let redirect = overlay_xattr(&e.path, prefix, "redirect").map(|r| String::from_utf8_lossy(&r).into_owned());
-        let metacopy = ft.is_file() && overlay_xattr(&e.path, prefix, "metacopy").is_some();
-        if ft.is_dir() && is_opaque(&e.path, prefix) {
+        let file_type = type_name(ft, e.st.st_rdev);
+        let redirect = overlay_xattr(&e.at, prefix, "redirect").map(|r| String::from_utf8_lossy(&r).into_owned());
+        let metacopy = ft == FileType::RegularFile && overlay_xattr(&e.at, prefix, "metacopy").is_some();
+        if ft == FileType::Directory && is_opaque(&e.at, prefix) {
             changes.push(Change { change: ChangeKind::Opaque, path, file_type, metacopy: false, redirect });
             hidden_below.push(e.rel.clone());
             return true;
@@ -137,12 +137,12 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
         } else {
             match &lower {
                 Some(l) => in_lower(l, &e.rel, prefix),
-                None => overlay_xattr(&e.path, prefix, "origin").is_some() || metacopy,
+                None => overlay_xattr(&e.at, prefix, "origin").is_some() || metacopy,
             }
         };
         // A renamed dir (redirect) is new at this path; its old path holds a whiteout.
         let change = if existed && redirect.is_none() { ChangeKind::Modified } else { ChangeKind::Added };
-        if ft.is_dir() && change == ChangeKind::Added {
+        if ft == FileType::Directory && change == ChangeKind::Added {
             // A new dir: nothing below it can exist in the lower layers.
             hidden_below.push(e.rel.clone());
         }
@@ -201,26 +201,17 @@ fn in_lower(lower: &[PathBuf], rel: &Path, prefix: &str) -> bool {
     false
 }
 
-pub fn type_name(md: &std::fs::Metadata) -> &'static str {
-    let ft = md.file_type();
-    if ft.is_dir() {
-        "dir"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_char_device() {
-        if md.rdev() == 0 {
-            "whiteout"
-        } else {
-            "char"
-        }
-    } else if ft.is_block_device() {
-        "block"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else {
-        "socket"
+pub fn type_name(ft: FileType, rdev: u64) -> &'static str {
+    match ft {
+        FileType::Directory => "dir",
+        FileType::RegularFile => "file",
+        FileType::Symlink => "symlink",
+        FileType::CharacterDevice if rdev == 0 => "whiteout",
+        FileType::CharacterDevice => "char",
+        FileType::BlockDevice => "block",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+        FileType::Unknown => "unknown",
     }
 }
 

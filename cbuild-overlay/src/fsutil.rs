@@ -129,6 +129,15 @@ pub fn is_whiteout(md: &std::fs::Metadata, path: &Path, prefix: &str) -> bool {
     md.file_type().is_file() && md.len() == 0 && overlay_xattr(path, prefix, "whiteout").is_some()
 }
 
+/// [`is_whiteout`] for a raw lstat (the walker's).
+pub fn is_whiteout_stat(st: &rustix::fs::Stat, path: &Path, prefix: &str) -> bool {
+    let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if ft == rustix::fs::FileType::CharacterDevice && st.st_rdev == 0 {
+        return true;
+    }
+    ft == rustix::fs::FileType::RegularFile && st.st_size == 0 && overlay_xattr(path, prefix, "whiteout").is_some()
+}
+
 /// Whether a dir is opaque (hides the same dir in the layers below): `overlay.opaque` = `y`.
 pub fn is_opaque(path: &Path, prefix: &str) -> bool {
     overlay_xattr(path, prefix, "opaque").as_deref() == Some(b"y")

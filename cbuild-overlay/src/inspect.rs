@@ -9,10 +9,11 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::FileType;
 use serde::Serialize;
 
 use crate::error::{p, verbose::step, Error, Result};
-use crate::fsutil::{self, is_whiteout, xattr_prefix};
+use crate::fsutil::{self, is_whiteout_stat, xattr_prefix};
 use crate::mountinfo::{self, MountEntry, OverlayOptions};
 use crate::walk;
 
@@ -159,23 +160,20 @@ pub fn count(dir: &Path, prefix: &str) -> Result<Counts> {
     let mut c = Counts::default();
     let mut seen = HashSet::new();
     walk::walk("count", dir, &mut |e| {
-        let first = e.md.nlink() <= 1 || seen.insert((e.md.dev(), e.md.ino()));
+        let first = e.st.st_nlink <= 1 || seen.insert((e.st.st_dev, e.st.st_ino));
         if !first {
             return false;
         }
         c.inodes += 1;
-        let ft = e.md.file_type();
-        if ft.is_dir() {
-            c.dirs += 1;
-        } else if ft.is_symlink() {
-            c.symlinks += 1;
-        } else if is_whiteout(&e.md, &e.path, prefix) {
-            c.whiteouts += 1;
-        } else if ft.is_file() {
-            c.files += 1;
-            c.bytes += e.md.len();
-        } else {
-            c.other += 1;
+        match e.file_type() {
+            FileType::Directory => c.dirs += 1,
+            FileType::Symlink => c.symlinks += 1,
+            _ if is_whiteout_stat(&e.st, &e.at, prefix) => c.whiteouts += 1,
+            FileType::RegularFile => {
+                c.files += 1;
+                c.bytes += e.st.st_size as u64;
+            }
+            _ => c.other += 1,
         }
         true
     })?;
