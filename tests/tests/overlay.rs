@@ -645,12 +645,12 @@ fn diff_does_not_follow_symlinks_or_forge_lines() {
     std::fs::create_dir_all(&upper).unwrap();
     // A container can leave anything in its upper dir: a symlink to a host dir, a name with a newline.
     std::os::unix::fs::symlink("/etc", upper.join("evil")).unwrap();
-    std::fs::write(upper.join("two\nadded /forged"), "").unwrap();
+    std::fs::write(upper.join("two\nadded forged"), "").unwrap();
     let out = ok(&run(ov(&sb).arg("diff").arg(&upper)));
-    assert_eq!(out, "added /evil\nadded /two\\012added /forged\n");
+    assert_eq!(out, "added /evil\nadded /two\\012added forged\n");
     let json = ok(&run(ov(&sb).arg("diff").arg("--json").arg(&upper)));
     let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["type"], "symlink");
-    assert_eq!(rows[1]["path"], "/two\nadded /forged");
+    assert_eq!(rows[1]["path"], "/two\nadded forged");
 }
