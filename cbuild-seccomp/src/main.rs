@@ -200,6 +200,8 @@ fn run(cmd: Cmd) -> Result<()> {
                     "prologue_instructions": c.prologue,
                     "arches": res.arches.iter().map(|a| a.name).collect::<Vec<_>>(),
                     "flags": flag_names(&res),
+                    // Ready for `cbuild-ns run --seccomp FILE --seccomp-flags ...`.
+                    "seccomp_flags": flag_names(&res).join(",").to_ascii_lowercase(),
                     "rules": res.rules.len(),
                     "skipped": res.skipped.len(),
                 });
@@ -260,8 +262,15 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Show { profile, json, pfc, r } => {
-            let (res, c, kind) = compiled(&profile, &r)?;
-            show(&profile, kind, &res, &c, json, pfc)
+            let (res, kind) = resolved(&profile, &r)?;
+            // The rules are worth showing even where this libseccomp cannot build the program (an
+            // architecture it does not support); only --pfc needs the program.
+            let c = compile::compile(&res, Options { optimize: !r.no_optimize, enosys: !r.no_enosys });
+            let c = match c {
+                Err(e) if !pfc => Err(e.to_string()),
+                other => Ok(other?),
+            };
+            show(&profile, kind, &res, c.as_ref(), json, pfc)
         }
         Cmd::Default => {
             let text = serde_json::to_string_pretty(&builtin::default_profile())
@@ -283,10 +292,18 @@ fn run(cmd: Cmd) -> Result<()> {
     }
 }
 
-fn show(profile: &str, kind: &str, res: &Resolved, c: &Compiled, json: bool, pfc: bool) -> Result<()> {
+fn show(
+    profile: &str,
+    kind: &str,
+    res: &Resolved,
+    c: std::result::Result<&Compiled, &String>,
+    json: bool,
+    pfc: bool,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let enosys: Vec<String> = c
-        .known
+    let known = c.map(|c| c.known.clone()).unwrap_or_default();
+    let instructions = c.map(|c| c.prog.len()).ok();
+    let enosys: Vec<String> = known
         .iter()
         .map(|(a, k)| match k.base {
             0 => format!("{}: nr above {} -> ERRNO(38 ENOSYS)", a.name, k.max),
@@ -294,6 +311,7 @@ fn show(profile: &str, kind: &str, res: &Resolved, c: &Compiled, json: bool, pfc
         })
         .collect();
     if pfc {
+        let c = c.map_err(|e| Error::new("compile", profile, e))?;
         let _ = writeln!(out, "# cbuild-seccomp: {} instructions loaded; before libseccomp's program:", c.prog.len());
         for line in &enosys {
             let _ = writeln!(out, "#   {line}");
@@ -327,8 +345,9 @@ fn show(profile: &str, kind: &str, res: &Resolved, c: &Compiled, json: bool, pfc
             "flags": flag_names(res),
             "rules": rules,
             "skipped": res.skipped,
-            "enosys": c.known.iter().map(|(a, k)| serde_json::json!({"arch": a.name, "above": k.max})).collect::<Vec<_>>(),
-            "instructions": c.prog.len(),
+            "enosys": known.iter().map(|(a, k)| serde_json::json!({"arch": a.name, "above": k.max})).collect::<Vec<_>>(),
+            "instructions": instructions,
+            "compile_error": c.err(),
             "libseccomp": resolve::libseccomp_version(),
         });
         let _ = writeln!(out, "{v}");
@@ -347,7 +366,11 @@ fn show(profile: &str, kind: &str, res: &Resolved, c: &Compiled, json: bool, pfc
     let _ = writeln!(out, "arches:   {}", res.arches.iter().map(|a| a.name).collect::<Vec<_>>().join(","));
     let flags = flag_names(res);
     let _ = writeln!(out, "flags:    {}", if flags.is_empty() { "-".into() } else { flags.join(",") });
-    let _ = writeln!(out, "program:  {} instructions", c.prog.len());
+    match c {
+        Ok(c) => writeln!(out, "program:  {} instructions", c.prog.len()),
+        Err(e) => writeln!(out, "program:  not built: {e}"),
+    }
+    .ok();
     for line in &enosys {
         let _ = writeln!(out, "enosys:   {line}");
     }

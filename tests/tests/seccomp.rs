@@ -1,0 +1,915 @@
+//! cbuild-seccomp against the real kernel: filters are loaded (by `cbuild-seccomp exec`, by cbuild-ns, and
+//! from the compiled file by this test binary itself) and real system calls are made under them.
+//!
+//! The syscall probe: this test binary, started with `CBUILD_SECCOMP_PROBE="name name..."` in its
+//! environment, makes those calls from an `.init_array` constructor (before the test harness starts, so
+//! nothing but the probe runs under the filter), prints `name errno` per call (0 = success) and exits.
+
+use cbuild_tests::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TOOL: &str = "cbuild-seccomp";
+const MOBY: &str = "/work/shared/data/seccomp/moby-default.json";
+
+// ---------------------------------------------------------------------------------------------------------
+// The probe (runs inside the filtered process).
+
+#[used]
+#[link_section = ".init_array"]
+static PROBE: extern "C" fn() = probe_main;
+
+extern "C" fn probe_main() {
+    let Ok(list) = std::env::var("CBUILD_SECCOMP_PROBE") else { return };
+    if let Ok(file) = std::env::var("CBUILD_SECCOMP_PROBE_BPF") {
+        load_bpf_file(&file);
+    }
+    let mut out = String::new();
+    for name in list.split_whitespace() {
+        let errno = probe(name);
+        out.push_str(&format!("{name} {errno}\n"));
+    }
+    unsafe {
+        libc::write(1, out.as_ptr().cast(), out.len());
+        libc::_exit(0);
+    }
+}
+
+/// What cbuild-ns does with a `--seccomp FILE`: read the raw sock_filter array and load it.
+fn load_bpf_file(file: &str) {
+    let bytes = std::fs::read(file).expect("read bpf file");
+    assert!(!bytes.is_empty() && bytes.len() % 8 == 0);
+    let insns: Vec<libc::sock_filter> = bytes
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog { len: insns.len() as u16, filter: insns.as_ptr() as *mut _ };
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        let rc = libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const _);
+        if rc != 0 {
+            let msg = b"probe: seccomp load failed\n";
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(99);
+        }
+    }
+}
+
+extern "C" fn on_sigsys(_: libc::c_int) {
+    let msg = b"trapped 0\n";
+    unsafe {
+        libc::write(1, msg.as_ptr().cast(), msg.len());
+        libc::_exit(42);
+    }
+}
+
+fn errno_of(rc: libc::c_long) -> i32 {
+    if rc < 0 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    } else {
+        0
+    }
+}
+
+/// A raw clone that behaves like fork: the child exits at once, the parent reaps it.
+fn clone_flags(flags: libc::c_long) -> i32 {
+    unsafe {
+        let rc = libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as libc::c_long, 0, 0, 0, 0);
+        if rc == 0 {
+            libc::_exit(0);
+        }
+        if rc > 0 {
+            libc::waitpid(rc as i32, std::ptr::null_mut(), 0);
+        }
+        errno_of(rc)
+    }
+}
+
+/// Each probe uses arguments that are harmless if the filter let the call through (bad pointers, invalid
+/// operations), so a broken filter shows up as a wrong errno, never as a mounted or rebooted host.
+fn probe(name: &str) -> i32 {
+    use libc::*;
+    unsafe {
+        let rc: c_long = match name {
+            "mount" => syscall(SYS_mount, 0, 0, 0, 0, 0),
+            "umount2" => syscall(SYS_umount2, 0, 0),
+            "unshare" => syscall(SYS_unshare, CLONE_NEWUSER),
+            "setns" => syscall(SYS_setns, -1, 0),
+            "keyctl" => syscall(SYS_keyctl, 9999, 0, 0, 0, 0),
+            "add_key" => syscall(SYS_add_key, 0, 0, 0, 0, 0),
+            "bpf" => syscall(SYS_bpf, 9999, 0, 0),
+            "reboot" => syscall(SYS_reboot, 0, 0, 0, 0),
+            "kexec_load" => syscall(SYS_kexec_load, 0, 1000, 0, 0x8000),
+            "init_module" => syscall(SYS_init_module, 0, 0, 0),
+            "socket_alg" | "socket_vsock" | "socket_inet" => {
+                let family = match name {
+                    "socket_alg" => AF_ALG,
+                    "socket_vsock" => AF_VSOCK,
+                    _ => AF_INET,
+                };
+                let fd = syscall(SYS_socket, family, SOCK_SEQPACKET.min(SOCK_DGRAM), 0);
+                let e = errno_of(fd);
+                if fd >= 0 {
+                    close(fd as i32);
+                }
+                return e;
+            }
+            "clone_newuser" => return clone_flags(CLONE_NEWUSER as c_long),
+            "fork" => return clone_flags(0),
+            "thread" => return std::thread::spawn(|| 7).join().map(|v| if v == 7 { 0 } else { -1 }).unwrap_or(-1),
+            "clone3" => syscall(SYS_clone3, 0, 0),
+            "personality8" => {
+                let rc = syscall(SYS_personality, 8);
+                syscall(SYS_personality, 0);
+                rc
+            }
+            "personality0" => syscall(SYS_personality, 0),
+            "personality_other" => syscall(SYS_personality, 0x20),
+            "nr1000" => syscall(1000),
+            "getppid" => syscall(SYS_getppid),
+            "trap_getppid" => {
+                signal(SIGSYS, on_sigsys as *const () as sighandler_t);
+                syscall(SYS_getppid)
+            }
+            other => panic!("unknown probe {other}"),
+        };
+        errno_of(rc)
+    }
+}
+
+/// Parse the probe's `name errno` lines.
+fn probe_results(o: &Output) -> BTreeMap<String, i32> {
+    stdout(o)
+        .lines()
+        .filter_map(|l| {
+            let (n, e) = l.split_once(' ')?;
+            Some((n.to_string(), e.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `cbuild-seccomp exec <args> -- <this test binary>` with the probe list.
+fn exec_probe(sb: &Sandbox, args: &[&str], probes: &str) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let mut c = tool(TOOL, sb);
+    c.arg("exec").args(args).arg("--").arg(exe).env("CBUILD_SECCOMP_PROBE", probes);
+    run(&mut c)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Helpers.
+
+fn busybox() -> &'static str {
+    ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("busybox")
+}
+
+fn seccomp(sb: &Sandbox, args: &[&str]) -> Output {
+    run(tool(TOOL, sb).args(args))
+}
+
+fn write_profile(sb: &Sandbox, name: &str, json: &str) -> PathBuf {
+    let p = sb.path().join(name);
+    std::fs::write(&p, json).unwrap();
+    p
+}
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    stdout(o).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// `check --json` for a list of calls: one answer per call.
+fn check(sb: &Sandbox, profile: &str, extra: &[&str], calls: &[&str]) -> Vec<Value> {
+    let o = run(tool(TOOL, sb).args(["check", "--json", "--profile", profile]).args(extra).args(calls));
+    assert!(o.status.success(), "check: {}", stderr(&o));
+    let v = json_lines(&o);
+    assert_eq!(v.len(), calls.len());
+    v
+}
+
+fn action(v: &Value) -> String {
+    match v["errno"].as_u64() {
+        Some(e) => format!("{}({e})", v["action"].as_str().unwrap()),
+        None => v["action"].as_str().unwrap().to_string(),
+    }
+}
+
+/// The moby file, or None in the VM where the shared data is not mounted (the only skip in this file).
+fn moby() -> Option<Value> {
+    if !Path::new(MOBY).exists() && std::env::var("CBUILD_IN_VM").as_deref() == Ok("1") {
+        eprintln!("SKIP: {MOBY} absent in the VM (CBUILD_IN_VM=1)");
+        return None;
+    }
+    Some(serde_json::from_str(&std::fs::read_to_string(MOBY).expect("moby profile")).unwrap())
+}
+
+const EPERM: i32 = libc::EPERM;
+const ENOSYS: i32 = libc::ENOSYS;
+
+// ---------------------------------------------------------------------------------------------------------
+// The default profile on the real kernel.
+
+#[test]
+fn default_blocks_what_docker_blocks() {
+    require_root();
+    let sb = Sandbox::new();
+    let blocked = "mount umount2 unshare setns keyctl add_key bpf reboot kexec_load init_module socket_alg \
+                   socket_vsock clone_newuser personality_other";
+    let allowed = "fork thread socket_inet personality8 personality0 getppid";
+    let o = exec_probe(&sb, &["--profile", "default"], &format!("{blocked} {allowed} clone3 nr1000"));
+    assert!(o.status.success(), "{o:?}");
+    let r = probe_results(&o);
+    for name in blocked.split_whitespace() {
+        assert_eq!(r.get(name), Some(&EPERM), "{name} under default: {r:?}");
+    }
+    for name in allowed.split_whitespace() {
+        assert_eq!(r.get(name), Some(&0), "{name} under default: {r:?}");
+    }
+    assert_eq!(r.get("clone3"), Some(&ENOSYS), "clone3 -> ENOSYS so libc falls back to clone: {r:?}");
+
+    // The same calls without any filter behave differently (the probe is not vacuous).
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env("CBUILD_SECCOMP_PROBE", "mount setns clone3 personality_other");
+    let free = probe_results(&run(&mut c));
+    assert_eq!(free["mount"], libc::EFAULT);
+    assert_eq!(free["setns"], libc::EBADF);
+    assert_eq!(free["clone3"], libc::EINVAL);
+}
+
+#[test]
+fn default_busybox_userland_works_and_unshare_mount_fail() {
+    require_root();
+    let sb = Sandbox::new();
+    let bb = busybox();
+    let o = seccomp(
+        &sb,
+        &[
+            "exec",
+            "--profile",
+            "default",
+            "--",
+            bb,
+            "sh",
+            "-c",
+            "echo hello | tr a-z A-Z; ls / >/dev/null; grep Seccomp: /proc/self/status; sleep 0",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("HELLO"));
+    assert!(stdout(&o).contains("Seccomp:\t2"), "{}", stdout(&o));
+
+    let o = seccomp(&sb, &["exec", "--profile", "default", "--", bb, "unshare", "-U", "true"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Operation not permitted"), "{}", stderr(&o));
+
+    let target = sb.path().join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    let t = target.to_str().unwrap();
+    let o = seccomp(&sb, &["exec", "--profile", "default", "--", bb, "mount", "-t", "tmpfs", "none", t]);
+    assert!(!o.status.success());
+    // busybox mount words EPERM as "permission denied".
+    let err = stderr(&o).to_lowercase();
+    assert!(err.contains("permission denied") || err.contains("operation not permitted"), "{err}");
+    assert!(mounts_under(t).is_empty(), "nothing mounted");
+}
+
+#[test]
+fn compiled_file_loads_and_blocks() {
+    require_root();
+    let sb = Sandbox::new();
+    let f = sb.path().join("default.bpf");
+    let o = seccomp(&sb, &["compile", "default", "-o", f.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let len = std::fs::metadata(&f).unwrap().len();
+    assert_eq!(len, summary["bytes"].as_u64().unwrap());
+    assert_eq!(len % 8, 0);
+    assert!(len / 8 <= 4096);
+
+    // Loaded by the probe itself, exactly as the file format says.
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env("CBUILD_SECCOMP_PROBE", "mount clone_newuser fork clone3 getppid").env("CBUILD_SECCOMP_PROBE_BPF", &f);
+    let r = probe_results(&run(&mut c));
+    assert_eq!((r["mount"], r["clone_newuser"], r["fork"], r["clone3"], r["getppid"]), (EPERM, EPERM, 0, ENOSYS, 0));
+
+    // Loaded by cbuild-ns.
+    let o = run(Command::new(bin("cbuild-ns")).args([
+        "run",
+        "--seccomp",
+        f.to_str().unwrap(),
+        "--",
+        busybox(),
+        "unshare",
+        "-U",
+        "true",
+    ]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Operation not permitted"), "{}", stderr(&o));
+    let o = run(Command::new(bin("cbuild-ns")).args([
+        "run",
+        "--seccomp",
+        f.to_str().unwrap(),
+        "--",
+        busybox(),
+        "echo",
+        "ok",
+    ]));
+    assert_eq!(stdout(&o).trim(), "ok", "{}", stderr(&o));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Equivalence with Docker's profile.
+
+/// Normalized resolved rules of `show --json`: a set of (syscall, action, errno, args) plus the rest.
+fn resolved(sb: &Sandbox, profile: &str, arch: &str, caps: &str) -> (BTreeSet<String>, Value) {
+    let o = seccomp(sb, &["show", profile, "--json", "--arch", arch, "--caps", caps, "--kernel", "6.1"]);
+    assert!(o.status.success(), "show {profile} --arch {arch}: {}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let rules = v["rules"].as_array().unwrap().iter().map(|r| r.to_string()).collect();
+    let mut skipped: Vec<String> = v["skipped"].as_array().unwrap().iter().map(|s| s.to_string()).collect();
+    skipped.sort();
+    let rest = serde_json::json!([v["default_action"], v["default_errno"], v["arches"], v["flags"], skipped]);
+    (rules, rest)
+}
+
+#[test]
+fn default_resolves_like_docker_for_every_arch_and_caps() {
+    let Some(moby) = moby() else { return };
+    let sb = Sandbox::new();
+    let arches: Vec<String> =
+        moby["archMap"].as_array().unwrap().iter().map(|a| a["architecture"].as_str().unwrap().to_string()).collect();
+    assert!(arches.len() >= 8);
+    let capsets =
+        ["default", "default,CAP_SYS_ADMIN", "none", "all", "default,CAP_SYS_PTRACE,CAP_BPF,CAP_SYSLOG,CAP_SYS_NICE"];
+    for arch in &arches {
+        for caps in capsets {
+            let (mine, mine_rest) = resolved(&sb, "default", arch, caps);
+            let (theirs, theirs_rest) = resolved(&sb, MOBY, arch, caps);
+            let only_mine: Vec<_> = mine.difference(&theirs).collect();
+            let only_theirs: Vec<_> = theirs.difference(&mine).collect();
+            assert!(
+                only_mine.is_empty() && only_theirs.is_empty(),
+                "{arch} {caps}: only built-in {only_mine:?}, only Docker {only_theirs:?}"
+            );
+            assert_eq!(mine_rest, theirs_rest, "{arch} {caps}");
+        }
+    }
+}
+
+/// An independent reading of Docker's profile: the action for `name` on amd64 with all arguments 0.
+fn docker_oracle(moby: &Value, name: &str, caps: &BTreeSet<&str>) -> (String, bool) {
+    let kernel = (6, 1);
+    let mut result: Option<String> = None;
+    for rule in moby["syscalls"].as_array().unwrap() {
+        let names: Vec<&str> = rule["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
+        if !names.contains(&name) {
+            continue;
+        }
+        let list = |v: &Value| -> Vec<String> {
+            v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+        };
+        let (inc, exc) = (&rule["includes"], &rule["excludes"]);
+        let inc_arches = list(&inc["arches"]);
+        if !inc_arches.is_empty() && !inc_arches.iter().any(|a| a == "amd64") {
+            continue;
+        }
+        if list(&exc["arches"]).iter().any(|a| a == "amd64") {
+            continue;
+        }
+        if !list(&inc["caps"]).iter().all(|c| caps.contains(c.as_str())) {
+            continue;
+        }
+        if list(&exc["caps"]).iter().any(|c| caps.contains(c.as_str())) {
+            continue;
+        }
+        if let Some(k) = inc["minKernel"].as_str() {
+            let mut it = k.split('.').map(|x| x.parse::<u32>().unwrap());
+            if (it.next().unwrap(), it.next().unwrap_or(0)) > kernel {
+                continue;
+            }
+        }
+        // Arguments are all zero.
+        let args_match = rule["args"].as_array().map(|args| {
+            args.iter().all(|a| {
+                let v = a["value"].as_u64().unwrap();
+                let two = a["valueTwo"].as_u64().unwrap_or(0);
+                match a["op"].as_str().unwrap() {
+                    "SCMP_CMP_LT" => 0 < v,
+                    "SCMP_CMP_EQ" => v == 0,
+                    "SCMP_CMP_GT" => false,
+                    "SCMP_CMP_MASKED_EQ" => two == 0,
+                    op => panic!("{op}"),
+                }
+            })
+        });
+        // Several single-condition entries for one call are alternatives.
+        if args_match == Some(false) {
+            continue;
+        }
+        let act = match (rule["action"].as_str().unwrap(), rule["errnoRet"].as_u64()) {
+            ("SCMP_ACT_ERRNO", e) => format!("SCMP_ACT_ERRNO({})", e.unwrap_or(1)),
+            (a, _) => a.to_string(),
+        };
+        if result.is_none() || act == "SCMP_ACT_ALLOW" {
+            result = Some(act);
+        }
+    }
+    match result {
+        Some(a) => (a, true),
+        None => ("SCMP_ACT_ERRNO(1)".to_string(), false),
+    }
+}
+
+#[test]
+fn check_agrees_with_docker_for_every_syscall_of_this_arch() {
+    let Some(moby) = moby() else { return };
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("SKIP: the oracle reads amd64 rules");
+        return;
+    }
+    let sb = Sandbox::new();
+    for (spec, extra) in [
+        ("default", vec![]),
+        ("default,CAP_SYS_ADMIN", vec!["CAP_SYS_ADMIN"]),
+        ("default,CAP_SYS_PTRACE", vec!["CAP_SYS_PTRACE"]),
+    ] {
+        let mut caps: BTreeSet<&str> = [
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FSETID",
+            "CAP_FOWNER",
+            "CAP_MKNOD",
+            "CAP_NET_RAW",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SETFCAP",
+            "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+            "CAP_KILL",
+            "CAP_AUDIT_WRITE",
+        ]
+        .into_iter()
+        .collect();
+        caps.extend(extra);
+        let mut answers = Vec::new();
+        for profile in ["default", MOBY] {
+            let o =
+                seccomp(&sb, &["check", "--json", "--all", "--profile", profile, "--caps", spec, "--kernel", "6.1"]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            answers.push(json_lines(&o));
+        }
+        assert_eq!(answers[0], answers[1], "{spec}: built-in and Docker's file compile to the same answers");
+        let all = &answers[0];
+        assert!(all.len() > 300, "every x86_64 syscall: {}", all.len());
+        let mut allowed = 0;
+        for a in all {
+            let name = a["syscall"].as_str().unwrap();
+            let (want, named) = docker_oracle(&moby, name, &caps);
+            let got = action(a);
+            // Docker's runtime (runc) also answers ENOSYS for calls newer than the profile.
+            if !named && a["by"] == "enosys" {
+                continue;
+            }
+            assert_eq!(got, want, "{spec}: {name}: {a}");
+            allowed += a["allowed"].as_bool().unwrap() as usize;
+        }
+        assert!(allowed > 250, "{spec}: {allowed} allowed");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Semantics, one test each.
+
+#[test]
+fn masked_eq_takes_mask_from_value_and_compares_with_value_two() {
+    let sb = Sandbox::new();
+    // Docker's clone rule: mask = namespace flags, compared with 0.
+    let a = check(&sb, "default", &[], &["clone,0x10000011", "clone,0x11", "clone,0x3d0f00"]);
+    assert_eq!(action(&a[0]), "SCMP_ACT_ERRNO(1)", "CLONE_NEWUSER denied: {}", a[0]);
+    assert_eq!(action(&a[1]), "SCMP_ACT_ALLOW", "fork-like clone allowed");
+    assert_eq!(action(&a[2]), "SCMP_ACT_ALLOW", "pthread-like clone allowed");
+    // A non-zero valueTwo: allowed iff (arg & 0xf) == 3.
+    let p = write_profile(
+        &sb,
+        "m.json",
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["personality"],
+        "action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":15,"valueTwo":3,"op":"SCMP_CMP_MASKED_EQ"}]}]}"#,
+    );
+    let a = check(
+        &sb,
+        p.to_str().unwrap(),
+        &[],
+        &["personality,0x13", "personality,0x3", "personality,0xf", "personality,0x4"],
+    );
+    let got: Vec<bool> = a.iter().map(|v| v["allowed"].as_bool().unwrap()).collect();
+    assert_eq!(got, [true, true, false, false]);
+}
+
+#[test]
+fn masked_eq_on_the_real_kernel() {
+    require_root();
+    let sb = Sandbox::new();
+    let o = exec_probe(&sb, &["--profile", "default"], "clone_newuser fork thread");
+    let r = probe_results(&o);
+    assert_eq!((r["clone_newuser"], r["fork"], r["thread"]), (EPERM, 0, 0), "{o:?}");
+}
+
+#[test]
+fn conditions_on_the_same_argument_are_alternatives() {
+    require_root();
+    let sb = Sandbox::new();
+    let p = write_profile(
+        &sb,
+        "or.json",
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["personality"],
+        "action":"SCMP_ACT_ERRNO","errnoRet":13,"args":[{"index":0,"value":32,"op":"SCMP_CMP_EQ"},
+        {"index":0,"value":64,"op":"SCMP_CMP_EQ"}]}]}"#,
+    );
+    let a = check(&sb, p.to_str().unwrap(), &[], &["personality,32", "personality,64", "personality,8"]);
+    assert_eq!((action(&a[0]).as_str(), action(&a[1]).as_str()), ("SCMP_ACT_ERRNO(13)", "SCMP_ACT_ERRNO(13)"));
+    assert_eq!(action(&a[2]), "SCMP_ACT_ALLOW");
+    let o = exec_probe(&sb, &["--profile", p.to_str().unwrap()], "personality_other personality8");
+    let r = probe_results(&o);
+    assert_eq!((r["personality_other"], r["personality8"]), (13, 0), "{o:?}");
+    // Conditions on different arguments stay one rule (AND).
+    let p = write_profile(
+        &sb,
+        "and.json",
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["socket"],
+        "action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":1,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+    );
+    let a = check(&sb, p.to_str().unwrap(), &[], &["socket,1,1", "socket,1,2", "socket,2,1"]);
+    let got: Vec<bool> = a.iter().map(|v| v["allowed"].as_bool().unwrap()).collect();
+    assert_eq!(got, [true, false, false]);
+}
+
+#[test]
+fn errno_ret_only_with_errno_or_trace() {
+    let sb = Sandbox::new();
+    let ok = write_profile(
+        &sb,
+        "ok.json",
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+        {"names":["getppid"],"action":"SCMP_ACT_ERRNO","errnoRet":77},{"names":["getpgrp"],"action":"SCMP_ACT_TRACE","errnoRet":5}]}"#,
+    );
+    let a = check(&sb, ok.to_str().unwrap(), &[], &["getppid", "getpgrp"]);
+    assert_eq!((action(&a[0]).as_str(), action(&a[1]).as_str()), ("SCMP_ACT_ERRNO(77)", "SCMP_ACT_TRACE(5)"));
+    for act in ["SCMP_ACT_ALLOW", "SCMP_ACT_KILL", "SCMP_ACT_LOG", "SCMP_ACT_TRAP"] {
+        let bad = write_profile(
+            &sb,
+            "bad.json",
+            &format!(
+                r#"{{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{{"names":["getpid"],"action":"{act}","errnoRet":1}}]}}"#
+            ),
+        );
+        let out = sb.path().join("out.bpf");
+        let o = seccomp(&sb, &["compile", bad.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_tool_error(&o, TOOL, "errnoRet");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn rules_equal_to_the_default_are_skipped() {
+    let sb = Sandbox::new();
+    let p = write_profile(
+        &sb,
+        "d.json",
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"syscalls":[
+        {"names":["getpid","getppid"],"action":"SCMP_ACT_ERRNO"},{"names":["getppid"],"action":"SCMP_ACT_ERRNO","errnoRet":2}]}"#,
+    );
+    let o = seccomp(&sb, &["show", p.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let skipped: Vec<&str> = v["skipped"].as_array().unwrap().iter().map(|s| s["syscall"].as_str().unwrap()).collect();
+    assert_eq!(skipped, ["getpid", "getppid"]);
+    assert_eq!(v["rules"].as_array().unwrap().len(), 1, "ERRNO(2) differs from the default and stays");
+    let a = check(&sb, p.to_str().unwrap(), &[], &["getpid", "getppid"]);
+    assert_eq!((action(&a[0]).as_str(), action(&a[1]).as_str()), ("SCMP_ACT_ERRNO(1)", "SCMP_ACT_ERRNO(2)"));
+}
+
+#[test]
+fn unknown_syscall_names_are_skipped_with_a_warning() {
+    require_root();
+    let sb = Sandbox::new();
+    let p = write_profile(
+        &sb,
+        "u.json",
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+        {"names":["no_such_syscall_xyz","getppid"],"action":"SCMP_ACT_ERRNO","errnoRet":9}]}"#,
+    );
+    let o = exec_probe(&sb, &["--profile", p.to_str().unwrap()], "getppid");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(probe_results(&o)["getppid"], 9, "the known name still gets its rule");
+    let warn = stderr(&o);
+    assert!(warn.lines().any(|l| l.starts_with("cbuild-seccomp: warning: resolve: no_such_syscall_xyz")), "{warn}");
+}
+
+#[test]
+fn every_action_on_the_real_kernel() {
+    require_root();
+    let sb = Sandbox::new();
+    let profile = |act: &str, extra: &str| {
+        write_profile(
+            &sb,
+            &format!("{}.json", act.to_lowercase()),
+            &format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW",
+            "syscalls":[{{"names":["getppid"],"action":"{act}"{extra}}}]}}"#
+            ),
+        )
+    };
+    let p = |act: &str, extra: &str| profile(act, extra).to_str().unwrap().to_string();
+
+    for act in ["SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS"] {
+        let o = exec_probe(&sb, &["--profile", &p(act, "")], "getppid");
+        assert_eq!(o.status.signal(), Some(libc::SIGSYS), "{act}: {o:?}");
+        assert!(probe_results(&o).is_empty(), "{act}: killed before printing");
+    }
+    // TRAP: SIGSYS is delivered and can be handled.
+    let o = exec_probe(&sb, &["--profile", &p("SCMP_ACT_TRAP", "")], "trap_getppid");
+    assert_eq!(o.status.code(), Some(42), "{o:?}");
+    assert!(stdout(&o).contains("trapped"));
+    // ERRNO(n).
+    let o = exec_probe(&sb, &["--profile", &p("SCMP_ACT_ERRNO", r#","errnoRet":77"#)], "getppid");
+    assert_eq!(probe_results(&o)["getppid"], 77, "{o:?}");
+    // TRACE without a tracer: the kernel answers ENOSYS.
+    let o = exec_probe(&sb, &["--profile", &p("SCMP_ACT_TRACE", "")], "getppid");
+    assert_eq!(probe_results(&o)["getppid"], ENOSYS, "{o:?}");
+    // LOG: runs (and is logged).
+    let o = exec_probe(&sb, &["--profile", &p("SCMP_ACT_LOG", "")], "getppid");
+    assert_eq!(probe_results(&o)["getppid"], 0, "{o:?}");
+    // ALLOW under a denying default.
+    let allow = write_profile(
+        &sb,
+        "allow.json",
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":5,
+        "syscalls":[{"names":["getppid"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    );
+    let a = check(&sb, allow.to_str().unwrap(), &[], &["getppid", "getpid"]);
+    assert_eq!((action(&a[0]).as_str(), action(&a[1]).as_str()), ("SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO(5)"));
+    // NOTIFY: refused clearly.
+    let o = seccomp(&sb, &["compile", &p("SCMP_ACT_NOTIFY", ""), "-o", sb.path().join("n.bpf").to_str().unwrap()]);
+    assert_tool_error(&o, TOOL, "SCMP_ACT_NOTIFY is not supported");
+    assert!(!sb.path().join("n.bpf").exists());
+}
+
+#[test]
+fn flags_are_passed_to_the_kernel() {
+    require_root();
+    let sb = Sandbox::new();
+    let p = write_profile(
+        &sb,
+        "f.json",
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_TSYNC",
+        "SECCOMP_FILTER_FLAG_LOG","SECCOMP_FILTER_FLAG_SPEC_ALLOW"],"syscalls":[{"names":["getppid"],"action":"SCMP_ACT_ERRNO","errnoRet":3}]}"#,
+    );
+    let o = seccomp(&sb, &["compile", p.to_str().unwrap(), "-o", sb.path().join("f.bpf").to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["seccomp_flags"], "tsync,log,spec_allow");
+    let o = exec_probe(&sb, &["-v", "--profile", p.to_str().unwrap()], "getppid");
+    assert_eq!(probe_results(&o)["getppid"], 3, "{o:?}");
+    assert!(stderr(&o).contains("flags 0x7"), "{}", stderr(&o));
+    let bad =
+        write_profile(&sb, "bf.json", r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_NOPE"]}"#);
+    let o = seccomp(&sb, &["exec", "--profile", bad.to_str().unwrap(), "--", busybox(), "true"]);
+    assert_tool_error(&o, TOOL, "unknown flag");
+}
+
+#[test]
+fn architectures_decide_which_abis_pass() {
+    let sb = Sandbox::new();
+    let only64 = write_profile(
+        &sb,
+        "a.json",
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+        "syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    );
+    if std::env::consts::ARCH != "x86_64" {
+        return;
+    }
+    let o = seccomp(&sb, &["show", only64.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["arches"], serde_json::json!(["x86_64"]));
+    // A 32-bit call against a filter without x86: the bad-arch action (kill).
+    let a = check(&sb, only64.to_str().unwrap(), &["--abi", "x86"], &["getpid"]);
+    assert_eq!((a[0]["action"].as_str().unwrap(), a[0]["by"].as_str().unwrap()), ("SCMP_ACT_KILL_THREAD", "bad_arch"));
+    // Docker's archMap brings in x86 and x32 for an x86_64 host.
+    let a = check(&sb, "default", &["--abi", "x86"], &["getpid", "mount"]);
+    assert_eq!((action(&a[0]).as_str(), action(&a[1]).as_str()), ("SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO(1)"));
+    let a = check(&sb, "default", &["--abi", "x32"], &["getpid"]);
+    assert_eq!(action(&a[0]), "SCMP_ACT_ALLOW");
+    // Arch-specific entries: arch_prctl only for amd64/x32, modify_ldt also x86; on arm64 neither exists.
+    let o = seccomp(&sb, &["show", "default", "--json", "--arch", "arm64"]);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let names: BTreeSet<&str> = v["rules"].as_array().unwrap().iter().map(|r| r["syscall"].as_str().unwrap()).collect();
+    assert!(names.contains("set_tls") && !names.contains("arch_prctl"), "{names:?}");
+    assert_eq!(v["arches"], serde_json::json!(["aarch64", "arm"]));
+}
+
+#[test]
+fn syscalls_newer_than_the_profile_get_enosys() {
+    require_root();
+    let sb = Sandbox::new();
+    // 1000 is above every number the default profile names on x86_64 (the highest is below 500).
+    let o = exec_probe(&sb, &["--profile", "default"], "nr1000 mount");
+    let r = probe_results(&o);
+    assert_eq!((r["nr1000"], r["mount"]), (ENOSYS, EPERM), "{o:?}");
+    let o = exec_probe(&sb, &["--profile", "default", "--no-enosys"], "nr1000");
+    assert_eq!(probe_results(&o)["nr1000"], EPERM, "without the prologue the default action answers: {o:?}");
+    let a = check(&sb, "default", &[], &["1000"]);
+    assert_eq!((action(&a[0]).as_str(), a[0]["by"].as_str().unwrap()), ("SCMP_ACT_ERRNO(38)", "enosys"));
+    // A default that already allows needs no prologue.
+    let p = write_profile(
+        &sb,
+        "al.json",
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getppid"],"action":"SCMP_ACT_KILL"}]}"#,
+    );
+    let o = seccomp(&sb, &["compile", p.to_str().unwrap(), "-o", sb.path().join("x").to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["prologue_instructions"], 0);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Verbs.
+
+#[test]
+fn check_explains_mount_clone_personality() {
+    let sb = Sandbox::new();
+    let o = seccomp(
+        &sb,
+        &[
+            "check",
+            "--profile",
+            "default",
+            "mount",
+            "clone,0x10000000",
+            "clone,0x11",
+            "personality,8",
+            "personality,0x20",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = |s: &str| out.lines().find(|l| l.starts_with(s)).unwrap_or_else(|| panic!("{s}: {out}")).to_string();
+    assert!(line("mount ").contains("ERRNO(1 EPERM)") && line("mount ").contains("no rule names it"), "{out}");
+    let clone: Vec<&str> = out.lines().filter(|l| l.starts_with("clone ")).collect();
+    assert!(clone[0].contains("ERRNO(1 EPERM)") && clone[0].contains("arg0 & 0x7e020000 == 0x0"), "{out}");
+    assert!(clone[1].contains("ALLOW"), "{out}");
+    let pers: Vec<&str> = out.lines().filter(|l| l.starts_with("personality ")).collect();
+    assert!(pers[0].contains("ALLOW") && pers[1].contains("ERRNO(1 EPERM)"), "{out}");
+    // With CAP_SYS_ADMIN Docker allows mount and any clone.
+    let a = check(&sb, "default", &["--caps", "default,CAP_SYS_ADMIN"], &["mount", "clone,0x10000000", "clone3"]);
+    assert!(a.iter().all(|v| v["allowed"] == true), "{a:?}");
+}
+
+#[test]
+fn show_table_json_and_pfc() {
+    let sb = Sandbox::new();
+    let o = seccomp(&sb, &["show", "default"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("default:  ERRNO(1 EPERM)"));
+    assert!(stdout(&o).lines().any(|l| l.starts_with("clone ") && l.contains("arg0 & 0x7e020000 == 0x0")));
+    let o = seccomp(&sb, &["show", "default", "--pfc"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pfc = stdout(&o);
+    assert!(pfc.contains("# filter for arch x86_64") || pfc.contains("arch x86_64"), "{pfc}");
+    assert!(pfc.contains("ENOSYS"));
+    // An OCI config.json is detected and read from linux.seccomp.
+    let cfg = write_profile(
+        &sb,
+        "config.json",
+        r#"{"ociVersion":"1.0.2","linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO",
+        "architectures":["SCMP_ARCH_X86_64"],"syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ALLOW"}]}}}"#,
+    );
+    let o = seccomp(&sb, &["show", cfg.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["format"], "OCI config.json");
+    assert_eq!(v["rules"][0]["syscall"], "getpid");
+}
+
+#[test]
+fn default_prints_a_docker_profile_that_round_trips() {
+    let sb = Sandbox::new();
+    let o = seccomp(&sb, &["default"]);
+    assert!(o.status.success());
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["defaultAction"], "SCMP_ACT_ERRNO");
+    assert!(v["archMap"].as_array().unwrap().len() >= 8);
+    let p = write_profile(&sb, "printed.json", &stdout(&o));
+    let (a, ra) = resolved(&sb, "default", "amd64", "default");
+    let (b, rb) = resolved(&sb, p.to_str().unwrap(), "amd64", "default");
+    assert_eq!((a, ra), (b, rb));
+}
+
+#[test]
+fn inspect_reports_mode_filters_and_no_new_privs() {
+    require_root();
+    let sb = Sandbox::new();
+    let mut child =
+        tool(TOOL, &sb).args(["exec", "--profile", "default", "--", busybox(), "sleep", "30"]).spawn().unwrap();
+    let pid = child.id();
+    let _kill = Defer(move || unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    });
+    // Wait until the exec has happened (the filter is loaded just before it).
+    let mut v = Value::Null;
+    for _ in 0..100 {
+        let o = seccomp(&sb, &["inspect", &pid.to_string(), "--json"]);
+        v = serde_json::from_str(stdout(&o).trim()).unwrap_or(Value::Null);
+        if v["mode"] == "filter" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(v["mode"], "filter", "{v}");
+    assert_eq!(v["filters"], 1);
+    assert_eq!(v["no_new_privs"], true);
+    let me = seccomp(&sb, &["inspect", &std::process::id().to_string()]);
+    assert!(stdout(&me).contains("disabled"), "{}", stdout(&me));
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let o = seccomp(&sb, &["inspect", "999999999"]);
+    assert_tool_error(&o, TOOL, "inspect: /proc/999999999/status");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Bad input: exit 125, one line, nothing loaded, nothing written.
+
+#[test]
+fn bad_input_is_refused_cleanly() {
+    let sb = Sandbox::new();
+    let cases: &[(&str, &str)] = &[
+        ("{\n  \"defaultAction\": \"SCMP_ACT_ERRNO\",\n  \"syscalls\": [,]\n}", "line 3 column"),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_FOO"}]}"#,
+            "unknown action",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":1,"op":"SCMP_CMP_ABOUT"}]}]}"#,
+            "unknown operator",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ALLOW","errnoRet":1}]}"#,
+            "errnoRet",
+        ),
+        (r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_PDP11"]}"#, "unknown architecture"),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_Z80"]}]}"#,
+            "unknown architecture",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ERRNO","args":[{"index":6,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+            "argument index 6 is above 5",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":[],"action":"SCMP_ACT_ERRNO"}]}"#,
+            "empty names list",
+        ),
+        (r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"action":"SCMP_ACT_ERRNO"}]}"#, "empty names list"),
+        (r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":70000}"#, "above 4095"),
+    ];
+    let marker = sb.path().join("marker");
+    for (i, (json, needle)) in cases.iter().enumerate() {
+        let p = write_profile(&sb, &format!("bad{i}.json"), json);
+        let out = sb.path().join(format!("bad{i}.bpf"));
+        let o = seccomp(&sb, &["compile", p.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_tool_error(&o, TOOL, needle);
+        assert_eq!(stderr(&o).lines().filter(|l| l.starts_with("cbuild-seccomp:")).count(), 1, "{}", stderr(&o));
+        assert!(!out.exists(), "no output file for case {i}");
+        let o = seccomp(
+            &sb,
+            &["exec", "--profile", p.to_str().unwrap(), "--", busybox(), "touch", marker.to_str().unwrap()],
+        );
+        assert_tool_error(&o, TOOL, needle);
+        assert!(!marker.exists(), "case {i}: the command must not run");
+    }
+    // Leftover temporary files: none.
+    let left: Vec<_> = std::fs::read_dir(sb.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    let o = seccomp(&sb, &["compile", "/nonexistent/p.json", "-o", sb.path().join("x").to_str().unwrap()]);
+    assert_tool_error(&o, TOOL, "read: /nonexistent/p.json");
+    let o = seccomp(&sb, &["compile", "default", "--arch", "vax", "-o", sb.path().join("x").to_str().unwrap()]);
+    assert_tool_error(&o, TOOL, "unknown architecture");
+    let o = seccomp(&sb, &["check", "--profile", "default", "--caps", "CAP_NOPE", "getpid"]);
+    assert_tool_error(&o, TOOL, "unknown capability");
+    let o = seccomp(&sb, &["check", "--profile", "default", "not_a_syscall"]);
+    assert_tool_error(&o, TOOL, "not_a_syscall");
+    // exec: a missing command is 127, after nothing was loaded.
+    let o = seccomp(&sb, &["exec", "--profile", "default", "--", "/nonexistent/cmd"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+}
