@@ -1,0 +1,197 @@
+//! `export REF FILE`: an oci-archive (a tar of an OCI layout holding just this image) or a
+//! docker-archive (`manifest.json`, `<config>.json`, uncompressed `<diff_id>.tar` layers, as `docker load`
+//! and skopeo read it). Every blob is re-verified as it is copied; the file appears only when complete.
+
+use crate::digest::{Digest, HashReader};
+use crate::error::{Error, Result};
+use crate::image::Image;
+use crate::ops::check_measured;
+use crate::store::{Store, REF_NAME};
+use crate::stream::{Compression, LayerStream};
+use crate::Ctx;
+use serde_json::json;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OciArchive,
+    DockerArchive,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> std::result::Result<Format, String> {
+        match s {
+            "oci-archive" | "oci" => Ok(Format::OciArchive),
+            "docker-archive" | "docker" => Ok(Format::DockerArchive),
+            _ => Err(format!("unknown format {s:?} (oci-archive, docker-archive)")),
+        }
+    }
+}
+
+fn header(size: u64, kind: tar::EntryType, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+struct Out<W: Write> {
+    b: tar::Builder<W>,
+    what: String,
+}
+
+impl<W: Write> Out<W> {
+    fn bytes(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let mut h = header(data.len() as u64, tar::EntryType::Regular, 0o644);
+        self.b.append_data(&mut h, name, data).map_err(|e| Error::new("export", &self.what, e))
+    }
+
+    fn dir(&mut self, name: &str) -> Result<()> {
+        let mut h = header(0, tar::EntryType::Directory, 0o755);
+        self.b.append_data(&mut h, name, io::empty()).map_err(|e| Error::new("export", &self.what, e))
+    }
+
+    /// Copy a store blob, checking it matches `digest` (the tar entry is already out, but the whole file
+    /// is thrown away on a mismatch).
+    fn blob(&mut self, name: &str, path: &Path, digest: &Digest, size: u64) -> Result<()> {
+        let f = File::open(path).map_err(|e| Error::io("export", path, e))?;
+        let mut r = HashReader::new(f.take(size));
+        let mut h = header(size, tar::EntryType::Regular, 0o644);
+        self.b.append_data(&mut h, name, &mut r).map_err(|e| Error::new("export", format!("blob {digest}"), e))?;
+        let (got, n) = r.finish();
+        if &got != digest || n != size {
+            return Err(Error::new(
+                "verify",
+                format!("blob {digest}"),
+                format!("store content has digest {got} ({n} bytes)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The tag part of a reference (`busybox:1.36` → `1.36`; no tag → `latest`).
+fn tag_of(r: &str) -> &str {
+    match r.rsplit_once(':') {
+        Some((_, t)) if !t.contains('/') => t,
+        _ => "latest",
+    }
+}
+
+pub fn export(store: &Store, img: &Image, file: &str, format: Format, ctx: &Ctx) -> Result<()> {
+    let to_stdout = file == "-";
+    let tmp: Option<PathBuf> = (!to_stdout).then(|| {
+        let p = Path::new(file);
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        p.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    });
+    let w: Box<dyn Write> = match &tmp {
+        None => Box::new(io::stdout().lock()),
+        Some(t) => {
+            Box::new(io::BufWriter::with_capacity(256 * 1024, File::create(t).map_err(|e| Error::io("export", t, e))?))
+        }
+    };
+    let mut out = Out { b: tar::Builder::new(w), what: file.to_string() };
+    let r = (|| {
+        match format {
+            Format::OciArchive => oci(store, img, &mut out, ctx)?,
+            Format::DockerArchive => docker(store, img, &mut out, ctx)?,
+        }
+        let mut w = out.b.into_inner().map_err(|e| Error::new("export", file, e))?;
+        w.flush().map_err(|e| Error::new("export", file, e))
+    })();
+    match (&tmp, &r) {
+        (Some(t), Ok(())) => std::fs::rename(t, file).map_err(|e| Error::io("rename", Path::new(file), e))?,
+        (Some(t), Err(_)) => {
+            let _ = std::fs::remove_file(t);
+        }
+        _ => {}
+    }
+    r
+}
+
+fn oci<W: Write>(store: &Store, img: &Image, out: &mut Out<W>, ctx: &Ctx) -> Result<()> {
+    let mut ann = serde_json::Map::new();
+    if let Some(r) = &img.reference {
+        ann.insert(REF_NAME.into(), json!(tag_of(r)));
+        ann.insert(crate::store::CONTAINERD_NAME.into(), json!(r));
+    }
+    let mut desc = json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": img.manifest_digest.as_str(),
+        "size": img.manifest_size,
+    });
+    if !ann.is_empty() {
+        desc["annotations"] = json!(ann);
+    }
+    let index =
+        json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [desc]});
+    out.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    out.bytes("index.json", &serde_json::to_vec(&index).unwrap())?;
+    out.dir("blobs/")?;
+    out.dir("blobs/sha256/")?;
+    let mut blobs =
+        vec![(img.manifest_digest.clone(), img.manifest_size), (img.config_digest.clone(), img.config_size)];
+    for l in &img.layers {
+        if !blobs.iter().any(|(d, _)| d == &l.digest) {
+            blobs.push((l.digest.clone(), l.size));
+        }
+    }
+    for (d, size) in blobs {
+        ctx.step("export", format!("blob {d}"));
+        out.blob(&format!("blobs/sha256/{}", d.hex()), &store.blob_path(&d), &d, size)?;
+    }
+    Ok(())
+}
+
+fn docker<W: Write>(store: &Store, img: &Image, out: &mut Out<W>, ctx: &Ctx) -> Result<()> {
+    let cfg_name = format!("{}.json", img.config_digest.hex());
+    out.blob(&cfg_name, &store.blob_path(&img.config_digest), &img.config_digest, img.config_size)?;
+    let mut names = Vec::new();
+    let mut staging = store.staging()?;
+    for l in &img.layers {
+        let name = format!("{}.tar", l.diff_id.hex());
+        ctx.step("export", format!("layer {} as {name}", l.digest));
+        if names.contains(&name) {
+            continue;
+        }
+        if l.compression == Compression::None {
+            out.blob(&name, &store.blob_path(&l.digest), &l.digest, l.size)?;
+        } else {
+            // A tar header needs the size up front: decompress to a staged file first, verifying.
+            let (p, mut f) = staging.file()?;
+            let mut s =
+                LayerStream::open(&store.blob_path(&l.digest), l.digest.as_str(), l.compression, u64::MAX, None)?;
+            io::copy(&mut s, &mut f).map_err(|e| Error::io("export", &p, e))?;
+            check_measured(l, &s.finish()?)?;
+            drop(f);
+            out.blob(&name, &p, &l.diff_id, std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0))?;
+            let _ = std::fs::remove_file(&p);
+        }
+        names.push(name);
+    }
+    let layers: Vec<String> = img.layers.iter().map(|l| format!("{}.tar", l.diff_id.hex())).collect();
+    let tags: Vec<String> = img
+        .reference
+        .iter()
+        .map(|r| if r.rsplit('/').next().unwrap_or(r).contains(':') { r.clone() } else { format!("{r}:latest") })
+        .collect();
+    let manifest = json!([{"Config": cfg_name, "RepoTags": tags, "Layers": layers}]);
+    out.bytes("manifest.json", &serde_json::to_vec(&manifest).unwrap())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tags() {
+        assert_eq!(super::tag_of("busybox:1.36"), "1.36");
+        assert_eq!(super::tag_of("localhost:5000/x"), "latest");
+        assert_eq!(super::tag_of("x"), "latest");
+    }
+}

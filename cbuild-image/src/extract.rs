@@ -1,0 +1,497 @@
+//! Extracting one layer tar into a directory, safely.
+//!
+//! Every entry is created relative to an fd on the target: the parent directory is resolved with
+//! openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) (so symlinks planted by earlier entries resolve inside
+//! the target, as if it were `/`), and the final component is created with *at() calls that never follow
+//! it (O_EXCL | O_NOFOLLOW, symlinkat, mknodat, linkat without AT_SYMLINK_FOLLOW). Whatever already sits at
+//! that name is removed first, so a duplicate entry replaces, never writes through, what came before.
+//! Entries with `..` or an absolute path, and anything but a directory at the root itself (umoci's
+//! CVE-2021-29136), are refused outright.
+//!
+//! Two modes: `Flatten` applies OCI whiteouts (deletes), building one root filesystem from all layers;
+//! `Overlay` turns them into overlayfs whiteouts (0/0 char devices, the opaque xattr) in a per-layer dir.
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, open_in_root, remove_all_at, remove_children};
+use crate::Ctx;
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{
+    fchmod, fchmodat, fstat, fstatat, futimens, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use tar::EntryType;
+
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtractMode {
+    /// Apply whiteouts: one flattened root filesystem.
+    Flatten,
+    /// Keep whiteouts as overlayfs expects them; `userxattr` = `user.overlay.*` (rootless overlay).
+    Overlay { userxattr: bool },
+}
+
+pub struct Options {
+    pub mode: ExtractMode,
+    /// Create device nodes, chown, set trusted.* xattrs (real root only).
+    pub privileged: bool,
+    pub max_entries: u64,
+}
+
+/// Split a tar path into components, refusing absolute paths and `..`. `.` and empty components vanish,
+/// so `./a//b/` is `[a, b]` and `.` / `./` is the root (an empty list).
+pub fn split_path(raw: &[u8]) -> std::result::Result<Vec<&OsStr>, &'static str> {
+    if raw.starts_with(b"/") {
+        return Err("absolute path");
+    }
+    if raw.contains(&0) {
+        return Err("NUL in path");
+    }
+    let mut v = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err("path escapes the root (..)"),
+            c => v.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok(v)
+}
+
+struct DirMeta {
+    rel: PathBuf,
+    mode: u32,
+    mtime: i64,
+}
+
+pub struct Extractor<'a> {
+    root: OwnedFd,
+    opts: &'a Options,
+    ctx: &'a Ctx,
+    layer: String,
+    /// Paths this layer created (an opaque whiteout removes only what lower layers left).
+    created: HashSet<PathBuf>,
+    dirs: Vec<DirMeta>,
+    /// Directories from lower layers whose mtime this layer changed by adding or removing entries: put back.
+    restore: HashMap<PathBuf, (TimeSpec, TimeSpec)>,
+    cache: Option<(PathBuf, OwnedFd)>,
+    skipped_devices: u64,
+    skipped_xattrs: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Extractor<'a> {
+    pub fn new(root_path: &Path, opts: &'a Options, ctx: &'a Ctx, layer: &str) -> Result<Extractor<'a>> {
+        let root = fsutil::open_root(root_path).map_err(|e| Error::sys("open", root_path.display(), e))?;
+        Ok(Extractor {
+            root,
+            opts,
+            ctx,
+            layer: layer.to_string(),
+            created: HashSet::new(),
+            dirs: Vec::new(),
+            restore: HashMap::new(),
+            cache: None,
+            skipped_devices: 0,
+            skipped_xattrs: 0,
+            buf: vec![0u8; 256 * 1024],
+        })
+    }
+
+    fn err(&self, path: &[u8], reason: impl std::fmt::Display) -> Error {
+        Error::new("extract", format!("layer {} entry {:?}", short(&self.layer), String::from_utf8_lossy(path)), reason)
+    }
+
+    /// Extract a whole tar stream.
+    pub fn extract<R: Read>(&mut self, r: R) -> Result<()> {
+        let mut ar = tar::Archive::new(r);
+        let entries = ar.entries().map_err(|e| Error::new("extract", format!("layer {}", short(&self.layer)), e))?;
+        let mut n: u64 = 0;
+        for ent in entries {
+            let mut ent = ent.map_err(|e| Error::new("extract", format!("layer {}", short(&self.layer)), e))?;
+            n += 1;
+            if n > self.opts.max_entries {
+                return Err(Error::new(
+                    "extract",
+                    format!("layer {}", short(&self.layer)),
+                    format!("more than {} entries", self.opts.max_entries),
+                )
+                .hint("raise it with --max-entries if the image is trusted"));
+            }
+            self.entry(&mut ent)?;
+        }
+        self.finish_layer()
+    }
+
+    fn entry<R: Read>(&mut self, ent: &mut tar::Entry<R>) -> Result<()> {
+        let raw = ent.path_bytes().into_owned();
+        let kind = ent.header().entry_type();
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+        ) {
+            return Ok(());
+        }
+        let comps = split_path(&raw).map_err(|r| self.err(&raw, r))?;
+        let Some((name, parent)) = comps.split_last() else {
+            // The root itself: only a directory may stand here (CVE-2021-29136 was a `.` symlink).
+            if kind != EntryType::Directory {
+                return Err(self.err(&raw, "a non-directory would replace the root"));
+            }
+            let h = ent.header();
+            let mode = h.mode().map_err(|e| self.err(&raw, e))?;
+            let mtime = h.mtime().unwrap_or(0) as i64;
+            if self.opts.privileged {
+                let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
+                fchownat(
+                    &self.root,
+                    ".",
+                    Some(Uid::from_raw(uid)),
+                    Some(Gid::from_raw(gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| self.err(&raw, io(e)))?;
+            }
+            self.dirs.push(DirMeta { rel: PathBuf::new(), mode, mtime });
+            return Ok(());
+        };
+        let name: &OsStr = name;
+        let parent_rel: PathBuf = parent.iter().collect();
+        let nb = name.as_bytes();
+        if nb.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            return self.whiteout(&raw, parent, &parent_rel, &nb[WHITEOUT_PREFIX.len()..]);
+        }
+        let rel = parent_rel.join(name);
+        let pfd = self.parent(&raw, parent, &parent_rel)?;
+
+        // Whatever is at the name goes, unless a directory meets a directory (then only metadata changes).
+        let mut keep_dir = false;
+        match fstatat(&pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                if st.st_mode & libc::S_IFMT == libc::S_IFDIR && kind == EntryType::Directory {
+                    keep_dir = true;
+                } else {
+                    remove_all_at(&pfd, name).map_err(|e| self.err(&raw, format!("replace existing: {}", io(e))))?;
+                    self.cache = None;
+                }
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(self.err(&raw, io(e))),
+        }
+
+        let h = ent.header().clone();
+        let mode = h.mode().map_err(|e| self.err(&raw, e))? & 0o7777;
+        let uid = Uid::from_raw(h.uid().map_err(|e| self.err(&raw, e))? as u32);
+        let gid = Gid::from_raw(h.gid().map_err(|e| self.err(&raw, e))? as u32);
+        let mtime = h.mtime().unwrap_or(0) as i64;
+        let xattrs = self.xattrs(ent, &raw)?;
+        let chown = self.opts.privileged;
+        let e = |s: &Self, what: &str, err: Errno| s.err(&raw, format!("{what}: {}", io(err)));
+
+        match kind {
+            EntryType::Directory => {
+                if !keep_dir {
+                    mkdirat(&pfd, name, Mode::from_bits_truncate(0o700)).map_err(|x| e(self, "mkdir", x))?;
+                }
+                let dfd = openat(
+                    &pfd,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|x| e(self, "open", x))?;
+                if chown {
+                    fchown(&dfd, Some(uid), Some(gid)).map_err(|x| e(self, "chown", x))?;
+                }
+                self.set_xattrs(&dfd, &xattrs, &raw)?;
+                self.dirs.push(DirMeta { rel: rel.clone(), mode, mtime });
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let fd = openat(
+                    &pfd,
+                    name,
+                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|x| e(self, "create", x))?;
+                let mut f = File::from(fd);
+                loop {
+                    let k = match ent.read(&mut self.buf) {
+                        Ok(0) => break,
+                        Ok(k) => k,
+                        Err(x) => return Err(self.err(&raw, x)),
+                    };
+                    f.write_all(&self.buf[..k]).map_err(|x| self.err(&raw, x))?;
+                }
+                // chown clears set-id bits, so it comes before chmod; xattrs (file capabilities) after both.
+                if chown {
+                    fchown(&f, Some(uid), Some(gid)).map_err(|x| e(self, "chown", x))?;
+                }
+                fchmod(&f, Mode::from_bits_truncate(mode)).map_err(|x| e(self, "chmod", x))?;
+                self.set_xattrs(&f, &xattrs, &raw)?;
+                let t = TimeSpec::new(mtime, 0);
+                futimens(&f, &t, &t).map_err(|x| e(self, "utimes", x))?;
+            }
+            EntryType::Symlink => {
+                let target = ent.link_name_bytes().ok_or_else(|| self.err(&raw, "symlink without a target"))?;
+                symlinkat(OsStr::from_bytes(&target), &pfd, name).map_err(|x| e(self, "symlink", x))?;
+                if chown {
+                    fchownat(&pfd, name, Some(uid), Some(gid), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map_err(|x| e(self, "chown", x))?;
+                }
+                let t = TimeSpec::new(mtime, 0);
+                utimensat(&pfd, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(|x| e(self, "utimes", x))?;
+            }
+            EntryType::Link => {
+                let target =
+                    ent.link_name_bytes().ok_or_else(|| self.err(&raw, "hardlink without a target"))?.into_owned();
+                let tcomps = split_path(&target).map_err(|r| self.err(&raw, format!("hardlink target: {r}")))?;
+                let Some((tname, tparent)) = tcomps.split_last() else {
+                    return Err(self.err(&raw, "hardlink to the root"));
+                };
+                let tparent: PathBuf = tparent.iter().collect();
+                let tfd = open_in_root(&self.root, &tparent, OFlag::O_PATH | OFlag::O_DIRECTORY)
+                    .map_err(|x| e(self, "hardlink target", x))?;
+                linkat(&tfd, *tname, &pfd, name, AtFlags::empty()).map_err(|x| e(self, "link", x))?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let sflag = match kind {
+                    EntryType::Char => SFlag::S_IFCHR,
+                    EntryType::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                if sflag != SFlag::S_IFIFO && !self.opts.privileged {
+                    self.skipped_devices += 1;
+                    return Ok(());
+                }
+                let dev = nix::sys::stat::makedev(
+                    h.device_major().ok().flatten().unwrap_or(0) as u64,
+                    h.device_minor().ok().flatten().unwrap_or(0) as u64,
+                );
+                mknodat(&pfd, name, sflag, Mode::from_bits_truncate(mode & 0o777), dev)
+                    .map_err(|x| e(self, "mknod", x))?;
+                if chown {
+                    fchownat(&pfd, name, Some(uid), Some(gid), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map_err(|x| e(self, "chown", x))?;
+                }
+                // mknod's mode went through the umask; the node was just made here, so this is not a symlink.
+                fchmodat(&pfd, name, Mode::from_bits_truncate(mode), FchmodatFlags::FollowSymlink)
+                    .map_err(|x| e(self, "chmod", x))?;
+                let t = TimeSpec::new(mtime, 0);
+                utimensat(&pfd, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(|x| e(self, "utimes", x))?;
+            }
+            other => {
+                self.ctx.warn(&format!(
+                    "extract: layer {} entry {:?}: skipped unsupported type {other:?}",
+                    short(&self.layer),
+                    String::from_utf8_lossy(&raw)
+                ));
+                return Ok(());
+            }
+        }
+        self.created.insert(rel);
+        Ok(())
+    }
+
+    /// The parent directory of an entry, created when the tar did not list it. Remembers the last one:
+    /// entries come grouped by directory.
+    fn parent(&mut self, raw: &[u8], comps: &[&OsStr], rel: &Path) -> Result<OwnedFd> {
+        if let Some((p, fd)) = &self.cache {
+            if p == rel {
+                return fd.try_clone().map_err(|x| self.err(raw, x));
+            }
+        }
+        let mut made = Vec::new();
+        let fd = fsutil::mkdir_all_in_root(&self.root, comps, &mut made)
+            .map_err(|x| self.err(raw, format!("parent directory: {}", io(x))))?;
+        self.created.extend(made);
+        self.note_touched(rel, &fd);
+        self.cache = Some((rel.to_path_buf(), fd.try_clone().map_err(|x| self.err(raw, x))?));
+        Ok(fd)
+    }
+
+    /// Remember a lower layer's directory mtime before this layer changes its entries.
+    fn note_touched(&mut self, rel: &Path, fd: &OwnedFd) {
+        if self.created.contains(rel) || self.restore.contains_key(rel) {
+            return;
+        }
+        if let Ok(st) = fstat(fd) {
+            let at = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+            let mt = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+            self.restore.insert(rel.to_path_buf(), (at, mt));
+        }
+    }
+
+    fn whiteout(&mut self, raw: &[u8], parent: &[&OsStr], parent_rel: &Path, target: &[u8]) -> Result<()> {
+        let opaque = target == &WHITEOUT_OPAQUE.as_bytes()[WHITEOUT_PREFIX.len()..];
+        if !opaque && target.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            // Other `.wh..wh.` names are aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs), not content.
+            return Ok(());
+        }
+        if !opaque && (target.is_empty() || target == b"." || target == b"..") {
+            return Err(self.err(raw, "malformed whiteout"));
+        }
+        match self.opts.mode {
+            ExtractMode::Flatten => {
+                let pfd = match open_in_root(&self.root, parent_rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+                    Ok(fd) => fd,
+                    Err(Errno::ENOENT) => return Ok(()), // nothing below to hide
+                    Err(x) => return Err(self.err(raw, format!("whiteout parent: {}", io(x)))),
+                };
+                self.note_touched(parent_rel, &pfd);
+                self.cache = None;
+                if opaque {
+                    let created = &self.created;
+                    remove_children(&pfd, |n| !created.contains(&parent_rel.join(n)))
+                        .map_err(|x| self.err(raw, format!("opaque whiteout: {}", io(x))))?;
+                } else {
+                    remove_all_at(&pfd, OsStr::from_bytes(target))
+                        .map_err(|x| self.err(raw, format!("whiteout: {}", io(x))))?;
+                }
+            }
+            ExtractMode::Overlay { userxattr } => {
+                let pfd = self.parent(raw, parent, parent_rel)?;
+                if opaque {
+                    let dfd = fsutil::reopen(&pfd, OFlag::O_RDONLY).map_err(|x| self.err(raw, io(x)))?;
+                    let key = if userxattr { "user.overlay.opaque" } else { "trusted.overlay.opaque" };
+                    fsutil::fsetxattr(&dfd, key, b"y").map_err(|x| self.err(raw, format!("set {key}: {x}")))?;
+                } else {
+                    let name = OsStr::from_bytes(target);
+                    remove_all_at(&pfd, name).map_err(|x| self.err(raw, format!("whiteout: {}", io(x))))?;
+                    self.cache = None;
+                    // overlayfs's whiteout: a character device 0/0 (allowed without CAP_MKNOD since 5.8).
+                    mknodat(&pfd, name, SFlag::S_IFCHR, Mode::empty(), 0)
+                        .map_err(|x| self.err(raw, format!("whiteout mknod: {}", io(x))))?;
+                    self.created.insert(parent_rel.join(name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry's `SCHILY.xattr.*` PAX records, minus overlayfs's own attributes: a layer that carries
+    /// `trusted.overlay.*` could forge whiteouts, opaque dirs or redirects in the overlay mount.
+    fn xattrs<R: Read>(&mut self, ent: &mut tar::Entry<R>, raw: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let Some(exts) = ent.pax_extensions().map_err(|e| self.err(raw, e))? else { return Ok(out) };
+        for ext in exts {
+            let ext = ext.map_err(|e| self.err(raw, e))?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+                    self.ctx.warn(&format!(
+                        "extract: layer {} entry {:?}: dropped xattr {name}",
+                        short(&self.layer),
+                        String::from_utf8_lossy(raw)
+                    ));
+                    continue;
+                }
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_xattrs(&mut self, fd: &impl AsFd, xattrs: &[(String, Vec<u8>)], raw: &[u8]) -> Result<()> {
+        for (k, v) in xattrs {
+            if let Err(e) = fsutil::fsetxattr(fd, k, v) {
+                // Without privilege, trusted.* and security.* cannot be set: skip those, fail on others.
+                let unprivileged_ns = k.starts_with("trusted.") || k.starts_with("security.");
+                if !self.opts.privileged && unprivileged_ns {
+                    self.skipped_xattrs += 1;
+                    continue;
+                }
+                return Err(self.err(raw, format!("set xattr {k}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory modes and times go last: entries written into a directory change its mtime, and a
+    /// read-only mode would stop a rootless caller from writing them.
+    fn finish_layer(&mut self) -> Result<()> {
+        self.cache = None;
+        let dirs = std::mem::take(&mut self.dirs);
+        let mut done = HashSet::new();
+        for d in dirs.iter().rev() {
+            if !done.insert(d.rel.clone()) {
+                continue; // a later entry for the same directory already won
+            }
+            let fd = match open_in_root(&self.root, &d.rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue, // replaced later in the layer
+                Err(x) => return Err(self.err(d.rel.as_os_str().as_bytes(), io(x))),
+            };
+            fchmod(&fd, Mode::from_bits_truncate(d.mode & 0o7777))
+                .map_err(|x| self.err(d.rel.as_os_str().as_bytes(), format!("chmod: {}", io(x))))?;
+            let t = TimeSpec::new(d.mtime, 0);
+            futimens(&fd, &t, &t).map_err(|x| self.err(d.rel.as_os_str().as_bytes(), format!("utimes: {}", io(x))))?;
+        }
+        for (rel, (at, mt)) in std::mem::take(&mut self.restore) {
+            if done.contains(&rel) {
+                continue;
+            }
+            if let Ok(fd) = open_in_root(&self.root, &rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW) {
+                let _ = futimens(&fd, &at, &mt);
+            }
+        }
+        if self.skipped_devices > 0 {
+            self.ctx.warn(&format!(
+                "extract: layer {}: skipped {} device nodes (not root)",
+                short(&self.layer),
+                self.skipped_devices
+            ));
+        }
+        if self.skipped_xattrs > 0 {
+            self.ctx.warn(&format!(
+                "extract: layer {}: skipped {} trusted/security xattrs (not root)",
+                short(&self.layer),
+                self.skipped_xattrs
+            ));
+        }
+        self.created.clear();
+        self.skipped_devices = 0;
+        self.skipped_xattrs = 0;
+        Ok(())
+    }
+
+    /// Start the next layer of a flattened unpack.
+    pub fn set_layer(&mut self, layer: &str) {
+        self.layer = layer.to_string();
+    }
+}
+
+fn io(e: Errno) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
+fn short(d: &str) -> &str {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    &hex[..hex.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_path;
+
+    #[test]
+    fn split() {
+        assert_eq!(split_path(b"./a//b/").unwrap(), ["a", "b"]);
+        assert!(split_path(b".").unwrap().is_empty());
+        assert!(split_path(b"./").unwrap().is_empty());
+        assert!(split_path(b"a/../../b").is_err());
+        assert!(split_path(b"/etc/passwd").is_err());
+        assert!(split_path(b"..").is_err());
+        assert_eq!(split_path(b"a/..b").unwrap(), ["a", "..b"]);
+    }
+}

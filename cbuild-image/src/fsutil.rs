@@ -1,0 +1,189 @@
+//! File-system steps done relative to directory fds, never by joining path strings: every lookup below a
+//! target root goes through openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), so `..` and symlinks
+//! (absolute or relative) resolve as if the target were `/`, and nothing can reach outside it.
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fchmod, fstatat, mkdirat, Mode};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Open `rel` below `root` (an fd on the target directory), resolving every component inside it.
+pub fn open_in_root(root: impl AsFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(root, rel, how)
+}
+
+/// Open a directory for use as a root: O_PATH, and refuse a symlink in place of the directory itself.
+pub fn open_root(path: &Path) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+}
+
+/// The O_PATH fd of directory `comps` below `root`, creating missing components (mode 0755) one at a time.
+/// `created` gets the relative path of each directory made here.
+pub fn mkdir_all_in_root(root: &OwnedFd, comps: &[&OsStr], created: &mut Vec<PathBuf>) -> nix::Result<OwnedFd> {
+    let full: PathBuf = comps.iter().collect();
+    match open_in_root(root, &full, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+        Err(Errno::ENOENT) => {}
+        r => return r,
+    }
+    let mut cur = open_in_root(root, Path::new("."), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    let mut prefix = PathBuf::new();
+    for c in comps {
+        prefix.push(c);
+        cur = match open_in_root(root, &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                mkdirat(&cur, *c, Mode::from_bits_truncate(0o755))?;
+                created.push(prefix.clone());
+                openat(
+                    &cur,
+                    *c,
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )?
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(cur)
+}
+
+/// Remove `name` in `dir` whatever it is, a directory recursively, never following symlinks. Missing is
+/// fine. Directories without write permission (a rootless caller, a 0555 dir) are made writable first.
+pub fn remove_all_at(dir: &impl AsFd, name: &OsStr) -> nix::Result<()> {
+    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
+        Err(e) => return Err(e),
+    }
+    let st = match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+    }
+    let sub =
+        openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    if st.st_mode & 0o700 != 0o700 {
+        let _ = fchmod(&sub, Mode::from_bits_truncate(st.st_mode | 0o700));
+    }
+    remove_children(&sub, |_| true)?;
+    match unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Names in directory `dir` (an fd opened O_RDONLY|O_DIRECTORY), without `.` and `..`.
+pub fn list_dir(dir: &OwnedFd) -> nix::Result<Vec<OsString>> {
+    let d = nix::dir::Dir::from_fd(dir.try_clone().map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?)?;
+    let mut out = Vec::new();
+    let mut d = d;
+    for ent in d.iter() {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Remove every child of `dir` for which `keep_going(name)` says so.
+pub fn remove_children(dir: &OwnedFd, mut select: impl FnMut(&OsStr) -> bool) -> nix::Result<()> {
+    for name in list_dir(dir)? {
+        if select(&name) {
+            remove_all_at(dir, &name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-open an O_PATH fd with real access (fsetxattr/fchmod/futimens need one).
+pub fn reopen(fd: &impl AsFd, flags: OFlag) -> nix::Result<OwnedFd> {
+    openat(fd, ".", flags | OFlag::O_CLOEXEC | OFlag::O_DIRECTORY, Mode::empty())
+}
+
+pub fn fsetxattr(fd: &impl AsFd, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let n = CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let r = unsafe { libc::fsetxattr(fd.as_fd().as_raw_fd(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn fgetxattr(fd: &impl AsFd, name: &str) -> Option<Vec<u8>> {
+    let n = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let r = unsafe { libc::fgetxattr(fd.as_fd().as_raw_fd(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    buf.truncate(r as usize);
+    Some(buf)
+}
+
+/// All extended attributes of `path` (not following a final symlink), sorted by name. Used on trusted
+/// input only (a directory the caller builds from).
+pub fn lxattrs(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let p = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut names = vec![0u8; 4096];
+    loop {
+        let r = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if r >= 0 {
+            names.truncate(r as usize);
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(e),
+        }
+    }
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).unwrap();
+        let mut val = vec![0u8; 65536];
+        let r = unsafe { libc::lgetxattr(p.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+        if r < 0 {
+            continue; // vanished or not readable by us: nothing to record
+        }
+        val.truncate(r as usize);
+        out.push((String::from_utf8_lossy(name).into_owned(), val));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether this process may do what a real root can: create device nodes and set trusted.* xattrs.
+/// A root inside a user namespace cannot, so it counts as rootless.
+pub fn privileged() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(m) => m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"],
+        Err(_) => true,
+    }
+}
+
+/// Remove the tree at `path` (not following symlinks), if it exists.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(name) = path.file_name() else { return Err(std::io::ErrorKind::InvalidInput.into()) };
+    let pfd = nix::fcntl::open(parent, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(std::io::Error::from)?;
+    remove_all_at(&pfd, name).map_err(std::io::Error::from)
+}

@@ -1,0 +1,415 @@
+//! `import`: docker-archive (classic `docker save` and Docker 25+, which is also an OCI layout),
+//! oci-archive, or an OCI layout directory, recognised by content.
+//!
+//! An archive is read once, as a stream: every regular file is copied into a staging dir while it is
+//! hashed, keyed by its path in the archive (archive paths never become file names). Then the manifests
+//! are followed — `manifest.json` for docker-archive (never the legacy `<id>/layer.tar` layout),
+//! `index.json` for OCI — and every blob they name is checked against its descriptor's digest and size
+//! before anything is renamed into the store, under the store lock, index.json last.
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::extract::split_path;
+use crate::image::{pick_platform, validate, Platform};
+use crate::progress::{Progress, ProgressReader};
+use crate::store::{
+    check, desc_digest, desc_size, is_index, is_manifest, read_limited, StagedBlob, Staging, Store, CONTAINERD_NAME,
+    MAX_JSON, REF_NAME,
+};
+use crate::stream::Compression;
+use crate::Ctx;
+use oci_spec::image::{Descriptor, DescriptorBuilder, ImageIndex, ImageManifest, MediaType};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+pub struct ImportOptions {
+    pub tag: Option<String>,
+    pub platform: Platform,
+}
+
+/// One image that was imported.
+#[derive(serde::Serialize)]
+pub struct Imported {
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub digest: String,
+    pub layers: usize,
+    pub size: u64,
+}
+
+/// Where blobs come from: files staged from an archive, or an OCI layout directory.
+enum Source {
+    Archive { files: HashMap<String, StagedBlob>, links: HashMap<String, String> },
+    Dir(PathBuf),
+}
+
+impl Source {
+    /// Follow in-archive symlinks and hardlinks (by name, in our map: nothing touches the disk).
+    fn lookup(&self, name: &str) -> Option<&StagedBlob> {
+        let Source::Archive { files, links } = self else { return None };
+        let mut key = normalize(name)?;
+        for _ in 0..16 {
+            if let Some(b) = files.get(&key) {
+                return Some(b);
+            }
+            key = links.get(&key)?.clone();
+        }
+        None
+    }
+
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Source::Archive { .. } => self.lookup(name).is_some(),
+            Source::Dir(d) => d.join(name).is_file(),
+        }
+    }
+}
+
+/// An archive path as a key: components joined by `/`, without `.`; None for `..` or absolute paths.
+fn normalize(name: &str) -> Option<String> {
+    let c = split_path(name.as_bytes()).ok()?;
+    Some(c.iter().map(|s| s.to_string_lossy()).collect::<Vec<_>>().join("/"))
+}
+
+/// Resolve a symlink target inside the archive's namespace; None if it leaves it.
+fn resolve_link(entry: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = if target.starts_with('/') { Vec::new() } else { entry.split('/').collect() };
+    if !target.starts_with('/') {
+        parts.pop();
+    }
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+struct Importer<'a> {
+    store: &'a Store,
+    staging: Staging,
+    src: Source,
+    /// Blobs to move into the store, by digest (one copy each).
+    keep: BTreeMap<Digest, StagedBlob>,
+    ctx: &'a Ctx,
+}
+
+/// An image found in the input: its names, manifest descriptor, layer count and size.
+type Found = (Vec<String>, Descriptor, usize, u64);
+
+pub fn import(store: &Store, input: &str, opts: &ImportOptions, ctx: &Ctx) -> Result<Vec<Imported>> {
+    let mut staging = store.staging()?;
+    let path = Path::new(input);
+    let src = if input != "-" && path.is_dir() {
+        if !path.join("oci-layout").is_file() {
+            return Err(Error::new("import", input, "directory is not an OCI image layout (no oci-layout file)"));
+        }
+        ctx.step("read", format!("{input} (OCI layout directory)"));
+        Source::Dir(path.to_path_buf())
+    } else {
+        ctx.step("read", input);
+        let (r, total): (Box<dyn Read>, u64) = if input == "-" {
+            (Box::new(std::io::stdin().lock()), 0)
+        } else {
+            let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(f), len)
+        };
+        let progress = Progress::new("import", total, ctx.quiet());
+        read_archive(ProgressReader { inner: r, progress: progress.as_ref() }, input, &mut staging)?
+    };
+    let mut im = Importer { store, staging, src, keep: BTreeMap::new(), ctx };
+    let images = if im.src.has("manifest.json") {
+        ctx.step("detect", format!("{input}: docker-archive"));
+        im.docker(input)?
+    } else if im.src.has("index.json") {
+        ctx.step("detect", format!("{input}: OCI layout"));
+        im.oci(input, &opts.platform)?
+    } else {
+        return Err(Error::new(
+            "import",
+            input,
+            "neither a docker-archive (manifest.json) nor an OCI layout (index.json)",
+        ));
+    };
+    if images.is_empty() {
+        return Err(Error::new("import", input, "no images in the archive"));
+    }
+    if opts.tag.is_some() && images.len() > 1 {
+        return Err(Error::new(
+            "import",
+            input,
+            format!("{} images in the archive, --tag names only one", images.len()),
+        ));
+    }
+    let mut refs: Vec<(Option<String>, Descriptor)> = Vec::new();
+    let mut out = Vec::new();
+    for (names, desc, layers, size) in images {
+        let names: Vec<Option<String>> = match &opts.tag {
+            Some(t) => vec![Some(t.clone())],
+            None if names.is_empty() => vec![None],
+            None => names.into_iter().map(Some).collect(),
+        };
+        for n in names {
+            out.push(Imported { reference: n.clone(), digest: desc.digest().to_string(), layers, size });
+            refs.push((n, desc.clone()));
+        }
+    }
+    ctx.step("store", format!("{} blobs", im.keep.len()));
+    let blobs: Vec<StagedBlob> = std::mem::take(&mut im.keep).into_values().collect();
+    store.commit(blobs, refs)?;
+    Ok(out)
+}
+
+/// Stage every regular file of a (possibly gzip- or zstd-compressed) tar stream.
+fn read_archive(r: impl Read, input: &str, staging: &mut Staging) -> Result<Source> {
+    let mut br = BufReader::with_capacity(256 * 1024, r);
+    let head = br.fill_buf().map_err(|e| Error::new("read", input, e))?;
+    let c = Compression::sniff(head);
+    let dec = crate::stream::decoder(br, c).map_err(|e| Error::new("read", input, e))?;
+    let mut ar = tar::Archive::new(dec);
+    let mut files = HashMap::new();
+    let mut links = HashMap::new();
+    let bad = |e: std::io::Error| Error::new("read", input, format!("not a readable tar archive: {e}"));
+    for ent in ar.entries().map_err(bad)? {
+        let mut ent = ent.map_err(bad)?;
+        let raw = ent.path_bytes().into_owned();
+        let Ok(name) = std::str::from_utf8(&raw) else { continue };
+        let Some(key) = normalize(name) else {
+            return Err(Error::new("read", input, format!("archive entry {name:?}: path escapes the archive")));
+        };
+        match ent.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let b = staging.copy(&mut ent, &format!("{input}: {key}"))?;
+                files.insert(key, b);
+            }
+            tar::EntryType::Symlink => {
+                let t = ent.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+                if let Some(t) = resolve_link(&key, &t) {
+                    links.insert(key, t);
+                }
+            }
+            tar::EntryType::Link => {
+                let t = ent.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+                if let Some(t) = normalize(&t) {
+                    links.insert(key, t);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Source::Archive { files, links })
+}
+
+#[derive(Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+impl Importer<'_> {
+    /// A small file at the top of the input (index.json, manifest.json), bounded in size.
+    fn top_file(&self, name: &str) -> Result<Vec<u8>> {
+        match &self.src {
+            Source::Dir(d) => read_limited(&d.join(name), MAX_JSON),
+            Source::Archive { .. } => {
+                let b = self.src.lookup(name).ok_or_else(|| Error::new("import", name, "missing"))?;
+                read_limited(&b.path, MAX_JSON)
+            }
+        }
+    }
+
+    /// The blob a descriptor names, checked against its digest and size, kept for the store.
+    fn blob(&mut self, d: &Descriptor, what: &str) -> Result<StagedBlob> {
+        let digest = desc_digest(d)?;
+        let size = desc_size(d)?;
+        if let Some(b) = self.keep.get(&digest) {
+            return Ok(b.clone());
+        }
+        let b = match &self.src {
+            Source::Archive { .. } => self
+                .src
+                .lookup(&format!("blobs/sha256/{}", digest.hex()))
+                .cloned()
+                .ok_or_else(|| Error::new("import", format!("{what} {digest}"), "missing from the archive"))?,
+            Source::Dir(_) if self.store.blob_path(&digest).metadata().is_ok_and(|m| m.len() == size) => {
+                // Already in the store (its name is its verified digest): nothing to copy.
+                StagedBlob { path: self.store.blob_path(&digest), digest: digest.clone(), size }
+            }
+            Source::Dir(dir) => {
+                let p = dir.join("blobs/sha256").join(digest.hex());
+                let f = File::open(&p).map_err(|e| Error::io("import", &p, e))?;
+                self.ctx.step("copy", format!("{what} {digest}"));
+                self.staging.copy(f, &format!("{what} {digest}"))?
+            }
+        };
+        if b.digest != digest {
+            return Err(Error::new("verify", format!("{what} {digest}"), format!("content has digest {}", b.digest)));
+        }
+        if b.size != size {
+            return Err(Error::new(
+                "verify",
+                format!("{what} {digest}"),
+                format!("size is {} bytes, descriptor says {size}", b.size),
+            ));
+        }
+        self.ctx.step("verify", format!("{what} {digest}"));
+        self.keep.insert(digest, b.clone());
+        Ok(b)
+    }
+
+    fn json(&mut self, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
+        if desc_size(d)? > MAX_JSON {
+            return Err(Error::new(
+                "verify",
+                format!("{what} {}", d.digest()),
+                format!("larger than the {MAX_JSON}-byte limit for JSON"),
+            ));
+        }
+        let b = self.blob(d, what)?;
+        let bytes = read_limited(&b.path, MAX_JSON)?;
+        check(&bytes, &b.digest, b.size, what)?;
+        Ok(bytes)
+    }
+
+    fn oci(&mut self, input: &str, platform: &Platform) -> Result<Vec<Found>> {
+        let ib = self.top_file("index.json")?;
+        let idx: ImageIndex =
+            serde_json::from_slice(&ib).map_err(|e| Error::new("parse", format!("{input}: index.json"), e))?;
+        let mut out = Vec::new();
+        for d in idx.manifests() {
+            let ann = d.annotations().clone().unwrap_or_default();
+            let names: Vec<String> =
+                ann.get(CONTAINERD_NAME).or_else(|| ann.get(REF_NAME)).cloned().into_iter().collect();
+            let md = if is_index(d.media_type()) {
+                let b = self.json(d, "index")?;
+                let sub: ImageIndex =
+                    serde_json::from_slice(&b).map_err(|e| Error::new("parse", format!("index {}", d.digest()), e))?;
+                let mut read = |x: &Descriptor| self.json(x, "index");
+                pick_platform(&sub, platform, &format!("index {}", d.digest()), &mut read, 1)?
+            } else if is_manifest(d.media_type()) {
+                d.clone()
+            } else {
+                self.ctx.warn(&format!("import: {input}: skipped {} ({})", d.digest(), d.media_type()));
+                continue;
+            };
+            out.push(self.image(names, &md)?);
+        }
+        Ok(out)
+    }
+
+    /// Check one image's manifest, config and layers; keep them.
+    fn image(&mut self, names: Vec<String>, md: &Descriptor) -> Result<Found> {
+        let mb = self.json(md, "manifest")?;
+        let m: ImageManifest =
+            serde_json::from_slice(&mb).map_err(|e| Error::new("parse", format!("manifest {}", md.digest()), e))?;
+        let cb = self.json(m.config(), "config")?;
+        let (m, _, layers) = validate(&mb, &cb, md.digest().as_ref())?;
+        for l in m.layers() {
+            self.blob(l, "layer")?;
+        }
+        let size = cb.len() as u64 + layers.iter().map(|l| l.size).sum::<u64>();
+        Ok((names, md.clone(), layers.len(), size))
+    }
+
+    fn docker(&mut self, input: &str) -> Result<Vec<Found>> {
+        let b = self.top_file("manifest.json")?;
+        let entries: Vec<DockerEntry> =
+            serde_json::from_slice(&b).map_err(|e| Error::new("parse", format!("{input}: manifest.json"), e))?;
+        let mut out = Vec::new();
+        for e in entries {
+            let file = |s: &Self, p: &str, what: &str| -> Result<StagedBlob> {
+                s.src
+                    .lookup(p)
+                    .cloned()
+                    .ok_or_else(|| Error::new("import", format!("{input}: {what} {p}"), "missing from the archive"))
+            };
+            let cfg = file(self, &e.config, "config")?;
+            let cb = read_limited(&cfg.path, MAX_JSON)?;
+            let config: serde_json::Value = serde_json::from_slice(&cb)
+                .map_err(|x| Error::new("parse", format!("{input}: config {}", e.config), x))?;
+            let diff_ids: Vec<String> = config
+                .pointer("/rootfs/diff_ids")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            if diff_ids.len() != e.layers.len() {
+                return Err(Error::new(
+                    "verify",
+                    format!("{input}: {}", e.config),
+                    format!("{} layers but {} diff_ids", e.layers.len(), diff_ids.len()),
+                ));
+            }
+            let mut layers = Vec::new();
+            for (i, p) in e.layers.iter().enumerate() {
+                let l = file(self, p, "layer")?;
+                let mut head = [0u8; 4];
+                let n = File::open(&l.path)
+                    .and_then(|mut f| f.read(&mut head))
+                    .map_err(|x| Error::io("read", &l.path, x))?;
+                let c = Compression::sniff(&head[..n]);
+                // An uncompressed layer's digest is its diff_id: check it now, for free.
+                if c == Compression::None && l.digest.as_str() != diff_ids[i] {
+                    return Err(Error::new(
+                        "verify",
+                        format!("{input}: layer {p}"),
+                        format!("content has digest {}, the config's diff_id is {}", l.digest, diff_ids[i]),
+                    ));
+                }
+                layers.push(
+                    serde_json::json!({"mediaType": c.media_type(), "digest": l.digest.as_str(), "size": l.size}),
+                );
+                self.keep.insert(l.digest.clone(), l);
+            }
+            self.keep.insert(cfg.digest.clone(), cfg.clone());
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.digest.as_str(), "size": cfg.size},
+                "layers": layers,
+            });
+            let mb = serde_json::to_vec(&manifest).unwrap();
+            let (_, _, ls) = validate(&mb, &cb, input)?;
+            let staged = self.staging.bytes(&mb, "manifest")?;
+            let md = descriptor(MediaType::ImageManifest, &staged.digest, staged.size);
+            self.keep.insert(staged.digest.clone(), staged);
+            let size = cfg.size + ls.iter().map(|l| l.size).sum::<u64>();
+            out.push((e.repo_tags.unwrap_or_default(), md, ls.len(), size));
+        }
+        Ok(out)
+    }
+}
+
+pub fn descriptor(mt: MediaType, d: &Digest, size: u64) -> Descriptor {
+    DescriptorBuilder::default()
+        .media_type(mt)
+        .digest(d.as_str().parse::<oci_spec::image::Digest>().expect("a valid digest"))
+        .size(size)
+        .build()
+        .expect("a complete descriptor")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_stay_inside() {
+        assert_eq!(resolve_link("a/layer.tar", "../b/layer.tar").as_deref(), Some("b/layer.tar"));
+        assert_eq!(resolve_link("a/layer.tar", "../../etc/passwd"), None);
+        assert_eq!(resolve_link("a/x", "/y").as_deref(), Some("y"));
+        assert_eq!(normalize("./blobs//sha256/x").as_deref(), Some("blobs/sha256/x"));
+        assert_eq!(normalize("../x"), None);
+    }
+}

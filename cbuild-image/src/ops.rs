@@ -1,0 +1,260 @@
+//! The verbs that read layers: `unpack` (one flattened rootfs), `layers` (the per-layer store for
+//! overlayfs), `verify`; and the ones that tidy the store: `rm`, `gc`.
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::extract::{ExtractMode, Extractor, Options};
+use crate::fsutil;
+use crate::image::{Image, Layer};
+use crate::progress::Progress;
+use crate::store::{lock_file, Store};
+use crate::stream::{LayerStream, Measured};
+use crate::Ctx;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Bounds on what one layer may make us write.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub max_layer_size: u64,
+    pub max_entries: u64,
+}
+
+/// Compare what the decoder measured with what the manifest and config promised.
+pub fn check_measured(l: &Layer, m: &Measured) -> Result<()> {
+    let obj = format!("layer {}", l.digest);
+    if m.size != l.size {
+        return Err(Error::new("verify", obj, format!("size is {} bytes, descriptor says {}", m.size, l.size)));
+    }
+    if m.digest != l.digest {
+        return Err(Error::new("verify", obj, format!("content has digest {}", m.digest)));
+    }
+    if m.diff_id != l.diff_id {
+        return Err(Error::new(
+            "verify",
+            obj,
+            format!("uncompressed content has digest {}, the config's diff_id is {}", m.diff_id, l.diff_id),
+        ));
+    }
+    Ok(())
+}
+
+/// Extract one layer blob into `ex`'s target, verifying digests in the same pass.
+fn extract_layer(
+    store: &Store,
+    l: &Layer,
+    ex: &mut Extractor,
+    limits: Limits,
+    progress: Option<&Progress>,
+) -> Result<()> {
+    let path = store.blob_path(&l.digest);
+    let mut s = LayerStream::open(&path, l.digest.as_str(), l.compression, limits.max_layer_size, progress)?;
+    if let Err(e) = ex.extract(&mut s) {
+        return Err(s.abort().unwrap_or(e));
+    }
+    let m = s.finish()?;
+    check_measured(l, &m)
+}
+
+/// `unpack REF DIR`: all layers, whiteouts applied, into DIR (which must not exist, or be empty).
+pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx) -> Result<()> {
+    let created = match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Error::new("unpack", dir.display(), "directory is not empty"));
+            }
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(dir).map_err(|e| Error::io("mkdir", dir, e))?;
+            true
+        }
+        Err(e) => return Err(Error::io("unpack", dir, e)),
+    };
+    let r = (|| {
+        let opts =
+            Options { mode: ExtractMode::Flatten, privileged: fsutil::privileged(), max_entries: limits.max_entries };
+        let progress = Progress::new("unpack", 0, ctx.quiet());
+        let mut ex = Extractor::new(dir, &opts, ctx, "")?;
+        for (i, l) in img.layers.iter().enumerate() {
+            ctx.step("unpack", format!("layer {}/{} {}", i + 1, img.layers.len(), l.digest));
+            ex.set_layer(l.digest.as_str());
+            extract_layer(store, l, &mut ex, limits, progress.as_ref())?;
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        // Leave nothing behind: what we created goes, an empty dir we were given is emptied again.
+        let undo = if created {
+            fsutil::remove_tree(dir)
+        } else {
+            fsutil::open_root(dir)
+                .and_then(|fd| fsutil::reopen(&fd, nix::fcntl::OFlag::O_RDONLY))
+                .and_then(|fd| fsutil::remove_children(&fd, |_| true))
+                .map_err(std::io::Error::from)
+        };
+        if let Err(e) = undo {
+            eprintln!("cbuild-image: undo: {}: {e}", dir.display());
+        }
+    }
+    r
+}
+
+/// `layers REF`: extract every layer not yet in `<data>/layers/<chainID>` (once, under a per-layer lock,
+/// into a temporary dir renamed into place) and return the dirs bottom-first.
+pub fn layers(store: &Store, img: &Image, userxattr: bool, limits: Limits, ctx: &Ctx) -> Result<Vec<PathBuf>> {
+    let privileged = fsutil::privileged();
+    let opts = Options {
+        mode: ExtractMode::Overlay { userxattr: userxattr || !privileged },
+        privileged,
+        max_entries: limits.max_entries,
+    };
+    let mut out = Vec::new();
+    for l in &img.layers {
+        let dir = store.layer_dir(&l.chain_id);
+        out.push(dir.clone());
+        if dir.is_dir() {
+            continue;
+        }
+        let _lock = lock_file(&store.layers.join(".locks").join(l.chain_id.hex()), true)?;
+        if dir.is_dir() {
+            continue; // another process extracted it while we waited
+        }
+        ctx.step("extract", format!("layer {} -> {}", l.digest, dir.display()));
+        let tmp = store.layers.join(format!(".tmp-{}-{}", l.chain_id.hex(), std::process::id()));
+        let _ = fsutil::remove_tree(&tmp);
+        std::fs::create_dir(&tmp).map_err(|e| Error::io("mkdir", &tmp, e))?;
+        let r = (|| {
+            let mut ex = Extractor::new(&tmp, &opts, ctx, l.digest.as_str())?;
+            extract_layer(store, l, &mut ex, limits, None)?;
+            match std::fs::rename(&tmp, &dir) {
+                Ok(()) => Ok(()),
+                // Someone else won the race (possible only if a lock file was replaced): theirs is as good.
+                Err(_) if dir.is_dir() => fsutil::remove_tree(&tmp).map_err(|e| Error::io("remove", &tmp, e)),
+                Err(e) => Err(Error::io("rename", &dir, e)),
+            }
+        })();
+        if let Err(e) = r {
+            if let Err(u) = fsutil::remove_tree(&tmp) {
+                eprintln!("cbuild-image: undo: {}: {u}", tmp.display());
+            }
+            return Err(e);
+        }
+    }
+    Ok(out)
+}
+
+/// One checked blob, for `verify`'s report.
+#[derive(serde::Serialize)]
+pub struct Checked {
+    pub kind: &'static str,
+    pub digest: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<String>,
+}
+
+/// `verify REF`: every blob's digest and size, every layer's diff_id. (Manifest and config were already
+/// checked when the image was loaded.)
+pub fn verify(store: &Store, img: &Image, ctx: &Ctx) -> Result<Vec<Checked>> {
+    let mut out = vec![
+        Checked { kind: "manifest", digest: img.manifest_digest.to_string(), size: img.manifest_size, diff_id: None },
+        Checked { kind: "config", digest: img.config_digest.to_string(), size: img.config_size, diff_id: None },
+    ];
+    for l in &img.layers {
+        ctx.step("verify", format!("layer {}", l.digest));
+        let s = LayerStream::open(&store.blob_path(&l.digest), l.digest.as_str(), l.compression, u64::MAX, None)?;
+        let m = s.finish()?;
+        check_measured(l, &m)?;
+        out.push(Checked {
+            kind: "layer",
+            digest: l.digest.to_string(),
+            size: l.size,
+            diff_id: Some(l.diff_id.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+/// What `gc` removed.
+#[derive(serde::Serialize, Default)]
+pub struct GcReport {
+    pub blobs: u64,
+    pub bytes: u64,
+    pub layer_dirs: u64,
+    pub temp: u64,
+    pub kept_mounted: u64,
+}
+
+/// `gc`: blobs no index entry reaches, layer dirs no image's chain needs (unless an overlay mount still
+/// uses them), and the leftovers of killed writers (their lock is free).
+pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
+    let _l = store.lock()?;
+    let mut keep: HashSet<String> = HashSet::new();
+    let mut chains: HashSet<String> = HashSet::new();
+    for (name, d) in store.entries()? {
+        keep.insert(d.digest().as_ref().trim_start_matches("sha256:").to_string());
+        match crate::image::load(store, name, &d) {
+            Ok(img) => {
+                keep.insert(img.config_digest.hex().to_string());
+                for l in img.layers {
+                    keep.insert(l.digest.hex().to_string());
+                    chains.insert(l.chain_id.hex().to_string());
+                }
+            }
+            Err(e) => ctx.warn(&format!("gc: {}: {e}; keeping what it references", d.digest())),
+        }
+    }
+    let mut rep = GcReport::default();
+    let blobs = store.dir.join("blobs/sha256");
+    for ent in std::fs::read_dir(&blobs).map_err(|e| Error::io("gc", &blobs, e))?.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if keep.contains(&name) {
+            continue;
+        }
+        let size = ent.metadata().map(|m| m.len()).unwrap_or(0);
+        ctx.step("remove", format!("blob sha256:{name}"));
+        std::fs::remove_file(ent.path()).map_err(|e| Error::io("gc", &ent.path(), e))?;
+        rep.blobs += 1;
+        rep.bytes += size;
+    }
+    let tmp = store.dir.join(".tmp");
+    for ent in std::fs::read_dir(&tmp).map_err(|e| Error::io("gc", &tmp, e))?.flatten() {
+        if lock_file(&ent.path().join("lock"), false).is_ok() {
+            ctx.step("remove", ent.path().display());
+            let _ = std::fs::remove_dir_all(ent.path());
+            rep.temp += 1;
+        }
+    }
+    if !store.owns_layers {
+        return Ok(rep);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Ok(rd) = std::fs::read_dir(&store.layers) else { return Ok(rep) };
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let hex = match name.strip_prefix(".tmp-") {
+            Some(rest) => rest.split('-').next().unwrap_or("").to_string(),
+            None => name.clone(),
+        };
+        if Digest::parse(&format!("sha256:{hex}")).is_err() || (name == hex && chains.contains(&hex)) {
+            continue;
+        }
+        let path = ent.path();
+        if mounts.contains(&*path.to_string_lossy()) {
+            ctx.warn(&format!("gc: {}: still used by an overlay mount, kept", path.display()));
+            rep.kept_mounted += 1;
+            continue;
+        }
+        let lockp = store.layers.join(".locks").join(&hex);
+        let Ok(_lk) = lock_file(&lockp, false) else { continue }; // being extracted right now
+        ctx.step("remove", path.display());
+        fsutil::remove_tree(&path).map_err(|e| Error::io("gc", &path, e))?;
+        if name == hex {
+            rep.layer_dirs += 1;
+        } else {
+            rep.temp += 1;
+        }
+    }
+    Ok(rep)
+}

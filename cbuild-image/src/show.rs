@@ -1,0 +1,183 @@
+//! What `ls`, `inspect` and `config` print: a table for people, JSON with `--json`, and for `config` the
+//! forms a runtime script consumes (`env` lines, `shell` assignments to `eval`).
+
+use crate::image::Image;
+use serde_json::{json, Value};
+
+pub fn human_size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < U.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", U[i])
+    }
+}
+
+pub fn ls_json(img: &Image) -> Value {
+    json!({
+        "ref": img.reference,
+        "digest": img.manifest_digest.as_str(),
+        "layers": img.layers.len(),
+        "size": img.size(),
+        "created": img.config.get("created"),
+    })
+}
+
+pub fn inspect_json(img: &Image, extracted: impl Fn(&crate::digest::Digest) -> bool) -> Value {
+    let layers: Vec<Value> = img
+        .layers
+        .iter()
+        .map(|l| {
+            json!({
+                "digest": l.digest.as_str(),
+                "media_type": l.media_type,
+                "size": l.size,
+                "diff_id": l.diff_id.as_str(),
+                "chain_id": l.chain_id.as_str(),
+                "extracted": extracted(&l.chain_id),
+            })
+        })
+        .collect();
+    json!({
+        "ref": img.reference,
+        "digest": img.manifest_digest.as_str(),
+        "media_type": img.manifest.media_type().as_ref().map(|m| m.to_string()),
+        "size": img.size(),
+        "config_digest": img.config_digest.as_str(),
+        "created": img.config.get("created"),
+        "architecture": img.config.get("architecture"),
+        "os": img.config.get("os"),
+        "config": img.runtime(),
+        "layers": layers,
+        "history": img.config.get("history").cloned().unwrap_or(json!([])),
+    })
+}
+
+pub fn inspect_human(v: &Value) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut o = String::new();
+    o += &format!("Ref:          {}\n", v.get("ref").and_then(Value::as_str).unwrap_or("<none>"));
+    o += &format!("Digest:       {}\n", s("digest"));
+    o += &format!("Config:       {}\n", s("config_digest"));
+    o += &format!("Created:      {}\n", s("created"));
+    o += &format!("Platform:     {}/{}\n", s("os"), s("architecture"));
+    o += &format!("Size:         {}\n", human_size(v["size"].as_u64().unwrap_or(0)));
+    let c = &v["config"];
+    for (label, key) in
+        [("Entrypoint", "Entrypoint"), ("Cmd", "Cmd"), ("Env", "Env"), ("WorkingDir", "WorkingDir"), ("User", "User")]
+    {
+        if let Some(x) = c.get(key).filter(|x| !x.is_null()) {
+            o += &format!("{:<14}{}\n", format!("{label}:"), x);
+        }
+    }
+    o += "Layers:\n";
+    o += &format!("  {:<19} {:>10}  {:<8}  {:<19}  EXTRACTED\n", "DIGEST", "SIZE", "TYPE", "CHAIN_ID");
+    for l in v["layers"].as_array().into_iter().flatten() {
+        let mt = l["media_type"].as_str().unwrap_or("");
+        let kind = if mt.ends_with("gzip") {
+            "gzip"
+        } else if mt.ends_with("zstd") {
+            "zstd"
+        } else {
+            "tar"
+        };
+        o += &format!(
+            "  {:<19} {:>10}  {:<8}  {:<19}  {}\n",
+            &l["digest"].as_str().unwrap_or("")[..19],
+            human_size(l["size"].as_u64().unwrap_or(0)),
+            kind,
+            &l["chain_id"].as_str().unwrap_or("")[..19],
+            if l["extracted"].as_bool() == Some(true) { "yes" } else { "no" }
+        );
+    }
+    o += "History:\n";
+    for h in v["history"].as_array().into_iter().flatten() {
+        let by = h.get("created_by").and_then(Value::as_str).unwrap_or("");
+        let empty = if h.get("empty_layer").and_then(Value::as_bool) == Some(true) { " (no layer)" } else { "" };
+        o += &format!("  {}  {by}{empty}\n", h.get("created").and_then(Value::as_str).unwrap_or(""));
+    }
+    o
+}
+
+/// Quote a word for POSIX sh.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// `config --format env`: the image's Env, one `KEY=VALUE` per line (for `env -i` or an env file).
+pub fn config_env(c: &Value) -> String {
+    strings(c.get("Env")).iter().map(|e| format!("{e}\n")).collect()
+}
+
+/// `config --format shell`: assignments to `eval`. List values are shell-quoted word lists, so
+/// `eval "set -- $IMAGE_ENTRYPOINT $IMAGE_CMD"` rebuilds the argv exactly.
+pub fn config_shell(c: &Value) -> String {
+    let list = |k: &str| strings(c.get(k)).iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ");
+    let one = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut ports: Vec<String> =
+        c.get("ExposedPorts").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    ports.sort();
+    let mut o = String::new();
+    for (k, v) in [
+        ("IMAGE_ENTRYPOINT", list("Entrypoint")),
+        ("IMAGE_CMD", list("Cmd")),
+        ("IMAGE_ENV", list("Env")),
+        ("IMAGE_WORKDIR", one("WorkingDir")),
+        ("IMAGE_USER", one("User")),
+        ("IMAGE_PORTS", ports.join(" ")),
+    ] {
+        o += &format!("{k}={}\n", sh_quote(&v));
+    }
+    o
+}
+
+/// `config --format json`: the fields a runtime needs, always present (empty when the image has none).
+pub fn config_json(c: &Value) -> Value {
+    let mut ports: Vec<String> =
+        c.get("ExposedPorts").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    ports.sort();
+    json!({
+        "entrypoint": strings(c.get("Entrypoint")),
+        "cmd": strings(c.get("Cmd")),
+        "env": strings(c.get("Env")),
+        "working_dir": c.get("WorkingDir").and_then(Value::as_str).unwrap_or(""),
+        "user": c.get("User").and_then(Value::as_str).unwrap_or(""),
+        "exposed_ports": ports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("abc"), "abc");
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn shell_form() {
+        let c = json!({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo 'hi there'"], "Env": ["A=1"], "ExposedPorts": {"80/tcp": {}}});
+        let s = config_shell(&c);
+        assert!(s.contains("IMAGE_ENTRYPOINT='/bin/sh -c'\n"), "{s}");
+        assert!(s.contains("IMAGE_PORTS=80/tcp\n"), "{s}");
+    }
+}

@@ -1,0 +1,281 @@
+//! The store: an OCI image layout (`<data>/images`: `oci-layout`, `index.json`, `blobs/sha256/`) plus
+//! extracted layers (`<data>/layers/<chainID hex>/`).
+//!
+//! Writers never make a half-written thing visible: blobs are staged in `.tmp/<staging>/` (same file
+//! system) and renamed into place under the store lock, `index.json` is replaced by rename, and layer
+//! dirs are extracted under a temporary name and renamed. Each staging dir holds an flock'd `lock` file,
+//! so `gc` can tell a dead importer's leftovers (lock free) from a running one's.
+
+use crate::digest::{Digest, HashWriter};
+use crate::error::{Error, Result};
+use nix::fcntl::{Flock, FlockArg};
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// Manifests, indexes and configs are small; a larger one is hostile (containerd uses the same bound).
+pub const MAX_JSON: u64 = 4 << 20;
+
+pub struct Store {
+    pub dir: PathBuf,
+    pub layers: PathBuf,
+    /// False with `--store` elsewhere: other stores may share `<data>/layers`, so gc leaves it alone.
+    pub owns_layers: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct StagedBlob {
+    pub path: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// A private directory for one writer's temporary files, removed when dropped.
+pub struct Staging {
+    pub dir: PathBuf,
+    _lock: Flock<File>,
+    n: u32,
+}
+
+impl Staging {
+    /// A fresh file in the staging dir.
+    pub fn file(&mut self) -> Result<(PathBuf, File)> {
+        self.n += 1;
+        let p = self.dir.join(format!("f{}", self.n));
+        let f = OpenOptions::new().write(true).create_new(true).open(&p).map_err(|e| Error::io("stage", &p, e))?;
+        set_mode(&f, 0o644);
+        Ok((p, f))
+    }
+
+    /// Copy `r` into a staged file, hashing it on the way.
+    pub fn copy(&mut self, mut r: impl Read, what: &str) -> Result<StagedBlob> {
+        let (path, f) = self.file()?;
+        let mut w = HashWriter::new(std::io::BufWriter::with_capacity(256 * 1024, f));
+        std::io::copy(&mut r, &mut w).map_err(|e| Error::new("stage", what, e))?;
+        let (bw, digest, size) = w.finish();
+        bw.into_inner().map_err(|e| Error::new("stage", what, e.into_error()))?;
+        Ok(StagedBlob { path, digest, size })
+    }
+
+    pub fn bytes(&mut self, b: &[u8], what: &str) -> Result<StagedBlob> {
+        self.copy(b, what)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn set_mode(f: &File, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = f.set_permissions(fs::Permissions::from_mode(mode));
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(p).map_err(|e| Error::io("mkdir", p, e))
+}
+
+/// Write `bytes` to `path` by writing a temporary sibling and renaming it over.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let r = (|| {
+        let mut f = File::create(&tmp)?;
+        set_mode(&f, 0o644);
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = r {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("write", path, e));
+    }
+    Ok(())
+}
+
+impl Store {
+    pub fn open(dir: PathBuf, layers: PathBuf, owns_layers: bool) -> Result<Store> {
+        let s = Store { dir, layers, owns_layers };
+        mkdir(&s.dir.join("blobs/sha256"))?;
+        mkdir(&s.dir.join(".tmp"))?;
+        mkdir(&s.layers.join(".locks"))?;
+        let layout = s.dir.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = s.dir.join("index.json");
+        if !index.exists() {
+            let _l = s.lock()?;
+            if !index.exists() {
+                s.write_index(&ImageIndexBuilder::default().schema_version(2u32).manifests(vec![]).build().unwrap())?;
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn layer_dir(&self, chain: &Digest) -> PathBuf {
+        self.layers.join(chain.hex())
+    }
+
+    /// The store lock: every change to index.json and every blob rename or removal happens under it.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        lock_file(&self.dir.join(".lock"), true)
+    }
+
+    pub fn staging(&self) -> Result<Staging> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = self.dir.join(".tmp").join(format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        mkdir(&dir)?;
+        let lock = match lock_file(&dir.join("lock"), true) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        Ok(Staging { dir, _lock: lock, n: 0 })
+    }
+
+    pub fn read_index(&self) -> Result<ImageIndex> {
+        let p = self.dir.join("index.json");
+        let b = read_limited(&p, MAX_JSON)?;
+        serde_json::from_slice(&b).map_err(|e| Error::new("parse", p.display(), e))
+    }
+
+    pub fn write_index(&self, idx: &ImageIndex) -> Result<()> {
+        let b = serde_json::to_vec(idx).map_err(|e| Error::new("write", "index.json", e))?;
+        write_atomic(&self.dir.join("index.json"), &b)
+    }
+
+    /// (reference, manifest descriptor) for every entry of index.json.
+    pub fn entries(&self) -> Result<Vec<(Option<String>, Descriptor)>> {
+        Ok(self.read_index()?.manifests().iter().map(|d| (ref_of(d), d.clone())).collect())
+    }
+
+    /// Move staged blobs into place and point `refs` at their manifests, all under the lock.
+    pub fn commit(&self, blobs: Vec<StagedBlob>, refs: Vec<(Option<String>, Descriptor)>) -> Result<()> {
+        let _l = self.lock()?;
+        for b in blobs {
+            let dst = self.blob_path(&b.digest);
+            if dst.exists() {
+                continue; // content-addressed: what is there is the same bytes
+            }
+            fs::rename(&b.path, &dst).map_err(|e| Error::io("store", &dst, e))?;
+        }
+        let mut idx = self.read_index()?;
+        let mut m = idx.manifests().clone();
+        for (r, d) in refs {
+            match &r {
+                Some(name) => m.retain(|x| ref_of(x).as_deref() != Some(name)),
+                None => {
+                    if m.iter().any(|x| x.digest() == d.digest()) {
+                        continue;
+                    }
+                }
+            }
+            let mut d = d;
+            let mut ann: HashMap<String, String> = HashMap::new();
+            if let Some(name) = r {
+                ann.insert(REF_NAME.to_string(), name);
+            }
+            d.set_annotations(if ann.is_empty() { None } else { Some(ann) });
+            d.set_platform(None);
+            m.push(d);
+        }
+        idx.set_manifests(m);
+        self.write_index(&idx)
+    }
+
+    /// Remove a reference from index.json. Returns the entries removed.
+    pub fn untag(&self, matches: impl Fn(&Option<String>, &Descriptor) -> bool) -> Result<usize> {
+        let _l = self.lock()?;
+        let mut idx = self.read_index()?;
+        let before = idx.manifests().len();
+        let m: Vec<Descriptor> = idx.manifests().iter().filter(|d| !matches(&ref_of(d), d)).cloned().collect();
+        let n = before - m.len();
+        idx.set_manifests(m);
+        self.write_index(&idx)?;
+        Ok(n)
+    }
+
+    /// Read a small JSON blob, checking size and digest before anyone parses it.
+    pub fn read_json_blob(&self, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
+        let digest = desc_digest(d)?;
+        let size = desc_size(d)?;
+        if size > MAX_JSON {
+            return Err(Error::new(
+                "verify",
+                format!("{what} {digest}"),
+                format!("size {size} exceeds the {MAX_JSON}-byte limit for JSON"),
+            ));
+        }
+        let p = self.blob_path(&digest);
+        let b = read_limited(&p, MAX_JSON)?;
+        check(&b, &digest, size, what)?;
+        Ok(b)
+    }
+}
+
+/// Compare bytes against a descriptor's digest and size.
+pub fn check(b: &[u8], digest: &Digest, size: u64, what: &str) -> Result<()> {
+    if b.len() as u64 != size {
+        return Err(Error::new(
+            "verify",
+            format!("{what} {digest}"),
+            format!("size is {} bytes, descriptor says {size}", b.len()),
+        ));
+    }
+    let got = Digest::of(b);
+    if &got != digest {
+        return Err(Error::new("verify", format!("{what} {digest}"), format!("content has digest {got}")));
+    }
+    Ok(())
+}
+
+pub fn read_limited(p: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = File::open(p).map_err(|e| Error::io("read", p, e))?;
+    let mut b = Vec::new();
+    f.take(limit + 1).read_to_end(&mut b).map_err(|e| Error::io("read", p, e))?;
+    if b.len() as u64 > limit {
+        return Err(Error::new("read", p.display(), format!("larger than the {limit}-byte limit")));
+    }
+    Ok(b)
+}
+
+pub fn lock_file(p: &Path, wait: bool) -> Result<Flock<File>> {
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(p).map_err(|e| Error::io("lock", p, e))?;
+    let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+    Flock::lock(f, arg).map_err(|(_, e)| Error::sys("lock", p.display(), e))
+}
+
+pub fn ref_of(d: &Descriptor) -> Option<String> {
+    d.annotations().as_ref().and_then(|a| a.get(REF_NAME).cloned())
+}
+
+pub fn desc_digest(d: &Descriptor) -> Result<Digest> {
+    Digest::parse(d.digest().as_ref()).map_err(|e| Error::new("verify", "descriptor", e))
+}
+
+pub fn desc_size(d: &Descriptor) -> Result<u64> {
+    Ok(d.size())
+}
+
+pub fn is_index(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageIndex) || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+pub fn is_manifest(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageManifest) || mt.to_string() == "application/vnd.docker.distribution.manifest.v2+json"
+}
