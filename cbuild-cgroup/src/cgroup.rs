@@ -256,7 +256,7 @@ impl Cgroup {
         let procs = self.procs()?;
         if !procs.is_empty() {
             if !force {
-                return Err(Error::bad("rm", &self.name, format!("{} live processes", procs.len()))
+                return Err(Error::bad("rm", &self.name, format!("{} live process(es) inside", procs.len()))
                     .with_hint("`rm --force` kills them first, or `cbuild-cgroup kill` them"));
             }
             self.kill(host, Signal::SIGKILL)?;

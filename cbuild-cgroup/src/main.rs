@@ -176,7 +176,7 @@ fn main() -> ExitCode {
             if e.use_stderr() {
                 let msg = e.to_string();
                 let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ");
-                eprintln!("cbuild-cgroup: usage: {first}");
+                eprintln!("cbuild-cgroup: usage: command line: {first}");
                 eprintln!("hint: cbuild-cgroup --help");
             } else {
                 let _ = e.print();

@@ -1,0 +1,660 @@
+//! cbuild-cgroup against the real kernel. Layout-agnostic: every expectation about where NAME lives comes
+//! from `cbuild-cgroup info --json` (the hierarchies and their bases) and the kernel's own files, so the
+//! same tests run on the hybrid development machines and in the pure cgroup v2 VM (busybox userland:
+//! only `sh`, `dd`, `sleep` and the cbuild binaries are used).
+
+use cbuild_tests::{assert_tool_error, bin, require_root, run, stderr, stdout, tool, unique, Sandbox};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TOOL: &str = "cbuild-cgroup";
+
+fn cg(sb: &Sandbox) -> Command {
+    tool(TOOL, sb)
+}
+
+/// `info --json`, parsed.
+fn info(sb: &Sandbox) -> Value {
+    let o = run(cg(sb).args(["info", "--json"]));
+    assert!(o.status.success(), "info: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).expect("info --json is one JSON object")
+}
+
+/// NAME's directory in every hierarchy the tool uses: `<base>/cbuild/<NAME>`.
+fn dirs(info: &Value, name: &str) -> Vec<PathBuf> {
+    info["hierarchies"]
+        .as_array()
+        .expect("hierarchies")
+        .iter()
+        .map(|h| Path::new(h["base"].as_str().unwrap()).join("cbuild").join(name))
+        .collect()
+}
+
+/// The directory of the hierarchy holding `controller`, if any.
+fn dir_of(info: &Value, name: &str, controller: &str) -> Option<PathBuf> {
+    info["hierarchies"].as_array().unwrap().iter().find_map(|h| {
+        let has = h["controllers"].as_array().unwrap().iter().any(|c| c == controller);
+        has.then(|| Path::new(h["base"].as_str().unwrap()).join("cbuild").join(name))
+    })
+}
+
+fn assert_no_dirs(info: &Value, name: &str) {
+    for d in dirs(info, name) {
+        assert!(!d.exists(), "{} was left behind", d.display());
+    }
+}
+
+/// A cgroup NAME that is removed (processes killed) when the test ends, pass or fail.
+struct Cg {
+    name: String,
+    dirs: Vec<PathBuf>,
+}
+
+impl Cg {
+    fn new(info: &Value) -> Cg {
+        let name = unique("cg");
+        Cg { dirs: dirs(info, &name), name }
+    }
+}
+
+impl Drop for Cg {
+    fn drop(&mut self) {
+        let _ = Command::new(bin(TOOL)).args(["rm", "--force", &self.name]).stderr(Stdio::null()).status();
+        // If the tool itself is broken, clean up by hand: kill what is inside, then rmdir.
+        for _ in 0..100 {
+            let mut left = false;
+            for d in &self.dirs {
+                if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                    for p in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                        unsafe { libc::kill(p, libc::SIGKILL) };
+                    }
+                }
+                if d.exists() && std::fs::remove_dir(d).is_err() {
+                    left = true;
+                }
+            }
+            if !left {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A spawned child that is killed and reaped when the test ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stat(sb: &Sandbox, name: &str) -> Value {
+    let o = run(cg(sb).args(["stat", "--json", name]));
+    assert!(o.status.success(), "stat: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).expect("stat --json is one JSON object")
+}
+
+fn procs_in(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines of a child's stdout, delivered through a channel so the test can wait with a timeout.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Wait for a JSON line from `events --follow` with the given event kind.
+fn wait_event(rx: &mpsc::Receiver<String>, kind: &str, timeout: Duration) -> Value {
+    let end = Instant::now() + timeout;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no {kind} event within {timeout:?}"));
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("events line {line:?}: {e}"));
+        if v["event"] == kind {
+            return v;
+        }
+    }
+}
+
+fn statfs_is_cgroup2(p: &str) -> bool {
+    nix::sys::statfs::statfs(p).map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC).unwrap_or(false)
+}
+
+#[test]
+fn info_reports_the_layout_the_kernel_has() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let want = if statfs_is_cgroup2("/sys/fs/cgroup") {
+        "unified"
+    } else if statfs_is_cgroup2("/sys/fs/cgroup/unified") {
+        "hybrid"
+    } else {
+        "legacy"
+    };
+    assert_eq!(i["layout"], want);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let hs = i["hierarchies"].as_array().unwrap();
+    assert!(!hs.is_empty());
+    for h in hs {
+        let mount = h["mount"].as_str().unwrap();
+        let fstype = if h["version"] == 2 { "cgroup2" } else { "cgroup" };
+        assert!(
+            mountinfo.lines().any(|l| l.split(' ').nth(4) == Some(mount) && l.contains(&format!(" - {fstype} "))),
+            "{mount} is not a {fstype} mount"
+        );
+        // v1: the controllers are the mount's super options.
+        if h["version"] == 1 {
+            for c in h["controllers"].as_array().unwrap() {
+                let c = c.as_str().unwrap();
+                assert!(mountinfo
+                    .lines()
+                    .any(|l| l.split(' ').nth(4) == Some(mount)
+                        && l.rsplit(' ').next().unwrap().split(',').any(|o| o == c)));
+            }
+        } else {
+            let avail =
+                std::fs::read_to_string(Path::new(h["base"].as_str().unwrap()).join("cgroup.controllers")).unwrap();
+            let mut a: Vec<&str> = avail.split_whitespace().collect();
+            a.sort();
+            let got: Vec<&str> = h["controllers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+            assert_eq!(got, a);
+        }
+    }
+    // Both v1 cpu and cpuacct, wherever they are mounted, and the v2 tree on hybrid hosts.
+    if want != "unified" {
+        assert!(dir_of(&i, "x", "cpu").is_some() && dir_of(&i, "x", "cpuacct").is_some());
+    }
+    if want == "hybrid" {
+        assert!(hs.iter().any(|h| h["version"] == 2 && h["mount"] == "/sys/fs/cgroup/unified"));
+    }
+    let o = run(cg(&sb).arg("info"));
+    assert!(o.status.success());
+    assert!(stdout(&o).contains(want), "{}", stdout(&o));
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_counted_exactly_once() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    // memory+swap = memory: no swap to escape to, whether or not the machine has swap.
+    let o = run(cg(&sb).args(["create", &c.name, "--memory", "50M", "--memory-swap", "50M"]));
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let mut ev = Proc(cg(&sb).args(["events", "--follow", &c.name]).stdout(Stdio::piped()).spawn().unwrap());
+    let rx = lines_of(&mut ev.0);
+    std::thread::sleep(Duration::from_millis(300));
+    // dd's 100M buffer is filled by read(2) from /dev/zero: 100M of anonymous memory under a 50M limit.
+    let o = run(cg(&sb).args(["exec", &c.name, "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"]));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGKILL), "the hog was not OOM-killed: {:?} {}", o.status, stderr(&o));
+    let e = wait_event(&rx, "oom_kill", Duration::from_secs(10));
+    assert_eq!(e["count"], 1);
+    assert_eq!(e["name"], c.name.as_str());
+    let s = stat(&sb, &c.name);
+    let m = &s["memory"];
+    assert_eq!(m["oom_kills"], 1, "stat: {s}");
+    assert_eq!(m["limit"], 50 << 20);
+    assert_eq!(m["swap_limit"], 0);
+    assert!(m["peak"].as_u64().unwrap() > 40 << 20, "peak {}", m["peak"]);
+    if let Some(oom) = m["oom_events"].as_u64() {
+        assert!(oom >= 1);
+    }
+    // events without --follow: the total so far, once.
+    let o = run(cg(&sb).args(["events", &c.name]));
+    let kills: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == "oom_kill")
+        .collect();
+    assert_eq!(kills.len(), 1);
+    assert_eq!(kills[0]["total"], 1);
+}
+
+#[test]
+fn busy_loop_under_cpus_0_2_is_throttled() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let _p = Proc(
+        cg(&sb)
+            .args(["exec", &c.name, "--cpus", "0.2", "--", "sh", "-c", "while :; do :; done"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // 20 ms of CPU per 100 ms period: a busy loop runs out of quota in nearly every period.
+    wait_for("20 enforcement periods", Duration::from_secs(20), || {
+        c.dirs[0].exists() && {
+            let s = stat(&sb, &c.name);
+            s["cpu"]["nr_periods"].as_u64().unwrap_or(0) >= 20
+        }
+    });
+    let s = stat(&sb, &c.name);
+    let cpu = &s["cpu"];
+    assert_eq!(cpu["quota_usec"], 20_000);
+    assert_eq!(cpu["period_usec"], 100_000);
+    let ratio = cpu["throttle_ratio"].as_f64().unwrap();
+    assert!(ratio > 0.5, "throttle ratio {ratio}: {cpu}");
+    let (t, p) = (cpu["nr_throttled"].as_u64().unwrap(), cpu["nr_periods"].as_u64().unwrap());
+    assert!((ratio - t as f64 / p as f64).abs() < 1e-9);
+    assert!(cpu["throttled_usec"].as_u64().unwrap() > 0);
+    assert!(cpu["usage_usec"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn fork_loop_hits_pids_limit_and_stat_and_events_count_it() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "20"]));
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let mut ev = Proc(cg(&sb).args(["events", "--follow", &c.name]).stdout(Stdio::piped()).spawn().unwrap());
+    let rx = lines_of(&mut ev.0);
+    std::thread::sleep(Duration::from_millis(300));
+    // 40 background sleeps against a limit of 20 tasks: forks fail once 20 exist.
+    let o = run(cg(&sb).args([
+        "exec",
+        &c.name,
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done 2>/dev/null; exit 0",
+    ]));
+    let _ = o;
+    let e = wait_event(&rx, "pids_max", Duration::from_secs(10));
+    assert!(e["count"].as_u64().unwrap() >= 1);
+    let s = stat(&sb, &c.name);
+    let p = &s["pids"];
+    assert_eq!(p["limit"], 20);
+    assert!(p["limit_hits"].as_u64().unwrap() >= 1, "{s}");
+    assert!(p["current"].as_u64().unwrap() <= 20);
+    assert!(p["current"].as_u64().unwrap() >= 10, "the sleeps should still be there: {s}");
+}
+
+#[test]
+fn exec_keeps_the_pid_and_puts_the_whole_tree_in_every_hierarchy() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let mut p = Proc(
+        cg(&sb)
+            .args(["exec", &c.name, "--memory", "64M", "--pids", "64", "--", "sh", "-c"])
+            .arg("sleep 30 & echo $!; sleep 30 & echo $!; echo $$; wait")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(&mut p.0);
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        pids.push(rx.recv_timeout(Duration::from_secs(10)).expect("pid line").parse::<i32>().unwrap());
+    }
+    // Chain-loading: the command has the PID the tool was started with.
+    assert_eq!(pids[2], p.0.id() as i32);
+    for d in &c.dirs {
+        let inside = procs_in(d);
+        for pid in &pids {
+            assert!(inside.contains(pid), "{pid} not in {}: {inside:?}", d.display());
+        }
+    }
+    // And the kernel's view of each process agrees, for every hierarchy with a controller and the v2 tree.
+    for pid in &pids {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let mut seen = 0;
+        for line in text.lines() {
+            let mut f = line.splitn(3, ':');
+            let (_id, ctrls, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+            if ctrls.starts_with("name=") {
+                continue;
+            }
+            seen += 1;
+            assert!(path.ends_with(&format!("/cbuild/{}", c.name)), "{pid}: {line}");
+        }
+        assert_eq!(seen, c.dirs.len(), "{pid} is in {seen} hierarchies, the tool uses {}", c.dirs.len());
+    }
+    let s = stat(&sb, &c.name);
+    assert_eq!(s["procs"], 3);
+}
+
+#[test]
+fn rm_leaves_no_directory_in_any_hierarchy() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["exec", &c.name, "--memory", "32M", "--cpus", "0.5", "--pids", "10", "--", "true"]));
+    assert!(o.status.success(), "exec: {}", stderr(&o));
+    for d in &c.dirs {
+        assert!(d.is_dir(), "{} missing", d.display());
+    }
+    let o = run(cg(&sb).args(["ls", "--json"]));
+    assert!(stdout(&o).lines().any(|l| serde_json::from_str::<Value>(l).unwrap()["name"] == c.name.as_str()));
+    let o = run(cg(&sb).args(["-v", "rm", &c.name]));
+    assert!(o.status.success(), "rm: {}", stderr(&o));
+    assert!(stderr(&o).contains("cbuild-cgroup: step: rmdir: "), "{}", stderr(&o));
+    assert_no_dirs(&i, &c.name);
+    let o = run(cg(&sb).args(["ls", "--json"]));
+    assert!(!stdout(&o).contains(&format!("\"{}\"", c.name)));
+    // A second rm: no such cgroup.
+    assert_tool_error(&run(cg(&sb).args(["rm", &c.name])), TOOL, "no such cgroup");
+}
+
+#[test]
+fn rm_refuses_live_processes_without_force() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let mut p = Proc(cg(&sb).args(["exec", &c.name, "--", "sleep", "30"]).stdin(Stdio::null()).spawn().unwrap());
+    let pid = p.0.id() as i32;
+    wait_for("the sleep to join", Duration::from_secs(5), || procs_in(&c.dirs[0]).contains(&pid));
+    let o = run(cg(&sb).args(["rm", &c.name]));
+    assert_tool_error(&o, TOOL, "live process");
+    for d in &c.dirs {
+        assert!(d.is_dir(), "refused rm still removed {}", d.display());
+    }
+    assert!(p.0.try_wait().unwrap().is_none(), "refused rm killed the process");
+    let o = run(cg(&sb).args(["rm", "--force", &c.name]));
+    assert!(o.status.success(), "rm --force: {}", stderr(&o));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(p.0.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert_no_dirs(&i, &c.name);
+}
+
+#[test]
+fn kill_sends_the_signal_to_every_process() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let mut p = Proc(cg(&sb).args(["exec", &c.name, "--", "sleep", "30"]).stdin(Stdio::null()).spawn().unwrap());
+    let pid = p.0.id() as i32;
+    wait_for("the sleep to join", Duration::from_secs(5), || procs_in(&c.dirs[0]).contains(&pid));
+    let o = run(cg(&sb).args(["kill", "--signal", "TERM", &c.name]));
+    assert!(o.status.success(), "kill: {}", stderr(&o));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(p.0.wait().unwrap().signal(), Some(libc::SIGTERM));
+    // Default SIGKILL, with a forking tree.
+    let mut p = Proc(
+        cg(&sb)
+            .args(["exec", &c.name, "--", "sh", "-c", "sleep 30 & sleep 30 & wait"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("three processes", Duration::from_secs(5), || procs_in(&c.dirs[0]).len() == 3);
+    let o = run(cg(&sb).args(["kill", &c.name]));
+    assert!(o.status.success(), "kill: {}", stderr(&o));
+    assert_eq!(p.0.wait().unwrap().signal(), Some(libc::SIGKILL));
+    for d in &c.dirs {
+        assert!(procs_in(d).is_empty(), "{} still has processes", d.display());
+    }
+    assert_tool_error(&run(cg(&sb).args(["kill", "--signal", "NOPE", &c.name])), TOOL, "signal");
+}
+
+#[test]
+fn add_moves_a_process_into_every_hierarchy() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    assert!(run(cg(&sb).args(["create", &c.name])).status.success());
+    let p = Proc(Command::new("sleep").arg("30").spawn().unwrap());
+    let pid = p.0.id() as i32;
+    let o = run(cg(&sb).args(["add", &c.name, &pid.to_string()]));
+    assert!(o.status.success(), "add: {}", stderr(&o));
+    for d in &c.dirs {
+        assert!(procs_in(d).contains(&pid), "{pid} not in {}", d.display());
+    }
+    assert_tool_error(&run(cg(&sb).args(["add", &c.name, "abc"])), TOOL, "not a process id");
+    assert_tool_error(&run(cg(&sb).args(["add", &c.name, "0"])), TOOL, "not a process id");
+    assert_tool_error(&run(cg(&sb).args(["add", &unique("cg"), &pid.to_string()])), TOOL, "no such cgroup");
+}
+
+#[test]
+fn limits_are_written_and_reported_the_same_on_every_layout() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let swap_ok = i["features"]["swap_accounting"] != false;
+    let mut args = vec!["create", &c.name, "--memory", "64M", "--memory-reservation", "32M", "--cpus", "0.5"];
+    args.extend(["--cpu-shares", "512", "--pids", "33", "--cpuset-cpus", "0", "--cpuset-mems", "0"]);
+    if swap_ok {
+        args.extend(["--memory-swap", "96M"]);
+    }
+    let o = run(cg(&sb).args(&args));
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let s = stat(&sb, &c.name);
+    assert_eq!(s["memory"]["limit"], 64 << 20);
+    assert_eq!(s["memory"]["reservation"], 32 << 20);
+    if swap_ok {
+        // Docker's memory+swap 96M = 64M memory + 32M swap; v2 stores swap alone, v1 the sum.
+        assert_eq!(s["memory"]["swap_limit"], 32 << 20, "{s}");
+    }
+    assert_eq!(s["cpu"]["quota_usec"], 50_000);
+    assert_eq!(s["cpu"]["period_usec"], 100_000);
+    // 512 shares ↔ weight 59 (runc's conversion), whichever of the two the kernel stores.
+    assert_eq!(s["cpu"]["weight"], 59, "{s}");
+    assert_eq!(s["pids"]["limit"], 33);
+    let cpuset = dir_of(&i, &c.name, "cpuset").unwrap();
+    assert_eq!(std::fs::read_to_string(cpuset.join("cpuset.cpus")).unwrap().trim(), "0");
+    // set: change one limit, keep the others.
+    let o = run(cg(&sb).args(["set", &c.name, "--cpu-weight", "100", "--pids", "max"]));
+    assert!(o.status.success(), "set: {}", stderr(&o));
+    let s = stat(&sb, &c.name);
+    assert_eq!(s["cpu"]["weight"], 100);
+    assert_eq!(s["cpu"]["shares"], 1024);
+    assert_eq!(s["pids"]["limit"], Value::Null);
+    assert_eq!(s["memory"]["limit"], 64 << 20);
+    // The human table has the same numbers.
+    let o = run(cg(&sb).args(["stat", &c.name]));
+    assert!(stdout(&o).contains("limit 64.0 MiB"), "{}", stdout(&o));
+    // PSI comes from the v2 tree, so wherever there is one.
+    if i["features"]["psi"] == true {
+        assert!(s["psi"]["cpu"]["some"]["avg10"].is_number(), "{s}");
+    }
+}
+
+#[test]
+fn v2_controllers_reach_the_cgroup_and_oom_group_needs_v2() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let v2 = i["hierarchies"].as_array().unwrap().iter().find(|h| h["version"] == 2).cloned();
+    let v2_memory = v2.as_ref().is_some_and(|h| h["controllers"].as_array().unwrap().iter().any(|c| c == "memory"));
+    let mut args = vec!["create", c.name.as_str()];
+    if v2_memory {
+        args.push("--oom-group");
+    }
+    let o = run(cg(&sb).args(&args));
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    if let Some(h) = &v2 {
+        // Enabled in subtree_control all the way down: NAME offers every controller the base has.
+        let d = Path::new(h["base"].as_str().unwrap()).join("cbuild").join(&c.name);
+        let have = std::fs::read_to_string(d.join("cgroup.controllers")).unwrap();
+        for ctrl in h["controllers"].as_array().unwrap() {
+            let ctrl = ctrl.as_str().unwrap();
+            if ["cpuset", "cpu", "io", "memory", "pids", "hugetlb"].contains(&ctrl) {
+                assert!(have.split_whitespace().any(|x| x == ctrl), "{ctrl} not in {have}");
+            }
+        }
+        assert!(d.join("cgroup.kill").exists());
+        if v2_memory {
+            assert_eq!(std::fs::read_to_string(d.join("memory.oom.group")).unwrap().trim(), "1");
+        }
+    }
+    if !v2_memory {
+        let other = unique("cg");
+        assert_tool_error(&run(cg(&sb).args(["create", &other, "--oom-group"])), TOOL, "cgroup v2");
+        assert_no_dirs(&i, &other);
+    }
+}
+
+#[test]
+fn oci_config_resources_are_applied() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let cfg = sb.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"ociVersion":"1.0.2","linux":{"resources":{"memory":{"limit":41943040},
+            "cpu":{"shares":2048,"quota":25000,"period":50000},"pids":{"limit":17}}}}"#,
+    )
+    .unwrap();
+    let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(&cfg).args(["--pids", "18"]));
+    assert!(o.status.success(), "create --oci: {}", stderr(&o));
+    let s = stat(&sb, &c.name);
+    assert_eq!(s["memory"]["limit"], 41_943_040);
+    assert_eq!(s["cpu"]["quota_usec"], 25_000);
+    assert_eq!(s["cpu"]["period_usec"], 50_000);
+    assert_eq!(s["cpu"]["weight"], 174);
+    assert_eq!(s["pids"]["limit"], 18, "flags override the OCI file");
+    // Not an OCI config: 125, nothing made.
+    std::fs::write(&cfg, "{ not json").unwrap();
+    let other = unique("cg");
+    assert_tool_error(&run(cg(&sb).args(["create", &other, "--oci"]).arg(&cfg)), TOOL, "not an OCI config");
+    assert_no_dirs(&i, &other);
+}
+
+#[test]
+fn bad_input_fails_cleanly_with_nothing_left_in_any_hierarchy() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let huge_cpus = "4096";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--memory", "10x"], "unknown size suffix"),
+        (&["--memory", "-5M"], "negative"),
+        (&["--memory", "0"], "zero"),
+        (&["--pids", "0"], "--pids"),
+        (&["--pids", "-7"], "--pids"),
+        (&["--cpus", "0"], "above zero"),
+        (&["--cpus", "-1"], "above zero"),
+        (&["--cpus", huge_cpus], "CPUs"),
+        (&["--cpus", "1", "--cpu-quota", "5000"], "conflicts"),
+        (&["--cpu-shares", "1"], "out of range"),
+        (&["--cpuset-cpus", "4095"], "outside the allowed set"),
+        (&["--cpuset-cpus", "3-1"], "reversed"),
+        (&["--memory", "64M", "--memory-swap", "32M"], "memory-swap"),
+        (&["--memory-reservation", "64M", "--memory", "32M"], "above --memory"),
+        (&["--io-max", "4095:4095:rbps=1m"], "no such block device"),
+        (&["--io-max", "1:3:xbps=1"], "unknown key"),
+        (&["--bogus-flag"], "usage"),
+    ];
+    for (args, needle) in cases {
+        for verb in ["create", "exec"] {
+            let name = unique("cg");
+            let marker = sb.path().join(format!("ran-{name}"));
+            let mut cmd = cg(&sb);
+            cmd.arg(verb).arg(&name).args(*args);
+            if verb == "exec" {
+                cmd.args(["--", "touch"]).arg(&marker);
+            }
+            let o = run(&mut cmd);
+            assert_tool_error(&o, TOOL, needle);
+            assert_eq!(stderr(&o).lines().filter(|l| !l.starts_with("hint: ")).count(), 1, "{}", stderr(&o));
+            assert_no_dirs(&i, &name);
+            assert!(!marker.exists(), "exec ran the command after failing: {args:?}");
+        }
+    }
+    // Names that must never reach a path.
+    for name in ["../evil", "a/b", "x y", ".hidden", "", "_x"] {
+        assert_tool_error(&run(cg(&sb).args(["create", name])), TOOL, "name");
+    }
+    assert!(!Path::new(i["hierarchies"][0]["base"].as_str().unwrap()).join("evil").exists());
+    // Unknown NAMEs.
+    let nobody = unique("cg");
+    for verb in [&["stat"][..], &["events"], &["rm"], &["kill"], &["set", "--pids", "5"]] {
+        let o = run(cg(&sb).args(verb.iter().take(1)).arg(&nobody).args(verb.iter().skip(1)));
+        assert_tool_error(&o, TOOL, "no such cgroup");
+    }
+    // A command that is not there: 127, and no cgroup made for it.
+    let name = unique("cg");
+    let o = run(cg(&sb).args(["exec", &name, "--", "/nonexistent/cmd"]));
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_no_dirs(&i, &name);
+    // create on an existing NAME refuses (and leaves it alone).
+    let c = Cg::new(&i);
+    assert!(run(cg(&sb).args(["create", &c.name, "--pids", "9"])).status.success());
+    assert_tool_error(&run(cg(&sb).args(["create", &c.name])), TOOL, "exists");
+    assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 9);
+}
+
+/// A value the kernel itself refuses after the directories exist: every directory made in every
+/// hierarchy is removed again (create), and values already changed are put back (set).
+#[test]
+fn kernel_rejection_midway_is_undone() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let cfg = sb.path().join("config.json");
+    // `unified` is written last, after the memory limit: a file the kernel does not have fails there.
+    std::fs::write(&cfg, r#"{"linux":{"resources":{"unified":{"memory.bogus":"1"}}}}"#).unwrap();
+    let name = unique("cg");
+    let o = run(cg(&sb).args(["create", &name, "--memory", "32M", "--oci"]).arg(&cfg));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("cbuild-cgroup: "), "{}", stderr(&o));
+    assert_no_dirs(&i, &name);
+    let c = Cg::new(&i);
+    assert!(run(cg(&sb).args(["create", &c.name, "--memory", "100M", "--pids", "50"])).status.success());
+    let o = run(cg(&sb).args(["set", &c.name, "--memory", "60M", "--pids", "7", "--oci"]).arg(&cfg));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let s = stat(&sb, &c.name);
+    assert_eq!(s["memory"]["limit"], 100 << 20, "a failed set must restore the old limit");
+    assert_eq!(s["pids"]["limit"], 50);
+}
+
+#[test]
+fn exec_passes_the_exit_status_and_prints_steps() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["-v", "exec", &c.name, "--pids", "10", "--", "sh", "-c", "exit 7"]));
+    assert_eq!(o.status.code(), Some(7));
+    let err = stderr(&o);
+    for step in ["step: detect: ", "step: mkdir: ", "step: write: ", "step: join: ", "step: exec: "] {
+        assert!(err.contains(&format!("cbuild-cgroup: {step}")), "no {step:?} in {err}");
+    }
+    // Re-running exec on the existing NAME reuses it.
+    let o = run(cg(&sb).args(["exec", &c.name, "--", "sh", "-c", "exit 0"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
