@@ -116,43 +116,59 @@ pub fn lock_existing(state: &Path, id: &str, step: &'static str) -> Result<Locke
     Ok(Locked { file })
 }
 
-/// Create `net.json` exclusively and already locked: write and lock a private temporary file, then
-/// hard-link it into place (link(2) fails if the name exists, like O_EXCL), so no other process can
-/// ever see the file unlocked while this connect is alive.
+/// Create `net.json` exclusively and already locked, so no other process ever sees it unlocked while
+/// this connect is alive, and a kill at any instant leaves nothing `prune` cannot recognise:
+/// - `<state>/<ID>` absent: build `<state>/.net-<ID>.<pid>/net.json` (locked), then rename the
+///   directory into place (rename fails if another process made a non-empty one meanwhile);
+/// - `<state>/<ID>` present (another tool's): write and lock `.net.json.<pid>` in it, then hard-link
+///   it to `net.json` (link(2) fails if the name exists, like O_EXCL).
 fn reserve(state: &Path, id: &str) -> Result<(Locked, bool)> {
     let dir = container_dir(state, id);
-    let made_dir = !dir.exists();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("reserve", dir.display(), e))?;
     let p = attachment_file(state, id);
-    let tmp = dir.join(format!(".net.json.{}", std::process::id()));
-    let r = (|| {
-        let f = std::fs::OpenOptions::new()
+    let taken = || {
+        Error::new("connect", id, "already connected")
+            .hint(format!("see {} or `cbuild-net disconnect --id {id}`", p.display()))
+    };
+    let create_locked = |f: &Path| -> Result<Flock<File>> {
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io("reserve", tmp.display(), e))?;
-        let file =
-            Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("reserve", tmp.display(), e))?;
-        let linked = std::fs::hard_link(&tmp, &p);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(Locked { file }),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(Error::new("connect", id, "already connected")
-                    .hint(format!("see {} or `cbuild-net disconnect --id {id}`", p.display())))
+            .open(f)
+            .map_err(|e| Error::io("reserve", f.display(), e))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("reserve", f.display(), e))
+    };
+    std::fs::create_dir_all(state).map_err(|e| Error::io("reserve", state.display(), e))?;
+    if !dir.exists() {
+        let tmpdir = state.join(format!(".net-{id}.{}", std::process::id()));
+        std::fs::create_dir(&tmpdir).map_err(|e| Error::io("reserve", tmpdir.display(), e))?;
+        let file = match create_locked(&tmpdir.join("net.json")) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&tmpdir);
+                return Err(e);
             }
-            Err(e) => Err(Error::io("reserve", p.display(), e)),
-        }
-    })();
-    match r {
-        Ok(l) => Ok((l, made_dir)),
-        Err(e) => {
-            if made_dir {
-                rmdir_quiet(&dir);
+        };
+        match std::fs::rename(&tmpdir, &dir) {
+            Ok(()) => return Ok((Locked { file }, true)),
+            Err(_) => {
+                // Someone made <state>/<ID> meanwhile: fall through to the link path.
+                let _ = std::fs::remove_file(tmpdir.join("net.json"));
+                let _ = std::fs::remove_dir(&tmpdir);
             }
-            Err(e)
         }
+    }
+    if p.exists() {
+        return Err(taken());
+    }
+    let tmp = dir.join(format!(".net.json.{}", std::process::id()));
+    let file = create_locked(&tmp)?;
+    let linked = std::fs::hard_link(&tmp, &p);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok((Locked { file }, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(taken()),
+        Err(e) => Err(Error::io("reserve", p.display(), e)),
     }
 }
 

@@ -197,17 +197,27 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
         nft.delete(&gone, &all)?;
         done.extend(gone.iter().map(|r| format!("rule {} ({})", r.handle, r.comment)));
     }
-    // Temporary files of connects killed between create and link.
+    // Temporary names of connects killed before their record was in place.
+    let dead = |pid: &str| !std::path::Path::new(&format!("/proc/{pid}")).exists();
     if let Ok(rd) = std::fs::read_dir(&ctx.state) {
         for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = n.strip_prefix(".net-") {
+                if rest.rsplit_once('.').is_some_and(|(_, pid)| dead(pid)) {
+                    let _ = std::fs::remove_file(e.path().join("net.json"));
+                    if std::fs::remove_dir(e.path()).is_ok() {
+                        done.push(format!("temporary {n}"));
+                    }
+                }
+                continue;
+            }
             if let Ok(sub) = std::fs::read_dir(e.path()) {
                 for f in sub.flatten() {
-                    let n = f.file_name().to_string_lossy().into_owned();
-                    if let Some(pid) = n.strip_prefix(".net.json.") {
-                        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                            let _ = std::fs::remove_file(f.path());
-                            crate::ipam::rmdir_quiet(&e.path());
-                        }
+                    let fname = f.file_name().to_string_lossy().into_owned();
+                    if fname.strip_prefix(".net.json.").is_some_and(dead) {
+                        let _ = std::fs::remove_file(f.path());
+                        crate::ipam::rmdir_quiet(&e.path());
+                        done.push(format!("temporary {n}/{fname}"));
                     }
                 }
             }

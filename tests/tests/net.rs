@@ -1,0 +1,610 @@
+//! cbuild-net against the real kernel, as root.
+//!
+//! Every test builds its whole topology inside network namespaces it creates: a "host" namespace
+//! (passed to cbuild-net with `CBUILD_NET_HOST_NS`) that holds the bridges, veth host ends, the nft
+//! table and ip_forward; container namespaces; and, where NAT is tested, an "outside" namespace
+//! linked to the host by a veth pair, with a small server. The machine's own network configuration is
+//! never touched, and traffic only flows between these namespaces. Dropping a test's [`Net`] unmounts
+//! its namespaces, which destroys everything inside them even when an assertion failed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cbuild_tests::{assert_tool_error, require_root, run, stderr, stdout, tool, unique, Sandbox};
+
+const TOOL: &str = "cbuild-net";
+
+/// One test's world: a sandbox for state, a host namespace, and any other namespaces it makes.
+struct Net {
+    sb: Sandbox,
+    host: PathBuf,
+    nss: Vec<PathBuf>,
+    children: Vec<Child>,
+}
+
+impl Net {
+    fn new() -> Net {
+        require_root();
+        let sb = Sandbox::new();
+        let host = sb.path().join("host.ns");
+        mkns(&host);
+        // Loopback up in the host namespace, as on any real host (publish from the host itself uses it).
+        sh_in(&host, "ip link set lo up");
+        Net { sb, host, nss: Vec::new(), children: Vec::new() }
+    }
+
+    /// A new empty network namespace, removed when the test ends.
+    fn ns(&mut self, name: &str) -> PathBuf {
+        let p = self.sb.path().join(format!("{name}.ns"));
+        mkns(&p);
+        self.nss.push(p.clone());
+        p
+    }
+
+    /// `cbuild-net ARGS` against this test's host namespace and state.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = tool(TOOL, &self.sb);
+        c.env("CBUILD_NET_HOST_NS", &self.host).args(args);
+        c
+    }
+
+    fn net(&self, args: &[&str]) -> Output {
+        run(&mut self.cmd(args))
+    }
+
+    /// Run and require success.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.net(args);
+        assert!(o.status.success(), "cbuild-net {args:?} failed: {}", stderr(&o));
+        stdout(&o)
+    }
+
+    fn ns_path(&self, ns: &Path) -> String {
+        ns.display().to_string()
+    }
+
+    /// Links, addresses, routes and the nft ruleset of the host namespace: what "nothing left
+    /// behind" is checked against.
+    fn host_snapshot(&self) -> String {
+        snapshot(&self.host)
+    }
+
+    /// Every file under the state dir (leases, records), as relative paths.
+    fn state_files(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        walk(&self.sb.state, &self.sb.state, &mut out);
+        out
+    }
+
+    /// Lease files of a bridge.
+    fn leases(&self, bridge: &str) -> Vec<String> {
+        let dir = self.sb.state.join("net").join(bridge);
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Start a busybox httpd serving `body` on `port` inside `ns`; killed when the test ends.
+    fn httpd(&mut self, ns: &Path, port: u16, body: &str) {
+        let root = self.sb.path().join(format!("www-{}", unique("w")));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), body).unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .args(["busybox", "httpd", "-f", "-p", &port.to_string(), "-h"])
+            .arg(&root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn httpd");
+        self.children.push(child);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for p in self.nss.iter().chain(std::iter::once(&self.host)) {
+            let _ = nix::mount::umount2(p.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn mkns(p: &Path) {
+    std::fs::write(p, "").unwrap();
+    let o = run(Command::new("unshare").arg(format!("--net={}", p.display())).arg("true"));
+    assert!(o.status.success(), "unshare --net={}: {}", p.display(), stderr(&o));
+}
+
+/// Run a shell command line inside `ns` (iproute2, nft and busybox are on PATH).
+#[track_caller]
+fn sh_in(ns: &Path, cmd: &str) -> String {
+    let o = try_in(ns, cmd);
+    assert!(o.status.success(), "in {}: {cmd}: {}", ns.display(), stderr(&o));
+    stdout(&o)
+}
+
+fn try_in(ns: &Path, cmd: &str) -> Output {
+    run(Command::new("nsenter").arg(format!("--net={}", ns.display())).args(["sh", "-c", cmd]))
+}
+
+fn snapshot(ns: &Path) -> String {
+    // The set of things, not their momentary state: carrier and link-down flags, and IPv6 link-local
+    // addresses and routes (cbuild configures IPv4 only), change by themselves while links settle.
+    sh_in(
+        ns,
+        r#"ip -o link show | awk '{print $1, $2, ($0 ~ / master /) ? "enslaved" : ""}'
+           ip -4 -o addr show | awk '{print $2, $3, $4}'
+           ip -4 route show table all | sed 's/ linkdown//'
+           nft list ruleset"#,
+    )
+}
+
+/// Lines only in `a` (`-`) or only in `b` (`+`).
+fn diff(a: &str, b: &str) -> String {
+    let (sa, sb): (BTreeSet<&str>, BTreeSet<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut out: Vec<String> = sa.difference(&sb).map(|l| format!("-{l}")).collect();
+    out.extend(sb.difference(&sa).map(|l| format!("+{l}")));
+    out.join("\n")
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            out.insert(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+}
+
+/// Host-side veth links cbuild made (`cb` + 12 hex), by name.
+fn cb_links(ns: &Path) -> Vec<String> {
+    sh_in(ns, "ip -o link show type veth")
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .filter(|n| n.starts_with("cb"))
+        .collect()
+}
+
+/// The IPv4 address of `ifname` inside `ns`.
+fn addr_of(ns: &Path, ifname: &str) -> String {
+    let out = sh_in(ns, &format!("ip -4 -o addr show dev {ifname}"));
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no IPv4 address on {ifname}: {out}"))
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// GET / from `addr` (`IP:PORT`) inside `ns` with busybox nc, retrying while the server starts.
+/// The body, or `None` if nothing answered. (busybox's own wget crashes when statically linked.)
+fn fetch(ns: &Path, addr: &str, tries: u32) -> Option<String> {
+    let (ip, port) = addr.split_once(':').unwrap();
+    for _ in 0..tries {
+        let o = try_in(ns, &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 1 {ip} {port}"));
+        let out = stdout(&o);
+        if let Some((_, body)) = out.split_once("\r\n\r\n") {
+            return Some(body.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    None
+}
+
+/// An "outside" namespace linked to the host by a veth pair: host 198.51.100.1/24 on `up0`,
+/// outside 198.51.100.2/24. The outside has no route to any container subnet, so only NAT lets a
+/// container talk to it.
+fn outside(n: &mut Net) -> PathBuf {
+    let out = n.ns("outside");
+    sh_in(
+        &n.host,
+        &format!(
+            "ip link add up0 type veth peer name o0 netns {o} && ip addr add 198.51.100.1/24 dev up0 && ip link set up0 up",
+            o = out.display()
+        ),
+    );
+    sh_in(&out, "ip link set lo up && ip addr add 198.51.100.2/24 dev o0 && ip link set o0 up");
+    out
+}
+
+#[test]
+fn two_containers_reach_each_other_and_teardown_restores_the_host() {
+    let mut n = Net::new();
+    let before = n.host_snapshot();
+    let (a, b) = (n.ns("a"), n.ns("b"));
+    n.ok(&["bridge", "add", "br0", "--subnet", "10.231.0.0/24"]);
+    // Idempotent: the same bridge again changes nothing.
+    n.ok(&["bridge", "add", "br0", "--subnet", "10.231.0.0/24"]);
+    let ra: serde_json::Value =
+        serde_json::from_str(&n.ok(&["connect", &n.ns_path(&a), "--bridge", "br0", "--id", "ca", "--json"])).unwrap();
+    n.ok(&["connect", &n.ns_path(&b), "--bridge", "br0", "--id", "cb", "--ifname", "net0", "--mtu", "1400"]);
+
+    // The CNI-like result matches the kernel's view.
+    let ipa = addr_of(&a, "eth0");
+    assert_eq!(ra["ips"][0]["address"], format!("{ipa}/24"));
+    assert_eq!(ra["ips"][0]["gateway"], "10.231.0.1");
+    assert_eq!(ra["routes"][0]["gw"], "10.231.0.1");
+    let ipb = addr_of(&b, "net0");
+    assert_ne!(ipa, ipb);
+    assert!(sh_in(&b, "ip link show net0").contains("mtu 1400"));
+    assert!(sh_in(&a, "ip route").contains("default via 10.231.0.1 dev eth0"));
+    assert!(sh_in(&a, "ip link show lo").contains("UP"), "loopback is up");
+
+    // Container to container across the bridge, and to the gateway.
+    sh_in(&a, &format!("busybox ping -c 1 -W 2 {ipb}"));
+    sh_in(&b, &format!("busybox ping -c 1 -W 2 {ipa}"));
+    sh_in(&a, "busybox ping -c 1 -W 2 10.231.0.1");
+
+    // ls pairs each host end with its peer: the container's `eth0@ifN` names the host end's index,
+    // and the host end's `@ifM` the container end's.
+    let ls: Vec<serde_json::Value> =
+        n.ok(&["ls", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let pa = ls.iter().find(|v| v["kind"] == "veth" && v["id"] == "ca").expect("pair of ca in ls");
+    assert_eq!(pa["orphaned"], false);
+    assert_eq!(pa["ip"], ipa.as_str());
+    let host_idx = pa["host_ifindex"].as_u64().unwrap();
+    let peer_idx = pa["peer_ifindex"].as_u64().unwrap();
+    assert!(sh_in(&a, "ip -o link show eth0").contains(&format!("eth0@if{host_idx}:")));
+    assert!(sh_in(&a, &format!("ip -o link show eth0")).starts_with(&format!("{peer_idx}:")));
+    let host_if = pa["host_ifname"].as_str().unwrap();
+    assert!(host_if.starts_with("cb"), "host ends are named cb*: {host_if}");
+    assert!(sh_in(&n.host, &format!("ip -o link show {host_if}")).contains("master br0"));
+    assert!(ls.iter().any(|v| v["kind"] == "bridge" && v["name"] == "br0" && v["subnet"] == "10.231.0.0/24"));
+    assert!(n.sb.state.join("ca/net.json").exists());
+    assert_eq!(n.leases("br0").len(), 2);
+
+    n.ok(&["disconnect", "--id", "ca"]);
+    n.ok(&["disconnect", "--id", "cb"]);
+    assert!(try_in(&a, "ip link show eth0").status.code() != Some(0), "container end removed");
+    assert!(n.leases("br0").is_empty(), "leases released");
+    assert!(!n.sb.state.join("ca").exists() && !n.sb.state.join("cb").exists(), "records removed");
+    n.ok(&["bridge", "del", "br0"]);
+    assert_eq!(n.host_snapshot(), before, "links, addresses, routes and nft ruleset as before");
+    assert!(n.state_files().iter().all(|f| !f.starts_with("net/br0")), "{:?}", n.state_files());
+}
+
+#[test]
+fn masquerade_lets_a_container_reach_the_outside_only_when_on() {
+    let mut n = Net::new();
+    let out = outside(&mut n);
+    n.httpd(&out, 7000, "from-outside");
+    assert_eq!(fetch(&out, "127.0.0.1:7000", 20).as_deref(), Some("from-outside"), "server up");
+    let c = n.ns("c");
+    n.ok(&["bridge", "add", "brn", "--subnet", "10.232.0.0/24"]);
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brn", "--id", "c1"]);
+    assert_eq!(sh_in(&n.host, "cat /proc/sys/net/ipv4/ip_forward").trim(), "1", "forwarding on in the host ns");
+
+    // Without NAT the outside has no route back to 10.232.0.0/24: no answer.
+    assert_eq!(fetch(&c, "198.51.100.2:7000", 1), None);
+    n.ok(&["nat", "brn", "on"]);
+    assert!(sh_in(&n.host, "nft list table ip cbuild").contains("masquerade"));
+    assert_eq!(fetch(&c, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"));
+    n.ok(&["nat", "brn", "off"]);
+    // With the last rule gone the table is gone too.
+    assert_eq!(sh_in(&n.host, "nft list ruleset").trim(), "");
+    n.ok(&["disconnect", "--id", "c1"]);
+}
+
+#[test]
+fn published_port_reaches_the_container_from_outside_and_from_the_host() {
+    let mut n = Net::new();
+    let out = outside(&mut n);
+    let (c, d) = (n.ns("c"), n.ns("d"));
+    n.ok(&["bridge", "add", "brp", "--subnet", "10.233.0.0/24", "--nat"]);
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brp", "--id", "web"]);
+    n.ok(&["connect", &n.ns_path(&d), "--bridge", "brp", "--id", "other"]);
+    n.httpd(&c, 80, "from-container");
+    let ip = addr_of(&c, "eth0");
+    assert_eq!(fetch(&c, "127.0.0.1:80", 20).as_deref(), Some("from-container"), "server up");
+    // Not reachable from outside before publishing.
+    assert_eq!(fetch(&out, "198.51.100.1:8080", 1), None);
+
+    n.ok(&["-v", "publish", "--id", "web", "8080:80"]);
+    assert_eq!(fetch(&out, "198.51.100.1:8080", 5).as_deref(), Some("from-container"), "outside via DNAT");
+    assert_eq!(fetch(&n.host, "198.51.100.1:8080", 5).as_deref(), Some("from-container"), "from the host itself");
+    let rules = sh_in(&n.host, "nft list table ip cbuild");
+    assert!(rules.contains(&format!("dnat to {ip}:80")), "{rules}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(n.sb.state.join("web/net.json")).unwrap()).unwrap();
+    assert_eq!(record["ports"][0]["host_port"], 8080);
+
+    // A port already published, by anyone: 125, and no new rule.
+    let before = sh_in(&n.host, "nft -a list table ip cbuild");
+    let o = n.net(&["publish", "--id", "other", "8080:80"]);
+    assert_tool_error(&o, TOOL, "already published by web");
+    let o = n.net(&["publish", "--id", "web", "8080:81/tcp"]);
+    assert_tool_error(&o, TOOL, "already published");
+    assert_eq!(sh_in(&n.host, "nft -a list table ip cbuild"), before);
+    // UDP 8080 is another port.
+    n.ok(&["publish", "--id", "other", "8080:80/udp"]);
+
+    n.ok(&["unpublish", "--id", "web", "8080"]);
+    assert_eq!(fetch(&out, "198.51.100.1:8080", 1), None, "unpublished");
+    assert!(!sh_in(&n.host, "nft list table ip cbuild").contains(&format!("{ip}:80")));
+    let o = n.net(&["unpublish", "--id", "web", "8080"]);
+    assert_tool_error(&o, TOOL, "not published");
+
+    // Disconnect removes the container's remaining rules; with nat off the table goes entirely.
+    n.ok(&["publish", "--id", "web", "9090:80"]);
+    n.ok(&["disconnect", "--id", "web"]);
+    n.ok(&["disconnect", "--id", "other"]);
+    assert!(!sh_in(&n.host, "nft list ruleset").contains("dnat"));
+    n.ok(&["nat", "brp", "off"]);
+    assert_eq!(sh_in(&n.host, "nft list ruleset").trim(), "");
+}
+
+#[test]
+fn fifty_concurrent_connects_get_fifty_distinct_addresses() {
+    let mut n = Net::new();
+    let before = n.host_snapshot();
+    n.ok(&["bridge", "add", "brc", "--subnet", "10.234.0.0/24"]);
+    let nss: Vec<PathBuf> = (0..50).map(|i| n.ns(&format!("c{i}"))).collect();
+    let children: Vec<Child> = nss
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            n.cmd(&["connect", &ns.display().to_string(), "--bridge", "brc", "--id", &format!("c{i}"), "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ips = BTreeSet::new();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "connect failed: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        ips.insert(v["ips"][0]["address"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ips.len(), 50, "distinct addresses: {ips:?}");
+    assert!(!ips.contains("10.234.0.1/24") && !ips.contains("10.234.0.0/24") && !ips.contains("10.234.0.255/24"));
+    assert_eq!(n.leases("brc").len(), 50);
+    for (i, ns) in nss.iter().enumerate() {
+        assert!(ips.contains(&format!("{}/24", addr_of(ns, "eth0"))), "c{i}'s address is the one reported");
+    }
+    assert_eq!(cb_links(&n.host).len(), 50);
+
+    let children: Vec<Child> = (0..50)
+        .map(|i| n.cmd(&["disconnect", "--id", &format!("c{i}")]).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "disconnect failed: {}", stderr(&o));
+    }
+    assert!(n.leases("brc").is_empty());
+    assert!(cb_links(&n.host).is_empty());
+    n.ok(&["bridge", "del", "brc"]);
+    assert_eq!(n.host_snapshot(), before);
+}
+
+#[test]
+fn kill9_during_connect_then_prune_leaves_no_orphans() {
+    let mut n = Net::new();
+    n.ok(&["bridge", "add", "brk", "--subnet", "10.235.0.0/24"]);
+    // Time a connect so the kills land all along it.
+    let probe = n.ns("probe");
+    let t = Instant::now();
+    n.ok(&["connect", &n.ns_path(&probe), "--bridge", "brk", "--id", "probe"]);
+    let took = t.elapsed().as_micros() as u64;
+    n.ok(&["disconnect", "--id", "probe"]);
+
+    let mut completed = Vec::new();
+    for i in 0..24u64 {
+        let ns = n.ns(&format!("k{i}"));
+        let id = format!("k{i}");
+        let mut child = n
+            .cmd(&["connect", &ns.display().to_string(), "--bridge", "brk", "--id", &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(took * i / 20));
+        let _ = child.kill(); // SIGKILL
+        let st = child.wait().unwrap();
+        if st.success() {
+            completed.push(id);
+        }
+    }
+    // A pair whose namespace vanished, and a cb* link no record owns.
+    let gone = n.ns("gone");
+    n.ok(&["connect", &n.ns_path(&gone), "--bridge", "brk", "--id", "gone"]);
+    nix::mount::umount2(gone.as_path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    sh_in(&n.host, "ip link add cb0123456789ab type veth peer name stray0");
+    // The namespace's destruction (and with it the pair) is asynchronous in the kernel.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ls = n.ok(&["ls", "--json"]);
+        if ls.lines().any(|l| l.contains("\"id\":\"gone\"") && l.contains("\"orphaned\":true")) {
+            assert!(ls.contains("cb0123456789ab"), "{ls}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "pair of a destroyed namespace never shown orphaned: {ls}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let pruned = n.ok(&["-v", "prune"]);
+    assert!(pruned.contains("attachment gone"), "{pruned}");
+    assert!(pruned.contains("link cb0123456789ab"), "{pruned}");
+    // Nothing orphaned is left, and what is left belongs to connects that completed.
+    let ls = n.ok(&["ls", "--json"]);
+    assert!(!ls.contains("\"orphaned\":true"), "{ls}");
+    let mut links = cb_links(&n.host);
+    links.sort();
+    assert_eq!(links.len(), completed.len(), "links {links:?} vs completed {completed:?}");
+    assert_eq!(n.leases("brk").len(), completed.len());
+    for id in &completed {
+        n.ok(&["disconnect", "--id", id]);
+    }
+    assert!(cb_links(&n.host).is_empty());
+    assert!(n.leases("brk").is_empty());
+    let files = n.state_files();
+    assert!(files.iter().all(|f| f.starts_with("net")), "no records left: {files:?}");
+    assert!(!n.ok(&["prune"]).contains("removed"), "a second prune finds nothing");
+}
+
+#[test]
+fn bad_input_fails_with_125_and_leaves_nothing() {
+    let mut n = Net::new();
+    let c = n.ns("c");
+    let cp = n.ns_path(&c);
+    // A route the bridge subnet must not overlap.
+    sh_in(&n.host, "ip link add dummy0 type veth peer name dummy1 && ip addr add 10.236.128.1/24 dev dummy0 && ip link set dummy0 up");
+    n.ok(&["bridge", "add", "brb", "--subnet", "10.237.0.0/30"]);
+    n.ok(&["connect", &cp, "--bridge", "brb", "--id", "first"]);
+    let not_ns = n.sb.path().join("plain-file");
+    std::fs::write(&not_ns, "").unwrap();
+    let c2 = n.ns("c2");
+    let c2p = n.ns_path(&c2);
+    // An eth0 already in the target: the veth creation fails after the lease was taken. (One
+    // connect and disconnect first, so brf's round-robin hint file already exists.)
+    let c3 = n.ns("c3");
+    n.ok(&["bridge", "add", "brf", "--subnet", "10.237.1.0/24"]);
+    n.ok(&["connect", &n.ns_path(&c3), "--bridge", "brf", "--id", "warm"]);
+    n.ok(&["disconnect", "--id", "warm"]);
+    sh_in(&c3, "ip link add eth0 type veth peer name eth0p");
+    let c3p = n.ns_path(&c3);
+
+    let host_before = n.host_snapshot();
+    let state_before = n.state_files();
+    let c2_before = snapshot(&c2);
+    let c3_before = snapshot(&c3);
+    let long = "b".repeat(16);
+    let missing = n.sb.path().join("missing.ns").display().to_string();
+    let not_ns = not_ns.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["bridge", "add", "bx", "--subnet", "10.0.0.0/33"], "invalid subnet"),
+        (vec!["bridge", "add", "bx", "--subnet", "10.238.0.1/24"], "host bits set"),
+        (vec!["bridge", "add", "bx", "--subnet", "nonsense"], "invalid subnet"),
+        (vec!["bridge", "add", "bx", "--subnet", "10.236.0.0/16"], "overlaps route 10.236.128.0/24"),
+        (vec!["bridge", "add", "bx", "--subnet", "10.238.0.0/24", "--gateway", "10.238.0.255"], "gateway"),
+        (vec!["bridge", "add", &long, "--subnet", "10.238.0.0/24"], "15 bytes"),
+        (vec!["bridge", "add", "brb", "--subnet", "10.239.0.0/24"], "already exists with subnet"),
+        (vec!["bridge", "add", "dummy0", "--subnet", "10.238.0.0/24"], "cbuild did not create it"),
+        (vec!["bridge", "del", "brb"], "still attached"),
+        (vec!["bridge", "del", "nosuch"], "no such bridge"),
+        (vec!["connect", &missing, "--bridge", "brb", "--id", "x"], "No such file"),
+        (vec!["connect", &not_ns, "--bridge", "brb", "--id", "x"], "not a network namespace"),
+        (vec!["connect", "no-such-name", "--bridge", "brb", "--id", "x"], "No such file"),
+        (vec!["connect", &c2p, "--bridge", "brb", "--id", "first"], "already connected"),
+        (vec!["connect", &c2p, "--bridge", "brb", "--id", "x"], "no free address"),
+        (vec!["connect", &c2p, "--bridge", "nosuch", "--id", "x"], "no such bridge"),
+        (vec!["connect", &c2p, "--bridge", "brb", "--id", "../x"], "invalid container ID"),
+        (vec!["connect", &c2p, "--bridge", "brb", "--id", "x", "--ip", "10.1.2.3"], "not a usable address"),
+        (vec!["connect", &c2p, "--bridge", "brb", "--id", "x", "--mac", "01:00:5e:00:00:01"], "multicast"),
+        (vec!["connect", &c2p, "--bridge", "brb", "--id", "x", "--ifname", "a-very-long-ifname"], "15 bytes"),
+        (vec!["connect", &c2p, "--bridge", "brb", "--id", "x", "--mtu", "20"], "MTU"),
+        (vec!["connect", &c3p, "--bridge", "brf", "--id", "x"], "File exists"),
+        (vec!["connect", "--bridge", "brb", "--id", "x"], "NETNS"),
+        (vec!["connect", "--pid", "999999999", "--bridge", "brb", "--id", "x"], "No such file"),
+        (vec!["disconnect", "--id", "nosuch"], "not connected"),
+        (vec!["publish", "--id", "first", "80"], "HOSTPORT:PORT"),
+        (vec!["publish", "--id", "first", "0:80"], "not a port"),
+        (vec!["publish", "--id", "first", "80:80/sctp"], "unknown protocol"),
+        (vec!["publish", "--id", "nosuch", "80:80"], "not connected"),
+        (vec!["nat", "nosuch", "on"], "no such bridge"),
+        (vec!["netns", "add", "bad/name"], "invalid namespace name"),
+        (vec!["netns", "del", "nosuch"], "No such file"),
+        (vec!["--no-such-flag"], "unexpected argument"),
+    ];
+    for (args, needle) in &cases {
+        let o = n.net(args);
+        assert_tool_error(&o, TOOL, needle);
+        assert_eq!(stderr(&o).lines().filter(|l| !l.starts_with("hint: ")).count(), 1, "{args:?}: {}", stderr(&o));
+        let now = n.host_snapshot();
+        assert!(now == host_before, "{args:?} changed the host namespace: {}", diff(&host_before, &now));
+        assert_eq!(n.state_files(), state_before, "{args:?} left something in the state dir");
+    }
+    // Rollback after the kernel refused the pair: no lease, no link, the dummy untouched.
+    assert_eq!(snapshot(&c3), c3_before);
+    assert_eq!(snapshot(&c2), c2_before);
+    assert_eq!(n.leases("brb"), vec!["10.237.0.2".to_string()]);
+    assert!(n.leases("brf").is_empty());
+    // A host namespace that does not exist: nothing to do at all.
+    let o = run(tool(TOOL, &n.sb).env("CBUILD_NET_HOST_NS", &missing).args(["ls"]));
+    assert_tool_error(&o, TOOL, "No such file");
+    n.ok(&["disconnect", "--id", "first"]);
+}
+
+#[test]
+fn default_bridge_is_created_on_first_use_on_a_free_subnet() {
+    let mut n = Net::new();
+    // Make 172.17.0.0/16 taken in the host namespace: the default must move on.
+    sh_in(&n.host, "ip link add dummy0 type veth peer name dummy1 && ip addr add 172.17.5.1/24 dev dummy0 && ip link set dummy0 up");
+    let c = n.ns("c");
+    let r: serde_json::Value =
+        serde_json::from_str(&n.ok(&["connect", &n.ns_path(&c), "--id", "d1", "--json"])).unwrap();
+    assert_eq!(r["bridge"], "cbuild0");
+    let addr = r["ips"][0]["address"].as_str().unwrap();
+    assert!(addr.starts_with("172.18.") && addr.ends_with("/16"), "{addr}");
+    assert!(sh_in(&n.host, "ip -o addr show dev cbuild0").contains("172.18.0.1/16"));
+    assert!(sh_in(&n.host, "nft list table ip cbuild").contains("masquerade"), "NAT on, as docker0");
+    let b = n.ok(&["bridge", "ls", "--json"]);
+    assert!(b.contains("\"name\":\"cbuild0\"") && b.contains("\"nat\":true"), "{b}");
+    n.ok(&["disconnect", "--id", "d1"]);
+    n.ok(&["bridge", "del", "cbuild0"]);
+    assert_eq!(sh_in(&n.host, "nft list ruleset").trim(), "");
+    assert!(!sh_in(&n.host, "ip -o link").contains("cbuild0"));
+}
+
+#[test]
+fn netns_verbs_and_connect_by_name_and_by_pid() {
+    let mut n = Net::new();
+    let name = unique("ns");
+    let path = PathBuf::from(n.ok(&["netns", "add", &name]).trim());
+    assert_eq!(path, n.sb.state.join(&name).join("ns/net"));
+    assert!(n.ok(&["netns", "ls"]).contains(&name));
+    let o = n.net(&["netns", "add", &name]);
+    assert_tool_error(&o, TOOL, "File exists");
+    // The persisted namespace is a real one that nsenter can join.
+    sh_in(&path, "ip link show lo");
+
+    n.ok(&["bridge", "add", "brs", "--subnet", "10.240.0.0/24"]);
+    n.ok(&["connect", &name, "--bridge", "brs", "--id", "byname"]);
+    assert!(addr_of(&path, "eth0").starts_with("10.240.0."));
+
+    // --pid: a process in its own network namespace.
+    let mut child = Command::new("unshare").args(["--net", "sleep", "30"]).spawn().unwrap();
+    let pid = child.id();
+    let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(&ns).ok() == std::fs::read_link("/proc/self/ns/net").ok() {
+        assert!(Instant::now() < deadline, "unshare never entered its namespace");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _kill = cbuild_tests::Defer(move || {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+    });
+    n.ok(&["connect", "--pid", &pid.to_string(), "--bridge", "brs", "--id", "bypid"]);
+    let ip = addr_of(&ns, "eth0");
+    sh_in(&path, &format!("busybox ping -c 1 -W 2 {ip}"));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    n.ok(&["disconnect", "--id", "byname"]);
+    n.ok(&["disconnect", "--id", "bypid"]);
+    n.ok(&["netns", "del", &name]);
+    assert!(!n.sb.state.join(&name).exists(), "netns del removes its directories");
+    assert!(!n.ok(&["netns", "ls"]).contains(&name));
+}
