@@ -192,6 +192,12 @@ fn check(req: &MountRequest) -> Result<Plan> {
         lower.push(abs);
     }
 
+    if lower.len() == 1 && req.upper.is_none() && req.tmpfs_upper.is_none() {
+        // Overlay's own rule (a one-layer read-only overlay would be a bind mount); it only says so in
+        // the kernel log, so say it here.
+        return Err(Error::invalid("lowerdir", p(&lower[0]), "a read-only overlay needs at least two lower dirs")
+            .with_hint("add --upper and --work (or --tmpfs-upper), or bind-mount the dir instead"));
+    }
     let target = fsutil::resolve("target", &req.target)?;
     if let Ok(md) = std::fs::metadata(&target) {
         if !md.is_dir() {
@@ -370,8 +376,16 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
         })?;
     }
     step("fsconfig", format!("create: {}", plan.target.display()));
-    rustix::mount::fsconfig_create(&fs)
-        .map_err(|e| Error::os("fsconfig", p(&plan.target), e).with_detail(fc_log(&fs)))?;
+    rustix::mount::fsconfig_create(&fs).map_err(|e| {
+        let detail = fc_log(&fs);
+        let hint = detail.is_none();
+        let err = Error::os("fsconfig", p(&plan.target), e).with_detail(detail);
+        if hint {
+            err.with_hint("overlayfs logs its reason in the kernel log (dmesg | tail)")
+        } else {
+            err
+        }
+    })?;
     step("fsmount", p(&plan.target));
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(|e| Error::os("fsmount", p(&plan.target), e).with_detail(fc_log(&fs)))?;

@@ -426,6 +426,12 @@ fn bad_input_other_cases() {
         .arg(sb.path().join("u"))
         .arg(sb.path().join("m")));
     assert_tool_error(&o, TOOL, "--upper needs --work too");
+    let o = run(ov(&sb).args(["mount", "--lower"]).arg(&not_overlay).arg(sb.path().join("m")));
+    assert_tool_error(
+        &o,
+        TOOL,
+        &format!("lowerdir: {}: a read-only overlay needs at least two", not_overlay.display()),
+    );
     let o = run(ov(&sb).args(["mount", "--no-such-flag"]));
     assert_tool_error(&o, TOOL, "args: ");
     assert!(!sb.path().join("m").exists() && !sb.path().join("u").exists());
