@@ -57,7 +57,6 @@ for r in s["syscalls"]:
 s["syscalls"]=out
 json.dump(c,open(p,"w"))
 PY
-  runc_cmd() { cp "$work/$1.json" "$work/bundle/config.json"; }
   cp "$work/with.json" "$work/bundle/config.json"
   hyperfine -N -w 1 -r 10 --export-json "$work/runc_with.json" "runc run --bundle $work/bundle cbs-bench-a" >/dev/null
   cp "$work/without.json" "$work/bundle/config.json"
