@@ -19,7 +19,6 @@ use serde::Serialize;
 
 use crate::error::{p, Error, Result};
 use crate::fsutil::{is_opaque, is_whiteout, is_whiteout_stat, overlay_xattr, xattr_prefix};
-use crate::mountinfo;
 use crate::walk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -154,13 +153,11 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
 
 /// The lower layers (and userxattr) of a mounted overlay whose upper dir is `upper`.
 fn mounted_with_upper(upper: &Path) -> Result<Option<(Vec<PathBuf>, bool)>> {
-    for e in mountinfo::read()?.iter().filter(|e| e.fs_type == "overlay") {
-        let o = mountinfo::OverlayOptions::parse(&e.super_options);
-        let Some(u) = &o.upper else { continue };
-        let u = mountinfo::resolve_layer(u, &e.source);
-        if std::fs::canonicalize(&u).is_ok_and(|u| u == upper) {
-            let lower = o.lower.iter().chain(o.data.iter()).map(|l| mountinfo::resolve_layer(l, &e.source)).collect();
-            return Ok(Some((lower, o.userxattr)));
+    for m in crate::inspect::ls()? {
+        let Some(u) = &m.upper else { continue };
+        if std::fs::canonicalize(u).is_ok_and(|u| u == upper) {
+            let lower = m.lower.iter().chain(m.data.iter()).map(PathBuf::from).collect();
+            return Ok(Some((lower, m.userxattr)));
         }
     }
     Ok(None)

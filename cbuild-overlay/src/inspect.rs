@@ -38,7 +38,13 @@ pub struct OverlayMount {
 
 impl OverlayMount {
     pub fn from_entry(e: &MountEntry) -> OverlayMount {
-        let o = OverlayOptions::parse(&e.super_options);
+        let mut o = OverlayOptions::parse(&e.super_options);
+        // cbuild's mount(2) fallback passes fd numbers and records the real list in its aux dir.
+        if let Some(list) = recorded_lower(&e.source, o.lower.len() + o.data.len()) {
+            let data = list[o.lower.len()..].to_vec();
+            o.lower = list[..o.lower.len()].to_vec();
+            o.data = data;
+        }
         let res = |s: &String| mountinfo::resolve_layer(s, &e.source).to_string_lossy().into_owned();
         OverlayMount {
             target: e.mount_point.to_string_lossy().into_owned(),
@@ -53,6 +59,15 @@ impl OverlayMount {
             options: o.other,
         }
     }
+}
+
+/// The layer list cbuild's legacy path wrote into the aux dir named by the mount's source, if it is there
+/// and has one line per layer shown.
+fn recorded_lower(source: &str, n: usize) -> Option<Vec<String>> {
+    let aux = crate::mount::aux_dir(source)?;
+    let text = std::fs::read_to_string(aux.join(crate::mount::LOWER_LIST)).ok()?;
+    let list: Vec<String> = text.lines().map(str::to_string).collect();
+    (list.len() == n).then_some(list)
 }
 
 /// Every overlay mount visible to this process, in mount order.

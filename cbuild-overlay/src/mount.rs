@@ -6,13 +6,14 @@
 //!   `fsmount`, `move_mount`. No length limit, no escaping, and the kernel explains a refusal in the
 //!   fs_context log, which we read back into the error line;
 //! - classic mount(2) (older kernels, or `CBUILD_OVERLAY_FORCE_LEGACY=1` / `--legacy-api`): all options
-//!   in one string that must fit in a page. When the lower dirs do not fit, cbuild does what Docker's
-//!   overlay2 does with its `l/` dir, shorter: it makes symlinks `0`, `1`, ... to the layers in an aux
-//!   dir `<state>/.overlay/<id>/`, chdirs there and passes `lowerdir=0:1:...`. The aux dir is the mount's
-//!   source, so mountinfo says where the relative names live and `inspect` can resolve them; `umount`
-//!   removes it.
+//!   in one string that must fit in a page. When the lower dirs do not fit, cbuild shortens them as
+//!   Docker's overlay2 does with its `l/` symlinks, but without writing 500 symlinks: it opens each layer
+//!   (`O_PATH`), chdirs to /proc/self/fd and passes `lowerdir=3:4:5:...`, which the kernel resolves
+//!   through the fds. mountinfo then shows only those numbers, so the layer list is written to an aux
+//!   dir `<state>/.overlay/<id>/lower` and the aux dir is the mount's source; `inspect` and `ls` read it
+//!   back, `umount` removes it.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, CWD};
@@ -28,6 +29,12 @@ pub const KERNEL_MAX_LOWER: usize = 500;
 
 /// Environment switch forcing classic mount(2), so the path older kernels take is testable on a new one.
 pub const FORCE_LEGACY_ENV: &str = "CBUILD_OVERLAY_FORCE_LEGACY";
+
+/// The file in an aux dir listing the lower layers (one per line, top first) of a mount(2) mount whose
+/// lowerdir holds fd numbers.
+pub const LOWER_LIST: &str = "lower";
+
+const PROC_FD: &str = "/proc/self/fd";
 
 /// Source shown in mountinfo for mounts that need no aux dir.
 pub const SOURCE: &str = "cbuild-overlay";
@@ -446,16 +453,39 @@ fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
 }
 
 fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, links: Option<&Path>, undo: &mut Undo) -> Result<()> {
+    // With an aux dir, each layer is passed as an fd number relative to /proc/self/fd: "3:4:5:...".
+    // The open fds pin the layers until mount(2) has resolved them; the list is recorded in the aux dir
+    // (the mount's source) so `inspect` and `ls` can name the layers later.
+    let mut fds = vec![];
     let lower: Vec<String> = match links {
         None => plan.lower.iter().map(|l| l.to_string_lossy().into_owned()).collect(),
         Some(aux) => {
+            let list = aux.join(LOWER_LIST);
+            let mut text = String::new();
+            for l in &plan.lower {
+                let s = l.to_string_lossy();
+                if s.contains('\n') {
+                    return Err(Error::invalid("lowerdir", p(l), "a newline in a layer path cannot be recorded"));
+                }
+                text.push_str(&s);
+                text.push('\n');
+            }
+            step("write", list.display());
+            std::fs::write(&list, text).map_err(|e| Error::os("write", p(&list), e))?;
+            undo.push(UndoStep::Unlink(list));
             let mut names = Vec::with_capacity(plan.lower.len());
-            for (i, l) in plan.lower.iter().enumerate() {
-                let link = aux.join(i.to_string());
-                step("symlink", format!("{} -> {}", link.display(), l.display()));
-                std::os::unix::fs::symlink(l, &link).map_err(|e| Error::os("symlink", p(&link), e))?;
-                undo.push(UndoStep::Unlink(link));
-                names.push(i.to_string());
+            for l in &plan.lower {
+                let fd = rustix::fs::open(l, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| {
+                        let err = Error::os("open", p(l), e);
+                        if e == rustix::io::Errno::MFILE {
+                            err.with_hint("raise the open-files limit (ulimit -n) above the layer count")
+                        } else {
+                            err
+                        }
+                    })?;
+                names.push(fd.as_raw_fd().to_string());
+                fds.push(fd);
             }
             names
         }
@@ -476,13 +506,14 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, links: Option<&Pa
     let cdata = std::ffi::CString::new(data)
         .map_err(|_| Error::invalid("mount", p(&plan.target), "a path contains a NUL byte"))?;
 
-    // Relative layer names resolve against the cwd at mount time; go to the aux dir and come back.
+    // Relative layer names resolve against the cwd at mount time; go to /proc/self/fd and come back.
     let back = match links {
-        Some(aux) => {
+        Some(_) => {
             let here = rustix::fs::open(".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::os("chdir", "current directory", e))?;
-            step("chdir", aux.display());
-            rustix::process::chdir(aux).map_err(|e| Error::os("chdir", p(aux), e))?;
+            step("chdir", PROC_FD);
+            rustix::process::chdir(PROC_FD)
+                .map_err(|e| Error::os("chdir", PROC_FD, e).with_hint("mount(2) of many layers needs /proc mounted"))?;
             Some(here)
         }
         None => None,
@@ -492,6 +523,7 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, links: Option<&Pa
     if let Some(here) = back {
         let _ = rustix::process::fchdir(&here);
     }
+    drop(fds);
     r.map_err(|e| {
         if e == rustix::io::Errno::INVAL && plan.lower.len() > KERNEL_MAX_LOWER {
             limit_error(plan, KERNEL_MAX_LOWER, None)
@@ -530,7 +562,7 @@ pub fn aux_dir(source: &str) -> Option<PathBuf> {
     (s.is_absolute() && s.parent()?.file_name()? == ".overlay" && s.is_dir()).then(|| s.to_path_buf())
 }
 
-/// Remove an aux dir: unmount its tmpfs, remove the numbered layer links, rmdir it and, if empty, its
+/// Remove an aux dir: unmount its tmpfs, remove its layer list, rmdir it and, if empty, its
 /// `.overlay` parent. Nothing else in it is touched. Failures are warnings: the overlay is already gone.
 fn remove_aux(aux: &Path) {
     if fsutil::mount_identity("umount", aux).is_ok_and(|m| m.is_mount_root) {
@@ -540,15 +572,7 @@ fn remove_aux(aux: &Path) {
             return;
         }
     }
-    if let Ok(rd) = std::fs::read_dir(aux) {
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let numbered = name.to_str().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if numbered && e.file_type().is_ok_and(|t| t.is_symlink()) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    let _ = std::fs::remove_file(aux.join(LOWER_LIST));
     step("rmdir", aux.display());
     if let Err(e) = std::fs::remove_dir(aux) {
         eprintln!("cbuild-overlay: rmdir: {}: {e}", aux.display());
