@@ -348,7 +348,7 @@ pub fn build(store: &Store, dir: &Path, tag: &str, opts: &BuildOptions, ctx: &Ct
         "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [l.diff_id.as_str()]},
-        "history": [{"created": created, "created_by": format!("cbuild-image build {}", dir.display())}],
+        "history": [{"created": created, "created_by": "cbuild-image build"}],
     });
     apply_runtime(&mut cfg, &opts.config);
     let layers = vec![layer_desc(&l, opts.compression)];
@@ -380,7 +380,7 @@ pub fn commit(
         .push(json!(l.diff_id.as_str()));
     let hist = o.entry("history").or_insert_with(|| json!([]));
     if let Some(h) = hist.as_array_mut() {
-        h.push(json!({"created": created, "created_by": format!("cbuild-image commit {}", upper.display())}));
+        h.push(json!({"created": created, "created_by": "cbuild-image commit"}));
     }
     apply_runtime(&mut cfg, &opts.config);
     let mut layers: Vec<Value> = base

@@ -312,8 +312,11 @@ impl<'a> Extractor<'a> {
             }
         }
         let mut made = Vec::new();
-        let fd = fsutil::mkdir_all_in_root(&self.root, comps, &mut made)
-            .map_err(|x| self.err(raw, format!("parent directory: {}", io(x))))?;
+        let fd = fsutil::mkdir_all_in_root(&self.root, comps, &mut made).map_err(|x| match x {
+            // The component exists but does not resolve to a directory inside the root.
+            Errno::EEXIST => self.err(raw, "parent directory: a symlink on the path points to nothing inside the root"),
+            x => self.err(raw, format!("parent directory: {}", io(x))),
+        })?;
         self.created.extend(made);
         self.note_touched(rel, &fd);
         self.cache = Some((rel.to_path_buf(), fd.try_clone().map_err(|x| self.err(raw, x))?));

@@ -1,0 +1,978 @@
+//! cbuild-image against the real thing: images made by Debian's umoci and skopeo (which no one here
+//! wrote), compared with `umoci unpack`'s rootfs and with a real overlayfs mount of `layers`; exports read
+//! back by skopeo and umoci; hand-crafted hostile archives that must fail with exit 125, a clear error
+//! and nothing left behind.
+
+use cbuild_tests::*;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const TOOL: &str = "cbuild-image";
+
+fn img(sb: &Sandbox) -> Command {
+    tool(TOOL, sb)
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status, stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+fn sh(cmd: &str) -> Output {
+    run(Command::new("sh").arg("-c").arg(cmd))
+}
+
+#[track_caller]
+fn sh_ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(o.status.success(), "`{cmd}` failed: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn sha256(b: &[u8]) -> String {
+    let mut c = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(b).unwrap();
+    let o = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut c = Command::new("gzip").arg("-c").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut i = c.stdin.take().unwrap();
+    let data = b.to_vec();
+    let t = std::thread::spawn(move || i.write_all(&data).unwrap());
+    let o = c.wait_with_output().unwrap();
+    t.join().unwrap();
+    o.stdout
+}
+
+fn set_xattr(p: &Path, name: &str, val: &[u8]) {
+    let cp = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let cn = CString::new(name).unwrap();
+    let r = unsafe { libc::lsetxattr(cp.as_ptr(), cn.as_ptr(), val.as_ptr().cast(), val.len(), 0) };
+    assert_eq!(r, 0, "setxattr {name} on {}: {}", p.display(), std::io::Error::last_os_error());
+}
+
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let cp = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 65536];
+    let n = unsafe { libc::llistxattr(cp.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let s = String::from_utf8_lossy(name).into_owned();
+        if s == "security.selinux" {
+            continue;
+        }
+        let cn = CString::new(name).unwrap();
+        let mut v = vec![0u8; 65536];
+        let k = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        if k >= 0 {
+            v.truncate(k as usize);
+            out.push((s, v));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What we compare of each file in a tree.
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct Node {
+    kind: char,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    content: String,
+    xattrs: Vec<(String, Vec<u8>)>,
+    mtime: Option<i64>,
+    /// For hard-linked regular files: the first path (in sorted order) sharing the inode.
+    link_group: Option<String>,
+}
+
+struct TreeOpts {
+    mtimes: bool,
+    hardlinks: bool,
+}
+
+fn tree(root: &Path, o: &TreeOpts) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    walk(root, root, o, &mut out, &mut inodes);
+    out
+}
+
+fn walk(root: &Path, p: &Path, o: &TreeOpts, out: &mut BTreeMap<String, Node>, inodes: &mut BTreeMap<u64, String>) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+    let rel = if rel.is_empty() { ".".to_string() } else { rel };
+    let ft = m.file_type();
+    let (kind, content) = if ft.is_dir() {
+        ('d', String::new())
+    } else if ft.is_symlink() {
+        ('l', std::fs::read_link(p).unwrap().to_string_lossy().into_owned())
+    } else if ft.is_file() {
+        ('f', sha256(&std::fs::read(p).unwrap()))
+    } else if ft.is_char_device() {
+        ('c', format!("{:x}", m.rdev()))
+    } else if ft.is_block_device() {
+        ('b', format!("{:x}", m.rdev()))
+    } else {
+        ('p', String::new())
+    };
+    let link_group =
+        (o.hardlinks && ft.is_file() && m.nlink() > 1).then(|| inodes.entry(m.ino()).or_insert(rel.clone()).clone());
+    out.insert(
+        rel,
+        Node {
+            kind,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            content,
+            xattrs: xattrs(p),
+            mtime: (o.mtimes && kind != 'l').then_some(m.mtime()),
+            link_group,
+        },
+    );
+    if ft.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        for n in names {
+            walk(root, &p.join(n), o, out, inodes);
+        }
+    }
+}
+
+#[track_caller]
+fn assert_same_tree(a: &BTreeMap<String, Node>, b: &BTreeMap<String, Node>, what: &str) {
+    let ka: Vec<_> = a.keys().collect();
+    let kb: Vec<_> = b.keys().collect();
+    assert_eq!(ka, kb, "{what}: different paths");
+    for (k, na) in a {
+        assert_eq!(Some(na), b.get(k), "{what}: {k} differs");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A tiny tar writer, for archives that no well-behaved tool would write.
+
+fn tar_header(name: &str, kind: u8, size: usize, link: &str, mode: u32) -> Vec<u8> {
+    assert!(name.len() < 100 && link.len() < 100);
+    let mut h = vec![0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    let oct = |h: &mut [u8], off: usize, len: usize, v: u64| {
+        let s = format!("{:0width$o}\0", v, width = len - 1);
+        h[off..off + len].copy_from_slice(s.as_bytes());
+    };
+    oct(&mut h, 100, 8, mode as u64);
+    oct(&mut h, 108, 8, 0);
+    oct(&mut h, 116, 8, 0);
+    oct(&mut h, 124, 12, size as u64);
+    oct(&mut h, 136, 12, 1_600_000_000);
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| *b as u32).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    h
+}
+
+/// One tar entry: kind b'0' file, b'5' dir, b'2' symlink, b'1' hardlink, b'3' char device.
+fn tar_entry(name: &str, kind: u8, data: &[u8], link: &str, mode: u32) -> Vec<u8> {
+    let mut v = tar_header(name, kind, data.len(), link, mode);
+    v.extend_from_slice(data);
+    v.resize(v.len().div_ceil(512) * 512, 0);
+    v
+}
+
+fn tar(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut v: Vec<u8> = entries.concat();
+    v.extend_from_slice(&[0u8; 1024]);
+    v
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Hand-made OCI layouts.
+
+const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Layout {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout { dir: dir.to_path_buf() }
+    }
+
+    fn blob(&self, b: &[u8]) -> String {
+        let h = sha256(b);
+        std::fs::write(self.dir.join("blobs/sha256").join(&h), b).unwrap();
+        format!("sha256:{h}")
+    }
+
+    /// Write an image of uncompressed `layers` tagged `tag`; `edit` may tamper with the manifest JSON.
+    fn image(
+        &self,
+        tag: &str,
+        layers: &[(Vec<u8>, &str)],
+        edit: impl FnOnce(&mut serde_json::Value, &mut serde_json::Value),
+    ) -> String {
+        let mut descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (tarball, mt) in layers {
+            diff_ids.push(format!("sha256:{}", sha256(tarball)));
+            let blob = if *mt == LAYER_GZIP { gzip(tarball) } else { tarball.clone() };
+            let d = self.blob(&blob);
+            descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": blob.len()}));
+        }
+        let mut config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Entrypoint": ["/bin/sh"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let mut manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "layers": descs});
+        edit(&mut manifest, &mut config);
+        let cb = serde_json::to_vec(&config).unwrap();
+        let cd = self.blob(&cb);
+        if manifest.get("config").is_none() {
+            manifest["config"] = serde_json::json!({"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cb.len()});
+        }
+        let mb = serde_json::to_vec(&manifest).unwrap();
+        let md = self.blob(&mb);
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mb.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        md
+    }
+}
+
+/// Everything in the store: blobs, index entries, layer dirs, temporaries. "Nothing left behind" means
+/// this is unchanged by a failing command.
+fn store_state(sb: &Sandbox) -> Vec<String> {
+    let mut v = Vec::new();
+    for sub in ["images/blobs/sha256", "images/.tmp", "layers"] {
+        if let Ok(rd) = std::fs::read_dir(sb.data.join(sub)) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n != ".locks" {
+                    v.push(format!("{sub}/{n}"));
+                }
+            }
+        }
+    }
+    v.push(std::fs::read_to_string(sb.data.join("images/index.json")).unwrap_or_default());
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Images made by umoci.
+
+/// A three-layer image made by umoci in `dir/oci:t`: layer 1 a busybox rootfs with xattrs, a hard link, a
+/// symlink, a setuid file, a fifo, a device node and odd owners; layer 2 deletes files and a directory
+/// (OCI `.wh.` whiteouts written by umoci) and changes one; layer 3 (added with `umoci raw add-layer`)
+/// makes a directory opaque.
+fn umoci_image(dir: &Path) -> PathBuf {
+    let layout = dir.join("oci");
+    let bundle = dir.join("bundle");
+    let r = bundle.join("rootfs");
+    sh_ok(&format!(
+        "umoci init --layout {l} && umoci new --image {l}:t && umoci unpack --image {l}:t {b} >/dev/null",
+        l = layout.display(),
+        b = bundle.display()
+    ));
+    sh_ok(&format!("cp -a {}/. {}", busybox_rootfs().display(), r.display()));
+    for d in ["etc/d", "opq/sub", "del/deep", "owned"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::write(r.join("etc/d/f"), "hello\n").unwrap();
+    set_xattr(&r.join("etc/d/f"), "user.cbuild", b"value");
+    std::fs::hard_link(r.join("etc/d/f"), r.join("etc/hl")).unwrap();
+    std::os::unix::fs::symlink("../etc/d/f", r.join("owned/rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/d/f", r.join("abs")).unwrap();
+    std::fs::write(r.join("owned/suid"), "#!/bin/sh\n").unwrap();
+    std::fs::write(r.join("opq/sub/x"), "x").unwrap();
+    std::fs::write(r.join("opq/keep"), "lower").unwrap();
+    std::fs::write(r.join("del/deep/y"), "y").unwrap();
+    std::fs::write(r.join("del/gone"), "gone").unwrap();
+    sh_ok(&format!(
+        "chown -R 1000:2000 {o} && chmod 0750 {o} && chmod 4755 {o}/suid && mkfifo {r}/owned/fifo && mknod {r}/dev/null2 c 1 3 && chmod 0640 {r}/dev/null2",
+        o = r.join("owned").display(),
+        r = r.display()
+    ));
+    sh_ok(&format!("umoci repack --refresh-bundle --image {}:t {}", layout.display(), bundle.display()));
+    std::fs::remove_file(r.join("del/gone")).unwrap();
+    std::fs::remove_dir_all(r.join("del/deep")).unwrap();
+    std::fs::write(r.join("etc/d/f"), "changed\n").unwrap();
+    std::fs::write(r.join("new"), "new").unwrap();
+    sh_ok(&format!("umoci repack --refresh-bundle --image {}:t {}", layout.display(), bundle.display()));
+    let l3 = tar(&[
+        tar_entry("opq/", b'5', b"", "", 0o755),
+        tar_entry("opq/.wh..wh..opq", b'0', b"", "", 0o644),
+        tar_entry("opq/only", b'0', b"upper", "", 0o644),
+    ]);
+    std::fs::write(dir.join("l3.tar"), l3).unwrap();
+    sh_ok(&format!("umoci raw add-layer --image {}:t {}", layout.display(), dir.join("l3.tar").display()));
+    layout
+}
+
+/// `umoci unpack` of the same image, for comparison: returns the rootfs path.
+fn umoci_unpack(layout: &Path, tag: &str, dest: &Path) -> PathBuf {
+    sh_ok(&format!("umoci unpack --image {}:{tag} {} >/dev/null", layout.display(), dest.display()));
+    dest.join("rootfs")
+}
+
+const FULL: TreeOpts = TreeOpts { mtimes: true, hardlinks: true };
+
+/// Mount `lowers` (top-first) read-only with overlayfs at `target`; unmounted when the guard drops.
+fn overlay(lowers: &str, target: &Path) -> Defer<impl FnMut()> {
+    std::fs::create_dir_all(target).unwrap();
+    let mut dirs: Vec<&str> = lowers.lines().collect();
+    // Without an upper dir overlayfs wants two lower dirs: add an empty one at the bottom.
+    let empty = target.with_extension("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    if dirs.len() == 1 {
+        dirs.push(empty.to_str().unwrap());
+    }
+    let o = run(Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("lowerdir={}", dirs.join(":")))
+        .arg(target));
+    assert!(o.status.success(), "mount overlay: {}", stderr(&o));
+    let t = target.to_path_buf();
+    Defer(move || {
+        let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
+    })
+}
+
+#[test]
+fn umoci_image_in_three_forms_unpacks_like_umoci_and_overlay_agrees() {
+    require_root();
+    let sb = Sandbox::new();
+    let layout = umoci_image(sb.path());
+    let reference = umoci_unpack(&layout, "t", &sb.path().join("ref"));
+    let want = tree(&reference, &FULL);
+    // The image has what the test means it to have, so the comparisons below compare something.
+    assert_eq!(want["etc/d/f"].xattrs, vec![("user.cbuild".to_string(), b"value".to_vec())]);
+    assert_eq!(want["etc/hl"].link_group.as_deref(), Some("etc/d/f"));
+    assert!(!want.contains_key("del/gone") && !want.contains_key("opq/sub") && !want.contains_key("opq/keep"));
+    assert_eq!(want["owned/suid"].mode, 0o4755);
+
+    let docker = sb.path().join("img.docker.tar");
+    let ociar = sb.path().join("img.oci.tar");
+    sh_ok(&format!("skopeo copy -q oci:{}:t docker-archive:{}:cbuild/test:t", layout.display(), docker.display()));
+    sh_ok(&format!("skopeo copy -q oci:{}:t oci-archive:{}:t", layout.display(), ociar.display()));
+
+    let mut unpacked = Vec::new();
+    for (src, tag) in [(layout.clone(), "dir"), (docker.clone(), "docker"), (ociar.clone(), "ociar")] {
+        let out = ok(run(img(&sb).args(["import", "--tag", tag]).arg(&src)));
+        assert!(out.starts_with(&format!("{tag}\tsha256:")), "{out}");
+        let dest = sb.path().join(format!("u-{tag}"));
+        ok(run(img(&sb).args(["unpack", tag]).arg(&dest)));
+        assert_same_tree(&want, &tree(&dest, &FULL), &format!("unpack of the {tag} import vs umoci unpack"));
+        unpacked.push(dest);
+    }
+    // docker-archive keeps the names in manifest.json's RepoTags (skopeo writes them fully qualified).
+    ok(run(img(&sb).arg("import").arg(&docker)));
+    let ls = ok(run(img(&sb).args(["--json", "ls"])));
+    assert!(ls.lines().any(|l| l.contains(r#""ref":"docker.io/cbuild/test:t""#)), "{ls}");
+
+    // layers + overlayfs give the same view as unpack (mtimes of directories and link counts aside:
+    // overlayfs shows the upper-most directory's and copies nothing).
+    let lowers = ok(run(img(&sb).args(["layers", "docker"])));
+    assert_eq!(lowers.lines().count(), 3, "{lowers}");
+    for l in lowers.lines() {
+        assert!(Path::new(l).starts_with(sb.data.join("layers")), "{l}");
+    }
+    // The top layer holds the opaque dir in overlay form; the second one umoci's deletions as whiteouts.
+    let top = Path::new(lowers.lines().next().unwrap());
+    assert_eq!(xattrs(&top.join("opq")), vec![("trusted.overlay.opaque".to_string(), b"y".to_vec())]);
+    let mid = Path::new(lowers.lines().nth(1).unwrap());
+    let wh = std::fs::symlink_metadata(mid.join("del/gone")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "del/gone should be a 0/0 whiteout");
+    let mnt = sb.path().join("mnt");
+    let _m = overlay(&lowers, &mnt);
+    let loose = TreeOpts { mtimes: false, hardlinks: false };
+    let mut got = tree(&mnt, &loose);
+    let mut exp = tree(&unpacked[0], &loose);
+    // overlayfs reports the mount's own root as the top layer's root dir.
+    got.remove(".");
+    exp.remove(".");
+    assert_same_tree(&exp, &got, "overlay mount of `layers` vs unpack");
+
+    // The same image imported three ways shares its layer dirs: the OCI dir and oci-archive imports
+    // are the same manifest, so `layers` has nothing to extract.
+    let again = ok(run(img(&sb).args(["layers", "dir"])));
+    let again2 = ok(run(img(&sb).args(["layers", "ociar"])));
+    assert_eq!(again, again2);
+    ok(run(img(&sb).args(["verify", "ociar"])));
+}
+
+#[test]
+fn exports_are_read_by_skopeo_and_umoci() {
+    require_root();
+    let sb = Sandbox::new();
+    let layout = umoci_image(sb.path());
+    ok(run(img(&sb).args(["import", "--tag", "ex:v1"]).arg(&layout)));
+    let mine = sb.path().join("mine");
+    ok(run(img(&sb).args(["unpack", "ex:v1"]).arg(&mine)));
+    let want = tree(&mine, &FULL);
+
+    let ociar = sb.path().join("out.oci.tar");
+    let dock = sb.path().join("out.docker.tar");
+    ok(run(img(&sb).args(["export", "ex:v1"]).arg(&ociar)));
+    ok(run(img(&sb).args(["export", "--format", "docker-archive", "ex:v1"]).arg(&dock)));
+    for src in [format!("oci-archive:{}", ociar.display()), format!("docker-archive:{}", dock.display())] {
+        let o = ok(run(Command::new("skopeo").args(["inspect", &src])));
+        let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+        assert_eq!(v["Layers"].as_array().map(|a| a.len()), Some(3), "{src}: {o}");
+    }
+    // umoci reads the exported layout (unpacked from the archive) and produces the same tree.
+    let x = sb.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    sh_ok(&format!("tar -C {} -xf {}", x.display(), ociar.display()));
+    let r = umoci_unpack(&x, "v1", &sb.path().join("umoci-of-export"));
+    assert_same_tree(&want, &tree(&r, &FULL), "umoci unpack of our oci-archive");
+    // The docker-archive export imports back to the same layers (uncompressed now: same diff_ids).
+    ok(run(img(&sb).args(["import", "--tag", "back"]).arg(&dock)));
+    let a: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "ex:v1"])))).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "back"])))).unwrap();
+    let ids = |v: &serde_json::Value| {
+        v["layers"].as_array().unwrap().iter().map(|l| l["chain_id"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&a), ids(&b));
+    let back = sb.path().join("back");
+    ok(run(img(&sb).args(["unpack", "back"]).arg(&back)));
+    assert_same_tree(&want, &tree(&back, &FULL), "unpack after docker-archive round trip");
+}
+
+#[test]
+fn build_is_deterministic_and_runs() {
+    require_root();
+    let sb = Sandbox::new();
+    let a = sb.path().join("a");
+    copy_rootfs(&a);
+    let b = sb.path().join("b");
+    sh_ok(&format!("cp -a {}/. {}", a.display(), b.display()));
+    let build = |dir: &Path, tag: &str, extra: &[&str]| -> serde_json::Value {
+        let o = ok(run(img(&sb).args(["--json", "build"]).arg(dir).args(["--tag", tag]).args(extra)));
+        serde_json::from_str(&o).unwrap()
+    };
+    let fixed = [
+        "--mtime",
+        "1700000000",
+        "--entrypoint",
+        r#"["/bin/sh","-c"]"#,
+        "--cmd",
+        "echo hi",
+        "--env",
+        "GREETING=it's me",
+        "--workdir",
+        "/tmp",
+        "--user",
+        "1000:1000",
+    ];
+    let x = build(&a, "bb:x", &fixed);
+    let y = build(&b, "bb:y", &fixed);
+    assert_eq!(x["digest"], y["digest"], "same tree, same options: same image digest");
+    let p = build(&a, "bb:plain", &[]);
+    let q = build(&b, "bb:plain2", &[]);
+    assert_eq!(p["layer"], q["layer"], "same tree (cp -a keeps mtimes): same layer digest");
+    assert_ne!(p["layer"], x["layer"], "--mtime changes the entries");
+    std::fs::write(b.join("etc/hostname"), "other\n").unwrap();
+    let r = build(&b, "bb:changed", &[]);
+    assert_ne!(r["layer"], p["layer"], "a changed file changes the digest");
+
+    // The config a runtime script reads.
+    let cfg: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["config", "bb:x"])))).unwrap();
+    assert_eq!(cfg["entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(cfg["cmd"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(cfg["working_dir"], "/tmp");
+    assert_eq!(cfg["user"], "1000:1000");
+    let env = ok(run(img(&sb).args(["config", "--format", "env", "bb:x"])));
+    assert!(env.lines().any(|l| l == "GREETING=it's me") && env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    let shell = ok(run(img(&sb).args(["config", "--format", "shell", "bb:x"])));
+    let o = sh_ok(&format!("{shell}\neval \"set -- $IMAGE_ENTRYPOINT $IMAGE_CMD\"; printf '<%s>' \"$@\"; echo; eval \"set -- $IMAGE_ENV\"; printf '<%s>' \"$@\""));
+    assert_eq!(o, "</bin/sh><-c><echo><hi>\n<PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin><GREETING=it's me>");
+
+    // Unpacked, the image is the tree it was built from, and busybox runs in it.
+    let u = sb.path().join("u");
+    ok(run(img(&sb).args(["unpack", "bb:plain"]).arg(&u)));
+    let mut src = tree(&a, &FULL);
+    let mut got = tree(&u, &FULL);
+    src.remove(".");
+    got.remove(".");
+    assert_same_tree(&src, &got, "unpack of build vs its source");
+    let o = ok(run(Command::new("chroot").arg(&u).args(["/bin/sh", "-c", "echo ok from $(cat /etc/hostname)"])));
+    assert_eq!(o, "ok from busybox\n");
+
+    // zstd layers work the same way.
+    let z = build(&a, "bb:zstd", &["--compression", "zstd"]);
+    let i: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "bb:zstd"])))).unwrap();
+    assert_eq!(i["layers"][0]["media_type"], "application/vnd.oci.image.layer.v1.tar+zstd");
+    assert_eq!(i["layers"][0]["diff_id"], p["diff_id"], "compression does not change the diff_id");
+    assert_eq!(z["diff_id"], p["diff_id"]);
+    let uz = sb.path().join("uz");
+    ok(run(img(&sb).args(["unpack", "bb:zstd"]).arg(&uz)));
+    let mut gz = tree(&uz, &FULL);
+    gz.remove(".");
+    assert_same_tree(&src, &gz, "unpack of the zstd build");
+}
+
+#[test]
+fn commit_turns_an_overlay_upper_into_a_layer() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    copy_rootfs(&root);
+    std::fs::create_dir_all(root.join("data/old")).unwrap();
+    std::fs::write(root.join("data/old/a"), "a").unwrap();
+    std::fs::write(root.join("data/b"), "b").unwrap();
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "base"])));
+    let lowers = ok(run(img(&sb).args(["layers", "base"])));
+    let (upper, work, mnt) = (sb.path().join("upper"), sb.path().join("work"), sb.path().join("mnt"));
+    for d in [&upper, &work, &mnt] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let o = run(Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("lowerdir={},upperdir={},workdir={}", lowers.trim(), upper.display(), work.display()))
+        .arg(&mnt));
+    assert!(o.status.success(), "{}", stderr(&o));
+    {
+        let m = mnt.clone();
+        let _g = Defer(move || {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        });
+        // A deletion (whiteout), a replaced directory (opaque), a new file.
+        std::fs::remove_file(mnt.join("data/b")).unwrap();
+        std::fs::remove_dir_all(mnt.join("data/old")).unwrap();
+        std::fs::create_dir(mnt.join("data/old")).unwrap();
+        std::fs::write(mnt.join("data/old/fresh"), "fresh").unwrap();
+        std::fs::write(mnt.join("etc/motd"), "committed\n").unwrap();
+    }
+    let wh = std::fs::symlink_metadata(upper.join("data/b")).unwrap();
+    assert!(wh.file_type().is_char_device(), "overlayfs made a whiteout");
+    ok(run(img(&sb).arg("commit").arg(&upper).args(["--from", "base", "--tag", "next", "--cmd", "/bin/sh"])));
+    let i: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "next"])))).unwrap();
+    assert_eq!(i["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(i["history"].as_array().unwrap().len(), 2);
+    // The new layer carries OCI whiteouts, not device nodes.
+    let top = i["layers"][1]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let list = sh_ok(&format!("tar -tzvf {}/images/blobs/sha256/{top}", sb.data.display()));
+    assert!(list.contains("data/.wh.b") && list.contains("data/old/.wh..wh..opq"), "{list}");
+    let u = sb.path().join("u");
+    ok(run(img(&sb).args(["unpack", "next"]).arg(&u)));
+    assert!(!u.join("data/b").exists() && !u.join("data/old/a").exists());
+    assert_eq!(std::fs::read_to_string(u.join("data/old/fresh")).unwrap(), "fresh");
+    assert_eq!(std::fs::read_to_string(u.join("etc/motd")).unwrap(), "committed\n");
+    assert!(u.join("bin/busybox").is_file());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Hostile input.
+
+/// Import a one-layer image with `entries`; `unpack` and `layers` must both fail with `needle`, exit 125,
+/// and leave neither an unpack dir nor a layer dir nor a temporary behind.
+#[track_caller]
+fn assert_extract_refused(entries: &[Vec<u8>], needle: &str) {
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("bad", &[(tar(entries), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).args(["import"]).arg(&l.dir)));
+    let before = store_state(&sb);
+    let dest = sb.path().join("dest");
+    let o = run(img(&sb).args(["unpack", "bad"]).arg(&dest));
+    assert_tool_error(&o, TOOL, needle);
+    assert_eq!(stderr(&o).lines().filter(|l| l.starts_with("cbuild-image: ")).count(), 1, "{}", stderr(&o));
+    assert!(!dest.exists(), "unpack left {} behind", dest.display());
+    let o = run(img(&sb).args(["layers", "bad"]));
+    assert_tool_error(&o, TOOL, needle);
+    assert_eq!(store_state(&sb), before, "layers left something in the store");
+}
+
+#[test]
+fn extraction_refuses_escapes_and_root_replacement() {
+    require_root();
+    assert_extract_refused(&[tar_entry("../escape", b'0', b"x", "", 0o644)], "path escapes the root");
+    assert_extract_refused(&[tar_entry("a/../../escape", b'0', b"x", "", 0o644)], "path escapes the root");
+    assert_extract_refused(&[tar_entry("/abs", b'0', b"x", "", 0o644)], "absolute path");
+    assert_extract_refused(
+        &[tar_entry("ok", b'0', b"x", "", 0o644), tar_entry("h", b'1', b"", "../../etc/passwd", 0o644)],
+        "hardlink target",
+    );
+    // CVE-2021-29136: a `.` symlink would replace the root with a link to anywhere.
+    assert_extract_refused(
+        &[tar_entry(".", b'2', b"", "/tmp", 0o777), tar_entry("pwned", b'0', b"x", "", 0o644)],
+        "replace the root",
+    );
+    assert_extract_refused(&[tar_entry("./", b'0', b"x", "", 0o644)], "replace the root");
+    // A write through a symlink to a directory that exists only outside the root.
+    assert_extract_refused(
+        &[tar_entry("out", b'2', b"", "/etc", 0o777), tar_entry("out/pwned", b'0', b"x", "", 0o644)],
+        "points to nothing inside the root",
+    );
+    // A hard link through a symlink resolves inside the root, where there is nothing to link to.
+    assert_extract_refused(
+        &[tar_entry("etc", b'2', b"", "/etc", 0o777), tar_entry("h", b'1', b"", "etc/passwd", 0o644)],
+        "hardlink target",
+    );
+}
+
+#[test]
+fn writes_through_symlinks_and_duplicates_stay_inside() {
+    require_root();
+    let sb = Sandbox::new();
+    let outside = sb.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), "untouched").unwrap();
+    let o = outside.to_str().unwrap().trim_start_matches('/').to_string();
+    let l = Layout::new(&sb.path().join("oci"));
+    let up = "../".repeat(12);
+    l.image(
+        "sym",
+        &[(
+            tar(&[
+                // The same path as the outside dir, made inside the root: where the links resolve.
+                tar_entry(&format!("{o}/"), b'5', b"", "", 0o755),
+                tar_entry("abs", b'2', b"", &format!("/{o}"), 0o777),
+                tar_entry("abs/pwned", b'0', b"in", "", 0o644),
+                tar_entry("rel", b'2', b"", &up, 0o777),
+                tar_entry(&format!("rel/{o}/pwned2"), b'0', b"in", "", 0o644),
+                // A duplicate: first a symlink to the victim, then a file of the same name.
+                tar_entry("dup", b'2', b"", &format!("/{o}/victim"), 0o777),
+                tar_entry("dup", b'0', b"replaced", "", 0o644),
+                tar_entry("suid", b'0', b"#!/bin/sh\n", "", 0o4755),
+                tar_entry("dev/zero2", b'3', b"", "", 0o666),
+            ]),
+            LAYER_TAR,
+        )],
+        |_, _| {},
+    );
+    ok(run(img(&sb).args(["import"]).arg(&l.dir)));
+    let dest = sb.path().join("dest");
+    ok(run(img(&sb).args(["unpack", "sym"]).arg(&dest)));
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "something was written outside");
+    assert_eq!(std::fs::read_to_string(outside.join("victim")).unwrap(), "untouched");
+    // The writes landed inside the root, where the symlinks point when the root is `/`.
+    assert_eq!(std::fs::read_to_string(dest.join(&o).join("pwned")).unwrap(), "in");
+    assert_eq!(std::fs::read_to_string(dest.join(&o).join("pwned2")).unwrap(), "in");
+    let dup = std::fs::symlink_metadata(dest.join("dup")).unwrap();
+    assert!(dup.is_file() && std::fs::read_to_string(dest.join("dup")).unwrap() == "replaced");
+    assert_eq!(std::fs::metadata(dest.join("suid")).unwrap().mode() & 0o7777, 0o4755, "setuid kept inside the rootfs");
+    let dev = std::fs::symlink_metadata(dest.join("dev/zero2")).unwrap();
+    assert!(dev.file_type().is_char_device(), "root creates device nodes");
+    // The same layer in the layer store.
+    let dirs = ok(run(img(&sb).args(["layers", "sym"])));
+    let ldir = Path::new(dirs.trim());
+    assert_eq!(std::fs::read_to_string(ldir.join(&o).join("pwned")).unwrap(), "in");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+}
+
+#[test]
+fn digest_size_and_diff_id_mismatches_are_refused() {
+    require_root();
+    let sb = Sandbox::new();
+    let good = tar(&[tar_entry("f", b'0', b"content", "", 0o644)]);
+    // Seed the store so "unchanged" is a real comparison.
+    let seed = Layout::new(&sb.path().join("seed"));
+    seed.image("seed", &[(good.clone(), LAYER_GZIP)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&seed.dir)));
+    let before = store_state(&sb);
+
+    // A blob whose bytes do not match its name.
+    let l = Layout::new(&sb.path().join("tampered"));
+    l.image("t", &[(good.clone(), LAYER_TAR)], |_, _| {});
+    let d = sha256(&good);
+    std::fs::write(l.dir.join("blobs/sha256").join(&d), tar(&[tar_entry("f", b'0', b"CONTENT", "", 0o644)])).unwrap();
+    let o = run(img(&sb).arg("import").arg(&l.dir));
+    assert_tool_error(&o, TOOL, &format!("verify: layer sha256:{d}: content has digest"));
+    assert_eq!(store_state(&sb), before);
+
+    // A descriptor that lies about the size.
+    let l = Layout::new(&sb.path().join("size"));
+    l.image("s", &[(good.clone(), LAYER_TAR)], |m, _| m["layers"][0]["size"] = serde_json::json!(10));
+    let o = run(img(&sb).arg("import").arg(&l.dir));
+    assert_tool_error(&o, TOOL, "descriptor says 10");
+    assert_eq!(store_state(&sb), before);
+
+    // The same, through an oci-archive and a docker-archive.
+    let ar = sb.path().join("size.tar");
+    sh_ok(&format!("tar -C {} -cf {} .", l.dir.display(), ar.display()));
+    assert_tool_error(&run(img(&sb).arg("import").arg(&ar)), TOOL, "descriptor says 10");
+    assert_eq!(store_state(&sb), before);
+
+    // A config whose diff_id is not the layer's: import cannot see it in a gzip layer, extraction does,
+    // and throws the result away.
+    let l = Layout::new(&sb.path().join("diffid"));
+    let other = format!("sha256:{}", "0".repeat(64));
+    l.image("dd", &[(good.clone(), LAYER_GZIP)], |_, c| c["rootfs"]["diff_ids"][0] = serde_json::json!(other));
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let before = store_state(&sb);
+    let dest = sb.path().join("dest");
+    assert_tool_error(&run(img(&sb).args(["unpack", "dd"]).arg(&dest)), TOOL, "the config's diff_id is");
+    assert!(!dest.exists());
+    assert_tool_error(&run(img(&sb).args(["layers", "dd"])), TOOL, "the config's diff_id is");
+    assert_tool_error(&run(img(&sb).args(["verify", "dd"])), TOOL, "the config's diff_id is");
+    assert_eq!(store_state(&sb), before);
+
+    // A docker-archive whose uncompressed layer is not the config's diff_id is refused at import.
+    let dock = sb.path().join("dock");
+    std::fs::create_dir(&dock).unwrap();
+    std::fs::write(dock.join("layer.tar"), &good).unwrap();
+    let cfg =
+        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [other]}});
+    std::fs::write(dock.join("c.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    std::fs::write(dock.join("manifest.json"), r#"[{"Config":"c.json","RepoTags":["d:1"],"Layers":["layer.tar"]}]"#)
+        .unwrap();
+    sh_ok(&format!("tar -C {} -cf {}/dock.tar .", dock.display(), sb.path().display()));
+    assert_tool_error(&run(img(&sb).arg("import").arg(sb.path().join("dock.tar"))), TOOL, "the config's diff_id is");
+    assert_eq!(store_state(&sb), before);
+}
+
+/// A change to a hand-made (manifest, config).
+type Edit = dyn Fn(&mut serde_json::Value, &mut serde_json::Value);
+
+#[test]
+fn hostile_manifests_and_archives_are_refused() {
+    require_root();
+    let sb = Sandbox::new();
+    let good = tar(&[tar_entry("f", b'0', b"content", "", 0o644)]);
+    let seed = Layout::new(&sb.path().join("seed"));
+    seed.image("seed", &[(good.clone(), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&seed.dir)));
+    let before = store_state(&sb);
+    let cases: Vec<(&str, Box<Edit>, &str)> = vec![
+        (
+            "traversal digest",
+            Box::new(|m, _| m["layers"][0]["digest"] = serde_json::json!("sha256:../../../../etc/passwd")),
+            "Invalid encoded value",
+        ),
+        (
+            "other algorithm",
+            Box::new(|m, _| m["layers"][0]["digest"] = serde_json::json!(format!("sha512:{}", "a".repeat(128)))),
+            "unsupported digest",
+        ),
+        (
+            "unknown media type",
+            Box::new(|m, _| m["layers"][0]["mediaType"] = serde_json::json!("application/x-evil")),
+            "unsupported media type",
+        ),
+        (
+            "diff_id count",
+            Box::new(|_, c| c["rootfs"]["diff_ids"] = serde_json::json!([])),
+            "1 layers but the config lists 0 diff_ids",
+        ),
+        (
+            "huge config",
+            Box::new(
+                |m, _| m["config"] = serde_json::json!({"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", "1".repeat(64)), "size": 1u64 << 40}),
+            ),
+            "limit for JSON",
+        ),
+    ];
+    for (what, edit, needle) in cases {
+        let l = Layout::new(&sb.path().join(what.replace(' ', "-")));
+        l.image("h", &[(good.clone(), LAYER_TAR)], edit);
+        let o = run(img(&sb).arg("import").arg(&l.dir));
+        assert_tool_error(&o, TOOL, needle);
+        assert_eq!(store_state(&sb), before, "{what}");
+    }
+    // An archive whose own entries climb out, and a docker manifest.json pointing outside the archive.
+    let evil = sb.path().join("evil.tar");
+    std::fs::write(&evil, tar(&[tar_entry("../../manifest.json", b'0', b"[]", "", 0o644)])).unwrap();
+    assert_tool_error(&run(img(&sb).arg("import").arg(&evil)), TOOL, "path escapes the archive");
+    let evil2 = sb.path().join("evil2.tar");
+    let man = br#"[{"Config":"../../../etc/passwd","RepoTags":["e:1"],"Layers":[]}]"#;
+    std::fs::write(&evil2, tar(&[tar_entry("manifest.json", b'0', man, "", 0o644)])).unwrap();
+    assert_tool_error(&run(img(&sb).arg("import").arg(&evil2)), TOOL, "missing from the archive");
+    let junk = sb.path().join("junk");
+    std::fs::write(&junk, b"this is not a tar archive at all, not even close.................").unwrap();
+    assert_tool_error(&run(img(&sb).arg("import").arg(&junk)), TOOL, "not a readable tar archive");
+    assert_eq!(store_state(&sb), before);
+    // Unknown references and bad arguments follow the same contract.
+    assert_tool_error(&run(img(&sb).args(["unpack", "nope", "/tmp/never"])), TOOL, "no such image");
+    assert_tool_error(&run(img(&sb).args(["unpack"])), TOOL, "arguments");
+}
+
+#[test]
+fn decompression_bombs_hit_the_limit() {
+    require_root();
+    let sb = Sandbox::new();
+    let big = vec![0u8; 8 << 20];
+    let bomb = tar(&[tar_entry("zeros", b'0', &big, "", 0o644)]);
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("bomb", &[(bomb, LAYER_GZIP)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let before = store_state(&sb);
+    let dest = sb.path().join("dest");
+    let o = run(img(&sb).args(["unpack", "--max-layer-size", "1000000", "bomb"]).arg(&dest));
+    assert_tool_error(&o, TOOL, "larger than the limit of 1000000 bytes");
+    assert!(!dest.exists());
+    let o = run(img(&sb).args(["layers", "--max-layer-size", "1000000", "bomb"]));
+    assert_tool_error(&o, TOOL, "larger than the limit");
+    let many: Vec<Vec<u8>> = (0..50).map(|i| tar_entry(&format!("f{i}"), b'0', b"", "", 0o644)).collect();
+    let l2 = Layout::new(&sb.path().join("many"));
+    l2.image("many", &[(tar(&many), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l2.dir)));
+    let before2 = store_state(&sb);
+    assert_tool_error(&run(img(&sb).args(["layers", "--max-entries", "10", "many"])), TOOL, "more than 10 entries");
+    assert_eq!(store_state(&sb), before2);
+    assert_ne!(before, before2);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Store behaviour: indexes, concurrency, interrupted imports, gc.
+
+#[test]
+fn image_index_resolves_to_the_platform() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    let arm = l.image("x", &[(tar(&[tar_entry("arch", b'0', b"arm64", "", 0o644)]), LAYER_TAR)], |_, _| {});
+    let amd = l.image("x", &[(tar(&[tar_entry("arch", b'0', b"amd64", "", 0o644)]), LAYER_TAR)], |_, _| {});
+    let size =
+        |d: &str| std::fs::metadata(l.dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap().len();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm, "size": size(&arm), "platform": {"os": "linux", "architecture": "arm64"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd, "size": size(&amd), "platform": {"os": "linux", "architecture": "amd64"}},
+    ]});
+    let ib = serde_json::to_vec(&index).unwrap();
+    let id = l.blob(&ib);
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": ib.len(), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    std::fs::write(l.dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    for (platform, want, tag) in [("linux/amd64", "amd64", "m:amd"), ("linux/arm64", "arm64", "m:arm")] {
+        let out = ok(run(img(&sb).args(["import", "--platform", platform, "--tag", tag]).arg(&l.dir)));
+        assert!(out.contains(if want == "amd64" { &amd } else { &arm }), "{out}");
+        let d = sb.path().join(want);
+        ok(run(img(&sb).args(["unpack", tag]).arg(&d)));
+        assert_eq!(std::fs::read_to_string(d.join("arch")).unwrap(), want);
+    }
+    let o = run(img(&sb).args(["import", "--platform", "linux/s390x"]).arg(&l.dir));
+    assert_tool_error(&o, TOOL, "no manifest for platform linux/s390x");
+}
+
+#[test]
+fn concurrent_imports_and_layers_store_once() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    copy_rootfs(&root);
+    let other = Sandbox::new();
+    ok(run(img(&other).arg("build").arg(&root).args(["--tag", "cc:1"])));
+    let ar = sb.path().join("cc.tar");
+    ok(run(img(&other).args(["export", "--format", "docker-archive", "cc:1"]).arg(&ar)));
+    let spawn = |args: &[&str]| img(&sb).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let a = spawn(&["import", ar.to_str().unwrap()]);
+    let b = spawn(&["import", ar.to_str().unwrap()]);
+    ok(a.wait_with_output().unwrap());
+    ok(b.wait_with_output().unwrap());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sb.data.join("images/index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    assert_eq!(
+        std::fs::read_dir(sb.data.join("images/blobs/sha256")).unwrap().count(),
+        3,
+        "manifest, config, one layer"
+    );
+    let a = spawn(&["layers", "cc:1"]);
+    let b = spawn(&["layers", "cc:1"]);
+    let (oa, ob) = (ok(a.wait_with_output().unwrap()), ok(b.wait_with_output().unwrap()));
+    assert_eq!(oa, ob);
+    let names: Vec<String> = std::fs::read_dir(sb.data.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.iter().filter(|n| n.as_str() != ".locks").count(), 1, "{names:?}");
+    assert!(Path::new(oa.trim()).join("bin/busybox").is_file());
+    assert!(std::fs::read_dir(sb.data.join("images/.tmp")).unwrap().next().is_none(), "no staging left");
+}
+
+#[test]
+fn killed_import_leaves_no_image_and_gc_cleans_up() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    copy_rootfs(&root);
+    let other = Sandbox::new();
+    ok(run(img(&other).arg("build").arg(&root).args(["--tag", "k:1", "--compression", "none"])));
+    let ar = sb.path().join("k.tar");
+    ok(run(img(&other).args(["export", "k:1"]).arg(&ar)));
+    let bytes = std::fs::read(&ar).unwrap();
+    ok(run(img(&sb).arg("ls"))); // creates the empty store
+    let before = store_state(&sb);
+    // Feed half the archive on stdin, then kill the importer: it is mid-stream, by construction.
+    let mut c = img(&sb)
+        .args(["import", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    c.kill().unwrap();
+    c.wait().unwrap();
+    drop(stdin);
+    assert_eq!(ok(run(img(&sb).args(["--json", "ls"]))), "", "no image is visible");
+    let left = std::fs::read_dir(sb.data.join("images/.tmp")).unwrap().count();
+    assert_eq!(left, 1, "the killed import's staging dir is there");
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["temp"], 1, "{rep}");
+    assert_eq!(store_state(&sb), before);
+    // And the full stream imports fine.
+    let mut c =
+        img(&sb).args(["import", "--tag", "k:2", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(&bytes).unwrap();
+    ok(c.wait_with_output().unwrap());
+}
+
+#[test]
+fn rm_and_gc_keep_what_is_used() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    copy_rootfs(&root);
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "g:1"])));
+    std::fs::write(root.join("extra"), "x").unwrap();
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "g:2"])));
+    let l1 = ok(run(img(&sb).args(["layers", "g:1"])));
+    let l2 = ok(run(img(&sb).args(["layers", "g:2"])));
+    // Nothing unreferenced yet.
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!((rep["blobs"].as_u64(), rep["layer_dirs"].as_u64()), (Some(0), Some(0)), "{rep}");
+    // g:2's layer is in use by a mount: rm + gc removes its blobs but keeps the dir.
+    let _m = overlay(&l2, &sb.path().join("mnt"));
+    ok(run(img(&sb).args(["rm", "g:2"])));
+    assert_tool_error(&run(img(&sb).args(["inspect", "g:2"])), TOOL, "no such image");
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["blobs"].as_u64(), Some(3), "{rep}");
+    assert_eq!(rep["kept_mounted"].as_u64(), Some(1), "{rep}");
+    assert!(Path::new(l2.trim()).is_dir() && Path::new(l1.trim()).is_dir());
+    ok(run(img(&sb).args(["rm", "g:1"])));
+    drop(_m);
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["layer_dirs"].as_u64(), Some(2), "{rep}");
+    assert!(!Path::new(l1.trim()).exists() && !Path::new(l2.trim()).exists());
+    assert_eq!(std::fs::read_dir(sb.data.join("images/blobs/sha256")).unwrap().count(), 0);
+}
