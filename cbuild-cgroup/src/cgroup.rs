@@ -127,49 +127,66 @@ impl Cgroup {
     }
 
     /// mkdir `cbuild/` and `cbuild/NAME` in each hierarchy; returns how many NAME dirs were made.
+    /// The common case — NAME exists everywhere — costs one failing mkdir per hierarchy.
     fn make_dirs(&self, host: &Host, undo: &mut Undo) -> Result<usize> {
         let mut made = 0;
         for (h, dir) in host.hierarchies.iter().zip(&self.dirs) {
-            if dir.is_dir() {
-                continue;
-            }
             let parent = dir.parent().expect("NAME has a parent");
             let cpuset_v1 = h.version == 1 && h.has("cpuset");
-            if fsutil::mkdir(parent)? {
-                undo.dirs.push(parent.to_path_buf());
-                if cpuset_v1 {
-                    cpuset::inherit_v1(parent)?;
+            let mut attempts = 0;
+            let created = loop {
+                match fsutil::mkdir(dir) {
+                    // No `cbuild/` yet — or a concurrent failing invocation just removed it as empty.
+                    Err(e) if e.errno() == Some(libc::ENOENT) && attempts < 3 => {
+                        attempts += 1;
+                        if fsutil::mkdir(parent)? {
+                            undo.dirs.push(parent.to_path_buf());
+                            if cpuset_v1 {
+                                cpuset::inherit_v1(parent)?;
+                            }
+                        }
+                    }
+                    r => break r?,
                 }
+            };
+            if !created {
+                continue;
+            }
+            undo.dirs.push(dir.clone());
+            made += 1;
+            if cpuset_v1 {
+                cpuset::inherit_v1(dir)?;
             }
             if h.version == 2 && !h.controllers.is_empty() {
-                // Controllers reach NAME only if enabled in every ancestor's subtree_control.
+                // Controllers reach NAME only if enabled in every ancestor's subtree_control (a
+                // controller enabled after NAME exists still reaches it).
                 enable_controllers(&h.base, h)?;
                 enable_controllers(parent, h)?;
-            }
-            // A concurrent undo may remove an empty `cbuild/` between our mkdirs: make it again once.
-            let created = match fsutil::mkdir(dir) {
-                Err(e) if e.errno() == Some(libc::ENOENT) => {
-                    fsutil::mkdir(parent)?;
-                    fsutil::mkdir(dir)?
-                }
-                r => r?,
-            };
-            if created {
-                undo.dirs.push(dir.clone());
-                made += 1;
-                if cpuset_v1 {
-                    cpuset::inherit_v1(dir)?;
-                }
             }
         }
         Ok(made)
     }
 
-    /// Move `pid` (0 = the caller) into NAME in every hierarchy: one write to each cgroup.procs.
-    pub fn join(&self, pid: i32) -> Result<()> {
-        let value = pid.to_string();
-        for dir in &self.dirs {
-            let procs = dir.join("cgroup.procs");
+    /// Move `pid` into NAME in every hierarchy: one write to each cgroup.procs.
+    pub fn join(&self, host: &Host, pid: i32) -> Result<()> {
+        self.join_as(host, pid, pid.to_string())
+    }
+
+    /// Move the calling process, which must be single-threaded, into NAME in every hierarchy.
+    ///
+    /// Why not just cgroup.procs: migrating a whole thread group write-locks the kernel-global
+    /// cgroup_threadgroup_rwsem, and taking that lock after a quiet moment waits for an RCU grace period
+    /// (~10 ms at HZ=250) — the whole cost of `exec`. Moving only the calling thread ("0" written to v1's
+    /// `tasks`) skips that lock, and for a single-threaded process it moves everything. v2 allows thread
+    /// moves only inside a threaded subtree, so the v2 tree still takes cgroup.procs.
+    pub fn join_self(&self, host: &Host) -> Result<()> {
+        self.join_as(host, 0, "0".into())
+    }
+
+    fn join_as(&self, host: &Host, pid: i32, value: String) -> Result<()> {
+        for (h, dir) in host.hierarchies.iter().zip(&self.dirs) {
+            let file = if pid == 0 && h.version == 1 { "tasks" } else { "cgroup.procs" };
+            let procs = dir.join(file);
             fsutil::write(&procs, &value).map_err(|e| match e.errno() {
                 Some(libc::ESRCH) => Error::bad("join", procs.display(), format!("no process {pid}")),
                 _ => e,

@@ -4,21 +4,30 @@
 use crate::error::{Error, Result};
 use crate::log;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// The whole file as a string.
 pub fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|e| Error::sys("read", path.display(), e))
+    read_small(path).map_err(|e| Error::sys("read", path.display(), e))
 }
 
 /// The file, or None when it does not exist (a controller file the kernel does not offer).
 pub fn read_opt(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
+    match read_small(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::sys("read", path.display(), e)),
     }
+}
+
+/// cgroup and proc files report size 0, so `fs::read_to_string` starts with 32-byte probe reads; these
+/// files are small, and one 4 KiB read (plus the one that sees EOF) is all they need.
+fn read_small(path: &Path) -> io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(4096);
+    f.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
 /// A file holding one number (`max` and v1's "unlimited" sentinel read as None).

@@ -64,7 +64,7 @@ pub fn add(name: &str, pids: &[String]) -> Result<()> {
     let cg = Cgroup::open(&host, name)?;
     for p in pids {
         log::step("join", format_args!("{p} → {}", cg.name));
-        cg.join(p)?;
+        cg.join(&host, p)?;
     }
     Ok(())
 }
@@ -82,10 +82,20 @@ pub fn exec(name: &str, raw: &RawLimits, cmd: &[String]) -> Result<Infallible> {
         .collect::<Result<_>>()?;
     let host = Host::detect()?;
     let l = limits_for(&host, raw)?;
-    let pre = Cgroup::at(&host, name)?;
-    // Only when this call may create directories does it need to know where to move back to.
-    let back = if pre.dirs.iter().all(|d| d.is_dir()) { None } else { Some(cgroup::own_dirs(&host)?) };
     let (cg, created) = Cgroup::create(&host, name, &l, IfExists::Reuse)?;
+    // Only when this call created directories does it need to know where to move back to if a later
+    // step fails (so they can be removed): where this process is now, before it joins.
+    let back = if created.is_empty() {
+        None
+    } else {
+        match cgroup::own_dirs(&host) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                cgroup::undo_dirs(created);
+                return Err(e);
+            }
+        }
+    };
     let undo = |created: Vec<PathBuf>| {
         if let Some(back) = &back {
             for d in back {
@@ -95,7 +105,7 @@ pub fn exec(name: &str, raw: &RawLimits, cmd: &[String]) -> Result<Infallible> {
         cgroup::undo_dirs(created);
     };
     log::step("join", format_args!("{} → {}", std::process::id(), cg.name));
-    if let Err(e) = cg.join(0) {
+    if let Err(e) = cg.join_self(&host) {
         undo(created);
         return Err(e);
     }

@@ -22,14 +22,21 @@ pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
 }
 
 /// Copy cpus and mems from the parent into a fresh v1 cpuset directory whose own are empty.
+/// A parent that is empty too (a `cbuild/` someone made by hand) is filled first.
 pub fn inherit_v1(dir: &Path) -> Result<()> {
-    let parent = dir.parent().unwrap_or(dir);
     for f in ["cpuset.cpus", "cpuset.mems"] {
-        let own = fsutil::read(&dir.join(f))?;
-        if own.trim().is_empty() {
-            let from = fsutil::read(&parent.join(f))?;
-            fsutil::write(&dir.join(f), from.trim())?;
-        }
+        inherit_file(dir, f, 0)?;
     }
     Ok(())
+}
+
+fn inherit_file(dir: &Path, f: &str, depth: usize) -> Result<String> {
+    let own = fsutil::read(&dir.join(f))?.trim().to_string();
+    if !own.is_empty() || depth > 8 {
+        return Ok(own);
+    }
+    let Some(parent) = dir.parent().filter(|p| p.join(f).exists()) else { return Ok(own) };
+    let from = inherit_file(parent, f, depth + 1)?;
+    fsutil::write(&dir.join(f), &from)?;
+    Ok(from)
 }

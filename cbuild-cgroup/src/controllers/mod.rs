@@ -46,6 +46,11 @@ impl Writer {
     pub fn write(&mut self, path: &Path, value: &str) -> Result<()> {
         if let Some(saved) = &mut self.saved {
             if let Some(old) = fsutil::read_opt(path)? {
+                // Already so: no write (an `exec` that reuses a cgroup re-applies the same limits on
+                // every start; some limit writes take locks or trigger reclaim).
+                if same_value(&old, value) {
+                    return Ok(());
+                }
                 saved.push((path.to_path_buf(), old.trim().to_string()));
             }
         }
@@ -65,6 +70,19 @@ impl Writer {
             }
         }
     }
+}
+
+/// Whether a file's current content already is `new`: textually, or both "no limit" (v1 reads back
+/// -1 as a huge number, v2 as `max`).
+fn same_value(old: &str, new: &str) -> bool {
+    let (old, new) = (old.trim(), new.trim());
+    if old == new {
+        return true;
+    }
+    let unlimited = |s: &str| {
+        s == "-1" || s == "max" || (s.parse::<u64>().is_ok() && crate::convert::parse_kernel_limit(s).is_none())
+    };
+    unlimited(old) && unlimited(new)
 }
 
 /// Apply every limit to the cgroup whose directories (one per hierarchy, in `host` order) are `dirs`.
@@ -95,4 +113,16 @@ pub fn apply(host: &Host, dirs: &[PathBuf], l: &Limits, w: &mut Writer) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_values() {
+        assert!(super::same_value("52428800\n", "52428800"));
+        assert!(super::same_value("9223372036854771712\n", "-1"));
+        assert!(super::same_value("max\n", "max"));
+        assert!(!super::same_value("max 100000\n", "50000 100000"));
+        assert!(!super::same_value("1024\n", "512"));
+    }
 }
