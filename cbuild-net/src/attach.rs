@@ -347,7 +347,10 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
         }
     }
     for (b, ip) in ips {
-        conntrack::flush(ctx, ip)?;
+        let flows = conntrack::flush(ctx, ip)?;
+        if flows > 0 {
+            ctx.step("conntrack", format!("{flows} flows of {ip} forgotten"));
+        }
         ctx.step("release", format!("{ip} on {b}"));
         Leases::new(bridge_dir(&ctx.state, &b)).release(ip, id)?;
     }

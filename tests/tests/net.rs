@@ -303,7 +303,11 @@ fn masquerade_lets_a_container_reach_the_outside_only_when_on() {
     n.ok(&["nat", "brn", "off"]);
     // With the last rule gone the table is gone too.
     assert_eq!(sh_in(&n.host, "nft list ruleset").trim(), "");
+    // The flow (in TIME_WAIT for minutes) is remembered by the host's conntrack until disconnect.
+    let ip = addr_of(&c, "eth0");
+    assert!(sh_in(&n.host, &format!("conntrack -L -s {ip} 2>/dev/null")).contains("dport=7000"));
     n.ok(&["disconnect", "--id", "c1"]);
+    assert_eq!(sh_in(&n.host, &format!("conntrack -L -s {ip} 2>/dev/null")).trim(), "", "flows forgotten");
 }
 
 #[test]
@@ -339,6 +343,8 @@ fn published_port_reaches_the_container_from_outside_and_from_the_host() {
     // UDP 8080 is another port.
     n.ok(&["publish", "--id", "other", "8080:80/udp"]);
 
+    let dnat_flows = format!("conntrack -L -r {ip} -p tcp --orig-port-dst 8080 2>/dev/null");
+    assert!(sh_in(&n.host, &dnat_flows).contains("dport=8080"), "DNAT'd flow tracked");
     n.ok(&["unpublish", "--id", "web", "8080"]);
     assert_eq!(fetch(&out, "198.51.100.1:8080", 1), None, "unpublished");
     assert!(!sh_in(&n.host, "nft list table ip cbuild").contains(&format!("{ip}:80")));
@@ -350,6 +356,7 @@ fn published_port_reaches_the_container_from_outside_and_from_the_host() {
     n.ok(&["disconnect", "--id", "web"]);
     n.ok(&["disconnect", "--id", "other"]);
     assert!(!sh_in(&n.host, "nft list ruleset").contains("dnat"));
+    assert_eq!(sh_in(&n.host, &dnat_flows).trim(), "", "disconnect forgot the DNAT'd flows");
     n.ok(&["nat", "brp", "off"]);
     assert_eq!(sh_in(&n.host, "nft list ruleset").trim(), "");
 }

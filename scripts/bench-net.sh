@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Benchmark cbuild-net, as root; rewrites the "net" section of docs/BENCHMARKS.md. A few minutes.
+#
+# Everything runs inside a network namespace this script creates (it re-executes itself under
+# `unshare --net`), which plays the host: bridges, veth host ends, nft/iptables rules and ip_forward
+# live only there and vanish with it. The machine's own network configuration is never touched.
+#
+#  1. connect, disconnect, and the two together, one container namespace attached to a bridge with NAT
+#     on, against the anchors in the same hyperfine run:
+#       - the CNI bridge plugin (Debian's containernetworking-plugins, /usr/lib/cni/bridge) with
+#         host-local IPAM and ipMasq on, ADD and DEL, same kind of subnet;
+#       - the equivalent iproute2 sequence (veth created in the namespace, master, address, lo, route;
+#         no IPAM, no NAT): the floor a tool that forks `ip` cannot go below.
+#  2. Scale: 500 containers on one bridge, connected then disconnected one after another; time per
+#     container for each block of 100 (it should stay flat as the bridge fills).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/bench.sh
+source "$root/scripts/lib/bench.sh"
+[ "$(id -u)" = 0 ] || { echo "bench-net: run as root" >&2; exit 1; }
+for t in hyperfine unshare nsenter ip nft; do command -v $t >/dev/null || { echo "bench-net: needs $t" >&2; exit 1; }; done
+CNI=/usr/lib/cni
+[ -x $CNI/bridge ] && [ -x $CNI/host-local ] || { echo "bench-net: needs containernetworking-plugins" >&2; exit 1; }
+
+if [ "${1:-}" != --inside ]; then
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-net}
+    (cd "$root" && cargo build -q --release -p cbuild-net)
+    export B=$CARGO_TARGET_DIR/release/cbuild-net
+    # A fresh network namespace is "the host" for the whole run.
+    exec unshare --net -- bash ${BENCH_TRACE:+-x} "$0" --inside
+fi
+
+unset CBUILD_NET_HOST_NS
+ip link set lo up
+work=$(mktemp -d /tmp/cbuild-bench-net.XXXXXX)
+export CBUILD_STATE=$work/state
+cleanup() {
+    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+[ -n "${BENCH_KEEP:-}" ] && trap - EXIT
+out=$work/out
+mkdir -p "$out"
+
+mkns() { : >"$1" && unshare --net="$1" true; }
+median() { bench_median_ms "$1" "$2"; }
+ratio() { python3 -c 'import sys; print("%.1f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$1" "$2"; }
+hf() { hyperfine -N ${HF_EXTRA:---style none} --warmup "${WARMUP:-3}" --runs "${RUNS:-30}" "$@" >/dev/null; }
+
+# --- set-up: one bridge per contender, each on its own /16, NAT on ---------------------------------
+"$B" bridge add cbb0 --subnet 10.250.0.0/16 --nat
+cat >"$work/cni.json" <<EOF
+{"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "bridge": "cnib0", "isGateway": true,
+ "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.251.0.0/16", "dataDir": "$work/cni-ipam"}}
+EOF
+ip link add ipb0 type bridge && ip addr add 10.252.0.1/16 dev ipb0 && ip link set ipb0 up
+c1=$work/c1 c2=$work/c2 c3=$work/c3
+mkns "$c1" && mkns "$c2" && mkns "$c3"
+
+# Each contender as one executable, so hyperfine runs it without a shell (-N) and no contender pays
+# for a shell the others do not.
+cat >"$work/cni" <<EOF
+#!/bin/sh
+# cni ADD|DEL: the CNI bridge plugin on container c2, as a runtime calls it.
+CNI_COMMAND=\$1 CNI_CONTAINERID=bench CNI_NETNS=$c2 CNI_IFNAME=eth0 CNI_PATH=$CNI exec $CNI/bridge <$work/cni.json >/dev/null
+EOF
+printf 'link add ipv0 type veth peer name eth0 netns %s\nlink set ipv0 master ipb0 up\n' "$c3" >"$work/ip-host.batch"
+printf 'addr add 10.252.0.2/16 dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via 10.252.0.1\n' >"$work/ip-ctr.batch"
+cat >"$work/iproute" <<EOF
+#!/bin/sh
+# iproute up|down: the same plumbing by hand on container c3.
+case \$1 in
+up) ip -b $work/ip-host.batch && exec nsenter --net=$c3 ip -b $work/ip-ctr.batch ;;
+down) exec ip link del ipv0 ;;
+esac
+EOF
+cat >"$work/cbuild" <<EOF
+#!/bin/sh
+# cbuild up|down|cycle on container c1.
+case \$1 in
+up) exec $B connect $c1 --bridge cbb0 --id bench >/dev/null ;;
+down) exec $B disconnect --id bench ;;
+cycle) $B connect $c1 --bridge cbb0 --id bench >/dev/null && exec $B disconnect --id bench ;;
+esac
+EOF
+# "down || true": the prepare step before the first timed run finds nothing to remove.
+cat >"$work/quiet" <<EOF
+#!/bin/sh
+"\$@" >/dev/null 2>&1 || true
+EOF
+chmod +x "$work/cni" "$work/iproute" "$work/cbuild" "$work/quiet"
+q=$work/quiet
+
+# --- 1. connect / disconnect ------------------------------------------------------------------------
+hf --export-json "$out/up.json" \
+    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect" "$work/cbuild up" \
+    --prepare "$q $work/cni DEL" --command-name "CNI bridge ADD" "$work/cni ADD" \
+    --prepare "$q $work/iproute down" --command-name "iproute2 sequence up" "$work/iproute up"
+hf --export-json "$out/down.json" \
+    --prepare "$q $work/cbuild up" --command-name "cbuild-net disconnect" "$work/cbuild down" \
+    --prepare "$q $work/cni ADD" --command-name "CNI bridge DEL" "$work/cni DEL" \
+    --prepare "$q $work/iproute up" --command-name "iproute2 ip link del" "$work/iproute down"
+$q "$work/cbuild" down
+$q "$work/cni" DEL
+$q "$work/iproute" down
+hf --export-json "$out/cycle.json" \
+    --command-name "cbuild-net connect + disconnect" "$work/cbuild cycle" \
+    --command-name "CNI bridge ADD + DEL" "sh -c '$work/cni ADD && $work/cni DEL'" \
+    --command-name "iproute2 up + down" "sh -c '$work/iproute up && $work/iproute down'"
+
+# --- 2. scale: 500 containers on one bridge ---------------------------------------------------------
+N=${SCALE:-500}
+mkdir -p "$work/scale"
+for i in $(seq 1 "$N"); do mkns "$work/scale/$i"; done
+now() { date +%s%N; }
+declare -a up_ms down_ms
+for blk in $(seq 0 $((N / 100 - 1))); do
+    t0=$(now)
+    for i in $(seq $((blk * 100 + 1)) $((blk * 100 + 100))); do
+        "$B" connect "$work/scale/$i" --bridge cbb0 --id "s$i" >/dev/null
+    done
+    up_ms[blk]=$(python3 -c "print('%.2f' % (($(now) - $t0) / 1e6 / 100))")
+done
+[ "$(ls "$CBUILD_STATE/net/cbb0" | grep -c '^10\.')" = "$N" ] || { echo "bench-net: expected $N leases" >&2; exit 1; }
+for blk in $(seq $((N / 100 - 1)) -1 0); do
+    t0=$(now)
+    for i in $(seq $((blk * 100 + 1)) $((blk * 100 + 100))); do
+        "$B" disconnect --id "s$i"
+    done
+    down_ms[blk]=$(python3 -c "print('%.2f' % (($(now) - $t0) / 1e6 / 100))")
+done
+
+# --- table ------------------------------------------------------------------------------------------
+table=$work/table.md
+row() { # label json
+    local a b c
+    a=$(median "$2" 0) b=$(median "$2" 1) c=$(median "$2" 2)
+    echo "| $1 | $a | $b | $c | $(ratio "$b" "$a")× | $(ratio "$c" "$a")× |"
+}
+{
+    echo "### cbuild-net (scripts/bench-net.sh)"
+    echo
+    echo "$(bench_machine); all inside a network namespace the script made; hyperfine medians (ms), ${RUNS:-30} runs each."
+    echo "Anchors: the CNI bridge plugin ($CNI/bridge, host-local IPAM, ipMasq on) and the equivalent iproute2"
+    echo "commands (no IPAM, no NAT). Ratios: how many times longer the anchor takes than cbuild-net."
+    echo
+    echo "| operation | cbuild-net | CNI bridge | iproute2 | CNI / cbuild | iproute2 / cbuild |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    row "connect (CNI ADD, ip up)" "$out/up.json"
+    row "disconnect (CNI DEL, ip link del)" "$out/down.json"
+    row "connect + disconnect" "$out/cycle.json"
+    echo
+    echo "Scale: $N containers connected one after another to one bridge, then disconnected (ms per container,"
+    echo "each block of 100):"
+    echo
+    echo "| containers on the bridge | connect | disconnect |"
+    echo "|---|---:|---:|"
+    for blk in $(seq 0 $((N / 100 - 1))); do
+        echo "| $((blk * 100 + 1))–$((blk * 100 + 100)) | ${up_ms[blk]} | ${down_ms[blk]} |"
+    done
+} >"$table"
+cat "$table"
+bench_section net "$table"
