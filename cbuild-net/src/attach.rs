@@ -300,6 +300,7 @@ async fn connect_steps(
     };
     ctx.step("record", attachment_file(&ctx.state, &o.id).display());
     lock.write(&att)?;
+    leases.remember(ip);
     Ok(att)
 }
 

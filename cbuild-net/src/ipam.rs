@@ -149,12 +149,17 @@ impl Leases {
                 continue;
             }
             if self.try_take(ip, id)? {
-                // Only a hint for the next search; losing it costs a longer scan, never a duplicate.
-                let _ = std::fs::write(&last_path, ip.to_string());
                 return Ok(ip);
             }
         }
         Err(Error::new("ipam", subnet, "no free address left").hint("disconnect containers or use a larger subnet"))
+    }
+
+    /// Remember `ip` as the last address handed out, once the connect that took it has succeeded (a
+    /// failed connect must leave nothing, not even this hint). Losing it costs a longer scan next
+    /// time, never a duplicate.
+    pub fn remember(&self, ip: Ipv4Addr) {
+        let _ = std::fs::write(self.dir.join("last_reserved_ip"), ip.to_string());
     }
 
     /// Create the lease file exclusively. `false`: someone holds it.
@@ -244,7 +249,9 @@ mod tests {
         let gw = s.first_host();
         let mut got = Vec::new();
         for i in 0..5 {
-            got.push(l.allocate(&s, gw, None, &format!("c{i}")).unwrap());
+            let ip = l.allocate(&s, gw, None, &format!("c{i}")).unwrap();
+            l.remember(ip);
+            got.push(ip);
         }
         let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(10, 9, 0, i)).collect();
         assert_eq!(got, want);

@@ -615,3 +615,26 @@ fn netns_verbs_and_connect_by_name_and_by_pid() {
     assert!(!n.sb.state.join(&name).exists(), "netns del removes its directories");
     assert!(!n.ok(&["netns", "ls"]).contains(&name));
 }
+
+#[test]
+fn a_full_bridge_is_a_clear_error_and_rolls_back() {
+    let mut n = Net::new();
+    n.ok(&["bridge", "add", "brx", "--subnet", "10.241.0.0/21"]);
+    // Fill the bridge to the kernel's limit (BR_MAX_PORTS: port numbers 1..1023) with plain veth
+    // pairs, in one iproute2 batch.
+    let batch = n.sb.path().join("fill.batch");
+    let lines: String = (1..=1023).map(|i| format!("link add p{i} master brx type veth peer name q{i}\n")).collect();
+    std::fs::write(&batch, lines).unwrap();
+    sh_in(&n.host, &format!("ip -b {}", batch.display()));
+    assert_eq!(sh_in(&n.host, "ip -o link show master brx").lines().count(), 1023);
+    let c = n.ns("c");
+    let host_before = n.host_snapshot();
+    let state_before = n.state_files();
+    let o = n.net(&["connect", &n.ns_path(&c), "--bridge", "brx", "--id", "one-too-many"]);
+    assert_tool_error(&o, TOOL, "Exchange full");
+    assert!(stderr(&o).contains("hint: a bridge holds at most 1023 ports"), "{}", stderr(&o));
+    assert_eq!(n.host_snapshot(), host_before, "no link left");
+    assert_eq!(n.state_files(), state_before, "no lease or record left");
+    assert!(n.leases("brx").is_empty());
+    assert_eq!(sh_in(&c, "ip -o link show").lines().count(), 1, "only lo in the container");
+}
