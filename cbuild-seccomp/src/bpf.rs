@@ -103,10 +103,16 @@ impl Data {
 /// writes use only a few opcodes; the rest of the seccomp subset is here so a hand-written file is judged
 /// the same way.
 pub fn run(prog: &[Insn], d: &Data) -> std::result::Result<u32, String> {
+    run_counted(prog, d).map(|(ret, _)| ret)
+}
+
+/// [`run`], also returning how many instructions were executed: the cost of the call's path through
+/// the filter (what the binary tree shortens).
+pub fn run_counted(prog: &[Insn], d: &Data) -> std::result::Result<(u32, usize), String> {
     let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
     let mut pc = 0usize;
     // Every jump goes forward, so at most prog.len() steps.
-    for _ in 0..=prog.len() {
+    for steps in 1..=prog.len() + 1 {
         let i = *prog.get(pc).ok_or_else(|| format!("pc {pc} runs off the end"))?;
         pc += 1;
         let branch = |c: bool| if c { i.jt as usize } else { i.jf as usize };
@@ -120,8 +126,8 @@ pub fn run(prog: &[Insn], d: &Data) -> std::result::Result<u32, String> {
             LDX_MEM => x = mem[(i.k & 15) as usize],
             ST => mem[(i.k & 15) as usize] = a,
             STX => mem[(i.k & 15) as usize] = x,
-            RET_K => return Ok(i.k),
-            RET_A => return Ok(a),
+            RET_K => return Ok((i.k, steps)),
+            RET_A => return Ok((a, steps)),
             TAX => x = a,
             TXA => a = x,
             JA => pc += i.k as usize,

@@ -79,6 +79,8 @@ pub struct Answer {
     pub why: String,
     /// The raw SECCOMP_RET_* value.
     pub ret: u32,
+    /// BPF instructions the kernel executes for this call (prologue included).
+    pub instructions_run: usize,
 }
 
 /// SECCOMP_RET_* → (SCMP_ACT_*, errno).
@@ -108,9 +110,9 @@ fn describe(r: &Rule) -> String {
 /// Evaluate `q` as a call from ABI `abi` against the compiled program `c` of profile `r`.
 pub fn check(r: &Resolved, c: &Compiled, abi: Arch, q: &Query) -> Result<Answer> {
     let data = Data { nr: q.nr, arch: abi.audit, ip: 0, args: q.args };
-    let run = |p: &[bpf::Insn]| bpf::run(p, &data).map_err(|e| Error::new("check", "program", e));
-    let ret = run(&c.prog)?;
-    let main_ret = run(&c.prog[c.prologue..])?;
+    let run = |p: &[bpf::Insn]| bpf::run_counted(p, &data).map_err(|e| Error::new("check", "program", e));
+    let (ret, steps) = run(&c.prog)?;
+    let (main_ret, _) = run(&c.prog[c.prologue..])?;
     let (action, errno) = decode(ret);
     let matching: Vec<&Rule> = r
         .rules
@@ -149,6 +151,7 @@ pub fn check(r: &Resolved, c: &Compiled, abi: Arch, q: &Query) -> Result<Answer>
         by,
         why,
         ret,
+        instructions_run: steps,
     })
 }
 

@@ -766,6 +766,14 @@ fn check_explains_mount_clone_personality() {
     assert!(clone[1].contains("ALLOW"), "{out}");
     let pers: Vec<&str> = out.lines().filter(|l| l.starts_with("personality ")).collect();
     assert!(pers[0].contains("ALLOW") && pers[1].contains("ERRNO(1 EPERM)"), "{out}");
+    // The binary tree shortens the path through the filter (instructions the kernel runs per call).
+    let tree = check(&sb, "default", &[], &["mount", "personality,0xffffffff"]);
+    let list = check(&sb, "default", &["--no-optimize"], &["mount", "personality,0xffffffff"]);
+    for (t, l) in tree.iter().zip(&list) {
+        assert_eq!(action(t), action(l), "same verdict either way");
+        let (t, l) = (t["instructions_run"].as_u64().unwrap(), l["instructions_run"].as_u64().unwrap());
+        assert!(t > 0 && t * 4 < l, "tree {t} vs list {l}");
+    }
     // With CAP_SYS_ADMIN Docker allows mount and any clone.
     let a = check(&sb, "default", &["--caps", "default,CAP_SYS_ADMIN"], &["mount", "clone,0x10000000", "clone3"]);
     assert!(a.iter().all(|v| v["allowed"] == true), "{a:?}");
