@@ -63,7 +63,7 @@ for i in $(seq 0 499); do mkdir "$L/$i" && echo "$i" >"$L/$i/who" && : >"$L/$i/f
 for n in 1 10 100 500; do
     seq 0 $((n - 1)) | sed "s|^|$L/|" >"$work/l$n"
     rel=$(seq -s: 0 $((n - 1)))
-    hf --export-json "$out/mount$n.json" \
+    RUNS=40 hf --export-json "$out/mount$n.json" \
         "$B mount --lower-from $work/l$n $uw $work/m && $B umount $work/m" \
         "$B mount --legacy-api --lower-from $work/l$n $uw $work/m && $B umount $work/m" \
         "cd $L && mount -t overlay overlay -o lowerdir=$rel,upperdir=$work/u,workdir=$work/w $work/m && umount $work/m"

@@ -190,11 +190,16 @@ fn check(req: &MountRequest) -> Result<Plan> {
     if req.lower.is_empty() {
         return Err(Error::invalid("lowerdir", "(none)", "at least one lower dir is needed"));
     }
+    // Lower dirs are made absolute but not canonicalized: realpath costs a readlink per component
+    // (2,000 syscalls for 500 layers), the kernel resolves symlinks itself, and one stat per layer is
+    // enough to name a missing dir before anything is created.
+    let cwd = std::env::current_dir().map_err(|e| Error::os("lowerdir", "current directory", e))?;
     let mut lower = Vec::with_capacity(req.lower.len());
     for l in &req.lower {
-        let abs = std::fs::canonicalize(l).map_err(|e| Error::os("lowerdir", p(l), e))?;
-        if !abs.is_dir() {
-            return Err(Error::invalid("lowerdir", p(l), "not a directory"));
+        let abs: PathBuf = cwd.join(l).components().collect();
+        let md = std::fs::metadata(&abs).map_err(|e| Error::os("lowerdir", p(&abs), e))?;
+        if !md.is_dir() {
+            return Err(Error::invalid("lowerdir", p(&abs), "not a directory"));
         }
         lower.push(abs);
     }
