@@ -102,6 +102,7 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
     }
     let prefix = xattr_prefix(userxattr);
 
+    crate::error::verbose::step("walk", upper.display());
     let mut changes = vec![];
     // Dirs (relative) below which the lower layers are hidden: opaque dirs, and dirs that replaced a
     // lower non-dir or were made new.

@@ -48,6 +48,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
 
 /// Read and parse /proc/self/mountinfo.
 pub fn read() -> Result<Vec<MountEntry>> {
+    crate::error::verbose::step("mountinfo", "/proc/self/mountinfo");
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| Error::os("mountinfo", "/proc/self/mountinfo", e))?;
     Ok(parse(&text))

@@ -660,3 +660,54 @@ fn diff_does_not_follow_symlinks_or_forge_lines() {
     assert_eq!(rows[0]["type"], "symlink");
     assert_eq!(rows[1]["path"], "/two\nadded forged");
 }
+
+#[test]
+fn feature_flags_pass_through_and_show_in_diff() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    write(&top.join("big"), &"b".repeat(100_000));
+    let (u, w, m) = (sb.path().join("u"), sb.path().join("w"), sb.path().join("m"));
+    ok(&run(ov(&sb)
+        .args(["mount", "--metacopy", "--redirect-dir", "--volatile", "--lower"])
+        .arg(format!("{}:{}", top.display(), bottom.display()))
+        .arg("--upper")
+        .arg(&u)
+        .arg("--work")
+        .arg(&w)
+        .arg(&m)));
+    let ls = ok(&run(ov(&sb).args(["ls", "--json"])));
+    let entry: serde_json::Value = ls
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["target"] == m.to_string_lossy().as_ref())
+        .unwrap();
+    let opts: Vec<&str> = entry["options"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
+    for want in ["metacopy=on", "redirect_dir=on"] {
+        assert!(opts.contains(&want), "{want} missing from {opts:?}");
+    }
+    // Shown as `volatile` before 6.6 (?), `fsync=volatile` after.
+    assert!(opts.iter().any(|o| *o == "volatile" || *o == "fsync=volatile"), "volatile missing from {opts:?}");
+
+    // metacopy: a chmod copies up only metadata; the data stays in the lower layer.
+    std::fs::set_permissions(m.join("big"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // (A block or two may hold the xattrs; the 100 kB of data would need 25.)
+    let md = std::fs::metadata(u.join("big")).unwrap();
+    assert_eq!(md.len(), 100_000);
+    assert!(md.blocks() * 512 < 20_000, "data was copied up: {} blocks", md.blocks());
+    assert!(xattr(&u.join("big"), "trusted.overlay.metacopy").is_some());
+    // redirect_dir: renaming a lower dir records where its contents come from instead of copying them.
+    std::fs::rename(m.join("dir"), m.join("moved")).unwrap();
+    assert_eq!(names(&m.join("moved")), BTreeSet::from(["x".to_string(), "y".to_string()]));
+    assert!(xattr(&u.join("moved"), "trusted.overlay.redirect").is_some());
+
+    let json = ok(&run(ov(&sb).args(["diff", "--json"]).arg(&u)));
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let find = |p: &str| rows.iter().find(|r| r["path"] == p).unwrap_or_else(|| panic!("{p} not in {json}"));
+    assert_eq!(find("/big")["change"], "modified");
+    assert_eq!(find("/big")["metacopy"], true);
+    assert_eq!(find("/dir")["change"], "deleted");
+    assert_eq!(find("/moved")["change"], "added");
+    assert!(find("/moved")["redirect"].as_str().unwrap().ends_with("dir"), "{json}");
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+}
