@@ -181,6 +181,9 @@ fn unreserve(state: &Path, id: &str) {
 /// `connect`: the pair, the address, the routes, the record. Any failure undoes what was done.
 pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
     check_name("connect", "container ID", &o.id)?;
+    if o.id == "net" {
+        return Err(Error::new("connect", &o.id, "reserved: <state>/net holds cbuild-net's own files"));
+    }
     if o.ns.inode == ctx.host_inode {
         return Err(Error::new("connect", &o.ns.path, "is the host network namespace itself"));
     }
@@ -195,21 +198,26 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
     });
     let (host, cont) = (host?, cont?);
 
-    let br = match &o.bridge {
+    let (br, made_bridge) = match &o.bridge {
         None => bridge::ensure_default(ctx, &host).await?,
         Some(b) => {
             bridge::check_bridge_name(b)?;
-            bridge::load(&ctx.state, b)?.ok_or_else(|| {
+            let conf = bridge::load(&ctx.state, b)?.ok_or_else(|| {
                 Error::new("connect", b, "no such bridge")
                     .hint(format!("create it with `cbuild-net bridge add {b} --subnet CIDR`"))
-            })?
+            })?;
+            (conf, false)
         }
     };
 
-    ctx.step("reserve", attachment_file(&ctx.state, &o.id).display());
-    let (mut lock, _) = reserve(&ctx.state, &o.id)?;
     let mut undo = Undo::default();
-    let r = connect_steps(ctx, &o, &br, &host, &cont, &mut lock, &mut undo).await;
+    let r = async {
+        ctx.step("reserve", attachment_file(&ctx.state, &o.id).display());
+        let (mut lock, _) = reserve(&ctx.state, &o.id)?;
+        undo.reserved = true;
+        connect_steps(ctx, &o, &br, &host, &cont, &mut lock, &mut undo).await
+    }
+    .await;
     if r.is_err() {
         if undo.veth {
             ctx.step("undo", format!("del-link {}", host_ifname(&o.id)));
@@ -223,13 +231,22 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
                 ctx.undo_failed(&e);
             }
         }
-        unreserve(&ctx.state, &o.id);
+        if undo.reserved {
+            unreserve(&ctx.state, &o.id);
+        }
+        if made_bridge {
+            ctx.step("undo", format!("bridge del {}", br.name));
+            if let Err(e) = bridge::del(ctx, &host, &br.name).await {
+                ctx.undo_failed(&e);
+            }
+        }
     }
     r
 }
 
 #[derive(Default)]
 struct Undo {
+    reserved: bool,
     lease: Option<Ipv4Addr>,
     veth: bool,
 }

@@ -128,8 +128,7 @@ pub async fn add(
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
     let mut created_link = false;
     let r = add_locked(ctx, host, name, subnet, gateway, nat, &mut created_link).await;
-    if let Err(e) = &r {
-        let _ = e;
+    if r.is_err() {
         if created_link {
             ctx.step("undo", format!("del-link {name}"));
             if let Err(u) = host.del_link_by_name(name).await {
@@ -223,13 +222,14 @@ fn enable_forwarding(ctx: &Ctx) -> Result<()> {
 }
 
 /// The default bridge, created on first use on the first private /16 no route overlaps, NAT on.
-pub async fn ensure_default(ctx: &Ctx, host: &Nl) -> Result<BridgeConf> {
+/// `true` with it when this call created it (a connect that then fails removes it again).
+pub async fn ensure_default(ctx: &Ctx, host: &Nl) -> Result<(BridgeConf, bool)> {
     if let Some(c) = load(&ctx.state, DEFAULT)? {
-        return Ok(c);
+        return Ok((c, false));
     }
     for cand in default_candidates() {
         match add(ctx, host, DEFAULT, cand, None, true).await {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok((c, true)),
             Err(e) if e.reason.contains("overlaps route") => continue,
             Err(e) => return Err(e),
         }

@@ -266,7 +266,7 @@ fn two_containers_reach_each_other_and_teardown_restores_the_host() {
     let host_idx = pa["host_ifindex"].as_u64().unwrap();
     let peer_idx = pa["peer_ifindex"].as_u64().unwrap();
     assert!(sh_in(&a, "ip -o link show eth0").contains(&format!("eth0@if{host_idx}:")));
-    assert!(sh_in(&a, &format!("ip -o link show eth0")).starts_with(&format!("{peer_idx}:")));
+    assert!(sh_in(&a, "ip -o link show eth0").starts_with(&format!("{peer_idx}:")));
     let host_if = pa["host_ifname"].as_str().unwrap();
     assert!(host_if.starts_with("cb"), "host ends are named cb*: {host_if}");
     assert!(sh_in(&n.host, &format!("ip -o link show {host_if}")).contains("master br0"));
@@ -417,7 +417,7 @@ fn kill9_during_connect_then_prune_leaves_no_orphans() {
     let took = t.elapsed().as_micros() as u64;
     n.ok(&["disconnect", "--id", "probe"]);
 
-    let mut completed = Vec::new();
+    let mut exited_ok = 0;
     for i in 0..24u64 {
         let ns = n.ns(&format!("k{i}"));
         let id = format!("k{i}");
@@ -429,9 +429,8 @@ fn kill9_during_connect_then_prune_leaves_no_orphans() {
             .unwrap();
         std::thread::sleep(Duration::from_micros(took * i / 20));
         let _ = child.kill(); // SIGKILL
-        let st = child.wait().unwrap();
-        if st.success() {
-            completed.push(id);
+        if child.wait().unwrap().success() {
+            exited_ok += 1;
         }
     }
     // A pair whose namespace vanished, and a cb* link no record owns.
@@ -454,12 +453,30 @@ fn kill9_during_connect_then_prune_leaves_no_orphans() {
     let pruned = n.ok(&["-v", "prune"]);
     assert!(pruned.contains("attachment gone"), "{pruned}");
     assert!(pruned.contains("link cb0123456789ab"), "{pruned}");
-    // Nothing orphaned is left, and what is left belongs to connects that completed.
+    // Nothing orphaned is left, and what is left belongs to connects that completed (wrote their
+    // record; some of those were killed only after that, before exiting).
     let ls = n.ok(&["ls", "--json"]);
     assert!(!ls.contains("\"orphaned\":true"), "{ls}");
+    let completed: Vec<String> = (0..24)
+        .map(|i| format!("k{i}"))
+        .filter(|id| {
+            std::fs::read_to_string(n.sb.state.join(id).join("net.json"))
+                .is_ok_and(|s| serde_json::from_str::<serde_json::Value>(&s).is_ok())
+        })
+        .collect();
+    assert!(completed.len() >= exited_ok);
     let mut links = cb_links(&n.host);
     links.sort();
-    assert_eq!(links.len(), completed.len(), "links {links:?} vs completed {completed:?}");
+    let mut owned: Vec<String> = completed
+        .iter()
+        .map(|id| {
+            let rec: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(n.sb.state.join(id).join("net.json")).unwrap()).unwrap();
+            rec["host_ifname"].as_str().unwrap().to_string()
+        })
+        .collect();
+    owned.sort();
+    assert_eq!(links, owned, "every link left belongs to a completed connect");
     assert_eq!(n.leases("brk").len(), completed.len());
     for id in &completed {
         n.ok(&["disconnect", "--id", id]);
@@ -518,6 +535,7 @@ fn bad_input_fails_with_125_and_leaves_nothing() {
         (vec!["connect", &c2p, "--bridge", "brb", "--id", "x"], "no free address"),
         (vec!["connect", &c2p, "--bridge", "nosuch", "--id", "x"], "no such bridge"),
         (vec!["connect", &c2p, "--bridge", "brb", "--id", "../x"], "invalid container ID"),
+        (vec!["connect", &c2p, "--bridge", "brb", "--id", "net"], "reserved"),
         (vec!["connect", &c2p, "--bridge", "brb", "--id", "x", "--ip", "10.1.2.3"], "not a usable address"),
         (vec!["connect", &c2p, "--bridge", "brb", "--id", "x", "--mac", "01:00:5e:00:00:01"], "multicast"),
         (vec!["connect", &c2p, "--bridge", "brb", "--id", "x", "--ifname", "a-very-long-ifname"], "15 bytes"),
@@ -559,6 +577,15 @@ fn default_bridge_is_created_on_first_use_on_a_free_subnet() {
     let mut n = Net::new();
     // Make 172.17.0.0/16 taken in the host namespace: the default must move on.
     sh_in(&n.host, "ip link add dummy0 type veth peer name dummy1 && ip addr add 172.17.5.1/24 dev dummy0 && ip link set dummy0 up");
+    // A first connect that fails (eth0 taken) removes the default bridge it created.
+    let bad = n.ns("bad");
+    sh_in(&bad, "ip link add eth0 type veth peer name eth0p");
+    let before = n.host_snapshot();
+    let o = n.net(&["connect", &n.ns_path(&bad), "--id", "d0"]);
+    assert_tool_error(&o, TOOL, "File exists");
+    assert_eq!(n.host_snapshot(), before, "no cbuild0, no rule left");
+    assert!(!n.sb.state.join("net/cbuild0").exists());
+
     let c = n.ns("c");
     let r: serde_json::Value =
         serde_json::from_str(&n.ok(&["connect", &n.ns_path(&c), "--id", "d1", "--json"])).unwrap();
@@ -577,7 +604,7 @@ fn default_bridge_is_created_on_first_use_on_a_free_subnet() {
 
 #[test]
 fn netns_verbs_and_connect_by_name_and_by_pid() {
-    let mut n = Net::new();
+    let n = Net::new();
     let name = unique("ns");
     let path = PathBuf::from(n.ok(&["netns", "add", &name]).trim());
     assert_eq!(path, n.sb.state.join(&name).join("ns/net"));
