@@ -115,11 +115,12 @@ impl Host {
                 }
                 None => mount.clone(),
             };
-            let controllers = fsutil::read_opt(&base.join("cgroup.controllers"))?
+            let mut controllers: Vec<String> = fsutil::read_opt(&base.join("cgroup.controllers"))?
                 .unwrap_or_default()
                 .split_whitespace()
                 .map(str::to_string)
                 .collect();
+            controllers.sort();
             hierarchies.push(Hierarchy { version: 2, mount, controllers, base });
         }
         if hierarchies.is_empty() {

@@ -185,7 +185,8 @@ fn info_reports_the_layout_the_kernel_has() {
                 std::fs::read_to_string(Path::new(h["base"].as_str().unwrap()).join("cgroup.controllers")).unwrap();
             let mut a: Vec<&str> = avail.split_whitespace().collect();
             a.sort();
-            let got: Vec<&str> = h["controllers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+            let mut got: Vec<&str> = h["controllers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+            got.sort();
             assert_eq!(got, a);
         }
     }
@@ -283,16 +284,17 @@ fn fork_loop_hits_pids_limit_and_stat_and_events_count_it() {
     let mut ev = Proc(cg(&sb).args(["events", "--follow", &c.name]).stdout(Stdio::piped()).spawn().unwrap());
     let rx = lines_of(&mut ev.0);
     std::thread::sleep(Duration::from_millis(300));
-    // 40 background sleeps against a limit of 20 tasks: forks fail once 20 exist.
-    let o = run(cg(&sb).args([
-        "exec",
-        &c.name,
-        "--",
-        "sh",
-        "-c",
-        "i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done 2>/dev/null; exit 0",
-    ]));
-    let _ = o;
+    // 40 background sleeps against a limit of 20 tasks: forks fail once 20 exist. No pipes: the sleeps
+    // outlive the shell, and a pipe they hold would keep the test waiting for them.
+    let st = cg(&sb)
+        .args(["exec", &c.name, "--", "sh", "-c"])
+        .arg("i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done 2>/dev/null; exit 0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.code().is_some(), "the shell was killed: {st:?}");
     let e = wait_event(&rx, "pids_max", Duration::from_secs(10));
     assert!(e["count"].as_u64().unwrap() >= 1);
     let s = stat(&sb, &c.name);
