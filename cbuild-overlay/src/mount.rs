@@ -146,40 +146,39 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
 
     // The aux dir: needed for a tmpfs upper, and by mount(2) when the layers do not fit in a page.
     let mut aux = None;
-    let legacy_opts = |lower: &[String], plan: &Plan| legacy_options(lower, plan, req);
-    let needs_links = api == Api::Legacy && {
-        let abs: Vec<String> = plan.lower.iter().map(|l| l.to_string_lossy().into_owned()).collect();
-        legacy_opts(&abs, &plan).len() >= page_size()
-    };
-    if req.tmpfs_upper.is_some() || needs_links {
+    if let Some(size) = &req.tmpfs_upper {
         let dir = make_aux(&req.state_dir, &mut undo)?;
-        if let Some(size) = &req.tmpfs_upper {
-            let mut data = String::from("mode=0755");
-            if let Some(s) = size {
-                data.push_str(&format!(",size={s}"));
-            }
-            step("tmpfs", format!("{} ({data})", dir.display()));
-            let cdata = std::ffi::CString::new(data).expect("no NUL in tmpfs options");
-            rustix::mount::mount("cbuild-overlay-upper", &dir, "tmpfs", MountFlags::empty(), cdata.as_c_str())
-                .map_err(|e| {
-                    Error::os("tmpfs", p(&dir), e).with_hint("check the --tmpfs-upper size (e.g. 64m, 10%)")
-                })?;
-            undo.push(UndoStep::Umount(dir.clone()));
-            for sub in ["upper", "work"] {
-                let d = dir.join(sub);
-                step("mkdir", d.display());
-                std::fs::create_dir(&d).map_err(|e| Error::os("mkdir", p(&d), e))?;
-            }
-            plan.upper = Some(dir.join("upper"));
-            plan.work = Some(dir.join("work"));
+        let mut data = String::from("mode=0755");
+        if let Some(s) = size {
+            data.push_str(&format!(",size={s}"));
         }
+        step("tmpfs", format!("{} ({data})", dir.display()));
+        let cdata = std::ffi::CString::new(data).expect("no NUL in tmpfs options");
+        rustix::mount::mount("cbuild-overlay-upper", &dir, "tmpfs", MountFlags::empty(), cdata.as_c_str())
+            .map_err(|e| Error::os("tmpfs", p(&dir), e).with_hint("check the --tmpfs-upper size (e.g. 64m, 10%)"))?;
+        undo.push(UndoStep::Umount(dir.clone()));
+        for sub in ["upper", "work"] {
+            let d = dir.join(sub);
+            step("mkdir", d.display());
+            std::fs::create_dir(&d).map_err(|e| Error::os("mkdir", p(&d), e))?;
+        }
+        plan.upper = Some(dir.join("upper"));
+        plan.work = Some(dir.join("work"));
         aux = Some(dir);
+    }
+    // Measured with the final upper/work paths.
+    let fd_names = api == Api::Legacy && {
+        let abs: Vec<String> = plan.lower.iter().map(|l| l.to_string_lossy().into_owned()).collect();
+        legacy_options(&abs, &plan, req).len() >= page_size()
+    };
+    if fd_names && aux.is_none() {
+        aux = Some(make_aux(&req.state_dir, &mut undo)?);
     }
     let source = aux.as_ref().map(|a| a.to_string_lossy().into_owned()).unwrap_or_else(|| SOURCE.to_string());
 
     match api {
         Api::New => mount_new(&plan, req, &source)?,
-        _ => mount_legacy(&plan, req, &source, aux.as_deref().filter(|_| needs_links), &mut undo)?,
+        _ => mount_legacy(&plan, req, &source, aux.as_deref().filter(|_| fd_names), &mut undo)?,
     }
     undo.armed = false;
     Ok(Mounted { api, aux })
@@ -457,12 +456,13 @@ fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, links: Option<&Path>, undo: &mut Undo) -> Result<()> {
+/// mount(2). With `fd_names` (the aux dir), layers are passed as /proc/self/fd numbers.
+fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, fd_names: Option<&Path>, undo: &mut Undo) -> Result<()> {
     // With an aux dir, each layer is passed as an fd number relative to /proc/self/fd: "3:4:5:...".
     // The open fds pin the layers until mount(2) has resolved them; the list is recorded in the aux dir
     // (the mount's source) so `inspect` and `ls` can name the layers later.
     let mut fds = vec![];
-    let lower: Vec<String> = match links {
+    let lower: Vec<String> = match fd_names {
         None => plan.lower.iter().map(|l| l.to_string_lossy().into_owned()).collect(),
         Some(aux) => {
             let list = aux.join(LOWER_LIST);
@@ -512,7 +512,7 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, links: Option<&Pa
         .map_err(|_| Error::invalid("mount", p(&plan.target), "a path contains a NUL byte"))?;
 
     // Relative layer names resolve against the cwd at mount time; go to /proc/self/fd and come back.
-    let back = match links {
+    let back = match fd_names {
         Some(_) => {
             let here = rustix::fs::open(".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::os("chdir", "current directory", e))?;
