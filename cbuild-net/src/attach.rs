@@ -285,6 +285,11 @@ async fn connect_steps(
     let hl = host.link(&hname).await?.ok_or_else(|| Error::new("add-veth", &hname, "link vanished"))?;
     let peer = nl::peer_index(&hl).ok_or_else(|| Error::new("add-veth", &hname, "no peer index"))?;
 
+    // Both ends IPv4-only, set while the pair has no carrier yet (the container end is still down).
+    let (h6, c6) =
+        futures::join!(host.no_ipv6_link_local(hl.header.index, &hname), cont.no_ipv6_link_local(peer, &o.ifname));
+    h6?;
+    c6?;
     ctx.step("add-addr", format!("{ip}/{} on {}", br.subnet.prefix, o.ifname));
     // Loopback is index 1 in every network namespace (LOOPBACK_IFINDEX).
     let (a, u, l) = futures::join!(

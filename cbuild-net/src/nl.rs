@@ -8,7 +8,10 @@ use std::net::Ipv4Addr;
 use std::os::fd::{BorrowedFd, RawFd};
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -86,6 +89,30 @@ impl Nl {
     pub async fn set_up(&self, index: u32, name: &str) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.h.link().set(msg).execute().await.map_err(|e| Error::netlink("link-up", name, e))
+    }
+
+    /// No IPv6 link-local address on this link (`addrgenmode none`). Container networks here are
+    /// IPv4; without this every new port sends DAD, router solicitations and MLD reports that the
+    /// bridge floods to every other port, which grows with the square of the containers on a bridge
+    /// (Docker disables IPv6 on IPv4-only networks for the same reason). Must happen before the link
+    /// has a carrier. A kernel without IPv6 has nothing to disable.
+    pub async fn no_ipv6_link_local(&self, index: u32, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+            ])]))
+            .build();
+        match self.h.link().set(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = Error::netlink("addrgenmode", name, e);
+                if err.is_errno(libc::EAFNOSUPPORT) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     /// One request makes the whole pair: the host end attached to `master` and up, the peer created

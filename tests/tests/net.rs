@@ -250,6 +250,9 @@ fn two_containers_reach_each_other_and_teardown_restores_the_host() {
     assert!(sh_in(&b, "ip link show net0").contains("mtu 1400"));
     assert!(sh_in(&a, "ip route").contains("default via 10.231.0.1 dev eth0"));
     assert!(sh_in(&a, "ip link show lo").contains("UP"), "loopback is up");
+    // IPv4-only: no IPv6 link-local address on either end, so no DAD/RS/MLD flooding the bridge.
+    assert!(sh_in(&a, "ip -d link show eth0").contains("addrgenmode none"));
+    assert!(!sh_in(&a, "ip -6 addr show dev eth0").contains("inet6"));
 
     // Container to container across the bridge, and to the gateway.
     sh_in(&a, &format!("busybox ping -c 1 -W 2 {ipb}"));
@@ -270,6 +273,7 @@ fn two_containers_reach_each_other_and_teardown_restores_the_host() {
     let host_if = pa["host_ifname"].as_str().unwrap();
     assert!(host_if.starts_with("cb"), "host ends are named cb*: {host_if}");
     assert!(sh_in(&n.host, &format!("ip -o link show {host_if}")).contains("master br0"));
+    assert!(!sh_in(&n.host, &format!("ip -6 addr show dev {host_if}")).contains("inet6"));
     assert!(ls.iter().any(|v| v["kind"] == "bridge" && v["name"] == "br0" && v["subnet"] == "10.231.0.0/24"));
     assert!(n.sb.state.join("ca/net.json").exists());
     assert_eq!(n.leases("br0").len(), 2);
