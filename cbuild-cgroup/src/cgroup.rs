@@ -37,9 +37,38 @@ pub struct Cgroup {
     pub dirs: Vec<PathBuf>,
 }
 
-/// Remove directories a `create` made, newest first (after a later step failed).
-pub fn undo_dirs(dirs: Vec<PathBuf>) {
-    Undo { dirs }.run()
+/// What a `create` did, so a later failure (exec) can take it back.
+#[derive(Debug)]
+pub struct Created {
+    pub cg: Cgroup,
+    /// Directories this call made, oldest first.
+    pub dirs: Vec<PathBuf>,
+    /// Where the caller was before it joined, when it joined a cgroup this call made.
+    back: Option<Vec<PathBuf>>,
+}
+
+impl Created {
+    fn join_self(&mut self, host: &Host) -> Result<()> {
+        // Only directories this call made must be left again (to be removed) if a later step fails.
+        if !self.dirs.is_empty() {
+            self.back = Some(own_dirs(host)?);
+        }
+        log::step("join", format_args!("{} → {}", std::process::id(), self.cg.name));
+        self.cg.join_self(host)
+    }
+
+    /// Move back, remove what was made. Failures are reported, not returned (an error is on its way).
+    pub fn undo(self) {
+        if let Some(back) = self.back {
+            for d in back {
+                let file = if d.join("tasks").exists() { "tasks" } else { "cgroup.procs" };
+                if let Err(e) = fsutil::write(&d.join(file), "0") {
+                    log::warn(format!("undo: {e}"));
+                }
+            }
+        }
+        Undo { dirs: self.dirs }.run()
+    }
 }
 
 /// Directories created by this invocation, removed newest first if a later step fails.
@@ -96,10 +125,14 @@ impl Cgroup {
         host.v2().map(|i| self.dirs[i].as_path())
     }
 
-    /// Create NAME in every hierarchy (or reuse it) and apply `limits`. On failure, every directory this
-    /// call made is removed and every value it changed in an existing cgroup is put back.
-    /// Returns the directories this call created (for [`undo_dirs`] if a later step fails).
-    pub fn create(host: &Host, name: &str, limits: &Limits, if_exists: IfExists) -> Result<(Cgroup, Vec<PathBuf>)> {
+    /// Create NAME in every hierarchy (or reuse it), apply `limits`, and with `join` move the calling
+    /// (single-threaded) process into it. On failure, every value this call changed in an existing
+    /// cgroup is put back, the process moves back where it was, and every directory it made is removed.
+    ///
+    /// Not root (a delegated v2 subtree), the order changes: the caller's own cgroup holds the caller,
+    /// and v2 refuses to hand controllers to children of a cgroup with processes ("no internal
+    /// processes"), so the caller first moves into NAME, then controllers are enabled, then limits set.
+    pub fn create(host: &Host, name: &str, limits: &Limits, if_exists: IfExists, join: bool) -> Result<Created> {
         let cg = Cgroup::at(host, name)?;
         if if_exists == IfExists::Fail {
             if let Some(d) = cg.dirs.iter().find(|d| d.exists()) {
@@ -109,21 +142,39 @@ impl Cgroup {
             }
         }
         let mut undo = Undo::default();
-        let made = cg.make_dirs(host, &mut undo);
-        let made_all = match made {
-            Ok(n) => n == cg.dirs.len(),
+        let made = match cg.make_dirs(host, &mut undo) {
+            Ok(n) => n,
             Err(e) => {
                 undo.run();
                 return Err(e);
             }
         };
-        let mut w = if made_all { Writer::fresh() } else { Writer::restoring() };
-        if let Err(e) = controllers::apply(host, &cg.dirs, limits, &mut w) {
-            w.restore();
-            undo.run();
-            return Err(e);
+        let mut c = Created { cg, dirs: undo.dirs, back: None };
+        let mut w = if made == c.cg.dirs.len() { Writer::fresh() } else { Writer::restoring() };
+        let steps = |c: &mut Created, w: &mut Writer| -> Result<()> {
+            if join && host.rootless {
+                c.join_self(host)?;
+            }
+            if host.rootless && made > 0 {
+                for h in host.hierarchies.iter().filter(|h| h.version == 2 && !h.controllers.is_empty()) {
+                    enable_controllers(&h.base, h)?;
+                    enable_controllers(&h.base.join(PARENT), h)?;
+                }
+            }
+            controllers::apply(host, &c.cg.dirs, limits, w)?;
+            if join && !host.rootless {
+                c.join_self(host)?;
+            }
+            Ok(())
+        };
+        match steps(&mut c, &mut w) {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                w.restore();
+                c.undo();
+                Err(e)
+            }
         }
-        Ok((cg, undo.dirs))
     }
 
     /// mkdir `cbuild/` and `cbuild/NAME` in each hierarchy; returns how many NAME dirs were made.
@@ -157,7 +208,7 @@ impl Cgroup {
             if cpuset_v1 {
                 cpuset::inherit_v1(dir)?;
             }
-            if h.version == 2 && !h.controllers.is_empty() {
+            if h.version == 2 && !h.controllers.is_empty() && !host.rootless {
                 // Controllers reach NAME only if enabled in every ancestor's subtree_control (a
                 // controller enabled after NAME exists still reaches it).
                 enable_controllers(&h.base, h)?;

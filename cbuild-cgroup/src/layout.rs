@@ -126,8 +126,13 @@ impl Host {
         if hierarchies.is_empty() {
             return Err(Error::bad("detect", CGROUP_ROOT, "no cgroup hierarchy is mounted"));
         }
-        let host = Host { layout, rootless, hierarchies };
-        if rootless {
+        Ok(Host { layout, rootless, hierarchies })
+    }
+
+    /// [`Host::detect`] for verbs that change cgroups: not root, the caller's cgroups must be delegated.
+    pub fn detect_for_write() -> Result<Host> {
+        let host = Host::detect()?;
+        if host.rootless {
             host.check_delegation()?;
         }
         Ok(host)
@@ -154,7 +159,9 @@ impl Host {
     /// Not root: every hierarchy we would create in must be writable by us, else say what to do.
     fn check_delegation(&self) -> Result<()> {
         for h in &self.hierarchies {
-            if nix::unistd::access(&h.base, nix::unistd::AccessFlags::W_OK).is_err() {
+            let procs = h.base.join("cgroup.procs");
+            let writable = |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok();
+            if !writable(&h.base) || !writable(&procs) {
                 return Err(Error::bad(
                     "delegation",
                     h.base.display(),

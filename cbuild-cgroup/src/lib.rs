@@ -37,16 +37,16 @@ fn limits_for(host: &Host, raw: &RawLimits) -> Result<Limits> {
 /// `create NAME [limits]`: fails if NAME exists.
 pub fn create(name: &str, raw: &RawLimits) -> Result<()> {
     cgroup::check_name(name)?;
-    let host = Host::detect()?;
+    let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
-    Cgroup::create(&host, name, &l, IfExists::Fail)?;
+    Cgroup::create(&host, name, &l, IfExists::Fail, false)?;
     Ok(())
 }
 
 /// `set NAME [limits]`: change limits of an existing NAME; on failure the old values are put back.
 pub fn set(name: &str, raw: &RawLimits) -> Result<()> {
     cgroup::check_name(name)?;
-    let host = Host::detect()?;
+    let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
     let cg = Cgroup::open(&host, name)?;
     let mut w = controllers::Writer::restoring();
@@ -60,7 +60,7 @@ pub fn add(name: &str, pids: &[String]) -> Result<()> {
         .iter()
         .map(|p| p.parse::<i32>().ok().filter(|&n| n > 0).ok_or_else(|| Error::bad("add", p, "not a process id")))
         .collect::<Result<_>>()?;
-    let host = Host::detect()?;
+    let host = Host::detect_for_write()?;
     let cg = Cgroup::open(&host, name)?;
     for p in pids {
         log::step("join", format_args!("{p} → {}", cg.name));
@@ -80,39 +80,13 @@ pub fn exec(name: &str, raw: &RawLimits, cmd: &[String]) -> Result<Infallible> {
         .iter()
         .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::bad("exec", a, "contains a NUL byte")))
         .collect::<Result<_>>()?;
-    let host = Host::detect()?;
+    let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
-    let (cg, created) = Cgroup::create(&host, name, &l, IfExists::Reuse)?;
-    // Only when this call created directories does it need to know where to move back to if a later
-    // step fails (so they can be removed): where this process is now, before it joins.
-    let back = if created.is_empty() {
-        None
-    } else {
-        match cgroup::own_dirs(&host) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                cgroup::undo_dirs(created);
-                return Err(e);
-            }
-        }
-    };
-    let undo = |created: Vec<PathBuf>| {
-        if let Some(back) = &back {
-            for d in back {
-                let _ = fsutil::write(&d.join("cgroup.procs"), "0");
-            }
-        }
-        cgroup::undo_dirs(created);
-    };
-    log::step("join", format_args!("{} → {}", std::process::id(), cg.name));
-    if let Err(e) = cg.join_self(&host) {
-        undo(created);
-        return Err(e);
-    }
-    log::step("exec", path.display());
     let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::bad("exec", path.display(), "NUL"))?;
+    let created = Cgroup::create(&host, name, &l, IfExists::Reuse, true)?;
+    log::step("exec", path.display());
     let err = nix::unistd::execv(&cpath, &argv).unwrap_err();
-    undo(created);
+    created.undo();
     let mut e = Error::sys("exec", path.display(), err.into());
     e.exit_code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
     Err(e)
@@ -210,7 +184,7 @@ pub fn ls(json: bool, out: &mut dyn Write) -> Result<()> {
 pub fn kill(name: &str, signal: &str) -> Result<()> {
     cgroup::check_name(name)?;
     let sig = parse_signal(signal)?;
-    let host = Host::detect()?;
+    let host = Host::detect_for_write()?;
     let cg = Cgroup::open(&host, name)?;
     cg.kill(&host, sig)?;
     Ok(())
@@ -230,7 +204,7 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 /// `rm NAME [--force]`
 pub fn rm(name: &str, force: bool) -> Result<()> {
     cgroup::check_name(name)?;
-    let host = Host::detect()?;
+    let host = Host::detect_for_write()?;
     let cg = Cgroup::open(&host, name)?;
     cg.remove(&host, force)
 }

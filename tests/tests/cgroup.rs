@@ -660,3 +660,201 @@ fn exec_passes_the_exit_status_and_prints_steps() {
     let o = run(cg(&sb).args(["exec", &c.name, "--", "sh", "-c", "exit 0"]));
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A whole-disk block device the kernel has (loop devices exist wherever the loop module is loaded).
+fn a_block_device() -> Option<String> {
+    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
+        .ok()?
+        .flatten()
+        .filter(|e| !e.path().join("partition").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    devs.sort_by_key(|d| (!d.starts_with("7:"), d.clone()));
+    devs.into_iter().next()
+}
+
+#[test]
+fn io_throttles_land_in_the_io_or_blkio_files() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let Some(dev) = a_block_device() else {
+        eprintln!("io_throttles_land_in_the_io_or_blkio_files: no block device on this machine; nothing to throttle");
+        return;
+    };
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--io-max", &format!("{dev}:rbps=1m,wiops=100")]));
+    assert!(o.status.success(), "create --io-max: {}", stderr(&o));
+    if let Some(d) = dir_of(&i, &c.name, "io") {
+        let max = std::fs::read_to_string(d.join("io.max")).unwrap();
+        let line = max
+            .lines()
+            .find(|l| l.starts_with(&format!("{dev} ")))
+            .unwrap_or_else(|| panic!("{dev} not in io.max: {max}"));
+        assert!(line.contains("rbps=1048576") && line.contains("wiops=100") && line.contains("wbps=max"), "{line}");
+    } else {
+        let d = dir_of(&i, &c.name, "blkio").expect("an io or blkio controller");
+        let r = std::fs::read_to_string(d.join("blkio.throttle.read_bps_device")).unwrap();
+        assert!(r.lines().any(|l| l == format!("{dev} 1048576")), "{r}");
+        let w = std::fs::read_to_string(d.join("blkio.throttle.write_iops_device")).unwrap();
+        assert!(w.lines().any(|l| l == format!("{dev} 100")), "{w}");
+    }
+    assert!(stat(&sb, &c.name)["io"]["devices"].is_array());
+    // --io-weight: set where the kernel has a weight file (BFQ or iocost), else a clean refusal.
+    let other = unique("cg");
+    let _g = Cg { name: other.clone(), dirs: dirs(&i, &other) };
+    let o = run(cg(&sb).args(["create", &other, "--io-weight", "300"]));
+    if o.status.success() {
+        let d = dir_of(&i, &other, "io").or_else(|| dir_of(&i, &other, "blkio")).unwrap();
+        let weights: Vec<String> = ["io.bfq.weight", "io.weight", "blkio.bfq.weight", "blkio.weight"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(d.join(f)).ok())
+            .collect();
+        // 300 on the BFQ scale, or 300 converted to io.weight's (1 + 290 * 9999 / 990 = 2930).
+        assert!(weights.iter().any(|w| w.contains("300") || w.contains("2930")), "{weights:?}");
+    } else {
+        assert_tool_error(&o, TOOL, "io weight");
+        assert_no_dirs(&i, &other);
+    }
+}
+
+#[test]
+fn not_root_without_delegation_is_refused_clearly() {
+    require_root();
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let name = unique("cg");
+    let o = run(cg(&sb).args(["create", &name, "--pids", "5"]).uid(65534).gid(65534));
+    assert_tool_error(&o, TOOL, "not delegated");
+    assert!(stderr(&o).contains("hint: "), "{}", stderr(&o));
+    assert_no_dirs(&i, &name);
+    // Reading needs no delegation.
+    let o = run(cg(&sb).args(["info", "--json"]).uid(65534).gid(65534));
+    assert!(o.status.success(), "info as nobody: {}", stderr(&o));
+    assert_eq!(serde_json::from_str::<Value>(&stdout(&o)).unwrap()["rootless"], true);
+}
+
+/// A cgroup delegated to uid 1000 in every hierarchy, as systemd's Delegate=yes does it: the directory
+/// and its cgroup.procs / tasks / cgroup.subtree_control / cgroup.threads are chowned. Removed (after
+/// killing what is inside) when dropped.
+struct Delegated {
+    dirs: Vec<PathBuf>,
+}
+
+impl Delegated {
+    fn new(info: &Value, uid: u32) -> Delegated {
+        let leaf = unique("dl");
+        let mut dirs = Vec::new();
+        for h in info["hierarchies"].as_array().unwrap() {
+            let base = Path::new(h["base"].as_str().unwrap());
+            let d = base.join(&leaf);
+            std::fs::create_dir(&d).unwrap();
+            dirs.push(d.clone());
+            let ctrls: Vec<&str> = h["controllers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+            if h["version"] == 1 && ctrls.contains(&"cpuset") {
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    std::fs::write(d.join(f), std::fs::read_to_string(base.join(f)).unwrap().trim()).unwrap();
+                }
+            }
+            if h["version"] == 2 {
+                // The delegated cgroup must itself receive the controllers from its parent.
+                for c in ctrls.iter().filter(|c| ["cpu", "memory", "pids", "io", "cpuset", "hugetlb"].contains(c)) {
+                    let _ = std::fs::write(base.join("cgroup.subtree_control"), format!("+{c}"));
+                }
+            }
+            for f in ["", "cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"] {
+                let p = if f.is_empty() { d.clone() } else { d.join(f) };
+                if p.exists() {
+                    nix::unistd::chown(&p, Some(uid.into()), Some(uid.into())).unwrap();
+                }
+            }
+        }
+        Delegated { dirs }
+    }
+}
+
+impl Drop for Delegated {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            // Deepest first: <leaf>/cbuild/<NAME>, <leaf>/cbuild, <leaf>.
+            let mut all = Vec::new();
+            let mut stack = vec![d.clone()];
+            while let Some(p) = stack.pop() {
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    for e in rd.flatten() {
+                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                            stack.push(e.path());
+                        }
+                    }
+                }
+                all.push(p);
+            }
+            for p in all.iter().rev() {
+                for pid in procs_in(p) {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                for _ in 0..100 {
+                    if !p.exists() || std::fs::remove_dir(p).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn not_root_uses_the_delegated_cgroup() {
+    require_root();
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let deleg = Delegated::new(&i, 1000);
+    let name = unique("cg");
+    // uid 1000 waits on stdin until root has moved it into the delegated cgroups, then runs the tool.
+    let mut child = Proc(
+        Command::new("sh")
+            .arg("-c")
+            .arg("read go; exec \"$0\" exec \"$1\" --pids 10 -- cat /proc/self/cgroup")
+            .arg(bin(TOOL))
+            .arg(&name)
+            .uid(1000)
+            .gid(1000)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    for d in &deleg.dirs {
+        std::fs::write(d.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let st = child.0.wait().unwrap();
+    assert!(st.success(), "rootless exec failed: {st:?}: {err}");
+    let leaf = deleg.dirs[0].file_name().unwrap().to_string_lossy().into_owned();
+    let want = format!("/{leaf}/cbuild/{name}");
+    let mut seen = 0;
+    for line in out.lines().filter(|l| !l.split(':').nth(1).unwrap_or("").starts_with("name=")) {
+        seen += 1;
+        assert!(line.ends_with(&want), "{line}: want …{want}");
+    }
+    assert_eq!(seen, deleg.dirs.len(), "{out}");
+    let pids_dir = deleg.dirs[i["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|h| h["controllers"].as_array().unwrap().iter().any(|c| c == "pids"))
+        .expect("a pids controller")]
+    .join("cbuild")
+    .join(&name);
+    assert_eq!(std::fs::read_to_string(pids_dir.join("pids.max")).unwrap().trim(), "10");
+}

@@ -80,57 +80,14 @@ pub struct IoStats {
 }
 
 pub fn stats(d: Dir) -> Result<IoStats> {
-    let mut devices: Vec<IoDevice> = Vec::new();
-    if d.v2 {
-        // "8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0"
-        let text = fsutil::read_opt(&d.file("io.stat"))?.unwrap_or_default();
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let Some(dev) = it.next() else { continue };
-            let mut e = IoDevice { device: dev.to_string(), ..Default::default() };
-            for kv in it {
-                let Some((k, v)) = kv.split_once('=') else { continue };
-                let v: u64 = v.parse().unwrap_or(0);
-                match k {
-                    "rbytes" => e.read_bytes = v,
-                    "wbytes" => e.write_bytes = v,
-                    "rios" => e.read_ios = v,
-                    "wios" => e.write_ios = v,
-                    _ => {}
-                }
-            }
-            devices.push(e);
-        }
+    let devices = if d.v2 {
+        parse_io_stat(&fsutil::read_opt(&d.file("io.stat"))?.unwrap_or_default())
     } else {
-        // "8:0 Read 4096" lines, plus "Total" lines we skip.
-        for (file, bytes) in
-            [("blkio.throttle.io_service_bytes_recursive", true), ("blkio.throttle.io_serviced_recursive", false)]
-        {
-            let text = fsutil::read_opt(&d.file(file))?.unwrap_or_default();
-            for line in text.lines() {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() != 3 {
-                    continue;
-                }
-                let v: u64 = f[2].parse().unwrap_or(0);
-                let i = match devices.iter().position(|e| e.device == f[0]) {
-                    Some(i) => i,
-                    None => {
-                        devices.push(IoDevice { device: f[0].to_string(), ..Default::default() });
-                        devices.len() - 1
-                    }
-                };
-                let e = &mut devices[i];
-                match (f[1], bytes) {
-                    ("Read", true) => e.read_bytes = v,
-                    ("Write", true) => e.write_bytes = v,
-                    ("Read", false) => e.read_ios = v,
-                    ("Write", false) => e.write_ios = v,
-                    _ => {}
-                }
-            }
-        }
-    }
+        parse_blkio(
+            &fsutil::read_opt(&d.file("blkio.throttle.io_service_bytes_recursive"))?.unwrap_or_default(),
+            &fsutil::read_opt(&d.file("blkio.throttle.io_serviced_recursive"))?.unwrap_or_default(),
+        )
+    };
     let mut s = IoStats::default();
     for e in &devices {
         s.read_bytes += e.read_bytes;
@@ -140,4 +97,81 @@ pub fn stats(d: Dir) -> Result<IoStats> {
     }
     s.devices = devices;
     Ok(s)
+}
+
+/// v2 io.stat: `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`, one line per device.
+pub fn parse_io_stat(text: &str) -> Vec<IoDevice> {
+    let mut devices = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let Some(dev) = it.next() else { continue };
+        let mut e = IoDevice { device: dev.to_string(), ..Default::default() };
+        for kv in it {
+            let Some((k, v)) = kv.split_once('=') else { continue };
+            let v: u64 = v.parse().unwrap_or(0);
+            match k {
+                "rbytes" => e.read_bytes = v,
+                "wbytes" => e.write_bytes = v,
+                "rios" => e.read_ios = v,
+                "wios" => e.write_ios = v,
+                _ => {}
+            }
+        }
+        devices.push(e);
+    }
+    devices
+}
+
+/// v1 blkio.throttle.io_service_bytes_recursive and io_serviced_recursive: `8:0 Read 4096` lines per
+/// device and operation, and a `Total` line to skip.
+pub fn parse_blkio(bytes: &str, ios: &str) -> Vec<IoDevice> {
+    let mut devices: Vec<IoDevice> = Vec::new();
+    for (text, is_bytes) in [(bytes, true), (ios, false)] {
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 3 {
+                continue;
+            }
+            let v: u64 = f[2].parse().unwrap_or(0);
+            let i = match devices.iter().position(|e| e.device == f[0]) {
+                Some(i) => i,
+                None => {
+                    devices.push(IoDevice { device: f[0].to_string(), ..Default::default() });
+                    devices.len() - 1
+                }
+            };
+            let e = &mut devices[i];
+            match (f[1], is_bytes) {
+                ("Read", true) => e.read_bytes = v,
+                ("Write", true) => e.write_bytes = v,
+                ("Read", false) => e.read_ios = v,
+                ("Write", false) => e.write_ios = v,
+                _ => {}
+            }
+        }
+    }
+    devices
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn v2_io_stat() {
+        let d = super::parse_io_stat(
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n7:0 rbytes=1 wbytes=0 rios=1 wios=0\n",
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].read_bytes, d[0].write_bytes, d[0].read_ios, d[0].write_ios), (4096, 8192, 1, 2));
+        assert_eq!(d[1].device, "7:0");
+    }
+
+    #[test]
+    fn v1_blkio() {
+        let d = super::parse_blkio(
+            "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 0\n8:0 Total 4608\nTotal 4608\n",
+            "8:0 Read 1\n8:0 Write 3\nTotal 4\n",
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].read_bytes, d[0].write_bytes, d[0].read_ios, d[0].write_ios), (4096, 512, 1, 3));
+    }
 }
