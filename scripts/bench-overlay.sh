@@ -163,12 +163,14 @@ done
 
 cat >>"$table" <<'EOF'
 
-Reading the tables: mount time grows with the layer count for every method (the kernel resolves each
-layer path); the new API costs one fsconfig syscall per layer, mount(2) parses one string. Overlay adds
-little to reads and writes of files already in the upper layer (the page cache is the real file's); the
-first write to a lower file pays a full copy-up, proportional to the file's size, unless only metadata
-changes and metacopy=on. Merged directories cost extra on listing (overlay reads and merges each layer's
-entries once per open dir).
+Reading the tables (a shared, noisy machine: compare ratios, not single numbers): mount time grows with
+the layer count for every method (the kernel resolves each layer path); the new API costs one fsconfig
+syscall per layer, the mount(2) fallback adds opening each layer and writing the layer list. Overlay adds
+little to reads and writes of files already in the upper layer (the page cache is the real file's). The
+first write to a lower file pays a full copy-up, proportional to the file's size and slower than `cp`
+because overlay fsyncs the copy before it renames it into place (`--volatile` skips that); a chmod with
+metacopy=on copies only metadata. Merged directories cost extra on listing: overlay reads every layer's
+entries and merges them once per opened dir. The random-write rows are dominated by fio's own run time.
 EOF
 
 bench_section overlay "$table"
