@@ -30,7 +30,7 @@ struct Cli {
 enum Cmd {
     /// Mount an overlay on TARGET (created if missing).
     Mount {
-        /// Lower dirs, top first, `:`-separated as overlay's lowerdir (repeatable).
+        /// Lower dirs, top first, `:`-separated as overlay's lowerdir (`\:` = a colon; repeatable).
         #[arg(long, value_name = "DIR[:DIR...]")]
         lower: Vec<String>,
         /// Read lower dirs, top first, one per line from FILE (`-` = stdin), after any --lower.
@@ -229,8 +229,15 @@ fn run(cmd: Cmd) -> Result<(), Error> {
 
 /// `--lower` values split on `:`, then `--lower-from` lines (empty lines skipped).
 fn lowers(lower: &[String], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
-    let mut v: Vec<PathBuf> =
-        lower.iter().flat_map(|s| s.split(':')).filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+    let mut v: Vec<PathBuf> = vec![];
+    for s in lower {
+        // As overlay's lowerdir: `:` between dirs, `\:` for a colon in a name.
+        let (dirs, data) = cbuild_overlay::mountinfo::split_lowerdir(s);
+        if !data.is_empty() {
+            return Err(Error::invalid("lowerdir", s.as_str(), "data-only layers (`::`) are not supported"));
+        }
+        v.extend(dirs.into_iter().filter(|d| !d.is_empty()).map(PathBuf::from));
+    }
     if let Some(f) = from {
         let read: Box<dyn BufRead> = if f == Path::new("-") {
             Box::new(std::io::stdin().lock())

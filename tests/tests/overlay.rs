@@ -481,10 +481,16 @@ fn paths_with_spaces_commas_and_colons() {
         if legacy {
             cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
         }
-        ok(&run_with_stdin(
-            cmd.args(["mount", "--lower-from", "-"]).arg(&m),
-            &format!("{}\n{}\n", a.display(), b.display()),
-        ));
+        if legacy {
+            ok(&run_with_stdin(
+                cmd.args(["mount", "--lower-from", "-"]).arg(&m),
+                &format!("{}\n{}\n", a.display(), b.display()),
+            ));
+        } else {
+            // --lower takes overlay's own escape for a colon in a name.
+            let escaped = a.to_str().unwrap().replace(':', "\\:");
+            ok(&run(cmd.arg("mount").arg("--lower").arg(format!("{escaped}:{}", b.display())).arg(&m)));
+        }
         assert!(m.join("a").exists() && m.join("b").exists());
         let info: serde_json::Value =
             serde_json::from_str(&ok(&run(ov(&sb).arg("inspect").arg("--json").arg(&m)))).unwrap();
