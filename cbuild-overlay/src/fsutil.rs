@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, CWD};
 
@@ -160,9 +160,4 @@ pub fn mkdir_p(path: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
 /// True when `inner` is `outer` or below it (both absolute and canonical).
 pub fn is_within(inner: &Path, outer: &Path) -> bool {
     inner.starts_with(outer)
-}
-
-/// Normal components only (used where a path must not climb out with `..`).
-pub fn has_parent_component(path: &Path) -> bool {
-    path.components().any(|c| matches!(c, Component::ParentDir))
 }

@@ -169,7 +169,10 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             if let Some(Some(size)) = &req.tmpfs_upper {
                 check_size(size)?;
             }
-            mount::mount(&req).map(|_| ())
+            let m = mount::mount(&req)?;
+            let how = if m.api == Api::New { "new mount API" } else { "mount(2)" };
+            verbose::step("mounted", format!("{} ({how})", req.target.display()));
+            Ok(())
         }
         Cmd::Umount { lazy, target } => mount::umount(&target, lazy),
         Cmd::Diff { upper, lower, lower_from, userxattr, json } => {
