@@ -303,6 +303,12 @@ fn fork_loop_hits_pids_limit_and_stat_and_events_count_it() {
     assert!(p["limit_hits"].as_u64().unwrap() >= 1, "{s}");
     assert!(p["current"].as_u64().unwrap() <= 20);
     assert!(p["current"].as_u64().unwrap() >= 10, "the sleeps should still be there: {s}");
+    // --follow ends when NAME is removed.
+    let o = run(cg(&sb).args(["rm", "--force", &c.name]));
+    assert!(o.status.success(), "rm --force: {}", stderr(&o));
+    wait_event(&rx, "removed", Duration::from_secs(10));
+    wait_for("events --follow to exit", Duration::from_secs(5), || ev.0.try_wait().unwrap().is_some());
+    assert!(ev.0.wait().unwrap().success());
 }
 
 #[test]
