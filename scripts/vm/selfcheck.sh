@@ -1,0 +1,166 @@
+#!/bin/sh
+# Kernel self-check of the cbuild test VM: proves the guest is what the suites are meant to meet (cgroup2
+# alone, all controllers, working limits, the modules loaded) before any suite runs, and proves the harness
+# end to end (a failing check here fails the run). Each check is a real kernel behaviour that can fail.
+# Output mimics libtest ("test NAME ... ok|FAILED", "test result: ..."), so one parser reads both.
+
+root=/sys/fs/cgroup
+base=$root/vm-selfcheck
+passed=0
+failed=0
+
+check() { # check NAME: runs check_NAME, which prints why on failure
+    out=$("check_$1" 2>&1)
+    if [ $? -eq 0 ]; then
+        echo "test $1 ... ok"
+        passed=$((passed + 1))
+    else
+        echo "test $1 ... FAILED"
+        echo "$out" | sed 's/^/    /'
+        failed=$((failed + 1))
+    fi
+}
+
+fail() { echo "$*"; return 1; }
+
+# field FILE KEY: the value of "KEY VALUE" in a flat-keyed cgroup file (memory.events, cpu.stat, ...)
+field() { awk -v k="$2" '$1 == k { print $2 }' "$1"; }
+
+# child NAME: a fresh cgroup under $base with every controller available
+child() {
+    rmdir "$base/$1" 2>/dev/null
+    mkdir "$base/$1" || return 1
+    echo "$base/$1"
+}
+
+# in_cg CG CMD...: run CMD as a process moved into CG first
+in_cg() {
+    cg=$1
+    shift
+    sh -c 'echo $$ >"$1/cgroup.procs" || exit 99; shift; exec "$@"' sh "$cg" "$@"
+}
+
+check_cgroup2_only() {
+    mounts=$(awk '$3 == "cgroup" || $3 == "cgroup2"' /proc/mounts)
+    [ "$(echo "$mounts" | wc -l)" = 1 ] || fail "want exactly one cgroup mount, got: $mounts" || return 1
+    case "$mounts" in "cgroup2 /sys/fs/cgroup cgroup2 "*) ;; *) fail "not cgroup2 at /sys/fs/cgroup: $mounts" || return 1 ;; esac
+    [ "$(wc -l </proc/self/cgroup)" = 1 ] || fail "/proc/self/cgroup has v1 lines: $(cat /proc/self/cgroup)" || return 1
+    grep -q '^0::/' /proc/self/cgroup || fail "/proc/self/cgroup: $(cat /proc/self/cgroup)" || return 1
+    v1=$(awk 'NR > 1 && $2 != 0 { print $1 }' /proc/cgroups)
+    [ -z "$v1" ] || fail "controllers bound to a v1 hierarchy: $v1"
+}
+
+check_controllers_enabled() {
+    for c in cpu memory pids io cpuset; do
+        grep -qw "$c" $root/cgroup.subtree_control || fail "root subtree_control lacks $c: $(cat $root/cgroup.subtree_control)" || return 1
+        grep -qw "$c" "$base/cgroup.controllers" || fail "child lacks $c: $(cat "$base/cgroup.controllers")" || return 1
+    done
+}
+
+check_memory_oom_kill() {
+    cg=$(child oom) || return 1
+    echo 32M >"$cg/memory.max" || return 1
+    echo 0 >"$cg/memory.swap.max" || return 1
+    in_cg "$cg" dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null
+    rc=$?
+    [ $rc -eq 137 ] || fail "dd bs=100M under memory.max=32M exited $rc, want 137 (SIGKILL)" || return 1
+    n=$(field "$cg/memory.events" oom_kill)
+    [ "$n" = 1 ] || fail "memory.events oom_kill=$n, want 1: $(cat "$cg/memory.events")"
+}
+
+check_cpu_max_throttles() {
+    cg=$(child cpu) || return 1
+    echo "10000 100000" >"$cg/cpu.max" || return 1
+    start=$(date +%s)
+    in_cg "$cg" timeout 2 sh -c 'while :; do :; done'
+    wall=$(($(date +%s) - start))
+    thr=$(field "$cg/cpu.stat" nr_throttled)
+    usage=$(field "$cg/cpu.stat" usage_usec)
+    [ "${thr:-0}" -gt 0 ] || fail "cpu.stat nr_throttled=$thr after a busy loop under cpu.max 10%: $(cat "$cg/cpu.stat")" || return 1
+    # 10% of ~2 s is 0.2 s; allow scheduling slack but catch a limit that does nothing.
+    [ "$usage" -lt $((wall * 500000)) ] || fail "usage_usec=$usage over ${wall}s wall: cpu.max not enforced"
+}
+
+check_pids_max() {
+    cg=$(child pids) || return 1
+    echo 4 >"$cg/pids.max" || return 1
+    in_cg "$cg" sh -c 'for i in 1 2 3 4 5 6 7 8; do sleep 3 & done 2>/dev/null; wait' 2>/dev/null
+    hits=$(field "$cg/pids.events" max)
+    echo 1 >"$cg/cgroup.kill"
+    [ "${hits:-0}" -gt 0 ] || fail "pids.events max=$hits after forking 9 under pids.max=4"
+}
+
+check_cgroup_kill() {
+    cg=$(child kill) || return 1
+    in_cg "$cg" sleep 1000 &
+    pid=$!
+    n=0
+    while ! grep -q 'populated 1' "$cg/cgroup.events" && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    echo 1 >"$cg/cgroup.kill" || return 1
+    wait $pid
+    rc=$?
+    [ $rc -eq 137 ] || fail "sleep in a killed cgroup exited $rc, want 137" || return 1
+    grep -q 'populated 0' "$cg/cgroup.events" || fail "still populated after cgroup.kill: $(cat "$cg/cgroup.events")"
+}
+
+check_psi() {
+    cg=$(child psi) || return 1
+    for f in cpu.pressure memory.pressure io.pressure; do
+        grep -q '^some avg10=' "$cg/$f" || fail "$f: $(cat "$cg/$f" 2>&1)" || return 1
+    done
+    grep -q '^some avg10=' /proc/pressure/memory || fail "/proc/pressure/memory unreadable"
+}
+
+check_modules_loaded() {
+    for m in overlay veth bridge loop; do
+        [ -d "/sys/module/$m" ] || fail "module $m not loaded" || return 1
+    done
+    grep -qw overlay /proc/filesystems || fail "overlay not in /proc/filesystems"
+}
+
+check_overlay_whiteout() {
+    d=$(mktemp -d)
+    mkdir "$d/lower" "$d/upper" "$d/work" "$d/merged"
+    echo x >"$d/lower/gone"
+    mount -t overlay overlay -o "lowerdir=$d/lower,upperdir=$d/upper,workdir=$d/work" "$d/merged" || return 1
+    rm "$d/merged/gone"
+    umount "$d/merged"
+    st=$(stat -c '%F %t:%T' "$d/upper/gone" 2>&1)
+    rm -rf "$d"
+    [ "$st" = "character special file 0:0" ] || fail "whiteout for a removed lower file is '$st', want a 0:0 char device"
+}
+
+check_user_namespace() {
+    u=$(unshare -U -r id -u 2>&1)
+    [ "$u" = 0 ] || fail "unshare -U -r id -u: $u"
+}
+
+check_injected_failure() {
+    # Only with cbuild.inject=fail: a check that must fail, to prove a failure reaches the exit code.
+    cg=$(child injected) || return 1
+    n=$(field "$cg/memory.events" oom_kill)
+    [ "$n" = 1 ] || fail "injected failure: a fresh cgroup has oom_kill=$n, this check wants 1"
+}
+
+mkdir -p $base
+echo "+cpu +memory +pids +io +cpuset" >$base/cgroup.subtree_control
+echo "running self-check on $(uname -r)"
+for c in cgroup2_only controllers_enabled memory_oom_kill cpu_max_throttles pids_max cgroup_kill psi \
+    modules_loaded overlay_whiteout user_namespace; do
+    check $c
+done
+grep -qw 'cbuild.inject=fail' /proc/cmdline && check injected_failure
+
+for d in "$base"/*/; do
+    echo 1 >"$d/cgroup.kill"
+    n=0
+    while ! rmdir "$d" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+done
+rmdir $base || echo "self-check: could not remove $base"
+
+if [ $failed -eq 0 ]; then
+    echo "test result: ok. $passed passed; $failed failed"
+else
+    echo "test result: FAILED. $passed passed; $failed failed"
+    exit 1
+fi
