@@ -29,8 +29,10 @@ B=$CARGO_TARGET_DIR/release/cbuild-overlay
 work=$(mktemp -d /var/tmp/cbuild-bench-overlay.XXXXXX)
 export CBUILD_STATE=$work/state
 cleanup() {
-    # Unmount anything left below $work, deepest first, then remove it.
-    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    # Unmount anything left below $work, deepest first, then remove it (no set -e here: a grep that finds
+    # nothing must not skip the rm).
+    set +e
+    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
     rm -rf "$work"
 }
 trap cleanup EXIT
