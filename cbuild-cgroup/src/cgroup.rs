@@ -45,6 +45,8 @@ pub struct Created {
     pub dirs: Vec<PathBuf>,
     /// Where the caller was before it joined, when it joined a cgroup this call made.
     back: Option<Vec<PathBuf>>,
+    /// The files the caller joined through, still open.
+    join_files: Vec<std::fs::File>,
 }
 
 impl Created {
@@ -141,15 +143,21 @@ impl Cgroup {
                 );
             }
         }
+        // The common `exec` case, NAME exists everywhere: opening the files to join by is both the
+        // existence check and half the join, so nothing is created or looked up twice.
+        let ready = if join && !host.rootless { cg.open_self_join(host) } else { None };
         let mut undo = Undo::default();
-        let made = match cg.make_dirs(host, &mut undo) {
-            Ok(n) => n,
-            Err(e) => {
-                undo.run();
-                return Err(e);
-            }
+        let made = match ready {
+            Some(_) => 0,
+            None => match cg.make_dirs(host, &mut undo) {
+                Ok(n) => n,
+                Err(e) => {
+                    undo.run();
+                    return Err(e);
+                }
+            },
         };
-        let mut c = Created { cg, dirs: undo.dirs, back: None };
+        let mut c = Created { cg, dirs: undo.dirs, back: None, join_files: Vec::new() };
         let mut w = if made == c.cg.dirs.len() { Writer::fresh() } else { Writer::restoring() };
         let steps = |c: &mut Created, w: &mut Writer| -> Result<()> {
             if join && host.rootless {
@@ -162,13 +170,24 @@ impl Cgroup {
                 }
             }
             controllers::apply(host, &c.cg.dirs, limits, w)?;
-            if join && !host.rootless {
-                c.join_self(host)?;
+            match &ready {
+                Some(files) => {
+                    log::step("join", format_args!("{} → {}", std::process::id(), c.cg.name));
+                    for (path, f) in files {
+                        fsutil::write_file(f, path, "0")?;
+                    }
+                }
+                None if join && !host.rootless => c.join_self(host)?,
+                None => {}
             }
             Ok(())
         };
         match steps(&mut c, &mut w) {
-            Ok(()) => Ok(c),
+            Ok(()) => {
+                // Kept open (close-on-exec): the exec that follows closes them, saving a close each.
+                c.join_files = ready.map(|v| v.into_iter().map(|(_, f)| f).collect()).unwrap_or_default();
+                Ok(c)
+            }
             Err(e) => {
                 w.restore();
                 c.undo();
@@ -234,10 +253,28 @@ impl Cgroup {
         self.join_as(host, 0, "0".into())
     }
 
+    /// The file the caller joins NAME through in each hierarchy (see [`Cgroup::join_self`]).
+    fn self_join_files<'a>(&'a self, host: &'a Host) -> impl Iterator<Item = PathBuf> + 'a {
+        host.hierarchies
+            .iter()
+            .zip(&self.dirs)
+            .map(|(h, dir)| dir.join(if h.version == 1 { "tasks" } else { "cgroup.procs" }))
+    }
+
+    /// Those files opened for writing, or None if any cannot be (NAME is missing somewhere).
+    fn open_self_join(&self, host: &Host) -> Option<Vec<(PathBuf, std::fs::File)>> {
+        self.self_join_files(host)
+            .map(|p| std::fs::OpenOptions::new().write(true).open(&p).ok().map(|f| (p, f)))
+            .collect()
+    }
+
     fn join_as(&self, host: &Host, pid: i32, value: String) -> Result<()> {
-        for (h, dir) in host.hierarchies.iter().zip(&self.dirs) {
-            let file = if pid == 0 && h.version == 1 { "tasks" } else { "cgroup.procs" };
-            let procs = dir.join(file);
+        let files: Vec<PathBuf> = if pid == 0 {
+            self.self_join_files(host).collect()
+        } else {
+            self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+        };
+        for procs in files {
             fsutil::write(&procs, &value).map_err(|e| match e.errno() {
                 Some(libc::ESRCH) => Error::bad("join", procs.display(), format!("no process {pid}")),
                 _ => e,

@@ -23,10 +23,23 @@ pub fn read_opt(path: &Path) -> Result<Option<String>> {
 
 /// cgroup and proc files report size 0, so `fs::read_to_string` starts with 32-byte probe reads; these
 /// files are small, and one 4 KiB read (plus the one that sees EOF) is all they need.
+/// (`read_to_end` would also fstat and lseek for a size hint these files do not give.)
 fn read_small(path: &Path) -> io::Result<String> {
     let mut f = fs::File::open(path)?;
-    let mut buf = Vec::with_capacity(4096);
-    f.read_to_end(&mut buf)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
     String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
@@ -41,6 +54,12 @@ pub fn read_u64_opt(path: &Path) -> Result<Option<u64>> {
 pub fn write(path: &Path, value: &str) -> Result<()> {
     log::step("write", format_args!("{} = {}", path.display(), value.trim_end()));
     let mut f = fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::sys("write", path.display(), e))?;
+    f.write_all(value.as_bytes()).map_err(|e| Error::sys("write", path.display(), e))
+}
+
+/// [`write`] to a file opened earlier (`path` names it in messages).
+pub fn write_file(mut f: &fs::File, path: &Path, value: &str) -> Result<()> {
+    log::step("write", format_args!("{} = {}", path.display(), value.trim_end()));
     f.write_all(value.as_bytes()).map_err(|e| Error::sys("write", path.display(), e))
 }
 
