@@ -157,6 +157,11 @@ impl Cgroup {
                 }
             },
         };
+        // Fail: a concurrent `create` of the same NAME may have won a mkdir since the check above.
+        if if_exists == IfExists::Fail && made < cg.dirs.len() {
+            undo.run();
+            return Err(Error::bad("mkdir", &cg.name, "cgroup exists (created concurrently)"));
+        }
         let mut c = Created { cg, dirs: undo.dirs, back: None, join_files: Vec::new() };
         let mut w = if made == c.cg.dirs.len() { Writer::fresh() } else { Writer::restoring() };
         let steps = |c: &mut Created, w: &mut Writer| -> Result<()> {

@@ -123,7 +123,7 @@ fn opt_bytes(n: Option<u64>) -> String {
 /// The human table.
 pub fn human(s: &Stats) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "cgroup {} ({} layout), {} processes", s.name, s.layout, s.procs);
+    let _ = writeln!(o, "cgroup {} ({} layout)  processes {}", s.name, s.layout, s.procs);
     if let Some(m) = &s.memory {
         let _ = writeln!(
             o,

@@ -249,7 +249,9 @@ fn busy_loop_under_cpus_0_2_is_throttled() {
     let c = Cg::new(&i);
     let _p = Proc(
         cg(&sb)
-            .args(["exec", &c.name, "--cpus", "0.2", "--", "sh", "-c", "while :; do :; done"])
+            // Two spinning shells, so the group still exhausts its quota when a busy CI machine gives
+            // each runnable task only a fraction of a CPU.
+            .args(["exec", &c.name, "--cpus", "0.2", "--", "sh", "-c", "while :; do :; done & while :; do :; done"])
             .stdin(Stdio::null())
             .spawn()
             .unwrap(),
