@@ -114,6 +114,11 @@ pub fn apply(keep: &CapsHashSet) -> Result<()> {
     Ok(())
 }
 
+/// The set a /proc status mask stands for.
+pub fn from_mask(mask: u64) -> CapsHashSet {
+    caps::all().into_iter().filter(|c| mask & c.bitmask() != 0).collect()
+}
+
 /// Names of the capabilities in a /proc status mask (`CapEff: 00000000a80425fb`).
 pub fn decode(mask: u64) -> Vec<String> {
     let mut v: Vec<Capability> = caps::all().into_iter().filter(|c| mask & c.bitmask() != 0).collect();

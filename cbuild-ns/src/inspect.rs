@@ -26,9 +26,11 @@ pub fn inspect(pid: i32) -> Result<Value> {
     let mut nss = vec![];
     for ty in namespaces::ALL {
         let ino = namespaces::inode(&ty.proc_path(pid)).ok();
-        // "The host" is PID 1's namespace: comparing with our own would call a namespace shared just
-        // because the inspector itself runs in a container.
-        let host = namespaces::inode(&NsType::proc_path(ty, 1)).ok();
+        // "The host" is PID 1's namespace when we may read it (comparing with our own would call a
+        // namespace shared just because the inspector itself runs in a container); else our own.
+        let host = namespaces::inode(&NsType::proc_path(ty, 1))
+            .or_else(|_| namespaces::inode(std::path::Path::new(&format!("/proc/self/ns/{}", ty.proc_name()))))
+            .ok();
         nss.push(json!({
             "type": ty.proc_name(),
             "inode": ino,

@@ -191,6 +191,10 @@ struct ExecArgs {
     /// Only these namespace types (comma-separated: user,mnt,net,...); default: all that differ.
     #[arg(long, value_name = "TYPES")]
     ns: Option<String>,
+    /// Keep cbuild-ns's own capabilities (as nsenter does) instead of adopting the target's bounding,
+    /// permitted and effective sets and its no_new_privs (as runc exec does).
+    #[arg(long)]
+    keep_caps: bool,
     #[command(flatten)]
     process: ProcessArgs,
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -400,7 +404,9 @@ fn main() {
                 Err(e) => std::process::exit(fail(e)),
             };
             match process_spec(a.process, a.cmd) {
-                Ok(proc) => nsenter::exec(nsenter::ExecSpec { target: a.target, ns_dir, types, proc }),
+                Ok(proc) => {
+                    nsenter::exec(nsenter::ExecSpec { target: a.target, ns_dir, types, keep_caps: a.keep_caps, proc })
+                }
                 Err(e) => fail(e),
             }
         }

@@ -7,6 +7,7 @@
 //! (including a host cwd) must not survive into the container; every fd above 2 except `--preserve-fds`
 //! is closed on exec, and the cwd is set inside the container after joining its mount namespace.
 
+use crate::capabilities;
 use crate::error::{Context, Error, Result, Step};
 use crate::namespaces::{self, NsFd, NsType};
 use crate::process;
@@ -18,11 +19,40 @@ use nix::sys::wait::waitpid;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
+/// The privileges of the target process, adopted by the command (as `runc exec` gives it the
+/// container's): joining namespaces alone would hand a host root's full capabilities to a process inside.
+struct Privileges {
+    caps: caps::CapsHashSet,
+    bounding: caps::CapsHashSet,
+    no_new_privs: bool,
+}
+
+fn target_privileges(pid: i32) -> Result<Privileges> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).ctx(Step::Capabilities, format!("pid {pid}"))?;
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(':')))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mask = |k: &str| u64::from_str_radix(&field(k), 16).unwrap_or(0);
+    Ok(Privileges {
+        caps: capabilities::from_mask(mask("CapPrm")),
+        bounding: capabilities::from_mask(mask("CapBnd")),
+        no_new_privs: field("NoNewPrivs") == "1",
+    })
+}
+
 pub struct ExecSpec {
     pub target: Option<i32>,
     pub ns_dir: Option<PathBuf>,
     /// Empty = every namespace of the target that differs from ours.
     pub types: Vec<NsType>,
+    /// Keep our own capabilities instead of adopting the target's (nsenter's behaviour).
+    pub keep_caps: bool,
     /// Environment, user, workdir, preserved fds and the command, reusing run's fields.
     pub proc: RunSpec,
 }
@@ -79,6 +109,10 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
         protocol::check_fd(fd, Step::Fds)?;
     }
     let fds = open_targets(spec)?;
+    let privileges = match (spec.target, spec.keep_caps) {
+        (Some(pid), false) => Some(target_privileges(pid)?),
+        _ => None,
+    };
     // The target's root, opened before joining: its mount namespace's root may not be the process's root.
     let root: Option<OwnedFd> = match spec.target {
         Some(pid) => Some(
@@ -118,7 +152,7 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
             drop(ctrl_r);
             let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            let e = match child(p, &ctrl_w) {
+            let e = match child(p, privileges.as_ref(), &ctrl_w) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -152,7 +186,7 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
     }
 }
 
-fn child(p: &RunSpec, ctrl_w: &OwnedFd) -> Result<std::convert::Infallible> {
+fn child(p: &RunSpec, privileges: Option<&Privileges>, ctrl_w: &OwnedFd) -> Result<std::convert::Infallible> {
     let id = process::resolve_identity(p.user.as_deref(), &p.group_add)?;
     let env = process::environment(p, id.home.as_deref());
     process::chdir(p.workdir.as_deref())?;
@@ -160,8 +194,17 @@ fn child(p: &RunSpec, ctrl_w: &OwnedFd) -> Result<std::convert::Infallible> {
     if let Some(fd) = p.wait_fd {
         protocol::wait_go(fd)?;
     }
+    if let Some(pr) = privileges {
+        capabilities::limit_bounding(&pr.bounding)?;
+    }
     if p.user.is_some() {
         process::switch_user(&id, false)?;
+    }
+    if let Some(pr) = privileges {
+        capabilities::apply(&pr.caps)?;
+        if pr.no_new_privs {
+            nix::sys::prctl::set_no_new_privs().ctx(Step::NoNewPrivs, "prctl")?;
+        }
     }
     let first = 3 + p.preserve_fds;
     if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } != 0 {

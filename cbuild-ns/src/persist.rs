@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 #[derive(Default)]
 pub struct Persisted {
     files: Vec<PathBuf>,
-    created_dir: Option<PathBuf>,
+    /// The directories this call created, outermost first.
+    created_dirs: Vec<PathBuf>,
 }
 
 pub fn persist(dir: &Path, pid: i32, types: &[NsType]) -> Result<Persisted> {
     let mut done = Persisted::default();
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).ctx(Step::Persist, dir.display())?;
-        done.created_dir = Some(dir.to_path_buf());
-    }
+    let missing: Vec<PathBuf> = dir.ancestors().take_while(|d| !d.exists()).map(Path::to_path_buf).collect();
+    std::fs::create_dir_all(dir).ctx(Step::Persist, dir.display())?;
+    done.created_dirs = missing.into_iter().rev().collect();
     for ty in types {
         let file = dir.join(ty.proc_name());
         let r = (|| {
@@ -50,7 +50,7 @@ impl Persisted {
             let _ = umount2(&f, MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&f);
         }
-        if let Some(d) = self.created_dir.take() {
+        for d in self.created_dirs.drain(..).rev() {
             let _ = std::fs::remove_dir(d);
         }
     }
@@ -73,6 +73,13 @@ pub fn remove(dir: &Path) -> Result<Vec<String>> {
         std::fs::remove_file(&p).ctx(Step::Persist, p.display())?;
         removed.push(name);
     }
+    // The namespace dir, then the NAME dir if nothing else lives there (contract: whoever removes the last
+    // thing removes the directory; rmdir fails harmlessly otherwise).
     let _ = std::fs::remove_dir(dir);
+    if dir.file_name().is_some_and(|n| n == "ns") {
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
     Ok(removed)
 }

@@ -138,8 +138,12 @@ pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> 
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
-    if let (false, Some(h)) = (env.iter().any(|(k, _)| k == "HOME"), home) {
-        env.push(("HOME".into(), h.into()));
+    // HOME follows the user (as Docker sets it) unless --env gave one explicitly.
+    if let (false, Some(h)) = (spec.env.iter().any(|(k, _)| k == "HOME"), home) {
+        if spec.user.is_some() || !env.iter().any(|(k, _)| k == "HOME") {
+            env.retain(|(k, _)| k != "HOME");
+            env.push(("HOME".into(), h.into()));
+        }
     }
     if let (false, Some(h)) = (env.iter().any(|(k, _)| k == "HOSTNAME"), &spec.hostname) {
         env.push(("HOSTNAME".into(), h.clone()));

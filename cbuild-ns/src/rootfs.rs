@@ -69,7 +69,8 @@ pub fn setup(spec: &RunSpec, in_userns: bool) -> Result<()> {
         let src = b.src.to_string_lossy();
         mount_at(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::Bind)?;
         if b.readonly {
-            remount_ro(&target.proc_path(), Step::Bind)?;
+            // Resolve again: the fd from before the mount still names the directory underneath it.
+            remount_ro(&root.target(&b.dst, kind, Step::Bind)?.proc_path(), Step::Bind)?;
         }
     }
 
@@ -162,7 +163,7 @@ fn mount_sys(root: &Root, spec: &RunSpec) -> Result<()> {
         return Ok(());
     }
     mount_at(Some("/sys"), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::MountSys)?;
-    remount_ro(&target.proc_path(), Step::MountSys)
+    remount_ro(&root.target(Path::new("/sys"), Kind::Dir, Step::MountSys)?.proc_path(), Step::MountSys)
 }
 
 /// Without a new root the user's tmpfs and binds go on the host paths, inside our private namespace.

@@ -160,6 +160,13 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     if pid == 0 {
         drop(ctrl_r);
         drop(go_w);
+        // The info and status fds are the parent's to write and close: a copy held here would keep the
+        // reader from ever seeing EOF.
+        for fd in [spec.info_fd, spec.status_fd].into_iter().flatten() {
+            if Some(fd) != spec.wait_fd {
+                let _ = nix::unistd::close(fd);
+            }
+        }
         let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
         child(spec, prep, &ctrl_w, &go_r);
     }

@@ -132,8 +132,7 @@ pub fn make_busybox_rootfs(dir: &Path) {
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
     )
     .unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\nextra:x:2000:user\nnogroup:x:65534:\n")
-        .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\nextra:x:2000:user\nnogroup:x:65534:\n").unwrap();
     std::fs::write(dir.join("etc/hostname"), "busybox\n").unwrap();
     let tmp = dir.join("tmp");
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
@@ -142,12 +141,7 @@ pub fn make_busybox_rootfs(dir: &Path) {
 /// A private, writable copy of the busybox rootfs in `dest` (cp -a keeps the symlinks).
 pub fn copy_rootfs(dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", busybox_rootfs().display()))
-        .arg(dest)
-        .status()
-        .unwrap();
+    let st = Command::new("cp").arg("-a").arg(format!("{}/.", busybox_rootfs().display())).arg(dest).status().unwrap();
     assert!(st.success(), "cp -a rootfs");
 }
 

@@ -41,7 +41,7 @@ extern "C" fn probe_main() {
 /// What cbuild-ns does with a `--seccomp FILE`: read the raw sock_filter array and load it.
 fn load_bpf_file(file: &str) {
     let bytes = std::fs::read(file).expect("read bpf file");
-    assert!(!bytes.is_empty() && bytes.len() % 8 == 0);
+    assert!(!bytes.is_empty() && bytes.len().is_multiple_of(8));
     let insns: Vec<libc::sock_filter> = bytes
         .chunks_exact(8)
         .map(|c| libc::sock_filter {

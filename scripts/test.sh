@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's second command: install what is needed, build, and run every test against the real kernel
+# (as root): unit tests, the integration tests that drive the built binaries, and the pure cgroup v2 VM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[ "$(id -u)" = 0 ] || { echo "test: the suite runs as root (namespaces, cgroups, mounts)" >&2; exit 125; }
+cargo build --workspace
+cargo test --workspace --no-fail-fast
+if [ -x scripts/test-vm.sh ] && [ "${CBUILD_SKIP_VM:-0}" != 1 ]; then
+    scripts/test-vm.sh
+fi

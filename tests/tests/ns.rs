@@ -1,0 +1,733 @@
+//! cbuild-ns against the real kernel: every namespace type observed from inside, the root filesystem,
+//! capabilities, no_new_privs, seccomp, --init, exit codes, rootless use, persist/join, the fd protocols,
+//! inspect, nsenter's escape defences, and bad input leaving nothing behind.
+
+use cbuild_tests::*;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ns(sb: &Sandbox) -> Command {
+    require_root();
+    tool("cbuild-ns", sb)
+}
+
+/// `cbuild-ns run ARGS -- sh -c SCRIPT` on the shared busybox rootfs.
+fn run_sh(sb: &Sandbox, args: &[&str], script: &str) -> Output {
+    let mut c = ns(sb);
+    c.arg("run").args(args).arg("--rootfs").arg(busybox_rootfs()).args(["--", "sh", "-c", script]);
+    run(&mut c)
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status, stdout(o), stderr(o));
+    stdout(o)
+}
+
+fn host_inode(ty: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/ns/{ty}")).unwrap().ino()
+}
+
+/// A CLOEXEC pipe: the test process spawns many children in parallel threads, and a pipe end leaking into
+/// an unrelated child would keep it from ever reaching EOF.
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+}
+
+/// Make `fd` appear as `target` in the child (dup2 clears CLOEXEC on the copy).
+fn pass_fd(cmd: &mut Command, fd: &OwnedFd, target: i32) {
+    let raw = fd.as_raw_fd();
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn uts_pid_net_ipc_cgroup_namespaces_seen_from_inside() {
+    let sb = Sandbox::new();
+    let o = run_sh(
+        &sb,
+        &["--all", "--hostname", "inner-host", "--domainname", "inner.dom"],
+        "hostname; cat /proc/sys/kernel/domainname; echo pid=$$; ps -o pid,comm; ip -o link; \
+         for t in ipc cgroup net uts pid mnt; do echo ns-$t=$(stat -L -c %i /proc/self/ns/$t); done; \
+         cat /proc/self/cgroup",
+    );
+    let out = ok(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "inner-host");
+    assert_eq!(lines[1], "inner.dom");
+    assert_eq!(lines[2], "pid=1", "the command is PID 1 of its pid namespace");
+    // ps sees only the shell (PID 1) and itself.
+    let ps: Vec<&str> =
+        out.lines().skip_while(|l| !l.contains("PID")).skip(1).take_while(|l| !l.contains(": lo")).collect();
+    assert!(ps.len() <= 2 && ps[0].trim().starts_with("1 "), "ps output: {ps:?}");
+    let links: Vec<&str> = out.lines().filter(|l| l.contains(": <") || l.contains("link/")).collect();
+    assert_eq!(links.len(), 1, "an empty net namespace has only lo: {links:?}");
+    assert!(links[0].contains(": lo:"));
+    for t in ["ipc", "cgroup", "net", "uts", "pid", "mnt"] {
+        let line = out.lines().find(|l| l.starts_with(&format!("ns-{t}="))).unwrap();
+        let ino: u64 = line.split('=').nth(1).unwrap().parse().unwrap();
+        assert_ne!(ino, host_inode(t), "{t} namespace must differ from the host's");
+    }
+    // In a new cgroup namespace the process's own cgroup is the root.
+    assert!(out.lines().filter(|l| l.contains("::") || l.contains(':')).any(|l| l.ends_with(":/")), "{out}");
+    assert_ne!(nix::unistd::gethostname().unwrap().to_str().unwrap(), "inner-host", "the host was renamed");
+}
+
+#[test]
+fn time_namespace_offsets_shift_uptime() {
+    let sb = Sandbox::new();
+    let o = run_sh(&sb, &["--time-offset", "boottime=86400,monotonic=86400"], "cut -d. -f1 /proc/uptime");
+    let inside: u64 = ok(&o).trim().parse().unwrap();
+    let host: u64 = std::fs::read_to_string("/proc/uptime").unwrap().split('.').next().unwrap().parse().unwrap();
+    assert!(inside >= host + 86400 - 5 && inside <= host + 86400 + 60, "inside {inside}, host {host}");
+}
+
+#[test]
+fn mount_isolation_and_rootfs_layout() {
+    let sb = Sandbox::new();
+    let marker = sb.path().join("host-marker");
+    std::fs::write(&marker, "x").unwrap();
+    let o = run_sh(
+        &sb,
+        &["--all", "--tmpfs", "/scratch:size=1m,mode=1777"],
+        "mount | grep -c ' /scratch ' ; ls /dev | sort | tr '\\n' ' '; echo; \
+         test -e /proc/kcore && wc -c < /proc/kcore || echo nokcore; cat /proc/keys | wc -c; \
+         echo x > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable || echo sysrq-ro; \
+         touch /sys/x 2>/dev/null && echo sys-writable || echo sys-ro; \
+         ls / | grep -c host-marker || true",
+    );
+    let out = ok(&o);
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "1", "the tmpfs is mounted inside");
+    for d in
+        ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd", "stdin", "stdout", "stderr"]
+    {
+        assert!(l[1].split(' ').any(|x| x == d), "/dev lacks {d}: {}", l[1]);
+    }
+    assert!(l[2] == "0" || l[2] == "nokcore", "/proc/kcore must be masked: {}", l[2]);
+    assert_eq!(l[3], "0", "/proc/keys must be masked");
+    assert_eq!(l[4], "sysrq-ro");
+    assert_eq!(l[5], "sys-ro");
+    assert_eq!(l[6], "0", "the host's root must not be visible after pivot_root");
+    // Nothing of the container's mounts reached the host.
+    assert!(mounts_under(busybox_rootfs().to_str().unwrap()).is_empty());
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" /scratch "));
+}
+
+#[test]
+fn binds_and_read_only_root() {
+    let sb = Sandbox::new();
+    let shared = sb.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("in.txt"), "from-host").unwrap();
+    let ro = format!("{}:/mnt/ro:ro", shared.display());
+    let rw = format!("{}:/mnt/rw", shared.display());
+    let o = run_sh(
+        &sb,
+        &["--mount", "--read-only", "--bind", &ro, "--bind", &rw, "--tmpfs", "/tmp"],
+        "cat /mnt/ro/in.txt; echo; touch /mnt/ro/x 2>/dev/null && echo ro-writable || echo ro-ok; \
+         echo w > /mnt/rw/out.txt && echo rw-ok; touch /newfile 2>/dev/null && echo root-writable || echo root-ro; \
+         touch /tmp/t && echo tmp-ok",
+    );
+    let out = ok(&o);
+    assert_eq!(out, "from-host\nro-ok\nrw-ok\nroot-ro\ntmp-ok\n");
+    assert_eq!(std::fs::read_to_string(shared.join("out.txt")).unwrap(), "w\n");
+}
+
+#[test]
+fn hostile_rootfs_symlinks_cannot_redirect_mounts_to_the_host() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("rootfs");
+    copy_rootfs(&root);
+    let victim = sb.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let before = mounts_under("/");
+    // The image points its mount targets at host paths: climbing out, and absolute.
+    std::os::unix::fs::symlink("../../../../../../../../var", root.join("up")).unwrap();
+    std::os::unix::fs::symlink(&victim, root.join("abs")).unwrap();
+    std::fs::create_dir_all(root.join(victim.strip_prefix("/").unwrap())).unwrap();
+    std::fs::create_dir_all(root.join("var")).unwrap();
+    let mut c = ns(&sb);
+    c.args(["run", "--mount", "--tmpfs", "/up", "--tmpfs", "/abs", "--rootfs"]).arg(&root);
+    c.args(["--", "sh", "-c", "grep -c ' /var ' /proc/mounts; grep -c ' /abs\\| /up ' /proc/mounts; true"]);
+    let o = run(&mut c);
+    // Both resolve inside the root: "up" to the image's /var, "abs" to <root>/<victim path>.
+    assert_eq!(ok(&o), "1\n0\n");
+    assert!(mounts_under(victim.to_str().unwrap()).is_empty(), "the host's victim dir was mounted over");
+    assert_eq!(mounts_under("/"), before, "a mount leaked onto the host");
+}
+
+#[test]
+fn capabilities_and_no_new_privs() {
+    let sb = Sandbox::new();
+    let o = run_sh(
+        &sb,
+        &["--pid", "--cap-drop", "ALL", "--cap-add", "net_bind_service,CAP_KILL", "--no-new-privs"],
+        "grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs)' /proc/self/status",
+    );
+    let out = ok(&o);
+    let want = format!("{:016x}", (1u64 << 10) | (1u64 << 5));
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        let line = out.lines().find(|l| l.starts_with(key)).unwrap();
+        assert!(line.ends_with(&want), "{line}, want {want}");
+    }
+    assert!(out.contains("NoNewPrivs:\t1"));
+
+    let o = run_sh(&sb, &["--cap-drop", "ALL", "--cap-add", "DOCKER_DEFAULT"], "grep CapEff /proc/self/status");
+    assert!(ok(&o).trim().ends_with("00000000a80425fb"), "Docker's default set");
+
+    // Dropped CAP_NET_RAW is really gone: a raw socket fails.
+    let o = run_sh(&sb, &["--net", "--cap-drop", "NET_RAW"], "ping -c1 -W1 127.0.0.1 >/dev/null 2>&1; echo rc=$?");
+    assert!(ok(&o).contains("rc=1") || ok(&o).contains("rc=2"), "{}", stdout(&o));
+}
+
+#[test]
+fn user_and_supplementary_groups_from_the_image() {
+    let sb = Sandbox::new();
+    let o = run_sh(&sb, &["--user", "user"], "id -u; id -g; id -G; echo $HOME");
+    assert_eq!(ok(&o), "1000\n1000\n1000 2000\n/home/user\n");
+    let o = run_sh(&sb, &["--user", "1234:5678", "--group-add", "extra"], "id -u; id -g; id -G");
+    assert_eq!(ok(&o), "1234\n5678\n5678 2000\n");
+    // A non-root user holds no capabilities after exec (as in Docker).
+    let o = run_sh(&sb, &["--user", "1000"], "grep CapEff /proc/self/status");
+    assert!(ok(&o).trim().ends_with("0000000000000000"));
+}
+
+#[test]
+fn rlimits_applied_and_raising_hard_limit_reported() {
+    let sb = Sandbox::new();
+    let o = run_sh(&sb, &["--rlimit", "nofile=64:128"], "ulimit -n; ulimit -Hn");
+    assert_eq!(ok(&o), "64\n128\n");
+    // This machine's root lacks CAP_SYS_RESOURCE: raising the hard limit must fail clearly.
+    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
+    let has_sys_resource = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("CapEff"))
+        .map(|l| u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap() & (1 << 24) != 0)
+        .unwrap();
+    if cur.rlim_max != libc::RLIM_INFINITY && !has_sys_resource {
+        let want = format!("nofile={}:{}", cur.rlim_max + 1, cur.rlim_max + 1);
+        let o = run_sh(&sb, &["--rlimit", &want], "true");
+        assert_tool_error(&o, "cbuild-ns", "rlimit: nofile");
+        assert!(stderr(&o).contains("CAP_SYS_RESOURCE"), "{}", stderr(&o));
+    }
+}
+
+/// Raw cBPF: errno EPERM for mkdir/mkdirat on x86_64, allow everything else.
+fn deny_mkdir_bpf() -> Vec<u8> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let insns: [(u16, u8, u8, u32); 7] = [
+        (LD_W_ABS, 0, 0, 4),            // arch
+        (JEQ_K, 0, 4, 0xc000_003e),     // AUDIT_ARCH_X86_64, else allow
+        (LD_W_ABS, 0, 0, 0),            // nr
+        (JEQ_K, 2, 0, 83),              // mkdir
+        (JEQ_K, 1, 0, 258),             // mkdirat
+        (RET_K, 0, 0, 0x7fff_0000),     // SECCOMP_RET_ALLOW
+        (RET_K, 0, 0, 0x0005_0000 | 1), // SECCOMP_RET_ERRNO | EPERM
+    ];
+    let mut v = vec![];
+    for (code, jt, jf, k) in insns {
+        v.extend_from_slice(&code.to_ne_bytes());
+        v.push(jt);
+        v.push(jf);
+        v.extend_from_slice(&k.to_ne_bytes());
+    }
+    v
+}
+
+#[test]
+fn seccomp_program_from_file_and_fd_blocks_a_syscall() {
+    let sb = Sandbox::new();
+    let bpf = sb.path().join("deny-mkdir.bpf");
+    std::fs::write(&bpf, deny_mkdir_bpf()).unwrap();
+    let script = "mkdir /tmp/d 2>&1; echo rc=$?; touch /tmp/f && echo touch-ok; grep -E '^Seccomp' /proc/self/status";
+    let o = run_sh(&sb, &["--mount", "--tmpfs", "/tmp", "--no-new-privs", "--seccomp", bpf.to_str().unwrap()], script);
+    let out = ok(&o);
+    assert!(out.contains("Operation not permitted") && out.contains("rc=1"), "{out}");
+    assert!(out.contains("touch-ok"));
+    assert!(out.contains("Seccomp:\t2") && out.contains("Seccomp_filters:\t1"), "{out}");
+
+    // The same program through --seccomp-fd.
+    let f = std::fs::File::open(&bpf).unwrap();
+    let fd: OwnedFd = f.into();
+    let mut c = ns(&sb);
+    c.args(["run", "--mount", "--tmpfs", "/tmp", "--seccomp-fd", "5", "--rootfs"]).arg(busybox_rootfs());
+    c.args(["--", "sh", "-c", "mkdir /tmp/d 2>/dev/null; echo rc=$?"]);
+    pass_fd(&mut c, &fd, 5);
+    assert_eq!(ok(&run(&mut c)), "rc=1\n");
+
+    // Not a BPF program: a clear error before anything runs.
+    let junk = sb.path().join("junk.bpf");
+    std::fs::write(&junk, b"12345").unwrap();
+    let o = run_sh(&sb, &["--seccomp", junk.to_str().unwrap()], "true");
+    assert_tool_error(&o, "cbuild-ns", "seccomp");
+}
+
+#[test]
+fn init_reaps_orphaned_zombies() {
+    let sb = Sandbox::new();
+    // A background job makes an orphan (the inner shell exits at once, so its sleep is re-parented to
+    // PID 1) and counts zombies later, while the command itself becomes `sleep`, which never reaps.
+    let script = "(sh -c 'sleep 0.2 & exit 0'; sleep 1; ps -o pid,stat,comm | grep -c ' Z ') & exec sleep 1.5";
+    let o = run_sh(&sb, &["--pid", "--init"], script);
+    assert_eq!(ok(&o).trim(), "0", "a zombie was left: init did not reap");
+    // Control: without --init, sleep is PID 1 and the orphan stays a zombie.
+    let o = run_sh(&sb, &["--pid"], script);
+    assert_eq!(stdout(&o).trim(), "1", "control: the orphan should be a zombie without an init");
+}
+
+#[test]
+fn init_forwards_sigterm_and_exits_143() {
+    let sb = Sandbox::new();
+    let (status_r, status_w) = pipe();
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--init", "--status-fd", "7", "--rootfs"])
+        .arg(busybox_rootfs())
+        .args(["--", "sleep", "30"]);
+    pass_fd(&mut c, &status_w, 7);
+    let mut child = c.stdin(Stdio::null()).spawn().unwrap();
+    drop(status_w);
+    let mut r = std::io::BufReader::new(std::fs::File::from(status_r));
+    // Wait for the exec phase: the command is running.
+    let mut line = String::new();
+    while !line.contains("\"exec\"") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut r, &mut line).unwrap() > 0, "status fd closed early");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(143), "SIGTERM forwarded to sleep, exit 128+15");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("\"exit_code\":143"), "{rest}");
+}
+
+#[test]
+fn exit_codes() {
+    let sb = Sandbox::new();
+    assert_eq!(run_sh(&sb, &["--pid"], "exit 7").status.code(), Some(7));
+    // Killed by a signal: reported as 128+N.
+    assert_eq!(run_sh(&sb, &["--pid", "--init"], "kill -KILL $$").status.code(), Some(137));
+
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--rootfs"]).arg(busybox_rootfs()).args(["--", "no-such-cmd"]);
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("cbuild-ns: exec: no-such-cmd: "));
+
+    let root = sb.path().join("rootfs");
+    copy_rootfs(&root);
+    std::fs::write(root.join("bin/noexec"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(root.join("bin/noexec"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--rootfs"]).arg(&root).args(["--", "/bin/noexec"]);
+    assert_eq!(run(&mut c).status.code(), Some(126));
+}
+
+#[test]
+fn status_fd_tells_tool_failure_from_command_exiting_125() {
+    let sb = Sandbox::new();
+    let status_of = |args: &[&str], cmd: &[&str]| -> (Option<i32>, String) {
+        let (r, w) = pipe();
+        let mut c = ns(&sb);
+        c.args(["run", "--status-fd", "6"]).args(args).arg("--").args(cmd);
+        pass_fd(&mut c, &w, 6);
+        let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        drop(w);
+        let mut s = String::new();
+        std::fs::File::from(r).read_to_string(&mut s).unwrap();
+        (child.wait_with_output().unwrap().status.code(), s)
+    };
+    let root = busybox_rootfs().to_str().unwrap().to_string();
+    let (code, s) = status_of(&["--pid", "--rootfs", &root], &["sh", "-c", "exit 125"]);
+    assert_eq!(code, Some(125));
+    assert!(
+        s.contains("\"phase\":\"exec\"") && s.contains("\"phase\":\"exited\"") && s.contains("\"exit_code\":125"),
+        "{s}"
+    );
+    let (code, s) = status_of(&["--pid", "--rootfs", "/nonexistent-root"], &["true"]);
+    assert_eq!(code, Some(125));
+    assert!(s.contains("\"phase\":\"failed\"") && s.contains("\"step\":\"rootfs\""), "{s}");
+    assert!(!s.contains("\"exited\""));
+}
+
+#[test]
+fn persist_and_join_round_trip() {
+    let sb = Sandbox::new();
+    let name = unique("ns");
+    let mut c = ns(&sb);
+    c.args(["run", "--net", "--uts", "--ipc", "--mount", "--hostname", "persisted", "--persist", &name, "--", "true"]);
+    ok(&run(&mut c));
+    let dir = sb.state.join(&name).join("ns");
+    let _cleanup = Defer(|| {
+        let _ = Command::new(bin("cbuild-ns")).env("CBUILD_STATE", &sb.state).args(["unpersist", &name]).status();
+    });
+    for t in ["net", "uts", "ipc", "mnt"] {
+        assert!(dir.join(t).exists(), "{t} persisted");
+    }
+    assert_eq!(mounts_under(dir.to_str().unwrap()).len(), 4);
+    // Join by NAME and by directory.
+    let mut c = ns(&sb);
+    c.args(["exec", "--ns-dir", &name, "--", "hostname"]);
+    assert_eq!(ok(&run(&mut c)), "persisted\n");
+    let mut c = ns(&sb);
+    c.arg("run").arg("--join").arg(format!("uts={}", dir.join("uts").display())).args(["--", "hostname"]);
+    assert_eq!(ok(&run(&mut c)), "persisted\n");
+    // The same net namespace as ip(8) sees through the file.
+    let o = run(Command::new("nsenter").arg(format!("--net={}", dir.join("net").display())).args(["ip", "-o", "link"]));
+    assert_eq!(ok(&o).lines().count(), 1);
+
+    let mut c = ns(&sb);
+    c.args(["unpersist", &name]);
+    ok(&run(&mut c));
+    assert!(!dir.exists());
+    assert!(mounts_under(sb.state.to_str().unwrap()).is_empty());
+}
+
+#[test]
+fn info_and_wait_fd_handshake() {
+    let sb = Sandbox::new();
+    let (info_r, info_w) = pipe();
+    let (wait_r, wait_w) = pipe();
+    let mut c = ns(&sb);
+    c.args(["run", "--net", "--pid", "--info-fd", "3", "--wait-fd", "4", "--rootfs"]).arg(busybox_rootfs());
+    c.args(["--", "sh", "-c", "echo started; ip -o link | wc -l"]);
+    pass_fd(&mut c, &info_w, 3);
+    pass_fd(&mut c, &wait_r, 4);
+    let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(info_w);
+    drop(wait_r);
+    let mut info = String::new();
+    std::fs::File::from(info_r).read_to_string(&mut info).unwrap();
+    let v: serde_json::Value = serde_json::from_str(info.trim()).unwrap();
+    let pid = v["pid"].as_i64().unwrap();
+    // The process is held before exec: its namespaces exist and match what was reported.
+    use std::os::unix::fs::MetadataExt;
+    let net_ino = std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap().ino();
+    assert_eq!(v["ns"]["net"].as_u64().unwrap(), net_ino);
+    assert_ne!(net_ino, host_inode("net"));
+    // Plug something into the namespace while it waits, as a network tool would.
+    let st = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "link", "add", "cbv0", "type", "veth", "peer", "name", "cbv1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::File::from(wait_w).write_all(b"g").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(ok(&o), "started\n3\n", "the command ran after go and saw the added links");
+}
+
+#[test]
+fn wait_fd_eof_aborts_and_leaves_nothing() {
+    let sb = Sandbox::new();
+    let name = unique("nsw");
+    let (wait_r, wait_w) = pipe();
+    let mut c = ns(&sb);
+    c.args(["run", "--net", "--uts", "--persist", &name, "--wait-fd", "4", "--", "true"]);
+    pass_fd(&mut c, &wait_r, 4);
+    let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(wait_r);
+    drop(wait_w);
+    let o = child.wait_with_output().unwrap();
+    assert_tool_error(&o, "cbuild-ns", "wait_fd");
+    assert!(stderr(&o).contains("closed before go"));
+    assert!(!sb.state.join(&name).exists(), "persisted namespaces undone");
+    assert!(mounts_under(sb.state.to_str().unwrap()).is_empty());
+}
+
+/// A long-running container for exec/inspect tests, killed on drop.
+struct Running {
+    child: std::process::Child,
+    pid: i32,
+}
+
+impl Running {
+    fn start(sb: &Sandbox, args: &[&str]) -> Running {
+        let (info_r, info_w) = pipe();
+        let mut c = ns(sb);
+        c.args(["run", "--info-fd", "3"]).args(args).arg("--rootfs").arg(busybox_rootfs()).args(["--", "sleep", "60"]);
+        pass_fd(&mut c, &info_w, 3);
+        let child = c.stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+        drop(info_w);
+        let mut info = String::new();
+        std::fs::File::from(info_r).read_to_string(&mut info).unwrap();
+        let v: serde_json::Value = serde_json::from_str(info.trim()).unwrap();
+        let pid = v["pid"].as_i64().unwrap() as i32;
+        // Wait until it has exec'd sleep.
+        let t0 = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() != "sleep" {
+            assert!(t0.elapsed() < Duration::from_secs(10), "container did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Running { child, pid }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn inspect_reports_namespaces_nspid_caps_and_seccomp() {
+    let sb = Sandbox::new();
+    let bpf = sb.path().join("f.bpf");
+    std::fs::write(&bpf, deny_mkdir_bpf()).unwrap();
+    let c = Running::start(
+        &sb,
+        &[
+            "--pid",
+            "--net",
+            "--uts",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "DOCKER_DEFAULT",
+            "--no-new-privs",
+            "--seccomp",
+            bpf.to_str().unwrap(),
+        ],
+    );
+    let mut cmd = ns(&sb);
+    cmd.args(["inspect", "--json", &c.pid.to_string()]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&run(&mut cmd))).unwrap();
+    let nsmap: std::collections::HashMap<String, bool> = v["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["type"].as_str().unwrap().to_string(), n["host"].as_bool().unwrap()))
+        .collect();
+    assert!(!nsmap["net"]);
+    assert!(!nsmap["pid"]);
+    assert!(!nsmap["uts"]);
+    assert!(nsmap["ipc"]);
+    assert!(nsmap["user"]);
+    let nspid: Vec<i64> = v["nspid"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    assert_eq!(nspid, vec![c.pid as i64, 1]);
+    let eff: Vec<&str> =
+        v["capabilities"]["effective"]["names"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(eff.len(), 14);
+    assert!(eff.contains(&"CAP_NET_RAW") && !eff.contains(&"CAP_SYS_ADMIN"));
+    assert_eq!(v["seccomp"]["mode"], "filter");
+    assert_eq!(v["seccomp"]["filters"], 1);
+    assert_eq!(v["no_new_privs"], true);
+    // The human form says the same.
+    let mut cmd = ns(&sb);
+    cmd.args(["inspect", &c.pid.to_string()]);
+    let text = ok(&run(&mut cmd));
+    assert!(text.contains("seccomp      filter (1 filters)") && text.contains("CAP_NET_RAW"), "{text}");
+    // Bad input.
+    let mut cmd = ns(&sb);
+    cmd.args(["inspect", "not-a-pid"]);
+    assert_tool_error(&run(&mut cmd), "cbuild-ns", "not-a-pid");
+}
+
+#[test]
+fn exec_joins_a_running_container() {
+    let sb = Sandbox::new();
+    let c = Running::start(&sb, &["--pid", "--net", "--uts", "--hostname", "target-box"]);
+    let mut cmd = ns(&sb);
+    cmd.args(["exec", "--target", &c.pid.to_string(), "--", "sh", "-c", "hostname; ps -o pid,comm | grep -c sleep"]);
+    assert_eq!(ok(&run(&mut cmd)), "target-box\n1\n");
+    // The exit code passes through.
+    let mut cmd = ns(&sb);
+    cmd.args(["exec", "--target", &c.pid.to_string(), "--", "sh", "-c", "exit 9"]);
+    assert_eq!(run(&mut cmd).status.code(), Some(9));
+}
+
+#[test]
+fn exec_does_not_leak_host_fds() {
+    // CVE-2024-21626: an fd the caller left open (here fd 5, not CLOEXEC) must not reach the container.
+    let sb = Sandbox::new();
+    let c = Running::start(&sb, &["--pid", "--net"]);
+    let host_dir: OwnedFd = std::fs::File::open("/sys/fs/cgroup").unwrap().into();
+    let mut cmd = ns(&sb);
+    cmd.args(["exec", "--target", &c.pid.to_string(), "--", "ls", "/proc/self/fd"]);
+    pass_fd(&mut cmd, &host_dir, 5);
+    let fds: Vec<String> = ok(&run(&mut cmd)).split_whitespace().map(str::to_string).collect();
+    assert!(!fds.contains(&"5".to_string()), "host fd leaked: {fds:?}");
+    assert!(fds.len() <= 4, "{fds:?}");
+    // --preserve-fds passes exactly the named ones.
+    let mut cmd = ns(&sb);
+    cmd.args(["exec", "--preserve-fds", "1", "--target", &c.pid.to_string(), "--", "ls", "/proc/self/fd"]);
+    pass_fd(&mut cmd, &host_dir, 3);
+    pass_fd(&mut cmd, &host_dir, 5);
+    let fds: Vec<String> = ok(&run(&mut cmd)).split_whitespace().map(str::to_string).collect();
+    assert!(fds.contains(&"3".to_string()) && !fds.contains(&"5".to_string()), "{fds:?}");
+    // The same for run.
+    let mut cmd = ns(&sb);
+    cmd.args(["run", "--pid", "--", "ls", "/proc/self/fd"]);
+    pass_fd(&mut cmd, &host_dir, 5);
+    let fds: Vec<String> = ok(&run(&mut cmd)).split_whitespace().map(str::to_string).collect();
+    assert!(!fds.contains(&"5".to_string()), "host fd leaked into run: {fds:?}");
+}
+
+#[test]
+fn exec_process_exe_is_unreachable_from_the_container() {
+    // CVE-2019-5736: while `cbuild-ns exec` is inside the container (held here by --wait-fd), a container
+    // process must not be able to reach the host binary through /proc/PID/exe.
+    let sb = Sandbox::new();
+    let c = Running::start(&sb, &["--pid", "--mount", "--cap-drop", "ALL", "--cap-add", "DOCKER_DEFAULT"]);
+    let (wait_r, wait_w) = pipe();
+    let mut held = ns(&sb);
+    held.args(["exec", "--target", &c.pid.to_string(), "--wait-fd", "4", "--", "true"]);
+    pass_fd(&mut held, &wait_r, 4);
+    let held_child = held.stdin(Stdio::null()).spawn().unwrap();
+    drop(wait_r);
+    // Wait for the held process to appear in the container's pid namespace (as a child of the exec).
+    let t0 = Instant::now();
+    let held_pid = loop {
+        if let Some(k) = child_of(held_child.id() as i32) {
+            break k;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = std::fs::read_to_string(format!("/proc/{held_pid}/status")).unwrap();
+    let inner: i32 =
+        status.lines().find(|l| l.starts_with("NSpid")).unwrap().split_whitespace().last().unwrap().parse().unwrap();
+    let script = format!(
+        "test -d /proc/{inner} && echo visible; readlink /proc/{inner}/exe && echo LINK-READ; \
+         cat /proc/{inner}/exe > /dev/null 2>&1 && echo EXE-OPENED; echo done"
+    );
+    let mut cmd = ns(&sb);
+    cmd.args(["exec", "--target", &c.pid.to_string(), "--", "sh", "-c", &script]);
+    let out = stdout(&run(&mut cmd));
+    std::fs::File::from(wait_w).write_all(b"g").unwrap();
+    let o = held_child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert!(out.contains("visible"), "the held exec process should be in the container's pid namespace: {out}");
+    assert!(!out.contains("LINK-READ") && !out.contains("EXE-OPENED"), "host binary reachable: {out}");
+}
+
+#[test]
+fn rootless_run_as_an_unprivileged_user() {
+    require_root();
+    let sb = Sandbox::new();
+    let user = unique("cbu");
+    let st = Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", &user]).status().unwrap();
+    assert!(st.success(), "useradd");
+    let _del = Defer(|| {
+        let _ = Command::new("pkill").args(["-KILL", "-u", &user]).status();
+        let _ = Command::new("userdel").args(["--remove", &user]).stderr(Stdio::null()).status();
+    });
+    let uid: u32 = stdout(&run(Command::new("id").args(["-u", &user]))).trim().parse().unwrap();
+    // A world-readable copy of the binary and the rootfs: the build tree may not be reachable by the user.
+    let dir = sb.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nsbin = dir.join("cbuild-ns");
+    std::fs::copy(bin("cbuild-ns"), &nsbin).unwrap();
+    let root = dir.join("rootfs");
+    copy_rootfs(&root);
+    let user_run = |args: &[&str], script: &str| -> Output {
+        let mut c = Command::new(&nsbin);
+        c.uid(uid).gid(uid).env_clear().env("USER", &user).env("HOME", format!("/home/{user}"));
+        c.env("CBUILD_STATE", dir.join("user-state"));
+        c.arg("run").args(args).arg("--rootfs").arg(&root).args(["--", "sh", "-c", script]);
+        run(&mut c)
+    };
+    let o = user_run(
+        &["--map-root-user", "--all"],
+        "id -u; cat /proc/self/uid_map; hostname x && hostname; ps -o pid | wc -l",
+    );
+    let out = ok(&o);
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "0", "root inside");
+    let map: Vec<&str> = l[1].split_whitespace().collect();
+    assert_eq!(map, vec!["0", &uid.to_string(), "1"]);
+    assert_eq!(l[2], "x");
+    // Through newuidmap: a whole subordinate range.
+    if idmap_available(&user) {
+        let o = user_run(
+            &["--map-auto", "--pid", "--tmpfs", "/scratch"],
+            "cat /proc/self/uid_map | wc -l; chown 1000 /scratch && stat -c %u /scratch",
+        );
+        let out = ok(&o);
+        assert_eq!(out, "2\n1000\n", "root and 1..65536 mapped");
+    }
+    // An unprivileged user cannot map IDs that are not theirs: a clear error, exit 125.
+    let o = user_run(&["--userns", "--uid-map", "0:0:1"], "true");
+    assert_tool_error(&o, "cbuild-ns", "uid_map");
+}
+
+/// A child of `ppid`, found through /proc/*/stat (CONFIG_PROC_CHILDREN is not always built).
+fn child_of(ppid: i32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The field after the parenthesised command name: state, then ppid.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let parent: i32 = rest.split(' ').nth(1)?.parse().ok()?;
+        (parent == ppid).then_some(pid)
+    })
+}
+
+fn idmap_available(user: &str) -> bool {
+    Path::new("/usr/bin/newuidmap").exists()
+        && std::fs::read_to_string("/etc/subuid")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{user}:")))
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let sb = Sandbox::new();
+    let name = unique("nsb");
+    let persist = sb.state.join(&name);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--rootfs".into(), "/nonexistent/rootfs".into()], "rootfs: /nonexistent/rootfs"),
+        (vec!["--uid-map".into(), "0:x:1".into()], "--uid-map 0:x:1"),
+        (vec!["--uid-map".into(), "0:1000:10".into(), "--uid-map".into(), "5:2000:1".into()], "overlap"),
+        (vec!["--cap-add".into(), "CAP_BOGUS".into()], "capabilities: CAP_BOGUS"),
+        (vec!["--info-fd".into(), "99".into()], "fd 99"),
+        (vec!["--join".into(), "net=/nonexistent".into()], "join: /nonexistent"),
+        (vec!["--join".into(), "ipc=/proc/self/ns/uts".into()], "not a ipc namespace"),
+        (vec!["--tmpfs".into(), "/x:bogus".into()], "unknown mount option"),
+        (vec!["--rlimit".into(), "nofile=10:5".into()], "rlimit"),
+    ];
+    for (args, needle) in cases {
+        let mut c = ns(&sb);
+        c.args(["run", "--net", "--uts", "--persist", &name]).args(&args).args(["--", "true"]);
+        let o = run(&mut c);
+        assert_tool_error(&o, "cbuild-ns", needle);
+        assert_eq!(
+            stderr(&o).lines().filter(|l| l.starts_with("cbuild-ns:")).count(),
+            1,
+            "one error line: {}",
+            stderr(&o)
+        );
+        assert!(!persist.exists(), "{args:?} left {}", persist.display());
+    }
+    // A missing command is 127, with the namespaces already undone.
+    let mut c = ns(&sb);
+    c.args(["run", "--net", "--persist", &name, "--rootfs"]).arg(busybox_rootfs()).args(["--", "/no/such"]);
+    assert_eq!(run(&mut c).status.code(), Some(127));
+    assert!(!persist.exists());
+    // Unknown flag: still exit 125 and one line.
+    let mut c = ns(&sb);
+    c.args(["run", "--bogus-flag", "--", "true"]);
+    assert_tool_error(&run(&mut c), "cbuild-ns", "bogus");
+    assert!(mounts_under(sb.path().to_str().unwrap()).is_empty());
+}
