@@ -176,8 +176,9 @@ pub fn human(s: &Stats) -> String {
     if let Some(p) = &s.pids {
         let _ = writeln!(
             o,
-            "pids    current {}  limit {}  limit hits {}",
+            "pids    current {}  peak {}  limit {}  limit hits {}",
             p.current,
+            p.peak.map_or("-".into(), |v| v.to_string()),
             p.limit.map_or("max".into(), |v| v.to_string()),
             p.limit_hits
         );

@@ -305,6 +305,9 @@ fn fork_loop_hits_pids_limit_and_stat_and_events_count_it() {
     assert!(p["limit_hits"].as_u64().unwrap() >= 1, "{s}");
     assert!(p["current"].as_u64().unwrap() <= 20);
     assert!(p["current"].as_u64().unwrap() >= 10, "the sleeps should still be there: {s}");
+    if let Some(peak) = p["peak"].as_u64() {
+        assert!(peak <= 20 && peak >= p["current"].as_u64().unwrap(), "{s}");
+    }
     // --follow ends when NAME is removed.
     let o = run(cg(&sb).args(["rm", "--force", &c.name]));
     assert!(o.status.success(), "rm --force: {}", stderr(&o));

@@ -18,6 +18,8 @@ pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
 #[derive(Debug, Default, Serialize)]
 pub struct PidsStats {
     pub current: u64,
+    /// Highest count seen (`pids.peak`, kernel ≥ 6.10; None before).
+    pub peak: Option<u64>,
     pub limit: Option<u64>,
     /// fork/clone failures because the limit was reached.
     pub limit_hits: u64,
@@ -26,6 +28,7 @@ pub struct PidsStats {
 pub fn stats(d: Dir) -> Result<PidsStats> {
     Ok(PidsStats {
         current: fsutil::read_u64_opt(&d.file("pids.current"))?.unwrap_or(0),
+        peak: fsutil::read_u64_opt(&d.file("pids.peak"))?,
         limit: fsutil::read_u64_opt(&d.file("pids.max"))?,
         limit_hits: limit_hits(d)?,
     })
