@@ -196,7 +196,14 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{:<32} {:<14} {:>6} {:>9}  CREATED", "REF", "DIGEST", "LAYERS", "SIZE");
             }
             for (name, d) in store.entries()? {
-                let img = cbuild_image::image::load(&store, name, &d)?;
+                // One broken image (a blob removed by hand) must not hide the others.
+                let img = match cbuild_image::image::load(&store, name.clone(), &d) {
+                    Ok(img) => img,
+                    Err(e) => {
+                        ctx.warn(&format!("ls: {}: {e}", name.as_deref().unwrap_or(d.digest().as_ref())));
+                        continue;
+                    }
+                };
                 if ctx.json {
                     print_json(&show::ls_json(&img));
                 } else {

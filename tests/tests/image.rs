@@ -976,3 +976,75 @@ fn rm_and_gc_keep_what_is_used() {
     assert!(!Path::new(l1.trim()).exists() && !Path::new(l2.trim()).exists());
     assert_eq!(std::fs::read_dir(sb.data.join("images/blobs/sha256")).unwrap().count(), 0);
 }
+
+#[test]
+fn docker25_archive_follows_manifest_json() {
+    require_root();
+    let sb = Sandbox::new();
+    // Docker 25+ `docker save`: an OCI layout whose manifest.json points into blobs/sha256/.
+    let l = Layout::new(&sb.path().join("d25"));
+    let layer = tar(&[tar_entry("hello", b'0', b"from docker 25", "", 0o644)]);
+    let md = l.image("ignored", &[(layer.clone(), LAYER_TAR)], |_, _| {});
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(l.dir.join("blobs/sha256").join(md.trim_start_matches("sha256:"))).unwrap(),
+    )
+    .unwrap();
+    let cfg = m["config"]["digest"].as_str().unwrap().replace("sha256:", "blobs/sha256/");
+    let lay = m["layers"][0]["digest"].as_str().unwrap().replace("sha256:", "blobs/sha256/");
+    let man = serde_json::json!([{"Config": cfg, "RepoTags": ["hello:25"], "Layers": [lay]}]);
+    std::fs::write(l.dir.join("manifest.json"), serde_json::to_vec(&man).unwrap()).unwrap();
+    // A legacy-style symlink that a careless reader would follow out of the archive.
+    std::os::unix::fs::symlink("/etc/passwd", l.dir.join("layer.tar")).unwrap();
+    let ar = sb.path().join("d25.tar");
+    sh_ok(&format!("tar -C {} -cf {} .", l.dir.display(), ar.display()));
+    let out = ok(run(img(&sb).arg("import").arg(&ar)));
+    assert!(out.starts_with("hello:25\t"), "{out}");
+    let d = sb.path().join("u");
+    ok(run(img(&sb).args(["unpack", "hello:25"]).arg(&d)));
+    assert_eq!(std::fs::read_to_string(d.join("hello")).unwrap(), "from docker 25");
+}
+
+#[test]
+fn rootless_layers_use_user_xattrs_and_skip_devices() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image(
+        "r",
+        &[(
+            tar(&[
+                tar_entry("d/", b'5', b"", "", 0o755),
+                tar_entry("d/.wh..wh..opq", b'0', b"", "", 0o644),
+                tar_entry("d/f", b'0', b"f", "", 0o644),
+                tar_entry(".wh.gone", b'0', b"", "", 0o644),
+                tar_entry("null2", b'3', b"", "", 0o666),
+                tar_entry("ro/", b'5', b"", "", 0o555),
+                tar_entry("ro/inside", b'0', b"x", "", 0o444),
+            ]),
+            LAYER_GZIP,
+        )],
+        |_, _| {},
+    );
+    sh_ok(&format!("chmod -R a+rX {} && chown -R 1000:1000 {}", sb.path().display(), sb.data.display()));
+    let as_user = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"]).arg(bin(TOOL)).args(args);
+        c.env("CBUILD_DATA", &sb.data).env("CBUILD_STATE", &sb.state);
+        run(&mut c)
+    };
+    ok(as_user(&["import", l.dir.to_str().unwrap()]));
+    let o = as_user(&["layers", "r"]);
+    let dir = PathBuf::from(ok(o.clone()).trim());
+    assert!(stderr(&o).contains("skipped 1 device nodes"), "{}", stderr(&o));
+    assert_eq!(xattrs(&dir.join("d")), vec![("user.overlay.opaque".to_string(), b"y".to_vec())]);
+    let wh = std::fs::symlink_metadata(dir.join("gone")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "an unprivileged whiteout is still a 0/0 device");
+    assert!(!dir.join("null2").exists());
+    assert_eq!(std::fs::metadata(dir.join("ro")).unwrap().mode() & 0o777, 0o555, "modes applied after the content");
+    assert_eq!(std::fs::metadata(dir.join("d/f")).unwrap().uid(), 1000, "no chown without privilege");
+    // gc as the same user can remove what it made, read-only dirs included.
+    ok(as_user(&["rm", "r"]));
+    let rep: serde_json::Value = serde_json::from_str(&ok(as_user(&["--json", "gc"]))).unwrap();
+    assert_eq!(rep["layer_dirs"], 1, "{rep}");
+    assert!(!dir.exists());
+}
