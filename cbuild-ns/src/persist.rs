@@ -13,6 +13,8 @@ pub struct Persisted {
     files: Vec<PathBuf>,
     /// The directories this call created, outermost first.
     created_dirs: Vec<PathBuf>,
+    /// The directory bind-mounted on itself (private), for a mount namespace.
+    private_dir: Option<PathBuf>,
 }
 
 pub fn persist(dir: &Path, pid: i32, types: &[NsType]) -> Result<Persisted> {
@@ -20,6 +22,19 @@ pub fn persist(dir: &Path, pid: i32, types: &[NsType]) -> Result<Persisted> {
     let missing: Vec<PathBuf> = dir.ancestors().take_while(|d| !d.exists()).map(Path::to_path_buf).collect();
     std::fs::create_dir_all(dir).ctx(Step::Persist, dir.display())?;
     done.created_dirs = missing.into_iter().rev().collect();
+    if types.contains(&NsType::Mnt) {
+        // The kernel refuses to bind a mount namespace onto a shared mount (it could make a propagation
+        // loop), and on systemd hosts / is shared: give the directory its own private mount.
+        let r = mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .and_then(|_| mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>))
+            .ctx(Step::Persist, dir.display());
+        if let Err(e) = r {
+            let _ = umount2(dir, MntFlags::MNT_DETACH);
+            done.undo();
+            return Err(e);
+        }
+        done.private_dir = Some(dir.to_path_buf());
+    }
     for ty in types {
         let file = dir.join(ty.proc_name());
         let r = (|| {
@@ -50,6 +65,9 @@ impl Persisted {
             let _ = umount2(&f, MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&f);
         }
+        if let Some(d) = self.private_dir.take() {
+            let _ = umount2(&d, MntFlags::MNT_DETACH);
+        }
         for d in self.created_dirs.drain(..).rev() {
             let _ = std::fs::remove_dir(d);
         }
@@ -73,6 +91,10 @@ pub fn remove(dir: &Path) -> Result<Vec<String>> {
         std::fs::remove_file(&p).ctx(Step::Persist, p.display())?;
         removed.push(name);
     }
+    // The directory's own private mount, if persisting a mount namespace made one.
+    if is_mount_point(dir) {
+        umount2(dir, MntFlags::MNT_DETACH).ctx(Step::Persist, dir.display())?;
+    }
     // The namespace dir, then the NAME dir if nothing else lives there (contract: whoever removes the last
     // thing removes the directory; rmdir fails harmlessly otherwise).
     let _ = std::fs::remove_dir(dir);
@@ -82,4 +104,12 @@ pub fn remove(dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+fn is_mount_point(dir: &Path) -> bool {
+    let Ok(canon) = dir.canonicalize() else { return false };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str())))
+        .unwrap_or(false)
 }
