@@ -10,7 +10,8 @@ pub struct Progress {
     what: String,
     total: u64,
     done: AtomicU64,
-    last: Mutex<Instant>,
+    /// When the line was last drawn; None until the first draw (which happens at once).
+    last: Mutex<Option<Instant>>,
 }
 
 impl Progress {
@@ -19,16 +20,16 @@ impl Progress {
         if quiet || !std::io::stderr().is_terminal() {
             return None;
         }
-        Some(Progress { what: what.to_string(), total, done: AtomicU64::new(0), last: Mutex::new(Instant::now()) })
+        Some(Progress { what: what.to_string(), total, done: AtomicU64::new(0), last: Mutex::new(None) })
     }
 
     pub fn add(&self, n: u64) {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         let mut last = self.last.lock().unwrap();
-        if last.elapsed().as_millis() < 100 {
+        if last.is_some_and(|t| t.elapsed().as_millis() < 100) {
             return;
         }
-        *last = Instant::now();
+        *last = Some(Instant::now());
         self.draw(done);
     }
 
@@ -54,7 +55,9 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         // Clear the line so the next message starts clean.
-        let _ = std::io::stderr().write_all(b"\r\x1b[K");
+        if self.last.lock().map(|l| l.is_some()).unwrap_or(false) {
+            let _ = std::io::stderr().write_all(b"\r\x1b[K");
+        }
     }
 }
 

@@ -55,6 +55,7 @@ pub fn inspect_json(img: &Image, extracted: impl Fn(&crate::digest::Digest) -> b
         "os": img.config.get("os"),
         "config": img.runtime(),
         "layers": layers,
+        "manifest": serde_json::to_value(&img.manifest).unwrap_or(Value::Null),
         "history": img.config.get("history").cloned().unwrap_or(json!([])),
     })
 }

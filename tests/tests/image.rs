@@ -524,6 +524,24 @@ fn build_is_deterministic_and_runs() {
     let o = ok(run(Command::new("chroot").arg(&u).args(["/bin/sh", "-c", "echo ok from $(cat /etc/hostname)"])));
     assert_eq!(o, "ok from busybox\n");
 
+    // On a terminal (script(1) gives it one) unpack draws a progress line on stderr; in a pipe it does not.
+    let tty = sb.path().join("tty");
+    let o = ok(run(Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} unpack bb:plain {} 2>&1", bin(TOOL).display(), tty.display()))
+        .arg("/dev/null")
+        .env("CBUILD_DATA", &sb.data)));
+    assert!(o.contains("unpack") && o.contains(" MB"), "{o:?}");
+    assert!(tty.join("bin/busybox").is_file());
+    let piped = run(img(&sb).args(["unpack", "bb:plain"]).arg(sb.path().join("piped")));
+    assert_eq!(stderr(&piped), "", "quiet when stderr is not a terminal");
+    // export to stdout.
+    let o = run(img(&sb).args(["export", "bb:x", "-"]));
+    let exported = sb.path().join("stdout.tar");
+    std::fs::write(&exported, &o.stdout).unwrap();
+    let list = sh_ok(&format!("tar -tf {}", exported.display()));
+    assert!(list.lines().any(|l| l == "oci-layout") && list.lines().any(|l| l == "index.json"), "{list}");
+
     // zstd layers work the same way.
     let z = build(&a, "bb:zstd", &["--compression", "zstd"]);
     let i: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "bb:zstd"])))).unwrap();
@@ -574,6 +592,7 @@ fn commit_turns_an_overlay_upper_into_a_layer() {
     ok(run(img(&sb).arg("commit").arg(&upper).args(["--from", "base", "--tag", "next", "--cmd", "/bin/sh"])));
     let i: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "next"])))).unwrap();
     assert_eq!(i["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(i["manifest"]["layers"][1]["digest"], i["layers"][1]["digest"]);
     assert_eq!(i["history"].as_array().unwrap().len(), 2);
     // The new layer carries OCI whiteouts, not device nodes.
     let top = i["layers"][1]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
