@@ -114,7 +114,7 @@ impl<'a> Extractor<'a> {
 
     /// Extract a whole tar stream.
     pub fn extract<R: Read>(&mut self, r: R) -> Result<()> {
-        let mut ar = tar::Archive::new(r);
+        let mut ar = tar::Archive::new(crate::guard::TarGuard::new(r));
         let entries = ar.entries().map_err(|e| Error::new("extract", format!("layer {}", short(&self.layer)), e))?;
         let mut n: u64 = 0;
         for ent in entries {

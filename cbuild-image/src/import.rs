@@ -174,7 +174,7 @@ fn read_archive(r: impl Read, input: &str, staging: &mut Staging) -> Result<Sour
     let head = br.fill_buf().map_err(|e| Error::new("read", input, e))?;
     let c = Compression::sniff(head);
     let dec = crate::stream::decoder(br, c).map_err(|e| Error::new("read", input, e))?;
-    let mut ar = tar::Archive::new(dec);
+    let mut ar = tar::Archive::new(crate::guard::TarGuard::new(dec));
     let mut files = HashMap::new();
     let mut links = HashMap::new();
     let bad = |e: std::io::Error| Error::new("read", input, format!("not a readable tar archive: {e}"));

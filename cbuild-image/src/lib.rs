@@ -12,6 +12,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod fsutil;
+pub mod guard;
 pub mod image;
 pub mod import;
 pub mod ops;

@@ -848,6 +848,14 @@ fn decompression_bombs_hit_the_limit() {
     assert!(!dest.exists());
     let o = run(img(&sb).args(["layers", "--max-layer-size", "1000000", "bomb"]));
     assert_tool_error(&o, TOOL, "larger than the limit");
+    // A PAX record the tar reader would hold in memory whole: refused before it is buffered.
+    let pax = tar(&[tar_entry("paxhdr", b'x', &vec![b'1'; 2 << 20], "", 0o644), tar_entry("f", b'0', b"", "", 0o644)]);
+    let l3 = Layout::new(&sb.path().join("pax"));
+    l3.image("pax", &[(pax, LAYER_GZIP)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l3.dir)));
+    let o = run(img(&sb).args(["unpack", "pax"]).arg(&dest));
+    assert_tool_error(&o, TOOL, "tar metadata record (x) of 2097152 bytes exceeds");
+    assert!(!dest.exists());
     let many: Vec<Vec<u8>> = (0..50).map(|i| tar_entry(&format!("f{i}"), b'0', b"", "", 0o644)).collect();
     let l2 = Layout::new(&sb.path().join("many"));
     l2.image("many", &[(tar(&many), LAYER_TAR)], |_, _| {});
@@ -989,9 +997,14 @@ fn rm_and_gc_keep_what_is_used() {
     assert_eq!(rep["kept_mounted"].as_u64(), Some(1), "{rep}");
     assert!(Path::new(l2.trim()).is_dir() && Path::new(l1.trim()).is_dir());
     ok(run(img(&sb).args(["rm", "g:1"])));
+    // What a killed `layers` leaves: a temporary dir whose lock nobody holds.
+    let stale = sb.data.join("layers").join(format!(".tmp-{}-1", "a".repeat(64)));
+    std::fs::create_dir_all(stale.join("usr")).unwrap();
     drop(_m);
     let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
     assert_eq!(rep["layer_dirs"].as_u64(), Some(2), "{rep}");
+    assert_eq!(rep["temp"].as_u64(), Some(1), "{rep}");
+    assert!(!stale.exists());
     assert!(!Path::new(l1.trim()).exists() && !Path::new(l2.trim()).exists());
     assert_eq!(std::fs::read_dir(sb.data.join("images/blobs/sha256")).unwrap().count(), 0);
 }
