@@ -181,7 +181,7 @@ impl Platform {
         }
     }
 
-    fn matches(&self, d: &Descriptor) -> bool {
+    pub fn matches(&self, d: &Descriptor) -> bool {
         let Some(p) = d.platform() else { return false };
         p.os().to_string() == self.os
             && p.architecture().to_string() == self.arch

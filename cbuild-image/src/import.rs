@@ -288,7 +288,21 @@ impl Importer<'_> {
         let idx: ImageIndex =
             serde_json::from_slice(&ib).map_err(|e| Error::new("parse", format!("{input}: index.json"), e))?;
         let mut out = Vec::new();
-        for d in idx.manifests() {
+        // A top-level index that lists one manifest per platform (buildx's OCI exporter does) is one
+        // image: keep the wanted platform's manifests and those that name no platform.
+        let mut top: Vec<&Descriptor> = idx.manifests().iter().collect();
+        if top.iter().any(|d| is_manifest(d.media_type()) && d.platform().is_some()) {
+            top.retain(|d| d.platform().is_none() || platform.matches(d));
+            if top.is_empty() {
+                return Err(Error::new(
+                    "resolve",
+                    format!("{input}: index.json"),
+                    format!("no manifest for platform {platform}"),
+                )
+                .hint("choose another with --platform os/arch"));
+            }
+        }
+        for d in top {
             let ann = d.annotations().clone().unwrap_or_default();
             let names: Vec<String> =
                 ann.get(CONTAINERD_NAME).or_else(|| ann.get(REF_NAME)).cloned().into_iter().collect();

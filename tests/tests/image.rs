@@ -895,6 +895,13 @@ fn image_index_resolves_to_the_platform() {
     }
     let o = run(img(&sb).args(["import", "--platform", "linux/s390x"]).arg(&l.dir));
     assert_tool_error(&o, TOOL, "no manifest for platform linux/s390x");
+    // The same manifests listed directly in index.json, one per platform: still one image.
+    let flat = serde_json::json!({"schemaVersion": 2, "manifests": index["manifests"]});
+    std::fs::write(l.dir.join("index.json"), serde_json::to_vec(&flat).unwrap()).unwrap();
+    let out = ok(run(img(&sb).args(["import", "--platform", "linux/arm64", "--tag", "flat"]).arg(&l.dir)));
+    assert!(out.contains(&arm) && out.lines().count() == 1, "{out}");
+    let o = run(img(&sb).args(["import", "--platform", "linux/s390x"]).arg(&l.dir));
+    assert_tool_error(&o, TOOL, "no manifest for platform linux/s390x");
 }
 
 #[test]
