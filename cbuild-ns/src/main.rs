@@ -195,6 +195,12 @@ struct ExecArgs {
     /// permitted and effective sets and its no_new_privs (as runc exec does).
     #[arg(long)]
     keep_caps: bool,
+    /// Set no_new_privs before exec.
+    #[arg(long)]
+    no_new_privs: bool,
+    /// Load a compiled seccomp BPF program last before exec (docker exec applies the container's).
+    #[arg(long, value_name = "FILE")]
+    seccomp: Option<PathBuf>,
     #[command(flatten)]
     process: ProcessArgs,
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -403,7 +409,11 @@ fn main() {
                 Ok(d) => d,
                 Err(e) => std::process::exit(fail(e)),
             };
-            match process_spec(a.process, a.cmd) {
+            match process_spec(a.process, a.cmd).map(|mut p| {
+                p.no_new_privs = a.no_new_privs;
+                p.seccomp = a.seccomp.map(SeccompSource::File);
+                p
+            }) {
                 Ok(proc) => {
                     nsenter::exec(nsenter::ExecSpec { target: a.target, ns_dir, types, keep_caps: a.keep_caps, proc })
                 }

@@ -109,6 +109,7 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
         protocol::check_fd(fd, Step::Fds)?;
     }
     let fds = open_targets(spec)?;
+    let program = p.seccomp.as_ref().map(|s| crate::seccomp::read(s, 0)).transpose()?;
     let privileges = match (spec.target, spec.keep_caps) {
         (Some(pid), false) => Some(target_privileges(pid)?),
         _ => None,
@@ -152,7 +153,7 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
             drop(ctrl_r);
             let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            let e = match child(p, privileges.as_ref(), &ctrl_w) {
+            let e = match child(p, privileges.as_ref(), program.as_ref(), &ctrl_w) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -186,13 +187,24 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
     }
 }
 
-fn child(p: &RunSpec, privileges: Option<&Privileges>, ctrl_w: &OwnedFd) -> Result<std::convert::Infallible> {
+fn child(
+    p: &RunSpec,
+    privileges: Option<&Privileges>,
+    program: Option<&crate::seccomp::Program>,
+    ctrl_w: &OwnedFd,
+) -> Result<std::convert::Infallible> {
     let id = process::resolve_identity(p.user.as_deref(), &p.group_add)?;
     let env = process::environment(p, id.home.as_deref());
     process::chdir(p.workdir.as_deref())?;
     let cmd = process::find_command(&p.argv[0], &env)?;
     if let Some(fd) = p.wait_fd {
         protocol::wait_go(fd)?;
+    }
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which the adopted set may lack:
+    // install it while we still hold it (as runc does), so it also covers the remaining set-up calls.
+    let nnp = p.no_new_privs || privileges.is_some_and(|x| x.no_new_privs);
+    if let (Some(prog), false) = (program, nnp) {
+        prog.install()?;
     }
     if let Some(pr) = privileges {
         capabilities::limit_bounding(&pr.bounding)?;
@@ -206,6 +218,9 @@ fn child(p: &RunSpec, privileges: Option<&Privileges>, ctrl_w: &OwnedFd) -> Resu
             nix::sys::prctl::set_no_new_privs().ctx(Step::NoNewPrivs, "prctl")?;
         }
     }
+    if p.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().ctx(Step::NoNewPrivs, "prctl")?;
+    }
     let first = 3 + p.preserve_fds;
     if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } != 0 {
         return Err(Error::sys(Step::Fds, format!("{first}-"), nix::errno::Errno::last()));
@@ -214,6 +229,9 @@ fn child(p: &RunSpec, privileges: Option<&Privileges>, ctrl_w: &OwnedFd) -> Resu
         if fd != ctrl_w.as_raw_fd() && unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
             return Err(Error::sys(Step::Fds, format!("fd {fd}"), nix::errno::Errno::last()));
         }
+    }
+    if let (Some(prog), true) = (program, nnp) {
+        prog.install()?;
     }
     Err(process::exec(&cmd, &p.argv, &env))
 }

@@ -551,6 +551,13 @@ fn exec_joins_a_running_container() {
     let mut cmd = ns(&sb);
     cmd.args(["exec", "--target", &c.pid.to_string(), "--", "sh", "-c", "hostname; ps -o pid,comm | grep -c sleep"]);
     assert_eq!(ok(&run(&mut cmd)), "target-box\n1\n");
+    // A seccomp program applies to the joined process too (as docker exec applies the container's).
+    let bpf = sb.path().join("deny-mkdir.bpf");
+    std::fs::write(&bpf, deny_mkdir_bpf()).unwrap();
+    let mut cmd = ns(&sb);
+    cmd.args(["exec", "--seccomp", bpf.to_str().unwrap(), "--target", &c.pid.to_string()]);
+    cmd.args(["--", "sh", "-c", "mkdir /tmp/x 2>/dev/null; echo rc=$?"]);
+    assert_eq!(ok(&run(&mut cmd)), "rc=1\n");
     // The exit code passes through.
     let mut cmd = ns(&sb);
     cmd.args(["exec", "--target", &c.pid.to_string(), "--", "sh", "-c", "exit 9"]);
