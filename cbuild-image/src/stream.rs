@@ -9,7 +9,7 @@ use crate::progress::Progress;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 const CHUNK: usize = 256 * 1024;
@@ -90,6 +90,9 @@ pub struct Measured {
 /// The uncompressed stream of a layer blob being decoded on another thread.
 pub struct LayerStream<'p> {
     rx: Option<Receiver<Vec<u8>>>,
+    /// Used chunks go back to the decoder: 256 KiB allocations are mmap'd by malloc, and a fresh one per
+    /// chunk would cost a page fault per 4 KiB of layer.
+    back: SyncSender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
     handle: Option<JoinHandle<Result<Measured>>>,
@@ -102,6 +105,7 @@ impl<'p> LayerStream<'p> {
     pub fn open(path: &Path, blob: &str, c: Compression, limit: u64, progress: Option<&'p Progress>) -> Result<Self> {
         let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
         let (tx, rx) = sync_channel::<Vec<u8>>(16);
+        let (back, free) = sync_channel::<Vec<u8>>(20);
         let name = blob.to_string();
         let handle = std::thread::Builder::new()
             .name("decode".into())
@@ -111,7 +115,8 @@ impl<'p> LayerStream<'p> {
                 let (diff_id, uncompressed) = {
                     let mut un = HashReader::with_limit(decoder(&mut comp, c).map_err(step)?, limit);
                     loop {
-                        let mut buf = vec![0u8; CHUNK];
+                        let mut buf = free.try_recv().unwrap_or_default();
+                        buf.resize(CHUNK, 0);
                         let mut n = 0;
                         while n < CHUNK {
                             match un.read(&mut buf[n..]) {
@@ -139,6 +144,7 @@ impl<'p> LayerStream<'p> {
             .map_err(|e| Error::new("decode", blob, e))?;
         Ok(LayerStream {
             rx: Some(rx),
+            back,
             cur: Vec::new(),
             pos: 0,
             handle: Some(handle),
@@ -198,7 +204,10 @@ impl Read for LayerStream<'_> {
                     if let Some(p) = self.progress {
                         p.add(chunk.len() as u64);
                     }
-                    self.cur = chunk;
+                    let used = std::mem::replace(&mut self.cur, chunk);
+                    if used.capacity() > 0 {
+                        let _ = self.back.try_send(used);
+                    }
                     self.pos = 0;
                 }
                 // The decoder ended: cleanly (the caller sees EOF) or with an error (seen in finish()).
