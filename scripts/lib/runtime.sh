@@ -1,0 +1,163 @@
+# scripts/lib/runtime.sh — what cbuild-run, cbuild-ps, cbuild-stop, cbuild-rm, cbuild-exec and cbuild-logs
+# share: where the tools and the state are, the one-line error shape, and the undo of a container.
+# Sourced by bash; defines only functions and variables prefixed rt_ (plus the tool paths).
+#
+# A container NAME leaves these files behind, all written by the scripts (docs/runtime.md):
+#   <state>/NAME/record     shell assignments: image, command, options, supervisor pid (`source`d by the others)
+#   <state>/NAME/undo       one word per line, appended BEFORE each step that creates something, so a
+#                           run killed half-way leaves a list of what may exist (read bottom-up to undo)
+#   <state>/NAME/lock       flock held by every process of the run except the container itself: free
+#                           means "nothing of this run is alive any more"
+#   <state>/NAME/status     cbuild-ns --status-fd JSON lines (phases, then the exit code)
+#   <state>/NAME/info.json  cbuild-ns --info-fd (host PID of the container's process, namespace inodes)
+#   <state>/NAME/stdout, stderr   the container's output (detached runs)
+
+# The six tools: $CBUILD_BIN if set, else this checkout's target/release then target/debug, else PATH.
+rt_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+rt_find_bin() {
+    local name=$1 d
+    for d in ${CBUILD_BIN:+"$CBUILD_BIN"} "$rt_root/target/release" "$rt_root/target/debug"; do
+        if [[ -x $d/$name ]]; then
+            printf '%s\n' "$d/$name"
+            return
+        fi
+    done
+    command -v "$name" || printf '%s\n' "$name"
+}
+if [[ -n ${CBUILD_BIN:-} ]]; then
+    # The common case pays no subshells: six string concatenations.
+    IMAGE_BIN=$CBUILD_BIN/cbuild-image OVERLAY_BIN=$CBUILD_BIN/cbuild-overlay NET_BIN=$CBUILD_BIN/cbuild-net
+    SECCOMP_BIN=$CBUILD_BIN/cbuild-seccomp CGROUP_BIN=$CBUILD_BIN/cbuild-cgroup NS_BIN=$CBUILD_BIN/cbuild-ns
+else
+    IMAGE_BIN=$(rt_find_bin cbuild-image) OVERLAY_BIN=$(rt_find_bin cbuild-overlay)
+    NET_BIN=$(rt_find_bin cbuild-net) SECCOMP_BIN=$(rt_find_bin cbuild-seccomp)
+    CGROUP_BIN=$(rt_find_bin cbuild-cgroup) NS_BIN=$(rt_find_bin cbuild-ns)
+fi
+
+# <state> and <data> exactly as docs/ARCHITECTURE.md defines them. They are exported so every tool a script
+# calls agrees with the script about where things are.
+if [[ $EUID -eq 0 ]]; then
+    rt_state=${CBUILD_STATE:-/run/cbuild} rt_data=${CBUILD_DATA:-/var/lib/cbuild}
+else
+    rt_state=${CBUILD_STATE:-${XDG_RUNTIME_DIR:-/run/user/$EUID}/cbuild}
+    rt_data=${CBUILD_DATA:-${XDG_DATA_HOME:-$HOME/.local/share}/cbuild}
+fi
+export CBUILD_STATE=$rt_state CBUILD_DATA=$rt_data
+
+rt_prog=${0##*/}
+
+# One error line, the contract's shape: `cbuild-run: step: object: reason`.
+rt_error() { printf '%s: %s: %s: %s\n' "$rt_prog" "$1" "$2" "$3" >&2; }
+rt_die() { rt_error "$@"; exit 125; }
+
+# `--verbose`: one line per step, as the tools' -v prints them.
+rt_verbose=${rt_verbose:-0}
+rt_say() { [[ $rt_verbose == 1 ]] && printf '%s: step: %s: %s\n' "$rt_prog" "$1" "$2" >&2; return 0; }
+
+# A command line as a reader would type it: tool paths shortened to their names, odd words quoted.
+rt_show() {
+    local out='' a
+    for a in "$@"; do
+        case $a in
+            "$IMAGE_BIN" | "$OVERLAY_BIN" | "$NET_BIN" | "$SECCOMP_BIN" | "$CGROUP_BIN" | "$NS_BIN") a=${a##*/} ;;
+            *[!A-Za-z0-9_./:=,+@%-]* | '') printf -v a '%q' "$a" ;;
+        esac
+        out+=" $a"
+    done
+    printf '%s\n' "${out# }"
+}
+
+# The NAME rule of the contract, checked before NAME becomes part of a path.
+rt_check_name() {
+    [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] || rt_die name "$1" 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}'
+}
+
+# Is something of run NAME alive (the lock is held)? Opens fd 8 on the lock; 0 = alive.
+rt_alive() {
+    local lock=$rt_state/$1/lock
+    [[ -e $lock ]] || return 1
+    exec 8<"$lock" || return 1
+    if flock -n 8; then
+        exec 8<&-
+        return 1
+    fi
+    exec 8<&-
+    return 0
+}
+
+# Run one undo step; a failure is reported and does not stop the others (the contract's "undo steps that
+# themselves fail are reported on stderr and do not change the exit code").
+rt_undo_step() {
+    local what=$1
+    shift
+    [[ $rt_verbose == 1 ]] && rt_say "undo-$what" "$(rt_show "$@")"
+    "$@" || rt_error "undo-$what" "$rt_name" "failed (see the line above)"
+}
+
+# Undo container NAME from its undo list, newest first. Each step first checks that its object exists,
+# because a run killed half-way recorded steps it never finished. `keep` = 1 keeps what a stopped container
+# keeps (its upper dir, record and logs), as `docker run` without --rm does.
+#   rt_cleanup NAME KEEP
+rt_cleanup() {
+    local name=$1 keep=$2 dir=$rt_state/$1 step
+    local rt_name=$name
+    [[ -f $dir/undo ]] || { [[ $keep == 1 ]] || rt_remove_dir "$name"; return 0; }
+    local -a steps
+    mapfile -t steps <"$dir/undo"
+    local i
+    for ((i = ${#steps[@]} - 1; i >= 0; i--)); do
+        step=${steps[i]}
+        case $step in
+            cgroup)
+                # Kills whatever the container left running (its pid namespace is gone with PID 1, but a
+                # run killed half-way may have left the whole chain), then removes the cgroup everywhere.
+                local out
+                rt_say undo-cgroup "cbuild-cgroup rm $name --force"
+                out=$("$CGROUP_BIN" rm "$name" --force 2>&1) || [[ $out == *"no such cgroup"* ]] ||
+                    printf '%s\n' "$out" >&2
+                ;;
+            connect)
+                # Unplugs the veth pair, releases the lease, drops published ports and their conntrack.
+                if [[ -e $dir/net.json ]]; then
+                    "$NET_BIN" disconnect --id "$name" 2>/dev/null ||
+                        rt_undo_step connect "$NET_BIN" prune >/dev/null
+                fi
+                ;;
+            netns)
+                [[ -e $dir/ns/net ]] && rt_undo_step netns "$NET_BIN" netns del "$name"
+                ;;
+            overlay)
+                if mountpoint -q "$dir/rootfs" 2>/dev/null; then
+                    rt_undo_step overlay "$OVERLAY_BIN" umount "$dir/rootfs"
+                fi
+                [[ -d $dir/rootfs ]] && rmdir "$dir/rootfs" 2>/dev/null
+                if [[ $keep != 1 ]]; then
+                    rm -rf "$rt_data/containers/$name"
+                fi
+                ;;
+        esac
+    done
+    if [[ $keep == 1 ]]; then
+        # What is undone is no longer to be undone; the upper dir stays listed for cbuild-rm.
+        if [[ -d $rt_data/containers/$name ]]; then echo overlay >"$dir/undo"; else : >"$dir/undo"; fi
+    else
+        rt_remove_dir "$name"
+    fi
+}
+
+# Remove <state>/NAME: our own files, then rmdir (which fails harmlessly if a tool's file is still there).
+rt_remove_dir() {
+    local dir=$rt_state/$1
+    rm -f "$dir/record" "$dir/undo" "$dir/status" "$dir/info.json" "$dir/stdout" "$dir/stderr" \
+        "$dir/seccomp.bpf" "$dir/layers" "$dir/lock"
+    rmdir "$dir" 2>/dev/null || true
+}
+
+# Read one field of a one-line JSON object without jq (the hot path stays free of extra processes):
+#   rt_json_field '{"pid": 12, ...}' pid  ->  12
+# Top-level fields only: nested objects ("ns": {...}) are cut out first.
+rt_json_field() {
+    local s=${1#\{} re="\"$2\"[[:space:]]*:[[:space:]]*([0-9]+)"
+    while [[ $s =~ \{[^{}]*\} ]]; do s=${s/"${BASH_REMATCH[0]}"/}; done
+    [[ $s =~ $re ]] && printf '%s\n' "${BASH_REMATCH[1]}"
+}
