@@ -10,6 +10,9 @@
 # Exit status: 0 all passed; 1 a check or suite failed; 2 the guest hung, crashed or reported nothing;
 # 3 the harness could not set up (kernel download, build, initramfs).
 set -euo pipefail
+# The whole script is one { } block, so bash parses it completely before running any of it: editing this
+# file during a 10-minute run (e.g. a git pull) cannot change the running script under its feet.
+{
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/cbuild-vm
@@ -38,11 +41,15 @@ Options:
   --filter STR         pass STR to the test programs as a libtest name filter
   --threads N          libtest --test-threads in the guest (default 2)
   --timeout SECS       kill the guest after SECS and fail (default 540)
-  --suite-timeout SECS kill one suite after SECS in the guest and fail it (default: timeout - 60)
+  --suite-timeout SECS kill one suite after SECS in the guest and fail it (default 180; the guest
+                       also cuts it to what is left of the run so every result gets reported)
+  --boot-timeout SECS  the guest must reach its init within SECS, else it is killed and booted once
+                       more (default 120)
   --keep               keep the run directory (initramfs staging tree, logs, qemu command line)
   --verbose            stream the guest console to stderr
   --shell              boot into an interactive shell on the serial console (exit it to power off)
-  --inject fail|hang   harness self-test: add a failing check, or hang the guest instead of powering off
+  --inject WHAT        harness self-test: fail (add a check that fails), hang (hang after the
+                       self-check), hang-boot (hang before the tests start)
 EOF
 }
 
@@ -54,6 +61,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=${2:?}; shift 2 ;;
     --timeout) timeout=${2:?}; shift 2 ;;
     --suite-timeout) suite_timeout=${2:?}; shift 2 ;;
+    --boot-timeout) boot_timeout=${2:?}; shift 2 ;;
     --keep) keep=1; shift ;;
     --verbose | -v) verbose=1; shift ;;
     --shell) shell=1; shift ;;
@@ -62,11 +70,11 @@ while [ $# -gt 0 ]; do
     *) echo "test-vm: unknown argument: $1 (see --help)" >&2; exit 3 ;;
     esac
 done
-case "$inject" in "" | fail | hang) ;; *) echo "test-vm: --inject: want fail or hang, got $inject" >&2; exit 3 ;; esac
-for n in "$threads" "$timeout" ${suite_timeout:+"$suite_timeout"}; do
+case "$inject" in "" | fail | hang | hang-boot) ;; *) echo "test-vm: --inject: want fail, hang or hang-boot" >&2; exit 3 ;; esac
+for n in "$threads" "$timeout" "$boot_timeout" ${suite_timeout:+"$suite_timeout"}; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "test-vm: not a positive number: $n" >&2; exit 3; }
 done
-[ -n "$suite_timeout" ] || suite_timeout=$((timeout > 120 ? timeout - 60 : timeout))
+[ -n "$suite_timeout" ] || suite_timeout=180
 for s in "${suites[@]}"; do
     [[ $s =~ ^[a-z0-9_-]+$ ]] || { echo "test-vm: bad suite name: $s" >&2; exit 3; }
 done
@@ -146,7 +154,9 @@ if [ -z "$kdir" ]; then
     # Offline or no apt lists: the newest kernel already in the cache will do.
     kdir=$(ls -dt "$cache"/kernels/*/ 2>/dev/null | head -n1)
     kdir=${kdir%/}
-    [ -n "$kdir" ] && [ -f "$kdir/version" ] || die "no kernel: linux-image-amd64 unresolvable (apt-get update?) and none cached in $cache/kernels"
+    if [ -z "$kdir" ] || [ ! -f "$kdir/version" ]; then
+        die "no kernel: linux-image-amd64 unresolvable (apt-get update?) and none cached in $cache/kernels"
+    fi
     log "using cached kernel $(cat "$kdir/version") (could not resolve the current one)"
 fi
 read -r kpkg kver <"$kdir/version"
@@ -272,22 +282,23 @@ touch "$initrd"
 run_suites=()
 for s in "${suites[@]}"; do [ -n "${suite_missing[$s]:-}" ] || run_suites+=("$s"); done
 # cryptomgr.notests: the boot-time crypto self-tests are slow under TCG and once stalled a vCPU for good.
-cmdline="console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests cbuild.threads=$threads cbuild.suite_timeout=$suite_timeout"
+cmdline="console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests cbuild.threads=$threads"
+cmdline+=" cbuild.suite_timeout=$suite_timeout"
 [ ${#run_suites[@]} -gt 0 ] && cmdline+=" cbuild.suites=$(IFS=,; echo "${run_suites[*]}")"
 [ -n "$filter" ] && cmdline+=" cbuild.filter=$filter"
 [ -n "$inject" ] && cmdline+=" cbuild.inject=$inject"
 [ "$shell" = 1 ] && cmdline+=" cbuild.mode=shell"
 # TCG only: KVM hangs on these machines. No NIC: the tests need none and it saves the option ROM.
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nographic -no-reboot -nic none
-    -kernel "$kdir/vmlinuz" -initrd "$initrd" -append "$cmdline")
+    -kernel "$kdir/vmlinuz" -initrd "$initrd")
 console=$run/console.log
 results=$run/results.log
 : >"$results"
-printf '%q ' "${qemu[@]}" -serial mon:stdio -serial "file:$results" >"$run/qemu-cmdline.sh"
+printf '%q ' "${qemu[@]}" -append "$cmdline" -serial mon:stdio -serial "file:$results" >"$run/qemu-cmdline.sh"
 
 if [ "$shell" = 1 ]; then
     log "interactive shell: Ctrl-A X quits qemu; 'exit' in the guest powers off"
-    "${qemu[@]}" -serial mon:stdio -serial "file:$results"
+    "${qemu[@]}" -append "$cmdline" -serial mon:stdio -serial "file:$results"
     exit 0
 fi
 
@@ -308,7 +319,10 @@ boot() {
     : >"$console"
     : >"$results"
     shown=0 timed_out=0 boot_hung=0
-    "${qemu[@]}" -monitor none -serial "file:$console" -serial "file:$results" </dev/null >"$run/qemu.log" 2>&1 &
+    # cbuild.budget: the guest's own deadline (its uptime), early enough to report before ours.
+    local left=$((timeout - (SECONDS - start)))
+    "${qemu[@]}" -append "$cmdline cbuild.budget=$((left > 60 ? left - 30 : left))" -monitor none \
+        -serial "file:$console" -serial "file:$results" </dev/null >"$run/qemu.log" 2>&1 &
     qpid=$!
     while kill -0 "$qpid" 2>/dev/null; do
         show_new_results
@@ -394,3 +408,5 @@ for s in "${failed_suites[@]}"; do
 done
 [ "$status" = 0 ] || exit "$status"
 log "all passed"
+exit 0
+}

@@ -10,8 +10,7 @@ passed=0
 failed=0
 
 check() { # check NAME: runs check_NAME, which prints why on failure
-    out=$("check_$1" 2>&1)
-    if [ $? -eq 0 ]; then
+    if out=$("check_$1" 2>&1); then
         echo "test $1 ... ok"
         passed=$((passed + 1))
     else
