@@ -100,17 +100,16 @@ pub fn limit_bounding(keep: &CapsHashSet) -> Result<()> {
     Ok(())
 }
 
-/// Set effective/permitted/inheritable to `keep` (after the user switch, which PR_SET_KEEPCAPS preserved
-/// permitted across), and clear ambient so nothing is raised implicitly across exec.
+/// Set effective and permitted to `keep` (after the user switch, which PR_SET_KEEPCAPS preserved
+/// permitted across), and clear inheritable and ambient: a full inheritable set would let a non-root user
+/// regain capabilities through file capabilities (CVE-2022-24769, fixed the same way in runc).
 pub fn apply(keep: &CapsHashSet) -> Result<()> {
     let set = |cs: CapSet, what: &str| caps::set(None, cs, keep).map_err(|e| Error::new(Step::Capabilities, what, e));
     caps::clear(None, CapSet::Ambient).map_err(|e| Error::new(Step::Capabilities, "ambient", e))?;
-    // Inheritable may only shrink to within bounding; permitted must be set before effective can shrink to
-    // it, and effective before permitted can drop what effective still holds: set E, P, I in that order
-    // after first making E the intersection.
+    // Effective first (it must stay within permitted), then permitted.
     set(CapSet::Effective, "effective")?;
     set(CapSet::Permitted, "permitted")?;
-    set(CapSet::Inheritable, "inheritable")?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| Error::new(Step::Capabilities, "inheritable", e))?;
     Ok(())
 }
 

@@ -158,6 +158,47 @@ pub fn remount_ro(path: &str, step: Step) -> Result<()> {
     mount(None::<&str>, path, None::<&str>, flags, None::<&str>).ctx(step, path)
 }
 
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Read-only for a mount and every mount below it (mount_setattr with AT_RECURSIVE): a plain bind
+/// remount only changes the top one, leaving e.g. the host's /sys/fs/cgroup writable under a read-only
+/// /sys. Falls back to the top-level remount on kernels before 5.12.
+pub fn make_ro_recursive(path: &str, step: Step) -> Result<()> {
+    crate::log::step(step, format!("{path} (recursive read-only)"));
+    let c = CString::new(path).map_err(|_| Error::new(step, path, "NUL in path"))?;
+    let attr = MountAttr { attr_set: 0x1 /* MOUNT_ATTR_RDONLY */, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::ENOSYS => remount_ro(path, step),
+        e => Err(Error::sys(step, path, e)),
+    }
+}
+
+impl Target {
+    /// Create a symlink `name -> to` inside this directory, never through a host path.
+    pub fn symlink(&self, name: &str, to: &str, step: Step) -> Result<()> {
+        nix::unistd::symlinkat(to, &self.fd, name).ctx(step, format!("{}/{name}", self.shown))
+    }
+}
+
 /// Parse tmpfs/mount options the way mount(8) does: flag words become MsFlags, the rest is data.
 pub fn parse_options(opts: &str) -> std::result::Result<(MsFlags, String), String> {
     let mut flags = MsFlags::empty();

@@ -74,6 +74,15 @@ impl NsType {
     }
 }
 
+/// The file a new namespace of this type is reached through right after set-up: for `time` the process's
+/// `time_for_children` (it enters the new time namespace only at execve), for the others its own.
+pub fn setup_path(ty: NsType, pid: i32) -> PathBuf {
+    match ty {
+        NsType::Time => PathBuf::from(format!("/proc/{pid}/ns/time_for_children")),
+        _ => ty.proc_path(pid),
+    }
+}
+
 /// The inode of a namespace file: what `ls -i /proc/PID/ns` shows and what identifies the namespace.
 pub fn inode(path: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(path)?.ino())

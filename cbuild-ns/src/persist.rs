@@ -47,7 +47,7 @@ pub fn persist(dir: &Path, pid: i32, types: &[NsType]) -> Result<Persisted> {
                 .map_err(|e| e.hint("the directory already holds persisted namespaces; remove them first"))?;
             done.files.push(file.clone());
             crate::log::step(Step::Persist, file.display());
-            mount(Some(&ty.proc_path(pid)), &file, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(Some(&crate::namespaces::setup_path(*ty, pid)), &file, None::<&str>, MsFlags::MS_BIND, None::<&str>)
                 .ctx(Step::Persist, file.display())
         })();
         if let Err(e) = r {

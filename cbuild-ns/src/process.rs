@@ -14,6 +14,8 @@ pub struct Identity {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// The `--group-add` ones: failing to set these is an error, not a silent drop.
+    pub explicit_groups: Vec<u32>,
     pub home: Option<String>,
 }
 
@@ -74,13 +76,15 @@ pub fn resolve_identity(user: Option<&str>, group_add: &[String]) -> Result<Iden
             }
         }
     }
+    let mut explicit_groups = vec![];
     for extra in group_add {
-        groups.push(group_id(extra)?);
+        explicit_groups.push(group_id(extra)?);
     }
+    groups.extend(&explicit_groups);
     groups.sort_unstable();
     groups.dedup();
     let home = entry.and_then(|e| e.get(5).cloned());
-    Ok(Identity { uid, gid, groups, home })
+    Ok(Identity { uid, gid, groups, explicit_groups, home })
 }
 
 /// Switch groups, gid and uid. PR_SET_KEEPCAPS keeps the permitted set across the uid change so the
@@ -92,6 +96,13 @@ pub fn switch_user(id: &Identity, userns_without_setgroups: bool) -> Result<()> 
     if !userns_without_setgroups {
         let gs: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
         setgroups(&gs).ctx(Step::User, format!("groups {:?}", id.groups))?;
+    } else if !id.explicit_groups.is_empty() {
+        return Err(Error::new(
+            Step::User,
+            format!("groups {:?}", id.explicit_groups),
+            "setgroups is denied in this user namespace",
+        )
+        .hint("a rootless --map-root-user namespace cannot change groups; map a range with --map-auto (newgidmap)"));
     }
     nix::sys::prctl::set_keepcaps(true).ctx(Step::User, "keepcaps")?;
     let g = Gid::from_raw(id.gid);
@@ -195,6 +206,9 @@ pub fn exec(path: &Path, argv: &[String], env: &[(String, String)]) -> Error {
     let cpath = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
     let cargv: Vec<CString> = argv.iter().map(|a| c(a)).collect();
     let cenv: Vec<CString> = env.iter().map(|(k, v)| c(&format!("{k}={v}"))).collect();
+    // The Rust runtime ignores SIGPIPE and execve keeps ignored signals: give the command the default, as
+    // a shell would (otherwise `cmd | head` never stops cmd).
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let e = nix::unistd::execve(&cpath, &cargv, &cenv).unwrap_err();
     let code = if e == nix::errno::Errno::ENOENT { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXEC };
     Error::sys(Step::Exec, path.display(), e).code(code)

@@ -4,7 +4,7 @@
 //! and finally the read-only root.
 
 use crate::error::{Context, Error, Result, Step};
-use crate::mounts::{mount_at, parse_options, remount_ro, Kind, Root};
+use crate::mounts::{make_ro_recursive, mount_at, parse_options, remount_ro, Kind, Root};
 use crate::spec::RunSpec;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::Path;
@@ -70,7 +70,7 @@ pub fn setup(spec: &RunSpec, in_userns: bool) -> Result<()> {
         mount_at(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::Bind)?;
         if b.readonly {
             // Resolve again: the fd from before the mount still names the directory underneath it.
-            remount_ro(&root.target(&b.dst, kind, Step::Bind)?.proc_path(), Step::Bind)?;
+            make_ro_recursive(&root.target(&b.dst, kind, Step::Bind)?.proc_path(), Step::Bind)?;
         }
     }
 
@@ -137,7 +137,9 @@ fn mount_dev(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
         // Not fatal: some kernels are built without mqueue.
         let _ = mount_at(Some("mqueue"), &mq, Some("mqueue"), NOSUID_NODEV_NOEXEC, None, Step::MountDev);
     }
-    let devdir = root.path.join("dev");
+    // Resolve /dev again: the fd from before the tmpfs mount names the image's directory underneath it,
+    // and a plain host path would follow an image's `dev -> /host/dir` symlink out of the root.
+    let devdir = root.target(Path::new("/dev"), Kind::Dir, Step::MountDev)?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -145,9 +147,7 @@ fn mount_dev(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        // /dev is our fresh tmpfs, so these plain paths cannot be redirected by the image.
-        let p = devdir.join(link);
-        std::os::unix::fs::symlink(to, &p).ctx(Step::MountDev, p.display())?;
+        devdir.symlink(link, to, Step::MountDev)?;
     }
     Ok(())
 }
@@ -163,7 +163,7 @@ fn mount_sys(root: &Root, spec: &RunSpec) -> Result<()> {
         return Ok(());
     }
     mount_at(Some("/sys"), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::MountSys)?;
-    remount_ro(&root.target(Path::new("/sys"), Kind::Dir, Step::MountSys)?.proc_path(), Step::MountSys)
+    make_ro_recursive(&root.target(Path::new("/sys"), Kind::Dir, Step::MountSys)?.proc_path(), Step::MountSys)
 }
 
 /// Without a new root the user's tmpfs and binds go on the host paths, inside our private namespace.
@@ -178,7 +178,7 @@ fn user_mounts_on_host(spec: &RunSpec) -> Result<()> {
         mount(Some(&b.src), &b.dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .ctx(Step::Bind, b.dst.display())?;
         if b.readonly {
-            remount_ro(&b.dst.to_string_lossy(), Step::Bind)?;
+            make_ro_recursive(&b.dst.to_string_lossy(), Step::Bind)?;
         }
     }
     Ok(())
@@ -214,7 +214,7 @@ fn mask_paths() -> Result<()> {
             continue;
         }
         mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).ctx(Step::Readonly, p)?;
-        remount_ro(p, Step::Readonly)?;
+        make_ro_recursive(p, Step::Readonly)?;
     }
     Ok(())
 }

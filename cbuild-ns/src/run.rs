@@ -65,7 +65,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared> {
     idmap::check(&spec.uid_map, "uid map")?;
     idmap::check(&spec.gid_map, "gid map")?;
     if !spec.uid_map.is_empty() && !spec.userns() {
-        return Err(Error::new(Step::Args, "--uid-map", "needs a new user namespace (--user-ns)"));
+        return Err(Error::new(Step::Args, "--uid-map", "needs a new user namespace (--userns)"));
     }
     let caps = capabilities::resolve(&spec.cap_drop, &spec.cap_add, spec.userns())?;
     let mut joins_parent = vec![];
@@ -152,7 +152,7 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
         let e = nix::errno::Errno::last();
         let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
         return Err(Error::sys(Step::Clone, ns_list(spec), e).hint(match e {
-            nix::errno::Errno::EPERM => "creating these namespaces needs root, or a user namespace (--user-ns)",
+            nix::errno::Errno::EPERM => "creating these namespaces needs root, or a user namespace (--userns)",
             nix::errno::Errno::ENOSPC => "a namespace limit in /proc/sys/user/max_*_namespaces was reached",
             _ => "",
         }));
@@ -177,8 +177,16 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     let mut persisted = Persisted::default();
     let result = parent_setup(spec, child_pid, &ctrl_r, &go_w, status, &mut persisted);
     drop(go_w);
-    // Read the child's verdict: EOF means execve succeeded; a JSON line is a failure.
-    let failure = result.err().or_else(|| read_failure(&ctrl_r));
+    // Read the child's verdict: 'E' (about to exec) then EOF means execve succeeded; a JSON line is a
+    // failure; EOF without 'E' means the child died during set-up (e.g. killed while waiting on --wait-fd).
+    let failure = result.err().or_else(|| match recv(&ctrl_r) {
+        Some(b'E') => match recv(&ctrl_r) {
+            Some(b'F') => Some(read_failure(&ctrl_r)),
+            _ => None,
+        },
+        Some(b'F') => Some(read_failure(&ctrl_r)),
+        _ => Some(Error::new(Step::Exec, pid, "the child died during set-up, before exec")),
+    });
     if let Some(e) = failure {
         let _ = nix::sys::signal::kill(child_pid, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(child_pid, None);
@@ -236,11 +244,8 @@ fn parent_setup(
     match recv(ctrl_r) {
         Some(b'R') => {}
         // The child failed before its namespaces were ready; its error line follows.
-        _ => {
-            return Err(
-                read_failure(ctrl_r).unwrap_or_else(|| Error::new(Step::Clone, pid, "child exited during set-up"))
-            )
-        }
+        Some(b'F') => return Err(read_failure(ctrl_r)),
+        _ => return Err(Error::new(Step::Clone, pid, "child exited during set-up")),
     }
     status.send(json!({"phase": "namespaces", "pid": pid}));
     if let Some(dir) = &spec.persist {
@@ -250,7 +255,7 @@ fn parent_setup(
     if let Some(fd) = spec.info_fd {
         let mut ns = serde_json::Map::new();
         for ty in namespaces::ALL {
-            if let Ok(ino) = namespaces::inode(&ty.proc_path(pid)) {
+            if let Ok(ino) = namespaces::inode(&namespaces::setup_path(ty, pid)) {
                 ns.insert(ty.proc_name().into(), json!(ino));
             }
         }
@@ -260,14 +265,13 @@ fn parent_setup(
     send(go_w, b'G')
 }
 
-fn read_failure(ctrl_r: &OwnedFd) -> Option<Error> {
-    let f = std::fs::File::from(ctrl_r.try_clone().ok()?);
+/// The JSON line that follows an 'F' tag on the ctrl pipe.
+fn read_failure(ctrl_r: &OwnedFd) -> Error {
     let mut line = String::new();
-    BufReader::new(f).read_line(&mut line).ok()?;
-    if line.trim().is_empty() {
-        return None;
+    if let Ok(f) = ctrl_r.try_clone() {
+        let _ = BufReader::new(std::fs::File::from(f)).read_line(&mut line);
     }
-    Some(serde_json::from_str(line.trim()).unwrap_or_else(|_| Error::new(Step::Sync, "child", line.trim())))
+    serde_json::from_str(line.trim()).unwrap_or_else(|_| Error::new(Step::Sync, "child", "lost its failure report"))
 }
 
 /// The child never returns: it execs the command or reports its failure and exits with the error's code.
@@ -276,7 +280,7 @@ fn child(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd) -> ! 
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let line = format!("{}\n", serde_json::to_string(&e).unwrap_or_default());
+    let line = format!("F{}\n", serde_json::to_string(&e).unwrap_or_default());
     let _ = write(ctrl_w, line.as_bytes());
     unsafe { libc::_exit(e.code) }
 }
@@ -312,6 +316,11 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     if recv(go_r) != Some(b'G') {
         return Err(Error::new(Step::Sync, "parent", "gone before go"));
     }
+    // From here on this process may be visible inside the container (a joined pid namespace, or --init's
+    // PID 1) while it still holds host fds and runs the host binary: non-dumpable makes /proc/PID/fd and
+    // /proc/PID/exe unreachable for container processes (CVE-2019-5736). execve resets it for the command.
+    // Not earlier: the parent needs /proc/PID for the ID maps and the persisted namespaces.
+    nix::sys::prctl::set_dumpable(false).ctx(Step::Sync, "prctl(PR_SET_DUMPABLE)")?;
 
     if let Some(h) = &spec.hostname {
         crate::log::step(Step::Hostname, h);
@@ -328,7 +337,7 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     }
 
     if spec.init {
-        become_init_or_child(ctrl_w)?;
+        become_init_or_child(spec, &prep.caps)?;
     }
 
     let id = process::resolve_identity(spec.user.as_deref(), &spec.group_add)?;
@@ -354,6 +363,8 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         let setgroups_denied =
             std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "deny").unwrap_or(false);
         process::switch_user(&id, setgroups_denied)?;
+        // Changing the uid clears the parent-death signal; the command must still die with its supervisor.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     }
     capabilities::apply(&prep.caps)?;
     if spec.no_new_privs {
@@ -361,6 +372,8 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         nix::sys::prctl::set_no_new_privs().ctx(Step::NoNewPrivs, "prctl")?;
     }
     close_fds(spec, ctrl_w)?;
+    // Tell the parent we reached exec: EOF without this means we died during set-up.
+    send(ctrl_w, b'E')?;
     if let (Some(p), false) = (&prep.seccomp, seccomp_early) {
         p.install()?;
     }
@@ -392,7 +405,7 @@ fn close_fds(spec: &RunSpec, ctrl_w: &OwnedFd) -> Result<()> {
 
 /// Fork: the parent becomes the namespace's PID 1 supervisor and never returns; the child goes on to exec
 /// the command in its own process group (so PID 1 can signal all of it).
-fn become_init_or_child(ctrl_w: &OwnedFd) -> Result<()> {
+fn become_init_or_child(spec: &RunSpec, caps: &caps::CapsHashSet) -> Result<()> {
     signals::install_noop_handlers();
     let supervised = signals::supervised();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&supervised), None).ctx(Step::Fork, "sigmask")?;
@@ -409,8 +422,14 @@ fn become_init_or_child(ctrl_w: &OwnedFd) -> Result<()> {
             Ok(())
         }
         nix::unistd::ForkResult::Parent { child } => {
-            // Our copy of the ctrl pipe must go, or the outside parent would never see EOF at exec.
-            let _ = nix::unistd::close(ctrl_w.as_raw_fd());
+            // PID 1 lives as long as the container and is visible in it: it keeps no host fd (its copy of
+            // the ctrl pipe must go anyway, or the outside parent would never see EOF at exec), and no more
+            // privilege than the command gets, so `exec --target` on it hands out nothing extra.
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            let _ = capabilities::limit_bounding(caps).and_then(|_| capabilities::apply(caps));
+            if spec.no_new_privs {
+                let _ = nix::sys::prctl::set_no_new_privs();
+            }
             let code = crate::init::supervise(child);
             unsafe { libc::_exit(code) }
         }

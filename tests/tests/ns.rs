@@ -739,3 +739,117 @@ fn bad_input_fails_cleanly() {
     assert_tool_error(&run(&mut c), "cbuild-ns", "bogus");
     assert!(mounts_under(sb.path().to_str().unwrap()).is_empty());
 }
+
+#[test]
+fn hostile_dev_symlink_cannot_plant_links_on_the_host() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("rootfs");
+    copy_rootfs(&root);
+    let host_dir = sb.path().join("host-dir");
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::remove_dir(root.join("dev")).unwrap();
+    std::os::unix::fs::symlink(&host_dir, root.join("dev")).unwrap();
+    // The image's /dev points at a host directory; whatever happens, nothing may appear there.
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--rootfs"]).arg(&root).args(["--", "true"]);
+    let _ = run(&mut c);
+    assert_eq!(std::fs::read_dir(&host_dir).unwrap().count(), 0, "links planted in a host directory");
+    assert!(mounts_under(host_dir.to_str().unwrap()).is_empty());
+}
+
+#[test]
+fn read_only_sys_and_binds_are_read_only_all_the_way_down() {
+    let sb = Sandbox::new();
+    // A bind source with a mount inside it: `:ro` must cover the submount too.
+    let src = sb.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let st = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(src.join("sub")).status().unwrap();
+    assert!(st.success());
+    let bind = format!("{}:/mnt/ro:ro", src.display());
+    let o = run_sh(
+        &sb,
+        &["--pid", "--bind", &bind, "--cap-drop", "ALL", "--cap-add", "DOCKER_DEFAULT"],
+        "mkdir /sys/fs/cgroup/pids/cbuild-escape 2>/dev/null && echo CGROUP-WRITABLE; \
+         touch /mnt/ro/sub/x 2>/dev/null && echo SUBMOUNT-WRITABLE; echo done",
+    );
+    let out = ok(&o);
+    let _ = std::fs::remove_dir("/sys/fs/cgroup/pids/cbuild-escape");
+    assert_eq!(out, "done\n", "{out}");
+}
+
+#[test]
+fn command_gets_default_sigpipe_and_no_inheritable_caps() {
+    let sb = Sandbox::new();
+    let o = run_sh(&sb, &["--pid"], "grep -E '^(SigIgn|CapInh)' /proc/self/status");
+    let out = ok(&o);
+    let ign = out.lines().find(|l| l.starts_with("SigIgn")).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let ign = u64::from_str_radix(&ign, 16).unwrap();
+    assert_eq!(ign & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE ignored in the command: {out}");
+    assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
+}
+
+#[test]
+fn persisted_time_namespace_keeps_its_offsets() {
+    let sb = Sandbox::new();
+    let name = unique("nst");
+    let mut c = ns(&sb);
+    c.args(["run", "--time-offset", "boottime=100000", "--persist", &name, "--", "true"]);
+    ok(&run(&mut c));
+    let _cleanup = Defer(|| {
+        let _ = Command::new(bin("cbuild-ns")).env("CBUILD_STATE", &sb.state).args(["unpersist", &name]).status();
+    });
+    let mut c = ns(&sb);
+    c.args(["exec", "--ns-dir", &name, "--", "cat", "/proc/uptime"]);
+    let inside: f64 = ok(&run(&mut c)).split_whitespace().next().unwrap().parse().unwrap();
+    let host: f64 =
+        std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(inside > host + 99_000.0, "inside {inside}, host {host}");
+}
+
+#[test]
+fn child_killed_during_set_up_is_a_tool_failure() {
+    let sb = Sandbox::new();
+    let (info_r, info_w) = pipe();
+    let (wait_r, wait_w) = pipe();
+    let (status_r, status_w) = pipe();
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--info-fd", "3", "--wait-fd", "4", "--status-fd", "5", "--", "true"]);
+    pass_fd(&mut c, &info_w, 3);
+    pass_fd(&mut c, &wait_r, 4);
+    pass_fd(&mut c, &status_w, 5);
+    let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    drop((info_w, wait_r, status_w));
+    let mut info = String::new();
+    std::fs::File::from(info_r).read_to_string(&mut info).unwrap();
+    let v: serde_json::Value = serde_json::from_str(info.trim()).unwrap();
+    let pid = v["pid"].as_i64().unwrap() as i32;
+    // Give it time to reach the wait, then kill it there.
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let o = child.wait_with_output().unwrap();
+    drop(wait_w);
+    let mut status = String::new();
+    std::fs::File::from(status_r).read_to_string(&mut status).unwrap();
+    assert_tool_error(&o, "cbuild-ns", "before exec");
+    assert!(status.contains("\"phase\":\"failed\"") && !status.contains("\"exited\""), "{status}");
+}
+
+#[test]
+fn init_pid1_holds_no_host_fds_nor_extra_privileges() {
+    let sb = Sandbox::new();
+    let host_dir: OwnedFd = std::fs::File::open(sb.path()).unwrap().into();
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--init", "--no-new-privs", "--cap-drop", "ALL", "--cap-add", "DOCKER_DEFAULT"]);
+    c.arg("--rootfs").arg(busybox_rootfs());
+    c.args([
+        "--",
+        "sh",
+        "-c",
+        "ls /proc/1/fd 2>&1; readlink /proc/1/exe && echo EXE-READ; grep -E '^(CapEff|NoNewPrivs)' /proc/1/status",
+    ]);
+    pass_fd(&mut c, &host_dir, 7);
+    let out = ok(&run(&mut c));
+    assert!(!out.contains("EXE-READ"), "{out}");
+    assert!(!out.lines().any(|l| l.split_whitespace().any(|w| w == "7")), "PID 1 kept the host fd: {out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb") && out.contains("NoNewPrivs:\t1"), "{out}");
+}
