@@ -149,7 +149,7 @@ rt_cleanup() {
 rt_remove_dir() {
     local dir=$rt_state/$1
     rm -f "$dir/record" "$dir/undo" "$dir/status" "$dir/info.json" "$dir/stdout" "$dir/stderr" \
-        "$dir/seccomp.bpf" "$dir/layers" "$dir/lock"
+        "$dir/seccomp.bpf" "$dir/layers" "$dir/layers.err" "$dir/lock"
     rmdir "$dir" 2>/dev/null || true
 }
 

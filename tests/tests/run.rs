@@ -1,0 +1,922 @@
+//! scripts/cbuild-run and friends, end to end: every flag, Docker's exit codes, detached containers,
+//! bridge networking with published ports (inside a "host" network namespace the test makes), escape
+//! attempts from a container started with the seed's hardening command, and a loop of runs with some
+//! killed by SIGKILL mid-start, after which cbuild-rm leaves nothing behind.
+//!
+//! The scripts find the built tools through CBUILD_BIN. All containers share one data dir (one image
+//! store, built on first use) and each test has its own state dir.
+
+use cbuild_tests::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "cbuild/busybox";
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts").join(name)
+}
+
+/// One data dir for the whole test process, with the default image built once.
+fn shared_data() -> &'static Path {
+    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let d = tempfile::Builder::new().prefix("cbuild-run-data-").tempdir().unwrap();
+        let state = d.path().join("warm-state");
+        std::fs::create_dir_all(&state).unwrap();
+        let o = run(Command::new(script("cbuild-run"))
+            .env("CBUILD_BIN", bin_dir())
+            .env("CBUILD_STATE", &state)
+            .env("CBUILD_DATA", d.path())
+            .args(["--rm", "--network", "none", IMAGE, "true"]));
+        assert!(o.status.success(), "first run (builds the default image): {}", stderr(&o));
+        d
+    })
+    .path()
+}
+
+/// A test's runtime: its own state dir, the shared data dir, and (for bridge networking) its own "host"
+/// network namespace, so nothing touches the machine's network.
+struct Rt {
+    sb: Sandbox,
+    data: PathBuf,
+    host_ns: Option<PathBuf>,
+    children: Vec<Child>,
+}
+
+impl Rt {
+    fn new() -> Rt {
+        require_root();
+        Rt { sb: Sandbox::new(), data: shared_data().to_path_buf(), host_ns: None, children: vec![] }
+    }
+
+    /// With a private host network namespace (CBUILD_NET_HOST_NS) for --network bridge and -p.
+    fn with_host_ns() -> Rt {
+        let mut rt = Rt::new();
+        let p = rt.sb.path().join("hostns");
+        std::fs::write(&p, "").unwrap();
+        let o = run(Command::new("unshare").arg(format!("--net={}", p.display())).arg("true"));
+        assert!(o.status.success(), "unshare --net: {}", stderr(&o));
+        rt.host_ns = Some(p);
+        rt
+    }
+
+    fn cmd(&self, script_name: &str) -> Command {
+        let mut c = Command::new(script(script_name));
+        c.env("CBUILD_BIN", bin_dir()).env("CBUILD_STATE", &self.sb.state).env("CBUILD_DATA", &self.data);
+        // Never the machine's network: without a namespace of its own, a test may not use a bridge.
+        match &self.host_ns {
+            Some(p) => c.env("CBUILD_NET_HOST_NS", p),
+            None => c.env("CBUILD_NET_HOST_NS", "/nonexistent-test-has-no-host-ns"),
+        };
+        c
+    }
+
+    /// `cbuild-run ARGS`, output captured.
+    fn run(&self, args: &[&str]) -> Output {
+        run(self.cmd("cbuild-run").args(args))
+    }
+
+    /// `cbuild-run ARGS` that must succeed; its stdout.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "cbuild-run {args:?}: {:?}\nstdout: {}\nstderr: {}",
+            o.status,
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    /// Run a shell command line in the container (--rm --network none unless `extra` says otherwise).
+    #[track_caller]
+    fn sh(&self, extra: &[&str], line: &str) -> String {
+        let mut args = vec!["--rm"];
+        if !extra.iter().any(|a| a.starts_with("--network")) {
+            args.extend(["--network", "none"]);
+        }
+        args.extend_from_slice(extra);
+        args.extend([IMAGE, "sh", "-c", line]);
+        self.ok(&args)
+    }
+
+    fn tool(&self, script_name: &str, args: &[&str]) -> Output {
+        run(self.cmd(script_name).args(args))
+    }
+
+    fn in_host(&self, line: &str) -> Output {
+        let ns = self.host_ns.as_ref().expect("a host netns");
+        run(Command::new("nsenter").arg(format!("--net={}", ns.display())).args(["sh", "-c", line]))
+    }
+
+    /// Everything a container NAME could leave behind, empty when it is fully gone.
+    fn leftovers(&self, name: &str) -> Vec<String> {
+        let mut left = vec![];
+        let dir = self.sb.state.join(name);
+        if dir.exists() {
+            left.push(format!("state dir {}", dir.display()));
+        }
+        let upper = self.data.join("containers").join(name);
+        if upper.exists() {
+            left.push(format!("upper dir {}", upper.display()));
+        }
+        for m in
+            mounts_under(&self.sb.state.to_string_lossy()).into_iter().chain(mounts_under(&self.data.to_string_lossy()))
+        {
+            if m.contains(name) {
+                left.push(format!("mount {m}"));
+            }
+        }
+        left.extend(cgroup_dirs(name).into_iter().map(|d| format!("cgroup {d}")));
+        if self.host_ns.is_some() {
+            let o = self.in_host("ip -o link show type veth; nft list ruleset 2>/dev/null");
+            for l in stdout(&o).lines() {
+                if l.contains(&format!("cbuild pub {name} ")) {
+                    left.push(format!("nft rule {l}"));
+                }
+            }
+            for lease in leases(&self.sb.state) {
+                if lease.1 == name {
+                    left.push(format!("lease {}", lease.0));
+                }
+            }
+        }
+        left
+    }
+
+    #[track_caller]
+    fn assert_gone(&self, name: &str) {
+        let left = self.leftovers(name);
+        assert!(left.is_empty(), "{name} left behind: {left:#?}");
+    }
+
+    /// `cb*` veth links in the test's host namespace.
+    fn veths(&self) -> Vec<String> {
+        stdout(&self.in_host("ip -o link show type veth"))
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with("cb"))
+            .collect()
+    }
+
+    /// A detached container; removed (with -f) when the test ends.
+    #[track_caller]
+    fn detached(&self, name: &str, extra: &[&str], line: &str) {
+        let mut args = vec!["-d", "--name", name];
+        if !extra.iter().any(|a| a.starts_with("--network")) {
+            args.extend(["--network", "none"]);
+        }
+        args.extend_from_slice(extra);
+        args.extend([IMAGE, "sh", "-c", line]);
+        let out = self.ok(&args);
+        assert_eq!(out.trim(), name, "-d prints the NAME");
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Whatever a failing test left running goes with it.
+        let _ = run(self.cmd("cbuild-rm").args(["--prune"]));
+        if let Ok(rd) = std::fs::read_dir(&self.sb.state) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n != "net" {
+                    let _ = run(self.cmd("cbuild-rm").args(["-f", &n]));
+                }
+            }
+        }
+    }
+}
+
+/// cgroup directories named NAME under any hierarchy's cbuild/ (v1 controllers, unified, or pure v2).
+fn cgroup_dirs(name: &str) -> Vec<String> {
+    let mut out = vec![];
+    let direct = Path::new("/sys/fs/cgroup/cbuild").join(name);
+    if direct.exists() {
+        out.push(direct.display().to_string());
+    }
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in rd.flatten() {
+            let p = e.path().join("cbuild").join(name);
+            if p.exists() {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// (lease file, container ID) pairs under <state>/net/<BR>/.
+fn leases(state: &Path) -> Vec<(String, String)> {
+    let mut out = vec![];
+    if let Ok(brs) = std::fs::read_dir(state.join("net")) {
+        for br in brs.flatten().filter(|e| e.path().is_dir()) {
+            for f in std::fs::read_dir(br.path()).unwrap().flatten() {
+                let n = f.file_name().to_string_lossy().to_string();
+                if n.split('.').count() == 4 && n.split('.').all(|p| p.parse::<u8>().is_ok()) {
+                    let id = std::fs::read_to_string(f.path()).unwrap_or_default().trim().to_string();
+                    out.push((f.path().display().to_string(), id));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn status_line<'a>(s: &'a str, key: &str) -> &'a str {
+    s.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} line in:\n{s}"))
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Exit codes and failing cleanly
+// ------------------------------------------------------------------------------------------------------
+
+#[test]
+fn exit_codes_are_dockers() {
+    let rt = Rt::new();
+    let code = |args: &[&str]| {
+        let mut a = vec!["--rm", "--network", "none"];
+        a.extend_from_slice(args);
+        rt.run(&a).status.code()
+    };
+    assert_eq!(code(&[IMAGE, "true"]), Some(0));
+    assert_eq!(code(&[IMAGE, "sh", "-c", "exit 7"]), Some(7));
+    assert_eq!(code(&[IMAGE, "/no/such/command"]), Some(127), "not found");
+    assert_eq!(code(&[IMAGE, "/etc/passwd"]), Some(126), "not executable");
+    // PID 1 cannot be killed from inside its own namespace; with --init the command is PID 2.
+    assert_eq!(code(&["--init", IMAGE, "sh", "-c", "kill -9 $$"]), Some(137), "killed by SIGKILL");
+    // The command's stdout and stderr are the caller's.
+    let o = rt.run(&["--rm", "--network", "none", IMAGE, "sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("out\n", "err\n"));
+}
+
+#[test]
+fn bad_input_fails_with_125_one_line_and_leaves_nothing() {
+    let rt = Rt::new();
+    let bad_profile = rt.sb.path().join("bad.json");
+    std::fs::write(&bad_profile, "{ not json").unwrap();
+    let bad_profile = format!("seccomp={}", bad_profile.display());
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (vec!["--bogus", IMAGE, "true"], "cbuild-run", "--bogus"),
+        (vec!["--name"], "cbuild-run", "--name"),
+        (vec![], "cbuild-run", "image"),
+        (vec!["--network", "weird", IMAGE, "true"], "cbuild-run", "--network"),
+        (vec!["--security-opt", "apparmor=x", IMAGE, "true"], "cbuild-run", "apparmor"),
+        (vec!["--name", "../etc", IMAGE, "true"], "cbuild-run", "../etc"),
+        (vec!["no/such/image:1", "true"], "cbuild-image", "no/such/image"),
+        (vec!["--memory=lots", IMAGE, "true"], "cbuild-cgroup", "lots"),
+        (vec!["--pids-limit", "0", IMAGE, "true"], "cbuild-cgroup", "pids"),
+        (vec!["--cap-add", "NOT_A_CAP", IMAGE, "true"], "cbuild-seccomp", "NOT_A_CAP"),
+        (
+            vec!["--cap-add", "NOT_A_CAP", "--security-opt", "seccomp=unconfined", IMAGE, "true"],
+            "cbuild-ns",
+            "NOT_A_CAP",
+        ),
+        (vec!["--security-opt", &bad_profile, IMAGE, "true"], "cbuild-seccomp", "bad.json"),
+        (vec!["-v", "/no/such/dir:/x", IMAGE, "true"], "cbuild-ns", "/no/such/dir"),
+        (vec!["--tmpfs", "/x:bogus=1", IMAGE, "true"], "cbuild-ns", "/x"),
+        (vec!["-u", "nosuchuser", IMAGE, "true"], "cbuild-ns", "nosuchuser"),
+    ];
+    for (i, (args, tool, needle)) in cases.iter().enumerate() {
+        let name = format!("bad{i}x{}", std::process::id());
+        let mut a = vec!["--name", &name, "--network", "none"];
+        if args.first() == Some(&"--name") || args.iter().any(|x| x.starts_with("--network")) {
+            a.clear();
+        }
+        a.extend_from_slice(args);
+        let o = rt.run(&a);
+        assert_tool_error(&o, tool, needle);
+        rt.assert_gone(&name);
+    }
+    // A NAME in use is refused, and the container holding it is untouched.
+    let name = unique("busy");
+    rt.detached(&name, &[], "sleep 30");
+    let o = rt.run(&["--name", &name, "--network", "none", IMAGE, "true"]);
+    assert_tool_error(&o, "cbuild-run", "already in use");
+    let ps = stdout(&rt.tool("cbuild-ps", &[]));
+    assert!(ps.lines().any(|l| l.starts_with(&name) && l.contains("running")), "{ps}");
+    assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+    // Nothing at all is left in the state dir.
+    let left: Vec<_> = std::fs::read_dir(&rt.sb.state).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "state dir not empty: {left:?}");
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The process: image config, env, workdir, user, hostname, init
+// ------------------------------------------------------------------------------------------------------
+
+#[test]
+fn process_flags_env_workdir_user_hostname() {
+    let rt = Rt::new();
+    // The image's command (/bin/sh) runs when none is given; its stdin is ours (empty here).
+    let o = rt.run(&["--rm", "--network", "none", IMAGE]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = rt.sh(
+        &["-e", "A=1", "--env=B=two words", "-w", "/etc", "-u", "1000:2000", "--hostname", "box"],
+        "echo A=$A; echo B=$B; echo PATH=$PATH; pwd; id -u; id -g; hostname; echo HOSTNAME=$HOSTNAME",
+    );
+    assert_eq!(
+        out,
+        "A=1\nB=two words\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/etc\n1000\n2000\nbox\nHOSTNAME=box\n"
+    );
+    // `-e KEY` takes the value from the caller's environment; the caller's other variables stay out.
+    let o = run(rt.cmd("cbuild-run").env("FROM_HOST", "yes").env("SECRET", "no").args([
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "FROM_HOST",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo $FROM_HOST:$SECRET",
+    ]));
+    assert_eq!(stdout(&o), "yes:\n");
+    // Default hostname: the NAME.
+    let name = unique("hn");
+    assert_eq!(rt.ok(&["--rm", "--network", "none", "--name", &name, IMAGE, "hostname"]).trim(), name);
+    // Named user resolved in the image's /etc/passwd.
+    assert_eq!(rt.sh(&["--user", "user"], "id -un").trim(), "user");
+}
+
+#[test]
+fn pid_namespace_and_init_reap_zombies() {
+    let rt = Rt::new();
+    // Without --init the command is PID 1 and sees only its own processes.
+    assert_eq!(rt.sh(&[], "echo $$; set -- /proc/[0-9]*; echo $#"), "1\n1\n");
+    // With --init, cbuild-ns is PID 1 and reaps an orphaned zombie: sh's child's child, whose parent exits.
+    let out = rt.sh(
+        &["--init"],
+        "echo $$; (sleep 0.2 & exec true); sleep 0.6; grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l",
+    );
+    let v: Vec<_> = out.split_whitespace().collect();
+    assert_eq!(v, ["2", "0"], "command is PID 2 and no zombie is left: {out}");
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Filesystem: overlay, volumes, tmpfs, read-only
+// ------------------------------------------------------------------------------------------------------
+
+#[test]
+fn filesystem_flags_volume_tmpfs_read_only_and_the_upper_dir() {
+    let rt = Rt::new();
+    let vol = rt.sb.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("in"), "from host\n").unwrap();
+    let rw = format!("{}:/data", vol.display());
+    let ro = format!("{}:/ro:ro", vol.display());
+    let out = rt.sh(
+        &["-v", &rw, "--volume", &ro, "--tmpfs", "/scratch:size=1m,mode=1777"],
+        "cat /data/in; echo new > /data/out; echo x > /ro/y 2>/dev/null || echo ro-refused; \
+         grep ' /scratch ' /proc/mounts | cut -d' ' -f3; echo t > /scratch/t && echo tmpfs-ok",
+    );
+    assert_eq!(out, "from host\nro-refused\ntmpfs\ntmpfs-ok\n");
+    assert_eq!(std::fs::read_to_string(vol.join("out")).unwrap(), "new\n");
+    // --read-only: the root refuses writes, a --tmpfs stays writable.
+    let out = rt.sh(
+        &["--read-only", "--tmpfs", "/tmp"],
+        "touch /etc/x 2>/dev/null || echo root-ro; touch /tmp/x && echo tmp-rw",
+    );
+    assert_eq!(out, "root-ro\ntmp-rw\n");
+    // Without --rm the upper dir survives the container (cbuild-ps -a shows it exited) until cbuild-rm.
+    let name = unique("fs");
+    let o = rt.run(&[
+        "--name",
+        &name,
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo kept > /etc/new; rm /etc/hostname; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let upper = rt.data.join("containers").join(&name).join("upper");
+    assert_eq!(std::fs::read_to_string(upper.join("etc/new")).unwrap(), "kept\n");
+    let wh = std::fs::symlink_metadata(upper.join("etc/hostname")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()), "whiteout for the deleted file");
+    let ps = stdout(&rt.tool("cbuild-ps", &["-a"]));
+    assert!(status_line(&ps, &name).contains("exited (3)"), "{ps}");
+    assert!(!stdout(&rt.tool("cbuild-ps", &[])).contains(&name), "not listed without -a");
+    assert!(mounts_under(&rt.sb.state.join(&name).to_string_lossy()).is_empty(), "overlay unmounted at exit");
+    assert_eq!(rt.tool("cbuild-rm", &[&name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+    // The image's layer is untouched by all of this.
+    assert_eq!(rt.sh(&[], "cat /etc/hostname; ls /etc/new 2>/dev/null || echo absent"), "busybox\nabsent\n");
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Limits (cgroup), capabilities, seccomp, no-new-privileges
+// ------------------------------------------------------------------------------------------------------
+
+#[test]
+fn cgroup_limits_are_applied_and_enforced() {
+    let rt = Rt::new();
+    let name = unique("lim");
+    rt.detached(&name, &["--memory=64m", "--memory-swap", "64m", "--cpus", "0.5", "--pids-limit=20"], "sleep 30");
+    let o = run(tool("cbuild-cgroup", &rt.sb).args(["stat", &name, "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!(v["memory"]["limit"], 64 << 20);
+    assert_eq!(v["cpu"]["quota_usec"], 50000);
+    assert_eq!(v["cpu"]["period_usec"], 100000);
+    assert_eq!(v["pids"]["limit"], 20);
+    assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+    // The pids limit stops a fork loop (the refused forks are counted); the memory limit OOM-kills a hog.
+    let name = unique("lim");
+    rt.detached(&name, &["--pids-limit", "10"], "(for i in $(seq 30); do sleep 30 & done); exec sleep 30");
+    let t = Instant::now();
+    let v = loop {
+        let o = run(tool("cbuild-cgroup", &rt.sb).args(["stat", &name, "--json"]));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if v["pids"]["limit_hits"].as_u64().unwrap_or(0) > 0 || t.elapsed() > Duration::from_secs(5) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(v["pids"]["limit_hits"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["pids"]["current"].as_u64().unwrap() <= 10, "{v}");
+    assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+    let o = rt.run(&[
+        "--rm",
+        "--network",
+        "none",
+        "--memory",
+        "32m",
+        "--memory-swap",
+        "32m",
+        IMAGE,
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_ne!(stdout(&o), "survived\n", "the hog was not stopped");
+    assert_eq!(o.status.code(), Some(137), "OOM-killed: {}", stderr(&o));
+}
+
+fn cap_eff(s: &str) -> u64 {
+    let l = s.lines().find(|l| l.starts_with("CapEff:")).unwrap_or_else(|| panic!("{s}"));
+    u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+#[test]
+fn capabilities_seccomp_and_no_new_privileges() {
+    let rt = Rt::new();
+    // Docker's default set: 0xa80425fb.
+    assert_eq!(cap_eff(&rt.sh(&[], "cat /proc/self/status")), 0xa80425fb);
+    // Minus NET_RAW (bit 13), plus SYS_TIME (25); and nothing at all.
+    assert_eq!(
+        cap_eff(&rt.sh(&["--cap-drop", "NET_RAW", "--cap-add=CAP_SYS_TIME"], "cat /proc/self/status")),
+        (0xa80425fb & !(1 << 13)) | (1 << 25)
+    );
+    assert_eq!(cap_eff(&rt.sh(&["--cap-drop=ALL"], "cat /proc/self/status")), 0);
+    assert_eq!(
+        cap_eff(&rt.sh(&["--cap-drop", "ALL", "--cap-add", "CHOWN,KILL"], "cat /proc/self/status")),
+        1 | (1 << 5)
+    );
+    // Seccomp: on by default (one filter), off with unconfined; the default blocks mount(2) even for a
+    // root with CAP_SYS_ADMIN, unconfined does not.
+    let st = rt.sh(&[], "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status");
+    assert!(st.contains("Seccomp:\t2") && st.contains("NoNewPrivs:\t0"), "{st}");
+    let st = rt.sh(&["--security-opt", "seccomp=unconfined"], "grep '^Seccomp:' /proc/self/status");
+    assert_eq!(st, "Seccomp:\t0\n");
+    // The capability set reaches the seccomp profile, as in Docker: mount(2) is allowed to a container
+    // with CAP_SYS_ADMIN, refused without it.
+    let mnt = "mount -t tmpfs x /tmp 2>&1 && echo mounted; true";
+    let out = rt.sh(&[], mnt);
+    assert!(!out.contains("mounted") && (out.contains("not permitted") || out.contains("denied")), "{out}");
+    assert!(rt.sh(&["--cap-add", "SYS_ADMIN"], mnt).contains("mounted"));
+    // A custom profile: Docker's format, here one that refuses only mkdir.
+    let prof = rt.sb.path().join("p.json");
+    std::fs::write(
+        &prof,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let out = rt.sh(&["--security-opt", &format!("seccomp={}", prof.display())], "mkdir /tmp/d 2>&1; echo rc=$?");
+    assert!(out.contains("not permitted") && out.contains("rc=1"), "mkdir refused by the custom profile: {out}");
+    // no-new-privileges: the bit is set; a setuid binary gives nothing.
+    let st = rt.sh(&["--security-opt", "no-new-privileges"], "grep NoNewPrivs /proc/self/status");
+    assert_eq!(st, "NoNewPrivs:\t1\n");
+    let st = rt.sh(&["--security-opt=no-new-privileges:true"], "grep NoNewPrivs /proc/self/status");
+    assert_eq!(st, "NoNewPrivs:\t1\n");
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Detached containers: ps, logs, exec, stop, rm
+// ------------------------------------------------------------------------------------------------------
+
+#[test]
+fn detached_ps_logs_exec_stop_rm() {
+    let rt = Rt::new();
+    let name = unique("det");
+    rt.detached(
+        &name,
+        &["-e", "FOO=bar"],
+        "echo hello; echo oops >&2; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done",
+    );
+    let ps = stdout(&rt.tool("cbuild-ps", &[]));
+    assert!(status_line(&ps, &name).contains("running"), "{ps}");
+    let js = stdout(&rt.tool("cbuild-ps", &["--json"]));
+    let v: serde_json::Value = serde_json::from_str(js.lines().find(|l| l.contains(&name)).unwrap()).unwrap();
+    assert_eq!(v["state"], "running");
+    let pid = v["pid"].as_u64().expect("pid");
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container's process is a host process");
+    // exec: same namespaces (hostname, the sleeping loop visible), same env, its privileges.
+    let o = run(rt.cmd("cbuild-exec").args([
+        "-e",
+        "X=1",
+        &name,
+        "sh",
+        "-c",
+        "hostname; echo $FOO$X; grep -c trap /proc/1/cmdline; grep CapEff /proc/self/status",
+    ]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mut l = out.lines();
+    assert_eq!(l.next(), Some(name.as_str()));
+    assert_eq!(l.next(), Some("bar1"));
+    assert_eq!(l.next(), Some("1"), "PID 1 is the container's shell");
+    assert_eq!(cap_eff(&out), 0xa80425fb, "exec gets the container's capabilities");
+    assert_eq!(run(rt.cmd("cbuild-exec").args([&name, "sh", "-c", "exit 5"])).status.code(), Some(5));
+    // logs: stdout and stderr apart.
+    let t = Instant::now();
+    loop {
+        let o = rt.tool("cbuild-logs", &[&name]);
+        if stdout(&o) == "hello\n" && stderr(&o) == "oops\n" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "logs: {} / {}", stdout(&o), stderr(&o));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // rm refuses a running container; stop sends TERM, the trap runs, exit 0; then rm removes it.
+    assert_tool_error(&rt.tool("cbuild-rm", &[&name]), "cbuild-rm", "running");
+    let o = rt.tool("cbuild-stop", &["-t", "5", &name]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&rt.tool("cbuild-logs", &[&name])), "hello\nbye\n");
+    let ps = stdout(&rt.tool("cbuild-ps", &["-a"]));
+    assert!(status_line(&ps, &name).contains("exited (0)"), "{ps}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(cgroup_dirs(&name).is_empty(), "cgroup removed at stop");
+    assert_eq!(rt.tool("cbuild-rm", &[&name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+    // A container that ignores TERM is killed after -t.
+    let name = unique("det");
+    rt.detached(&name, &["--rm"], "trap '' TERM; sleep 60");
+    let t = Instant::now();
+    assert_eq!(rt.tool("cbuild-stop", &["-t", "1", &name]).status.code(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(8));
+    rt.assert_gone(&name);
+    // cbuild-exec on a stopped container fails cleanly.
+    assert_tool_error(&run(rt.cmd("cbuild-exec").args([&name, "true"])), "cbuild-exec", "not running");
+}
+
+#[test]
+fn foreground_signals_reach_the_container_and_cleanup_follows() {
+    let rt = Rt::new();
+    let name = unique("sig");
+    let child = rt
+        .cmd("cbuild-run")
+        .args([
+            "--rm",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 9' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !rt.sb.state.join(&name).join("status").exists()
+        || !std::fs::read_to_string(rt.sb.state.join(&name).join("status")).unwrap_or_default().contains("exec")
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(9), "the container's own exit status: {}", stderr(&o));
+    assert_eq!(stdout(&o), "ready\ngot-term\n");
+    rt.assert_gone(&name);
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Network: bridge, published ports, host, none — inside the test's own host namespace
+// ------------------------------------------------------------------------------------------------------
+
+#[test]
+fn network_bridge_publish_host_none() {
+    let rt = Rt::with_host_ns();
+    let before = stdout(&rt.in_host("ip -o link; nft list ruleset"));
+    // none: only lo.
+    assert_eq!(rt.sh(&[], "ls /sys/class/net"), "lo\n");
+    // host: the caller's network namespace (the test's own host namespace, entered with nsenter).
+    let ns = rt.host_ns.clone().unwrap();
+    let o = run(Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .arg(script("cbuild-run"))
+        .env("CBUILD_BIN", bin_dir())
+        .env("CBUILD_STATE", &rt.sb.state)
+        .env("CBUILD_DATA", &rt.data)
+        .args(["--rm", "--network", "host", IMAGE, "sh", "-c", "readlink /proc/self/ns/net"]));
+    let host_inode = std::fs::metadata(&ns).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    assert_eq!(stdout(&o).trim(), format!("net:[{host_inode}]"), "{}", stderr(&o));
+    // bridge: eth0 with an address on the default bridge; the gateway answers; a published port reaches
+    // the container's httpd from the host namespace.
+    let name = unique("web");
+    let www = rt.sb.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "from-container").unwrap();
+    let vol = format!("{}:/www:ro", www.display());
+    rt.detached(
+        &name,
+        &["--network", "bridge", "-p", "8080:80", "--publish=9090:90/tcp", "-v", &vol],
+        "httpd -f -p 80 -h /www",
+    );
+    let js = stdout(&rt.tool("cbuild-ps", &["--json"]));
+    let v: serde_json::Value = serde_json::from_str(js.lines().find(|l| l.contains(&name)).unwrap()).unwrap();
+    let ip = v["ip"].as_str().expect("an address").to_string();
+    let rules = stdout(&rt.in_host("nft list ruleset"));
+    assert!(rules.contains(&format!("cbuild pub {name} tcp 8080")), "{rules}");
+    assert!(rules.contains("masquerade"), "bridge mode has NAT on: {rules}");
+    let gw = stdout(&rt.in_host("ip -4 -o addr show dev cbuild0"))
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let o = run(rt.cmd("cbuild-exec").args([
+        &name,
+        "sh",
+        "-c",
+        &format!("ip -4 -o addr show eth0; ping -c1 -W2 {gw} >/dev/null && echo gw-ok"),
+    ]));
+    assert!(stdout(&o).contains(&ip) && stdout(&o).contains("gw-ok"), "{} {}", stdout(&o), stderr(&o));
+    let mut body = String::new();
+    for _ in 0..30 {
+        let o = rt.in_host(&format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {gw} 8080"));
+        if let Some((_, b)) = stdout(&o).split_once("\r\n\r\n") {
+            body = b.to_string();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(body, "from-container", "published port 8080 -> {ip}:80");
+    assert_eq!(rt.veths().len(), 1);
+    assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+    assert!(rt.veths().is_empty());
+    // Everything but the default bridge and its NAT rule (which stay, as docker0 does) is as before.
+    let after = stdout(&rt.in_host("ip -o link; nft list ruleset"));
+    let (b, a): (BTreeSet<&str>, BTreeSet<&str>) = (before.lines().collect(), after.lines().collect());
+    let new: Vec<_> = a.difference(&b).filter(|l| !l.contains("cbuild0")).collect();
+    assert!(new.iter().all(|l| !l.contains("cbuild pub") && !l.contains("veth")), "{new:#?}");
+    // A bad port spec fails the run with 125 and undoes the attachment.
+    let name = unique("web");
+    let o = rt.run(&["--rm", "--name", &name, "-p", "notaport", IMAGE, "true"]);
+    assert_tool_error(&o, "cbuild-net", "notaport");
+    rt.assert_gone(&name);
+    assert!(rt.veths().is_empty());
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Escape attempts from a container started with the seed's hardening command
+// ------------------------------------------------------------------------------------------------------
+
+const PROBE: &str = r##"
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#include <netinet/in.h>
+static void report(const char *what, long r) {
+    if (r < 0) printf("%s %d\n", what, errno); else printf("%s OK\n", what);
+}
+int main(void) {
+    report("mount", mount("none", "/mnt", "tmpfs", 0, NULL));
+    report("umount_proc", umount2("/proc", MNT_DETACH));
+    report("raw_socket", socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
+    report("packet_socket", socket(AF_PACKET, SOCK_RAW, 0));
+    report("add_key", syscall(SYS_add_key, "user", "cbuild", "secret", 6, -2));
+    report("keyctl", syscall(SYS_keyctl, 0, -3, 1));
+    report("init_module", syscall(SYS_init_module, "\0\0\0\0", 4, ""));
+    int mfd = open("/probe", O_RDONLY);
+    report("finit_module", syscall(SYS_finit_module, mfd, "", 0));
+    int fd = open("/proc/sys/kernel/hostname", O_WRONLY);
+    report("write_proc_sys", fd < 0 ? -1 : write(fd, "pwned", 5));
+    fd = open("/proc/sysrq-trigger", O_WRONLY);
+    report("open_sysrq", fd);
+    fd = open("/proc/1/exe", O_WRONLY);
+    report("open_proc1_exe", fd);
+    fd = open("/proc/self/exe", O_WRONLY);
+    report("open_self_exe", fd);
+    report("unshare_user", unshare(CLONE_NEWUSER));
+    report("unshare_mnt", unshare(CLONE_NEWNS));
+    report("chroot", chroot("/tmp"));
+    report("mknod", mknod("/tmp/sda", S_IFBLK | 0600, makedev(8, 0)));
+    report("setuid0", setuid(0));
+    report("sethostname", sethostname("pwned", 5));
+    report("open_by_handle_at", syscall(SYS_open_by_handle_at, AT_FDCWD, "\x08\0\0\0\x01\0\0\0\x02\0\0\0\0\0\0\0", O_RDONLY));
+    report("write_sys", open("/sys/kernel/uevent_helper", O_WRONLY));
+    report("write_root", open("/pwned", O_WRONLY | O_CREAT, 0644));
+    fd = creat("/tmp/x", 0755);
+    if (fd >= 0) { write(fd, "#!/bin/sh\n", 10); close(fd); }
+    report("exec_tmp", execl("/tmp/x", "x", (char *)NULL));
+    int pids = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while ((e = readdir(d))) if (e->d_name[0] >= '0' && e->d_name[0] <= '9') pids++;
+    printf("pids %d\n", pids);
+    closedir(d);
+    d = opendir("/proc/self/fd");
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d) || atoi(e->d_name) == mfd) continue;
+        char p[64], t[256] = "";
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        readlink(p, t, sizeof t - 1);
+        printf("fd %s %s\n", e->d_name, t);
+    }
+    return 0;
+}
+"##;
+
+/// Compile the probe statically (the container has no libc) into the sandbox.
+fn probe(rt: &Rt) -> PathBuf {
+    let src = rt.sb.path().join("probe.c");
+    let bin = rt.sb.path().join("probe");
+    std::fs::write(&src, PROBE).unwrap();
+    let o = run(Command::new("gcc").args(["-static", "-O1", "-o"]).arg(&bin).arg(&src));
+    assert!(o.status.success(), "gcc -static probe: {}", stderr(&o));
+    bin
+}
+
+const HARDENING: [&str; 12] = [
+    "--cap-drop=ALL",
+    "--security-opt",
+    "seccomp=default",
+    "--security-opt",
+    "no-new-privileges",
+    "--read-only",
+    "--user",
+    "1000:1000",
+    "--memory=512m",
+    "--pids-limit=100",
+    "--tmpfs",
+    "/tmp:rw,noexec,nosuid,size=100m",
+];
+
+#[test]
+fn escape_attempts_from_the_hardened_container_all_fail() {
+    let rt = Rt::new();
+    let probe = probe(&rt);
+    let vol = format!("{}:/probe:ro", probe.display());
+    let ns_bin = bin("cbuild-ns");
+    let ns_before = std::fs::read(&ns_bin).unwrap();
+    for init in [false, true] {
+        let mut args = vec!["--rm", "--network", "none", "-v", &vol];
+        if init {
+            args.push("--init");
+        }
+        args.extend(HARDENING);
+        args.extend([IMAGE, "/probe"]);
+        let out = rt.ok(&args);
+        let get = |k: &str| status_line(&out, &format!("{k} ")).split_whitespace().nth(1).unwrap().to_string();
+        const EPERM: &str = "1";
+        const EACCES: &str = "13";
+        const EROFS: &str = "30";
+        for (what, want) in [
+            ("mount", vec![EPERM]),
+            ("umount_proc", vec![EPERM]),
+            ("raw_socket", vec![EPERM]),
+            ("packet_socket", vec![EPERM]),
+            ("add_key", vec![EPERM]),
+            ("keyctl", vec![EPERM]),
+            ("init_module", vec![EPERM]),
+            ("finit_module", vec![EPERM]),
+            ("write_proc_sys", vec![EROFS, EACCES]),
+            ("open_sysrq", vec![EROFS, EACCES, "2" /* no CONFIG_MAGIC_SYSRQ */]),
+            ("open_proc1_exe", vec![EACCES, "26" /* ETXTBSY */, EROFS]),
+            ("open_self_exe", vec![EACCES, "26", EROFS]),
+            ("unshare_user", vec![EPERM]),
+            ("unshare_mnt", vec![EPERM]),
+            ("chroot", vec![EPERM]),
+            ("mknod", vec![EPERM]),
+            ("setuid0", vec![EPERM]),
+            ("sethostname", vec![EPERM]),
+            ("open_by_handle_at", vec![EPERM]),
+            ("write_sys", vec![EROFS, EACCES, "2"]),
+            ("write_root", vec![EROFS, EACCES]),
+            ("exec_tmp", vec![EACCES]),
+        ] {
+            let got = get(what);
+            assert!(want.contains(&got.as_str()), "init={init}: {what}: got {got}, want one of {want:?}\n{out}");
+        }
+        // Host processes are invisible: the probe (and cbuild-ns as PID 1 with --init) only.
+        let pids: u32 = get("pids").parse().unwrap();
+        assert_eq!(pids, if init { 2 } else { 1 }, "{out}");
+        // No host fd beyond stdin/stdout/stderr.
+        let fds: Vec<&str> = out.lines().filter(|l| l.starts_with("fd ")).collect();
+        assert!(
+            fds.iter().all(|l| ["fd 0 ", "fd 1 ", "fd 2 "].iter().any(|p| l.starts_with(p))),
+            "unexpected fds: {fds:?}"
+        );
+    }
+    assert_eq!(std::fs::read(&ns_bin).unwrap(), ns_before, "the host's cbuild-ns binary is unchanged");
+    // The limits of the hardening command are in force.
+    let out = rt.sh(
+        &HARDENING,
+        "cat /proc/self/status | grep -E '^(CapEff|NoNewPrivs|Seccomp):'; id -u; touch /x 2>&1 | grep -c Read-only",
+    );
+    assert_eq!(out, "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n1000\n1\n");
+}
+
+// ------------------------------------------------------------------------------------------------------
+// A loop of runs, some killed with SIGKILL mid-start, then cbuild-rm: nothing left anywhere
+// ------------------------------------------------------------------------------------------------------
+
+#[test]
+fn loop_of_runs_with_kill9_mid_start_then_rm_leaves_nothing() {
+    let rt = Rt::with_host_ns();
+    let veths_before = rt.veths();
+    let mut names = vec![];
+    for i in 0..30u64 {
+        let name = unique("loop");
+        names.push(name.clone());
+        let network = if i % 3 == 0 { "bridge" } else { "none" };
+        let mut args: Vec<String> =
+            ["--name", &name, "--network", network, "--memory", "64m"].iter().map(|s| s.to_string()).collect();
+        if i % 3 == 0 {
+            args.extend(["-p".to_string(), format!("{}:80", 20000 + i)]);
+        }
+        if i % 2 == 0 {
+            args.push("--rm".into());
+        }
+        args.extend([IMAGE, "sleep", "5"].iter().map(|s| s.to_string()));
+        let mut c = rt
+            .cmd("cbuild-run")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if i % 5 == 4 {
+            // Let it run to the end.
+            let _ = c.kill();
+            let _ = c.wait();
+            continue;
+        }
+        // SIGKILL the script somewhere along the start: 0..~150 ms in.
+        std::thread::sleep(Duration::from_millis((i * 37) % 150));
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = c.wait();
+    }
+    // Some containers may still be starting or running (orphaned): rm -f kills and undoes each.
+    for name in &names {
+        let o = rt.tool("cbuild-rm", &["-f", name]);
+        assert!(o.status.success() || stderr(&o).contains("no such container"), "rm -f {name}: {}", stderr(&o));
+    }
+    let o = rt.tool("cbuild-rm", &["--prune"]);
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    for name in &names {
+        rt.assert_gone(name);
+    }
+    assert_eq!(rt.veths(), veths_before, "no veth left");
+    let rules = stdout(&rt.in_host("nft list ruleset"));
+    assert!(!rules.contains("cbuild pub"), "{rules}");
+    assert!(leases(&rt.sb.state).is_empty(), "{:?}", leases(&rt.sb.state));
+    let ns_files: Vec<_> = mounts_under(&rt.sb.state.to_string_lossy());
+    assert!(ns_files.is_empty(), "mounts (namespace files, overlays) left: {ns_files:?}");
+}
