@@ -4,7 +4,7 @@ use crate::arch::{Arch, X32_SYSCALL_BIT};
 use crate::bpf::{self, Insn, Known};
 use crate::resolve::{Action, Resolved};
 use crate::{step, Error, Result};
-use libseccomp::{ScmpFilterContext, ScmpSyscall};
+use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
 use std::io::{Read, Seek};
 use std::os::fd::FromRawFd;
 
@@ -30,24 +30,31 @@ pub struct Compiled {
     pub prologue: usize,
     /// Per-architecture highest syscall number the profile names; above it, ENOSYS.
     pub known: Vec<(Arch, Known)>,
-    pub ctx: ScmpFilterContext,
 }
 
 fn libseccomp_err(object: impl Into<String>, e: libseccomp::error::SeccompError) -> Error {
     Error::new("compile", object, e)
 }
 
-/// The libseccomp filter for `r`.
+/// The libseccomp filter for `r` over all of its architectures in one context: what `show --pfc` prints.
 pub fn filter(r: &Resolved, opts: Options) -> Result<ScmpFilterContext> {
-    step("compile", &format!("{} rules for {}", r.rules.len(), arch_list(&r.arches)));
+    filter_for(r, &r.arches, opts, None)
+}
+
+/// The libseccomp filter for `r` restricted to `arches`; `badarch` replaces the bad-arch action.
+fn filter_for(r: &Resolved, arches: &[Arch], opts: Options, badarch: Option<ScmpAction>) -> Result<ScmpFilterContext> {
+    step("compile", &format!("{} rules for {}", r.rules.len(), arch_list(arches)));
     let mut ctx = ScmpFilterContext::new(r.default_action.to_libseccomp()).map_err(|e| libseccomp_err("filter", e))?;
     // We load the program ourselves (or cbuild-ns does), so libseccomp must not touch no_new_privs.
     ctx.set_ctl_nnp(false).map_err(|e| libseccomp_err("no_new_privs", e))?;
     if opts.optimize {
         ctx.set_ctl_optimize(2).map_err(|e| libseccomp_err("optimize", e))?;
     }
+    if let Some(a) = badarch {
+        ctx.set_act_badarch(a).map_err(|e| libseccomp_err("badarch", e))?;
+    }
     let host = Arch::host();
-    for a in &r.arches {
+    for a in arches {
         if a.token != host.token || !ctx.is_arch_present(a.token).unwrap_or(false) {
             ctx.add_arch(a.token).map_err(|e| {
                 libseccomp_err(a.name, e).hint(format!(
@@ -57,7 +64,7 @@ pub fn filter(r: &Resolved, opts: Options) -> Result<ScmpFilterContext> {
             })?;
         }
     }
-    if !r.arches.iter().any(|a| a.token == host.token) {
+    if !arches.iter().any(|a| a.token == host.token) {
         ctx.remove_arch(host.token).map_err(|e| libseccomp_err(host.name, e))?;
     }
     for rule in &r.rules {
@@ -125,11 +132,74 @@ pub fn known_max(r: &Resolved) -> Vec<(Arch, Known)> {
     out
 }
 
+/// Bad-arch action of every per-architecture program but the last one in the chain: SECCOMP_RET_TRACE with
+/// data 0xffff. No profile can produce it (resolve refuses errnoRet above 4095), so each `ret` of it in a
+/// program means exactly "not this architecture's call" and becomes a jump to the next program.
+const CHAIN_ACTION: ScmpAction = ScmpAction::Trace(0xffff);
+const CHAIN_RET: u32 = 0x7ff0_ffff;
+const JA: u16 = 0x05;
+const RET_K: u16 = 0x06;
+
+/// libseccomp's program for one architecture, exported.
+fn generate(r: &Resolved, arch: Arch, opts: Options, chained: bool) -> Result<Vec<Insn>> {
+    let ctx = filter_for(r, &[arch], opts, chained.then_some(CHAIN_ACTION))?;
+    step("export", &format!("bpf {}", arch.name));
+    bpf::from_bytes(&export(&ctx, false)?, "libseccomp program")
+}
+
+/// libseccomp's program for all of `r`'s architectures: one single-architecture program per architecture,
+/// generated in parallel, chained by turning each program's bad-arch return into a jump to the next.
+///
+/// Why not one libseccomp context for all of them: libseccomp 2.5's BPF generator resolves every jump by
+/// walking the block list (quadratic in the program's length), so three architectures in one context cost
+/// about twice as much as the three separately, and separately they can use both cores. The chained program
+/// decides every (arch, nr, args) exactly as the one-context program does (unit test `chain_equals_single_context`):
+/// each architecture's program returns its verdict for its own calls and bad-arch for all others, which the
+/// next program then judges, and the last one keeps the profile's real bad-arch action. x32 shares x86_64's
+/// AUDIT_ARCH: x86_64's program sends nr ≥ 0x40000000 (except -1) to bad-arch, x32's everything below, so
+/// each still sees only its own calls.
+pub fn program(r: &Resolved, opts: Options) -> Result<Vec<Insn>> {
+    let clash = r.default_action.ret() == CHAIN_RET || r.rules.iter().any(|x| x.action.ret() == CHAIN_RET);
+    if r.arches.len() < 2 || clash {
+        step("export", "bpf");
+        return bpf::from_bytes(&export(&filter(r, opts)?, false)?, "libseccomp program");
+    }
+    // libseccomp probes the kernel (and caches the answers in globals) the first time it is asked about
+    // the API level or an action; do that once here, before threads share it.
+    let _ = libseccomp::get_api();
+    let last = r.arches.len() - 1;
+    let progs: Vec<Result<Vec<Insn>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = r.arches[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| s.spawn(move || generate(r, *a, opts, i + 1 != last)))
+            .collect();
+        let first = generate(r, r.arches[0], opts, last != 0);
+        std::iter::once(first)
+            .chain(handles.into_iter().map(|h| {
+                h.join().unwrap_or_else(|_| Err(Error::new("compile", "filter", "a generator thread panicked")))
+            }))
+            .collect()
+    });
+    let mut out = Vec::new();
+    for (i, p) in progs.into_iter().enumerate() {
+        let mut p = p?;
+        if i != last {
+            let len = p.len();
+            for (j, insn) in p.iter_mut().enumerate() {
+                if insn.code == RET_K && insn.k == CHAIN_RET {
+                    *insn = bpf::stmt(JA, (len - j - 1) as u32);
+                }
+            }
+        }
+        out.extend(p);
+    }
+    Ok(out)
+}
+
 /// Compile `r` to the program the kernel loads.
 pub fn compile(r: &Resolved, opts: Options) -> Result<Compiled> {
-    let ctx = filter(r, opts)?;
-    step("export", "bpf");
-    let main = bpf::from_bytes(&export(&ctx, false)?, "libseccomp program")?;
+    let main = program(r, opts)?;
     // runc patches only filters whose default refuses: under ALLOW/LOG a new call already runs, and a
     // default of ERRNO(ENOSYS) already says the right thing.
     let wants = opts.enosys && !r.default_action.permits() && r.default_action != Action::Errno(libc::ENOSYS as u16);
@@ -149,5 +219,57 @@ pub fn compile(r: &Resolved, opts: Options) -> Result<Compiled> {
             format!("{} instructions, the kernel takes {}", prog.len(), bpf::MAX_INSNS),
         ));
     }
-    Ok(Compiled { prog, prologue, known, ctx })
+    Ok(Compiled { prog, prologue, known })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::Data;
+    use crate::resolve::{resolve, Target};
+
+    /// The chained per-architecture program decides every call exactly as libseccomp's one-context program:
+    /// every syscall number of every filter architecture (x32 with bit 30, and -1), with all arguments 0 and
+    /// with each argument value any rule compares against, optimized and not, for several capability sets.
+    #[test]
+    fn chain_equals_single_context() {
+        for caps in [crate::caps::docker_default(), crate::caps::parse("ALL").unwrap(), Default::default()] {
+            let r = resolve(&crate::builtin::default_profile(), &Target::host(caps)).unwrap();
+            assert!(r.arches.len() >= 2, "the built-in profile has sub-architectures on this host");
+            let mut argsets = vec![[0u64; 6]];
+            for c in r.rules.iter().flat_map(|x| &x.conds) {
+                for v in [c.value, c.value_two, c.value | c.value_two, !0] {
+                    let mut a = [0u64; 6];
+                    a[c.index as usize] = v;
+                    argsets.push(a);
+                }
+            }
+            argsets.sort();
+            argsets.dedup();
+            for optimize in [true, false] {
+                let opts = Options { optimize, enosys: false };
+                let chained = program(&r, opts).unwrap();
+                let single = bpf::from_bytes(&export(&filter(&r, opts).unwrap(), false).unwrap(), "single").unwrap();
+                let mut audits: Vec<u32> = r.arches.iter().map(|a| a.audit).collect();
+                audits.push(0x1234_5678); // an architecture in no filter: bad-arch in both
+                audits.dedup();
+                let nrs = (0..1100u32).chain((0..1100).map(|n| n | X32_SYSCALL_BIT)).chain([u32::MAX, 0x7fff_ffff]);
+                let mut calls = 0;
+                for audit in audits {
+                    for nr in nrs.clone() {
+                        for args in &argsets {
+                            let d = Data { nr: nr as i32, arch: audit, ip: 0, args: *args };
+                            assert_eq!(
+                                bpf::run(&chained, &d),
+                                bpf::run(&single, &d),
+                                "arch {audit:#x} nr {nr:#x} args {args:x?} optimize {optimize}"
+                            );
+                            calls += 1;
+                        }
+                    }
+                }
+                assert!(calls > 10_000);
+            }
+        }
+    }
 }

@@ -265,12 +265,13 @@ fn run(cmd: Cmd) -> Result<()> {
             let (res, kind) = resolved(&profile, &r)?;
             // The rules are worth showing even where this libseccomp cannot build the program (an
             // architecture it does not support); only --pfc needs the program.
-            let c = compile::compile(&res, Options { optimize: !r.no_optimize, enosys: !r.no_enosys });
+            let opts = Options { optimize: !r.no_optimize, enosys: !r.no_enosys };
+            let c = compile::compile(&res, opts);
             let c = match c {
                 Err(e) if !pfc => Err(e.to_string()),
                 other => Ok(other?),
             };
-            show(&profile, kind, &res, c.as_ref(), json, pfc)
+            show(&profile, kind, &res, c.as_ref(), json, pfc.then_some(opts))
         }
         Cmd::Default => {
             let text = serde_json::to_string_pretty(&builtin::default_profile())
@@ -298,7 +299,7 @@ fn show(
     res: &Resolved,
     c: std::result::Result<&Compiled, &String>,
     json: bool,
-    pfc: bool,
+    pfc: Option<Options>,
 ) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let known = c.map(|c| c.known.clone()).unwrap_or_default();
@@ -310,13 +311,13 @@ fn show(
             b => format!("{}: nr above {b:#x}+{} -> ERRNO(38 ENOSYS)", a.name, k.max - b),
         })
         .collect();
-    if pfc {
+    if let Some(opts) = pfc {
         let c = c.map_err(|e| Error::new("compile", profile, e))?;
         let _ = writeln!(out, "# cbuild-seccomp: {} instructions loaded; before libseccomp's program:", c.prog.len());
         for line in &enosys {
             let _ = writeln!(out, "#   {line}");
         }
-        let _ = write!(out, "{}", compile::pfc(&c.ctx)?);
+        let _ = write!(out, "{}", compile::pfc(&compile::filter(res, opts)?)?);
         return Ok(());
     }
     let default_errno = res.default_action.errno();
