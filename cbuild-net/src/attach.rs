@@ -187,16 +187,10 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
     if o.ns.inode == ctx.host_inode {
         return Err(Error::new("connect", &o.ns.path, "is the host network namespace itself"));
     }
-    // Two sockets: the host's and the container's. The container's is opened on its own thread while
-    // this one talks to the host.
-    let rt = ctx.rt.handle().clone();
-    let cfd = o.ns.fd.as_fd();
-    let (host, cont) = std::thread::scope(|s| {
-        let c = s.spawn(|| Nl::open(&rt, Some(cfd)));
-        let h = ctx.host_nl();
-        (h, c.join().unwrap_or_else(|_| Err(Error::new("netlink", "socket", "thread panicked"))))
-    });
-    let (host, cont) = (host?, cont?);
+    // Two sockets: the host's and the container's, each opened by a short setns visit of this thread
+    // (no thread spawns: on a busy machine each new thread can wait milliseconds for a CPU).
+    let host = ctx.host_nl()?;
+    let cont = ctx.nl_in(Some(o.ns.fd.as_fd()))?;
 
     let (br, made_bridge) = match &o.bridge {
         None => bridge::ensure_default(ctx, &host).await?,
@@ -354,8 +348,6 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
         }
     }
     let hname = host_ifname(id);
-    ctx.step("del-link", &hname);
-    host.del_link_by_name(&hname).await?;
     let mut ips = Vec::new();
     match att {
         Some(a) => ips.push((a.bridge.clone(), a.ip)),
@@ -369,11 +361,45 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
             }
         }
     }
-    for (b, ip) in ips {
-        let flows = conntrack::flush(ctx, ip)?;
+    // The host end goes down first: its bridge port is then disabled, and once the request returns
+    // (dev_close waits out packets in flight with synchronize_net) no packet of the container can
+    // reach the host namespace's stack, so no conntrack entry of its address can appear any more.
+    // The conntrack walk (~9 ms of CPU over the kernel's global hash) can then run on a thread while
+    // the kernel deletes the pair (tens of ms, mostly waiting for RCU grace periods), not after it.
+    let link = host.link(&hname).await?;
+    if let Some(l) = &link {
+        ctx.step("link-down", &hname);
+        match host.set_down(l.header.index, &hname).await {
+            Err(e) if !e.is_errno(libc::ENODEV) => return Err(e),
+            _ => {}
+        }
+    }
+    let walker = match ips.is_empty() {
+        true => None,
+        false => conntrack::open(ctx)?.map(|f| {
+            let addrs: Vec<Ipv4Addr> = ips.iter().map(|(_, ip)| *ip).collect();
+            std::thread::spawn(move || addrs.into_iter().map(|ip| Ok((ip, f.flush(ip)?))).collect::<Result<Vec<_>>>())
+        }),
+    };
+    ctx.step("del-link", &hname);
+    let deleted = match &link {
+        Some(l) => match host.del_link(l.header.index, &hname).await {
+            Err(e) if !e.is_errno(libc::ENODEV) => Err(e),
+            _ => Ok(()),
+        },
+        None => Ok(()),
+    };
+    let flushed = match walker {
+        Some(w) => w.join().unwrap_or_else(|_| Err(Error::new("conntrack", "walk", "thread panicked"))),
+        None => Ok(Vec::new()),
+    };
+    deleted?;
+    for (ip, flows) in flushed? {
         if flows > 0 {
             ctx.step("conntrack", format!("{flows} flows of {ip} forgotten"));
         }
+    }
+    for (b, ip) in ips {
         ctx.step("release", format!("{ip} on {b}"));
         Leases::new(bridge_dir(&ctx.state, &b)).release(ip, id)?;
     }

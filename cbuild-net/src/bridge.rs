@@ -85,7 +85,7 @@ pub async fn check_free(ctx: &Ctx, host: &Nl, subnet: &Subnet, own_index: Option
     if let Ok(root) = netns::open_path(Path::new("/proc/1/ns/net")) {
         if root.inode != ctx.host_inode {
             use std::os::fd::AsFd;
-            let rnl = Nl::open(ctx.rt.handle(), Some(root.fd.as_fd()))?;
+            let rnl = ctx.nl_in(Some(root.fd.as_fd()))?;
             for (p, _) in nl::route_prefixes(&rnl.routes_v4().await?) {
                 if p.overlaps(subnet) {
                     return Err(Error::new(

@@ -8,10 +8,10 @@
 //! when the table holds any entry at all (`nf_conntrack_count`), so the common case is one file read.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use crate::error::{Error, Result};
-use crate::netns::in_netns;
+use crate::netns::visit;
 use crate::Ctx;
 
 const NETLINK_NETFILTER: libc::c_int = 12;
@@ -26,17 +26,34 @@ const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// Remove every conntrack entry involving `ip` in the host namespace. Returns how many went.
-pub fn flush(ctx: &Ctx, ip: Ipv4Addr) -> Result<usize> {
-    in_netns(ctx.host_fd(), move || {
+/// A ctnetlink socket in the host namespace, or `None` when that namespace's table is empty (then
+/// there is nothing to forget, exactly: `nf_conntrack_count` is the namespace's own count).
+pub fn open(ctx: &Ctx) -> Result<Option<Flusher>> {
+    // The count file and the socket belong to the namespace they are opened in: a short visit, no thread.
+    visit(ctx.host_fd(), ctx.home.fd.as_fd(), || {
         let count = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .unwrap_or(0);
         if count == 0 {
-            return Ok(0);
+            return Ok(None);
         }
-        let sock = Sock::open().map_err(|e| Error::io("conntrack", "netlink socket", e))?;
+        Sock::open().map(|s| Some(Flusher(s))).map_err(|e| Error::io("conntrack", "netlink socket", e))
+    })
+}
+
+/// An open ctnetlink socket; can be moved to another thread (the walk blocks for milliseconds).
+pub struct Flusher(Sock);
+
+impl Flusher {
+    /// Remove every conntrack entry involving `ip`. Returns how many went.
+    ///
+    /// The dump walks every bucket of the kernel's conntrack hash, which is global, not per namespace
+    /// (262144 buckets: ~9 ms here, whatever the namespace holds). A kernel-side filter (CTA_FILTER)
+    /// does not shorten the walk, and it ANDs its fields while we need "source or destination, original
+    /// or reply" (four dumps); so one unfiltered dump of the namespace's entries, matched here.
+    pub fn flush(&self, ip: Ipv4Addr) -> Result<usize> {
+        let sock = &self.0;
         let tuples = sock.matching(ip).map_err(|e| Error::io("conntrack", format!("dump for {ip}"), e))?;
         let mut n = 0;
         for t in &tuples {
@@ -48,12 +65,12 @@ pub fn flush(ctx: &Ctx, ip: Ipv4Addr) -> Result<usize> {
             }
         }
         Ok(n)
-    })
+    }
 }
 
 struct Sock {
     fd: OwnedFd,
-    seq: std::cell::Cell<u32>,
+    seq: std::sync::atomic::AtomicU32,
 }
 
 /// Iterate the attributes in `b`: (type without flags, payload, the whole attribute).
@@ -100,13 +117,12 @@ impl Sock {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Sock { fd: unsafe { OwnedFd::from_raw_fd(fd) }, seq: std::cell::Cell::new(1) })
+        Ok(Sock { fd: unsafe { OwnedFd::from_raw_fd(fd) }, seq: std::sync::atomic::AtomicU32::new(1) })
     }
 
     /// Send one ctnetlink request: netlink header, nfgenmsg (AF_INET), attributes.
     fn send(&self, msg: u16, flags: u16, body: &[u8]) -> std::io::Result<u32> {
-        let seq = self.seq.get();
-        self.seq.set(seq + 1);
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut b = Vec::with_capacity(20 + body.len());
         b.extend_from_slice(&((20 + body.len()) as u32).to_ne_bytes());
         b.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg).to_ne_bytes());

@@ -17,7 +17,7 @@ pub mod nl;
 pub mod paths;
 
 use std::fmt::Display;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
 pub use error::{Error, Result};
@@ -30,6 +30,8 @@ pub struct Ctx {
     pub host: Option<netns::NsFile>,
     /// Inode of the host namespace, to refuse connecting the host to itself.
     pub host_inode: u64,
+    /// This process's own network namespace, to come back to after a [`netns::visit`].
+    pub home: netns::NsFile,
     pub rt: tokio::runtime::Runtime,
 }
 
@@ -44,11 +46,10 @@ impl Ctx {
             Some(h) if !h.is_empty() => Some(netns::open_spec(&state, h)?),
             _ => None,
         };
-        let host_inode = match &host {
-            Some(h) => h.inode,
-            None => netns::current()?.inode,
-        };
-        Ok(Ctx { state, verbose, host, host_inode, rt })
+        let home = netns::current()?;
+        let host = host.filter(|h| h.inode != home.inode);
+        let host_inode = host.as_ref().map_or(home.inode, |h| h.inode);
+        Ok(Ctx { state, verbose, host, host_inode, home, rt })
     }
 
     /// `-v`: one line per step, in the shape of the error lines.
@@ -64,7 +65,12 @@ impl Ctx {
 
     /// A netlink socket in the host namespace.
     pub fn host_nl(&self) -> Result<nl::Nl> {
-        nl::Nl::open(self.rt.handle(), self.host_fd())
+        self.nl_in(self.host_fd())
+    }
+
+    /// A netlink socket in `ns` (`None`: this process's own namespace).
+    pub fn nl_in(&self, ns: Option<BorrowedFd<'_>>) -> Result<nl::Nl> {
+        nl::Nl::open(self.rt.handle(), ns, self.home.fd.as_fd())
     }
 
     pub fn nft(&self) -> nft::Nft<'_> {

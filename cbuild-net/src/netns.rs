@@ -1,9 +1,11 @@
 //! Network namespaces: naming them (a file path, a NAME, or a PID), persisting them as `ip netns` does,
 //! and running code inside one.
 //!
-//! setns(2) changes the namespace of the calling *thread*. Tokio's worker threads are shared by every
-//! task, so code that needs another namespace runs on a short-lived dedicated std thread
-//! ([`in_netns`]); sockets opened there stay bound to that namespace after the thread ends.
+//! setns(2) changes the namespace of the calling *thread*, and a socket stays bound to the namespace
+//! it was created in. Opening a socket in another namespace is therefore a short synchronous visit
+//! ([`visit`]): setns there, socket(2), setns back, with no await in between, so no task of the
+//! (current-thread) runtime ever runs in the wrong namespace. Work that is not a short visit (unshare,
+//! sysctl writes) runs on a dedicated std thread ([`in_netns`]).
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -73,6 +75,25 @@ pub fn current() -> Result<NsFile> {
     let mut ns = open_path(Path::new("/proc/thread-self/ns/net"))?;
     ns.path = "current".into();
     Ok(ns)
+}
+
+/// Run `f` on this thread inside `ns`, then come back to `home` (this thread's own namespace, opened
+/// at start). For short synchronous work only: opening a socket or a /proc/sys file, which then stay
+/// bound to `ns`. A thread spawn costs far more than the two setns calls (tens of microseconds, and
+/// on a busy machine a new thread may wait milliseconds for a CPU), which is why connect does this
+/// instead of [`in_netns`]. `ns == None` means this process's own namespace: no setns at all.
+///
+/// Failing to come back would leave the process acting on the wrong namespace; it cannot happen for a
+/// namespace we were in a moment ago, so it aborts rather than continue.
+pub fn visit<T>(ns: Option<BorrowedFd<'_>>, home: BorrowedFd<'_>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let Some(fd) = ns else { return f() };
+    setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| Error::errno("setns", "net", e))?;
+    let r = f();
+    if let Err(e) = setns(home, CloneFlags::CLONE_NEWNET) {
+        eprintln!("cbuild-net: setns: back to own network namespace: {e}");
+        std::process::abort();
+    }
+    r
 }
 
 /// Run `f` on a fresh thread that has joined `ns` (or on a fresh thread in this process's namespace

@@ -1,8 +1,8 @@
 //! rtnetlink sockets bound to a network namespace, and the few link/address/route requests cbuild needs.
 //!
-//! A socket is opened on a dedicated std thread that has joined the namespace (setns is per thread, and
-//! tokio's threads are shared), registered with the current-thread runtime from there, and then used
-//! from the runtime like any other: a netlink socket stays in the namespace it was created in.
+//! A socket is opened during a short visit of this thread to the namespace ([`crate::netns::visit`]),
+//! registered with the current-thread runtime, and then used from the runtime like any other: a
+//! netlink socket stays in the namespace it was created in.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -17,7 +17,7 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
 use crate::ipam::Subnet;
-use crate::netns::in_netns;
+use crate::netns::visit;
 
 /// A route netlink handle whose socket lives in one network namespace.
 #[derive(Clone)]
@@ -26,19 +26,11 @@ pub struct Nl {
 }
 
 impl Nl {
-    /// Open a socket in `ns` (`None`: this process's own namespace, no thread needed).
-    pub fn open(rt: &tokio::runtime::Handle, ns: Option<BorrowedFd<'_>>) -> Result<Nl> {
-        let connect = |rt: &tokio::runtime::Handle| {
-            let _guard = rt.enter();
-            rtnetlink::new_connection().map_err(|e| Error::io("netlink", "socket", e))
-        };
-        let (conn, h, _) = match ns {
-            None => connect(rt)?,
-            Some(_) => {
-                let rt2 = rt.clone();
-                in_netns(ns, move || connect(&rt2))?
-            }
-        };
+    /// Open a socket in `ns` (`None`: this process's own namespace); `home` is this thread's own.
+    pub fn open(rt: &tokio::runtime::Handle, ns: Option<BorrowedFd<'_>>, home: BorrowedFd<'_>) -> Result<Nl> {
+        let _guard = rt.enter();
+        let (conn, h, _) =
+            visit(ns, home, || rtnetlink::new_connection().map_err(|e| Error::io("netlink", "socket", e)))?;
         rt.spawn(conn);
         Ok(Nl { h })
     }
@@ -89,6 +81,12 @@ impl Nl {
     pub async fn set_up(&self, index: u32, name: &str) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.h.link().set(msg).execute().await.map_err(|e| Error::netlink("link-up", name, e))
+    }
+
+    /// `ip link set NAME down`, by index.
+    pub async fn set_down(&self, index: u32, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.h.link().set(msg).execute().await.map_err(|e| Error::netlink("link-down", name, e))
     }
 
     /// No IPv6 link-local address on this link (`addrgenmode none`). Container networks here are

@@ -669,3 +669,41 @@ fn a_full_bridge_is_a_clear_error_and_rolls_back() {
     assert!(n.leases("brx").is_empty());
     assert_eq!(sh_in(&c, "ip -o link show").lines().count(), 1, "only lo in the container");
 }
+
+/// Disconnect while the container keeps opening new flows through the host (a UDP datagram to the
+/// outside from a new source port, over and over): the host end goes down before the conntrack walk,
+/// which runs while the kernel deletes the pair, so no flow of the address may survive, whichever
+/// side of the walk it was created on.
+#[test]
+fn disconnect_during_live_traffic_forgets_every_flow() {
+    let mut n = Net::new();
+    let out = outside(&mut n);
+    let c = n.ns("c");
+    n.ok(&["bridge", "add", "brl", "--subnet", "10.238.0.0/24", "--nat"]);
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brl", "--id", "live"]);
+    let ip = addr_of(&c, "eth0");
+    let sender = Command::new("nsenter")
+        .arg(format!("--net={}", c.display()))
+        .args(["bash", "-c", "while :; do echo x >/dev/udp/198.51.100.2/7001; sleep 0.01; done"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sender");
+    n.children.push(sender);
+    let flows = format!("conntrack -L -p udp -s {ip} 2>/dev/null | wc -l");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sh_in(&n.host, &flows).trim().parse::<u32>().unwrap_or(0) < 5 {
+        assert!(Instant::now() < deadline, "the sender's flows never showed up in the host's conntrack");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = n.net(&["-v", "disconnect", "--id", "live"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let steps = stderr(&o);
+    let down = steps.find("step: link-down:").expect("link-down step");
+    let del = steps.find("step: del-link:").expect("del-link step");
+    assert!(down < del, "the host end goes down before the pair is deleted:\n{steps}");
+    assert_eq!(sh_in(&n.host, &flows).trim(), "0", "flows of {ip} left after disconnect");
+    assert!(cb_links(&n.host).is_empty(), "pair deleted");
+    assert!(n.leases("brl").is_empty(), "lease released");
+}
