@@ -2,6 +2,7 @@
 
 use crate::arch::{Arch, X32_SYSCALL_BIT};
 use crate::bpf::{self, Insn, Known};
+use crate::cache;
 use crate::resolve::{Action, Resolved};
 use crate::{step, Error, Result};
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
@@ -15,11 +16,13 @@ pub struct Options {
     pub optimize: bool,
     /// Prepend the ENOSYS prologue (see [`bpf::enosys_prologue`]).
     pub enosys: bool,
+    /// Look libseccomp's program up in, and store it into, the cache under `<data>/seccomp` ([`cache`]).
+    pub cache: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { optimize: true, enosys: true }
+        Options { optimize: true, enosys: true, cache: false }
     }
 }
 
@@ -199,7 +202,20 @@ pub fn program(r: &Resolved, opts: Options) -> Result<Vec<Insn>> {
 
 /// Compile `r` to the program the kernel loads.
 pub fn compile(r: &Resolved, opts: Options) -> Result<Compiled> {
-    let main = program(r, opts)?;
+    let main = match opts.cache.then(cache::default_dir).flatten() {
+        Some(dir) => {
+            let key = cache::key(r, opts.optimize);
+            match cache::get(&dir, &key) {
+                Some(p) => p,
+                None => {
+                    let p = program(r, opts)?;
+                    cache::put(&dir, &key, &p);
+                    p
+                }
+            }
+        }
+        None => program(r, opts)?,
+    };
     // runc patches only filters whose default refuses: under ALLOW/LOG a new call already runs, and a
     // default of ERRNO(ENOSYS) already says the right thing.
     let wants = opts.enosys && !r.default_action.permits() && r.default_action != Action::Errno(libc::ENOSYS as u16);
@@ -247,7 +263,7 @@ mod tests {
             argsets.sort();
             argsets.dedup();
             for optimize in [true, false] {
-                let opts = Options { optimize, enosys: false };
+                let opts = Options { optimize, enosys: false, cache: false };
                 let chained = program(&r, opts).unwrap();
                 let single = bpf::from_bytes(&export(&filter(&r, opts).unwrap(), false).unwrap(), "single").unwrap();
                 let mut audits: Vec<u32> = r.arches.iter().map(|a| a.audit).collect();

@@ -12,6 +12,7 @@
 pub mod arch;
 pub mod bpf;
 pub mod builtin;
+pub mod cache;
 pub mod caps;
 pub mod check;
 pub mod compile;
@@ -25,7 +26,7 @@ pub const TOOL: &str = "cbuild-seccomp";
 
 /// A failed step: printed as `cbuild-seccomp: <step>: <object>: <reason>` (plus an optional `hint:` line).
 /// `step` is one of the names the `-v` lines use: parse, resolve, compile, export, write, read, load,
-/// execve, inspect, check.
+/// execve, inspect, check (and, only in `-v` lines, cache).
 #[derive(Debug, thiserror::Error)]
 #[error("{step}: {object}: {reason}")]
 pub struct Error {

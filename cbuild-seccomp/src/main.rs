@@ -44,6 +44,9 @@ struct Resolve {
     /// Do not prepend the ENOSYS prologue for syscalls newer than the profile.
     #[arg(long)]
     no_enosys: bool,
+    /// Neither read nor write the cache of compiled programs under <data>/seccomp.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -166,9 +169,13 @@ fn resolved(profile: &str, r: &Resolve) -> Result<(Resolved, &'static str)> {
     Ok((res, kind))
 }
 
+fn options(r: &Resolve) -> Options {
+    Options { optimize: !r.no_optimize, enosys: !r.no_enosys, cache: !r.no_cache }
+}
+
 fn compiled(profile: &str, r: &Resolve) -> Result<(Resolved, Compiled, &'static str)> {
     let (res, kind) = resolved(profile, r)?;
-    let c = compile::compile(&res, Options { optimize: !r.no_optimize, enosys: !r.no_enosys })?;
+    let c = compile::compile(&res, options(r))?;
     Ok((res, c, kind))
 }
 
@@ -210,8 +217,10 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::Exec { profile, no_new_privs_off, r, cmd } => {
-            let (res, c, _) = compiled(&profile, &r)?;
+            // Profile errors first, then the command, and only then compile (which may write the cache).
+            let (res, _) = resolved(&profile, &r)?;
             let path = find_command(&cmd[0])?;
+            let c = compile::compile(&res, options(&r))?;
             let argv: Vec<CString> = cmd.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
             let prog = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
             step("load", &format!("{} instructions, flags {:#x}", c.prog.len(), res.flag_bits()));
@@ -222,7 +231,7 @@ fn run(cmd: Cmd) -> Result<()> {
             Err(Error::new("execve", path.to_string_lossy(), std::io::Error::from(e)).code(code))
         }
         Cmd::Check { profile, abi, all, json, r, syscalls } => {
-            let (res, c, _) = compiled(&profile, &r)?;
+            let (res, _) = resolved(&profile, &r)?;
             let abi = match &abi {
                 Some(a) => {
                     Arch::parse(a).ok_or_else(|| Error::new("check", format!("--abi {a}"), "unknown architecture"))?
@@ -237,6 +246,7 @@ fn run(cmd: Cmd) -> Result<()> {
             if queries.is_empty() {
                 return Err(Error::new("check", "syscalls", "name at least one SYSCALL[,ARG...] or use --all"));
             }
+            let c = compile::compile(&res, options(&r))?;
             let answers = queries.iter().map(|q| check::check(&res, &c, abi, q)).collect::<Result<Vec<_>>>()?;
             let mut out = std::io::stdout().lock();
             if json {
@@ -265,7 +275,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let (res, kind) = resolved(&profile, &r)?;
             // The rules are worth showing even where this libseccomp cannot build the program (an
             // architecture it does not support); only --pfc needs the program.
-            let opts = Options { optimize: !r.no_optimize, enosys: !r.no_enosys };
+            let opts = options(&r);
             let c = compile::compile(&res, opts);
             let c = match c {
                 Err(e) if !pfc => Err(e.to_string()),
@@ -403,6 +413,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 fn find_command(cmd: &OsString) -> Result<PathBuf> {
     let p = Path::new(cmd);
     if cmd.as_bytes().contains(&b'/') {
+        // Checked here too, so that a missing command is reported before anything is compiled or loaded.
+        if !p.exists() {
+            return Err(Error::new("execve", p.to_string_lossy(), "No such file or directory").code(127));
+        }
         return Ok(p.to_path_buf());
     }
     let path = std::env::var_os("PATH")

@@ -920,4 +920,107 @@ fn bad_input_is_refused_cleanly() {
     // exec: a missing command is 127, after nothing was loaded.
     let o = seccomp(&sb, &["exec", "--profile", "default", "--", "/nonexistent/cmd"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    // No failed invocation compiled anything, so not even the program cache was written.
+    assert!(!sb.data.join("seccomp").exists(), "a failed invocation wrote the cache");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The compiled-program cache.
+
+fn sha256(b: &[u8]) -> Vec<u8> {
+    let mut c = Command::new("sha256sum");
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("sha256sum");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let hex = String::from_utf8(o.stdout).unwrap();
+    (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect()
+}
+
+fn cache_files(sb: &Sandbox) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(sb.data.join("seccomp")) {
+        Ok(d) => d.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(_) => vec![],
+    };
+    v.sort();
+    v
+}
+
+/// `compile -v` into `out`; returns the `-v` lines of the cache step.
+fn compile_v(sb: &Sandbox, out: &Path, extra: &[&str]) -> String {
+    let o = seccomp(sb, &[&["-v", "compile", "default", "-o", out.to_str().unwrap()], extra].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    stderr(&o)
+        .lines()
+        .filter(|l| l.contains("step: cache:") || l.contains("step: export:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn cache_is_content_addressed_verified_and_bypassable() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let reference = sb.path().join("ref.bpf");
+    let out = sb.path().join("out.bpf");
+    let same = |p: &Path| std::fs::read(p).unwrap() == std::fs::read(&reference).unwrap();
+
+    // --no-cache: compiled, nothing stored.
+    let v = compile_v(&sb, &reference, &["--no-cache"]);
+    assert!(v.contains("step: export:") && !v.contains("cache"), "{v}");
+    assert!(!sb.data.join("seccomp").exists());
+
+    // Cold: compiled and stored, 0700 directory, 0600 file named by a SHA-256 key; the same program.
+    let v = compile_v(&sb, &out, &[]);
+    assert!(v.contains("step: export:") && v.contains(": written"), "{v}");
+    assert!(same(&out));
+    let files = cache_files(&sb);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let entry = files[0].clone();
+    let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.len() == 68 && name.ends_with(".bpf") && name[..64].chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(std::fs::metadata(sb.data.join("seccomp")).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600);
+    let stored = std::fs::read(&entry).unwrap();
+    assert_eq!(&stored[..32], sha256(&stored[32..]).as_slice(), "the file starts with the program's SHA-256");
+
+    // Warm: read from the cache, libseccomp not called, byte-identical output.
+    let v = compile_v(&sb, &out, &[]);
+    assert!(v.contains(": hit") && !v.contains("step: export:"), "{v}");
+    assert!(same(&out));
+
+    // Damaged entries are never used: a flipped bit, a torn (short, not a multiple of 8) file, and a
+    // well-formed program with a valid hash in a file others can write. Each is recompiled and replaced.
+    let allow_all = [6u8, 0, 0, 0, 0, 0, 0xff, 0x7f]; // ret SECCOMP_RET_ALLOW
+    let mut planted = sha256(&allow_all);
+    planted.extend_from_slice(&allow_all);
+    let mut flipped = stored.clone();
+    flipped[40] ^= 0x01;
+    for (what, bytes, mode, why) in [
+        ("flipped bit", flipped, 0o600, "stored hash does not match"),
+        ("torn", stored[..32 + 13].to_vec(), 0o600, "stored hash does not match"),
+        ("others can write", planted, 0o666, "not a regular file of ours"),
+    ] {
+        std::fs::write(&entry, &bytes).unwrap();
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+        let v = compile_v(&sb, &out, &[]);
+        assert!(v.contains(why) && v.contains("step: export:") && v.contains(": written"), "{what}: {v}");
+        assert!(same(&out), "{what}: the output is the compiled program");
+        assert_eq!(std::fs::read(&entry).unwrap(), stored, "{what}: the entry is replaced");
+        assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    // A different rule set (another capability set) is another key; --no-optimize too.
+    compile_v(&sb, &out, &["--caps", "default,CAP_SYS_ADMIN"]);
+    compile_v(&sb, &out, &["--no-optimize"]);
+    assert_eq!(cache_files(&sb).len(), 3, "{:?}", cache_files(&sb));
+    // No temporary files left behind.
+    assert!(cache_files(&sb).iter().all(|p| p.extension().is_some_and(|e| e == "bpf")));
+
+    // exec and check use the same cache and give the same verdicts as the uncached program.
+    let r = probe_results(&exec_probe(&sb, &["--profile", "default"], "mount clone3 getppid"));
+    assert_eq!((r["mount"], r["clone3"], r["getppid"]), (EPERM, ENOSYS, 0));
+    let a = check(&sb, "default", &[], &["mount", "personality,0xffffffff"]);
+    let b = check(&sb, "default", &["--no-cache"], &["mount", "personality,0xffffffff"]);
+    assert_eq!(a, b);
 }
