@@ -35,6 +35,7 @@ blob=$W/oci/blobs/sha256/$layer
 blob_mb=$(( $(stat -c %s "$blob") / 1000000 ))
 
 echo "== hyperfine" >&2
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 hyperfine --warmup 1 --runs "$RUNS" --export-json "$W/h.json" \
   -n "gzip -dc | tar -x (floor)" --prepare "rm -rf $W/out; mkdir $W/out; sync" "gzip -dc $blob | tar -x -C $W/out" \
   -n "umoci unpack" --prepare "rm -rf $W/bundle; sync" "umoci unpack --image $W/oci:latest $W/bundle >/dev/null" \
@@ -43,6 +44,7 @@ hyperfine --warmup 1 --runs "$RUNS" --export-json "$W/h.json" \
      "CBUILD_DATA=$W/fresh $BIN import $W/oci --tag b >/dev/null && CBUILD_DATA=$W/fresh $BIN unpack b $W/out" \
   -n "cbuild-image layers" --prepare "rm -rf $W/data/layers; sync" "$BIN layers bench >/dev/null" >&2
 
+load_after=$(cut -d' ' -f1 /proc/loadavg)
 floor=$(bench_median_ms "$W/h.json" 0)
 umoci=$(bench_median_ms "$W/h.json" 1)
 unpack=$(bench_median_ms "$W/h.json" 2)
@@ -56,6 +58,8 @@ out=$W/section.md
   echo
   echo "$(bench_machine); hyperfine, $RUNS runs after 1 warm-up, page cache warm, on disk (/var/tmp)."
   echo "Every cbuild-image row verifies the blob digest, size and diff_id while it extracts."
+  echo "Load average $load_before before, $load_after after (on a shared machine, system time and so wall time"
+  echo "swing with other work; compare rows of one run, and user time, which hyperfine prints, is steadier)."
   echo
   echo "| command | median ms | vs gzip \\| tar | umoci ÷ this |"
   echo "|---|---:|---:|---:|"
