@@ -10,7 +10,10 @@
 #       - the CNI bridge plugin (Debian's containernetworking-plugins, /usr/lib/cni/bridge) with
 #         host-local IPAM and ipMasq on, ADD and DEL, same kind of subnet;
 #       - the equivalent iproute2 sequence (veth created in the namespace, master, address, lo, route;
-#         no IPAM, no NAT): the floor a tool that forks `ip` cannot go below.
+#         no IPAM, no NAT): the floor a tool that forks `ip` cannot go below;
+#     and two floors in the connect run: starting a process that does nothing (/bin/true), and one
+#     `ip link add ... type veth peer ... netns` (one process, the kernel creating a pair in a
+#     namespace): no connect can be faster than that on this machine.
 #  2. Scale: 500 containers on one bridge, connected then disconnected one after another; time per
 #     container for each block of 100 (it should stay flat as the bridge fills).
 set -euo pipefail
@@ -56,8 +59,8 @@ cat >"$work/cni.json" <<EOF
  "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.251.0.0/16", "dataDir": "$work/cni-ipam"}}
 EOF
 ip link add ipb0 type bridge && ip addr add 10.252.0.1/16 dev ipb0 && ip link set ipb0 up
-c1=$work/c1 c2=$work/c2 c3=$work/c3
-mkns "$c1" && mkns "$c2" && mkns "$c3"
+c1=$work/c1 c2=$work/c2 c3=$work/c3 c4=$work/c4
+mkns "$c1" && mkns "$c2" && mkns "$c3" && mkns "$c4"
 
 # Each contender as one executable, so hyperfine runs it without a shell (-N) and no contender pays
 # for a shell the others do not.
@@ -74,6 +77,8 @@ cat >"$work/iproute" <<EOF
 case \$1 in
 up) ip -b $work/ip-host.batch && exec nsenter --net=$c3 ip -b $work/ip-ctr.batch ;;
 down) exec ip link del ipv0 ;;
+veth) exec ip link add ipf0 type veth peer name eth0 netns $c4 ;;
+unveth) exec ip link del ipf0 ;;
 esac
 EOF
 cat >"$work/cbuild" <<EOF
@@ -97,7 +102,10 @@ q=$work/quiet
 hf --export-json "$out/up.json" \
     --prepare "$q $work/cbuild down" --command-name "cbuild-net connect" "$work/cbuild up" \
     --prepare "$q $work/cni DEL" --command-name "CNI bridge ADD" "$work/cni ADD" \
-    --prepare "$q $work/iproute down" --command-name "iproute2 sequence up" "$work/iproute up"
+    --prepare "$q $work/iproute down" --command-name "iproute2 sequence up" "$work/iproute up" \
+    --prepare "$q $work/iproute unveth" --command-name "floor: ip link add veth peer netns" "$work/iproute veth" \
+    --prepare "true" --command-name "floor: /bin/true" "/bin/true"
+$q "$work/iproute" unveth
 hf --export-json "$out/down.json" \
     --prepare "$q $work/cbuild up" --command-name "cbuild-net disconnect" "$work/cbuild down" \
     --prepare "$q $work/cni ADD" --command-name "CNI bridge DEL" "$work/cni DEL" \
@@ -151,6 +159,11 @@ row() { # label json
     row "connect (CNI ADD, ip up)" "$out/up.json"
     row "disconnect (CNI DEL, ip link del)" "$out/down.json"
     row "connect + disconnect" "$out/cycle.json"
+    echo
+    echo "Floors, measured in the connect run: a process that does nothing (\`/bin/true\`) $(median "$out/up.json" 4) ms;"
+    echo "one \`ip link add ... type veth peer name eth0 netns NS\` (the kernel creating a pair in a namespace, one"
+    echo "process) $(median "$out/up.json" 3) ms. The kernel's \`RTM_NEWLINK\` itself is ~0.55 ms of that (strace -T); a"
+    echo "disconnect cannot beat \`ip link del\` (the kernel waits for RCU grace periods when it deletes a device)."
     echo
     echo "Scale: $N containers connected one after another to one bridge, then disconnected (ms per container,"
     echo "each block of 100):"

@@ -158,8 +158,15 @@ impl Leases {
     /// Remember `ip` as the last address handed out, once the connect that took it has succeeded (a
     /// failed connect must leave nothing, not even this hint). Losing it costs a longer scan next
     /// time, never a duplicate.
+    ///
+    /// Overwritten in place, padded to the longest address, never truncated: on ext4 a truncate frees
+    /// the file's block and the write allocates it again, two journal updates on every connect.
     pub fn remember(&self, ip: Ipv4Addr) {
-        let _ = std::fs::write(self.dir.join("last_reserved_ip"), ip.to_string());
+        use std::os::unix::fs::FileExt;
+        let p = self.dir.join("last_reserved_ip");
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(p) {
+            let _ = f.write_all_at(format!("{ip:<15}\n").as_bytes(), 0);
+        }
     }
 
     /// Create the lease file exclusively. `false`: someone holds it.
@@ -261,6 +268,13 @@ mod tests {
         assert_eq!(l.allocate(&s, gw, None, "y").unwrap(), got[0]);
         assert!(l.allocate(&s, gw, Some(gw), "z").is_err());
         assert!(l.allocate(&s, gw, Some(Ipv4Addr::new(10, 9, 0, 7)), "z").is_err());
+        // The hint is overwritten in place: a shorter address after a longer one leaves no tail.
+        l.remember(Ipv4Addr::new(100, 100, 100, 100));
+        l.remember(Ipv4Addr::new(10, 9, 0, 3));
+        assert!(l.release(got[1], "c1").unwrap() && l.release(got[3], "c3").unwrap()); // .3 and .5 free
+        let hint = std::fs::read_to_string(d.join("last_reserved_ip")).unwrap();
+        assert_eq!(hint.trim().parse::<Ipv4Addr>().unwrap(), Ipv4Addr::new(10, 9, 0, 3));
+        assert_eq!(l.allocate(&s, gw, None, "after-hint").unwrap(), Ipv4Addr::new(10, 9, 0, 5));
         std::fs::remove_dir_all(d).unwrap();
     }
 
