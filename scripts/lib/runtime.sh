@@ -13,26 +13,15 @@
 #   <state>/NAME/stdout, stderr   the container's output (detached runs)
 
 # The six tools: $CBUILD_BIN if set, else this checkout's target/release then target/debug, else PATH.
-rt_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-rt_find_bin() {
-    local name=$1 d
-    for d in ${CBUILD_BIN:+"$CBUILD_BIN"} "$rt_root/target/release" "$rt_root/target/debug"; do
-        if [[ -x $d/$name ]]; then
-            printf '%s\n' "$d/$name"
-            return
-        fi
-    done
-    command -v "$name" || printf '%s\n' "$name"
-}
-if [[ -n ${CBUILD_BIN:-} ]]; then
-    # The common case pays no subshells: six string concatenations.
-    IMAGE_BIN=$CBUILD_BIN/cbuild-image OVERLAY_BIN=$CBUILD_BIN/cbuild-overlay NET_BIN=$CBUILD_BIN/cbuild-net
-    SECCOMP_BIN=$CBUILD_BIN/cbuild-seccomp CGROUP_BIN=$CBUILD_BIN/cbuild-cgroup NS_BIN=$CBUILD_BIN/cbuild-ns
-else
-    IMAGE_BIN=$(rt_find_bin cbuild-image) OVERLAY_BIN=$(rt_find_bin cbuild-overlay)
-    NET_BIN=$(rt_find_bin cbuild-net) SECCOMP_BIN=$(rt_find_bin cbuild-seccomp)
-    CGROUP_BIN=$(rt_find_bin cbuild-cgroup) NS_BIN=$(rt_find_bin cbuild-ns)
-fi
+# No subshell on the way: every start pays for this.
+rt_root=${BASH_SOURCE[0]%/*}/../..
+rt_bin_dir=''
+for rt_d in ${CBUILD_BIN:+"$CBUILD_BIN"} "$rt_root/target/release" "$rt_root/target/debug"; do
+    if [[ -x $rt_d/cbuild-ns ]]; then rt_bin_dir=$rt_d/ && break; fi
+done
+IMAGE_BIN=${rt_bin_dir}cbuild-image OVERLAY_BIN=${rt_bin_dir}cbuild-overlay NET_BIN=${rt_bin_dir}cbuild-net
+SECCOMP_BIN=${rt_bin_dir}cbuild-seccomp CGROUP_BIN=${rt_bin_dir}cbuild-cgroup NS_BIN=${rt_bin_dir}cbuild-ns
+if [[ -z $rt_bin_dir ]]; then SECCOMP_BIN=$(command -v cbuild-seccomp || echo cbuild-seccomp); fi
 
 # <state> and <data> exactly as docs/ARCHITECTURE.md defines them. They are exported so every tool a script
 # calls agrees with the script about where things are.
@@ -127,10 +116,14 @@ rt_cleanup() {
                 [[ -e $dir/ns/net ]] && rt_undo_step netns "$NET_BIN" netns del "$name"
                 ;;
             overlay)
-                if mountpoint -q "$dir/rootfs" 2>/dev/null; then
-                    rt_undo_step overlay "$OVERLAY_BIN" umount "$dir/rootfs"
-                fi
-                [[ -d $dir/rootfs ]] && rmdir "$dir/rootfs" 2>/dev/null
+                # Not mounted (a run killed before or during the mount) is fine; anything else is reported.
+                local out
+                rt_say undo-overlay "cbuild-overlay umount $dir/rootfs"
+                out=$("$OVERLAY_BIN" umount "$dir/rootfs" 2>&1) ||
+                    [[ $out == *"not an overlay mount point"* || $out == *"No such file"* ]] ||
+                    printf '%s\n' "$out" >&2
+                # rmdir, never rm -r: if the umount failed, the rootfs still shows the container's files.
+                rmdir "$dir/rootfs" 2>/dev/null
                 if [[ $keep != 1 ]]; then
                     rm -rf "$rt_data/containers/$name"
                 fi

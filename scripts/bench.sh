@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Benchmark the whole runtime, as root; rewrites the "runtime" section of docs/BENCHMARKS.md.
+#
+#  1. Start-to-exit of `/bin/true` in a container without network:
+#       cbuild-run --rm --network none cbuild/busybox /bin/true
+#     against, in the same hyperfine run,
+#       runc run   on the same busybox tree (cbuild-image unpack) with an equivalent config.json: the same
+#                  namespaces (pid net ipc uts mount cgroup), Docker's 14 capabilities, Docker's default
+#                  seccomp profile (moby's file resolved for those capabilities and amd64), masked paths;
+#       bwrap --unshare-all   bubblewrap's namespaces and a bind-mounted root (no cgroup, no seccomp);
+#       cbuild-ns run alone   the floor of the chain's last step (namespaces + pivot_root, no overlay,
+#                             cgroup, image or seccomp).
+#  2. The same with a network: cbuild-run --network bridge (veth on the default bridge, NAT on) against
+#     runc + the CNI bridge plugin (netns file, CNI ADD with host-local IPAM and ipMasq, runc run joining
+#     it, CNI DEL).
+#  3. Scale: SCALE (default 500) detached containers running `sleep`, started one after another: the time
+#     per start for each block of 50, and the host memory each costs (MemAvailable before and after, and
+#     the PSS of the processes a container consists of).
+#
+# Everything runs inside a network namespace this script makes (it re-executes itself under
+# `unshare --net`), which plays the host: the machine's network is never touched.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/bench.sh
+source "$root/scripts/lib/bench.sh"
+[ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 1; }
+for t in hyperfine runc bwrap jq unshare nsenter; do
+    command -v $t >/dev/null || { echo "bench: needs $t" >&2; exit 1; }
+done
+CNI=/usr/lib/cni
+MOBY=${MOBY_PROFILE:-/work/shared/data/seccomp/moby-default.json}
+
+if [ "${1:-}" != --inside ]; then
+    if [ -z "${CBUILD_BIN:-}" ]; then
+        export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-run}
+        (cd "$root" && cargo build -q --release --workspace)
+        export CBUILD_BIN=$CARGO_TARGET_DIR/release
+    fi
+    exec unshare --net -- bash ${BENCH_TRACE:+-x} "$0" --inside
+fi
+
+unset CBUILD_NET_HOST_NS
+ip link set lo up
+work=$(mktemp -d /tmp/cbuild-bench.XXXXXX)
+export CBUILD_STATE=$work/state CBUILD_DATA=$work/data
+RUN=$root/scripts/cbuild-run
+cleanup() {
+    "$root/scripts/cbuild-rm" --prune >/dev/null 2>&1 || true
+    for d in "$CBUILD_STATE"/*/; do
+        [ -e "$d/lock" ] && "$root/scripts/cbuild-rm" -f "$(basename "$d")" >/dev/null 2>&1
+    done
+    runc delete -f bench >/dev/null 2>&1 || true
+    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+[ -n "${BENCH_KEEP:-}" ] && trap - EXIT
+out=$work/out
+mkdir -p "$out" "$CBUILD_STATE" "$CBUILD_DATA"
+hf() { hyperfine -N ${HF_EXTRA:---style none} --warmup "${WARMUP:-3}" --runs "${RUNS:-30}" "$@" >/dev/null; }
+median() { bench_median_ms "$1" "$2"; }
+ratio() { python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$1" "$2"; }
+
+# --- set-up ----------------------------------------------------------------------------------------
+"$RUN" --rm --network none cbuild/busybox true # builds the default image, fills the seccomp cache
+"$RUN" --rm --network bridge cbuild/busybox true # makes the default bridge
+bundle=$work/bundle
+mkdir -p "$bundle"
+"$CBUILD_BIN/cbuild-image" unpack cbuild/busybox "$bundle/rootfs"
+
+# Docker's default seccomp profile as OCI: moby's entries whose includes hold for Docker's 14 caps on
+# amd64, and none of whose excludes do.
+caps='["CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FSETID","CAP_FOWNER","CAP_MKNOD","CAP_NET_RAW","CAP_SETGID",
+ "CAP_SETUID","CAP_SETFCAP","CAP_SETPCAP","CAP_NET_BIND_SERVICE","CAP_SYS_CHROOT","CAP_KILL","CAP_AUDIT_WRITE"]'
+jq --argjson caps "$caps" '{
+  defaultAction, defaultErrnoRet,
+  architectures: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+  syscalls: [.syscalls[]
+    | select(((.includes.caps // []) - $caps) == [])
+    | select(((.includes.arches // ["amd64"]) | index("amd64")) != null)
+    | select(((.excludes.caps // []) - ((.excludes.caps // []) - $caps)) == [])
+    | select(((.excludes.arches // []) | index("amd64")) == null)
+    | del(.includes, .excludes, .comment)]
+}' "$MOBY" >"$work/seccomp-oci.json"
+(cd "$bundle" && runc spec)
+jq --argjson caps "$caps" --slurpfile sc "$work/seccomp-oci.json" '
+  .process.terminal = false | .process.args = ["/bin/true"] | .root.readonly = false
+  | .process.capabilities = {bounding: $caps, effective: $caps, permitted: $caps, inheritable: $caps}
+  | .linux.seccomp = $sc[0]
+  | .linux.namespaces = [{type:"pid"},{type:"network"},{type:"ipc"},{type:"uts"},{type:"mount"},{type:"cgroup"}]
+' "$bundle/config.json" >"$bundle/c.json" && mv "$bundle/c.json" "$bundle/config.json"
+# The bridge variant joins a namespace file CNI has plumbed.
+cni_bundle=$work/cni-bundle
+mkdir -p "$cni_bundle"
+jq --arg p "$work/cni-ns" --arg r "$bundle/rootfs" \
+    '.root.path = $r | .linux.namespaces |= map(if .type == "network" then .path = $p else . end)' \
+    "$bundle/config.json" >"$cni_bundle/config.json"
+cat >"$work/cni.json" <<EOF
+{"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "bridge": "cnib0", "isGateway": true,
+ "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.251.0.0/16", "dataDir": "$work/cni-ipam"}}
+EOF
+
+# Each contender as one executable, so hyperfine runs it without a shell (-N).
+cat >"$work/cbuild" <<EOF
+#!/bin/sh
+exec $RUN --rm --network \$1 cbuild/busybox /bin/true
+EOF
+cat >"$work/runc" <<EOF
+#!/bin/sh
+exec runc run --bundle $bundle bench
+EOF
+cat >"$work/runc-cni" <<EOF
+#!/bin/sh
+# A runtime's sequence: a namespace file, CNI ADD, runc run in it, CNI DEL, the file released.
+set -e
+: >$work/cni-ns && unshare --net=$work/cni-ns true
+export CNI_CONTAINERID=bench CNI_NETNS=$work/cni-ns CNI_IFNAME=eth0 CNI_PATH=$CNI
+CNI_COMMAND=ADD $CNI/bridge <$work/cni.json >/dev/null
+runc run --bundle $cni_bundle bench
+CNI_COMMAND=DEL $CNI/bridge <$work/cni.json >/dev/null
+umount $work/cni-ns && rm $work/cni-ns
+EOF
+cat >"$work/bwrap" <<EOF
+#!/bin/sh
+exec bwrap --unshare-all --bind $bundle/rootfs / --proc /proc --dev /dev /bin/true
+EOF
+cat >"$work/ns" <<EOF
+#!/bin/sh
+exec $CBUILD_BIN/cbuild-ns run --pid --mount --net --ipc --uts --rootfs $bundle/rootfs -- /bin/true
+EOF
+chmod +x "$work"/cbuild "$work"/runc "$work"/runc-cni "$work"/bwrap "$work"/ns
+
+# --- 1 and 2 ---------------------------------------------------------------------------------------
+hf --export-json "$out/none.json" \
+    --command-name "cbuild-run --rm --network none" "$work/cbuild none" \
+    --command-name "runc run (same namespaces, caps, seccomp)" "$work/runc" \
+    --command-name "bwrap --unshare-all" "$work/bwrap" \
+    --command-name "floor: cbuild-ns run alone" "$work/ns"
+hf --export-json "$out/bridge.json" \
+    --command-name "cbuild-run --rm --network bridge" "$work/cbuild bridge" \
+    --command-name "runc run + CNI bridge ADD/DEL" "$work/runc-cni"
+
+# --- 3. scale ----------------------------------------------------------------------------------------
+N=${SCALE:-500}
+avail() { awk '/MemAvailable/{print $2}' /proc/meminfo; }
+sync
+echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+before=$(avail)
+declare -a blk_ms
+now() { date +%s%N; }
+for b in $(seq 0 $((N / 50 - 1))); do
+    t0=$(now)
+    for i in $(seq $((b * 50 + 1)) $((b * 50 + 50))); do
+        "$RUN" -d --name "s$i" --network none cbuild/busybox sleep 36000 >/dev/null
+    done
+    blk_ms[b]=$(python3 -c "print('%.1f' % (($(now) - $t0) / 1e6 / 50))")
+done
+sleep 2
+after=$(avail)
+per_kib=$(((before - after) / N))
+running=$("$root/scripts/cbuild-ps" | grep -c ' running ' || true)
+# PSS of what one container consists of: the supervisor subshell, cbuild-ns (the chain's parent), the workload.
+pss() { awk '/^Pss:/{print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+sup=$(. "$CBUILD_STATE/s$N/record"; echo "$supervisor")
+wl=$(jq .pid "$CBUILD_STATE/s$N/info.json")
+nsp=$(awk '{print $4}' "/proc/$wl/stat")
+sup_pss=$(pss "$sup") ns_pss=$(pss "$nsp") wl_pss=$(pss "$wl")
+cg_kib=$(($("$CBUILD_BIN/cbuild-cgroup" stat "s$N" --json | jq .memory.current) / 1024))
+t0=$(now)
+for i in $(seq 1 "$N"); do "$root/scripts/cbuild-rm" -f "s$i" >/dev/null; done
+rm_ms=$(python3 -c "print('%.1f' % (($(now) - $t0) / 1e6 / $N))")
+
+# --- the section -------------------------------------------------------------------------------------
+c=$(median "$out/none.json" 0) r=$(median "$out/none.json" 1) w=$(median "$out/none.json" 2) f=$(median "$out/none.json" 3)
+cb=$(median "$out/bridge.json" 0) rc=$(median "$out/bridge.json" 1)
+body=$work/section.md
+{
+    echo "## runtime (scripts/bench.sh)"
+    echo
+    echo "$(bench_machine); release builds; hyperfine medians of ${RUNS:-30} runs. Debug builds are slower."
+    echo
+    echo "| start to exit of \`/bin/true\` | median ms | vs runc |"
+    echo "|---|---|---|"
+    echo "| cbuild-run --rm --network none | $c | $(ratio "$c" "$r")× |"
+    echo "| runc run (same namespaces, caps, seccomp; no image, no overlay) | $r | 1.00× |"
+    echo "| bwrap --unshare-all (no cgroup, no seccomp) | $w | $(ratio "$w" "$r")× |"
+    echo "| floor: cbuild-ns run alone (namespaces + pivot_root) | $f | $(ratio "$f" "$r")× |"
+    echo
+    echo "| with a network | median ms | vs runc + CNI |"
+    echo "|---|---|---|"
+    echo "| cbuild-run --rm --network bridge | $cb | $(ratio "$cb" "$rc")× |"
+    echo "| runc run + CNI bridge ADD/DEL (netns file, host-local, ipMasq) | $rc | 1.00× |"
+    echo
+    echo "Targets (issue 9): ≤ 0.3× runc without a network, ≤ 0.2× runc + CNI with one."
+    echo
+    echo "**$N detached containers** (\`cbuild-run -d --network none cbuild/busybox sleep 36000\`, one after another;"
+    echo "$running were running at the end):"
+    echo
+    echo "| containers already running | ms per start |"
+    echo "|---|---|"
+    for b in "${!blk_ms[@]}"; do echo "| $((b * 50))–$((b * 50 + 49)) | ${blk_ms[b]} |"; done
+    echo
+    echo "Host memory per container (MemAvailable before − after, ÷ $N): **$((per_kib)) KiB**. Of one container:"
+    echo "PSS of the supervisor subshell (bash) $sup_pss KiB, of cbuild-ns supervising the command $ns_pss KiB,"
+    echo "of the workload (\`sleep\`) $wl_pss KiB; charged to its cgroup (memory.current, includes kernel"
+    echo "memory) $cg_kib KiB. \`cbuild-rm -f\` of each afterwards: $rm_ms ms per container."
+} >"$body"
+cat "$body"
+bench_section runtime "$body"
