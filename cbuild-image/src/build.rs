@@ -304,6 +304,7 @@ fn apply_runtime(cfg: &mut Value, rc: &RuntimeConfig) {
 
 /// Stage a config and a manifest for `layers` and store them under `tag`. Returns the manifest digest.
 fn store_image(
+    ctx: &Ctx,
     store: &Store,
     mut staging: Staging,
     mut blobs: Vec<StagedBlob>,
@@ -323,6 +324,7 @@ fn store_image(
     crate::image::validate(&mb, &cb, tag)?;
     let man = staging.bytes(&mb, "manifest")?;
     let desc = descriptor(MediaType::ImageManifest, &man.digest, man.size);
+    ctx.step("store", format!("{tag} {}", man.digest));
     let digest = man.digest.clone();
     blobs.push(cfg);
     blobs.push(man);
@@ -353,7 +355,7 @@ pub fn build(store: &Store, dir: &Path, tag: &str, opts: &BuildOptions, ctx: &Ct
     apply_runtime(&mut cfg, &opts.config);
     let layers = vec![layer_desc(&l, opts.compression)];
     let out = LayerOut { blob: l.blob.clone(), diff_id: l.diff_id.clone() };
-    let d = store_image(store, staging, vec![l.blob], &cfg, layers, tag)?;
+    let d = store_image(ctx, store, staging, vec![l.blob], &cfg, layers, tag)?;
     Ok((d, out))
 }
 
@@ -390,7 +392,7 @@ pub fn commit(
         .collect();
     layers.push(layer_desc(&l, opts.compression));
     let out = LayerOut { blob: l.blob.clone(), diff_id: l.diff_id.clone() };
-    let d = store_image(store, staging, vec![l.blob], &cfg, layers, tag)?;
+    let d = store_image(ctx, store, staging, vec![l.blob], &cfg, layers, tag)?;
     Ok((d, out))
 }
 

@@ -93,9 +93,10 @@ pub fn export(store: &Store, img: &Image, file: &str, format: Format, ctx: &Ctx)
     });
     let w: Box<dyn Write> = match &tmp {
         None => Box::new(io::stdout().lock()),
-        Some(t) => {
-            Box::new(io::BufWriter::with_capacity(256 * 1024, File::create(t).map_err(|e| Error::io("export", t, e))?))
-        }
+        Some(t) => Box::new(io::BufWriter::with_capacity(
+            256 * 1024,
+            File::create(t).map_err(|e| Error::new("export", file, e))?,
+        )),
     };
     let mut out = Out { b: tar::Builder::new(w), what: file.to_string() };
     let r = (|| {
