@@ -194,7 +194,15 @@ impl<'a> Extractor<'a> {
         let uid = Uid::from_raw(h.uid().map_err(|e| self.err(&raw, e))? as u32);
         let gid = Gid::from_raw(h.gid().map_err(|e| self.err(&raw, e))? as u32);
         let mtime = h.mtime().unwrap_or(0) as i64;
-        let xattrs = self.xattrs(ent, &raw)?;
+        let mut xattrs = self.xattrs(ent, &raw)?;
+        if !self.opts.privileged && matches!(kind, EntryType::Directory | EntryType::Regular | EntryType::Continuous) {
+            // Ownership we cannot apply is recorded as rootlesscontainers.io's xattr, as umoci --rootless
+            // does, so a later privileged tool (or a user-namespace runtime) can restore it.
+            if let Some(v) = rootless_owner(uid.as_raw(), gid.as_raw()) {
+                xattrs.retain(|(k, _)| k != ROOTLESS_XATTR);
+                xattrs.push((ROOTLESS_XATTR.to_string(), v));
+            }
+        }
         let chown = self.opts.privileged;
         let e = |s: &Self, what: &str, err: Errno| s.err(&raw, format!("{what}: {}", io(err)));
 
@@ -474,6 +482,33 @@ impl<'a> Extractor<'a> {
     }
 }
 
+pub const ROOTLESS_XATTR: &str = "user.rootlesscontainers";
+
+/// The rootlesscontainers.io `Resource` protobuf (`uint32 uid = 1; uint32 gid = 2;`, zero fields
+/// omitted), or None for root:root, which needs no record.
+pub fn rootless_owner(uid: u32, gid: u32) -> Option<Vec<u8>> {
+    if uid == 0 && gid == 0 {
+        return None;
+    }
+    fn varint(v: &mut Vec<u8>, mut x: u32) {
+        while x >= 0x80 {
+            v.push((x as u8 & 0x7f) | 0x80);
+            x >>= 7;
+        }
+        v.push(x as u8);
+    }
+    let mut v = Vec::new();
+    if uid != 0 {
+        v.push(0x08);
+        varint(&mut v, uid);
+    }
+    if gid != 0 {
+        v.push(0x10);
+        varint(&mut v, gid);
+    }
+    Some(v)
+}
+
 fn io(e: Errno) -> std::io::Error {
     std::io::Error::from(e)
 }
@@ -486,6 +521,14 @@ fn short(d: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::split_path;
+
+    #[test]
+    fn rootless_owner_encoding() {
+        // umoci --rootless writes these bytes for 1000:2000.
+        assert_eq!(super::rootless_owner(1000, 2000).unwrap(), [8, 232, 7, 16, 208, 15]);
+        assert_eq!(super::rootless_owner(0, 5).unwrap(), [16, 5]);
+        assert_eq!(super::rootless_owner(0, 0), None);
+    }
 
     #[test]
     fn split() {

@@ -1087,3 +1087,38 @@ fn rootless_layers_use_user_xattrs_and_skip_devices() {
     assert_eq!(rep["layer_dirs"], 1, "{rep}");
     assert!(!dir.exists());
 }
+
+#[test]
+fn rootless_unpack_matches_umoci_rootless() {
+    require_root();
+    let sb = Sandbox::new();
+    let layout = umoci_image(sb.path());
+    let work = sb.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    sh_ok(&format!(
+        "chmod -R a+rX {} && chown -R 1000:1000 {} {}",
+        sb.path().display(),
+        work.display(),
+        sb.data.display()
+    ));
+    let as_user = |prog: &Path, args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"]).arg(prog).args(args);
+        c.env("CBUILD_DATA", &sb.data).env("HOME", &work).current_dir(&work);
+        run(&mut c)
+    };
+    let l = format!("{}:t", layout.display());
+    ok(as_user(Path::new("/usr/bin/umoci"), &["unpack", "--rootless", "--image", &l, "ub"]));
+    ok(as_user(&bin(TOOL), &["import", "--tag", "t", layout.to_str().unwrap()]));
+    let o = as_user(&bin(TOOL), &["unpack", "t", "u"]);
+    ok(o.clone());
+    assert!(stderr(&o).contains("skipped 1 device nodes"), "{}", stderr(&o));
+    let mut want = tree(&work.join("ub/rootfs"), &FULL);
+    let mut got = tree(&work.join("u"), &FULL);
+    // umoci leaves an empty file where a device node cannot be made; we skip it (and say so).
+    assert_eq!(want.remove("dev/null2").map(|n| n.kind), Some('f'));
+    want.remove(".");
+    got.remove(".");
+    assert!(got.values().all(|n| n.uid == 1000), "no chown without privilege");
+    assert_same_tree(&want, &got, "rootless unpack vs umoci unpack --rootless");
+}
