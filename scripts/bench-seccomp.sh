@@ -15,6 +15,7 @@ cargo build --release -q -p cbuild-seccomp
 B=$CARGO_TARGET_DIR/release/cbuild-seccomp
 MOBY=${MOBY:-/work/shared/data/seccomp/moby-default.json}
 PERL=$(command -v perl)
+BEFORE_LABEL=${BEFORE_LABEL:-${BEFORE:-}}
 COUNT=${COUNT:-2000000}
 RUNS=${RUNS:-5}
 work=$(mktemp -d); trap 'runc delete -f cbs-bench >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
@@ -26,13 +27,23 @@ code_pers="syscall($NR_PERSONALITY,0xffffffff)for(1..$COUNT)"
 sys_ms() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]; print("%.1f" % (r["system"]*1000))' "$1" "$2"; }
 per_call() { python3 -c "print('%.1f' % (($1-$2)*1e6/$COUNT))"; }
 
-# 1. Compile time (default → file), with `default` (print only) as the no-compile baseline.
+# 1. Compile time (default → file). Cold: --no-cache, libseccomp builds the program every time (one
+# context per architecture, in parallel threads). Warm: the program comes from the cache under
+# <data>/seccomp (the warm-up runs fill it), what every container start after the first one pays.
+# `default` (print JSON, no compile) is the process-start baseline.
+# BEFORE=path/to/an/older/cbuild-seccomp adds it as an anchor row (e.g. one built from the commit before
+# the per-architecture contexts and the cache: all architectures in one libseccomp context, no cache).
+export CBUILD_DATA=$work/data
+before=()
+[ -n "${BEFORE:-}" ] && before=("$BEFORE compile default -o $work/b.bpf")
 hyperfine -N -w 5 -r 50 --export-json "$work/compile.json" \
-  "$B compile default -o $work/d.bpf" \
-  "$B compile default --no-optimize -o $work/u.bpf" \
-  "$B default" >/dev/null
+  "$B compile default --no-cache -o $work/d.bpf" \
+  "$B compile default -o $work/w.bpf" \
+  "$B compile default --no-cache --no-optimize -o $work/u.bpf" \
+  "$B default" "${before[@]}" >/dev/null
+cmp "$work/d.bpf" "$work/w.bpf"  # the cached program is the compiled one
 insns_opt=$(( $(stat -c %s "$work/d.bpf") / 8 )); insns_un=$(( $(stat -c %s "$work/u.bpf") / 8 ))
-c_cpu=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print("%.1f" % ((r[0]["user"]+r[0]["system"])*1000))' "$work/compile.json")
+cpu() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]; print("%.1f" % ((r["user"]+r["system"])*1000))' "$work/compile.json" "$1"; }
 
 # 2. The loops: no filter, binary tree, unoptimized.
 steps() { $B check --profile default "${@:2}" --json "$1" 2>/dev/null | jq -r .instructions_run; }
@@ -94,21 +105,31 @@ PY
 fi
 
 libver=$(dpkg-query -W -f '${Version}' libseccomp2 2>/dev/null || echo '?')
-c0=$(bench_median_ms "$work/compile.json" 0); c1=$(bench_median_ms "$work/compile.json" 1); c2=$(bench_median_ms "$work/compile.json" 2)
+c0=$(bench_median_ms "$work/compile.json" 0); c1=$(bench_median_ms "$work/compile.json" 1)
+c2=$(bench_median_ms "$work/compile.json" 2); c3=$(bench_median_ms "$work/compile.json" 3)
+before_row=""
+if [ -n "${BEFORE:-}" ]; then
+  before_row="| before: all arches in one libseccomp context, no cache ($BEFORE_LABEL) | $(bench_median_ms "$work/compile.json" 4) ms | $(cpu 4) ms | $(( $(stat -c %s "$work/b.bpf") / 8 )) instructions |
+"
+fi
 out=$work/section.md
 cat >"$out" <<MD
 ## cbuild-seccomp (scripts/bench-seccomp.sh)
 
 $(bench_machine); libseccomp $libver. Medians of wall time; CPU time is the mean.
 
-Compile (\`compile default -o FILE\`, process start included; target ≤ 5 ms):
+Compile (\`compile default -o FILE\`, process start included; target ≤ 5 ms). Cold = \`--no-cache\`: libseccomp
+builds the program (one context per architecture, x86_64, x86 and x32 in parallel threads, chained); warm =
+the same program read from the cache under \`<data>/seccomp\` (every compile of an unchanged profile after
+the first). CPU is user+system of all threads, so cold CPU can exceed cold wall on an idle machine:
 
-| command | median wall | note |
-|---|---|---|
-| \`compile default\` (binary tree) | $c0 ms | $insns_opt instructions, $c_cpu ms CPU (user+sys) |
-| \`compile default --no-optimize\` | $c1 ms | $insns_un instructions |
-| \`default\` (print JSON, no compile: process-start baseline) | $c2 ms | |
-
+| command | median wall | CPU | note |
+|---|---|---|---|
+| \`compile default --no-cache\` (cold, binary tree) | $c0 ms | $(cpu 0) ms | $insns_opt instructions |
+| \`compile default\` (warm, from the cache) | $c1 ms | $(cpu 1) ms | byte-identical output |
+| \`compile default --no-cache --no-optimize\` (cold) | $c2 ms | $(cpu 2) ms | $insns_un instructions |
+| \`default\` (print JSON, no compile: process-start baseline) | $c3 ms | $(cpu 3) ms | |
+$before_row
 Per-call cost of the loaded filter, $COUNT calls from perl; "per call" is the system-CPU difference to the
 run without a filter divided by the number of calls; "BPF insns" is what the kernel executes for one call
 (\`check --json\` → \`instructions_run\`, ENOSYS prologue included):
