@@ -96,17 +96,28 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// A minimal root filesystem made from Debian's busybox-static: `/bin/busybox` plus one symlink per applet,
-/// /etc/passwd and /etc/group with root and a user 1000, and empty /proc /sys /dev /tmp. Built once per test
-/// process into a fresh directory; tests that write into their rootfs copy it with [`copy_rootfs`] first.
+/// /etc/passwd and /etc/group with root and a user 1000, and empty /proc /sys /dev /tmp. Tests that write
+/// into their rootfs copy it with [`copy_rootfs`] first.
+///
+/// Built once, next to the binaries (`<bin_dir>/test-rootfs`), and shared by every test process: a static
+/// TempDir is never dropped, so a per-process one would leak a directory per run. Concurrent builders each
+/// fill a private directory and rename it into place; the loser discards its own.
 pub fn busybox_rootfs() -> &'static Path {
-    static ROOTFS: OnceLock<tempfile::TempDir> = OnceLock::new();
-    ROOTFS
-        .get_or_init(|| {
-            let d = tempfile::Builder::new().prefix("cbuild-rootfs-").tempdir().unwrap();
-            make_busybox_rootfs(d.path());
-            d
-        })
-        .path()
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        let dest = bin_dir().join("test-rootfs");
+        if dest.join("bin/busybox").exists() {
+            return dest;
+        }
+        let tmp = bin_dir().join(format!(".test-rootfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        make_busybox_rootfs(&tmp);
+        if std::fs::rename(&tmp, &dest).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        assert!(dest.join("bin/busybox").exists(), "test rootfs at {}", dest.display());
+        dest
+    })
 }
 
 /// Fill `dir` with the busybox rootfs described at [`busybox_rootfs`].

@@ -44,7 +44,9 @@ fn pass_fd(cmd: &mut Command, fd: &OwnedFd, target: i32) {
     let raw = fd.as_raw_fd();
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, target) < 0 {
+            // dup2 onto itself is a no-op that leaves CLOEXEC set: clear it explicitly then.
+            let r = if raw == target { libc::fcntl(raw, libc::F_SETFD, 0) } else { libc::dup2(raw, target) };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
