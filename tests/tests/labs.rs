@@ -40,7 +40,11 @@ fn check(prefix: &str) {
 #[test]
 fn every_lab_has_a_test() {
     let names: Vec<String> = labs().iter().map(|p| p.file_name().unwrap().to_string_lossy()[..2].to_string()).collect();
-    assert_eq!(names, ["01", "02", "03", "04", "05", "06", "07", "08"], "add the new lab's test below");
+    assert_eq!(
+        names,
+        ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"],
+        "add the new lab's test below"
+    );
 }
 
 #[test]
@@ -81,4 +85,24 @@ fn lab07_capabilities() {
 #[test]
 fn lab08_inode_exhaustion() {
     check("08");
+}
+
+#[test]
+fn lab09_user_namespace() {
+    check("09");
+}
+
+#[test]
+fn lab10_mount_namespace_and_proc() {
+    check("10");
+}
+
+#[test]
+fn lab11_namespace_cost() {
+    check("11");
+}
+
+#[test]
+fn lab12_full_container() {
+    check("12");
 }

@@ -1,0 +1,38 @@
+#!/bin/bash
+# Lab 12 — the full container: everything of the previous labs at once, the equivalent of the seed's Go
+# program (clone with new namespaces, hostname, new root, /proc, cgroup limits, then exec a shell), built
+# by scripts/cbuild-run one tool call at a time. --verbose prints each call; each could be typed by hand.
+source "$(dirname "$0")/lib.sh"
+
+say "1. The steps"
+"$RUN" --verbose --rm --network none --hostname lab --memory 64m --pids-limit 50 "$IMAGE" true 2>&1 |
+    sed 's/^/    /'
+
+say "2. Inside: what each step gave"
+out=$("$RUN" --rm --network none --hostname lab --memory 64m --pids-limit 50 "$IMAGE" sh -c '
+    echo "pid=$$"; echo "hostname=$(hostname)"; echo "links=$(ls /sys/class/net | xargs)"
+    echo "root=$(grep " / " /proc/mounts | cut -d" " -f3)"
+    grep -E "^(CapEff|Seccomp|NoNewPrivs):" /proc/self/status; cat /proc/self/cgroup | grep -m1 pids')
+printf '%s\n' "$out" | sed 's/^/    /'
+v() { sed -n "s/^$1[=:][[:space:]]*//p" <<<"$out"; }
+claim "PID 1 (pid namespace)" test "$(v pid)" = 1
+claim "hostname lab (UTS namespace)" test "$(v hostname)" = lab
+claim "only lo (network namespace)" test "$(v links)" = lo
+claim "root is an overlay (image layers + upper)" test "$(v root)" = overlay
+claim "Docker's capabilities" test "$(v CapEff)" = 00000000a80425fb
+claim "seccomp filter loaded" test "$(v Seccomp)" = 2
+claim "its cgroup is / to itself (cgroup namespace)" grep -q ':pids:/$' <<<"$out"
+
+say "3. The limits, read from the host while it runs"
+"$RUN" -d --name full --network none --memory 64m --pids-limit 50 "$IMAGE" sleep 30 >/dev/null
+at_exit "'$LAB_SCRIPTS/cbuild-rm' -f full"
+st=$("$CGROUP_BIN" stat full --json)
+measured "memory limit / pids limit" "$(jq -r '"\(.memory.limit) / \(.pids.limit)"' <<<"$st")" "67108864 / 50"
+claim "memory limit 64 MiB" test "$(jq .memory.limit <<<"$st")" = 67108864
+claim "pids limit 50" test "$(jq .pids.limit <<<"$st")" = 50
+"$LAB_SCRIPTS/cbuild-rm" -f full >/dev/null
+
+say "4. And afterwards nothing is left"
+claim "no container state left" test -z "$(ls -A "$CBUILD_STATE" | grep -v '^net$')"
+claim "no overlay mount left" bash -c "! grep -q ' $LAB/' /proc/self/mountinfo"
+lab_done
