@@ -218,6 +218,12 @@ log "building static tools and test programs in $target"
     log "some tools did not compile (see above); the suites that use them will fail"
 mapfile -t tools < <(jq -r 'select(.reason == "compiler-artifact" and (.target.kind | index("bin")) and .executable != null) | .executable' "$run/build.json")
 [ ${#tools[@]} -gt 0 ] || die "cargo build produced no binaries"
+missing_tools=()
+for d in "$repo"/cbuild-*/src/main.rs; do
+    t=${d%/src/main.rs}; t=${t##*/}
+    printf '%s\n' "${tools[@]}" | grep -q "/$t\$" || missing_tools+=("$t")
+done
+[ ${#missing_tools[@]} -eq 0 ] || log "not built (did not compile): ${missing_tools[*]}"
 # --no-fail-fast (implies --keep-going): a test file another engineer is still writing must not stop the suites that do compile.
 "${static_env[@]}" cargo test --no-run --no-fail-fast --release --target "$triple" -p cbuild-tests \
     --manifest-path "$repo/Cargo.toml" --message-format=json-render-diagnostics >"$run/tests.json" ||
