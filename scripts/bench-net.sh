@@ -90,10 +90,13 @@ down) exec $B disconnect --id bench ;;
 cycle) $B connect $c1 --bridge cbb0 --id bench >/dev/null && exec $B disconnect --id bench ;;
 esac
 EOF
-# "down || true": the prepare step before the first timed run finds nothing to remove.
+# "down || true": the prepare step before the first timed run finds nothing to remove. Then a pause,
+# so each timed run starts once the kernel has finished the previous run's deferred work (deleting a
+# device leaves RCU callbacks and workqueue items that would otherwise be charged to the next command).
 cat >"$work/quiet" <<EOF
 #!/bin/sh
 "\$@" >/dev/null 2>&1 || true
+sleep \${SETTLE:-0.2}
 EOF
 chmod +x "$work/cni" "$work/iproute" "$work/cbuild" "$work/quiet"
 q=$work/quiet
@@ -105,14 +108,14 @@ hf --export-json "$out/up.json" \
     --prepare "$q $work/iproute down" --command-name "iproute2 sequence up" "$work/iproute up" \
     --prepare "$q $work/iproute unveth" --command-name "floor: ip link add veth peer netns" "$work/iproute veth" \
     --prepare "true" --command-name "floor: /bin/true" "/bin/true"
-$q "$work/iproute" unveth
+SETTLE=0 $q "$work/iproute" unveth
 hf --export-json "$out/down.json" \
     --prepare "$q $work/cbuild up" --command-name "cbuild-net disconnect" "$work/cbuild down" \
     --prepare "$q $work/cni ADD" --command-name "CNI bridge DEL" "$work/cni DEL" \
     --prepare "$q $work/iproute up" --command-name "iproute2 ip link del" "$work/iproute down"
-$q "$work/cbuild" down
-$q "$work/cni" DEL
-$q "$work/iproute" down
+SETTLE=0 $q "$work/cbuild" down
+SETTLE=0 $q "$work/cni" DEL
+SETTLE=0 $q "$work/iproute" down
 hf --export-json "$out/cycle.json" \
     --command-name "cbuild-net connect + disconnect" "$work/cbuild cycle" \
     --command-name "CNI bridge ADD + DEL" "sh -c '$work/cni ADD && $work/cni DEL'" \
@@ -151,6 +154,8 @@ row() { # label json
     echo "### cbuild-net (scripts/bench-net.sh)"
     echo
     echo "$(bench_machine); all inside a network namespace the script made; hyperfine medians (ms), ${RUNS:-30} runs each."
+    echo "Each timed connect or disconnect starts 0.2 s after its prepare step (the kernel's deferred work from"
+    echo "deleting or creating the previous pair done); the connect + disconnect cycles run back to back."
     echo "Anchors: the CNI bridge plugin ($CNI/bridge, host-local IPAM, ipMasq on) and the equivalent iproute2"
     echo "commands (no IPAM, no NAT). Ratios: how many times longer the anchor takes than cbuild-net."
     echo
@@ -164,6 +169,10 @@ row() { # label json
     echo "one \`ip link add ... type veth peer name eth0 netns NS\` (the kernel creating a pair in a namespace, one"
     echo "process) $(median "$out/up.json" 3) ms. The kernel's \`RTM_NEWLINK\` itself is ~0.55 ms of that (strace -T); a"
     echo "disconnect cannot beat \`ip link del\` (the kernel waits for RCU grace periods when it deletes a device)."
+    echo "cbuild-net's disconnect also forgets the container's conntrack entries, which means walking the kernel's"
+    echo "global conntrack hash ($(cat /proc/sys/net/netfilter/nf_conntrack_buckets 2>/dev/null || echo '?') buckets, ~9 ms of CPU) whenever the host namespace tracks any flow"
+    echo "(here always: each bridge's own IGMP reports); it overlaps the pair's deletion but competes for the same"
+    echo "CPUs. Neither anchor flushes conntrack."
     echo
     echo "Scale: $N containers connected one after another to one bridge, then disconnected (ms per container,"
     echo "each block of 100):"
