@@ -201,10 +201,13 @@ body=$work/section.md
     echo "|---|---|"
     for b in "${!blk_ms[@]}"; do echo "| $((b * 50))–$((b * 50 + 49)) | ${blk_ms[b]} |"; done
     echo
-    echo "Host memory per container (MemAvailable before − after, ÷ $N): **$((per_kib)) KiB**. Of one container:"
-    echo "PSS of the supervisor subshell (bash) $sup_pss KiB, of cbuild-ns supervising the command $ns_pss KiB,"
-    echo "of the workload (\`sleep\`) $wl_pss KiB; charged to its cgroup (memory.current, includes kernel"
-    echo "memory) $cg_kib KiB. \`cbuild-rm -f\` of each afterwards: $rm_ms ms per container."
+    echo "Memory per container, from one of them: its cgroup's memory.current (cbuild-ns supervising, the"
+    echo "workload, and the kernel memory charged to them: namespaces, mounts, page tables) $cg_kib KiB + the"
+    echo "supervisor's PSS (/bin/sh waiting for the chain) $sup_pss KiB = **$((cg_kib + sup_pss)) KiB**, of which the"
+    echo "workload (\`sleep\`) is $wl_pss KiB PSS: **$((cg_kib + sup_pss - wl_pss)) KiB beyond the workload** (target ≤ 1024)."
+    echo "PSS of cbuild-ns supervising the command: $ns_pss KiB. Host MemAvailable before − after ÷ $N: $per_kib KiB"
+    echo "(noisy: other work on the machine frees and takes memory meanwhile). \`cbuild-rm -f\` of each"
+    echo "afterwards: $rm_ms ms per container."
 } >"$body"
 cat "$body"
 bench_section runtime "$body"
