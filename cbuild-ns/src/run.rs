@@ -300,7 +300,9 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         j.join()?;
     }
     if spec.new_ns.contains(&NsType::Time) {
-        // The offsets can only be set before any process is inside, and execve enters time_for_children.
+        // The offsets can only be set before any process is inside: unshare (which only prepares the
+        // namespace for children), write them, then enter it ourselves with setns. Kernels since 5.x also
+        // enter it at execve, but older ones (Debian 12's 6.1) only at fork.
         crate::log::step(Step::Unshare, "time");
         nix::sched::unshare(NsType::Time.flag()).ctx(Step::Unshare, "time")?;
         let mut text = String::new();
@@ -311,6 +313,8 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
             crate::log::step(Step::TimeOffsets, text.trim().replace('\n', ", "));
             std::fs::write("/proc/self/timens_offsets", text).ctx(Step::TimeOffsets, "/proc/self/timens_offsets")?;
         }
+        let path = std::path::Path::new("/proc/self/ns/time_for_children");
+        namespaces::open(NsType::Time, path)?.join()?;
     }
     send(ctrl_w, b'R')?;
     if recv(go_r) != Some(b'G') {
