@@ -276,7 +276,6 @@ if [ ! -f "$initrd" ]; then
     printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$st/etc/passwd"
     printf 'root:x:0:\ntty:x:5:\nuser:x:1000:\nnogroup:x:65534:\n' >"$st/etc/group"
     printf 'user:100000:65536\n' | tee "$st/etc/subuid" >"$st/etc/subgid"
-    chown 1000:1000 "$st/home/user" 2>/dev/null || true
     (cd "$st" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) >"$initrd.tmp.$$"
     mv "$initrd.tmp.$$" "$initrd"
     [ "$keep" = 1 ] || rm -rf "$st"

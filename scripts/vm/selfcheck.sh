@@ -131,7 +131,10 @@ check_overlay_whiteout() {
 
 check_user_namespace() {
     u=$(unshare -U -r id -u 2>&1)
-    [ "$u" = 0 ] || fail "unshare -U -r id -u: $u"
+    [ "$u" = 0 ] || fail "unshare -U -r id -u: $u" || return 1
+    # Unprivileged too (Debian's kernel allows it by default), so rootless suites have a user to run as.
+    u=$(su user -c 'unshare -U -r id -u' 2>&1)
+    [ "$u" = 0 ] || fail "as uid 1000: unshare -U -r id -u: $u"
 }
 
 check_injected_failure() {
