@@ -9,6 +9,8 @@
 //!   see `mount::legacy`);
 //! - `lowerdir+=a,lowerdir+=b,datadir+=c` when mounted with the new API's per-layer keys (kernel ≥ 6.8).
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -24,39 +26,43 @@ pub struct MountEntry {
     pub super_options: String,
 }
 
-/// Parse the whole mountinfo text.
-pub fn parse(text: &str) -> Vec<MountEntry> {
-    text.lines().filter_map(parse_line).collect()
+/// Parse the whole mountinfo text. It is bytes, not UTF-8: the kernel escapes only space, tab, newline and
+/// backslash, so any mount point on the host with a non-UTF-8 name (made by anyone) appears raw.
+pub fn parse(text: &[u8]) -> Vec<MountEntry> {
+    text.split(|&b| b == b'\n').filter_map(parse_line).collect()
 }
 
-fn parse_line(line: &str) -> Option<MountEntry> {
-    let fields: Vec<&str> = line.split(' ').collect();
+fn parse_line(line: &[u8]) -> Option<MountEntry> {
+    let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
     // Optional fields end at the lone "-" separator.
-    let sep = fields.iter().position(|f| *f == "-")?;
+    let sep = fields.iter().position(|f| *f == b"-")?;
     if sep < 6 || fields.len() < sep + 4 {
         return None;
     }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Some(MountEntry {
-        mount_id: fields[0].parse().ok()?,
-        parent_id: fields[1].parse().ok()?,
-        mount_point: PathBuf::from(unescape(fields[4])),
-        fs_type: unescape(fields[sep + 1]),
-        source: unescape(fields[sep + 2]),
-        super_options: fields[sep + 3].to_string(),
+        mount_id: std::str::from_utf8(fields[0]).ok()?.parse().ok()?,
+        parent_id: std::str::from_utf8(fields[1]).ok()?.parse().ok()?,
+        mount_point: PathBuf::from(OsString::from_vec(unescape_bytes(fields[4]))),
+        fs_type: text(&unescape_bytes(fields[sep + 1])),
+        source: text(&unescape_bytes(fields[sep + 2])),
+        super_options: text(fields[sep + 3]),
     })
 }
 
 /// Read and parse /proc/self/mountinfo.
 pub fn read() -> Result<Vec<MountEntry>> {
     crate::error::verbose::step("mountinfo", "/proc/self/mountinfo");
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::os("mountinfo", "/proc/self/mountinfo", e))?;
+    let text = std::fs::read("/proc/self/mountinfo").map_err(|e| Error::os("mountinfo", "/proc/self/mountinfo", e))?;
     Ok(parse(&text))
 }
 
 /// Undo the kernel's `\ooo` escapes.
 pub fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
+    String::from_utf8_lossy(&unescape_bytes(s.as_bytes())).into_owned()
+}
+
+fn unescape_bytes(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -71,7 +77,7 @@ pub fn unescape(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// What an overlay mount's super options say about its layers.
@@ -198,7 +204,7 @@ mod tests {
     #[test]
     fn parses_a_line_with_optional_fields() {
         let l = "46 27 0:39 / /tmp/ovx/m\\040x rw,relatime shared:5 master:1 - overlay cbuild-overlay rw,lowerdir=a:c\\040d:b,upperdir=u,workdir=w,uuid=on";
-        let e = &parse(l)[0];
+        let e = &parse(l.as_bytes())[0];
         assert_eq!(e.mount_id, 46);
         assert_eq!(e.mount_point, PathBuf::from("/tmp/ovx/m x"));
         assert_eq!(e.fs_type, "overlay");
@@ -209,6 +215,15 @@ mod tests {
         assert_eq!(o.work.as_deref(), Some("w"));
         assert!(!o.per_layer_keys);
         assert_eq!(o.other, vec!["uuid=on"]);
+    }
+
+    #[test]
+    fn parses_non_utf8_mount_points() {
+        let l = b"50 27 0:40 / /tmp/m\xff\\040x rw - overlay cbuild-overlay ro,lowerdir+=/a\n51 27 0:41 / /ok rw - tmpfs t rw\n";
+        let v = parse(l);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].mount_point.as_os_str().as_encoded_bytes(), b"/tmp/m\xff x");
+        assert_eq!(v[1].mount_point, PathBuf::from("/ok"));
     }
 
     #[test]

@@ -717,3 +717,61 @@ fn feature_flags_pass_through_and_show_in_diff() {
     assert!(find("/moved")["redirect"].as_str().unwrap().ends_with("dir"), "{json}");
     ok(&run(ov(&sb).arg("umount").arg(&m)));
 }
+
+/// Run `cmd` in a private mount namespace of its own, so mounts it makes (e.g. at odd paths that would
+/// confuse other tests' mountinfo readers) vanish with it and never reach the rest of the suite.
+fn in_private_mount_ns(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn non_utf8_mount_points_do_not_break_ls_inspect_umount() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    // mountinfo is bytes: a mount point with a non-UTF-8 name (ours here; anyone's on a real host) used to
+    // make every verb that reads it fail with "stream did not contain valid UTF-8".
+    let target = sb.path().join(std::ffi::OsStr::from_bytes(b"m\xff x"));
+    let script = r#"set -e
+"$0" mount --lower "$2" "$1"
+echo "ls: $("$0" ls --json | grep -F "$3" || true)"
+echo "inspect: $("$0" inspect --json "$1")"
+"$0" umount "$1"
+echo "after: $("$0" ls --json | grep -cF "$3" || true)""#;
+    let o = run(in_private_mount_ns(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(bin(TOOL))
+            .arg(&target)
+            .arg(format!("{}:{}", top.display(), bottom.display()))
+            .arg(sb.path())
+            .env("CBUILD_STATE", &sb.state),
+    ));
+    let out = ok(&o);
+    let field = |k: &str| -> serde_json::Value {
+        let line = out.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("no {k} in {out}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{k} {line}: {e}"))
+    };
+    let ls = field("ls: ");
+    assert_eq!(ls["target"], target.to_string_lossy().as_ref());
+    assert_eq!(ls["lower"][0], top.to_string_lossy().as_ref());
+    let info = field("inspect: ");
+    assert_eq!(info["layers"][0]["files"], 4, "{out}");
+    assert!(out.lines().any(|l| l == "after: 0"), "the overlay is still listed after umount: {out}");
+}
