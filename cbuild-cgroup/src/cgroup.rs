@@ -23,11 +23,43 @@ pub fn check_name(name: &str) -> Result<()> {
         && b.len() <= 64
         && b[0].is_ascii_alphanumeric()
         && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::bad("name", format!("{name:?}"), "want [A-Za-z0-9][A-Za-z0-9_.-]{0,63}"))
+    if !ok {
+        return Err(Error::bad("name", format!("{name:?}"), "want [A-Za-z0-9][A-Za-z0-9_.-]{0,63}"));
     }
+    if is_kernel_file_name(name) {
+        return Err(Error::bad("name", format!("{name:?}"), "is the name of a cgroup's own control file")
+            .with_hint("cgroup files are `<controller>.<knob>`, `tasks`, `notify_on_release`, `release_agent`"));
+    }
+    Ok(())
+}
+
+/// Control-file name prefixes, v1 and v2 (`cgroup.procs`, `memory.max`, `cpu.cfs_quota_us`, ...).
+const FILE_PREFIXES: &[&str] = &[
+    "cgroup",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "io",
+    "blkio",
+    "pids",
+    "hugetlb",
+    "rdma",
+    "misc",
+    "dmem",
+    "freezer",
+    "devices",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+];
+
+/// Whether NAME would collide with a file the kernel puts in `cbuild/` (in some hierarchy, on some
+/// kernel): mkdir then fails with EEXIST, which would read as "NAME exists" and send the next write into
+/// `cbuild/cgroup.procs/...`. Refused on every host alike, so a NAME that works here works everywhere.
+fn is_kernel_file_name(name: &str) -> bool {
+    matches!(name, "tasks" | "notify_on_release" | "release_agent")
+        || name.split_once('.').is_some_and(|(prefix, _)| FILE_PREFIXES.contains(&prefix))
 }
 
 /// A cgroup NAME: its directory in every hierarchy of the host, in `host.hierarchies` order.
@@ -531,8 +563,15 @@ mod tests {
         for ok in ["web", "a", "A1_b.c-d", &"x".repeat(64)] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
+        for ok in ["memory", "cpu", "cgroups.x", "x.memory.max", "tasks2"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
         for bad in ["", "-a", ".a", "a/b", "..", "a b", "a\0b", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for kernel in ["cgroup.procs", "memory.max", "cpu.max", "cpuset.cpus", "pids.max", "tasks", "io.max"] {
+            let e = check_name(kernel).unwrap_err();
+            assert!(e.to_string().contains("control file"), "{kernel}: {e}");
         }
     }
 }

@@ -869,3 +869,37 @@ fn not_root_uses_the_delegated_cgroup() {
     .join(&name);
     assert_eq!(std::fs::read_to_string(pids_dir.join("pids.max")).unwrap().trim(), "10");
 }
+
+/// A NAME that is also the name of a file the kernel puts in `cbuild/` (`cgroup.procs`, `memory.max`,
+/// `tasks`...) would make mkdir say EEXIST — "exists" — and send writes into `cbuild/tasks/tasks`.
+/// Refused up front on every layout; the longest legal NAME (64) works, 65 does not.
+#[test]
+fn names_of_kernel_control_files_and_overlong_names_are_refused() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    for name in ["cgroup.procs", "memory.max", "cpu.max", "pids.max", "cpuset.cpus", "tasks", "notify_on_release"] {
+        for verb in ["create", "exec"] {
+            let mut cmd = cg(&sb);
+            cmd.args([verb, name]);
+            if verb == "exec" {
+                cmd.args(["--", "true"]);
+            }
+            let o = run(&mut cmd);
+            assert_tool_error(&o, TOOL, "control file");
+            assert!(stderr(&o).starts_with("cbuild-cgroup: name: "), "{}", stderr(&o));
+        }
+        for d in dirs(&i, name) {
+            assert!(!d.is_dir(), "{} was made", d.display());
+        }
+    }
+    let base = unique("cg");
+    let longest = format!("{base}{}", "x".repeat(64 - base.len()));
+    let c = Cg { dirs: dirs(&i, &longest), name: longest.clone() };
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "5"]));
+    assert!(o.status.success(), "64-character NAME: {}", stderr(&o));
+    assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 5);
+    let too_long = format!("{longest}y");
+    assert_tool_error(&run(cg(&sb).args(["create", &too_long])), TOOL, "name");
+    assert_no_dirs(&i, &too_long);
+}
