@@ -40,7 +40,8 @@ impl OverlayMount {
     pub fn from_entry(e: &MountEntry) -> OverlayMount {
         let mut o = OverlayOptions::parse(&e.super_options);
         // cbuild's mount(2) fallback passes fd numbers and records the real list in its aux dir.
-        if let Some(list) = recorded_lower(&e.source, o.lower.len() + o.data.len()) {
+        let fd_numbers = o.lower.iter().chain(&o.data).all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
+        if let Some(list) = recorded_lower(&e.source, o.lower.len() + o.data.len()).filter(|_| fd_numbers) {
             let data = list[o.lower.len()..].to_vec();
             o.lower = list[..o.lower.len()].to_vec();
             o.data = data;

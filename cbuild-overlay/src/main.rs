@@ -174,7 +174,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             verbose::step("mounted", format!("{} ({how})", req.target.display()));
             Ok(())
         }
-        Cmd::Umount { lazy, target } => mount::umount(&target, lazy),
+        Cmd::Umount { lazy, target } => mount::umount(&target, lazy, &state_dir()),
         Cmd::Diff { upper, lower, lower_from, userxattr, json } => {
             let lower = if lower.is_empty() && lower_from.is_none() {
                 None

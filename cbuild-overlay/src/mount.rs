@@ -539,12 +539,24 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, fd_names: Option<
     })
 }
 
-/// Unmount the overlay at `target` and remove its aux dir, if cbuild made one.
-pub fn umount(target: &Path, lazy: bool) -> Result<()> {
+/// Unmount the overlay at `target` and remove its aux dir, if cbuild made one. An overlay cbuild did not
+/// mount (its source is neither `cbuild-overlay` nor an aux dir under this `<state>`) is refused: what a
+/// tool did not create it never removes, and a foreign source that merely looks like an aux dir must not
+/// have its mounts and files removed.
+pub fn umount(target: &Path, lazy: bool, state: &Path) -> Result<()> {
     let target = std::fs::canonicalize(target).map_err(|e| Error::os("umount", p(target), e))?;
     let entries = mountinfo::read()?;
     let entry = mountinfo::overlay_at(&entries, &target)
         .ok_or_else(|| Error::invalid("umount", p(&target), "not an overlay mount point"))?;
+    let aux = aux_dir_in(&entry.source, state);
+    if entry.source != SOURCE && aux.is_none() {
+        return Err(Error::invalid(
+            "umount",
+            p(&target),
+            format!("not mounted by cbuild-overlay (source {})", entry.source),
+        )
+        .with_hint("unmount it with umount(8); if cbuild-overlay mounted it, set CBUILD_STATE as it was then"));
+    }
     step("umount", target.display());
     let flags = if lazy { UnmountFlags::DETACH } else { UnmountFlags::empty() };
     rustix::mount::unmount(&target, flags).map_err(|e| {
@@ -555,16 +567,36 @@ pub fn umount(target: &Path, lazy: bool) -> Result<()> {
             err
         }
     })?;
-    if let Some(aux) = aux_dir(&entry.source) {
+    if let Some(aux) = aux {
         remove_aux(&aux);
     }
     Ok(())
 }
 
-/// The aux dir a mount's source names, if it is one of cbuild's (`.../.overlay/<id>`).
+/// The aux dir a mount's source names, if it looks like one of cbuild's (`.../.overlay/<id>`). Enough
+/// to read a layer list from; [`aux_dir_in`] decides whether it may be removed.
 pub fn aux_dir(source: &str) -> Option<PathBuf> {
     let s = Path::new(source);
-    (s.is_absolute() && s.parent()?.file_name()? == ".overlay" && s.is_dir()).then(|| s.to_path_buf())
+    (s.is_absolute() && s.parent()?.file_name()? == ".overlay" && is_aux_name(s.file_name()?) && s.is_dir())
+        .then(|| s.to_path_buf())
+}
+
+/// [`aux_dir`], and only when it is in this `<state>`'s `.overlay` dir.
+pub fn aux_dir_in(source: &str, state: &Path) -> Option<PathBuf> {
+    let aux = aux_dir(source)?;
+    let base = std::fs::canonicalize(state.join(".overlay")).ok()?;
+    (std::fs::canonicalize(aux.parent()?).ok()? == base).then_some(aux)
+}
+
+/// `<pid>-<hex>`, as [`make_aux`] names them.
+fn is_aux_name(name: &std::ffi::OsStr) -> bool {
+    let Some((pid, stamp)) = name.to_str().and_then(|n| n.split_once('-')) else {
+        return false;
+    };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && !stamp.is_empty()
+        && stamp.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Remove an aux dir: unmount its tmpfs, remove its layer list, rmdir it and, if empty, its
@@ -597,6 +629,14 @@ mod tests {
         assert_eq!(parse_release("6.1.0-28-amd64"), Some((6, 1)));
         assert_eq!(parse_release("5.10"), Some((5, 10)));
         assert_eq!(parse_release("x"), None);
+    }
+
+    #[test]
+    fn recognizes_aux_names() {
+        for (n, ok) in [("123-abc0", true), ("1-f", true), ("x", false), ("12-", false), ("-a", false), ("1-g", false)]
+        {
+            assert_eq!(is_aux_name(std::ffi::OsStr::new(n)), ok, "{n}");
+        }
     }
 
     #[test]

@@ -775,3 +775,40 @@ echo "after: $("$0" ls --json | grep -cF "$3" || true)""#;
     assert_eq!(info["layers"][0]["files"], 4, "{out}");
     assert!(out.lines().any(|l| l == "after: 0"), "the overlay is still listed after umount: {out}");
 }
+
+#[test]
+fn umount_refuses_an_overlay_cbuild_did_not_mount() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    // Someone else's overlay whose source merely looks like an aux dir, with a tmpfs and a file there:
+    // umount used to unmount that tmpfs, delete its `lower` file and rmdir the dirs.
+    let foreign_aux = sb.path().join("theirs/.overlay/123-abc");
+    tmpfs(&foreign_aux, "size=1m");
+    std::fs::write(foreign_aux.join("lower"), "theirs\n").unwrap();
+    let m = sb.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let opts = format!("lowerdir={}:{}", top.display(), bottom.display());
+    nix::mount::mount(Some(&foreign_aux), &m, Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str()))
+        .unwrap();
+    let o = run(ov(&sb).arg("umount").arg(&m));
+    assert_tool_error(
+        &o,
+        TOOL,
+        &format!("umount: {}: not mounted by cbuild-overlay (source {}", m.display(), foreign_aux.display()),
+    );
+    assert!(is_mounted(&m), "the foreign overlay was unmounted");
+    assert!(is_mounted(&foreign_aux), "the foreign overlay's source dir was unmounted");
+    assert_eq!(std::fs::read_to_string(foreign_aux.join("lower")).unwrap(), "theirs\n");
+    // A plain `umount` source (what mount(8) users often give) is refused too.
+    nix::mount::umount(&m).unwrap();
+    nix::mount::mount(Some("overlay"), &m, Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str())).unwrap();
+    let o = run(ov(&sb).arg("umount").arg(&m));
+    assert_tool_error(&o, TOOL, "not mounted by cbuild-overlay (source overlay)");
+    assert!(is_mounted(&m));
+    // Its own mounts, aux dir and all, it still unmounts.
+    nix::mount::umount(&m).unwrap();
+    ok(&run(ov(&sb).args(["mount", "--tmpfs-upper", "--lower"]).arg(&top).arg(&m)));
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+    assert!(!is_mounted(&m) && !sb.state.join(".overlay").exists());
+}
