@@ -79,6 +79,8 @@ pub struct Created {
     back: Option<Vec<PathBuf>>,
     /// The files the caller joined through, still open.
     join_files: Vec<std::fs::File>,
+    /// The creation lock, when this call created (close-on-exec: `exec` releases it at execve).
+    _lock: Option<std::fs::File>,
 }
 
 impl Created {
@@ -168,6 +170,20 @@ impl Cgroup {
     /// processes"), so the caller first moves into NAME, then controllers are enabled, then limits set.
     pub fn create(host: &Host, name: &str, limits: &Limits, if_exists: IfExists, join: bool) -> Result<Created> {
         let cg = Cgroup::at(host, name)?;
+        // The common `exec` case, NAME exists everywhere: opening the files to join by is both the
+        // existence check and half the join, so nothing is created or looked up twice.
+        let mut ready = if join && !host.rootless { cg.open_self_join(host) } else { None };
+        // Anything else — making directories, filling a v1 cpuset, setting limits, joining — is done
+        // under the lock, so two `exec NAME` at once do not see each other's half-made NAME (an empty
+        // v1 cpuset refuses tasks with ENOSPC; a failing one's undo would remove the other's dirs).
+        let lock = match ready {
+            Some(_) => None,
+            None => Some(lock(host)?),
+        };
+        if lock.is_some() && join && !host.rootless {
+            // Made by whoever held the lock before us?
+            ready = cg.open_self_join(host);
+        }
         if if_exists == IfExists::Fail {
             if let Some(d) = cg.dirs.iter().find(|d| d.exists()) {
                 return Err(
@@ -175,9 +191,6 @@ impl Cgroup {
                 );
             }
         }
-        // The common `exec` case, NAME exists everywhere: opening the files to join by is both the
-        // existence check and half the join, so nothing is created or looked up twice.
-        let ready = if join && !host.rootless { cg.open_self_join(host) } else { None };
         let mut undo = Undo::default();
         let made = match ready {
             Some(_) => 0,
@@ -194,7 +207,7 @@ impl Cgroup {
             undo.run();
             return Err(Error::bad("mkdir", &cg.name, "cgroup exists (created concurrently)"));
         }
-        let mut c = Created { cg, dirs: undo.dirs, back: None, join_files: Vec::new() };
+        let mut c = Created { cg, dirs: undo.dirs, back: None, join_files: Vec::new(), _lock: lock };
         let mut w = if made == c.cg.dirs.len() { Writer::fresh() } else { Writer::restoring() };
         let steps = |c: &mut Created, w: &mut Writer| -> Result<()> {
             if join && host.rootless {
@@ -403,6 +416,15 @@ impl Cgroup {
             }
             self.kill(host, Signal::SIGKILL)?;
         }
+        // Not while an `exec` or `create` is between its mkdir and its join (see [`lock`]); and a
+        // process that joined meanwhile is refused as above.
+        let _lock = lock(host)?;
+        if !force {
+            let procs = self.procs()?;
+            if !procs.is_empty() {
+                return Err(Error::bad("rm", &self.name, format!("{} live process(es) inside", procs.len())));
+            }
+        }
         let mut first_err = None;
         for dir in &self.dirs {
             if !dir.exists() {
@@ -468,6 +490,24 @@ pub fn own_dirs(host: &Host) -> Result<Vec<PathBuf>> {
             h.mount.join(rel.trim_start_matches('/'))
         })
         .collect())
+}
+
+/// The lock serializing changes to the set of NAMEs: an exclusive flock(2) on the first hierarchy's
+/// base directory (a cgroup directory: every invocation on this host finds the same one, root or not).
+/// Held from before the first mkdir until after the join; the kernel drops it when the fd closes.
+fn lock(host: &Host) -> Result<std::fs::File> {
+    let base = &host.hierarchies[0].base;
+    let f = std::fs::File::open(base).map_err(|e| Error::sys("lock", base.display(), e))?;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::sys("lock", base.display(), e));
+        }
+    }
 }
 
 /// Make sure `dir/cgroup.subtree_control` has every controller we use that `dir` offers.

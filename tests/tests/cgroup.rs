@@ -903,3 +903,36 @@ fn names_of_kernel_control_files_and_overlong_names_are_refused() {
     assert_tool_error(&run(cg(&sb).args(["create", &too_long])), TOOL, "name");
     assert_no_dirs(&i, &too_long);
 }
+
+/// Two `exec NAME` at once on a NAME that does not exist yet: both must run. Without serialization one
+/// joins the other's half-made NAME (an empty v1 cpuset refuses tasks with ENOSPC) or has it removed
+/// by the other's undo.
+#[test]
+fn concurrent_execs_of_a_new_name_all_run_and_share_it() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    for _round in 0..4 {
+        let c = Cg::new(&i);
+        let children: Vec<Child> = (0..6)
+            .map(|_| {
+                cg(&sb)
+                    .args(["exec", &c.name, "--memory", "64M", "--pids", "50", "--", "true"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for child in children {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "a concurrent exec failed: {}", stderr(&o));
+        }
+        for d in &c.dirs {
+            assert!(d.is_dir(), "{} is missing", d.display());
+        }
+        assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 50);
+        assert!(run(cg(&sb).args(["rm", &c.name])).status.success());
+        assert_no_dirs(&i, &c.name);
+    }
+}
