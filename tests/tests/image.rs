@@ -198,6 +198,14 @@ fn tar_entry(name: &str, kind: u8, data: &[u8], link: &str, mode: u32) -> Vec<u8
     v
 }
 
+/// Recompute a hand-made header's checksum, written as `fmt` formats the sum.
+fn rechecksum(h: &mut [u8], fmt: impl Fn(u32) -> String) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h[..512].iter().map(|b| *b as u32).sum();
+    let s = fmt(sum);
+    h[148..156].copy_from_slice(s.as_bytes());
+}
+
 fn tar(entries: &[Vec<u8>]) -> Vec<u8> {
     let mut v: Vec<u8> = entries.concat();
     v.extend_from_slice(&[0u8; 1024]);
@@ -864,6 +872,36 @@ fn decompression_bombs_hit_the_limit() {
     assert_tool_error(&run(img(&sb).args(["layers", "--max-entries", "10", "many"])), TOOL, "more than 10 entries");
     assert_eq!(store_state(&sb), before2);
     assert_ne!(before, before2);
+}
+
+/// The guard that bounds PAX and long-name records follows the header chain beside the tar reader; an
+/// archive that made the two disagree on where headers are would slip a huge record past it. Each of
+/// these made the guard lose the chain: a checksum written with a `+` (the tar crate accepts it), a GNU
+/// sparse entry, a PAX `size` record that moves the next header.
+#[test]
+fn tar_guard_follows_the_reader_past_odd_headers() {
+    require_root();
+    let huge_pax = || tar_entry("paxhdr", b'x', &vec![b'1'; 2 << 20], "", 0o644);
+    let mut plus = tar_entry("plus", b'0', b"x", "", 0o644);
+    rechecksum(&mut plus, |s| format!("+{s:06o}\0"));
+    let mut sparse = tar_header("sparse", b'S', 0, "", 0o644);
+    sparse[257..265].copy_from_slice(b"ustar  \0"); // GNU magic: the reader treats it as GNU sparse
+    sparse[483..495].copy_from_slice(b"00000000000\0");
+    rechecksum(&mut sparse, |s| format!("{s:06o}\0 "));
+    let record = "13 size=1024\n";
+    let moved = [
+        tar_entry("pax-size", b'x', record.as_bytes(), "", 0o644),
+        tar_header("moved", b'0', 0, "", 0o644),
+        vec![b'A'; 1024],
+    ]
+    .concat();
+    for (what, first) in [("plus checksum", plus), ("GNU sparse", sparse), ("PAX size", moved)] {
+        eprintln!("case: {what}");
+        assert_extract_refused(
+            &[first, huge_pax(), tar_entry("f", b'0', b"", "", 0o644)],
+            "exceeds the 1048576-byte limit",
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
