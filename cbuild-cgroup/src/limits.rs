@@ -390,6 +390,7 @@ fn oci_limit(field: &str, v: Option<i64>) -> Result<Option<Limit>> {
     }
 }
 
+/// `linux.resources` of an OCI runtime config, before flags and cross-field rules ([`Limits::parse`]).
 pub fn from_oci(path: &Path) -> Result<Limits> {
     let text = fsutil::read(path)?;
     let cfg: OciConfig = serde_json::from_str(&text)
@@ -483,7 +484,8 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
             l.unified.insert(k, v);
         }
     }
-    l.finish()?;
+    // No `finish` here: Docker's implied memory+swap (twice the memory) must be derived after flags
+    // override the file, or `--memory 100M` over a file's 10M limit keeps a 20M memory+swap and fails.
     Ok(l)
 }
 
@@ -524,6 +526,20 @@ mod tests {
         ] {
             assert!(Limits::parse(&raw).is_err(), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn flags_override_oci_memory_before_swap_is_implied() {
+        let dir = std::env::temp_dir().join(format!("cbuild-cgroup-oci-mem-{}", std::process::id()));
+        std::fs::write(&dir, r#"{"linux":{"resources":{"memory":{"limit":10485760}}}}"#).unwrap();
+        let oci = Some(dir.display().to_string());
+        let from_file = Limits::parse(&RawLimits { oci: oci.clone(), ..Default::default() });
+        let flagged = Limits::parse(&RawLimits { oci, memory: Some("100M".into()), ..Default::default() });
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(from_file.unwrap().memory_swap, Some(Limit::Value(20 << 20)));
+        let l = flagged.unwrap();
+        assert_eq!(l.memory, Some(Limit::Value(100 << 20)));
+        assert_eq!(l.memory_swap, Some(Limit::Value(200 << 20)), "implied from the flag, not the file");
     }
 
     #[test]

@@ -936,3 +936,18 @@ fn concurrent_execs_of_a_new_name_all_run_and_share_it() {
         assert_no_dirs(&i, &c.name);
     }
 }
+
+/// `--oci` and flags together: a flag's `--memory` overrides the file's limit, and Docker's implied
+/// memory+swap (twice the memory) follows the flag, not the file.
+#[test]
+fn memory_flag_over_an_oci_memory_limit_is_accepted() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let cfg = sb.path().join("config.json");
+    std::fs::write(&cfg, r#"{"linux":{"resources":{"memory":{"limit":10485760}}}}"#).unwrap();
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--memory", "100M", "--oci"]).arg(&cfg));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stat(&sb, &c.name)["memory"]["limit"], 100 << 20);
+}
