@@ -230,8 +230,23 @@ impl Limits {
                 return Err(Error::bad("limits", "--oom-group", "needs the memory controller on cgroup v2"));
             }
         }
-        if !self.unified.is_empty() && host.v2().is_none_or(|i| host.hierarchies[i].controllers.is_empty()) {
-            return Err(Error::bad("limits", "unified", "OCI unified resources need cgroup v2 controllers"));
+        if !self.unified.is_empty() {
+            let v2 = host.v2().map(|i| &host.hierarchies[i]);
+            if v2.is_none_or(|h| h.controllers.is_empty()) {
+                return Err(Error::bad("limits", "unified", "OCI unified resources need cgroup v2 controllers"));
+            }
+            // A file of a controller the v2 tree lacks (memory.* on a hybrid host, whose memory is v1)
+            // would only fail after every directory exists: say so before anything is made.
+            for k in self.unified.keys() {
+                let ctrl = k.split('.').next().unwrap_or_default();
+                if ctrl != "cgroup" && !v2.is_some_and(|h| h.has(ctrl)) {
+                    return Err(Error::bad(
+                        "limits",
+                        format!("unified {k}"),
+                        format!("the host's cgroup v2 tree has no {ctrl} controller"),
+                    ));
+                }
+            }
         }
         if let Some(cpus) = self.cpus {
             let online =

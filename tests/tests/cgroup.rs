@@ -640,7 +640,18 @@ fn kernel_rejection_midway_is_undone() {
     let i = info(&sb);
     let cfg = sb.path().join("config.json");
     // `unified` is written last, after the memory limit: a file the kernel does not have fails there.
-    std::fs::write(&cfg, r#"{"linux":{"resources":{"unified":{"memory.bogus":"1"}}}}"#).unwrap();
+    // Its controller must be in the v2 tree (else it is refused before any mkdir): memory on pure v2,
+    // whatever the unified tree offers on a hybrid host.
+    let v2_ctrl = i["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["version"] == 2)
+        .flat_map(|h| h["controllers"].as_array().unwrap().iter().filter_map(|c| c.as_str()))
+        .find(|&c| c != "cpuset")
+        .unwrap_or("memory")
+        .to_string();
+    std::fs::write(&cfg, format!(r#"{{"linux":{{"resources":{{"unified":{{"{v2_ctrl}.bogus":"1"}}}}}}}}"#)).unwrap();
     let name = unique("cg");
     let o = run(cg(&sb).args(["create", &name, "--memory", "32M", "--oci"]).arg(&cfg));
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
@@ -950,4 +961,34 @@ fn memory_flag_over_an_oci_memory_limit_is_accepted() {
     let o = run(cg(&sb).args(["create", &c.name, "--memory", "100M", "--oci"]).arg(&cfg));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stat(&sb, &c.name)["memory"]["limit"], 100 << 20);
+}
+
+/// An OCI `unified` file of a controller the v2 tree does not have is refused before anything is
+/// made (on a hybrid host memory is v1, so `memory.high` has nowhere to go).
+#[test]
+fn oci_unified_file_of_a_missing_v2_controller_is_refused_up_front() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let v2_ctrls: Vec<String> = i["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["version"] == 2)
+        .flat_map(|h| h["controllers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()))
+        .collect();
+    // A controller name the kernel has never had is missing everywhere; memory is missing on hybrid.
+    let mut missing = vec!["nosuchctrl"];
+    if !v2_ctrls.iter().any(|c| c == "memory") {
+        missing.push("memory");
+    }
+    for ctrl in missing {
+        let cfg = sb.path().join(format!("{ctrl}.json"));
+        std::fs::write(&cfg, format!(r#"{{"linux":{{"resources":{{"unified":{{"{ctrl}.high":"1"}}}}}}}}"#)).unwrap();
+        let name = unique("cg");
+        let o = run(cg(&sb).args(["create", &name, "--oci"]).arg(&cfg));
+        assert_tool_error(&o, TOOL, "limits");
+        assert!(!stderr(&o).contains("mkdir") && !stderr(&o).contains("write"), "{}", stderr(&o));
+        assert_no_dirs(&i, &name);
+    }
 }
