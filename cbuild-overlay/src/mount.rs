@@ -369,9 +369,11 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
     }
     if let (Some(u), Some(w)) = (&plan.upper, &plan.work) {
         step("fsconfig", format!("upperdir={}", u.display()));
-        set("upperdir", u, p(u)).map_err(|e| Error { step: "upperdir", ..e })?;
+        // Unlike `lowerdir+`, overlay unescapes upperdir and workdir (a `\` quotes the next byte) even
+        // when they come one per fsconfig call, so a backslash in the path must be doubled.
+        set("upperdir", &escape_backslash(u), p(u)).map_err(|e| Error { step: "upperdir", ..e })?;
         step("fsconfig", format!("workdir={}", w.display()));
-        set("workdir", w, p(w)).map_err(|e| Error { step: "workdir", ..e })?;
+        set("workdir", &escape_backslash(w), p(w)).map_err(|e| Error { step: "workdir", ..e })?;
     }
     for (key, value) in flag_options(req) {
         let shown = value.map(|v| format!("{key}={v}")).unwrap_or_else(|| key.to_string());
@@ -405,6 +407,19 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
     rustix::mount::move_mount(&mnt, "", CWD, &plan.target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .map_err(|e| Error::os("move_mount", p(&plan.target), e))?;
     Ok(())
+}
+
+/// `\` doubled, for the values overlay unescapes.
+fn escape_backslash(path: &Path) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut o = Vec::with_capacity(path.as_os_str().len());
+    for &b in path.as_os_str().as_bytes() {
+        if b == b'\\' {
+            o.push(b'\\');
+        }
+        o.push(b);
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(o))
 }
 
 /// Backslash-escape what the mount(2) option parser splits on.

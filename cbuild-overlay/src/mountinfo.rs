@@ -118,8 +118,9 @@ impl OverlayOptions {
                     o.per_layer_keys = true;
                     o.data.push(v);
                 }
-                ("upperdir", Some(v)) => o.upper = Some(v),
-                ("workdir", Some(v)) => o.work = Some(v),
+                // Shown as given, and overlay unescapes these two (`\x` is `x`) whichever API gave them.
+                ("upperdir", Some(v)) => o.upper = Some(ovl_unescape(&v)),
+                ("workdir", Some(v)) => o.work = Some(ovl_unescape(&v)),
                 ("userxattr", None) => o.userxattr = true,
                 ("rw" | "ro", None) => {}
                 _ => o.other.push(unescape(raw)),
@@ -127,6 +128,19 @@ impl OverlayOptions {
         }
         o
     }
+}
+
+/// Overlay's own unescape of upperdir/workdir: a backslash quotes the next character.
+fn ovl_unescape(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => o.extend(chars.next()),
+            c => o.push(c),
+        }
+    }
+    o
 }
 
 /// Split a legacy `lowerdir=` value: `:` separates layers, `\` escapes the next character, and an empty
@@ -232,6 +246,9 @@ mod tests {
         assert_eq!(o.lower, vec!["/l/1", "/l/a,b"]);
         assert_eq!(o.data, vec!["/d"]);
         assert!(o.per_layer_keys && o.userxattr);
+        let o = OverlayOptions::parse(r"rw,lowerdir=/l,upperdir=/u\134\134x\134:y\134\054z,workdir=/w\134\134");
+        assert_eq!(o.upper.as_deref(), Some(r"/u\x:y,z"));
+        assert_eq!(o.work.as_deref(), Some(r"/w\"));
     }
 
     #[test]

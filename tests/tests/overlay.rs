@@ -812,3 +812,41 @@ fn umount_refuses_an_overlay_cbuild_did_not_mount() {
     ok(&run(ov(&sb).arg("umount").arg(&m)));
     assert!(!is_mounted(&m) && !sb.state.join(".overlay").exists());
 }
+
+#[test]
+fn upper_and_work_with_backslashes_and_separators_both_apis() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    for legacy in [false, true] {
+        // Overlay unescapes upperdir/workdir even from fsconfig: `u\x` used to mount `ux` (ENOENT), and
+        // mountinfo shows them escaped, so `ls`/`inspect` named dirs that do not exist.
+        let base = sb.path().join(format!("legacy={legacy}"));
+        let (u, w) = (base.join(r"up\x:y,lowerdir=\,z"), base.join(r"wk\\:,w"));
+        let m = base.join("m");
+        let mut cmd = ov(&sb);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        ok(&run(cmd
+            .arg("mount")
+            .arg("--lower")
+            .arg(format!("{}:{}", top.display(), bottom.display()))
+            .arg("--upper")
+            .arg(&u)
+            .arg("--work")
+            .arg(&w)
+            .arg(&m)));
+        std::fs::write(m.join("new"), "n").unwrap();
+        assert_eq!(std::fs::read_to_string(u.join("new")).unwrap(), "n", "legacy={legacy}: not in {}", u.display());
+        let info: serde_json::Value =
+            serde_json::from_str(&ok(&run(ov(&sb).arg("inspect").arg("--json").arg(&m)))).unwrap();
+        assert_eq!(info["upper"], u.to_string_lossy().as_ref(), "legacy={legacy}");
+        assert_eq!(info["work"], w.to_string_lossy().as_ref(), "legacy={legacy}");
+        assert_eq!(info["layers"][0]["files"], 1, "legacy={legacy}: {info}");
+        // diff finds the mount by its upper, so it knows the lowers: /shared is modified, not added.
+        std::fs::write(m.join("shared"), "changed").unwrap();
+        assert_eq!(ok(&run(ov(&sb).arg("diff").arg(&u))), "added /new\nmodified /shared\n", "legacy={legacy}");
+        ok(&run(ov(&sb).arg("umount").arg(&m)));
+    }
+}
