@@ -85,18 +85,11 @@ fn tag_of(r: &str) -> &str {
 }
 
 pub fn export(store: &Store, img: &Image, file: &str, format: Format, ctx: &Ctx) -> Result<()> {
-    let to_stdout = file == "-";
-    let tmp: Option<PathBuf> = (!to_stdout).then(|| {
-        let p = Path::new(file);
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        p.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-    });
-    let w: Box<dyn Write> = match &tmp {
-        None => Box::new(io::stdout().lock()),
-        Some(t) => Box::new(io::BufWriter::with_capacity(
-            256 * 1024,
-            File::create(t).map_err(|e| Error::new("export", file, e))?,
-        )),
+    let (tmp, w): (Option<PathBuf>, Box<dyn Write>) = if file == "-" {
+        (None, Box::new(io::stdout().lock()))
+    } else {
+        let (t, f) = create_temp(Path::new(file)).map_err(|e| Error::new("export", file, e))?;
+        (Some(t), Box::new(io::BufWriter::with_capacity(256 * 1024, f)))
     };
     let mut out = Out { b: tar::Builder::new(w), what: file.to_string() };
     let r = (|| {
@@ -115,6 +108,27 @@ pub fn export(store: &Store, img: &Image, file: &str, format: Format, ctx: &Ctx)
         _ => {}
     }
     r
+}
+
+/// A new temporary file beside `file`, for the rename into place. FILE's directory may be shared (/tmp):
+/// the name is not guessable from the pid alone, and O_EXCL refuses whatever already sits there, a
+/// planted symlink included, instead of writing through it.
+fn create_temp(file: &Path) -> io::Result<(PathBuf, File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+    for i in 0..8u32 {
+        let salt = nanos.wrapping_mul(2654435761).wrapping_add(i);
+        let t = file.with_file_name(format!(".{name}.tmp-{}-{salt:08x}", std::process::id()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&t) {
+            Ok(f) => return Ok((t, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 fn oci<W: Write>(store: &Store, img: &Image, out: &mut Out<W>, ctx: &Ctx) -> Result<()> {

@@ -904,6 +904,42 @@ fn tar_guard_follows_the_reader_past_odd_headers() {
     }
 }
 
+/// `export` writes a temporary beside FILE and renames it: in a shared directory (/tmp) someone may have
+/// planted a symlink at that name, and root must not write through it (the classic /tmp race). In a new
+/// PID namespace the tool is pid 1, so the temporary's name is known in advance.
+#[test]
+fn export_does_not_write_through_a_planted_temporary() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("ex", &[(tar(&[tar_entry("f", b'0', b"x", "", 0o644)]), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let victim = sb.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let shared = sb.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    for pid in 1..4 {
+        std::os::unix::fs::symlink(&victim, shared.join(format!(".out.tar.tmp-{pid}"))).unwrap();
+    }
+    let out = shared.join("out.tar");
+    let o = run(Command::new("unshare")
+        .args(["--pid", "--fork", "--"])
+        .arg(bin(TOOL))
+        .env("CBUILD_STATE", &sb.state)
+        .env("CBUILD_DATA", &sb.data)
+        .args(["export", "ex"])
+        .arg(&out));
+    assert!(std::fs::read(&victim).unwrap() == b"precious", "export wrote through a planted symlink");
+    assert!(std::fs::symlink_metadata(&victim).unwrap().is_file());
+    if o.status.success() {
+        let b = std::fs::read(&out).unwrap();
+        assert!(b.len() > 1024 && std::fs::symlink_metadata(&out).unwrap().is_file());
+    } else {
+        assert_tool_error(&o, TOOL, "out.tar");
+        assert!(!out.exists());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Store behaviour: indexes, concurrency, interrupted imports, gc.
 
