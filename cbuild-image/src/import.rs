@@ -222,7 +222,11 @@ impl Importer<'_> {
     /// A small file at the top of the input (index.json, manifest.json), bounded in size.
     fn top_file(&self, name: &str) -> Result<Vec<u8>> {
         match &self.src {
-            Source::Dir(d) => read_limited(&d.join(name), MAX_JSON),
+            Source::Dir(d) => {
+                let p = d.join(name);
+                drop(open_regular(&p)?);
+                read_limited(&p, MAX_JSON)
+            }
             Source::Archive { .. } => {
                 let b = self.src.lookup(name).ok_or_else(|| Error::new("import", name, "missing"))?;
                 read_limited(&b.path, MAX_JSON)
@@ -249,20 +253,23 @@ impl Importer<'_> {
             }
             Source::Dir(dir) => {
                 let p = dir.join("blobs/sha256").join(digest.hex());
-                let f = File::open(&p).map_err(|e| Error::io("import", &p, e))?;
+                let f = open_regular(&p)?;
                 self.ctx.step("copy", format!("{what} {digest}"));
-                self.staging.copy(f, &format!("{what} {digest}"))?
+                // One byte more than promised is enough to refuse it: a blob that is a link to
+                // /dev/zero or a file far larger than its descriptor must not fill the disk first.
+                self.staging.copy(f.take(size.saturating_add(1)), &format!("{what} {digest}"))?
             }
         };
-        if b.digest != digest {
-            return Err(Error::new("verify", format!("{what} {digest}"), format!("content has digest {}", b.digest)));
-        }
         if b.size != size {
+            let got = if b.size > size { format!("more than {size}") } else { b.size.to_string() };
             return Err(Error::new(
                 "verify",
                 format!("{what} {digest}"),
-                format!("size is {} bytes, descriptor says {size}", b.size),
+                format!("size is {got} bytes, descriptor says {size}"),
             ));
+        }
+        if b.digest != digest {
+            return Err(Error::new("verify", format!("{what} {digest}"), format!("content has digest {}", b.digest)));
         }
         self.ctx.step("verify", format!("{what} {digest}"));
         self.keep.insert(digest, b.clone());
@@ -403,6 +410,22 @@ impl Importer<'_> {
         }
         Ok(out)
     }
+}
+
+/// Open a file of a layout directory for reading, refusing anything but a regular file: opening a FIFO
+/// would block for ever, and a device would never end. O_NONBLOCK makes the open of a FIFO return.
+fn open_regular(p: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map_err(|e| Error::io("import", p, e))?;
+    let m = f.metadata().map_err(|e| Error::io("import", p, e))?;
+    if !m.is_file() {
+        return Err(Error::new("import", p.display(), "not a regular file"));
+    }
+    Ok(f)
 }
 
 pub fn descriptor(mt: MediaType, d: &Digest, size: u64) -> Descriptor {

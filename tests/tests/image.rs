@@ -940,6 +940,57 @@ fn export_does_not_write_through_a_planted_temporary() {
     }
 }
 
+/// Run `cmd`, killing it after `secs`: a command that never ends is a failure, not a hung suite.
+#[track_caller]
+fn run_bounded(cmd: &mut Command, secs: u64) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A layout directory is input too: a blob that is a symlink to /dev/zero (or a FIFO, or a file much
+/// larger than its descriptor) must not be copied without bound into the store's staging area.
+#[test]
+fn layout_dir_blobs_are_read_no_further_than_their_size() {
+    require_root();
+    let sb = Sandbox::new();
+    let good = tar(&[tar_entry("f", b'0', b"content", "", 0o644)]);
+    let seed = Layout::new(&sb.path().join("seed"));
+    seed.image("seed", &[(good.clone(), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&seed.dir)));
+    let before = store_state(&sb);
+    for (what, needle) in
+        [("zero", "not a regular file"), ("fifo", "not a regular file"), ("huge", "size is more than")]
+    {
+        let l = Layout::new(&sb.path().join(what));
+        let other = tar(&[tar_entry(what, b'0', b"other", "", 0o644)]);
+        l.image("h", &[(other.clone(), LAYER_TAR)], |_, _| {});
+        let blob = l.dir.join("blobs/sha256").join(sha256(&other));
+        std::fs::remove_file(&blob).unwrap();
+        match what {
+            "zero" => std::os::unix::fs::symlink("/dev/zero", &blob).unwrap(),
+            "fifo" => nix::unistd::mkfifo(&blob, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap(),
+            // A sparse terabyte: its first bytes are the real blob, the rest is what the copy must not take.
+            _ => {
+                let f = std::fs::File::create(&blob).unwrap();
+                std::io::Write::write_all(&mut &f, &other).unwrap();
+                f.set_len(1 << 40).unwrap();
+            }
+        }
+        let o = run_bounded(img(&sb).arg("import").arg(&l.dir), 20);
+        assert_tool_error(&o, TOOL, needle);
+        assert_eq!(store_state(&sb), before, "{what}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Store behaviour: indexes, concurrency, interrupted imports, gc.
 
