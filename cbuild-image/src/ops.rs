@@ -229,7 +229,7 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
     if !store.owns_layers {
         return Ok(rep);
     }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts = overlay_mounts();
     let Ok(rd) = std::fs::read_dir(&store.layers) else { return Ok(rep) };
     for ent in rd.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
@@ -257,4 +257,73 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
         }
     }
     Ok(rep)
+}
+
+/// What every overlay mount on the system says about its layers: the options (lowerdir=..., or one
+/// lowerdir+= per layer) and, for cbuild-overlay's mount(2) mounts whose lowerdir holds fd numbers, the
+/// layer list in the aux dir named as the source. Every mount namespace counts (a container's root is
+/// mounted in its own, invisible from ours), so each namespace's mountinfo is read once through one of its
+/// processes. mountinfo and overlayfs escape odd bytes as `\ooo`; they are unescaped here.
+fn overlay_mounts() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = HashSet::new();
+    let mut out = String::new();
+    let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten().map(|e| e.file_name());
+    let pids = std::iter::once("self".into()).chain(pids);
+    for pid in pids {
+        let pid = pid.to_string_lossy().into_owned();
+        if pid != "self" && !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/mnt")) else { continue };
+        if !seen.insert((ns.dev(), ns.ino())) {
+            continue;
+        }
+        let Ok(mi) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { continue };
+        for line in mi.lines() {
+            let Some((_, post)) = line.split_once(" - ") else { continue };
+            let mut f = post.split(' ');
+            let (Some("overlay"), Some(source), Some(opts)) = (f.next(), f.next(), f.next()) else { continue };
+            out.push_str(&unescape(opts));
+            out.push('\n');
+            let source = unescape(source);
+            if source.starts_with('/') {
+                if let Ok(list) = std::fs::read_to_string(Path::new(&source).join("lower")) {
+                    out.push_str(&list);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Undo mountinfo's `\ooo` escapes.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && (b'0'..=b'3').contains(&b[i + 1])
+            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push(((b[i + 1] - b'0') << 6) | ((b[i + 2] - b'0') << 3) | (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unescape_mountinfo() {
+        assert_eq!(super::unescape("/a\\040b,lowerdir=/x\\072y"), "/a b,lowerdir=/x:y");
+        assert_eq!(super::unescape("end\\04"), "end\\04");
+    }
 }

@@ -1141,6 +1141,50 @@ fn rm_and_gc_keep_what_is_used() {
     assert_eq!(std::fs::read_dir(sb.data.join("images/blobs/sha256")).unwrap().count(), 0);
 }
 
+/// A container's root overlay lives in the container's own mount namespace, not in the one `gc` runs in:
+/// its layer dirs are still in use, and gc must see that.
+#[test]
+fn gc_keeps_layer_dirs_mounted_in_another_mount_namespace() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("ns", &[(tar(&[tar_entry("f", b'0', b"x", "", 0o644)]), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let dirs = ok(run(img(&sb).args(["layers", "ns"])));
+    let layer = dirs.trim().to_string();
+    let empty = sb.path().join("empty");
+    let mnt = sb.path().join("mnt");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir={layer}:{} {} && echo ready && exec sleep 120",
+        empty.display(),
+        mnt.display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let _kill = Defer(move || {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    });
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the overlay mount in the new namespace failed");
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&layer), "the mount leaked to the host");
+    ok(run(img(&sb).args(["rm", "ns"])));
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["kept_mounted"].as_u64(), Some(1), "{rep}");
+    assert!(Path::new(&layer).join("f").is_file(), "gc removed a layer dir a container still uses");
+    let _ = child.kill();
+    let _ = child.wait();
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
+    assert!(!Path::new(&layer).exists());
+}
+
 #[test]
 fn docker25_archive_follows_manifest_json() {
     require_root();
