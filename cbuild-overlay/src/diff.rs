@@ -105,14 +105,19 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
     crate::error::verbose::step("walk", upper.display());
     let mut changes = vec![];
     // Dirs (relative) below which the lower layers are hidden: opaque dirs, and dirs that replaced a
-    // lower non-dir or were made new.
+    // lower non-dir or were made new. The walk is depth-first, so the ones that still matter are
+    // ancestors of the current entry: a stack, popped on leaving them (a linear scan of every hidden dir
+    // per entry made 20,000 new dirs take 14 s).
     let mut hidden_below: Vec<PathBuf> = vec![];
     walk::walk("diff", &upper, &mut |e| {
         if e.rel.as_os_str().is_empty() {
             return true;
         }
         let path = format!("/{}", e.rel.to_string_lossy());
-        let under_hidden = hidden_below.iter().any(|h| e.rel.starts_with(h));
+        while hidden_below.last().is_some_and(|h| !e.rel.starts_with(h)) {
+            hidden_below.pop();
+        }
+        let under_hidden = !hidden_below.is_empty();
         let ft = e.file_type();
         if is_whiteout_stat(&e.st, &e.at, prefix) {
             changes.push(Change {

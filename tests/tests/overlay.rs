@@ -850,3 +850,78 @@ fn upper_and_work_with_backslashes_and_separators_both_apis() {
         ok(&run(ov(&sb).arg("umount").arg(&m)));
     }
 }
+
+/// A chain of `depth` dirs named `d` below `dir`, made fd-relative (deeper than PATH_MAX allows by path).
+fn deep_chain(dir: &Path, depth: usize) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: plain syscalls on valid C strings; each fd is owned exactly once.
+    let mut fd = unsafe { OwnedFd::from_raw_fd(libc::open(c.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY)) };
+    for _ in 0..depth {
+        unsafe {
+            assert_eq!(libc::mkdirat(fd.as_raw_fd(), c"d".as_ptr(), 0o755), 0);
+            let next = libc::openat(fd.as_raw_fd(), c"d".as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
+            assert!(next >= 0);
+            fd = OwnedFd::from_raw_fd(next);
+        }
+    }
+}
+
+#[test]
+fn diff_and_inspect_survive_hostile_trees() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let (u, w, m) = (sb.path().join("u"), sb.path().join("w"), sb.path().join("m"));
+    ok(&run(ov(&sb)
+        .arg("mount")
+        .arg("--lower")
+        .arg(format!("{}:{}", top.display(), bottom.display()))
+        .arg("--upper")
+        .arg(&u)
+        .arg("--work")
+        .arg(&w)
+        .arg(&m)));
+    // A container can make a tree far deeper than PATH_MAX: the recursive walk overflowed its stack
+    // (abort, no error line) at a few thousand levels.
+    const DEPTH: usize = 4000;
+    std::fs::create_dir(m.join("a-new")).unwrap();
+    deep_chain(&m.join("a-new"), DEPTH);
+    std::fs::write(m.join("shared"), "changed").unwrap();
+    // A device node that is not a whiteout is a change like any other, not a deletion.
+    nix::sys::stat::mknod(
+        &m.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let out = ok(&run(ov(&sb).arg("diff").arg(&u)));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), DEPTH + 3, "{}", &out[out.len().saturating_sub(300)..]);
+    assert_eq!(lines[0], "added /a-new");
+    assert!(lines[DEPTH].starts_with("added /a-new/d/d/") && lines[DEPTH].ends_with("/d"));
+    // After leaving the new dir, entries are looked up in the lowers again.
+    assert_eq!(&lines[DEPTH + 1..], ["added /null", "modified /shared"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&run(ov(&sb).arg("inspect").arg("--json").arg(&m)))).unwrap();
+    assert_eq!(info["layers"][0]["dirs"], DEPTH as u64 + 2, "upper root, a-new and the chain");
+
+    // Deeper than the open-file limit: a clean error, not a crash.
+    let mut cmd = ov(&sb);
+    cmd.arg("diff").arg(&u);
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = run(&mut cmd);
+    assert_tool_error(&o, TOOL, "Too many open files");
+    assert!(stderr(&o).contains("hint: the tree is"), "{}", stderr(&o));
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+}
