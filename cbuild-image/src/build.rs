@@ -174,7 +174,9 @@ impl TarWriter<'_> {
         let ft = m.file_type();
         let xattrs = lxattrs(abs).map_err(|e| self.err(rel, e))?;
         let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
-        if self.walk == Walk::Rootfs && name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+        // In an upper dir too: overlayfs gives `.wh.*` names no meaning, so a container can make such a
+        // file, which as a layer entry would delete its namesake (or make its directory opaque).
+        if name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
             return Err(self
                 .err(rel, "a file named .wh.* would read as a whiteout")
                 .hint("rename it; OCI layers cannot carry such names"));

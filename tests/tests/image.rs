@@ -612,6 +612,14 @@ fn commit_turns_an_overlay_upper_into_a_layer() {
     assert_eq!(std::fs::read_to_string(u.join("data/old/fresh")).unwrap(), "fresh");
     assert_eq!(std::fs::read_to_string(u.join("etc/motd")).unwrap(), "committed\n");
     assert!(u.join("bin/busybox").is_file());
+    // A container may create a file named `.wh.passwd` in its own view: in the upper dir it is a plain
+    // file, but as a layer entry it would delete /etc/passwd. Refused, as `build` refuses it, and the
+    // store is left as it was.
+    let before = store_state(&sb);
+    std::fs::write(upper.join("etc/.wh.passwd"), "").unwrap();
+    let o = run(img(&sb).arg("commit").arg(&upper).args(["--from", "base", "--tag", "evil"]));
+    assert_tool_error(&o, TOOL, "would read as a whiteout");
+    assert_eq!(store_state(&sb), before);
 }
 
 // ---------------------------------------------------------------------------------------------------
