@@ -16,6 +16,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use rustix::fs::{Mode, OFlags, CWD};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags};
 
@@ -123,9 +124,51 @@ impl Drop for Undo {
     }
 }
 
+/// The signals that end a process by default and are sent to stop one (Ctrl-C, kill, a closed terminal).
+const STOP_SIGNALS: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+
+/// Holds [`STOP_SIGNALS`] blocked while mount makes things, so a Ctrl-C or `kill` cannot end the process
+/// between steps with a tmpfs, an aux dir or created dirs left behind. Dropped on failure, it restores the
+/// old mask, which delivers a pending signal (after the undo ran): the process still dies by it, cleanly.
+/// On success it is forgotten: the mount is complete, and a signal that came at the very end is moot.
+struct SignalsHeld {
+    old: SigSet,
+}
+
+impl SignalsHeld {
+    fn hold() -> Option<SignalsHeld> {
+        let set: SigSet = STOP_SIGNALS.into_iter().collect();
+        let mut old = SigSet::empty();
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).ok()?;
+        Some(SignalsHeld { old })
+    }
+
+    /// The first stop signal waiting to be delivered, if any.
+    fn pending() -> Option<Signal> {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigpending fills the set it is given; it is read only after success.
+        let set = unsafe {
+            if libc::sigpending(set.as_mut_ptr()) != 0 {
+                return None;
+            }
+            set.assume_init()
+        };
+        // SAFETY: `set` is an initialized sigset_t.
+        STOP_SIGNALS.into_iter().find(|s| unsafe { libc::sigismember(&set, *s as libc::c_int) } == 1)
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+    }
+}
+
 /// Mount an overlay as `req` asks.
 pub fn mount(req: &MountRequest) -> Result<Mounted> {
     let mut plan = check(req)?;
+    // Declared before `undo`, so on failure the undo runs first and only then a held signal lands.
+    let held = SignalsHeld::hold();
     let mut undo = Undo::default();
 
     let mut created = vec![];
@@ -180,7 +223,13 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
         Api::New => mount_new(&plan, req, &source)?,
         _ => mount_legacy(&plan, req, &source, aux.as_deref().filter(|_| fd_names), &mut undo)?,
     }
+    undo.push(UndoStep::Umount(plan.target.clone()));
+    if let Some(sig) = SignalsHeld::pending() {
+        // Asked to stop while mounting: take it all back, then let the signal end the process.
+        return Err(Error::invalid("mount", p(&plan.target), format!("interrupted by {sig}")));
+    }
     undo.armed = false;
+    std::mem::forget(held);
     Ok(Mounted { api, aux })
 }
 
