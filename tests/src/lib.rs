@@ -83,7 +83,10 @@ impl Drop for Sandbox {
 
 /// Mount points (from /proc/self/mountinfo) at or below `prefix`.
 pub fn mounts_under(prefix: &str) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Bytes, not UTF-8: one mount point with an odd name anywhere on the host must not turn every leak
+    // check into a check of nothing.
+    let raw = std::fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let info = String::from_utf8_lossy(&raw);
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(unescape_mountinfo)
