@@ -431,10 +431,12 @@ fn main() {
             }
             Err(e) => fail(e),
         },
-        Cmd::Unpersist { dir } => match name_or_path(&dir, "ns").and_then(|d| persist::remove(&d)) {
-            Ok(_) => 0,
-            Err(e) => fail(e),
-        },
+        Cmd::Unpersist { dir } => {
+            match name_or_path(&dir, "ns").and_then(|d| persist::remove(&d, !dir.contains('/'))) {
+                Ok(_) => 0,
+                Err(e) => fail(e),
+            }
+        }
     };
     std::process::exit(code);
 }

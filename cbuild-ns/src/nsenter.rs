@@ -148,7 +148,16 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
         .ctx(Step::Fork, "sigmask")?;
     let (ctrl_r, ctrl_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(Step::Sync, "pipe")?;
     // Fork: joining a pid namespace only takes effect for children.
-    match unsafe { nix::unistd::fork() }.ctx(Step::Fork, "exec")? {
+    let joined_pid = fds.iter().any(|f| f.ty == NsType::Pid);
+    let forked = unsafe { nix::unistd::fork() }.ctx(Step::Fork, "exec").map_err(|e| {
+        if joined_pid && e.reason.contains("allocate memory") {
+            // ENOMEM from fork into a pid namespace means its PID 1 has exited: nothing can enter it.
+            e.hint("the pid namespace's first process has exited; join the others only, e.g. --ns net,uts,ipc,mnt")
+        } else {
+            e
+        }
+    })?;
+    match forked {
         nix::unistd::ForkResult::Child => {
             drop(ctrl_r);
             let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);

@@ -75,7 +75,9 @@ impl Persisted {
 }
 
 /// Remove persisted namespaces in DIR (every namespace file there), then DIR if it is left empty.
-pub fn remove(dir: &Path) -> Result<Vec<String>> {
+/// `name_dir`: DIR is `<state>/NAME/ns`, whose NAME directory goes too once empty (a directory the caller
+/// named by path is theirs, and only its namespace files are ours to remove).
+pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
     let mut removed = vec![];
     let entries = std::fs::read_dir(dir).ctx(Step::Persist, dir.display())?;
     for e in entries.flatten() {
@@ -98,7 +100,7 @@ pub fn remove(dir: &Path) -> Result<Vec<String>> {
     // The namespace dir, then the NAME dir if nothing else lives there (contract: whoever removes the last
     // thing removes the directory; rmdir fails harmlessly otherwise).
     let _ = std::fs::remove_dir(dir);
-    if dir.file_name().is_some_and(|n| n == "ns") {
+    if name_dir {
         if let Some(parent) = dir.parent() {
             let _ = std::fs::remove_dir(parent);
         }
