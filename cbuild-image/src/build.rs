@@ -8,19 +8,23 @@
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
 use crate::extract::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
-use crate::fsutil::lxattrs;
+use crate::fsutil::{fd_xattrs, list_dir, reopen};
 use crate::image::{Image, Platform};
 use crate::import::descriptor;
 use crate::store::{StagedBlob, Staging, Store};
 use crate::stream::Compression;
 use crate::Ctx;
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 use oci_spec::image::MediaType;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
 
@@ -107,11 +111,17 @@ struct TarWriter<'a> {
 }
 
 /// Write the tree at `src` as a layer blob into `staging`.
+///
+/// The tree may be an upper dir a running container still writes, so it is walked by directory fds,
+/// never by path: each entry is opened `O_PATH|O_NOFOLLOW` relative to its directory's fd and everything
+/// after (type, metadata, xattrs, link target, contents) comes from that fd. A file swapped for a symlink
+/// is then read as the symlink it has become, a directory swapped for a symlink to `/etc` cannot steer
+/// the walk out of the tree, and a FIFO or device node is never opened (opening a FIFO blocks).
 pub fn write_layer(src: &Path, walk: Walk, opts: &BuildOptions, staging: &mut Staging, ctx: &Ctx) -> Result<LayerOut> {
-    let meta = std::fs::symlink_metadata(src).map_err(|e| Error::io("build", src, e))?;
-    if !meta.is_dir() {
-        return Err(Error::new("build", src.display(), "not a directory"));
-    }
+    let root = crate::fsutil::open_root(src).map_err(|e| match e {
+        Errno::ENOTDIR | Errno::ELOOP => Error::new("build", src.display(), "not a directory"),
+        e => Error::sys("build", src.display(), e),
+    })?;
     let (path, f) = staging.file()?;
     let e = |x: io::Error| Error::new("build", src.display(), x);
     let sink: Sink = HashWriter::new(
@@ -121,7 +131,8 @@ pub fn write_layer(src: &Path, walk: Walk, opts: &BuildOptions, staging: &mut St
     b.mode(tar::HeaderMode::Complete);
     b.follow_symlinks(false);
     let mut tw = TarWriter { b, walk, mtime: opts.mtime, links: HashMap::new(), ctx, src: src.to_path_buf() };
-    tw.dir(src, Path::new(""))?;
+    let dir = reopen(&root, OFlag::O_RDONLY).map_err(|x| Error::sys("build", src.display(), x))?;
+    tw.dir(&dir, Path::new(""))?;
     let sink = tw.b.into_inner().map_err(e)?;
     let (enc, diff_id, _) = sink.finish();
     let (bw, digest, size) = enc.finish().map_err(e)?.finish();
@@ -133,50 +144,89 @@ fn is_overlay_xattr(k: &str) -> bool {
     k.starts_with("trusted.overlay.") || k.starts_with("user.overlay.")
 }
 
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// `/proc/self/fd/N`: the way to reach the inode an O_PATH fd holds (reopen it, read its xattrs)
+/// without a path lookup that something else could redirect.
+pub fn proc_fd(fd: &impl AsFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
+/// Reads exactly `left` bytes: a file that grew is cut at the size in its header, one that shrank
+/// (truncated while read) is padded with zeros, as GNU tar does, so the archive stays well-formed.
+struct Exact {
+    f: File,
+    left: u64,
+    padded: u64,
+}
+
+impl Read for Exact {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = match self.f.read(&mut buf[..want])? {
+            0 => {
+                buf[..want].fill(0);
+                self.padded += want as u64;
+                want
+            }
+            n => n,
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 impl TarWriter<'_> {
     fn err(&self, rel: &Path, r: impl std::fmt::Display) -> Error {
         Error::new("build", self.src.join(rel).display(), r)
     }
 
-    fn header(&self, m: &std::fs::Metadata, kind: EntryType) -> Header {
+    fn header(&self, st: &FileStat, kind: EntryType) -> Header {
         let mut h = Header::new_gnu();
         h.set_entry_type(kind);
-        h.set_mode(m.mode() & 0o7777);
-        h.set_uid(m.uid() as u64);
-        h.set_gid(m.gid() as u64);
-        h.set_mtime(self.mtime.unwrap_or(m.mtime().max(0) as u64));
+        h.set_mode(st.st_mode & 0o7777);
+        h.set_uid(st.st_uid as u64);
+        h.set_gid(st.st_gid as u64);
+        h.set_mtime(self.mtime.unwrap_or(st.st_mtime.max(0) as u64));
         h.set_size(0);
         h
     }
 
-    fn whiteout(&mut self, rel: &Path, m: &std::fs::Metadata) -> Result<()> {
-        let mut h = self.header(m, EntryType::Regular);
+    fn whiteout(&mut self, rel: &Path, st: &FileStat) -> Result<()> {
+        let mut h = self.header(st, EntryType::Regular);
         h.set_mode(0o644);
         self.b.append_data(&mut h, rel, io::empty()).map_err(|e| self.err(rel, e))
     }
 
-    fn dir(&mut self, abs: &Path, rel: &Path) -> Result<()> {
-        let mut names: Vec<_> = std::fs::read_dir(abs)
-            .map_err(|e| self.err(rel, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(|e| self.err(rel, e))?;
+    /// The entries of directory `dir` (an O_RDONLY fd), sorted by name.
+    fn dir(&mut self, dir: &OwnedFd, rel: &Path) -> Result<()> {
+        let mut names = list_dir(dir).map_err(|e| Error::sys("build", self.src.join(rel).display(), e))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for n in names {
-            let (a, r) = (abs.join(&n), rel.join(&n));
-            self.entry(&a, &r)?;
+            self.entry(dir, &n, &rel.join(&n))?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, abs: &Path, rel: &Path) -> Result<()> {
-        let m = std::fs::symlink_metadata(abs).map_err(|e| self.err(rel, e))?;
-        let ft = m.file_type();
-        let xattrs = lxattrs(abs).map_err(|e| self.err(rel, e))?;
-        let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+    fn entry(&mut self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<()> {
+        let sys = |e: Errno| Error::sys("build", self.src.join(rel).display(), e);
+        let fd = match openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(fd) => fd,
+            // Listed, then removed by whoever writes the tree: it is not part of the snapshot.
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(sys(e)),
+        };
+        let st = fstat(&fd).map_err(sys)?;
+        let ft = kind(&st);
+        let xattrs = fd_xattrs(&proc_fd(&fd)).map_err(|e| self.err(rel, e))?;
         // In an upper dir too: overlayfs gives `.wh.*` names no meaning, so a container can make such a
         // file, which as a layer entry would delete its namesake (or make its directory opaque).
-        if name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+        if name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) {
             return Err(self
                 .err(rel, "a file named .wh.* would read as a whiteout")
                 .hint("rename it; OCI layers cannot carry such names"));
@@ -191,9 +241,9 @@ impl TarWriter<'_> {
                 ));
             }
             let xwhiteout = xattrs.iter().any(|(k, _)| is_overlay_xattr(k) && k.ends_with(".overlay.whiteout"));
-            if (ft.is_char_device() && m.rdev() == 0) || (ft.is_file() && xwhiteout) {
-                let wh = rel.with_file_name(format!("{WHITEOUT_PREFIX}{}", rel.file_name().unwrap().to_string_lossy()));
-                return self.whiteout(&wh, &m);
+            if (ft == SFlag::S_IFCHR && st.st_rdev == 0) || (ft == SFlag::S_IFREG && xwhiteout) {
+                let wh = rel.with_file_name(format!("{WHITEOUT_PREFIX}{}", name.to_string_lossy()));
+                return self.whiteout(&wh, &st);
             }
         }
         let pax: Vec<(String, Vec<u8>)> = xattrs
@@ -206,51 +256,78 @@ impl TarWriter<'_> {
                 .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                 .map_err(|e| self.err(rel, e))?;
         }
-        if ft.is_dir() {
-            let mut h = self.header(&m, EntryType::Directory);
-            let mut p = rel.as_os_str().to_os_string();
-            p.push("/");
-            self.b.append_data(&mut h, Path::new(&p), io::empty()).map_err(|e| self.err(rel, e))?;
-            let opaque =
-                xattrs.iter().any(|(k, v)| (k == "trusted.overlay.opaque" || k == "user.overlay.opaque") && v == b"y");
-            if self.walk == Walk::Upper && opaque {
-                self.whiteout(&rel.join(WHITEOUT_OPAQUE), &m)?;
-            }
-            return self.dir(abs, rel);
-        }
-        if ft.is_symlink() {
-            let t = std::fs::read_link(abs).map_err(|e| self.err(rel, e))?;
-            let mut h = self.header(&m, EntryType::Symlink);
-            return self.b.append_link(&mut h, rel, &t).map_err(|e| self.err(rel, e));
-        }
-        if ft.is_file() {
-            if m.nlink() > 1 {
-                if let Some(first) = self.links.get(&(m.dev(), m.ino())).cloned() {
-                    let mut h = self.header(&m, EntryType::Link);
-                    return self.b.append_link(&mut h, rel, &first).map_err(|e| self.err(rel, e));
+        match ft {
+            SFlag::S_IFDIR => {
+                let sub = reopen(&fd, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(sys)?;
+                let mut h = self.header(&st, EntryType::Directory);
+                let mut p = rel.as_os_str().to_os_string();
+                p.push("/");
+                self.b.append_data(&mut h, Path::new(&p), io::empty()).map_err(|e| self.err(rel, e))?;
+                let opaque = xattrs
+                    .iter()
+                    .any(|(k, v)| (k == "trusted.overlay.opaque" || k == "user.overlay.opaque") && v == b"y");
+                if self.walk == Walk::Upper && opaque {
+                    self.whiteout(&rel.join(WHITEOUT_OPAQUE), &st)?;
                 }
-                self.links.insert((m.dev(), m.ino()), rel.to_path_buf());
+                self.dir(&sub, rel)
             }
-            let mut h = self.header(&m, EntryType::Regular);
-            h.set_size(m.len());
-            let f = File::open(abs).map_err(|e| self.err(rel, e))?;
-            return self.b.append_data(&mut h, rel, f).map_err(|e| self.err(rel, e));
+            SFlag::S_IFLNK => {
+                let t = nix::fcntl::readlinkat(&fd, "").map_err(sys)?;
+                let mut h = self.header(&st, EntryType::Symlink);
+                self.b.append_link(&mut h, rel, Path::new(&t)).map_err(|e| self.err(rel, e))
+            }
+            SFlag::S_IFREG => {
+                if st.st_nlink > 1 {
+                    if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)).cloned() {
+                        let mut h = self.header(&st, EntryType::Link);
+                        return self.b.append_link(&mut h, rel, &first).map_err(|e| self.err(rel, e));
+                    }
+                    self.links.insert((st.st_dev, st.st_ino), rel.to_path_buf());
+                }
+                // Reopen the very inode the O_PATH fd holds, for reading: no path lookup in between.
+                let f: File = nix::fcntl::open(
+                    &proc_fd(&fd),
+                    OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(sys)?
+                .into();
+                let now = fstat(&f).map_err(sys)?;
+                if (now.st_dev, now.st_ino, kind(&now)) != (st.st_dev, st.st_ino, ft) {
+                    return Err(self.err(rel, "changed while it was read"));
+                }
+                let mut h = self.header(&now, EntryType::Regular);
+                let size = now.st_size.max(0) as u64;
+                h.set_size(size);
+                let mut r = Exact { f, left: size, padded: 0 };
+                self.b.append_data(&mut h, rel, &mut r).map_err(|e| self.err(rel, e))?;
+                if r.padded > 0 {
+                    self.ctx.warn(&format!(
+                        "build: {}: shrank by {} bytes while read; padded with zeros",
+                        self.src.join(rel).display(),
+                        r.padded
+                    ));
+                }
+                Ok(())
+            }
+            SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO => {
+                // Recorded, never opened.
+                let kind = match ft {
+                    SFlag::S_IFCHR => EntryType::Char,
+                    SFlag::S_IFBLK => EntryType::Block,
+                    _ => EntryType::Fifo,
+                };
+                let mut h = self.header(&st, kind);
+                let rdev = st.st_rdev;
+                h.set_device_major(nix::sys::stat::major(rdev) as u32).map_err(|e| self.err(rel, e))?;
+                h.set_device_minor(nix::sys::stat::minor(rdev) as u32).map_err(|e| self.err(rel, e))?;
+                self.b.append_data(&mut h, rel, io::empty()).map_err(|e| self.err(rel, e))
+            }
+            _ => {
+                self.ctx.warn(&format!("build: {}: skipped a socket", self.src.join(rel).display()));
+                Ok(())
+            }
         }
-        let kind = if ft.is_char_device() {
-            EntryType::Char
-        } else if ft.is_block_device() {
-            EntryType::Block
-        } else if ft.is_fifo() {
-            EntryType::Fifo
-        } else {
-            self.ctx.warn(&format!("build: {}: skipped a socket", abs.display()));
-            return Ok(());
-        };
-        let mut h = self.header(&m, kind);
-        let rdev = m.rdev();
-        h.set_device_major(nix::sys::stat::major(rdev) as u32).map_err(|e| self.err(rel, e))?;
-        h.set_device_minor(nix::sys::stat::minor(rdev) as u32).map_err(|e| self.err(rel, e))?;
-        self.b.append_data(&mut h, rel, io::empty()).map_err(|e| self.err(rel, e))
     }
 }
 

@@ -133,14 +133,15 @@ pub fn fgetxattr(fd: &impl AsFd, name: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// All extended attributes of `path` (not following a final symlink), sorted by name. Used on trusted
-/// input only (a directory the caller builds from).
-pub fn lxattrs(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+/// All extended attributes of the inode an O_PATH fd holds, named by its `/proc/self/fd/N` path, sorted
+/// by name. listxattr/getxattr follow the magic link to exactly that inode (a symlink's own xattrs when
+/// the fd is on a symlink) and no further; O_PATH fds cannot be given to flistxattr/fgetxattr.
+pub fn fd_xattrs(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     let p = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     let mut names = vec![0u8; 4096];
     loop {
-        let r = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        let r = unsafe { libc::listxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
         if r >= 0 {
             names.truncate(r as usize);
             break;
@@ -156,7 +157,7 @@ pub fn lxattrs(path: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let cname = CString::new(name).unwrap();
         let mut val = vec![0u8; 65536];
-        let r = unsafe { libc::lgetxattr(p.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+        let r = unsafe { libc::getxattr(p.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
         if r < 0 {
             continue; // vanished or not readable by us: nothing to record
         }

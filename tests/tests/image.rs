@@ -622,6 +622,101 @@ fn commit_turns_an_overlay_upper_into_a_layer() {
     assert_eq!(store_state(&sb), before);
 }
 
+/// `build` and `commit` read trees a container may still be writing (an upper dir): a regular file or a
+/// directory swapped for a symlink (to a host file or directory) or a FIFO between the walker's look and
+/// its open must never make root read the host file into the layer, nor block on the FIFO. A racer thread
+/// swaps entries back and forth (renameat2 RENAME_EXCHANGE) while builds run; whatever the walker saw,
+/// no layer holds the host's bytes and no build hangs.
+#[test]
+fn build_of_a_changing_tree_never_follows_symlinks_or_blocks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    require_root();
+    let sb = Sandbox::new();
+    let (root, aux, host) = (sb.path().join("root"), sb.path().join("aux"), sb.path().join("host"));
+    for d in [&root, &aux, &host, &root.join("d")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    const MARK: &str = "host-secret-bytes-4b1d";
+    std::fs::write(host.join("s"), MARK.repeat(8)).unwrap();
+    std::fs::write(host.join("inner"), MARK.repeat(8)).unwrap();
+    std::fs::write(root.join("d/inner"), "inside").unwrap();
+    // Static cases: a symlink where a file could be, and a FIFO, are recorded as what they are.
+    std::os::unix::fs::symlink(host.join("s"), root.join("link")).unwrap();
+    sh_ok(&format!("mkfifo {}", root.join("fifo").display()));
+    ok(run_bounded(img(&sb).arg("build").arg(&root).args(["--tag", "static", "--compression", "none"]), 30));
+    let i: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "static"])))).unwrap();
+    let top = i["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let list = sh_ok(&format!("tar -tvf {}/images/blobs/sha256/{top}", sb.data.display()));
+    assert!(
+        list.lines().any(|l| l.starts_with('l') && l.ends_with(&format!("link -> {}", host.join("s").display()))),
+        "{list}"
+    );
+    assert!(list.lines().any(|l| l.starts_with('p') && l.ends_with(" fifo")), "{list}");
+    let mut pairs = Vec::new();
+    for i in 0..16 {
+        let (f, l) = (root.join(format!("f{i}")), aux.join(format!("l{i}")));
+        std::fs::write(&f, "inside").unwrap();
+        std::os::unix::fs::symlink(host.join("s"), &l).unwrap();
+        pairs.push((f, l));
+        let (p, q) = (root.join(format!("p{i}")), aux.join(format!("q{i}")));
+        std::fs::write(&p, "inside").unwrap();
+        sh_ok(&format!("mkfifo {}", q.display()));
+        pairs.push((p, q));
+    }
+    std::os::unix::fs::symlink(&host, aux.join("dl")).unwrap();
+    pairs.push((root.join("d"), aux.join("dl")));
+    let stop = Arc::new(AtomicBool::new(false));
+    let racer = {
+        let stop = stop.clone();
+        let pairs: Vec<(CString, CString)> = pairs
+            .iter()
+            .map(|(a, b)| {
+                (CString::new(a.as_os_str().as_bytes()).unwrap(), CString::new(b.as_os_str().as_bytes()).unwrap())
+            })
+            .collect();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (a, b) in &pairs {
+                    let r = unsafe {
+                        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+                    };
+                    if r != 0 {
+                        return; // the sandbox is gone: the test failed elsewhere
+                    }
+                }
+            }
+        })
+    };
+    let _stop = {
+        let stop = stop.clone();
+        Defer(move || stop.store(true, Ordering::Relaxed))
+    };
+    let t0 = std::time::Instant::now();
+    let mut built = 0;
+    while t0.elapsed().as_secs() < 4 || built < 20 {
+        let o = run_bounded(
+            img(&sb).arg("build").arg(&root).args(["--tag", &format!("race:{built}"), "--compression", "none"]),
+            30,
+        );
+        // A build may refuse an entry that changed under it; it must not read through it.
+        if !o.status.success() {
+            assert_tool_error(&o, TOOL, "changed while it was read");
+        }
+        built += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    racer.join().unwrap();
+    let blobs = sb.data.join("images/blobs/sha256");
+    let mut layers = 0;
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let b = std::fs::read(e.unwrap().path()).unwrap();
+        assert!(!b.windows(MARK.len()).any(|w| w == MARK.as_bytes()), "a layer holds the host file's bytes");
+        layers += usize::from(b.windows(6).any(|w| w == b"inside"));
+    }
+    assert!(layers > 0, "no build succeeded");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Hostile input.
 
