@@ -132,12 +132,46 @@ pub fn write_layer(src: &Path, walk: Walk, opts: &BuildOptions, staging: &mut St
     b.follow_symlinks(false);
     let mut tw = TarWriter { b, walk, mtime: opts.mtime, links: HashMap::new(), ctx, src: src.to_path_buf() };
     let dir = reopen(&root, OFlag::O_RDONLY).map_err(|x| Error::sys("build", src.display(), x))?;
-    tw.dir(&dir, Path::new(""))?;
+    raise_nofile();
+    tw.walk(dir)?;
     let sink = tw.b.into_inner().map_err(e)?;
     let (enc, diff_id, _) = sink.finish();
     let (bw, digest, size) = enc.finish().map_err(e)?.finish();
     bw.into_inner().map_err(|x| e(x.into_error()))?.sync_data().map_err(e)?;
     Ok(LayerOut { blob: StagedBlob { path, digest, size }, diff_id })
+}
+
+/// One open directory of the walk.
+struct Frame {
+    dir: OwnedFd,
+    rel: PathBuf,
+    names: std::vec::IntoIter<std::ffi::OsString>,
+}
+
+/// The walk holds one fd per directory level: take the whole hard limit (the soft one is often 1024).
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// A failed syscall of the walk; running out of fds means the tree is deeper than the walk can hold.
+fn sys_err(src: &Path, rel: &Path, depth: usize, e: Errno) -> Error {
+    if e == Errno::EMFILE || e == Errno::ENFILE {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft.to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Error::new(
+            "build",
+            src.display(),
+            format!("directory tree deeper than the open-file limit ({limit}) at depth {depth}"),
+        )
+        .hint("raise the hard RLIMIT_NOFILE (one fd is held per directory level)");
+    }
+    Error::sys("build", src.join(rel).display(), e)
 }
 
 fn is_overlay_xattr(k: &str) -> bool {
@@ -203,22 +237,41 @@ impl TarWriter<'_> {
         self.b.append_data(&mut h, rel, io::empty()).map_err(|e| self.err(rel, e))
     }
 
-    /// The entries of directory `dir` (an O_RDONLY fd), sorted by name.
-    fn dir(&mut self, dir: &OwnedFd, rel: &Path) -> Result<()> {
-        let mut names = list_dir(dir).map_err(|e| Error::sys("build", self.src.join(rel).display(), e))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for n in names {
-            self.entry(dir, &n, &rel.join(&n))?;
+    /// Depth-first, names sorted, without recursion (a container can make a tree as deep as it likes):
+    /// a stack of open directories, one fd each, so the depth is bounded by the open-file limit.
+    fn walk(&mut self, root: OwnedFd) -> Result<()> {
+        let mut stack = vec![self.frame(root, PathBuf::new(), 0)?];
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.names.next() else {
+                stack.pop();
+                continue;
+            };
+            let rel = top.rel.join(&name);
+            let depth = stack.len();
+            let top = stack.last().unwrap();
+            if let Some(sub) = self.entry(&top.dir, &name, &rel, depth)? {
+                let f = self.frame(sub, rel, stack.len())?;
+                stack.push(f);
+            }
         }
         Ok(())
     }
 
-    fn entry(&mut self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<()> {
-        let sys = |e: Errno| Error::sys("build", self.src.join(rel).display(), e);
+    /// A directory (an O_RDONLY fd) and its entries, sorted by name.
+    fn frame(&self, dir: OwnedFd, rel: PathBuf, depth: usize) -> Result<Frame> {
+        let mut names = list_dir(&dir).map_err(|e| sys_err(&self.src, &rel, depth, e))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Ok(Frame { dir, rel, names: names.into_iter() })
+    }
+
+    /// Write one entry; a directory's fd (O_RDONLY) is returned for the walk to descend into.
+    fn entry(&mut self, dir: &OwnedFd, name: &OsStr, rel: &Path, depth: usize) -> Result<Option<OwnedFd>> {
+        let src = self.src.clone();
+        let sys = |e: Errno| sys_err(&src, rel, depth, e);
         let fd = match openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
             Ok(fd) => fd,
             // Listed, then removed by whoever writes the tree: it is not part of the snapshot.
-            Err(Errno::ENOENT) => return Ok(()),
+            Err(Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(sys(e)),
         };
         let st = fstat(&fd).map_err(sys)?;
@@ -243,7 +296,7 @@ impl TarWriter<'_> {
             let xwhiteout = xattrs.iter().any(|(k, _)| is_overlay_xattr(k) && k.ends_with(".overlay.whiteout"));
             if (ft == SFlag::S_IFCHR && st.st_rdev == 0) || (ft == SFlag::S_IFREG && xwhiteout) {
                 let wh = rel.with_file_name(format!("{WHITEOUT_PREFIX}{}", name.to_string_lossy()));
-                return self.whiteout(&wh, &st);
+                return self.whiteout(&wh, &st).map(|_| None);
             }
         }
         let pax: Vec<(String, Vec<u8>)> = xattrs
@@ -269,18 +322,20 @@ impl TarWriter<'_> {
                 if self.walk == Walk::Upper && opaque {
                     self.whiteout(&rel.join(WHITEOUT_OPAQUE), &st)?;
                 }
-                self.dir(&sub, rel)
+                Ok(Some(sub))
             }
             SFlag::S_IFLNK => {
                 let t = nix::fcntl::readlinkat(&fd, "").map_err(sys)?;
                 let mut h = self.header(&st, EntryType::Symlink);
-                self.b.append_link(&mut h, rel, Path::new(&t)).map_err(|e| self.err(rel, e))
+                self.b.append_link(&mut h, rel, Path::new(&t)).map_err(|e| self.err(rel, e))?;
+                Ok(None)
             }
             SFlag::S_IFREG => {
                 if st.st_nlink > 1 {
                     if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)).cloned() {
                         let mut h = self.header(&st, EntryType::Link);
-                        return self.b.append_link(&mut h, rel, &first).map_err(|e| self.err(rel, e));
+                        self.b.append_link(&mut h, rel, &first).map_err(|e| self.err(rel, e))?;
+                        return Ok(None);
                     }
                     self.links.insert((st.st_dev, st.st_ino), rel.to_path_buf());
                 }
@@ -308,7 +363,7 @@ impl TarWriter<'_> {
                         r.padded
                     ));
                 }
-                Ok(())
+                Ok(None)
             }
             SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO => {
                 // Recorded, never opened.
@@ -321,11 +376,12 @@ impl TarWriter<'_> {
                 let rdev = st.st_rdev;
                 h.set_device_major(nix::sys::stat::major(rdev) as u32).map_err(|e| self.err(rel, e))?;
                 h.set_device_minor(nix::sys::stat::minor(rdev) as u32).map_err(|e| self.err(rel, e))?;
-                self.b.append_data(&mut h, rel, io::empty()).map_err(|e| self.err(rel, e))
+                self.b.append_data(&mut h, rel, io::empty()).map_err(|e| self.err(rel, e))?;
+                Ok(None)
             }
             _ => {
                 self.ctx.warn(&format!("build: {}: skipped a socket", self.src.join(rel).display()));
-                Ok(())
+                Ok(None)
             }
         }
     }

@@ -717,6 +717,62 @@ fn build_of_a_changing_tree_never_follows_symlinks_or_blocks() {
     assert!(layers > 0, "no build succeeded");
 }
 
+/// `build`/`commit` walk without recursion: a container can make a tree thousands of levels deep (a
+/// recursive walk overflowed the stack: abort, no error line). Past the open-file limit (one fd per
+/// level) the error is clear and the store unchanged.
+#[test]
+fn build_of_a_very_deep_tree() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    // Deeper than PATH_MAX allows by path, so made by fds; removed by `rm -rf` (std's remove_dir_all
+    // would need an fd per level too).
+    let _rm = {
+        let r = root.clone();
+        Defer(move || {
+            let _ = Command::new("rm").arg("-rf").arg(&r).status();
+        })
+    };
+    const DEPTH: usize = 4000;
+    let mut fd = nix::fcntl::open(&root, nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
+    for _ in 0..DEPTH {
+        nix::sys::stat::mkdirat(&fd, "d", nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+        fd = nix::fcntl::openat(&fd, "d", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
+    }
+    let f = nix::fcntl::openat(
+        &fd,
+        "bottom",
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    nix::unistd::write(&f, b"deep").unwrap();
+    drop((f, fd));
+    // Below the depth: a clear error, exit 125, nothing stored.
+    ok(run(img(&sb).arg("ls"))); // the store itself exists
+    let before = store_state(&sb);
+    let o = run(Command::new("prlimit")
+        .args(["--nofile=512:512", "--"])
+        .arg(bin(TOOL))
+        .env("CBUILD_STATE", &sb.state)
+        .env("CBUILD_DATA", &sb.data)
+        .arg("build")
+        .arg(&root)
+        .args(["--tag", "deep"]));
+    assert_tool_error(&o, TOOL, "deeper than the open-file limit");
+    assert_eq!(store_state(&sb), before);
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "deep", "--compression", "none"])));
+    let i: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "deep"])))).unwrap();
+    let top = i["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let list = sh_ok(&format!("tar -tf {}/images/blobs/sha256/{top}", sb.data.display()));
+    assert_eq!(list.lines().count(), DEPTH + 1);
+    assert_eq!(list.lines().last().unwrap(), format!("{}bottom", "d/".repeat(DEPTH)));
+    let content =
+        sh_ok(&format!("tar -xOf {}/images/blobs/sha256/{top} {}bottom", sb.data.display(), "d/".repeat(DEPTH)));
+    assert_eq!(content, "deep");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Hostile input.
 
