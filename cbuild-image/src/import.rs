@@ -28,6 +28,32 @@ use std::path::{Path, PathBuf};
 pub struct ImportOptions {
     pub tag: Option<String>,
     pub platform: Platform,
+    /// Bound on the uncompressed tar stream of an archive: everything in it is staged on disk, so a
+    /// small gzip- or zstd-compressed archive must not fill the disk (a decompression bomb).
+    pub max_size: u64,
+    /// Bound on the archive's entries (each regular file becomes a staged file).
+    pub max_entries: u64,
+}
+
+/// Counts what passes and fails the read past `limit`, noting it in `over` (the tar reader wraps
+/// errors, so the flag, not the error, tells the caller why the archive stopped).
+struct Bounded<R> {
+    inner: R,
+    n: u64,
+    limit: u64,
+    over: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        if self.n > self.limit {
+            self.over.set(true);
+            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, crate::digest::LIMIT_MSG));
+        }
+        Ok(k)
+    }
 }
 
 /// One image that was imported.
@@ -123,7 +149,7 @@ pub fn import(store: &Store, input: &str, opts: &ImportOptions, ctx: &Ctx) -> Re
             (Box::new(f), len)
         };
         let progress = Progress::new("import", total, ctx.quiet());
-        read_archive(ProgressReader { inner: r, progress: progress.as_ref() }, input, &mut staging)?
+        read_archive(ProgressReader { inner: r, progress: progress.as_ref() }, input, opts, &mut staging)?
     };
     let mut im = Importer { store, staging, src, keep: BTreeMap::new(), ctx };
     let images = if im.src.has("manifest.json") {
@@ -168,18 +194,34 @@ pub fn import(store: &Store, input: &str, opts: &ImportOptions, ctx: &Ctx) -> Re
     Ok(out)
 }
 
-/// Stage every regular file of a (possibly gzip- or zstd-compressed) tar stream.
-fn read_archive(r: impl Read, input: &str, staging: &mut Staging) -> Result<Source> {
+/// Stage every regular file of a (possibly gzip- or zstd-compressed) tar stream, within the limits.
+fn read_archive(r: impl Read, input: &str, opts: &ImportOptions, staging: &mut Staging) -> Result<Source> {
     let mut br = BufReader::with_capacity(256 * 1024, r);
     let head = br.fill_buf().map_err(|e| Error::new("read", input, e))?;
     let c = Compression::sniff(head);
     let dec = crate::stream::decoder(br, c).map_err(|e| Error::new("read", input, e))?;
-    let mut ar = tar::Archive::new(crate::guard::TarGuard::new(dec));
+    let over = std::rc::Rc::new(std::cell::Cell::new(false));
+    let bounded = Bounded { inner: dec, n: 0, limit: opts.max_size, over: over.clone() };
+    let mut ar = tar::Archive::new(crate::guard::TarGuard::new(bounded));
     let mut files = HashMap::new();
     let mut links = HashMap::new();
-    let bad = |e: std::io::Error| Error::new("read", input, format!("not a readable tar archive: {e}"));
+    let too_big = || {
+        Error::new("read", input, format!("uncompressed archive larger than the limit of {} bytes", opts.max_size))
+            .hint("raise --max-size if the archive is genuine")
+    };
+    let bad = |e: std::io::Error| {
+        if over.get() {
+            return too_big();
+        }
+        Error::new("read", input, format!("not a readable tar archive: {e}"))
+    };
+    let mut n = 0u64;
     for ent in ar.entries().map_err(bad)? {
         let mut ent = ent.map_err(bad)?;
+        n += 1;
+        if n > opts.max_entries {
+            return Err(Error::new("read", input, format!("more than {} entries", opts.max_entries)));
+        }
         let raw = ent.path_bytes().into_owned();
         let Ok(name) = std::str::from_utf8(&raw) else { continue };
         let Some(key) = normalize(name) else {
@@ -187,7 +229,13 @@ fn read_archive(r: impl Read, input: &str, staging: &mut Staging) -> Result<Sour
         };
         match ent.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let b = staging.copy(&mut ent, &format!("{input}: {key}"))?;
+                let b = staging.copy(&mut ent, &format!("{input}: {key}")).map_err(|e| {
+                    if over.get() {
+                        too_big()
+                    } else {
+                        e
+                    }
+                })?;
                 files.insert(key, b);
             }
             tar::EntryType::Symlink => {

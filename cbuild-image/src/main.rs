@@ -76,6 +76,13 @@ enum Cmd {
         /// os/arch[/variant] to take from an image index (default: this machine's).
         #[arg(long, value_parser = Platform::parse)]
         platform: Option<Platform>,
+        /// Refuse an archive whose uncompressed tar stream is larger (bytes; everything in it is staged
+        /// on disk, so this bounds a compressed archive that is a decompression bomb).
+        #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
+        max_size: u64,
+        /// Refuse an archive with more tar entries.
+        #[arg(long, value_name = "N", default_value_t = 4_000_000)]
+        max_entries: u64,
     },
     /// List images.
     Ls,
@@ -181,8 +188,8 @@ fn run(cli: Cli) -> Result<()> {
     let owns_layers = cli.store.as_ref().is_none_or(|s| *s == default_store);
     let store = Store::open(cli.store.unwrap_or(default_store), data.join("layers"), owns_layers)?;
     match cli.cmd {
-        Cmd::Import { source, tag, platform } => {
-            let opts = ImportOptions { tag, platform: platform.unwrap_or_else(Platform::host) };
+        Cmd::Import { source, tag, platform, max_size, max_entries } => {
+            let opts = ImportOptions { tag, platform: platform.unwrap_or_else(Platform::host), max_size, max_entries };
             for im in import(&store, &source, &opts, &ctx)? {
                 if ctx.json {
                     print_json(&im);

@@ -1033,6 +1033,46 @@ fn decompression_bombs_hit_the_limit() {
     assert_ne!(before, before2);
 }
 
+/// An archive is staged whole before its manifests are read, so a small compressed archive (`docker save
+/// | gzip`, a gzip or zstd oci-archive) that inflates to gigabytes would fill the disk: `--max-size`
+/// bounds the uncompressed stream (and `--max-entries` its entries), exit 125, nothing left behind.
+#[test]
+fn compressed_archive_import_is_bounded() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    let zeros = tar(&[tar_entry("zeros", b'0', &vec![0u8; 8 << 20], "", 0o644)]);
+    l.image("bomb", &[(zeros, LAYER_TAR)], |_, _| {});
+    // Something no manifest names is staged too: the bound is on the whole stream.
+    std::fs::write(l.dir.join("junk"), vec![0u8; 4 << 20]).unwrap();
+    let gz = sb.path().join("bomb.tar.gz");
+    let zst = sb.path().join("bomb.tar.zst");
+    sh_ok(&format!("tar -C {} -c . | gzip -9 > {}", l.dir.display(), gz.display()));
+    sh_ok(&format!("tar -C {} -c . | zstd -q -19 > {}", l.dir.display(), zst.display()));
+    assert!(std::fs::metadata(&gz).unwrap().len() < 100_000, "the archive is small");
+    ok(run(img(&sb).arg("ls")));
+    let before = store_state(&sb);
+    for a in [&gz, &zst] {
+        let o = run(img(&sb).args(["import", "--max-size", "1000000"]).arg(a));
+        assert_tool_error(&o, TOOL, "uncompressed archive larger than the limit of 1000000 bytes");
+        assert_eq!(store_state(&sb), before, "a refused import left something behind");
+        let o = run(img(&sb).args(["import", "--max-entries", "3"]).arg(a));
+        assert_tool_error(&o, TOOL, "more than 3 entries");
+        assert_eq!(store_state(&sb), before);
+    }
+    // From stdin too, and the same archives within the limits import.
+    let o = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} import --max-size 1000000 - < {}", bin(TOOL).display(), gz.display()))
+        .env("CBUILD_STATE", &sb.state)
+        .env("CBUILD_DATA", &sb.data));
+    assert_tool_error(&o, TOOL, "larger than the limit");
+    assert_eq!(store_state(&sb), before);
+    ok(run(img(&sb).args(["import", "--max-size", "20000000"]).arg(&gz)));
+    ok(run(img(&sb).arg("import").arg(&zst)));
+    ok(run(img(&sb).args(["verify", "bomb"])));
+}
+
 /// The guard that bounds PAX and long-name records follows the header chain beside the tar reader; an
 /// archive that made the two disagree on where headers are would slip a huge record past it. Each of
 /// these made the guard lose the chain: a checksum written with a `+` (the tar crate accepts it), a GNU
