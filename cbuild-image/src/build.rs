@@ -8,7 +8,7 @@
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
 use crate::extract::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
-use crate::fsutil::{fd_xattrs, list_dir, reopen};
+use crate::fsutil::{fd_xattrs, list_dir, proc_fd, reopen};
 use crate::image::{Image, Platform};
 use crate::import::descriptor;
 use crate::store::{StagedBlob, Staging, Store};
@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
@@ -180,12 +180,6 @@ fn is_overlay_xattr(k: &str) -> bool {
 
 fn kind(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
-}
-
-/// `/proc/self/fd/N`: the way to reach the inode an O_PATH fd holds (reopen it, read its xattrs)
-/// without a path lookup that something else could redirect.
-pub fn proc_fd(fd: &impl AsFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
 }
 
 /// Reads exactly `left` bytes: a file that grew is cut at the size in its header, one that shrank

@@ -88,6 +88,10 @@ pub struct Extractor<'a> {
     skipped_devices: u64,
     skipped_xattrs: u64,
     buf: Vec<u8>,
+    /// Overlay form: the dirs of the layers below, top-first (O_PATH). A directory this layer needs but
+    /// does not list takes its metadata from them, and a hard link to a lower file copies that file up,
+    /// as containerd does, so the mount shows what `unpack` makes.
+    lowers: Vec<OwnedFd>,
 }
 
 impl<'a> Extractor<'a> {
@@ -105,7 +109,103 @@ impl<'a> Extractor<'a> {
             skipped_devices: 0,
             skipped_xattrs: 0,
             buf: vec![0u8; 256 * 1024],
+            lowers: Vec::new(),
         })
+    }
+
+    /// Overlay form: the layer dirs below this one, top-first.
+    pub fn set_lowers(&mut self, lowers: &[PathBuf]) -> Result<()> {
+        self.lowers = lowers
+            .iter()
+            .map(|p| fsutil::open_root(p).map_err(|e| Error::sys("open", p.display(), e)))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    /// `rel` in the topmost lower layer that has it: its O_PATH fd and stat. None if no lower has it,
+    /// or the topmost one that names it holds a whiteout (then nothing below shows through).
+    fn lookup_lower(&self, rel: &Path) -> Option<(OwnedFd, nix::sys::stat::FileStat)> {
+        for l in &self.lowers {
+            match open_in_root(l, rel, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+                Ok(fd) => {
+                    let st = fstat(&fd).ok()?;
+                    let whiteout = st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0;
+                    return (!whiteout).then_some((fd, st));
+                }
+                Err(Errno::ENOENT) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Metadata the lower copy of `fd`'s inode carries that a copy in this layer must too (overlayfs's
+    /// own xattrs excepted: an opaque mark copied up would hide the lower dir's entries).
+    fn lower_xattrs(fd: &OwnedFd) -> Vec<(String, Vec<u8>)> {
+        let mut x = fsutil::fd_xattrs(&fsutil::proc_fd(fd)).unwrap_or_default();
+        x.retain(|(k, _)| !k.starts_with("trusted.overlay.") && !k.starts_with("user.overlay."));
+        x
+    }
+
+    /// A directory this layer created only as a parent: give it the owner, mode, xattrs and mtime of
+    /// the same directory in the layers below (mode and mtime applied with the layer's own dirs, last).
+    fn copy_lower_dir(&mut self, raw: &[u8], rel: &Path) -> Result<()> {
+        let Some((lfd, st)) = self.lookup_lower(rel) else { return Ok(()) };
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Ok(());
+        }
+        let dfd = open_in_root(&self.root, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)
+            .map_err(|x| self.err(raw, format!("parent directory: {}", io(x))))?;
+        if self.opts.privileged {
+            fchown(&dfd, Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)))
+                .map_err(|x| self.err(raw, format!("parent directory chown: {}", io(x))))?;
+        }
+        let xattrs = Self::lower_xattrs(&lfd);
+        self.set_xattrs(&dfd, &xattrs, raw)?;
+        // Not a later entry of this layer: insert first so that such an entry wins in finish_layer.
+        self.dirs.insert(0, DirMeta { rel: rel.to_path_buf(), mode: st.st_mode & 0o7777, mtime: st.st_mtime });
+        Ok(())
+    }
+
+    /// Overlay form: a hard link whose target is in a lower layer. Copy the target up into this layer
+    /// (content, owner, mode, xattrs, mtime) so both names share one inode, as they do in `unpack`.
+    fn copy_up(&mut self, raw: &[u8], tcomps: &[&OsStr]) -> Result<bool> {
+        let trel: PathBuf = tcomps.iter().collect();
+        let Some((lfd, st)) = self.lookup_lower(&trel) else { return Ok(false) };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(false);
+        }
+        let (tname, tparent) = tcomps.split_last().unwrap();
+        let tparent_rel: PathBuf = tparent.iter().collect();
+        let pfd = self.parent(raw, tparent, &tparent_rel)?;
+        let e = |s: &Self, what: &str, err: Errno| s.err(raw, format!("copy up hardlink target: {what}: {}", io(err)));
+        let mut src: File = nix::fcntl::open(
+            &fsutil::proc_fd(&lfd),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|x| e(self, "open", x))?
+        .into();
+        let fd = openat(
+            &pfd,
+            *tname,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|x| e(self, "create", x))?;
+        let mut f = File::from(fd);
+        std::io::copy(&mut src, &mut f).map_err(|x| self.err(raw, format!("copy up hardlink target: {x}")))?;
+        if self.opts.privileged {
+            fchown(&f, Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)))
+                .map_err(|x| e(self, "chown", x))?;
+        }
+        fchmod(&f, Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(|x| e(self, "chmod", x))?;
+        let xattrs = Self::lower_xattrs(&lfd);
+        self.set_xattrs(&f, &xattrs, raw)?;
+        let (at, mt) = (TimeSpec::new(st.st_atime, st.st_atime_nsec), TimeSpec::new(st.st_mtime, st.st_mtime_nsec));
+        futimens(&f, &at, &mt).map_err(|x| e(self, "utimes", x))?;
+        self.created.insert(trel);
+        Ok(true)
     }
 
     fn err(&self, path: &[u8], reason: impl std::fmt::Display) -> Error {
@@ -267,10 +367,17 @@ impl<'a> Extractor<'a> {
                 let Some((tname, tparent)) = tcomps.split_last() else {
                     return Err(self.err(&raw, "hardlink to the root"));
                 };
-                let tparent: PathBuf = tparent.iter().collect();
-                let tfd = open_in_root(&self.root, &tparent, OFlag::O_PATH | OFlag::O_DIRECTORY)
-                    .map_err(|x| e(self, "hardlink target", x))?;
-                linkat(&tfd, *tname, &pfd, name, AtFlags::empty()).map_err(|x| e(self, "link", x))?;
+                let tparent_rel: PathBuf = tparent.iter().collect();
+                let link = |s: &Self| -> nix::Result<()> {
+                    let tfd = open_in_root(&s.root, &tparent_rel, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+                    linkat(&tfd, *tname, &pfd, name, AtFlags::empty())
+                };
+                match link(self) {
+                    Err(Errno::ENOENT) if !self.lowers.is_empty() && self.copy_up(&raw, &tcomps)? => {
+                        link(self).map_err(|x| e(self, "link", x))?
+                    }
+                    r => r.map_err(|x| e(self, "hardlink target", x))?,
+                }
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let sflag = match kind {
@@ -325,7 +432,12 @@ impl<'a> Extractor<'a> {
             Errno::EEXIST => self.err(raw, "parent directory: a symlink on the path points to nothing inside the root"),
             x => self.err(raw, format!("parent directory: {}", io(x))),
         })?;
-        self.created.extend(made);
+        self.created.extend(made.iter().cloned());
+        if !self.lowers.is_empty() {
+            for m in &made {
+                self.copy_lower_dir(raw, m)?;
+            }
+        }
         self.note_touched(rel, &fd);
         self.cache = Some((rel.to_path_buf(), fd.try_clone().map_err(|x| self.err(raw, x))?));
         Ok(fd)

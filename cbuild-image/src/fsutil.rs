@@ -108,6 +108,12 @@ pub fn remove_children(dir: &OwnedFd, mut select: impl FnMut(&OsStr) -> bool) ->
     Ok(())
 }
 
+/// `/proc/self/fd/N`: the way to reach the inode an O_PATH fd holds (reopen it, read its xattrs)
+/// without a path lookup that something else could redirect.
+pub fn proc_fd(fd: &impl AsFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
 /// Re-open an O_PATH fd with real access (fsetxattr/fchmod/futimens need one).
 pub fn reopen(fd: &impl AsFd, flags: OFlag) -> nix::Result<OwnedFd> {
     openat(fd, ".", flags | OFlag::O_CLOEXEC | OFlag::O_DIRECTORY, Mode::empty())

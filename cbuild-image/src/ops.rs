@@ -126,6 +126,8 @@ pub fn layers(store: &Store, img: &Image, userxattr: bool, limits: Limits, ctx: 
         std::fs::create_dir(&tmp).map_err(|e| Error::io("mkdir", &tmp, e))?;
         let r = (|| {
             let mut ex = Extractor::new(&tmp, &opts, ctx, l.digest.as_str())?;
+            let lowers: Vec<PathBuf> = out[..out.len() - 1].iter().rev().cloned().collect();
+            ex.set_lowers(&lowers)?;
             extract_layer(store, l, &mut ex, limits, None)?;
             match std::fs::rename(&tmp, &dir) {
                 Ok(()) => Ok(()),

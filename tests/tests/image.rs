@@ -434,6 +434,61 @@ fn umoci_image_in_three_forms_unpacks_like_umoci_and_overlay_agrees() {
     ok(run(img(&sb).args(["verify", "ociar"])));
 }
 
+/// A tar entry owned by `uid:gid`.
+fn owned(mut e: Vec<u8>, uid: u32, gid: u32) -> Vec<u8> {
+    e[108..116].copy_from_slice(format!("{uid:07o}\0").as_bytes());
+    e[116..124].copy_from_slice(format!("{gid:07o}\0").as_bytes());
+    rechecksum(&mut e, |s| format!("{s:06o}\0 "));
+    e
+}
+
+/// A layer that adds `tmp/x` without a `tmp/` entry: in the overlay form `tmp` must take the lower
+/// layer's metadata (1777, owner, mtime), as containerd copies it, not 0755 root; a hard link to a file
+/// of a lower layer must work (the file is copied up so both names share an inode, as in `unpack`).
+#[test]
+fn layers_overlay_view_matches_unpack_for_implied_dirs_and_lower_hardlinks() {
+    require_root();
+    let sb = Sandbox::new();
+    let l1 = tar(&[
+        tar_entry("tmp/", b'5', b"", "", 0o1777),
+        owned(tar_entry("data/", b'5', b"", "", 0o750), 1000, 1001),
+        tar_entry("data/f", b'0', b"lower file", "", 0o644),
+        owned(tar_entry("orig", b'0', b"original", "", 0o640), 7, 8),
+        tar_entry("srv/", b'5', b"", "", 0o711),
+        owned(tar_entry("srv/www/", b'5', b"", "", 0o700), 33, 33),
+    ]);
+    let l2 = tar(&[
+        tar_entry("tmp/x", b'0', b"x", "", 0o644),
+        tar_entry("data/g", b'0', b"g", "", 0o644),
+        tar_entry("data/hl", b'1', b"", "data/f", 0o644),
+        tar_entry("link", b'1', b"", "orig", 0o640),
+        tar_entry("srv/www/index", b'0', b"hi", "", 0o644),
+        tar_entry("new/deep/f", b'0', b"n", "", 0o644),
+    ]);
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("implied", &[(l1, LAYER_TAR), (l2, LAYER_GZIP)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let u = sb.path().join("u");
+    ok(run(img(&sb).args(["unpack", "implied"]).arg(&u)));
+    let mut want = tree(&u, &FULL);
+    // What the comparison compares.
+    assert_eq!((want["tmp"].mode, want["srv/www"].uid, want["data"].gid), (0o1777, 33, 1001));
+    assert_eq!(want["link"].link_group.as_deref(), Some("link"));
+    assert_eq!(want["orig"].link_group.as_deref(), Some("link"));
+    let lowers = ok(run(img(&sb).args(["layers", "implied"])));
+    let mnt = sb.path().join("mnt");
+    let _m = overlay(&lowers, &mnt);
+    let mut got = tree(&mnt, &FULL);
+    got.remove(".");
+    want.remove(".");
+    assert_same_tree(&want, &got, "overlay mount of `layers` vs unpack");
+    // The top layer holds the copied-up lower file, linked, with the lower file's owner.
+    let top = Path::new(lowers.lines().next().unwrap());
+    let o = std::fs::symlink_metadata(top.join("orig")).unwrap();
+    assert_eq!((o.nlink(), o.uid(), o.mode() & 0o7777), (2, 7, 0o640));
+    assert_eq!(std::fs::symlink_metadata(top.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+}
+
 #[test]
 fn exports_are_read_by_skopeo_and_umoci() {
     require_root();
