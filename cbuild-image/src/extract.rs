@@ -357,6 +357,7 @@ impl<'a> Extractor<'a> {
                     fchownat(&pfd, name, Some(uid), Some(gid), AtFlags::AT_SYMLINK_NOFOLLOW)
                         .map_err(|x| e(self, "chown", x))?;
                 }
+                self.set_special_xattrs(&pfd, name, &xattrs, &raw)?;
                 let t = TimeSpec::new(mtime, 0);
                 utimensat(&pfd, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(|x| e(self, "utimes", x))?;
             }
@@ -402,6 +403,7 @@ impl<'a> Extractor<'a> {
                 // mknod's mode went through the umask; the node was just made here, so this is not a symlink.
                 fchmodat(&pfd, name, Mode::from_bits_truncate(mode), FchmodatFlags::FollowSymlink)
                     .map_err(|x| e(self, "chmod", x))?;
+                self.set_special_xattrs(&pfd, name, &xattrs, &raw)?;
                 let t = TimeSpec::new(mtime, 0);
                 utimensat(&pfd, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(|x| e(self, "utimes", x))?;
             }
@@ -526,11 +528,42 @@ impl<'a> Extractor<'a> {
     }
 
     fn set_xattrs(&mut self, fd: &impl AsFd, xattrs: &[(String, Vec<u8>)], raw: &[u8]) -> Result<()> {
+        self.apply_xattrs(|k, v| fsutil::fsetxattr(fd, k, v), false, xattrs, raw)
+    }
+
+    /// xattrs of a symlink, device node or FIFO just made as `name` in `pfd`: no fd can be opened for
+    /// writing on those, so they are set through `/proc/self/fd/N` of an O_PATH fd on that very inode
+    /// (setxattr follows the magic link to it and no further). The kernel allows no `user.*` xattrs there
+    /// (EPERM): those are skipped, as umoci does.
+    fn set_special_xattrs(
+        &mut self,
+        pfd: &OwnedFd,
+        name: &OsStr,
+        xattrs: &[(String, Vec<u8>)],
+        raw: &[u8],
+    ) -> Result<()> {
+        if xattrs.is_empty() {
+            return Ok(());
+        }
+        let fd = openat(pfd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|x| self.err(raw, format!("open for xattrs: {}", io(x))))?;
+        let p = fsutil::proc_fd(&fd);
+        self.apply_xattrs(|k, v| fsutil::setxattr_path(&p, k, v), true, xattrs, raw)
+    }
+
+    fn apply_xattrs(
+        &mut self,
+        set: impl Fn(&str, &[u8]) -> std::io::Result<()>,
+        special: bool,
+        xattrs: &[(String, Vec<u8>)],
+        raw: &[u8],
+    ) -> Result<()> {
         for (k, v) in xattrs {
-            if let Err(e) = fsutil::fsetxattr(fd, k, v) {
+            if let Err(e) = set(k, v) {
                 // Without privilege, trusted.* and security.* cannot be set: skip those, fail on others.
                 let unprivileged_ns = k.starts_with("trusted.") || k.starts_with("security.");
-                if !self.opts.privileged && unprivileged_ns {
+                let user_on_special = special && k.starts_with("user.") && e.raw_os_error() == Some(libc::EPERM);
+                if (!self.opts.privileged && unprivileged_ns) || user_on_special {
                     self.skipped_xattrs += 1;
                     continue;
                 }
@@ -577,7 +610,7 @@ impl<'a> Extractor<'a> {
         }
         if self.skipped_xattrs > 0 {
             self.ctx.warn(&format!(
-                "extract: layer {}: skipped {} trusted/security xattrs (not root)",
+                "extract: layer {}: skipped {} xattrs (trusted/security when not root, user.* on symlinks and special files)",
                 short(&self.layer),
                 self.skipped_xattrs
             ));

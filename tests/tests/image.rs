@@ -489,6 +489,57 @@ fn layers_overlay_view_matches_unpack_for_implied_dirs_and_lower_hardlinks() {
     assert_eq!(std::fs::symlink_metadata(top.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
 }
 
+/// A PAX header carrying `SCHILY.xattr.` records for the entry after it.
+fn pax_xattrs(recs: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = String::new();
+    for (k, v) in recs {
+        let rec = format!(" SCHILY.xattr.{k}={v}\n");
+        let mut len = rec.len() + 1;
+        while format!("{len}{rec}").len() != len {
+            len += 1;
+        }
+        body.push_str(&format!("{len}{rec}"));
+    }
+    tar_entry("PaxHeaders/x", b'x', body.as_bytes(), "", 0o644)
+}
+
+/// xattrs on symlinks, device nodes and FIFOs are applied (to the node itself, never through a symlink
+/// to its target), in `unpack` and in the overlay form, as `umoci unpack` applies them.
+#[test]
+fn xattrs_on_symlinks_and_special_files_are_applied_like_umoci() {
+    require_root();
+    let sb = Sandbox::new();
+    let layer = tar(&[
+        tar_entry("target", b'0', b"t", "", 0o644),
+        pax_xattrs(&[("trusted.onlink", "L"), ("security.cbuild", "S")]),
+        tar_entry("link", b'2', b"", "target", 0o777),
+        pax_xattrs(&[("trusted.onfifo", "F")]),
+        tar_entry("fifo", b'6', b"", "", 0o644),
+        pax_xattrs(&[("trusted.ondev", "D")]),
+        tar_entry("null", b'3', b"", "", 0o666),
+    ]);
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("x", &[(layer, LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let u = sb.path().join("u");
+    ok(run(img(&sb).args(["unpack", "x"]).arg(&u)));
+    let x = |k: &str, v: &[u8]| (k.to_string(), v.to_vec());
+    assert_eq!(xattrs(&u.join("link")), vec![x("security.cbuild", b"S"), x("trusted.onlink", b"L")]);
+    assert_eq!(xattrs(&u.join("target")), vec![], "set through the symlink");
+    assert_eq!(xattrs(&u.join("fifo")), vec![x("trusted.onfifo", b"F")]);
+    assert_eq!(xattrs(&u.join("null")), vec![x("trusted.ondev", b"D")]);
+    let reference = umoci_unpack(&l.dir, "x", &sb.path().join("ref"));
+    let mut want = tree(&reference, &FULL);
+    let mut got = tree(&u, &FULL);
+    want.remove(".");
+    got.remove(".");
+    assert_same_tree(&want, &got, "unpack vs umoci unpack");
+    let lowers = ok(run(img(&sb).args(["layers", "x"])));
+    let top = Path::new(lowers.lines().next().unwrap());
+    assert_eq!(xattrs(&top.join("link")), xattrs(&u.join("link")));
+    assert_eq!(xattrs(&top.join("null")), xattrs(&u.join("null")));
+}
+
 #[test]
 fn exports_are_read_by_skopeo_and_umoci() {
     require_root();
