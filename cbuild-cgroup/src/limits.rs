@@ -405,9 +405,23 @@ fn oci_limit(field: &str, v: Option<i64>) -> Result<Option<Limit>> {
     }
 }
 
+/// Largest OCI config read: real ones are a few KiB; `--oci /dev/zero` must fail, not eat all memory.
+const OCI_MAX_BYTES: u64 = 4 << 20;
+
+fn read_config(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Error::sys("oci", path.display(), e))?;
+    let mut text = String::new();
+    f.take(OCI_MAX_BYTES + 1).read_to_string(&mut text).map_err(|e| Error::sys("oci", path.display(), e))?;
+    if text.len() as u64 > OCI_MAX_BYTES {
+        return Err(Error::bad("oci", path.display(), format!("larger than {} MiB", OCI_MAX_BYTES >> 20)));
+    }
+    Ok(text)
+}
+
 /// `linux.resources` of an OCI runtime config, before flags and cross-field rules ([`Limits::parse`]).
 pub fn from_oci(path: &Path) -> Result<Limits> {
-    let text = fsutil::read(path)?;
+    let text = read_config(path)?;
     let cfg: OciConfig = serde_json::from_str(&text)
         .map_err(|e| Error::bad("oci", path.display(), format!("not an OCI config: {e}")))?;
     let r = cfg.linux.and_then(|l| l.resources).unwrap_or_default();

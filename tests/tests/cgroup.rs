@@ -992,3 +992,38 @@ fn oci_unified_file_of_a_missing_v2_controller_is_refused_up_front() {
         assert_no_dirs(&i, &name);
     }
 }
+
+/// Odd `--oci` inputs: an endless file, a directory, negative and unrepresentable values, unknown
+/// fields (ignored, as the OCI spec requires). Each bad one: 125, one line, nothing made.
+#[test]
+fn oci_hostile_configs_fail_cleanly_and_unknown_fields_are_ignored() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let write = |body: &str| {
+        let p = sb.path().join(format!("{}.json", unique("oci")));
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (PathBuf::from("/dev/zero"), "larger than"),
+        (sb.path().to_path_buf(), "oci"),
+        (write(r#"{"linux":{"resources":{"memory":{"limit":-5}}}}"#), "negative"),
+        (write(r#"{"linux":{"resources":{"memory":{"limit":99999999999999999999}}}}"#), "not an OCI config"),
+        (write(r#"{"linux":{"resources":{"cpu":{"shares":-2}}}}"#), "not an OCI config"),
+        (write(r#"{"linux":{"resources":{"cpu":{"quota":10}}}}"#), "below 1000"),
+        (write(r#"{"linux":{"resources":{"cpu":{"cpus":"0-999999"}}}}"#), "too large"),
+        (write(r#"{"linux":{"resources":{"unified":{"../x.y":"1"}}}}"#), "controller file name"),
+    ];
+    for (cfg, needle) in &cases {
+        let name = unique("cg");
+        let o = run(cg(&sb).args(["create", &name, "--oci"]).arg(cfg));
+        assert_tool_error(&o, TOOL, needle);
+        assert_no_dirs(&i, &name);
+    }
+    let c = Cg::new(&i);
+    let cfg = write(r#"{"ociVersion":"9.9","future":{"x":1},"linux":{"resources":{"pids":{"limit":12,"new":true}}}}"#);
+    let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(&cfg));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 12);
+}
