@@ -157,8 +157,14 @@ pub fn ls(json: bool, out: &mut dyn Write) -> Result<()> {
         });
         let pids_current =
             cg.dir_of(&host, "pids").and_then(|d| fsutil::read_u64_opt(&d.file("pids.current")).ok().flatten());
+        let procs = match cg.procs() {
+            Ok(p) => p.len(),
+            // Removed (`rm` in another process) while we looked: no longer there to list.
+            Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::ENODEV)) => continue,
+            Err(e) => return Err(e),
+        };
         let e = ListEntry {
-            procs: cg.procs()?.len(),
+            procs,
             memory_current,
             pids_current,
             dirs: cg.dirs.iter().filter(|d| d.is_dir()).cloned().collect(),

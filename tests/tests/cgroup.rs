@@ -1027,3 +1027,35 @@ fn oci_hostile_configs_fail_cleanly_and_unknown_fields_are_ignored() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 12);
 }
+
+/// `ls` while other invocations create and remove NAMEs: a NAME vanishing between the directory
+/// listing and reading its `cgroup.procs` (ENOENT, or ENODEV from a removed cgroup's open file) is
+/// simply not listed; `ls` must not fail.
+#[test]
+fn ls_survives_names_removed_while_it_lists() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        let i = i.clone();
+        std::thread::spawn(move || {
+            let sb = Sandbox::new();
+            for _ in 0..80 {
+                let c = Cg::new(&i);
+                assert!(run(cg(&sb).args(["create", &c.name])).status.success());
+                assert!(run(cg(&sb).args(["rm", &c.name])).status.success());
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut runs = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let o = run(cg(&sb).args(["ls", "--json"]));
+        assert!(o.status.success(), "ls failed during concurrent rm: {}", stderr(&o));
+        runs += 1;
+    }
+    churn.join().unwrap();
+    assert!(runs > 0);
+}
