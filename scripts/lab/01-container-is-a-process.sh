@@ -24,7 +24,7 @@ exec 3>"$LAB/info"
 "$NS_BIN" run --pid --mount --uts --ipc --net --rootfs "$rootfs" --info-fd 3 -- /bin/sleep 30 &
 runner=$!
 exec 3>&-
-at_exit "kill $runner"
+at_exit "kill -KILL $runner"
 for _ in $(seq 100); do [[ -s $LAB/info ]] && break; sleep 0.02; done
 hostpid=$(rt_json_field "$(<"$LAB/info")" pid)
 sleep 0.1
@@ -39,7 +39,7 @@ for t in pid mnt uts ipc net; do
 done
 a=$(readlink "/proc/$hostpid/ns/user") b=$(readlink /proc/self/ns/user)
 claim "but it shares our user namespace (no --userns): same kernel, same uid 0" test "$a" = "$b"
-kill "$runner" 2>/dev/null
+kill -KILL "$hostpid" 2>/dev/null # PID 1 of its namespace: a TERM would be ignored
 wait "$runner" 2>/dev/null
 
 say "4. What it costs: 20 starts of each, wall time"

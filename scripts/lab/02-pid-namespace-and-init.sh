@@ -16,7 +16,7 @@ start() {
     exec 3>&-
     for _ in $(seq 100); do [[ -s $LAB/$name.info ]] && break; sleep 0.02; done
     eval "${name}_pid=$(rt_json_field "$(<"$LAB/$name.info")" pid)"
-    at_exit "kill $(eval echo \$${name}_runner)"
+    at_exit "kill -KILL $(eval echo \$${name}_pid) $(eval echo \$${name}_runner)"
 }
 # zombies PIDNS — processes in state Z in that pid namespace
 zombies() {
@@ -63,5 +63,5 @@ wait "$c_runner"
 code=$?
 measured "exit status after SIGTERM with --init" "$code" "143 = 128+15"
 claim "with --init, SIGTERM reaches the command and stops it" test "$code" = 143
-kill -KILL "$b_runner" 2>/dev/null
+kill -KILL "$b_pid" 2>/dev/null
 lab_done

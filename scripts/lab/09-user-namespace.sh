@@ -26,14 +26,15 @@ exec 3>"$LAB/info"
 "$NS_BIN" run --uid-map 0:100000:65536 --gid-map 0:100000:65536 --pid --mount --rootfs "$rootfs" --info-fd 3 -- /bin/sleep 30 &
 r=$!
 exec 3>&-
-at_exit "kill $r"
+at_exit "kill -KILL $r"
 for _ in $(seq 100); do [[ -s $LAB/info ]] && break; sleep 0.02; done
 pid=$(rt_json_field "$(<"$LAB/info")" pid)
 sleep 0.1
 show grep -E '^(Uid|CapEff)' "/proc/$pid/status"
 claim "host Uid line is 100000" grep -Eq '^Uid:\s+100000\s' "/proc/$pid/status"
 show cat "/proc/$pid/uid_map"
-kill "$r"
+kill -KILL "$pid" # PID 1 of its namespace: a TERM would be ignored
+wait "$r" 2>/dev/null
 
 say "3. Its capabilities hold only over its own namespaces: it cannot touch what the host owns"
 out=$("$NS_BIN" run --uid-map 0:100000:65536 --gid-map 0:100000:65536 --pid --mount --rootfs "$rootfs" \
