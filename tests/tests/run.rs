@@ -19,22 +19,29 @@ fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts").join(name)
 }
 
-/// One data dir for the whole test process, with the default image built once.
+/// One data dir for the whole test process, with the default image built once; removed at exit (statics
+/// are never dropped, so an atexit hook does it).
 fn shared_data() -> &'static Path {
-    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn remove_shared_data() {
+        if let Some(d) = DATA.get() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
     DATA.get_or_init(|| {
-        let d = tempfile::Builder::new().prefix("cbuild-run-data-").tempdir().unwrap();
-        let state = d.path().join("warm-state");
+        let d = tempfile::Builder::new().prefix("cbuild-run-data-").tempdir().unwrap().keep();
+        // SAFETY: registering a plain extern "C" function with no arguments.
+        unsafe { libc::atexit(remove_shared_data) };
+        let state = d.join("warm-state");
         std::fs::create_dir_all(&state).unwrap();
         let o = run(Command::new(script("cbuild-run"))
             .env("CBUILD_BIN", bin_dir())
             .env("CBUILD_STATE", &state)
-            .env("CBUILD_DATA", d.path())
+            .env("CBUILD_DATA", &d)
             .args(["--rm", "--network", "none", IMAGE, "true"]));
         assert!(o.status.success(), "first run (builds the default image): {}", stderr(&o));
         d
     })
-    .path()
 }
 
 /// A test's runtime: its own state dir, the shared data dir, and (for bridge networking) its own "host"
