@@ -707,6 +707,37 @@ fn network_bridge_publish_host_none() {
     let (b, a): (BTreeSet<&str>, BTreeSet<&str>) = (before.lines().collect(), after.lines().collect());
     let new: Vec<_> = a.difference(&b).filter(|l| !l.contains("cbuild0")).collect();
     assert!(new.iter().all(|l| !l.contains("cbuild pub") && !l.contains("veth")), "{new:#?}");
+    // NAT: an "outside" namespace linked to the test's host by a veth pair (198.51.100.0/24) knows no route
+    // to the containers' subnet, so only the bridge's masquerade lets a container's request come back.
+    let out_ns = rt.sb.path().join("outside");
+    std::fs::write(&out_ns, "").unwrap();
+    assert!(run(Command::new("unshare").arg(format!("--net={}", out_ns.display())).arg("true")).status.success());
+    let o = rt.in_host(&format!(
+        "ip link add up0 type veth peer name o0 netns {} && ip addr add 198.51.100.1/24 dev up0 && ip link set up0 up",
+        out_ns.display()
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let in_out =
+        |line: &str| run(Command::new("nsenter").arg(format!("--net={}", out_ns.display())).args(["sh", "-c", line]));
+    assert!(in_out("ip link set lo up && ip addr add 198.51.100.2/24 dev o0 && ip link set o0 up").status.success());
+    std::fs::write(www.join("index.html"), "from-outside").unwrap();
+    let mut httpd = Command::new("nsenter")
+        .arg(format!("--net={}", out_ns.display()))
+        .args(["busybox", "httpd", "-f", "-p", "7000", "-h"])
+        .arg(&www)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = rt.sh(
+        &["--network", "bridge"],
+        "for i in 1 2 3 4 5 6 7 8 9 10; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 198.51.100.2 7000 && break; sleep 0.2; done",
+    );
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    let _ = nix::mount::umount2(&out_ns, nix::mount::MntFlags::MNT_DETACH);
+    assert!(out.ends_with("from-outside"), "the container reached the outside through NAT: {out:?}");
+    let conntrack = stdout(&rt.in_host("conntrack -L 2>/dev/null | grep -c 'dport=7000' || true"));
+    assert_eq!(conntrack.trim(), "0", "disconnect removed the flow's conntrack entries");
     // A bad port spec fails the run with 125 and undoes the attachment.
     let name = unique("web");
     let o = rt.run(&["--rm", "--name", &name, "-p", "notaport", IMAGE, "true"]);
