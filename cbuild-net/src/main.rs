@@ -145,6 +145,10 @@ enum OnOff {
 }
 
 fn main() -> ExitCode {
+    // End quietly, as C tools do, when the reader of our output goes away (`| head`); the Rust runtime
+    // ignores SIGPIPE, which turns that into a panic (and would pass the ignore on to a command we exec).
+    // SAFETY: restoring the default disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod log;
 pub mod mounts;
 pub mod namespaces;
+pub mod netdev;
 pub mod nsenter;
 pub mod persist;
 pub mod process;

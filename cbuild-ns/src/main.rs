@@ -87,6 +87,9 @@ struct RunArgs {
     /// New network namespace (only `lo`, down).
     #[arg(long)]
     net: bool,
+    /// Bring `lo` up in the new network namespace, as Docker's `--network none` and bwrap do.
+    #[arg(long)]
+    loopback: bool,
     /// New user namespace (implied by the map options).
     #[arg(long)]
     userns: bool,
@@ -300,6 +303,10 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
         }
     }
     s.hostname = a.hostname;
+    s.loopback = a.loopback;
+    if s.loopback && !s.new_ns.contains(&NsType::Net) {
+        return Err(bad("--loopback", "needs a new network namespace (--net)"));
+    }
     s.domainname = a.domainname;
     if let Some(t) = &a.time_offset {
         s.time_offsets = spec::parse_time_offsets(t).map_err(|e| bad(t, e))?;

@@ -326,6 +326,9 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     // Not earlier: the parent needs /proc/PID for the ID maps and the persisted namespaces.
     nix::sys::prctl::set_dumpable(false).ctx(Step::Sync, "prctl(PR_SET_DUMPABLE)")?;
 
+    if spec.loopback {
+        crate::netdev::loopback_up()?;
+    }
     if let Some(h) = &spec.hostname {
         crate::log::step(Step::Hostname, h);
         nix::unistd::sethostname(h).ctx(Step::Hostname, h)?;

@@ -41,6 +41,8 @@ pub struct RunSpec {
     /// Existing namespaces to join, by file.
     pub joins: Vec<(NsType, PathBuf)>,
     pub hostname: Option<String>,
+    /// Bring `lo` up in the new network namespace.
+    pub loopback: bool,
     pub domainname: Option<String>,
     /// (clock id, seconds) for the time namespace: CLOCK_MONOTONIC or CLOCK_BOOTTIME.
     pub time_offsets: Vec<(i32, i64)>,

@@ -113,6 +113,10 @@ enum Cmd {
 }
 
 fn main() {
+    // End quietly, as C tools do, when the reader of our output goes away (`| head`); the Rust runtime
+    // ignores SIGPIPE, which turns that into a panic (and would pass the ignore on to a command we exec).
+    // SAFETY: restoring the default disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     cbuild_seccomp::set_verbose(cli.verbose);
     if let Err(e) = run(cli.cmd) {

@@ -76,6 +76,12 @@ fn uts_pid_net_ipc_cgroup_namespaces_seen_from_inside() {
     let links: Vec<&str> = out.lines().filter(|l| l.contains(": <") || l.contains("link/")).collect();
     assert_eq!(links.len(), 1, "an empty net namespace has only lo: {links:?}");
     assert!(links[0].contains(": lo:"));
+    assert!(!links[0].contains(",UP"), "the kernel makes lo down: {}", links[0]);
+    // --loopback brings it up, so 127.0.0.1 answers.
+    let o =
+        run_sh(&sb, &["--net", "--loopback"], "ip -o link show lo; ping -c1 -W2 127.0.0.1 >/dev/null && echo ping-ok");
+    let lo = ok(&o);
+    assert!(lo.contains(",UP") && lo.contains("ping-ok"), "{lo}");
     for t in ["ipc", "cgroup", "net", "uts", "pid", "mnt"] {
         let line = out.lines().find(|l| l.starts_with(&format!("ns-{t}="))).unwrap();
         let ino: u64 = line.split('=').nth(1).unwrap().parse().unwrap();
