@@ -677,7 +677,7 @@ fn a_full_bridge_is_a_clear_error_and_rolls_back() {
 #[test]
 fn disconnect_during_live_traffic_forgets_every_flow() {
     let mut n = Net::new();
-    let out = outside(&mut n);
+    let _outside = outside(&mut n); // the destination the flows are sent to must exist
     let c = n.ns("c");
     n.ok(&["bridge", "add", "brl", "--subnet", "10.238.0.0/24", "--nat"]);
     n.ok(&["connect", &n.ns_path(&c), "--bridge", "brl", "--id", "live"]);
