@@ -46,6 +46,47 @@ pub struct Attachment {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub ports: Vec<Port>,
+    /// The host namespace the pair's host end, the bridge and the rules live in (`Ctx::host_path`)
+    /// and its inode (0 in records written before it was recorded: taken to be the current one). A
+    /// verb run against another host namespace must neither judge nor undo this attachment.
+    #[serde(default)]
+    pub host_netns: String,
+    #[serde(default)]
+    pub host_netns_inode: u64,
+}
+
+/// Where an attachment's host side lives, seen from this invocation's host namespace.
+pub enum Home {
+    Here,
+    /// Another host namespace that still exists (its path; empty: a process's own, unnamed).
+    Elsewhere(String),
+    /// Another host namespace that no longer exists: its links and rules went with it.
+    Gone,
+}
+
+pub fn home_of(ctx: &Ctx, a: &Attachment) -> Home {
+    if a.host_netns_inode == 0 || a.host_netns_inode == ctx.host_inode {
+        return Home::Here;
+    }
+    if a.host_netns.is_empty() {
+        // Unnamed: no way to tell whether it still exists, so never treat it as gone.
+        return Home::Elsewhere(String::new());
+    }
+    match crate::netns::open_path(Path::new(&a.host_netns)) {
+        Ok(ns) if ns.inode == a.host_netns_inode => Home::Elsewhere(a.host_netns.clone()),
+        _ => Home::Gone,
+    }
+}
+
+/// Refuse to act on an attachment of another, living, host namespace from this one.
+fn check_home(ctx: &Ctx, a: &Attachment, step: &'static str) -> Result<Home> {
+    match home_of(ctx, a) {
+        Home::Elsewhere(p) => {
+            let e = Error::new(step, &a.id, "connected in another host network namespace");
+            Err(if p.is_empty() { e } else { e.hint(format!("run it with --host-netns {p}")) })
+        }
+        h => Ok(h),
+    }
 }
 
 impl Attachment {
@@ -313,6 +354,8 @@ async fn connect_steps(
         gateway: br.gateway,
         mtu: o.mtu,
         ports: Vec::new(),
+        host_netns: ctx.host_path.clone(),
+        host_netns_inode: ctx.host_inode,
     };
     ctx.step("record", attachment_file(&ctx.state, &o.id).display());
     lock.write(&att)?;
@@ -324,9 +367,25 @@ async fn connect_steps(
 pub async fn disconnect(ctx: &Ctx, id: &str) -> Result<()> {
     let mut lock = lock_existing(&ctx.state, id, "disconnect")?;
     let att = lock.read();
+    if let Some(a) = &att {
+        if let Home::Gone = check_home(ctx, a, "disconnect")? {
+            forget(ctx, id, a)?;
+            return Ok(());
+        }
+    }
     let host = ctx.host_nl()?;
     remove_everything(ctx, &host, id, att.as_ref()).await?;
     drop(lock);
+    Ok(())
+}
+
+/// An attachment whose host namespace is gone: its pair, rules and conntrack entries went with it;
+/// only the lease and the record are left, and nothing in this invocation's host namespace is touched.
+pub fn forget(ctx: &Ctx, id: &str, a: &Attachment) -> Result<()> {
+    ctx.step("release", format!("{} on {}", a.ip, a.bridge));
+    Leases::new(bridge_dir(&ctx.state, &a.bridge)).release(a.ip, id)?;
+    ctx.step("unrecord", attachment_file(&ctx.state, id).display());
+    unreserve(&ctx.state, id);
     Ok(())
 }
 
@@ -412,6 +471,9 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
 pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     let mut lock = lock_existing(&ctx.state, id, "publish")?;
     let mut att = lock.read().ok_or_else(|| Error::new("publish", id, "attachment record is incomplete"))?;
+    if let Home::Gone = check_home(ctx, &att, "publish")? {
+        return Err(Error::new("publish", id, "its host network namespace is gone"));
+    }
     let spec = format!("{}/{}", p.host_port, p.protocol.as_str());
     let nft = ctx.nft();
     let _l = nft.lock()?;
@@ -441,6 +503,7 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
 pub fn unpublish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     let mut lock = lock_existing(&ctx.state, id, "unpublish")?;
     let mut att = lock.read().ok_or_else(|| Error::new("unpublish", id, "attachment record is incomplete"))?;
+    check_home(ctx, &att, "unpublish")?;
     let spec = format!("{}/{}", p.host_port, p.protocol.as_str());
     let nft = ctx.nft();
     let _l = nft.lock()?;

@@ -38,6 +38,9 @@ pub struct PairView {
     pub orphaned: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<&'static str>,
+    /// Set when the pair lives in another host namespace than this invocation's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_netns: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +72,28 @@ pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
     for r in &records {
         match r {
             Record::Complete(a) => {
+                let gone = match attach::home_of(ctx, a) {
+                    attach::Home::Here => false,
+                    attach::Home::Gone => true,
+                    attach::Home::Elsewhere(p) => {
+                        // Another host namespace's: alive, and none of this namespace's business.
+                        live.insert(a.id.clone());
+                        inv.pairs.push(PairView {
+                            id: Some(a.id.clone()),
+                            bridge: Some(a.bridge.clone()),
+                            host_ifname: a.host_ifname.clone(),
+                            host_ifindex: None,
+                            peer_ifname: Some(a.ifname.clone()),
+                            peer_ifindex: Some(a.peer_ifindex),
+                            netns: Some(a.netns.clone()),
+                            ip: Some(a.ip),
+                            orphaned: false,
+                            why: None,
+                            host_netns: Some(if p.is_empty() { "another".into() } else { p }),
+                        });
+                        continue;
+                    }
+                };
                 live.insert(a.id.clone());
                 claimed.insert(a.host_ifname.clone());
                 let link = by_name.get(&a.host_ifname);
@@ -81,8 +106,13 @@ pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
                     peer_ifindex: link.and_then(|l| nl::peer_index(l)).or(Some(a.peer_ifindex)),
                     netns: Some(a.netns.clone()),
                     ip: Some(a.ip),
-                    orphaned: link.is_none(),
-                    why: link.is_none().then_some("host end gone: the container's namespace was destroyed"),
+                    orphaned: gone || link.is_none(),
+                    why: if gone {
+                        Some("host namespace gone")
+                    } else {
+                        link.is_none().then_some("host end gone: the container's namespace was destroyed")
+                    },
+                    host_netns: None,
                 });
             }
             Record::Busy(id) => {
@@ -104,6 +134,7 @@ pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
                     ip: None,
                     orphaned: true,
                     why: Some("half-built: a connect died before finishing"),
+                    host_netns: None,
                 });
             }
         }
@@ -122,6 +153,7 @@ pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
                 ip: None,
                 orphaned: true,
                 why: Some("no container record owns it"),
+                host_netns: None,
             });
         }
     }
@@ -168,6 +200,17 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
         let id = p.id.as_deref().unwrap_or_default();
         let Ok(mut lock) = attach::lock_existing(&ctx.state, id, "prune") else { continue };
         let att = lock.read();
+        if let Some(a) = &att {
+            match attach::home_of(ctx, a) {
+                attach::Home::Elsewhere(_) => continue,
+                attach::Home::Gone => {
+                    attach::forget(ctx, id, a)?;
+                    done.push(format!("attachment {id} (host namespace gone)"));
+                    continue;
+                }
+                attach::Home::Here => {}
+            }
+        }
         if host.link(&p.host_ifname).await?.is_some() {
             continue; // reconnected meanwhile
         }

@@ -30,6 +30,10 @@ pub struct Ctx {
     pub host: Option<netns::NsFile>,
     /// Inode of the host namespace, to refuse connecting the host to itself.
     pub host_inode: u64,
+    /// A path that names the host namespace for later invocations (recorded in `net.json`): the
+    /// `--host-netns` file made absolute, `/proc/1/ns/net` when the host is the root namespace, else
+    /// empty (this process's own namespace, which no path outlives).
+    pub host_path: String,
     /// This process's own network namespace, to come back to after a [`netns::visit`].
     pub home: netns::NsFile,
     pub rt: tokio::runtime::Runtime,
@@ -49,7 +53,14 @@ impl Ctx {
         let home = netns::current()?;
         let host = host.filter(|h| h.inode != home.inode);
         let host_inode = host.as_ref().map_or(home.inode, |h| h.inode);
-        Ok(Ctx { state, verbose, host, host_inode, home, rt })
+        let host_path = match &host {
+            Some(h) => std::fs::canonicalize(&h.path).map_or_else(|_| h.path.clone(), |p| p.display().to_string()),
+            None => match netns::open_path(std::path::Path::new("/proc/1/ns/net")) {
+                Ok(root) if root.inode == home.inode => "/proc/1/ns/net".to_string(),
+                _ => String::new(),
+            },
+        };
+        Ok(Ctx { state, verbose, host, host_inode, host_path, home, rt })
     }
 
     /// `-v`: one line per step, in the shape of the error lines.

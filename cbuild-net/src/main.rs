@@ -348,7 +348,11 @@ fn print_ls(inv: &inventory::Inventory, json: bool) {
             format!("{}@if{}", opt(p.peer_ifname.clone()), opt(p.peer_ifindex.map(|i| i.to_string()))),
             opt(p.ip.map(|i| i.to_string())),
             opt(p.netns.clone()),
-            if p.orphaned { format!("orphaned: {}", p.why.unwrap_or("")) } else { "ok".into() }
+            match (&p.host_netns, p.orphaned) {
+                (Some(h), _) => format!("in host netns {h}"),
+                (None, true) => format!("orphaned: {}", p.why.unwrap_or("")),
+                (None, false) => "ok".into(),
+            }
         );
     }
     for l in &inv.orphan_leases {

@@ -707,3 +707,41 @@ fn disconnect_during_live_traffic_forgets_every_flow() {
     assert!(cb_links(&n.host).is_empty(), "pair deleted");
     assert!(n.leases("brl").is_empty(), "lease released");
 }
+
+/// Regression: `ls`, `prune`, `disconnect` and `publish` run against ANOTHER host namespace used to
+/// see every attachment as "host end gone" and prune removed live ones (record and lease freed while
+/// the pair still carried traffic, so the address could be handed out twice). An attachment belongs to
+/// the host namespace it was made in; it is orphaned only when that namespace is gone.
+#[test]
+fn another_host_namespace_never_judges_or_undoes_live_attachments() {
+    let mut n = Net::new();
+    n.ok(&["bridge", "add", "brh", "--subnet", "10.242.0.0/24"]);
+    let c = n.ns("c");
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brh", "--id", "live"]);
+    let other = n.ns("otherhost");
+    let as_other = |args: &[&str]| {
+        let mut cmd = n.cmd(args);
+        cmd.env("CBUILD_NET_HOST_NS", &other);
+        run(&mut cmd)
+    };
+    let ls = stdout(&as_other(&["ls", "--json"]));
+    assert!(!ls.contains("\"orphaned\":true"), "{ls}");
+    assert!(ls.contains(&format!("\"host_netns\":\"{}\"", n.host.display())), "{ls}");
+    let pruned = as_other(&["prune"]);
+    assert!(pruned.status.success() && stdout(&pruned).is_empty(), "{}", stdout(&pruned));
+    for args in [&["disconnect", "--id", "live"][..], &["publish", "--id", "live", "8080:80"]] {
+        let o = as_other(args);
+        assert_tool_error(&o, TOOL, "connected in another host network namespace");
+    }
+    assert!(n.sb.state.join("live/net.json").exists());
+    assert_eq!(n.leases("brh"), vec!["10.242.0.2"]);
+    assert_eq!(cb_links(&n.host).len(), 1);
+    assert!(!n.ok(&["prune"]).contains("removed"));
+
+    // Once the host namespace it lived in is gone, the attachment is an orphan for anyone.
+    nix::mount::umount2(n.host.as_path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let pruned = stdout(&as_other(&["prune"]));
+    assert!(pruned.contains("attachment live (host namespace gone)"), "{pruned}");
+    assert!(!n.sb.state.join("live").exists());
+    assert!(n.leases("brh").is_empty());
+}
