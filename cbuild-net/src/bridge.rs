@@ -69,7 +69,13 @@ fn save(state: &Path, c: &BridgeConf) -> Result<()> {
 /// A bridge name: an interface name, and a NAME (it names a state directory too).
 pub fn check_bridge_name(name: &str) -> Result<()> {
     check_ifname("bridge", name)?;
-    paths::check_name("bridge", "bridge name", name)
+    paths::check_name("bridge", "bridge name", name)?;
+    // <state>/net/<BR> sits next to the nft lock file: a bridge of that name would make the lock a
+    // directory and break every NAT and publish verb (even `bridge del` of any bridge).
+    if name == "nft.lock" {
+        return Err(Error::new("bridge", name, "reserved: <state>/net/nft.lock is cbuild-net's nft lock"));
+    }
+    Ok(())
 }
 
 /// Refuse a subnet that overlaps a route already present in the host namespace (other than the

@@ -745,3 +745,19 @@ fn another_host_namespace_never_judges_or_undoes_live_attachments() {
     assert!(!n.sb.state.join("live").exists());
     assert!(n.leases("brh").is_empty());
 }
+
+/// Regression: a bridge named `nft.lock` took `<state>/net/nft.lock`, the nft lock file's place, and
+/// every verb that changes rules (nat, publish, even `bridge del` of any bridge) then failed with EISDIR.
+#[test]
+fn a_bridge_cannot_take_the_nft_lock_name() {
+    let n = Net::new();
+    let before = n.host_snapshot();
+    let o = n.net(&["bridge", "add", "nft.lock", "--subnet", "10.243.0.0/24"]);
+    assert_tool_error(&o, TOOL, "reserved");
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+    assert!(n.state_files().is_empty(), "{:?}", n.state_files());
+    n.ok(&["bridge", "add", "brn", "--subnet", "10.243.0.0/24", "--nat"]);
+    n.ok(&["nat", "brn", "off"]);
+    n.ok(&["bridge", "del", "brn"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+}
