@@ -115,6 +115,11 @@ pub fn in_netns<T: Send>(ns: Option<BorrowedFd<'_>>, f: impl FnOnce() -> Result<
 /// directory with shared propagation so mount namespaces created later still see it.
 pub fn add(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<PathBuf> {
     check_name("netns", "namespace name", name)?;
+    if name == "net" {
+        // <state>/net is cbuild-net's own directory (bridges, leases, the nft lock): a namespace there
+        // would be a mount inside it, hidden from `netns ls`, and `ns` would clash with a bridge name.
+        return Err(Error::new("netns", name, "reserved: <state>/net holds cbuild-net's own files"));
+    }
     let cdir = state.join(name);
     let dir = cdir.join("ns");
     let file = dir.join("net");

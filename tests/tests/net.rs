@@ -761,3 +761,14 @@ fn a_bridge_cannot_take_the_nft_lock_name() {
     n.ok(&["bridge", "del", "brn"]);
     assert_eq!(diff(&before, &n.host_snapshot()), "");
 }
+
+/// Regression: `netns add net` mounted a namespace at `<state>/net/ns/net`, inside cbuild-net's own
+/// directory (hidden from `netns ls`, clashing with a bridge named `ns`).
+#[test]
+fn netns_add_refuses_the_reserved_name_net() {
+    let n = Net::new();
+    let o = n.net(&["netns", "add", "net"]);
+    assert_tool_error(&o, TOOL, "reserved");
+    assert!(n.state_files().is_empty(), "{:?}", n.state_files());
+    assert!(!n.sb.state.join("net").exists());
+}
