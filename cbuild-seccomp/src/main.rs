@@ -400,15 +400,38 @@ fn show(
     Ok(())
 }
 
-/// Write `bytes` to `path` whole or not at all: a temporary file in the same directory, then rename.
+/// Write `bytes` to `path` whole or not at all: a new temporary file in the same directory, then rename.
+/// The temporary file is created with O_EXCL (which also refuses a symlink in its place) under a name
+/// nobody can predict: `-o` often points into a shared directory such as /tmp, where a planted
+/// `.NAME.PID.tmp -> /etc/shadow` would otherwise have root write the program through the link.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     step("write", &path.to_string_lossy());
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    let fail = |e: std::io::Error| Error::new("write", path.to_string_lossy(), e);
+    let mut attempt = 0u32;
+    let (tmp, mut f) = loop {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos());
+        let tmp = path.with_file_name(format!(".{name}.{}.{}.tmp", std::process::id(), nanos.unwrap_or(0)));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+            Err(e) => return Err(fail(e)),
+        }
+    };
+    let res = f.write_all(bytes).and_then(|_| {
+        drop(f);
+        std::fs::rename(&tmp, path)
+    });
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::new("write", path.to_string_lossy(), e));
+        return Err(fail(e));
     }
     Ok(())
 }

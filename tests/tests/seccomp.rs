@@ -1024,3 +1024,29 @@ fn cache_is_content_addressed_verified_and_bypassable() {
     let b = check(&sb, "default", &["--no-cache"], &["mount", "personality,0xffffffff"]);
     assert_eq!(a, b);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Review regressions.
+
+/// `compile -o FILE` in a shared directory: a symlink planted at the temporary name the tool used to pick
+/// (`.FILE.PID.tmp`, PID known in advance through `sh -c '...; exec'`) made root write through it.
+#[test]
+fn compile_output_does_not_follow_a_planted_temporary_symlink() {
+    let sb = Sandbox::new();
+    let victim = sb.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let dir = sb.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    let script = format!(
+        "ln -s {} {}/.out.bpf.$$.tmp && exec {} compile default -o {}/out.bpf",
+        victim.display(),
+        dir.display(),
+        bin(TOOL).display(),
+        dir.display()
+    );
+    let o = run(Command::new("sh").arg("-c").arg(script).env("CBUILD_DATA", &sb.data).env("CBUILD_STATE", &sb.state));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the program was written through the link");
+    let m = std::fs::symlink_metadata(dir.join("out.bpf")).unwrap();
+    assert!(m.is_file() && m.len() > 0 && m.len().is_multiple_of(8));
+}
