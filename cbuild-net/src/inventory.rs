@@ -224,9 +224,15 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
             done.push(format!("link {}", p.host_ifname));
         }
     }
+    // A lease or rule judged orphaned may belong to a connect that began after the records were read:
+    // connect creates its record before it takes a lease or publishes, and disconnect removes the
+    // record last, so an ID whose record exists now (checked under the IPAM or nft lock) keeps them.
+    let has_record = |id: &str| {
+        crate::paths::check_name("prune", "", id).is_ok() && crate::paths::attachment_file(&ctx.state, id).exists()
+    };
     for l in &inv.orphan_leases {
         ctx.step("release", format!("{} on {}", l.ip, l.bridge));
-        if Leases::new(bridge_dir(&ctx.state, &l.bridge)).release(l.ip, &l.id)? {
+        if Leases::new(bridge_dir(&ctx.state, &l.bridge)).release_unless(l.ip, &l.id, || has_record(&l.id))? {
             done.push(format!("lease {} on {} ({})", l.ip, l.bridge, l.id));
         }
     }
@@ -234,8 +240,12 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
         let nft = ctx.nft();
         let _l = nft.lock()?;
         let all = nft.rules()?;
-        let gone: Vec<_> =
-            all.iter().filter(|r| inv.orphan_rules.iter().any(|o| o.handle == r.handle)).cloned().collect();
+        let gone: Vec<_> = all
+            .iter()
+            .filter(|r| inv.orphan_rules.iter().any(|o| o.handle == r.handle))
+            .filter(|r| nft::parse_pub_comment(&r.comment).is_none_or(|(owner, _, _)| !has_record(&owner)))
+            .cloned()
+            .collect();
         ctx.step("nft-delete", format!("{} orphaned rules", gone.len()));
         nft.delete(&gone, &all)?;
         done.extend(gone.iter().map(|r| format!("rule {} ({})", r.handle, r.comment)));

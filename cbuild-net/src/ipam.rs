@@ -191,7 +191,15 @@ impl Leases {
 
     /// Free `ip` if `id` holds it. `Ok(false)`: it was not held by `id` (nothing removed).
     pub fn release(&self, ip: Ipv4Addr, id: &str) -> Result<bool> {
+        self.release_unless(ip, id, || false)
+    }
+
+    /// `release`, unless `keep()`, asked under the directory lock, says the lease is still wanted.
+    pub fn release_unless(&self, ip: Ipv4Addr, id: &str, keep: impl FnOnce() -> bool) -> Result<bool> {
         let _lock = self.lock()?;
+        if keep() {
+            return Ok(false);
+        }
         let p = self.lease_path(ip);
         match std::fs::read_to_string(&p) {
             Ok(owner) if owner == id => {
