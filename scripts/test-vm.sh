@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Run cbuild's kernel-dependent test suites on a second kernel with pure cgroup v2: Debian's stock
-# linux-image-amd64 under qemu (TCG), booted from an initramfs holding busybox, the static cbuild tools and
-# the static integration-test programs. See docs/test-vm.md.
+# Run cbuild's kernel-dependent test suites on a second kernel with pure cgroup v2, and the cgroup suite
+# again with pure cgroup v1: Debian's stock linux-image-amd64 under qemu (TCG), booted from an initramfs
+# holding busybox, the static cbuild tools and the static test programs. See docs/test-vm.md.
 #
 #   scripts/test-vm.sh                    self-check + every default suite that exists (cgroup ns overlay seccomp)
+#                                         on cgroup v2, then self-check + cgroup on cgroup v1
+#   scripts/test-vm.sh --layout v1 --suite cgroup    one boot, pure cgroup v1
 #   scripts/test-vm.sh --suite cgroup     self-check + one suite (repeat or comma-separate for more)
 #   scripts/test-vm.sh --shell            boot into an interactive guest shell (no tests, no timeout)
 #
@@ -32,13 +34,16 @@ keep=0
 shell=0
 verbose=0
 inject=""
+layout=""
 
 usage() {
-    sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
     cat <<'EOF'
 Options:
   --suite NAME[,NAME]  run these suites (default: those of cgroup ns overlay seccomp that exist)
   --filter STR         pass STR to the test programs as a libtest name filter
+  --layout v2|v1       boot once with pure cgroup v2 or pure cgroup v1 (default: v2 with every suite,
+                       then v1 with the cgroup suite when it is among them; CBUILD_VM_V1=0 skips v1)
   --threads N          libtest --test-threads in the guest (default 2)
   --timeout SECS       kill the guest after SECS and fail (default 540)
   --suite-timeout SECS kill one suite after SECS in the guest and fail it (default 180; the guest
@@ -59,6 +64,8 @@ while [ $# -gt 0 ]; do
     --suite=*) IFS=, read -ra s <<<"${1#*=}"; suites+=("${s[@]}"); shift ;;
     --filter) filter=${2:?--filter needs a STR}; shift 2 ;;
     --threads) threads=${2:?}; shift 2 ;;
+    --layout) layout=${2:?--layout needs v2 or v1}; shift 2 ;;
+    --layout=*) layout=${1#*=}; shift ;;
     --timeout) timeout=${2:?}; shift 2 ;;
     --suite-timeout) suite_timeout=${2:?}; shift 2 ;;
     --boot-timeout) boot_timeout=${2:?}; shift 2 ;;
@@ -70,6 +77,7 @@ while [ $# -gt 0 ]; do
     *) echo "test-vm: unknown argument: $1 (see --help)" >&2; exit 3 ;;
     esac
 done
+case "$layout" in "" | v1 | v2) ;; *) echo "test-vm: --layout: want v2 or v1" >&2; exit 3 ;; esac
 case "$inject" in "" | fail | hang | hang-boot) ;; *) echo "test-vm: --inject: want fail, hang or hang-boot" >&2; exit 3 ;; esac
 for n in "$threads" "$timeout" "$boot_timeout" ${suite_timeout:+"$suite_timeout"}; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "test-vm: not a positive number: $n" >&2; exit 3; }
@@ -98,7 +106,7 @@ cleanup() {
         wait "$qpid" 2>/dev/null || true
     fi
     [ -n "${tailpid:-}" ] && kill "$tailpid" 2>/dev/null
-    if [ "$keep" = 1 ] || { [ "$rc" != 0 ] && [ -s "$run/console.log" ]; }; then
+    if [ "$keep" = 1 ] || { [ "$rc" != 0 ] && [ -n "$(find "$run" -maxdepth 1 -name 'console*.log' -size +0)" ]; }; then
         log "logs kept in $run"
     else
         rm -rf "$run"
@@ -287,33 +295,43 @@ touch "$initrd"
 run_suites=()
 for s in "${suites[@]}"; do [ -n "${suite_missing[$s]:-}" ] || run_suites+=("$s"); done
 # cryptomgr.notests: the boot-time crypto self-tests are slow under TCG and once stalled a vCPU for good.
-cmdline="console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests cbuild.threads=$threads"
-cmdline+=" cbuild.suite_timeout=$suite_timeout"
-[ ${#run_suites[@]} -gt 0 ] && cmdline+=" cbuild.suites=$(IFS=,; echo "${run_suites[*]}")"
-[ -n "$filter" ] && cmdline+=" cbuild.filter=$filter"
-[ -n "$inject" ] && cmdline+=" cbuild.inject=$inject"
-[ "$shell" = 1 ] && cmdline+=" cbuild.mode=shell"
+cmdline_base="console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests cbuild.threads=$threads"
+cmdline_base+=" cbuild.suite_timeout=$suite_timeout"
+[ -n "$filter" ] && cmdline_base+=" cbuild.filter=$filter"
+[ -n "$inject" ] && cmdline_base+=" cbuild.inject=$inject"
 # TCG only: KVM hangs on these machines. No NIC: the tests need none and it saves the option ROM.
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nographic -no-reboot -nic none
     -kernel "$kdir/vmlinuz" -initrd "$initrd")
-console=$run/console.log
-results=$run/results.log
-: >"$results"
-printf '%q ' "${qemu[@]}" -append "$cmdline" -serial mon:stdio -serial "file:$results" >"$run/qemu-cmdline.sh"
 
 if [ "$shell" = 1 ]; then
-    log "interactive shell: Ctrl-A X quits qemu; 'exit' in the guest powers off"
-    "${qemu[@]}" -append "$cmdline" -serial mon:stdio -serial "file:$results"
+    cmdline="$cmdline_base cbuild.layout=${layout:-v2} cbuild.mode=shell"
+    log "interactive shell (cgroup ${layout:-v2}): Ctrl-A X quits qemu; 'exit' in the guest powers off"
+    "${qemu[@]}" -append "$cmdline" -serial mon:stdio -serial "file:$run/results.log"
     exit 0
 fi
+
+# The boots: with --layout, one. Without, pure v2 with every suite, then (when the cgroup suite is among
+# them and CBUILD_VM_V1 is not 0) pure v1 with the cgroup suite alone: cbuild-cgroup is the one tool
+# whose code differs per layout, and no development or CI machine runs v1.
+boots=()
+if [ -n "$layout" ]; then
+    boots=("$layout")
+elif [ "${CBUILD_VM_V1:-1}" != 0 ] && printf '%s\n' "${suites[@]}" | grep -qx cgroup; then
+    boots=(v2 v1)
+else
+    boots=(v2)
+fi
+# What the v1 boot after a v2 one needs at most: boot ~10 s, self-check ~10 s, the cgroup suite ~20 s,
+# with room for a slow TCG; the v2 boot gets the rest of --timeout, so both together stay within it.
+v1_reserve=150
 
 show_new_results() { # print result lines as they arrive, so a slow run shows progress
     local n
     n=$(wc -l <"$results")
     [ "$n" -gt "$shown" ] || return 0
-    sed -n "$((shown + 1)),${n}p" "$results" | tr -d '\r' | awk '
-        $1 == "CBUILD-VM-TEST" && $4 == "fail" { printf "test-vm:   FAIL %s %s\n", $2, $3 }
-        $1 == "CBUILD-VM-RESULT" { $1 = ""; printf "test-vm: suite%s\n", $0 }' >&2
+    sed -n "$((shown + 1)),${n}p" "$results" | tr -d '\r' | awk -v l="$blayout" '
+        $1 == "CBUILD-VM-TEST" && $4 == "fail" { printf "test-vm:   FAIL [%s] %s %s\n", l, $2, $3 }
+        $1 == "CBUILD-VM-RESULT" { $1 = ""; printf "test-vm: [%s] suite%s\n", l, $0 }' >&2
     shown=$n
 }
 stop_qemu() {
@@ -325,15 +343,15 @@ boot() {
     : >"$results"
     shown=0 timed_out=0 boot_hung=0
     # cbuild.budget: the guest's own deadline (its uptime), early enough to report before ours.
-    local left=$((timeout - (SECONDS - start)))
+    local left=$((btimeout - (SECONDS - start)))
     "${qemu[@]}" -append "$cmdline cbuild.budget=$((left > 60 ? left - 30 : left))" -monitor none \
-        -serial "file:$console" -serial "file:$results" </dev/null >"$run/qemu.log" 2>&1 &
+        -serial "file:$console" -serial "file:$results" </dev/null >"$run/qemu$lsuffix.log" 2>&1 &
     qpid=$!
     while kill -0 "$qpid" 2>/dev/null; do
         show_new_results
-        if ((SECONDS - start >= timeout)); then
+        if ((SECONDS - start >= btimeout)); then
             timed_out=1
-            log "guest still running after ${timeout}s: killing qemu"
+            log "guest still running after ${btimeout}s: killing qemu"
             stop_qemu
             break
         fi
@@ -351,66 +369,110 @@ boot() {
     show_new_results
 }
 
-log "booting $kpkg under TCG (timeout ${timeout}s; suites: selfcheck ${run_suites[*]})"
-if [ "$verbose" = 1 ]; then
-    : >"$console"
-    tail -n +1 -F "$console" 2>/dev/null >&2 &
-    tailpid=$!
-fi
-start=$SECONDS
-boot_start=$SECONDS
-boot
-if [ "$boot_hung" = 1 ] && ((timeout - (SECONDS - start) > 2 * boot_timeout)); then
-    # A TCG guest that hangs before init is (rarely) a boot-time emulation stall, not a cbuild bug: keep
-    # its console for the record and try once more.
-    cp "$console" "$run/console-hung-boot.log"
-    log "retrying the boot once (hung boot's console: $run/console-hung-boot.log)"
+# run_layout LAYOUT TIMEOUT SUITE...: boot once with that cgroup layout and suites (after the self-check),
+# print its table; sets bstatus (0 passed, 1 failed, 2 hung/crashed) and appends to the summary.
+summary=()
+run_layout() {
+    blayout=$1 btimeout=$2
+    shift 2
+    local bsuites=("$@") rs=() s v
+    for s in "${bsuites[@]}"; do [ -n "${suite_missing[$s]:-}" ] || rs+=("$s"); done
+    cmdline="$cmdline_base cbuild.layout=$blayout"
+    [ ${#rs[@]} -gt 0 ] && cmdline+=" cbuild.suites=$(IFS=,; echo "${rs[*]}")"
+    lsuffix=""
+    [ "$blayout" = v2 ] || lsuffix=-$blayout
+    console=$run/console$lsuffix.log
+    results=$run/results$lsuffix.log
+    printf '%q ' "${qemu[@]}" -append "$cmdline" -serial mon:stdio -serial "file:$results" >"$run/qemu-cmdline$lsuffix.sh"
+    log "booting $kpkg, pure cgroup $blayout, under TCG (timeout ${btimeout}s; suites: selfcheck ${rs[*]})"
+    if [ "$verbose" = 1 ]; then
+        : >"$console"
+        tail -n +1 -F "$console" 2>/dev/null >&2 &
+        tailpid=$!
+    fi
+    start=$SECONDS
     boot_start=$SECONDS
     boot
-fi
-[ "$boot_hung" = 1 ] && timed_out=1
-elapsed=$((SECONDS - start))
-
-# --- verdict -------------------------------------------------------------------------------------------
-tr -d '\r' <"$results" >"$run/results.txt"
-status=0
-grep -q '^CBUILD-VM-BEGIN' "$run/results.txt" || { log "the guest never started its tests"; status=2; }
-declare -A verdict=()
-failed_suites=()
-while read -r _ s v rest; do verdict[$s]="$v $rest"; done < <(grep '^CBUILD-VM-RESULT ' "$run/results.txt")
-echo "test-vm: results on $kpkg $kver (pure cgroup v2, TCG, ${elapsed}s):" >&2
-for s in selfcheck "${suites[@]}"; do
-    v=${verdict[$s]:-}
-    if [ -n "${suite_missing[$s]:-}" ]; then
-        printf 'test-vm:   %-10s FAIL  no test program (missing or did not compile)\n' "$s" >&2
-        [ "$status" != 0 ] || status=1
-    elif [ -z "$v" ]; then
-        printf 'test-vm:   %-10s FAIL  no result (guest hung or died before it finished)\n' "$s" >&2
-        status=2
-    elif [ "${v%% *}" = pass ]; then
-        printf 'test-vm:   %-10s pass  %s\n' "$s" "${v#* }" >&2
-    else
-        printf 'test-vm:   %-10s FAIL  %s\n' "$s" "${v#* }" >&2
-        grep "^CBUILD-VM-TEST $s .* fail$" "$run/results.txt" | awk '{ printf "test-vm:       failed: %s\n", $3 }' >&2
-        failed_suites+=("$s")
-        [ "$status" != 0 ] || status=1
+    if [ "$boot_hung" = 1 ] && ((btimeout - (SECONDS - start) > 2 * boot_timeout)); then
+        # A TCG guest that hangs before init is (rarely) a boot-time emulation stall, not a cbuild bug:
+        # keep its console for the record and try once more.
+        cp "$console" "$run/console$lsuffix-hung-boot.log"
+        log "retrying the boot once (hung boot's console: $run/console$lsuffix-hung-boot.log)"
+        boot_start=$SECONDS
+        boot
     fi
+    [ -z "${tailpid:-}" ] || { kill "$tailpid" 2>/dev/null; tailpid=""; }
+    [ "$boot_hung" = 1 ] && timed_out=1
+    local elapsed=$((SECONDS - start))
+
+    local txt=$run/results$lsuffix.txt
+    tr -d '\r' <"$results" >"$txt"
+    bstatus=0
+    grep -q '^CBUILD-VM-BEGIN' "$txt" || { log "[$blayout] the guest never started its tests"; bstatus=2; }
+    local -A verdict=()
+    local failed_suites=() _ rest
+    while read -r _ s v rest; do verdict[$s]="$v $rest"; done < <(grep '^CBUILD-VM-RESULT ' "$txt")
+    echo "test-vm: results on $kpkg $kver, pure cgroup $blayout (TCG, ${elapsed}s):" >&2
+    for s in selfcheck "${bsuites[@]}"; do
+        v=${verdict[$s]:-}
+        if [ -n "${suite_missing[$s]:-}" ]; then
+            printf 'test-vm:   %-10s FAIL  no test program (missing or did not compile)\n' "$s" >&2
+            [ "$bstatus" != 0 ] || bstatus=1
+        elif [ -z "$v" ]; then
+            printf 'test-vm:   %-10s FAIL  no result (guest hung or died before it finished)\n' "$s" >&2
+            bstatus=2
+        elif [ "${v%% *}" = pass ]; then
+            printf 'test-vm:   %-10s pass  %s\n' "$s" "${v#* }" >&2
+        else
+            printf 'test-vm:   %-10s FAIL  %s\n' "$s" "${v#* }" >&2
+            grep "^CBUILD-VM-TEST $s .* fail$" "$txt" | awk '{ printf "test-vm:       failed: %s\n", $3 }' >&2
+            failed_suites+=("$s")
+            [ "$bstatus" != 0 ] || bstatus=1
+        fi
+    done
+    if [ "$timed_out" = 1 ]; then
+        log "[$blayout] FAILED: the guest timed out (hung boot, or still running after ${btimeout}s)"
+        bstatus=2
+    elif ! grep -q '^CBUILD-VM-END' "$txt"; then
+        log "[$blayout] FAILED: the guest stopped without finishing (qemu exit $qrc)"
+        bstatus=2
+    fi
+    if [ "$bstatus" = 2 ]; then
+        log "[$blayout] last console lines ($console):"
+        tail -n 40 "$console" | tr -d '\r' | sed 's/^/  | /' >&2
+    fi
+    for s in "${failed_suites[@]}"; do
+        log "[$blayout] why $s failed (full output: $console):"
+        sed -n "s/^CBUILD-VM-LOG $s /  | /p" "$txt" >&2
+    done
+    local word=passed
+    [ "$bstatus" = 0 ] || word="FAILED (status $bstatus)"
+    summary+=("cgroup $blayout: $word in ${elapsed}s (selfcheck ${rs[*]})")
+}
+
+status=0
+total_start=$SECONDS
+for b in "${!boots[@]}"; do
+    l=${boots[$b]}
+    left=$((timeout - (SECONDS - total_start)))
+    if [ "$b" = 0 ] && [ ${#boots[@]} -gt 1 ]; then
+        share=$((left - v1_reserve))
+        ((share >= left / 2)) || share=$((left / 2)) # a short --timeout is split evenly
+        run_layout "$l" "$share" "${suites[@]}"
+    elif [ "$b" = 0 ]; then
+        run_layout "$l" "$left" "${suites[@]}"
+    elif [ "$left" -lt 60 ]; then
+        log "no time left for the cgroup $l boot"
+        summary+=("cgroup $l: FAILED, not run (out of time)")
+        bstatus=2
+    else
+        run_layout "$l" "$left" cgroup
+    fi
+    [ "$bstatus" -le "$status" ] || status=$bstatus
 done
-if [ "$timed_out" = 1 ]; then
-    log "FAILED: the guest timed out (hung boot, or still running after ${timeout}s)"
-    status=2
-elif ! grep -q '^CBUILD-VM-END' "$run/results.txt"; then
-    log "FAILED: the guest stopped without finishing (qemu exit $qrc)"
-    status=2
-fi
-if [ "$status" = 2 ]; then
-    log "last console lines ($console):"
-    tail -n 40 "$console" | tr -d '\r' | sed 's/^/  | /' >&2
-fi
-for s in "${failed_suites[@]}"; do
-    log "why $s failed (full output: $console):"
-    sed -n "s/^CBUILD-VM-LOG $s /  | /p" "$run/results.txt" >&2
-done
+
+echo "test-vm: summary ($((SECONDS - total_start))s in the guests):" >&2
+printf 'test-vm:   %s\n' "${summary[@]}" >&2
 [ "$status" = 0 ] || exit "$status"
 log "all passed"
 exit 0

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Kernel self-check of the cbuild test VM: proves the guest is what the suites are meant to meet (cgroup2
-# alone, all controllers, working limits, the modules loaded) before any suite runs, and proves the harness
+# alone, or with cbuild.layout=v1 the v1 hierarchies alone; all controllers, working limits, the modules loaded) before any suite runs, and proves the harness
 # end to end (a failing check here fails the run). Each check is a real kernel behaviour that can fail.
 # Output mimics libtest ("test NAME ... ok|FAILED", "test result: ..."), so one parser reads both.
 
@@ -137,28 +137,158 @@ check_user_namespace() {
     [ "$u" = 0 ] || fail "as uid 1000: unshare -U -r id -u: $u"
 }
 
+# --- pure cgroup v1 (cbuild.layout=v1) ---------------------------------------------------------------
+# The same kernel behaviours through the v1 files: each check makes its cgroup in the one hierarchy it
+# needs, under vm-selfcheck there.
+
+# v1child HIERARCHY NAME: a fresh cgroup HIERARCHY/vm-selfcheck/NAME
+v1child() {
+    mkdir -p "$root/$1/vm-selfcheck" || return 1
+    rmdir "$root/$1/vm-selfcheck/$2" 2>/dev/null
+    mkdir "$root/$1/vm-selfcheck/$2" || return 1
+    echo "$root/$1/vm-selfcheck/$2"
+}
+
+# v1kill CG: SIGKILL every process in a v1 cgroup and wait until it is empty (v1 has no cgroup.kill)
+v1kill() {
+    n=0
+    while [ -s "$1/cgroup.procs" ] && [ $n -lt 50 ]; do
+        for p in $(cat "$1/cgroup.procs"); do kill -KILL "$p" 2>/dev/null; done
+        sleep 0.1
+        n=$((n + 1))
+    done
+}
+
+# hierarchy id of controller $1 in /proc/cgroups (0: not bound to a v1 hierarchy)
+v1_hier() { awk -v c="$1" '$1 == c { print $2 }' /proc/cgroups; }
+
+check_cgroup_v1_only() {
+    v2=$(awk '$3 == "cgroup2"' /proc/mounts)
+    [ -z "$v2" ] || fail "a cgroup2 mount on a v1 guest: $v2" || return 1
+    grep -q '^0::' /proc/self/cgroup && { fail "/proc/self/cgroup has a v2 (0::) line: $(cat /proc/self/cgroup)" || return 1; }
+    fs=$(awk '$2 == "/sys/fs/cgroup" { print $3 }' /proc/mounts)
+    [ "$fs" = tmpfs ] || fail "/sys/fs/cgroup is '$fs', want a tmpfs holding the hierarchies" || return 1
+    for h in cpu,cpuacct memory pids blkio cpuset freezer devices systemd; do
+        awk -v m="$root/$h" '$2 == m && $3 == "cgroup" { f = 1 } END { exit !f }' /proc/mounts ||
+            fail "no v1 hierarchy mounted at $root/$h: $(grep cgroup /proc/mounts)" || return 1
+    done
+    grep -q ':name=systemd:/init.scope$' /proc/1/cgroup || fail "PID 1 not in name=systemd:/init.scope: $(cat /proc/1/cgroup)"
+}
+
+check_controllers_v1() {
+    for c in cpu cpuacct memory pids blkio cpuset freezer devices; do
+        id=$(v1_hier $c)
+        [ "${id:-0}" != 0 ] || fail "controller $c is not bound to a v1 hierarchy: $(cat /proc/cgroups)" || return 1
+        grep -q "^$id:" /proc/self/cgroup || fail "/proc/self/cgroup has no line for $c (hierarchy $id)" || return 1
+    done
+    [ "$(v1_hier cpu)" = "$(v1_hier cpuacct)" ] || fail "cpu and cpuacct are separate hierarchies, want them co-mounted"
+}
+
+check_v1_memory_oom_kill() {
+    cg=$(v1child memory oom) || return 1
+    echo 32M >"$cg/memory.limit_in_bytes" || return 1
+    # With swap accounting, memory+swap too (after memory: memsw must never be below it).
+    [ ! -f "$cg/memory.memsw.limit_in_bytes" ] || echo 32M >"$cg/memory.memsw.limit_in_bytes" || return 1
+    in_cg "$cg" dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null
+    rc=$?
+    [ $rc -eq 137 ] || fail "dd bs=100M under memory.limit_in_bytes=32M exited $rc, want 137 (SIGKILL)" || return 1
+    n=$(field "$cg/memory.oom_control" oom_kill)
+    [ "$n" = 1 ] || fail "memory.oom_control oom_kill=$n, want 1: $(cat "$cg/memory.oom_control")"
+}
+
+check_v1_cfs_quota_throttles() {
+    cg=$(v1child cpu,cpuacct cpu) || return 1
+    echo 100000 >"$cg/cpu.cfs_period_us" || return 1
+    echo 10000 >"$cg/cpu.cfs_quota_us" || return 1
+    start=$(date +%s)
+    in_cg "$cg" timeout 2 sh -c 'while :; do :; done'
+    wall=$(($(date +%s) - start))
+    thr=$(field "$cg/cpu.stat" nr_throttled)
+    usage=$(cat "$cg/cpuacct.usage") # ns
+    [ "${thr:-0}" -gt 0 ] || fail "cpu.stat nr_throttled=$thr after a busy loop under cfs_quota_us 10%: $(cat "$cg/cpu.stat")" || return 1
+    [ "$usage" -lt $((wall * 500000000)) ] || fail "cpuacct.usage=${usage}ns over ${wall}s wall: cfs quota not enforced"
+}
+
+check_v1_pids_max() {
+    cg=$(v1child pids pids) || return 1
+    echo 4 >"$cg/pids.max" || return 1
+    in_cg "$cg" sh -c 'for i in 1 2 3 4 5 6 7 8; do sleep 3 & done 2>/dev/null; wait' 2>/dev/null
+    hits=$(field "$cg/pids.events" max)
+    v1kill "$cg"
+    [ "${hits:-0}" -gt 0 ] || fail "pids.events max=$hits after forking 9 under pids.max=4"
+}
+
+check_v1_freezer_kill() {
+    # What a v1 runtime does instead of cgroup.kill: freeze, SIGKILL each task, thaw.
+    cg=$(v1child freezer kill) || return 1
+    in_cg "$cg" sleep 1000 &
+    pid=$!
+    n=0
+    while ! [ -s "$cg/cgroup.procs" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    echo FROZEN >"$cg/freezer.state" || return 1
+    n=0
+    while [ "$(cat "$cg/freezer.state")" != FROZEN ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    [ "$(cat "$cg/freezer.state")" = FROZEN ] || fail "freezer.state is $(cat "$cg/freezer.state"), want FROZEN" || return 1
+    # Every task of the cgroup ($pid is the shell that moved the sleeper in, outside the cgroup).
+    for p in $(cat "$cg/cgroup.procs"); do kill -KILL "$p" || return 1; done
+    echo THAWED >"$cg/freezer.state" || return 1
+    wait $pid
+    rc=$?
+    [ $rc -eq 137 ] || fail "sleep killed in a frozen cgroup exited $rc, want 137" || return 1
+    [ ! -s "$cg/cgroup.procs" ] || fail "still populated after the kill: $(cat "$cg/cgroup.procs")"
+}
+
+check_psi_system() {
+    # Per-cgroup pressure files are v2 only; the system-wide ones must still be there.
+    for f in cpu memory io; do
+        grep -q '^some avg10=' /proc/pressure/$f || fail "/proc/pressure/$f unreadable" || return 1
+    done
+}
+
 check_injected_failure() {
     # Only with cbuild.inject=fail: a check that must fail, to prove a failure reaches the exit code.
-    cg=$(child injected) || return 1
-    n=$(field "$cg/memory.events" oom_kill)
+    if [ "$layout" = v1 ]; then
+        cg=$(v1child memory injected) || return 1
+        n=$(field "$cg/memory.oom_control" oom_kill)
+    else
+        cg=$(child injected) || return 1
+        n=$(field "$cg/memory.events" oom_kill)
+    fi
     [ "$n" = 1 ] || fail "injected failure: a fresh cgroup has oom_kill=$n, this check wants 1"
 }
 
-mkdir -p $base
-echo "+cpu +memory +pids +io +cpuset" >$base/cgroup.subtree_control
-echo "running self-check on $(uname -r)"
-for c in cgroup2_only controllers_enabled memory_oom_kill cpu_max_throttles pids_max cgroup_kill psi \
-    modules_loaded overlay_whiteout user_namespace; do
+layout=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^cbuild\.layout=//p' | tail -n1)
+echo "running self-check on $(uname -r), cgroup ${layout:=v2}"
+if [ "$layout" = v1 ]; then
+    checks="cgroup_v1_only controllers_v1 v1_memory_oom_kill v1_cfs_quota_throttles v1_pids_max v1_freezer_kill psi_system"
+else
+    mkdir -p $base
+    echo "+cpu +memory +pids +io +cpuset" >$base/cgroup.subtree_control
+    checks="cgroup2_only controllers_enabled memory_oom_kill cpu_max_throttles pids_max cgroup_kill psi"
+fi
+for c in $checks modules_loaded overlay_whiteout user_namespace; do
     check $c
 done
 grep -qw 'cbuild.inject=fail' /proc/cmdline && check injected_failure
 
-for d in "$base"/*/; do
-    echo 1 >"$d/cgroup.kill"
-    n=0
-    while ! rmdir "$d" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
-done
-rmdir $base || echo "self-check: could not remove $base"
+if [ "$layout" = v1 ]; then
+    for b in "$root"/*/vm-selfcheck; do
+        [ -d "$b" ] || continue
+        for d in "$b"/*/; do
+            [ -d "$d" ] || continue
+            v1kill "$d"
+            rmdir "$d" || echo "self-check: could not remove $d"
+        done
+        rmdir "$b" || echo "self-check: could not remove $b"
+    done
+else
+    for d in "$base"/*/; do
+        echo 1 >"$d/cgroup.kill"
+        n=0
+        while ! rmdir "$d" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    done
+    rmdir $base || echo "self-check: could not remove $base"
+fi
 
 if [ $failed -eq 0 ]; then
     echo "test result: ok. $passed passed; $failed failed"
