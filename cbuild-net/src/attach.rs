@@ -485,13 +485,18 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
             }
         }
     }
-    ctx.step("nft-add", format!("dnat {spec} to {}:{}", att.ip, p.port));
-    nft.add(vec![nft::dnat_rule("prerouting", id, &p, att.ip), nft::dnat_rule("output", id, &p, att.ip)])?;
+    // The record names the port before the rules exist: disconnect looks for rules only when the
+    // record lists ports, so a publish killed between the two steps must leave the record saying too
+    // much (a port with no rule: harmless), never too little (a DNAT rule that outlives the container
+    // and points at its address when the next container gets it).
     att.ports.push(p);
-    if let Err(e) = lock.write(&att) {
-        let rules = nft.rules().unwrap_or_default();
-        let mine: Vec<_> = rules.iter().filter(|r| r.comment == nft::pub_comment(id, &p)).cloned().collect();
-        if let Err(u) = nft.delete(&mine, &rules) {
+    lock.write(&att)?;
+    ctx.step("nft-add", format!("dnat {spec} to {}:{}", att.ip, p.port));
+    if let Err(e) =
+        nft.add(vec![nft::dnat_rule("prerouting", id, &p, att.ip), nft::dnat_rule("output", id, &p, att.ip)])
+    {
+        att.ports.pop();
+        if let Err(u) = lock.write(&att) {
             ctx.undo_failed(&u);
         }
         return Err(e);

@@ -814,3 +814,32 @@ fn prune_racing_connects_never_frees_a_live_lease_or_rule() {
     assert!(removed.is_empty(), "prune removed live things: {removed:?}");
     assert!(n.leases("brr").is_empty());
 }
+
+/// Regression: publish added its DNAT rules before writing the port into the record, and disconnect
+/// looks for rules only when the record lists ports; a publish killed in between left rules that
+/// outlived the container, pointing at its address for whoever got the lease next (3 in 40 kills).
+#[test]
+fn kill9_during_publish_then_disconnect_leaves_no_rule() {
+    let mut n = Net::new();
+    n.ok(&["bridge", "add", "brp", "--subnet", "10.245.0.0/24"]);
+    let before = n.host_snapshot();
+    let c = n.ns("c");
+    let cp = n.ns_path(&c);
+    n.ok(&["connect", &cp, "--bridge", "brp", "--id", "pk"]);
+    let t = Instant::now();
+    n.ok(&["publish", "--id", "pk", "8080:80"]);
+    let took = t.elapsed().as_micros() as u64;
+    n.ok(&["disconnect", "--id", "pk"]);
+    for i in 0..30u64 {
+        n.ok(&["connect", &cp, "--bridge", "brp", "--id", "pk"]);
+        let mut child =
+            n.cmd(&["publish", "--id", "pk", "8080:80"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(took * i / 25));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        n.ok(&["disconnect", "--id", "pk"]);
+        let rules = sh_in(&n.host, "nft list ruleset");
+        assert!(!rules.contains("cbuild pub pk"), "kill after {}us left a rule: {rules}", took * i / 25);
+    }
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+}
