@@ -130,16 +130,26 @@ fn main() {
 
 const BUILTIN: &str = "built-in default";
 
+/// The largest profile or config.json read.
+const MAX_PROFILE: u64 = 16 << 20;
+
 fn load_profile(name: &str, oci: bool) -> Result<(Profile, &'static str)> {
     if name == "default" && !Path::new(name).exists() {
         return Ok((builtin::default_profile(), BUILTIN));
     }
     step("read", name);
-    let mut text = String::new();
-    if name == "-" {
-        std::io::stdin().read_to_string(&mut text).map_err(|e| Error::new("read", "stdin", e))?;
+    let object = if name == "-" { "stdin" } else { name };
+    let src: Box<dyn Read> = if name == "-" {
+        Box::new(std::io::stdin().lock())
     } else {
-        text = std::fs::read_to_string(name).map_err(|e| Error::new("read", name, e))?;
+        Box::new(std::fs::File::open(name).map_err(|e| Error::new("read", name, e))?)
+    };
+    // Bounded: `compile /dev/zero` (or a runaway pipe) otherwise grows memory until the OOM killer ends
+    // it. Docker's default profile is ~20 KiB, an OCI config.json rarely above 100 KiB.
+    let mut text = String::new();
+    src.take(MAX_PROFILE + 1).read_to_string(&mut text).map_err(|e| Error::new("read", object, e))?;
+    if text.len() as u64 > MAX_PROFILE {
+        return Err(Error::new("read", object, format!("larger than {} MiB", MAX_PROFILE >> 20)));
     }
     step("parse", name);
     let (p, f) = profile::parse(&text, name, oci)?;

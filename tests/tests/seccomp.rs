@@ -1050,3 +1050,17 @@ fn compile_output_does_not_follow_a_planted_temporary_symlink() {
     let m = std::fs::symlink_metadata(dir.join("out.bpf")).unwrap();
     assert!(m.is_file() && m.len() > 0 && m.len().is_multiple_of(8));
 }
+
+/// A profile read from a file or stdin is bounded: `compile /dev/zero` grew memory until the OOM killer.
+#[test]
+fn endless_profile_input_is_refused() {
+    let sb = Sandbox::new();
+    let out = sb.path().join("x.bpf");
+    let o = seccomp(&sb, &["compile", "/dev/zero", "-o", out.to_str().unwrap()]);
+    assert_tool_error(&o, TOOL, "read: /dev/zero: larger than 16 MiB");
+    assert!(!out.exists());
+    let mut c = tool(TOOL, &sb);
+    c.args(["compile", "-", "-o", out.to_str().unwrap()]).stdin(std::fs::File::open("/dev/zero").unwrap());
+    assert_tool_error(&run(&mut c), TOOL, "read: stdin: larger than 16 MiB");
+    assert!(!out.exists() && !sb.data.join("seccomp").exists());
+}
