@@ -178,7 +178,13 @@ fn resolved(profile: &str, r: &Resolve) -> Result<(Resolved, &'static str)> {
     // only reported with -v. A user's profile gets the warning.
     if !res.unknown.is_empty() && (kind != BUILTIN || cbuild_seccomp::verbose()) {
         let why = format!("unknown to libseccomp {}, skipped", resolve::libseccomp_version());
-        cbuild_seccomp::warn("resolve", &res.unknown.join(","), &why);
+        // One line, of a readable length even for a profile listing thousands of made-up names.
+        const SHOWN: usize = 20;
+        let mut names = res.unknown.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(",");
+        if res.unknown.len() > SHOWN {
+            names.push_str(&format!(" and {} more", res.unknown.len() - SHOWN));
+        }
+        cbuild_seccomp::warn("resolve", &names, &why);
     }
     Ok((res, kind))
 }
