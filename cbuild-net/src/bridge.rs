@@ -251,6 +251,9 @@ pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
         return Err(Error::new("bridge", name, "no such bridge"));
     };
     let leases = Leases::new(bridge_dir(&ctx.state, name));
+    // Held until the directory is gone: a connect that takes a lease after this check would otherwise
+    // see its lease removed with the directory and its pair detached from a deleted bridge.
+    let _lock = leases.lock()?;
     let held = leases.list();
     if !held.is_empty() {
         return Err(Error::new("bridge", name, format!("{} containers still attached", held.len()))

@@ -100,15 +100,29 @@ impl Leases {
         Leases { dir }
     }
 
+    /// The directory lock. `bridge del` removes the directory while holding it, so a lock won on a
+    /// file that is no longer at its path guards nothing: then the path is checked again (the usual
+    /// lock-file dance), and a directory gone meanwhile is a bridge deleted meanwhile.
     pub fn lock(&self) -> Result<Flock<std::fs::File>> {
+        use std::os::unix::fs::MetadataExt;
         let p = self.dir.join("lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| Error::io("ipam", p.display(), e))?;
-        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("ipam", p.display(), e))
+        let gone = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::new("ipam", self.dir.display(), "no such bridge (deleted)"),
+            _ => Error::io("ipam", p.display(), e),
+        };
+        loop {
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(gone)?;
+            let l = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("ipam", p.display(), e))?;
+            let held = l.metadata().map_err(|e| Error::io("ipam", p.display(), e))?.ino();
+            if std::fs::metadata(&p).map_err(gone)?.ino() == held {
+                return Ok(l);
+            }
+        }
+    }
+
+    /// Whether the bridge still exists (its directory, and so its leases).
+    pub fn exists(&self) -> bool {
+        self.dir.is_dir()
     }
 
     fn lease_path(&self, ip: Ipv4Addr) -> PathBuf {
@@ -196,7 +210,12 @@ impl Leases {
 
     /// `release`, unless `keep()`, asked under the directory lock, says the lease is still wanted.
     pub fn release_unless(&self, ip: Ipv4Addr, id: &str, keep: impl FnOnce() -> bool) -> Result<bool> {
-        let _lock = self.lock()?;
+        let _lock = match self.lock() {
+            Ok(l) => l,
+            // The bridge and every lease on it are gone: nothing left to release.
+            Err(_) if !self.exists() => return Ok(false),
+            Err(e) => return Err(e),
+        };
         if keep() {
             return Ok(false);
         }

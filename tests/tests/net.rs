@@ -843,3 +843,39 @@ fn kill9_during_publish_then_disconnect_leaves_no_rule() {
     }
     assert_eq!(diff(&before, &n.host_snapshot()), "");
 }
+
+/// Regression: `bridge del` checked for leases without the IPAM lock, so a connect racing it took a
+/// lease that the directory's removal then deleted, and ended "connected" to a bridge that no longer
+/// existed (45 in 60 races); its disconnect then failed for good on the missing lock file.
+#[test]
+fn bridge_del_racing_a_connect_never_strands_it() {
+    let mut n = Net::new();
+    let c = n.ns("c");
+    let cp = n.ns_path(&c);
+    let before = n.host_snapshot();
+    let mut stranded = 0;
+    for i in 0..30u64 {
+        n.ok(&["bridge", "add", "brd", "--subnet", "10.246.0.0/24"]);
+        let mut child = n
+            .cmd(&["connect", &cp, "--bridge", "brd", "--id", "rd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(300 * (i % 10)));
+        let _ = n.net(&["bridge", "del", "brd"]);
+        let connected = child.wait().unwrap().success();
+        if connected {
+            let has_link = try_in(&n.host, "ip link show brd").status.success();
+            if !has_link || n.leases("brd") != vec!["10.246.0.2"] {
+                stranded += 1;
+            }
+            n.ok(&["disconnect", "--id", "rd"]);
+        }
+        assert!(!n.sb.state.join("rd").exists(), "round {i}: record left behind");
+        let _ = n.net(&["bridge", "del", "brd"]); // when the connect won the race
+        assert!(!n.sb.state.join("net/brd").exists(), "round {i}: bridge left behind");
+    }
+    assert_eq!(stranded, 0, "connects left on a deleted bridge");
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+}
