@@ -54,6 +54,15 @@ pub fn from_bytes(b: &[u8], object: &str) -> Result<Vec<Insn>> {
     if b.len() / 8 > MAX_INSNS {
         return Err(Error::new("read", object, format!("{} instructions, the kernel takes {MAX_INSNS}", b.len() / 8)));
     }
+    from_bytes_unbounded(b, object)
+}
+
+/// [`from_bytes`] without the length limit: for libseccomp's output, whose length is judged once the whole
+/// program (chain and prologue) is assembled, so the error names the program's real size.
+pub fn from_bytes_unbounded(b: &[u8], object: &str) -> Result<Vec<Insn>> {
+    if b.is_empty() || !b.len().is_multiple_of(8) {
+        return Err(Error::new("read", object, format!("{} bytes is not a non-zero multiple of 8", b.len())));
+    }
     Ok(b.chunks_exact(8)
         .map(|c| Insn {
             code: u16::from_ne_bytes([c[0], c[1]]),

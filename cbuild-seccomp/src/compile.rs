@@ -147,7 +147,7 @@ const RET_K: u16 = 0x06;
 fn generate(r: &Resolved, arch: Arch, opts: Options, chained: bool) -> Result<Vec<Insn>> {
     let ctx = filter_for(r, &[arch], opts, chained.then_some(CHAIN_ACTION))?;
     step("export", &format!("bpf {}", arch.name));
-    bpf::from_bytes(&export(&ctx, false)?, "libseccomp program")
+    bpf::from_bytes_unbounded(&export(&ctx, false)?, "libseccomp program")
 }
 
 /// libseccomp's program for all of `r`'s architectures: one single-architecture program per architecture,
@@ -165,7 +165,7 @@ pub fn program(r: &Resolved, opts: Options) -> Result<Vec<Insn>> {
     let clash = r.default_action.ret() == CHAIN_RET || r.rules.iter().any(|x| x.action.ret() == CHAIN_RET);
     if r.arches.len() < 2 || clash {
         step("export", "bpf");
-        return bpf::from_bytes(&export(&filter(r, opts)?, false)?, "libseccomp program");
+        return bpf::from_bytes_unbounded(&export(&filter(r, opts)?, false)?, "libseccomp program");
     }
     // libseccomp probes the kernel (and caches the answers in globals) the first time it is asked about
     // the API level or an action; do that once here, before threads share it.
@@ -209,7 +209,11 @@ pub fn compile(r: &Resolved, opts: Options) -> Result<Compiled> {
                 Some(p) => p,
                 None => {
                     let p = program(r, opts)?;
-                    cache::put(&dir, &key, &p);
+                    // An oversized program is refused below; caching it would only make every later run
+                    // read it, reject it and compile it again.
+                    if p.len() <= bpf::MAX_INSNS {
+                        cache::put(&dir, &key, &p);
+                    }
                     p
                 }
             }
@@ -229,11 +233,18 @@ pub fn compile(r: &Resolved, opts: Options) -> Result<Compiled> {
     let prologue = prog.len();
     prog.extend_from_slice(&main);
     if prog.len() > bpf::MAX_INSNS {
+        let arches = r.arches.iter().map(|a| a.name).collect::<Vec<_>>().join(",");
         return Err(Error::new(
             "compile",
             "program",
-            format!("{} instructions, the kernel takes {}", prog.len(), bpf::MAX_INSNS),
-        ));
+            format!(
+                "{} instructions ({} rules for {arches}), above the kernel's limit of {}",
+                prog.len(),
+                r.rules.len(),
+                bpf::MAX_INSNS
+            ),
+        )
+        .hint("fewer argument conditions or architectures; the kernel would refuse it with EINVAL"));
     }
     Ok(Compiled { prog, prologue, known })
 }
@@ -285,6 +296,41 @@ mod tests {
                     }
                 }
                 assert!(calls > 10_000);
+            }
+        }
+    }
+
+    /// Programs much longer than a conditional jump's 255-instruction reach still chain (the rewrite uses
+    /// `ja`, whose offset is 32 bits): same verdict as one context for every rule's value on every ABI.
+    #[test]
+    fn long_programs_chain_exactly() {
+        let rules: Vec<String> = (1..=300u64)
+            .map(|i| {
+                format!(
+                    r#"{{"names":["personality"],"action":"SCMP_ACT_ERRNO","errnoRet":{},"args":[{{"index":0,"value":{},"op":"SCMP_CMP_EQ"}}]}}"#,
+                    1 + i % 100,
+                    i * 7 + (i << 33)
+                )
+            })
+            .collect();
+        let json = format!(
+            r#"{{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86","SCMP_ARCH_X32"],"syscalls":[{}]}}"#,
+            rules.join(",")
+        );
+        let p = crate::profile::parse(&json, "t", false).unwrap().0;
+        let t =
+            Target { arch: crate::arch::Arch::parse("x86_64").unwrap(), caps: Default::default(), kernel: (6, 1, 0) };
+        let r = resolve(&p, &t).unwrap();
+        let opts = Options { optimize: true, enosys: false, cache: false };
+        let chained = program(&r, opts).unwrap();
+        let single = bpf::from_bytes_unbounded(&export(&filter(&r, opts).unwrap(), false).unwrap(), "s").unwrap();
+        assert!(chained.len() > 3 * 256, "{}", chained.len());
+        for a in &r.arches {
+            for i in 0..=301u64 {
+                let sc = ScmpSyscall::from_name_by_arch("personality", a.token).unwrap().as_raw_syscall();
+                let nr = if a.name == "x32" { sc as u32 | X32_SYSCALL_BIT } else { sc as u32 };
+                let d = Data { nr: nr as i32, arch: a.audit, ip: 0, args: [i * 7 + (i << 33), 0, 0, 0, 0, 0] };
+                assert_eq!(bpf::run(&chained, &d), bpf::run(&single, &d), "{} value {i}", a.name);
             }
         }
     }

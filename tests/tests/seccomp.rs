@@ -1088,3 +1088,62 @@ fn huge_list_of_unknown_names_is_linear_and_warned_briefly() {
     assert!(err.contains(" and 99980 more: unknown to libseccomp"), "{err}");
     assert!(err.len() < 400, "{err}");
 }
+
+fn personality_profile(n: u64, arches: &[&str]) -> String {
+    let mut rules: Vec<String> = (1..=n)
+        .map(|i| {
+            format!(
+                r#"{{"names":["personality"],"action":"SCMP_ACT_ERRNO","errnoRet":{},"args":[{{"index":0,"value":{},"op":"SCMP_CMP_EQ"}}]}}"#,
+                1 + i % 100,
+                i * 7 + (i << 33)
+            )
+        })
+        .collect();
+    rules.push(r#"{"names":["personality"],"action":"SCMP_ACT_ERRNO","errnoRet":9,"args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]}"#.into());
+    let arches: Vec<String> = arches.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"{{"defaultAction":"SCMP_ACT_ALLOW","architectures":[{}],"syscalls":[{}]}}"#,
+        arches.join(","),
+        rules.join(",")
+    )
+}
+
+/// The per-architecture programs are chained by turning bad-arch returns into `ja` (32-bit offset), so
+/// programs far longer than a conditional jump's 255 reach still chain: the kernel accepts the result and
+/// every ABI gets its verdict. A profile past the kernel's 4096 instructions is refused by the tool with
+/// the program's real size, not by the kernel with EINVAL, and neither the output nor the cache is written.
+#[test]
+fn long_chained_program_loads_and_oversized_is_refused_clearly() {
+    let sb = Sandbox::new();
+    let x86 = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
+    let p = write_profile(&sb, "chain.json", &personality_profile(300, &x86));
+    let out = sb.path().join("chain.bpf");
+    let o = seccomp(&sb, &["compile", p.to_str().unwrap(), "-o", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["arches"].as_array().unwrap().len(), 3, "{v}");
+    assert!(v["instructions"].as_u64().unwrap() > 3 * 256, "{v}");
+    let r = probe_results(&exec_probe(&sb, &["--profile", p.to_str().unwrap()], "personality8 personality0 getppid"));
+    assert_eq!(r.get("personality8"), Some(&9), "{r:?}");
+    assert_eq!(r.get("personality0"), Some(&0), "{r:?}");
+    assert_eq!(r.get("getppid"), Some(&0), "{r:?}");
+    for abi in ["x86_64", "x86", "x32"] {
+        let v = check(&sb, p.to_str().unwrap(), &["--abi", abi], &["personality,8", "personality,0"]);
+        assert_eq!(action(&v[0]), "SCMP_ACT_ERRNO(9)", "{abi}");
+        assert_eq!(action(&v[1]), "SCMP_ACT_ALLOW", "{abi}");
+    }
+
+    let cache_before = cache_files(&sb);
+    let p = write_profile(&sb, "huge.json", &personality_profile(1500, &x86));
+    let out = sb.path().join("huge.bpf");
+    let o = seccomp(&sb, &["compile", p.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_tool_error(&o, TOOL, "compile: program: ");
+    assert!(stderr(&o).contains("above the kernel's limit of 4096"), "{}", stderr(&o));
+    assert!(!out.exists());
+    assert_eq!(cache_files(&sb), cache_before, "an oversized program was cached");
+    let marker = sb.path().join("marker");
+    let o =
+        seccomp(&sb, &["exec", "--profile", p.to_str().unwrap(), "--", busybox(), "touch", marker.to_str().unwrap()]);
+    assert_tool_error(&o, TOOL, "above the kernel's limit of 4096");
+    assert!(!marker.exists());
+}
