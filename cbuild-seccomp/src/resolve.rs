@@ -415,6 +415,7 @@ pub fn resolve(p: &Profile, t: &Target) -> Result<Resolved> {
     let mut mentioned = Vec::new();
     let mut unknown = Vec::new();
     let mut unknown_seen = std::collections::HashSet::new();
+    let mut first_action: std::collections::HashMap<(String, Vec<Cond>), (Action, usize)> = Default::default();
     for (i, s) in p.syscalls.iter().flatten().enumerate() {
         let object = rule_object(i, s);
         let names: Vec<String> = match (&s.name, &s.names) {
@@ -460,12 +461,33 @@ pub fn resolve(p: &Profile, t: &Target) -> Result<Resolved> {
             // runc: if two comparisons test the same argument, libseccomp would AND them into a rule
             // that can never match (arg == 0 && arg == 8); the profile means OR, so each becomes a rule.
             let same_arg = conds.iter().enumerate().any(|(i, c)| conds[..i].iter().any(|d| d.index == c.index));
-            if same_arg {
-                for c in &conds {
-                    rules.push(Rule { name: name.clone(), action, conds: vec![*c] });
+            let shaped: Vec<Vec<Cond>> =
+                if same_arg { conds.iter().map(|c| vec![*c]).collect() } else { vec![conds.clone()] };
+            for conds in shaped {
+                // The same call with the same conditions and two actions: libseccomp refuses it when there
+                // are conditions ("Failure regarding the existence of argument") and silently keeps the
+                // first when there are none, so the outcome would hang on the order of entries. Say so.
+                let mut sorted = conds.clone();
+                sorted.sort();
+                match first_action.get(&(name.clone(), sorted.clone())) {
+                    Some((a, j)) if *a != action => {
+                        let on = if conds.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" if {}", conds.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" && "))
+                        };
+                        return Err(Error::new(
+                            "resolve",
+                            &object,
+                            format!("{name}{on}: {action} conflicts with {a} of syscalls[{j}]"),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        first_action.insert((name.clone(), sorted), (action, i));
+                    }
                 }
-            } else {
-                rules.push(Rule { name: name.clone(), action, conds: conds.clone() });
+                rules.push(Rule { name: name.clone(), action, conds });
             }
         }
     }

@@ -1147,3 +1147,36 @@ fn long_chained_program_loads_and_oversized_is_refused_clearly() {
     assert_tool_error(&o, TOOL, "above the kernel's limit of 4096");
     assert!(!marker.exists());
 }
+
+/// The same syscall and conditions under two actions: libseccomp silently kept the first entry's action
+/// when there were no conditions (order-dependent) and failed with "Failure regarding the existence of
+/// argument" when there were; both are now one clear error naming both entries.
+#[test]
+fn conflicting_duplicate_rules_are_refused_clearly() {
+    let sb = Sandbox::new();
+    let cases = [
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ALLOW"},{"names":["getppid","getpid"],"action":"SCMP_ACT_KILL"}]}"#,
+            "resolve: syscalls[1] getppid: getpid: KILL_THREAD conflicts with ALLOW of syscalls[0]",
+        ),
+        (
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["personality"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]},{"names":["personality"],"action":"SCMP_ACT_ERRNO","errnoRet":5,"args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]}]}"#,
+            "personality if arg0 == 0x8: ERRNO(5) conflicts with ALLOW of syscalls[0]",
+        ),
+    ];
+    for (json, needle) in cases {
+        let p = write_profile(&sb, "conflict.json", json);
+        let out = sb.path().join("c.bpf");
+        let o = seccomp(&sb, &["compile", p.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_tool_error(&o, TOOL, needle);
+        assert!(!out.exists() && !sb.data.join("seccomp").exists());
+    }
+    // The same action twice is fine (Docker's profile repeats calls across capability entries).
+    let p = write_profile(
+        &sb,
+        "same.json",
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ALLOW"},{"names":["getpid"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    );
+    let v = check(&sb, p.to_str().unwrap(), &[], &["getpid"]);
+    assert_eq!(action(&v[0]), "SCMP_ACT_ALLOW");
+}
