@@ -90,6 +90,13 @@ fn check_home(ctx: &Ctx, a: &Attachment, step: &'static str) -> Result<Home> {
 }
 
 impl Attachment {
+    /// Names a record may hold: `bridge` becomes a path under `<state>/net` (a forged `../..` would
+    /// reach outside it), `id` a lease owner and a path. A record failing this is treated as broken
+    /// (found again from its ID alone), never followed.
+    pub fn valid(&self) -> bool {
+        check_name("record", "", &self.id).is_ok() && bridge::check_bridge_name(&self.bridge).is_ok()
+    }
+
     /// The CNI-result-like object `connect --json` prints.
     pub fn result_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -138,7 +145,7 @@ impl Locked {
         let f: &mut File = &mut self.file;
         f.seek(SeekFrom::Start(0)).ok()?;
         f.read_to_string(&mut s).ok()?;
-        serde_json::from_str(&s).ok()
+        serde_json::from_str::<Attachment>(&s).ok().filter(Attachment::valid)
     }
 }
 
@@ -366,7 +373,7 @@ async fn connect_steps(
 /// `disconnect`: published ports, the pair, conntrack entries, the lease, the record.
 pub async fn disconnect(ctx: &Ctx, id: &str) -> Result<()> {
     let mut lock = lock_existing(&ctx.state, id, "disconnect")?;
-    let att = lock.read();
+    let att = lock.read().filter(|a| a.id == id);
     if let Some(a) = &att {
         if let Home::Gone = check_home(ctx, a, "disconnect")? {
             forget(ctx, id, a)?;
@@ -470,7 +477,10 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
 /// `publish --id ID HOSTPORT:PORT[/proto]`.
 pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     let mut lock = lock_existing(&ctx.state, id, "publish")?;
-    let mut att = lock.read().ok_or_else(|| Error::new("publish", id, "attachment record is incomplete"))?;
+    let mut att = lock
+        .read()
+        .filter(|a| a.id == id)
+        .ok_or_else(|| Error::new("publish", id, "attachment record is incomplete"))?;
     if let Home::Gone = check_home(ctx, &att, "publish")? {
         return Err(Error::new("publish", id, "its host network namespace is gone"));
     }
@@ -507,7 +517,10 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
 /// `unpublish --id ID HOSTPORT[:PORT][/proto]`.
 pub fn unpublish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     let mut lock = lock_existing(&ctx.state, id, "unpublish")?;
-    let mut att = lock.read().ok_or_else(|| Error::new("unpublish", id, "attachment record is incomplete"))?;
+    let mut att = lock
+        .read()
+        .filter(|a| a.id == id)
+        .ok_or_else(|| Error::new("unpublish", id, "attachment record is incomplete"))?;
     check_home(ctx, &att, "unpublish")?;
     let spec = format!("{}/{}", p.host_port, p.protocol.as_str());
     let nft = ctx.nft();
@@ -548,8 +561,8 @@ pub fn records(state: &Path) -> Vec<Record> {
                 let mut s = String::new();
                 let _ = (&mut *f as &mut File).read_to_string(&mut s);
                 match serde_json::from_str::<Attachment>(&s) {
-                    Ok(a) => out.push(Record::Complete(Box::new(a))),
-                    Err(_) => out.push(Record::Broken(id)),
+                    Ok(a) if a.id == id && a.valid() => out.push(Record::Complete(Box::new(a))),
+                    _ => out.push(Record::Broken(id)),
                 }
             }
         }

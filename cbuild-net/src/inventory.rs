@@ -199,7 +199,7 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
     for p in inv.pairs.iter().filter(|p| p.orphaned && p.id.is_some() && p.bridge.is_some()) {
         let id = p.id.as_deref().unwrap_or_default();
         let Ok(mut lock) = attach::lock_existing(&ctx.state, id, "prune") else { continue };
-        let att = lock.read();
+        let att = lock.read().filter(|a| a.id == id);
         if let Some(a) = &att {
             match attach::home_of(ctx, a) {
                 attach::Home::Elsewhere(_) => continue,

@@ -879,3 +879,28 @@ fn bridge_del_racing_a_connect_never_strands_it() {
     assert_eq!(stranded, 0, "connects left on a deleted bridge");
     assert_eq!(diff(&before, &n.host_snapshot()), "");
 }
+
+/// Regression: a record's `bridge` was joined to `<state>/net` unchecked, so a record naming
+/// `../../victim` made prune (or disconnect) delete `victim/<ip>` outside the state dir when that file
+/// held the ID. A record whose names fail the NAME rules is now treated as broken, never followed.
+#[test]
+fn a_forged_record_never_reaches_outside_the_state_dir() {
+    let n = Net::new();
+    n.ok(&["bridge", "add", "brf", "--subnet", "10.247.0.0/24"]);
+    let victim = n.sb.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("10.9.9.9"), "evil").unwrap();
+    std::fs::write(victim.join("lock"), "").unwrap();
+    let rel = format!("../../{}", victim.strip_prefix("/").unwrap().display());
+    let rec = serde_json::json!({"id":"evil","bridge": format!("{}{rel}", "../".repeat(8)),"netns":"/x","netns_inode":1,
+        "host_ifname":"cbx","host_ifindex":1,"host_mac":"","ifname":"eth0","peer_ifindex":2,"mac":"",
+        "ip":"10.9.9.9","prefix_len":24,"gateway":"10.9.9.254","ports":[]});
+    std::fs::create_dir_all(n.sb.state.join("evil")).unwrap();
+    std::fs::write(n.sb.state.join("evil/net.json"), rec.to_string()).unwrap();
+    let ls = n.ok(&["ls", "--json"]);
+    assert!(!ls.contains("victim"), "{ls}");
+    n.ok(&["prune"]);
+    assert!(victim.join("10.9.9.9").exists(), "prune followed a forged bridge name out of the state dir");
+    assert!(!n.sb.state.join("evil").exists(), "the forged record is pruned as broken");
+    n.ok(&["bridge", "del", "brf"]);
+}
