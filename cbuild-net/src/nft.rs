@@ -40,6 +40,8 @@ pub struct RuleInfo {
 pub struct Nft<'a> {
     host: Option<BorrowedFd<'a>>,
     lock: PathBuf,
+    /// The fd of the lock while [`Nft::lock`]'s guard lives (-1: not held), passed on to `nft`.
+    held: std::cell::Cell<i32>,
 }
 
 /// A published port, as the rule comment and net.json name it.
@@ -177,7 +179,7 @@ pub fn dnat_rule(chain: &str, id: &str, p: &Port, ip: std::net::Ipv4Addr) -> Rul
 
 impl<'a> Nft<'a> {
     pub fn new(host: Option<BorrowedFd<'a>>, state: &std::path::Path) -> Nft<'a> {
-        Nft { host, lock: crate::paths::net_dir(state).join("nft.lock") }
+        Nft { host, lock: crate::paths::net_dir(state).join("nft.lock"), held: std::cell::Cell::new(-1) }
     }
 
     /// Hold this while listing and then changing, so two publishers cannot both take one port.
@@ -191,25 +193,33 @@ impl<'a> Nft<'a> {
             .write(true)
             .open(&self.lock)
             .map_err(|e| Error::io("nft", self.lock.display(), e))?;
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::errno("nft", self.lock.display(), e))
+        let l = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::errno("nft", self.lock.display(), e))?;
+        self.held.set(l.as_raw_fd());
+        Ok(l)
     }
 
     /// Run `nft ARGS` inside the host namespace, `input` on stdin; stdout on success.
     fn run(&self, step: &'static str, args: &[&str], input: Option<&str>) -> Result<String> {
         let mut cmd = Command::new("nft");
         cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        if let Some(fd) = self.host {
-            let raw = fd.as_raw_fd();
-            // SAFETY: only setns(2), async-signal-safe, between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(raw, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        let host = self.host.map_or(-1, |fd| fd.as_raw_fd());
+        // `nft` inherits the lock (its fd without close-on-exec, in the child only): if this process
+        // is killed while `nft` runs, `nft` still applies the batch, and whoever takes the lock next
+        // must see the result (a disconnect listing rules before a dead publisher's `nft` committed
+        // would miss them, and they would outlive the container).
+        let lockfd = self.held.get();
+        // SAFETY: only setns(2) and fcntl(2), async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if host >= 0 && libc::setns(host, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if lockfd >= 0 && libc::fcntl(lockfd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let mut child = cmd.spawn().map_err(|e| {
             let err = Error::io(step, "nft", e);

@@ -818,6 +818,7 @@ fn prune_racing_connects_never_frees_a_live_lease_or_rule() {
 /// Regression: publish added its DNAT rules before writing the port into the record, and disconnect
 /// looks for rules only when the record lists ports; a publish killed in between left rules that
 /// outlived the container, pointing at its address for whoever got the lease next (3 in 40 kills).
+/// Also: `nft` outlives a killed publisher and must hold the nft lock until its batch is in.
 #[test]
 fn kill9_during_publish_then_disconnect_leaves_no_rule() {
     let mut n = Net::new();
