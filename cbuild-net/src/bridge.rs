@@ -187,6 +187,14 @@ async fn add_locked(
     };
     ctx.step("check-routes", subnet);
     check_free(ctx, host, &subnet, index).await?;
+    // The config is written before the link is made: a kill between the two then leaves a bridge
+    // that the same `bridge add` completes (or `bridge del` removes), not a link of its name that
+    // cbuild no longer recognises as its own.
+    let conf =
+        BridgeConf { name: name.to_string(), subnet, gateway, nat: nat || existing.as_ref().is_some_and(|c| c.nat) };
+    if existing.is_none() {
+        save(&ctx.state, &conf)?;
+    }
     let index = match index {
         Some(i) => {
             host.set_up(i, name).await?;
@@ -206,8 +214,6 @@ async fn add_locked(
     }
     ctx.step("ip-forward", "net.ipv4.ip_forward=1");
     enable_forwarding(ctx)?;
-    let conf =
-        BridgeConf { name: name.to_string(), subnet, gateway, nat: nat || existing.as_ref().is_some_and(|c| c.nat) };
     if conf.nat {
         set_nat_rules(ctx, &conf, true)?;
     }

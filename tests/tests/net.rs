@@ -905,3 +905,32 @@ fn a_forged_record_never_reaches_outside_the_state_dir() {
     assert!(!n.sb.state.join("evil").exists(), "the forged record is pruned as broken");
     n.ok(&["bridge", "del", "brf"]);
 }
+
+/// Regression: `bridge add` wrote `bridge.json` only at the end, so a kill after it created the link
+/// left a bridge that `bridge add` then refused for good ("a link with this name exists and cbuild did
+/// not create it") and that neither `bridge del` nor `prune` removed. The config is now written once the
+/// checks pass and before the link is made, so running the same `bridge add` again completes it.
+#[test]
+fn kill9_during_bridge_add_then_the_same_add_completes_it() {
+    let n = Net::new();
+    let before = n.host_snapshot();
+    let t = Instant::now();
+    n.ok(&["bridge", "add", "brk9", "--subnet", "10.248.0.0/24", "--nat"]);
+    let took = t.elapsed().as_micros() as u64;
+    n.ok(&["bridge", "del", "brk9"]);
+    for i in 0..24u64 {
+        let mut child = n
+            .cmd(&["bridge", "add", "brk9", "--subnet", "10.248.0.0/24", "--nat"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(took * i / 20));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        n.ok(&["bridge", "add", "brk9", "--subnet", "10.248.0.0/24", "--nat"]);
+        assert!(try_in(&n.host, "ip link show brk9").status.success());
+        n.ok(&["bridge", "del", "brk9"]);
+        assert_eq!(diff(&before, &n.host_snapshot()), "", "kill after {}us", took * i / 20);
+    }
+}
