@@ -172,9 +172,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cbuild-net: {e}");
+            eprintln!("cbuild-net: {}", printable(&e.to_string()));
             if let Some(h) = &e.hint {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", printable(h));
             }
             ExitCode::from(125)
         }
@@ -205,7 +205,7 @@ fn run(cli: Cli) -> Result<()> {
                         if json {
                             println!("{}", serde_json::json!({"name": name, "path": path, "inode": inode}));
                         } else {
-                            println!("{name}\t{inode}\t{}", path.display());
+                            println!("{name}\t{inode}\t{}", printable(&path.display().to_string()));
                         }
                     }
                 }
@@ -297,8 +297,17 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `s` with control characters escaped (`\n`, `\u{1b}`): a namespace path, or any other string a
+/// user chose, must not forge lines or send terminal escapes in an error line or the `ls` table.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 fn print_ls(inv: &inventory::Inventory, json: bool) {
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let opt = |v: Option<String>| v.map_or_else(|| "-".into(), |s| printable(&s));
     if json {
         for b in &inv.bridges {
             let mut v = serde_json::to_value(b).unwrap_or_default();

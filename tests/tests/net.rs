@@ -934,3 +934,31 @@ fn kill9_during_bridge_add_then_the_same_add_completes_it() {
         assert_eq!(diff(&before, &n.host_snapshot()), "", "kill after {}us", took * i / 20);
     }
 }
+
+/// Regression: a namespace path is the user's choice and may hold a newline or an escape sequence;
+/// `ls` printed it raw (forging a table line, colouring the terminal) and so did error lines (two
+/// lines where the contract says one). Control characters are now escaped in text output.
+#[test]
+fn control_characters_in_a_namespace_path_never_reach_the_terminal_raw() {
+    let n = Net::new();
+    n.ok(&["bridge", "add", "bre", "--subnet", "10.249.0.0/24"]);
+    let odd = n.sb.path().join("e\u{1b}[31mRED\nFAKE");
+    mkns(&odd);
+    let _umount = cbuild_tests::Defer({
+        let odd = odd.clone();
+        move || {
+            let _ = nix::mount::umount2(odd.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    });
+    n.ok(&["connect", odd.to_str().unwrap(), "--bridge", "bre", "--id", "esc"]);
+    let ls = n.ok(&["ls"]);
+    assert!(!ls.contains('\u{1b}') && !ls.contains("\nFAKE"), "{ls:?}");
+    assert!(ls.contains("\\u{1b}[31mRED\\nFAKE"), "{ls:?}");
+    n.ok(&["disconnect", "--id", "esc"]);
+    let plain = n.sb.path().join("plain\nfile");
+    std::fs::write(&plain, "").unwrap();
+    let o = n.net(&["connect", plain.to_str().unwrap(), "--bridge", "bre", "--id", "esc"]);
+    assert_tool_error(&o, TOOL, "not a network namespace file");
+    assert_eq!(stderr(&o).lines().filter(|l| !l.starts_with("hint: ")).count(), 1, "{}", stderr(&o));
+    n.ok(&["bridge", "del", "bre"]);
+}
