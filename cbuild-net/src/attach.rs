@@ -499,6 +499,8 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     // record lists ports, so a publish killed between the two steps must leave the record saying too
     // much (a port with no rule: harmless), never too little (a DNAT rule that outlives the container
     // and points at its address when the next container gets it).
+    // A publish killed after writing the record left the port listed without rules: list it once.
+    att.ports.retain(|q| !(q.host_port == p.host_port && q.protocol == p.protocol));
     att.ports.push(p);
     lock.write(&att)?;
     ctx.step("nft-add", format!("dnat {spec} to {}:{}", att.ip, p.port));

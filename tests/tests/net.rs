@@ -962,3 +962,24 @@ fn control_characters_in_a_namespace_path_never_reach_the_terminal_raw() {
     assert_eq!(stderr(&o).lines().filter(|l| !l.starts_with("hint: ")).count(), 1, "{}", stderr(&o));
     n.ok(&["bridge", "del", "bre"]);
 }
+
+/// Regression: a publish killed after recording its port but before adding the rules leaves the port
+/// listed without rules; publishing it again listed it twice.
+#[test]
+fn publishing_again_after_a_killed_publish_lists_the_port_once() {
+    let mut n = Net::new();
+    n.ok(&["bridge", "add", "brq", "--subnet", "10.250.0.0/24"]);
+    let c = n.ns("c");
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brq", "--id", "pq"]);
+    let rec = n.sb.state.join("pq/net.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    v["ports"] = serde_json::json!([{"host_port": 8080, "port": 80, "protocol": "tcp"}]);
+    std::fs::write(&rec, v.to_string()).unwrap(); // the state a kill between the two steps leaves
+    n.ok(&["publish", "--id", "pq", "8080:80"]);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    assert_eq!(v["ports"].as_array().unwrap().len(), 1, "{v}");
+    assert!(sh_in(&n.host, "nft list ruleset").contains("cbuild pub pq tcp 8080"));
+    n.ok(&["disconnect", "--id", "pq"]);
+    assert!(!sh_in(&n.host, "nft list ruleset").contains("cbuild"));
+    n.ok(&["bridge", "del", "brq"]);
+}
