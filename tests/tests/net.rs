@@ -513,12 +513,15 @@ fn bad_input_fails_with_125_and_leaves_nothing() {
     n.ok(&["disconnect", "--id", "warm"]);
     sh_in(&c3, "ip link add eth0 type veth peer name eth0p");
     let c3p = n.ns_path(&c3);
+    // A published port, for the duplicate case.
+    n.ok(&["publish", "--id", "first", "8080:80"]);
 
     let host_before = n.host_snapshot();
     let state_before = n.state_files();
     let c2_before = snapshot(&c2);
     let c3_before = snapshot(&c3);
     let long = "b".repeat(16);
+    let long_id = "i".repeat(65);
     let missing = n.sb.path().join("missing.ns").display().to_string();
     let not_ns = not_ns.display().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -552,6 +555,23 @@ fn bad_input_fails_with_125_and_leaves_nothing() {
         (vec!["publish", "--id", "first", "0:80"], "not a port"),
         (vec!["publish", "--id", "first", "80:80/sctp"], "unknown protocol"),
         (vec!["publish", "--id", "nosuch", "80:80"], "not connected"),
+        (vec!["publish", "--id", "first", "8080:81"], "already published by first"),
+        (vec!["publish", "--id", "first", "65536:80"], "not a port"),
+        (vec!["publish", "--id", "first", "80:65536"], "not a port"),
+        (vec!["publish", "--id", "first", "80:0"], "not a port"),
+        (vec!["publish", "--id", "first", "80-90:80"], "not a port"),
+        (vec!["publish", "--id", "first", "80:80/icmp"], "unknown protocol"),
+        (vec!["publish", "--id", "first", "80:80/tcp/udp"], "unknown protocol"),
+        (vec!["publish", "--id", "first", "80:80/TCP"], "unknown protocol"),
+        (vec!["unpublish", "--id", "first", "9999"], "not published by first"),
+        (vec!["connect", &c2p, "--bridge", "brf", "--id", "x", "--ip", "10.237.1.0"], "not a usable address"),
+        (vec!["connect", &c2p, "--bridge", "brf", "--id", "x", "--ip", "10.237.1.255"], "not a usable address"),
+        (vec!["connect", &c2p, "--bridge", "brf", "--id", "x", "--ip", "10.237.1.1"], "not a usable address"),
+        (vec!["connect", &c2p, "--bridge", "brf", "--id", "x", "--ip", "10.237.1"], "invalid address"),
+        (vec!["connect", &c2p, "--bridge", "brf", "--id", &long_id], "invalid container ID"),
+        (vec!["connect", &c2p, "--bridge", "brf", "--id", ".."], "invalid container ID"),
+        (vec!["connect", &c2p, "--bridge", "brf", "--id", "a/b"], "invalid container ID"),
+        (vec!["connect", &c2p, "--bridge", "../brf", "--id", "x"], "invalid"),
         (vec!["nat", "nosuch", "on"], "no such bridge"),
         (vec!["netns", "add", "bad/name"], "invalid namespace name"),
         (vec!["netns", "del", "nosuch"], "No such file"),
