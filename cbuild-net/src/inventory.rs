@@ -139,9 +139,14 @@ pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
             }
         }
     }
+    // A host end is created already enslaved to its bridge: one on a bridge this state dir does not
+    // know belongs to another state dir's cbuild sharing this host namespace, never to us.
+    let ours: BTreeSet<u32> =
+        bridge::list(&ctx.state).iter().filter_map(|b| by_name.get(&b.name).map(|l| l.header.index)).collect();
     for l in &links {
         let n = nl::name(l);
-        if nl::kind(l) == Some(InfoKind::Veth) && attach::is_host_veth_name(&n) && !claimed.contains(&n) {
+        let foreign = nl::master(l).is_some_and(|m| !ours.contains(&m));
+        if nl::kind(l) == Some(InfoKind::Veth) && attach::is_host_veth_name(&n) && !claimed.contains(&n) && !foreign {
             inv.pairs.push(PairView {
                 id: None,
                 bridge: None,
