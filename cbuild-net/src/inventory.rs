@@ -178,9 +178,13 @@ pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
         });
     }
     inv.rules = ctx.nft().rules()?;
+    // The table is shared by every state dir using this host namespace: a publish rule is ours to
+    // judge only when it sends to one of our bridges' subnets (bridges never overlap).
+    let subnets: Vec<_> = inv.bridges.iter().map(|b| b.conf.subnet).collect();
     for r in &inv.rules {
         if let Some((owner, _, _)) = nft::parse_pub_comment(&r.comment) {
-            if !live.contains(&owner) {
+            let mine = r.dnat.is_none_or(|ip| subnets.iter().any(|s| s.contains(ip)));
+            if mine && !live.contains(&owner) {
                 inv.orphan_rules.push(r.clone());
             }
         }

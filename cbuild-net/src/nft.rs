@@ -34,6 +34,8 @@ pub struct RuleInfo {
     pub chain: String,
     pub handle: u32,
     pub comment: String,
+    /// The address a DNAT rule sends to: which bridge (and so which state dir) the rule serves.
+    pub dnat: Option<std::net::Ipv4Addr>,
 }
 
 /// `nft` run inside the host namespace, serialised by a lock file so a list-then-change is atomic.
@@ -260,6 +262,11 @@ impl<'a> Nft<'a> {
                     chain: r["chain"].as_str().unwrap_or_default().to_string(),
                     handle: r["handle"].as_u64().unwrap_or(0) as u32,
                     comment: r["comment"].as_str().unwrap_or_default().to_string(),
+                    dnat: r["expr"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find_map(|e| e["dnat"]["addr"].as_str()?.parse().ok()),
                 });
             }
         }

@@ -1005,14 +1005,16 @@ fn publishing_again_after_a_killed_publish_lists_the_port_once() {
 }
 
 /// Regression: two state dirs sharing one host namespace (two labs, a test beside a lab): prune in one
-/// deleted the other's live host ends, since no record of ITS state owned them. A `cb*` end enslaved
-/// to a bridge this state dir does not know is another cbuild's, and left alone.
+/// deleted the other's live host ends and publish rules, since no record of ITS state owned them. A
+/// `cb*` end enslaved to a bridge this state dir does not know, or a rule sending to an address outside
+/// its bridges' subnets, is another cbuild's, and left alone.
 #[test]
 fn prune_leaves_host_ends_on_another_state_dirs_bridge() {
     let mut n = Net::new();
     n.ok(&["bridge", "add", "brs", "--subnet", "10.251.0.0/24"]);
     let c = n.ns("c");
     n.ok(&["connect", &n.ns_path(&c), "--bridge", "brs", "--id", "mine"]);
+    n.ok(&["publish", "--id", "mine", "8080:80"]);
     let other = Sandbox::new();
     let as_other = |args: &[&str]| run(tool(TOOL, &other).env("CBUILD_NET_HOST_NS", &n.host).args(args));
     let ls = stdout(&as_other(&["ls", "--json"]));
@@ -1020,6 +1022,7 @@ fn prune_leaves_host_ends_on_another_state_dirs_bridge() {
     let pruned = as_other(&["prune"]);
     assert!(pruned.status.success() && stdout(&pruned).is_empty(), "{}", stdout(&pruned));
     assert_eq!(cb_links(&n.host).len(), 1, "the other state dir's prune deleted our live host end");
+    assert_eq!(sh_in(&n.host, "nft list ruleset").matches("cbuild pub mine").count(), 2, "and our rules");
     // A stray with no bridge at all is still everyone's orphan.
     sh_in(&n.host, "ip link add cb00000000abcd type veth peer name strayp");
     assert!(stdout(&as_other(&["prune"])).contains("link cb00000000abcd"));
