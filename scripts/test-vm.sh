@@ -105,7 +105,7 @@ cleanup() {
         kill -TERM "$qpid" 2>/dev/null; sleep 1; kill -KILL "$qpid" 2>/dev/null || true
         wait "$qpid" 2>/dev/null || true
     fi
-    [ -n "${tailpid:-}" ] && kill "$tailpid" 2>/dev/null
+    [ -z "${tailpid:-}" ] || kill "$tailpid" 2>/dev/null || true
     if [ "$keep" = 1 ] || { [ "$rc" != 0 ] && [ -n "$(find "$run" -maxdepth 1 -name 'console*.log' -size +0)" ]; }; then
         log "logs kept in $run"
     else
