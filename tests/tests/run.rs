@@ -916,7 +916,9 @@ fn loop_of_runs_with_kill9_mid_start_then_rm_leaves_nothing() {
     let rt = Rt::with_host_ns();
     let veths_before = rt.veths();
     let mut names = vec![];
-    for i in 0..30u64 {
+    // The 100 runs; CBUILD_LOOP_RUNS lowers it for a quick local iteration.
+    let runs: u64 = std::env::var("CBUILD_LOOP_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    for i in 0..runs {
         let name = unique("loop");
         names.push(name.clone());
         let network = if i % 3 == 0 { "bridge" } else { "none" };
@@ -928,7 +930,10 @@ fn loop_of_runs_with_kill9_mid_start_then_rm_leaves_nothing() {
         if i % 2 == 0 {
             args.push("--rm".into());
         }
-        args.extend([IMAGE, "sleep", "5"].iter().map(|s| s.to_string()));
+        // Every fifth run is left to finish on its own; the others are killed mid-start.
+        let finishes = i % 5 == 4;
+        let cmd: &[&str] = if finishes { &[IMAGE, "true"] } else { &[IMAGE, "sleep", "5"] };
+        args.extend(cmd.iter().map(|s| s.to_string()));
         let mut c = rt
             .cmd("cbuild-run")
             .args(&args)
@@ -937,9 +942,7 @@ fn loop_of_runs_with_kill9_mid_start_then_rm_leaves_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        if i % 5 == 4 {
-            // Let it run to the end.
-            let _ = c.kill();
+        if finishes {
             let _ = c.wait();
             continue;
         }
