@@ -42,7 +42,7 @@ fn every_lab_has_a_test() {
     let names: Vec<String> = labs().iter().map(|p| p.file_name().unwrap().to_string_lossy()[..2].to_string()).collect();
     assert_eq!(
         names,
-        ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"],
+        ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13"],
         "add the new lab's test below"
     );
 }
@@ -105,4 +105,9 @@ fn lab11_namespace_cost() {
 #[test]
 fn lab12_full_container() {
     check("12");
+}
+
+#[test]
+fn lab13_time_namespace() {
+    check("13");
 }
