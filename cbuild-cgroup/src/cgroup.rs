@@ -444,11 +444,6 @@ impl Cgroup {
                     first_err.get_or_insert(e);
                 }
             }
-            // The shared `cbuild/` parent goes with the last NAME, so nothing of ours stays on the host;
-            // rmdir fails harmlessly while another NAME lives there, and creators hold the same lock.
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::remove_dir(parent);
-            }
         }
         first_err.map_or(Ok(()), Err)
     }
