@@ -48,9 +48,15 @@ pub fn parse_name(s: &str) -> std::result::Result<CapName, String> {
     Capability::from_str(&full).map(CapName::One).map_err(|_| format!("unknown capability {s:?}"))
 }
 
-/// Capabilities this kernel knows (dropping one it does not would fail with EINVAL).
+/// Capabilities this kernel knows (dropping one it does not would fail with EINVAL). Read once per
+/// process: resolving the set (parent) and applying it (child, PID 1) would otherwise each read /proc.
 pub fn supported() -> CapsHashSet {
-    caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::runtime::thread_all_supported())
+    static SUPPORTED: std::sync::OnceLock<CapsHashSet> = std::sync::OnceLock::new();
+    SUPPORTED
+        .get_or_init(|| {
+            caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::runtime::thread_all_supported())
+        })
+        .clone()
 }
 
 fn expand(name: &CapName, all: &CapsHashSet) -> CapsHashSet {

@@ -180,18 +180,7 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
                     serde_json::from_str(line.trim()).unwrap_or_else(|_| Error::new(Step::Exec, "child", line.trim()))
                 );
             }
-            loop {
-                let (sig, from_process) = signals::wait(&supervised);
-                if sig == libc::SIGCHLD {
-                    if let Ok(st) = waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                        if let Some((code, _)) = signals::exit_code(st) {
-                            return Ok(code);
-                        }
-                    }
-                } else if from_process {
-                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::try_from(sig).ok());
-                }
-            }
+            Ok(signals::supervise(child, &supervised).ctx(Step::Wait, child)?.0)
         }
     }
 }
@@ -230,15 +219,7 @@ fn child(
     if p.no_new_privs {
         nix::sys::prctl::set_no_new_privs().ctx(Step::NoNewPrivs, "prctl")?;
     }
-    let first = 3 + p.preserve_fds;
-    if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } != 0 {
-        return Err(Error::sys(Step::Fds, format!("{first}-"), nix::errno::Errno::last()));
-    }
-    for fd in 3..first as i32 {
-        if fd != ctrl_w.as_raw_fd() && unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
-            return Err(Error::sys(Step::Fds, format!("fd {fd}"), nix::errno::Errno::last()));
-        }
-    }
+    process::close_fds_on_exec(p.preserve_fds, ctrl_w.as_raw_fd())?;
     if let (Some(prog), true) = (program, nnp) {
         prog.install()?;
     }

@@ -200,6 +200,25 @@ pub fn find_command(cmd: &str, env: &[(String, String)]) -> Result<PathBuf> {
     }
 }
 
+/// Every fd above 2 is closed at exec except `preserve` of them (3..3+N): a leaked host fd is a way out of
+/// the container (CVE-2024-21626). CLOSE_RANGE_CLOEXEC rather than closing, because `report_fd` (the pipe
+/// that tells our parent about a failed exec) must stay open until execve succeeds.
+pub fn close_fds_on_exec(preserve: u32, report_fd: i32) -> Result<()> {
+    let first = 3 + preserve;
+    crate::log::step(Step::Fds, format!("keeping 0-{}", first - 1));
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        return Err(Error::sys(Step::Fds, format!("{first}-"), nix::errno::Errno::last()));
+    }
+    for fd in (3..first as i32).filter(|fd| *fd != report_fd) {
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(Error::sys(Step::Fds, format!("fd {fd}"), nix::errno::Errno::last())
+                .hint("--preserve-fds N passes fds 3..3+N-1, which must be open"));
+        }
+    }
+    Ok(())
+}
+
 /// execve; only returns on failure, mapped to 126 (cannot execute) or 127 (vanished).
 pub fn exec(path: &Path, argv: &[String], env: &[(String, String)]) -> Error {
     let c = |s: &str| CString::new(s).unwrap_or_default();

@@ -29,7 +29,7 @@ use crate::seccomp;
 use crate::signals;
 use crate::spec::RunSpec;
 use nix::sys::signal::{SigSet, SigmaskHow};
-use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::sys::wait::waitpid;
 use nix::unistd::{read, write, Pid};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
@@ -195,28 +195,13 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     }
     status.send(json!({"phase": "exec", "pid": pid}));
 
-    // Supervise: pass on signals sent to us by processes (a terminal's own signals reach the child's
-    // process group directly), until the child exits.
-    loop {
-        let (sig, from_process) = signals::wait(&supervised);
-        if sig == libc::SIGCHLD {
-            match waitpid(child_pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(st) => {
-                    if let Some((code, signal)) = signals::exit_code(st) {
-                        let mut rec = json!({"phase": "exited", "exit_code": code});
-                        if let Some(s) = signal {
-                            rec["signal"] = json!(s);
-                        }
-                        status.send(rec);
-                        return Ok(code);
-                    }
-                }
-                Err(e) => return Err(Error::sys(Step::Wait, pid, e)),
-            }
-        } else if from_process {
-            let _ = nix::sys::signal::kill(child_pid, nix::sys::signal::Signal::try_from(sig).ok());
-        }
+    let (code, signal) = signals::supervise(child_pid, &supervised).ctx(Step::Wait, pid)?;
+    let mut rec = json!({"phase": "exited", "exit_code": code});
+    if let Some(s) = signal {
+        rec["signal"] = json!(s);
     }
+    status.send(rec);
+    Ok(code)
 }
 
 fn ns_list(spec: &RunSpec) -> String {
@@ -378,7 +363,7 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         crate::log::step(Step::NoNewPrivs, "on");
         nix::sys::prctl::set_no_new_privs().ctx(Step::NoNewPrivs, "prctl")?;
     }
-    close_fds(spec, ctrl_w)?;
+    process::close_fds_on_exec(spec.preserve_fds, ctrl_w.as_raw_fd())?;
     // Tell the parent we reached exec: EOF without this means we died during set-up.
     send(ctrl_w, b'E')?;
     if let (Some(p), false) = (&prep.seccomp, seccomp_early) {
@@ -386,28 +371,6 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     }
     crate::log::step(Step::Exec, cmd.display());
     Err(process::exec(&cmd, &spec.argv, &env))
-}
-
-/// Only stdio, the `--preserve-fds` ones (3..3+N) and our ctrl pipe (CLOEXEC) survive exec: a leaked host
-/// fd is a way out of the container (CVE-2024-21626).
-fn close_fds(spec: &RunSpec, ctrl_w: &OwnedFd) -> Result<()> {
-    let first = 3 + spec.preserve_fds;
-    crate::log::step(Step::Fds, format!("keeping 0-{}", first - 1));
-    // CLOSE_RANGE_CLOEXEC rather than closing: the ctrl pipe must stay open until execve succeeds.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
-    if r != 0 {
-        return Err(Error::sys(Step::Fds, format!("{first}-"), nix::errno::Errno::last()));
-    }
-    for fd in 3..first as i32 {
-        if fd == ctrl_w.as_fd().as_raw_fd() {
-            continue;
-        }
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
-            return Err(Error::sys(Step::Fds, format!("fd {fd}"), nix::errno::Errno::last())
-                .hint("--preserve-fds N passes fds 3..3+N-1, which must be open"));
-        }
-    }
-    Ok(())
 }
 
 /// Fork: the parent becomes the namespace's PID 1 supervisor and never returns; the child goes on to exec

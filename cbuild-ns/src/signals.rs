@@ -48,6 +48,23 @@ pub fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(i32, Option<i32>
     }
 }
 
+/// Supervise `child` from outside its namespaces until it exits: pass on the forwarded signals that a
+/// process sent us (a terminal's own reach the child's process group directly). Returns the exit code
+/// (128+N for a signal) and the signal. The supervised set must already be blocked.
+pub fn supervise(child: nix::unistd::Pid, set: &SigSet) -> nix::Result<(i32, Option<i32>)> {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    loop {
+        let (sig, from_process) = wait(set);
+        if sig == libc::SIGCHLD {
+            if let Some(done) = exit_code(waitpid(child, Some(WaitPidFlag::WNOHANG))?) {
+                return Ok(done);
+            }
+        } else if from_process {
+            let _ = nix::sys::signal::kill(child, Signal::try_from(sig).ok());
+        }
+    }
+}
+
 extern "C" fn noop(_: libc::c_int) {}
 
 /// PID 1 of a pid namespace only receives signals it has a handler for (the kernel drops the rest at

@@ -125,31 +125,11 @@ pub fn busybox_rootfs() -> &'static Path {
 
 /// Fill `dir` with the busybox rootfs described at [`busybox_rootfs`].
 pub fn make_busybox_rootfs(dir: &Path) {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox-static not installed (apt-get install busybox-static)");
-    for sub in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home/user"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
-    let out = Command::new(busybox).arg("--list-full").output().expect("busybox --list-full");
-    for applet in String::from_utf8_lossy(&out.stdout).lines() {
-        let link = dir.join(applet);
-        if applet == "bin/busybox" || link.exists() {
-            continue;
-        }
-        let _ = std::os::unix::fs::symlink("/bin/busybox", link);
-    }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\nextra:x:2000:user\nnogroup:x:65534:\n").unwrap();
-    std::fs::write(dir.join("etc/hostname"), "busybox\n").unwrap();
-    let tmp = dir.join("tmp");
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    // The same script the demo and the labs use, embedded so it also runs in the test VM, where the
+    // repository is not (busybox sh runs it there).
+    const MKROOTFS: &str = include_str!("../../scripts/mkrootfs.sh");
+    let st = Command::new("sh").args(["-c", MKROOTFS, "mkrootfs.sh"]).arg(dir).status().expect("sh");
+    assert!(st.success(), "mkrootfs.sh {} failed (busybox-static installed?)", dir.display());
 }
 
 /// A private, writable copy of the busybox rootfs in `dest` (cp -a keeps the symlinks).
