@@ -16,6 +16,8 @@
 #  3. Scale: SCALE (default 500) detached containers running `sleep`, started one after another: the time
 #     per start for each block of 50, and the host memory each costs (MemAvailable before and after, and
 #     the PSS of the processes a container consists of).
+# BENCH_QUICK=1 runs 1 and 2 only and prints their medians (BENCHMARKS.md untouched); CBUILD_BIN picks the
+# tools (default: a release build of this checkout).
 #
 # Everything runs inside a network namespace this script makes (it re-executes itself under
 # `unshare --net`), which plays the host: the machine's network is never touched.
@@ -140,6 +142,14 @@ hf --export-json "$out/none.json" \
 hf --export-json "$out/bridge.json" \
     --command-name "cbuild-run --rm --network bridge" "$work/cbuild bridge" \
     --command-name "runc run + CNI bridge ADD/DEL" "$work/runc-cni"
+
+# BENCH_QUICK=1: only the medians of 1 and 2, printed; BENCHMARKS.md is left as it is.
+if [ -n "${BENCH_QUICK:-}" ]; then
+    for f in none bridge; do
+        jq -r '.results[] | "\(.command): \(.median * 1000 | . * 1000 | round / 1000) ms"' "$out/$f.json"
+    done
+    exit 0
+fi
 
 # --- 3. scale ----------------------------------------------------------------------------------------
 N=${SCALE:-500}

@@ -84,13 +84,13 @@ pub struct Created {
 }
 
 impl Created {
-    fn join_self(&mut self, host: &Host) -> Result<()> {
+    fn join_self(&mut self, host: &Host, join: Join) -> Result<()> {
         // Only directories this call made must be left again (to be removed) if a later step fails.
         if !self.dirs.is_empty() {
             self.back = Some(own_dirs(host)?);
         }
         log::step("join", format_args!("{} → {}", std::process::id(), self.cg.name));
-        self.cg.join_self(host)
+        self.cg.join_self(host, join)
     }
 
     /// Move back, remove what was made. Failures are reported, not returned (an error is on its way).
@@ -124,6 +124,20 @@ impl Undo {
             }
         }
     }
+}
+
+/// Whether `create` moves the caller into NAME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// Create (or reuse) and set limits only.
+    No,
+    /// Move the calling process into NAME in every hierarchy.
+    All,
+    /// Every hierarchy but the v2 tree, whose directory the caller hands to the next program instead
+    /// (`exec --cgroup-fd`): the v2 move is the one that waits for an RCU grace period, and a child
+    /// cloned into the group (CLONE_INTO_CGROUP) gets there without it. Rootless, the caller must be
+    /// inside NAME first anyway (see `create`), so it joins everywhere.
+    AllButV2,
 }
 
 /// How `create` treats a NAME that already exists.
@@ -168,11 +182,12 @@ impl Cgroup {
     /// Not root (a delegated v2 subtree), the order changes: the caller's own cgroup holds the caller,
     /// and v2 refuses to hand controllers to children of a cgroup with processes ("no internal
     /// processes"), so the caller first moves into NAME, then controllers are enabled, then limits set.
-    pub fn create(host: &Host, name: &str, limits: &Limits, if_exists: IfExists, join: bool) -> Result<Created> {
+    pub fn create(host: &Host, name: &str, limits: &Limits, if_exists: IfExists, join: Join) -> Result<Created> {
         let cg = Cgroup::at(host, name)?;
+        let join = if host.rootless && join == Join::AllButV2 { Join::All } else { join };
         // The common `exec` case, NAME exists everywhere: opening the files to join by is both the
         // existence check and half the join, so nothing is created or looked up twice.
-        let mut ready = if join && !host.rootless { cg.open_self_join(host) } else { None };
+        let mut ready = if join != Join::No && !host.rootless { cg.open_self_join(host, join) } else { None };
         // Anything else — making directories, filling a v1 cpuset, setting limits, joining — is done
         // under the lock, so two `exec NAME` at once do not see each other's half-made NAME (an empty
         // v1 cpuset refuses tasks with ENOSPC; a failing one's undo would remove the other's dirs).
@@ -180,9 +195,9 @@ impl Cgroup {
             Some(_) => None,
             None => Some(lock(host)?),
         };
-        if lock.is_some() && join && !host.rootless {
+        if lock.is_some() && join != Join::No && !host.rootless {
             // Made by whoever held the lock before us?
-            ready = cg.open_self_join(host);
+            ready = cg.open_self_join(host, join);
         }
         if if_exists == IfExists::Fail {
             if let Some(d) = cg.dirs.iter().find(|d| d.exists()) {
@@ -210,8 +225,8 @@ impl Cgroup {
         let mut c = Created { cg, dirs: undo.dirs, back: None, join_files: Vec::new(), _lock: lock };
         let mut w = if made == c.cg.dirs.len() { Writer::fresh() } else { Writer::restoring() };
         let steps = |c: &mut Created, w: &mut Writer| -> Result<()> {
-            if join && host.rootless {
-                c.join_self(host)?;
+            if join != Join::No && host.rootless {
+                c.join_self(host, join)?;
             }
             if host.rootless && made > 0 {
                 for h in host.hierarchies.iter().filter(|h| h.version == 2 && !h.controllers.is_empty()) {
@@ -227,7 +242,7 @@ impl Cgroup {
                         fsutil::write_file(f, path, "0")?;
                     }
                 }
-                None if join && !host.rootless => c.join_self(host)?,
+                None if join != Join::No && !host.rootless => c.join_self(host, join)?,
                 None => {}
             }
             Ok(())
@@ -288,8 +303,9 @@ impl Cgroup {
     }
 
     /// Move `pid` into NAME in every hierarchy: one write to each cgroup.procs.
-    pub fn join(&self, host: &Host, pid: i32) -> Result<()> {
-        self.join_as(host, pid, pid.to_string())
+    pub fn join(&self, pid: i32) -> Result<()> {
+        let files: Vec<PathBuf> = self.dirs.iter().map(|d| d.join("cgroup.procs")).collect();
+        self.write_join(&files, pid, &pid.to_string())
     }
 
     /// Move the calling process, which must be single-threaded, into NAME in every hierarchy.
@@ -299,33 +315,30 @@ impl Cgroup {
     /// (~10 ms at HZ=250) — the whole cost of `exec`. Moving only the calling thread ("0" written to v1's
     /// `tasks`) skips that lock, and for a single-threaded process it moves everything. v2 allows thread
     /// moves only inside a threaded subtree, so the v2 tree still takes cgroup.procs.
-    pub fn join_self(&self, host: &Host) -> Result<()> {
-        self.join_as(host, 0, "0".into())
+    pub fn join_self(&self, host: &Host, join: Join) -> Result<()> {
+        let files: Vec<PathBuf> = self.self_join_files(host, join).collect();
+        self.write_join(&files, 0, "0")
     }
 
     /// The file the caller joins NAME through in each hierarchy (see [`Cgroup::join_self`]).
-    fn self_join_files<'a>(&'a self, host: &'a Host) -> impl Iterator<Item = PathBuf> + 'a {
+    fn self_join_files<'a>(&'a self, host: &'a Host, join: Join) -> impl Iterator<Item = PathBuf> + 'a {
         host.hierarchies
             .iter()
             .zip(&self.dirs)
+            .filter(move |(h, _)| !(join == Join::AllButV2 && h.version == 2))
             .map(|(h, dir)| dir.join(if h.version == 1 { "tasks" } else { "cgroup.procs" }))
     }
 
     /// Those files opened for writing, or None if any cannot be (NAME is missing somewhere).
-    fn open_self_join(&self, host: &Host) -> Option<Vec<(PathBuf, std::fs::File)>> {
-        self.self_join_files(host)
+    fn open_self_join(&self, host: &Host, join: Join) -> Option<Vec<(PathBuf, std::fs::File)>> {
+        self.self_join_files(host, join)
             .map(|p| std::fs::OpenOptions::new().write(true).open(&p).ok().map(|f| (p, f)))
             .collect()
     }
 
-    fn join_as(&self, host: &Host, pid: i32, value: String) -> Result<()> {
-        let files: Vec<PathBuf> = if pid == 0 {
-            self.self_join_files(host).collect()
-        } else {
-            self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
-        };
+    fn write_join(&self, files: &[PathBuf], pid: i32, value: &str) -> Result<()> {
         for procs in files {
-            fsutil::write(&procs, &value).map_err(|e| match e.errno() {
+            fsutil::write(procs, value).map_err(|e| match e.errno() {
                 Some(libc::ESRCH) => Error::bad("join", procs.display(), format!("no process {pid}")),
                 _ => e,
             })?;

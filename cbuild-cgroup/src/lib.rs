@@ -16,7 +16,7 @@ pub mod stats;
 
 pub use error::{Error, Result};
 
-use cgroup::{Cgroup, IfExists};
+use cgroup::{Cgroup, IfExists, Join};
 use layout::Host;
 use limits::{Limits, RawLimits};
 use nix::sys::signal::Signal;
@@ -39,7 +39,7 @@ pub fn create(name: &str, raw: &RawLimits) -> Result<()> {
     cgroup::check_name(name)?;
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
-    Cgroup::create(&host, name, &l, IfExists::Fail, false)?;
+    Cgroup::create(&host, name, &l, IfExists::Fail, Join::No)?;
     Ok(())
 }
 
@@ -64,16 +64,25 @@ pub fn add(name: &str, pids: &[String]) -> Result<()> {
     let cg = Cgroup::open(&host, name)?;
     for p in pids {
         log::step("join", format_args!("{p} → {}", cg.name));
-        cg.join(&host, p)?;
+        cg.join(p)?;
     }
     Ok(())
 }
 
-/// `exec NAME [limits] -- CMD`: create or reuse NAME, move this process into it in every hierarchy,
-/// and execve CMD (same PID, so the whole tree CMD starts is inside). No fork, and no reads that the
-/// fast path does not need: this runs in front of every container start.
-pub fn exec(name: &str, raw: &RawLimits, cmd: &[String]) -> Result<Infallible> {
+/// `exec NAME [limits] [--cgroup-fd N] -- CMD`: create or reuse NAME, move this process into it in
+/// every hierarchy, and execve CMD (same PID, so the whole tree CMD starts is inside). No fork, and no
+/// reads that the fast path does not need: this runs in front of every container start.
+///
+/// With `cgroup_fd` = N, the v2 tree is not joined: NAME's v2 directory is opened as fd N for CMD, which
+/// creates its processes there (`cbuild-ns run --cgroup-fd N`, clone3 CLONE_INTO_CGROUP). That skips
+/// the RCU grace period a cgroup2 move waits for. On a host without a v2 tree fd N is left closed.
+pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<Infallible> {
     cgroup::check_name(name)?;
+    if let Some(n) = cgroup_fd {
+        if n < 3 {
+            return Err(Error::bad("cgroup-fd", n, "fds 0-2 are the command's stdin, stdout and stderr"));
+        }
+    }
     // Find the command first: "not found" must not leave a cgroup behind.
     let path = resolve(&cmd[0])?;
     let argv: Vec<CString> = cmd
@@ -83,13 +92,39 @@ pub fn exec(name: &str, raw: &RawLimits, cmd: &[String]) -> Result<Infallible> {
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
     let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::bad("exec", path.display(), "NUL"))?;
-    let created = Cgroup::create(&host, name, &l, IfExists::Reuse, true)?;
+    let join = if cgroup_fd.is_some() { Join::AllButV2 } else { Join::All };
+    let created = Cgroup::create(&host, name, &l, IfExists::Reuse, join)?;
+    if let Some(n) = cgroup_fd {
+        if let Err(e) = hand_over_v2(&host, &created.cg, n) {
+            created.undo();
+            return Err(e);
+        }
+    }
     log::step("exec", path.display());
     let err = nix::unistd::execv(&cpath, &argv).unwrap_err();
     created.undo();
     let mut e = Error::sys("exec", path.display(), err.into());
     e.exit_code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
     Err(e)
+}
+
+/// Open NAME's v2 directory as fd `n` (not close-on-exec) for the next program; close `n` if there is no
+/// v2 tree, so that nothing else inherited there is mistaken for it.
+fn hand_over_v2(host: &Host, cg: &Cgroup, n: i32) -> Result<()> {
+    let Some(dir) = cg.v2_dir(host) else {
+        log::step("cgroup-fd", format_args!("{n}: no cgroup2 tree on this host, left closed"));
+        let _ = nix::unistd::close(n);
+        return Ok(());
+    };
+    log::step("cgroup-fd", format_args!("{n} → {}", dir.display()));
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::sys("cgroup-fd", dir.display(), e.into()))?;
+    // dup2 gives fd n without close-on-exec: it survives the execve, `fd` does not.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), n) } < 0 {
+        return Err(Error::sys("cgroup-fd", n, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// PATH lookup as the shell does it; exit 127 when not found.
@@ -208,9 +243,14 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 }
 
 /// `rm NAME [--force]`
-pub fn rm(name: &str, force: bool) -> Result<()> {
+pub fn rm(name: &str, force: bool, missing_ok: bool) -> Result<()> {
     cgroup::check_name(name)?;
     let host = Host::detect_for_write()?;
+    let cg = Cgroup::at(&host, name)?;
+    if missing_ok && !cg.dirs.iter().any(|d| d.is_dir()) {
+        log::step("rm", format_args!("{name}: no such cgroup (--missing-ok)"));
+        return Ok(());
+    }
     let cg = Cgroup::open(&host, name)?;
     cg.remove(&host, force)
 }

@@ -50,6 +50,11 @@ enum Verb {
         name: String,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Do not move into NAME's cgroup2 group: open it as fd N for CMD to create its processes in
+        /// (`cbuild-ns run --cgroup-fd N`). Skips the RCU grace period a cgroup2 move waits for. Left
+        /// closed on a host without a cgroup2 tree.
+        #[arg(long, value_name = "N")]
+        cgroup_fd: Option<i32>,
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
@@ -76,6 +81,9 @@ enum Verb {
         /// Kill live processes first instead of refusing.
         #[arg(short, long)]
         force: bool,
+        /// A NAME that does not exist is not an error (for undo steps that may run twice).
+        #[arg(long)]
+        missing_ok: bool,
     },
 }
 
@@ -158,12 +166,14 @@ fn run(cli: Cli) -> Result<(), Error> {
         Verb::Create { name, limits } => cbuild_cgroup::create(&name, &limits.into()),
         Verb::Set { name, limits } => cbuild_cgroup::set(&name, &limits.into()),
         Verb::Add { name, pids } => cbuild_cgroup::add(&name, &pids),
-        Verb::Exec { name, limits, cmd } => cbuild_cgroup::exec(&name, &limits.into(), &cmd).map(|n| match n {}),
+        Verb::Exec { name, limits, cgroup_fd, cmd } => {
+            cbuild_cgroup::exec(&name, &limits.into(), cgroup_fd, &cmd).map(|n| match n {})
+        }
         Verb::Stat { name } => cbuild_cgroup::stat(&name, cli.json, out),
         Verb::Events { name, follow } => cbuild_cgroup::events(&name, follow, out),
         Verb::Ls => cbuild_cgroup::ls(cli.json, out),
         Verb::Kill { name, signal } => cbuild_cgroup::kill(&name, &signal),
-        Verb::Rm { name, force } => cbuild_cgroup::rm(&name, force),
+        Verb::Rm { name, force, missing_ok } => cbuild_cgroup::rm(&name, force, missing_ok),
     }
 }
 

@@ -3,6 +3,7 @@
 //! bottom as the whole set-up path.
 
 pub mod capabilities;
+pub mod cgroupfd;
 pub mod error;
 pub mod idmap;
 pub mod init;

@@ -178,6 +178,11 @@ struct RunArgs {
     /// Write JSON lines of phases and the final exit code to fd N.
     #[arg(long, value_name = "N")]
     status_fd: Option<i32>,
+    /// Create the container's first process directly in the cgroup2 directory open at fd N (clone3
+    /// CLONE_INTO_CGROUP: no migration afterwards), as `cbuild-cgroup exec NAME --cgroup-fd N` hands it
+    /// over. fd N not open means there is no cgroup2 tree to join (a pure v1 host).
+    #[arg(long, value_name = "N")]
+    cgroup_fd: Option<i32>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -373,6 +378,7 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
     s.persist = a.persist.as_deref().map(|p| name_or_path(p, "ns")).transpose()?;
     s.info_fd = a.info_fd;
     s.status_fd = a.status_fd;
+    s.cgroup_fd = a.cgroup_fd;
     Ok(s)
 }
 

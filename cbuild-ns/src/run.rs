@@ -4,7 +4,9 @@
 //!  validate everything, open join fds
 //!  join user/pid namespaces (affect us/children)
 //!  clone(new namespace flags) ───────────────▶  wait for 'M' if a user namespace needs maps
+//!   (clone3 into --cgroup-fd's group)
 //!  write uid/gid maps, send 'M'                become root in the user ns, join the other namespaces,
+//!                                              [--cgroup-fd: new cgroup namespace rooted at the group]
 //!                                              new time namespace + offsets, send 'R'
 //!  persist namespaces, write --info-fd         wait for 'G'
 //!  send 'G' ─────────────────────────────────▶ mounts, pivot_root, hostname
@@ -41,6 +43,10 @@ struct Prepared {
     joins_child: Vec<NsFd>,
     seccomp: Option<seccomp::Program>,
     caps: caps::CapsHashSet,
+    /// `--cgroup-fd`: the cgroup2 directory the child starts in, when fd N is open.
+    cgroup_fd: Option<std::os::fd::RawFd>,
+    /// The child must join `cgroup_fd` itself (clone3 was not available) before it unshares cgroup.
+    cgroup_join_in_child: bool,
 }
 
 fn prepare(spec: &RunSpec) -> Result<Prepared> {
@@ -89,7 +95,11 @@ fn prepare(spec: &RunSpec) -> Result<Prepared> {
     }
     joins_child.sort_by_key(|j| j.ty);
     let seccomp = spec.seccomp.as_ref().map(|s| seccomp::read(s, spec.seccomp_flags)).transpose()?;
-    Ok(Prepared { joins_parent, joins_child, seccomp, caps })
+    let cgroup_fd = match spec.cgroup_fd {
+        Some(fd) => crate::cgroupfd::check(fd, spec.preserve_fds)?,
+        None => None,
+    };
+    Ok(Prepared { joins_parent, joins_child, seccomp, caps, cgroup_fd, cgroup_join_in_child: false })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -125,7 +135,7 @@ pub fn run(spec: RunSpec) -> i32 {
 }
 
 fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
-    let prep = prepare(spec)?;
+    let mut prep = prepare(spec)?;
     for j in &prep.joins_parent {
         j.join()?;
     }
@@ -139,15 +149,34 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&supervised), Some(&mut old_mask))
         .ctx(Step::Clone, "sigmask")?;
 
-    let mut flags = libc::SIGCHLD as libc::c_ulong;
+    let mut flags: libc::c_ulong = 0;
     for ty in &spec.new_ns {
-        if *ty != NsType::Time {
+        // time: unshared by the child (its offsets must be written first); cgroup with --cgroup-fd:
+        // unshared by the child once it is in the group, so the group is the namespace's root.
+        if *ty != NsType::Time && !(*ty == NsType::Cgroup && prep.cgroup_fd.is_some()) {
             flags |= ty.flag().bits() as libc::c_ulong;
         }
     }
     crate::log::step(Step::Clone, ns_list(spec));
     // clone() without a new stack behaves as fork() with namespace flags; we are single-threaded here.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    let clone = || unsafe { libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0) };
+    let pid = match prep.cgroup_fd {
+        Some(fd) => match crate::cgroupfd::clone_into(flags as u64, fd) {
+            Ok(pid) => pid as libc::c_long,
+            // No clone3 (old kernel, or a seccomp filter answering ENOSYS as Docker's does): plain clone,
+            // and the child joins the group itself.
+            Err(nix::errno::Errno::ENOSYS) => {
+                crate::log::step(Step::CgroupFd, "clone3: ENOSYS, the child moves itself into the group");
+                prep.cgroup_join_in_child = true;
+                clone()
+            }
+            Err(e) => {
+                let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+                return Err(Error::sys(Step::CgroupFd, format!("clone3 into fd {fd}"), e));
+            }
+        },
+        None => clone(),
+    };
     if pid < 0 {
         let e = nix::errno::Errno::last();
         let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
@@ -283,6 +312,15 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     }
     for j in &prep.joins_child {
         j.join()?;
+    }
+    if let Some(fd) = prep.cgroup_fd {
+        if prep.cgroup_join_in_child {
+            crate::cgroupfd::join_self(fd)?;
+        }
+        if spec.new_ns.contains(&NsType::Cgroup) {
+            crate::log::step(Step::Unshare, "cgroup");
+            nix::sched::unshare(NsType::Cgroup.flag()).ctx(Step::Unshare, "cgroup")?;
+        }
     }
     if spec.new_ns.contains(&NsType::Time) {
         // The offsets can only be set before any process is inside: unshare (which only prepares the

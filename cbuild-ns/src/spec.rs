@@ -70,6 +70,8 @@ pub struct RunSpec {
     pub info_fd: Option<RawFd>,
     pub wait_fd: Option<RawFd>,
     pub status_fd: Option<RawFd>,
+    /// A cgroup2 directory to create the container's first process in (clone3 CLONE_INTO_CGROUP).
+    pub cgroup_fd: Option<RawFd>,
     pub preserve_fds: u32,
     pub argv: Vec<String>,
 }

@@ -91,10 +91,12 @@ rt_undo_step() {
 
 # Undo container NAME from its undo list, newest first. Each step first checks that its object exists,
 # because a run killed half-way recorded steps it never finished. `keep` = 1 keeps what a stopped container
-# keeps (its upper dir, record and logs), as `docker run` without --rm does.
-#   rt_cleanup NAME KEEP
+# keeps (its upper dir, record and logs), as `docker run` without --rm does. `ended` = 1 says the chain is
+# known to have exited (no process of the container is left): the cgroup is then removed in the
+# background while the other steps run, since nothing else depends on it.
+#   rt_cleanup NAME KEEP [ENDED]
 rt_cleanup() {
-    local name=$1 keep=$2 dir=$rt_state/$1 step
+    local name=$1 keep=$2 ended=${3:-0} dir=$rt_state/$1 step cgroup_rm=0
     local rt_name=$name
     [[ -f $dir/undo ]] || { [[ $keep == 1 ]] || rt_remove_dir "$name"; return 0; }
     local -a steps
@@ -106,10 +108,13 @@ rt_cleanup() {
             cgroup)
                 # Kills whatever the container left running (its pid namespace is gone with PID 1, but a
                 # run killed half-way may have left the whole chain), then removes the cgroup everywhere.
-                local out
-                rt_say undo-cgroup "cbuild-cgroup rm $name --force"
-                out=$("$CGROUP_BIN" rm "$name" --force 2>&1) || [[ $out == *"no such cgroup"* ]] ||
-                    printf '%s\n' "$out" >&2
+                rt_say undo-cgroup "cbuild-cgroup rm $name --force --missing-ok"
+                if [[ $ended == 1 ]]; then
+                    "$CGROUP_BIN" rm "$name" --force --missing-ok &
+                    cgroup_rm=$!
+                else
+                    "$CGROUP_BIN" rm "$name" --force --missing-ok
+                fi
                 ;;
             connect)
                 # Unplugs the veth pair, releases the lease, drops published ports and their conntrack.
@@ -136,6 +141,7 @@ rt_cleanup() {
                 ;;
         esac
     done
+    [[ $cgroup_rm == 0 ]] || wait "$cgroup_rm"
     if [[ $keep == 1 ]]; then
         # What is undone is no longer to be undone; the upper dir stays listed for cbuild-rm.
         if [[ -d $rt_data/containers/$name ]]; then echo overlay >"$dir/undo"; else : >"$dir/undo"; fi

@@ -1059,3 +1059,107 @@ fn ls_survives_names_removed_while_it_lists() {
     churn.join().unwrap();
     assert!(runs > 0);
 }
+
+/// The v2 group of `info`'s layout, if the host has a cgroup2 tree (pure v2, or hybrid's unified one).
+fn v2_base(info: &Value) -> Option<PathBuf> {
+    info["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["version"] == 2)
+        .map(|h| PathBuf::from(h["base"].as_str().unwrap()))
+}
+
+/// `/proc/PID/cgroup` as (hierarchy controllers, path) pairs, named hierarchies (name=systemd) left out.
+fn cgroup_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            (!ctrls.starts_with("name=")).then(|| (ctrls.to_string(), path.to_string()))
+        })
+        .collect()
+}
+
+/// `exec --cgroup-fd 3` hands NAME's cgroup2 group to `cbuild-ns run --cgroup-fd 3`, which clones the
+/// container straight into it (clone3 CLONE_INTO_CGROUP; with clone3 filtered to ENOSYS, the child
+/// moves itself). Either way: the container is in NAME in every hierarchy, its own cgroup namespace is
+/// rooted at NAME (`/` everywhere), and only the supervising cbuild-ns stays outside the v2 group.
+#[test]
+fn cgroup_fd_clones_the_container_into_the_group() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let no_clone3 = sb.path().join("no-clone3.json");
+    std::fs::write(
+        &no_clone3,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}"#,
+    )
+    .unwrap();
+    for filtered in [false, true] {
+        let c = Cg::new(&i);
+        let mut cmd = Command::new(bin(TOOL));
+        if filtered {
+            cmd = Command::new(bin("cbuild-seccomp"));
+            cmd.arg("exec").arg("--profile").arg(&no_clone3).arg("--").arg(bin(TOOL));
+        }
+        cmd.env("CBUILD_STATE", sb.path().join("state"))
+            .args(["exec", &c.name, "--memory", "64M", "--cgroup-fd", "3", "--"])
+            .arg(bin("cbuild-ns"))
+            .args(["run", "--cgroup", "--cgroup-fd", "3", "--", "sh", "-c"])
+            .arg("echo $$; cat /proc/self/cgroup; echo end; exec sleep 30")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut p = Proc(cmd.spawn().unwrap());
+        let rx = lines_of(&mut p.0);
+        let pid: i32 = rx.recv_timeout(Duration::from_secs(10)).expect("pid line").parse().unwrap();
+        let mut inside = String::new();
+        loop {
+            let l = rx.recv_timeout(Duration::from_secs(10)).expect("cgroup lines");
+            if l == "end" {
+                break;
+            }
+            inside.push_str(&l);
+            inside.push('\n');
+        }
+        // Seen from inside: the cgroup namespace's root is NAME itself, in every hierarchy.
+        let own = cgroup_lines(&inside);
+        assert_eq!(own.len(), c.dirs.len(), "filtered={filtered}: {inside}");
+        assert!(own.iter().all(|(_, path)| path == "/"), "filtered={filtered}: {inside}");
+        // Seen from the host: the container is in NAME everywhere, the memory limit is its.
+        let host = cgroup_lines(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap());
+        for (ctrls, path) in &host {
+            assert!(path.ends_with(&format!("/cbuild/{}", c.name)), "filtered={filtered}: {ctrls}:{path}");
+        }
+        let mem = dir_of(&i, &c.name, "memory").expect("a memory controller");
+        assert!(procs_in(&mem).contains(&pid), "{pid} not in {}", mem.display());
+        // The supervisor (the chain's PID) joined the v1 hierarchies but not the v2 group.
+        let sup = cgroup_lines(&std::fs::read_to_string(format!("/proc/{}/cgroup", p.0.id())).unwrap());
+        if let Some(base) = v2_base(&i) {
+            let v2 = base.join("cbuild").join(&c.name);
+            assert_eq!(procs_in(&v2), vec![pid], "filtered={filtered}: only the container in {}", v2.display());
+            let (_, sup_v2) = sup.iter().find(|(ctrls, _)| ctrls.is_empty()).expect("a 0:: line");
+            assert!(!sup_v2.ends_with(&c.name), "the supervisor moved into the v2 group: {sup_v2}");
+        }
+        drop(p);
+    }
+}
+
+/// Bad `--cgroup-fd` values: exit 125, one line, no cgroup made.
+#[test]
+fn cgroup_fd_bad_input_fails_cleanly() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let name = unique("cg");
+    let o = run(cg(&sb).args(["exec", &name, "--cgroup-fd", "2", "--", "true"]));
+    assert_tool_error(&o, TOOL, "cgroup-fd");
+    assert_no_dirs(&i, &name);
+    // fd 0 is /dev/null here: open, but not a cgroup2 directory.
+    let o = run(tool("cbuild-ns", &sb).args(["run", "--cgroup-fd", "0", "--", "true"]).stdin(Stdio::null()));
+    assert_tool_error(&o, "cbuild-ns", "cgroup_fd: fd 0: not a cgroup2 directory");
+    // Inside the range --preserve-fds passes on.
+    let o = run(tool("cbuild-ns", &sb).args(["run", "--preserve-fds", "1", "--cgroup-fd", "3", "--", "true"]));
+    assert_tool_error(&o, "cbuild-ns", "--preserve-fds");
+}
