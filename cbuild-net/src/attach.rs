@@ -129,14 +129,20 @@ pub struct Locked {
 }
 
 impl Locked {
-    /// Replace the record in place (the lock stays on the same inode, so no rename).
+    /// Replace the record in place (the lock stays on the same inode, so no rename): overwrite from
+    /// the start, then cut what is left of a longer old record. Never truncated to zero first: on
+    /// ext4 a file truncated to zero is flushed to disk when closed (`auto_da_alloc`, meant for
+    /// editors that rewrite a file in place), a synchronous writeback in every connect.
     pub fn write(&mut self, a: &Attachment) -> Result<()> {
-        let data = serde_json::to_vec_pretty(a).map_err(|e| Error::new("record", &a.id, e))?;
+        let mut data = serde_json::to_vec_pretty(a).map_err(|e| Error::new("record", &a.id, e))?;
+        data.push(b'\n');
         let f: &mut File = &mut self.file;
-        f.set_len(0)
-            .and_then(|_| f.seek(SeekFrom::Start(0)))
+        f.seek(SeekFrom::Start(0))
             .and_then(|_| f.write_all(&data))
-            .and_then(|_| f.write_all(b"\n"))
+            .and_then(|_| match f.metadata()?.len() > data.len() as u64 {
+                true => f.set_len(data.len() as u64),
+                false => Ok(()),
+            })
             .map_err(|e| Error::io("record", &a.id, e))
     }
 
@@ -318,13 +324,18 @@ async fn connect_steps(
     let hname = host_ifname(&o.id);
     let mac = o.mac.unwrap_or_else(nl::random_mac);
     ctx.step("add-veth", format!("{hname} on {} <-> {} in {}", br.name, o.ifname, o.ns.path));
-    host.add_veth(&hname, brlink.header.index, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu).await.map_err(|e| {
-        let mut e = e;
-        e.object = format!("{hname} <-> {} in {}", o.ifname, o.ns.path);
-        e
-    })?;
+    let echo =
+        host.add_veth(&hname, brlink.header.index, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu).await.map_err(|e| {
+            let mut e = e;
+            e.object = format!("{hname} <-> {} in {}", o.ifname, o.ns.path);
+            e
+        })?;
     undo.veth = true;
-    let hl = host.link(&hname).await?.ok_or_else(|| Error::new("add-veth", &hname, "link vanished"))?;
+    // A kernel older than 6.3 sends no echo: ask (which costs a link-watch run, see add_veth).
+    let hl = match echo {
+        Some(l) => l,
+        None => host.link(&hname).await?.ok_or_else(|| Error::new("add-veth", &hname, "link vanished"))?,
+    };
     let peer = nl::peer_index(&hl).ok_or_else(|| Error::new("add-veth", &hname, "no peer index"))?;
 
     // Both ends IPv4-only, set while the pair has no carrier yet (the container end is still down).
@@ -334,16 +345,19 @@ async fn connect_steps(
     c6?;
     ctx.step("add-addr", format!("{ip}/{} on {}", br.subnet.prefix, o.ifname));
     // Loopback is index 1 in every network namespace (LOOPBACK_IFINDEX).
-    let (a, u, l) = futures::join!(
-        cont.add_addr(peer, ip, br.subnet.prefix, &o.ifname),
-        cont.set_up(peer, &o.ifname),
-        cont.set_up(1, "lo")
-    );
+    let (a, l) = futures::join!(cont.add_addr(peer, ip, br.subnet.prefix, &o.ifname), cont.set_up(1, "lo"));
     a?;
-    u?;
     l?;
+    // The container end goes up last: the pair gets its carrier, and the kernel queues a link-watch
+    // event for each end (operational state, the host end's queue, its bridge port forwarding).
+    cont.set_up(peer, &o.ifname).await?;
     ctx.step("add-route", format!("default via {}", br.gateway));
     cont.add_default_route(br.gateway).await?;
+    // Reading each end back runs its pending link-watch event now, in this process (no wait for a
+    // kernel worker to be scheduled): when connect returns, both ends are operationally up and the
+    // bridge forwards to the port.
+    let (hl2, _) = futures::join!(host.link(&hname), cont.link(&o.ifname));
+    let hl = hl2?.unwrap_or(hl);
 
     let att = Attachment {
         id: o.id.clone(),

@@ -7,12 +7,16 @@
 use std::net::Ipv4Addr;
 use std::os::fd::{BorrowedFd, RawFd};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
     LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
@@ -118,6 +122,17 @@ impl Nl {
     /// re-registers the device and costs far more than the creation), no rename. The peer cannot be
     /// set up in the same request (veth_open fails with ENOTCONN until the pair is linked), so the
     /// caller brings it up from inside its namespace.
+    ///
+    /// Both ends get one TX and one RX queue, asked for explicitly: left unset, veth allocates one
+    /// per possible CPU and then trims the real count to 1 on each end, and each trim of a
+    /// registered device waits for an expedited RCU grace period (`netif_set_real_num_tx_queues` ->
+    /// `synchronize_net`), two off-CPU waits per connect for queues a veth never uses by default.
+    ///
+    /// The request asks for an echo (`NLM_F_ECHO`, honoured for new links since Linux 6.3): the
+    /// kernel answers with the new host end (index, peer index, MAC), built without touching the
+    /// link watch. A `RTM_GETLINK` of the end instead would first run its pending link-watch event
+    /// synchronously (`linkwatch_sync_dev`), a queue deactivation that waits for another RCU grace
+    /// period. `None` when the kernel sent no echo.
     #[allow(clippy::too_many_arguments)]
     pub async fn add_veth(
         &self,
@@ -127,17 +142,39 @@ impl Nl {
         peer_ns: RawFd,
         peer_mac: [u8; 6],
         mtu: Option<u32>,
-    ) -> Result<()> {
-        let mut pb = LinkUnspec::new_with_name(peer).setns_by_fd(peer_ns).address(peer_mac.to_vec());
+    ) -> Result<Option<LinkMessage>> {
+        let mut pb = LinkUnspec::new_with_name(peer)
+            .setns_by_fd(peer_ns)
+            .address(peer_mac.to_vec())
+            .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1));
         if let Some(m) = mtu {
             pb = pb.mtu(m);
         }
-        let mut b =
-            LinkVeth::new(host, peer).set_info_data(InfoData::Veth(InfoVeth::Peer(pb.build()))).controller(master).up();
+        let mut b = LinkVeth::new(host, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(pb.build())))
+            .controller(master)
+            .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1))
+            .up();
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
-        self.h.link().add(b.build()).execute().await.map_err(|e| Error::netlink("add-veth", host, e))
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(b.build()));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+        let mut h = self.h.clone();
+        let mut resp = h.request(req).map_err(|e| Error::netlink("add-veth", host, e))?;
+        let mut echo = None;
+        while let Some(m) = resp.next().await {
+            match m.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(Error::netlink("add-veth", host, rtnetlink::Error::NetlinkError(e)))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) if name(&l) == host => echo = Some(l),
+                _ => {}
+            }
+        }
+        Ok(echo)
     }
 
     pub async fn add_addr(&self, index: u32, ip: Ipv4Addr, prefix: u8, what: &str) -> Result<()> {
