@@ -339,8 +339,9 @@ async fn connect_steps(
     let peer = nl::peer_index(&hl).ok_or_else(|| Error::new("add-veth", &hname, "no peer index"))?;
 
     // Both ends IPv4-only, set while the pair has no carrier yet (the container end is still down).
+    // The host end's port settings (hairpin) travel with its own.
     let (h6, c6) =
-        futures::join!(host.no_ipv6_link_local(hl.header.index, &hname), cont.no_ipv6_link_local(peer, &o.ifname));
+        futures::join!(host.setup_port(hl.header.index, &hname, true), cont.no_ipv6_link_local(peer, &o.ifname));
     h6?;
     c6?;
     ctx.step("add-addr", format!("{ip}/{} on {}", br.subnet.prefix, o.ifname));
@@ -424,7 +425,7 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
             .collect();
         if !mine.is_empty() {
             ctx.step("nft-delete", format!("{} rules of {id}", mine.len()));
-            nft.delete(&mine, &rules)?;
+            bridge::delete_publish_rules(ctx, &nft, &mine, &rules)?;
         }
     }
     let hname = host_ifname(id);
@@ -518,9 +519,31 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     att.ports.push(p);
     lock.write(&att)?;
     ctx.step("nft-add", format!("dnat {spec} to {}:{}", att.ip, p.port));
-    if let Err(e) =
-        nft.add(vec![nft::dnat_rule("prerouting", id, &p, att.ip), nft::dnat_rule("output", id, &p, att.ip)])
-    {
+    let mut add = vec![nft::dnat_rule("prerouting", id, &p, att.ip), nft::dnat_rule("output", id, &p, att.ip)];
+    // The bridge's first published port brings the bridge-wide rules (loopback and hairpin NAT, the
+    // loopback guard), in the same batch; then route_localnet, never before its guard exists.
+    let group = rules.iter().any(|r| nft::parse_ports_comment(&r.comment) == Some(att.bridge.as_str()));
+    let conf = bridge::load(&ctx.state, &att.bridge)?;
+    if let (false, Some(c)) = (group, &conf) {
+        ctx.step("nft-add", nft::ports_comment(&att.bridge));
+        add.extend(nft::ports_rules(&att.bridge, &c.subnet));
+    }
+    let r = nft.add(add).and_then(|()| {
+        ctx.step("route-localnet", format!("{} on", att.bridge));
+        match conf {
+            Some(_) => bridge::set_route_localnet(ctx, &att.bridge, true),
+            None => Ok(()),
+        }
+    });
+    if let Err(e) = r {
+        // Whatever of the batch landed goes again (listed anew: the handles are the kernel's).
+        if let Ok(all) = nft.rules() {
+            let comment = nft::pub_comment(id, &p);
+            let mine: Vec<_> = all.iter().filter(|r| r.comment == comment).cloned().collect();
+            if let Err(u) = bridge::delete_publish_rules(ctx, &nft, &mine, &all) {
+                ctx.undo_failed(&u);
+            }
+        }
         att.ports.pop();
         if let Err(u) = lock.write(&att) {
             ctx.undo_failed(&u);
@@ -548,7 +571,7 @@ pub fn unpublish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
         return Err(Error::new("unpublish", spec, format!("not published by {id}")));
     }
     ctx.step("nft-delete", format!("dnat {spec}"));
-    nft.delete(&mine, &rules)?;
+    bridge::delete_publish_rules(ctx, &nft, &mine, &rules)?;
     att.ports.retain(|q| !(q.host_port == p.host_port && q.protocol == p.protocol));
     lock.write(&att)
 }

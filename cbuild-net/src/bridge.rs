@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ipam::{Leases, Subnet};
 use crate::netns::{self, in_netns};
-use crate::nft;
+use crate::nft::{self, Nft, RuleInfo};
 use crate::nl::{self, Nl};
 use crate::paths::{self, bridge_dir, check_ifname};
 use crate::Ctx;
@@ -266,6 +266,17 @@ pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
             .hint("disconnect them first (`cbuild-net ls` lists them)"));
     }
     set_nat_rules(ctx, &conf, false)?;
+    {
+        // Bridge-wide publish rules a killed unpublish may have left (no lease means no port).
+        let nft = ctx.nft();
+        let _l = nft.lock()?;
+        let all = nft.rules()?;
+        let mine: Vec<_> = all.iter().filter(|r| nft::parse_ports_comment(&r.comment) == Some(name)).cloned().collect();
+        if !mine.is_empty() {
+            ctx.step("nft-delete", nft::ports_comment(name));
+            nft.delete(&mine, &all)?;
+        }
+    }
     ctx.step("del-link", name);
     host.del_link_by_name(name).await?;
     let dir = bridge_dir(&ctx.state, name);
@@ -273,6 +284,35 @@ pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io("rmdir", dir.display(), e))?;
     crate::ipam::rmdir_quiet(&paths::net_dir(&ctx.state));
     Ok(())
+}
+
+/// `net.ipv4.conf.BR.route_localnet` in the host namespace: on while the bridge has published ports,
+/// so the host's own connections to `127.0.0.1:HOSTPORT` may leave by the bridge once DNAT'd (the
+/// kernel drops a loopback source on any other link). Off: a bridge whose link is gone has nothing
+/// to turn off.
+pub fn set_route_localnet(ctx: &Ctx, name: &str, on: bool) -> Result<()> {
+    check_bridge_name(name)?;
+    in_netns(ctx.host_fd(), || {
+        let p = format!("/proc/sys/net/ipv4/conf/{name}/route_localnet");
+        match std::fs::write(&p, if on { "1" } else { "0" }) {
+            Err(e) if !on && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| Error::io("route-localnet", &p, e)),
+        }
+    })
+}
+
+/// Delete the publish rules `gone` (listed in `all`; the caller holds the nft lock). A bridge of this
+/// state dir left without any published port loses its bridge-wide rules too, `route_localnet`
+/// turned off before its guard goes.
+pub fn delete_publish_rules(ctx: &Ctx, nft: &Nft, gone: &[RuleInfo], all: &[RuleInfo]) -> Result<Vec<RuleInfo>> {
+    let bridges: Vec<(String, Subnet)> = list(&ctx.state).into_iter().map(|b| (b.name, b.subnet)).collect();
+    let (gone, emptied) = nft::with_emptied_ports(gone, all, &bridges);
+    for b in &emptied {
+        ctx.step("route-localnet", format!("{b} off"));
+        set_route_localnet(ctx, b, false)?;
+    }
+    nft.delete(&gone, all)?;
+    Ok(gone)
 }
 
 /// `nat BR on|off`.

@@ -245,7 +245,8 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
             done.push(format!("lease {} on {} ({})", l.ip, l.bridge, l.id));
         }
     }
-    if !inv.orphan_rules.is_empty() {
+    // Also when a bridge keeps its bridge-wide publish rules with no published port left.
+    if !inv.orphan_rules.is_empty() || inv.rules.iter().any(|r| nft::parse_ports_comment(&r.comment).is_some()) {
         let nft = ctx.nft();
         let _l = nft.lock()?;
         let all = nft.rules()?;
@@ -255,8 +256,10 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
             .filter(|r| nft::parse_pub_comment(&r.comment).is_none_or(|(owner, _, _)| !has_record(&owner)))
             .cloned()
             .collect();
-        ctx.step("nft-delete", format!("{} orphaned rules", gone.len()));
-        nft.delete(&gone, &all)?;
+        let gone = crate::bridge::delete_publish_rules(ctx, &nft, &gone, &all)?;
+        if !gone.is_empty() {
+            ctx.step("nft-delete", format!("{} orphaned rules", gone.len()));
+        }
         done.extend(gone.iter().map(|r| format!("rule {} ({})", r.handle, r.comment)));
     }
     // Temporary names of connects killed before their record was in place.

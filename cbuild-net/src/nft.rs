@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use nftables::expr::{
-    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, CT,
 };
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, Operator, Statement, NAT};
@@ -153,6 +153,102 @@ pub fn masquerade_rule(bridge: &str, subnet: &Subnet) -> Rule<'static> {
         ],
         nat_comment(bridge),
     )
+}
+
+pub fn ports_comment(bridge: &str) -> String {
+    format!("cbuild ports {bridge}")
+}
+
+/// The bridge named by a bridge-wide publish rule's comment (`cbuild ports BR`).
+pub fn parse_ports_comment(c: &str) -> Option<&str> {
+    c.strip_prefix("cbuild ports ")
+}
+
+/// The rules a bridge needs while any of its containers has a published port (comment
+/// `cbuild ports BR`), on top of each port's DNAT rules:
+///
+/// - `ip saddr 127.0.0.0/8 oifname BR masquerade`: a connection the host makes to
+///   `127.0.0.1:HOSTPORT` is DNAT'd in `output` and leaves by the bridge with a loopback source,
+///   which the container could not answer; it takes the bridge's address instead (the kernel lets
+///   it out at all only with `route_localnet` on the bridge, set alongside these rules);
+/// - `ip saddr SUBNET oifname BR ct status dnat masquerade`: hairpin NAT. A container reaching a
+///   published port through a host address is DNAT'd back onto its own bridge, to itself or a
+///   sibling, which would answer it directly, from an address it never called; masqueraded, the
+///   answer comes back through the host and is un-NAT'd. Only DNAT'd flows: direct traffic between
+///   containers keeps its addresses;
+/// - `iifname BR ip daddr 127.0.0.0/8 drop`, before conntrack: `route_localnet` would otherwise let a
+///   container reach services the host binds to 127.0.0.1 by sending to that address
+///   (CVE-2020-8558). Answers to the host's own connections arrive addressed to the bridge's address
+///   and are un-NAT'd to 127.0.0.1 only after this check.
+pub fn ports_rules(bridge: &str, subnet: &Subnet) -> Vec<Rule<'static>> {
+    let loopback = || Expression::Named(NamedExpression::Prefix(Prefix { addr: Box::new(s("127.0.0.0")), len: 8 }));
+    let prefix = Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(&subnet.net.to_string())),
+        len: subnet.prefix as u32,
+    }));
+    let oifname = || Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Oifname }));
+    let iifname = Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Iifname }));
+    let ct_status =
+        Expression::Named(NamedExpression::CT(CT { key: Cow::Borrowed("status"), family: None, dir: None }));
+    let c = ports_comment(bridge);
+    vec![
+        rule(
+            "guard",
+            vec![
+                matches(iifname, Operator::EQ, s(bridge)),
+                matches(payload("ip", "daddr"), Operator::EQ, loopback()),
+                Statement::Drop(None),
+            ],
+            c.clone(),
+        ),
+        rule(
+            "postrouting",
+            vec![
+                matches(payload("ip", "saddr"), Operator::EQ, loopback()),
+                matches(oifname(), Operator::EQ, s(bridge)),
+                Statement::Masquerade(None),
+            ],
+            c.clone(),
+        ),
+        rule(
+            "postrouting",
+            vec![
+                matches(payload("ip", "saddr"), Operator::EQ, prefix),
+                matches(oifname(), Operator::EQ, s(bridge)),
+                matches(ct_status, Operator::IN, s("dnat")),
+                Statement::Masquerade(None),
+            ],
+            c,
+        ),
+    ]
+}
+
+/// `gone` (rules about to be deleted) plus the bridge-wide publish rules of every bridge in
+/// `bridges` that has no published port left once `gone` is deleted; and those bridges' names.
+pub fn with_emptied_ports(
+    gone: &[RuleInfo],
+    all: &[RuleInfo],
+    bridges: &[(String, Subnet)],
+) -> (Vec<RuleInfo>, Vec<String>) {
+    let mut out = gone.to_vec();
+    let mut emptied = Vec::new();
+    let left = |r: &&RuleInfo| !gone.iter().any(|g| g.handle == r.handle);
+    for (name, subnet) in bridges {
+        let group: Vec<&RuleInfo> =
+            all.iter().filter(left).filter(|r| parse_ports_comment(&r.comment) == Some(name.as_str())).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let ports_left = all
+            .iter()
+            .filter(left)
+            .any(|r| parse_pub_comment(&r.comment).is_some() && r.dnat.is_some_and(|ip| subnet.contains(ip)));
+        if !ports_left {
+            out.extend(group.into_iter().cloned());
+            emptied.push(name.clone());
+        }
+    }
+    (out, emptied)
 }
 
 /// `fib daddr type local PROTO dport HOSTPORT dnat to IP:PORT`, in `chain` (prerouting for traffic
@@ -296,6 +392,17 @@ impl<'a> Nft<'a> {
             chain("prerouting", NfHook::Prerouting, -100),
             chain("output", NfHook::Output, -100),
             chain("postrouting", NfHook::Postrouting, 100),
+            // A filter chain before conntrack (raw priority): the loopback guard of published ports.
+            NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(Chain {
+                family: FAMILY,
+                table: Cow::Borrowed(TABLE),
+                name: Cow::Borrowed("guard"),
+                _type: Some(NfChainType::Filter),
+                hook: Some(NfHook::Prerouting),
+                prio: Some(-300),
+                policy: Some(NfChainPolicy::Accept),
+                ..Default::default()
+            }))),
         ];
         objs.extend(rules.into_iter().map(|r| NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(r)))));
         self.apply("nft-add", objs)

@@ -12,8 +12,8 @@ use rtnetlink::packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
+    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::packet_route::RouteNetlinkMessage;
@@ -113,6 +113,37 @@ impl Nl {
                 } else {
                     Err(err)
                 }
+            }
+        }
+    }
+
+    /// The host end as a bridge port, in one request: hairpin mode on (a frame may leave by the
+    /// port it came in, which a container reaching its own published port needs when
+    /// `br_netfilter` DNATs bridged frames), and, on an IPv4-only bridge, no IPv6 link-local address
+    /// (see [`Nl::no_ipv6_link_local`]). An `RTM_NEWLINK` on the existing link carries both the
+    /// port's data and the address-family settings (`RTM_SETLINK` takes no port data).
+    pub async fn setup_port(&self, index: u32, name: &str, no_ipv6: bool) -> Result<()> {
+        let port = LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+        ]);
+        let mut b = LinkUnspec::new_with_index(index).append_extra_attribute(port.clone());
+        if no_ipv6 {
+            b = b.append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+            ])]));
+        }
+        let send = |m: LinkMessage| self.h.link().add(m).set_flags(NLM_F_REQUEST | NLM_F_ACK).execute();
+        match send(b.build()).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = Error::netlink("setup-port", name, e);
+                if no_ipv6 && err.is_errno(libc::EAFNOSUPPORT) {
+                    // A kernel without IPv6: nothing to disable.
+                    let m = LinkUnspec::new_with_index(index).append_extra_attribute(port).build();
+                    return send(m).await.map_err(|e| Error::netlink("setup-port", name, e));
+                }
+                Err(err)
             }
         }
     }

@@ -366,6 +366,100 @@ fn published_port_reaches_the_container_from_outside_and_from_the_host() {
 }
 
 #[test]
+fn published_port_reaches_the_container_from_the_hosts_loopback_and_nothing_else_does() {
+    let mut n = Net::new();
+    let before = n.host_snapshot();
+    let c = n.ns("c");
+    n.ok(&["bridge", "add", "brl", "--subnet", "10.240.0.0/24"]);
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brl", "--id", "web"]);
+    n.httpd(&c, 80, "from-container");
+    assert_eq!(fetch(&c, "127.0.0.1:80", 20).as_deref(), Some("from-container"), "server up");
+    let localnet = "cat /proc/sys/net/ipv4/conf/brl/route_localnet";
+    assert_eq!(sh_in(&n.host, localnet).trim(), "0", "off while nothing is published");
+    // A service the host binds to its loopback only.
+    n.httpd(&n.host.clone(), 9999, "host-private");
+    assert_eq!(fetch(&n.host, "127.0.0.1:9999", 20).as_deref(), Some("host-private"), "host server up");
+
+    n.ok(&["publish", "--id", "web", "8080:80"]);
+    assert_eq!(sh_in(&n.host, localnet).trim(), "1");
+    assert_eq!(fetch(&n.host, "127.0.0.1:8080", 5).as_deref(), Some("from-container"), "host to 127.0.0.1:8080");
+    assert_eq!(fetch(&n.host, "127.0.0.2:8080", 5).as_deref(), Some("from-container"), "any loopback address");
+    // The container saw the bridge's address, not a loopback one it could not answer.
+    let gw_flows = sh_in(&n.host, "conntrack -L -p tcp --orig-port-dst 8080 2>/dev/null");
+    assert!(gw_flows.contains("src=127.0.0.1") && gw_flows.contains("dst=10.240.0.1"), "{gw_flows}");
+
+    // route_localnet must not let a container reach the host's 127.0.0.1 services: a container that
+    // routes 127.0.0.0/8 to the gateway is dropped by the guard rule...
+    sh_in(
+        &c,
+        "ip addr flush dev lo && ip route add 127.0.0.0/8 via 10.240.0.1 \
+         && echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet",
+    );
+    assert_eq!(fetch(&c, "127.0.0.1:9999", 2), None, "guard drops the container's packets to 127.0.0.1");
+    // ...and only by it: without the guard, the same packets do reach the host's loopback service.
+    let guard = sh_in(&n.host, "nft -a list chain ip cbuild guard");
+    let handle = guard.lines().find(|l| l.contains("drop")).and_then(|l| l.rsplit(' ').next()).unwrap().to_string();
+    sh_in(&n.host, &format!("nft delete rule ip cbuild guard handle {handle}"));
+    assert_eq!(fetch(&c, "127.0.0.1:9999", 5).as_deref(), Some("host-private"), "the test can see the hole");
+    sh_in(&c, "ip route del 127.0.0.0/8 via 10.240.0.1 && ip addr add 127.0.0.1/8 dev lo");
+
+    // The last published port of the bridge takes the bridge-wide rules and route_localnet with it.
+    n.ok(&["unpublish", "--id", "web", "8080"]);
+    assert_eq!(sh_in(&n.host, localnet).trim(), "0");
+    assert_eq!(fetch(&n.host, "127.0.0.1:8080", 1), None);
+    n.ok(&["disconnect", "--id", "web"]);
+    n.ok(&["bridge", "del", "brl"]);
+    assert_eq!(n.host_snapshot(), before, "links, addresses, routes and nft ruleset as before");
+}
+
+#[test]
+fn hairpin_a_container_reaches_its_own_and_a_siblings_published_port_through_the_host() {
+    let mut n = Net::new();
+    let before = n.host_snapshot();
+    let out = outside(&mut n);
+    let (a, b) = (n.ns("a"), n.ns("b"));
+    n.ok(&["bridge", "add", "brh", "--subnet", "10.241.0.0/24", "--nat"]);
+    n.ok(&["connect", &n.ns_path(&a), "--bridge", "brh", "--id", "a"]);
+    n.ok(&["connect", &n.ns_path(&b), "--bridge", "brh", "--id", "b"]);
+    n.httpd(&a, 80, "from-a");
+    assert_eq!(fetch(&a, "127.0.0.1:80", 20).as_deref(), Some("from-a"), "server up");
+    let host_if = |id: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(n.sb.state.join(id).join("net.json")).unwrap()).unwrap();
+        v["host_ifname"].as_str().unwrap().to_string()
+    };
+    // Each port may send a frame back out the port it came in (needed when br_netfilter DNATs
+    // bridged frames).
+    assert!(sh_in(&n.host, &format!("ip -d link show {}", host_if("a"))).contains("hairpin on"));
+
+    n.ok(&["publish", "--id", "a", "8080:80"]);
+    // Through the host's own address: to itself, and from a sibling.
+    assert_eq!(fetch(&a, "198.51.100.1:8080", 5).as_deref(), Some("from-a"), "a -> host:8080 -> a");
+    assert_eq!(fetch(&b, "198.51.100.1:8080", 5).as_deref(), Some("from-a"), "b -> host:8080 -> a");
+    assert_eq!(fetch(&a, "10.241.0.1:8080", 5).as_deref(), Some("from-a"), "a -> gateway:8080 -> a");
+    // Hairpinned flows were masqueraded (a saw the gateway); outside clients keep their address.
+    assert_eq!(fetch(&out, "198.51.100.1:8080", 5).as_deref(), Some("from-a"));
+    let ipa = addr_of(&a, "eth0");
+    let flows = sh_in(&n.host, &format!("conntrack -L -r {ipa} -p tcp 2>/dev/null"));
+    assert!(flows.lines().any(|l| l.contains("src=198.51.100.2") && l.contains("dst=198.51.100.2")), "{flows}");
+    assert!(flows.lines().filter(|l| l.contains("dst=10.241.0.1 sport=80")).count() >= 3, "{flows}");
+    // Direct traffic between containers is not NAT'd: a sees b's own address (tracked by the host
+    // only where br_netfilter is loaded, and then answered to b itself).
+    let ipb = addr_of(&b, "eth0");
+    assert_eq!(fetch(&b, &format!("{ipa}:80"), 5).as_deref(), Some("from-a"));
+    let all = sh_in(&n.host, "conntrack -L 2>/dev/null");
+    for l in all.lines().filter(|l| l.contains(&format!("src={ipb} dst={ipa} "))) {
+        assert!(l.contains(&format!("src={ipa} dst={ipb} ")), "direct flow NAT'd: {l}");
+    }
+
+    n.ok(&["disconnect", "--id", "a"]);
+    n.ok(&["disconnect", "--id", "b"]);
+    n.ok(&["bridge", "del", "brh"]);
+    sh_in(&n.host, "ip link del up0");
+    assert_eq!(n.host_snapshot(), before, "links, addresses, routes and nft ruleset as before");
+}
+
+#[test]
 fn fifty_concurrent_connects_get_fifty_distinct_addresses() {
     let mut n = Net::new();
     let before = n.host_snapshot();
