@@ -28,8 +28,13 @@ CNI=/usr/lib/cni
 
 if [ "${1:-}" != --inside ]; then
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-net}
-    (cd "$root" && cargo build -q --release -p cbuild-net)
-    export B=$CARGO_TARGET_DIR/release/cbuild-net
+    # The static build (scripts/build-static.sh's flags: what runs inside any rootfs) is the one
+    # measured; the ordinary dynamic release build is measured too, as a row of its own (process
+    # start-up with the dynamic linker costs it ~0.4 ms of CPU more per run here).
+    (cd "$root" && cargo build -q --release -p cbuild-net &&
+        RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release --target x86_64-unknown-linux-gnu -p cbuild-net)
+    export B=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cbuild-net
+    export BDYN=$CARGO_TARGET_DIR/release/cbuild-net
     # A fresh network namespace is "the host" for the whole run.
     exec unshare --net -- bash ${BENCH_TRACE:+-x} "$0" --inside
 fi
@@ -83,9 +88,10 @@ esac
 EOF
 cat >"$work/cbuild" <<EOF
 #!/bin/sh
-# cbuild up|down|cycle on container c1.
+# cbuild up|down|cycle on container c1 (dynup: the dynamic build).
 case \$1 in
 up) exec $B connect $c1 --bridge cbb0 --id bench >/dev/null ;;
+dynup) exec $BDYN connect $c1 --bridge cbb0 --id bench >/dev/null ;;
 down) exec $B disconnect --id bench ;;
 cycle) $B connect $c1 --bridge cbb0 --id bench >/dev/null && exec $B disconnect --id bench ;;
 esac
@@ -107,7 +113,8 @@ hf --export-json "$out/up.json" \
     --prepare "$q $work/cni DEL" --command-name "CNI bridge ADD" "$work/cni ADD" \
     --prepare "$q $work/iproute down" --command-name "iproute2 sequence up" "$work/iproute up" \
     --prepare "$q $work/iproute unveth" --command-name "floor: ip link add veth peer netns" "$work/iproute veth" \
-    --prepare "true" --command-name "floor: /bin/true" "/bin/true"
+    --prepare "true" --command-name "floor: /bin/true" "/bin/true" \
+    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (dynamic build)" "$work/cbuild dynup"
 SETTLE=0 $q "$work/iproute" unveth
 hf --export-json "$out/down.json" \
     --prepare "$q $work/cbuild up" --command-name "cbuild-net disconnect" "$work/cbuild down" \
@@ -120,6 +127,22 @@ hf --export-json "$out/cycle.json" \
     --command-name "cbuild-net connect + disconnect" "$work/cbuild cycle" \
     --command-name "CNI bridge ADD + DEL" "sh -c '$work/cni ADD && $work/cni DEL'" \
     --command-name "iproute2 up + down" "sh -c '$work/iproute up && $work/iproute down'"
+
+# CPU time (task-clock) of a connect and of /bin/true, 20 runs each: the part of the wall time that
+# is this process's own work, whatever the load of the machine.
+cpu=""
+if command -v perf >/dev/null; then
+    tc() { perf stat -x, -e task-clock "$@" 2>&1 >/dev/null | awk -F, '/task-clock/{print $1}'; }
+    : >"$out/cpu-connect" && : >"$out/cpu-true"
+    for _ in $(seq 1 20); do
+        sleep 0.2
+        tc "$B" connect "$c1" --bridge cbb0 --id bench >>"$out/cpu-connect"
+        tc /bin/true >>"$out/cpu-true"
+        "$B" disconnect --id bench
+    done
+    med() { python3 -c 'import statistics,sys; print("%.2f" % statistics.median(float(l) for l in open(sys.argv[1]) if l.strip()))' "$1"; }
+    cpu="CPU time (perf stat task-clock, median of 20): connect $(med "$out/cpu-connect") ms, \`/bin/true\` $(med "$out/cpu-true") ms."
+fi
 
 # --- 2. scale: 500 containers on one bridge ---------------------------------------------------------
 N=${SCALE:-500}
@@ -165,10 +188,14 @@ row() { # label json
     row "disconnect (CNI DEL, ip link del)" "$out/down.json"
     row "connect + disconnect" "$out/cycle.json"
     echo
+    echo "The cbuild-net column is the static build (scripts/build-static.sh's flags); the ordinary dynamic release"
+    echo "build's connect took $(median "$out/up.json" 5) ms in the same run."
+    echo
     echo "Floors, measured in the connect run: a process that does nothing (\`/bin/true\`) $(median "$out/up.json" 4) ms;"
     echo "one \`ip link add ... type veth peer name eth0 netns NS\` (the kernel creating a pair in a namespace, one"
     echo "process) $(median "$out/up.json" 3) ms. The kernel's \`RTM_NEWLINK\` itself is ~0.55 ms of that (strace -T); a"
     echo "disconnect cannot beat \`ip link del\` (the kernel waits for RCU grace periods when it deletes a device)."
+    [ -z "$cpu" ] || echo "$cpu"
     echo "cbuild-net's disconnect also forgets the container's conntrack entries, which means walking the kernel's"
     echo "global conntrack hash ($(cat /proc/sys/net/netfilter/nf_conntrack_buckets 2>/dev/null || echo '?') buckets, ~9 ms of CPU) whenever the host namespace tracks any flow"
     echo "(here always: each bridge's own IGMP reports); it overlaps the pair's deletion but competes for the same"

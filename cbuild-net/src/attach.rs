@@ -42,6 +42,13 @@ pub struct Attachment {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// Dual-stack bridges only: the IPv6 address (it follows the IPv4 lease), prefix and gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_len6: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     #[serde(default)]
@@ -99,7 +106,7 @@ impl Attachment {
 
     /// The CNI-result-like object `connect --json` prints.
     pub fn result_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "id": self.id,
             "bridge": self.bridge,
             "interfaces": [
@@ -108,7 +115,16 @@ impl Attachment {
             ],
             "ips": [{"address": format!("{}/{}", self.ip, self.prefix_len), "gateway": self.gateway, "interface": 1}],
             "routes": [{"dst": "0.0.0.0/0", "gw": self.gateway}],
-        })
+        });
+        if let (Some(ip6), Some(p6), Some(gw6)) = (self.ip6, self.prefix_len6, self.gateway6) {
+            if let Some(a) = v["ips"].as_array_mut() {
+                a.push(serde_json::json!({"address": format!("{ip6}/{p6}"), "gateway": gw6, "interface": 1}));
+            }
+            if let Some(a) = v["routes"].as_array_mut() {
+                a.push(serde_json::json!({"dst": "::/0", "gw": gw6}));
+            }
+        }
+        v
     }
 }
 
@@ -317,7 +333,7 @@ async fn connect_steps(
         Some(l) => l,
         None => {
             // Known bridge whose link is gone (its namespace was recreated): make it again.
-            bridge::add(ctx, host, &br.name, br.subnet, Some(br.gateway), br.nat).await?;
+            bridge::add(ctx, host, &br.name, br.subnet, Some(br.gateway), br.nat, br.subnet6).await?;
             host.link(&br.name).await?.ok_or_else(|| Error::new("connect", &br.name, "bridge link missing"))?
         }
     };
@@ -349,11 +365,22 @@ async fn connect_steps(
     let (a, l) = futures::join!(cont.add_addr(peer, ip, br.subnet.prefix, &o.ifname), cont.set_up(1, "lo"));
     a?;
     l?;
+    // A dual-stack bridge: the IPv6 address that follows the IPv4 lease, usable at once (nodad). No
+    // link-local addresses here either: the gateway is the bridge's global address.
+    let v6 = br.subnet6.zip(br.gateway6).map(|(s6, gw6)| (s6.follow(&br.subnet, ip), s6.prefix, gw6));
+    if let Some((ip6, p6, _)) = v6 {
+        ctx.step("add-addr", format!("{ip6}/{p6} on {}", o.ifname));
+        cont.add_addr6(peer, ip6, p6, &o.ifname).await?;
+    }
     // The container end goes up last: the pair gets its carrier, and the kernel queues a link-watch
     // event for each end (operational state, the host end's queue, its bridge port forwarding).
     cont.set_up(peer, &o.ifname).await?;
     ctx.step("add-route", format!("default via {}", br.gateway));
     cont.add_default_route(br.gateway).await?;
+    if let Some((_, _, gw6)) = v6 {
+        ctx.step("add-route", format!("default via {gw6}"));
+        cont.add_default_route6(gw6).await?;
+    }
     // Reading each end back runs its pending link-watch event now, in this process (no wait for a
     // kernel worker to be scheduled): when connect returns, both ends are operationally up and the
     // bridge forwards to the port.
@@ -374,6 +401,9 @@ async fn connect_steps(
         ip,
         prefix_len: br.subnet.prefix,
         gateway: br.gateway,
+        ip6: v6.map(|v| v.0),
+        prefix_len6: v6.map(|v| v.1),
+        gateway6: v6.map(|v| v.2),
         mtu: o.mtu,
         ports: Vec::new(),
         host_netns: ctx.host_path.clone(),
@@ -455,10 +485,18 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
             _ => {}
         }
     }
+    // A dual-stack bridge's IPv6 address follows the IPv4 lease: forget its flows too.
+    let mut addrs: Vec<std::net::IpAddr> = ips.iter().map(|(_, ip)| (*ip).into()).collect();
+    for (b, ip) in &ips {
+        if let Ok(Some(c)) = bridge::load(&ctx.state, b) {
+            if let Some(s6) = c.subnet6 {
+                addrs.push(s6.follow(&c.subnet, *ip).into());
+            }
+        }
+    }
     let walker = match ips.is_empty() {
         true => None,
         false => conntrack::open(ctx)?.map(|f| {
-            let addrs: Vec<Ipv4Addr> = ips.iter().map(|(_, ip)| *ip).collect();
             std::thread::spawn(move || addrs.into_iter().map(|ip| Ok((ip, f.flush(ip)?))).collect::<Result<Vec<_>>>())
         }),
     };

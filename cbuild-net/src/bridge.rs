@@ -8,7 +8,7 @@ use rtnetlink::packet_route::link::InfoKind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ipam::{Leases, Subnet};
+use crate::ipam::{Leases, Subnet, Subnet6};
 use crate::netns::{self, in_netns};
 use crate::nft::{self, Nft, RuleInfo};
 use crate::nl::{self, Nl};
@@ -32,6 +32,11 @@ pub struct BridgeConf {
     pub gateway: Ipv4Addr,
     #[serde(default)]
     pub nat: bool,
+    /// Dual-stack bridges only: the IPv6 subnet and the gateway (the IPv4 gateway's host number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Subnet6>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
 }
 
 pub fn conf_path(state: &Path, name: &str) -> std::path::PathBuf {
@@ -122,18 +127,31 @@ pub async fn add(
     subnet: Subnet,
     gateway: Option<Ipv4Addr>,
     nat: bool,
+    subnet6: Option<Subnet6>,
 ) -> Result<BridgeConf> {
     check_bridge_name(name)?;
     let gateway = gateway.unwrap_or_else(|| subnet.first_host());
     if !subnet.is_host(gateway) {
         return Err(Error::new("bridge", gateway, format!("gateway is not a host address in {subnet}")));
     }
+    if let Some(s6) = &subnet6 {
+        if !s6.fits(&subnet) {
+            return Err(Error::new(
+                "bridge",
+                s6,
+                format!(
+                    "too small for {subnet}: IPv6 addresses follow the IPv4 host numbers (want a /{} or larger)",
+                    96 + subnet.prefix
+                ),
+            ));
+        }
+    }
     let dir = bridge_dir(&ctx.state, name);
     let made_dir = !dir.exists();
     ctx.step("mkdir", dir.display());
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
     let mut created_link = false;
-    let r = add_locked(ctx, host, name, subnet, gateway, nat, &mut created_link).await;
+    let r = add_locked(ctx, host, name, subnet, gateway, nat, subnet6, &mut created_link).await;
     if r.is_err() {
         if created_link {
             ctx.step("undo", format!("del-link {name}"));
@@ -149,6 +167,7 @@ pub async fn add(
     r
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn add_locked(
     ctx: &Ctx,
     host: &Nl,
@@ -156,17 +175,19 @@ async fn add_locked(
     subnet: Subnet,
     gateway: Ipv4Addr,
     nat: bool,
+    subnet6: Option<Subnet6>,
     created_link: &mut bool,
 ) -> Result<BridgeConf> {
     let leases = Leases::new(bridge_dir(&ctx.state, name));
     let _lock = leases.lock()?;
     let existing = load(&ctx.state, name)?;
     if let Some(c) = &existing {
-        if c.subnet != subnet || c.gateway != gateway {
+        if c.subnet != subnet || c.gateway != gateway || c.subnet6 != subnet6 {
+            let v6 = c.subnet6.map(|s| format!(" subnet6 {s}")).unwrap_or_default();
             return Err(Error::new(
                 "bridge",
                 name,
-                format!("already exists with subnet {} gateway {}", c.subnet, c.gateway),
+                format!("already exists with subnet {} gateway {}{v6}", c.subnet, c.gateway),
             )
             .hint(format!("remove it first with `cbuild-net bridge del {name}`")));
         }
@@ -187,11 +208,20 @@ async fn add_locked(
     };
     ctx.step("check-routes", subnet);
     check_free(ctx, host, &subnet, index).await?;
+    if let Some(s6) = &subnet6 {
+        check_free6(ctx, host, s6, existing.is_some()).await?;
+    }
     // The config is written before the link is made: a kill between the two then leaves a bridge
     // that the same `bridge add` completes (or `bridge del` removes), not a link of its name that
     // cbuild no longer recognises as its own.
-    let conf =
-        BridgeConf { name: name.to_string(), subnet, gateway, nat: nat || existing.as_ref().is_some_and(|c| c.nat) };
+    let conf = BridgeConf {
+        name: name.to_string(),
+        subnet,
+        gateway,
+        nat: nat || existing.as_ref().is_some_and(|c| c.nat),
+        subnet6,
+        gateway6: subnet6.map(|s6| s6.follow(&subnet, gateway)),
+    };
     if existing.is_none() {
         save(&ctx.state, &conf)?;
     }
@@ -212,8 +242,15 @@ async fn add_locked(
         Err(e) if e.is_errno(libc::EEXIST) => {}
         r => r?,
     }
+    if let (Some(s6), Some(gw6)) = (conf.subnet6, conf.gateway6) {
+        ctx.step("add-addr", format!("{gw6}/{} on {name}", s6.prefix));
+        match host.add_addr6(index, gw6, s6.prefix, name).await {
+            Err(e) if e.is_errno(libc::EEXIST) => {}
+            r => r?,
+        }
+    }
     ctx.step("ip-forward", "net.ipv4.ip_forward=1");
-    enable_forwarding(ctx)?;
+    enable_forwarding(ctx, conf.subnet6.is_some())?;
     if conf.nat {
         set_nat_rules(ctx, &conf, true)?;
     }
@@ -223,14 +260,48 @@ async fn add_locked(
 
 /// `net.ipv4.ip_forward = 1` in the host namespace: /proc/sys/net shows the namespace of the thread
 /// that opens it, so the write happens on a thread that joined it.
-fn enable_forwarding(ctx: &Ctx) -> Result<()> {
+/// A dual-stack bridge also needs `net.ipv6.conf.all.forwarding = 1` (which also makes the namespace
+/// stop taking router advertisements, as any IPv6 router does).
+fn enable_forwarding(ctx: &Ctx, v6: bool) -> Result<()> {
     in_netns(ctx.host_fd(), || {
-        let p = "/proc/sys/net/ipv4/ip_forward";
-        if std::fs::read_to_string(p).map(|s| s.trim() == "1").unwrap_or(false) {
-            return Ok(());
+        let mut files = vec!["/proc/sys/net/ipv4/ip_forward"];
+        if v6 {
+            files.push("/proc/sys/net/ipv6/conf/all/forwarding");
         }
-        std::fs::write(p, "1").map_err(|e| Error::io("ip-forward", p, e))
+        for p in files {
+            if std::fs::read_to_string(p).map(|s| s.trim() == "1").unwrap_or(false) {
+                continue;
+            }
+            std::fs::write(p, "1").map_err(|e| Error::io("ip-forward", p, e))?;
+        }
+        Ok(())
     })
+}
+
+/// `check_free` for a dual-stack bridge's IPv6 subnet (its own prefix route excepted once the
+/// bridge exists).
+pub async fn check_free6(ctx: &Ctx, host: &Nl, subnet: &Subnet6, exists: bool) -> Result<()> {
+    for p in host.prefixes_v6().await? {
+        if p.overlaps(subnet) && !(exists && p == *subnet) {
+            return Err(Error::new("bridge", subnet, format!("overlaps route {p} already present")));
+        }
+    }
+    if let Ok(root) = netns::open_path(Path::new("/proc/1/ns/net")) {
+        if root.inode != ctx.host_inode {
+            use std::os::fd::AsFd;
+            let rnl = ctx.nl_in(Some(root.fd.as_fd()))?;
+            for p in rnl.prefixes_v6().await? {
+                if p.overlaps(subnet) {
+                    return Err(Error::new(
+                        "bridge",
+                        subnet,
+                        format!("overlaps route {p} already present in the root network namespace"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The default bridge, created on first use on the first private /16 no route overlaps, NAT on.
@@ -240,7 +311,7 @@ pub async fn ensure_default(ctx: &Ctx, host: &Nl) -> Result<(BridgeConf, bool)> 
         return Ok((c, false));
     }
     for cand in default_candidates() {
-        match add(ctx, host, DEFAULT, cand, None, true).await {
+        match add(ctx, host, DEFAULT, cand, None, true, None).await {
             Ok(c) => return Ok((c, true)),
             Err(e) if e.reason.contains("overlaps route") => continue,
             Err(e) => return Err(e),
@@ -330,15 +401,30 @@ pub fn set_nat(ctx: &Ctx, name: &str, on: bool) -> Result<()> {
 fn set_nat_rules(ctx: &Ctx, conf: &BridgeConf, on: bool) -> Result<()> {
     let nft = ctx.nft();
     let _lock = nft.lock()?;
-    let rules = nft.rules()?;
     let comment = nft::nat_comment(&conf.name);
-    let mine: Vec<_> = rules.iter().filter(|r| r.comment == comment).cloned().collect();
-    if on && mine.is_empty() {
-        ctx.step("nft-add", format!("masquerade {} out of {}", conf.subnet, conf.name));
-        nft.add(vec![nft::masquerade_rule(&conf.name, &conf.subnet)])?;
-    } else if !on && !mine.is_empty() {
-        ctx.step("nft-delete", format!("masquerade {} out of {}", conf.subnet, conf.name));
-        nft.delete(&mine, &rules)?;
+    // IPv4 in `ip cbuild`; a dual-stack bridge's IPv6 (NAT66) in `ip6 cbuild`. Off: both, whatever
+    // the configuration says, so nothing can outlive the bridge.
+    let v6 = ctx.nft().v6();
+    let mut tables = vec![(&nft, Some(nft::masquerade_rule(&conf.name, &conf.subnet)), conf.subnet.to_string())];
+    if let Some(s6) = conf.subnet6 {
+        tables.push((&v6, Some(nft::masquerade_rule6(&conf.name, &s6)), s6.to_string()));
+    } else if !on {
+        tables.push((&v6, None, String::new()));
+    }
+    for (t, rule, subnet) in tables {
+        let rules = t.rules()?;
+        let mine: Vec<_> = rules.iter().filter(|r| r.comment == comment).cloned().collect();
+        match rule {
+            Some(r) if on && mine.is_empty() => {
+                ctx.step("nft-add", format!("masquerade {subnet} out of {}", conf.name));
+                t.add(vec![r])?;
+            }
+            _ if !on && !mine.is_empty() => {
+                ctx.step("nft-delete", format!("masquerade out of {}", conf.name));
+                t.delete(&mine, &rules)?;
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! as source or destination — flows the container started, flows to it, and flows DNAT'd to it. Only
 //! when the table holds any entry at all (`nf_conntrack_count`), so the common case is one file read.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use crate::error::{Error, Result};
@@ -24,6 +24,8 @@ const CTA_ZONE: u16 = 18;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// A ctnetlink socket in the host namespace, or `None` when that namespace's table is empty (then
@@ -52,12 +54,12 @@ impl Flusher {
     /// (262144 buckets: ~9 ms here, whatever the namespace holds). A kernel-side filter (CTA_FILTER)
     /// does not shorten the walk, and it ANDs its fields while we need "source or destination, original
     /// or reply" (four dumps); so one unfiltered dump of the namespace's entries, matched here.
-    pub fn flush(&self, ip: Ipv4Addr) -> Result<usize> {
+    pub fn flush(&self, ip: IpAddr) -> Result<usize> {
         let sock = &self.0;
         let tuples = sock.matching(ip).map_err(|e| Error::io("conntrack", format!("dump for {ip}"), e))?;
         let mut n = 0;
         for t in &tuples {
-            match sock.delete(t) {
+            match sock.delete(t, family(ip)) {
                 Ok(()) => n += 1,
                 // Gone meanwhile (timed out, or closed): that is what we wanted.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -90,24 +92,34 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
     })
 }
 
-/// Source and destination of a CTA_TUPLE_* payload.
-fn tuple_addrs(t: &[u8]) -> (Option<Ipv4Addr>, Option<Ipv4Addr>) {
+/// Source and destination of a CTA_TUPLE_* payload (IPv4 or IPv6).
+fn tuple_addrs(t: &[u8]) -> (Option<IpAddr>, Option<IpAddr>) {
     let (mut s, mut d) = (None, None);
     for (k, p, _) in attrs(t) {
         if k == CTA_TUPLE_IP {
             for (k2, p2, _) in attrs(p) {
-                if p2.len() == 4 {
-                    let a = Ipv4Addr::new(p2[0], p2[1], p2[2], p2[3]);
-                    match k2 {
-                        CTA_IP_V4_SRC => s = Some(a),
-                        CTA_IP_V4_DST => d = Some(a),
-                        _ => {}
-                    }
+                let a = match p2.len() {
+                    4 => IpAddr::V4(Ipv4Addr::new(p2[0], p2[1], p2[2], p2[3])),
+                    16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(p2).unwrap_or([0; 16]))),
+                    _ => continue,
+                };
+                match k2 {
+                    CTA_IP_V4_SRC | CTA_IP_V6_SRC => s = Some(a),
+                    CTA_IP_V4_DST | CTA_IP_V6_DST => d = Some(a),
+                    _ => {}
                 }
             }
         }
     }
     (s, d)
+}
+
+fn family(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        libc::AF_INET as u8
+    } else {
+        libc::AF_INET6 as u8
+    }
 }
 
 impl Sock {
@@ -120,8 +132,8 @@ impl Sock {
         Ok(Sock { fd: unsafe { OwnedFd::from_raw_fd(fd) }, seq: std::sync::atomic::AtomicU32::new(1) })
     }
 
-    /// Send one ctnetlink request: netlink header, nfgenmsg (AF_INET), attributes.
-    fn send(&self, msg: u16, flags: u16, body: &[u8]) -> std::io::Result<u32> {
+    /// Send one ctnetlink request: netlink header, nfgenmsg (the address family), attributes.
+    fn send(&self, msg: u16, flags: u16, body: &[u8], family: u8) -> std::io::Result<u32> {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut b = Vec::with_capacity(20 + body.len());
         b.extend_from_slice(&((20 + body.len()) as u32).to_ne_bytes());
@@ -129,7 +141,7 @@ impl Sock {
         b.extend_from_slice(&(flags | libc::NLM_F_REQUEST as u16).to_ne_bytes());
         b.extend_from_slice(&seq.to_ne_bytes());
         b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+        b.extend_from_slice(&[family, 0, 0, 0]);
         b.extend_from_slice(body);
         // SAFETY: sends `b`, which outlives the call, to the kernel (address zeroed = the kernel).
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -185,9 +197,9 @@ impl Sock {
         }
     }
 
-    /// The original tuple (and zone) of every IPv4 entry with `ip` in either direction.
-    fn matching(&self, ip: Ipv4Addr) -> std::io::Result<Vec<Vec<u8>>> {
-        let seq = self.send(IPCTNL_MSG_CT_GET, libc::NLM_F_DUMP as u16, &[])?;
+    /// The original tuple (and zone) of every entry of `ip`'s family with `ip` in either direction.
+    fn matching(&self, ip: IpAddr) -> std::io::Result<Vec<Vec<u8>>> {
+        let seq = self.send(IPCTNL_MSG_CT_GET, libc::NLM_F_DUMP as u16, &[], family(ip))?;
         let mut out = Vec::new();
         self.recv(seq, |body| {
             let mut orig = None;
@@ -216,8 +228,8 @@ impl Sock {
         Ok(out)
     }
 
-    fn delete(&self, tuple_attrs: &[u8]) -> std::io::Result<()> {
-        let seq = self.send(IPCTNL_MSG_CT_DELETE, libc::NLM_F_ACK as u16, tuple_attrs)?;
+    fn delete(&self, tuple_attrs: &[u8], family: u8) -> std::io::Result<()> {
+        let seq = self.send(IPCTNL_MSG_CT_DELETE, libc::NLM_F_ACK as u16, tuple_attrs, family)?;
         self.recv(seq, |_| {})
     }
 }
@@ -244,7 +256,10 @@ mod tests {
         put_attr(&mut ip, CTA_IP_V4_DST, &[10, 0, 0, 9]);
         let mut tuple = Vec::new();
         put_attr(&mut tuple, CTA_TUPLE_IP | 0x8000, &ip);
-        assert_eq!(tuple_addrs(&tuple), (Some(Ipv4Addr::new(10, 0, 0, 2)), Some(Ipv4Addr::new(10, 0, 0, 9))));
+        assert_eq!(
+            tuple_addrs(&tuple),
+            (Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))), Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9))))
+        );
         let mut truncated = tuple.clone();
         truncated.truncate(6);
         assert_eq!(tuple_addrs(&truncated), (None, None));

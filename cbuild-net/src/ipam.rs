@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -86,6 +86,81 @@ impl TryFrom<String> for Subnet {
 
 impl From<Subnet> for String {
     fn from(s: Subnet) -> String {
+        s.to_string()
+    }
+}
+
+/// An IPv6 network of a dual-stack bridge. Its addresses follow the IPv4 leases: a container whose
+/// IPv4 address is host number N of the IPv4 subnet gets host number N of this one (the gateway
+/// too), so the IPv4 lease is the lease of both and two containers can never share an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subnet6 {
+    pub net: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl Subnet6 {
+    pub fn mask(&self) -> u128 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - self.prefix)
+        }
+    }
+    pub fn overlaps(&self, other: &Subnet6) -> bool {
+        let m = self.mask() & other.mask();
+        u128::from(self.net) & m == u128::from(other.net) & m
+    }
+    /// The address of host number `ip - v4.net` in this subnet.
+    pub fn follow(&self, v4: &Subnet, ip: Ipv4Addr) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.net) | (u32::from(ip) - u32::from(v4.net)) as u128)
+    }
+    /// Room for every host number of `v4`.
+    pub fn fits(&self, v4: &Subnet) -> bool {
+        128 - self.prefix >= 32 - v4.prefix
+    }
+}
+
+impl fmt::Display for Subnet6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+impl FromStr for Subnet6 {
+    type Err = String;
+    /// `ADDR/N`, N in 48..=120, no host bits, a global or unique-local unicast network (not
+    /// link-local, multicast, loopback or unspecified: those are the kernel's own).
+    fn from_str(s: &str) -> std::result::Result<Subnet6, String> {
+        let (a, p) = s.split_once('/').ok_or("want an IPv6 network like fd00:cb::/64")?;
+        let net: Ipv6Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv6 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
+        if !(48..=120).contains(&prefix) {
+            return Err("prefix length must be 48 to 120".into());
+        }
+        let sn = Subnet6 { net, prefix };
+        let masked = Ipv6Addr::from(u128::from(net) & sn.mask());
+        if masked != net {
+            return Err(format!("host bits set (the network is {masked}/{prefix})"));
+        }
+        let first = net.segments()[0];
+        if first & 0xffc0 == 0xfe80 || first & 0xff00 == 0xff00 || first == 0 {
+            return Err("not a unicast network (link-local, multicast or reserved)".into());
+        }
+        Ok(sn)
+    }
+}
+
+impl TryFrom<String> for Subnet6 {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Subnet6, String> {
+        s.parse()
+    }
+}
+
+impl From<Subnet6> for String {
+    fn from(s: Subnet6) -> String {
         s.to_string()
     }
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use cbuild_net::attach::{self, ConnectOpts};
 use cbuild_net::error::{Error, Result};
-use cbuild_net::ipam::Subnet;
+use cbuild_net::ipam::{Subnet, Subnet6};
 use cbuild_net::{bridge, inventory, netns, nft, nl, paths, Ctx};
 
 #[derive(Parser)]
@@ -36,7 +36,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NetnsCmd,
     },
-    /// Bridges: `add BR --subnet CIDR [--gateway IP] [--nat]`, `del BR`.
+    /// Bridges: `add BR --subnet CIDR [--gateway IP] [--subnet6 CIDR6] [--nat]`, `del BR`.
     Bridge {
         #[command(subcommand)]
         cmd: BridgeCmd,
@@ -125,6 +125,10 @@ enum BridgeCmd {
         subnet: String,
         #[arg(long)]
         gateway: Option<String>,
+        /// Make the bridge dual-stack with this IPv6 subnet (e.g. fd00:cb:1::/64): each container's
+        /// IPv6 address has the host number of its IPv4 address.
+        #[arg(long, value_name = "CIDR6")]
+        subnet6: Option<String>,
         /// Also masquerade traffic leaving the subnet (same as `nat BR on`).
         #[arg(long)]
         nat: bool,
@@ -212,12 +216,13 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Bridge { cmd } => match cmd {
-            BridgeCmd::Add { name, subnet, gateway, nat } => {
+            BridgeCmd::Add { name, subnet, gateway, subnet6, nat } => {
                 bridge::check_bridge_name(&name)?;
                 let subnet: Subnet = parse("bridge", "subnet", &subnet)?;
                 let gateway: Option<Ipv4Addr> = gateway.map(|g| parse("bridge", "gateway", &g)).transpose()?;
+                let subnet6: Option<Subnet6> = subnet6.map(|s| parse("bridge", "IPv6 subnet", &s)).transpose()?;
                 let host = ctx.host_nl()?;
-                ctx.rt.block_on(bridge::add(&ctx, &host, &name, subnet, gateway, nat))?;
+                ctx.rt.block_on(bridge::add(&ctx, &host, &name, subnet, gateway, nat, subnet6))?;
             }
             BridgeCmd::Del { name } => {
                 let host = ctx.host_nl()?;

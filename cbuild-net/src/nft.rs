@@ -41,6 +41,8 @@ pub struct RuleInfo {
 /// `nft` run inside the host namespace, serialised by a lock file so a list-then-change is atomic.
 pub struct Nft<'a> {
     host: Option<BorrowedFd<'a>>,
+    /// `ip cbuild`, or `ip6 cbuild` for dual-stack bridges' IPv6 rules.
+    family: NfFamily,
     lock: PathBuf,
     /// The fd of the lock while [`Nft::lock`]'s guard lives (-1: not held), passed on to `nft`.
     held: std::cell::Cell<i32>,
@@ -251,6 +253,26 @@ pub fn with_emptied_ports(
     (out, emptied)
 }
 
+/// `ip6 saddr SUBNET6 oifname != BR masquerade`, for the `ip6 cbuild` table (NAT66).
+pub fn masquerade_rule6(bridge: &str, subnet: &crate::ipam::Subnet6) -> Rule<'static> {
+    let prefix = Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(&subnet.net.to_string())),
+        len: subnet.prefix as u32,
+    }));
+    let oifname = Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Oifname }));
+    let mut r = rule(
+        "postrouting",
+        vec![
+            matches(payload("ip6", "saddr"), Operator::EQ, prefix),
+            matches(oifname, Operator::NEQ, s(bridge)),
+            Statement::Masquerade(None),
+        ],
+        nat_comment(bridge),
+    );
+    r.family = NfFamily::IP6;
+    r
+}
+
 /// `fib daddr type local PROTO dport HOSTPORT dnat to IP:PORT`, in `chain` (prerouting for traffic
 /// arriving from outside, output for traffic the host itself sends to one of its addresses).
 pub fn dnat_rule(chain: &str, id: &str, p: &Port, ip: std::net::Ipv4Addr) -> Rule<'static> {
@@ -277,7 +299,25 @@ pub fn dnat_rule(chain: &str, id: &str, p: &Port, ip: std::net::Ipv4Addr) -> Rul
 
 impl<'a> Nft<'a> {
     pub fn new(host: Option<BorrowedFd<'a>>, state: &std::path::Path) -> Nft<'a> {
-        Nft { host, lock: crate::paths::net_dir(state).join("nft.lock"), held: std::cell::Cell::new(-1) }
+        Nft {
+            host,
+            family: FAMILY,
+            lock: crate::paths::net_dir(state).join("nft.lock"),
+            held: std::cell::Cell::new(-1),
+        }
+    }
+
+    /// The same, for the `ip6 cbuild` table.
+    pub fn v6(self) -> Nft<'a> {
+        Nft { family: NfFamily::IP6, ..self }
+    }
+
+    fn fam(&self) -> &'static str {
+        if self.family == NfFamily::IP6 {
+            "ip6"
+        } else {
+            "ip"
+        }
     }
 
     /// Hold this while listing and then changing, so two publishers cannot both take one port.
@@ -335,22 +375,22 @@ impl<'a> Nft<'a> {
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let line = err.lines().find(|l| l.starts_with("Error:")).or(err.lines().next()).unwrap_or("failed");
-            return Err(Error::new(step, format!("table ip {TABLE}"), line.trim_start_matches("Error: ")));
+            return Err(Error::new(step, format!("table {} {TABLE}", self.fam()), line.trim_start_matches("Error: ")));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Every rule in our table; none when the table does not exist.
     pub fn rules(&self) -> Result<Vec<RuleInfo>> {
-        let out = match self.run("nft-list", &["-j", "list", "table", "ip", TABLE], None) {
+        let out = match self.run("nft-list", &["-j", "list", "table", self.fam(), TABLE], None) {
             Ok(o) => o,
             Err(e) if e.reason.contains("No such file or directory") => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         // Read back generically: only chain, handle and comment matter, and a strict schema would
         // reject expressions someone else added by hand.
-        let v: serde_json::Value =
-            serde_json::from_str(&out).map_err(|e| Error::new("nft-list", format!("table ip {TABLE}"), e))?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .map_err(|e| Error::new("nft-list", format!("table {} {TABLE}", self.fam()), e))?;
         let mut rules = Vec::new();
         for o in v["nftables"].as_array().into_iter().flatten() {
             if let Some(r) = o.get("rule") {
@@ -373,7 +413,7 @@ impl<'a> Nft<'a> {
     pub fn add(&self, rules: Vec<Rule<'static>>) -> Result<()> {
         let chain = |name: &str, hook: NfHook, prio: i32| {
             NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(Chain {
-                family: FAMILY,
+                family: self.family,
                 table: Cow::Borrowed(TABLE),
                 name: Cow::Owned(name.to_string()),
                 _type: Some(NfChainType::NAT),
@@ -385,7 +425,7 @@ impl<'a> Nft<'a> {
         };
         let mut objs = vec![
             NfObject::CmdObject(NfCmd::Add(NfListObject::Table(Table {
-                family: FAMILY,
+                family: self.family,
                 name: Cow::Borrowed(TABLE),
                 handle: None,
             }))),
@@ -394,7 +434,7 @@ impl<'a> Nft<'a> {
             chain("postrouting", NfHook::Postrouting, 100),
             // A filter chain before conntrack (raw priority): the loopback guard of published ports.
             NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(Chain {
-                family: FAMILY,
+                family: self.family,
                 table: Cow::Borrowed(TABLE),
                 name: Cow::Borrowed("guard"),
                 _type: Some(NfChainType::Filter),
@@ -415,7 +455,7 @@ impl<'a> Nft<'a> {
         }
         let objs = if all.iter().all(|r| gone.iter().any(|g| g.handle == r.handle)) {
             vec![NfObject::CmdObject(NfCmd::Delete(NfListObject::Table(Table {
-                family: FAMILY,
+                family: self.family,
                 name: Cow::Borrowed(TABLE),
                 handle: None,
             })))]
@@ -423,7 +463,7 @@ impl<'a> Nft<'a> {
             gone.iter()
                 .map(|r| {
                     NfObject::CmdObject(NfCmd::Delete(NfListObject::Rule(Rule {
-                        family: FAMILY,
+                        family: self.family,
                         table: Cow::Borrowed(TABLE),
                         chain: Cow::Owned(r.chain.clone()),
                         expr: Cow::Owned(Vec::new()),

@@ -4,7 +4,7 @@
 //! registered with the current-thread runtime, and then used from the runtime like any other: a
 //! netlink socket stays in the namespace it was created in.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{BorrowedFd, RawFd};
 
 use futures::{StreamExt, TryStreamExt};
@@ -20,8 +20,9 @@ use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
-use crate::ipam::Subnet;
+use crate::ipam::{Subnet, Subnet6};
 use crate::netns::visit;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 
 /// A route netlink handle whose socket lives in one network namespace.
 #[derive(Clone)]
@@ -213,6 +214,42 @@ impl Nl {
             Ok(()) => Ok(()),
             Err(e) => Err(Error::netlink("add-addr", format!("{ip}/{prefix} on {what}"), e)),
         }
+    }
+
+    /// An IPv6 address, usable at once: no duplicate address detection (`nodad`), as the address
+    /// comes from a lease and nobody else on the bridge may hold it.
+    pub async fn add_addr6(&self, index: u32, ip: Ipv6Addr, prefix: u8, what: &str) -> Result<()> {
+        let mut req = self.h.address().add(index, ip.into(), prefix);
+        req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        req.execute().await.map_err(|e| Error::netlink("add-addr", format!("{ip}/{prefix} on {what}"), e))
+    }
+
+    pub async fn add_default_route6(&self, gw: Ipv6Addr) -> Result<()> {
+        let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).build();
+        self.h.route().add(r).execute().await.map_err(|e| Error::netlink("add-route", format!("default via {gw}"), e))
+    }
+
+    /// The IPv6 prefixes a namespace routes somewhere (unicast, not default, not link-local).
+    pub async fn prefixes_v6(&self) -> Result<Vec<Subnet6>> {
+        let q = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        let routes: Vec<RouteMessage> =
+            self.h.route().get(q).execute().try_collect().await.map_err(|e| Error::netlink("routes", "dump", e))?;
+        let mut out = Vec::new();
+        for r in &routes {
+            let prefix = r.header.destination_prefix_length;
+            if prefix == 0 || r.header.kind != RouteType::Unicast {
+                continue;
+            }
+            for a in &r.attributes {
+                if let RouteAttribute::Destination(RouteAddress::Inet6(ip)) = a {
+                    if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                        let mask = u128::MAX << (128 - prefix);
+                        out.push(Subnet6 { net: Ipv6Addr::from(u128::from(*ip) & mask), prefix });
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn add_default_route(&self, gw: Ipv4Addr) -> Result<()> {
