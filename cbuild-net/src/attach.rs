@@ -457,6 +457,11 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
             ctx.step("nft-delete", format!("{} rules of {id}", mine.len()));
             bridge::delete_publish_rules(ctx, &nft, &mine, &rules)?;
         }
+        if att.is_none_or(|a| a.ip6.is_some()) {
+            bridge::delete_publish_rules6(ctx, |r| {
+                nft::parse_pub_comment(&r.comment).is_some_and(|(owner, _, _)| owner == id)
+            })?;
+        }
     }
     let hname = host_ifname(id);
     let mut ips = Vec::new();
@@ -573,7 +578,27 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
             None => Ok(()),
         }
     });
+    // A dual-stack container: the same port on its IPv6 address, in `ip6 cbuild`.
+    let r = r.and_then(|()| match (att.ip6, conf.as_ref().and_then(|c| c.subnet6)) {
+        (Some(ip6), Some(s6)) => {
+            let nft6 = ctx.nft().v6();
+            let group = nft6.rules()?.iter().any(|r| nft::parse_ports_comment(&r.comment) == Some(att.bridge.as_str()));
+            let mut add = vec![nft::dnat_rule6("prerouting", id, &p, ip6), nft::dnat_rule6("output", id, &p, ip6)];
+            if !group {
+                add.extend(nft::ports_rules6(&att.bridge, &s6));
+            }
+            ctx.step("nft-add", format!("dnat {spec} to [{ip6}]:{}", p.port));
+            nft6.add(add)
+        }
+        _ => Ok(()),
+    });
     if let Err(e) = r {
+        let comment = nft::pub_comment(id, &p);
+        if att.ip6.is_some() {
+            if let Err(u) = bridge::delete_publish_rules6(ctx, |r| r.comment == comment) {
+                ctx.undo_failed(&u);
+            }
+        }
         // Whatever of the batch landed goes again (listed anew: the handles are the kernel's).
         if let Ok(all) = nft.rules() {
             let comment = nft::pub_comment(id, &p);
@@ -610,6 +635,9 @@ pub fn unpublish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     }
     ctx.step("nft-delete", format!("dnat {spec}"));
     bridge::delete_publish_rules(ctx, &nft, &mine, &rules)?;
+    if att.ip6.is_some() {
+        bridge::delete_publish_rules6(ctx, |r| r.comment == comment)?;
+    }
     att.ports.retain(|q| !(q.host_port == p.host_port && q.protocol == p.protocol));
     lock.write(&att)
 }

@@ -347,6 +347,9 @@ pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
             ctx.step("nft-delete", nft::ports_comment(name));
             nft.delete(&mine, &all)?;
         }
+        if conf.subnet6.is_some() {
+            delete_publish_rules6(ctx, |r| nft::parse_ports_comment(&r.comment) == Some(name))?;
+        }
     }
     ctx.step("del-link", name);
     host.del_link_by_name(name).await?;
@@ -376,13 +379,28 @@ pub fn set_route_localnet(ctx: &Ctx, name: &str, on: bool) -> Result<()> {
 /// state dir left without any published port loses its bridge-wide rules too, `route_localnet`
 /// turned off before its guard goes.
 pub fn delete_publish_rules(ctx: &Ctx, nft: &Nft, gone: &[RuleInfo], all: &[RuleInfo]) -> Result<Vec<RuleInfo>> {
-    let bridges: Vec<(String, Subnet)> = list(&ctx.state).into_iter().map(|b| (b.name, b.subnet)).collect();
-    let (gone, emptied) = nft::with_emptied_ports(gone, all, &bridges);
+    let (gone, emptied) = nft::with_emptied_ports(gone, all, &subnets(ctx));
     for b in &emptied {
         ctx.step("route-localnet", format!("{b} off"));
         set_route_localnet(ctx, b, false)?;
     }
     nft.delete(&gone, all)?;
+    Ok(gone)
+}
+
+fn subnets(ctx: &Ctx) -> Vec<(String, Subnet, Option<Subnet6>)> {
+    list(&ctx.state).into_iter().map(|b| (b.name, b.subnet, b.subnet6)).collect()
+}
+
+/// The IPv6 side of [`delete_publish_rules`]: the publish rules in `ip6 cbuild` that `pick` selects,
+/// and the bridge-wide rules of dual-stack bridges left without a published port (the caller holds
+/// the nft lock). Nothing when the table does not exist.
+pub fn delete_publish_rules6(ctx: &Ctx, pick: impl Fn(&RuleInfo) -> bool) -> Result<Vec<RuleInfo>> {
+    let nft = ctx.nft().v6();
+    let all = nft.rules()?;
+    let picked: Vec<_> = all.iter().filter(|r| pick(r)).cloned().collect();
+    let (gone, _) = nft::with_emptied_ports(&picked, &all, &subnets(ctx));
+    nft.delete(&gone, &all)?;
     Ok(gone)
 }
 

@@ -183,7 +183,7 @@ pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
     let subnets: Vec<_> = inv.bridges.iter().map(|b| b.conf.subnet).collect();
     for r in &inv.rules {
         if let Some((owner, _, _)) = nft::parse_pub_comment(&r.comment) {
-            let mine = r.dnat.is_none_or(|ip| subnets.iter().any(|s| s.contains(ip)));
+            let mine = r.dnat.is_none_or(|ip| subnets.iter().any(|s| nft::sends_to(ip, s, None)));
             if mine && !live.contains(&owner) {
                 inv.orphan_rules.push(r.clone());
             }
@@ -261,6 +261,22 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
             ctx.step("nft-delete", format!("{} orphaned rules", gone.len()));
         }
         done.extend(gone.iter().map(|r| format!("rule {} ({})", r.handle, r.comment)));
+    }
+    // The IPv6 side of dual-stack bridges' published ports (`ip6 cbuild`): a rule whose container has
+    // no record and that sends to one of this state dir's IPv6 subnets (the table is shared too).
+    let subnets6: Vec<_> = inv.bridges.iter().filter_map(|b| b.conf.subnet6).collect();
+    if !subnets6.is_empty() {
+        let nft = ctx.nft();
+        let _l = nft.lock()?;
+        let gone = crate::bridge::delete_publish_rules6(ctx, |r| {
+            nft::parse_pub_comment(&r.comment).is_some_and(|(owner, _, _)| {
+                !has_record(&owner)
+                    && r.dnat.is_none_or(
+                        |ip| matches!(ip, std::net::IpAddr::V6(a) if subnets6.iter().any(|s| s.contains(a))),
+                    )
+            })
+        })?;
+        done.extend(gone.iter().map(|r| format!("rule {} ({}, ip6)", r.handle, r.comment)));
     }
     // Temporary names of connects killed before their record was in place.
     let dead = |pid: &str| !std::path::Path::new(&format!("/proc/{pid}")).exists();

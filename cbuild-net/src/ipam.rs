@@ -112,6 +112,9 @@ impl Subnet6 {
         let m = self.mask() & other.mask();
         u128::from(self.net) & m == u128::from(other.net) & m
     }
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & self.mask() == u128::from(self.net)
+    }
     /// The address of host number `ip - v4.net` in this subnet.
     pub fn follow(&self, v4: &Subnet, ip: Ipv4Addr) -> Ipv6Addr {
         Ipv6Addr::from(u128::from(self.net) | (u32::from(ip) - u32::from(v4.net)) as u128)

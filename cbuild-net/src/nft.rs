@@ -23,7 +23,7 @@ use nftables::stmt::{Match, Operator, Statement, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::error::{Error, Result};
-use crate::ipam::Subnet;
+use crate::ipam::{Subnet, Subnet6};
 
 pub const TABLE: &str = "cbuild";
 const FAMILY: NfFamily = NfFamily::IP;
@@ -35,7 +35,7 @@ pub struct RuleInfo {
     pub handle: u32,
     pub comment: String,
     /// The address a DNAT rule sends to: which bridge (and so which state dir) the rule serves.
-    pub dnat: Option<std::net::Ipv4Addr>,
+    pub dnat: Option<std::net::IpAddr>,
 }
 
 /// `nft` run inside the host namespace, serialised by a lock file so a list-then-change is atomic.
@@ -225,26 +225,34 @@ pub fn ports_rules(bridge: &str, subnet: &Subnet) -> Vec<Rule<'static>> {
     ]
 }
 
+/// Whether a DNAT rule sends to a bridge's subnets.
+pub fn sends_to(ip: std::net::IpAddr, subnet: &Subnet, subnet6: Option<&Subnet6>) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => subnet.contains(a),
+        std::net::IpAddr::V6(a) => subnet6.is_some_and(|s| s.contains(a)),
+    }
+}
+
 /// `gone` (rules about to be deleted) plus the bridge-wide publish rules of every bridge in
 /// `bridges` that has no published port left once `gone` is deleted; and those bridges' names.
+/// One table at a time: `all` is the listing of the table `gone` is in.
 pub fn with_emptied_ports(
     gone: &[RuleInfo],
     all: &[RuleInfo],
-    bridges: &[(String, Subnet)],
+    bridges: &[(String, Subnet, Option<Subnet6>)],
 ) -> (Vec<RuleInfo>, Vec<String>) {
     let mut out = gone.to_vec();
     let mut emptied = Vec::new();
     let left = |r: &&RuleInfo| !gone.iter().any(|g| g.handle == r.handle);
-    for (name, subnet) in bridges {
+    for (name, subnet, subnet6) in bridges {
         let group: Vec<&RuleInfo> =
             all.iter().filter(left).filter(|r| parse_ports_comment(&r.comment) == Some(name.as_str())).collect();
         if group.is_empty() {
             continue;
         }
-        let ports_left = all
-            .iter()
-            .filter(left)
-            .any(|r| parse_pub_comment(&r.comment).is_some() && r.dnat.is_some_and(|ip| subnet.contains(ip)));
+        let ports_left = all.iter().filter(left).any(|r| {
+            parse_pub_comment(&r.comment).is_some() && r.dnat.is_some_and(|ip| sends_to(ip, subnet, subnet6.as_ref()))
+        });
         if !ports_left {
             out.extend(group.into_iter().cloned());
             emptied.push(name.clone());
@@ -271,6 +279,43 @@ pub fn masquerade_rule6(bridge: &str, subnet: &crate::ipam::Subnet6) -> Rule<'st
     );
     r.family = NfFamily::IP6;
     r
+}
+
+/// The IPv6 side of a published port on a dual-stack bridge, for the `ip6 cbuild` table:
+/// `fib daddr type local PROTO dport HOSTPORT dnat to [IP6]:PORT`.
+pub fn dnat_rule6(chain: &str, id: &str, p: &Port, ip: std::net::Ipv6Addr) -> Rule<'static> {
+    let mut r = dnat_rule(chain, id, p, std::net::Ipv4Addr::UNSPECIFIED);
+    let mut expr = r.expr.into_owned();
+    if let Some(Statement::DNAT(Some(nat))) = expr.last_mut() {
+        nat.addr = Some(s(&ip.to_string()));
+    }
+    r.expr = Cow::Owned(expr);
+    r.family = NfFamily::IP6;
+    r
+}
+
+/// The IPv6 bridge-wide publish rule of a dual-stack bridge: hairpin NAT only (`::1` is never
+/// routed out of another link, so there is no loopback publishing and no guard to keep).
+pub fn ports_rules6(bridge: &str, subnet: &Subnet6) -> Vec<Rule<'static>> {
+    let prefix = Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(&subnet.net.to_string())),
+        len: subnet.prefix as u32,
+    }));
+    let oifname = Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Oifname }));
+    let ct_status =
+        Expression::Named(NamedExpression::CT(CT { key: Cow::Borrowed("status"), family: None, dir: None }));
+    let mut r = rule(
+        "postrouting",
+        vec![
+            matches(payload("ip6", "saddr"), Operator::EQ, prefix),
+            matches(oifname, Operator::EQ, s(bridge)),
+            matches(ct_status, Operator::IN, s("dnat")),
+            Statement::Masquerade(None),
+        ],
+        ports_comment(bridge),
+    );
+    r.family = NfFamily::IP6;
+    vec![r]
 }
 
 /// `fib daddr type local PROTO dport HOSTPORT dnat to IP:PORT`, in `chain` (prerouting for traffic

@@ -476,10 +476,11 @@ fn dual_stack_bridge_containers_ping6_each_other_and_reach_the_outside_through_n
     sh_in(&n.host, "ip addr add 2001:db8:ff::1/64 dev up0 nodad");
     sh_in(&out, "ip addr add 2001:db8:ff::2/64 dev o0 nodad");
     n.httpd(&out, 7000, "from-outside-v6");
-    let get6 = |ns: &Path, ip: &str| {
-        let o = try_in(ns, &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {ip} 7000"));
+    let get6p = |ns: &Path, ip: &str, port: u16| {
+        let o = try_in(ns, &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {ip} {port}"));
         stdout(&o).split_once("\r\n\r\n").map(|(_, b)| b.to_string())
     };
+    let get6 = |ns: &Path, ip: &str| get6p(ns, ip, 7000);
     assert!(
         (0..20).any(|_| get6(&out, "::1").is_some() || {
             std::thread::sleep(Duration::from_millis(150));
@@ -514,7 +515,27 @@ fn dual_stack_bridge_containers_ping6_each_other_and_reach_the_outside_through_n
     let flows = sh_in(&n.host, "conntrack -L -f ipv6 -s fd00:cb:43::2 2>/dev/null");
     assert!(flows.contains("dst=2001:db8:ff::1"), "masqueraded to the host's address: {flows}");
 
+    // A published port answers on the host's IPv6 addresses too: from outside, and hairpinned from a
+    // sibling (masqueraded, so a answers through the host).
+    n.httpd(&a, 80, "from-a");
+    assert!(
+        (0..20).any(|_| get6p(&a, "::1", 80).is_some() || {
+            std::thread::sleep(Duration::from_millis(150));
+            false
+        }),
+        "a's server up"
+    );
+    n.ok(&["publish", "--id", "a", "8080:80"]);
+    assert!(sh_in(&n.host, "nft list table ip6 cbuild").contains("dnat to [fd00:cb:43::2]:80"));
+    assert_eq!(get6p(&out, "2001:db8:ff::1", 8080).as_deref(), Some("from-a"), "outside via ip6 DNAT");
+    assert_eq!(get6p(&b, "2001:db8:ff::1", 8080).as_deref(), Some("from-a"), "b -> host:8080 -> a");
+    assert_eq!(get6p(&a, "2001:db8:ff::1", 8080).as_deref(), Some("from-a"), "a -> host:8080 -> a");
+    n.ok(&["unpublish", "--id", "a", "8080"]);
+    assert_eq!(get6p(&out, "2001:db8:ff::1", 8080), None, "unpublished on IPv6 too");
+    n.ok(&["publish", "--id", "a", "8081:80"]);
+
     n.ok(&["disconnect", "--id", "a"]);
+    assert!(!sh_in(&n.host, "nft list ruleset").contains("dnat"), "disconnect removed both families' rules");
     assert_eq!(sh_in(&n.host, "conntrack -L -f ipv6 -s fd00:cb:43::2 2>/dev/null").trim(), "", "v6 flows forgotten");
     n.ok(&["disconnect", "--id", "b"]);
     n.ok(&["nat", "br6", "off"]);
