@@ -15,13 +15,22 @@ pub struct Arch {
     /// `AUDIT_ARCH_*`: x32 shares x86_64's value and is told apart by bit 30 of the syscall number.
     pub audit: u32,
     pub token: ScmpArch,
+    /// libseccomp's word size for the ABI: on 32-bit ABIs (x32 included, as libseccomp 2.5 defines it)
+    /// only the low 32 bits of an argument are compared, with the profile's value truncated to 32 bits.
+    pub bits32: bool,
+    /// Big-endian ABIs put an argument's high word first in `seccomp_data`.
+    pub big_endian: bool,
 }
 
 /// `__X32_SYSCALL_BIT`: x32 system calls are x86_64's audit arch with this bit set in the number.
 pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 const fn a(scmp: &'static str, name: &'static str, native: &'static str, audit: u32, token: ScmpArch) -> Arch {
-    Arch { scmp, name, native, audit, token }
+    // AUDIT_ARCH_* carries the ABI's traits: __AUDIT_ARCH_64BIT (bit 31) and __AUDIT_ARCH_LE (bit 30).
+    // MIPS n32 (__AUDIT_ARCH_CONVENTION_MIPS64_N32, bit 29) is 32-bit on a 64-bit AUDIT_ARCH, and x32 uses
+    // x86_64's AUDIT_ARCH: libseccomp handles both as 32-bit ABIs.
+    let bits32 = audit & 0x8000_0000 == 0 || audit & 0x2000_0000 != 0 || matches!(token, ScmpArch::X32);
+    Arch { scmp, name, native, audit, token, bits32, big_endian: audit & 0x4000_0000 == 0 }
 }
 
 pub const ARCHES: &[Arch] = &[
@@ -95,5 +104,12 @@ mod tests {
         assert_eq!(Arch::parse("386").unwrap().name, "x86");
         assert_eq!(Arch::parse("arm64").unwrap().scmp, "SCMP_ARCH_AARCH64");
         assert!(Arch::parse("vax").is_none());
+        let bits32: Vec<&str> = ARCHES.iter().filter(|a| a.bits32).map(|a| a.name).collect();
+        assert_eq!(
+            bits32,
+            ["x86", "x32", "arm", "mips", "mips64n32", "mipsel", "mipsel64n32", "ppc", "s390", "parisc"]
+        );
+        let be: Vec<&str> = ARCHES.iter().filter(|a| a.big_endian).map(|a| a.name).collect();
+        assert_eq!(be, ["mips", "mips64", "mips64n32", "ppc", "ppc64", "s390", "s390x", "parisc", "parisc64"]);
     }
 }

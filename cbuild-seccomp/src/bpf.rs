@@ -96,15 +96,18 @@ pub struct Data {
 impl Data {
     /// The 32-bit word at byte offset `off`, in native byte order, as BPF_LD|BPF_W|BPF_ABS reads it.
     fn word(&self, off: u32) -> Option<u32> {
-        let mut raw = [0u8; 64];
-        raw[0..4].copy_from_slice(&self.nr.to_ne_bytes());
-        raw[4..8].copy_from_slice(&self.arch.to_ne_bytes());
-        raw[8..16].copy_from_slice(&self.ip.to_ne_bytes());
-        for (i, a) in self.args.iter().enumerate() {
-            raw[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
-        }
-        let o = off as usize;
-        (off.is_multiple_of(4) && o + 4 <= raw.len()).then(|| u32::from_ne_bytes(raw[o..o + 4].try_into().unwrap()))
+        let u64_word = |v: u64, second: bool| {
+            let b = v.to_ne_bytes();
+            let h = if second { 4 } else { 0 };
+            u32::from_ne_bytes([b[h], b[h + 1], b[h + 2], b[h + 3]])
+        };
+        Some(match off {
+            0 => self.nr as u32,
+            4 => self.arch,
+            8 | 12 => u64_word(self.ip, off == 12),
+            16..=60 if off.is_multiple_of(4) => u64_word(self.args[(off as usize - 16) / 8], off % 8 == 4),
+            _ => return None,
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 /// Bumped when what a key's program means changes (e.g. how per-architecture programs are chained).
-const SCHEME: &str = "chain-v1";
+const SCHEME: &str = "chain-v2";
 
 /// `<data>`: `CBUILD_DATA`, else /var/lib/cbuild for root, else `${XDG_DATA_HOME:-~/.local/share}/cbuild`.
 pub fn data_dir() -> Option<PathBuf> {
@@ -47,7 +47,7 @@ pub fn default_dir() -> Option<PathBuf> {
 }
 
 /// The key of libseccomp's program for `r`.
-pub fn key(r: &Resolved, optimize: bool) -> String {
+pub fn key(r: &Resolved, opts: crate::compile::Options) -> String {
     let mut h = Sha256::new();
     let mut line = |s: String| {
         h.update(s.as_bytes());
@@ -55,7 +55,7 @@ pub fn key(r: &Resolved, optimize: bool) -> String {
     };
     line(format!("cbuild-seccomp {} {SCHEME}", env!("CARGO_PKG_VERSION")));
     line(format!("libseccomp {}", crate::resolve::libseccomp_version()));
-    line(format!("optimize {optimize}"));
+    line(format!("optimize {} generator {:?}", opts.optimize, opts.generator));
     line(format!("default {:#x}", r.default_action.ret()));
     line(format!("arches {}", r.arches.iter().map(|a| a.name).collect::<Vec<_>>().join(",")));
     for rule in &r.rules {

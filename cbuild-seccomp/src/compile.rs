@@ -9,20 +9,32 @@ use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
 use std::io::{Read, Seek};
 use std::os::fd::FromRawFd;
 
+/// Which code builds the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Generator {
+    /// Ours ([`crate::gen`]): the same decisions, in a fraction of a millisecond.
+    #[default]
+    Native,
+    /// libseccomp 2.5's generator (one context per architecture, chained): the reference the tests
+    /// compare ours with, kept behind `compile --generator libseccomp`.
+    Libseccomp,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// libseccomp's binary-tree optimizer (SCMP_FLTATR_CTL_OPTIMIZE = 2): a syscall is found in
-    /// O(log n) comparisons instead of walking a list of every rule.
+    /// A binary tree over syscall numbers (libseccomp: SCMP_FLTATR_CTL_OPTIMIZE = 2): a syscall is found
+    /// in O(log n) comparisons instead of walking a list of every rule.
     pub optimize: bool,
     /// Prepend the ENOSYS prologue (see [`bpf::enosys_prologue`]).
     pub enosys: bool,
     /// Look libseccomp's program up in, and store it into, the cache under `<data>/seccomp` ([`cache`]).
     pub cache: bool,
+    pub generator: Generator,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { optimize: true, enosys: true, cache: false }
+        Options { optimize: true, enosys: true, cache: false, generator: Generator::Native }
     }
 }
 
@@ -150,6 +162,17 @@ fn generate(r: &Resolved, arch: Arch, opts: Options, chained: bool) -> Result<Ve
     bpf::from_bytes_unbounded(&export(&ctx, false)?, "libseccomp program")
 }
 
+/// The program for `r` (without the ENOSYS prologue), from the generator `opts` names.
+pub fn program(r: &Resolved, opts: Options) -> Result<Vec<Insn>> {
+    match opts.generator {
+        Generator::Native => {
+            step("generate", &format!("{} rules for {}", r.rules.len(), arch_list(&r.arches)));
+            crate::gen::program(r, opts.optimize)
+        }
+        Generator::Libseccomp => libseccomp_program(r, opts),
+    }
+}
+
 /// libseccomp's program for all of `r`'s architectures: one single-architecture program per architecture,
 /// generated in parallel, chained by turning each program's bad-arch return into a jump to the next.
 ///
@@ -161,7 +184,7 @@ fn generate(r: &Resolved, arch: Arch, opts: Options, chained: bool) -> Result<Ve
 /// next program then judges, and the last one keeps the profile's real bad-arch action. x32 shares x86_64's
 /// AUDIT_ARCH: x86_64's program sends nr ≥ 0x40000000 (except -1) to bad-arch, x32's everything below, so
 /// each still sees only its own calls.
-pub fn program(r: &Resolved, opts: Options) -> Result<Vec<Insn>> {
+pub fn libseccomp_program(r: &Resolved, opts: Options) -> Result<Vec<Insn>> {
     let clash = r.default_action.ret() == CHAIN_RET || r.rules.iter().any(|x| x.action.ret() == CHAIN_RET);
     if r.arches.len() < 2 || clash {
         step("export", "bpf");
@@ -204,7 +227,7 @@ pub fn program(r: &Resolved, opts: Options) -> Result<Vec<Insn>> {
 pub fn compile(r: &Resolved, opts: Options) -> Result<Compiled> {
     let main = match opts.cache.then(cache::default_dir).flatten() {
         Some(dir) => {
-            let key = cache::key(r, opts.optimize);
+            let key = cache::key(r, opts);
             match cache::get(&dir, &key) {
                 Some(p) => p,
                 None => {
@@ -274,7 +297,7 @@ mod tests {
             argsets.sort();
             argsets.dedup();
             for optimize in [true, false] {
-                let opts = Options { optimize, enosys: false, cache: false };
+                let opts = Options { optimize, enosys: false, cache: false, generator: Generator::Libseccomp };
                 let chained = program(&r, opts).unwrap();
                 let single = bpf::from_bytes(&export(&filter(&r, opts).unwrap(), false).unwrap(), "single").unwrap();
                 let mut audits: Vec<u32> = r.arches.iter().map(|a| a.audit).collect();
@@ -321,7 +344,7 @@ mod tests {
         let t =
             Target { arch: crate::arch::Arch::parse("x86_64").unwrap(), caps: Default::default(), kernel: (6, 1, 0) };
         let r = resolve(&p, &t).unwrap();
-        let opts = Options { optimize: true, enosys: false, cache: false };
+        let opts = Options { optimize: true, enosys: false, cache: false, generator: Generator::Libseccomp };
         let chained = program(&r, opts).unwrap();
         let single = bpf::from_bytes_unbounded(&export(&filter(&r, opts).unwrap(), false).unwrap(), "s").unwrap();
         assert!(chained.len() > 3 * 256, "{}", chained.len());

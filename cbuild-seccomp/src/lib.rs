@@ -3,8 +3,9 @@
 //! The pipeline, one module per concern:
 //! [`profile`] parses Docker's profile format and OCI's `linux.seccomp` (the same JSON shape, Docker's being
 //! a superset) → [`resolve`] applies `includes`/`excludes` against a capability set, an architecture and a
-//! kernel version and validates every rule → [`compile`] hands the rules to libseccomp (binary-tree
-//! optimized) and patches the exported program so syscalls newer than the profile fail with ENOSYS →
+//! kernel version and validates every rule → [`gen`] turns the rules into the program (a binary tree over
+//! syscall numbers; libseccomp only resolves names) and [`compile`] prepends the ENOSYS prologue so
+//! syscalls newer than the profile fail with ENOSYS (libseccomp's own generator stays available there) →
 //! [`bpf`] is the program as bytes: the file format of docs/ARCHITECTURE.md, an interpreter that `check`
 //! uses to answer from the *compiled* program, and `seccomp(2)` loading for `exec`.
 //! [`builtin`] is the built-in `default` profile; [`inspect`] reads a process's seccomp state.
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod caps;
 pub mod check;
 pub mod compile;
+pub mod gen;
 pub mod inspect;
 pub mod profile;
 pub mod resolve;

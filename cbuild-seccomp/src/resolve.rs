@@ -173,7 +173,7 @@ impl Op {
 }
 
 /// One argument comparison. For MASKED_EQ the mask is `value` and the compared datum is `value_two`
-/// (`(arg & value) == value_two`), as runc and crun read Docker's profiles: Docker's `clone` rule is
+/// (`(arg & value) == (value_two & value)`, libseccomp masking the datum too), as runc and crun read Docker's profiles: Docker's `clone` rule is
 /// `{value: CLONE_NEW* mask, valueTwo: 0}`, "no namespace flag set".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Cond {
@@ -193,7 +193,8 @@ impl Cond {
             Op::Eq => arg == self.value,
             Op::Ge => arg >= self.value,
             Op::Gt => arg > self.value,
-            Op::MaskedEq => arg & self.value == self.value_two,
+            // libseccomp masks the datum as well: bits of valueTwo outside the mask are ignored.
+            Op::MaskedEq => arg & self.value == self.value_two & self.value,
         }
     }
 
