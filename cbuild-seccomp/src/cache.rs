@@ -1,8 +1,9 @@
-//! A content-addressed cache of libseccomp's programs under `<data>/seccomp/`, so compiling the same
-//! profile again (every container start) is a file read instead of ~9 ms of libseccomp.
+//! A content-addressed cache of compiled programs under `<data>/seccomp/`, so compiling the same profile
+//! again (every container start) is a file read. It was worth ~9 ms with libseccomp's generator; with ours
+//! (src/gen.rs) it saves ~0.3 ms.
 //!
-//! Key: SHA-256 over everything libseccomp's output depends on: this tool's version and the chaining
-//! scheme, libseccomp's version, the optimizer setting, and the resolved rule set (default action,
+//! Key: SHA-256 over everything the program depends on: this tool's version and scheme, libseccomp's
+//! version (its resolver gives the numbers), the optimizer setting, the generator, and the resolved rule set (default action,
 //! architectures in order, every rule with its action and conditions, in order). Flags (TSYNC, LOG,
 //! SPEC_ALLOW) do not change the program and are not part of it; the ENOSYS prologue is rebuilt on every
 //! run (it costs microseconds) and is not cached either.
@@ -46,7 +47,7 @@ pub fn default_dir() -> Option<PathBuf> {
     data_dir().map(|d| d.join("seccomp"))
 }
 
-/// The key of libseccomp's program for `r`.
+/// The key of the program for `r` built with `opts`.
 pub fn key(r: &Resolved, opts: crate::compile::Options) -> String {
     let mut h = Sha256::new();
     let mut line = |s: String| {

@@ -1,4 +1,4 @@
-//! Resolved rules → libseccomp → the raw program, plus the ENOSYS prologue.
+//! Resolved rules → the raw program (our generator, src/gen.rs, or libseccomp's), plus the ENOSYS prologue.
 
 use crate::arch::{Arch, X32_SYSCALL_BIT};
 use crate::bpf::{self, Insn, Known};
@@ -27,7 +27,7 @@ pub struct Options {
     pub optimize: bool,
     /// Prepend the ENOSYS prologue (see [`bpf::enosys_prologue`]).
     pub enosys: bool,
-    /// Look libseccomp's program up in, and store it into, the cache under `<data>/seccomp` ([`cache`]).
+    /// Look the program up in, and store it into, the cache under `<data>/seccomp` ([`cache`]).
     pub cache: bool,
     pub generator: Generator,
 }
@@ -39,7 +39,7 @@ impl Default for Options {
 }
 
 pub struct Compiled {
-    /// What the kernel loads: the prologue (if any) followed by libseccomp's program.
+    /// What the kernel loads: the prologue (if any) followed by the generated program.
     pub prog: Vec<Insn>,
     /// Length of the prologue in `prog`.
     pub prologue: usize,
