@@ -32,8 +32,10 @@ if [ "${1:-}" != --inside ]; then
     # measured; the ordinary dynamic release build is measured too, as a row of its own (process
     # start-up with the dynamic linker costs it ~0.4 ms of CPU more per run here).
     (cd "$root" && cargo build -q --release -p cbuild-net &&
-        RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release --target x86_64-unknown-linux-gnu -p cbuild-net)
+        RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release --target x86_64-unknown-linux-gnu -p cbuild-net \
+            --bin cbuild-net --example veth_floor)
     export B=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cbuild-net
+    export FLOOR=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/examples/veth_floor
     export BDYN=$CARGO_TARGET_DIR/release/cbuild-net
     # A fresh network namespace is "the host" for the whole run.
     exec unshare --net -- bash ${BENCH_TRACE:+-x} "$0" --inside
@@ -83,6 +85,7 @@ case \$1 in
 up) ip -b $work/ip-host.batch && exec nsenter --net=$c3 ip -b $work/ip-ctr.batch ;;
 down) exec ip link del ipv0 ;;
 veth) exec ip link add ipf0 type veth peer name eth0 netns $c4 ;;
+floor) exec $FLOOR ipf0 eth0 $c4 ;;
 unveth) exec ip link del ipf0 ;;
 esac
 EOF
@@ -114,7 +117,8 @@ hf --export-json "$out/up.json" \
     --prepare "$q $work/iproute down" --command-name "iproute2 sequence up" "$work/iproute up" \
     --prepare "$q $work/iproute unveth" --command-name "floor: ip link add veth peer netns" "$work/iproute veth" \
     --prepare "true" --command-name "floor: /bin/true" "/bin/true" \
-    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (dynamic build)" "$work/cbuild dynup"
+    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (dynamic build)" "$work/cbuild dynup" \
+    --prepare "$q $work/iproute unveth" --command-name "floor: minimal static process making the pair" "$work/iproute floor"
 SETTLE=0 $q "$work/iproute" unveth
 hf --export-json "$out/down.json" \
     --prepare "$q $work/cbuild up" --command-name "cbuild-net disconnect" "$work/cbuild down" \
@@ -133,15 +137,18 @@ hf --export-json "$out/cycle.json" \
 cpu=""
 if command -v perf >/dev/null; then
     tc() { perf stat -x, -e task-clock "$@" 2>&1 >/dev/null | awk -F, '/task-clock/{print $1}'; }
-    : >"$out/cpu-connect" && : >"$out/cpu-true"
+    : >"$out/cpu-connect" && : >"$out/cpu-true" && : >"$out/cpu-floor"
     for _ in $(seq 1 20); do
         sleep 0.2
         tc "$B" connect "$c1" --bridge cbb0 --id bench >>"$out/cpu-connect"
         tc /bin/true >>"$out/cpu-true"
         "$B" disconnect --id bench
+        sleep 0.2
+        tc "$FLOOR" ipf0 eth0 "$c4" >>"$out/cpu-floor"
+        ip link del ipf0
     done
     med() { python3 -c 'import statistics,sys; print("%.2f" % statistics.median(float(l) for l in open(sys.argv[1]) if l.strip()))' "$1"; }
-    cpu="CPU time (perf stat task-clock, median of 20): connect $(med "$out/cpu-connect") ms, \`/bin/true\` $(med "$out/cpu-true") ms."
+    cpu="CPU time (perf stat task-clock, median of 20): connect $(med "$out/cpu-connect") ms, the minimal pair-making process $(med "$out/cpu-floor") ms, \`/bin/true\` $(med "$out/cpu-true") ms."
 fi
 
 # --- 2. scale: 500 containers on one bridge ---------------------------------------------------------
@@ -193,7 +200,9 @@ row() { # label json
     echo
     echo "Floors, measured in the connect run: a process that does nothing (\`/bin/true\`) $(median "$out/up.json" 4) ms;"
     echo "one \`ip link add ... type veth peer name eth0 netns NS\` (the kernel creating a pair in a namespace, one"
-    echo "process) $(median "$out/up.json" 3) ms. The kernel's \`RTM_NEWLINK\` itself is ~0.55 ms of that (strace -T); a"
+    echo "process) $(median "$out/up.json" 3) ms, most of it \`ip\`'s own start-up (a dozen shared libraries); the same"
+    echo "request from a minimal static process that does nothing else (\`cbuild-net/examples/veth_floor.rs\`: one socket,"
+    echo "one \`RTM_NEWLINK\`, exit) $(median "$out/up.json" 6) ms. The kernel's \`RTM_NEWLINK\` itself is ~0.4 ms (perf trace); a"
     echo "disconnect cannot beat \`ip link del\` (the kernel waits for RCU grace periods when it deletes a device)."
     [ -z "$cpu" ] || echo "$cpu"
     echo "cbuild-net's disconnect also forgets the container's conntrack entries, which means walking the kernel's"
