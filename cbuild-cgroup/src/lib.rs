@@ -120,8 +120,17 @@ fn hand_over_v2(host: &Host, cg: &Cgroup, n: i32) -> Result<()> {
     let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
     let fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
         .map_err(|e| Error::sys("cgroup-fd", dir.display(), e.into()))?;
-    // dup2 gives fd n without close-on-exec: it survives the execve, `fd` does not.
-    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), n) } < 0 {
+    // dup2 gives fd n without close-on-exec: it survives the execve, `fd` does not. (Already n: dup2
+    // would be a no-op that keeps close-on-exec, so the flag is cleared instead, and `fd` must stay open.)
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    if raw == n {
+        std::mem::forget(fd);
+        if unsafe { libc::fcntl(n, libc::F_SETFD, 0) } < 0 {
+            return Err(Error::sys("cgroup-fd", n, std::io::Error::last_os_error()));
+        }
+        return Ok(());
+    }
+    if unsafe { libc::dup2(raw, n) } < 0 {
         return Err(Error::sys("cgroup-fd", n, std::io::Error::last_os_error()));
     }
     Ok(())

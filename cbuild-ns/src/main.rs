@@ -118,6 +118,10 @@ struct RunArgs {
     /// New root filesystem (pivot_root; the old root is detached).
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
+    /// The root filesystem is the detached mount at fd N (`cbuild-overlay mount --fd N`): attach it on
+    /// --rootfs DIR inside the new mount namespace only (nothing appears on the host), then as --rootfs.
+    #[arg(long, value_name = "N", requires = "rootfs")]
+    rootfs_fd: Option<i32>,
     /// Mount a tmpfs: DST[:OPTIONS] (e.g. /tmp:rw,noexec,nosuid,size=100m).
     #[arg(long, value_name = "DST[:OPTS]")]
     tmpfs: Vec<String>,
@@ -317,6 +321,7 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
         s.time_offsets = spec::parse_time_offsets(t).map_err(|e| bad(t, e))?;
     }
     s.rootfs = a.rootfs;
+    s.rootfs_fd = a.rootfs_fd;
     for t in a.tmpfs {
         let (dst, opts) = t.split_once(':').unwrap_or((&t, ""));
         if !dst.starts_with('/') {

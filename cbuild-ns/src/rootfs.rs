@@ -7,6 +7,7 @@ use crate::error::{Context, Error, Result, Step};
 use crate::mounts::{make_ro_recursive, mount_at, parse_options, remount_ro, Kind, Root};
 use crate::spec::RunSpec;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::fd::RawFd;
 use std::path::Path;
 
 /// runc's default masked paths: kernel information a container has no business reading.
@@ -49,10 +50,15 @@ pub fn setup(spec: &RunSpec, in_userns: bool) -> Result<()> {
         return user_mounts_on_host(spec);
     };
 
-    // pivot_root needs the new root to be a mount point.
-    crate::log::step(Step::MountRoot, rootfs.display());
-    mount(Some(rootfs.as_path()), rootfs.as_path(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(Step::MountRoot, rootfs.display())?;
+    // pivot_root needs the new root to be a mount point: the detached mount we were handed, attached
+    // here (in our own mount namespace only), or the directory bound onto itself.
+    if let Some(fd) = spec.rootfs_fd {
+        attach_detached(fd, rootfs)?;
+    } else {
+        crate::log::step(Step::MountRoot, rootfs.display());
+        mount(Some(rootfs.as_path()), rootfs.as_path(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .ctx(Step::MountRoot, rootfs.display())?;
+    }
     let root = Root::open(rootfs)?;
 
     mount_proc(&root, spec, in_userns)?;
@@ -81,6 +87,45 @@ pub fn setup(spec: &RunSpec, in_userns: bool) -> Result<()> {
     }
     if spec.read_only {
         remount_ro("/", Step::ReadonlyRoot)?;
+    }
+    Ok(())
+}
+
+/// `--rootfs-fd N`: fd N must be the root of a mount (what fsmount or open_tree return), outside the fds
+/// passed to the command. It is made close-on-exec: the command never holds it.
+pub fn check_detached(fd: RawFd, preserve_fds: u32) -> Result<()> {
+    let what = format!("fd {fd}");
+    if fd >= 3 && (fd as u32) < 3 + preserve_fds {
+        return Err(Error::new(Step::MountRoot, what, "is one of the fds --preserve-fds passes on"));
+    }
+    crate::protocol::check_fd(fd, Step::MountRoot)?;
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_TYPE, &mut st) } != 0 {
+        return Err(Error::sys(Step::MountRoot, &what, nix::errno::Errno::last()));
+    }
+    let mount_root = st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
+    if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFDIR || !mount_root {
+        return Err(Error::new(Step::MountRoot, what, "not the root directory of a mount")
+            .hint("cbuild-overlay mount --fd N -- ... hands over a detached overlay"));
+    }
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(())
+}
+
+/// move_mount the detached mount at `fd` onto `at`. Only this mount namespace sees it (propagation was
+/// made private just before), and it goes away with the namespace.
+fn attach_detached(fd: RawFd, at: &Path) -> Result<()> {
+    crate::log::step(Step::MountRoot, format!("{} (detached mount, fd {fd})", at.display()));
+    let cat = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::new(Step::MountRoot, at.display(), "contains a NUL byte"))?;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let r = unsafe {
+        libc::syscall(libc::SYS_move_mount, fd, c"".as_ptr(), libc::AT_FDCWD, cat.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+    };
+    let e = nix::errno::Errno::last();
+    let _ = nix::unistd::close(fd);
+    if r != 0 {
+        return Err(Error::sys(Step::MountRoot, at.display(), e));
     }
     Ok(())
 }

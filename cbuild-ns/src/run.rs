@@ -62,6 +62,9 @@ fn prepare(spec: &RunSpec) -> Result<Prepared> {
     for fd in [spec.info_fd, spec.wait_fd, spec.status_fd].into_iter().flatten() {
         protocol::check_fd(fd, Step::Fds)?;
     }
+    if let Some(fd) = spec.rootfs_fd {
+        rootfs::check_detached(fd, spec.preserve_fds)?;
+    }
     for b in &spec.binds {
         std::fs::metadata(&b.src).ctx(Step::Bind, b.src.display())?;
     }
@@ -202,6 +205,11 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     let child_pid = Pid::from_raw(pid as i32);
     drop(ctrl_w);
     drop(go_r);
+    // The child has its own copy to attach; ours would keep the root filesystem alive after the
+    // container's mount namespace is gone.
+    if let Some(fd) = spec.rootfs_fd {
+        let _ = nix::unistd::close(fd);
+    }
 
     let mut persisted = Persisted::default();
     let result = parent_setup(spec, child_pid, &ctrl_r, &go_w, status, &mut persisted);

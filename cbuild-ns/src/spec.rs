@@ -47,6 +47,8 @@ pub struct RunSpec {
     /// (clock id, seconds) for the time namespace: CLOCK_MONOTONIC or CLOCK_BOOTTIME.
     pub time_offsets: Vec<(i32, i64)>,
     pub rootfs: Option<PathBuf>,
+    /// A detached mount (fd) to attach on `rootfs` inside the new mount namespace.
+    pub rootfs_fd: Option<RawFd>,
     pub tmpfs: Vec<TmpfsMount>,
     pub binds: Vec<BindMount>,
     pub read_only: bool,

@@ -63,7 +63,17 @@ enum Cmd {
         /// Use classic mount(2) as on kernels before 6.8 (also: CBUILD_OVERLAY_FORCE_LEGACY=1).
         #[arg(long, hide = true)]
         legacy_api: bool,
-        target: PathBuf,
+        /// Attach the overlay nowhere: hand it to CMD as a detached mount at fd N and exec CMD (e.g.
+        /// `cbuild-ns run --rootfs DIR --rootfs-fd N`). It never appears on the host, and it is gone when
+        /// its last holder (the container's mount namespace) is.
+        #[arg(long, value_name = "N", requires = "cmd", conflicts_with = "target")]
+        fd: Option<i32>,
+        /// Where to mount (not with --fd).
+        #[arg(required_unless_present = "fd")]
+        target: Option<PathBuf>,
+        /// With --fd: the command to exec.
+        #[arg(last = true, value_name = "CMD")]
+        cmd: Vec<String>,
     },
     /// Unmount the overlay on TARGET (and its tmpfs upper or layer links, if cbuild made them).
     Umount {
@@ -136,6 +146,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// Put the detached mount at fd `n` (dup2: not close-on-exec) and exec `cmd`. Only returns if that
+/// failed: the directories the mount created are removed (the mount itself dies with this process), and
+/// the process exits 127 (not found) or 126, as a shell would.
+fn exec_with(mnt: std::os::fd::OwnedFd, n: i32, cmd: &[String], created: &[PathBuf]) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    // dup2 onto itself would keep close-on-exec: then clear the flag instead.
+    let r = if mnt.as_raw_fd() == n {
+        unsafe { libc::fcntl(n, libc::F_SETFD, 0) }
+    } else {
+        unsafe { libc::dup2(mnt.as_raw_fd(), n) }
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        remove_created(created);
+        return Err(Error::os("fd", n.to_string(), e));
+    }
+    verbose::step("exec", &cmd[0]);
+    let e = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    drop(mnt);
+    unsafe { libc::close(n) };
+    remove_created(created);
+    eprintln!("cbuild-overlay: exec: {}: {e}", cmd[0].replace('\n', "\\n"));
+    std::process::exit(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+}
+
+fn remove_created(created: &[PathBuf]) {
+    for d in created.iter().rev() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 fn run(cmd: Cmd) -> Result<(), Error> {
     match cmd {
         Cmd::Mount {
@@ -150,13 +192,25 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             metacopy,
             userxattr,
             legacy_api,
+            fd,
             target,
+            cmd,
         } => {
+            if let Some(n) = fd {
+                if n < 3 {
+                    return Err(Error::invalid(
+                        "fd",
+                        n.to_string(),
+                        "fds 0-2 are the command's stdin, stdout and stderr",
+                    ));
+                }
+            }
             let req = MountRequest {
                 lower: lowers(&lower, lower_from.as_deref())?,
                 upper,
                 work,
-                target,
+                detached: fd.is_some(),
+                target: target.unwrap_or_default(),
                 tmpfs_upper: tmpfs_upper.map(|s| (!s.is_empty()).then_some(s)),
                 volatile,
                 index,
@@ -171,8 +225,16 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             }
             let m = mount::mount(&req)?;
             let how = if m.api == Api::New { "new mount API" } else { "mount(2)" };
-            verbose::step("mounted", format!("{} ({how})", req.target.display()));
-            Ok(())
+            match (fd, m.fd) {
+                (Some(n), Some(mnt)) => {
+                    verbose::step("mounted", format!("detached, fd {n} ({how})"));
+                    exec_with(mnt, n, &cmd, &m.created)
+                }
+                _ => {
+                    verbose::step("mounted", format!("{} ({how})", req.target.display()));
+                    Ok(())
+                }
+            }
         }
         Cmd::Umount { lazy, target } => mount::umount(&target, lazy, &state_dir()),
         Cmd::Diff { upper, lower, lower_from, userxattr, json } => {

@@ -54,7 +54,11 @@ pub struct MountRequest {
     pub lower: Vec<PathBuf>,
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
+    /// Where to mount; ignored with `detached`.
     pub target: PathBuf,
+    /// Do not attach the overlay anywhere: return it as a detached mount fd (`mount --fd N -- CMD`), to be
+    /// attached by whoever receives it (`cbuild-ns run --rootfs-fd N`) and gone when the last holder is.
+    pub detached: bool,
     /// `Some(size)` puts upper and work on a fresh tmpfs (size as tmpfs takes it: `64m`, `10%`).
     pub tmpfs_upper: Option<Option<String>>,
     pub volatile: bool,
@@ -72,9 +76,15 @@ pub struct MountRequest {
 pub struct Mounted {
     pub api: Api,
     pub aux: Option<PathBuf>,
+    /// The detached mount, when `detached` was asked.
+    pub fd: Option<OwnedFd>,
+    /// Directories this call created (upper, work and their missing parents), oldest first, for a caller
+    /// that must take everything back after all (the exec after `--fd` failed).
+    pub created: Vec<PathBuf>,
 }
 
 /// Checked, absolute inputs.
+#[derive(Clone)]
 struct Plan {
     lower: Vec<PathBuf>,
     upper: Option<PathBuf>,
@@ -100,6 +110,12 @@ impl Undo {
     fn push(&mut self, s: UndoStep) {
         self.armed = true;
         self.steps.push(s);
+    }
+
+    /// Undo now the steps pushed after the first `keep` (a temporary the rest of the work no longer needs).
+    fn run_from(&mut self, keep: usize) {
+        let tail = Undo { steps: self.steps.split_off(keep), armed: true };
+        drop(tail);
     }
 }
 
@@ -172,13 +188,18 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     let mut undo = Undo::default();
 
     let mut created = vec![];
-    for dir in [Some(&plan.target), plan.upper.as_ref(), plan.work.as_ref()].into_iter().flatten() {
-        let r = fsutil::mkdir_p(dir, &mut created);
-        for c in created.drain(..) {
-            undo.push(UndoStep::Rmdir(c));
+    let target = (!req.detached).then_some(&plan.target);
+    for dir in [target, plan.upper.as_ref(), plan.work.as_ref()].into_iter().flatten() {
+        let mut made = vec![];
+        let r = fsutil::mkdir_p(dir, &mut made);
+        for c in made {
+            undo.push(UndoStep::Rmdir(c.clone()));
+            created.push(c);
         }
         r?;
     }
+    // Everything after this point is temporary for a detached mount(2) overlay (see below).
+    let temporary_from = undo.steps.len();
 
     let api = match req.api {
         Api::Auto if std::env::var_os(FORCE_LEGACY_ENV).is_some_and(|v| v == "1") => Api::Legacy,
@@ -219,19 +240,53 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     }
     let source = aux.as_ref().map(|a| a.to_string_lossy().into_owned()).unwrap_or_else(|| SOURCE.to_string());
 
-    match api {
-        Api::New => mount_new(&plan, req, &source)?,
-        _ => mount_legacy(&plan, req, &source, aux.as_deref().filter(|_| fd_names), &mut undo)?,
+    let fd = match (api, req.detached) {
+        (Api::New, _) => mount_new(&plan, req, &source)?,
+        (_, false) => {
+            mount_legacy(&plan, req, &source, aux.as_deref().filter(|_| fd_names), &mut undo)?;
+            None
+        }
+        // mount(2) cannot make a detached mount: mount on a private temporary dir, take a detached clone
+        // of it (open_tree, Linux ≥ 5.2), and remove the temporary.
+        (_, true) => {
+            let tmp = match &aux {
+                Some(a) => a.clone(),
+                None => make_aux(&req.state_dir, &mut undo)?,
+            };
+            let at = Plan { target: tmp.join("root"), ..plan.clone() };
+            step("mkdir", at.target.display());
+            std::fs::create_dir(&at.target).map_err(|e| Error::os("mkdir", p(&at.target), e))?;
+            undo.push(UndoStep::Rmdir(at.target.clone()));
+            mount_legacy(&at, req, &tmp.to_string_lossy(), aux.as_deref().filter(|_| fd_names), &mut undo)?;
+            undo.push(UndoStep::Umount(at.target.clone()));
+            step("open_tree", format!("{} (detached clone)", at.target.display()));
+            let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
+            let fd = rustix::mount::open_tree(CWD, &at.target, flags)
+                .map_err(|e| Error::os("open_tree", p(&at.target), e))?;
+            undo.run_from(temporary_from);
+            Some(fd)
+        }
+    };
+    if !req.detached {
+        undo.push(UndoStep::Umount(plan.target.clone()));
     }
-    undo.push(UndoStep::Umount(plan.target.clone()));
     if let Some(sig) = SignalsHeld::pending() {
         // Asked to stop while mounting: take it all back, then let the signal end the process.
         return Err(Error::invalid("mount", p(&plan.target), format!("interrupted by {sig}")));
     }
     undo.armed = false;
-    std::mem::forget(held);
-    Ok(Mounted { api, aux })
+    if req.detached {
+        // The command exec'd next inherits the signal mask: it must get the caller's back. A stop signal
+        // that arrived meanwhile lands now, and leaves nothing (the detached mount dies with us).
+        drop(held);
+    } else {
+        std::mem::forget(held);
+    }
+    Ok(Mounted { api, aux: aux.filter(|_| !req.detached), fd, created })
 }
+
+/// What steps and error lines call a detached overlay's target (it has none).
+const DETACHED: &str = "(detached)";
 
 /// Everything that can be checked before anything is created. Each failure names the dir at fault.
 fn check(req: &MountRequest) -> Result<Plan> {
@@ -258,8 +313,12 @@ fn check(req: &MountRequest) -> Result<Plan> {
         return Err(Error::invalid("lowerdir", p(&lower[0]), "a read-only overlay needs at least two lower dirs")
             .with_hint("add --upper and --work (or --tmpfs-upper), or bind-mount the dir instead"));
     }
-    let target = fsutil::resolve("target", &req.target)?;
-    if let Ok(md) = std::fs::metadata(&target) {
+    if req.detached && req.tmpfs_upper.is_some() {
+        return Err(Error::invalid("upperdir", "--tmpfs-upper", "cannot be combined with --fd")
+            .with_hint("its tmpfs would stay mounted on the host; use --upper and --work"));
+    }
+    let target = if req.detached { PathBuf::from(DETACHED) } else { fsutil::resolve("target", &req.target)? };
+    if let Some(md) = (!req.detached).then(|| std::fs::metadata(&target).ok()).flatten() {
         if !md.is_dir() {
             return Err(Error::invalid("target", p(&target), "not a directory"));
         }
@@ -392,7 +451,8 @@ fn limit_error(plan: &Plan, i: usize, kernel: Option<String>) -> Error {
     .with_hint("flatten some layers (e.g. squash the image) to stay under the limit")
 }
 
-fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
+/// Detached: the mount fd, not attached anywhere.
+fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<Option<OwnedFd>> {
     step("fsopen", "overlay");
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| Error::os("fsopen", "overlay", e).with_hint("is the overlay module loaded? (modprobe overlay)"))?;
@@ -451,11 +511,14 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<()> {
     step("fsmount", p(&plan.target));
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(|e| Error::os("fsmount", p(&plan.target), e).with_detail(fc_log(&fs)))?;
+    if req.detached {
+        return Ok(Some(mnt));
+    }
     step("move_mount", p(&plan.target));
     // A detached mount that is never attached is freed when `mnt` closes, so failing here leaves nothing.
     rustix::mount::move_mount(&mnt, "", CWD, &plan.target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
         .map_err(|e| Error::os("move_mount", p(&plan.target), e))?;
-    Ok(())
+    Ok(None)
 }
 
 /// `\` doubled, for the values overlay unescapes.

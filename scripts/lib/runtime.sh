@@ -126,8 +126,17 @@ rt_cleanup() {
             netns)
                 [[ -e $dir/ns/net ]] && rt_undo_step netns "$NET_BIN" netns del "$name"
                 ;;
+            upper)
+                # The overlay itself lived in the container's mount namespace only: its mount point and,
+                # unless kept, its upper dir are what is left.
+                rmdir "$dir/rootfs" 2>/dev/null
+                if [[ $keep != 1 ]]; then
+                    rt_say undo-upper "rm -rf $rt_data/containers/$name"
+                    rm -rf "$rt_data/containers/$name"
+                fi
+                ;;
             overlay)
-                # Not mounted (a run killed before or during the mount) is fine; anything else is reported.
+                # A host-side mount (made by an older cbuild-run). Not mounted (a run killed before or during the mount) is fine; anything else is reported.
                 local out
                 rt_say undo-overlay "cbuild-overlay umount $dir/rootfs"
                 out=$("$OVERLAY_BIN" umount "$dir/rootfs" 2>&1) ||
@@ -144,7 +153,7 @@ rt_cleanup() {
     [[ $cgroup_rm == 0 ]] || wait "$cgroup_rm"
     if [[ $keep == 1 ]]; then
         # What is undone is no longer to be undone; the upper dir stays listed for cbuild-rm.
-        if [[ -d $rt_data/containers/$name ]]; then echo overlay >"$dir/undo"; else : >"$dir/undo"; fi
+        if [[ -d $rt_data/containers/$name ]]; then echo upper >"$dir/undo"; else : >"$dir/undo"; fi
     else
         rt_remove_dir "$name"
     fi

@@ -958,3 +958,111 @@ fn a_stop_signal_during_mount_undoes_everything() {
         assert_nothing_left(&sb, &before, &[&sb.path().join("m")]);
     }
 }
+
+/// `mount --fd 6 -- CMD`: the overlay is never attached on the host; `cbuild-ns run --rootfs-fd 6`
+/// attaches it inside its own mount namespace, writes land in the upper dir, and when the container
+/// ends the overlay is gone with nothing to unmount. Both ways of making it: the new mount API's
+/// fsmount fd, and mount(2) on a temporary dir cloned with open_tree (the 6.1 VM's path).
+#[test]
+fn detached_overlay_lives_only_in_the_container() {
+    require_root();
+    for legacy in [false, true] {
+        let sb = Sandbox::new();
+        let before = mounts_under(&sb.path().to_string_lossy());
+        let top = sb.path().join("top");
+        write(&top.join("marker"), "from the top layer\n");
+        let (upper, work, attach) = (sb.path().join("c/upper"), sb.path().join("c/work"), sb.path().join("root"));
+        std::fs::create_dir(&attach).unwrap();
+        let mut cmd = ov(&sb);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        cmd.args(["mount", "--lower"])
+            .arg(&top)
+            .arg("--lower")
+            .arg(busybox_rootfs())
+            .arg("--upper")
+            .arg(&upper)
+            .arg("--work")
+            .arg(&work)
+            .args(["--fd", "6", "--"])
+            .arg(bin("cbuild-ns"))
+            .args(["run", "--mount", "--pid", "--rootfs"])
+            .arg(&attach)
+            .args(["--rootfs-fd", "6", "--", "sh", "-c"])
+            .arg("cat /marker; echo new > /written; grep -c ' / / .* overlay ' /proc/self/mountinfo; read x || true")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        use std::io::BufRead;
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "from the top layer\n", "legacy={legacy}");
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "1", "legacy={legacy}: the container's root is the overlay");
+        // While the container runs, the host sees no overlay and no aux dir, and the attach point is empty.
+        assert_eq!(mounts_under(&sb.path().to_string_lossy()), before, "legacy={legacy}");
+        assert!(!sb.state.join(".overlay").exists(), "legacy={legacy}: aux dir left in state");
+        assert_eq!(std::fs::read_dir(&attach).unwrap().count(), 0, "legacy={legacy}");
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "legacy={legacy}");
+        assert_eq!(std::fs::read_to_string(upper.join("written")).unwrap(), "new\n", "legacy={legacy}");
+        assert_eq!(mounts_under(&sb.path().to_string_lossy()), before, "legacy={legacy}");
+        // Nothing holds the upper any more: it can be mounted again at once (overlay's in-use lock is gone).
+        let again = sb.path().join("again");
+        ok(&run(ov(&sb)
+            .arg("mount")
+            .arg("--lower")
+            .arg(&top)
+            .arg("--upper")
+            .arg(&upper)
+            .arg("--work")
+            .arg(&work)
+            .arg(&again)));
+        ok(&run(ov(&sb).arg("umount").arg(&again)));
+    }
+}
+
+/// `--fd` failures: exec of a missing command is 127 and takes back the dirs it made; bad values are 125.
+#[test]
+fn detached_overlay_bad_input_leaves_nothing() {
+    require_root();
+    let sb = Sandbox::new();
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let (top, bottom) = two_layers(&sb);
+    let c = sb.path().join("c");
+    let base = |cmd: &mut Command| {
+        cmd.arg("mount").arg("--lower").arg(&top).arg("--lower").arg(&bottom);
+        cmd.arg("--upper").arg(c.join("upper")).arg("--work").arg(c.join("work"));
+    };
+    let mut cmd = ov(&sb);
+    base(&mut cmd);
+    let o = run(cmd.args(["--fd", "6", "--", "/nonexistent/cmd"]));
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert_nothing_left(&sb, &before, &[&c]);
+    let t = sb.path().join("t");
+    for (extra, needle) in [
+        (&["--fd", "2", "--", "true"][..], "fd: 2"),
+        (&["--fd", "6", "--tmpfs-upper", "--", "true"], "--tmpfs-upper"),
+        (&["--fd", "6"], "args"),
+    ] {
+        let mut cmd = ov(&sb);
+        base(&mut cmd);
+        assert_tool_error(&run(cmd.args(extra)), TOOL, needle);
+        assert_nothing_left(&sb, &before, &[&c, &t]);
+    }
+    let mut cmd = ov(&sb);
+    base(&mut cmd);
+    assert_tool_error(&run(cmd.args(["--fd", "6"]).arg(&t).args(["--", "true"])), TOOL, "args");
+    assert_nothing_left(&sb, &before, &[&c, &t]);
+    // cbuild-ns: fd 0 (/dev/null) is no mount's root; --rootfs-fd needs --rootfs.
+    std::fs::create_dir(&t).unwrap();
+    let o = run(tool("cbuild-ns", &sb).arg("run").arg("--rootfs").arg(&t).args(["--rootfs-fd", "0", "--", "true"]));
+    assert_tool_error(&o, "cbuild-ns", "not the root directory of a mount");
+    let o = run(tool("cbuild-ns", &sb).args(["run", "--rootfs-fd", "0", "--", "true"]));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!(mounts_under(&sb.path().to_string_lossy()), before);
+}

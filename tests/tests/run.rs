@@ -356,10 +356,11 @@ fn process_flags_env_workdir_user_hostname() {
     // --verbose: one `cbuild-run: step: STEP: COMMAND` line per tool call, the tools named as a reader types them.
     let o = rt.run(&["--verbose", "--rm", "--network", "none", IMAGE, "true"]);
     let err = stderr(&o);
-    for step in ["mkdir", "layers", "overlay", "start", "undo-cgroup", "undo-overlay"] {
+    for step in ["mkdir", "layers", "overlay", "start", "undo-cgroup", "undo-upper"] {
         assert!(err.lines().any(|l| l.starts_with(&format!("cbuild-run: step: {step}: "))), "no {step} line: {err}");
     }
-    assert!(err.contains(": cbuild-cgroup exec ") && err.contains(" -- cbuild-ns run "), "{err}");
+    assert!(err.contains(": cbuild-overlay mount ") && err.contains(" --fd 6 -- cbuild-cgroup exec "), "{err}");
+    assert!(err.contains(" -- cbuild-ns run ") && err.contains(" --rootfs-fd 6 "), "{err}");
     // Named user resolved in the image's /etc/passwd.
     assert_eq!(rt.sh(&["--user", "user"], "id -un").trim(), "user");
 }
