@@ -77,7 +77,8 @@ enum Cmd {
     },
     /// Masquerade traffic leaving a bridge's subnet (`on`) or stop (`off`).
     Nat { bridge: String, state: OnOff },
-    /// DNAT HOSTPORT on the host's addresses to PORT in the container.
+    /// DNAT HOSTPORT on the host's addresses (127.0.0.1 too, from the host itself) to PORT in the
+    /// container, reachable from its own bridge too (hairpin); on both families on a dual-stack bridge.
     Publish {
         #[arg(long)]
         id: String,
@@ -233,7 +234,14 @@ fn run(cli: Cli) -> Result<()> {
                     if json {
                         println!("{}", serde_json::to_string(&b).unwrap_or_default());
                     } else {
-                        println!("{}\t{}\t{}\tnat={}", b.name, b.subnet, b.gateway, if b.nat { "on" } else { "off" });
+                        let v6 = b.subnet6.map(|s| format!("\t{s}")).unwrap_or_default();
+                        println!(
+                            "{}\t{}\t{}\tnat={}{v6}",
+                            b.name,
+                            b.subnet,
+                            b.gateway,
+                            if b.nat { "on" } else { "off" }
+                        );
                     }
                 }
             }
@@ -348,8 +356,16 @@ fn print_ls(inv: &inventory::Inventory, json: bool) {
             b.conf.gateway.to_string(),
             if b.conf.nat { "on" } else { "off" },
             opt(b.ifindex.map(|i| i.to_string())),
-            b.leases
+            b.leases,
         );
+        if let Some(s6) = b.conf.subnet6 {
+            println!(
+                "{:<16} {:<18} {}",
+                "",
+                s6.to_string(),
+                b.conf.gateway6.map(|g| g.to_string()).unwrap_or_default()
+            );
+        }
     }
     println!();
     println!("{:<20} {:<10} {:<20} {:<12} {:<16} {:<24} STATE", "ID", "BRIDGE", "HOST END", "PEER", "IP", "NETNS");
