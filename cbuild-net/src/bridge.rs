@@ -91,24 +91,31 @@ pub async fn check_free(ctx: &Ctx, host: &Nl, subnet: &Subnet, own_index: Option
             return Err(Error::new("bridge", subnet, format!("overlaps route {p} already present")));
         }
     }
-    // The root namespace too, when the host namespace is another one: a lab's "host" usually reaches
-    // the world through the real host, whose routes must stay unambiguous.
-    if let Ok(root) = netns::open_path(Path::new("/proc/1/ns/net")) {
-        if root.inode != ctx.host_inode {
-            use std::os::fd::AsFd;
-            let rnl = ctx.nl_in(Some(root.fd.as_fd()))?;
-            for (p, _) in nl::route_prefixes(&rnl.routes_v4().await?) {
-                if p.overlaps(subnet) {
-                    return Err(Error::new(
-                        "bridge",
-                        subnet,
-                        format!("overlaps route {p} already present in the root network namespace"),
-                    ));
-                }
+    if let Some(rnl) = other_root(ctx)? {
+        for (p, _) in nl::route_prefixes(&rnl.routes_v4().await?) {
+            if p.overlaps(subnet) {
+                return Err(in_root(subnet, p));
             }
         }
     }
     Ok(())
+}
+
+/// The machine's root network namespace, when the host namespace is another one: a lab's "host"
+/// usually reaches the world through the real host, whose routes must stay unambiguous too.
+fn other_root(ctx: &Ctx) -> Result<Option<Nl>> {
+    let Ok(root) = netns::open_path(Path::new("/proc/1/ns/net")) else {
+        return Ok(None);
+    };
+    if root.inode == ctx.host_inode {
+        return Ok(None);
+    }
+    use std::os::fd::AsFd;
+    Ok(Some(ctx.nl_in(Some(root.fd.as_fd()))?))
+}
+
+fn in_root(subnet: impl std::fmt::Display, p: impl std::fmt::Display) -> Error {
+    Error::new("bridge", subnet, format!("overlaps route {p} already present in the root network namespace"))
 }
 
 /// A stable locally administered MAC for a bridge, derived from its name.
@@ -286,18 +293,10 @@ pub async fn check_free6(ctx: &Ctx, host: &Nl, subnet: &Subnet6, exists: bool) -
             return Err(Error::new("bridge", subnet, format!("overlaps route {p} already present")));
         }
     }
-    if let Ok(root) = netns::open_path(Path::new("/proc/1/ns/net")) {
-        if root.inode != ctx.host_inode {
-            use std::os::fd::AsFd;
-            let rnl = ctx.nl_in(Some(root.fd.as_fd()))?;
-            for p in rnl.prefixes_v6().await? {
-                if p.overlaps(subnet) {
-                    return Err(Error::new(
-                        "bridge",
-                        subnet,
-                        format!("overlaps route {p} already present in the root network namespace"),
-                    ));
-                }
+    if let Some(rnl) = other_root(ctx)? {
+        for p in rnl.prefixes_v6().await? {
+            if p.overlaps(subnet) {
+                return Err(in_root(subnet, p));
             }
         }
     }
