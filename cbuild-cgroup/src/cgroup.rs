@@ -331,6 +331,10 @@ impl Cgroup {
 
     /// Those files opened for writing, or None if any cannot be (NAME is missing somewhere).
     fn open_self_join(&self, host: &Host, join: Join) -> Option<Vec<(PathBuf, std::fs::File)>> {
+        // The v2 group is not joined with AllButV2, but it must exist too (on pure v2 it is all there is).
+        if join == Join::AllButV2 && !self.v2_dir(host).is_none_or(Path::is_dir) {
+            return None;
+        }
         self.self_join_files(host, join)
             .map(|p| std::fs::OpenOptions::new().write(true).open(&p).ok().map(|f| (p, f)))
             .collect()

@@ -127,7 +127,10 @@ fn attach_detached(fd: RawFd, at: &Path) -> Result<()> {
     if r != 0 {
         return Err(Error::sys(Step::MountRoot, at.display(), e));
     }
-    Ok(())
+    // A clone (open_tree) of a mount on a shared host mount is in that mount's peer group, and
+    // pivot_root refuses a shared new root: make it private, as the rest of our namespace is.
+    mount(None::<&str>, at, None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .ctx(Step::MountRoot, at.display())
 }
 
 fn mount_proc(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {

@@ -259,6 +259,10 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
             undo.push(UndoStep::Rmdir(at.target.clone()));
             mount_legacy(&at, req, &tmp.to_string_lossy(), aux.as_deref().filter(|_| fd_names), &mut undo)?;
             undo.push(UndoStep::Umount(at.target.clone()));
+            // Private first: a clone of a mount in a peer group joins that group, and pivot_root refuses
+            // a shared root.
+            rustix::mount::mount_change(&at.target, rustix::mount::MountPropagationFlags::PRIVATE)
+                .map_err(|e| Error::os("mount", p(&at.target), e))?;
             step("open_tree", format!("{} (detached clone)", at.target.display()));
             let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
             let fd = rustix::mount::open_tree(CWD, &at.target, flags)

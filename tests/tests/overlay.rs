@@ -968,6 +968,11 @@ fn detached_overlay_lives_only_in_the_container() {
     require_root();
     for legacy in [false, true] {
         let sb = Sandbox::new();
+        // The sandbox as a shared mount, as / is on systemd hosts: a clone of the mount(2) path's
+        // temporary mount would join its peer group, and pivot_root refuses a shared new root.
+        let d = sb.path();
+        nix::mount::mount(Some(d), d, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+        nix::mount::mount(None::<&str>, d, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
         let before = mounts_under(&sb.path().to_string_lossy());
         let top = sb.path().join("top");
         write(&top.join("marker"), "from the top layer\n");
