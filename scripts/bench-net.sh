@@ -46,7 +46,7 @@ ip link set lo up
 work=$(mktemp -d /tmp/cbuild-bench-net.XXXXXX)
 export CBUILD_STATE=$work/state
 cleanup() {
-    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -32,7 +32,7 @@ cleanup() {
     # Unmount anything left below $work, deepest first, then remove it (no set -e here: a grep that finds
     # nothing must not skip the rm).
     set +e
-    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+    { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
     rm -rf "$work"
 }
 trap cleanup EXIT

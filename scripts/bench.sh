@@ -55,7 +55,7 @@ cleanup() {
         [ -e "$d/lock" ] && "$root/scripts/cbuild-rm" -f "$(basename "$d")" >/dev/null 2>&1
     done
     runc delete -f bench >/dev/null 2>&1 || true
-    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
