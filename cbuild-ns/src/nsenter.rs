@@ -46,6 +46,25 @@ fn target_privileges(pid: i32) -> Result<Privileges> {
     })
 }
 
+fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(Error::sys(Step::Join, format!("pid {pid}"), nix::errno::Errno::last()));
+    }
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r as i32) })
+}
+
+/// Signal 0 through the pidfd: ESRCH once the process has exited (even if its PID was reused since).
+fn still_alive(pidfd: &OwnedFd, pid: i32) -> Result<()> {
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    if r < 0 {
+        return Err(Error::new(Step::Join, format!("pid {pid}"), "exited while its namespaces were being opened"));
+    }
+    Ok(())
+}
+
 pub struct ExecSpec {
     pub target: Option<i32>,
     pub ns_dir: Option<PathBuf>,
@@ -108,6 +127,10 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
     if let Some(fd) = p.wait_fd {
         protocol::check_fd(fd, Step::Fds)?;
     }
+    // A pidfd pins the target's identity: a PID is not reused while its process exists, so if the pidfd
+    // still names a live process after the last /proc/PID access below, every access reached that process
+    // and not a newcomer that got its PID.
+    let pidfd = spec.target.map(pidfd_open).transpose()?;
     let fds = open_targets(spec)?;
     let program = p.seccomp.as_ref().map(|s| crate::seccomp::read(s, 0)).transpose()?;
     let privileges = match (spec.target, spec.keep_caps) {
@@ -126,6 +149,9 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
         ),
         None => None,
     };
+    if let (Some(fd), Some(pid)) = (&pidfd, spec.target) {
+        still_alive(fd, pid)?;
+    }
 
     // Non-dumpable before we enter anything: /proc/OURPID/exe and /proc/OURPID/mem become unreachable for
     // container processes (CVE-2019-5736).
