@@ -109,6 +109,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove what an invocation killed with SIGKILL left in <state>/.overlay (a --tmpfs-upper tmpfs
+    /// whose overlay is gone, a --fd temporary); prints each dir removed.
+    Prune,
 }
 
 fn main() -> ExitCode {
@@ -266,6 +269,12 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 println!("{}", serde_json::to_string(&r).expect("serializable"));
             } else {
                 print_inspect(&r);
+            }
+            Ok(())
+        }
+        Cmd::Prune => {
+            for d in mount::prune(&state_dir())? {
+                println!("{}", d.display());
             }
             Ok(())
         }

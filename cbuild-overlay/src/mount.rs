@@ -704,6 +704,45 @@ pub fn umount(target: &Path, lazy: bool, state: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `prune`: aux dirs under `<state>/.overlay` that an invocation killed with SIGKILL left behind (the
+/// tmpfs of a `--tmpfs-upper` overlay that is gone, the temporary mount of a mount(2) `--fd` overlay):
+/// what is mounted in each is unmounted and the dir removed. One still named as an overlay's source, or
+/// whose creating process (the PID in its name) is alive, is left alone. Returns the dirs removed.
+pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
+    let base = state.join(".overlay");
+    let Ok(dir) = std::fs::read_dir(&base) else {
+        return Ok(Vec::new());
+    };
+    let base = std::fs::canonicalize(&base).map_err(|e| Error::os("prune", p(&base), e))?;
+    let entries = mountinfo::read()?;
+    let mut removed = Vec::new();
+    for d in dir.flatten() {
+        let name = d.file_name();
+        if !is_aux_name(&name) || !d.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let aux = base.join(&name);
+        let pid = name.to_string_lossy().split('-').next().unwrap_or("").to_string();
+        let in_use = entries.iter().any(|m| m.fs_type == "overlay" && Path::new(&m.source) == aux);
+        if in_use || Path::new("/proc").join(&pid).exists() {
+            step("prune", format!("{}: in use, kept", aux.display()));
+            continue;
+        }
+        // Deepest first: the temporary overlay of `--fd` sits on the tmpfs or dir it was mounted in.
+        let mut below: Vec<&PathBuf> = entries.iter().map(|m| &m.mount_point).filter(|m| m.starts_with(&aux)).collect();
+        below.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+        for m in below {
+            step("umount", m.display());
+            rustix::mount::unmount(m, UnmountFlags::DETACH).map_err(|e| Error::os("umount", p(m), e))?;
+        }
+        step("rm", aux.display());
+        std::fs::remove_dir_all(&aux).map_err(|e| Error::os("rm", p(&aux), e))?;
+        removed.push(aux);
+    }
+    let _ = std::fs::remove_dir(&base);
+    Ok(removed)
+}
+
 /// The aux dir a mount's source names, if it looks like one of cbuild's (`.../.overlay/<id>`). Enough
 /// to read a layer list from; [`aux_dir_in`] decides whether it may be removed.
 pub fn aux_dir(source: &str) -> Option<PathBuf> {

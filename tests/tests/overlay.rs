@@ -1071,3 +1071,49 @@ fn detached_overlay_bad_input_leaves_nothing() {
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert_eq!(mounts_under(&sb.path().to_string_lossy()), before);
 }
+
+/// `prune` removes what a SIGKILL'd invocation leaves in `<state>/.overlay` (here: the tmpfs of a
+/// `--tmpfs-upper` overlay that is gone, made by a process that no longer exists), and keeps an aux dir
+/// still in use and one whose creating process is alive.
+#[test]
+fn prune_removes_only_dead_aux_dirs() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    // In use: a live --tmpfs-upper overlay.
+    let target = sb.path().join("live");
+    ok(&run(ov(&sb)
+        .arg("mount")
+        .arg("--lower")
+        .arg(&top)
+        .arg("--lower")
+        .arg(&bottom)
+        .arg("--tmpfs-upper")
+        .arg(&target)));
+    let aux = sb.state.join(".overlay");
+    let live: Vec<PathBuf> = std::fs::read_dir(&aux).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(live.len(), 1);
+    // Left by a dead process: its tmpfs still mounted, its upper and work in it.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let dead = aux.join(format!("{dead_pid}-abc123"));
+    tmpfs(&dead, "size=1m");
+    std::fs::create_dir(dead.join("upper")).unwrap();
+    std::fs::create_dir(dead.join("work")).unwrap();
+    // Made by a live process (ours), not in use yet: a mount in progress.
+    let busy = aux.join(format!("{}-abc123", std::process::id()));
+    std::fs::create_dir(&busy).unwrap();
+
+    let out = ok(&run(ov(&sb).arg("prune")));
+    assert_eq!(out.trim(), std::fs::canonicalize(&aux).unwrap().join(dead.file_name().unwrap()).to_string_lossy());
+    assert!(!dead.exists(), "the dead aux dir is gone");
+    assert!(!is_mounted(&dead), "its tmpfs is unmounted");
+    assert!(live[0].exists() && is_mounted(&target), "the live overlay and its aux dir are kept");
+    assert!(busy.exists(), "a live process's aux dir is kept");
+    std::fs::remove_dir(&busy).unwrap();
+    ok(&run(ov(&sb).arg("umount").arg(&target)));
+    assert!(!aux.exists(), "umount removed the last aux dir and .overlay");
+    // Nothing to do is fine.
+    assert_eq!(ok(&run(ov(&sb).arg("prune"))), "");
+}
