@@ -42,20 +42,22 @@ impl Query {
             nargs = i + 1;
         }
         let (name, nr) = match call.parse::<u32>() {
-            Ok(nr) => (ScmpSyscall::from(nr as i32).get_name_by_arch(abi.token).ok(), nr as i32),
+            // x32 numbers carry bit 30 in seccomp_data.nr.
+            Ok(nr) => {
+                let name = ScmpSyscall::from(nr as i32).get_name_by_arch(abi.token).ok();
+                (name, if abi.name == "x32" { (nr | X32_SYSCALL_BIT) as i32 } else { nr as i32 })
+            }
             Err(_) => {
-                let sc = ScmpSyscall::from_name_by_arch(call, abi.token).map_err(|_| {
+                ScmpSyscall::from_name_by_arch(call, abi.token).map_err(|_| {
                     Error::new("check", call, format!("unknown to libseccomp {}", crate::resolve::libseccomp_version()))
                 })?;
-                let nr = sc.as_raw_syscall();
-                if nr < 0 {
-                    return Err(Error::new("check", call, format!("not a system call on {}", abi.name)));
-                }
-                (Some(call.to_string()), nr)
+                // The number the program tests, as the generator finds it: on ABIs with socketcall(2) and
+                // ipc(2), a multiplexed call's own direct number (libseccomp names it by a pseudo-number).
+                let nr = crate::gen::syscall_nr(call, abi)
+                    .ok_or_else(|| Error::new("check", call, format!("not a system call on {}", abi.name)))?;
+                (Some(call.to_string()), nr as i32)
             }
         };
-        // x32 numbers carry bit 30 in seccomp_data.nr.
-        let nr = if abi.name == "x32" { (nr as u32 | X32_SYSCALL_BIT) as i32 } else { nr };
         Ok(Query { name, nr, args, nargs })
     }
 }

@@ -1216,3 +1216,15 @@ fn our_generator_decides_every_syscall_as_libseccomps() {
         }
     }
 }
+
+/// `check` by name on an ABI with socketcall(2): a multiplexed call is checked at its direct number (what
+/// the program tests), with its argument rules; `socketcall` itself stays checkable too.
+#[test]
+fn check_names_multiplexed_calls_on_x86() {
+    let sb = Sandbox::new();
+    let v = check(&sb, "default", &["--abi", "x86"], &["socket,2", "socket,40", "socketcall,1"]);
+    assert_eq!(v[0]["nr"], 359, "{v:?}");
+    assert_eq!(action(&v[0]), "SCMP_ACT_ALLOW", "{v:?}");
+    assert_ne!(action(&v[1]), "SCMP_ACT_ALLOW", "AF_VSOCK stays blocked: {v:?}");
+    assert_eq!(v[2]["nr"], 102, "{v:?}");
+}
