@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Mount an overlay on TARGET (created if missing).
+    /// Mount an overlay on TARGET (created if missing), or hand it detached to CMD (--fd N -- CMD).
     Mount {
         /// Lower dirs, top first, `:`-separated as overlay's lowerdir (`\:` = a colon; repeatable).
         #[arg(long, value_name = "DIR[:DIR...]")]
