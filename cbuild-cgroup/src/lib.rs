@@ -75,7 +75,7 @@ pub fn add(name: &str, pids: &[String]) -> Result<()> {
 ///
 /// With `cgroup_fd` = N, the v2 tree is not joined: NAME's v2 directory is opened as fd N for CMD, which
 /// creates its processes there (`cbuild-ns run --cgroup-fd N`, clone3 CLONE_INTO_CGROUP). That skips
-/// the RCU grace period a cgroup2 move waits for. On a host without a v2 tree fd N is left closed.
+/// the RCU grace period a cgroup2 move waits for. On a host without a v2 tree fd N is /dev/null.
 pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<Infallible> {
     cgroup::check_name(name)?;
     if let Some(n) = cgroup_fd {
@@ -108,17 +108,15 @@ pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String])
     Err(e)
 }
 
-/// Open NAME's v2 directory as fd `n` (not close-on-exec) for the next program; close `n` if there is no
-/// v2 tree, so that nothing else inherited there is mistaken for it.
+/// Open NAME's v2 directory as fd `n` (not close-on-exec) for the next program; /dev/null if the host has
+/// no v2 tree, which says "nothing to join" (a closed fd would be taken by the next program's first open).
 fn hand_over_v2(host: &Host, cg: &Cgroup, n: i32) -> Result<()> {
-    let Some(dir) = cg.v2_dir(host) else {
-        log::step("cgroup-fd", format_args!("{n}: no cgroup2 tree on this host, left closed"));
-        let _ = nix::unistd::close(n);
-        return Ok(());
+    let (dir, flags) = match cg.v2_dir(host) {
+        Some(dir) => (dir, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY),
+        None => (Path::new("/dev/null"), nix::fcntl::OFlag::O_RDONLY),
     };
     log::step("cgroup-fd", format_args!("{n} → {}", dir.display()));
-    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+    let fd = nix::fcntl::open(dir, flags | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .map_err(|e| Error::sys("cgroup-fd", dir.display(), e.into()))?;
     // dup2 gives fd n without close-on-exec: it survives the execve, `fd` does not. (Already n: dup2
     // would be a no-op that keeps close-on-exec, so the flag is cleared instead, and `fd` must stay open.)

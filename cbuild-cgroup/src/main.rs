@@ -51,8 +51,8 @@ enum Verb {
         #[command(flatten)]
         limits: LimitArgs,
         /// Do not move into NAME's cgroup2 group: open it as fd N for CMD to create its processes in
-        /// (`cbuild-ns run --cgroup-fd N`). Skips the RCU grace period a cgroup2 move waits for. Left
-        /// closed on a host without a cgroup2 tree.
+        /// (`cbuild-ns run --cgroup-fd N`). Skips the RCU grace period a cgroup2 move waits for. On a host
+        /// without a cgroup2 tree, fd N is /dev/null: nothing to join.
         #[arg(long, value_name = "N")]
         cgroup_fd: Option<i32>,
         #[arg(last = true, required = true, value_name = "CMD")]

@@ -16,8 +16,9 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// CLONE_INTO_CGROUP, a clone3-only flag (bit 33: it does not fit clone(2)'s int).
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Check fd N: not open → `None` (no cgroup2 tree to join); open → it must be a cgroup2 directory outside
-/// the fds passed to the command. It is made close-on-exec: the command never sees it.
+/// Check fd N: a cgroup2 directory outside the fds passed to the command, or /dev/null, which
+/// `cbuild-cgroup exec --cgroup-fd` hands over on a host without a cgroup2 tree (→ `None`: nothing to
+/// join). It is made close-on-exec: the command never sees it.
 pub fn check(fd: RawFd, preserve_fds: u32) -> Result<Option<RawFd>> {
     if fd < 0 {
         return Err(Error::new(Step::CgroupFd, format!("fd {fd}"), "not a file descriptor number"));
@@ -25,16 +26,21 @@ pub fn check(fd: RawFd, preserve_fds: u32) -> Result<Option<RawFd>> {
     if fd >= 3 && (fd as u32) < 3 + preserve_fds {
         return Err(Error::new(Step::CgroupFd, format!("fd {fd}"), "is one of the fds --preserve-fds passes on"));
     }
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        crate::log::step(Step::CgroupFd, format!("fd {fd} not open: no cgroup2 group to create the container in"));
+    crate::protocol::check_fd(fd, Step::CgroupFd)?;
+    let mut md: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut md) } == 0
+        && md.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && md.st_rdev == libc::makedev(1, 3)
+    {
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        crate::log::step(Step::CgroupFd, format!("fd {fd} is /dev/null: no cgroup2 group to create the container in"));
         return Ok(None);
     }
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
         return Err(Error::sys(Step::CgroupFd, format!("fd {fd}"), nix::errno::Errno::last()));
     }
-    let mut md: libc::stat = unsafe { std::mem::zeroed() };
-    let is_dir = unsafe { libc::fstat(fd, &mut md) } == 0 && md.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let is_dir = md.st_mode & libc::S_IFMT == libc::S_IFDIR;
     if st.f_type as i64 != CGROUP2_SUPER_MAGIC || !is_dir {
         return Err(Error::new(Step::CgroupFd, format!("fd {fd}"), "not a cgroup2 directory")
             .hint("cbuild-cgroup exec NAME --cgroup-fd N opens one"));
@@ -78,18 +84,18 @@ pub fn clone_into(flags: u64, fd: RawFd) -> std::result::Result<libc::pid_t, nix
     }
 }
 
-/// The fallback where clone3 is missing or filtered (kernels < 5.7, a seccomp profile answering ENOSYS,
-/// as Docker's does): the child moves itself, paying the migration, so the result is the same.
-pub fn join_self(fd: RawFd) -> Result<()> {
-    let file = c"cgroup.procs";
-    let f = unsafe { libc::openat(fd, file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+/// The fallback where clone3 cannot place the child (before 5.7, or a seccomp profile answering ENOSYS,
+/// as Docker's does): move `pid` into the group, paying the migration, so the result is the same.
+pub fn join(fd: RawFd, pid: libc::pid_t) -> Result<()> {
+    let f = unsafe { libc::openat(fd, c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if f < 0 {
         return Err(Error::sys(Step::CgroupFd, "cgroup.procs", nix::errno::Errno::last()));
     }
-    let r = unsafe { libc::write(f, b"0".as_ptr().cast(), 1) };
+    let text = pid.to_string();
+    let r = unsafe { libc::write(f, text.as_ptr().cast(), text.len()) };
     let e = nix::errno::Errno::last();
     unsafe { libc::close(f) };
-    if r != 1 {
+    if r != text.len() as isize {
         return Err(Error::sys(Step::CgroupFd, "cgroup.procs", e));
     }
     Ok(())

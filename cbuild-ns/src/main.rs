@@ -184,7 +184,7 @@ struct RunArgs {
     status_fd: Option<i32>,
     /// Create the container's first process directly in the cgroup2 directory open at fd N (clone3
     /// CLONE_INTO_CGROUP: no migration afterwards), as `cbuild-cgroup exec NAME --cgroup-fd N` hands it
-    /// over. fd N not open means there is no cgroup2 tree to join (a pure v1 host).
+    /// over. /dev/null at fd N means there is no cgroup2 tree to join (a pure v1 host).
     #[arg(long, value_name = "N")]
     cgroup_fd: Option<i32>,
     /// The command and its arguments.

@@ -46,12 +46,17 @@ fn target_privileges(pid: i32) -> Result<Privileges> {
     })
 }
 
-fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+/// A pidfd for `pid`; None for a thread ID (pidfd_open takes only a process's), which /proc/TID and so
+/// `--target` accept as nsenter does: that case keeps the unpinned behaviour.
+fn pidfd_open(pid: i32) -> Result<Option<OwnedFd>> {
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if r < 0 {
-        return Err(Error::sys(Step::Join, format!("pid {pid}"), nix::errno::Errno::last()));
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::EINVAL => Ok(None),
+            e => Err(Error::sys(Step::Join, format!("pid {pid}"), e)),
+        };
     }
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r as i32) })
+    Ok(Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r as i32) }))
 }
 
 /// Signal 0 through the pidfd: ESRCH once the process has exited (even if its PID was reused since).
@@ -59,10 +64,13 @@ fn still_alive(pidfd: &OwnedFd, pid: i32) -> Result<()> {
     let r = unsafe {
         libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
     };
-    if r < 0 {
-        return Err(Error::new(Step::Join, format!("pid {pid}"), "exited while its namespaces were being opened"));
+    match (r, nix::errno::Errno::last()) {
+        (0, _) => Ok(()),
+        (_, nix::errno::Errno::ESRCH) => {
+            Err(Error::new(Step::Join, format!("pid {pid}"), "exited while its namespaces were being opened"))
+        }
+        (_, e) => Err(Error::sys(Step::Join, format!("pid {pid}"), e)),
     }
-    Ok(())
 }
 
 pub struct ExecSpec {
@@ -130,7 +138,7 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
     // A pidfd pins the target's identity: a PID is not reused while its process exists, so if the pidfd
     // still names a live process after the last /proc/PID access below, every access reached that process
     // and not a newcomer that got its PID.
-    let pidfd = spec.target.map(pidfd_open).transpose()?;
+    let pidfd = spec.target.map(pidfd_open).transpose()?.flatten();
     let fds = open_targets(spec)?;
     let program = p.seccomp.as_ref().map(|s| crate::seccomp::read(s, 0)).transpose()?;
     let privileges = match (spec.target, spec.keep_caps) {

@@ -43,13 +43,22 @@ struct Prepared {
     joins_child: Vec<NsFd>,
     seccomp: Option<seccomp::Program>,
     caps: caps::CapsHashSet,
-    /// `--cgroup-fd`: the cgroup2 directory the child starts in, when fd N is open.
+    /// `--cgroup-fd`: the cgroup2 directory the child starts in (None: no cgroup2 tree to join).
     cgroup_fd: Option<std::os::fd::RawFd>,
-    /// The child must join `cgroup_fd` itself (clone3 was not available) before it unshares cgroup.
-    cgroup_join_in_child: bool,
+    /// clone3 could not place the child: the parent moves it into `cgroup_fd` and then sends 'C', which
+    /// the child waits for before it unshares the cgroup namespace.
+    cgroup_join_by_parent: bool,
 }
 
 fn prepare(spec: &RunSpec) -> Result<Prepared> {
+    // The handed-over fds first: anything this process opens before could land on their numbers.
+    let cgroup_fd = match spec.cgroup_fd {
+        Some(fd) => crate::cgroupfd::check(fd, spec.preserve_fds)?,
+        None => None,
+    };
+    if let Some(fd) = spec.rootfs_fd {
+        rootfs::check_detached(fd, spec.preserve_fds)?;
+    }
     if spec.argv.is_empty() {
         return Err(Error::new(Step::Args, "command", "missing (give it after --)"));
     }
@@ -61,9 +70,6 @@ fn prepare(spec: &RunSpec) -> Result<Prepared> {
     }
     for fd in [spec.info_fd, spec.wait_fd, spec.status_fd].into_iter().flatten() {
         protocol::check_fd(fd, Step::Fds)?;
-    }
-    if let Some(fd) = spec.rootfs_fd {
-        rootfs::check_detached(fd, spec.preserve_fds)?;
     }
     for b in &spec.binds {
         std::fs::metadata(&b.src).ctx(Step::Bind, b.src.display())?;
@@ -98,11 +104,7 @@ fn prepare(spec: &RunSpec) -> Result<Prepared> {
     }
     joins_child.sort_by_key(|j| j.ty);
     let seccomp = spec.seccomp.as_ref().map(|s| seccomp::read(s, spec.seccomp_flags)).transpose()?;
-    let cgroup_fd = match spec.cgroup_fd {
-        Some(fd) => crate::cgroupfd::check(fd, spec.preserve_fds)?,
-        None => None,
-    };
-    Ok(Prepared { joins_parent, joins_child, seccomp, caps, cgroup_fd, cgroup_join_in_child: false })
+    Ok(Prepared { joins_parent, joins_child, seccomp, caps, cgroup_fd, cgroup_join_by_parent: false })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -166,11 +168,12 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     let pid = match prep.cgroup_fd {
         Some(fd) => match crate::cgroupfd::clone_into(flags as u64, fd) {
             Ok(pid) => pid as libc::c_long,
-            // No clone3 (old kernel, or a seccomp filter answering ENOSYS as Docker's does): plain clone,
-            // and the child joins the group itself.
-            Err(nix::errno::Errno::ENOSYS) => {
-                crate::log::step(Step::CgroupFd, "clone3: ENOSYS, the child moves itself into the group");
-                prep.cgroup_join_in_child = true;
+            // No clone3 (before 5.3, or a seccomp filter answering ENOSYS as Docker's does), or a clone3
+            // without the `cgroup` field (5.3-5.6: E2BIG for the longer struct, EINVAL for the flag):
+            // plain clone, and we move the child into the group before it goes on.
+            Err(e @ (nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL)) => {
+                crate::log::step(Step::CgroupFd, format!("clone3: {e}, the child is moved into the group"));
+                prep.cgroup_join_by_parent = true;
                 clone()
             }
             Err(e) => {
@@ -212,7 +215,8 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     }
 
     let mut persisted = Persisted::default();
-    let result = parent_setup(spec, child_pid, &ctrl_r, &go_w, status, &mut persisted);
+    let join_by_parent = prep.cgroup_fd.filter(|_| prep.cgroup_join_by_parent);
+    let result = parent_setup(spec, child_pid, join_by_parent, &ctrl_r, &go_w, status, &mut persisted);
     drop(go_w);
     // Read the child's verdict: 'E' (about to exec) then EOF means execve succeeded; a JSON line is a
     // failure; EOF without 'E' means the child died during set-up (e.g. killed while waiting on --wait-fd).
@@ -253,6 +257,7 @@ fn ns_list(spec: &RunSpec) -> String {
 fn parent_setup(
     spec: &RunSpec,
     child: Pid,
+    cgroup_join: Option<std::os::fd::RawFd>,
     ctrl_r: &OwnedFd,
     go_w: &OwnedFd,
     status: &mut Status,
@@ -262,6 +267,11 @@ fn parent_setup(
     if spec.userns() {
         idmap::write_maps(pid, &spec.uid_map, &spec.gid_map)?;
         send(go_w, b'M')?;
+    }
+    if let Some(fd) = cgroup_join {
+        // We write, not the child: inside a user namespace it may be an unprivileged host uid.
+        crate::cgroupfd::join(fd, pid)?;
+        send(go_w, b'C')?;
     }
     match recv(ctrl_r) {
         Some(b'R') => {}
@@ -321,9 +331,9 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     for j in &prep.joins_child {
         j.join()?;
     }
-    if let Some(fd) = prep.cgroup_fd {
-        if prep.cgroup_join_in_child {
-            crate::cgroupfd::join_self(fd)?;
+    if prep.cgroup_fd.is_some() {
+        if prep.cgroup_join_by_parent && recv(go_r) != Some(b'C') {
+            return Err(Error::new(Step::Sync, "parent", "gone before moving us into the cgroup"));
         }
         if spec.new_ns.contains(&NsType::Cgroup) {
             crate::log::step(Step::Unshare, "cgroup");

@@ -152,7 +152,13 @@ fn main() -> ExitCode {
 /// Put the detached mount at fd `n` (dup2: not close-on-exec) and exec `cmd`. Only returns if that
 /// failed: the directories the mount created are removed (the mount itself dies with this process), and
 /// the process exits 127 (not found) or 126, as a shell would.
-fn exec_with(mnt: std::os::fd::OwnedFd, n: i32, cmd: &[String], created: &[PathBuf]) -> Result<(), Error> {
+fn exec_with(
+    mnt: std::os::fd::OwnedFd,
+    n: i32,
+    cmd: &[String],
+    created: &[PathBuf],
+    scratch: &[PathBuf],
+) -> Result<(), Error> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     // dup2 onto itself would keep close-on-exec: then clear the flag instead.
@@ -163,21 +169,23 @@ fn exec_with(mnt: std::os::fd::OwnedFd, n: i32, cmd: &[String], created: &[PathB
     };
     if r < 0 {
         let e = std::io::Error::last_os_error();
-        remove_created(created);
+        remove_created(created, scratch);
         return Err(Error::os("fd", n.to_string(), e));
     }
     verbose::step("exec", &cmd[0]);
     let e = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
     drop(mnt);
     unsafe { libc::close(n) };
-    remove_created(created);
+    remove_created(created, scratch);
     eprintln!("cbuild-overlay: exec: {}: {e}", cmd[0].replace('\n', "\\n"));
     std::process::exit(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
 }
 
-fn remove_created(created: &[PathBuf]) {
+/// Newest first: the upper and work dirs with what is in them, their parents only if empty (a parent
+/// such as `<data>/containers` may have gained another container's dirs meanwhile).
+fn remove_created(created: &[PathBuf], scratch: &[PathBuf]) {
     for d in created.iter().rev() {
-        let _ = std::fs::remove_dir_all(d);
+        let _ = if scratch.contains(d) { std::fs::remove_dir_all(d) } else { std::fs::remove_dir(d) };
     }
 }
 
@@ -231,7 +239,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             match (fd, m.fd) {
                 (Some(n), Some(mnt)) => {
                     verbose::step("mounted", format!("detached, fd {n} ({how})"));
-                    exec_with(mnt, n, &cmd, &m.created)
+                    exec_with(mnt, n, &cmd, &m.created, &m.scratch)
                 }
                 _ => {
                     verbose::step("mounted", format!("{} ({how})", req.target.display()));

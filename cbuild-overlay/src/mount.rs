@@ -81,6 +81,8 @@ pub struct Mounted {
     /// Directories this call created (upper, work and their missing parents), oldest first, for a caller
     /// that must take everything back after all (the exec after `--fd` failed).
     pub created: Vec<PathBuf>,
+    /// The upper and work dirs, whose contents (overlay's own in work) go with them.
+    pub scratch: Vec<PathBuf>,
 }
 
 /// Checked, absolute inputs.
@@ -281,12 +283,14 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     undo.armed = false;
     if req.detached {
         // The command exec'd next inherits the signal mask: it must get the caller's back. A stop signal
-        // that arrived meanwhile lands now, and leaves nothing (the detached mount dies with us).
+        // that arrived after the check above lands now: the detached mount dies with us, the upper and
+        // work dirs made stay (a script's undo removes them, as cbuild-run's `upper` does).
         drop(held);
     } else {
         std::mem::forget(held);
     }
-    Ok(Mounted { api, aux: aux.filter(|_| !req.detached), fd, created })
+    let scratch = [&plan.upper, &plan.work].into_iter().flatten().cloned().collect();
+    Ok(Mounted { api, aux: aux.filter(|_| !req.detached), fd, created, scratch })
 }
 
 /// What steps and error lines call a detached overlay's target (it has none).
@@ -714,8 +718,8 @@ pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
         return Ok(Vec::new());
     };
     let base = std::fs::canonicalize(&base).map_err(|e| Error::os("prune", p(&base), e))?;
-    let entries = mountinfo::read()?;
-    let mut removed = Vec::new();
+    // Creators first, mounts second: whatever a dead creator mounted is in the mount table read after.
+    let mut dead = Vec::new();
     for d in dir.flatten() {
         let name = d.file_name();
         if !is_aux_name(&name) || !d.file_type().is_ok_and(|t| t.is_dir()) {
@@ -723,8 +727,21 @@ pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
         }
         let aux = base.join(&name);
         let pid = name.to_string_lossy().split('-').next().unwrap_or("").to_string();
-        let in_use = entries.iter().any(|m| m.fs_type == "overlay" && Path::new(&m.source) == aux);
-        if in_use || Path::new("/proc").join(&pid).exists() {
+        if Path::new("/proc").join(&pid).exists() {
+            step("prune", format!("{}: its creator {pid} is alive, kept", aux.display()));
+            continue;
+        }
+        dead.push(aux);
+    }
+    let entries = mountinfo::read()?;
+    let mut removed = Vec::new();
+    for aux in dead {
+        // In use: the source of an overlay mounted elsewhere (a --tmpfs-upper overlay, a long layer
+        // list). The temporary of a mount(2) --fd overlay names it too, but is mounted inside it.
+        let in_use = entries
+            .iter()
+            .any(|m| m.fs_type == "overlay" && Path::new(&m.source) == aux && !m.mount_point.starts_with(&aux));
+        if in_use {
             step("prune", format!("{}: in use, kept", aux.display()));
             continue;
         }

@@ -440,10 +440,18 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     // Every container start compiles its unchanged profile to the same file: leave an identical regular
     // file alone. Replacing it by rename costs more than the compile (ext4's auto_da_alloc starts writing
     // the new file's data back on a rename over an existing file, and waits for the journal under load).
+    // Its modification time is still set to now, as a rewrite would: callers (cbuild-run's cache) read it
+    // as "compiled after the tool", like make does.
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
         && std::fs::read(path).is_ok_and(|old| old == bytes)
     {
         step("write", &format!("{}: unchanged", path.display()));
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+            Error::new("write", path.to_string_lossy(), std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        })?;
+        if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+            return Err(Error::new("write", path.to_string_lossy(), std::io::Error::last_os_error()));
+        }
         return Ok(());
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

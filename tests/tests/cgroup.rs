@@ -1097,7 +1097,9 @@ fn cgroup_fd_clones_the_container_into_the_group() {
             "syscalls": [{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}"#,
     )
     .unwrap();
-    for filtered in [false, true] {
+    // With clone3 filtered the parent moves the child; in a user namespace mapped to an unprivileged
+    // host uid the child could not have done it itself.
+    for (filtered, userns) in [(false, false), (true, false), (false, true), (true, true)] {
         let c = Cg::new(&i);
         let mut cmd = Command::new(bin(TOOL));
         if filtered {
@@ -1107,7 +1109,9 @@ fn cgroup_fd_clones_the_container_into_the_group() {
         cmd.env("CBUILD_STATE", sb.path().join("state"))
             .args(["exec", &c.name, "--memory", "64M", "--cgroup-fd", "3", "--"])
             .arg(bin("cbuild-ns"))
-            .args(["run", "--cgroup", "--cgroup-fd", "3", "--", "sh", "-c"])
+            .args(["run", "--cgroup", "--cgroup-fd", "3"])
+            .args(if userns { &["--uid-map", "0:100000:65536", "--gid-map", "0:100000:65536"][..] } else { &[] })
+            .args(["--", "sh", "-c"])
             .arg("echo $$; cat /proc/self/cgroup; echo end; exec sleep 30")
             .stdout(Stdio::piped())
             .stdin(Stdio::null());
@@ -1156,9 +1160,22 @@ fn cgroup_fd_bad_input_fails_cleanly() {
     let o = run(cg(&sb).args(["exec", &name, "--cgroup-fd", "2", "--", "true"]));
     assert_tool_error(&o, TOOL, "cgroup-fd");
     assert_no_dirs(&i, &name);
-    // fd 0 is /dev/null here: open, but not a cgroup2 directory.
-    let o = run(tool("cbuild-ns", &sb).args(["run", "--cgroup-fd", "0", "--", "true"]).stdin(Stdio::null()));
-    assert_tool_error(&o, "cbuild-ns", "cgroup_fd: fd 0: not a cgroup2 directory");
+    // fd 3 on a regular file: open, but neither a cgroup2 directory nor /dev/null.
+    let o = run(Command::new("sh")
+        .env("CBUILD_STATE", &sb.state)
+        .arg("-c")
+        .arg(format!("exec {} run --cgroup-fd 3 -- true 3</proc/self/status", bin("cbuild-ns").display())));
+    assert_tool_error(&o, "cbuild-ns", "cgroup_fd: fd 3: not a cgroup2 directory");
+    // Not open at all.
+    let o = run(tool("cbuild-ns", &sb).args(["run", "--cgroup-fd", "9", "--", "true"]));
+    assert_tool_error(&o, "cbuild-ns", "cgroup_fd: fd 9: not an open file descriptor");
+    // /dev/null is what cbuild-cgroup hands over on a host without cgroup2: nothing to join, and checked
+    // before cbuild-ns opens anything (a joined namespace's fd must not take its number).
+    let o = run(Command::new("sh").env("CBUILD_STATE", &sb.state).arg("-c").arg(format!(
+        "exec {} run --cgroup-fd 3 --join net=/proc/self/ns/net -- true 3</dev/null",
+        bin("cbuild-ns").display()
+    )));
+    assert!(o.status.success(), "{}", stderr(&o));
     // Inside the range --preserve-fds passes on.
     let o = run(tool("cbuild-ns", &sb).args(["run", "--preserve-fds", "1", "--cgroup-fd", "3", "--", "true"]));
     assert_tool_error(&o, "cbuild-ns", "--preserve-fds");

@@ -1101,14 +1101,32 @@ fn prune_removes_only_dead_aux_dirs() {
     tmpfs(&dead, "size=1m");
     std::fs::create_dir(dead.join("upper")).unwrap();
     std::fs::create_dir(dead.join("work")).unwrap();
+    // The temporary of a mount(2) `--fd` overlay whose creator died before cloning it: an overlay
+    // mounted inside the aux dir, with the aux dir as its source.
+    let tmp = aux.join(format!("{dead_pid}-def456"));
+    std::fs::create_dir_all(tmp.join("root")).unwrap();
+    let opts = format!("lowerdir={}:{}", top.display(), bottom.display());
+    nix::mount::mount(
+        Some(&tmp),
+        &tmp.join("root"),
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap();
     // Made by a live process (ours), not in use yet: a mount in progress.
     let busy = aux.join(format!("{}-abc123", std::process::id()));
     std::fs::create_dir(&busy).unwrap();
 
     let out = ok(&run(ov(&sb).arg("prune")));
-    assert_eq!(out.trim(), std::fs::canonicalize(&aux).unwrap().join(dead.file_name().unwrap()).to_string_lossy());
-    assert!(!dead.exists(), "the dead aux dir is gone");
-    assert!(!is_mounted(&dead), "its tmpfs is unmounted");
+    let base = std::fs::canonicalize(&aux).unwrap();
+    let mut want = vec![base.join(dead.file_name().unwrap()), base.join(tmp.file_name().unwrap())];
+    want.sort();
+    let mut got: Vec<PathBuf> = out.lines().map(PathBuf::from).collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(!dead.exists() && !tmp.exists(), "the dead aux dirs are gone");
+    assert!(!is_mounted(&dead) && !is_mounted(&tmp.join("root")), "their mounts are gone");
     assert!(live[0].exists() && is_mounted(&target), "the live overlay and its aux dir are kept");
     assert!(busy.exists(), "a live process's aux dir is kept");
     std::fs::remove_dir(&busy).unwrap();
