@@ -9,7 +9,7 @@ packages=(
     iproute2 nftables conntrack uidmap procps   # what the tools and tests drive
     runc bubblewrap umoci skopeo containernetworking-plugins cgroup-tools hyperfine fio strace  # anchors, labs
     qemu-system-x86 cpio zstd                   # the pure cgroup v2 test VM
-    util-linux e2fsprogs jq file curl ca-certificates bash-builtins
+    util-linux e2fsprogs jq file curl ca-certificates bash-builtins python3
 )
 
 missing=()

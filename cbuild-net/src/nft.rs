@@ -181,7 +181,11 @@ pub fn parse_ports_comment(c: &str) -> Option<&str> {
 /// - `iifname BR ip daddr 127.0.0.0/8 drop`, before conntrack: `route_localnet` would otherwise let a
 ///   container reach services the host binds to 127.0.0.1 by sending to that address
 ///   (CVE-2020-8558). Answers to the host's own connections arrive addressed to the bridge's address
-///   and are un-NAT'd to 127.0.0.1 only after this check.
+///   and are un-NAT'd to 127.0.0.1 only after this check;
+/// - `iifname BR ip saddr 127.0.0.0/8 drop`, likewise: `route_localnet` also lifts the martian-source
+///   check, so without it a container (CAP_NET_RAW) could send packets claiming a 127/8 source to the
+///   host's services that trust loopback peers. Answers to the host's loopback connections come back
+///   from the container's address, so this drops nothing legitimate.
 pub fn ports_rules(bridge: &str, subnet: &Subnet) -> Vec<Rule<'static>> {
     let loopback = || Expression::Named(NamedExpression::Prefix(Prefix { addr: Box::new(s("127.0.0.0")), len: 8 }));
     let prefix = Expression::Named(NamedExpression::Prefix(Prefix {
@@ -189,7 +193,7 @@ pub fn ports_rules(bridge: &str, subnet: &Subnet) -> Vec<Rule<'static>> {
         len: subnet.prefix as u32,
     }));
     let oifname = || Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Oifname }));
-    let iifname = Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Iifname }));
+    let iifname = || Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Iifname }));
     let ct_status =
         Expression::Named(NamedExpression::CT(CT { key: Cow::Borrowed("status"), family: None, dir: None }));
     let c = ports_comment(bridge);
@@ -197,8 +201,17 @@ pub fn ports_rules(bridge: &str, subnet: &Subnet) -> Vec<Rule<'static>> {
         rule(
             "guard",
             vec![
-                matches(iifname, Operator::EQ, s(bridge)),
+                matches(iifname(), Operator::EQ, s(bridge)),
                 matches(payload("ip", "daddr"), Operator::EQ, loopback()),
+                Statement::Drop(None),
+            ],
+            c.clone(),
+        ),
+        rule(
+            "guard",
+            vec![
+                matches(iifname(), Operator::EQ, s(bridge)),
+                matches(payload("ip", "saddr"), Operator::EQ, loopback()),
                 Statement::Drop(None),
             ],
             c.clone(),

@@ -397,11 +397,30 @@ fn published_port_reaches_the_container_from_the_hosts_loopback_and_nothing_else
     );
     assert_eq!(fetch(&c, "127.0.0.1:9999", 2), None, "guard drops the container's packets to 127.0.0.1");
     // ...and only by it: without the guard, the same packets do reach the host's loopback service.
-    let guard = sh_in(&n.host, "nft -a list chain ip cbuild guard");
-    let handle = guard.lines().find(|l| l.contains("drop")).and_then(|l| l.rsplit(' ').next()).unwrap().to_string();
-    sh_in(&n.host, &format!("nft delete rule ip cbuild guard handle {handle}"));
+    let guard_rule = |what: &str| {
+        let guard = sh_in(&n.host, "nft -a list chain ip cbuild guard");
+        let line = guard.lines().find(|l| l.contains(what) && l.contains("drop")).expect("a guard rule");
+        line.rsplit(' ').next().unwrap().to_string()
+    };
+    sh_in(&n.host, &format!("nft delete rule ip cbuild guard handle {}", guard_rule("daddr 127.0.0.0/8")));
     assert_eq!(fetch(&c, "127.0.0.1:9999", 5).as_deref(), Some("host-private"), "the test can see the hole");
     sh_in(&c, "ip route del 127.0.0.0/8 via 10.240.0.1 && ip addr add 127.0.0.1/8 dev lo");
+
+    // Nor may a container (raw socket, CAP_NET_RAW) send the host packets claiming a loopback source,
+    // which route_localnet would otherwise accept: the guard drops them before conntrack sees them.
+    let spoof = "python3 -c \"import socket,struct; s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW); \
+        u=struct.pack('!HHHH',5555,9999,12,0)+b'spof'; \
+        h=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(u),0,0,64,17,0,socket.inet_aton('127.0.0.5'),socket.inet_aton('10.240.0.1')); \
+        s.sendto(h+u,('10.240.0.1',0))\"";
+    let seen = |n: &Net| sh_in(&n.host, "conntrack -L -s 127.0.0.5 2>/dev/null || true").contains("src=127.0.0.5");
+    sh_in(&c, spoof);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!seen(&n), "a 127/8 source from the bridge reached the host");
+    // ...and only because of the guard: without its rule the same packet is accepted.
+    sh_in(&n.host, &format!("nft delete rule ip cbuild guard handle {}", guard_rule("saddr 127.0.0.0/8")));
+    sh_in(&c, spoof);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(seen(&n), "the test can see the hole (rp_filter off in the test's host namespace)");
 
     // The last published port of the bridge takes the bridge-wide rules and route_localnet with it.
     n.ok(&["unpublish", "--id", "web", "8080"]);
