@@ -197,25 +197,17 @@ pub fn ports_rules(bridge: &str, subnet: &Subnet) -> Vec<Rule<'static>> {
     let ct_status =
         Expression::Named(NamedExpression::CT(CT { key: Cow::Borrowed("status"), family: None, dir: None }));
     let c = ports_comment(bridge);
+    let guard = |field: &'static str| {
+        let m = vec![
+            matches(iifname(), Operator::EQ, s(bridge)),
+            matches(payload("ip", field), Operator::EQ, loopback()),
+            Statement::Drop(None),
+        ];
+        rule("guard", m, c.clone())
+    };
     vec![
-        rule(
-            "guard",
-            vec![
-                matches(iifname(), Operator::EQ, s(bridge)),
-                matches(payload("ip", "daddr"), Operator::EQ, loopback()),
-                Statement::Drop(None),
-            ],
-            c.clone(),
-        ),
-        rule(
-            "guard",
-            vec![
-                matches(iifname(), Operator::EQ, s(bridge)),
-                matches(payload("ip", "saddr"), Operator::EQ, loopback()),
-                Statement::Drop(None),
-            ],
-            c.clone(),
-        ),
+        guard("daddr"),
+        guard("saddr"),
         rule(
             "postrouting",
             vec![
