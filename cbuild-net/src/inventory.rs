@@ -57,6 +57,9 @@ pub struct Inventory {
     pub orphan_leases: Vec<LeaseView>,
     pub orphan_rules: Vec<RuleInfo>,
     pub rules: Vec<RuleInfo>,
+    /// The `ip6 cbuild` table's rules (dual-stack bridges), for `ls`; `prune` reads that table itself.
+    pub rules6: Vec<RuleInfo>,
+    pub orphan_rules6: Vec<RuleInfo>,
     /// IDs whose records are empty and unlocked (a connect died).
     pub broken: Vec<String>,
 }
@@ -178,14 +181,20 @@ pub async fn take(ctx: &Ctx, host: &Nl) -> Result<Inventory> {
         });
     }
     inv.rules = ctx.nft().rules()?;
-    // The table is shared by every state dir using this host namespace: a publish rule is ours to
+    if inv.bridges.iter().any(|b| b.conf.subnet6.is_some()) {
+        inv.rules6 = ctx.nft().v6().rules()?;
+    }
+    // The tables are shared by every state dir using this host namespace: a publish rule is ours to
     // judge only when it sends to one of our bridges' subnets (bridges never overlap).
-    let subnets: Vec<_> = inv.bridges.iter().map(|b| b.conf.subnet).collect();
-    for r in &inv.rules {
-        if let Some((owner, _, _)) = nft::parse_pub_comment(&r.comment) {
-            let mine = r.dnat.is_none_or(|ip| subnets.iter().any(|s| nft::sends_to(ip, s, None)));
-            if mine && !live.contains(&owner) {
-                inv.orphan_rules.push(r.clone());
+    for (rules, orphans) in [(&inv.rules, &mut inv.orphan_rules), (&inv.rules6, &mut inv.orphan_rules6)] {
+        for r in rules {
+            if let Some((owner, _, _)) = nft::parse_pub_comment(&r.comment) {
+                let mine = r.dnat.is_none_or(|ip| {
+                    inv.bridges.iter().any(|b| nft::sends_to(ip, &b.conf.subnet, b.conf.subnet6.as_ref()))
+                });
+                if mine && !live.contains(&owner) {
+                    orphans.push(r.clone());
+                }
             }
         }
     }

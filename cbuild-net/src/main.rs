@@ -338,12 +338,16 @@ fn print_ls(inv: &inventory::Inventory, json: bool) {
             v["orphaned"] = true.into();
             println!("{v}");
         }
-        for r in &inv.rules {
-            let orphaned = inv.orphan_rules.iter().any(|o| o.handle == r.handle);
-            println!(
-                "{}",
-                serde_json::json!({"kind": "rule", "chain": r.chain, "handle": r.handle, "comment": r.comment, "orphaned": orphaned})
-            );
+        for (family, rules, orphans) in
+            [("ip", &inv.rules, &inv.orphan_rules), ("ip6", &inv.rules6, &inv.orphan_rules6)]
+        {
+            for r in rules {
+                let orphaned = orphans.iter().any(|o| o.handle == r.handle);
+                println!(
+                    "{}",
+                    serde_json::json!({"kind": "rule", "family": family, "chain": r.chain, "handle": r.handle, "comment": r.comment, "orphaned": orphaned})
+                );
+            }
         }
         return;
     }
@@ -388,7 +392,9 @@ fn print_ls(inv: &inventory::Inventory, json: bool) {
     for l in &inv.orphan_leases {
         println!("orphaned lease {} on {} held by {}", l.ip, l.bridge, l.id);
     }
-    for r in &inv.orphan_rules {
-        println!("orphaned rule {} in {}: {}", r.handle, r.chain, r.comment);
+    for (family, orphans) in [("ip", &inv.orphan_rules), ("ip6", &inv.orphan_rules6)] {
+        for r in orphans {
+            println!("orphaned rule {} in {family} {}: {}", r.handle, r.chain, r.comment);
+        }
     }
 }

@@ -546,6 +546,16 @@ fn dual_stack_bridge_containers_ping6_each_other_and_reach_the_outside_through_n
     );
     n.ok(&["publish", "--id", "a", "8080:80"]);
     assert!(sh_in(&n.host, "nft list table ip6 cbuild").contains("dnat to [fd00:cb:43::2]:80"));
+    // `ls --json` shows the rules of both tables, each with its family, none orphaned.
+    let rules: Vec<serde_json::Value> = n
+        .ok(&["ls", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "rule" && v["comment"].as_str().is_some_and(|c| c.contains(" a tcp 8080")))
+        .collect();
+    for family in ["ip", "ip6"] {
+        assert!(rules.iter().any(|r| r["family"] == family && r["orphaned"] == false), "{family}: {rules:?}");
+    }
     assert_eq!(get6p(&out, "2001:db8:ff::1", 8080).as_deref(), Some("from-a"), "outside via ip6 DNAT");
     assert_eq!(get6p(&b, "2001:db8:ff::1", 8080).as_deref(), Some("from-a"), "b -> host:8080 -> a");
     assert_eq!(get6p(&a, "2001:db8:ff::1", 8080).as_deref(), Some("from-a"), "a -> host:8080 -> a");
