@@ -92,11 +92,13 @@ rt_undo_step() {
 # Undo container NAME from its undo list, newest first. Each step first checks that its object exists,
 # because a run killed half-way recorded steps it never finished. `keep` = 1 keeps what a stopped container
 # keeps (its upper dir, record and logs), as `docker run` without --rm does. `ended` = 1 says the chain is
-# known to have exited (no process of the container is left): the cgroup is then removed in the
-# background while the other steps run, since nothing else depends on it.
+# known to have exited (no process of the container is left): the cgroup removal and the network's
+# disconnect then run in the background beside the other steps (nothing else depends on them; the
+# disconnect waits mostly for the kernel to delete the veth pair), and are waited for at the end.
 #   rt_cleanup NAME KEEP [ENDED]
 rt_cleanup() {
-    local name=$1 keep=$2 ended=${3:-0} dir=$rt_state/$1 step cgroup_rm=0
+    local name=$1 keep=$2 ended=${3:-0} dir=$rt_state/$1 step
+    local -a background=()
     local rt_name=$name
     [[ -f $dir/undo ]] || { [[ $keep == 1 ]] || rt_remove_dir "$name"; return 0; }
     local -a steps
@@ -111,14 +113,18 @@ rt_cleanup() {
                 rt_say undo-cgroup "cbuild-cgroup rm $name --force --missing-ok"
                 if [[ $ended == 1 ]]; then
                     "$CGROUP_BIN" rm "$name" --force --missing-ok &
-                    cgroup_rm=$!
+                    background+=($!)
                 else
                     "$CGROUP_BIN" rm "$name" --force --missing-ok
                 fi
                 ;;
             connect)
                 # Unplugs the veth pair, releases the lease, drops published ports and their conntrack.
-                if [[ -e $dir/net.json ]]; then
+                if [[ -e $dir/net.json && $ended == 1 ]]; then
+                    { "$NET_BIN" disconnect --id "$name" 2>/dev/null ||
+                        rt_undo_step connect "$NET_BIN" prune >/dev/null; } &
+                    background+=($!)
+                elif [[ -e $dir/net.json ]]; then
                     "$NET_BIN" disconnect --id "$name" 2>/dev/null ||
                         rt_undo_step connect "$NET_BIN" prune >/dev/null
                 fi
@@ -150,7 +156,7 @@ rt_cleanup() {
                 ;;
         esac
     done
-    [[ $cgroup_rm == 0 ]] || wait "$cgroup_rm"
+    [[ ${#background[@]} == 0 ]] || wait "${background[@]}"
     if [[ $keep == 1 ]]; then
         # What is undone is no longer to be undone; the upper dir stays listed for cbuild-rm.
         if [[ -d $rt_data/containers/$name ]]; then echo upper >"$dir/undo"; else : >"$dir/undo"; fi
