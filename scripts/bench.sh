@@ -135,6 +135,11 @@ exec $CBUILD_BIN/cbuild-ns run --pid --mount --net --ipc --uts --rootfs $bundle/
 EOF
 chmod +x "$work"/cbuild "$work"/runc "$work"/runc-cni "$work"/bwrap "$work"/ns
 
+# The build and the set-up above leave the disk busy (writeback; this ext4 discards on delete), which
+# slows every file the first timed runs create: let it settle.
+sync
+sleep 3
+
 # --- 1 and 2 ---------------------------------------------------------------------------------------
 hf --export-json "$out/none.json" \
     --command-name "cbuild-run --rm --network none" "$work/cbuild none" \
