@@ -79,7 +79,8 @@ pub struct Created {
     back: Option<Vec<PathBuf>>,
     /// The files the caller joined through, still open.
     join_files: Vec<std::fs::File>,
-    /// The creation lock, when this call created (close-on-exec: `exec` releases it at execve).
+    /// The lock: exclusive when this call created, shared when it joined an existing NAME
+    /// (close-on-exec: `exec` releases it at execve).
     _lock: Option<std::fs::File>,
 }
 
@@ -186,16 +187,27 @@ impl Cgroup {
         let cg = Cgroup::at(host, name)?;
         let join = if host.rootless && join == Join::AllButV2 { Join::All } else { join };
         // The common `exec` case, NAME exists everywhere: opening the files to join by is both the
-        // existence check and half the join, so nothing is created or looked up twice.
-        let mut ready = if join != Join::No && !host.rootless { cg.open_self_join(host, join) } else { None };
-        // Anything else — making directories, filling a v1 cpuset, setting limits, joining — is done
-        // under the lock, so two `exec NAME` at once do not see each other's half-made NAME (an empty
-        // v1 cpuset refuses tasks with ENOSPC; a failing one's undo would remove the other's dirs).
-        let lock = match ready {
-            Some(_) => None,
-            None => Some(lock(host)?),
+        // existence check and half the join, so nothing is created or looked up twice. It holds the lock
+        // shared until the join is done (exec closes it): a creator or `rm` (exclusive) is then never
+        // half-way through NAME meanwhile, so a failing creator's undo cannot remove NAME under us.
+        let mut shared = None;
+        let mut ready = if join != Join::No && !host.rootless {
+            shared = Some(lock(host, libc::LOCK_SH)?);
+            cg.open_self_join(host, join)
+        } else {
+            None
         };
-        if lock.is_some() && join != Join::No && !host.rootless {
+        // Anything else — making directories, filling a v1 cpuset, setting limits, joining — is done
+        // under the exclusive lock, so two `exec NAME` at once do not see each other's half-made NAME (an
+        // empty v1 cpuset refuses tasks with ENOSPC; a failing one's undo would remove the other's dirs).
+        let lock = match ready {
+            Some(_) => shared,
+            None => {
+                drop(shared);
+                Some(lock(host, libc::LOCK_EX)?)
+            }
+        };
+        if ready.is_none() && join != Join::No && !host.rootless {
             // Made by whoever held the lock before us?
             ready = cg.open_self_join(host, join);
         }
@@ -435,7 +447,7 @@ impl Cgroup {
         }
         // Not while an `exec` or `create` is between its mkdir and its join (see [`lock`]); and a
         // process that joined meanwhile is refused as above.
-        let _lock = lock(host)?;
+        let _lock = lock(host, libc::LOCK_EX)?;
         if !force {
             let procs = self.procs()?;
             if !procs.is_empty() {
@@ -509,15 +521,16 @@ pub fn own_dirs(host: &Host) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// The lock serializing changes to the set of NAMEs: an exclusive flock(2) on the first hierarchy's
-/// base directory (a cgroup directory: every invocation on this host finds the same one, root or not).
-/// Held from before the first mkdir until after the join; the kernel drops it when the fd closes.
-fn lock(host: &Host) -> Result<std::fs::File> {
+/// The lock serializing changes to the set of NAMEs: a flock(2) on the first hierarchy's base directory
+/// (a cgroup directory: every invocation on this host finds the same one, root or not). Exclusive
+/// (`LOCK_EX`) from before the first mkdir until after the join, and for `rm`; shared (`LOCK_SH`) while
+/// `exec` joins a NAME that exists. The kernel drops it when the fd closes (at exec: close-on-exec).
+fn lock(host: &Host, how: libc::c_int) -> Result<std::fs::File> {
     let base = &host.hierarchies[0].base;
     let f = std::fs::File::open(base).map_err(|e| Error::sys("lock", base.display(), e))?;
     loop {
         // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } == 0 {
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), how) } == 0 {
             return Ok(f);
         }
         let e = std::io::Error::last_os_error();

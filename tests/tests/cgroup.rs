@@ -1180,3 +1180,47 @@ fn cgroup_fd_bad_input_fails_cleanly() {
     let o = run(tool("cbuild-ns", &sb).args(["run", "--preserve-fds", "1", "--cgroup-fd", "3", "--", "true"]));
     assert_tool_error(&o, "cbuild-ns", "--preserve-fds");
 }
+
+/// `exec NAME` joining an existing NAME holds the lock shared, so a creator of NAME that fails part-way
+/// (here: a limit the kernel rejects after the mkdirs) can never remove NAME under it: every joiner runs
+/// its command, and NAME is never left in some hierarchies only.
+#[test]
+fn joiners_never_see_a_failing_creators_half_made_name() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let v2_ctrl = i["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["version"] == 2)
+        .flat_map(|h| h["controllers"].as_array().unwrap().iter().filter_map(|c| c.as_str()))
+        .find(|&c| c != "cpuset")
+        .unwrap_or("memory")
+        .to_string();
+    let cfg = sb.path().join("config.json");
+    std::fs::write(&cfg, format!(r#"{{"linux":{{"resources":{{"unified":{{"{v2_ctrl}.bogus":"1"}}}}}}}}"#)).unwrap();
+    for _ in 0..40 {
+        let c = Cg::new(&i);
+        let spawn = |args: &[&str]| {
+            cg(&sb).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+        };
+        let creator = cg(&sb)
+            .args(["exec", &c.name, "--memory", "32M", "--oci"])
+            .arg(&cfg)
+            .args(["--", "true"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let joiners: Vec<Child> = (0..8).map(|_| spawn(&["exec", &c.name, "--", "true"])).collect();
+        let o = creator.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(125), "the creator fails: {}", String::from_utf8_lossy(&o.stderr));
+        for j in joiners {
+            let o = j.wait_with_output().unwrap();
+            assert!(o.status.success(), "a joiner failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let present = c.dirs.iter().filter(|d| d.is_dir()).count();
+        assert!(present == 0 || present == c.dirs.len(), "NAME half made: {present} of {}", c.dirs.len());
+    }
+}
