@@ -473,6 +473,12 @@ impl Cgroup {
                     first_err.get_or_insert(e);
                 }
             }
+            // The shared `cbuild/` goes with the last NAME, so nothing of ours stays on the host. rmdir
+            // fails harmlessly while another NAME is there; creators hold this lock exclusively and
+            // joiners shared, so none of them is between seeing `cbuild/` and finishing with it.
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
         first_err.map_or(Ok(()), Err)
     }
