@@ -20,19 +20,12 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `cbuild-cgroup exec --cgroup-fd` hands over on a host without a cgroup2 tree (→ `None`: nothing to
 /// join). It is made close-on-exec: the command never sees it.
 pub fn check(fd: RawFd, preserve_fds: u32) -> Result<Option<RawFd>> {
-    if fd < 0 {
-        return Err(Error::new(Step::CgroupFd, format!("fd {fd}"), "not a file descriptor number"));
-    }
-    if fd >= 3 && (fd as u32) < 3 + preserve_fds {
-        return Err(Error::new(Step::CgroupFd, format!("fd {fd}"), "is one of the fds --preserve-fds passes on"));
-    }
-    crate::protocol::check_fd(fd, Step::CgroupFd)?;
+    crate::protocol::take_handed_fd(fd, preserve_fds, Step::CgroupFd)?;
     let mut md: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut md) } == 0
         && md.st_mode & libc::S_IFMT == libc::S_IFCHR
         && md.st_rdev == libc::makedev(1, 3)
     {
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         crate::log::step(Step::CgroupFd, format!("fd {fd} is /dev/null: no cgroup2 group to create the container in"));
         return Ok(None);
     }
@@ -45,7 +38,6 @@ pub fn check(fd: RawFd, preserve_fds: u32) -> Result<Option<RawFd>> {
         return Err(Error::new(Step::CgroupFd, format!("fd {fd}"), "not a cgroup2 directory")
             .hint("cbuild-cgroup exec NAME --cgroup-fd N opens one"));
     }
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     crate::log::step(Step::CgroupFd, format!("fd {fd}: the container starts in this cgroup2 group"));
     Ok(Some(fd))
 }

@@ -15,6 +15,17 @@ pub fn check_fd(fd: RawFd, step: Step) -> Result<()> {
     Ok(())
 }
 
+/// An fd handed over for set-up only (`--cgroup-fd`, `--rootfs-fd`): open, not one of the fds
+/// `--preserve-fds` passes on, and made close-on-exec, so the command never holds it.
+pub fn take_handed_fd(fd: RawFd, preserve_fds: u32, step: Step) -> Result<()> {
+    if fd >= 3 && (fd as u32) < 3 + preserve_fds {
+        return Err(Error::new(step, format!("fd {fd}"), "is one of the fds --preserve-fds passes on"));
+    }
+    check_fd(fd, step)?;
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(())
+}
+
 /// Write `value` as one line to `fd` and close it.
 pub fn write_info(fd: RawFd, value: &serde_json::Value) -> Result<()> {
     let mut f = unsafe { File::from_raw_fd(fd) };

@@ -94,11 +94,8 @@ pub fn setup(spec: &RunSpec, in_userns: bool) -> Result<()> {
 /// `--rootfs-fd N`: fd N must be the root of a mount (what fsmount or open_tree return), outside the fds
 /// passed to the command. It is made close-on-exec: the command never holds it.
 pub fn check_detached(fd: RawFd, preserve_fds: u32) -> Result<()> {
+    crate::protocol::take_handed_fd(fd, preserve_fds, Step::MountRoot)?;
     let what = format!("fd {fd}");
-    if fd >= 3 && (fd as u32) < 3 + preserve_fds {
-        return Err(Error::new(Step::MountRoot, what, "is one of the fds --preserve-fds passes on"));
-    }
-    crate::protocol::check_fd(fd, Step::MountRoot)?;
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     if unsafe { libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_TYPE, &mut st) } != 0 {
         return Err(Error::sys(Step::MountRoot, &what, nix::errno::Errno::last()));
@@ -108,7 +105,6 @@ pub fn check_detached(fd: RawFd, preserve_fds: u32) -> Result<()> {
         return Err(Error::new(Step::MountRoot, what, "not the root directory of a mount")
             .hint("cbuild-overlay mount --fd N -- ... hands over a detached overlay"));
     }
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Ok(())
 }
 
