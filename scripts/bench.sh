@@ -180,7 +180,7 @@ running=$("$root/scripts/cbuild-ps" | grep -c ' running ' || true)
 # PSS of what one container consists of: the supervisor subshell, cbuild-ns (the chain's parent), the workload.
 pss() { awk '/^Pss:/{print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 sup=$(. "$CBUILD_STATE/s$N/record"; echo "$supervisor")
-wl=$(jq .pid "$CBUILD_STATE/s$N/info.json")
+wl=$(jq -s 'map(select(.phase == "exec"))[0].pid' "$CBUILD_STATE/s$N/status")
 nsp=$(awk '{print $4}' "/proc/$wl/stat")
 sup_pss=$(pss "$sup") ns_pss=$(pss "$nsp") wl_pss=$(pss "$wl")
 cg_kib=$(($("$CBUILD_BIN/cbuild-cgroup" stat "s$N" --json | jq .memory.current) / 1024))

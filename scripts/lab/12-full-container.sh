@@ -32,9 +32,9 @@ claim "memory limit 64 MiB" test "$(jq .memory.limit <<<"$st")" = 67108864
 claim "pids limit 50" test "$(jq .pids.limit <<<"$st")" = 50
 # The overlay was handed to cbuild-ns as a detached mount (cbuild-overlay mount --fd 6): it exists only in
 # the container's mount namespace, so the host has nothing to unmount, even after a kill -9.
-pid=$(jq .pid "$CBUILD_STATE/full/info.json")
+pid=$(rt_pid full)
 claim "its root is an overlay in its own mount table" grep -q ' / / .* - overlay ' "/proc/$pid/mountinfo"
-claim "...and not in the host's" bash -c "! grep -q ' $CBUILD_STATE/full/rootfs ' /proc/self/mountinfo"
+claim "...and not in the host's" bash -c "! grep -q ' $CBUILD_STATE/full ' /proc/self/mountinfo"
 "$LAB_SCRIPTS/cbuild-rm" -f full >/dev/null
 
 say "4. And afterwards nothing is left"

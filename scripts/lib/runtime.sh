@@ -5,11 +5,11 @@
 # A container NAME leaves these files behind, all written by the scripts (docs/runtime.md):
 #   <state>/NAME/record     shell assignments: image, command, options, supervisor pid (`source`d by the others)
 #   <state>/NAME/undo       one word per line, appended BEFORE each step that creates something, so a
-#                           run killed half-way leaves a list of what may exist (read bottom-up to undo)
-#   <state>/NAME/lock       flock held by every process of the run except the container itself: free
-#                           means "nothing of this run is alive any more"
-#   <state>/NAME/status     cbuild-ns --status-fd JSON lines (phases, then the exit code)
-#   <state>/NAME/info.json  cbuild-ns --info-fd (host PID of the container's process, namespace inodes)
+#                           run killed half-way leaves a list of what may exist (read bottom-up to undo);
+#                           also the run's lock: flock'd by every process of the run except the container
+#                           itself, so free means "nothing of this run is alive any more"
+#   <state>/NAME/status     cbuild-ns --status-fd JSON lines (phases with the container's host PID, then
+#                           the exit code)
 #   <state>/NAME/stdout, stderr   the container's output (detached runs)
 
 # The six tools: $CBUILD_BIN if set, else this checkout's target/release then target/debug, else PATH.
@@ -67,9 +67,9 @@ rt_check_name() {
     [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$ ]] || rt_die name "$1" 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}'
 }
 
-# Is something of run NAME alive (the lock is held)? Opens fd 8 on the lock; 0 = alive.
+# Is something of run NAME alive (its undo list is locked)? Opens fd 8 on it; 0 = alive.
 rt_alive() {
-    local lock=$rt_state/$1/lock
+    local lock=$rt_state/$1/undo
     [[ -e $lock ]] || return 1
     exec 8<"$lock" || return 1
     if flock -n 8; then
@@ -133,9 +133,8 @@ rt_cleanup() {
                 [[ -e $dir/ns/net ]] && rt_undo_step netns "$NET_BIN" netns del "$name"
                 ;;
             upper)
-                # The overlay itself lived in the container's mount namespace only: its mount point and,
-                # unless kept, its upper dir are what is left.
-                rmdir "$dir/rootfs" 2>/dev/null
+                # The overlay itself lived in the container's mount namespace only: unless kept, its
+                # upper dir is what is left.
                 if [[ $keep != 1 ]]; then
                     rt_say undo-upper "rm -rf $rt_data/containers/$name"
                     rm -rf "$rt_data/containers/$name"
@@ -168,9 +167,16 @@ rt_cleanup() {
 # Remove <state>/NAME: our own files, then rmdir (which fails harmlessly if a tool's file is still there).
 rt_remove_dir() {
     local dir=$rt_state/$1
-    rm -f "$dir/record" "$dir/undo" "$dir/status" "$dir/info.json" "$dir/stdout" "$dir/stderr" \
-        "$dir/seccomp.bpf" "$dir/layers" "$dir/layers.err" "$dir/lock"
+    rm -f "$dir/record" "$dir/undo" "$dir/status" "$dir/stdout" "$dir/stderr" \
+        "$dir/seccomp.bpf" "$dir/layers" "$dir/layers.err"
     rmdir "$dir" 2>/dev/null || true
+}
+
+# The host PID of run NAME's command: cbuild-ns's status line for the exec (empty before it).
+rt_pid() {
+    local st=''
+    [[ -s $rt_state/$1/status ]] && st=$(<"$rt_state/$1/status")
+    [[ $st =~ \"phase\":\"exec\",\"pid\":([0-9]+) ]] && printf '%s\n' "${BASH_REMATCH[1]}"
 }
 
 # Read one field of a one-line JSON object without jq (the hot path stays free of extra processes):
