@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [ "$(id -u)" = 0 ] || { echo "test: the suite runs as root (namespaces, cgroups, mounts)" >&2; exit 125; }
 cargo build --workspace
-cargo test --workspace --no-fail-fast
+rc=0; cargo test --workspace --no-fail-fast || rc=$?
+# cbuild-cgroup rm keeps the shared cbuild/ parents for the next container; the suite leaves none.
+cargo run -q -p cbuild-cgroup -- prune >/dev/null || true
+[ "$rc" = 0 ] || exit "$rc"
 if [ -x scripts/test-vm.sh ] && [ "${CBUILD_SKIP_VM:-0}" != 1 ]; then
     # Exit 2 means the guest hung or crashed under TCG (not a test verdict): boot it once more.
     rc=0; scripts/test-vm.sh || rc=$?

@@ -473,15 +473,27 @@ impl Cgroup {
                     first_err.get_or_insert(e);
                 }
             }
-            // The shared `cbuild/` goes with the last NAME, so nothing of ours stays on the host. rmdir
-            // fails harmlessly while another NAME is there; creators hold this lock exclusively and
-            // joiners shared, so none of them is between seeing `cbuild/` and finishing with it.
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::remove_dir(parent);
-            }
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// Remove the shared `cbuild/` parent from every hierarchy where no NAME is left under it. `rm` leaves
+/// it for the next container, as Docker leaves `docker/`: making and removing it with every container
+/// would double the cgroups a lone container start makes (nine hierarchies on a hybrid host).
+/// Returns the dirs removed. rmdir fails harmlessly (EBUSY, ENOTEMPTY) where a NAME is still there;
+/// creators hold this lock exclusively and joiners shared, so none of them is between seeing
+/// `cbuild/` and finishing with it.
+pub fn prune(host: &Host) -> Result<Vec<PathBuf>> {
+    let _lock = lock(host, libc::LOCK_EX)?;
+    let mut removed = Vec::new();
+    for h in &host.hierarchies {
+        let parent = h.base.join(PARENT);
+        if std::fs::remove_dir(&parent).is_ok() {
+            removed.push(parent);
+        }
+    }
+    Ok(removed)
 }
 
 /// Names under `cbuild/` in any hierarchy.

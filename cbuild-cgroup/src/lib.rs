@@ -262,6 +262,18 @@ pub fn rm(name: &str, force: bool, missing_ok: bool) -> Result<()> {
     cg.remove(&host, force)
 }
 
+/// `prune`: the shared `cbuild/` parents no NAME uses any more (see [`cgroup::prune`]); prints each
+/// one removed.
+pub fn prune(out: &mut dyn Write) -> Result<()> {
+    let host = Host::detect_for_write()?;
+    let mut text = String::new();
+    for d in cgroup::prune(&host)? {
+        log::step("rmdir", d.display());
+        text.push_str(&format!("{}\n", d.display()));
+    }
+    out.write_all(text.as_bytes()).map_err(|e| Error::sys("write", "stdout", e))
+}
+
 #[derive(Serialize)]
 struct Features {
     cgroup_kill: bool,

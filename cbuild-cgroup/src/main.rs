@@ -75,7 +75,7 @@ enum Verb {
         #[arg(short, long, default_value = "KILL")]
         signal: String,
     },
-    /// Remove NAME from every hierarchy.
+    /// Remove NAME from every hierarchy (the shared cbuild/ parent stays for the next one; see prune).
     Rm {
         name: String,
         /// Kill live processes first instead of refusing.
@@ -85,6 +85,9 @@ enum Verb {
         #[arg(long)]
         missing_ok: bool,
     },
+    /// Remove the shared cbuild/ parent from every hierarchy where no NAME is left (rm keeps it, as
+    /// Docker keeps docker/); prints each dir removed.
+    Prune,
 }
 
 /// Docker's flags. Values are parsed by the library (so bad input gets the contract's error shape).
@@ -174,6 +177,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Verb::Ls => cbuild_cgroup::ls(cli.json, out),
         Verb::Kill { name, signal } => cbuild_cgroup::kill(&name, &signal),
         Verb::Rm { name, force, missing_ok } => cbuild_cgroup::rm(&name, force, missing_ok),
+        Verb::Prune => cbuild_cgroup::prune(out),
     }
 }
 
