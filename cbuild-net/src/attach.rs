@@ -340,12 +340,16 @@ async fn connect_steps(
     let hname = host_ifname(&o.id);
     let mac = o.mac.unwrap_or_else(nl::random_mac);
     ctx.step("add-veth", format!("{hname} on {} <-> {} in {}", br.name, o.ifname, o.ns.path));
-    let echo =
-        host.add_veth(&hname, brlink.header.index, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu).await.map_err(|e| {
-            let mut e = e;
-            e.object = format!("{hname} <-> {} in {}", o.ifname, o.ns.path);
-            e
-        })?;
+    let add = || host.add_veth(&hname, brlink.header.index, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu);
+    let echo = match add().await {
+        Err(e) if e.is_errno(libc::EEXIST) && remove_left_link(ctx, host, &hname).await? => add().await,
+        r => r,
+    }
+    .map_err(|e| {
+        let mut e = e;
+        e.object = format!("{hname} <-> {} in {}", o.ifname, o.ns.path);
+        e
+    })?;
     undo.veth = true;
     // A kernel older than 6.3 sends no echo: ask (which costs a link-watch run, see add_veth).
     let hl = match echo {
@@ -415,8 +419,41 @@ async fn connect_steps(
     Ok(att)
 }
 
+/// A host end of this ID's name already exists while this connect holds the ID: if it is the mark
+/// of a `disconnect --leave-link` (a veth, down, on one of this state dir's bridges) whose namespace
+/// the kernel has not destroyed yet (that happens asynchronously), or that something still holds,
+/// delete it so the ID can be connected again at once. Anything else is left alone (the connect then
+/// fails with "File exists"). Returns whether it deleted one.
+async fn remove_left_link(ctx: &Ctx, host: &Nl, hname: &str) -> Result<bool> {
+    let Some(l) = host.link(hname).await? else { return Ok(false) };
+    if nl::kind(&l) != Some(rtnetlink::packet_route::link::InfoKind::Veth) || nl::is_up(&l) {
+        return Ok(false);
+    }
+    let Some(master) = nl::master(&l) else { return Ok(false) };
+    let mut ours = false;
+    for b in bridge::list(&ctx.state) {
+        ours |= host.link(&b.name).await?.is_some_and(|bl| bl.header.index == master);
+    }
+    if !ours {
+        return Ok(false);
+    }
+    ctx.step("del-link", format!("{hname} (left down by a disconnect --leave-link)"));
+    match host.del_link(l.header.index, hname).await {
+        Err(e) if !e.is_errno(libc::ENODEV) => Err(e),
+        _ => Ok(true),
+    }
+}
+
 /// `disconnect`: published ports, the pair, conntrack entries, the lease, the record.
-pub async fn disconnect(ctx: &Ctx, id: &str) -> Result<()> {
+///
+/// With `leave_link` the pair is not deleted: the caller asserts that the container's network
+/// namespace is already released, so the kernel deletes the pair itself when it destroys that
+/// namespace (in a kernel worker, not in this process: deleting it here would block ~20 ms in
+/// `unregister_netdevice` waiting for RCU grace periods). The host end is still taken down first, so
+/// nothing of the container reaches the host's stack from then on. If something still holds the
+/// namespace, the pair stays, down, until it goes; `ls` shows the host end as an orphan (no record
+/// owns it) and `prune` deletes it.
+pub async fn disconnect(ctx: &Ctx, id: &str, leave_link: bool) -> Result<()> {
     let mut lock = lock_existing(&ctx.state, id, "disconnect")?;
     let att = lock.read().filter(|a| a.id == id);
     if let Some(a) = &att {
@@ -426,7 +463,7 @@ pub async fn disconnect(ctx: &Ctx, id: &str) -> Result<()> {
         }
     }
     let host = ctx.host_nl()?;
-    remove_everything(ctx, &host, id, att.as_ref()).await?;
+    remove_everything(ctx, &host, id, att.as_ref(), leave_link).await?;
     drop(lock);
     Ok(())
 }
@@ -442,8 +479,15 @@ pub fn forget(ctx: &Ctx, id: &str, a: &Attachment) -> Result<()> {
 }
 
 /// Remove all an ID holds. `att` is `None` for a record a dead connect left empty: then the link name
-/// (derived from the ID) and the leases (found by owner) still lead to everything.
-pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Attachment>) -> Result<()> {
+/// (derived from the ID) and the leases (found by owner) still lead to everything. `leave_link`: see
+/// [`disconnect`].
+pub async fn remove_everything(
+    ctx: &Ctx,
+    host: &Nl,
+    id: &str,
+    att: Option<&Attachment>,
+    leave_link: bool,
+) -> Result<()> {
     let nft = ctx.nft();
     if att.is_none_or(|a| !a.ports.is_empty()) {
         let _l = nft.lock()?;
@@ -480,8 +524,8 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
     // The host end goes down first: its bridge port is then disabled, and once the request returns
     // (dev_close waits out packets in flight with synchronize_net) no packet of the container can
     // reach the host namespace's stack, so no conntrack entry of its address can appear any more.
-    // The conntrack walk (~9 ms of CPU over the kernel's global hash) can then run on a thread while
-    // the kernel deletes the pair (tens of ms, mostly waiting for RCU grace periods), not after it.
+    // The conntrack flush can then run on a thread while the kernel deletes the pair (tens of ms,
+    // mostly waiting for RCU grace periods), not after it.
     let link = host.link(&hname).await?;
     if let Some(l) = &link {
         ctx.step("link-down", &hname);
@@ -499,28 +543,40 @@ pub async fn remove_everything(ctx: &Ctx, host: &Nl, id: &str, att: Option<&Atta
             }
         }
     }
-    let walker = match ips.is_empty() {
+    let flusher = match ips.is_empty() {
         true => None,
-        false => conntrack::open(ctx)?.map(|f| {
-            std::thread::spawn(move || addrs.into_iter().map(|ip| Ok((ip, f.flush(ip)?))).collect::<Result<Vec<_>>>())
-        }),
+        false => conntrack::open(ctx)?,
     };
-    ctx.step("del-link", &hname);
-    let deleted = match &link {
-        Some(l) => match host.del_link(l.header.index, &hname).await {
-            Err(e) if !e.is_errno(libc::ENODEV) => Err(e),
-            _ => Ok(()),
-        },
-        None => Ok(()),
-    };
-    let flushed = match walker {
-        Some(w) => w.join().unwrap_or_else(|_| Err(Error::new("conntrack", "walk", "thread panicked"))),
-        None => Ok(Vec::new()),
+    let forget_all =
+        move |f: conntrack::Flusher| addrs.into_iter().map(|ip| Ok((ip, f.flush(ip)?))).collect::<Result<Vec<_>>>();
+    let (deleted, flushed) = if leave_link {
+        // Nothing to overlap with: no thread.
+        if link.is_some() {
+            ctx.step("leave-link", format!("{hname} (deleted by the kernel with the container's namespace)"));
+        }
+        (Ok(()), flusher.map_or_else(|| Ok(Vec::new()), forget_all))
+    } else {
+        let walker = flusher.map(|f| std::thread::spawn(move || forget_all(f)));
+        ctx.step("del-link", &hname);
+        let deleted = match &link {
+            Some(l) => match host.del_link(l.header.index, &hname).await {
+                Err(e) if !e.is_errno(libc::ENODEV) => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        };
+        let flushed = match walker {
+            Some(w) => w.join().unwrap_or_else(|_| Err(Error::new("conntrack", "walk", "thread panicked"))),
+            None => Ok(Vec::new()),
+        };
+        (deleted, flushed)
     };
     deleted?;
-    for (ip, flows) in flushed? {
-        if flows > 0 {
-            ctx.step("conntrack", format!("{flows} flows of {ip} forgotten"));
+    for (ip, how) in flushed? {
+        match how {
+            conntrack::Forgot::Filtered => ctx.step("conntrack", format!("flows of {ip} forgotten (kernel filter)")),
+            conntrack::Forgot::Walked(0) => {}
+            conntrack::Forgot::Walked(n) => ctx.step("conntrack", format!("{n} flows of {ip} forgotten")),
         }
     }
     for (b, ip) in ips {

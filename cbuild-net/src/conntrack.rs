@@ -2,10 +2,16 @@
 //! address is leased again, a stale NAT mapping would hand the new container the old one's flows (or
 //! a published port's). The entries live in the host namespace's table.
 //!
-//! Done over ctnetlink directly (what `conntrack -D` does, without three process spawns): dump the
-//! IPv4 table, and delete by original tuple every entry whose original or reply tuple has the address
-//! as source or destination — flows the container started, flows to it, and flows DNAT'd to it. Only
-//! when the table holds any entry at all (`nf_conntrack_count`), so the common case is one file read.
+//! Done over ctnetlink directly, without spawning `conntrack`: every entry whose original or reply
+//! tuple has the address as source or destination goes — flows the container started, flows to it,
+//! and flows DNAT'd to it. Only when the table holds any entry at all (`nf_conntrack_count`).
+//!
+//! Two ways, the first where the kernel can:
+//! - IPv4 on Linux >= 6.11: four filtered deletes (`IPCTNL_MSG_CT_DELETE` with `CTA_FILTER`, a flush by
+//!   tuple filter; the filter ANDs its fields, so one request per condition). The kernel walks its hash
+//!   without taking the lock of an empty bucket: ~0.12 ms per request here, against ~9 ms for a dump.
+//! - Otherwise (older kernels, and IPv6 everywhere: see [`Flusher::flush`]): dump the family's table
+//!   and delete by original tuple each entry that matches.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -21,6 +27,13 @@ const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_ZONE: u16 = 18;
+const CTA_FILTER: u16 = 25;
+const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+const CTA_FILTER_REPLY_FLAGS: u16 = 2;
+/// `CTA_FILTER_FLAG(CTA_IP_SRC)` and `CTA_FILTER_FLAG(CTA_IP_DST)` (net/netfilter/nf_internals.h).
+const FILTER_IP_SRC: u32 = 1 << 0;
+const FILTER_IP_DST: u32 = 1 << 1;
+const NLA_F_NESTED: u16 = 0x8000;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
@@ -47,15 +60,35 @@ pub fn open(ctx: &Ctx) -> Result<Option<Flusher>> {
 /// An open ctnetlink socket; can be moved to another thread (the walk blocks for milliseconds).
 pub struct Flusher(Sock);
 
+/// How a flush went: by kernel filter (no count: the kernel does not report one), or by a dump and
+/// that many deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forgot {
+    Filtered,
+    Walked(usize),
+}
+
 impl Flusher {
-    /// Remove every conntrack entry involving `ip`. Returns how many went.
+    /// Remove every conntrack entry involving `ip`.
     ///
-    /// The dump walks every bucket of the kernel's conntrack hash, which is global, not per namespace
-    /// (262144 buckets: ~9 ms here, whatever the namespace holds). A kernel-side filter (CTA_FILTER)
-    /// does not shorten the walk, and it ANDs its fields while we need "source or destination, original
-    /// or reply" (four dumps); so one unfiltered dump of the namespace's entries, matched here.
-    pub fn flush(&self, ip: IpAddr) -> Result<usize> {
+    /// IPv4 first tries the kernel's filtered delete (Linux >= 6.11). An older kernel rejects the
+    /// request with EINVAL without touching anything: each request carries a tuple with only one
+    /// address and no protocol, which every ctnetlink before 6.11 parses as a single-entry delete and
+    /// refuses as incomplete (so the request can never fall through to "flush the whole table", what
+    /// a delete with no tuple at all means there). Any error falls back to the dump, which is always
+    /// right.
+    ///
+    /// IPv6 always takes the dump: up to at least 6.18 the kernel compares IPv6 filter addresses
+    /// inverted (`!ipv6_addr_cmp(...)` in `ctnetlink_filter_match_tuple`, true when they are EQUAL), so
+    /// a filtered delete would remove every flow of the namespace except the container's (seen here
+    /// with a filtered dump: it lists exactly the non-matching entries).
+    pub fn flush(&self, ip: IpAddr) -> Result<Forgot> {
         let sock = &self.0;
+        if let IpAddr::V4(v4) = ip {
+            if sock.delete_filtered(v4).is_ok() {
+                return Ok(Forgot::Filtered);
+            }
+        }
         let tuples = sock.matching(ip).map_err(|e| Error::io("conntrack", format!("dump for {ip}"), e))?;
         let mut n = 0;
         for t in &tuples {
@@ -66,8 +99,34 @@ impl Flusher {
                 Err(e) => return Err(Error::io("conntrack", format!("delete flow of {ip}"), e)),
             }
         }
-        Ok(n)
+        Ok(Forgot::Walked(n))
     }
+}
+
+/// Append one netlink attribute (header, payload, padding to 4).
+fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    while !buf.len().is_multiple_of(4) {
+        buf.push(0);
+    }
+}
+
+/// The body of one filtered delete: `CTA_TUPLE_ORIG` or `CTA_TUPLE_REPLY` holding only the one
+/// address (source or destination), and `CTA_FILTER` saying which field of which direction to match.
+fn filter_request(ip: Ipv4Addr, reply: bool, dst: bool) -> Vec<u8> {
+    let mut addr = Vec::new();
+    put_attr(&mut addr, if dst { CTA_IP_V4_DST } else { CTA_IP_V4_SRC }, &ip.octets());
+    let mut tuple = Vec::new();
+    put_attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &addr);
+    let flag = if dst { FILTER_IP_DST } else { FILTER_IP_SRC };
+    let mut filter = Vec::new();
+    put_attr(&mut filter, if reply { CTA_FILTER_REPLY_FLAGS } else { CTA_FILTER_ORIG_FLAGS }, &flag.to_ne_bytes());
+    let mut body = Vec::new();
+    put_attr(&mut body, if reply { CTA_TUPLE_REPLY } else { CTA_TUPLE_ORIG } | NLA_F_NESTED, &tuple);
+    put_attr(&mut body, CTA_FILTER | NLA_F_NESTED, &filter);
+    body
 }
 
 struct Sock {
@@ -228,6 +287,22 @@ impl Sock {
         Ok(out)
     }
 
+    /// The four filtered deletes: original source, original destination, reply source, reply
+    /// destination (the filter ANDs what it is given, and the match wanted is any of the four). The
+    /// first refusal stops (an old kernel refuses the first).
+    fn delete_filtered(&self, ip: Ipv4Addr) -> std::io::Result<()> {
+        for (reply, dst) in [(false, false), (false, true), (true, false), (true, true)] {
+            let seq = self.send(
+                IPCTNL_MSG_CT_DELETE,
+                libc::NLM_F_ACK as u16,
+                &filter_request(ip, reply, dst),
+                libc::AF_INET as u8,
+            )?;
+            self.recv(seq, |_| {})?;
+        }
+        Ok(())
+    }
+
     fn delete(&self, tuple_attrs: &[u8], family: u8) -> std::io::Result<()> {
         let seq = self.send(IPCTNL_MSG_CT_DELETE, libc::NLM_F_ACK as u16, tuple_attrs, family)?;
         self.recv(seq, |_| {})
@@ -237,17 +312,6 @@ impl Sock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Append one attribute (header + payload, padded to 4).
-    fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-        let len = (4 + payload.len()) as u16;
-        buf.extend_from_slice(&len.to_ne_bytes());
-        buf.extend_from_slice(&kind.to_ne_bytes());
-        buf.extend_from_slice(payload);
-        while !buf.len().is_multiple_of(4) {
-            buf.push(0);
-        }
-    }
 
     #[test]
     fn attribute_round_trip() {
@@ -263,5 +327,22 @@ mod tests {
         let mut truncated = tuple.clone();
         truncated.truncate(6);
         assert_eq!(tuple_addrs(&truncated), (None, None));
+    }
+
+    #[test]
+    fn filter_request_names_one_address_and_one_field() {
+        let ip = Ipv4Addr::new(10, 0, 0, 7);
+        let body = filter_request(ip, true, false);
+        let top: Vec<_> = attrs(&body).map(|(k, p, _)| (k, p.to_vec())).collect();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].0, CTA_TUPLE_REPLY);
+        assert_eq!(tuple_addrs(&top[0].1), (Some(IpAddr::V4(ip)), None), "only the source, no protocol");
+        assert_eq!(top[1].0, CTA_FILTER);
+        let f: Vec<_> = attrs(&top[1].1).map(|(k, p, _)| (k, p.to_vec())).collect();
+        assert_eq!(f, vec![(CTA_FILTER_REPLY_FLAGS, FILTER_IP_SRC.to_ne_bytes().to_vec())]);
+        let body = filter_request(ip, false, true);
+        let top: Vec<_> = attrs(&body).map(|(k, p, _)| (k, p.to_vec())).collect();
+        assert_eq!(top[0].0, CTA_TUPLE_ORIG);
+        assert_eq!(tuple_addrs(&top[0].1), (None, Some(IpAddr::V4(ip))));
     }
 }

@@ -208,7 +208,7 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
     // Records a dead connect left: everything reachable from the ID.
     for id in &inv.broken {
         if let Some(lock) = attach::lock_broken(&ctx.state, id) {
-            attach::remove_everything(ctx, host, id, None).await?;
+            attach::remove_everything(ctx, host, id, None, false).await?;
             drop(lock);
             done.push(format!("attachment {id} (half-built)"));
         }
@@ -232,7 +232,7 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
         if host.link(&p.host_ifname).await?.is_some() {
             continue; // reconnected meanwhile
         }
-        attach::remove_everything(ctx, host, id, att.as_ref()).await?;
+        attach::remove_everything(ctx, host, id, att.as_ref(), false).await?;
         done.push(format!("attachment {id} (namespace gone)"));
     }
     // Host ends nobody owns.

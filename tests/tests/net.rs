@@ -1251,3 +1251,150 @@ fn prune_leaves_host_ends_on_another_state_dirs_bridge() {
     n.ok(&["disconnect", "--id", "mine"]);
     n.ok(&["bridge", "del", "brs"]);
 }
+
+/// Disconnect forgets the container's flows in every direction, whichever way the kernel does it
+/// (a filtered delete on Linux >= 6.11, a dump and deletes before): one it started that was
+/// masqueraded to the outside, one DNAT'd to it through a published port, one the host opened to it
+/// directly. A sibling's flows, and the host's own, stay.
+#[test]
+fn disconnect_forgets_flows_in_every_direction_and_nothing_else() {
+    let mut n = Net::new();
+    let out = outside(&mut n);
+    n.httpd(&out, 7000, "from-outside");
+    let (c, d) = (n.ns("c"), n.ns("d"));
+    n.ok(&["bridge", "add", "brf", "--subnet", "10.252.0.0/24", "--nat"]);
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brf", "--id", "c"]);
+    n.ok(&["connect", &n.ns_path(&d), "--bridge", "brf", "--id", "d"]);
+    n.httpd(&c, 80, "from-c");
+    let (ipc, ipd) = (addr_of(&c, "eth0"), addr_of(&d, "eth0"));
+    assert_eq!(fetch(&c, "127.0.0.1:80", 20).as_deref(), Some("from-c"), "server up");
+    assert_eq!(fetch(&out, "127.0.0.1:7000", 20).as_deref(), Some("from-outside"), "server up");
+    n.ok(&["publish", "--id", "c", "8080:80"]);
+
+    assert_eq!(fetch(&c, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "c -> outside, masqueraded");
+    assert_eq!(fetch(&out, "198.51.100.1:8080", 5).as_deref(), Some("from-c"), "outside -> host:8080 -> c");
+    assert_eq!(fetch(&n.host, &format!("{ipc}:80"), 5).as_deref(), Some("from-c"), "host -> c directly");
+    assert_eq!(fetch(&d, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "sibling -> outside");
+    assert_eq!(fetch(&n.host, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "host -> outside");
+
+    // conntrack -L: -s original source, -d original destination, -r reply source, -q reply destination.
+    let q = |args: &str| sh_in(&n.host, &format!("conntrack -L -p tcp {args} 2>/dev/null"));
+    let masqueraded = format!("-s {ipc} -d 198.51.100.2 -q 198.51.100.1");
+    let dnatted = format!("-s 198.51.100.2 -d 198.51.100.1 -r {ipc}");
+    let direct = format!("-d {ipc} -r {ipc}");
+    for f in [&masqueraded, &dnatted, &direct] {
+        assert!(q(f).contains("dport="), "flow {f} tracked: {}", q(""));
+    }
+    let sibling = format!("-s {ipd}");
+    let hosts = "-s 198.51.100.1 -d 198.51.100.2";
+    assert!(q(&sibling).contains("dport=7000") && q(hosts).contains("dport=7000"), "{}", q(""));
+
+    let o = n.net(&["-v", "disconnect", "--id", "c"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("flows of {ipc} forgotten")), "{}", stderr(&o));
+    for f in [format!("-s {ipc}"), format!("-d {ipc}"), format!("-r {ipc}"), format!("-q {ipc}")] {
+        assert_eq!(q(&f).trim(), "", "flows with {f} left after disconnect");
+    }
+    assert!(q(&sibling).contains("dport=7000"), "the sibling's flow was forgotten too: {}", q(""));
+    assert!(q(hosts).contains("dport=7000"), "the host's own flow was forgotten too: {}", q(""));
+}
+
+/// A mount of `<state>/NAME/ns/net` made by `netns add`, unmounted when the test ends if it still exists.
+fn netns_guard(path: PathBuf) -> cbuild_tests::Defer<impl FnMut()> {
+    cbuild_tests::Defer(move || {
+        let _ = nix::mount::umount2(path.as_path(), nix::mount::MntFlags::MNT_DETACH);
+    })
+}
+
+/// Whether the link `name` exists in `ns`, and whether it is administratively up.
+fn link_state(ns: &Path, name: &str) -> Option<bool> {
+    let o = try_in(ns, &format!("ip -o link show dev {name}"));
+    o.status.success().then(|| {
+        let out = stdout(&o);
+        let flags = out.split('<').nth(1).and_then(|s| s.split('>').next()).unwrap_or("");
+        flags.split(',').any(|f| f == "UP")
+    })
+}
+
+/// `disconnect --leave-link` after `netns del`: lease, record and rules go at once; the kernel deletes
+/// the pair with the namespace, shortly after; the host ends up exactly as before.
+#[test]
+fn disconnect_leave_link_after_netns_del_leaves_nothing_behind() {
+    let n = Net::new();
+    n.ok(&["bridge", "add", "brk", "--subnet", "10.253.0.0/24", "--nat"]);
+    let before = n.host_snapshot();
+    let state_before = n.state_files();
+    let name = unique("lk");
+    let path = PathBuf::from(n.ok(&["netns", "add", &name]).trim());
+    let _g = netns_guard(path.clone());
+    n.ok(&["connect", &name, "--bridge", "brk", "--id", &name]);
+    n.ok(&["publish", "--id", &name, "8081:80"]);
+    let hname = cb_links(&n.host).pop().expect("host end");
+    sh_in(&path, "busybox ping -c 1 -W 2 10.253.0.1");
+
+    n.ok(&["netns", "del", &name]);
+    let o = n.net(&["-v", "disconnect", "--id", &name, "--leave-link"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("step: del-link"), "the pair is left to the kernel: {}", stderr(&o));
+    assert!(n.leases("brk").is_empty(), "lease released at once");
+    assert!(!n.sb.state.join(&name).join("net.json").exists(), "record removed at once");
+    assert!(!sh_in(&n.host, "nft list ruleset").contains("dnat"), "published-port rules removed at once");
+    // The kernel destroys the namespace, and the pair with it, in a worker: soon, not at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while link_state(&n.host, &hname).is_some() {
+        assert!(Instant::now() < deadline, "{hname} still there 5 s after its namespace was released");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(diff(&before, &n.host_snapshot()), "", "links, addresses, routes and rules as before");
+    // (Only the IPAM's round-robin hint was added.)
+    let mut now = n.state_files();
+    now.remove("net/brk/last_reserved_ip");
+    assert_eq!(now, state_before, "no lease, record or namespace left");
+    assert!(n.ok(&["prune"]).trim().is_empty(), "nothing for prune");
+}
+
+/// `disconnect --leave-link` while something still holds the namespace (here: the test's own bind
+/// mount): the host end stays, down, so nothing of the container reaches the host; `ls` reports it
+/// as an orphan, `prune` deletes it, and connecting the same ID again meanwhile is not blocked by it.
+#[test]
+fn disconnect_leave_link_while_the_namespace_is_held_leaves_a_down_link_for_prune() {
+    let mut n = Net::new();
+    n.ok(&["bridge", "add", "brq", "--subnet", "10.254.0.0/24"]);
+    let before = n.host_snapshot();
+    let c = n.ns("c");
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brq", "--id", "held"]);
+    let hname = cb_links(&n.host).pop().expect("host end");
+    sh_in(&c, "busybox ping -c 1 -W 2 10.254.0.1");
+
+    n.ok(&["disconnect", "--id", "held", "--leave-link"]);
+    assert_eq!(link_state(&n.host, &hname), Some(false), "host end left, down");
+    assert!(try_in(&c, "busybox ping -c 1 -W 1 10.254.0.1").status.code() != Some(0), "no way to the host");
+    assert!(n.leases("brq").is_empty());
+    let ls = n.ok(&["ls", "--json"]);
+    let orphan = ls
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "veth" && v["host_ifname"] == hname.as_str())
+        .unwrap_or_else(|| panic!("{hname} not listed: {ls}"));
+    assert_eq!(orphan["orphaned"], true, "{orphan}");
+
+    // The same ID again, before anyone pruned: the left link is in the way of its name; connect
+    // deletes it (down, on our bridge) and goes on.
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brq", "--id", "held"]);
+    assert_eq!(link_state(&n.host, &hname), Some(true), "reconnected");
+    sh_in(&c, "busybox ping -c 1 -W 2 10.254.0.1");
+    n.ok(&["disconnect", "--id", "held", "--leave-link"]);
+
+    let pruned = n.ok(&["prune"]);
+    assert!(pruned.contains(&format!("link {hname}")), "{pruned}");
+    assert_eq!(link_state(&n.host, &hname), None, "pruned");
+    assert_eq!(sh_in(&c, "ip -o link show").lines().count(), 1, "only lo left in the container");
+    assert_eq!(diff(&before, &n.host_snapshot()), "", "links, addresses, routes and rules as before");
+
+    // An up link of that name is not ours to take: the connect fails and leaves it.
+    sh_in(&n.host, &format!("ip link add {hname} type veth peer name p0 && ip link set {hname} up"));
+    let o = n.net(&["connect", &n.ns_path(&c), "--bridge", "brq", "--id", "held"]);
+    assert_tool_error(&o, TOOL, "File exists");
+    assert_eq!(link_state(&n.host, &hname), Some(true), "left alone");
+    assert!(n.leases("brq").is_empty(), "rolled back");
+}
