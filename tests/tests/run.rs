@@ -556,7 +556,8 @@ fn detached_ps_logs_exec_stop_rm() {
         &name,
         "sh",
         "-c",
-        "hostname; echo $FOO$X; grep -c trap /proc/1/cmdline; grep CapEff /proc/self/status",
+        "hostname; echo $FOO$X; grep -c trap /proc/1/cmdline; grep CapEff /proc/self/status; \
+         grep Seccomp: /proc/self/status",
     ]));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
@@ -565,6 +566,7 @@ fn detached_ps_logs_exec_stop_rm() {
     assert_eq!(l.next(), Some("bar1"));
     assert_eq!(l.next(), Some("1"), "PID 1 is the container's shell");
     assert_eq!(cap_eff(&out), 0xa80425fb, "exec gets the container's capabilities");
+    assert!(out.contains("Seccomp:\t2"), "exec gets the container's seccomp filter: {out}");
     assert_eq!(run(rt.cmd("cbuild-exec").args([&name, "sh", "-c", "exit 5"])).status.code(), Some(5));
     // logs: stdout and stderr apart.
     let t = Instant::now();
