@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 pub mod cgroupfd;
+pub mod cgroupfs;
 pub mod error;
 pub mod idmap;
 pub mod init;

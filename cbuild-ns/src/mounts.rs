@@ -5,7 +5,7 @@
 use crate::error::{Context, Error, Result, Step};
 use nix::mount::{mount, MsFlags};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 #[repr(C)]
@@ -56,6 +56,11 @@ pub struct Target {
 impl Target {
     pub fn proc_path(&self) -> String {
         format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
+
+    /// The resolved directory, for *at(2) calls relative to it.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

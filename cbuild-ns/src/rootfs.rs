@@ -199,15 +199,19 @@ fn mount_dev(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
 fn mount_sys(root: &Root, spec: &RunSpec) -> Result<()> {
     let target = root.target(Path::new("/sys"), Kind::Dir, Step::MountSys)?;
     let ro = NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY;
-    // A fresh sysfs shows the network namespace's own devices, but the kernel only allows it when we own
-    // that network namespace; otherwise bind the host's read-only, as runc and bwrap do.
-    if spec.new_ns.contains(&crate::namespaces::NsType::Net)
-        && mount_at(Some("sysfs"), &target, Some("sysfs"), ro, None, Step::MountSys).is_ok()
-    {
-        return Ok(());
+    // A fresh sysfs shows the devices of the network namespace we are in (made for us, or joined), and
+    // none of the host's mounts under /sys (its whole cgroup tree); the kernel allows it when we hold
+    // CAP_SYS_ADMIN over that network namespace's owner. Otherwise (rootless in a namespace we do not
+    // own) bind the host's read-only, as runc and bwrap do.
+    if mount_at(Some("sysfs"), &target, Some("sysfs"), ro, None, Step::MountSys).is_err() {
+        mount_at(Some("/sys"), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::MountSys)?;
+        make_ro_recursive(&root.target(Path::new("/sys"), Kind::Dir, Step::MountSys)?.proc_path(), Step::MountSys)?;
     }
-    mount_at(Some("/sys"), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::MountSys)?;
-    make_ro_recursive(&root.target(Path::new("/sys"), Kind::Dir, Step::MountSys)?.proc_path(), Step::MountSys)
+    // With a cgroup namespace of its own, the container sees its own cgroups there, as with Docker.
+    if spec.new_ns.contains(&crate::namespaces::NsType::Cgroup) {
+        crate::cgroupfs::mount(root)?;
+    }
+    Ok(())
 }
 
 /// Without a new root the user's tmpfs and binds go on the host paths, inside our private namespace.

@@ -30,6 +30,10 @@ st=$("$CGROUP_BIN" stat full --json)
 measured "memory limit / pids limit" "$(jq -r '"\(.memory.limit) / \(.pids.limit)"' <<<"$st")" "67108864 / 50"
 claim "memory limit 64 MiB" test "$(jq .memory.limit <<<"$st")" = 67108864
 claim "pids limit 50" test "$(jq .pids.limit <<<"$st")" = 50
+# And from inside: its own cgroup namespace, with its own cgroups mounted read-only at /sys/fs/cgroup.
+inside=$("$LAB_SCRIPTS/cbuild-exec" full sh -c 'cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max')
+measured "pids limit read inside at /sys/fs/cgroup" "$inside" "50"
+claim "the container reads its own limit" test "$inside" = 50
 # The overlay was handed to cbuild-ns as a detached mount (cbuild-overlay mount --fd 6): it exists only in
 # the container's mount namespace, so the host has nothing to unmount, even after a kill -9.
 pid=$(rt_pid full)

@@ -868,3 +868,48 @@ fn init_pid1_holds_no_host_fds_nor_extra_privileges() {
     assert!(!out.lines().any(|l| l.split_whitespace().any(|w| w == "7")), "PID 1 kept the host fd: {out}");
     assert!(out.contains("CapEff:\t00000000a80425fb") && out.contains("NoNewPrivs:\t1"), "{out}");
 }
+
+/// With a cgroup namespace of its own the container finds its cgroups at /sys/fs/cgroup, as with Docker:
+/// each hierarchy's root is its own cgroup (a limit set from outside reads back inside, whatever the
+/// layout: v1, hybrid or pure v2), no other cgroup of the host is visible, and nothing can be written.
+#[test]
+fn own_cgroups_at_sys_fs_cgroup_read_only() {
+    let sb = Sandbox::new();
+    let name = unique("cgfs");
+    let mut c = tool("cbuild-cgroup", &sb);
+    c.args(["exec", &name, "--pids", "33", "--"]).arg(bin("cbuild-ns")).args(["run", "--all", "--rootfs"]);
+    c.arg(busybox_rootfs()).args([
+        "--",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; \
+         echo subdirs: $(find /sys/fs/cgroup -mindepth 2 -type d | grep -v '^/sys/fs/cgroup/unified/' | wc -l); \
+         mkdir /sys/fs/cgroup/x 2>/dev/null && echo WRITABLE; \
+         for f in /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max; do \
+           [ -e $f ] && { echo 1 >$f; } 2>/dev/null && echo WRITABLE; done; \
+         grep -c ':/$' /proc/self/cgroup >/dev/null && echo rooted",
+    ]);
+    let o = run(&mut c);
+    let _ = run(tool("cbuild-cgroup", &sb).args(["rm", "--force", &name]));
+    let out = ok(&o);
+    let mut l = out.lines();
+    assert_eq!(l.next(), Some("33"), "the container's own pids limit: {out}");
+    assert_eq!(l.next(), Some("subdirs: 0"), "no cgroup below the container's own is visible: {out}");
+    assert_eq!(l.next(), Some("rooted"), "{out}");
+    assert!(!out.contains("WRITABLE"), "{out}");
+}
+
+/// /sys is a fresh sysfs of the network namespace the container is in, also when it did not make one
+/// (here: the caller's, which the test makes): its devices, not the machine's.
+#[test]
+fn sys_shows_the_joined_network_namespace_devices() {
+    let sb = Sandbox::new();
+    let o = run(Command::new("unshare")
+        .arg("--net")
+        .arg(bin("cbuild-ns"))
+        .args(["run", "--pid", "--mount", "--rootfs"])
+        .arg(busybox_rootfs())
+        .args(["--", "ls", "/sys/class/net"]));
+    let _ = &sb;
+    assert_eq!(ok(&o), "lo\n");
+}
