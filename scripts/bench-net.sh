@@ -11,9 +11,15 @@
 #         host-local IPAM and ipMasq on, ADD and DEL, same kind of subnet;
 #       - the equivalent iproute2 sequence (veth created in the namespace, master, address, lo, route;
 #         no IPAM, no NAT): the floor a tool that forks `ip` cannot go below;
-#     and two floors in the connect run: starting a process that does nothing (/bin/true), and one
-#     `ip link add ... type veth peer ... netns` (one process, the kernel creating a pair in a
-#     namespace): no connect can be faster than that on this machine.
+#     and floors in the connect run: starting a process that does nothing (/bin/true), the same through
+#     `sh -c` (what the CNI and iproute2 rows pay for their shell), and one `ip link add ... type veth
+#     peer ... netns` (one process, the kernel creating a pair in a namespace): no connect can be faster
+#     than that on this machine. cbuild-net and the single-process floors run directly (hyperfine -N,
+#     no shell); the CNI plugin needs its configuration on stdin, which hyperfine 1.15 cannot give
+#     without a shell, and the iproute2 sequence is several processes, so those two run from a small
+#     sh script each.
+#     Disconnect also as `disconnect --leave-link` after `netns del` (the kernel deletes the pair with
+#     the namespace), and a whole namespace's life both ways in the cycle run.
 #  2. Scale: 500 containers on one bridge, connected then disconnected one after another; time per
 #     container for each block of 100 (it should stay flat as the bridge fills).
 set -euo pipefail
@@ -84,19 +90,21 @@ cat >"$work/iproute" <<EOF
 case \$1 in
 up) ip -b $work/ip-host.batch && exec nsenter --net=$c3 ip -b $work/ip-ctr.batch ;;
 down) exec ip link del ipv0 ;;
-veth) exec ip link add ipf0 type veth peer name eth0 netns $c4 ;;
-floor) exec $FLOOR ipf0 eth0 $c4 ;;
 unveth) exec ip link del ipf0 ;;
 esac
 EOF
 cat >"$work/cbuild" <<EOF
 #!/bin/sh
-# cbuild up|down|cycle on container c1 (dynup: the dynamic build).
+# cbuild down|cycle|prep-leave|life|life-leave: what needs more than one process (the timed single
+# commands run directly). prep-leave: a namespace "lk" connected, then released (netns del), as a
+# runtime leaves it before "disconnect --leave-link". life, life-leave: a namespace's whole life, with
+# a plain disconnect before netns del, or netns del then disconnect --leave-link.
 case \$1 in
-up) exec $B connect $c1 --bridge cbb0 --id bench >/dev/null ;;
-dynup) exec $BDYN connect $c1 --bridge cbb0 --id bench >/dev/null ;;
 down) exec $B disconnect --id bench ;;
 cycle) $B connect $c1 --bridge cbb0 --id bench >/dev/null && exec $B disconnect --id bench ;;
+prep-leave) $B netns add lk >/dev/null && $B connect lk --bridge cbb0 --id lk >/dev/null && exec $B netns del lk ;;
+life) $B netns add lf >/dev/null && $B connect lf --bridge cbb0 --id lf >/dev/null && $B disconnect --id lf && exec $B netns del lf ;;
+life-leave) $B netns add lf >/dev/null && $B connect lf --bridge cbb0 --id lf >/dev/null && $B netns del lf && exec $B disconnect --id lf --leave-link ;;
 esac
 EOF
 # "down || true": the prepare step before the first timed run finds nothing to remove. Then a pause,
@@ -111,44 +119,54 @@ chmod +x "$work/cni" "$work/iproute" "$work/cbuild" "$work/quiet"
 q=$work/quiet
 
 # --- 1. connect / disconnect ------------------------------------------------------------------------
+# Every cbuild-net row and single-process floor runs the program itself (-N: no shell in between;
+# hyperfine discards its output).
 hf --export-json "$out/up.json" \
-    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect" "$work/cbuild up" \
+    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect" "$B connect $c1 --bridge cbb0 --id bench" \
     --prepare "$q $work/cni DEL" --command-name "CNI bridge ADD" "$work/cni ADD" \
     --prepare "$q $work/iproute down" --command-name "iproute2 sequence up" "$work/iproute up" \
-    --prepare "$q $work/iproute unveth" --command-name "floor: ip link add veth peer netns" "$work/iproute veth" \
+    --prepare "$q $work/iproute unveth" --command-name "floor: ip link add veth peer netns" "ip link add ipf0 type veth peer name eth0 netns $c4" \
     --prepare "true" --command-name "floor: /bin/true" "/bin/true" \
-    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (dynamic build)" "$work/cbuild dynup" \
-    --prepare "$q $work/iproute unveth" --command-name "floor: minimal static process making the pair" "$work/iproute floor"
+    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (dynamic build)" "$BDYN connect $c1 --bridge cbb0 --id bench" \
+    --prepare "$q $work/iproute unveth" --command-name "floor: minimal static process making the pair" "$FLOOR ipf0 eth0 $c4" \
+    --prepare "true" --command-name "floor: sh -c 'exec /bin/true'" "sh -c 'exec /bin/true'"
 SETTLE=0 $q "$work/iproute" unveth
 hf --export-json "$out/down.json" \
-    --prepare "$q $work/cbuild up" --command-name "cbuild-net disconnect" "$work/cbuild down" \
+    --prepare "$q $B connect $c1 --bridge cbb0 --id bench" --command-name "cbuild-net disconnect" "$B disconnect --id bench" \
     --prepare "$q $work/cni ADD" --command-name "CNI bridge DEL" "$work/cni DEL" \
-    --prepare "$q $work/iproute up" --command-name "iproute2 ip link del" "$work/iproute down"
+    --prepare "$q $work/iproute up" --command-name "iproute2 ip link del" "ip link del ipv0" \
+    --prepare "$q $work/cbuild prep-leave" --command-name "cbuild-net disconnect --leave-link" "$B disconnect --id lk --leave-link"
 SETTLE=0 $q "$work/cbuild" down
 SETTLE=0 $q "$work/cni" DEL
 SETTLE=0 $q "$work/iproute" down
 hf --export-json "$out/cycle.json" \
     --command-name "cbuild-net connect + disconnect" "$work/cbuild cycle" \
     --command-name "CNI bridge ADD + DEL" "sh -c '$work/cni ADD && $work/cni DEL'" \
-    --command-name "iproute2 up + down" "sh -c '$work/iproute up && $work/iproute down'"
+    --command-name "iproute2 up + down" "sh -c '$work/iproute up && $work/iproute down'" \
+    --command-name "netns add, connect, disconnect, netns del" "$work/cbuild life" \
+    --command-name "netns add, connect, netns del, disconnect --leave-link" "$work/cbuild life-leave"
 
-# CPU time (task-clock) of a connect and of /bin/true, 20 runs each: the part of the wall time that
-# is this process's own work, whatever the load of the machine.
+# CPU time (task-clock) of a connect, a disconnect both ways and /bin/true, 20 runs each: the part of
+# the wall time that is this process's own work, whatever the load of the machine.
 cpu=""
 if command -v perf >/dev/null; then
     tc() { perf stat -x, -e task-clock "$@" 2>&1 >/dev/null | awk -F, '/task-clock/{print $1}'; }
-    : >"$out/cpu-connect" && : >"$out/cpu-true" && : >"$out/cpu-floor"
+    : >"$out/cpu-connect" && : >"$out/cpu-true" && : >"$out/cpu-floor" && : >"$out/cpu-down" && : >"$out/cpu-leave"
     for _ in $(seq 1 20); do
         sleep 0.2
         tc "$B" connect "$c1" --bridge cbb0 --id bench >>"$out/cpu-connect"
         tc /bin/true >>"$out/cpu-true"
-        "$B" disconnect --id bench
+        sleep 0.2
+        tc "$B" disconnect --id bench >>"$out/cpu-down"
+        sleep 0.2
+        "$work/cbuild" prep-leave
+        tc "$B" disconnect --id lk --leave-link >>"$out/cpu-leave"
         sleep 0.2
         tc "$FLOOR" ipf0 eth0 "$c4" >>"$out/cpu-floor"
         ip link del ipf0
     done
     med() { python3 -c 'import statistics,sys; print("%.2f" % statistics.median(float(l) for l in open(sys.argv[1]) if l.strip()))' "$1"; }
-    cpu="CPU time (perf stat task-clock, median of 20): connect $(med "$out/cpu-connect") ms, the minimal pair-making process $(med "$out/cpu-floor") ms, \`/bin/true\` $(med "$out/cpu-true") ms."
+    cpu="CPU time (perf stat task-clock, median of 20): connect $(med "$out/cpu-connect") ms, the minimal pair-making process $(med "$out/cpu-floor") ms, \`/bin/true\` $(med "$out/cpu-true") ms; disconnect $(med "$out/cpu-down") ms, \`disconnect --leave-link\` $(med "$out/cpu-leave") ms."
 fi
 
 # --- 2. scale: 500 containers on one bridge ---------------------------------------------------------
@@ -195,20 +213,34 @@ row() { # label json
     row "disconnect (CNI DEL, ip link del)" "$out/down.json"
     row "connect + disconnect" "$out/cycle.json"
     echo
+    echo "cbuild-net and the single-process floors below run directly (hyperfine -N: no shell). The CNI plugin"
+    echo "reads its configuration on stdin, which hyperfine 1.15 can only give through a shell, and the iproute2 \"up\""
+    echo "is three processes, so those two run from a small \`sh\` script each and pay one shell start:"
+    echo "\`sh -c 'exec /bin/true'\` took $(median "$out/up.json" 7) ms in the connect run, \`/bin/true\` $(median "$out/up.json" 4) ms. The"
+    echo "cycles run from a shell script for every contender alike."
+    echo
     echo "The cbuild-net column is the static build (scripts/build-static.sh's flags); the ordinary dynamic release"
     echo "build's connect took $(median "$out/up.json" 5) ms in the same run."
+    echo
+    echo "**\`disconnect --leave-link\`** (the container's namespace already released by \`netns del\`; the kernel"
+    echo "deletes the pair when it destroys the namespace, in a worker): $(median "$out/down.json" 3) ms, against"
+    echo "$(median "$out/down.json" 0) ms for a disconnect that deletes the pair. A namespace's whole life, back to back"
+    echo "(\`netns add\`, \`connect\`, then \`disconnect\` and \`netns del\`): $(median "$out/cycle.json" 3) ms; with"
+    echo "\`netns del\` then \`disconnect --leave-link\`: $(median "$out/cycle.json" 4) ms (the kernel's deletion of the"
+    echo "pair then overlaps the next cycle, which competes with it for the CPUs and the RTNL lock)."
     echo
     echo "Floors, measured in the connect run: a process that does nothing (\`/bin/true\`) $(median "$out/up.json" 4) ms;"
     echo "one \`ip link add ... type veth peer name eth0 netns NS\` (the kernel creating a pair in a namespace, one"
     echo "process) $(median "$out/up.json" 3) ms, most of it \`ip\`'s own start-up (a dozen shared libraries); the same"
     echo "request from a minimal static process that does nothing else (\`cbuild-net/examples/veth_floor.rs\`: one socket,"
     echo "one \`RTM_NEWLINK\`, exit) $(median "$out/up.json" 6) ms. The kernel's \`RTM_NEWLINK\` itself is ~0.4 ms (perf trace); a"
-    echo "disconnect cannot beat \`ip link del\` (the kernel waits for RCU grace periods when it deletes a device)."
+    echo "disconnect that deletes the pair cannot beat \`ip link del\` (the kernel waits for RCU grace periods when it"
+    echo "deletes a device)."
     [ -z "$cpu" ] || echo "$cpu"
-    echo "cbuild-net's disconnect also forgets the container's conntrack entries, which means walking the kernel's"
-    echo "global conntrack hash ($(cat /proc/sys/net/netfilter/nf_conntrack_buckets 2>/dev/null || echo '?') buckets, ~9 ms of CPU) whenever the host namespace tracks any flow"
-    echo "(here always: each bridge's own IGMP reports); it overlaps the pair's deletion but competes for the same"
-    echo "CPUs. Neither anchor flushes conntrack."
+    echo "cbuild-net's disconnect also forgets the container's conntrack entries whenever the host namespace tracks"
+    echo "any flow (here always: each bridge's own IGMP reports): on this kernel ($(uname -r | cut -d- -f1)) with four filtered"
+    echo "deletes, ~0.5 ms of CPU in all ($(cat /proc/sys/net/netfilter/nf_conntrack_buckets 2>/dev/null || echo '?') hash buckets, the empty ones skipped without their lock); before"
+    echo "Linux 6.11, with a dump of the whole table (~9 ms of CPU). Neither anchor flushes conntrack."
     echo
     echo "Scale: $N containers connected one after another to one bridge, then disconnected (ms per container,"
     echo "each block of 100):"
