@@ -93,13 +93,13 @@ rt_undo_step() {
 # because a run killed half-way recorded steps it never finished. `keep` = 1 keeps what a stopped container
 # keeps (its upper dir, record and logs), as `docker run` without --rm does. `ended` = 1 says the chain is
 # known to have exited (no process of the container is left): the cgroup removal and the network's
-# disconnect then run in the background beside the other steps (nothing else depends on them; the
-# disconnect waits mostly for the kernel to delete the veth pair), and are waited for at the end.
+# teardown (namespace file, then disconnect) then run in the background beside the other steps (nothing
+# else depends on them), and are waited for at the end.
 #   rt_cleanup NAME KEEP [ENDED]
 rt_cleanup() {
     local name=$1 keep=$2 ended=${3:-0} dir=$rt_state/$1 step
     local -a background=()
-    local rt_name=$name
+    local rt_name=$name netns_done=0
     [[ -f $dir/undo ]] || { [[ $keep == 1 ]] || rt_remove_dir "$name"; return 0; }
     local -a steps
     mapfile -t steps <"$dir/undo"
@@ -121,8 +121,16 @@ rt_cleanup() {
             connect)
                 # Unplugs the veth pair, releases the lease, drops published ports and their conntrack.
                 if [[ -e $dir/net.json && $ended == 1 ]]; then
-                    { "$NET_BIN" disconnect --id "$name" 2>/dev/null ||
-                        rt_undo_step connect "$NET_BIN" prune >/dev/null; } &
+                    # Nothing of the container is left (its PID 1 is gone, and with it its pid namespace),
+                    # so once its namespace file goes nothing holds the network namespace: the kernel
+                    # destroys it, and the veth pair with it, on its own time. `--leave-link` leaves the
+                    # pair to that instead of deleting it here, which waits ~20 ms for RCU grace periods.
+                    netns_done=1
+                    {
+                        [[ -e $dir/ns/net ]] && rt_undo_step netns "$NET_BIN" netns del "$name"
+                        "$NET_BIN" disconnect --id "$name" --leave-link 2>/dev/null ||
+                            rt_undo_step connect "$NET_BIN" prune >/dev/null
+                    } &
                     background+=($!)
                 elif [[ -e $dir/net.json ]]; then
                     "$NET_BIN" disconnect --id "$name" 2>/dev/null ||
@@ -130,7 +138,7 @@ rt_cleanup() {
                 fi
                 ;;
             netns)
-                [[ -e $dir/ns/net ]] && rt_undo_step netns "$NET_BIN" netns del "$name"
+                [[ $netns_done == 0 && -e $dir/ns/net ]] && rt_undo_step netns "$NET_BIN" netns del "$name"
                 ;;
             upper)
                 # The overlay itself lived in the container's mount namespace only: unless kept, its

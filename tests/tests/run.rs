@@ -172,6 +172,20 @@ impl Rt {
             .collect()
     }
 
+    /// `veths()` once no more host ends are going away: a run that ended on its own leaves its pair to the
+    /// kernel, which deletes it with the container's network namespace shortly after the run returns
+    /// (`cbuild-net disconnect --leave-link`). Up to 5 s.
+    fn veths_settled(&self) -> Vec<String> {
+        let t = Instant::now();
+        loop {
+            let v = self.veths();
+            if v.is_empty() || t.elapsed() > Duration::from_secs(5) {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A detached container; removed (with -f) when the test ends.
     #[track_caller]
     fn detached(&self, name: &str, extra: &[&str], line: &str) {
@@ -741,6 +755,9 @@ fn network_bridge_publish_host_none() {
     assert!(out.ends_with("from-outside"), "the container reached the outside through NAT: {out:?}");
     let conntrack = stdout(&rt.in_host("conntrack -L 2>/dev/null | grep -c 'dport=7000' || true"));
     assert_eq!(conntrack.trim(), "0", "disconnect removed the flow's conntrack entries");
+    // That run ended on its own: its pair goes with its network namespace, in the kernel's time.
+    assert!(rt.veths_settled().is_empty(), "the kernel deleted the pair: {:?}", rt.veths());
+    assert!(leases(&rt.sb.state).is_empty(), "{:?}", leases(&rt.sb.state));
     // A bad port spec fails the run with 125 and undoes the attachment.
     let name = unique("web");
     let o = rt.run(&["--rm", "--name", &name, "-p", "notaport", IMAGE, "true"]);
@@ -964,7 +981,7 @@ fn loop_of_runs_with_kill9_mid_start_then_rm_leaves_nothing() {
     for name in &names {
         rt.assert_gone(name);
     }
-    assert_eq!(rt.veths(), veths_before, "no veth left");
+    assert_eq!(rt.veths_settled(), veths_before, "no veth left");
     let rules = stdout(&rt.in_host("nft list ruleset"));
     assert!(!rules.contains("cbuild pub"), "{rules}");
     assert!(leases(&rt.sb.state).is_empty(), "{:?}", leases(&rt.sb.state));
