@@ -1252,10 +1252,11 @@ fn prune_leaves_host_ends_on_another_state_dirs_bridge() {
     n.ok(&["bridge", "del", "brs"]);
 }
 
-/// Disconnect forgets the container's flows in every direction, whichever way the kernel does it
-/// (a filtered delete on Linux >= 6.11, a dump and deletes before): one it started that was
-/// masqueraded to the outside, one DNAT'd to it through a published port, one the host opened to it
-/// directly. A sibling's flows, and the host's own, stay.
+/// Disconnect forgets the container's flows in every direction, both ways it can: the kernel's
+/// filtered delete (Linux >= 6.11; the dump on older kernels), then the dump forced with
+/// `CBUILD_NET_CONNTRACK_DUMP=1` (so the fallback is exercised on a new kernel too): one flow the
+/// container started, masqueraded to the outside; one DNAT'd to it through a published port; one the
+/// host opened to it directly. A sibling's flows, and the host's own, stay.
 #[test]
 fn disconnect_forgets_flows_in_every_direction_and_nothing_else() {
     let mut n = Net::new();
@@ -1263,40 +1264,52 @@ fn disconnect_forgets_flows_in_every_direction_and_nothing_else() {
     n.httpd(&out, 7000, "from-outside");
     let (c, d) = (n.ns("c"), n.ns("d"));
     n.ok(&["bridge", "add", "brf", "--subnet", "10.252.0.0/24", "--nat"]);
-    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brf", "--id", "c"]);
     n.ok(&["connect", &n.ns_path(&d), "--bridge", "brf", "--id", "d"]);
+    sh_in(&c, "ip link set lo up");
     n.httpd(&c, 80, "from-c");
-    let (ipc, ipd) = (addr_of(&c, "eth0"), addr_of(&d, "eth0"));
     assert_eq!(fetch(&c, "127.0.0.1:80", 20).as_deref(), Some("from-c"), "server up");
     assert_eq!(fetch(&out, "127.0.0.1:7000", 20).as_deref(), Some("from-outside"), "server up");
-    n.ok(&["publish", "--id", "c", "8080:80"]);
-
-    assert_eq!(fetch(&c, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "c -> outside, masqueraded");
-    assert_eq!(fetch(&out, "198.51.100.1:8080", 5).as_deref(), Some("from-c"), "outside -> host:8080 -> c");
-    assert_eq!(fetch(&n.host, &format!("{ipc}:80"), 5).as_deref(), Some("from-c"), "host -> c directly");
-    assert_eq!(fetch(&d, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "sibling -> outside");
-    assert_eq!(fetch(&n.host, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "host -> outside");
-
+    let ipd = addr_of(&d, "eth0");
     // conntrack -L: -s original source, -d original destination, -r reply source, -q reply destination.
     let q = |args: &str| sh_in(&n.host, &format!("conntrack -L -p tcp {args} 2>/dev/null"));
-    let masqueraded = format!("-s {ipc} -d 198.51.100.2 -q 198.51.100.1");
-    let dnatted = format!("-s 198.51.100.2 -d 198.51.100.1 -r {ipc}");
-    let direct = format!("-d {ipc} -r {ipc}");
-    for f in [&masqueraded, &dnatted, &direct] {
-        assert!(q(f).contains("dport="), "flow {f} tracked: {}", q(""));
-    }
-    let sibling = format!("-s {ipd}");
-    let hosts = "-s 198.51.100.1 -d 198.51.100.2";
-    assert!(q(&sibling).contains("dport=7000") && q(hosts).contains("dport=7000"), "{}", q(""));
+    for dump in [false, true] {
+        n.ok(&["connect", &n.ns_path(&c), "--bridge", "brf", "--id", "c", "--ip", "10.252.0.77"]);
+        n.ok(&["publish", "--id", "c", "8080:80"]);
+        let ipc = "10.252.0.77";
+        assert_eq!(fetch(&c, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "c -> outside, masqueraded");
+        assert_eq!(fetch(&out, "198.51.100.1:8080", 5).as_deref(), Some("from-c"), "outside -> host:8080 -> c");
+        assert_eq!(fetch(&n.host, &format!("{ipc}:80"), 5).as_deref(), Some("from-c"), "host -> c directly");
+        assert_eq!(fetch(&d, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "sibling -> outside");
+        assert_eq!(fetch(&n.host, "198.51.100.2:7000", 5).as_deref(), Some("from-outside"), "host -> outside");
+        let masqueraded = format!("-s {ipc} -d 198.51.100.2 -q 198.51.100.1");
+        let dnatted = format!("-s 198.51.100.2 -d 198.51.100.1 -r {ipc}");
+        let direct = format!("-d {ipc} -r {ipc}");
+        for f in [&masqueraded, &dnatted, &direct] {
+            assert!(q(f).contains("dport="), "flow {f} tracked: {}", q(""));
+        }
+        let sibling = format!("-s {ipd}");
+        let hosts = "-s 198.51.100.1 -d 198.51.100.2";
+        assert!(q(&sibling).contains("dport=7000") && q(hosts).contains("dport=7000"), "{}", q(""));
 
-    let o = n.net(&["-v", "disconnect", "--id", "c"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("flows of {ipc} forgotten")), "{}", stderr(&o));
-    for f in [format!("-s {ipc}"), format!("-d {ipc}"), format!("-r {ipc}"), format!("-q {ipc}")] {
-        assert_eq!(q(&f).trim(), "", "flows with {f} left after disconnect");
+        let mut cmd = n.cmd(&["-v", "disconnect", "--id", "c"]);
+        if dump {
+            cmd.env("CBUILD_NET_CONNTRACK_DUMP", "1");
+        }
+        let o = run(&mut cmd);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let steps = stderr(&o);
+        if dump {
+            assert!(steps.contains(&format!(" flows of {ipc} forgotten\n")), "by the dump: {steps}");
+            assert!(!steps.contains("kernel filter"), "{steps}");
+        } else {
+            assert!(steps.contains(&format!("flows of {ipc} forgotten")), "{steps}");
+        }
+        for f in [format!("-s {ipc}"), format!("-d {ipc}"), format!("-r {ipc}"), format!("-q {ipc}")] {
+            assert_eq!(q(&f).trim(), "", "flows with {f} left after disconnect (dump: {dump})");
+        }
+        assert!(q(&sibling).contains("dport=7000"), "the sibling's flow was forgotten too: {}", q(""));
+        assert!(q(hosts).contains("dport=7000"), "the host's own flow was forgotten too: {}", q(""));
     }
-    assert!(q(&sibling).contains("dport=7000"), "the sibling's flow was forgotten too: {}", q(""));
-    assert!(q(hosts).contains("dport=7000"), "the host's own flow was forgotten too: {}", q(""));
 }
 
 /// A mount of `<state>/NAME/ns/net` made by `netns add`, unmounted when the test ends if it still exists.
