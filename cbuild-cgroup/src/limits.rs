@@ -1,6 +1,7 @@
 //! Resource limits: Docker's flags (as strings from the CLI) or an OCI config's `linux.resources`,
 //! parsed and checked *before* anything is created, so bad input never leaves a half-made cgroup.
 
+use crate::controllers::devices;
 use crate::convert::{self, Limit};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -27,6 +28,9 @@ pub struct RawLimits {
     pub io_max: Vec<String>,
     pub oom_group: bool,
     pub oci: Option<String>,
+    /// `docker` or `all`.
+    pub devices: Option<String>,
+    pub device_rules: Vec<String>,
 }
 
 /// One `--io-max` entry: a block device and its throttles.
@@ -63,6 +67,8 @@ pub struct Limits {
     pub oom_group: bool,
     /// OCI `linux.resources.unified`: v2 file name → value.
     pub unified: BTreeMap<String, String>,
+    /// Device nodes allowed (all others denied); None leaves the device policy alone.
+    pub devices: Option<Vec<devices::Rule>>,
 }
 
 fn bad(flag: &str, value: &str, reason: impl Into<String>) -> Error {
@@ -98,6 +104,7 @@ impl Limits {
             && self.io_max.is_empty()
             && !self.oom_group
             && self.unified.is_empty()
+            && self.devices.is_none()
     }
 
     /// Parse the flags (and the OCI file, which flags override). Pure: no host state is consulted.
@@ -170,6 +177,22 @@ impl Limits {
             l.io_max.push(parse_io_max(spec)?);
         }
         l.oom_group |= raw.oom_group;
+        match raw.devices.as_deref() {
+            None | Some("all") if raw.device_rules.is_empty() => {}
+            None | Some("docker") => l.devices = Some(devices::docker()),
+            Some("all") => {
+                return Err(bad(
+                    "--device-cgroup-rule",
+                    &raw.device_rules[0],
+                    "needs --devices docker (all allows all)",
+                ))
+            }
+            Some(p) => return Err(bad("--devices", p, "must be docker or all")),
+        }
+        for r in &raw.device_rules {
+            let rule = devices::Rule::parse(r).map_err(|e| bad("--device-cgroup-rule", r, e))?;
+            l.devices.get_or_insert_with(Vec::new).push(rule);
+        }
         l.finish()?;
         Ok(l)
     }

@@ -138,6 +138,15 @@ struct LimitArgs {
     /// Read linux.resources from an OCI runtime config (flags override it).
     #[arg(long, value_name = "CONFIG_JSON")]
     oci: Option<String>,
+    /// Device nodes: all (no policy, the default) or docker (deny all but Docker's default list: mknod of
+    /// any node, and opening null, zero, full, random, urandom, tty, console, ptmx and pts). v1: the devices
+    /// controller; v2: an attached BPF device program.
+    #[arg(long, value_name = "POLICY")]
+    devices: Option<String>,
+    /// Allow one more, e.g. 'c 10:200 rwm' (TYPE MAJOR:MINOR ACCESS, * for any; repeatable; implies
+    /// --devices docker).
+    #[arg(long, value_name = "RULE")]
+    device_cgroup_rule: Vec<String>,
 }
 
 impl From<LimitArgs> for RawLimits {
@@ -158,6 +167,8 @@ impl From<LimitArgs> for RawLimits {
             io_max: a.io_max,
             oom_group: a.oom_group,
             oci: a.oci,
+            devices: a.devices,
+            device_rules: a.device_cgroup_rule,
         }
     }
 }

@@ -1269,3 +1269,41 @@ fn rm_keeps_the_shared_parent_and_prune_removes_it_only_when_unused() {
     }
     assert!(unused.is_empty(), "prune left unused parents: {unused:?}");
 }
+
+/// `--devices docker`: a node the process can make (here made beforehand) opens only if Docker's list
+/// allows it; `--device-cgroup-rule` allows one more. v1: the devices controller; v2: a BPF program.
+#[test]
+fn device_policy_denies_nodes_outside_the_list() {
+    require_root();
+    let sb = Sandbox::new();
+    let dir = sb.path().join("dev");
+    std::fs::create_dir_all(&dir).unwrap();
+    let node = |name: &str, major: u64, minor: u64| {
+        let p = dir.join(name);
+        let dev = nix::sys::stat::makedev(major, minor);
+        nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits(0o666).unwrap(), dev)
+            .unwrap();
+        p.display().to_string()
+    };
+    let (kmsg, null) = (node("kmsg", 1, 11), node("null", 1, 3));
+    // Opening is what the policy decides: `exec 3<` opens without reading (kmsg reads need a big buffer),
+    // in a subshell since a failed redirection of `exec` ends the shell.
+    let probe = format!("(exec 3<{kmsg}) 2>/dev/null && echo kmsg-opened; (exec 4>{null}) && echo null-opened");
+    let i = info(&sb);
+    for (args, want) in [
+        (vec![], "kmsg-opened\nnull-opened\n"),
+        (vec!["--devices", "docker"], "null-opened\n"),
+        (vec!["--device-cgroup-rule", "c 1:11 r"], "kmsg-opened\nnull-opened\n"),
+    ] {
+        let c = Cg::new(&i);
+        let o = run(cg(&sb).args(["exec", &c.name]).args(&args).args(["--", "sh", "-c", &probe]));
+        assert_eq!(stdout(&o), want, "{args:?}: {}", stderr(&o));
+    }
+    let bad = unique("cg");
+    assert_tool_error(
+        &run(cg(&sb).args(["exec", &bad, "--device-cgroup-rule", "c 1:3", "--", "true"])),
+        "cbuild-cgroup",
+        "--device-cgroup-rule c 1:3",
+    );
+    assert_no_dirs(&i, &bad);
+}

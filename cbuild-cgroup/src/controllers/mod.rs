@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cpuset;
+pub mod devices;
 pub mod io;
 pub mod memory;
 pub mod pids;
@@ -104,6 +105,12 @@ pub fn apply(host: &Host, dirs: &[PathBuf], l: &Limits, w: &mut Writer) -> Resul
     }
     if let Some(d) = dir("io").or_else(|| dir("blkio")) {
         io::apply(d, l, w)?;
+    }
+    // The v1 devices controller, or on v2 (where it is a BPF program, not a controller) the v2 dir.
+    if let Some(rules) = &l.devices {
+        if let Some(d) = dir("devices").or_else(|| host.v2().map(|i| Dir { path: &dirs[i], v2: true })) {
+            devices::apply(d, rules)?;
+        }
     }
     if !l.unified.is_empty() {
         if let Some(i) = host.v2() {

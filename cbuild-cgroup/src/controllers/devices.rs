@@ -1,0 +1,370 @@
+//! devices: which device nodes the cgroup's processes may create (mknod), read and write. Without a
+//! policy any node a process can create (CAP_MKNOD, in Docker's default set) opens whatever device it
+//! names — a raw disk, /dev/kmsg, /dev/mem. `--devices docker` denies everything but Docker's default
+//! list, and `--device-cgroup-rule` allows more (Docker's flag).
+//!
+//! v1: the devices controller's list: `devices.deny` "a", then one `devices.allow` line per rule.
+//! v2 has no file for it: a BPF_PROG_TYPE_CGROUP_DEVICE program attached to the cgroup decides (as runc
+//! and crun do). It is generated here from the same rules: a few instructions per rule, first match
+//! allows, nothing matched denies.
+
+use super::Dir;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// What a rule lets through, as the kernel's BPF_DEVCG_ACC_* bits (v1 spells them `m`, `r`, `w`).
+const MKNOD: u8 = 1;
+const READ: u8 = 2;
+const WRITE: u8 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    All,
+    Char,
+    Block,
+}
+
+/// One allow rule: `TYPE MAJOR:MINOR ACCESS` (`c 1:3 rwm`, `b *:* m`, `a`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub kind: Kind,
+    pub major: Option<u32>,
+    pub minor: Option<u32>,
+    pub access: u8,
+}
+
+/// Docker's default list (moby's and runc's): create any node, but open only these.
+pub const DOCKER: [&str; 11] = [
+    "c *:* m",     // mknod of any character device
+    "b *:* m",     // and of any block device; opening them is another matter
+    "c 1:3 rwm",   // /dev/null
+    "c 1:5 rwm",   // /dev/zero
+    "c 1:7 rwm",   // /dev/full
+    "c 1:8 rwm",   // /dev/random
+    "c 1:9 rwm",   // /dev/urandom
+    "c 5:0 rwm",   // /dev/tty
+    "c 5:1 rwm",   // /dev/console
+    "c 5:2 rwm",   // /dev/ptmx
+    "c 136:* rwm", // /dev/pts/*
+];
+
+impl Rule {
+    pub fn parse(s: &str) -> std::result::Result<Rule, String> {
+        let mut it = s.split_whitespace();
+        let kind = match it.next() {
+            Some("a") => Kind::All,
+            Some("c") => Kind::Char,
+            Some("b") => Kind::Block,
+            _ => return Err("the type must be a, c or b (as in `c 1:3 rwm`)".into()),
+        };
+        let (major, minor, access) = match (it.next(), it.next(), it.next()) {
+            (None, None, None) if kind == Kind::All => (None, None, MKNOD | READ | WRITE),
+            (Some(mm), Some(acc), None) => {
+                let (ma, mi) = mm.split_once(':').ok_or("MAJOR:MINOR expected, numbers or *")?;
+                let num = |v: &str| -> std::result::Result<Option<u32>, String> {
+                    match v {
+                        "*" => Ok(None),
+                        _ => v.parse::<u32>().map(Some).map_err(|_| format!("{v} is not a number or *")),
+                    }
+                };
+                let mut a = 0;
+                for ch in acc.chars() {
+                    a |= match ch {
+                        'm' => MKNOD,
+                        'r' => READ,
+                        'w' => WRITE,
+                        _ => return Err(format!("access {acc}: only r, w and m")),
+                    };
+                }
+                if a == 0 {
+                    return Err("empty access".into());
+                }
+                (num(ma)?, num(mi)?, a)
+            }
+            _ => return Err("expected TYPE MAJOR:MINOR ACCESS".into()),
+        };
+        if kind == Kind::All && (major.is_some() || minor.is_some()) {
+            return Err("type a (all) takes no major or minor".into());
+        }
+        Ok(Rule { kind, major, minor, access })
+    }
+
+    /// The v1 `devices.allow` line.
+    fn v1(&self) -> String {
+        let kind = match self.kind {
+            Kind::All => "a",
+            Kind::Char => "c",
+            Kind::Block => "b",
+        };
+        let n = |v: Option<u32>| v.map_or("*".to_string(), |v| v.to_string());
+        let mut acc = String::new();
+        for (bit, ch) in [(READ, 'r'), (WRITE, 'w'), (MKNOD, 'm')] {
+            if self.access & bit != 0 {
+                acc.push(ch);
+            }
+        }
+        format!("{kind} {}:{} {acc}", n(self.major), n(self.minor))
+    }
+}
+
+pub fn docker() -> Vec<Rule> {
+    DOCKER.iter().map(|r| Rule::parse(r).expect("Docker's list parses")).collect()
+}
+
+/// Replace the cgroup's device policy with "deny all but `rules`".
+pub fn apply(d: Dir, rules: &[Rule]) -> Result<()> {
+    if d.v2 {
+        return bpf::replace(d.path, &bpf::program(rules));
+    }
+    // Deny first: between the two writes the cgroup allows less than asked, never more.
+    fsutil::write(&d.file("devices.deny"), "a")?;
+    for r in rules {
+        fsutil::write(&d.file("devices.allow"), &r.v1())?;
+    }
+    Ok(())
+}
+
+/// The eBPF side: the program, and attaching it in place of any other.
+pub mod bpf {
+    use super::*;
+
+    /// One eBPF instruction (struct bpf_insn).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Insn {
+        pub code: u8,
+        pub regs: u8, // dst in the low nibble, src in the high one
+        pub off: i16,
+        pub imm: i32,
+    }
+
+    const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+    const MOV_X: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X
+    const MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+    const AND_K: u8 = 0x57; // BPF_ALU64 | BPF_AND | BPF_K
+    const RSH_K: u8 = 0x77; // BPF_ALU64 | BPF_RSH | BPF_K
+    const JNE_K: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K
+    const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
+
+    fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn { code, regs: dst | (src << 4), off, imm }
+    }
+
+    /// r0 = allow? for struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; } in r1, where
+    /// access_type is (access << 16) | type (type: 1 block, 2 char).
+    pub fn program(rules: &[Rule]) -> Vec<Insn> {
+        let mut p = vec![
+            i(LDX_W, 2, 1, 0, 0),      // r2 = access_type
+            i(MOV_X, 3, 2, 0, 0),      // r3 = r2
+            i(AND_K, 3, 0, 0, 0xffff), // r3 = type
+            i(RSH_K, 2, 0, 0, 16),     // r2 = access
+            i(LDX_W, 4, 1, 4, 0),      // r4 = major
+            i(LDX_W, 5, 1, 8, 0),      // r5 = minor
+        ];
+        for r in rules {
+            let mut block = Vec::new();
+            // Each test jumps past the block when it fails: offsets are patched once its length is known.
+            match r.kind {
+                Kind::All => {}
+                Kind::Block => block.push(i(JNE_K, 3, 0, 0, 1)),
+                Kind::Char => block.push(i(JNE_K, 3, 0, 0, 2)),
+            }
+            if let Some(m) = r.major {
+                block.push(i(JNE_K, 4, 0, 0, m as i32));
+            }
+            if let Some(m) = r.minor {
+                block.push(i(JNE_K, 5, 0, 0, m as i32));
+            }
+            // Every access asked for must be one the rule gives.
+            block.push(i(MOV_X, 0, 2, 0, 0));
+            block.push(i(AND_K, 0, 0, 0, !(r.access as i32)));
+            block.push(i(JNE_K, 0, 0, 0, 0));
+            block.push(i(MOV_K, 0, 0, 0, 1));
+            block.push(i(EXIT, 0, 0, 0, 0));
+            let len = block.len();
+            for (at, ins) in block.iter_mut().enumerate() {
+                if ins.code == JNE_K {
+                    ins.off = (len - at - 1) as i16;
+                }
+            }
+            p.extend(block);
+        }
+        p.push(i(MOV_K, 0, 0, 0, 0));
+        p.push(i(EXIT, 0, 0, 0, 0));
+        p
+    }
+
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_PROG_DETACH: libc::c_long = 9;
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+
+    /// union bpf_attr, as bytes (zeroed: unused fields must be zero).
+    struct Attr([u64; 16]);
+
+    impl Attr {
+        fn new() -> Attr {
+            Attr([0; 16])
+        }
+        fn u32_at(&mut self, off: usize, v: u32) -> &mut Attr {
+            let b: &mut [u8; 128] = unsafe { &mut *(self.0.as_mut_ptr() as *mut [u8; 128]) };
+            b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn u64_at(&mut self, off: usize, v: u64) -> &mut Attr {
+            let b: &mut [u8; 128] = unsafe { &mut *(self.0.as_mut_ptr() as *mut [u8; 128]) };
+            b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn read_u32(&self, off: usize) -> u32 {
+            let b: &[u8; 128] = unsafe { &*(self.0.as_ptr() as *const [u8; 128]) };
+            u32::from_ne_bytes(b[off..off + 4].try_into().unwrap())
+        }
+        fn call(&mut self, cmd: libc::c_long) -> std::io::Result<libc::c_long> {
+            // SAFETY: bpf(2) reads (and for some commands writes) at most sizeof(self) bytes of self.
+            let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, self.0.as_mut_ptr(), std::mem::size_of::<Attr>()) };
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(r)
+            }
+        }
+    }
+
+    fn sys(step: &'static str, what: &std::path::Path, e: std::io::Error) -> Error {
+        Error::sys(step, what.display(), e)
+    }
+
+    /// Load `prog`, attach it to the cgroup at `dir`, then detach every device program that was there
+    /// before (attached first, so the cgroup is never without one).
+    pub fn replace(dir: &std::path::Path, prog: &[Insn]) -> Result<()> {
+        let raw: Vec<u64> = prog
+            .iter()
+            .map(|x| {
+                u64::from(x.code)
+                    | u64::from(x.regs) << 8
+                    | u64::from(x.off as u16) << 16
+                    | u64::from(x.imm as u32) << 32
+            })
+            .collect();
+        let license = c"Apache-2.0";
+        let mut a = Attr::new();
+        a.u32_at(0, BPF_PROG_TYPE_CGROUP_DEVICE)
+            .u32_at(4, raw.len() as u32)
+            .u64_at(8, raw.as_ptr() as u64)
+            .u64_at(16, license.as_ptr() as u64);
+        let fd = a.call(BPF_PROG_LOAD).map_err(|e| sys("bpf-load", dir, e))?;
+        // SAFETY: a new fd the kernel just returned, owned from here on.
+        let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let cg = std::fs::File::open(dir).map_err(|e| sys("open", dir, e))?;
+        let old = query(&cg).map_err(|e| sys("bpf-query", dir, e))?;
+        let mut a = Attr::new();
+        a.u32_at(0, cg.as_raw_fd() as u32)
+            .u32_at(4, prog_fd.as_raw_fd() as u32)
+            .u32_at(8, BPF_CGROUP_DEVICE)
+            .u32_at(12, BPF_F_ALLOW_MULTI);
+        a.call(BPF_PROG_ATTACH).map_err(|e| sys("bpf-attach", dir, e))?;
+        for id in old {
+            let mut g = Attr::new();
+            g.u32_at(0, id);
+            let Ok(fd) = g.call(BPF_PROG_GET_FD_BY_ID) else { continue };
+            // SAFETY: as above.
+            let old_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            let mut d = Attr::new();
+            d.u32_at(0, cg.as_raw_fd() as u32).u32_at(4, old_fd.as_raw_fd() as u32).u32_at(8, BPF_CGROUP_DEVICE);
+            d.call(BPF_PROG_DETACH).map_err(|e| sys("bpf-detach", dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// The ids of the device programs attached to the cgroup itself.
+    fn query(cg: &std::fs::File) -> std::io::Result<Vec<u32>> {
+        let mut ids = [0u32; 64];
+        let mut a = Attr::new();
+        a.u32_at(0, cg.as_raw_fd() as u32)
+            .u32_at(4, BPF_CGROUP_DEVICE)
+            .u64_at(16, ids.as_mut_ptr() as u64)
+            .u32_at(24, ids.len() as u32);
+        a.call(BPF_PROG_QUERY)?;
+        let n = (a.read_u32(24) as usize).min(ids.len());
+        Ok(ids[..n].to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_and_print_as_v1_lines() {
+        assert_eq!(Rule::parse("c 1:3 rwm").unwrap().v1(), "c 1:3 rwm");
+        assert_eq!(Rule::parse("b *:* m").unwrap().v1(), "b *:* m");
+        assert_eq!(Rule::parse("c 136:* wr").unwrap().v1(), "c 136:* rw");
+        assert_eq!(Rule::parse("a").unwrap().v1(), "a *:* rwm");
+        for bad in ["", "x 1:3 r", "c 1:3", "c 1-3 r", "c a:3 r", "c 1:3 rx", "a 1:2 r", "c 1:3 r extra"] {
+            assert!(Rule::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(docker().len(), DOCKER.len());
+    }
+
+    /// Run the generated program the way the kernel would, on a tiny interpreter of the few
+    /// instructions it uses, against the rules' meaning.
+    fn run(p: &[bpf::Insn], kind: u32, access: u32, major: u32, minor: u32) -> u64 {
+        let mut r = [0u64; 11];
+        let ctx = [(access << 16) | kind, major, minor];
+        let mut pc = 0usize;
+        loop {
+            let x = p[pc];
+            let (dst, src) = ((x.regs & 0xf) as usize, (x.regs >> 4) as usize);
+            pc += 1;
+            match x.code {
+                0x61 => r[dst] = u64::from(ctx[(x.off / 4) as usize]),
+                0xbf => r[dst] = r[src],
+                0xb7 => r[dst] = x.imm as i64 as u64,
+                0x57 => r[dst] &= x.imm as i64 as u64,
+                0x77 => r[dst] >>= x.imm,
+                0x55 => {
+                    if r[dst] != x.imm as i64 as u64 {
+                        pc += x.off as usize;
+                    }
+                }
+                0x95 => return r[0],
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+        }
+    }
+
+    fn allowed(rules: &[Rule], kind: u32, access: u32, major: u32, minor: u32) -> bool {
+        let k = if kind == 1 { Kind::Block } else { Kind::Char };
+        rules.iter().any(|r| {
+            (r.kind == Kind::All || r.kind == k)
+                && r.major.is_none_or(|m| m == major)
+                && r.minor.is_none_or(|m| m == minor)
+                && (access as u8) & !r.access == 0
+        })
+    }
+
+    #[test]
+    fn the_program_allows_exactly_what_the_rules_do() {
+        let mut sets = vec![docker(), vec![], vec![Rule::parse("a").unwrap()]];
+        sets.push(vec![Rule::parse("c 10:200 rw").unwrap(), Rule::parse("b 8:* r").unwrap()]);
+        for rules in &sets {
+            let p = bpf::program(rules);
+            for kind in [1, 2] {
+                for access in 1..8 {
+                    for (major, minor) in [(1, 3), (1, 11), (5, 2), (136, 7), (8, 0), (8, 16), (10, 200), (0, 0)] {
+                        assert_eq!(
+                            run(&p, kind, access, major, minor) == 1,
+                            allowed(rules, kind, access, major, minor),
+                            "{rules:?} kind {kind} access {access} {major}:{minor}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
