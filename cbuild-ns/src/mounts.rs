@@ -25,13 +25,23 @@ fn openat2(dir: &OwnedFd, path: &Path, flags: i32, mode: u32) -> nix::Result<Own
         mode: mode as u64,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
-    let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how as *const OpenHow, size_of::<OpenHow>())
-    };
-    if fd < 0 {
-        return Err(nix::errno::Errno::last());
+    // EAGAIN: a `..` in the path was resolved while a mount or rename happened anywhere on the machine,
+    // so the kernel could not prove the lookup stayed inside the root; it asks the caller to retry.
+    // Other containers starting at the same moment make that common on a busy host.
+    let mut tries = 0;
+    loop {
+        let fd = unsafe {
+            libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), c.as_ptr(), &how as *const OpenHow, size_of::<OpenHow>())
+        };
+        if fd >= 0 {
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        }
+        let e = nix::errno::Errno::last();
+        tries += 1;
+        if e != nix::errno::Errno::EAGAIN || tries == 100 {
+            return Err(e);
+        }
     }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// The new root, held open so every path below it resolves inside it.

@@ -1276,8 +1276,16 @@ fn rm_keeps_the_shared_parent_and_prune_removes_it_only_when_unused() {
 fn device_policy_denies_nodes_outside_the_list() {
     require_root();
     let sb = Sandbox::new();
+    // On a tmpfs of the test's own: /tmp may be mounted nodev (it is in the VM), which would refuse the
+    // opens whatever the cgroup says.
     let dir = sb.path().join("dev");
     std::fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(&dir).status().unwrap();
+    assert!(st.success(), "mount a tmpfs on {}", dir.display());
+    let d = dir.clone();
+    let _umount = cbuild_tests::Defer(move || {
+        let _ = nix::mount::umount2(&d, nix::mount::MntFlags::MNT_DETACH);
+    });
     let node = |name: &str, major: u64, minor: u64| {
         let p = dir.join(name);
         let dev = nix::sys::stat::makedev(major, minor);
