@@ -178,7 +178,8 @@ impl Limits {
         }
         l.oom_group |= raw.oom_group;
         match raw.devices.as_deref() {
-            None | Some("all") if raw.device_rules.is_empty() => {}
+            None if raw.device_rules.is_empty() => {}
+            Some("all") if raw.device_rules.is_empty() => l.devices = Some(devices::all()),
             None | Some("docker") => l.devices = Some(devices::docker()),
             Some("all") => {
                 return Err(bad(
@@ -270,6 +271,15 @@ impl Limits {
                     ));
                 }
             }
+        }
+        // A device policy with nowhere to go would leave the group open while the caller believes
+        // otherwise: the v1 devices controller, or a v2 tree for the BPF program, or an error.
+        if self.devices.is_some() && host.hierarchy_of("devices").is_none() && host.v2().is_none() {
+            return Err(Error::bad(
+                "limits",
+                "--devices",
+                "the host has neither a devices controller (v1) nor a cgroup v2 tree for a device program",
+            ));
         }
         if let Some(cpus) = self.cpus {
             let online =

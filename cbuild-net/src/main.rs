@@ -6,8 +6,15 @@
 //! start-up (reading `/proc/self/maps` to find the main thread's stack guard, an alternate signal
 //! stack, four `sigaction`s, a `poll` of fds 0-2): ~0.1 ms of a ~2 ms connect. Arguments still come
 //! from `std::env::args_os` (glibc hands them to the standard library's `.init_array` hook), a stack
-//! overflow is then a plain SIGSEGV, and stdout is flushed before returning.
+//! overflow is then a plain SIGSEGV, a panic aborts (134, not 101), and stdout is flushed before
+//! returning. The one part of that start-up a tool must keep is done here: fds 0-2 are opened on
+//! /dev/null when the caller closed them.
 #![no_main]
+
+// glibc passes argc/argv/envp to the standard library's `.init_array` hook, which is how `args_os`
+// works without Rust's `main`; other C libraries do not, and every verb would see no arguments.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+compile_error!("cbuild-net's C main relies on glibc handing the arguments to the standard library");
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -167,6 +174,16 @@ enum OnOff {
 
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // A closed 0, 1 or 2 (`cbuild-net ... 2>&-`) would be the number of the first file or socket we
+    // open, and an error message would then be written into a lease or a netlink socket.
+    for fd in 0..3 {
+        // SAFETY: fcntl and open on plain integers; an fd opened here is the process's for good.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) < 0 {
+                return 125;
+            }
+        }
+    }
     let code = cli_main();
     let _ = std::io::stdout().flush();
     code

@@ -5,8 +5,10 @@
 //!
 //! Pure v2: one cgroup2 mount. v1 and hybrid: a tmpfs with one mount per hierarchy, named as on the
 //! host (`cpu`, `memory`, ..., `unified`), plus the host's symlinks (`cpu,cpuacct` -> `cpu`). Named
-//! hierarchies without controllers (`name=systemd`) are left out: the container was never put in a
-//! cgroup of theirs, so their root would be the host's.
+//! hierarchies without controllers (`name=systemd`) are left out, and so is every hierarchy where the
+//! process sits at the root (a caller that never made it a cgroup, as systemd leaves shells in the
+//! cpuset or freezer roots): the namespace's root there is the host's, which would show every other
+//! cgroup and its statistics. cbuild-run's containers have a cgroup of their own in every hierarchy.
 
 use std::path::Path;
 
@@ -43,6 +45,62 @@ pub struct Hierarchy {
     pub name: String,
     pub v2: bool,
     pub controllers: String,
+}
+
+/// Where the process sits, read before its cgroup namespace hides it (inside, every path reads `/`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The controller sets (sorted) of the v1 hierarchies where the process is in the root cgroup.
+    v1_roots: Vec<Vec<String>>,
+    /// Whether it is (or, with `--cgroup-fd`, will start) in the v2 root.
+    v2_root: bool,
+}
+
+fn controller_set(list: &str) -> Vec<String> {
+    let mut v: Vec<String> = list.split(',').filter(|c| V1_CONTROLLERS.contains(c)).map(String::from).collect();
+    v.sort();
+    v
+}
+
+impl Placement {
+    /// From `/proc/self/cgroup`; `cgroup_fd` is the v2 group the child will be cloned into, if any.
+    pub fn read(cgroup_fd: Option<std::os::fd::RawFd>) -> Placement {
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mut p = Placement::parse(&text);
+        if let Some(fd) = cgroup_fd {
+            // The root cgroup's parent directory is not a cgroup (it has no cgroup.procs).
+            p.v2_root = !Path::new(&format!("/proc/self/fd/{fd}/../cgroup.procs")).exists();
+        }
+        p
+    }
+
+    pub fn parse(proc_self_cgroup: &str) -> Placement {
+        let mut p = Placement::default();
+        for line in proc_self_cgroup.lines() {
+            let mut f = line.splitn(3, ':');
+            let (Some(id), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else { continue };
+            if path != "/" {
+                continue;
+            }
+            if id == "0" && ctrls.is_empty() {
+                p.v2_root = true;
+            } else {
+                let set = controller_set(ctrls);
+                if !set.is_empty() {
+                    p.v1_roots.push(set);
+                }
+            }
+        }
+        p
+    }
+
+    fn shows_host(&self, h: &Hierarchy) -> bool {
+        if h.v2 {
+            self.v2_root
+        } else {
+            self.v1_roots.contains(&controller_set(&h.controllers))
+        }
+    }
 }
 
 /// The cgroup mounts at or directly below /sys/fs/cgroup in a mountinfo text (the host's, as our new
@@ -87,12 +145,13 @@ pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
 
 /// Mount the container's view on `root`'s /sys/fs/cgroup (which must exist: the fresh sysfs has it).
 /// Run inside the new cgroup and mount namespaces, before pivot_root.
-pub fn mount(root: &Root) -> Result<()> {
+pub fn mount(root: &Root, placement: &Placement) -> Result<()> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(Step::MountCgroup, "/proc/self/mountinfo")?;
-    let list = hierarchies(&info);
+    let mut list = hierarchies(&info);
+    list.retain(|h| !placement.shows_host(h));
     let inside = Path::new(HOST);
     if list.is_empty() {
-        return Ok(()); // no cgroup filesystem on this host: nothing to show
+        return Ok(()); // no cgroup filesystem on this host, or none with a cgroup of our own: nothing to show
     }
     let shown = |n: &str| format!("{}", root.path.join(HOST.trim_start_matches('/')).join(n).display());
     if list.iter().any(|h| h.name.is_empty() && h.v2) {
@@ -150,6 +209,16 @@ mod tests {
             got,
             vec![("cpu,cpuacct", false, "cpu,cpuacct"), ("memory", false, "memory"), ("unified", true, "")]
         );
+    }
+
+    #[test]
+    fn hierarchies_where_the_process_is_at_the_root_are_not_shown() {
+        let p = Placement::parse("9:name=systemd:/\n5:cpu,cpuacct:/\n4:memory:/user.slice\n0::/\n");
+        let h = hierarchies(HYBRID);
+        let shown: Vec<&str> = h.iter().filter(|h| !p.shows_host(h)).map(|h| h.name.as_str()).collect();
+        assert_eq!(shown, vec!["memory"]);
+        let inside = Placement::parse("4:memory:/cbuild/x\n5:cpuacct,cpu:/cbuild/x\n0::/cbuild/x\n");
+        assert!(h.iter().all(|h| !inside.shows_host(h)), "controller order does not matter");
     }
 
     #[test]

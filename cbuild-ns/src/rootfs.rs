@@ -34,7 +34,7 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
 
 /// Everything mount-related, run inside the new mount namespace before exec.
-pub fn setup(spec: &RunSpec, in_userns: bool) -> Result<()> {
+pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placement) -> Result<()> {
     // Our mounts must not propagate back to the host, nor the host's later mounts into us.
     crate::log::step(Step::Propagation, "/");
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
@@ -63,7 +63,7 @@ pub fn setup(spec: &RunSpec, in_userns: bool) -> Result<()> {
 
     mount_proc(&root, spec, in_userns)?;
     mount_dev(&root, spec, in_userns)?;
-    mount_sys(&root, spec)?;
+    mount_sys(&root, spec, cgroups)?;
     for t in &spec.tmpfs {
         let (flags, data) = parse_options(&t.options).map_err(|e| Error::new(Step::Tmpfs, t.dst.display(), e))?;
         let target = root.target(&t.dst, Kind::Dir, Step::Tmpfs)?;
@@ -196,7 +196,7 @@ fn mount_dev(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
     Ok(())
 }
 
-fn mount_sys(root: &Root, spec: &RunSpec) -> Result<()> {
+fn mount_sys(root: &Root, spec: &RunSpec, cgroups: &crate::cgroupfs::Placement) -> Result<()> {
     let target = root.target(Path::new("/sys"), Kind::Dir, Step::MountSys)?;
     let ro = NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY;
     // A fresh sysfs shows the devices of the network namespace we are in (made for us, or joined), and
@@ -209,7 +209,7 @@ fn mount_sys(root: &Root, spec: &RunSpec) -> Result<()> {
     }
     // With a cgroup namespace of its own, the container sees its own cgroups there, as with Docker.
     if spec.new_ns.contains(&crate::namespaces::NsType::Cgroup) {
-        crate::cgroupfs::mount(root)?;
+        crate::cgroupfs::mount(root, cgroups)?;
     }
     Ok(())
 }

@@ -48,6 +48,9 @@ struct Prepared {
     /// clone3 could not place the child: the parent moves it into `cgroup_fd` and then sends 'C', which
     /// the child waits for before it unshares the cgroup namespace.
     cgroup_join_by_parent: bool,
+    /// Where the child will sit in each cgroup hierarchy, for its /sys/fs/cgroup (read here: inside its
+    /// cgroup namespace every path reads `/`).
+    cgroups: crate::cgroupfs::Placement,
 }
 
 fn prepare(spec: &RunSpec) -> Result<Prepared> {
@@ -104,7 +107,12 @@ fn prepare(spec: &RunSpec) -> Result<Prepared> {
     }
     joins_child.sort_by_key(|j| j.ty);
     let seccomp = spec.seccomp.as_ref().map(|s| seccomp::read(s, spec.seccomp_flags)).transpose()?;
-    Ok(Prepared { joins_parent, joins_child, seccomp, caps, cgroup_fd, cgroup_join_by_parent: false })
+    let cgroups = if spec.new_ns.contains(&NsType::Cgroup) && spec.rootfs.is_some() {
+        crate::cgroupfs::Placement::read(cgroup_fd)
+    } else {
+        crate::cgroupfs::Placement::default()
+    };
+    Ok(Prepared { joins_parent, joins_child, seccomp, caps, cgroup_fd, cgroup_join_by_parent: false, cgroups })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -381,7 +389,7 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         }
     }
     if spec.needs_mount_setup() {
-        rootfs::setup(spec, spec.userns())?;
+        rootfs::setup(spec, spec.userns(), &prep.cgroups)?;
     }
 
     if spec.init {

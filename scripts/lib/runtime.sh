@@ -71,7 +71,7 @@ rt_check_name() {
 rt_alive() {
     local lock=$rt_state/$1/undo
     [[ -e $lock ]] || return 1
-    exec 8<"$lock" || return 1
+    { exec 8<"$lock"; } 2>/dev/null || return 1
     if flock -n 8; then
         exec 8<&-
         return 1
@@ -184,8 +184,16 @@ rt_remove_dir() {
 rt_pid() {
     local st=''
     [[ -s $rt_state/$1/status ]] && st=$(<"$rt_state/$1/status")
+    # Once it exited the PID is free for the kernel to reuse: no PID then, for cbuild-stop to signal or
+    # cbuild-exec to enter.
+    [[ $st == *'"phase":"exited"'* ]] && return 1
     [[ $st =~ \"phase\":\"exec\",\"pid\":([0-9]+) ]] && printf '%s\n' "${BASH_REMATCH[1]}"
 }
+
+# Is the lock we hold on fd 8 still run NAME's? Its undo list (the lock file) goes with the run's
+# directory, and a new run of the same NAME makes a new one: a waiter that wakes up on the old one must
+# not act on the new run.
+rt_same_run() { [[ /proc/self/fd/8 -ef $rt_state/$1/undo ]]; }
 
 # Read one field of a one-line JSON object without jq (the hot path stays free of extra processes):
 #   rt_json_field '{"pid": 12, ...}' pid  ->  12

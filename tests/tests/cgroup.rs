@@ -1306,6 +1306,18 @@ fn device_policy_denies_nodes_outside_the_list() {
         let c = Cg::new(&i);
         let o = run(cg(&sb).args(["exec", &c.name]).args(&args).args(["--", "sh", "-c", &probe]));
         assert_eq!(stdout(&o), want, "{args:?}: {}", stderr(&o));
+        if args.first() == Some(&"--devices") {
+            // `set --devices all` lifts the policy (v2: the program is replaced, not ANDed with).
+            let o = run(cg(&sb).args(["set", &c.name, "--devices", "all"]));
+            assert!(o.status.success(), "set: {}", stderr(&o));
+            let o = run(cg(&sb).args(["exec", &c.name, "--", "sh", "-c", &probe]));
+            assert_eq!(stdout(&o), "kmsg-opened\nnull-opened\n", "after set --devices all: {}", stderr(&o));
+            // And an `a` rule short of rwm stays short of it (v1 would read a bare `a` as allow-all).
+            let o = run(cg(&sb).args(["set", &c.name, "--device-cgroup-rule", "a *:* m"]));
+            assert!(o.status.success(), "set: {}", stderr(&o));
+            let o = run(cg(&sb).args(["exec", &c.name, "--", "sh", "-c", &probe]));
+            assert_eq!(stdout(&o), "null-opened\n", "after a *:* m: {}", stderr(&o));
+        }
     }
     let bad = unique("cg");
     assert_tool_error(

@@ -913,3 +913,27 @@ fn sys_shows_the_joined_network_namespace_devices() {
     let _ = &sb;
     assert_eq!(ok(&o), "lo\n");
 }
+
+/// A caller sitting in the root cgroup of a hierarchy (as systemd leaves shells in the cpuset or freezer
+/// roots) must not hand the container the host's whole tree: such hierarchies are not mounted.
+#[test]
+fn no_host_cgroup_tree_when_the_caller_sits_at_the_root() {
+    let sb = Sandbox::new();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let roots: Vec<&str> = info
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| left.split(' ').nth(4)).flatten()
+        })
+        .collect();
+    let script = format!(
+        "for r in {}; do echo $$ >$r/cgroup.procs || exit 9; done; exec \"$0\" run --all --rootfs \"$1\" -- \
+         sh -c 'echo mounts: $(grep -c \" /sys/fs/cgroup\" /proc/self/mountinfo); echo entries: $(ls /sys/fs/cgroup | wc -l)'",
+        roots.join(" ")
+    );
+    let o = run(Command::new("sh").arg("-c").arg(&script).arg(bin("cbuild-ns")).arg(busybox_rootfs()));
+    let _ = &sb;
+    assert_eq!(ok(&o), "mounts: 0\nentries: 0\n");
+}

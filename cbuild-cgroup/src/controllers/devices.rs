@@ -87,16 +87,16 @@ impl Rule {
         if kind == Kind::All && (major.is_some() || minor.is_some()) {
             return Err("type a (all) takes no major or minor".into());
         }
+        // The kernel's dev_t: 12 bits of major, 20 of minor. Larger numbers name no device.
+        if major.is_some_and(|m| m > 0xfff) || minor.is_some_and(|m| m > 0xf_ffff) {
+            return Err("major above 4095 or minor above 1048575: no such device number".into());
+        }
         Ok(Rule { kind, major, minor, access })
     }
 
-    /// The v1 `devices.allow` line.
-    fn v1(&self) -> String {
-        let kind = match self.kind {
-            Kind::All => "a",
-            Kind::Char => "c",
-            Kind::Block => "b",
-        };
+    /// The v1 `devices.allow` lines. v1 reads a leading `a` as "allow everything" whatever access
+    /// follows, so `a` with less than rwm becomes the same access for every char and block device.
+    fn v1(&self) -> Vec<String> {
         let n = |v: Option<u32>| v.map_or("*".to_string(), |v| v.to_string());
         let mut acc = String::new();
         for (bit, ch) in [(READ, 'r'), (WRITE, 'w'), (MKNOD, 'm')] {
@@ -104,7 +104,13 @@ impl Rule {
                 acc.push(ch);
             }
         }
-        format!("{kind} {}:{} {acc}", n(self.major), n(self.minor))
+        let line = |kind: &str| format!("{kind} {}:{} {acc}", n(self.major), n(self.minor));
+        match self.kind {
+            Kind::All if self.access == MKNOD | READ | WRITE => vec!["a".into()],
+            Kind::All => vec![line("c"), line("b")],
+            Kind::Char => vec![line("c")],
+            Kind::Block => vec![line("b")],
+        }
     }
 }
 
@@ -112,20 +118,30 @@ pub fn docker() -> Vec<Rule> {
     DOCKER.iter().map(|r| Rule::parse(r).expect("Docker's list parses")).collect()
 }
 
+/// `--devices all`: no restriction, said explicitly (so a `set` can lift a policy).
+pub fn all() -> Vec<Rule> {
+    vec![Rule { kind: Kind::All, major: None, minor: None, access: MKNOD | READ | WRITE }]
+}
+
 /// Replace the cgroup's device policy with "deny all but `rules`".
 pub fn apply(d: Dir, rules: &[Rule]) -> Result<()> {
     if d.v2 {
         return bpf::replace(d.path, &bpf::program(rules));
     }
-    // Deny first: between the two writes the cgroup allows less than asked, never more.
+    // Deny first: between the writes the cgroup allows less than asked, never more. (So a `set` that
+    // changes the list of a running container briefly refuses even /dev/null; v1 has no atomic swap.)
     fsutil::write(&d.file("devices.deny"), "a")?;
     for r in rules {
-        fsutil::write(&d.file("devices.allow"), &r.v1())?;
+        for line in r.v1() {
+            fsutil::write(&d.file("devices.allow"), &line)?;
+        }
     }
     Ok(())
 }
 
 /// The eBPF side: the program, and attaching it in place of any other.
+#[cfg(target_endian = "big")]
+compile_error!("the BPF instruction encoding below is little-endian");
 pub mod bpf {
     use super::*;
 
@@ -257,7 +273,16 @@ pub mod bpf {
             .u32_at(4, raw.len() as u32)
             .u64_at(8, raw.as_ptr() as u64)
             .u64_at(16, license.as_ptr() as u64);
-        let fd = a.call(BPF_PROG_LOAD).map_err(|e| sys("bpf-load", dir, e))?;
+        let fd = a.call(BPF_PROG_LOAD).map_err(|e| {
+            let perm = e.raw_os_error() == Some(libc::EPERM);
+            let err = sys("bpf-load", dir, e);
+            if perm {
+                // Without it the device policy cannot be enforced on v2: refuse rather than run open.
+                err.with_hint("a cgroup v2 device policy is a BPF program: bpf(2) needs CAP_BPF or CAP_SYS_ADMIN and no seccomp filter refusing it (as inside a Docker container); --devices all (or no --devices) skips it")
+            } else {
+                err
+            }
+        })?;
         // SAFETY: a new fd the kernel just returned, owned from here on.
         let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let cg = std::fs::File::open(dir).map_err(|e| sys("open", dir, e))?;
@@ -271,12 +296,21 @@ pub mod bpf {
         for id in old {
             let mut g = Attr::new();
             g.u32_at(0, id);
-            let Ok(fd) = g.call(BPF_PROG_GET_FD_BY_ID) else { continue };
+            // Gone meanwhile (detached by another replace): fine. Anything else would leave the old
+            // program attached, ANDed with the new one, so a widened policy would not take effect.
+            let fd = match g.call(BPF_PROG_GET_FD_BY_ID) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(sys("bpf-detach", dir, e)),
+            };
             // SAFETY: as above.
             let old_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
             let mut d = Attr::new();
             d.u32_at(0, cg.as_raw_fd() as u32).u32_at(4, old_fd.as_raw_fd() as u32).u32_at(8, BPF_CGROUP_DEVICE);
-            d.call(BPF_PROG_DETACH).map_err(|e| sys("bpf-detach", dir, e))?;
+            match d.call(BPF_PROG_DETACH) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(sys("bpf-detach", dir, e)),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -301,11 +335,26 @@ mod tests {
 
     #[test]
     fn rules_parse_and_print_as_v1_lines() {
-        assert_eq!(Rule::parse("c 1:3 rwm").unwrap().v1(), "c 1:3 rwm");
-        assert_eq!(Rule::parse("b *:* m").unwrap().v1(), "b *:* m");
-        assert_eq!(Rule::parse("c 136:* wr").unwrap().v1(), "c 136:* rw");
-        assert_eq!(Rule::parse("a").unwrap().v1(), "a *:* rwm");
-        for bad in ["", "x 1:3 r", "c 1:3", "c 1-3 r", "c a:3 r", "c 1:3 rx", "a 1:2 r", "c 1:3 r extra"] {
+        assert_eq!(Rule::parse("c 1:3 rwm").unwrap().v1(), ["c 1:3 rwm"]);
+        assert_eq!(Rule::parse("b *:* m").unwrap().v1(), ["b *:* m"]);
+        assert_eq!(Rule::parse("c 136:* wr").unwrap().v1(), ["c 136:* rw"]);
+        assert_eq!(Rule::parse("a").unwrap().v1(), ["a"]);
+        // v1 would read `a ... m` as allow-all: spelled out per type instead.
+        assert_eq!(Rule::parse("a *:* m").unwrap().v1(), ["c *:* m", "b *:* m"]);
+        assert_eq!(all()[0].v1(), ["a"]);
+        for bad in [
+            "",
+            "x 1:3 r",
+            "c 1:3",
+            "c 1-3 r",
+            "c a:3 r",
+            "c 1:3 rx",
+            "a 1:2 r",
+            "c 1:3 r extra",
+            "c 4096:0 r",
+            "b 8:1048576 r",
+            "c 1:3 ",
+        ] {
             assert!(Rule::parse(bad).is_err(), "{bad:?} parsed");
         }
         assert_eq!(docker().len(), DOCKER.len());
@@ -350,7 +399,7 @@ mod tests {
 
     #[test]
     fn the_program_allows_exactly_what_the_rules_do() {
-        let mut sets = vec![docker(), vec![], vec![Rule::parse("a").unwrap()]];
+        let mut sets = vec![docker(), vec![], all(), vec![Rule::parse("a *:* m").unwrap()]];
         sets.push(vec![Rule::parse("c 10:200 rw").unwrap(), Rule::parse("b 8:* r").unwrap()]);
         for rules in &sets {
             let p = bpf::program(rules);
