@@ -1,14 +1,16 @@
-//! `/sys/fs/cgroup` inside the container, as Docker gives it: the host's cgroup layout mounted again
-//! from inside the new cgroup namespace, so each hierarchy's root is the container's own cgroup (its
-//! limits and usage at `/sys/fs/cgroup/memory.max` or `/sys/fs/cgroup/memory/memory.limit_in_bytes`, as
-//! a JVM or Go's runtime look for them), and the host's tree above it is out of reach. Read-only.
+//! `/sys/fs/cgroup` inside the container, as Docker gives it: the cgroup filesystems mounted again from
+//! inside the new cgroup namespace, so each hierarchy's root is the container's own cgroup (its limits
+//! and usage at `/sys/fs/cgroup/memory.max` or `/sys/fs/cgroup/memory/memory.limit_in_bytes`, as a JVM or
+//! Go's runtime look for them), and the host's tree above it is out of reach. Read-only.
 //!
-//! Pure v2: one cgroup2 mount. v1 and hybrid: a tmpfs with one mount per hierarchy, named as on the
-//! host (`cpu`, `memory`, ..., `unified`), plus the host's symlinks (`cpu,cpuacct` -> `cpu`). Named
-//! hierarchies without controllers (`name=systemd`) are left out, and so is every hierarchy where the
-//! process sits at the root (a caller that never made it a cgroup, as systemd leaves shells in the
-//! cpuset or freezer roots): the namespace's root there is the host's, which would show every other
-//! cgroup and its statistics. cbuild-run's containers have a cgroup of their own in every hierarchy.
+//! The hierarchies come from `/proc/self/cgroup`, read before the clone (inside the namespace every
+//! path reads `/`): pure v2 is one cgroup2 mount; v1 and hybrid get a tmpfs with one mount per v1
+//! hierarchy, named after its controllers as runc and systemd name them (`cpu,cpuacct`, with `cpu` and
+//! `cpuacct` symlinks to it), plus `unified` when the host has that cgroup2 tree. Left out: named
+//! hierarchies without controllers (`name=systemd`), and every hierarchy where the process sits in the
+//! root cgroup (a caller that never made it a cgroup of its own, as systemd leaves shells in the cpuset
+//! or freezer roots): the namespace's root there is the host's, which would show every other cgroup
+//! and its statistics. cbuild-run's containers have a cgroup of their own in every hierarchy.
 
 use std::path::Path;
 
@@ -19,8 +21,9 @@ use crate::mounts::{mount_at, remount_ro, Kind, Root};
 
 const HOST: &str = "/sys/fs/cgroup";
 const FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// The v1 controllers a hierarchy's super options may name (the rest are flags like `xattr`).
+/// The v1 controllers a hierarchy may have (the rest of a `/proc/self/cgroup` field are `name=` tags).
 const V1_CONTROLLERS: [&str; 14] = [
     "cpuset",
     "cpu",
@@ -38,28 +41,14 @@ const V1_CONTROLLERS: [&str; 14] = [
     "misc",
 ];
 
-/// One host cgroup mount to repeat inside: its name under /sys/fs/cgroup ("" for /sys/fs/cgroup itself),
-/// the filesystem type, and (v1) its controllers as mount options.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Hierarchy {
-    pub name: String,
-    pub v2: bool,
-    pub controllers: String,
-}
-
-/// Where the process sits, read before its cgroup namespace hides it (inside, every path reads `/`).
+/// The process's cgroups, as `/proc/self/cgroup` lists them before its cgroup namespace hides them.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Placement {
-    /// The controller sets (sorted) of the v1 hierarchies where the process is in the root cgroup.
-    v1_roots: Vec<Vec<String>>,
+    /// Each v1 hierarchy with controllers: its controllers as the kernel lists them, and whether the
+    /// process is in its root cgroup.
+    v1: Vec<(String, bool)>,
     /// Whether it is (or, with `--cgroup-fd`, will start) in the v2 root.
     v2_root: bool,
-}
-
-fn controller_set(list: &str) -> Vec<String> {
-    let mut v: Vec<String> = list.split(',').filter(|c| V1_CONTROLLERS.contains(c)).map(String::from).collect();
-    v.sort();
-    v
 }
 
 impl Placement {
@@ -79,154 +68,82 @@ impl Placement {
         for line in proc_self_cgroup.lines() {
             let mut f = line.splitn(3, ':');
             let (Some(id), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else { continue };
-            if path != "/" {
+            if id == "0" && ctrls.is_empty() {
+                p.v2_root = path == "/";
                 continue;
             }
-            if id == "0" && ctrls.is_empty() {
-                p.v2_root = true;
-            } else {
-                let set = controller_set(ctrls);
-                if !set.is_empty() {
-                    p.v1_roots.push(set);
-                }
+            let c: Vec<&str> = ctrls.split(',').filter(|c| V1_CONTROLLERS.contains(c)).collect();
+            if !c.is_empty() {
+                p.v1.push((c.join(","), path == "/"));
             }
         }
         p
     }
-
-    fn shows_host(&self, h: &Hierarchy) -> bool {
-        if h.v2 {
-            self.v2_root
-        } else {
-            self.v1_roots.contains(&controller_set(&h.controllers))
-        }
-    }
 }
 
-/// The cgroup mounts at or directly below /sys/fs/cgroup in a mountinfo text (the host's, as our new
-/// mount namespace copied it). The last mount on a path wins, as the kernel shows it.
-pub fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
-    let mut out: Vec<Hierarchy> = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let Some(point) = left.split(' ').nth(4) else { continue };
-        let mut r = right.split(' ');
-        let (Some(fstype), Some(_source), Some(opts)) = (r.next(), r.next(), r.next()) else { continue };
-        let name = match point.strip_prefix(HOST) {
-            Some("") => "",
-            Some(rest) => match rest.strip_prefix('/') {
-                Some(n) if !n.is_empty() && !n.contains('/') && !n.contains('\\') && n != "." && n != ".." => n,
-                _ => continue,
-            },
-            None => continue,
-        };
-        let h = match fstype {
-            "cgroup2" => Hierarchy { name: name.into(), v2: true, controllers: String::new() },
-            "cgroup" => {
-                let c: Vec<&str> = opts.split(',').filter(|o| V1_CONTROLLERS.contains(o)).collect();
-                if c.is_empty() {
-                    continue;
-                }
-                Hierarchy { name: name.into(), v2: false, controllers: c.join(",") }
-            }
-            _ => {
-                if name.is_empty() {
-                    // A tmpfs (or anything else) over /sys/fs/cgroup hides what was mounted before it.
-                    out.clear();
-                }
-                continue;
-            }
-        };
-        out.retain(|o| o.name != h.name);
-        out.push(h);
-    }
-    out
-}
-
-/// Mount the container's view on `root`'s /sys/fs/cgroup (which must exist: the fresh sysfs has it).
-/// Run inside the new cgroup and mount namespaces, before pivot_root.
+/// Mount the container's view on `root`'s /sys/fs/cgroup (which the fresh sysfs has). Run inside the new
+/// cgroup and mount namespaces, before pivot_root.
 pub fn mount(root: &Root, placement: &Placement) -> Result<()> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(Step::MountCgroup, "/proc/self/mountinfo")?;
-    let mut list = hierarchies(&info);
-    list.retain(|h| !placement.shows_host(h));
     let inside = Path::new(HOST);
-    if list.is_empty() {
-        return Ok(()); // no cgroup filesystem on this host, or none with a cgroup of our own: nothing to show
-    }
-    let shown = |n: &str| format!("{}", root.path.join(HOST.trim_start_matches('/')).join(n).display());
-    if list.iter().any(|h| h.name.is_empty() && h.v2) {
-        let t = root.target(inside, Kind::Dir, Step::MountCgroup)?;
-        mount_at(Some("cgroup2"), &t, Some("cgroup2"), FLAGS | MsFlags::MS_RDONLY, None, Step::MountCgroup)?;
+    let ro = FLAGS | MsFlags::MS_RDONLY;
+    if placement.v1.is_empty() {
+        // Pure v2 (or no cgroup v1 at all): the host's /sys/fs/cgroup is the cgroup2 tree.
+        if !placement.v2_root && is_cgroup2(HOST) {
+            let t = root.target(inside, Kind::Dir, Step::MountCgroup)?;
+            mount_at(Some("cgroup2"), &t, Some("cgroup2"), ro, None, Step::MountCgroup)?;
+        }
         return Ok(());
+    }
+    let v1: Vec<&str> = placement.v1.iter().filter(|(_, at_root)| !at_root).map(|(c, _)| c.as_str()).collect();
+    let unified = !placement.v2_root && is_cgroup2(&format!("{HOST}/unified"));
+    if v1.is_empty() && !unified {
+        return Ok(()); // nothing of its own to show
     }
     let t = root.target(inside, Kind::Dir, Step::MountCgroup)?;
     mount_at(Some("tmpfs"), &t, Some("tmpfs"), FLAGS, Some("mode=755,size=64k"), Step::MountCgroup)?;
-    for h in list.iter().filter(|h| !h.name.is_empty()) {
-        let t = root.target(&inside.join(&h.name), Kind::Dir, Step::MountCgroup)?;
-        let flags = FLAGS | MsFlags::MS_RDONLY;
-        if h.v2 {
-            mount_at(Some("cgroup2"), &t, Some("cgroup2"), flags, None, Step::MountCgroup)?;
-        } else {
-            mount_at(Some("cgroup"), &t, Some("cgroup"), flags, Some(&h.controllers), Step::MountCgroup)?;
-        }
-    }
-    // The host's aliases (Debian's cpu -> cpu,cpuacct and the like), pointing at names we mounted.
-    if let Ok(rd) = std::fs::read_dir(HOST) {
-        for e in rd.flatten() {
-            let Ok(dest) = std::fs::read_link(e.path()) else { continue };
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if dest.components().count() == 1 && list.iter().any(|h| Path::new(&h.name) == dest) {
-                let dir = root.target(inside, Kind::Dir, Step::MountCgroup)?;
-                crate::log::step(Step::MountCgroup, format!("{} -> {}", shown(name), dest.display()));
-                nix::unistd::symlinkat(&dest, dir.fd(), name).ctx(Step::MountCgroup, shown(name))?;
+    // The tmpfs is new and ours: its directories are made and opened directly, no walk from the root.
+    let top = root.target(inside, Kind::Dir, Step::MountCgroup)?;
+    for c in &v1 {
+        let d = top.new_dir(c, Step::MountCgroup)?;
+        mount_at(Some("cgroup"), &d, Some("cgroup"), ro, Some(c), Step::MountCgroup)?;
+        // `cpu` -> `cpu,cpuacct`, as on the host.
+        if c.contains(',') {
+            for alias in c.split(',') {
+                crate::log::step(Step::MountCgroup, format!("{}/{alias} -> {c}", top.shown));
+                nix::unistd::symlinkat(*c, top.fd(), alias).ctx(Step::MountCgroup, format!("{}/{alias}", top.shown))?;
             }
         }
     }
-    let t = root.target(inside, Kind::Dir, Step::MountCgroup)?;
-    remount_ro(&t.proc_path(), Step::MountCgroup)
+    if unified {
+        let d = top.new_dir("unified", Step::MountCgroup)?;
+        mount_at(Some("cgroup2"), &d, Some("cgroup2"), ro, None, Step::MountCgroup)?;
+    }
+    remount_ro(&top.proc_path(), Step::MountCgroup)
+}
+
+fn is_cgroup2(path: &str) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const HYBRID: &str = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,xattr,memory
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
-50 41 0:38 / /sys/fs/cgroup/unified/x rw - cgroup2 cgroup2 rw
-51 23 0:39 / /sys/fs/cgroupx rw - cgroup cgroup rw,pids
-";
-
     #[test]
-    fn hybrid_hierarchies_keep_controllers_and_skip_named_ones() {
-        let h = hierarchies(HYBRID);
-        let got: Vec<(&str, bool, &str)> = h.iter().map(|h| (h.name.as_str(), h.v2, h.controllers.as_str())).collect();
-        assert_eq!(
-            got,
-            vec![("cpu,cpuacct", false, "cpu,cpuacct"), ("memory", false, "memory"), ("unified", true, "")]
+    fn v1_hierarchies_keep_their_controllers_and_where_the_process_is() {
+        let p = Placement::parse(
+            "12:rdma:/\n9:name=systemd:/user.slice\n5:cpu,cpuacct:/cbuild/x\n4:memory:/cbuild/x\n\
+             3:net_cls,net_prio,name=x:/\n0::/cbuild/x\n",
         );
+        let want = [("rdma", true), ("cpu,cpuacct", false), ("memory", false), ("net_cls,net_prio", true)];
+        assert_eq!(p.v1, want.iter().map(|(c, r)| (c.to_string(), *r)).collect::<Vec<_>>());
+        assert!(!p.v2_root);
     }
 
     #[test]
-    fn hierarchies_where_the_process_is_at_the_root_are_not_shown() {
-        let p = Placement::parse("9:name=systemd:/\n5:cpu,cpuacct:/\n4:memory:/user.slice\n0::/\n");
-        let h = hierarchies(HYBRID);
-        let shown: Vec<&str> = h.iter().filter(|h| !p.shows_host(h)).map(|h| h.name.as_str()).collect();
-        assert_eq!(shown, vec!["memory"]);
-        let inside = Placement::parse("4:memory:/cbuild/x\n5:cpuacct,cpu:/cbuild/x\n0::/cbuild/x\n");
-        assert!(h.iter().all(|h| !inside.shows_host(h)), "controller order does not matter");
-    }
-
-    #[test]
-    fn pure_v2_is_one_mount_and_a_later_tmpfs_hides_earlier_ones() {
-        let v2 = "29 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(hierarchies(v2), vec![Hierarchy { name: String::new(), v2: true, controllers: String::new() }]);
-        let over = format!("{v2}30 29 0:27 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n");
-        assert!(hierarchies(&over).is_empty());
-        assert!(hierarchies("garbage\n1 2 3\n").is_empty());
+    fn pure_v2_has_no_v1_hierarchies() {
+        let p = Placement::parse("0::/\n");
+        assert!(p.v1.is_empty() && p.v2_root);
+        assert_eq!(Placement::parse("garbage\n1:2\n"), Placement::default());
     }
 }

@@ -72,6 +72,19 @@ impl Target {
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// Make directory `name` right below this one and open it to mount on. Only for a filesystem this
+    /// process has just mounted (nothing of the image's can be there); `name` is one component.
+    pub fn new_dir(&self, name: &str, step: Step) -> Result<Target> {
+        let shown = format!("{}/{name}", self.shown);
+        nix::sys::stat::mkdirat(&self.fd, name, nix::sys::stat::Mode::from_bits_truncate(0o755)).ctx(step, &shown)?;
+        let flags = nix::fcntl::OFlag::O_PATH
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(&self.fd, name, flags, nix::sys::stat::Mode::empty()).ctx(step, &shown)?;
+        Ok(Target { fd, shown })
+    }
 }
 
 impl Root {
