@@ -21,7 +21,6 @@ use crate::mounts::{mount_at, remount_ro, Kind, Root};
 
 const HOST: &str = "/sys/fs/cgroup";
 const FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// The v1 controllers a hierarchy may have (the rest of a `/proc/self/cgroup` field are `name=` tags).
 const V1_CONTROLLERS: [&str; 14] = [
@@ -122,7 +121,7 @@ pub fn mount(root: &Root, placement: &Placement) -> Result<()> {
 }
 
 fn is_cgroup2(path: &str) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 #[cfg(test)]
