@@ -996,3 +996,60 @@ fn loop_of_runs_with_kill9_mid_start_then_rm_leaves_nothing() {
     let ns_files: Vec<_> = mounts_under(&rt.sb.state.to_string_lossy());
     assert!(ns_files.is_empty(), "mounts (namespace files, overlays) left: {ns_files:?}");
 }
+
+/// A lock holder standing in for a run: `flock -o FILE cat`, which holds FILE's lock until its stdin
+/// closes. Returned once the lock is held.
+fn hold_lock(file: &Path) -> Child {
+    let c = Command::new("flock").arg("-o").arg(file).arg("cat").stdin(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while run(Command::new("flock").args(["-n"]).arg(file).arg("true")).status.success() {
+        assert!(t.elapsed() < Duration::from_secs(5), "flock never took {}", file.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c
+}
+
+fn release(mut c: Child) {
+    drop(c.stdin.take());
+    let _ = c.wait();
+}
+
+/// cbuild-stop waiting on a run's lock while that run removes itself and a new run of the same NAME
+/// starts must leave the new run alone (it used to wake on the old, unlinked lock and undo the new run:
+/// kill its cgroup). Both runs are stand-ins: state files and lock holders, and a real cgroup.
+#[test]
+fn a_waiter_on_a_removed_runs_lock_leaves_the_names_next_run_alone() {
+    let rt = Rt::new();
+    let name = unique("same");
+    let dir = rt.sb.state.join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record"), format!("name={name} rm=1\n")).unwrap();
+    std::fs::write(dir.join("undo"), "").unwrap();
+    let old = hold_lock(&dir.join("undo"));
+    let stop = rt.cmd("cbuild-stop").args(["-t", "20", &name]).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // cbuild-stop is now waiting for the old lock
+                                                    // The old run is gone; the new one has a cgroup with a process in it and its own locked undo list.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("record"), format!("name={name} rm=1\n")).unwrap();
+    std::fs::write(dir.join("undo"), "cgroup\n").unwrap();
+    let new = hold_lock(&dir.join("undo"));
+    let mut ctr = Command::new(bin("cbuild-cgroup")).args(["exec", &name, "--", "sleep", "30"]).spawn().unwrap();
+    let _cleanup = Defer(|| {
+        let _ = Command::new(bin("cbuild-cgroup")).args(["rm", "--force", "--missing-ok", &name]).status();
+    });
+    let t = Instant::now();
+    while cgroup_dirs(&name).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(5), "the new run's cgroup never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    release(old);
+    let o = stop.wait_with_output().unwrap();
+    assert!(o.status.success(), "cbuild-stop: {}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(ctr.try_wait().unwrap().is_none(), "cbuild-stop killed the NAME's next run");
+    assert!(dir.join("undo").exists(), "cbuild-stop undid the NAME's next run");
+    release(new);
+    let _ = ctr.kill();
+    let _ = ctr.wait();
+}
