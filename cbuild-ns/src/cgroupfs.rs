@@ -22,24 +22,6 @@ use crate::mounts::{mount_at, remount_ro, Kind, Root};
 const HOST: &str = "/sys/fs/cgroup";
 const FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
 
-/// The v1 controllers a hierarchy may have (the rest of a `/proc/self/cgroup` field are `name=` tags).
-const V1_CONTROLLERS: [&str; 14] = [
-    "cpuset",
-    "cpu",
-    "cpuacct",
-    "blkio",
-    "memory",
-    "devices",
-    "freezer",
-    "net_cls",
-    "perf_event",
-    "net_prio",
-    "hugetlb",
-    "pids",
-    "rdma",
-    "misc",
-];
-
 /// The process's cgroups, as `/proc/self/cgroup` lists them before its cgroup namespace hides them.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Placement {
@@ -71,7 +53,8 @@ impl Placement {
                 p.v2_root = path == "/";
                 continue;
             }
-            let c: Vec<&str> = ctrls.split(',').filter(|c| V1_CONTROLLERS.contains(c)).collect();
+            // A v1 hierarchy's field lists its controllers, and `name=X` for a named one.
+            let c: Vec<&str> = ctrls.split(',').filter(|c| !c.is_empty() && !c.starts_with("name=")).collect();
             if !c.is_empty() {
                 p.v1.push((c.join(","), path == "/"));
             }
