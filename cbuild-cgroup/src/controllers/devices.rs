@@ -220,25 +220,23 @@ pub mod bpf {
     const BPF_F_ALLOW_MULTI: u32 = 2;
 
     /// union bpf_attr, as bytes (zeroed: unused fields must be zero).
-    struct Attr([u64; 16]);
+    #[repr(C, align(8))]
+    struct Attr([u8; 128]);
 
     impl Attr {
         fn new() -> Attr {
-            Attr([0; 16])
+            Attr([0; 128])
         }
         fn u32_at(&mut self, off: usize, v: u32) -> &mut Attr {
-            let b: &mut [u8; 128] = unsafe { &mut *(self.0.as_mut_ptr() as *mut [u8; 128]) };
-            b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+            self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
             self
         }
         fn u64_at(&mut self, off: usize, v: u64) -> &mut Attr {
-            let b: &mut [u8; 128] = unsafe { &mut *(self.0.as_mut_ptr() as *mut [u8; 128]) };
-            b[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+            self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
             self
         }
         fn read_u32(&self, off: usize) -> u32 {
-            let b: &[u8; 128] = unsafe { &*(self.0.as_ptr() as *const [u8; 128]) };
-            u32::from_ne_bytes(b[off..off + 4].try_into().unwrap())
+            u32::from_ne_bytes(self.0[off..off + 4].try_into().unwrap())
         }
         fn call(&mut self, cmd: libc::c_long) -> std::io::Result<libc::c_long> {
             // SAFETY: bpf(2) reads (and for some commands writes) at most sizeof(self) bytes of self.
