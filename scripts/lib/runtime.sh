@@ -190,10 +190,14 @@ rt_pid() {
     [[ $st =~ \"phase\":\"exec\",\"pid\":([0-9]+) ]] && printf '%s\n' "${BASH_REMATCH[1]}"
 }
 
-# Is the lock we hold on fd 8 still run NAME's? Its undo list (the lock file) goes with the run's
-# directory, and a new run of the same NAME makes a new one: a waiter that wakes up on the old one must
-# not act on the new run.
-rt_same_run() { [[ /proc/self/fd/8 -ef $rt_state/$1/undo ]]; }
+# Is the lock we hold on fd FD (default 8) still run NAME's? Its undo list (the lock file) goes with the
+# run's directory, and a new run of the same NAME makes a new one: a waiter that wakes up on the old one
+# must not act on the new run.
+#   rt_same_run NAME [FD]
+rt_same_run() { [[ /proc/self/fd/${2:-8} -ef $rt_state/$1/undo ]]; }
+
+# Did cbuild-ns reach run NAME's command (its status says so; nothing is there if a tool failed first)?
+rt_exec_seen() { [[ -s $rt_state/$1/status && $(<"$rt_state/$1/status") == *'"phase":'*'"exec"'* ]]; }
 
 # Read one field of a one-line JSON object without jq (the hot path stays free of extra processes):
 #   rt_json_field '{"pid": 12, ...}' pid  ->  12
