@@ -42,6 +42,24 @@ fn dir_of(info: &Value, name: &str, controller: &str) -> Option<PathBuf> {
     })
 }
 
+/// An OCI config whose `unified` names a file the kernel does not have, so the write fails after every
+/// directory exists. Its controller must be in the v2 tree (else it is refused before any mkdir): memory
+/// on pure v2, whatever the unified tree offers on a hybrid host.
+fn bogus_unified_config(sb: &Sandbox, info: &Value) -> PathBuf {
+    let v2_ctrl = info["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["version"] == 2)
+        .flat_map(|h| h["controllers"].as_array().unwrap().iter().filter_map(|c| c.as_str()))
+        .find(|&c| c != "cpuset")
+        .unwrap_or("memory")
+        .to_string();
+    let cfg = sb.path().join("config.json");
+    std::fs::write(&cfg, format!(r#"{{"linux":{{"resources":{{"unified":{{"{v2_ctrl}.bogus":"1"}}}}}}}}"#)).unwrap();
+    cfg
+}
+
 fn assert_no_dirs(info: &Value, name: &str) {
     for d in dirs(info, name) {
         assert!(!d.exists(), "{} was left behind", d.display());
@@ -638,20 +656,8 @@ fn kernel_rejection_midway_is_undone() {
     require_root();
     let sb = Sandbox::new();
     let i = info(&sb);
-    let cfg = sb.path().join("config.json");
     // `unified` is written last, after the memory limit: a file the kernel does not have fails there.
-    // Its controller must be in the v2 tree (else it is refused before any mkdir): memory on pure v2,
-    // whatever the unified tree offers on a hybrid host.
-    let v2_ctrl = i["hierarchies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["version"] == 2)
-        .flat_map(|h| h["controllers"].as_array().unwrap().iter().filter_map(|c| c.as_str()))
-        .find(|&c| c != "cpuset")
-        .unwrap_or("memory")
-        .to_string();
-    std::fs::write(&cfg, format!(r#"{{"linux":{{"resources":{{"unified":{{"{v2_ctrl}.bogus":"1"}}}}}}}}"#)).unwrap();
+    let cfg = bogus_unified_config(&sb, &i);
     let name = unique("cg");
     let o = run(cg(&sb).args(["create", &name, "--memory", "32M", "--oci"]).arg(&cfg));
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
@@ -1189,17 +1195,7 @@ fn joiners_never_see_a_failing_creators_half_made_name() {
     require_root();
     let sb = Sandbox::new();
     let i = info(&sb);
-    let v2_ctrl = i["hierarchies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["version"] == 2)
-        .flat_map(|h| h["controllers"].as_array().unwrap().iter().filter_map(|c| c.as_str()))
-        .find(|&c| c != "cpuset")
-        .unwrap_or("memory")
-        .to_string();
-    let cfg = sb.path().join("config.json");
-    std::fs::write(&cfg, format!(r#"{{"linux":{{"resources":{{"unified":{{"{v2_ctrl}.bogus":"1"}}}}}}}}"#)).unwrap();
+    let cfg = bogus_unified_config(&sb, &i);
     for _ in 0..40 {
         let c = Cg::new(&i);
         let spawn = |args: &[&str]| {
