@@ -13,6 +13,7 @@ pub mod layout;
 pub mod limits;
 pub mod log;
 pub mod stats;
+pub mod supervise;
 
 pub use error::{Error, Result};
 
@@ -106,6 +107,71 @@ pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String])
     let mut e = Error::sys("exec", path.display(), err.into());
     e.exit_code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
     Err(e)
+}
+
+/// `exec NAME --rm [limits] [--cgroup-fd N] -- CMD`: make NAME, run CMD in it as a child, pass signals
+/// on to it, and remove NAME once CMD has exited, killing whatever CMD left there — `docker run --rm` for
+/// the cgroup, without a second process to start afterwards. NAME must not exist yet: removing it must not
+/// take anyone else's processes with it. Returns CMD's exit code (128+N when a signal N killed it).
+///
+/// The parent never joins NAME (on v1 its rmdir would fail while the parent is inside); the child joins
+/// and execs CMD exactly as `exec` does, `--cgroup-fd` included.
+pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<i32> {
+    cgroup::check_name(name)?;
+    if let Some(n) = cgroup_fd {
+        if n < 3 {
+            return Err(Error::bad("cgroup-fd", n, "fds 0-2 are the command's stdin, stdout and stderr"));
+        }
+    }
+    let path = resolve(&cmd[0])?;
+    let argv: Vec<CString> = cmd
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::bad("exec", a, "contains a NUL byte")))
+        .collect::<Result<_>>()?;
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::bad("exec", path.display(), "NUL"))?;
+    let host = Host::detect_for_write()?;
+    let l = limits_for(&host, raw)?;
+    let created = Cgroup::create(&host, name, &l, IfExists::Fail, Join::No)
+        .map_err(|e| e.with_hint("`exec --rm` makes NAME and removes it afterwards: it must not exist yet"))?;
+    let blocked = match supervise::block() {
+        Ok(b) => b,
+        Err(e) => {
+            created.undo();
+            return Err(e);
+        }
+    };
+    log::step("fork", format_args!("{} (this process waits outside {name}, then removes it)", path.display()));
+    // SAFETY: single-threaded (no thread is ever started by this tool), so the child may run any code.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => {
+            let _ = blocked.restore();
+            created.undo();
+            Err(Error::sys("fork", path.display(), e.into()))
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            // An error returned here ends the child through main, with the contract's error line.
+            blocked.restore()?;
+            let join = if cgroup_fd.is_some() { Join::AllButV2 } else { Join::All };
+            log::step("join", format_args!("{} → {name}", std::process::id()));
+            created.cg.join_self(&host, join)?;
+            if let Some(n) = cgroup_fd {
+                hand_over_v2(&host, &created.cg, n)?;
+            }
+            log::step("exec", path.display());
+            let err = nix::unistd::execv(&cpath, &argv).unwrap_err();
+            let mut e = Error::sys("exec", path.display(), err.into());
+            e.exit_code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
+            Err(e)
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            // The lock `create` took is released here, and by the child at its exec.
+            let cg = created.into_cgroup();
+            let code = blocked.wait(child);
+            log::step("rm", name);
+            cg.remove(&host, true)?;
+            code
+        }
+    }
 }
 
 /// Open NAME's v2 directory as fd `n` (not close-on-exec) for the next program; /dev/null if the host has

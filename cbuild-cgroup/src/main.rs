@@ -55,6 +55,10 @@ enum Verb {
         /// without a cgroup2 tree, fd N is /dev/null: nothing to join.
         #[arg(long, value_name = "N")]
         cgroup_fd: Option<i32>,
+        /// Run CMD as a child instead of becoming it, pass signals on, and remove NAME when CMD has exited
+        /// (killing what it left there); exit with CMD's status. NAME must not exist yet.
+        #[arg(long)]
+        rm: bool,
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
@@ -173,14 +177,19 @@ impl From<LimitArgs> for RawLimits {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+fn run(cli: Cli) -> Result<ExitCode, Error> {
     let out = &mut std::io::stdout().lock();
-    match cli.verb {
+    let done = match cli.verb {
         Verb::Info => cbuild_cgroup::info(cli.json, out),
         Verb::Create { name, limits } => cbuild_cgroup::create(&name, &limits.into()),
         Verb::Set { name, limits } => cbuild_cgroup::set(&name, &limits.into()),
         Verb::Add { name, pids } => cbuild_cgroup::add(&name, &pids),
-        Verb::Exec { name, limits, cgroup_fd, cmd } => {
+        Verb::Exec { name, limits, cgroup_fd, rm: true, cmd } => {
+            let code = cbuild_cgroup::exec_rm(&name, &limits.into(), cgroup_fd, &cmd)?;
+            // The command's own status (0-255; 128+N for a signal).
+            return Ok(ExitCode::from(code as u8));
+        }
+        Verb::Exec { name, limits, cgroup_fd, rm: false, cmd } => {
             cbuild_cgroup::exec(&name, &limits.into(), cgroup_fd, &cmd).map(|n| match n {})
         }
         Verb::Stat { name } => cbuild_cgroup::stat(&name, cli.json, out),
@@ -189,7 +198,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         Verb::Kill { name, signal } => cbuild_cgroup::kill(&name, &signal),
         Verb::Rm { name, force, missing_ok } => cbuild_cgroup::rm(&name, force, missing_ok),
         Verb::Prune => cbuild_cgroup::prune(out),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -215,7 +225,7 @@ fn main() -> ExitCode {
     };
     log::set_verbose(cli.verbose);
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("cbuild-cgroup: {e}");
             if let Some(h) = &e.hint {

@@ -1323,3 +1323,76 @@ fn device_policy_denies_nodes_outside_the_list() {
     );
     assert_no_dirs(&i, &bad);
 }
+
+#[test]
+fn exec_rm_waits_outside_the_name_then_removes_it_and_what_was_left() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    // The command reports where it is, whether its parent (the waiting cbuild-cgroup) is inside NAME, and
+    // leaves a process behind that --rm must kill.
+    let script = "while read l; do echo \"self $l\"; done </proc/self/cgroup; \
+                  while read l; do case $l in */cbuild/*) echo PARENT-INSIDE;; esac; done </proc/$PPID/cgroup; \
+                  sleep 300 & echo \"left $!\"; exit 7";
+    let o = run(cg(&sb).args(["exec", &c.name, "--rm", "--pids", "20", "--", "sh", "-c", script]));
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let out = stdout(&o);
+    let inside = out.lines().filter(|l| l.starts_with("self ") && l.ends_with(&format!("/cbuild/{}", c.name)));
+    assert!(inside.count() >= 1, "the command was not in NAME: {out}");
+    assert!(!out.contains("PARENT-INSIDE"), "the waiting parent joined NAME: {out}");
+    let left: i32 = out.lines().find_map(|l| l.strip_prefix("left ")).expect("left pid").parse().unwrap();
+    // Removed in every hierarchy before the tool exited, and the leftover killed with it.
+    assert_no_dirs(&i, &c.name);
+    wait_for("the leftover sleep to be killed", Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{left}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+}
+
+#[test]
+fn exec_rm_passes_signals_on_and_exits_with_the_commands_status() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let mut p = Proc(
+        cg(&sb)
+            .args(["exec", &c.name, "--rm", "--", "sh", "-c"])
+            .arg("trap 'exit 9' TERM; echo ready; while :; do sleep 0.1; done")
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines_of(&mut p.0);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).expect("ready line"), "ready");
+    // The tool is not the command here (it forked): the TERM it gets must reach the command.
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+    let st = p.0.wait().unwrap();
+    assert_eq!(st.code(), Some(9), "the command did not get the TERM or its status was lost");
+    assert_no_dirs(&i, &c.name);
+    // Killed by a signal: 128+N, as a shell reports it.
+    let o = run(cg(&sb).args(["exec", &c.name, "--rm", "--", "sh", "-c", "kill -KILL $$"]));
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert_no_dirs(&i, &c.name);
+}
+
+#[test]
+fn exec_rm_refuses_an_existing_name_and_leaves_it_alone() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "5"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Someone else's NAME: removing it afterwards would take their processes with it.
+    let o = run(cg(&sb).args(["exec", &c.name, "--rm", "--", "true"]));
+    assert_tool_error(&o, TOOL, "mkdir");
+    assert!(stderr(&o).contains("exists"), "{}", stderr(&o));
+    assert!(c.dirs.iter().all(|d| d.is_dir()), "the existing NAME was removed");
+    // A command that is not there: 127, and nothing made.
+    let other = Cg::new(&i);
+    let o = run(cg(&sb).args(["exec", &other.name, "--rm", "--", "/no/such/command"]));
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert_no_dirs(&i, &other.name);
+}
