@@ -329,18 +329,18 @@ async fn connect_steps(
     ctx.step("ipam", format!("{ip}/{} from {}", br.subnet.prefix, br.name));
     undo.lease = Some(ip);
 
-    let brlink = match host.link(&br.name).await? {
-        Some(l) => l,
+    let master = match host.index(&br.name)? {
+        Some(i) => i,
         None => {
             // Known bridge whose link is gone (its namespace was recreated): make it again.
             bridge::add(ctx, host, &br.name, br.subnet, Some(br.gateway), br.nat, br.subnet6).await?;
-            host.link(&br.name).await?.ok_or_else(|| Error::new("connect", &br.name, "bridge link missing"))?
+            host.index(&br.name)?.ok_or_else(|| Error::new("connect", &br.name, "bridge link missing"))?
         }
     };
     let hname = host_ifname(&o.id);
     let mac = o.mac.unwrap_or_else(nl::random_mac);
     ctx.step("add-veth", format!("{hname} on {} <-> {} in {}", br.name, o.ifname, o.ns.path));
-    let add = || host.add_veth(&hname, brlink.header.index, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu);
+    let add = || host.add_veth(&hname, master, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu);
     let echo = match add().await {
         Err(e) if e.is_errno(libc::EEXIST) && remove_left_link(ctx, host, &hname).await? => add().await,
         r => r,
@@ -385,11 +385,11 @@ async fn connect_steps(
         ctx.step("add-route", format!("default via {gw6}"));
         cont.add_default_route6(gw6).await?;
     }
-    // Reading each end back runs its pending link-watch event now, in this process (no wait for a
-    // kernel worker to be scheduled): when connect returns, both ends are operationally up and the
-    // bridge forwards to the port.
-    let (hl2, _) = futures::join!(host.link(&hname), cont.link(&o.ifname));
-    let hl = hl2?.unwrap_or(hl);
+    // Each end's pending link-watch event runs now, in this process (no wait for a kernel worker to
+    // be scheduled): when connect returns, both ends are operationally up and the bridge forwards to
+    // the port.
+    host.sync_link(&hname)?;
+    cont.sync_link(&o.ifname)?;
 
     let att = Attachment {
         id: o.id.clone(),

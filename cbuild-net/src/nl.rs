@@ -28,16 +28,72 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 #[derive(Clone)]
 pub struct Nl {
     pub h: Handle,
+    /// The socket itself, for the two interface ioctls below (the kernel hands an ioctl it does not
+    /// know on a netlink socket to the device layer of the socket's namespace, as on any socket). It
+    /// stays open as long as the runtime that drives the connection.
+    fd: RawFd,
 }
+
+/// `ETHTOOL_GLINK` (linux/ethtool.h): read a device's link state.
+const ETHTOOL_GLINK: u32 = 0x0000000a;
 
 impl Nl {
     /// Open a socket in `ns` (`None`: this process's own namespace); `home` is this thread's own.
     pub fn open(rt: &tokio::runtime::Handle, ns: Option<BorrowedFd<'_>>, home: BorrowedFd<'_>) -> Result<Nl> {
+        use rtnetlink::sys::AsyncSocket;
+        use std::os::fd::AsRawFd;
         let _guard = rt.enter();
-        let (conn, h, _) =
+        let (mut conn, h, _) =
             visit(ns, home, || rtnetlink::new_connection().map_err(|e| Error::io("netlink", "socket", e)))?;
+        let fd = conn.socket_mut().socket_ref().as_raw_fd();
         rt.spawn(conn);
-        Ok(Nl { h })
+        Ok(Nl { h, fd })
+    }
+
+    /// An `ifreq` naming `name`, for the ioctls below.
+    fn ifreq(name: &str) -> Option<libc::ifreq> {
+        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+        let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+        if name.is_empty() || name.len() >= r.ifr_name.len() {
+            return None;
+        }
+        for (d, s) in r.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        Some(r)
+    }
+
+    /// The index of the link called `name` (`None`: no such link), as if_nametoindex(3) finds it: one
+    /// `SIOCGIFINDEX`, where an `RTM_GETLINK` would make the kernel fill, and this process parse, a
+    /// ~2 KB description of the link (statistics and all) for the one number connect needs.
+    pub fn index(&self, name: &str) -> Result<Option<u32>> {
+        let Some(mut r) = Self::ifreq(name) else { return Ok(None) };
+        // SAFETY: SIOCGIFINDEX reads the name from and writes the index into `r`, which outlives the call.
+        if unsafe { libc::ioctl(self.fd, libc::SIOCGIFINDEX, &mut r) } < 0 {
+            let e = nix::errno::Errno::last();
+            return match e {
+                nix::errno::Errno::ENODEV => Ok(None),
+                e => Err(Error::errno("link", name, e)),
+            };
+        }
+        // SAFETY: the kernel filled the index member of the union.
+        Ok(Some(unsafe { r.ifr_ifru.ifru_ifindex } as u32))
+    }
+
+    /// Run the link watch's pending event for `name` now, in this process: `ETHTOOL_GLINK` reads the
+    /// link state after `linkwatch_sync_dev`, as `RTM_GETLINK` does, without the ~2 KB answer. Once
+    /// it returns the device's operational state, its queue (`dev_activate`) and, for a bridge port,
+    /// its forwarding state are up to date instead of waiting for the kernel's link-watch worker.
+    pub fn sync_link(&self, name: &str) -> Result<()> {
+        let Some(mut r) = Self::ifreq(name) else { return Ok(()) };
+        let mut v = [ETHTOOL_GLINK, 0u32];
+        r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
+        // SAFETY: SIOCETHTOOL reads `r` and the command in `v`, writes the answer into `v`; both outlive
+        // the call.
+        if unsafe { libc::ioctl(self.fd, libc::SIOCETHTOOL, &mut r) } < 0 {
+            return Err(Error::errno("link-sync", name, nix::errno::Errno::last()));
+        }
+        Ok(())
     }
 
     /// The link called `name`, or `None` when there is none.
