@@ -260,7 +260,7 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
     // Two sockets: the host's and the container's, each opened by a short setns visit of this thread
     // (no thread spawns: on a busy machine each new thread can wait milliseconds for a CPU).
     let host = ctx.host_nl()?;
-    let cont = ctx.nl_in(Some(o.ns.fd.as_fd()))?;
+    let cont = ctx.batch_in(Some(o.ns.fd.as_fd()))?;
 
     let (br, made_bridge) = match &o.bridge {
         None => bridge::ensure_default(ctx, &host).await?,
@@ -320,7 +320,7 @@ async fn connect_steps(
     o: &ConnectOpts,
     br: &BridgeConf,
     host: &Nl,
-    cont: &Nl,
+    cont: &nl::Batch,
     lock: &mut Locked,
     undo: &mut Undo,
 ) -> Result<Attachment> {
@@ -358,33 +358,31 @@ async fn connect_steps(
     };
     let peer = nl::peer_index(&hl).ok_or_else(|| Error::new("add-veth", &hname, "no peer index"))?;
 
-    // Both ends IPv4-only, set while the pair has no carrier yet (the container end is still down).
-    // The host end's port settings (hairpin) travel with its own.
-    let (h6, c6) =
-        futures::join!(host.setup_port(hl.header.index, &hname, true), cont.no_ipv6_link_local(peer, &o.ifname));
-    h6?;
-    c6?;
-    ctx.step("add-addr", format!("{ip}/{} on {}", br.subnet.prefix, o.ifname));
-    // Loopback is index 1 in every network namespace (LOOPBACK_IFINDEX).
-    let (a, l) = futures::join!(cont.add_addr(peer, ip, br.subnet.prefix, &o.ifname), cont.set_up(1, "lo"));
-    a?;
-    l?;
-    // A dual-stack bridge: the IPv6 address that follows the IPv4 lease, usable at once (nodad). No
-    // link-local addresses here either: the gateway is the bridge's global address.
+    // The container end, in one batch the kernel runs in order: IPv4-only (addrgenmode none) while
+    // the pair has no carrier yet, the address(es), loopback up (index 1 in every namespace,
+    // LOOPBACK_IFINDEX), then the end itself up, which gives the pair its carrier and queues a
+    // link-watch event for each end, and last the default route(s) (a gateway must be reachable
+    // through an address on a link that is up). A dual-stack bridge's IPv6 address follows the IPv4
+    // lease, usable at once (nodad), with the bridge's global address as the gateway. The host
+    // end's port settings (hairpin, no IPv6 link-local) go first: before the pair has a carrier.
     let v6 = br.subnet6.zip(br.gateway6).map(|(s6, gw6)| (s6.follow(&br.subnet, ip), s6.prefix, gw6));
+    let mut reqs =
+        vec![nl::Req::no_ipv6_link_local(peer, &o.ifname), nl::Req::add_addr(peer, ip, br.subnet.prefix, &o.ifname)];
+    ctx.step("add-addr", format!("{ip}/{} on {}", br.subnet.prefix, o.ifname));
     if let Some((ip6, p6, _)) = v6 {
         ctx.step("add-addr", format!("{ip6}/{p6} on {}", o.ifname));
-        cont.add_addr6(peer, ip6, p6, &o.ifname).await?;
+        reqs.push(nl::Req::add_addr6(peer, ip6, p6, &o.ifname));
     }
-    // The container end goes up last: the pair gets its carrier, and the kernel queues a link-watch
-    // event for each end (operational state, the host end's queue, its bridge port forwarding).
-    cont.set_up(peer, &o.ifname).await?;
+    reqs.push(nl::Req::up(1, "lo"));
+    reqs.push(nl::Req::up(peer, &o.ifname));
     ctx.step("add-route", format!("default via {}", br.gateway));
-    cont.add_default_route(br.gateway).await?;
+    reqs.push(nl::Req::default_route(br.gateway));
     if let Some((_, _, gw6)) = v6 {
         ctx.step("add-route", format!("default via {gw6}"));
-        cont.add_default_route6(gw6).await?;
+        reqs.push(nl::Req::default_route6(gw6));
     }
+    host.setup_port(hl.header.index, &hname, true).await?;
+    cont.run(reqs).await?;
     // Each end's pending link-watch event runs now, in this process (no wait for a kernel worker to
     // be scheduled): when connect returns, both ends are operationally up and the bridge forwards to
     // the port.

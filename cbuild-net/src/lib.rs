@@ -84,6 +84,11 @@ impl Ctx {
         nl::Nl::open(self.rt.handle(), ns, self.home.fd.as_fd())
     }
 
+    /// A batching netlink socket in `ns` (see [`nl::Batch`]).
+    pub fn batch_in(&self, ns: Option<BorrowedFd<'_>>) -> Result<nl::Batch> {
+        nl::Batch::open(self.rt.handle(), ns, self.home.fd.as_fd())
+    }
+
     pub fn nft(&self) -> nft::Nft<'_> {
         nft::Nft::new(self.host_fd(), &self.state)
     }

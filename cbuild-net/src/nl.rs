@@ -17,7 +17,8 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::proto::ConnectionHandle;
+use rtnetlink::{AddressMessageBuilder, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
 use crate::ipam::{Subnet, Subnet6};
@@ -50,50 +51,14 @@ impl Nl {
         Ok(Nl { h, fd })
     }
 
-    /// An `ifreq` naming `name`, for the ioctls below.
-    fn ifreq(name: &str) -> Option<libc::ifreq> {
-        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-        let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
-        if name.is_empty() || name.len() >= r.ifr_name.len() {
-            return None;
-        }
-        for (d, s) in r.ifr_name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        Some(r)
-    }
-
-    /// The index of the link called `name` (`None`: no such link), as if_nametoindex(3) finds it: one
-    /// `SIOCGIFINDEX`, where an `RTM_GETLINK` would make the kernel fill, and this process parse, a
-    /// ~2 KB description of the link (statistics and all) for the one number connect needs.
+    /// The index of the link called `name` (`None`: no such link); see [`ifindex`].
     pub fn index(&self, name: &str) -> Result<Option<u32>> {
-        let Some(mut r) = Self::ifreq(name) else { return Ok(None) };
-        // SAFETY: SIOCGIFINDEX reads the name from and writes the index into `r`, which outlives the call.
-        if unsafe { libc::ioctl(self.fd, libc::SIOCGIFINDEX, &mut r) } < 0 {
-            let e = nix::errno::Errno::last();
-            return match e {
-                nix::errno::Errno::ENODEV => Ok(None),
-                e => Err(Error::errno("link", name, e)),
-            };
-        }
-        // SAFETY: the kernel filled the index member of the union.
-        Ok(Some(unsafe { r.ifr_ifru.ifru_ifindex } as u32))
+        ifindex(self.fd, name)
     }
 
-    /// Run the link watch's pending event for `name` now, in this process: `ETHTOOL_GLINK` reads the
-    /// link state after `linkwatch_sync_dev`, as `RTM_GETLINK` does, without the ~2 KB answer. Once
-    /// it returns the device's operational state, its queue (`dev_activate`) and, for a bridge port,
-    /// its forwarding state are up to date instead of waiting for the kernel's link-watch worker.
+    /// Run the link watch's pending event for `name` now; see [`sync_link`].
     pub fn sync_link(&self, name: &str) -> Result<()> {
-        let Some(mut r) = Self::ifreq(name) else { return Ok(()) };
-        let mut v = [ETHTOOL_GLINK, 0u32];
-        r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
-        // SAFETY: SIOCETHTOOL reads `r` and the command in `v`, writes the answer into `v`; both outlive
-        // the call.
-        if unsafe { libc::ioctl(self.fd, libc::SIOCETHTOOL, &mut r) } < 0 {
-            return Err(Error::errno("link-sync", name, nix::errno::Errno::last()));
-        }
-        Ok(())
+        sync_link(self.fd, name)
     }
 
     /// The link called `name`, or `None` when there is none.
@@ -317,6 +282,195 @@ impl Nl {
     pub async fn routes_v4(&self) -> Result<Vec<RouteMessage>> {
         let q = RouteMessageBuilder::<Ipv4Addr>::new().build();
         self.h.route().get(q).execute().try_collect().await.map_err(|e| Error::netlink("routes", "dump", e))
+    }
+}
+
+/// An `ifreq` naming `name`, for the ioctls below.
+fn ifreq(name: &str) -> Option<libc::ifreq> {
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= r.ifr_name.len() {
+        return None;
+    }
+    for (d, s) in r.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Some(r)
+}
+
+/// The index of the link called `name` in the namespace of socket `fd` (`None`: no such link), as
+/// if_nametoindex(3) finds it: one `SIOCGIFINDEX`, where an `RTM_GETLINK` would make the kernel fill,
+/// and this process parse, a ~2 KB description of the link (statistics and all) for one number.
+pub fn ifindex(fd: RawFd, name: &str) -> Result<Option<u32>> {
+    let Some(mut r) = ifreq(name) else { return Ok(None) };
+    // SAFETY: SIOCGIFINDEX reads the name from and writes the index into `r`, which outlives the call.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFINDEX, &mut r) } < 0 {
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::ENODEV => Ok(None),
+            e => Err(Error::errno("link", name, e)),
+        };
+    }
+    // SAFETY: the kernel filled the index member of the union.
+    Ok(Some(unsafe { r.ifr_ifru.ifru_ifindex } as u32))
+}
+
+/// Run the link watch's pending event for `name` (in the namespace of socket `fd`) now, in this
+/// process: `ETHTOOL_GLINK` reads the link state after `linkwatch_sync_dev`, as `RTM_GETLINK` does,
+/// without the ~2 KB answer. Once it returns, the device's operational state, its queue
+/// (`dev_activate`) and, for a bridge port, its forwarding state are up to date instead of waiting
+/// for the kernel's link-watch worker.
+pub fn sync_link(fd: RawFd, name: &str) -> Result<()> {
+    let Some(mut r) = ifreq(name) else { return Ok(()) };
+    let mut v = [ETHTOOL_GLINK, 0u32];
+    r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
+    // SAFETY: SIOCETHTOOL reads `r` and the command in `v`, writes the answer into `v`; both outlive
+    // the call.
+    if unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut r) } < 0 {
+        return Err(Error::errno("link-sync", name, nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// One request of a [`Batch`]: the message, and the step and object an error names.
+pub struct Req {
+    msg: RouteNetlinkMessage,
+    step: &'static str,
+    object: String,
+    /// An errno that means "nothing to do" for this request.
+    benign: Option<i32>,
+}
+
+impl Req {
+    /// `RTM_SETLINK` (as `ip link set`): `up`, `addrgenmode`.
+    pub fn set_link(m: LinkMessage, step: &'static str, object: impl Into<String>) -> Req {
+        Req { msg: RouteNetlinkMessage::SetLink(m), step, object: object.into(), benign: None }
+    }
+
+    /// The link's state up.
+    pub fn up(index: u32, name: &str) -> Req {
+        Req::set_link(LinkUnspec::new_with_index(index).up().build(), "link-up", name)
+    }
+
+    /// No IPv6 link-local address on this link; see [`Nl::no_ipv6_link_local`]. A kernel without IPv6
+    /// (`EAFNOSUPPORT`) has nothing to disable.
+    pub fn no_ipv6_link_local(index: u32, name: &str) -> Req {
+        let m = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+            ])]))
+            .build();
+        Req { benign: Some(libc::EAFNOSUPPORT), ..Req::set_link(m, "addrgenmode", name) }
+    }
+
+    pub fn add_addr(index: u32, ip: Ipv4Addr, prefix: u8, what: &str) -> Req {
+        let m = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(ip, prefix).build();
+        Req {
+            msg: RouteNetlinkMessage::NewAddress(m),
+            step: "add-addr",
+            object: format!("{ip}/{prefix} on {what}"),
+            benign: None,
+        }
+    }
+
+    /// An IPv6 address usable at once (`nodad`); see [`Nl::add_addr6`].
+    pub fn add_addr6(index: u32, ip: Ipv6Addr, prefix: u8, what: &str) -> Req {
+        let mut m = AddressMessageBuilder::<Ipv6Addr>::new().index(index).address(ip, prefix).build();
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        Req {
+            msg: RouteNetlinkMessage::NewAddress(m),
+            step: "add-addr",
+            object: format!("{ip}/{prefix} on {what}"),
+            benign: None,
+        }
+    }
+
+    pub fn default_route(gw: Ipv4Addr) -> Req {
+        let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+        Req {
+            msg: RouteNetlinkMessage::NewRoute(r),
+            step: "add-route",
+            object: format!("default via {gw}"),
+            benign: None,
+        }
+    }
+
+    pub fn default_route6(gw: Ipv6Addr) -> Req {
+        let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).build();
+        Req {
+            msg: RouteNetlinkMessage::NewRoute(r),
+            step: "add-route",
+            object: format!("default via {gw}"),
+            benign: None,
+        }
+    }
+}
+
+/// A route netlink socket in one network namespace that sends several requests in one datagram.
+/// The kernel handles a datagram's requests one after another, in order, exactly as if they had
+/// come one by one, and acknowledges each; a batch of N costs one `sendto` and one wake-up instead
+/// of N round trips. (rtnetlink's `Handle` sends one request per datagram, so this socket is driven
+/// through the `netlink-proto` connection rtnetlink itself is built on.)
+pub struct Batch {
+    h: ConnectionHandle<RouteNetlinkMessage>,
+    fd: RawFd,
+}
+
+impl Batch {
+    /// Open a socket in `ns` (`None`: this process's own namespace); `home` is this thread's own.
+    pub fn open(rt: &tokio::runtime::Handle, ns: Option<BorrowedFd<'_>>, home: BorrowedFd<'_>) -> Result<Batch> {
+        use rtnetlink::sys::AsyncSocket;
+        use std::os::fd::AsRawFd;
+        let _guard = rt.enter();
+        let (mut conn, h, _) = visit(ns, home, || {
+            rtnetlink::proto::new_connection(rtnetlink::sys::protocols::NETLINK_ROUTE)
+                .map_err(|e| Error::io("netlink", "socket", e))
+        })?;
+        let fd = conn.socket_mut().socket_ref().as_raw_fd();
+        // Every acknowledgement comes back, not only refusals: the n-th answer is the n-th request's.
+        conn.set_forward_ack(true);
+        rt.spawn(conn);
+        Ok(Batch { h, fd })
+    }
+
+    /// Send `reqs` in one datagram, each with an acknowledgement asked for; the first one the kernel
+    /// refused is the error. The kernel goes on with the later ones after a refusal (a caller undoes
+    /// what it made as a whole, as connect does by deleting the pair).
+    pub async fn run(&self, reqs: Vec<Req>) -> Result<()> {
+        let mut msgs = Vec::with_capacity(reqs.len());
+        for r in &reqs {
+            let mut m = NetlinkMessage::from(r.msg.clone());
+            m.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE;
+            msgs.push(m);
+        }
+        let first = reqs.first().map(|r| (r.step, r.object.clone())).unwrap_or(("netlink", String::new()));
+        let mut resp = self
+            .h
+            .request_batch(msgs, rtnetlink::sys::SocketAddr::new(0, 0))
+            .map_err(|e| Error::new(first.0, &first.1, e))?;
+        // One acknowledgement per request, in the order sent.
+        let mut i = 0;
+        let mut failed = None;
+        while let Some(m) = resp.next().await {
+            if let NetlinkPayload::Error(e) = m.payload {
+                let r = &reqs[i.min(reqs.len() - 1)];
+                i += 1;
+                if e.code.is_some() && failed.is_none() {
+                    let err = Error::netlink(r.step, &r.object, rtnetlink::Error::NetlinkError(e));
+                    if !r.benign.is_some_and(|n| err.is_errno(n)) {
+                        failed = Some(err);
+                    }
+                }
+            }
+        }
+        if i < reqs.len() && failed.is_none() {
+            return Err(Error::new(first.0, &first.1, "netlink connection closed before every answer came"));
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// See [`sync_link`].
+    pub fn sync_link(&self, name: &str) -> Result<()> {
+        sync_link(self.fd, name)
     }
 }
 
