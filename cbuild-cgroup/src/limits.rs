@@ -177,9 +177,12 @@ impl Limits {
             l.io_max.push(parse_io_max(spec)?);
         }
         l.oom_group |= raw.oom_group;
+        // As Docker: --device-cgroup-rule adds to the list in force (the OCI file's, else Docker's default);
+        // --devices replaces it, as any flag overrides the file.
         match raw.devices.as_deref() {
             None if raw.device_rules.is_empty() => {}
             Some("all") if raw.device_rules.is_empty() => l.devices = Some(devices::all()),
+            None if l.devices.is_some() => {}
             None | Some("docker") => l.devices = Some(devices::docker()),
             Some("all") => {
                 return Err(bad(
@@ -381,6 +384,8 @@ struct OciResources {
     #[serde(rename = "blockIO")]
     block_io: Option<OciBlockIo>,
     unified: Option<BTreeMap<String, String>>,
+    /// Read entry by entry (serde_json values), so a bad one is named by its index.
+    devices: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -436,6 +441,49 @@ fn oci_limit(field: &str, v: Option<i64>) -> Result<Option<Limit>> {
         Some(n) if n > 0 => Ok(Some(Limit::Value(n as u64))),
         Some(n) => Err(Error::bad("oci", field, format!("{n} is negative"))),
     }
+}
+
+/// `linux.resources.devices`: each entry `{allow, type, major, minor, access}` checked, then the ordered
+/// list reduced to the allow list it means ([`devices::reduce`]). None for an absent or empty list.
+fn oci_devices(list: &[serde_json::Value]) -> Result<Option<Vec<devices::Rule>>> {
+    let at = |i: usize| format!("linux.resources.devices[{i}]");
+    let mut entries = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        let b = |r: String| Error::bad("oci", at(i), r);
+        let o = v.as_object().ok_or_else(|| b(format!("{v} is not an object")))?;
+        let field = |k: &str| o.get(k).filter(|v| !v.is_null());
+        let allow = match field("allow") {
+            Some(serde_json::Value::Bool(a)) => *a,
+            Some(v) => return Err(b(format!("allow {v} is not true or false"))),
+            None => return Err(b("allow is missing (true or false)".into())),
+        };
+        let kind = match field("type").map(|t| t.as_str().ok_or(t)) {
+            None | Some(Ok("a")) => devices::Kind::All,
+            Some(Ok("c")) => devices::Kind::Char,
+            Some(Ok("b")) => devices::Kind::Block,
+            Some(Ok(t)) => return Err(b(format!("type {t:?}: must be a, c or b"))),
+            Some(Err(t)) => return Err(b(format!("type {t}: must be \"a\", \"c\" or \"b\""))),
+        };
+        // The kernel's dev_t: 12 bits of major, 20 of minor; -1 (or absent) is any.
+        let num = |k: &str, max: i64| -> Result<Option<u32>> {
+            match field(k).map(|n| n.as_i64().ok_or(n)) {
+                None | Some(Ok(-1)) => Ok(None),
+                Some(Ok(n)) if (0..=max).contains(&n) => Ok(Some(n as u32)),
+                Some(Ok(n)) if n < 0 => Err(b(format!("{k} {n} is negative (-1 means any)"))),
+                Some(Ok(n)) => Err(b(format!("{k} {n} is above {max}: no such device number"))),
+                Some(Err(n)) => Err(b(format!("{k} {n} is not an integer"))),
+            }
+        };
+        let (major, minor) = (num("major", 0xfff)?, num("minor", 0xf_ffff)?);
+        let access = match field("access").map(|a| a.as_str().ok_or(a)) {
+            None => "rwm",
+            Some(Ok(a)) => a,
+            Some(Err(a)) => return Err(b(format!("access {a} is not a string"))),
+        };
+        let access = devices::parse_access(access).map_err(b)?;
+        entries.push(devices::Entry { allow, rule: devices::Rule { kind, major, minor, access } });
+    }
+    devices::reduce(&entries).map_err(|(i, r)| Error::bad("oci", at(i), r))
 }
 
 /// Largest OCI config read: real ones are a few KiB; `--oci /dev/zero` must fail, not eat all memory.
@@ -546,6 +594,9 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
             l.unified.insert(k, v);
         }
     }
+    if let Some(list) = r.devices {
+        l.devices = oci_devices(&list)?;
+    }
     // No `finish` here: Docker's implied memory+swap (twice the memory) must be derived after flags
     // override the file, or `--memory 100M` over a file's 10M limit keeps a 20M memory+swap and fails.
     Ok(l)
@@ -602,6 +653,62 @@ mod tests {
         let l = flagged.unwrap();
         assert_eq!(l.memory, Some(Limit::Value(100 << 20)));
         assert_eq!(l.memory_swap, Some(Limit::Value(200 << 20)), "implied from the flag, not the file");
+    }
+
+    #[test]
+    fn oci_devices_and_the_flags_over_them() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rwm"},
+                {"allow":true,"type":"c","major":136,"minor":-1,"access":"rw"},{"allow":true,"type":"b"}]"#,
+        )
+        .unwrap();
+        let rules = oci_devices(v.as_array().unwrap()).unwrap().unwrap();
+        let text: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(text, ["c 1:3 rwm", "c 136:* rw", "b *:* rwm"]);
+        assert_eq!(oci_devices(&[]).unwrap(), None);
+        for (bad, needle) in [
+            (r#"{"allow":true,"type":"x"}"#, "type \"x\""),
+            (r#"{"allow":true,"access":"q"}"#, "access \"q\""),
+            (r#"{"allow":true,"access":""}"#, "empty access"),
+            (r#"{"allow":true,"major":-2}"#, "negative"),
+            (r#"{"allow":true,"minor":1048576}"#, "no such device number"),
+            (r#"{"allow":true,"major":1.5}"#, "not an integer"),
+            (r#"{"allow":"yes"}"#, "true or false"),
+            (r#"{"access":"rwm"}"#, "allow is missing"),
+            (r#""c 1:3 rwm""#, "not an object"),
+        ] {
+            let list: serde_json::Value = serde_json::from_str(&format!(r#"[{{"allow":false}},{bad}]"#)).unwrap();
+            let e = oci_devices(list.as_array().unwrap()).unwrap_err().to_string();
+            assert!(e.starts_with("oci: linux.resources.devices[1]: ") && e.contains(needle), "{bad}: {e}");
+        }
+        let first: serde_json::Value =
+            serde_json::from_str(r#"[{"allow":true,"type":"c","major":1,"minor":3}]"#).unwrap();
+        let e = oci_devices(first.as_array().unwrap()).unwrap_err().to_string();
+        assert!(e.starts_with("oci: linux.resources.devices[0]: allow c 1:3 rwm before any deny-all"), "{e}");
+        // --device-cgroup-rule adds to the file's list; --devices replaces it.
+        let dir = std::env::temp_dir().join(format!("cbuild-cgroup-oci-dev-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            r#"{"linux":{"resources":{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3}]}}}"#,
+        )
+        .unwrap();
+        let oci = Some(dir.display().to_string());
+        let with = |devices: Option<&str>, rules: &[&str]| {
+            Limits::parse(&RawLimits {
+                oci: oci.clone(),
+                devices: devices.map(String::from),
+                device_rules: rules.iter().map(|r| r.to_string()).collect(),
+                ..Default::default()
+            })
+            .map(|l| l.devices.unwrap().iter().map(|r| r.to_string()).collect::<Vec<_>>())
+        };
+        let (file, added, docker) = (with(None, &[]), with(None, &["c 1:5 r"]), with(Some("docker"), &[]));
+        let all = with(Some("all"), &[]);
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(file.unwrap(), ["c 1:3 rwm"]);
+        assert_eq!(added.unwrap(), ["c 1:3 rwm", "c 1:5 r"]);
+        assert_eq!(docker.unwrap().len(), devices::DOCKER.len());
+        assert_eq!(all.unwrap(), ["a *:* rwm"]);
     }
 
     #[test]

@@ -1266,30 +1266,37 @@ fn rm_keeps_the_shared_parent_and_prune_removes_it_only_when_unused() {
     assert!(unused.is_empty(), "prune left unused parents: {unused:?}");
 }
 
+/// A tmpfs of the test's own for device nodes: /tmp may be mounted nodev (it is in the VM), which would
+/// refuse the opens whatever the cgroup says. Unmounted when the guard drops.
+fn node_dir(sb: &Sandbox) -> (PathBuf, impl Drop) {
+    let dir = sb.path().join("dev");
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(&dir).status().unwrap();
+    assert!(st.success(), "mount a tmpfs on {}", dir.display());
+    let d = dir.clone();
+    let guard = cbuild_tests::Defer(move || {
+        let _ = nix::mount::umount2(&d, nix::mount::MntFlags::MNT_DETACH);
+    });
+    (dir, guard)
+}
+
+/// A character device node made by the test (outside any policy).
+fn char_node(dir: &Path, name: &str, major: u64, minor: u64) -> String {
+    let p = dir.join(name);
+    let dev = nix::sys::stat::makedev(major, minor);
+    nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits(0o666).unwrap(), dev)
+        .unwrap();
+    p.display().to_string()
+}
+
 /// `--devices docker`: a node the process can make (here made beforehand) opens only if Docker's list
 /// allows it; `--device-cgroup-rule` allows one more. v1: the devices controller; v2: a BPF program.
 #[test]
 fn device_policy_denies_nodes_outside_the_list() {
     require_root();
     let sb = Sandbox::new();
-    // On a tmpfs of the test's own: /tmp may be mounted nodev (it is in the VM), which would refuse the
-    // opens whatever the cgroup says.
-    let dir = sb.path().join("dev");
-    std::fs::create_dir_all(&dir).unwrap();
-    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(&dir).status().unwrap();
-    assert!(st.success(), "mount a tmpfs on {}", dir.display());
-    let d = dir.clone();
-    let _umount = cbuild_tests::Defer(move || {
-        let _ = nix::mount::umount2(&d, nix::mount::MntFlags::MNT_DETACH);
-    });
-    let node = |name: &str, major: u64, minor: u64| {
-        let p = dir.join(name);
-        let dev = nix::sys::stat::makedev(major, minor);
-        nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits(0o666).unwrap(), dev)
-            .unwrap();
-        p.display().to_string()
-    };
-    let (kmsg, null) = (node("kmsg", 1, 11), node("null", 1, 3));
+    let (dir, _umount) = node_dir(&sb);
+    let (kmsg, null) = (char_node(&dir, "kmsg", 1, 11), char_node(&dir, "null", 1, 3));
     // Opening is what the policy decides: `exec 3<` opens without reading (kmsg reads need a big buffer),
     // in a subshell since a failed redirection of `exec` ends the shell.
     let probe = format!("(exec 3<{kmsg}) 2>/dev/null && echo kmsg-opened; (exec 4>{null}) && echo null-opened");
@@ -1322,6 +1329,79 @@ fn device_policy_denies_nodes_outside_the_list() {
         "--device-cgroup-rule c 1:3",
     );
     assert_no_dirs(&i, &bad);
+}
+
+/// An OCI `linux.resources.devices` list in Docker's shape (deny all, then allows) is the policy: only
+/// /dev/null (1:3) here, so a /dev/zero node neither opens nor can be made inside; the null node opens
+/// and a new one can be made. Bad entries: 125, one line naming the entry, nothing made, nothing run.
+#[test]
+fn oci_device_list_is_the_policy_and_bad_entries_fail_cleanly() {
+    require_root();
+    let sb = Sandbox::new();
+    let (dir, _umount) = node_dir(&sb);
+    let (zero, null) = (char_node(&dir, "zero", 1, 5), char_node(&dir, "null", 1, 3));
+    let d = dir.display();
+    let probe = format!(
+        "(exec 3<{zero}) 2>/dev/null && echo zero-opened; (exec 4>{null}) && echo null-opened; \
+         mknod {d}/z2 c 1 5 2>/dev/null && echo zero-made; mknod {d}/n2 c 1 3 && echo null-made"
+    );
+    let write = |body: &str| {
+        let p = sb.path().join(format!("{}.json", unique("oci")));
+        std::fs::write(&p, format!(r#"{{"linux":{{"resources":{{"devices":{body}}}}}}}"#)).unwrap();
+        p
+    };
+    let only_null =
+        write(r#"[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rwm"}]"#);
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["exec", &c.name, "--oci"]).arg(&only_null).args(["--", "sh", "-c", &probe]));
+    assert_eq!(stdout(&o), "null-opened\nnull-made\n", "{}", stderr(&o));
+    // --device-cgroup-rule adds to the file's list (as Docker's flag adds to its default list).
+    let _ = std::fs::remove_file(dir.join("n2"));
+    let c2 = Cg::new(&i);
+    let o = run(cg(&sb).args(["exec", &c2.name, "--oci"]).arg(&only_null).args([
+        "--device-cgroup-rule",
+        "c 1:5 r",
+        "--",
+        "sh",
+        "-c",
+        &probe,
+    ]));
+    assert_eq!(stdout(&o), "zero-opened\nnull-opened\nnull-made\n", "{}", stderr(&o));
+    // An empty list leaves the policy alone: c2 keeps its own.
+    let _ = std::fs::remove_file(dir.join("n2"));
+    let o = run(cg(&sb).args(["exec", &c2.name, "--oci"]).arg(write("[]")).args(["--", "sh", "-c", &probe]));
+    assert_eq!(stdout(&o), "zero-opened\nnull-opened\nnull-made\n", "{}", stderr(&o));
+
+    let cases = [
+        (r#"[{"allow":false},{"allow":true,"type":"x"}]"#, "devices[1]: type \"x\""),
+        (r#"[{"allow":false},{"allow":true,"type":"c","access":"q"}]"#, "devices[1]: access \"q\""),
+        (r#"[{"allow":false},{"allow":true,"type":"c","major":-2}]"#, "devices[1]: major -2 is negative"),
+        (r#"[{"allow":false},{"allow":"yes","type":"c"}]"#, "devices[1]: allow \"yes\""),
+        (r#"[{"allow":true,"type":"c","major":1,"minor":3}]"#, "devices[0]: allow c 1:3 rwm before any deny-all"),
+        (
+            r#"[{"allow":false},{"allow":true,"type":"c","major":1},{"allow":false,"type":"c","major":1,"minor":3}]"#,
+            "devices[2]: deny c 1:3 rwm takes part",
+        ),
+        (r#"{"allow":false}"#, "not an OCI config"),
+    ];
+    for (body, needle) in cases {
+        let cfg = write(body);
+        for verb in ["create", "exec"] {
+            let name = unique("cg");
+            let marker = sb.path().join(format!("ran-{name}"));
+            let mut cmd = cg(&sb);
+            cmd.args([verb, &name, "--oci"]).arg(&cfg);
+            if verb == "exec" {
+                cmd.args(["--", "touch"]).arg(&marker);
+            }
+            let o = run(&mut cmd);
+            assert_tool_error(&o, TOOL, needle);
+            assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+            assert_no_dirs(&i, &name);
+            assert!(!marker.exists(), "exec ran the command after failing: {body}");
+        }
+    }
 }
 
 #[test]

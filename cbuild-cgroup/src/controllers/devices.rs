@@ -68,19 +68,7 @@ impl Rule {
                         _ => v.parse::<u32>().map(Some).map_err(|_| format!("{v} is not a number or *")),
                     }
                 };
-                let mut a = 0;
-                for ch in acc.chars() {
-                    a |= match ch {
-                        'm' => MKNOD,
-                        'r' => READ,
-                        'w' => WRITE,
-                        _ => return Err(format!("access {acc}: only r, w and m")),
-                    };
-                }
-                if a == 0 {
-                    return Err("empty access".into());
-                }
-                (num(ma)?, num(mi)?, a)
+                (num(ma)?, num(mi)?, parse_access(acc)?)
             }
             _ => return Err("expected TYPE MAJOR:MINOR ACCESS".into()),
         };
@@ -112,6 +100,146 @@ impl Rule {
             Kind::Block => vec![line("b")],
         }
     }
+}
+
+/// `rwm` or a non-empty part of it, in any order, as the access bits.
+pub fn parse_access(acc: &str) -> std::result::Result<u8, String> {
+    let mut a = 0;
+    for ch in acc.chars() {
+        a |= match ch {
+            'm' => MKNOD,
+            'r' => READ,
+            'w' => WRITE,
+            _ => return Err(format!("access {acc:?}: only r, w and m")),
+        };
+    }
+    if a == 0 {
+        return Err("empty access".into());
+    }
+    Ok(a)
+}
+
+impl std::fmt::Display for Rule {
+    /// As typed: `c 1:3 rwm`, `a *:* m`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = |v: Option<u32>| v.map_or("*".to_string(), |v| v.to_string());
+        let kind = match self.kind {
+            Kind::All => 'a',
+            Kind::Char => 'c',
+            Kind::Block => 'b',
+        };
+        write!(f, "{kind} {}:{} {}", n(self.major), n(self.minor), access_letters(self.access))
+    }
+}
+
+/// `rwm` order, as the kernel prints access.
+fn access_letters(access: u8) -> String {
+    [(READ, 'r'), (WRITE, 'w'), (MKNOD, 'm')].iter().filter(|(bit, _)| access & bit != 0).map(|(_, c)| *c).collect()
+}
+
+impl Rule {
+    /// Every device, every access: `a *:* rwm`.
+    fn is_everything(&self) -> bool {
+        self.kind == Kind::All && self.major.is_none() && self.minor.is_none() && self.access == MKNOD | READ | WRITE
+    }
+
+    /// The same devices as rules of one type each (an `a` rule becomes a `c` and a `b` one).
+    fn per_type(&self) -> Vec<Rule> {
+        match self.kind {
+            Kind::All => [Kind::Char, Kind::Block].into_iter().map(|kind| Rule { kind, ..self.clone() }).collect(),
+            _ => vec![self.clone()],
+        }
+    }
+
+    /// Whether every device `other` names is one this rule names (access aside). Both of one type.
+    fn covers(&self, other: &Rule) -> bool {
+        self.kind == other.kind
+            && self.major.is_none_or(|m| other.major == Some(m))
+            && self.minor.is_none_or(|m| other.minor == Some(m))
+    }
+
+    /// Whether some device and some access are named by both. Both of one type.
+    fn overlaps(&self, other: &Rule) -> bool {
+        let meet = |a: Option<u32>, b: Option<u32>| a.is_none() || b.is_none() || a == b;
+        self.kind == other.kind
+            && meet(self.major, other.major)
+            && meet(self.minor, other.minor)
+            && self.access & other.access != 0
+    }
+}
+
+/// One entry of an ordered allow/deny list (OCI `linux.resources.devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub allow: bool,
+    pub rule: Rule,
+}
+
+/// An ordered allow/deny list (later entries override earlier ones) as the policy this module applies:
+/// deny everything but the returned allow rules. Docker, runc and podman write a deny-all entry first
+/// and then allows, which maps one to one. Beyond that shape:
+///
+/// - a deny-all entry (`a`, any major and minor, `rwm`) clears what came before; an allow-all one makes
+///   everything allowed, and allows after it change nothing;
+/// - a deny takes its access away from every earlier allow naming only devices the deny names (`c *:* w`
+///   narrows `c 1:3 rwm` to `rm`), exactly what the ordered list means.
+///
+/// Refused, with the index of the entry and why: entries before the first deny-all or allow-all (what
+/// they mean depends on the policy already in place), a deny after allow-all (a default-allow list with
+/// holes), and a deny that takes part of a wider earlier allow (`c 1:3 w` after `c 1:* rw`). The last
+/// two need a list of denied devices, which neither this policy nor, for holes in wildcards, the v1
+/// kernel list can hold: refusing beats enforcing something other than what the config says.
+/// An empty list is None: it leaves the policy as it is (as in runc).
+pub fn reduce(entries: &[Entry]) -> std::result::Result<Option<Vec<Rule>>, (usize, String)> {
+    enum Mode {
+        Unset,
+        AllowAll,
+        Deny(Vec<Rule>),
+    }
+    let mut mode = Mode::Unset;
+    for (i, e) in entries.iter().enumerate() {
+        if e.rule.is_everything() {
+            mode = if e.allow { Mode::AllowAll } else { Mode::Deny(Vec::new()) };
+            continue;
+        }
+        match &mut mode {
+            Mode::Unset => {
+                return Err((
+                    i,
+                    format!(
+                        "{} {} before any deny-all entry: the list must start with {{\"allow\": false, \"access\": \"rwm\"}} (as Docker's does) or an allow-all one",
+                        if e.allow { "allow" } else { "deny" },
+                        e.rule
+                    ),
+                ))
+            }
+            Mode::AllowAll if e.allow => {}
+            Mode::AllowAll => {
+                return Err((i, format!("deny {} after an allow-all entry: only allow lists (deny-all first) are supported", e.rule)))
+            }
+            Mode::Deny(rules) if e.allow => rules.extend(e.rule.per_type()),
+            Mode::Deny(rules) => {
+                for deny in e.rule.per_type() {
+                    for r in rules.iter_mut() {
+                        if deny.covers(r) {
+                            r.access &= !deny.access;
+                        } else if deny.overlaps(r) {
+                            return Err((
+                                i,
+                                format!("deny {} takes part of the wider allow {r} before it, which a device allow list cannot express", e.rule),
+                            ));
+                        }
+                    }
+                    rules.retain(|r| r.access != 0);
+                }
+            }
+        }
+    }
+    Ok(match mode {
+        Mode::Unset => None,
+        Mode::AllowAll => Some(all()),
+        Mode::Deny(rules) => Some(rules),
+    })
 }
 
 pub fn docker() -> Vec<Rule> {
@@ -393,6 +521,95 @@ mod tests {
                 && r.minor.is_none_or(|m| m == minor)
                 && (access as u8) & !r.access == 0
         })
+    }
+
+    /// What an ordered allow/deny list means for one request (the kernel's rule for a list: one entry
+    /// must grant every access asked for): the last allow-all or deny-all entry sets the default, an
+    /// allow after it grants, unless a later deny names that device and some of the access.
+    fn ordered(entries: &[Entry], kind: u32, access: u32, major: u32, minor: u32) -> bool {
+        let k = if kind == 1 { Kind::Block } else { Kind::Char };
+        let names = |r: &Rule| {
+            (r.kind == Kind::All || r.kind == k)
+                && r.major.is_none_or(|m| m == major)
+                && r.minor.is_none_or(|m| m == minor)
+        };
+        let start = entries.iter().rposition(|e| e.rule.is_everything()).expect("starts with a reset");
+        if entries[start].allow {
+            return true;
+        }
+        let access = access as u8;
+        (start + 1..entries.len()).any(|i| {
+            let e = &entries[i];
+            e.allow
+                && names(&e.rule)
+                && access & !e.rule.access == 0
+                && !entries[i + 1..].iter().any(|d| !d.allow && names(&d.rule) && d.rule.access & access != 0)
+        })
+    }
+
+    #[test]
+    fn an_ordered_list_reduces_to_the_allow_list_it_means() {
+        let deny_all = Entry { allow: false, rule: all()[0].clone() };
+        let e = |allow: bool, r: &str| Entry { allow, rule: Rule::parse(r).unwrap() };
+        // Docker's shape maps one to one.
+        let docker_shape: Vec<Entry> = std::iter::once(deny_all.clone())
+            .chain(docker().into_iter().map(|rule| Entry { allow: true, rule }))
+            .collect();
+        assert_eq!(reduce(&docker_shape), Ok(Some(docker())));
+        assert_eq!(reduce(&[]), Ok(None));
+        assert_eq!(reduce(&[e(true, "a")]), Ok(Some(all())));
+        // A deny narrows the allows it covers; one that would punch a hole in a wider allow is refused.
+        assert_eq!(
+            reduce(&[deny_all.clone(), e(true, "c 1:3 rwm"), e(false, "c *:* w")]),
+            Ok(Some(vec![Rule::parse("c 1:3 rm").unwrap()]))
+        );
+        assert!(reduce(&[deny_all.clone(), e(true, "c 1:* rw"), e(false, "c 1:3 w")]).is_err_and(|(i, _)| i == 2));
+        assert!(reduce(&[e(true, "c 1:3 r")]).is_err_and(|(i, _)| i == 0));
+        assert!(reduce(&[e(true, "a"), e(false, "c 1:3 r")]).is_err_and(|(i, _)| i == 1));
+
+        // Many small lists over a few devices: every list accepted, run as a program, means what the
+        // ordered list means; every refused one contains a deny overlapping a wider allow or no reset.
+        let kinds = ["a", "c", "b"];
+        let nums = ["*", "1", "5"];
+        let mins = ["*", "3", "7"];
+        let mut seed = 0x2545_f491_u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            let mut list =
+                vec![if next(8) == 0 { Entry { allow: true, rule: all()[0].clone() } } else { deny_all.clone() }];
+            for _ in 0..next(6) {
+                let acc: String = ["r", "w", "m", "rw", "rm", "wm", "rwm"][next(7)].into();
+                let kind = kinds[next(3)];
+                let text = if kind == "a" && next(2) == 0 {
+                    format!("a *:* {acc}")
+                } else {
+                    format!("{} {}:{} {acc}", if kind == "a" { "c" } else { kind }, nums[next(3)], mins[next(3)])
+                };
+                list.push(Entry { allow: next(3) != 0, rule: Rule::parse(&text).unwrap() });
+            }
+            let Ok(Some(rules)) = reduce(&list) else {
+                refused += 1;
+                continue;
+            };
+            accepted += 1;
+            let p = bpf::program(&rules);
+            for kind in [1, 2] {
+                for access in 1..8 {
+                    for (major, minor) in [(1, 3), (1, 7), (5, 3), (5, 9), (8, 7)] {
+                        assert_eq!(
+                            run(&p, kind, access, major, minor) == 1,
+                            ordered(&list, kind, access, major, minor),
+                            "{list:?} → {rules:?}: kind {kind} access {access} {major}:{minor}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(accepted > 1000 && refused > 100, "accepted {accepted}, refused {refused}");
     }
 
     #[test]
