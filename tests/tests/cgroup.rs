@@ -1404,6 +1404,114 @@ fn oci_device_list_is_the_policy_and_bad_entries_fail_cleanly() {
     }
 }
 
+/// A `set` that changes the device list and then fails (the kernel refuses a later file: a `unified`
+/// file it does not have) puts the previous list back: the node the failed set would have allowed
+/// still does not open, whether the set widened the list or lifted the policy.
+#[test]
+fn failed_set_puts_the_device_policy_back() {
+    require_root();
+    let sb = Sandbox::new();
+    let (dir, _umount) = node_dir(&sb);
+    let (kmsg, null) = (char_node(&dir, "kmsg", 1, 11), char_node(&dir, "null", 1, 3));
+    let probe = format!("(exec 3<{kmsg}) 2>/dev/null && echo kmsg-opened; (exec 4>{null}) && echo null-opened");
+    let i = info(&sb);
+    let bogus = bogus_unified_config(&sb, &i);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--devices", "docker"]));
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let list = dir_of(&i, &c.name, "devices").map(|d| d.join("devices.list"));
+    let before = list.as_ref().map(|l| std::fs::read_to_string(l).unwrap());
+    for args in [&["--device-cgroup-rule", "c 1:11 r"][..], &["--devices", "all"]] {
+        let o = run(cg(&sb).args(["set", &c.name]).args(args).arg("--oci").arg(&bogus));
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {}", stderr(&o));
+        let o = run(cg(&sb).args(["exec", &c.name, "--", "sh", "-c", &probe]));
+        assert_eq!(stdout(&o), "null-opened\n", "after a failed set {args:?}: {}", stderr(&o));
+        if let (Some(l), Some(b)) = (&list, &before) {
+            assert_eq!(&std::fs::read_to_string(l).unwrap(), b, "v1 devices.list after a failed set {args:?}");
+        }
+    }
+    // And a set that succeeds does change it (the check above is not vacuous).
+    let o = run(cg(&sb).args(["set", &c.name, "--device-cgroup-rule", "c 1:11 r"]));
+    assert!(o.status.success(), "set: {}", stderr(&o));
+    let o = run(cg(&sb).args(["exec", &c.name, "--", "sh", "-c", &probe]));
+    assert_eq!(stdout(&o), "kmsg-opened\nnull-opened\n", "{}", stderr(&o));
+}
+
+/// v1 has no atomic swap of a device list: `set` moves from one list to another write by write. Read
+/// by the kernel all along (`devices.list`, sampled while `set` swaps between two lists, each allowing
+/// something the other does not), the list never allows more than one of the two, and /dev/null's
+/// entry (rw in both) never loses rw. v1 only: the v2 program is swapped by attach-then-detach.
+#[test]
+fn v1_device_list_swaps_never_allow_more_than_either_list() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let Some(dir) = dir_of(&i, &c.name, "devices") else {
+        eprintln!("no v1 devices controller here: the v2 program swap is covered by the unit tests");
+        return;
+    };
+    let write = |name: &str, allows: &str| {
+        let p = sb.path().join(name);
+        std::fs::write(&p, format!(r#"{{"linux":{{"resources":{{"devices":[{{"allow":false}},{allows}]}}}}}}"#))
+            .unwrap();
+        p
+    };
+    let a = write(
+        "a.json",
+        r#"{"allow":true,"type":"c","major":1,"minor":3},{"allow":true,"type":"c","major":1,"minor":11,"access":"r"}"#,
+    );
+    let b = write(
+        "b.json",
+        r#"{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"},{"allow":true,"type":"c","major":1,"minor":5}"#,
+    );
+    let lines = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .map(|l| {
+                let (key, acc) = l.rsplit_once(' ').unwrap();
+                (key.to_string(), acc.to_string())
+            })
+            .collect()
+    };
+    let a_list = lines("c 1:3 rwm\nc 1:11 r");
+    let b_list = lines("c 1:3 rw\nc 1:5 rwm");
+    let within = |snap: &[(String, String)], list: &[(String, String)]| {
+        snap.iter().all(|(k, acc)| list.iter().any(|(lk, la)| lk == k && acc.chars().all(|ch| la.contains(ch))))
+    };
+    let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(&a));
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, file) = (stop.clone(), dir.join("devices.list"));
+        std::thread::spawn(move || {
+            let mut snaps = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                snaps.push(std::fs::read_to_string(&file).unwrap());
+            }
+            snaps
+        })
+    };
+    for n in 0..30 {
+        let cfg = if n % 2 == 0 { &b } else { &a };
+        let o = run(cg(&sb).args(["set", &c.name, "--oci"]).arg(cfg));
+        assert!(o.status.success(), "set: {}", stderr(&o));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let snaps = sampler.join().unwrap();
+    assert!(snaps.len() > 30, "only {} samples", snaps.len());
+    let mut distinct = std::collections::BTreeSet::new();
+    for text in &snaps {
+        let snap = lines(text);
+        assert!(within(&snap, &a_list) || within(&snap, &b_list), "the list allowed more than either: {text:?}");
+        assert!(snap.iter().any(|(k, acc)| k == "c 1:3" && acc.contains('r') && acc.contains('w')), "{text:?}");
+        distinct.insert(text.clone());
+    }
+    assert!(distinct.len() >= 2, "the sampler saw only {distinct:?}");
+    let last = std::fs::read_to_string(dir.join("devices.list")).unwrap();
+    // The last set (n = 29) was a.
+    assert!(within(&lines(&last), &a_list) && within(&a_list, &lines(&last)), "ends as a: {last:?}");
+}
+
 #[test]
 fn exec_rm_waits_outside_the_name_then_removes_it_and_what_was_left() {
     require_root();

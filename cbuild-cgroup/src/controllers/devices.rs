@@ -11,7 +11,9 @@
 use super::Dir;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 /// What a rule lets through, as the kernel's BPF_DEVCG_ACC_* bits (v1 spells them `m`, `r`, `w`).
 const MKNOD: u8 = 1;
@@ -80,25 +82,6 @@ impl Rule {
             return Err("major above 4095 or minor above 1048575: no such device number".into());
         }
         Ok(Rule { kind, major, minor, access })
-    }
-
-    /// The v1 `devices.allow` lines. v1 reads a leading `a` as "allow everything" whatever access
-    /// follows, so `a` with less than rwm becomes the same access for every char and block device.
-    fn v1(&self) -> Vec<String> {
-        let n = |v: Option<u32>| v.map_or("*".to_string(), |v| v.to_string());
-        let mut acc = String::new();
-        for (bit, ch) in [(READ, 'r'), (WRITE, 'w'), (MKNOD, 'm')] {
-            if self.access & bit != 0 {
-                acc.push(ch);
-            }
-        }
-        let line = |kind: &str| format!("{kind} {}:{} {acc}", n(self.major), n(self.minor));
-        match self.kind {
-            Kind::All if self.access == MKNOD | READ | WRITE => vec!["a".into()],
-            Kind::All => vec![line("c"), line("b")],
-            Kind::Char => vec![line("c")],
-            Kind::Block => vec![line("b")],
-        }
     }
 }
 
@@ -251,20 +234,130 @@ pub fn all() -> Vec<Rule> {
     vec![Rule { kind: Kind::All, major: None, minor: None, access: MKNOD | READ | WRITE }]
 }
 
-/// Replace the cgroup's device policy with "deny all but `rules`".
-pub fn apply(d: Dir, rules: &[Rule]) -> Result<()> {
-    if d.v2 {
-        return bpf::replace(d.path, &bpf::program(rules));
-    }
-    // Deny first: between the writes the cgroup allows less than asked, never more. (So a `set` that
-    // changes the list of a running container briefly refuses even /dev/null; v1 has no atomic swap.)
-    fsutil::write(&d.file("devices.deny"), "a")?;
-    for r in rules {
-        for line in r.v1() {
-            fsutil::write(&d.file("devices.allow"), &line)?;
+/// What [`apply`] replaced, so a later failing step of the same call can put it back.
+pub enum Undo {
+    V1 { list: PathBuf, old: V1List },
+    V2(bpf::Swap),
+}
+
+impl Undo {
+    /// Put the previous policy back, with the same never-more-than-either order as [`apply`].
+    pub fn restore(self) -> Result<()> {
+        match self {
+            Undo::V1 { list, old } => v1_swap(&list, &old),
+            Undo::V2(swap) => swap.undo(),
         }
     }
+}
+
+/// Replace the cgroup's device policy with "deny all but `rules`". If a step fails, what was in force
+/// is put back before the error returns; on success the returned [`Undo`] can put it back later.
+pub fn apply(d: Dir, rules: &[Rule]) -> Result<Undo> {
+    if d.v2 {
+        return bpf::replace(d.path, &bpf::program(rules)).map(Undo::V2);
+    }
+    let list = d.file("devices.list");
+    let old = V1List::read(&list)?;
+    if let Err(e) = v1_write(&list, &v1_steps(&old, &V1List::of(rules))) {
+        if let Err(undo) = v1_swap(&list, &old) {
+            crate::log::warn(format!("undo: {undo}"));
+        }
+        return Err(e);
+    }
+    Ok(Undo::V1 { list, old })
+}
+
+/// A v1 exception's key: type (`c`, `b`), major, minor (None: `*`). The kernel keeps one entry per key
+/// (an allow for a key it has ORs the access in; a deny takes access away from that key only).
+type Key = (char, Option<u32>, Option<u32>);
+
+/// A v1 devices list as the kernel holds it: everything allowed, or nothing but these exceptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum V1List {
+    AllowAll,
+    Deny(BTreeMap<Key, u8>),
+}
+
+impl V1List {
+    /// The list that allows exactly `rules`.
+    fn of(rules: &[Rule]) -> V1List {
+        if rules.iter().any(Rule::is_everything) {
+            return V1List::AllowAll;
+        }
+        let mut m = BTreeMap::new();
+        for r in rules.iter().flat_map(Rule::per_type) {
+            let t = if r.kind == Kind::Block { 'b' } else { 'c' };
+            *m.entry((t, r.major, r.minor)).or_insert(0) |= r.access;
+        }
+        V1List::Deny(m)
+    }
+
+    /// `devices.list`: `a *:* rwm` when everything is allowed, else one `TYPE MAJ:MIN ACCESS` per exception.
+    fn read(path: &Path) -> Result<V1List> {
+        let text = fsutil::read(path)?;
+        let bad = |l: &str| Error::bad("read", path.display(), format!("unexpected line {l:?}"));
+        let mut m = BTreeMap::new();
+        for l in text.lines() {
+            let r = Rule::parse(l).map_err(|_| bad(l))?;
+            if r.kind == Kind::All {
+                return Ok(V1List::AllowAll);
+            }
+            let t = if r.kind == Kind::Block { 'b' } else { 'c' };
+            *m.entry((t, r.major, r.minor)).or_insert(0) |= r.access;
+        }
+        Ok(V1List::Deny(m))
+    }
+}
+
+fn v1_line((t, major, minor): &Key, access: u8) -> String {
+    let n = |v: &Option<u32>| v.map_or("*".to_string(), |v| v.to_string());
+    format!("{t} {}:{} {}", n(major), n(minor), access_letters(access))
+}
+
+/// The writes (file, line) that take a v1 list from `old` to `new` such that at no moment it allows
+/// more than `old` or more than `new`: first what `new` lacks is taken away (the list only shrinks,
+/// inside `old`), then what `new` has is added (it only grows, inside `new`). The kernel cannot swap a
+/// list at once, so this is the best there is. An entry both lists have keeps the access both give
+/// throughout, so a running container keeps /dev/null (`c 1:3 rwm`) across a `set` that changes
+/// something else; only from or to allow-all is everything denied for a moment.
+fn v1_steps(old: &V1List, new: &V1List) -> Vec<(&'static str, String)> {
+    use V1List::*;
+    let mut steps = Vec::new();
+    match (old, new) {
+        (AllowAll, AllowAll) => {}
+        // One write: from everything to everything.
+        (Deny(_), AllowAll) => steps.push(("devices.allow", "a".to_string())),
+        (AllowAll, Deny(new)) => {
+            steps.push(("devices.deny", "a".to_string()));
+            steps.extend(new.iter().map(|(k, &a)| ("devices.allow", v1_line(k, a))));
+        }
+        (Deny(old), Deny(new)) => {
+            for (k, &a) in old {
+                let lose = a & !new.get(k).copied().unwrap_or(0);
+                if lose != 0 {
+                    steps.push(("devices.deny", v1_line(k, lose)));
+                }
+            }
+            for (k, &a) in new {
+                if a & !old.get(k).copied().unwrap_or(0) != 0 {
+                    steps.push(("devices.allow", v1_line(k, a)));
+                }
+            }
+        }
+    }
+    steps
+}
+
+fn v1_write(list: &Path, steps: &[(&str, String)]) -> Result<()> {
+    for (file, line) in steps {
+        fsutil::write(&list.with_file_name(file), line)?;
+    }
     Ok(())
+}
+
+/// Take the list, wherever it is now, to `want`.
+fn v1_swap(list: &Path, want: &V1List) -> Result<()> {
+    v1_write(list, &v1_steps(&V1List::read(list)?, want))
 }
 
 /// The eBPF side: the program, and attaching it in place of any other.
@@ -381,9 +474,61 @@ pub mod bpf {
         Error::sys(step, what.display(), e)
     }
 
+    /// A replaced policy: the cgroup, the programs that were attached (held open, so they survive being
+    /// detached) and the one attached in their place.
+    pub struct Swap {
+        dir: std::path::PathBuf,
+        cg: std::fs::File,
+        old: Vec<OwnedFd>,
+        new: OwnedFd,
+    }
+
+    impl Swap {
+        /// Attach the old programs again, then detach the new one: as in [`replace`], the cgroup runs
+        /// the old and the new program together in between (both must allow), never neither.
+        pub fn undo(self) -> Result<()> {
+            let mut first_err = None;
+            for fd in &self.old {
+                match attach(&self.cg, fd) {
+                    Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                        first_err.get_or_insert(sys("bpf-attach", &self.dir, e));
+                    }
+                    _ => {}
+                }
+            }
+            // Keep the new program if an old one did not go back: it is not a moment without a policy.
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+            detach(&self.cg, &self.new).map_err(|e| sys("bpf-detach", &self.dir, e))
+        }
+    }
+
+    fn attach(cg: &std::fs::File, prog: &OwnedFd) -> std::io::Result<libc::c_long> {
+        let mut a = Attr::new();
+        a.u32_at(0, cg.as_raw_fd() as u32)
+            .u32_at(4, prog.as_raw_fd() as u32)
+            .u32_at(8, BPF_CGROUP_DEVICE)
+            .u32_at(12, BPF_F_ALLOW_MULTI);
+        a.call(BPF_PROG_ATTACH)
+    }
+
+    /// ENOENT (not attached: another `set` detached it meanwhile) is success.
+    fn detach(cg: &std::fs::File, prog: &OwnedFd) -> std::io::Result<()> {
+        let mut d = Attr::new();
+        d.u32_at(0, cg.as_raw_fd() as u32).u32_at(4, prog.as_raw_fd() as u32).u32_at(8, BPF_CGROUP_DEVICE);
+        match d.call(BPF_PROG_DETACH) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Load `prog`, attach it to the cgroup at `dir`, then detach every device program that was there
-    /// before (attached first, so the cgroup is never without one).
-    pub fn replace(dir: &std::path::Path, prog: &[Insn]) -> Result<()> {
+    /// before (attached first, so the cgroup is never without one: in between both run, and a device
+    /// is allowed only if both allow it). Nothing changes unless the attach succeeds; if a detach
+    /// fails, the programs already detached are attached again and the new one detached, so the error
+    /// leaves the old policy in force.
+    pub fn replace(dir: &std::path::Path, prog: &[Insn]) -> Result<Swap> {
         let raw: Vec<u64> = prog
             .iter()
             .map(|x| {
@@ -410,35 +555,44 @@ pub mod bpf {
             }
         })?;
         // SAFETY: a new fd the kernel just returned, owned from here on.
-        let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let new = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let cg = std::fs::File::open(dir).map_err(|e| sys("open", dir, e))?;
-        let old = query(&cg).map_err(|e| sys("bpf-query", dir, e))?;
-        let mut a = Attr::new();
-        a.u32_at(0, cg.as_raw_fd() as u32)
-            .u32_at(4, prog_fd.as_raw_fd() as u32)
-            .u32_at(8, BPF_CGROUP_DEVICE)
-            .u32_at(12, BPF_F_ALLOW_MULTI);
-        a.call(BPF_PROG_ATTACH).map_err(|e| sys("bpf-attach", dir, e))?;
-        for id in old {
+        // The old programs, held open before anything changes: detached, they live on for `undo`.
+        let mut old = Vec::new();
+        for id in query(&cg).map_err(|e| sys("bpf-query", dir, e))? {
             let mut g = Attr::new();
             g.u32_at(0, id);
-            // Gone meanwhile (detached by another replace): fine. Anything else would leave the old
-            // program attached, ANDed with the new one, so a widened policy would not take effect.
-            let fd = match g.call(BPF_PROG_GET_FD_BY_ID) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(sys("bpf-detach", dir, e)),
-            };
-            // SAFETY: as above.
-            let old_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-            let mut d = Attr::new();
-            d.u32_at(0, cg.as_raw_fd() as u32).u32_at(4, old_fd.as_raw_fd() as u32).u32_at(8, BPF_CGROUP_DEVICE);
-            match d.call(BPF_PROG_DETACH) {
-                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(sys("bpf-detach", dir, e)),
-                _ => {}
+            match g.call(BPF_PROG_GET_FD_BY_ID) {
+                // SAFETY: as above.
+                Ok(fd) => old.push(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+                // Gone meanwhile (detached by another replace): nothing to detach or put back.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                // Anything else would leave it attached, ANDed with the new one: a widened policy
+                // would not take effect. Nothing has changed yet.
+                Err(e) => return Err(sys("bpf-get-fd", dir, e)),
             }
         }
-        Ok(())
+        attach(&cg, &new).map_err(|e| {
+            let full = e.raw_os_error() == Some(libc::E2BIG);
+            let err = sys("bpf-attach", dir, e);
+            if full {
+                err.with_hint("the kernel allows 64 programs per cgroup and attach point; the old policy stays")
+            } else {
+                err
+            }
+        })?;
+        let swap = Swap { dir: dir.to_path_buf(), cg, old, new };
+        for (n, fd) in swap.old.iter().enumerate() {
+            if let Err(e) = detach(&swap.cg, fd) {
+                let err = sys("bpf-detach", dir, e);
+                let back = Swap { old: swap.old.into_iter().take(n).collect(), ..swap };
+                if let Err(u) = back.undo() {
+                    crate::log::warn(format!("undo: {u}"));
+                }
+                return Err(err);
+            }
+        }
+        Ok(swap)
     }
 
     /// The ids of the device programs attached to the cgroup itself.
@@ -461,13 +615,20 @@ mod tests {
 
     #[test]
     fn rules_parse_and_print_as_v1_lines() {
-        assert_eq!(Rule::parse("c 1:3 rwm").unwrap().v1(), ["c 1:3 rwm"]);
-        assert_eq!(Rule::parse("b *:* m").unwrap().v1(), ["b *:* m"]);
-        assert_eq!(Rule::parse("c 136:* wr").unwrap().v1(), ["c 136:* rw"]);
-        assert_eq!(Rule::parse("a").unwrap().v1(), ["a"]);
+        // The lines written to a fresh (allow-all) v1 cgroup, after `devices.deny a`.
+        let lines = |rules: &[&str]| -> Vec<String> {
+            let rules: Vec<Rule> = rules.iter().map(|r| Rule::parse(r).unwrap()).collect();
+            v1_steps(&V1List::AllowAll, &V1List::of(&rules)).into_iter().skip(1).map(|(_, l)| l).collect()
+        };
+        assert_eq!(lines(&["c 1:3 rwm"]), ["c 1:3 rwm"]);
+        assert_eq!(lines(&["b *:* m"]), ["b *:* m"]);
+        assert_eq!(lines(&["c 136:* wr"]), ["c 136:* rw"]);
+        // The kernel keeps one entry per key: two rules for one key are one line.
+        assert_eq!(lines(&["c 1:3 r", "c 1:3 w"]), ["c 1:3 rw"]);
         // v1 would read `a ... m` as allow-all: spelled out per type instead.
-        assert_eq!(Rule::parse("a *:* m").unwrap().v1(), ["c *:* m", "b *:* m"]);
-        assert_eq!(all()[0].v1(), ["a"]);
+        assert_eq!(lines(&["a *:* m"]), ["b *:* m", "c *:* m"]);
+        assert_eq!(V1List::of(&all()), V1List::AllowAll);
+        assert_eq!(Rule::parse("c 136:* wr").unwrap().to_string(), "c 136:* rw");
         for bad in [
             "",
             "x 1:3 r",
@@ -484,6 +645,78 @@ mod tests {
             assert!(Rule::parse(bad).is_err(), "{bad:?} parsed");
         }
         assert_eq!(docker().len(), DOCKER.len());
+    }
+
+    /// The v1 kernel's list semantics for the writes `v1_steps` makes (security/device_cgroup.c): `a`
+    /// resets to allow-all or deny-all; in deny-all mode an allow ORs access into its key's entry and a
+    /// deny takes access from that key's entry only.
+    fn kernel(list: &mut V1List, file: &str, line: &str) {
+        if line == "a" {
+            *list = if file == "devices.allow" { V1List::AllowAll } else { V1List::Deny(BTreeMap::new()) };
+            return;
+        }
+        let r = Rule::parse(line).unwrap();
+        let key = (if r.kind == Kind::Block { 'b' } else { 'c' }, r.major, r.minor);
+        let V1List::Deny(m) = list else { panic!("{file} {line} written to an allow-all list") };
+        if file == "devices.allow" {
+            *m.entry(key).or_insert(0) |= r.access;
+        } else if let Some(a) = m.get_mut(&key) {
+            *a &= !r.access;
+            if *a == 0 {
+                m.remove(&key);
+            }
+        }
+    }
+
+    /// What a v1 list allows: one exception must name the device and every access asked for.
+    fn v1_allows(list: &V1List, t: char, access: u8, major: u32, minor: u32) -> bool {
+        match list {
+            V1List::AllowAll => true,
+            V1List::Deny(m) => m.iter().any(|((kt, ma, mi), &a)| {
+                *kt == t && ma.is_none_or(|x| x == major) && mi.is_none_or(|x| x == minor) && access & !a == 0
+            }),
+        }
+    }
+
+    #[test]
+    fn v1_swaps_never_allow_more_than_either_list() {
+        let grid: Vec<(char, u8, u32, u32)> = ['c', 'b']
+            .into_iter()
+            .flat_map(|t| (1..8).flat_map(move |a| [(1, 3), (1, 5), (5, 3), (8, 0)].map(|(x, y)| (t, a, x, y))))
+            .collect();
+        let set = |l: &V1List| -> Vec<bool> { grid.iter().map(|&(t, a, x, y)| v1_allows(l, t, a, x, y)).collect() };
+        let subset = |a: &[bool], b: &[bool]| a.iter().zip(b).all(|(x, y)| !x || *y);
+        let texts = ["c 1:3 rwm", "c 1:3 rw", "c 1:* r", "c *:* m", "b *:* m", "b 8:0 rw", "c 5:3 w", "a *:* rwm"];
+        let mut seed = 0x9e37_79b9_u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n
+        };
+        let mut list = || -> V1List {
+            let rules: Vec<Rule> = (0..next(5)).map(|_| Rule::parse(texts[next(texts.len())]).unwrap()).collect();
+            V1List::of(&rules)
+        };
+        for _ in 0..2000 {
+            let (old, new) = (list(), list());
+            let (old_set, new_set) = (set(&old), set(&new));
+            let common = match (&old, &new) {
+                (V1List::Deny(o), V1List::Deny(n)) => V1List::Deny(
+                    o.iter().filter_map(|(k, &a)| Some((*k, a & n.get(k)?))).filter(|(_, a)| *a != 0).collect(),
+                ),
+                _ => V1List::Deny(BTreeMap::new()),
+            };
+            let mut state = old.clone();
+            for (file, line) in v1_steps(&old, &new) {
+                kernel(&mut state, file, &line);
+                let now = set(&state);
+                assert!(
+                    subset(&now, &old_set) || subset(&now, &new_set),
+                    "{old:?} → {new:?}: after {file} {line} the list is {state:?}"
+                );
+                assert!(subset(&set(&common), &now), "{old:?} → {new:?}: {file} {line} took away what both keep");
+            }
+            assert_eq!(state, new, "{old:?} → {new:?}");
+        }
     }
 
     /// Run the generated program the way the kernel would, on a tiny interpreter of the few

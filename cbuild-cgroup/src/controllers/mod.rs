@@ -27,10 +27,16 @@ impl Dir<'_> {
     }
 }
 
-/// Writes limit files, optionally remembering each file's previous value so a failed `set` can put the
-/// cgroup back as it was.
+/// Writes limit files, optionally remembering each file's previous value (and the device policy
+/// replaced) so a failed `set` can put the cgroup back as it was.
 pub struct Writer {
-    saved: Option<Vec<(PathBuf, String)>>,
+    saved: Option<Vec<Saved>>,
+}
+
+/// One thing a [`Writer`] changed, in the order changed.
+enum Saved {
+    File(PathBuf, String),
+    Devices(devices::Undo),
 }
 
 impl Writer {
@@ -52,21 +58,32 @@ impl Writer {
                 if same_value(&old, value) {
                     return Ok(());
                 }
-                saved.push((path.to_path_buf(), old.trim().to_string()));
+                saved.push(Saved::File(path.to_path_buf(), old.trim().to_string()));
             }
         }
         fsutil::write(path, value)
     }
 
+    /// Replace the device policy ([`devices::apply`]), remembering the one it replaced.
+    pub fn devices(&mut self, d: Dir, rules: &[devices::Rule]) -> Result<()> {
+        let undo = devices::apply(d, rules)?;
+        if let Some(saved) = &mut self.saved {
+            saved.push(Saved::Devices(undo));
+        }
+        Ok(())
+    }
+
     /// Put back what was written, newest first. Failures are reported, not returned: this runs while
     /// another error is already on its way out.
     pub fn restore(self) {
-        for (path, old) in self.saved.unwrap_or_default().into_iter().rev() {
-            // Multi-line files (throttle lists) cannot be written back in one write; skip them.
-            if old.contains('\n') {
-                continue;
-            }
-            if let Err(e) = fsutil::write(&path, &old) {
+        for saved in self.saved.unwrap_or_default().into_iter().rev() {
+            let r = match saved {
+                // Multi-line files (throttle lists) cannot be written back in one write; skip them.
+                Saved::File(_, old) if old.contains('\n') => continue,
+                Saved::File(path, old) => fsutil::write(&path, &old),
+                Saved::Devices(undo) => undo.restore(),
+            };
+            if let Err(e) = r {
                 crate::log::warn(format!("undo: {e}"));
             }
         }
@@ -109,7 +126,7 @@ pub fn apply(host: &Host, dirs: &[PathBuf], l: &Limits, w: &mut Writer) -> Resul
     // The v1 devices controller, or on v2 (where it is a BPF program, not a controller) the v2 dir.
     if let Some(rules) = &l.devices {
         if let Some(d) = dir("devices").or_else(|| host.v2().map(|i| Dir { path: &dirs[i], v2: true })) {
-            devices::apply(d, rules)?;
+            w.devices(d, rules)?;
         }
     }
     if !l.unified.is_empty() {
