@@ -190,8 +190,10 @@ pub fn lock_existing(state: &Path, id: &str, step: &'static str) -> Result<Locke
 /// this connect is alive, and a kill at any instant leaves nothing `prune` cannot recognise:
 /// - `<state>/<ID>` absent: build `<state>/.net-<ID>.<pid>/net.json` (locked), then rename the
 ///   directory into place (rename fails if another process made a non-empty one meanwhile);
-/// - `<state>/<ID>` present (another tool's): write and lock `.net.json.<pid>` in it, then hard-link
-///   it to `net.json` (link(2) fails if the name exists, like O_EXCL).
+/// - `<state>/<ID>` present (another tool's): make the file unnamed (`O_TMPFILE`), lock it, and only
+///   then link it to `net.json` (linkat(2) fails if the name exists, like `O_EXCL`). A kill before
+///   the link leaves no file at all; after it, an empty unlocked record, which prune recognises as a
+///   dead connect.
 fn reserve(state: &Path, id: &str) -> Result<(Locked, bool)> {
     let dir = container_dir(state, id);
     let p = attachment_file(state, id);
@@ -208,8 +210,8 @@ fn reserve(state: &Path, id: &str) -> Result<(Locked, bool)> {
             .map_err(|e| Error::io("reserve", f.display(), e))?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("reserve", f.display(), e))
     };
-    std::fs::create_dir_all(state).map_err(|e| Error::io("reserve", state.display(), e))?;
     if !dir.exists() {
+        std::fs::create_dir_all(state).map_err(|e| Error::io("reserve", state.display(), e))?;
         let tmpdir = state.join(format!(".net-{id}.{}", std::process::id()));
         std::fs::create_dir(&tmpdir).map_err(|e| Error::io("reserve", tmpdir.display(), e))?;
         let file = match create_locked(&tmpdir.join("net.json")) {
@@ -228,17 +230,50 @@ fn reserve(state: &Path, id: &str) -> Result<(Locked, bool)> {
             }
         }
     }
-    if p.exists() {
-        return Err(taken());
-    }
-    let tmp = dir.join(format!(".net.json.{}", std::process::id()));
-    let file = create_locked(&tmp)?;
-    let linked = std::fs::hard_link(&tmp, &p);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok((Locked { file }, false)),
+    match create_linked_locked(&dir, &p) {
+        Ok(file) => Ok((Locked { file }, false)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(taken()),
         Err(e) => Err(Error::io("reserve", p.display(), e)),
+    }
+}
+
+/// A new file at `path` (in directory `dir`), exclusively created and locked before it has a name:
+/// one inode, and no temporary name to unlink.
+fn create_linked_locked(dir: &Path, path: &Path) -> std::io::Result<Flock<File>> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock = |f: File| Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e));
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).open(dir) {
+        Ok(f) => {
+            let f = lock(f)?;
+            // SAFETY: linkat on an open fd and a NUL-terminated path; no memory is handed over.
+            let mut rc = unsafe {
+                libc::linkat(f.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, cpath.as_ptr(), libc::AT_EMPTY_PATH)
+            };
+            if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+                // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc link works for the file's owner.
+                let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+                // SAFETY: as above, with two NUL-terminated paths.
+                rc = unsafe {
+                    libc::linkat(libc::AT_FDCWD, proc.as_ptr(), libc::AT_FDCWD, cpath.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+                };
+            }
+            match rc {
+                0 => Ok(f),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        }
+        // No O_TMPFILE here (EOPNOTSUPP; EISDIR from a kernel that predates it): a named temporary
+        // file, locked, then hard-linked (prune removes one a kill left).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+            let tmp = dir.join(format!(".net.json.{}", std::process::id()));
+            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
+            let r = lock(f).and_then(|f| std::fs::hard_link(&tmp, path).map(|()| f));
+            let _ = std::fs::remove_file(&tmp);
+            r
+        }
+        Err(e) => Err(e),
     }
 }
 
