@@ -236,7 +236,9 @@ where
 
 fn run(cli: Cli) -> Result<()> {
     // Cheap checks first, before a runtime or a namespace is opened.
-    let ctx = Ctx::new(cli.host_netns.as_deref(), cli.verbose)?;
+    // Never dropped: the process ends right after the verb, and exit(2) closes the sockets and frees
+    // the memory at once, cheaper than tearing the runtime and its tasks down one by one first.
+    let ctx = std::mem::ManuallyDrop::new(Ctx::new(cli.host_netns.as_deref(), cli.verbose)?);
     match cli.cmd {
         Cmd::Netns { cmd } => {
             let log = |s: &str, o: &str| ctx.step(s, o);
