@@ -78,21 +78,9 @@ pub fn add(name: &str, pids: &[String]) -> Result<()> {
 /// creates its processes there (`cbuild-ns run --cgroup-fd N`, clone3 CLONE_INTO_CGROUP). That skips
 /// the RCU grace period a cgroup2 move waits for. On a host without a v2 tree fd N is /dev/null.
 pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<Infallible> {
-    cgroup::check_name(name)?;
-    if let Some(n) = cgroup_fd {
-        if n < 3 {
-            return Err(Error::bad("cgroup-fd", n, "fds 0-2 are the command's stdin, stdout and stderr"));
-        }
-    }
-    // Find the command first: "not found" must not leave a cgroup behind.
-    let path = resolve(&cmd[0])?;
-    let argv: Vec<CString> = cmd
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::bad("exec", a, "contains a NUL byte")))
-        .collect::<Result<_>>()?;
+    let cmd = Cmd::check(name, cgroup_fd, cmd)?;
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::bad("exec", path.display(), "NUL"))?;
     let join = if cgroup_fd.is_some() { Join::AllButV2 } else { Join::All };
     let created = Cgroup::create(&host, name, &l, IfExists::Reuse, join)?;
     if let Some(n) = cgroup_fd {
@@ -101,12 +89,44 @@ pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String])
             return Err(e);
         }
     }
-    log::step("exec", path.display());
-    let err = nix::unistd::execv(&cpath, &argv).unwrap_err();
+    let e = cmd.exec();
     created.undo();
-    let mut e = Error::sys("exec", path.display(), err.into());
-    e.exit_code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
     Err(e)
+}
+
+/// The command `exec` runs, checked before anything is created: "not found" must not leave a cgroup
+/// behind.
+struct Cmd {
+    path: PathBuf,
+    cpath: CString,
+    argv: Vec<CString>,
+}
+
+impl Cmd {
+    fn check(name: &str, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<Cmd> {
+        cgroup::check_name(name)?;
+        if let Some(n) = cgroup_fd {
+            if n < 3 {
+                return Err(Error::bad("cgroup-fd", n, "fds 0-2 are the command's stdin, stdout and stderr"));
+            }
+        }
+        let path = resolve(&cmd[0])?;
+        let argv = cmd
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::bad("exec", a, "contains a NUL byte")))
+            .collect::<Result<_>>()?;
+        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::bad("exec", path.display(), "NUL"))?;
+        Ok(Cmd { path, cpath, argv })
+    }
+
+    /// execve; it returns only when that failed, as the error to report (127 not found, else 126).
+    fn exec(&self) -> Error {
+        log::step("exec", self.path.display());
+        let err = nix::unistd::execv(&self.cpath, &self.argv).unwrap_err();
+        let mut e = Error::sys("exec", self.path.display(), err.into());
+        e.exit_code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
+        e
+    }
 }
 
 /// `exec NAME --rm [limits] [--cgroup-fd N] -- CMD`: make NAME, run CMD in it as a child, pass signals
@@ -117,18 +137,7 @@ pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String])
 /// The parent never joins NAME (on v1 its rmdir would fail while the parent is inside); the child joins
 /// and execs CMD exactly as `exec` does, `--cgroup-fd` included.
 pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<i32> {
-    cgroup::check_name(name)?;
-    if let Some(n) = cgroup_fd {
-        if n < 3 {
-            return Err(Error::bad("cgroup-fd", n, "fds 0-2 are the command's stdin, stdout and stderr"));
-        }
-    }
-    let path = resolve(&cmd[0])?;
-    let argv: Vec<CString> = cmd
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::bad("exec", a, "contains a NUL byte")))
-        .collect::<Result<_>>()?;
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::bad("exec", path.display(), "NUL"))?;
+    let cmd = Cmd::check(name, cgroup_fd, cmd)?;
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
     let created = Cgroup::create(&host, name, &l, IfExists::Fail, Join::No)
@@ -140,13 +149,13 @@ pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[Strin
             return Err(e);
         }
     };
-    log::step("fork", format_args!("{} (this process waits outside {name}, then removes it)", path.display()));
+    log::step("fork", format_args!("{} (this process waits outside {name}, then removes it)", cmd.path.display()));
     // SAFETY: single-threaded (no thread is ever started by this tool), so the child may run any code.
     match unsafe { nix::unistd::fork() } {
         Err(e) => {
             let _ = blocked.restore();
             created.undo();
-            Err(Error::sys("fork", path.display(), e.into()))
+            Err(Error::sys("fork", cmd.path.display(), e.into()))
         }
         Ok(nix::unistd::ForkResult::Child) => {
             // An error returned here ends the child through main, with the contract's error line.
@@ -157,11 +166,7 @@ pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[Strin
             if let Some(n) = cgroup_fd {
                 hand_over_v2(&host, &created.cg, n)?;
             }
-            log::step("exec", path.display());
-            let err = nix::unistd::execv(&cpath, &argv).unwrap_err();
-            let mut e = Error::sys("exec", path.display(), err.into());
-            e.exit_code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
-            Err(e)
+            Err(cmd.exec())
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             // The lock `create` took is released here, and by the child at its exec.
