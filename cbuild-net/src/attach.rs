@@ -376,7 +376,7 @@ async fn connect_steps(
     let mac = o.mac.unwrap_or_else(nl::random_mac);
     ctx.step("add-veth", format!("{hname} on {} <-> {} in {}", br.name, o.ifname, o.ns.path));
     let add = || host.add_veth(&hname, master, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu);
-    let echo = match add().await {
+    match add().await {
         Err(e) if e.is_errno(libc::EEXIST) && remove_left_link(ctx, host, &hname).await? => add().await,
         r => r,
     }
@@ -386,12 +386,10 @@ async fn connect_steps(
         e
     })?;
     undo.veth = true;
-    // A kernel older than 6.3 sends no echo: ask (which costs a link-watch run, see add_veth).
-    let hl = match echo {
-        Some(l) => l,
-        None => host.link(&hname).await?.ok_or_else(|| Error::new("add-veth", &hname, "link vanished"))?,
-    };
-    let peer = nl::peer_index(&hl).ok_or_else(|| Error::new("add-veth", &hname, "no peer index"))?;
+    let vanished = |n: &str| Error::new("add-veth", n, "link vanished");
+    let host_index = host.index(&hname)?.ok_or_else(|| vanished(&hname))?;
+    let host_mac = host.hwaddr(&hname)?;
+    let peer = cont.index(&o.ifname)?.ok_or_else(|| vanished(&o.ifname))?;
 
     // The container end, in one batch the kernel runs in order: IPv4-only (addrgenmode none) while
     // the pair has no carrier yet, the address(es), loopback up (index 1 in every namespace,
@@ -416,7 +414,7 @@ async fn connect_steps(
         ctx.step("add-route", format!("default via {gw6}"));
         reqs.push(nl::Req::default_route6(gw6));
     }
-    host.setup_port(hl.header.index, &hname, true).await?;
+    host.setup_port(host_index, &hname, true).await?;
     cont.run(reqs).await?;
     // Each end's pending link-watch event runs now, in this process (no wait for a kernel worker to
     // be scheduled): when connect returns, both ends are operationally up and the bridge forwards to
@@ -430,8 +428,8 @@ async fn connect_steps(
         netns: o.ns.path.clone(),
         netns_inode: o.ns.inode,
         host_ifname: hname,
-        host_ifindex: hl.header.index,
-        host_mac: nl::mac(&hl),
+        host_ifindex: host_index,
+        host_mac: nl::fmt_mac(&host_mac),
         ifname: o.ifname.clone(),
         peer_ifindex: peer,
         mac: nl::fmt_mac(&mac),

@@ -8,9 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{BorrowedFd, RawFd};
 
 use futures::{StreamExt, TryStreamExt};
-use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
-};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use rtnetlink::packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
     InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -54,6 +52,11 @@ impl Nl {
     /// The index of the link called `name` (`None`: no such link); see [`ifindex`].
     pub fn index(&self, name: &str) -> Result<Option<u32>> {
         ifindex(self.fd, name)
+    }
+
+    /// The MAC address of the link called `name`; see [`hwaddr`].
+    pub fn hwaddr(&self, name: &str) -> Result<[u8; 6]> {
+        hwaddr(self.fd, name)
     }
 
     /// Run the link watch's pending event for `name` now; see [`sync_link`].
@@ -181,11 +184,10 @@ impl Nl {
     /// registered device waits for an expedited RCU grace period (`netif_set_real_num_tx_queues` ->
     /// `synchronize_net`), two off-CPU waits per connect for queues a veth never uses by default.
     ///
-    /// The request asks for an echo (`NLM_F_ECHO`, honoured for new links since Linux 6.3): the
-    /// kernel answers with the new host end (index, peer index, MAC), built without touching the
-    /// link watch. A `RTM_GETLINK` of the end instead would first run its pending link-watch event
-    /// synchronously (`linkwatch_sync_dev`), a queue deactivation that waits for another RCU grace
-    /// period. `None` when the kernel sent no echo.
+    /// The caller learns the ends' indexes and the host end's MAC with `SIOCGIFINDEX` and
+    /// `SIOCGIFHWADDR` ([`ifindex`], [`hwaddr`]): neither runs the link watch, as a `RTM_GETLINK`
+    /// would (`linkwatch_sync_dev`, a queue deactivation that waits for an RCU grace period before
+    /// the pair has a carrier), nor costs the ~2 KB description an `NLM_F_ECHO` answer carries.
     #[allow(clippy::too_many_arguments)]
     pub async fn add_veth(
         &self,
@@ -195,7 +197,7 @@ impl Nl {
         peer_ns: RawFd,
         peer_mac: [u8; 6],
         mtu: Option<u32>,
-    ) -> Result<Option<LinkMessage>> {
+    ) -> Result<()> {
         let mut pb = LinkUnspec::new_with_name(peer)
             .setns_by_fd(peer_ns)
             .address(peer_mac.to_vec())
@@ -213,21 +215,7 @@ impl Nl {
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(b.build()));
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
-        let mut h = self.h.clone();
-        let mut resp = h.request(req).map_err(|e| Error::netlink("add-veth", host, e))?;
-        let mut echo = None;
-        while let Some(m) = resp.next().await {
-            match m.payload {
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(Error::netlink("add-veth", host, rtnetlink::Error::NetlinkError(e)))
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) if name(&l) == host => echo = Some(l),
-                _ => {}
-            }
-        }
-        Ok(echo)
+        self.h.link().add(b.build()).execute().await.map_err(|e| Error::netlink("add-veth", host, e))
     }
 
     pub async fn add_addr(&self, index: u32, ip: Ipv4Addr, prefix: u8, what: &str) -> Result<()> {
@@ -312,6 +300,23 @@ pub fn ifindex(fd: RawFd, name: &str) -> Result<Option<u32>> {
     }
     // SAFETY: the kernel filled the index member of the union.
     Ok(Some(unsafe { r.ifr_ifru.ifru_ifindex } as u32))
+}
+
+/// The MAC address of the link called `name` in the namespace of socket `fd` (`SIOCGIFHWADDR`).
+pub fn hwaddr(fd: RawFd, name: &str) -> Result<[u8; 6]> {
+    let Some(mut r) = ifreq(name) else { return Err(Error::new("link", name, "invalid interface name")) };
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into `r`, which outlives the
+    // call.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut r) } < 0 {
+        return Err(Error::errno("link", name, nix::errno::Errno::last()));
+    }
+    // SAFETY: the kernel filled the hardware address member of the union.
+    let d = unsafe { r.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(d) {
+        *m = b as u8;
+    }
+    Ok(mac)
 }
 
 /// Run the link watch's pending event for `name` (in the namespace of socket `fd`) now, in this
@@ -466,6 +471,11 @@ impl Batch {
             return Err(Error::new(first.0, &first.1, "netlink connection closed before every answer came"));
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// See [`ifindex`].
+    pub fn index(&self, name: &str) -> Result<Option<u32>> {
+        ifindex(self.fd, name)
     }
 
     /// See [`sync_link`].
