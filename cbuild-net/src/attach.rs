@@ -391,13 +391,13 @@ async fn connect_steps(
     let host_mac = host.hwaddr(&hname)?;
     let peer = cont.index(&o.ifname)?.ok_or_else(|| vanished(&o.ifname))?;
 
-    // The container end, in one batch the kernel runs in order: IPv4-only (addrgenmode none) while
-    // the pair has no carrier yet, the address(es), loopback up (index 1 in every namespace,
-    // LOOPBACK_IFINDEX), then the end itself up, which gives the pair its carrier and queues a
-    // link-watch event for each end, and last the default route(s) (a gateway must be reachable
+    // The container end, in one batch the kernel runs in order: IPv4-only (addrgenmode none, before
+    // the pair has a carrier), the address(es), loopback up (index 1 in every namespace,
+    // LOOPBACK_IFINDEX), the end itself up, and the default route(s) (a gateway must be reachable
     // through an address on a link that is up). A dual-stack bridge's IPv6 address follows the IPv4
     // lease, usable at once (nodad), with the bridge's global address as the gateway. The host
-    // end's port settings (hairpin, no IPv6 link-local) go first: before the pair has a carrier.
+    // end's port settings (hairpin, no IPv6 link-local) go first, and the host end up last: that
+    // gives the pair its carrier and queues a link-watch event for each end.
     let v6 = br.subnet6.zip(br.gateway6).map(|(s6, gw6)| (s6.follow(&br.subnet, ip), s6.prefix, gw6));
     let mut reqs =
         vec![nl::Req::no_ipv6_link_local(peer, &o.ifname), nl::Req::add_addr(peer, ip, br.subnet.prefix, &o.ifname)];
@@ -416,6 +416,9 @@ async fn connect_steps(
     }
     host.setup_port(host_index, &hname, true).await?;
     cont.run(reqs).await?;
+    // Not earlier: see Nl::add_veth.
+    ctx.step("link-up", &hname);
+    host.set_up(host_index, &hname).await?;
     // Each end's pending link-watch event runs now, in this process (no wait for a kernel worker to
     // be scheduled): when connect returns, both ends are operationally up and the bridge forwards to
     // the port.

@@ -173,11 +173,17 @@ impl Nl {
         }
     }
 
-    /// One request makes the whole pair: the host end attached to `master` and up, the peer created
+    /// One request makes the whole pair: the host end attached to `master`, the peer created
     /// directly inside `peer_ns` with its name, MAC and MTU. No move between namespaces (a move
-    /// re-registers the device and costs far more than the creation), no rename. The peer cannot be
-    /// set up in the same request (veth_open fails with ENOTCONN until the pair is linked), so the
-    /// caller brings it up from inside its namespace.
+    /// re-registers the device and costs far more than the creation), no rename. Both ends stay
+    /// down: the caller brings the container end up from inside its namespace, then the host end.
+    ///
+    /// The host end is not made up here: an end that is up without a carrier (its peer still down)
+    /// has its pending link-watch event (the carrier-off of creation) run as a queue deactivation,
+    /// which waits for an expedited RCU grace period while holding the RTNL lock, in the kernel's
+    /// link-watch worker, and every request of the rest of the connect then blocks on that lock.
+    /// Brought up last, after its peer, it gets its carrier at once and no end ever sits up
+    /// without one long enough for the worker to notice.
     ///
     /// Both ends get one TX and one RX queue, asked for explicitly: left unset, veth allocates one
     /// per possible CPU and then trims the real count to 1 on each end, and each trim of a
@@ -210,8 +216,7 @@ impl Nl {
             .set_info_data(InfoData::Veth(InfoVeth::Peer(pb.build())))
             .controller(master)
             .append_extra_attribute(LinkAttribute::NumTxQueues(1))
-            .append_extra_attribute(LinkAttribute::NumRxQueues(1))
-            .up();
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1));
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
