@@ -43,7 +43,10 @@ struct Cli {
     cmd: Cmd,
 }
 
+// `defer`: a verb's arguments are defined only when that verb is the one run, not all nine verbs'
+// on every start (~0.05 ms of a ~1.6 ms connect).
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Cmd {
     /// Persisted network namespaces at <state>/NAME/ns/net.
     Netns {
