@@ -23,7 +23,10 @@ struct Cli {
     verb: Verb,
 }
 
+// `defer`: a verb's arguments are defined only when that verb is the one run, not every verb's on each
+// start (this tool runs in front of every container start).
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Verb {
     /// The host's cgroup layout (unified, hybrid, legacy), hierarchies, controllers and features.
     Info,

@@ -25,7 +25,10 @@ struct Cli {
     cmd: Cmd,
 }
 
+// `defer`: a verb's arguments are defined only when that verb is the one run, not every verb's on each
+// start (this tool runs in front of every container start).
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Cmd {
     /// Create namespaces, set up the root filesystem and the process, and exec CMD.
     Run(Box<RunArgs>),

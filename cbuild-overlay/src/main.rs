@@ -26,7 +26,10 @@ struct Cli {
     cmd: Cmd,
 }
 
+// `defer`: a verb's arguments are defined only when that verb is the one run, not every verb's on each
+// start (this tool runs in front of every container start).
 #[derive(Subcommand)]
+#[command(defer = true)]
 enum Cmd {
     /// Mount an overlay on TARGET (created if missing), or hand it detached to CMD (--fd N -- CMD).
     Mount {
