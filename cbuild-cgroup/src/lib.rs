@@ -139,9 +139,23 @@ impl Cmd {
 pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<i32> {
     let cmd = Cmd::check(name, cgroup_fd, cmd)?;
     let host = Host::detect_for_write()?;
+    if host.rootless {
+        // The waiting parent stays in its own cgroup, the delegated base: v2 then refuses to hand
+        // controllers down from it to NAME ("no internal processes").
+        return Err(Error::bad(
+            "exec",
+            "--rm",
+            "needs root: not as root the waiting process would have to leave the delegated cgroup it stays in",
+        )
+        .with_hint("run `exec NAME -- CMD`, then `rm NAME`"));
+    }
     let l = limits_for(&host, raw)?;
-    let created = Cgroup::create(&host, name, &l, IfExists::Fail, Join::No)
-        .map_err(|e| e.with_hint("`exec --rm` makes NAME and removes it afterwards: it must not exist yet"))?;
+    let created = Cgroup::create(&host, name, &l, IfExists::Fail, Join::No).map_err(|e| match &e.reason {
+        error::Reason::Bad(r) if r.starts_with("cgroup exists") => {
+            e.with_hint("`exec --rm` makes NAME and removes it afterwards: it must not exist yet")
+        }
+        _ => e,
+    })?;
     let blocked = match supervise::block() {
         Ok(b) => b,
         Err(e) => {

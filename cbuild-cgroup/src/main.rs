@@ -48,7 +48,8 @@ enum Verb {
         #[arg(required = true)]
         pids: Vec<String>,
     },
-    /// Create (or reuse) NAME, move this process into it, and exec CMD.
+    /// Create (or reuse) NAME, move this process into it, and exec CMD (with --rm: run CMD in a new NAME,
+    /// then remove it).
     Exec {
         name: String,
         #[command(flatten)]
@@ -97,7 +98,9 @@ enum Verb {
     Prune,
 }
 
-/// Docker's flags. Values are parsed by the library (so bad input gets the contract's error shape).
+// Docker's flags. Values are parsed by the library (so bad input gets the contract's error shape).
+// (A `//` comment: with `defer`, a doc comment here would replace the help text of every verb that
+// flattens these.)
 #[derive(Args)]
 struct LimitArgs {
     /// Memory limit: bytes or k/m/g suffix, or max.

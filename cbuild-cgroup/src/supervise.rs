@@ -3,12 +3,14 @@
 //! it is left inside to make the rmdir fail.
 
 use crate::error::{Error, Result};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-/// What a terminal, a shell's `kill` or a container manager sends to stop, reload or resize the command.
-const FORWARDED: [Signal; 10] = [
+/// What a shell's `kill` or a container manager sends to stop, reload or resize the command. Not the
+/// terminal's job-control stop (TSTP, TTIN, TTOU): the terminal sends it to the whole process group, so
+/// this process stops with the command, and the shell that started it sees the job stopped.
+const FORWARDED: [Signal; 9] = [
     Signal::SIGHUP,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -18,18 +20,24 @@ const FORWARDED: [Signal; 10] = [
     Signal::SIGWINCH,
     Signal::SIGCONT,
     Signal::SIGALRM,
-    Signal::SIGTSTP,
 ];
 
-/// The signal mask the parent had; the child puts it back before its exec.
+/// The signal mask and SIGCHLD disposition the caller gave us; the child puts them back before its exec.
 pub struct Blocked {
     set: SigSet,
     old: SigSet,
+    old_chld: SigAction,
 }
 
 /// Block the forwarded signals and SIGCHLD before the fork, so none arrives between the fork and the
-/// parent's first sigwaitinfo (it would be lost, or kill the parent by its default action).
+/// parent's first sigwaitinfo (it would be lost, or kill the parent by its default action). SIGCHLD
+/// goes back to its default action first: ignored (which an exec keeps), the kernel would reap the
+/// child itself and never report it, and the wait would last forever.
 pub fn block() -> Result<Blocked> {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_DFL installs no handler; single-threaded.
+    let old_chld =
+        unsafe { sigaction(Signal::SIGCHLD, &dfl) }.map_err(|e| Error::sys("sigaction", "SIGCHLD", e.into()))?;
     let mut set = SigSet::empty();
     for sig in FORWARDED {
         set.add(sig);
@@ -38,14 +46,18 @@ pub fn block() -> Result<Blocked> {
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
         .map_err(|e| Error::sys("sigprocmask", "forwarded signals", e.into()))?;
-    Ok(Blocked { set, old })
+    Ok(Blocked { set, old, old_chld })
 }
 
 impl Blocked {
-    /// In the child: the command starts with the caller's mask, not ours.
+    /// In the child: the command starts with the caller's mask and SIGCHLD disposition, not ours.
     pub fn restore(&self) -> Result<()> {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None)
-            .map_err(|e| Error::sys("sigprocmask", "restore", e.into()))
+            .map_err(|e| Error::sys("sigprocmask", "restore", e.into()))?;
+        // SAFETY: puts back the disposition we replaced (a handler does not survive the exec anyway).
+        unsafe { sigaction(Signal::SIGCHLD, &self.old_chld) }
+            .map(drop)
+            .map_err(|e| Error::sys("sigaction", "SIGCHLD", e.into()))
     }
 
     /// In the parent: wait for `child`, passing on each forwarded signal a process sent us (a terminal's
@@ -66,7 +78,7 @@ impl Blocked {
                     Ok(_) => {}
                     Err(e) => return Err(Error::sys("wait", child, e.into())),
                 }
-            } else if info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE {
+            } else if matches!(info.si_code, libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL) {
                 let _ = nix::sys::signal::kill(child, Signal::try_from(sig).ok());
             }
         }

@@ -26,14 +26,14 @@ pub fn supervised() -> SigSet {
     s
 }
 
-/// sigwaitinfo: the signal and whether it came from a process (kill/sigqueue) rather than the kernel
+/// sigwaitinfo: the signal and whether it came from a process (kill, sigqueue, tgkill) rather than the kernel
 /// (a terminal's ^C reaches the command's process group directly; passing it on again would double it).
 pub fn wait(set: &SigSet) -> (i32, bool) {
     loop {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let sig = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
         if sig > 0 {
-            return (sig, info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE);
+            return (sig, matches!(info.si_code, libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL));
         }
     }
 }

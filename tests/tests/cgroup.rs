@@ -885,6 +885,37 @@ fn not_root_uses_the_delegated_cgroup() {
     .join("cbuild")
     .join(&name);
     assert_eq!(std::fs::read_to_string(pids_dir.join("pids.max")).unwrap().trim(), "10");
+
+    // `exec --rm` is root's: the waiting process would stay in the delegated cgroup, which v2 then keeps
+    // from handing controllers to NAME. Refused before anything is made. (A fresh delegation: the first
+    // one now hands controllers down, so v2 takes no process into it.)
+    let deleg = Delegated::new(&i, 1000);
+    let other = unique("cg");
+    let mut child = Proc(
+        Command::new("sh")
+            .arg("-c")
+            .arg("read go; exec \"$0\" exec \"$1\" --rm -- true")
+            .arg(bin(TOOL))
+            .arg(&other)
+            .uid(1000)
+            .gid(1000)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    for d in &deleg.dirs {
+        std::fs::write(d.join("cgroup.procs"), child.0.id().to_string()).unwrap();
+    }
+    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let st = child.0.wait().unwrap();
+    assert_eq!(st.code(), Some(125), "{err}");
+    assert!(err.starts_with("cbuild-cgroup: exec: --rm: needs root"), "{err}");
+    for d in &deleg.dirs {
+        assert!(!d.join("cbuild").join(&other).exists(), "{other} made under {}", d.display());
+    }
 }
 
 /// A NAME that is also the name of a file the kernel puts in `cbuild/` (`cgroup.procs`, `memory.max`,
@@ -1562,6 +1593,43 @@ fn exec_rm_passes_signals_on_and_exits_with_the_commands_status() {
     // Killed by a signal: 128+N, as a shell reports it.
     let o = run(cg(&sb).args(["exec", &c.name, "--rm", "--", "sh", "-c", "kill -KILL $$"]));
     assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert_no_dirs(&i, &c.name);
+}
+
+#[test]
+fn exec_rm_works_with_sigchld_ignored_and_hands_the_v2_group_over() {
+    require_root();
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    // A caller that ignores SIGCHLD passes that on through exec; the kernel would then reap the child
+    // itself and never report it. The command gets the caller's disposition back. (No shell in between:
+    // a shell sets SIGCHLD up for itself.)
+    let mut cmd = cg(&sb);
+    cmd.args(["exec", &c.name, "--rm", "--", "cat", "/proc/self/status"]);
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let o = run(&mut cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let ign = out.lines().find_map(|l| l.strip_prefix("SigIgn:")).expect("SigIgn line");
+    let ign = u64::from_str_radix(ign.trim(), 16).unwrap();
+    assert_ne!(ign & (1 << (libc::SIGCHLD - 1)), 0, "SIGCHLD not ignored for the command: {out}");
+    assert_no_dirs(&i, &c.name);
+    let o = run(cg(&sb).args(["exec", &c.name, "--rm", "--cgroup-fd", "3", "--", "ls", "-l", "/proc/self/fd/3"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    // fd 3 is NAME's cgroup2 directory, or /dev/null where the host has no v2 tree.
+    let want = match v2_base(&i) {
+        Some(_) => format!("/cbuild/{}", c.name),
+        None => "/dev/null".to_string(),
+    };
+    assert!(out.lines().any(|l| l.contains("/proc/self/fd/3 -> ") && l.ends_with(&want)), "want fd 3 → …{want}: {out}");
     assert_no_dirs(&i, &c.name);
 }
 
