@@ -5,7 +5,7 @@
 //! netlink socket stays in the namespace it was created in.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
@@ -27,10 +27,11 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 #[derive(Clone)]
 pub struct Nl {
     pub h: Handle,
-    /// The socket itself, for the two interface ioctls below (the kernel hands an ioctl it does not
-    /// know on a netlink socket to the device layer of the socket's namespace, as on any socket). It
-    /// stays open as long as the runtime that drives the connection.
-    fd: RawFd,
+    /// The socket itself, for the interface ioctls below (the kernel hands an ioctl it does not know on
+    /// a netlink socket to the device layer of the socket's namespace, as on any socket). A duplicate of
+    /// the connection's: if that task ends and closes its fd, the number cannot come back as another
+    /// file (or another namespace's socket) under these ioctls.
+    fd: std::sync::Arc<OwnedFd>,
 }
 
 /// `ETHTOOL_GLINK` (linux/ethtool.h): read a device's link state.
@@ -40,28 +41,27 @@ impl Nl {
     /// Open a socket in `ns` (`None`: this process's own namespace); `home` is this thread's own.
     pub fn open(rt: &tokio::runtime::Handle, ns: Option<BorrowedFd<'_>>, home: BorrowedFd<'_>) -> Result<Nl> {
         use rtnetlink::sys::AsyncSocket;
-        use std::os::fd::AsRawFd;
         let _guard = rt.enter();
         let (mut conn, h, _) =
             visit(ns, home, || rtnetlink::new_connection().map_err(|e| Error::io("netlink", "socket", e)))?;
-        let fd = conn.socket_mut().socket_ref().as_raw_fd();
+        let fd = dup_socket(conn.socket_mut().socket_ref().as_raw_fd())?;
         rt.spawn(conn);
-        Ok(Nl { h, fd })
+        Ok(Nl { h, fd: std::sync::Arc::new(fd) })
     }
 
     /// The index of the link called `name` (`None`: no such link); see [`ifindex`].
     pub fn index(&self, name: &str) -> Result<Option<u32>> {
-        ifindex(self.fd, name)
+        ifindex(self.fd.as_raw_fd(), name)
     }
 
     /// The MAC address of the link called `name`; see [`hwaddr`].
     pub fn hwaddr(&self, name: &str) -> Result<[u8; 6]> {
-        hwaddr(self.fd, name)
+        hwaddr(self.fd.as_raw_fd(), name)
     }
 
     /// Run the link watch's pending event for `name` now; see [`sync_link`].
     pub fn sync_link(&self, name: &str) -> Result<()> {
-        sync_link(self.fd, name)
+        sync_link(self.fd.as_raw_fd(), name)
     }
 
     /// The link called `name`, or `None` when there is none.
@@ -422,20 +422,20 @@ impl Req {
 /// through the `netlink-proto` connection rtnetlink itself is built on.)
 pub struct Batch {
     h: ConnectionHandle<RouteNetlinkMessage>,
-    fd: RawFd,
+    /// A duplicate of the connection's socket, as [`Nl`]'s.
+    fd: OwnedFd,
 }
 
 impl Batch {
     /// Open a socket in `ns` (`None`: this process's own namespace); `home` is this thread's own.
     pub fn open(rt: &tokio::runtime::Handle, ns: Option<BorrowedFd<'_>>, home: BorrowedFd<'_>) -> Result<Batch> {
         use rtnetlink::sys::AsyncSocket;
-        use std::os::fd::AsRawFd;
         let _guard = rt.enter();
         let (mut conn, h, _) = visit(ns, home, || {
             rtnetlink::proto::new_connection(rtnetlink::sys::protocols::NETLINK_ROUTE)
                 .map_err(|e| Error::io("netlink", "socket", e))
         })?;
-        let fd = conn.socket_mut().socket_ref().as_raw_fd();
+        let fd = dup_socket(conn.socket_mut().socket_ref().as_raw_fd())?;
         // Every acknowledgement comes back, not only refusals: the n-th answer is the n-th request's.
         conn.set_forward_ack(true);
         rt.spawn(conn);
@@ -480,12 +480,12 @@ impl Batch {
 
     /// See [`ifindex`].
     pub fn index(&self, name: &str) -> Result<Option<u32>> {
-        ifindex(self.fd, name)
+        ifindex(self.fd.as_raw_fd(), name)
     }
 
     /// See [`sync_link`].
     pub fn sync_link(&self, name: &str) -> Result<()> {
-        sync_link(self.fd, name)
+        sync_link(self.fd.as_raw_fd(), name)
     }
 }
 
@@ -590,6 +590,12 @@ pub fn random_mac() -> [u8; 6] {
     unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
     mac[0] = (mac[0] & 0xfe) | 0x02;
     mac
+}
+
+/// A close-on-exec duplicate of a connection's socket, for ioctls on it (see [`Nl`]).
+fn dup_socket(fd: RawFd) -> Result<OwnedFd> {
+    // SAFETY: the connection owns `fd` and is alive here; the borrow ends with the duplicate.
+    unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().map_err(|e| Error::io("netlink", "dup", e))
 }
 
 #[cfg(test)]
