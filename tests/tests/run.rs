@@ -659,6 +659,51 @@ fn foreground_signals_reach_the_container_and_cleanup_follows() {
     rt.assert_gone(&name);
 }
 
+/// The foreground chain's `cbuild-cgroup exec --rm` removes the cgroup when the container ends. Killed
+/// itself (status 137, as a killed container's), it removed nothing: the run's own undo must then kill
+/// the container and remove the cgroup.
+#[test]
+fn a_killed_cgroup_waiter_leaves_the_undo_to_the_run() {
+    let rt = Rt::new();
+    let name = unique("wt");
+    let child = rt
+        .cmd("cbuild-run")
+        .args(["--rm", "--name", &name, "--network", "none", IMAGE, "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = rt.sb.state.join(&name).join("status");
+    let t = Instant::now();
+    while !std::fs::read_to_string(&status).unwrap_or_default().contains("\"exec\"") {
+        assert!(t.elapsed() < Duration::from_secs(10), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&status).unwrap();
+    let container = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["phase"] == "exec")
+        .and_then(|v| v["pid"].as_i64())
+        .unwrap_or_else(|| panic!("no exec pid in {text}"));
+    // cbuild-run's child is the chain: cbuild-cgroup, waiting outside the cgroup.
+    let kids = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id())).unwrap();
+    let waiter = kids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "cbuild-cgroup"))
+        .unwrap_or_else(|| panic!("no cbuild-cgroup among cbuild-run's children {kids:?}"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(waiter), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    rt.assert_gone(&name);
+    assert!(
+        std::fs::read_to_string(format!("/proc/{container}/stat")).map_or(true, |s| s.contains(") Z ")),
+        "the container ({container}) outlived its run"
+    );
+}
+
 // ------------------------------------------------------------------------------------------------------
 // Network: bridge, published ports, host, none — inside the test's own host namespace
 // ------------------------------------------------------------------------------------------------------
