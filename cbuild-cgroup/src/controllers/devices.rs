@@ -293,6 +293,9 @@ impl V1List {
     }
 
     /// `devices.list`: `a *:* rwm` when everything is allowed, else one `TYPE MAJ:MIN ACCESS` per exception.
+    /// The kernel also prints `a *:* rwm` for an allow-all list that has deny exceptions (written by hand:
+    /// cbuild never makes one), and does not show them; such a list reads as allow-all, so a restore to it
+    /// drops the exceptions, and a swap from allow-all to allow-all keeps them.
     fn read(path: &Path) -> Result<V1List> {
         let text = fsutil::read(path)?;
         let bad = |l: &str| Error::bad("read", path.display(), format!("unexpected line {l:?}"));
