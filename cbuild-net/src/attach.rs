@@ -409,10 +409,10 @@ async fn connect_steps(
     reqs.push(nl::Req::up(1, "lo"));
     reqs.push(nl::Req::up(peer, &o.ifname));
     ctx.step("add-route", format!("default via {}", br.gateway));
-    reqs.push(nl::Req::default_route(br.gateway));
+    reqs.push(nl::Req::default_route(br.gateway.into()));
     if let Some((_, _, gw6)) = v6 {
         ctx.step("add-route", format!("default via {gw6}"));
-        reqs.push(nl::Req::default_route6(gw6));
+        reqs.push(nl::Req::default_route(gw6.into()));
     }
     host.setup_port(host_index, &hname, true).await?;
     cont.run(reqs).await?;

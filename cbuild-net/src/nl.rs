@@ -4,7 +4,7 @@
 //! registered with the current-thread runtime, and then used from the runtime like any other: a
 //! netlink socket stays in the namespace it was created in.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use futures::{StreamExt, TryStreamExt};
@@ -118,34 +118,10 @@ impl Nl {
         self.h.link().set(msg).execute().await.map_err(|e| Error::netlink("link-down", name, e))
     }
 
-    /// No IPv6 link-local address on this link (`addrgenmode none`). Container networks here are
-    /// IPv4; without this every new port sends DAD, router solicitations and MLD reports that the
-    /// bridge floods to every other port, which grows with the square of the containers on a bridge
-    /// (Docker disables IPv6 on IPv4-only networks for the same reason). Must happen before the link
-    /// has a carrier. A kernel without IPv6 has nothing to disable.
-    pub async fn no_ipv6_link_local(&self, index: u32, name: &str) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index)
-            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
-                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
-            ])]))
-            .build();
-        match self.h.link().set(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let err = Error::netlink("addrgenmode", name, e);
-                if err.is_errno(libc::EAFNOSUPPORT) {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-        }
-    }
-
     /// The host end as a bridge port, in one request: hairpin mode on (a frame may leave by the
     /// port it came in, which a container reaching its own published port needs when
     /// `br_netfilter` DNATs bridged frames), and, on an IPv4-only bridge, no IPv6 link-local address
-    /// (see [`Nl::no_ipv6_link_local`]). An `RTM_NEWLINK` on the existing link carries both the
+    /// (see [`no_ipv6_attr`]). An `RTM_NEWLINK` on the existing link carries both the
     /// port's data and the address-family settings (`RTM_SETLINK` takes no port data).
     pub async fn setup_port(&self, index: u32, name: &str, no_ipv6: bool) -> Result<()> {
         let port = LinkAttribute::LinkInfo(vec![
@@ -154,9 +130,7 @@ impl Nl {
         ]);
         let mut b = LinkUnspec::new_with_index(index).append_extra_attribute(port.clone());
         if no_ipv6 {
-            b = b.append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
-                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
-            ])]));
+            b = b.append_extra_attribute(no_ipv6_attr());
         }
         let send = |m: LinkMessage| self.h.link().add(m).set_flags(NLM_F_REQUEST | NLM_F_ACK).execute();
         match send(b.build()).await {
@@ -238,11 +212,6 @@ impl Nl {
         req.execute().await.map_err(|e| Error::netlink("add-addr", format!("{ip}/{prefix} on {what}"), e))
     }
 
-    pub async fn add_default_route6(&self, gw: Ipv6Addr) -> Result<()> {
-        let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).build();
-        self.h.route().add(r).execute().await.map_err(|e| Error::netlink("add-route", format!("default via {gw}"), e))
-    }
-
     /// The IPv6 prefixes a namespace routes somewhere (unicast, not default, not link-local).
     pub async fn prefixes_v6(&self) -> Result<Vec<Subnet6>> {
         let q = RouteMessageBuilder::<Ipv6Addr>::new().build();
@@ -264,11 +233,6 @@ impl Nl {
             }
         }
         Ok(out)
-    }
-
-    pub async fn add_default_route(&self, gw: Ipv4Addr) -> Result<()> {
-        let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
-        self.h.route().add(r).execute().await.map_err(|e| Error::netlink("add-route", format!("default via {gw}"), e))
     }
 
     /// Every IPv4 route in every table.
@@ -361,14 +325,10 @@ impl Req {
         Req::set_link(LinkUnspec::new_with_index(index).up().build(), "link-up", name)
     }
 
-    /// No IPv6 link-local address on this link; see [`Nl::no_ipv6_link_local`]. A kernel without IPv6
+    /// No IPv6 link-local address on this link; see [`no_ipv6_attr`]. A kernel without IPv6
     /// (`EAFNOSUPPORT`) has nothing to disable.
     pub fn no_ipv6_link_local(index: u32, name: &str) -> Req {
-        let m = LinkUnspec::new_with_index(index)
-            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
-                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
-            ])]))
-            .build();
+        let m = LinkUnspec::new_with_index(index).append_extra_attribute(no_ipv6_attr()).build();
         Req { benign: Some(libc::EAFNOSUPPORT), ..Req::set_link(m, "addrgenmode", name) }
     }
 
@@ -394,8 +354,11 @@ impl Req {
         }
     }
 
-    pub fn default_route(gw: Ipv4Addr) -> Req {
-        let r = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+    pub fn default_route(gw: IpAddr) -> Req {
+        let r = match gw {
+            IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(g).build(),
+            IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(g).build(),
+        };
         Req {
             msg: RouteNetlinkMessage::NewRoute(r),
             step: "add-route",
@@ -403,16 +366,15 @@ impl Req {
             benign: None,
         }
     }
+}
 
-    pub fn default_route6(gw: Ipv6Addr) -> Req {
-        let r = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gw).build();
-        Req {
-            msg: RouteNetlinkMessage::NewRoute(r),
-            step: "add-route",
-            object: format!("default via {gw}"),
-            benign: None,
-        }
-    }
+/// No IPv6 link-local address on a link (`addrgenmode none`), as a link attribute. Container networks
+/// here are IPv4 unless given a v6 subnet; without this every new port sends DAD, router solicitations
+/// and MLD reports that the bridge floods to every other port, which grows with the square of the
+/// containers on a bridge (Docker disables IPv6 on IPv4-only networks for the same reason). Must
+/// happen before the link has a carrier.
+fn no_ipv6_attr() -> LinkAttribute {
+    LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])])
 }
 
 /// A route netlink socket in one network namespace that sends several requests in one datagram.
