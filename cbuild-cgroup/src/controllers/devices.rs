@@ -352,8 +352,20 @@ fn v1_steps(old: &V1List, new: &V1List) -> Vec<(&'static str, String)> {
 }
 
 fn v1_write(list: &Path, steps: &[(&str, String)]) -> Result<()> {
+    // One open per run of lines to the same file (the kernel parses each write on its own): Docker's
+    // list is eleven `devices.allow` lines on every container start.
+    let mut open: Option<(&str, std::path::PathBuf, std::fs::File)> = None;
     for (file, line) in steps {
-        fsutil::write(&list.with_file_name(file), line)?;
+        if open.as_ref().is_none_or(|(f, _, _)| f != file) {
+            let path = list.with_file_name(file);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::sys("write", path.display(), e))?;
+            open = Some((file, path, f));
+        }
+        let (_, path, f) = open.as_ref().expect("opened above");
+        fsutil::write_file(f, path, line)?;
     }
     Ok(())
 }
@@ -477,6 +489,17 @@ pub mod bpf {
         Error::sys(step, what.display(), e)
     }
 
+    /// [`sys`], with `hint` when the kernel said `errno`.
+    fn sys_hint(step: &'static str, what: &std::path::Path, e: std::io::Error, errno: i32, hint: &str) -> Error {
+        let known = e.raw_os_error() == Some(errno);
+        let err = sys(step, what, e);
+        if known {
+            err.with_hint(hint)
+        } else {
+            err
+        }
+    }
+
     /// A replaced policy: the cgroup, the programs that were attached (held open, so they survive being
     /// detached) and the one attached in their place.
     pub struct Swap {
@@ -547,15 +570,9 @@ pub mod bpf {
             .u32_at(4, raw.len() as u32)
             .u64_at(8, raw.as_ptr() as u64)
             .u64_at(16, license.as_ptr() as u64);
+        // Without it the device policy cannot be enforced on v2: refuse rather than run open.
         let fd = a.call(BPF_PROG_LOAD).map_err(|e| {
-            let perm = e.raw_os_error() == Some(libc::EPERM);
-            let err = sys("bpf-load", dir, e);
-            if perm {
-                // Without it the device policy cannot be enforced on v2: refuse rather than run open.
-                err.with_hint("a cgroup v2 device policy is a BPF program: bpf(2) needs CAP_BPF or CAP_SYS_ADMIN and no seccomp filter refusing it (as inside a Docker container); --devices all (or no --devices) skips it")
-            } else {
-                err
-            }
+            sys_hint("bpf-load", dir, e, libc::EPERM, "a cgroup v2 device policy is a BPF program: bpf(2) needs CAP_BPF or CAP_SYS_ADMIN and no seccomp filter refusing it (as inside a Docker container); --devices all (or no --devices) skips it")
         })?;
         // SAFETY: a new fd the kernel just returned, owned from here on.
         let new = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -576,13 +593,13 @@ pub mod bpf {
             }
         }
         attach(&cg, &new).map_err(|e| {
-            let full = e.raw_os_error() == Some(libc::E2BIG);
-            let err = sys("bpf-attach", dir, e);
-            if full {
-                err.with_hint("the kernel allows 64 programs per cgroup and attach point; the old policy stays")
-            } else {
-                err
-            }
+            sys_hint(
+                "bpf-attach",
+                dir,
+                e,
+                libc::E2BIG,
+                "the kernel allows 64 programs per cgroup and attach point; the old policy stays",
+            )
         })?;
         let swap = Swap { dir: dir.to_path_buf(), cg, old, new };
         for (n, fd) in swap.old.iter().enumerate() {
