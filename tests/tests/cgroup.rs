@@ -802,6 +802,37 @@ impl Delegated {
     }
 }
 
+impl Delegated {
+    /// Run the tool as uid 1000 from inside the delegated cgroups (it waits on stdin until root has
+    /// moved it there): its status, stdout and stderr.
+    fn run_tool(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+        use std::io::{Read, Write};
+        use std::os::unix::process::CommandExt;
+        let mut child = Proc(
+            Command::new("sh")
+                .arg("-c")
+                .arg("read go; exec \"$0\" \"$@\"")
+                .arg(bin(TOOL))
+                .args(args)
+                .uid(1000)
+                .gid(1000)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        for d in &self.dirs {
+            std::fs::write(d.join("cgroup.procs"), child.0.id().to_string()).unwrap();
+        }
+        child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        child.0.stdout.as_mut().unwrap().read_to_string(&mut out).unwrap();
+        child.0.stderr.as_mut().unwrap().read_to_string(&mut err).unwrap();
+        (child.0.wait().unwrap(), out, err)
+    }
+}
+
 impl Drop for Delegated {
     fn drop(&mut self) {
         for d in &self.dirs {
@@ -836,37 +867,11 @@ impl Drop for Delegated {
 #[test]
 fn not_root_uses_the_delegated_cgroup() {
     require_root();
-    use std::io::Write;
-    use std::os::unix::process::CommandExt;
     let sb = Sandbox::new();
     let i = info(&sb);
     let deleg = Delegated::new(&i, 1000);
     let name = unique("cg");
-    // uid 1000 waits on stdin until root has moved it into the delegated cgroups, then runs the tool.
-    let mut child = Proc(
-        Command::new("sh")
-            .arg("-c")
-            .arg("read go; exec \"$0\" exec \"$1\" --pids 10 -- cat /proc/self/cgroup")
-            .arg(bin(TOOL))
-            .arg(&name)
-            .uid(1000)
-            .gid(1000)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = child.0.id();
-    for d in &deleg.dirs {
-        std::fs::write(d.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    let st = child.0.wait().unwrap();
+    let (st, out, err) = deleg.run_tool(&["exec", &name, "--pids", "10", "--", "cat", "/proc/self/cgroup"]);
     assert!(st.success(), "rootless exec failed: {st:?}: {err}");
     let leaf = deleg.dirs[0].file_name().unwrap().to_string_lossy().into_owned();
     let want = format!("/{leaf}/cbuild/{name}");
@@ -891,26 +896,7 @@ fn not_root_uses_the_delegated_cgroup() {
     // one now hands controllers down, so v2 takes no process into it.)
     let deleg = Delegated::new(&i, 1000);
     let other = unique("cg");
-    let mut child = Proc(
-        Command::new("sh")
-            .arg("-c")
-            .arg("read go; exec \"$0\" exec \"$1\" --rm -- true")
-            .arg(bin(TOOL))
-            .arg(&other)
-            .uid(1000)
-            .gid(1000)
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    for d in &deleg.dirs {
-        std::fs::write(d.join("cgroup.procs"), child.0.id().to_string()).unwrap();
-    }
-    child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    let st = child.0.wait().unwrap();
+    let (st, _, err) = deleg.run_tool(&["exec", &other, "--rm", "--", "true"]);
     assert_eq!(st.code(), Some(125), "{err}");
     assert!(err.starts_with("cbuild-cgroup: exec: --rm: needs root"), "{err}");
     for d in &deleg.dirs {
@@ -1320,17 +1306,24 @@ fn char_node(dir: &Path, name: &str, major: u64, minor: u64) -> String {
     p.display().to_string()
 }
 
+/// A shell line that says which of two nodes made by the test opens: /dev/kmsg's (1:11, outside Docker's
+/// list: `kmsg-opened`) and /dev/null's (1:3, inside it: `null-opened`). Opening is what the policy
+/// decides: `exec 3<` opens without reading (kmsg reads need a big buffer), in a subshell since a failed
+/// redirection of `exec` ends the shell. With the guard that unmounts the nodes' directory.
+fn kmsg_null_probe(sb: &Sandbox) -> (String, impl Drop) {
+    let (dir, umount) = node_dir(sb);
+    let (kmsg, null) = (char_node(&dir, "kmsg", 1, 11), char_node(&dir, "null", 1, 3));
+    let probe = format!("(exec 3<{kmsg}) 2>/dev/null && echo kmsg-opened; (exec 4>{null}) && echo null-opened");
+    (probe, umount)
+}
+
 /// `--devices docker`: a node the process can make (here made beforehand) opens only if Docker's list
 /// allows it; `--device-cgroup-rule` allows one more. v1: the devices controller; v2: a BPF program.
 #[test]
 fn device_policy_denies_nodes_outside_the_list() {
     require_root();
     let sb = Sandbox::new();
-    let (dir, _umount) = node_dir(&sb);
-    let (kmsg, null) = (char_node(&dir, "kmsg", 1, 11), char_node(&dir, "null", 1, 3));
-    // Opening is what the policy decides: `exec 3<` opens without reading (kmsg reads need a big buffer),
-    // in a subshell since a failed redirection of `exec` ends the shell.
-    let probe = format!("(exec 3<{kmsg}) 2>/dev/null && echo kmsg-opened; (exec 4>{null}) && echo null-opened");
+    let (probe, _umount) = kmsg_null_probe(&sb);
     let i = info(&sb);
     for (args, want) in [
         (vec![], "kmsg-opened\nnull-opened\n"),
@@ -1442,9 +1435,7 @@ fn oci_device_list_is_the_policy_and_bad_entries_fail_cleanly() {
 fn failed_set_puts_the_device_policy_back() {
     require_root();
     let sb = Sandbox::new();
-    let (dir, _umount) = node_dir(&sb);
-    let (kmsg, null) = (char_node(&dir, "kmsg", 1, 11), char_node(&dir, "null", 1, 3));
-    let probe = format!("(exec 3<{kmsg}) 2>/dev/null && echo kmsg-opened; (exec 4>{null}) && echo null-opened");
+    let (probe, _umount) = kmsg_null_probe(&sb);
     let i = info(&sb);
     let bogus = bogus_unified_config(&sb, &i);
     let c = Cg::new(&i);
