@@ -569,7 +569,7 @@ pub fn own_dirs(host: &Host) -> Result<Vec<PathBuf>> {
 /// (a cgroup directory: every invocation on this host finds the same one, root or not). Exclusive
 /// (`LOCK_EX`) from before the first mkdir until after the join, and for `rm`; shared (`LOCK_SH`) while
 /// `exec` joins a NAME that exists. The kernel drops it when the fd closes (at exec: close-on-exec).
-fn lock(host: &Host, how: libc::c_int) -> Result<std::fs::File> {
+pub(crate) fn lock(host: &Host, how: libc::c_int) -> Result<std::fs::File> {
     let base = &host.hierarchies[0].base;
     let f = std::fs::File::open(base).map_err(|e| Error::sys("lock", base.display(), e))?;
     loop {

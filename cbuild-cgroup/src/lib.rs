@@ -49,6 +49,10 @@ pub fn set(name: &str, raw: &RawLimits) -> Result<()> {
     cgroup::check_name(name)?;
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
+    // Under the exclusive lock, as a create is: two `set`s at once would interleave their writes (one's
+    // memory limit with the other's pids limit, a v1 device list moved by difference from what the other
+    // half-wrote), and a `set` beside an `exec` making NAME could write into it half-made.
+    let _lock = cgroup::lock(&host, libc::LOCK_EX)?;
     let cg = Cgroup::open(&host, name)?;
     let mut w = controllers::Writer::restoring();
     controllers::apply(&host, &cg.dirs, &l, &mut w).inspect_err(|_| w.restore())
