@@ -570,8 +570,12 @@ pub fn own_dirs(host: &Host) -> Result<Vec<PathBuf>> {
 /// (`LOCK_EX`) from before the first mkdir until after the join, and for `rm`; shared (`LOCK_SH`) while
 /// `exec` joins a NAME that exists. The kernel drops it when the fd closes (at exec: close-on-exec).
 pub(crate) fn lock(host: &Host, how: libc::c_int) -> Result<std::fs::File> {
-    let base = &host.hierarchies[0].base;
-    let f = std::fs::File::open(base).map_err(|e| Error::sys("lock", base.display(), e))?;
+    flock_dir(&host.hierarchies[0].base, how)
+}
+
+/// flock(2) on a directory, retried when a signal interrupts the wait.
+fn flock_dir(dir: &Path, how: libc::c_int) -> Result<std::fs::File> {
+    let f = std::fs::File::open(dir).map_err(|e| Error::sys("lock", dir.display(), e))?;
     loop {
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), how) } == 0 {
@@ -579,9 +583,14 @@ pub(crate) fn lock(host: &Host, how: libc::c_int) -> Result<std::fs::File> {
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::sys("lock", base.display(), e));
+            return Err(Error::sys("lock", dir.display(), e));
         }
     }
+}
+
+/// NAME's own lock, for `set`: an exclusive flock(2) on its directory in the first hierarchy that has it.
+pub(crate) fn lock_name(cg: &Cgroup) -> Result<std::fs::File> {
+    flock_dir(cg.dirs.iter().find(|d| d.is_dir()).unwrap_or(&cg.dirs[0]), libc::LOCK_EX)
 }
 
 /// Make sure `dir/cgroup.subtree_control` has every controller we use that `dir` offers.

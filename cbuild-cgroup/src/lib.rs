@@ -49,11 +49,14 @@ pub fn set(name: &str, raw: &RawLimits) -> Result<()> {
     cgroup::check_name(name)?;
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
-    // Under the exclusive lock, as a create is: two `set`s at once would interleave their writes (one's
-    // memory limit with the other's pids limit, a v1 device list moved by difference from what the other
-    // half-wrote), and a `set` beside an `exec` making NAME could write into it half-made.
-    let _lock = cgroup::lock(&host, libc::LOCK_EX)?;
+    // The host-wide lock shared, so no creator or `rm` is half-way through NAME meanwhile, and NAME's own
+    // lock exclusive: two `set`s at once would interleave their writes (one's memory limit with the
+    // other's pids limit, a v1 device list moved by difference from what the other half-wrote). Not the
+    // host-wide lock exclusive: lowering a memory limit reclaims synchronously, and every other NAME's
+    // `exec` would wait for it.
+    let _host_lock = cgroup::lock(&host, libc::LOCK_SH)?;
     let cg = Cgroup::open(&host, name)?;
+    let _name_lock = cgroup::lock_name(&cg)?;
     let mut w = controllers::Writer::restoring();
     controllers::apply(&host, &cg.dirs, &l, &mut w).inspect_err(|_| w.restore())
 }

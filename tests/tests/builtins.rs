@@ -89,7 +89,8 @@ fn the_lock_is_the_open_files_so_children_share_it_and_u_lets_it_go() {
 fn a_signal_ends_the_wait_so_the_trap_runs() {
     let d = lock_file();
     let lock = d.path().join("lock");
-    let mut holder = bash("exec 8>\"$1\"; flock 8; echo held; sleep 10", &lock).stdout(Stdio::piped()).spawn().unwrap();
+    let mut holder =
+        bash("exec 8>\"$1\"; flock 8; echo held; exec sleep 10", &lock).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
     let mut waiter = bash("trap 'exit 7' TERM; exec 9>\"$1\"; flock 9; echo locked=$?", &lock)

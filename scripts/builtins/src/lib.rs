@@ -4,8 +4,9 @@
 //! the fork. A fork costs a running bash ~1 ms on this kind of machine (every page it writes afterwards
 //! faults once, copy-on-write), and cbuild-run takes its lock on every start.
 //!
-//! Exit status as flock(1)'s: 0 locked (or unlocked); 1 not locked: held elsewhere with -n, timed out
-//! with -w, or a signal came (so that the script's trap runs); 2 a usage error or a bad FD.
+//! Exit status: 0 locked (or unlocked); 1 not locked: held elsewhere with -n, timed out with -w, or any
+//! signal bash handles came (flock(1) would go on waiting unless it is a trap's); 2 a usage error or a bad
+//! FD (flock(1): 64 and 65). The scripts only tell zero from non-zero.
 //!
 //! No `std`: bash loads this on every start, and a std library costs ~0.3 ms to load (relocations,
 //! symbol lookups) against ~0.05 ms for this one. It allocates nothing and calls only libc.
@@ -215,7 +216,7 @@ fn run(a: &Args) -> c_int {
         Wait::Forever => try_lock(a, false).map_or_else(|c| c, |_| 0),
         Wait::No => try_lock(a, true).map_or_else(|c| c, |got| if got { 0 } else { 1 }),
         // flock(1) arms a timer and blocks; a builtin must not take bash's SIGALRM, so it polls, from
-        // 1 ms up to 50 ms apart.
+        // 1 ms up to 10 ms apart (a lock let go is seen within 10 ms).
         Wait::For(limit) => {
             let (mut waited, mut pause) = (0u64, 1u64);
             loop {
@@ -232,7 +233,7 @@ fn run(a: &Args) -> c_int {
                     return 1;
                 }
                 waited += nap;
-                pause = (pause * 2).min(50);
+                pause = (pause * 2).min(10);
             }
         }
     }
@@ -251,7 +252,10 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 /// aborting it is never called, but the shared object must not leave it undefined for bash's dlopen.
 #[cfg(not(test))]
 #[no_mangle]
-pub extern "C" fn rust_eh_personality() {}
+pub extern "C" fn rust_eh_personality() -> ! {
+    // SAFETY: abort(3) never returns.
+    unsafe { libc::abort() }
+}
 
 #[cfg(test)]
 mod tests {
