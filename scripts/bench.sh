@@ -49,7 +49,9 @@ ip link set lo up
 work=$(mktemp -d /tmp/cbuild-bench.XXXXXX)
 # The runtimes' state (cbuild's <state>, runc's --root) on a tmpfs, as /run is on Debian 12 and any systemd
 # machine; this VM's /run is on its ext4 root, where each file made and removed costs ~0.1-0.3 ms. The
-# tmpfs lives in this script's own mount namespace. Images, layers and upper dirs stay on the disk.
+# tmpfs lives in this script's own mount namespace, with runc + CNI's namespace file (as /run/netns holds
+# them). Images, layers and upper dirs stay on the disk, and CNI's host-local leases where it keeps them by
+# default, on the disk.
 # BENCH_STATE=disk keeps the state on the disk too.
 mkdir -p "$work/run"
 if [ "${BENCH_STATE:-tmpfs}" != disk ]; then mount -t tmpfs -o mode=0755 cbuild-bench-run "$work/run"; fi
@@ -59,7 +61,7 @@ RUN=$root/scripts/cbuild-run
 cleanup() {
     "$root/scripts/cbuild-rm" --prune >/dev/null 2>&1 || true
     for d in "$CBUILD_STATE"/*/; do
-        [ -e "$d/lock" ] && "$root/scripts/cbuild-rm" -f "$(basename "$d")" >/dev/null 2>&1
+        [ -e "$d/undo" ] && "$root/scripts/cbuild-rm" -f "$(basename "$d")" >/dev/null 2>&1
     done
     $RUNC delete -f bench >/dev/null 2>&1 || true
     { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
@@ -104,7 +106,7 @@ jq --argjson caps "$caps" --slurpfile sc "$work/seccomp-oci.json" '
 # The bridge variant joins a namespace file CNI has plumbed.
 cni_bundle=$work/cni-bundle
 mkdir -p "$cni_bundle"
-jq --arg p "$work/cni-ns" --arg r "$bundle/rootfs" \
+jq --arg p "$work/run/cni-ns" --arg r "$bundle/rootfs" \
     '.root.path = $r | .linux.namespaces |= map(if .type == "network" then .path = $p else . end)' \
     "$bundle/config.json" >"$cni_bundle/config.json"
 cat >"$work/cni.json" <<EOF
@@ -125,12 +127,12 @@ cat >"$work/runc-cni" <<EOF
 #!/bin/sh
 # A runtime's sequence: a namespace file, CNI ADD, runc run in it, CNI DEL, the file released.
 set -e
-: >$work/cni-ns && unshare --net=$work/cni-ns true
-export CNI_CONTAINERID=bench CNI_NETNS=$work/cni-ns CNI_IFNAME=eth0 CNI_PATH=$CNI
+: >$work/run/cni-ns && unshare --net=$work/run/cni-ns true
+export CNI_CONTAINERID=bench CNI_NETNS=$work/run/cni-ns CNI_IFNAME=eth0 CNI_PATH=$CNI
 CNI_COMMAND=ADD $CNI/bridge <$work/cni.json >/dev/null
 $RUNC run --bundle $cni_bundle bench
 CNI_COMMAND=DEL $CNI/bridge <$work/cni.json >/dev/null
-umount $work/cni-ns && rm $work/cni-ns
+umount $work/run/cni-ns && rm $work/run/cni-ns
 EOF
 cat >"$work/bwrap" <<EOF
 #!/bin/sh
