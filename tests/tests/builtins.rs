@@ -15,6 +15,18 @@ fn bash(script: &str, lock: &std::path::Path) -> Command {
     c
 }
 
+/// A bash holding LOCK through its own open file, running THEN; returns once it holds it.
+fn hold(lock: &std::path::Path, then: &str) -> std::process::Child {
+    let mut holder = bash(&format!("exec 8>\"$1\"; flock 8 || exit 3; echo held; {then}"), lock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "held\n");
+    holder
+}
+
 fn lock_file() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("cbuild-flock-").tempdir().unwrap()
 }
@@ -48,11 +60,7 @@ fn a_lock_held_elsewhere_gives_1_with_n_and_w_and_is_had_once_let_go() {
     let d = lock_file();
     let lock = d.path().join("lock");
     // The holder: another open file of the same lock, kept for 0.6 s.
-    let mut holder =
-        bash("exec 8>\"$1\"; flock 8 || exit 3; echo held; sleep 0.6", &lock).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(line, "held\n");
+    let mut holder = hold(&lock, "sleep 0.6");
     let t = Instant::now();
     let o = run(&mut bash(
         "exec 9>\"$1\"
@@ -89,10 +97,7 @@ fn the_lock_is_the_open_files_so_children_share_it_and_u_lets_it_go() {
 fn a_signal_ends_the_wait_so_the_trap_runs() {
     let d = lock_file();
     let lock = d.path().join("lock");
-    let mut holder =
-        bash("exec 8>\"$1\"; flock 8; echo held; exec sleep 10", &lock).stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+    let mut holder = hold(&lock, "exec sleep 10");
     let mut waiter = bash("trap 'exit 7' TERM; exec 9>\"$1\"; flock 9; echo locked=$?", &lock)
         .stdout(Stdio::piped())
         .spawn()
