@@ -85,6 +85,41 @@ impl Target {
         let fd = nix::fcntl::openat(&self.fd, name, flags, nix::sys::stat::Mode::empty()).ctx(step, &shown)?;
         Ok(Target { fd, shown })
     }
+
+    /// Device node `name` right below this directory, the same device as the host's `host`. Only for a
+    /// filesystem this process has just mounted. mknod, as runc does: one call and no mount for the
+    /// namespace to carry and tear down. Where mknod is refused (a user namespace; a device cgroup
+    /// without `m`) the host's node is bind-mounted on an empty file instead, as bwrap does. A node the
+    /// host lacks is left out.
+    pub fn device(&self, name: &str, host: &str, try_mknod: bool, step: Step) -> Result<()> {
+        use nix::sys::stat::{Mode, SFlag};
+        let shown = format!("{}/{name}", self.shown);
+        let st = match nix::sys::stat::stat(host) {
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(Error::sys(step, host, e)),
+        };
+        if try_mknod {
+            let kind = SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT);
+            let mode = Mode::from_bits_truncate(0o666);
+            match nix::sys::stat::mknodat(&self.fd, name, kind, mode, st.st_rdev) {
+                // mknod applies the umask; the node must be 0666 as on the host.
+                Ok(()) => {
+                    return nix::sys::stat::fchmodat(&self.fd, name, mode, nix::sys::stat::FchmodatFlags::NoFollowSymlink)
+                        .ctx(step, &shown)
+                }
+                Err(nix::errno::Errno::EPERM) => {}
+                Err(e) => return Err(Error::sys(step, &shown, e)),
+            }
+        }
+        let flags = nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_EXCL
+            | nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(&self.fd, name, flags, Mode::from_bits_truncate(0o644)).ctx(step, &shown)?;
+        mount_at(Some(host), &Target { fd, shown }, None, MsFlags::MS_BIND, None, step)
+    }
 }
 
 impl Root {

@@ -28,7 +28,7 @@ pub const MASKED: [&str; 11] = [
 /// runc's default read-only paths: kernel knobs that are global, not per container.
 pub const READONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-/// Device nodes every container gets, bind-mounted from the host (mknod is refused in a user namespace).
+/// Device nodes every container gets, the host's own (see `Target::device`).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
@@ -152,16 +152,14 @@ fn mount_dev(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
         Some("mode=755,size=65536k"),
         Step::MountDev,
     )?;
+    // Resolve /dev again: the fd from before the tmpfs mount names the image's directory underneath it,
+    // and a plain host path would follow an image's `dev -> /host/dir` symlink out of the root. All
+    // below is made in that fresh tmpfs, relative to it.
+    let devdir = root.target(Path::new("/dev"), Kind::Dir, Step::MountDev)?;
     for d in DEVICES {
-        let inside = Path::new("/dev").join(d);
-        let host = format!("/dev/{d}");
-        if !Path::new(&host).exists() {
-            continue;
-        }
-        let t = root.target(&inside, Kind::File, Step::MountDev)?;
-        mount_at(Some(&host), &t, None, MsFlags::MS_BIND, None, Step::MountDev)?;
+        devdir.device(d, &format!("/dev/{d}"), !in_userns, Step::MountDev)?;
     }
-    let pts = root.target(Path::new("/dev/pts"), Kind::Dir, Step::MountDev)?;
+    let pts = devdir.new_dir("pts", Step::MountDev)?;
     // gid=5 (tty) only exists when it is mapped; in a user namespace leave the group to the kernel.
     let pts_opts =
         if in_userns { "newinstance,ptmxmode=0666,mode=620" } else { "newinstance,ptmxmode=0666,mode=620,gid=5" };
@@ -173,17 +171,14 @@ fn mount_dev(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
         Some(pts_opts),
         Step::MountDev,
     )?;
-    let shm = root.target(Path::new("/dev/shm"), Kind::Dir, Step::MountDev)?;
+    let shm = devdir.new_dir("shm", Step::MountDev)?;
     mount_at(Some("shm"), &shm, Some("tmpfs"), NOSUID_NODEV_NOEXEC, Some("mode=1777,size=65536k"), Step::MountDev)?;
     if spec.new_ns.contains(&crate::namespaces::NsType::Ipc) {
         // POSIX message queues belong to the ipc namespace; a fresh one only makes sense with a new ipc ns.
-        let mq = root.target(Path::new("/dev/mqueue"), Kind::Dir, Step::MountDev)?;
+        let mq = devdir.new_dir("mqueue", Step::MountDev)?;
         // Not fatal: some kernels are built without mqueue.
         let _ = mount_at(Some("mqueue"), &mq, Some("mqueue"), NOSUID_NODEV_NOEXEC, None, Step::MountDev);
     }
-    // Resolve /dev again: the fd from before the tmpfs mount names the image's directory underneath it,
-    // and a plain host path would follow an image's `dev -> /host/dir` symlink out of the root.
-    let devdir = root.target(Path::new("/dev"), Kind::Dir, Step::MountDev)?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

@@ -133,6 +133,65 @@ fn mount_isolation_and_rootfs_layout() {
     assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" /scratch "));
 }
 
+/// The six device nodes as the host's: same type, numbers and 0666 mode; writable and readable.
+fn check_devices(out: &str) {
+    for (name, numbers) in
+        [("null", "1,3"), ("zero", "1,5"), ("full", "1,7"), ("random", "1,8"), ("urandom", "1,9"), ("tty", "5,0")]
+    {
+        let line = out.lines().find(|l| l.ends_with(&format!("/dev/{name}"))).unwrap_or_else(|| panic!("{out}"));
+        assert!(line.starts_with("crw-rw-rw-"), "{line}");
+        assert!(line.split_whitespace().collect::<String>().contains(numbers), "{line}");
+    }
+    assert!(out.contains("\nio-ok\n"), "{out}");
+}
+
+const DEVICES_SCRIPT: &str = "ls -l /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty; \
+     echo x >/dev/null && [ \"$(head -c 3 /dev/zero | wc -c)\" = 3 ] && head -c 8 /dev/urandom >/dev/null && echo io-ok; \
+     grep -c ' /dev/[a-z]*random \\| /dev/null \\| /dev/zero \\| /dev/full \\| /dev/tty ' /proc/self/mountinfo || true";
+
+#[test]
+fn device_nodes_are_made_with_mknod_as_root() {
+    // As runc does: nodes of their own, no bind mount per device for the namespace to carry.
+    let sb = Sandbox::new();
+    let out = ok(&run_sh(&sb, &["--all"], DEVICES_SCRIPT));
+    check_devices(&out);
+    assert_eq!(out.lines().last(), Some("0"), "no device is a bind mount: {out}");
+}
+
+#[test]
+fn device_nodes_are_bind_mounted_where_mknod_is_refused() {
+    // A v1 device cgroup without `m` (mknod) but with read/write on the six: cbuild-ns falls back to
+    // binding the host's nodes, which the same rules let the container open.
+    let base = Path::new("/sys/fs/cgroup/devices");
+    if !base.join("devices.allow").exists() {
+        eprintln!("skipped: no cgroup v1 devices controller here (the v2 case is the BPF program's)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let cg = base.join(unique("cbuild-test-nomknod"));
+    std::fs::create_dir(&cg).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _rm = Rm(cg.clone());
+    std::fs::write(cg.join("devices.deny"), "a").unwrap();
+    for rule in ["c 1:3 rw", "c 1:5 rw", "c 1:7 rw", "c 1:8 rw", "c 1:9 rw", "c 5:0 rw", "c 136:* rw", "c 5:2 rw"] {
+        std::fs::write(cg.join("devices.allow"), rule).unwrap();
+    }
+    let mut c = ns(&sb);
+    c.arg("run").arg("--all").arg("--rootfs").arg(busybox_rootfs()).args(["--", "sh", "-c", DEVICES_SCRIPT]);
+    let procs = cg.join("cgroup.procs");
+    unsafe {
+        c.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    let out = ok(&run(&mut c));
+    check_devices(&out);
+    assert_eq!(out.lines().last(), Some("6"), "each device a bind mount of the host's: {out}");
+}
+
 #[test]
 fn binds_and_read_only_root() {
     let sb = Sandbox::new();
