@@ -251,6 +251,13 @@ impl Cgroup {
                     enable_controllers(&h.base.join(PARENT), h)?;
                 }
             }
+            // Limits on a NAME that exists are applied under the shared host lock only: take NAME's own
+            // lock as `set` does, so this and a concurrent `set` (or another such `exec`) apply one after
+            // the other, never interleaved.
+            let _name_lock = match ready.is_some() && !limits.is_empty() {
+                true => Some(lock_name(&c.cg)?),
+                false => None,
+            };
             controllers::apply(host, &c.cg.dirs, limits, w)?;
             match &ready {
                 Some(files) => {

@@ -1452,6 +1452,30 @@ fn concurrent_sets_apply_one_after_the_other() {
     }
 }
 
+/// The same race with `exec` on a NAME that exists, given limits: it applies them under NAME's own lock
+/// as `set` does, so an `exec` and a `set` at once never leave one's memory limit with the other's
+/// pids limit.
+#[test]
+fn exec_with_limits_and_set_apply_one_after_the_other() {
+    require_root();
+    let sb = Sandbox::new();
+    let c = Cg::new(&info(&sb));
+    let o = run(cg(&sb).args(["create", &c.name]));
+    assert!(o.status.success(), "create: {}", stderr(&o));
+    let (a, b) = (["--memory", "64M", "--pids", "7"], ["--memory", "96M", "--pids", "9"]);
+    for round in 0..300 {
+        let mut ka = cg(&sb).args(["exec", &c.name]).args(a).args(["--", "true"]).spawn().unwrap();
+        let mut kb = cg(&sb).args(["set", &c.name]).args(b).spawn().unwrap();
+        assert!(ka.wait().unwrap().success() && kb.wait().unwrap().success(), "round {round}: exec or set failed");
+        let s = stat(&sb, &c.name);
+        let got = (s["memory"]["limit"].as_u64(), s["pids"]["limit"].as_u64());
+        assert!(
+            got == (Some(64 << 20), Some(7)) || got == (Some(96 << 20), Some(9)),
+            "round {round}: memory and pids limits from an exec and a set interleaved: {got:?}"
+        );
+    }
+}
+
 /// A `set` that changes the device list and then fails (the kernel refuses a later file: a `unified`
 /// file it does not have) puts the previous list back: the node the failed set would have allowed
 /// still does not open, whether the set widened the list or lifted the policy.
