@@ -622,6 +622,40 @@ fn detached_ps_logs_exec_stop_rm() {
     assert_tool_error(&run(rt.cmd("cbuild-exec").args([&name, "true"])), "cbuild-exec", "not running");
 }
 
+/// Without the bash builtin (libcbuild_builtins.so not beside the tools) the scripts' same `flock` words
+/// run util-linux's flock(1): a run's lock, cbuild-ps's liveness check, cbuild-rm's refusal of a running
+/// container and cbuild-stop all still work.
+#[test]
+fn without_the_flock_builtin_the_scripts_use_flock1() {
+    let rt = Rt::new();
+    let bin = rt.sb.path().join("bin-without-builtin");
+    std::fs::create_dir(&bin).unwrap();
+    for t in ["cbuild-ns", "cbuild-cgroup", "cbuild-overlay", "cbuild-net", "cbuild-seccomp", "cbuild-image"] {
+        std::os::unix::fs::symlink(bin_dir().join(t), bin.join(t)).unwrap();
+    }
+    let cmd = |s: &str| {
+        let mut c = rt.cmd(s);
+        c.env("CBUILD_BIN", &bin);
+        c
+    };
+    let lib = script("lib/runtime.sh");
+    let o = run(Command::new("bash").env("CBUILD_BIN", &bin).args(["-c", "source \"$0\"; type -t flock"]).arg(&lib));
+    assert_eq!(stdout(&o), "file\n", "flock is flock(1) here: {}", stderr(&o));
+    let o = run(cmd("cbuild-run").args(["--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3"]));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let name = unique("nobuiltin");
+    let o = run(cmd("cbuild-run").args(["-d", "--name", &name, "--network", "none", IMAGE, "sleep", "60"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ps = stdout(&run(cmd("cbuild-ps").arg("-a")));
+    assert!(status_line(&ps, &name).contains("running"), "{ps}");
+    assert_tool_error(&run(cmd("cbuild-rm").arg(&name)), "cbuild-rm", "running");
+    assert_eq!(run(cmd("cbuild-stop").args(["-t", "1", &name])).status.code(), Some(0));
+    let ps = stdout(&run(cmd("cbuild-ps").arg("-a")));
+    assert!(status_line(&ps, &name).contains("exited"), "{ps}");
+    assert_eq!(run(cmd("cbuild-rm").arg(&name)).status.code(), Some(0));
+    rt.assert_gone(&name);
+}
+
 #[test]
 fn foreground_signals_reach_the_container_and_cleanup_follows() {
     let rt = Rt::new();
