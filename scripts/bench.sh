@@ -114,15 +114,8 @@ cat >"$work/cni.json" <<EOF
  "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.251.0.0/16", "dataDir": "$work/cni-ipam"}}
 EOF
 
-# Each contender as one executable, so hyperfine runs it without a shell (-N).
-cat >"$work/cbuild" <<EOF
-#!/bin/sh
-exec $RUN --rm --network \$1 cbuild/busybox /bin/true
-EOF
-cat >"$work/runc" <<EOF
-#!/bin/sh
-exec $RUNC run --bundle $bundle bench
-EOF
+# Each contender is run by hyperfine itself (-N: no shell in between, so no shell's start-up is timed),
+# except runc + CNI: a sequence of commands, from one small sh script.
 cat >"$work/runc-cni" <<EOF
 #!/bin/sh
 # A runtime's sequence: a namespace file, CNI ADD, runc run in it, CNI DEL, the file released.
@@ -134,15 +127,8 @@ $RUNC run --bundle $cni_bundle bench
 CNI_COMMAND=DEL $CNI/bridge <$work/cni.json >/dev/null
 umount $work/run/cni-ns && rm $work/run/cni-ns
 EOF
-cat >"$work/bwrap" <<EOF
-#!/bin/sh
-exec bwrap --unshare-all --bind $bundle/rootfs / --proc /proc --dev /dev /bin/true
-EOF
-cat >"$work/ns" <<EOF
-#!/bin/sh
-exec $CBUILD_BIN/cbuild-ns run --pid --mount --net --ipc --uts --rootfs $bundle/rootfs -- /bin/true
-EOF
-chmod +x "$work"/cbuild "$work"/runc "$work"/runc-cni "$work"/bwrap "$work"/ns
+chmod +x "$work/runc-cni"
+cbuild_run="$RUN --rm --network" # + none|bridge cbuild/busybox /bin/true
 
 # The build and the set-up above leave the disk busy (writeback; this ext4 discards on delete), which
 # slows every file the first timed runs create: let it settle.
@@ -151,12 +137,13 @@ sleep 3
 
 # --- 1 and 2 ---------------------------------------------------------------------------------------
 hf --export-json "$out/none.json" \
-    --command-name "cbuild-run --rm --network none" "$work/cbuild none" \
-    --command-name "runc run (same namespaces, caps, seccomp)" "$work/runc" \
-    --command-name "bwrap --unshare-all" "$work/bwrap" \
-    --command-name "floor: cbuild-ns run alone" "$work/ns"
+    --command-name "cbuild-run --rm --network none" "$cbuild_run none cbuild/busybox /bin/true" \
+    --command-name "runc run (same namespaces, caps, seccomp)" "$RUNC run --bundle $bundle bench" \
+    --command-name "bwrap --unshare-all" "bwrap --unshare-all --bind $bundle/rootfs / --proc /proc --dev /dev /bin/true" \
+    --command-name "floor: cbuild-ns run alone" \
+    "$CBUILD_BIN/cbuild-ns run --pid --mount --net --ipc --uts --rootfs $bundle/rootfs -- /bin/true"
 hf --export-json "$out/bridge.json" \
-    --command-name "cbuild-run --rm --network bridge" "$work/cbuild bridge" \
+    --command-name "cbuild-run --rm --network bridge" "$cbuild_run bridge cbuild/busybox /bin/true" \
     --command-name "runc run + CNI bridge ADD/DEL" "$work/runc-cni"
 
 # BENCH_QUICK=1: only the medians of 1 and 2, printed; BENCHMARKS.md is left as it is.
