@@ -131,9 +131,12 @@ chmod +x "$work/runc-cni"
 cbuild_run="$RUN --rm --network" # + none|bridge cbuild/busybox /bin/true
 
 # The build and the set-up above leave the disk busy (writeback; this ext4 discards on delete), which
-# slows every file the first timed runs create: let it settle.
+# slows every file the first timed runs create: let it settle. On an ext4 without a journal (this VM's)
+# every inode allocated skips those freed in the last 5 s (35 s while their inode block is unwritten,
+# hence the sync): the image build's temporary tree, freed just now, would slow the first timed runs'
+# upper dirs by several ms each.
 sync
-sleep 3
+sleep 6
 
 # --- 1 and 2 ---------------------------------------------------------------------------------------
 hf --export-json "$out/none.json" \
@@ -198,6 +201,7 @@ body=$work/section.md
         echo "The runtimes' state (cbuild's \`<state>\`, runc's \`--root\`) on a tmpfs, as \`/run\` is on Debian 12 (this VM's"
         echo "\`/run\` is on its ext4 root; \`BENCH_STATE=disk\` measures that). Images and upper dirs on the disk."
     fi
+    echo "hyperfine starts each contender itself (no shell), except runc + CNI, a sequence run from a small sh script."
     echo
     echo "| start to exit of \`/bin/true\` | median ms | vs runc |"
     echo "|---|---|---|"
