@@ -25,22 +25,57 @@ SECCOMP_BIN=${rt_bin_dir}cbuild-seccomp CGROUP_BIN=${rt_bin_dir}cbuild-cgroup NS
 # PATH it comes out of bash's command hash, not a $(command -v ...) subshell: that fork cost every start.
 if [[ -z $rt_bin_dir ]] && hash cbuild-seccomp 2>/dev/null; then SECCOMP_BIN=${BASH_CMDS[cbuild-seccomp]}; fi
 
-# `flock` as a bash builtin (scripts/builtins, built beside the tools): a run's lock, and every liveness
-# check of cbuild-ps, cbuild-rm and cbuild-stop, without a fork (a fork costs a running bash ~1 ms). The
-# builtin takes flock(1)'s FD forms, so without it the same words run util-linux's flock.
+# cbuild's own bash builtins (scripts/builtins, built beside the tools), all from one shared object:
+#   flock   a run's lock, and every liveness check of cbuild-ps, cbuild-rm and cbuild-stop, without a fork
+#           (it takes flock(1)'s FD forms, so without it the same words run util-linux's flock);
+#   spawn, reap   cbuild-run starts its chain, and waits for it, without forking this shell (posix_spawn;
+#           a fork costs a running bash ~0.6 ms a start, with the copy-on-write faults it leaves).
 rt_builtins=${rt_bin_dir}libcbuild_builtins.so
 if [[ -z $rt_bin_dir ]] && hash cbuild-ns 2>/dev/null; then rt_builtins=${BASH_CMDS[cbuild-ns]%/*}/libcbuild_builtins.so; fi
 
 # File operations as bash builtins when Debian's bash-builtins is installed: each external mkdir, rm or
 # rmdir is a fork+exec (1-5 ms on a busy machine), and a start and its undo make several.
 # (Only these three: each one loaded costs ~0.08 ms of every start; cbuild-run loads `sleep` where it polls.)
-# One redirection for all four loads: each redirection costs a handful of syscalls.
+# One redirection for all the loads: each redirection costs a handful of syscalls.
+rt_spawn=''
 {
-    [[ -f $rt_builtins ]] && enable -f "$rt_builtins" flock
+    [[ -f $rt_builtins ]] && enable -f "$rt_builtins" flock spawn reap && rt_spawn=builtin
     for rt_b in mkdir rm rmdir; do
         [[ -f /usr/lib/bash/$rt_b ]] && enable -f "/usr/lib/bash/$rt_b" "$rt_b"
     done
 } 2>/dev/null
+
+if [[ -z $rt_spawn ]]; then
+    # Without the builtins, `spawn` and `reap` in bash itself (a fork), for the words the scripts use:
+    #   spawn -p VAR [-s] [-r|-w|-a N FILE]... -- COMMAND [ARG...]      reap [-n] -p VAR PID
+    spawn() {
+        local _var='' _sid='' _redir='' _q
+        while [[ $# -gt 0 ]]; do
+            case $1 in
+                -p) _var=$2 && shift 2 ;;
+                -s) _sid=setsid && shift ;;
+                -r | -w | -a)
+                    printf -v _q %q "$3"
+                    case $1 in -r) _redir+=" $2<$_q" ;; -w) _redir+=" $2>$_q" ;; -a) _redir+=" $2>>$_q" ;; esac
+                    shift 3 ;;
+                --) shift && break ;;
+                *) break ;;
+            esac
+        done
+        # bash ignores SIGINT and SIGQUIT in a `&` command and gives it /dev/null as stdin: neither, as
+        # the builtin does.
+        (trap - INT QUIT; eval "exec $_redir" && exec $_sid "$@") <&0 &
+        printf -v "$_var" %s "$!"
+    }
+    # -n: bash's own SIGCHLD handler reaps it; `kill -0` then fails, and `wait` has its status.
+    reap() {
+        if [[ $1 == -n ]]; then
+            if kill -0 "$4" 2>/dev/null; then printf -v "$3" %s ''; return 0; fi
+            shift
+        fi
+        wait -p "$2" "$3"
+    }
+fi
 
 # <state> and <data> exactly as docs/ARCHITECTURE.md defines them. They are exported so every tool a script
 # calls agrees with the script about where things are.

@@ -1,6 +1,7 @@
-//! scripts/builtins: the `flock` bash builtin the scripts load (`enable -f libcbuild_builtins.so flock`),
-//! in a real bash against real locks: util-linux flock(1)'s FD forms and exit codes, the lock shared with
-//! the processes that inherit the descriptor, a signal ending the wait, and no fork.
+//! scripts/builtins, in a real bash: the `flock` builtin the scripts load against real locks (util-linux
+//! flock(1)'s FD forms and exit codes, the lock shared with the processes that inherit the descriptor, a
+//! signal ending the wait, no fork), and `spawn`/`reap` (a command started with posix_spawn: its files,
+//! environment, signals and session; its status never taken by bash; a trap ending the wait).
 
 use cbuild_tests::*;
 use std::process::{Command, Stdio};
@@ -128,5 +129,126 @@ fn bad_input_is_status_2_with_one_line() {
         assert_eq!(o.status.code(), Some(2), "flock {args}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains(msg) && err.lines().count() == 1, "flock {args}: {err}");
+    }
+}
+
+/// bash with flock, spawn and reap loaded, running SCRIPT; $1 is a directory private to the test.
+fn spawn_bash(script: &str, dir: &std::path::Path) -> Command {
+    let so = bin_dir().join("libcbuild_builtins.so");
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(format!("enable -f '{}' flock spawn reap || exit 99\n{script}", so.display())).arg("bash").arg(dir);
+    c
+}
+
+#[test]
+fn spawn_starts_the_command_without_forking_the_shell() {
+    let d = lock_file();
+    // strace -f follows every child: the one process made must be a vfork-style clone (the shell's
+    // memory lent until the exec), not a fork.
+    let o = run(Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fork,vfork,clone,clone3,execve", "-o"])
+        .arg(d.path().join("trace"))
+        .arg("bash")
+        .args([
+            "-c",
+            &format!(
+                "enable -f '{}' spawn reap && spawn -p c -- /bin/sh -c 'exit 3'; reap -p e $c; echo $?",
+                bin_dir().join("libcbuild_builtins.so").display()
+            ),
+        ]));
+    assert_eq!(stdout(&o), "3\n", "{}", stderr(&o));
+    let trace = std::fs::read_to_string(d.path().join("trace")).unwrap();
+    let made: Vec<&str> =
+        trace.lines().filter(|l| l.contains("clone") || l.contains("fork(")).filter(|l| !l.contains("resumed")).collect();
+    assert_eq!(made.len(), 1, "one process made: {trace}");
+    assert!(made[0].contains("CLONE_VM") && made[0].contains("CLONE_VFORK"), "not a vfork-style clone: {trace}");
+    assert!(trace.contains("execve(\"/bin/sh\""), "{trace}");
+}
+
+#[test]
+fn spawn_gives_the_command_its_files_environment_signals_and_session() {
+    let d = lock_file();
+    std::fs::write(d.path().join("out"), "old contents, to be truncated\n").unwrap();
+    std::fs::write(d.path().join("app"), "first\n").unwrap();
+    std::fs::write(d.path().join("in"), "from stdin\n").unwrap();
+    let o = run(&mut spawn_bash(
+        "export FOO=bar
+         trap 'echo trapped' INT
+         trap '' USR1
+         spawn -p c -s -w 4 \"$1/out\" -a 5 \"$1/app\" -r 0 \"$1/in\" -- sh -c '
+             echo \"FOO=$FOO\" >&4; echo second >&5; read l; echo \"$l\" >&4
+             set -- $(cat /proc/self/stat); echo \"session-is-self=$(( $6 == $$ ))\" >&4
+             grep -E \"^Sig(Ign|Blk)\" /proc/self/status >&4'
+         reap -p e $c; echo \"status=$? reaped=$(( e == c ))\"",
+        d.path(),
+    ));
+    assert_eq!(stdout(&o), "status=0 reaped=1\n", "{}", stderr(&o));
+    let out = std::fs::read_to_string(d.path().join("out")).unwrap();
+    let mask = |name: &str| {
+        let l = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{out}"));
+        u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert!(out.starts_with("FOO=bar\nfrom stdin\nsession-is-self=1\n"), "{out}");
+    assert_eq!(mask("SigBlk:"), 0, "the command's signal mask is the shell's own, SIGCHLD not held: {out}");
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    assert_ne!(mask("SigIgn:") & bit(libc::SIGUSR1), 0, "an ignored signal stays ignored: {out}");
+    assert_eq!(mask("SigIgn:") & bit(libc::SIGINT), 0, "a trapped signal is at its default: {out}");
+    assert_eq!(std::fs::read_to_string(d.path().join("app")).unwrap(), "first\nsecond\n");
+}
+
+#[test]
+fn reap_gives_the_status_and_a_trap_ends_its_wait_early() {
+    let d = lock_file();
+    let o = run(&mut spawn_bash(
+        "trap 'echo trapped; kill -TERM $c' USR1
+         spawn -p c -- sleep 10
+         spawn -p k -- sh -c 'sleep 0.3; kill -USR1 $PPID'
+         while :; do reap -p e $c; st=$?; echo \"st=$st e=${e:+pid}\"; [[ -n $e ]] && break; done
+         reap -p e $k; echo \"killer=$?\"
+         spawn -p c -- sh -c 'kill -KILL $$'; reap -p e $c; echo \"killed=$?\"
+         spawn -p c -- sleep 0.3; reap -n -p e $c; echo \"n=$? e=${e:-running}\"
+         reap -p e $c; echo \"blocking=$? e=${e:+pid}\"",
+        d.path(),
+    ));
+    assert_eq!(
+        stdout(&o),
+        "trapped\nst=138 e=\nst=143 e=pid\nkiller=0\nkilled=137\nn=0 e=running\nblocking=0 e=pid\n",
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn the_shell_never_takes_a_spawned_commands_status() {
+    // bash reaps every child whose SIGCHLD it handles; spawn holds SIGCHLD until reap, so a command that
+    // ends at once is still there for reap, round after round.
+    let d = lock_file();
+    let o = run(&mut spawn_bash(
+        "for i in $(seq 300); do spawn -p c -- /bin/sh -c 'exit 3'; : $((i * 2)); reap -p e $c; echo -n $?; done",
+        d.path(),
+    ));
+    assert_eq!(stdout(&o), "3".repeat(300), "{}", stderr(&o));
+}
+
+#[test]
+fn spawn_and_reap_bad_input_is_one_line_and_starts_nothing() {
+    let d = lock_file();
+    for (line, code, msg) in [
+        ("spawn -- true", 2, "spawn: -p VAR is required"),
+        ("spawn -p c", 2, "spawn: missing COMMAND"),
+        ("spawn -p c -w 12 f true", 2, "spawn: 12: N must be a descriptor from 0 to 9"),
+        ("spawn -p c -x true", 2, "spawn: -x: unknown option"),
+        ("spawn -p c -- no-such-command-cbuild", 127, "spawn: no-such-command-cbuild: command not found"),
+        ("spawn -p c -- /nonexistent/cbuild", 127, "spawn: /nonexistent/cbuild: No such file or directory"),
+        ("spawn -p c -w 4 /nonexistent/dir/f -- true", 1, "spawn: /nonexistent/dir/f: No such file or directory"),
+        ("reap -p e", 2, "reap: missing PID"),
+        ("reap 1", 2, "reap: -p VAR is required"),
+        ("reap -p e 1", 127, "reap: 1: No child processes"),
+    ] {
+        // `${c-unset}`: a failed spawn sets no PID.
+        let o = run(&mut spawn_bash(&format!("{line}; echo \"rc=$? c=${{c-unset}}\""), d.path()));
+        let err = stderr(&o);
+        assert_eq!(stdout(&o), format!("rc={code} c=unset\n"), "{line}: {err}");
+        assert!(err.contains(msg) && err.lines().count() == 1, "{line}: {err}");
     }
 }

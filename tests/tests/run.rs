@@ -622,11 +622,12 @@ fn detached_ps_logs_exec_stop_rm() {
     assert_tool_error(&run(rt.cmd("cbuild-exec").args([&name, "true"])), "cbuild-exec", "not running");
 }
 
-/// Without the bash builtin (libcbuild_builtins.so not beside the tools) the scripts' same `flock` words
-/// run util-linux's flock(1): a run's lock, cbuild-ps's liveness check, cbuild-rm's refusal of a running
-/// container and cbuild-stop all still work.
+/// Without the bash builtins (libcbuild_builtins.so not beside the tools) the scripts' same `flock` words
+/// run util-linux's flock(1), and `spawn`/`reap` are bash functions (a fork): a run (foreground and
+/// detached), cbuild-ps's liveness check, cbuild-rm's refusal of a running container and cbuild-stop all
+/// still work.
 #[test]
-fn without_the_flock_builtin_the_scripts_use_flock1() {
+fn without_the_builtins_the_scripts_fall_back_to_flock1_and_a_fork() {
     let rt = Rt::new();
     let bin = rt.sb.path().join("bin-without-builtin");
     std::fs::create_dir(&bin).unwrap();
@@ -639,8 +640,13 @@ fn without_the_flock_builtin_the_scripts_use_flock1() {
         c
     };
     let lib = script("lib/runtime.sh");
-    let o = run(Command::new("bash").env("CBUILD_BIN", &bin).args(["-c", "source \"$0\"; type -t flock"]).arg(&lib));
-    assert_eq!(stdout(&o), "file\n", "flock is flock(1) here: {}", stderr(&o));
+    let o = run(Command::new("bash")
+        .env("CBUILD_BIN", &bin)
+        .args(["-c", "source \"$0\"; type -t flock spawn reap"])
+        .arg(&lib));
+    assert_eq!(stdout(&o), "file\nfunction\nfunction\n", "flock(1) and bash's own fork here: {}", stderr(&o));
+    let o = run(Command::new("bash").env("CBUILD_BIN", bin_dir()).args(["-c", "source \"$0\"; type -t flock spawn reap"]).arg(&lib));
+    assert_eq!(stdout(&o), "builtin\nbuiltin\nbuiltin\n", "the builtins beside the tools: {}", stderr(&o));
     let o = run(cmd("cbuild-run").args(["--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3"]));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let name = unique("nobuiltin");

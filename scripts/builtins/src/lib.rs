@@ -1,19 +1,22 @@
-//! Loadable bash builtins for cbuild's scripts: `enable -f .../libcbuild_builtins.so flock`.
+//! Loadable bash builtins for cbuild's scripts: `enable -f .../libcbuild_builtins.so flock spawn reap`.
 //!
-//! `flock [-n | -w SECONDS] [-s | -x | -u] FD` is util-linux's flock(1) on an open descriptor, without
-//! the fork. A fork costs a running bash ~1 ms on this kind of machine (every page it writes afterwards
-//! faults once, copy-on-write), and cbuild-run takes its lock on every start.
+//! - `flock` (flock.rs): util-linux flock(1)'s FD forms, without the fork.
+//! - `spawn` and `reap` (spawn.rs): start a command without forking the shell (posix_spawn), and wait
+//!   for it.
 //!
-//! Exit status: 0 locked (or unlocked); 1 not locked: held elsewhere with -n, timed out with -w, or any
-//! signal bash handles came (flock(1) would go on waiting unless it is a trap's); 2 a usage error or a bad
-//! FD (flock(1): 64 and 65). The scripts only tell zero from non-zero.
+//! A fork costs a running bash ~0.4 ms on this kind of machine, and more afterwards: every page it
+//! writes once the child is gone faults, copy-on-write. cbuild-run takes its lock and starts its chain
+//! on every start.
 //!
 //! No `std`: bash loads this on every start, and a std library costs ~0.3 ms to load (relocations,
-//! symbol lookups) against ~0.05 ms for this one. It allocates nothing and calls only libc.
+//! symbol lookups) against ~0.05 ms for this one. It calls only libc and the few functions and
+//! variables bash exports to loadable builtins, and allocates only with libc's malloc.
 #![cfg_attr(not(test), no_std)]
 
+mod flock;
+mod spawn;
+
 use core::ffi::{c_char, c_int, CStr};
-use core::ptr;
 
 /// bash's `WORD_DESC` and `WORD_LIST` (bash 5.x `command.h`): the arguments, a linked list of words.
 #[repr(C)]
@@ -39,74 +42,69 @@ pub struct Builtin {
     handle: *const c_char,
 }
 
-/// The doc table holds pointers, which are not Sync by themselves; nothing writes to it.
+/// A doc table holds pointers, which are not Sync by themselves; nothing writes to it.
 #[repr(transparent)]
-pub struct Doc([*const c_char; 2]);
-unsafe impl Sync for Doc {}
+pub struct Doc<const N: usize>([*const c_char; N]);
+unsafe impl<const N: usize> Sync for Doc<N> {}
 
 const BUILTIN_ENABLED: c_int = 0x01;
 
-static FLOCK_DOC: Doc = Doc([
-    c"Lock or unlock an open file descriptor with flock(2), as util-linux flock(1) FD does, in the shell.
-
-    -n          fail at once (status 1) if another open file holds the lock
-    -w SECONDS  give up after that long (status 1)
-    -s          a shared lock; -x an exclusive one (the default); -u unlock
-
-    A signal ends the wait with status 1, so that the script's trap runs. A bad FD or usage: status 2."
-        .as_ptr(),
-    ptr::null(),
-]);
-
-// `mut`: bash writes into it when it loads it (its handle, its flags), so it must not be read-only.
-#[no_mangle]
-pub static mut flock_struct: Builtin = Builtin {
-    name: c"flock".as_ptr(),
-    function: flock_builtin,
-    flags: BUILTIN_ENABLED,
-    long_doc: &FLOCK_DOC.0 as *const _ as *const *const c_char,
-    short_doc: c"flock [-n | -w SECONDS] [-s | -x | -u] FD".as_ptr(),
-    handle: ptr::null(),
-};
-
+/// A usage error (bash's own builtins return 2 for one).
 const USAGE: c_int = 2;
 
-#[derive(Debug, PartialEq)]
-struct Args {
-    op: c_int,
-    wait: Wait,
-    fd: c_int,
-}
+// The builtins, as bash finds them (`NAME_struct`). `mut`: bash writes into them when it loads them
+// (their handle, their flags), so they must not be read-only.
+#[no_mangle]
+pub static mut flock_struct: Builtin = flock::BUILTIN;
+#[no_mangle]
+pub static mut spawn_struct: Builtin = spawn::SPAWN;
+#[no_mangle]
+pub static mut reap_struct: Builtin = spawn::REAP;
 
-#[derive(Debug, PartialEq)]
-enum Wait {
-    Forever,
-    No,
-    /// Milliseconds.
-    For(u64),
-}
-
-/// `flock ARGS`: what went wrong names the word, for the one error line.
-fn parse<'a>(mut next: impl FnMut() -> Option<&'a [u8]>) -> Result<Args, (&'static str, &'a [u8])> {
-    let (mut op, mut wait, mut fd) = (libc::LOCK_EX, Wait::Forever, None);
-    while let Some(a) = next() {
-        match a {
-            b"-n" | b"--nonblock" => wait = Wait::No,
-            b"-s" | b"--shared" => op = libc::LOCK_SH,
-            b"-x" | b"-e" | b"--exclusive" => op = libc::LOCK_EX,
-            b"-u" | b"--unlock" => op = libc::LOCK_UN,
-            b"-w" | b"--timeout" => {
-                let v = next().ok_or(("-w needs SECONDS", a))?;
-                let ms = millis(v).ok_or(("not a number of seconds", v))?;
-                wait = if ms == 0 { Wait::No } else { Wait::For(ms) };
+/// The words of a builtin's argument list, one by one (bash's expanded words, NUL-terminated, alive
+/// during the call).
+///
+/// # Safety
+/// `list` is the list bash passed to the builtin.
+unsafe fn words<'a>(list: *const WordList) -> impl FnMut() -> Option<&'a CStr> {
+    let mut l = list;
+    move || {
+        // SAFETY: the caller's promise: bash's list, alive during the call.
+        unsafe {
+            while !l.is_null() {
+                let w = (*l).word;
+                l = (*l).next;
+                if !w.is_null() && !(*w).word.is_null() {
+                    return Some(CStr::from_ptr((*w).word));
+                }
             }
-            _ if fd.is_none() && a.first() != Some(&b'-') => {
-                fd = Some(number(a).ok_or(("not a file descriptor (the builtin takes flock(1)'s FD form only)", a))?)
-            }
-            _ => return Err(("unexpected (the builtin takes flock(1)'s FD form only)", a)),
         }
+        None
     }
-    Ok(Args { op, wait, fd: fd.ok_or(("missing FD", &b""[..]))? })
+}
+
+/// `PROG: WORD: WHAT` on stderr (`PROG: WHAT` without a word), in one write.
+fn complain(prog: &[u8], word: &[u8], what: &[u8]) {
+    let mut buf = [0u8; 512];
+    let mut n = 0;
+    for part in [prog, b": ", word, if word.is_empty() { b"" } else { b": " }, what, b"\n"] {
+        let take = part.len().min(buf.len() - n);
+        buf[n..n + take].copy_from_slice(&part[..take]);
+        n += take;
+    }
+    // SAFETY: writes n initialised bytes; an error line that cannot be written is dropped.
+    unsafe { libc::write(2, buf.as_ptr().cast(), n) };
+}
+
+/// strerror's text for `e`.
+fn strerror(e: c_int) -> &'static [u8] {
+    // SAFETY: glibc's strerror returns a string that stays valid (a static one for a known errno).
+    unsafe { CStr::from_ptr(libc::strerror(e)) }.to_bytes()
+}
+
+fn errno() -> c_int {
+    // SAFETY: glibc's thread-local errno.
+    unsafe { *libc::__errno_location() }
 }
 
 /// A small non-negative decimal.
@@ -117,126 +115,20 @@ fn number(s: &[u8]) -> Option<c_int> {
     Some(s.iter().fold(0, |n, d| n * 10 + c_int::from(d - b'0')))
 }
 
-/// "SECONDS[.FRACTION]" in milliseconds (flock(1) takes fractions: cbuild-rm waits 0.05 s).
-fn millis(s: &[u8]) -> Option<u64> {
-    let (int, frac) = match s.iter().position(|&c| c == b'.') {
-        Some(i) => (&s[..i], &s[i + 1..]),
-        None => (s, &b""[..]),
-    };
-    if int.is_empty() && frac.is_empty() || int.len() > 9 || !int.iter().chain(frac).all(u8::is_ascii_digit) {
-        return None;
-    }
-    let secs = int.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-    let mut ms = 0;
-    for (i, d) in frac.iter().take(3).enumerate() {
-        ms += u64::from(d - b'0') * [100, 10, 1][i];
-    }
-    // A fraction below a millisecond still waits one.
-    if ms == 0 && frac.iter().any(|&d| d != b'0') {
-        ms = 1;
-    }
-    Some(secs * 1000 + ms)
-}
-
-/// `flock: WHAT: WORD` (or `flock: FD: strerror`) on stderr, in one write.
-fn complain(what: &[u8], word: &[u8]) {
-    let mut buf = [0u8; 256];
-    let mut n = 0;
-    for part in [&b"flock: "[..], word, if word.is_empty() { b"" } else { b": " }, what, b"\n"] {
-        let take = part.len().min(buf.len() - n);
-        buf[n..n + take].copy_from_slice(&part[..take]);
-        n += take;
-    }
-    // SAFETY: writes n initialised bytes; an error line that cannot be written is dropped.
-    unsafe { libc::write(2, buf.as_ptr().cast(), n) };
-}
-
-fn errno() -> c_int {
-    // SAFETY: glibc's thread-local errno.
-    unsafe { *libc::__errno_location() }
-}
-
-unsafe extern "C" fn flock_builtin(list: *const WordList) -> c_int {
-    let mut l = list;
-    let next = || {
-        // SAFETY: bash's list of expanded words, each a NUL-terminated string, alive during the call.
-        unsafe {
-            while !l.is_null() {
-                let w = (*l).word;
-                l = (*l).next;
-                if !w.is_null() && !(*w).word.is_null() {
-                    return Some(CStr::from_ptr((*w).word).to_bytes());
-                }
-            }
-        }
-        None
-    };
-    match parse(next) {
-        Ok(a) => run(&a),
-        Err((what, word)) => {
-            complain(what.as_bytes(), word);
-            USAGE
+/// `n` in decimal, NUL-terminated, in `buf`; the digits' slice (without the NUL).
+fn decimal(n: c_int, buf: &mut [u8; 12]) -> &[u8] {
+    let mut i = buf.len() - 1;
+    buf[i] = 0;
+    let mut v = n.max(0);
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
     }
-}
-
-/// One flock(2): Ok(false) if held elsewhere (with LOCK_NB), Err(status) to give up with.
-fn try_lock(a: &Args, nonblock: bool) -> Result<bool, c_int> {
-    let op = a.op | if nonblock { libc::LOCK_NB } else { 0 };
-    // SAFETY: flock(2) on a number; a bad one is EBADF.
-    if unsafe { libc::flock(a.fd, op) } == 0 {
-        return Ok(true);
-    }
-    match errno() {
-        libc::EWOULDBLOCK => Ok(false),
-        // A signal: give control back, so that bash runs the script's trap.
-        libc::EINTR => Err(1),
-        e => {
-            let mut fd = [0u8; 10];
-            let mut i = fd.len();
-            let mut v = a.fd.max(0);
-            loop {
-                i -= 1;
-                fd[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            // SAFETY: strerror's static string for a known errno.
-            let msg = unsafe { CStr::from_ptr(libc::strerror(e)) };
-            complain(msg.to_bytes(), &fd[i..]);
-            Err(if e == libc::EBADF { USAGE } else { 1 })
-        }
-    }
-}
-
-fn run(a: &Args) -> c_int {
-    match a.wait {
-        Wait::Forever => try_lock(a, false).map_or_else(|c| c, |_| 0),
-        Wait::No => try_lock(a, true).map_or_else(|c| c, |got| if got { 0 } else { 1 }),
-        // flock(1) arms a timer and blocks; a builtin must not take bash's SIGALRM, so it polls, from
-        // 1 ms up to 10 ms apart (a lock let go is seen within 10 ms).
-        Wait::For(limit) => {
-            let (mut waited, mut pause) = (0u64, 1u64);
-            loop {
-                match try_lock(a, true) {
-                    Ok(true) => return 0,
-                    Ok(false) if waited >= limit => return 1,
-                    Ok(false) => {}
-                    Err(c) => return c,
-                }
-                let nap = pause.min(limit - waited);
-                let ts = libc::timespec { tv_sec: (nap / 1000) as _, tv_nsec: ((nap % 1000) * 1_000_000) as _ };
-                // SAFETY: a plain sleep; EINTR means a signal for the script.
-                if unsafe { libc::nanosleep(&ts, ptr::null_mut()) } != 0 {
-                    return 1;
-                }
-                waited += nap;
-                pause = (pause * 2).min(10);
-            }
-        }
-    }
+    &buf[i..buf.len() - 1]
 }
 
 #[cfg(not(test))]
@@ -261,32 +153,16 @@ pub extern "C" fn rust_eh_personality() -> ! {
 mod tests {
     use super::*;
 
-    fn p(a: &[&str]) -> Result<Args, String> {
-        let mut it = a.iter().map(|s| s.as_bytes());
-        parse(|| it.next()).map_err(|(w, s)| format!("{w}: {}", String::from_utf8_lossy(s)))
-    }
-
     #[test]
-    fn parses_the_forms_the_scripts_use() {
-        assert_eq!(p(&["9"]).unwrap(), Args { op: libc::LOCK_EX, wait: Wait::Forever, fd: 9 });
-        assert_eq!(p(&["-n", "8"]).unwrap(), Args { op: libc::LOCK_EX, wait: Wait::No, fd: 8 });
-        assert_eq!(p(&["-w", "0.05", "8"]).unwrap(), Args { op: libc::LOCK_EX, wait: Wait::For(50), fd: 8 });
-        assert_eq!(p(&["-w", "60", "8"]).unwrap().wait, Wait::For(60_000));
-        assert_eq!(p(&["-w", ".0001", "8"]).unwrap().wait, Wait::For(1));
-        assert_eq!(p(&["-u", "8"]).unwrap().op, libc::LOCK_UN);
-        assert_eq!(p(&["-s", "-w", "0", "3"]).unwrap(), Args { op: libc::LOCK_SH, wait: Wait::No, fd: 3 });
-    }
-
-    #[test]
-    fn refuses_what_it_does_not_do() {
-        assert_eq!(p(&[]).unwrap_err(), "missing FD: ");
-        assert!(p(&["-w"]).is_err());
-        assert_eq!(p(&["-w", "soon", "8"]).unwrap_err(), "not a number of seconds: soon");
-        assert!(p(&["-w", "-1", "8"]).is_err());
-        assert!(p(&["-w", ".", "8"]).is_err());
-        assert!(p(&["/run/lock", "true"]).is_err());
-        assert!(p(&["8", "9"]).is_err());
-        assert!(p(&["-c", "8"]).is_err());
-        assert!(p(&["99999999999"]).is_err());
+    fn numbers() {
+        assert_eq!(number(b"9"), Some(9));
+        assert_eq!(number(b"4096"), Some(4096));
+        assert_eq!(number(b""), None);
+        assert_eq!(number(b"-1"), None);
+        assert_eq!(number(b"99999999999"), None);
+        let mut b = [0; 12];
+        assert_eq!(decimal(0, &mut b), b"0");
+        assert_eq!(decimal(4194304, &mut b), b"4194304");
+        assert_eq!(b[b.len() - 1], 0);
     }
 }
