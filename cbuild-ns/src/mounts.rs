@@ -105,8 +105,13 @@ impl Target {
             match nix::sys::stat::mknodat(&self.fd, name, kind, mode, st.st_rdev) {
                 // mknod applies the umask; the node must be 0666 as on the host.
                 Ok(()) => {
-                    return nix::sys::stat::fchmodat(&self.fd, name, mode, nix::sys::stat::FchmodatFlags::NoFollowSymlink)
-                        .ctx(step, &shown)
+                    return nix::sys::stat::fchmodat(
+                        &self.fd,
+                        name,
+                        mode,
+                        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                    )
+                    .ctx(step, &shown)
                 }
                 Err(nix::errno::Errno::EPERM) => {}
                 Err(e) => return Err(Error::sys(step, &shown, e)),

@@ -158,8 +158,11 @@ fn spawn_starts_the_command_without_forking_the_shell() {
         ]));
     assert_eq!(stdout(&o), "3\n", "{}", stderr(&o));
     let trace = std::fs::read_to_string(d.path().join("trace")).unwrap();
-    let made: Vec<&str> =
-        trace.lines().filter(|l| l.contains("clone") || l.contains("fork(")).filter(|l| !l.contains("resumed")).collect();
+    let made: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("clone") || l.contains("fork("))
+        .filter(|l| !l.contains("resumed"))
+        .collect();
     assert_eq!(made.len(), 1, "one process made: {trace}");
     assert!(made[0].contains("CLONE_VM") && made[0].contains("CLONE_VFORK"), "not a vfork-style clone: {trace}");
     assert!(trace.contains("execve(\"/bin/sh\""), "{trace}");

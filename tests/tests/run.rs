@@ -645,7 +645,10 @@ fn without_the_builtins_the_scripts_fall_back_to_flock1_and_a_fork() {
         .args(["-c", "source \"$0\"; type -t flock spawn reap"])
         .arg(&lib));
     assert_eq!(stdout(&o), "file\nfunction\nfunction\n", "flock(1) and bash's own fork here: {}", stderr(&o));
-    let o = run(Command::new("bash").env("CBUILD_BIN", bin_dir()).args(["-c", "source \"$0\"; type -t flock spawn reap"]).arg(&lib));
+    let o = run(Command::new("bash")
+        .env("CBUILD_BIN", bin_dir())
+        .args(["-c", "source \"$0\"; type -t flock spawn reap"])
+        .arg(&lib));
     assert_eq!(stdout(&o), "builtin\nbuiltin\nbuiltin\n", "the builtins beside the tools: {}", stderr(&o));
     let o = run(cmd("cbuild-run").args(["--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3"]));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));

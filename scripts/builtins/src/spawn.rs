@@ -139,7 +139,8 @@ fn parse<'a>(n: usize, word: impl Fn(usize) -> &'a [u8]) -> Result<Spec, (&'stat
         if i + 2 >= n {
             return Err(("needs N and FILE", w));
         }
-        let fd = number(word(i + 1)).filter(|&fd| fd < 10).ok_or(("N must be a descriptor from 0 to 9", word(i + 1)))?;
+        let fd =
+            number(word(i + 1)).filter(|&fd| fd < 10).ok_or(("N must be a descriptor from 0 to 9", word(i + 1)))?;
         if nfiles == MAX_FILES {
             return Err(("too many files", w));
         }
@@ -373,7 +374,10 @@ unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
                 // (no trap) wants control back too. Anything else: wait on.
                 // SAFETY: bash's globals, read once (signal handlers write them).
                 let (trapped, interrupted) = unsafe {
-                    (ptr::read_volatile(ptr::addr_of!(trapped_signal_received)), ptr::read_volatile(ptr::addr_of!(interrupt_state)))
+                    (
+                        ptr::read_volatile(ptr::addr_of!(trapped_signal_received)),
+                        ptr::read_volatile(ptr::addr_of!(interrupt_state)),
+                    )
                 };
                 if trapped > 0 {
                     return 128 + trapped;
