@@ -45,37 +45,8 @@ rt_spawn=''
     done
 } 2>/dev/null
 
-if [[ -z $rt_spawn ]]; then
-    # Without the builtins, `spawn` and `reap` in bash itself (a fork), for the words the scripts use:
-    #   spawn -p VAR [-s] [-r|-w|-a N FILE]... -- COMMAND [ARG...]      reap [-n] -p VAR PID
-    spawn() {
-        local _var='' _sid='' _redir='' _q
-        while [[ $# -gt 0 ]]; do
-            case $1 in
-                -p) _var=$2 && shift 2 ;;
-                -s) _sid=setsid && shift ;;
-                -r | -w | -a)
-                    printf -v _q %q "$3"
-                    case $1 in -r) _redir+=" $2<$_q" ;; -w) _redir+=" $2>$_q" ;; -a) _redir+=" $2>>$_q" ;; esac
-                    shift 3 ;;
-                --) shift && break ;;
-                *) break ;;
-            esac
-        done
-        # bash ignores SIGINT and SIGQUIT in a `&` command and gives it /dev/null as stdin: neither, as
-        # the builtin does.
-        (trap - INT QUIT; eval "exec $_redir" && exec $_sid "$@") <&0 &
-        printf -v "$_var" %s "$!"
-    }
-    # -n: bash's own SIGCHLD handler reaps it; `kill -0` then fails, and `wait` has its status.
-    reap() {
-        if [[ $1 == -n ]]; then
-            if kill -0 "$4" 2>/dev/null; then printf -v "$3" %s ''; return 0; fi
-            shift
-        fi
-        wait -p "$2" "$3"
-    }
-fi
+# Without the builtins, `spawn` and `reap` as bash functions (a fork each).
+[[ -n $rt_spawn ]] || source "${BASH_SOURCE[0]%/*}/fallback.sh"
 
 # <state> and <data> exactly as docs/ARCHITECTURE.md defines them. They are exported so every tool a script
 # calls agrees with the script about where things are.

@@ -1,0 +1,35 @@
+# scripts/lib/fallback.sh — `spawn` and `reap` as bash functions, for a shell without cbuild's builtins
+# (scripts/builtins not built, or a bash that cannot load them). lib/runtime.sh sources this file only
+# then: bash parses a whole `if ... fi` before running any of it, so these definitions kept inside
+# runtime.sh would cost every start their parse even where the builtins are loaded.
+#
+# The same words as the builtins, for what the scripts use of them (a fork each, where the builtin forks
+# nothing):
+#   spawn -p VAR [-s] [-r|-w|-a N FILE]... -- COMMAND [ARG...]      reap [-n] -p VAR PID
+spawn() {
+    local _var='' _sid='' _redir='' _q
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            -p) _var=$2 && shift 2 ;;
+            -s) _sid=setsid && shift ;;
+            -r | -w | -a)
+                printf -v _q %q "$3"
+                case $1 in -r) _redir+=" $2<$_q" ;; -w) _redir+=" $2>$_q" ;; -a) _redir+=" $2>>$_q" ;; esac
+                shift 3 ;;
+            --) shift && break ;;
+            *) break ;;
+        esac
+    done
+    # bash ignores SIGINT and SIGQUIT in a `&` command and gives it /dev/null as stdin: neither, as
+    # the builtin does.
+    (trap - INT QUIT; eval "exec $_redir" && exec $_sid "$@") <&0 &
+    printf -v "$_var" %s "$!"
+}
+# -n: bash's own SIGCHLD handler reaps it; `kill -0` then fails, and `wait` has its status.
+reap() {
+    if [[ $1 == -n ]]; then
+        if kill -0 "$4" 2>/dev/null; then printf -v "$3" %s ''; return 0; fi
+        shift
+    fi
+    wait -p "$2" "$3"
+}
