@@ -7,12 +7,13 @@ use cbuild_tests::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// bash with the builtin loaded, running SCRIPT; $1 is a lock file private to the test.
-fn bash(script: &str, lock: &std::path::Path) -> Command {
+/// bash with the builtins (flock, spawn, reap) loaded, running SCRIPT; $1 is ARG, a lock file or a
+/// directory private to the test.
+fn bash(script: &str, arg: &std::path::Path) -> Command {
     let so = bin_dir().join("libcbuild_builtins.so");
     assert!(so.exists(), "{} not built: run `cargo build --workspace` first", so.display());
     let mut c = Command::new("bash");
-    c.arg("-c").arg(format!("enable -f '{}' flock || exit 99\n{script}", so.display())).arg("bash").arg(lock);
+    c.arg("-c").arg(format!("enable -f '{}' flock spawn reap || exit 99\n{script}", so.display())).arg("bash").arg(arg);
     c
 }
 
@@ -132,14 +133,6 @@ fn bad_input_is_status_2_with_one_line() {
     }
 }
 
-/// bash with flock, spawn and reap loaded, running SCRIPT; $1 is a directory private to the test.
-fn spawn_bash(script: &str, dir: &std::path::Path) -> Command {
-    let so = bin_dir().join("libcbuild_builtins.so");
-    let mut c = Command::new("bash");
-    c.arg("-c").arg(format!("enable -f '{}' flock spawn reap || exit 99\n{script}", so.display())).arg("bash").arg(dir);
-    c
-}
-
 #[test]
 fn spawn_starts_the_command_without_forking_the_shell() {
     let d = lock_file();
@@ -174,7 +167,7 @@ fn spawn_gives_the_command_its_files_environment_signals_and_session() {
     std::fs::write(d.path().join("out"), "old contents, to be truncated\n").unwrap();
     std::fs::write(d.path().join("app"), "first\n").unwrap();
     std::fs::write(d.path().join("in"), "from stdin\n").unwrap();
-    let o = run(&mut spawn_bash(
+    let o = run(&mut bash(
         "export FOO=bar
          trap 'echo trapped' INT
          trap '' USR1
@@ -202,7 +195,7 @@ fn spawn_gives_the_command_its_files_environment_signals_and_session() {
 #[test]
 fn reap_gives_the_status_and_a_trap_ends_its_wait_early() {
     let d = lock_file();
-    let o = run(&mut spawn_bash(
+    let o = run(&mut bash(
         "trap 'echo trapped; kill -TERM $c' USR1
          spawn -p c -- sleep 10
          spawn -p k -- sh -c 'sleep 0.3; kill -USR1 $PPID'
@@ -226,7 +219,7 @@ fn the_shell_never_takes_a_spawned_commands_status() {
     // bash reaps every child whose SIGCHLD it handles; spawn holds SIGCHLD until reap, so a command that
     // ends at once is still there for reap, round after round.
     let d = lock_file();
-    let o = run(&mut spawn_bash(
+    let o = run(&mut bash(
         "for i in $(seq 300); do spawn -p c -- /bin/sh -c 'exit 3'; : $((i * 2)); reap -p e $c; echo -n $?; done",
         d.path(),
     ));
@@ -249,7 +242,7 @@ fn spawn_and_reap_bad_input_is_one_line_and_starts_nothing() {
         ("reap -p e 1", 127, "reap: 1: No child processes"),
     ] {
         // `${c-unset}`: a failed spawn sets no PID.
-        let o = run(&mut spawn_bash(&format!("{line}; echo \"rc=$? c=${{c-unset}}\""), d.path()));
+        let o = run(&mut bash(&format!("{line}; echo \"rc=$? c=${{c-unset}}\""), d.path()));
         let err = stderr(&o);
         assert_eq!(stdout(&o), format!("rc={code} c=unset\n"), "{line}: {err}");
         assert!(err.contains(msg) && err.lines().count() == 1, "{line}: {err}");

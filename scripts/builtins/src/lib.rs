@@ -115,7 +115,7 @@ fn number(s: &[u8]) -> Option<c_int> {
     Some(s.iter().fold(0, |n, d| n * 10 + c_int::from(d - b'0')))
 }
 
-/// `n` in decimal, NUL-terminated, in `buf`; the digits' slice (without the NUL).
+/// `n` in decimal, NUL-terminated, in `buf`; the digits' slice (the NUL follows it in `buf`).
 fn decimal(n: c_int, buf: &mut [u8; 12]) -> &[u8] {
     let mut i = buf.len() - 1;
     buf[i] = 0;

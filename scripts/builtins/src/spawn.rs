@@ -196,13 +196,16 @@ fn release_sigchld() {
     }
 }
 
-/// Set shell variable `var` (NUL-terminated by the caller's buffer) to `value`.
-fn set_var(var: &CStr, value: &[u8]) {
-    let mut buf = [0u8; 16];
-    let n = value.len().min(buf.len() - 1);
-    buf[..n].copy_from_slice(&value[..n]);
-    // SAFETY: both NUL-terminated; bash copies the value.
-    unsafe { bind_variable(var.as_ptr(), buf.as_ptr().cast(), 0) };
+/// Set shell variable `var` to `pid` in decimal, or to "" for none.
+fn set_pid_var(var: &CStr, pid: Option<libc::pid_t>) {
+    let mut buf = [0u8; 12];
+    let value = match pid {
+        // `decimal` leaves its NUL right after the digits, in the same buffer.
+        Some(p) => crate::decimal(p, &mut buf).as_ptr().cast(),
+        None => c"".as_ptr(),
+    };
+    // SAFETY: both NUL-terminated and alive during the call; bash copies the value.
+    unsafe { bind_variable(var.as_ptr(), value, 0) };
 }
 
 unsafe extern "C" fn spawn_builtin(list: *const WordList) -> c_int {
@@ -277,20 +280,19 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
             unsafe { libc::posix_spawn_file_actions_adddup2(&mut fa, high, *fd) };
         }
         let cmd = word(s.command);
-        // A bare name is looked up as bash would (its hash table, then PATH).
-        let found = match cmd.to_bytes().contains(&b'/') {
-            true => ptr::null_mut(),
+        // A path is used as it is; a bare name is looked up as bash would (its hash table, then PATH).
+        let is_path = cmd.to_bytes().contains(&b'/');
+        let found = if is_path {
+            ptr::null_mut()
+        } else {
             // SAFETY: a NUL-terminated name; the result is malloc'd or NULL.
-            false => unsafe { search_for_command(cmd.as_ptr(), CMDSRCH_HASH) },
+            unsafe { search_for_command(cmd.as_ptr(), CMDSRCH_HASH) }
         };
-        let path = match (found.is_null(), cmd.to_bytes().contains(&b'/')) {
-            (true, false) => {
-                complain(b"spawn", cmd.to_bytes(), b"command not found");
-                return 127;
-            }
-            (true, true) => cmd.as_ptr(),
-            (false, _) => found as *const c_char,
-        };
+        if !is_path && found.is_null() {
+            complain(b"spawn", cmd.to_bytes(), b"command not found");
+            return 127;
+        }
+        let path = if is_path { cmd.as_ptr() } else { found as *const c_char };
         let mask = hold_sigchld();
         let mut flags = libc::POSIX_SPAWN_SETSIGMASK;
         if s.setsid {
@@ -314,8 +316,7 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
             complain(b"spawn", cmd.to_bytes(), strerror(rc));
             return if rc == libc::ENOENT { 127 } else { 126 };
         }
-        let mut buf = [0u8; 12];
-        set_var(word(s.var), crate::decimal(pid, &mut buf));
+        set_pid_var(word(s.var), Some(pid));
         0
     })();
     // SAFETY: destroying what was initialised (destroy of a zeroed, uninitialised object is harmless in
@@ -353,7 +354,7 @@ unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
             return USAGE;
         }
     };
-    set_var(var, b"");
+    set_pid_var(var, None);
     loop {
         let mut st = 0;
         // SAFETY: waitpid for one child into a local.
@@ -364,8 +365,7 @@ unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
         }
         if r == pid {
             release_sigchld();
-            let mut buf = [0u8; 12];
-            set_var(var, crate::decimal(pid, &mut buf));
+            set_pid_var(var, Some(pid));
             return if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { 128 + libc::WTERMSIG(st) };
         }
         match errno() {
