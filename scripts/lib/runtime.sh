@@ -171,7 +171,7 @@ rt_cleanup() {
                 # upper dir is what is left.
                 if [[ $keep != 1 ]]; then
                     rt_say undo-upper "rm -rf $rt_data/containers/$name"
-                    rm -rf "$rt_data/containers/$name"
+                    rt_rm_tree "$rt_data/containers/$name"
                 fi
                 ;;
             overlay)
@@ -184,7 +184,7 @@ rt_cleanup() {
                 # rmdir, never rm -r: if the umount failed, the rootfs still shows the container's files.
                 rmdir "$dir/rootfs" 2>/dev/null
                 if [[ $keep != 1 ]]; then
-                    rm -rf "$rt_data/containers/$name"
+                    rt_rm_tree "$rt_data/containers/$name"
                 fi
                 ;;
         esac
@@ -196,6 +196,15 @@ rt_cleanup() {
     else
         rt_remove_dir "$name"
     fi
+}
+
+# rm -rf of a tree a container made (its upper dir): the container chose its depth. Debian's loadable
+# `rm` walks by path and gives up, silently under -f, on a path longer than PATH_MAX (4096 bytes: a
+# container that nests 2000 directories leaves it that deep); rm(1) walks by directory descriptors and
+# takes any depth, so it finishes what the builtin left (one fork, only then).
+rt_rm_tree() {
+    rm -rf "$1"
+    [[ ! -e $1 ]] || env rm -rf "$1"
 }
 
 # Remove <state>/NAME: our own files, then rmdir (which fails harmlessly if a tool's file is still there).

@@ -445,6 +445,28 @@ fn filesystem_flags_volume_tmpfs_read_only_and_the_upper_dir() {
     assert_eq!(rt.sh(&[], "cat /etc/hostname; ls /etc/new 2>/dev/null || echo absent"), "busybox\nabsent\n");
 }
 
+/// A container chooses how deep its upper dir goes: 2048 nested directories make host paths longer
+/// than PATH_MAX, past which a walk by path fails (Debian's loadable `rm` gives up silently under -f).
+/// The upper dir must still go, after --rm and after cbuild-rm alike.
+#[test]
+fn an_upper_dir_deeper_than_path_max_is_still_removed() {
+    let rt = Rt::new();
+    // d/d/.../d, 2048 components, 4095 bytes: within PATH_MAX inside the container, past it on the host.
+    let nest = "p=d; i=0; while [ $i -lt 11 ]; do p=$p/$p; i=$((i+1)); done; cd / && mkdir -p \"$p\" && echo nested";
+    let name = unique("deep");
+    let o = rt.run(&["--rm", "--name", &name, "--network", "none", IMAGE, "sh", "-c", nest]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "nested\n");
+    rt.assert_gone(&name);
+    let name = unique("deep");
+    let o = rt.run(&["--name", &name, "--network", "none", IMAGE, "sh", "-c", nest]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let top = rt.data.join("containers").join(&name).join("upper/d");
+    assert!(top.is_dir(), "kept without --rm: {}", top.display());
+    assert_eq!(rt.tool("cbuild-rm", &[&name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+}
+
 // ------------------------------------------------------------------------------------------------------
 // Limits (cgroup), capabilities, seccomp, no-new-privileges
 // ------------------------------------------------------------------------------------------------------
