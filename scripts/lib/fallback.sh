@@ -1,8 +1,13 @@
-# scripts/lib/fallback.sh — `spawn` and `reap` as bash functions, for a shell without cbuild's builtins
-# (scripts/builtins not built, or a bash that cannot load them). lib/runtime.sh sources this file only
-# then: bash parses a whole `if ... fi` before running any of it, so these definitions kept inside
-# runtime.sh would cost every start their parse even where the builtins are loaded.
-#
+# scripts/lib/fallback.sh — for a shell without cbuild's builtins (scripts/builtins not built, or a bash
+# that cannot load them): Debian's loadable mkdir, rmdir and rm (bash-builtins) where installed, and
+# `spawn` and `reap` as bash functions. lib/runtime.sh sources this file only then: bash parses a whole
+# `if ... fi` before running any of it, so these definitions kept inside runtime.sh would cost every
+# start their parse even where the builtins are loaded.
+
+for rt_b in mkdir rmdir rm; do
+    [[ -f /usr/lib/bash/$rt_b ]] && enable -f "/usr/lib/bash/$rt_b" "$rt_b" 2>/dev/null
+done
+
 # The same words as the builtins, for what the scripts use of them (a fork each, where the builtin forks
 # nothing):
 #   spawn -p VAR [-s] [-r|-w|-a N FILE]... -- COMMAND [ARG...]      reap [-n] -p VAR PID

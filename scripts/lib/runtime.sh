@@ -25,27 +25,19 @@ SECCOMP_BIN=${rt_bin_dir}cbuild-seccomp CGROUP_BIN=${rt_bin_dir}cbuild-cgroup NS
 # PATH it comes out of bash's command hash, not a $(command -v ...) subshell: that fork cost every start.
 if [[ -z $rt_bin_dir ]] && hash cbuild-seccomp 2>/dev/null; then SECCOMP_BIN=${BASH_CMDS[cbuild-seccomp]}; fi
 
-# cbuild's own bash builtins (scripts/builtins, built beside the tools), all from one shared object:
+# cbuild's own bash builtins (scripts/builtins, built beside the tools), all from one shared object (each
+# shared object bash loads costs a start ~0.08 ms):
 #   flock   a run's lock, and every liveness check of cbuild-ps, cbuild-rm and cbuild-stop, without a fork
 #           (it takes flock(1)'s FD forms, so without it the same words run util-linux's flock);
 #   spawn, reap   cbuild-run starts its chain, and waits for it, without forking this shell (posix_spawn;
-#           a fork costs a running bash ~0.6 ms a start, with the copy-on-write faults it leaves).
+#           a fork costs a running bash ~0.6 ms a start, with the copy-on-write faults it leaves);
+#   mkdir, rmdir, rm   a start and its undo make and remove several files and directories: as
+#           external commands each would be a fork+exec (1-5 ms on a busy machine).
 rt_builtins=${rt_bin_dir}libcbuild_builtins.so
 if [[ -z $rt_bin_dir ]] && hash cbuild-ns 2>/dev/null; then rt_builtins=${BASH_CMDS[cbuild-ns]%/*}/libcbuild_builtins.so; fi
-
-# File operations as bash builtins when Debian's bash-builtins is installed: each external mkdir, rm or
-# rmdir is a fork+exec (1-5 ms on a busy machine), and a start and its undo make several.
-# (Only these three: each one loaded costs ~0.08 ms of every start; cbuild-run loads `sleep` where it polls.)
-# One redirection for all the loads: each redirection costs a handful of syscalls.
 rt_spawn=''
-{
-    [[ -f $rt_builtins ]] && enable -f "$rt_builtins" flock spawn reap && rt_spawn=builtin
-    for rt_b in mkdir rm rmdir; do
-        [[ -f /usr/lib/bash/$rt_b ]] && enable -f "/usr/lib/bash/$rt_b" "$rt_b"
-    done
-} 2>/dev/null
-
-# Without the builtins, `spawn` and `reap` as bash functions (a fork each).
+[[ -f $rt_builtins ]] && enable -f "$rt_builtins" flock spawn reap mkdir rmdir rm 2>/dev/null && rt_spawn=builtin
+# Without them, Debian's loadable file builtins and `spawn` and `reap` as bash functions (a fork each).
 [[ -n $rt_spawn ]] || source "${BASH_SOURCE[0]%/*}/fallback.sh"
 
 # <state> and <data> exactly as docs/ARCHITECTURE.md defines them. They are exported so every tool a script
@@ -170,8 +162,8 @@ rt_cleanup() {
                 # The overlay itself lived in the container's mount namespace only: unless kept, its
                 # upper dir is what is left.
                 if [[ $keep != 1 ]]; then
-                    rt_say undo-upper "rm -rf $rt_data/containers/$name"
-                    rt_rm_tree "$rt_data/containers/$name"
+                    rt_say undo-upper "rm -rf $rt_data/upper/$name $rt_data/work/$name"
+                    rt_rm_tree "$rt_data/upper/$name" "$rt_data/work/$name"
                 fi
                 ;;
             overlay)
@@ -184,7 +176,7 @@ rt_cleanup() {
                 # rmdir, never rm -r: if the umount failed, the rootfs still shows the container's files.
                 rmdir "$dir/rootfs" 2>/dev/null
                 if [[ $keep != 1 ]]; then
-                    rt_rm_tree "$rt_data/containers/$name"
+                    rt_rm_tree "$rt_data/upper/$name" "$rt_data/work/$name"
                 fi
                 ;;
         esac
@@ -192,19 +184,21 @@ rt_cleanup() {
     [[ ${#background[@]} == 0 ]] || wait "${background[@]}"
     if [[ $keep == 1 ]]; then
         # What is undone is no longer to be undone; the upper dir stays listed for cbuild-rm.
-        if [[ -d $rt_data/containers/$name ]]; then echo upper >"$dir/undo"; else : >"$dir/undo"; fi
+        if [[ -d $rt_data/upper/$name ]]; then echo upper >"$dir/undo"; else : >"$dir/undo"; fi
     else
         rt_remove_dir "$name"
     fi
 }
 
-# rm -rf of a tree a container made (its upper dir): the container chose its depth. Debian's loadable
-# `rm` walks by path and gives up, silently under -f, on a path longer than PATH_MAX (4096 bytes: a
-# container that nests 2000 directories leaves it that deep); rm(1) walks by directory descriptors and
-# takes any depth, so it finishes what the builtin left (one fork, only then).
+# rm -rf of a tree a container made (its upper dir): the container chose its depth. The `rm` builtin goes
+# 64 levels deep (Debian's loadable, the fallback, gives up silently on a path longer than PATH_MAX);
+# rm(1) takes any depth, so it finishes whatever the builtin left (one fork, only then), and its errors
+# are the ones shown.
+#   rt_rm_tree DIR...
 rt_rm_tree() {
-    rm -rf "$1"
-    [[ ! -e $1 ]] || env rm -rf "$1"
+    rm -rf "$@" 2>/dev/null
+    local d
+    for d in "$@"; do [[ ! -e $d ]] || env rm -rf "$d"; done
 }
 
 # Remove <state>/NAME: our own files, then rmdir (which fails harmlessly if a tool's file is still there).

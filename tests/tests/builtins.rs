@@ -1,19 +1,24 @@
 //! scripts/builtins, in a real bash: the `flock` builtin the scripts load against real locks (util-linux
 //! flock(1)'s FD forms and exit codes, the lock shared with the processes that inherit the descriptor, a
-//! signal ending the wait, no fork), and `spawn`/`reap` (a command started with posix_spawn: its files,
-//! environment, signals and session; its status never taken by bash; a trap ending the wait).
+//! signal ending the wait, no fork), `spawn`/`reap` (a command started with posix_spawn: its files,
+//! environment, signals and session; its status never taken by bash; a trap ending the wait), and
+//! `mkdir`/`rmdir`/`rm` (coreutils' results for the scripts' forms, symbolic links never followed, a
+//! tree deeper than the builtin goes left whole for rm(1)).
 
 use cbuild_tests::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// bash with the builtins (flock, spawn, reap) loaded, running SCRIPT; $1 is ARG, a lock file or a
-/// directory private to the test.
+/// bash with the builtins (flock, spawn, reap, mkdir, rmdir, rm) loaded, running SCRIPT; $1 is ARG, a
+/// lock file or a directory private to the test.
 fn bash(script: &str, arg: &std::path::Path) -> Command {
     let so = bin_dir().join("libcbuild_builtins.so");
     assert!(so.exists(), "{} not built: run `cargo build --workspace` first", so.display());
     let mut c = Command::new("bash");
-    c.arg("-c").arg(format!("enable -f '{}' flock spawn reap || exit 99\n{script}", so.display())).arg("bash").arg(arg);
+    c.arg("-c")
+        .arg(format!("enable -f '{}' flock spawn reap mkdir rmdir rm || exit 99\n{script}", so.display()))
+        .arg("bash")
+        .arg(arg);
     c
 }
 
@@ -247,4 +252,82 @@ fn spawn_and_reap_bad_input_is_one_line_and_starts_nothing() {
         assert_eq!(stdout(&o), format!("rc={code} c=unset\n"), "{line}: {err}");
         assert!(err.contains(msg) && err.lines().count() == 1, "{line}: {err}");
     }
+}
+
+/// What the scripts do with `mkdir`, `rmdir` and `rm`, against the same words run by coreutils: the same
+/// exit status and the same files left, one error line each; no fork.
+#[test]
+fn mkdir_rmdir_rm_end_as_coreutils_do() {
+    let d = lock_file();
+    // Each line runs in a fresh $1/t, once with the builtins and once with coreutils (`enable -n`).
+    let cases = [
+        "mkdir t/a",
+        "mkdir t/a/b",
+        "mkdir -p t/a/b//c/ && mkdir -p t/a/b/c",
+        "mkdir t/x",
+        "mkdir -p t/f/sub",
+        "rmdir t/x",
+        "rmdir t/d",
+        "rmdir t/nothere",
+        "rm t/f",
+        "rm t/nothere",
+        "rm -f t/nothere t/f",
+        "rm t/d",
+        "rm -r t/d",
+        "rm -rf t/d t/f t/nothere",
+        "rm -fr t/d/e",
+        "rm -R -f t/d/l t/d/fifo",
+    ];
+    let setup = "rm_tree() { command /bin/rm -rf \"$@\"; }; cd \"$1\" && rm_tree t && \
+                 /bin/mkdir -p t/x t/d/e/g t/out && echo f > t/f && echo o > t/out/o && \
+                 ln -s \"$PWD/t/out\" t/d/l && ln -s \"$PWD/t/out/o\" t/d/e/lo && mkfifo t/d/fifo";
+    let listing = "find t -printf '%y %p\\n' | sort";
+    for line in cases {
+        let ours = run(&mut bash(&format!("{setup}; {line}; echo rc=$?; {listing}"), d.path()));
+        let theirs =
+            run(&mut bash(&format!("enable -n mkdir rmdir rm; {setup}; {line}; echo rc=$?; {listing}"), d.path()));
+        assert_eq!(stdout(&ours), stdout(&theirs), "{line}: ours {} / coreutils {}", stderr(&ours), stderr(&theirs));
+        assert_eq!(stderr(&ours).lines().count(), stderr(&theirs).lines().count(), "{line}: {}", stderr(&ours));
+        assert!(stdout(&ours).contains("f t/out/o"), "{line}: the link's target survives: {}", stdout(&ours));
+    }
+    // No fork: the builtins run in the shell itself.
+    let o = run(Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fork,vfork,clone,clone3,execve", "-o"])
+        .arg(d.path().join("trace"))
+        .arg("bash")
+        .args(["-c", &format!("enable -f '{}' mkdir rmdir rm || exit 9; cd \"$1\" && mkdir -p a/b && rmdir a/b && rm -r a && mkdir a && rm -rf a", bin_dir().join("libcbuild_builtins.so").display()), "bash"])
+        .arg(d.path()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trace = std::fs::read_to_string(d.path().join("trace")).unwrap();
+    assert_eq!(trace.lines().count(), 1, "bash's own execve only: {trace}");
+}
+
+/// `rm -r` refuses `/`, `.` and `..`, and leaves a tree deeper than it goes (64 levels) whole, status 1,
+/// for rm(1); usage errors are status 2.
+#[test]
+fn rm_refuses_the_root_and_leaves_deep_trees_to_rm1() {
+    let d = lock_file();
+    for (line, code, msg) in [
+        ("rm -rf /", 1, "rm: /: refusing to remove '/', '.' or '..'"),
+        ("rm -rf .", 1, "rm: .: refusing to remove '/', '.' or '..'"),
+        ("rm -r \"$1\"/..", 1, "refusing to remove '/', '.' or '..'"),
+        ("rm -x f", 2, "rm: -x: unknown option"),
+        ("rm", 2, "rm: missing operand"),
+        ("mkdir -m 700 x", 2, "mkdir: -m: unknown option"),
+        ("rmdir", 2, "rmdir: missing operand"),
+    ] {
+        let o = run(&mut bash(&format!("cd \"$1\"; {line}; echo rc=$?"), d.path()));
+        let err = stderr(&o);
+        assert_eq!(stdout(&o), format!("rc={code}\n"), "{line}: {err}");
+        assert!(err.contains(msg) && err.lines().count() == 1, "{line}: {err}");
+    }
+    assert!(d.path().exists());
+    // 128 nested directories: the builtin stops at 64 and leaves all of it; rm(1) then removes it.
+    let o = run(&mut bash(
+        "cd \"$1\" && p=d && for i in 1 2 3 4 5 6 7; do p=$p/$p; done && mkdir -p deep/$p && \
+         rm -rf deep; echo rc=$?; [ -d deep/$p ] && echo whole; /bin/rm -rf deep && [ ! -e deep ] && echo gone",
+        d.path(),
+    ));
+    assert_eq!(stdout(&o), "rc=1\nwhole\ngone\n", "{}", stderr(&o));
+    assert!(stderr(&o).contains("deeper than 64 levels"), "{}", stderr(&o));
 }

@@ -128,9 +128,11 @@ impl Rt {
         if dir.exists() {
             left.push(format!("state dir {}", dir.display()));
         }
-        let upper = self.data.join("containers").join(name);
-        if upper.exists() {
-            left.push(format!("upper dir {}", upper.display()));
+        for d in ["upper", "work"] {
+            let p = self.data.join(d).join(name);
+            if p.exists() {
+                left.push(format!("{d} dir {}", p.display()));
+            }
         }
         for m in
             mounts_under(&self.sb.state.to_string_lossy()).into_iter().chain(mounts_under(&self.data.to_string_lossy()))
@@ -431,7 +433,7 @@ fn filesystem_flags_volume_tmpfs_read_only_and_the_upper_dir() {
         "echo kept > /etc/new; rm /etc/hostname; exit 3",
     ]);
     assert_eq!(o.status.code(), Some(3));
-    let upper = rt.data.join("containers").join(&name).join("upper");
+    let upper = rt.data.join("upper").join(&name);
     assert_eq!(std::fs::read_to_string(upper.join("etc/new")).unwrap(), "kept\n");
     let wh = std::fs::symlink_metadata(upper.join("etc/hostname")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()), "whiteout for the deleted file");
@@ -461,7 +463,7 @@ fn an_upper_dir_deeper_than_path_max_is_still_removed() {
     let name = unique("deep");
     let o = rt.run(&["--name", &name, "--network", "none", IMAGE, "sh", "-c", nest]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let top = rt.data.join("containers").join(&name).join("upper/d");
+    let top = rt.data.join("upper").join(&name).join("d");
     assert!(top.is_dir(), "kept without --rm: {}", top.display());
     assert_eq!(rt.tool("cbuild-rm", &[&name]).status.code(), Some(0));
     rt.assert_gone(&name);
@@ -669,9 +671,9 @@ fn without_the_builtins_the_scripts_fall_back_to_flock1_and_a_fork() {
     assert_eq!(stdout(&o), "file\nfunction\nfunction\n", "flock(1) and bash's own fork here: {}", stderr(&o));
     let o = run(Command::new("bash")
         .env("CBUILD_BIN", bin_dir())
-        .args(["-c", "source \"$0\"; type -t flock spawn reap"])
+        .args(["-c", "source \"$0\"; type -t flock spawn reap mkdir rmdir rm"])
         .arg(&lib));
-    assert_eq!(stdout(&o), "builtin\nbuiltin\nbuiltin\n", "the builtins beside the tools: {}", stderr(&o));
+    assert_eq!(stdout(&o), "builtin\n".repeat(6), "the builtins beside the tools: {}", stderr(&o));
     let o = run(cmd("cbuild-run").args(["--rm", "--network", "none", IMAGE, "sh", "-c", "exit 3"]));
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let name = unique("nobuiltin");
