@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 /// The supervising loop of PID 1. `child` leads its own process group; signals go to the whole group.
 pub fn supervise(child: Pid) -> i32 {
     let set = signals::supervised();
+    signals::release_freed_memory();
     loop {
         let (sig, _) = signals::wait(&set);
         if sig != libc::SIGCHLD {

@@ -53,6 +53,7 @@ pub fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(i32, Option<i32>
 /// (128+N for a signal) and the signal. The supervised set must already be blocked.
 pub fn supervise(child: nix::unistd::Pid, set: &SigSet) -> nix::Result<(i32, Option<i32>)> {
     use nix::sys::wait::{waitpid, WaitPidFlag};
+    release_freed_memory();
     loop {
         let (sig, from_process) = wait(set);
         if sig == libc::SIGCHLD {
@@ -75,4 +76,12 @@ pub fn install_noop_handlers() {
     for sig in FORWARDED.iter().chain([Signal::SIGCHLD].iter()) {
         let _ = unsafe { sigaction(*sig, &act) };
     }
+}
+
+/// Before waiting out a container's life: give the heap pages freed during set-up (arguments, the spec,
+/// mount plans) back to the kernel. This process stays resident, in the container's cgroup, for as long
+/// as the container runs, and glibc keeps freed memory in its heap, dirty: ~44 KiB per container.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only hands free pages back (madvise); no live allocation is touched.
+    unsafe { libc::malloc_trim(0) };
 }
