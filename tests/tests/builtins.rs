@@ -34,6 +34,15 @@ fn hold(lock: &std::path::Path, then: &str) -> std::process::Child {
     holder
 }
 
+/// SCRIPT (run by `bash`, $1 = ARG) prints EXPECTED and says why on stderr in one line holding MSG.
+#[track_caller]
+fn assert_one_line(arg: &std::path::Path, script: &str, expected: &str, msg: &str) {
+    let o = run(&mut bash(script, arg));
+    let err = stderr(&o);
+    assert_eq!(stdout(&o), expected, "{script}: {err}");
+    assert!(err.contains(msg) && err.lines().count() == 1, "{script}: {err}");
+}
+
 fn lock_file() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("cbuild-flock-").tempdir().unwrap()
 }
@@ -131,10 +140,7 @@ fn bad_input_is_status_2_with_one_line() {
         ("9 true", "flock: true: unexpected"),
         ("-w", "flock: -w: -w needs SECONDS"),
     ] {
-        let o = run(&mut bash(&format!("exec 9>\"$1\"; flock {args}"), &lock));
-        assert_eq!(o.status.code(), Some(2), "flock {args}: {}", stderr(&o));
-        let err = stderr(&o);
-        assert!(err.contains(msg) && err.lines().count() == 1, "flock {args}: {err}");
+        assert_one_line(&lock, &format!("exec 9>\"$1\"; flock {args}; echo rc=$?"), "rc=2\n", msg);
     }
 }
 
@@ -247,10 +253,8 @@ fn spawn_and_reap_bad_input_is_one_line_and_starts_nothing() {
         ("reap -p e 1", 127, "reap: 1: No child processes"),
     ] {
         // `${c-unset}`: a failed spawn sets no PID.
-        let o = run(&mut bash(&format!("{line}; echo \"rc=$? c=${{c-unset}}\""), d.path()));
-        let err = stderr(&o);
-        assert_eq!(stdout(&o), format!("rc={code} c=unset\n"), "{line}: {err}");
-        assert!(err.contains(msg) && err.lines().count() == 1, "{line}: {err}");
+        let script = format!("{line}; echo \"rc=$? c=${{c-unset}}\"");
+        assert_one_line(d.path(), &script, &format!("rc={code} c=unset\n"), msg);
     }
 }
 
@@ -316,10 +320,7 @@ fn rm_refuses_the_root_and_leaves_deep_trees_to_rm1() {
         ("mkdir -m 700 x", 2, "mkdir: -m: unknown option"),
         ("rmdir", 2, "rmdir: missing operand"),
     ] {
-        let o = run(&mut bash(&format!("cd \"$1\"; {line}; echo rc=$?"), d.path()));
-        let err = stderr(&o);
-        assert_eq!(stdout(&o), format!("rc={code}\n"), "{line}: {err}");
-        assert!(err.contains(msg) && err.lines().count() == 1, "{line}: {err}");
+        assert_one_line(d.path(), &format!("cd \"$1\"; {line}; echo rc=$?"), &format!("rc={code}\n"), msg);
     }
     assert!(d.path().exists());
     // 128 nested directories: the builtin stops at 64 and leaves all of it; rm(1) then removes it.

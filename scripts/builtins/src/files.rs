@@ -10,56 +10,30 @@
 //!
 //! Exit status: 0 done; 1 something could not be made or removed (one line on stderr each); 2 usage.
 
-use crate::{complain, errno, strerror, words, Builtin, Doc, WordList, BUILTIN_ENABLED, USAGE};
+use crate::{complain, errno, strerror, words, Builtin, Doc, WordList, USAGE};
 use core::ffi::{c_char, c_int, CStr};
-use core::ptr;
 
 /// How deep `rm -r` goes itself (named in its error text): each level holds a descriptor and glibc's
 /// ~32 KiB directory buffer.
 const DEPTH: u32 = 64;
 
-static MKDIR_DOC: Doc<2> = Doc([
+static MKDIR_DOC: Doc = Doc::new(
     c"Create directories, as mkdir(1) does, in the shell.
 
-    -p  create missing parents too; a directory that exists already is fine"
-        .as_ptr(),
-    ptr::null(),
-]);
-static RMDIR_DOC: Doc<2> = Doc([c"Remove empty directories, as rmdir(1) does, in the shell.".as_ptr(), ptr::null()]);
-static RM_DOC: Doc<2> = Doc([
+    -p  create missing parents too; a directory that exists already is fine",
+);
+static RMDIR_DOC: Doc = Doc::new(c"Remove empty directories, as rmdir(1) does, in the shell.");
+static RM_DOC: Doc = Doc::new(
     c"Remove files, as rm(1) does, in the shell.
 
     -r, -R  remove directories and what they hold (symbolic links are removed, never followed; a tree
             deeper than 64 levels is left for rm(1), status 1)
-    -f      a PATH that does not exist is not an error"
-        .as_ptr(),
-    ptr::null(),
-]);
+    -f      a PATH that does not exist is not an error",
+);
 
-pub(crate) const MKDIR: Builtin = Builtin {
-    name: c"mkdir".as_ptr(),
-    function: mkdir_builtin,
-    flags: BUILTIN_ENABLED,
-    long_doc: &MKDIR_DOC.0 as *const _ as *const *const c_char,
-    short_doc: c"mkdir [-p] DIR...".as_ptr(),
-    handle: ptr::null(),
-};
-pub(crate) const RMDIR: Builtin = Builtin {
-    name: c"rmdir".as_ptr(),
-    function: rmdir_builtin,
-    flags: BUILTIN_ENABLED,
-    long_doc: &RMDIR_DOC.0 as *const _ as *const *const c_char,
-    short_doc: c"rmdir DIR...".as_ptr(),
-    handle: ptr::null(),
-};
-pub(crate) const RM: Builtin = Builtin {
-    name: c"rm".as_ptr(),
-    function: rm_builtin,
-    flags: BUILTIN_ENABLED,
-    long_doc: &RM_DOC.0 as *const _ as *const *const c_char,
-    short_doc: c"rm [-r] [-f] PATH...".as_ptr(),
-    handle: ptr::null(),
-};
+pub(crate) const MKDIR: Builtin = Builtin::new(c"mkdir", mkdir_builtin, &MKDIR_DOC, c"mkdir [-p] DIR...");
+pub(crate) const RMDIR: Builtin = Builtin::new(c"rmdir", rmdir_builtin, &RMDIR_DOC, c"rmdir DIR...");
+pub(crate) const RM: Builtin = Builtin::new(c"rm", rm_builtin, &RM_DOC, c"rm [-r] [-f] PATH...");
 
 /// Leading option words (up to `--` or the first operand): each letter must be in `allowed`; returns
 /// the letters seen, or the offending word.

@@ -5,30 +5,22 @@
 //! signal bash handles came (flock(1) would go on waiting unless it is a trap's); 2 a usage error or a bad
 //! FD (flock(1): 64 and 65). The scripts only tell zero from non-zero.
 
-use crate::{complain, errno, number, strerror, words, Builtin, Doc, WordList, BUILTIN_ENABLED, USAGE};
-use core::ffi::{c_char, c_int};
+use crate::{complain, errno, number, strerror, words, Builtin, Doc, WordList, USAGE};
+use core::ffi::c_int;
 use core::ptr;
 
-static DOC: Doc<2> = Doc([
+static DOC: Doc = Doc::new(
     c"Lock or unlock an open file descriptor with flock(2), as util-linux flock(1) FD does, in the shell.
 
     -n          fail at once (status 1) if another open file holds the lock
     -w SECONDS  give up after that long (status 1)
     -s          a shared lock; -x an exclusive one (the default); -u unlock
 
-    A signal ends the wait with status 1, so that the script's trap runs. A bad FD or usage: status 2."
-        .as_ptr(),
-    ptr::null(),
-]);
+    A signal ends the wait with status 1, so that the script's trap runs. A bad FD or usage: status 2.",
+);
 
-pub(crate) const BUILTIN: Builtin = Builtin {
-    name: c"flock".as_ptr(),
-    function: flock_builtin,
-    flags: BUILTIN_ENABLED,
-    long_doc: &DOC.0 as *const _ as *const *const c_char,
-    short_doc: c"flock [-n | -w SECONDS] [-s | -x | -u] FD".as_ptr(),
-    handle: ptr::null(),
-};
+pub(crate) const BUILTIN: Builtin =
+    Builtin::new(c"flock", flock_builtin, &DOC, c"flock [-n | -w SECONDS] [-s | -x | -u] FD");
 
 #[derive(Debug, PartialEq)]
 struct Args {

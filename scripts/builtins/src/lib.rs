@@ -46,10 +46,37 @@ pub struct Builtin {
     handle: *const c_char,
 }
 
-/// A doc table holds pointers, which are not Sync by themselves; nothing writes to it.
+/// A builtin's long help as bash reads it: a NULL-terminated array of lines (here one block). It holds
+/// pointers, which are not Sync by themselves; nothing writes to it.
 #[repr(transparent)]
-pub struct Doc<const N: usize>([*const c_char; N]);
-unsafe impl<const N: usize> Sync for Doc<N> {}
+pub struct Doc([*const c_char; 2]);
+unsafe impl Sync for Doc {}
+
+impl Doc {
+    pub const fn new(text: &'static CStr) -> Doc {
+        Doc([text.as_ptr(), core::ptr::null()])
+    }
+}
+
+impl Builtin {
+    /// The entry bash finds as `NAME_struct`: FUNCTION, its help (a `static`: bash keeps the pointer)
+    /// and its usage line.
+    pub const fn new(
+        name: &'static CStr,
+        function: unsafe extern "C" fn(*const WordList) -> c_int,
+        doc: &'static Doc,
+        usage: &'static CStr,
+    ) -> Builtin {
+        Builtin {
+            name: name.as_ptr(),
+            function,
+            flags: BUILTIN_ENABLED,
+            long_doc: doc.0.as_ptr(),
+            short_doc: usage.as_ptr(),
+            handle: core::ptr::null(),
+        }
+    }
+}
 
 const BUILTIN_ENABLED: c_int = 0x01;
 

@@ -18,7 +18,7 @@
 //! Exit status of `spawn`: 0 started; 1 a FILE could not be opened; 126 COMMAND could not be executed;
 //! 127 not found; 2 usage.
 
-use crate::{complain, errno, number, strerror, words, Builtin, Doc, WordList, BUILTIN_ENABLED, USAGE};
+use crate::{complain, errno, number, strerror, words, Builtin, Doc, WordList, USAGE};
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::{mem, ptr};
 
@@ -35,7 +35,7 @@ extern "C" {
 /// `search_for_command`: look in bash's command hash table first, as running the command would.
 const CMDSRCH_HASH: c_int = 0x01;
 
-static SPAWN_DOC: Doc<2> = Doc([
+static SPAWN_DOC: Doc = Doc::new(
     c"Start COMMAND as `COMMAND &` would, without forking the shell (posix_spawn), its PID in VAR.
 
     -p VAR      the variable for the PID (required)
@@ -45,38 +45,21 @@ static SPAWN_DOC: Doc<2> = Doc([
 
     Until `reap` has waited for it, run no other child process: the shell holds SIGCHLD blocked so that
     it does not take the spawned command's status itself. Status: 0 started, 1 a FILE did not open,
-    126 cannot execute, 127 not found, 2 usage."
-        .as_ptr(),
-    ptr::null(),
-]);
+    126 cannot execute, 127 not found, 2 usage.",
+);
 
-static REAP_DOC: Doc<2> = Doc([
+static REAP_DOC: Doc = Doc::new(
     c"Wait for PID, started by `spawn`; its exit status as `wait` gives it, PID in VAR.
 
     -n          do not wait: if PID is still running, status 0 and VAR empty
 
-    A signal with a trap ends the wait early (status 128+N, VAR empty), as with `wait -p`."
-        .as_ptr(),
-    ptr::null(),
-]);
+    A signal with a trap ends the wait early (status 128+N, VAR empty), as with `wait -p`.",
+);
 
-pub(crate) const SPAWN: Builtin = Builtin {
-    name: c"spawn".as_ptr(),
-    function: spawn_builtin,
-    flags: BUILTIN_ENABLED,
-    long_doc: &SPAWN_DOC.0 as *const _ as *const *const c_char,
-    short_doc: c"spawn -p VAR [-s] [-r|-w|-a N FILE]... [--] COMMAND [ARG...]".as_ptr(),
-    handle: ptr::null(),
-};
+pub(crate) const SPAWN: Builtin =
+    Builtin::new(c"spawn", spawn_builtin, &SPAWN_DOC, c"spawn -p VAR [-s] [-r|-w|-a N FILE]... [--] COMMAND [ARG...]");
 
-pub(crate) const REAP: Builtin = Builtin {
-    name: c"reap".as_ptr(),
-    function: reap_builtin,
-    flags: BUILTIN_ENABLED,
-    long_doc: &REAP_DOC.0 as *const _ as *const *const c_char,
-    short_doc: c"reap [-n] -p VAR PID".as_ptr(),
-    handle: ptr::null(),
-};
+pub(crate) const REAP: Builtin = Builtin::new(c"reap", reap_builtin, &REAP_DOC, c"reap [-n] -p VAR PID");
 
 /// How a FILE is opened, as the redirection it stands for.
 #[derive(Debug, PartialEq, Clone, Copy)]
