@@ -132,9 +132,10 @@ cbuild_run="$RUN --rm --network" # + none|bridge cbuild/busybox /bin/true
 
 # The build and the set-up above leave the disk busy (writeback; this ext4 discards on delete), which
 # slows every file the first timed runs create: let it settle. On an ext4 without a journal (this VM's)
-# every inode allocated skips those freed in the last 5 s (35 s while their inode block is unwritten,
-# hence the sync): the image build's temporary tree, freed just now, would slow the first timed runs'
-# upper dirs by several ms each.
+# every inode allocated first skips, one by one, those freed in the last 60 s (360 s while their inode
+# table block is unwritten: hence the sync), such as the image build's temporary tree. With 3 s instead
+# of 6 the first timed runs were up to ~30% slower; waiting the whole 60 s made no difference beyond the
+# machine's noise (2 runs of each, 2026-12-01).
 sync
 sleep 6
 
