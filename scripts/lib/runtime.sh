@@ -35,10 +35,10 @@ if [[ -z $rt_bin_dir ]] && hash cbuild-seccomp 2>/dev/null; then SECCOMP_BIN=${B
 #           external commands each would be a fork+exec (1-5 ms on a busy machine).
 rt_builtins=${rt_bin_dir}libcbuild_builtins.so
 if [[ -z $rt_bin_dir ]] && hash cbuild-ns 2>/dev/null; then rt_builtins=${BASH_CMDS[cbuild-ns]%/*}/libcbuild_builtins.so; fi
-rt_spawn=''
-[[ -f $rt_builtins ]] && enable -f "$rt_builtins" flock spawn reap mkdir rmdir rm 2>/dev/null && rt_spawn=builtin
+rt_own_builtins=0
+[[ -f $rt_builtins ]] && enable -f "$rt_builtins" flock spawn reap mkdir rmdir rm 2>/dev/null && rt_own_builtins=1
 # Without them, Debian's loadable file builtins and `spawn` and `reap` as bash functions (a fork each).
-[[ -n $rt_spawn ]] || source "${BASH_SOURCE[0]%/*}/fallback.sh"
+[[ $rt_own_builtins == 1 ]] || source "${BASH_SOURCE[0]%/*}/fallback.sh"
 
 # <state> and <data> exactly as docs/ARCHITECTURE.md defines them. They are exported so every tool a script
 # calls agrees with the script about where things are.

@@ -448,8 +448,9 @@ fn filesystem_flags_volume_tmpfs_read_only_and_the_upper_dir() {
 }
 
 /// A container chooses how deep its upper dir goes: 2048 nested directories make host paths longer
-/// than PATH_MAX, past which a walk by path fails (Debian's loadable `rm` gives up silently under -f).
-/// The upper dir must still go, after --rm and after cbuild-rm alike.
+/// than PATH_MAX (Debian's loadable `rm`, walking by path, gave up on them silently under -f) and go
+/// deeper than cbuild's `rm` builtin goes (64 levels). The upper dir must still go, after --rm and after
+/// cbuild-rm alike.
 #[test]
 fn an_upper_dir_deeper_than_path_max_is_still_removed() {
     let rt = Rt::new();

@@ -16,6 +16,8 @@ use core::ffi::{c_char, c_int, CStr};
 /// How deep `rm -r` goes itself (named in its error text): each level holds a descriptor and glibc's
 /// ~32 KiB directory buffer.
 const DEPTH: u32 = 64;
+// The help and the error text say 64.
+const _: () = assert!(DEPTH == 64);
 
 static MKDIR_DOC: Doc = Doc::new(
     c"Create directories, as mkdir(1) does, in the shell.

@@ -12,8 +12,8 @@
 //! So from a `spawn` until its `reap`, the shell holds SIGCHLD blocked: run no other child in between
 //! (bash waits for a foreground child with waitpid(-1), which may take the spawned one's status).
 //! `reap -p VAR PID` waits for it and returns its status as `wait` does (128+N when signal N killed it),
-//! VAR set to PID; `-n` only looks (VAR empty while it runs). A signal the script traps ends the wait early: status 128+that signal, VAR empty (the
-//! trap runs next; call `reap` again), as `wait -p` behaves.
+//! VAR set to PID; `-n` only looks (VAR empty while it runs). A signal the script traps ends the wait
+//! early: status 128+that signal, VAR empty (the trap runs next; call `reap` again), as `wait -p` does.
 //!
 //! Exit status of `spawn`: 0 started; 1 a FILE could not be opened; 126 COMMAND could not be executed;
 //! 127 not found; 2 usage.
