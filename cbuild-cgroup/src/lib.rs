@@ -190,6 +190,7 @@ pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[Strin
             Err(cmd.exec())
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
+            supervise::close_inherited();
             // The lock `create` took is released here, and by the child at its exec.
             let cg = created.into_cgroup();
             let code = blocked.wait(child);

@@ -49,6 +49,25 @@ pub fn block() -> Result<Blocked> {
     Ok(Blocked { set, old, old_chld })
 }
 
+/// In the parent, right after the fork: close what the caller handed down for the command — every
+/// descriptor from 3 up that is not close-on-exec (this tool opens all of its own close-on-exec). The
+/// parent outlives the command, and a copy it kept would too: the reader of a pipe given to the command
+/// would see no EOF, and a detached mount given to it (cbuild-overlay's `--fd`) would stay alive, until
+/// the parent has removed NAME and exited. Without /proc nothing is closed.
+pub fn close_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    // Collected first: the listing's own descriptor (close-on-exec) is closed before any other is.
+    let fds: Vec<i32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|&fd| fd > 2).collect();
+    for fd in fds {
+        // SAFETY: F_GETFD only reads the flags (EBADF for the listing's own, closed by now); the fds
+        // closed are the caller's, which nothing in this process owns.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 impl Blocked {
     /// In the child: the command starts with the caller's mask and SIGCHLD disposition, not ours.
     pub fn restore(&self) -> Result<()> {

@@ -1661,6 +1661,44 @@ fn exec_rm_works_with_sigchld_ignored_and_hands_the_v2_group_over() {
     assert_no_dirs(&i, &c.name);
 }
 
+/// The waiting parent keeps none of the descriptors handed down for the command: the reader of a pipe
+/// whose write end only the command holds sees EOF as soon as the command closes it, while the command,
+/// and the parent with it, still run.
+#[test]
+fn exec_rm_parent_keeps_no_descriptor_meant_for_the_command() {
+    require_root();
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    // Close-on-exec, so no other child of this test process inherits it; fd 5 is a copy without the flag.
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let raw = w.as_raw_fd();
+    let mut cmd = cg(&sb);
+    cmd.args(["exec", &c.name, "--rm", "--", "sh", "-c", "exec 5>&-; echo closed; sleep 60"]);
+    cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+    unsafe {
+        cmd.pre_exec(move || if libc::dup2(raw, 5) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    let mut p = Proc(cmd.spawn().unwrap());
+    drop(w);
+    let rx = lines_of(&mut p.0);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).expect("closed line"), "closed");
+    let (tx, eof) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = tx.send(std::fs::File::from(r).read_to_end(&mut buf).map(|_| buf.len()));
+    });
+    let got = eof.recv_timeout(Duration::from_secs(10));
+    assert!(matches!(got, Ok(Ok(0))), "no EOF on the pipe while the command runs: the parent kept fd 5 ({got:?})");
+    assert!(p.0.try_wait().unwrap().is_none(), "the parent had already exited");
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(p.0.wait().unwrap().code(), Some(143), "the TERM passed on ends the command");
+    assert_no_dirs(&i, &c.name);
+}
+
 #[test]
 fn exec_rm_refuses_an_existing_name_and_leaves_it_alone() {
     require_root();
