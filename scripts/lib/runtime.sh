@@ -7,7 +7,8 @@
 #   <state>/NAME/undo       one word per line, appended BEFORE each step that creates something, so a
 #                           run killed half-way leaves a list of what may exist (read bottom-up to undo);
 #                           also the run's lock: flock'd by every process of the run except the container
-#                           itself, so free means "nothing of this run is alive any more"
+#                           itself (and cbuild-cgroup's waiting parent, which only removes the emptied
+#                           cgroup), so free means "nothing of this run is alive any more"
 #   <state>/NAME/status     cbuild-ns --status-fd JSON lines (phases with the container's host PID, then
 #                           the exit code)
 #   <state>/NAME/stdout, stderr   the container's output (detached runs)
