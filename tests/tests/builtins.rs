@@ -140,6 +140,48 @@ fn a_signal_ends_the_wait_so_the_trap_runs() {
     assert!(t.elapsed() < Duration::from_secs(2), "the wait went on for {:?}", t.elapsed());
 }
 
+/// A trapped signal that does not end the script: `flock` returns 128+N (as `wait` does), not the 1 of
+/// a lock not taken, and the trap runs; with `-w` too.
+#[test]
+fn a_trapped_signal_is_status_128_plus_n() {
+    let d = lock_file();
+    let lock = d.path().join("lock");
+    let mut holder = hold(&lock, "exec sleep 10");
+    let o = bash(
+        "trap 'echo trap' USR1; exec 9>\"$1\"
+         (sleep 0.2; kill -USR1 $$) & flock 9; echo blocking=$?
+         (sleep 0.2; kill -USR1 $$) & flock -w 5 9; echo w=$?",
+        &lock,
+    )
+    .output()
+    .unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(stdout(&o), "trap\nblocking=138\ntrap\nw=138\n", "{}", stderr(&o));
+}
+
+/// bash's SIGCHLD, when a background job ends, interrupts the builtin's system calls: neither wait
+/// ends early for it (flock(1), a process of its own, never sees it).
+#[test]
+fn a_background_job_ending_does_not_end_the_wait() {
+    let d = lock_file();
+    let lock = d.path().join("lock");
+    let mut holder = hold(&lock, "sleep 3");
+    let t = Instant::now();
+    let o = bash(
+        "exec 9>\"$1\"
+         sleep 0.1 & sleep 0.2 & flock -w 1 9; echo w=$?
+         sleep 0.1 & flock 9; echo blocking=$?",
+        &lock,
+    )
+    .output()
+    .unwrap();
+    let _ = holder.wait();
+    // -w 1 times out (the holder keeps the lock 3 s), then the blocking wait gets it when the holder ends.
+    assert_eq!(stdout(&o), "w=1\nblocking=0\n", "{}", stderr(&o));
+    assert!(t.elapsed() >= Duration::from_secs(1), "-w 1 gave up after {:?}", t.elapsed());
+}
+
 #[test]
 fn bad_input_is_status_2_with_one_line() {
     let d = lock_file();

@@ -1,11 +1,12 @@
 //! `flock [-n | -w SECONDS] [-s | -x | -u] FD`: util-linux flock(1) on an open descriptor, without the
 //! fork.
 //!
-//! Exit status: 0 locked (or unlocked); 1 not locked: held elsewhere with -n, timed out with -w, or any
-//! signal bash handles came (flock(1) would go on waiting unless it is a trap's); 2 a usage error or a bad
-//! FD (flock(1): 64 and 65). The scripts only tell zero from non-zero.
+//! Exit status: 0 locked (or unlocked); 1 not locked: held elsewhere with -n, timed out with -w; 128+N
+//! a signal N the script traps came while waiting (its trap runs next, as after `wait`); 2 a usage
+//! error or a bad FD (flock(1): 64 and 65). A signal the script does not trap (bash's own SIGCHLD when a
+//! background job ends) does not end the wait, as it would not end flock(1)'s.
 
-use crate::{complain, errno, number, strerror, words, Builtin, Doc, WordList, USAGE};
+use crate::{complain, errno, number, signal_for_script, strerror, words, Builtin, Doc, WordList, USAGE};
 use core::ffi::c_int;
 use core::ptr;
 
@@ -16,7 +17,8 @@ static DOC: Doc = Doc::new(
     -w SECONDS  give up after that long (status 1)
     -s          a shared lock; -x an exclusive one (the default); -u unlock
 
-    A signal ends the wait with status 1, so that the script's trap runs. A bad FD or usage: status 2.",
+    A signal the script traps ends the wait with status 128+N, and its trap runs; other signals do not.
+    A bad FD or usage: status 2.",
 );
 
 pub(crate) const BUILTIN: Builtin =
@@ -96,20 +98,32 @@ unsafe extern "C" fn flock_builtin(list: *const WordList) -> c_int {
 /// One flock(2): Ok(false) if held elsewhere (with LOCK_NB), Err(status) to give up with.
 fn try_lock(a: &Args, nonblock: bool) -> Result<bool, c_int> {
     let op = a.op | if nonblock { libc::LOCK_NB } else { 0 };
-    // SAFETY: flock(2) on a number; a bad one is EBADF.
-    if unsafe { libc::flock(a.fd, op) } == 0 {
-        return Ok(true);
-    }
-    match errno() {
-        libc::EWOULDBLOCK => Ok(false),
-        // A signal: give control back, so that bash runs the script's trap.
-        libc::EINTR => Err(1),
-        e => {
-            let mut buf = [0u8; 12];
-            complain(b"flock", crate::decimal(a.fd, &mut buf), strerror(e));
-            Err(if e == libc::EBADF { USAGE } else { 1 })
+    loop {
+        // SAFETY: flock(2) on a number; a bad one is EBADF.
+        if unsafe { libc::flock(a.fd, op) } == 0 {
+            return Ok(true);
+        }
+        match errno() {
+            libc::EWOULDBLOCK => return Ok(false),
+            libc::EINTR => match signal_for_script() {
+                Some(code) => return Err(code),
+                None => continue,
+            },
+            e => {
+                let mut buf = [0u8; 12];
+                complain(b"flock", crate::decimal(a.fd, &mut buf), strerror(e));
+                return Err(if e == libc::EBADF { USAGE } else { 1 });
+            }
         }
     }
+}
+
+/// CLOCK_MONOTONIC in milliseconds: a wait interrupted by signals still ends on time.
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes the local timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 fn run(a: &Args) -> c_int {
@@ -119,21 +133,26 @@ fn run(a: &Args) -> c_int {
         // flock(1) arms a timer and blocks; a builtin must not take bash's SIGALRM, so it polls, from
         // 1 ms up to 10 ms apart (a lock let go is seen within 10 ms).
         Wait::For(limit) => {
-            let (mut waited, mut pause) = (0u64, 1u64);
+            let deadline = now_ms() + limit;
+            let mut pause = 1u64;
             loop {
                 match try_lock(a, true) {
                     Ok(true) => return 0,
-                    Ok(false) if waited >= limit => return 1,
                     Ok(false) => {}
                     Err(c) => return c,
                 }
-                let nap = pause.min(limit - waited);
-                let ts = libc::timespec { tv_sec: (nap / 1000) as _, tv_nsec: ((nap % 1000) * 1_000_000) as _ };
-                // SAFETY: a plain sleep; EINTR means a signal for the script.
-                if unsafe { libc::nanosleep(&ts, ptr::null_mut()) } != 0 {
+                let now = now_ms();
+                if now >= deadline {
                     return 1;
                 }
-                waited += nap;
+                let nap = pause.min(deadline - now);
+                let ts = libc::timespec { tv_sec: (nap / 1000) as _, tv_nsec: ((nap % 1000) * 1_000_000) as _ };
+                // SAFETY: a plain sleep. Cut short by a signal: the script's if it traps it, else poll on.
+                if unsafe { libc::nanosleep(&ts, ptr::null_mut()) } != 0 {
+                    if let Some(code) = signal_for_script() {
+                        return code;
+                    }
+                }
                 pause = (pause * 2).min(10);
             }
         }

@@ -120,6 +120,33 @@ unsafe fn words<'a>(list: *const WordList) -> impl FnMut() -> Option<&'a CStr> {
     }
 }
 
+// bash's signal state, which its handlers write (bash 4.4 to 5.2 alike).
+extern "C" {
+    static trapped_signal_received: c_int;
+    static interrupt_state: c_int;
+}
+
+/// After a system call failed with EINTR: the status to return to the script when the signal is one it
+/// must see now — 128+N for a signal N with a trap (bash runs the trap once the builtin returns), 128+2
+/// for a SIGINT bash handles itself — or None for a signal the script does not care about (bash's own
+/// SIGCHLD, SIGWINCH): wait on.
+fn signal_for_script() -> Option<c_int> {
+    // SAFETY: bash's globals, read once each (signal handlers write them).
+    let (trapped, interrupted) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!(trapped_signal_received)),
+            core::ptr::read_volatile(core::ptr::addr_of!(interrupt_state)),
+        )
+    };
+    if trapped > 0 {
+        Some(128 + trapped)
+    } else if interrupted != 0 {
+        Some(128 + libc::SIGINT)
+    } else {
+        None
+    }
+}
+
 /// `PROG: WORD: WHAT` on stderr (`PROG: WHAT` without a word), in one write.
 fn complain(prog: &[u8], word: &[u8], what: &[u8]) {
     let mut buf = [0u8; 512];

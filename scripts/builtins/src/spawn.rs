@@ -18,7 +18,7 @@
 //! Exit status of `spawn`: 0 started; 1 a FILE could not be opened; 126 COMMAND could not be executed;
 //! 127 not found; 2 usage.
 
-use crate::{complain, errno, number, strerror, words, Builtin, Doc, WordList, USAGE};
+use crate::{complain, errno, number, signal_for_script, strerror, words, Builtin, Doc, WordList, USAGE};
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::{mem, ptr};
 
@@ -28,8 +28,6 @@ extern "C" {
     fn maybe_make_export_env();
     static export_env: *const *const c_char;
     fn search_for_command(name: *const c_char, flags: c_int) -> *mut c_char;
-    static trapped_signal_received: c_int;
-    static interrupt_state: c_int;
 }
 
 /// `search_for_command`: look in bash's command hash table first, as running the command would.
@@ -353,20 +351,10 @@ unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
         }
         match errno() {
             libc::EINTR => {
-                // A trap's signal: back to bash, which runs the trap next. bash's own SIGINT handling
-                // (no trap) wants control back too. Anything else: wait on.
-                // SAFETY: bash's globals, read once (signal handlers write them).
-                let (trapped, interrupted) = unsafe {
-                    (
-                        ptr::read_volatile(ptr::addr_of!(trapped_signal_received)),
-                        ptr::read_volatile(ptr::addr_of!(interrupt_state)),
-                    )
-                };
-                if trapped > 0 {
-                    return 128 + trapped;
-                }
-                if interrupted != 0 {
-                    return 128 + libc::SIGINT;
+                // A trap's signal (or bash's own SIGINT handling): back to bash, which runs the trap
+                // next. Anything else: wait on.
+                if let Some(code) = signal_for_script() {
+                    return code;
                 }
             }
             e => {
