@@ -69,7 +69,8 @@ mkdir -p "$out"
 mkns() { : >"$1" && unshare --net="$1" true; }
 median() { bench_median_ms "$1" "$2"; }
 ratio() { python3 -c 'import sys; print("%.1f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$1" "$2"; }
-hf() { hyperfine -N ${HF_EXTRA:---style none} --warmup "${WARMUP:-3}" --runs "${RUNS:-30}" "$@" >/dev/null; }
+# hf --export-json JSON ARGS...: the contenders in turns (bench_hf, lib/bench.sh).
+hf() { [ "$1" = --export-json ] || return 1; local json=$2; shift 2; bench_hf "$json" "$@"; }
 
 # --- set-up: one bridge per contender, each on its own /16, NAT on ---------------------------------
 "$B" bridge add cbb0 --subnet 10.250.0.0/16 --nat
@@ -213,7 +214,7 @@ row() { # label json
 {
     echo "### cbuild-net (scripts/bench-net.sh)"
     echo
-    echo "$(bench_machine); all inside a network namespace the script made; hyperfine medians (ms), ${RUNS:-30} runs each."
+    echo "$(bench_machine); all inside a network namespace the script made; hyperfine medians (ms), ${RUNS:-30} runs each, the contenders of a table taking turns in ${BENCH_ROUNDS:-5} rounds."
     echo "Each timed connect or disconnect starts 0.2 s after its prepare step (the kernel's deferred work from"
     echo "deleting or creating the previous pair done); the connect + disconnect cycles run back to back."
     echo "Anchors: the CNI bridge plugin ($CNI/bridge, host-local IPAM, ipMasq on) and the equivalent iproute2"

@@ -3,7 +3,7 @@
 #
 #  1. Start-to-exit of `/bin/true` in a container without network:
 #       cbuild-run --rm --network none cbuild/busybox /bin/true
-#     against, in the same hyperfine run,
+#     against, in the same run (the contenders taking turns in BENCH_ROUNDS rounds, lib/bench.sh),
 #       runc run   on the same busybox tree (cbuild-image unpack) with an equivalent config.json: the same
 #                  namespaces (pid net ipc uts mount cgroup), Docker's 14 capabilities, Docker's default
 #                  seccomp profile (moby's file resolved for those capabilities and amd64), masked paths;
@@ -71,7 +71,8 @@ trap cleanup EXIT
 [ -n "${BENCH_KEEP:-}" ] && trap - EXIT
 out=$work/out
 mkdir -p "$out" "$CBUILD_STATE" "$CBUILD_DATA"
-hf() { hyperfine -N ${HF_EXTRA:---style none} --warmup "${WARMUP:-3}" --runs "${RUNS:-30}" "$@" >/dev/null; }
+# hf --export-json JSON ARGS...: the contenders in turns (bench_hf, lib/bench.sh).
+hf() { [ "$1" = --export-json ] || return 1; local json=$2; shift 2; bench_hf "$json" "$@"; }
 median() { bench_median_ms "$1" "$2"; }
 ratio() { python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$1" "$2"; }
 
@@ -195,7 +196,7 @@ body=$work/section.md
 {
     echo "## runtime (scripts/bench.sh)"
     echo
-    echo "$(bench_machine); static release builds (scripts/build-static.sh); hyperfine medians of ${RUNS:-30} runs. Debug builds are slower."
+    echo "$(bench_machine); static release builds (scripts/build-static.sh); hyperfine medians of ${RUNS:-30} runs, the contenders taking turns in ${BENCH_ROUNDS:-5} rounds (scripts/lib/bench.sh). Debug builds are slower."
     if [ "${BENCH_STATE:-tmpfs}" = disk ]; then
         echo "The runtimes' state (cbuild's \`<state>\`, runc's \`--root\`) on this VM's ext4 disk (BENCH_STATE=disk)."
     else
