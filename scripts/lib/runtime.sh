@@ -79,6 +79,25 @@ rt_show() {
 rt_check_name() {
     [[ $1 == [A-Za-z0-9]* && $1 != *[!A-Za-z0-9_.-]* && ${#1} -le 64 ]] ||
         rt_die name "$1" 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}'
+    # <state>/net is cbuild-net's own directory (its bridges and leases).
+    [[ $1 != net ]] || rt_die name "$1" 'reserved: <state>/net holds cbuild-net'"'"'s own files'
+}
+
+# An option that needs a value has one: `rt_need_value "$@"` with the option in $1 and its value in $2.
+rt_need_value() { [[ $# -ge 2 ]] || rt_die args "$1" 'needs a value'; }
+
+# `-e WORD`: KEY=VALUE as it is, or KEY alone for the caller's exported KEY (nothing if it has none), as
+# docker takes it; sets rt_env (empty for nothing). KEY is checked before bash expands it: a subscript
+# in it would run.
+rt_env_word() {
+    rt_env=''
+    if [[ $1 == *=* ]]; then
+        rt_env=$1
+        return 0
+    fi
+    [[ $1 == [A-Za-z_]* && $1 != *[!A-Za-z0-9_]* ]] || rt_die args "-e $1" 'not a variable name (KEY=VALUE, or KEY to pass it on)'
+    [[ -v $1 && ${!1@a} == *x* ]] && rt_env=$1=${!1}
+    return 0
 }
 
 # Is something of run NAME alive (its undo list is locked)? Opens fd 8 on it; 0 = alive.
@@ -207,6 +226,8 @@ rt_remove_dir() {
     local dir=$rt_state/$1
     rm -f "$dir/record" "$dir/undo" "$dir/status" "$dir/stdout" "$dir/stderr" \
         "$dir/seccomp.bpf" "$dir/layers" "$dir/layers.err"
+    # The default image's tree, when a run that was building it was stopped.
+    [[ ! -e $dir/rootfs-build ]] || rm -rf "$dir/rootfs-build"
     rmdir "$dir" 2>/dev/null || true
 }
 
@@ -227,7 +248,19 @@ rt_pid() {
 rt_same_run() { [[ /proc/self/fd/${2:-8} -ef $rt_state/$1/undo ]]; }
 
 # Did cbuild-ns reach run NAME's command (its status says so; nothing is there if a tool failed first)?
-rt_exec_seen() { [[ -s $rt_state/$1/status && $(<"$rt_state/$1/status") == *'"phase":'*'"exec"'* ]]; }
+rt_exec_seen() { [[ -s $rt_state/$1/status && $(<"$rt_state/$1/status") == *'"phase":"exec"'* ]]; }
+
+# VALUE as a JSON string, quotes included, in rt_json: backslash, quote and control characters escaped.
+rt_json_string() {
+    local s=${1//\\/\\\\} c hex i
+    s=${s//\"/\\\"} s=${s//$'\n'/\\n} s=${s//$'\t'/\\t} s=${s//$'\r'/\\r}
+    for ((i = 1; i < 32; i++)); do
+        printf -v hex '%02x' "$i"
+        printf -v c "\\x$hex"
+        [[ $s == *"$c"* ]] && s=${s//"$c"/\\u00$hex}
+    done
+    rt_json="\"$s\""
+}
 
 # Read one field of a one-line JSON object without jq (the hot path stays free of extra processes):
 #   rt_json_field '{"pid": 12, ...}' pid  ->  12

@@ -1465,6 +1465,37 @@ fn exec_with_limits_and_set_apply_one_after_the_other() {
     limits_never_mix(300, &["exec", "--", "true"]);
 }
 
+/// On pure v2 a device policy is a BPF program. Where bpf(2) is refused (no CAP_BPF or CAP_SYS_ADMIN, as
+/// inside a Docker container), `exec --devices docker` says so in the contract's one line, exits 125 and
+/// leaves no cgroup behind: it never runs the command without the policy. (v1 and hybrid hosts write
+/// `devices.*` files instead; there this test has nothing to refuse.)
+#[test]
+fn v2_device_policy_the_kernel_refuses_fails_cleanly() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    if i["layout"] != "unified" {
+        return;
+    }
+    let c = Cg::new(&i);
+    // cbuild-ns without namespaces: only the capabilities change, then cbuild-cgroup runs.
+    let mut cmd = tool("cbuild-ns", &sb);
+    cmd.args(["run", "--cap-drop", "SYS_ADMIN,BPF", "--"]).arg(bin(TOOL));
+    cmd.args(["exec", &c.name, "--devices", "docker", "--", "sh", "-c", "echo RAN"]);
+    let o = run(&mut cmd);
+    assert_tool_error(&o, TOOL, "bpf-load");
+    assert!(!stdout(&o).contains("RAN"), "the command ran without its device policy");
+    assert_no_dirs(&i, &c.name);
+    // The same with Docker's capabilities kept (SYS_ADMIN and BPF are not among them) and --rm.
+    let mut cmd = tool("cbuild-ns", &sb);
+    cmd.args(["run", "--cap-drop", "ALL", "--cap-add", "DOCKER_DEFAULT", "--"]).arg(bin(TOOL));
+    cmd.args(["exec", &c.name, "--rm", "--devices", "docker", "--", "sh", "-c", "echo RAN"]);
+    let o = run(&mut cmd);
+    assert_tool_error(&o, TOOL, "bpf-load");
+    assert!(!stdout(&o).contains("RAN"), "the command ran without its device policy");
+    assert_no_dirs(&i, &c.name);
+}
+
 /// A `set` that changes the device list and then fails (the kernel refuses a later file: a `unified`
 /// file it does not have) puts the previous list back: the node the failed set would have allowed
 /// still does not open, whether the set widened the list or lifted the policy.

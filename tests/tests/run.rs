@@ -309,6 +309,15 @@ fn bad_input_fails_with_125_one_line_and_leaves_nothing() {
         (vec!["-v", "/no/such/dir:/x", IMAGE, "true"], "cbuild-ns", "/no/such/dir"),
         (vec!["--tmpfs", "/x:bogus=1", IMAGE, "true"], "cbuild-ns", "/x"),
         (vec!["-u", "nosuchuser", IMAGE, "true"], "cbuild-ns", "nosuchuser"),
+        (vec!["--cap-drop", "NOT_A_CAP", IMAGE, "true"], "cbuild-ns", "NOT_A_CAP"),
+        (vec!["--cap-add", "ALL", "--cap-drop", "NOT_A_CAP", IMAGE, "true"], "cbuild-seccomp", "NOT_A_CAP"),
+        // A KEY alone is expanded by bash: one that is not a plain name (a subscript would run) is refused.
+        (vec!["-e", "x[$(touch /tmp/cbuild-run-pwned)]", IMAGE, "true"], "cbuild-run", "not a variable name"),
+        (vec!["-e", "a b", IMAGE, "true"], "cbuild-run", "not a variable name"),
+        (vec!["--rm=maybe", IMAGE, "true"], "cbuild-run", "--rm=maybe"),
+        (vec!["--name", "net", IMAGE, "true"], "cbuild-run", "reserved"),
+        // One run-cache file per image name: `cbuild%busybox` is not `cbuild/busybox`.
+        (vec!["cbuild%busybox", "true"], "cbuild-image", "cbuild%busybox"),
     ];
     for (i, (args, tool, needle)) in cases.iter().enumerate() {
         let name = format!("bad{i}x{}", std::process::id());
@@ -321,6 +330,7 @@ fn bad_input_fails_with_125_one_line_and_leaves_nothing() {
         assert_tool_error(&o, tool, needle);
         rt.assert_gone(&name);
     }
+    assert!(!Path::new("/tmp/cbuild-run-pwned").exists(), "-e KEY ran a command substitution");
     // A NAME in use is refused, and the container holding it is untouched.
     let name = unique("busy");
     rt.detached(&name, &[], "sleep 30");
@@ -353,19 +363,26 @@ fn process_flags_env_workdir_user_hostname() {
         out,
         "A=1\nB=two words\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/etc\n1000\n2000\nbox\nHOSTNAME=box\n"
     );
-    // `-e KEY` takes the value from the caller's environment; the caller's other variables stay out.
+    // `-e KEY` takes the value from the caller's environment; the caller's other variables stay out, and
+    // so do the script's own (not exported) variables of that name.
     let o = run(rt.cmd("cbuild-run").env("FROM_HOST", "yes").env("SECRET", "no").args([
         "--rm",
         "--network",
         "none",
         "-e",
         "FROM_HOST",
+        "-e",
+        "opt",
+        "--env",
+        "rt_verbose",
+        "-e",
+        "NOT_SET_ANYWHERE",
         IMAGE,
         "sh",
         "-c",
-        "echo $FROM_HOST:$SECRET",
+        "echo $FROM_HOST:$SECRET:${opt-unset}:${rt_verbose-unset}:${NOT_SET_ANYWHERE-unset}",
     ]));
-    assert_eq!(stdout(&o), "yes:\n");
+    assert_eq!(stdout(&o), "yes::unset:unset:unset\n", "{}", stderr(&o));
     // Default hostname: the NAME.
     let name = unique("hn");
     assert_eq!(rt.ok(&["--rm", "--network", "none", "--name", &name, IMAGE, "hostname"]).trim(), name);
@@ -536,6 +553,13 @@ fn capabilities_seccomp_and_no_new_privileges() {
         (0xa80425fb & !(1 << 13)) | (1 << 25)
     );
     assert_eq!(cap_eff(&rt.sh(&["--cap-drop=ALL"], "cat /proc/self/status")), 0);
+    // --cap-add ALL is every capability but the dropped ones, as in Docker (SYS_ADMIN 21, NET_RAW 13).
+    let all = cap_eff(&rt.sh(&["--cap-add", "ALL"], "cat /proc/self/status"));
+    assert_ne!(all & (1 << 21), 0, "--cap-add ALL without SYS_ADMIN: {all:#x}");
+    let fewer = cap_eff(
+        &rt.sh(&["--cap-add=ALL", "--cap-drop", "SYS_ADMIN", "--cap-drop", "net_raw"], "cat /proc/self/status"),
+    );
+    assert_eq!(fewer, all & !(1 << 21) & !(1 << 13), "--cap-add ALL --cap-drop SYS_ADMIN,NET_RAW: {fewer:#x}");
     // CAP_MKNOD is in the set, so a node for any device can be made, but Docker's device list decides
     // what opens: /dev/kmsg (1:11) and a tun (10:200) not, /dev/null (1:3) yes.
     let out = rt.sh(
@@ -647,6 +671,49 @@ fn detached_ps_logs_exec_stop_rm() {
     assert_tool_error(&run(rt.cmd("cbuild-exec").args([&name, "true"])), "cbuild-exec", "not running");
 }
 
+/// A detached start whose command cannot run fails as a foreground one does (127 or 126, cbuild-ns's error
+/// line on the caller's stderr, nothing left), not with the NAME printed and the error in the log; the
+/// other scripts' bad input is the contract's one line and 125; `cbuild-ps --json` stays JSON whatever
+/// the command holds; `--rm=false` keeps the container, as Docker's spelling does.
+#[test]
+fn detached_failures_option_errors_and_ps_json() {
+    let rt = Rt::new();
+    for (cmd, code, needle) in [("nosuchcmd", 127, "not found"), ("/etc/passwd", 126, "Permission denied")] {
+        let name = unique("dfail");
+        let o = rt.run(&["-d", "--name", &name, "--network", "none", IMAGE, cmd]);
+        assert_eq!(o.status.code(), Some(code), "-d {cmd}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "-d {cmd} printed the NAME: {}", stdout(&o));
+        assert!(stderr(&o).contains("cbuild-ns: exec: ") && stderr(&o).contains(needle), "{}", stderr(&o));
+        rt.assert_gone(&name);
+        // The same in the foreground: the command never ran, so nothing is kept.
+        let o = rt.run(&["--name", &name, "--network", "none", IMAGE, cmd]);
+        assert_eq!(o.status.code(), Some(code), "{cmd}: {}", stderr(&o));
+        rt.assert_gone(&name);
+    }
+    for (script_name, args, needle) in [
+        ("cbuild-stop", vec!["-t", "abc", "x"], "-t abc"),
+        ("cbuild-stop", vec!["-t", "-2", "x"], "-t -2"),
+        ("cbuild-stop", vec!["x", "-t"], "-t"),
+        ("cbuild-exec", vec!["-w"], "-w"),
+        ("cbuild-exec", vec!["-e", "x[1]", "c", "true"], "not a variable name"),
+    ] {
+        let o = rt.tool(script_name, &args);
+        assert_tool_error(&o, script_name, needle);
+    }
+    let name = unique("json");
+    rt.detached(&name, &["--rm=false"], "sleep 30; : 'a\\b\t\"c\"'");
+    let js = stdout(&rt.tool("cbuild-ps", &["--json"]));
+    let line = js.lines().find(|l| l.contains(&name)).unwrap_or_else(|| panic!("{js}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["command"], "sh -c sleep 30; : 'a\\b\t\"c\"'", "{line}");
+    // -1: no limit (the container ends at the TERM here).
+    assert_eq!(rt.tool("cbuild-stop", &["-t", "-1", &name]).status.code(), Some(0));
+    let ps = stdout(&rt.tool("cbuild-ps", &["-a"]));
+    assert!(status_line(&ps, &name).contains("exited"), "--rm=false keeps the stopped container: {ps}");
+    assert_eq!(rt.tool("cbuild-rm", &[&name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+}
+
 /// Without the bash builtins (libcbuild_builtins.so not beside the tools) the scripts' same `flock` words
 /// run util-linux's flock(1), and `spawn`/`reap` are bash functions (a fork): a run (foreground and
 /// detached), cbuild-ps's liveness check, cbuild-rm's refusal of a running container and cbuild-stop all
@@ -725,6 +792,83 @@ fn foreground_signals_reach_the_container_and_cleanup_follows() {
     assert_eq!(o.status.code(), Some(9), "the container's own exit status: {}", stderr(&o));
     assert_eq!(stdout(&o), "ready\ngot-term\n");
     rt.assert_gone(&name);
+}
+
+/// Killed by the signal itself, bash had not set its traps yet: at most the run's directory with its empty
+/// undo list may be left, which `cbuild-rm --prune` removes (docs/runtime.md).
+fn prune_if_signalled(rt: &Rt, o: &Output) {
+    use std::os::unix::process::ExitStatusExt;
+    if o.status.signal().is_some() {
+        assert_eq!(rt.tool("cbuild-rm", &["--prune"]).status.code(), Some(0));
+    }
+}
+
+/// A SIGTERM to cbuild-run at any moment of a start: once cbuild-run has exited, nothing of the run is
+/// left (a foreground run passes the signal to its chain and undoes what was made when the chain ends;
+/// until the chain is started it aborts), or, for a detached start, either nothing is left (status 125)
+/// or the container runs and its NAME was printed. The delays cover the whole start, chain included.
+#[test]
+fn a_term_at_any_moment_of_a_start_leaves_nothing_behind() {
+    let rt = Rt::new();
+    let term = |c: &Child| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM)
+    };
+    for ms in (0..60).step_by(4) {
+        let name = unique("term");
+        let c = rt
+            .cmd("cbuild-run")
+            .args(["--rm", "--name", &name, "--network", "none", IMAGE, "sh", "-c", "sleep 0.3"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = term(&c);
+        let o = c.wait_with_output().unwrap();
+        prune_if_signalled(&rt, &o);
+        let left = rt.leftovers(&name);
+        assert!(left.is_empty(), "TERM after {ms} ms, status {:?}: left {left:#?}; {}", o.status, stderr(&o));
+        let d = rt
+            .cmd("cbuild-run")
+            .args(["-d", "--name", &name, "--network", "none", IMAGE, "sleep", "30"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = term(&d);
+        let o = d.wait_with_output().unwrap();
+        prune_if_signalled(&rt, &o);
+        if o.status.code() == Some(0) {
+            assert_eq!(stdout(&o).trim(), name, "a detached start that succeeded prints the NAME");
+            let ps = stdout(&rt.tool("cbuild-ps", &[]));
+            assert!(status_line(&ps, &name).contains("running"), "TERM after {ms} ms: {ps}");
+            assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+        } else if o.status.code().is_some() {
+            assert_eq!(o.status.code(), Some(125), "TERM after {ms} ms: {}", stderr(&o));
+        }
+        let left = rt.leftovers(&name);
+        assert!(left.is_empty(), "-d, TERM after {ms} ms, status {:?}: left {left:#?}", o.status);
+    }
+    // Stopped while it builds the default image (a data dir of its own, so the image is made here):
+    // the tree being built goes with the run's directory.
+    let data = rt.sb.path().join("fresh-data");
+    let c = rt
+        .cmd("cbuild-run")
+        .env("CBUILD_DATA", &data)
+        .args(["--rm", "--network", "none", IMAGE, "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = term(&c);
+    let _ = c.wait_with_output().unwrap();
+    let left: Vec<_> = std::fs::read_dir(&rt.sb.state).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "a start stopped while building the image left {left:?}");
 }
 
 /// The foreground chain's `cbuild-cgroup exec --rm` removes the cgroup when the container ends. Killed
