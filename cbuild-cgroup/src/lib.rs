@@ -344,7 +344,15 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 
 /// `rm NAME [--force]`
 pub fn rm(name: &str, force: bool, missing_ok: bool) -> Result<()> {
-    cgroup::check_name(name)?;
+    if let Err(e) = cgroup::check_name(name) {
+        // No cgroup can have that name, so with --missing-ok there is nothing to remove (a runtime's undo
+        // after `exec` refused the name must not repeat that error).
+        if missing_ok {
+            log::step("rm", format_args!("{name:?}: cannot be a cgroup's name, so none is there (--missing-ok)"));
+            return Ok(());
+        }
+        return Err(e);
+    }
     let host = Host::detect_for_write()?;
     let cg = Cgroup::at(&host, name)?;
     if missing_ok && !cg.dirs.iter().any(|d| d.is_dir()) {

@@ -89,7 +89,8 @@ enum Verb {
         /// Kill live processes first instead of refusing.
         #[arg(short, long)]
         force: bool,
-        /// A NAME that does not exist is not an error (for undo steps that may run twice).
+        /// A NAME that does not exist, or cannot (`tasks`), is not an error (for undo steps that may
+        /// run twice, or after `exec` refused the NAME).
         #[arg(long)]
         missing_ok: bool,
     },

@@ -331,6 +331,12 @@ fn bad_input_fails_with_125_one_line_and_leaves_nothing() {
         rt.assert_gone(&name);
     }
     assert!(!Path::new("/tmp/cbuild-run-pwned").exists(), "-e KEY ran a command substitution");
+    // A NAME cbuild-cgroup refuses (a cgroup control file's): its error once, not again from the undo.
+    // (Not `tasks`: that is a file in every v1 cbuild/ directory, which the leftovers check would see.)
+    let o = rt.run(&["--name", "memory.bogus", "--network", "none", IMAGE, "true"]);
+    assert_tool_error(&o, "cbuild-cgroup", "control file");
+    assert_eq!(stderr(&o).matches("cbuild-cgroup: ").count(), 1, "{}", stderr(&o));
+    rt.assert_gone("memory.bogus");
     // A NAME in use is refused, and the container holding it is untouched.
     let name = unique("busy");
     rt.detached(&name, &[], "sleep 30");
