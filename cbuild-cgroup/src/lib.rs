@@ -101,6 +101,25 @@ pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String])
     Err(e)
 }
 
+/// `exec NAME --existing [--cgroup-fd N] -- CMD`: as `exec`, but only into a NAME that exists, as it is
+/// (no limits): `docker exec` into a running container. NAME missing (the container ended meanwhile) is
+/// an error, never a new empty cgroup left behind with the container gone.
+pub fn exec_existing(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<Infallible> {
+    let cmd = Cmd::check(name, cgroup_fd, cmd)?;
+    let host = Host::detect_for_write()?;
+    if !limits_for(&host, raw)?.is_empty() {
+        return Err(Error::bad("exec", "--existing", "takes no limits: NAME is joined as it is (`set` changes them)"));
+    }
+    let cg = Cgroup::open(&host, name)?;
+    let join = if cgroup_fd.is_some() { Join::AllButV2 } else { Join::All };
+    log::step("join", format_args!("{} → {name}", std::process::id()));
+    cg.join_self(&host, join)?;
+    if let Some(n) = cgroup_fd {
+        hand_over_v2(&host, &cg, n)?;
+    }
+    Err(cmd.exec())
+}
+
 /// The command `exec` runs, checked before anything is created: "not found" must not leave a cgroup
 /// behind.
 struct Cmd {

@@ -63,6 +63,10 @@ enum Verb {
         /// (killing what it left there); exit with CMD's status. NAME must not exist yet.
         #[arg(long)]
         rm: bool,
+        /// Only join NAME if it exists (no limits; an error if it does not): `docker exec` into a running
+        /// container, which must not make a new cgroup if the container has just gone.
+        #[arg(long, conflicts_with = "rm")]
+        existing: bool,
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
@@ -191,12 +195,15 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         Verb::Create { name, limits } => cbuild_cgroup::create(&name, &limits.into()),
         Verb::Set { name, limits } => cbuild_cgroup::set(&name, &limits.into()),
         Verb::Add { name, pids } => cbuild_cgroup::add(&name, &pids),
-        Verb::Exec { name, limits, cgroup_fd, rm: true, cmd } => {
+        Verb::Exec { name, limits, cgroup_fd, rm: true, cmd, .. } => {
             let code = cbuild_cgroup::exec_rm(&name, &limits.into(), cgroup_fd, &cmd)?;
             // The command's own status (0-255; 128+N for a signal).
             return Ok(ExitCode::from(code as u8));
         }
-        Verb::Exec { name, limits, cgroup_fd, rm: false, cmd } => {
+        Verb::Exec { name, limits, cgroup_fd, existing: true, cmd, .. } => {
+            cbuild_cgroup::exec_existing(&name, &limits.into(), cgroup_fd, &cmd).map(|n| match n {})
+        }
+        Verb::Exec { name, limits, cgroup_fd, rm: false, cmd, .. } => {
             cbuild_cgroup::exec(&name, &limits.into(), cgroup_fd, &cmd).map(|n| match n {})
         }
         Verb::Stat { name } => cbuild_cgroup::stat(&name, cli.json, out),

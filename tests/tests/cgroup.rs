@@ -1692,6 +1692,32 @@ fn exec_rm_works_with_sigchld_ignored_and_hands_the_v2_group_over() {
     assert_no_dirs(&i, &c.name);
 }
 
+/// `exec --existing` (cbuild-exec's: `docker exec`) joins a NAME that exists, as it is, and refuses a
+/// missing one without making it: a container that ended meanwhile leaves no new empty cgroup behind.
+#[test]
+fn exec_existing_joins_only_a_name_that_exists() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["exec", &c.name, "--existing", "--", "true"]));
+    assert_tool_error(&o, TOOL, "no such cgroup");
+    assert_no_dirs(&i, &c.name);
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "50"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cg(&sb).args(["exec", &c.name, "--existing", "--", "cat", "/proc/self/cgroup"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = format!("/cbuild/{}", c.name);
+    let out = stdout(&o);
+    assert!(
+        out.lines().filter(|l| !l.contains("name=systemd")).all(|l| l.ends_with(&want) || l.ends_with(":/")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.ends_with(&want)), "{out}");
+    let o = run(cg(&sb).args(["exec", &c.name, "--existing", "--pids", "10", "--", "true"]));
+    assert_tool_error(&o, TOOL, "--existing");
+}
+
 /// The waiting parent keeps none of the descriptors handed down for the command: the reader of a pipe
 /// whose write end only the command holds sees EOF as soon as the command closes it, while the command,
 /// and the parent with it, still run.
