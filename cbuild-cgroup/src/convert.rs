@@ -53,8 +53,16 @@ pub fn parse_size(s: &str) -> Result<Limit, String> {
         return Ok(Limit::Max);
     }
     let lower = t.to_ascii_lowercase();
-    let digits_end = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    // A decimal fraction too, as docker takes it (`1.5g`).
+    let digits_end = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
     let (num, suffix) = lower.split_at(digits_end);
+    let (num, frac) = match num.split_once('.') {
+        Some((_, f)) if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(format!("{t:?} is not a size (a number with an optional k, m, g or t suffix, or max)"))
+        }
+        Some((n, f)) => (n, f),
+        None => (num, ""),
+    };
     if num.is_empty() {
         return Err(if t.starts_with('-') {
             format!("{t:?} is negative")
@@ -72,6 +80,14 @@ pub fn parse_size(s: &str) -> Result<Limit, String> {
     };
     let n: u64 = num.parse().map_err(|_| format!("{t:?} is too large"))?;
     let v = n.checked_mul(mult).ok_or_else(|| format!("{t:?} is too large"))?;
+    // The fraction's bytes, rounded down (exact: integers, not floats).
+    let frac = frac.get(..frac.len().min(18)).unwrap_or("");
+    let part = if frac.is_empty() {
+        0
+    } else {
+        u128::from(mult) * frac.parse::<u128>().unwrap_or(0) / 10u128.pow(frac.len() as u32)
+    };
+    let v = v.checked_add(part as u64).ok_or_else(|| format!("{t:?} is too large"))?;
     if v == 0 {
         return Err(format!("{t:?} is zero"));
     }
@@ -254,6 +270,12 @@ mod tests {
         assert_eq!(parse_size("-1"), Ok(Limit::Max));
         assert!(parse_size("10x").unwrap_err().contains("unknown size suffix"));
         assert!(parse_size("-5M").unwrap_err().contains("negative"));
+        assert_eq!(parse_size("1.5g"), Ok(Limit::Value(3 << 29)));
+        assert_eq!(parse_size("0.5k"), Ok(Limit::Value(512)));
+        assert_eq!(parse_size("2.25M"), Ok(Limit::Value(9 << 18)));
+        for bad in ["1.", ".5g", "1..5g", "1.5.g", "1.x"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
         assert!(parse_size("0").unwrap_err().contains("zero"));
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999999999999").is_err());

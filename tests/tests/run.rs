@@ -298,7 +298,7 @@ fn bad_input_fails_with_125_one_line_and_leaves_nothing() {
         (vec!["--name", "../etc", IMAGE, "true"], "cbuild-run", "../etc"),
         (vec!["no/such/image:1", "true"], "cbuild-image", "no/such/image"),
         (vec!["--memory=lots", IMAGE, "true"], "cbuild-cgroup", "lots"),
-        (vec!["--pids-limit", "0", IMAGE, "true"], "cbuild-cgroup", "pids"),
+        (vec!["--pids-limit", "lots", IMAGE, "true"], "cbuild-cgroup", "pids"),
         (vec!["--cap-add", "NOT_A_CAP", IMAGE, "true"], "cbuild-seccomp", "NOT_A_CAP"),
         (
             vec!["--cap-add", "NOT_A_CAP", "--security-opt", "seccomp=unconfined", IMAGE, "true"],
@@ -508,6 +508,15 @@ fn cgroup_limits_are_applied_and_enforced() {
     assert_eq!(v["cpu"]["quota_usec"], 50000);
     assert_eq!(v["cpu"]["period_usec"], 100000);
     assert_eq!(v["pids"]["limit"], 20);
+    assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+    // Docker's spellings: a decimal size; --pids-limit 0 (or -1) is no limit.
+    let name = unique("lim");
+    rt.detached(&name, &["--memory=1.5g", "--pids-limit", "0"], "sleep 30");
+    let o = run(tool("cbuild-cgroup", &rt.sb).args(["stat", &name, "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!(v["memory"]["limit"], 3u64 << 29);
+    assert!(v["pids"]["limit"].is_null() || v["pids"]["limit"] == "max", "{}", v["pids"]);
     assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
     rt.assert_gone(&name);
     // The pids limit stops a fork loop (the refused forks are counted); the memory limit OOM-kills a hog.
