@@ -818,6 +818,23 @@ fn prune_if_signalled(rt: &Rt, o: &Output) {
     }
 }
 
+/// `cbuild-logs -f` follows a detached container until its run ends (the run's lock, not a PID), with
+/// everything it wrote; more than one NAME is refused.
+#[test]
+fn logs_follow_until_the_run_ends() {
+    let rt = Rt::new();
+    let name = unique("logf");
+    rt.detached(&name, &["--rm"], "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.2; done");
+    let t = Instant::now();
+    let o = rt.tool("cbuild-logs", &["-f", &name]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "out1\nout2\nout3\n");
+    assert_eq!(stderr(&o), "err1\nerr2\nerr3\n");
+    assert!(t.elapsed() < Duration::from_secs(10), "followed for {:?}", t.elapsed());
+    rt.assert_gone(&name);
+    assert_tool_error(&rt.tool("cbuild-logs", &["a", "b"]), "cbuild-logs", "one NAME only");
+}
+
 /// A SIGTERM to cbuild-run at any moment of a start: once cbuild-run has exited, nothing of the run is
 /// left (a foreground run passes the signal to its chain and undoes what was made when the chain ends;
 /// until the chain is started it aborts), or, for a detached start, either nothing is left (status 125)
