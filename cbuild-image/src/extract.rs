@@ -12,7 +12,7 @@
 //! `Overlay` turns them into overlayfs whiteouts (0/0 char devices, the opaque xattr) in a per-layer dir.
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, open_in_root, remove_all_at, remove_children};
+use crate::fsutil::{self, open_in_root, remove_all_at};
 use crate::Ctx;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -20,7 +20,7 @@ use nix::sys::stat::{
     fchmod, fchmodat, fstat, fstatat, futimens, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -79,8 +79,12 @@ pub struct Extractor<'a> {
     opts: &'a Options,
     ctx: &'a Ctx,
     layer: String,
-    /// Paths this layer created (an opaque whiteout removes only what lower layers left).
+    /// Directories this layer made or listed: their mtimes are this layer's, not a lower one's to put back.
     created: HashSet<PathBuf>,
+    /// Every path an entry of this layer occupies, with all its ancestors (umoci's "upper paths"). A
+    /// whiteout hides only what lower layers left: these stay, and a directory among them loses only the
+    /// lower content inside it.
+    upper: HashSet<PathBuf>,
     dirs: Vec<DirMeta>,
     /// Directories from lower layers whose mtime this layer changed by adding or removing entries: put back.
     restore: HashMap<PathBuf, (TimeSpec, TimeSpec)>,
@@ -103,6 +107,7 @@ impl<'a> Extractor<'a> {
             ctx,
             layer: layer.to_string(),
             created: HashSet::new(),
+            upper: HashSet::new(),
             dirs: Vec::new(),
             restore: HashMap::new(),
             cache: None,
@@ -122,15 +127,43 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
-    /// `rel` in the topmost lower layer that has it: its O_PATH fd and stat. None if no lower has it,
-    /// or the topmost one that names it holds a whiteout (then nothing below shows through).
+    /// `rel` as the overlay mount shows it from the layers below: its O_PATH fd in the topmost lower
+    /// layer that has it, and its stat. None if nothing below shows through: no lower has it, the topmost
+    /// one that names it holds a whiteout, or a directory on the way is opaque, whited out or not a
+    /// directory above the layers that have it (this layer's own opaque directories included).
     fn lookup_lower(&self, rel: &Path) -> Option<(OwnedFd, nix::sys::stat::FileStat)> {
-        for l in &self.lowers {
-            match open_in_root(l, rel, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+        let key = self.overlay_xattr()?;
+        if self.lowers.is_empty() {
+            return None;
+        }
+        let comps: Vec<&OsStr> = rel.iter().collect();
+        let (_, dirs) = comps.split_last()?;
+        // The layers each directory on the way is merged from, top-first: 0 is this layer, i is lowers[i-1].
+        let layer = |i: usize| if i == 0 { &self.root } else { &self.lowers[i - 1] };
+        let mut merged: Vec<usize> = (0..=self.lowers.len()).collect();
+        let mut prefix = PathBuf::new();
+        for c in dirs {
+            prefix.push(c);
+            let mut next = Vec::new();
+            for i in merged {
+                match open_in_root(layer(i), &prefix, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW) {
+                    Ok(fd) => {
+                        next.push(i);
+                        if fsutil::fgetxattr(&fd, key).as_deref() == Some(b"y") {
+                            break;
+                        }
+                    }
+                    Err(Errno::ENOENT) => continue,
+                    Err(_) => break,
+                }
+            }
+            merged = next;
+        }
+        for i in merged.into_iter().filter(|i| *i > 0) {
+            match open_in_root(layer(i), rel, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
                 Ok(fd) => {
                     let st = fstat(&fd).ok()?;
-                    let whiteout = st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0;
-                    return (!whiteout).then_some((fd, st));
+                    return (!is_whiteout(&st)).then_some((fd, st));
                 }
                 Err(Errno::ENOENT) => continue,
                 Err(_) => return None,
@@ -204,7 +237,7 @@ impl<'a> Extractor<'a> {
         self.set_xattrs(&f, &xattrs, raw)?;
         let (at, mt) = (TimeSpec::new(st.st_atime, st.st_atime_nsec), TimeSpec::new(st.st_mtime, st.st_mtime_nsec));
         futimens(&f, &at, &mt).map_err(|x| e(self, "utimes", x))?;
-        self.created.insert(trel);
+        self.mark_upper(&trel);
         Ok(true)
     }
 
@@ -276,11 +309,15 @@ impl<'a> Extractor<'a> {
 
         // Whatever is at the name goes, unless a directory meets a directory (then only metadata changes).
         let mut keep_dir = false;
+        // Overlay form: what a directory replaces here is this layer's own (a whiteout, a file, a symlink) and
+        // hid the lower entry of that name; the directory must go on hiding it, as in `unpack`.
+        let mut opaque = false;
         match fstatat(&pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => {
                 if st.st_mode & libc::S_IFMT == libc::S_IFDIR && kind == EntryType::Directory {
                     keep_dir = true;
                 } else {
+                    opaque = kind == EntryType::Directory && self.overlay_xattr().is_some();
                     remove_all_at(&pfd, name).map_err(|e| self.err(&raw, format!("replace existing: {}", io(e))))?;
                     self.cache = None;
                 }
@@ -322,6 +359,9 @@ impl<'a> Extractor<'a> {
                     fchown(&dfd, Some(uid), Some(gid)).map_err(|x| e(self, "chown", x))?;
                 }
                 self.set_xattrs(&dfd, &xattrs, &raw)?;
+                if opaque {
+                    self.set_opaque(&dfd, &raw)?;
+                }
                 self.dirs.push(DirMeta { rel: rel.clone(), mode, mtime });
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
@@ -416,8 +456,33 @@ impl<'a> Extractor<'a> {
                 return Ok(());
             }
         }
-        self.created.insert(rel);
+        if kind == EntryType::Directory {
+            self.created.insert(rel.clone());
+        }
+        self.mark_upper(&rel);
         Ok(())
+    }
+
+    /// `rel` and its ancestors are this layer's (see `upper`). An ancestor already there has all of its own.
+    fn mark_upper(&mut self, rel: &Path) {
+        let mut p = rel;
+        while !p.as_os_str().is_empty() && self.upper.insert(p.to_path_buf()) {
+            p = p.parent().unwrap_or(Path::new(""));
+        }
+    }
+
+    /// The overlay form's opaque-directory xattr, None when whiteouts are applied instead.
+    fn overlay_xattr(&self) -> Option<&'static str> {
+        match self.opts.mode {
+            ExtractMode::Flatten => None,
+            ExtractMode::Overlay { userxattr: true } => Some("user.overlay.opaque"),
+            ExtractMode::Overlay { userxattr: false } => Some("trusted.overlay.opaque"),
+        }
+    }
+
+    fn set_opaque(&self, dfd: &OwnedFd, raw: &[u8]) -> Result<()> {
+        let Some(key) = self.overlay_xattr() else { return Ok(()) };
+        fsutil::fsetxattr(dfd, key, b"y").map_err(|x| self.err(raw, format!("set {key}: {x}")))
     }
 
     /// The parent directory of an entry, created when the tar did not list it. Remembers the last one:
@@ -429,7 +494,13 @@ impl<'a> Extractor<'a> {
             }
         }
         let mut made = Vec::new();
-        let fd = fsutil::mkdir_all_in_root(&self.root, comps, &mut made).map_err(|x| match x {
+        let fd = match fsutil::mkdir_all_in_root(&self.root, comps, &mut made) {
+            Err(Errno::ENOTDIR) if self.whiteouts_to_dirs(raw, comps)? => {
+                fsutil::mkdir_all_in_root(&self.root, comps, &mut made)
+            }
+            r => r,
+        };
+        let fd = fd.map_err(|x| match x {
             // The component exists but does not resolve to a directory inside the root.
             Errno::EEXIST => self.err(raw, "parent directory: a symlink on the path points to nothing inside the root"),
             x => self.err(raw, format!("parent directory: {}", io(x))),
@@ -443,6 +514,46 @@ impl<'a> Extractor<'a> {
         self.note_touched(rel, &fd);
         self.cache = Some((rel.to_path_buf(), fd.try_clone().map_err(|x| self.err(raw, x))?));
         Ok(fd)
+    }
+
+    /// Overlay form: an entry below a name this layer whited out (`.wh.a`, then `a/x` without `a/`). In
+    /// `unpack` the whiteout removed `a` and `a/x` makes it anew; here the whiteout device must become a
+    /// directory that hides the lower `a`. Returns whether one was replaced.
+    fn whiteouts_to_dirs(&mut self, raw: &[u8], comps: &[&OsStr]) -> Result<bool> {
+        if self.overlay_xattr().is_none() {
+            return Ok(false);
+        }
+        let e = |s: &Self, x: Errno| s.err(raw, format!("parent directory: {}", io(x)));
+        let mut replaced = false;
+        for i in 0..comps.len() {
+            let prel: PathBuf = comps[..i].iter().collect();
+            let pfd = match open_in_root(&self.root, &prel, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+                Ok(fd) => fd,
+                Err(_) => break, // not this method's case: mkdir_all_in_root reports it
+            };
+            let st = match fstatat(&pfd, comps[i], AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(_) => break,
+            };
+            if !is_whiteout(&st) {
+                continue;
+            }
+            unlinkat(&pfd, comps[i], UnlinkatFlags::NoRemoveDir).map_err(|x| e(self, x))?;
+            mkdirat(&pfd, comps[i], Mode::from_bits_truncate(0o755)).map_err(|x| e(self, x))?;
+            let dfd = openat(
+                &pfd,
+                comps[i],
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|x| e(self, x))?;
+            self.set_opaque(&dfd, raw)?;
+            // Made here, but not `made`: the lower directory it hides has no metadata to give it.
+            self.created.insert(prel.join(comps[i]));
+            self.cache = None;
+            replaced = true;
+        }
+        Ok(replaced)
     }
 
     /// Remember a lower layer's directory mtime before this layer changes its entries.
@@ -476,28 +587,88 @@ impl<'a> Extractor<'a> {
                 self.note_touched(parent_rel, &pfd);
                 self.cache = None;
                 if opaque {
-                    let created = &self.created;
-                    remove_children(&pfd, |n| !created.contains(&parent_rel.join(n)))
-                        .map_err(|x| self.err(raw, format!("opaque whiteout: {}", io(x))))?;
-                } else {
-                    remove_all_at(&pfd, OsStr::from_bytes(target))
-                        .map_err(|x| self.err(raw, format!("whiteout: {}", io(x))))?;
+                    return self.hide_lower(raw, parent_rel, pfd);
+                }
+                let name = OsStr::from_bytes(target);
+                let trel = parent_rel.join(name);
+                if !self.upper.contains(&trel) {
+                    return remove_all_at(&pfd, name).map_err(|x| self.err(raw, format!("whiteout: {}", io(x))));
+                }
+                // This layer's own entry stays; if it is a directory, what lower layers left in it goes.
+                match openat(
+                    &pfd,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(dfd) => self.hide_lower(raw, &trel, dfd)?,
+                    Err(Errno::ENOTDIR | Errno::ELOOP | Errno::ENOENT) => {}
+                    Err(x) => return Err(self.err(raw, format!("whiteout: {}", io(x)))),
                 }
             }
-            ExtractMode::Overlay { userxattr } => {
+            ExtractMode::Overlay { .. } => {
                 let pfd = self.parent(raw, parent, parent_rel)?;
                 if opaque {
                     let dfd = fsutil::reopen(&pfd, OFlag::O_RDONLY).map_err(|x| self.err(raw, io(x)))?;
-                    let key = if userxattr { "user.overlay.opaque" } else { "trusted.overlay.opaque" };
-                    fsutil::fsetxattr(&dfd, key, b"y").map_err(|x| self.err(raw, format!("set {key}: {x}")))?;
-                } else {
-                    let name = OsStr::from_bytes(target);
-                    remove_all_at(&pfd, name).map_err(|x| self.err(raw, format!("whiteout: {}", io(x))))?;
-                    self.cache = None;
-                    // overlayfs's whiteout: a character device 0/0 (allowed without CAP_MKNOD since 5.8).
-                    mknodat(&pfd, name, SFlag::S_IFCHR, Mode::empty(), 0)
-                        .map_err(|x| self.err(raw, format!("whiteout mknod: {}", io(x))))?;
-                    self.created.insert(parent_rel.join(name));
+                    return self.set_opaque(&dfd, raw);
+                }
+                // Everything in a layer dir is this layer's own: an entry already at the name stays (it
+                // hides the lower one by itself; a directory needs to be opaque for that).
+                let name = OsStr::from_bytes(target);
+                match fstatat(&pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                        let dfd = openat(
+                            &pfd,
+                            name,
+                            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(|x| self.err(raw, format!("whiteout: {}", io(x))))?;
+                        self.set_opaque(&dfd, raw)?;
+                    }
+                    Ok(_) => {}
+                    Err(Errno::ENOENT) => {
+                        // overlayfs's whiteout: a character device 0/0 (allowed without CAP_MKNOD since 5.8).
+                        mknodat(&pfd, name, SFlag::S_IFCHR, Mode::empty(), 0)
+                            .map_err(|x| self.err(raw, format!("whiteout mknod: {}", io(x))))?;
+                    }
+                    Err(x) => return Err(self.err(raw, format!("whiteout: {}", io(x)))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flattened form: remove what lower layers left below directory `rel` (open as `dir`), keeping
+    /// this layer's entries (`upper`) and descending into its directories, as umoci does. Iterative,
+    /// one directory open at a time: the layer's own tree can be as deep as PATH_MAX allows.
+    fn hide_lower(&mut self, raw: &[u8], rel: &Path, dir: OwnedFd) -> Result<()> {
+        let e = |s: &Self, x: Errno| s.err(raw, format!("whiteout: {}", io(x)));
+        let mut todo: Vec<PathBuf> = Vec::new();
+        let mut next = Some((rel.to_path_buf(), dir));
+        loop {
+            let (rel, dfd) = match next.take() {
+                Some(d) => d,
+                None => {
+                    let Some(r) = todo.pop() else { break };
+                    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+                    match open_in_root(&self.root, &r, flags) {
+                        Ok(fd) => (r, fd),
+                        Err(x) => return Err(e(self, x)),
+                    }
+                }
+            };
+            self.note_touched(&rel, &dfd);
+            for name in fsutil::list_dir(&dfd).map_err(|x| e(self, x))? {
+                let crel = rel.join(&name);
+                if !self.upper.contains(&crel) {
+                    remove_all_at(&dfd, &name).map_err(|x| e(self, x))?;
+                    continue;
+                }
+                match fstatat(&dfd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => todo.push(crel),
+                    Ok(_) => {}
+                    Err(x) => return Err(e(self, x)),
                 }
             }
         }
@@ -616,6 +787,7 @@ impl<'a> Extractor<'a> {
             ));
         }
         self.created.clear();
+        self.upper.clear();
         self.skipped_devices = 0;
         self.skipped_xattrs = 0;
         Ok(())
@@ -652,6 +824,11 @@ pub fn rootless_owner(uid: u32, gid: u32) -> Option<Vec<u8>> {
         varint(&mut v, gid);
     }
     Some(v)
+}
+
+/// overlayfs's whiteout: a character device 0/0.
+fn is_whiteout(st: &nix::sys::stat::FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
 
 fn io(e: Errno) -> std::io::Error {

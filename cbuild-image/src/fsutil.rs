@@ -4,7 +4,7 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmod, fstatat, mkdirat, Mode};
+use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -57,30 +57,108 @@ pub fn mkdir_all_in_root(root: &OwnedFd, comps: &[&OsStr], created: &mut Vec<Pat
 
 /// Remove `name` in `dir` whatever it is, a directory recursively, never following symlinks. Missing is
 /// fine. Directories without write permission (a rootless caller, a 0555 dir) are made writable first.
+///
+/// A layer can make a tree far deeper than PATH_MAX (symlinks chained inside the root), so the walk is
+/// iterative: one open directory at a time and the names of the way down on the heap, going back up
+/// through `..`. Neither the stack nor the open-file limit bounds the depth.
 pub fn remove_all_at(dir: &impl AsFd, name: &OsStr) -> nix::Result<()> {
     match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => return Ok(()),
         Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
         Err(e) => return Err(e),
     }
-    let st = match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(e),
+    let top = match open_subdir(dir, name)? {
+        Some(fd) => fd,
+        None => return Ok(()),
     };
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+    let mut cur = top.0;
+    let mut stack = vec![Level { name: name.to_os_string(), id: top.1, subdirs: unlink_nondirs(&cur)? }];
+    loop {
+        let level = stack.last_mut().unwrap();
+        if let Some(sub) = level.subdirs.pop() {
+            if let Some((fd, id)) = open_subdir(&cur, &sub)? {
+                let subdirs = unlink_nondirs(&fd)?;
+                stack.push(Level { name: sub, id, subdirs });
+                cur = fd;
+            }
+            continue;
+        }
+        let done = stack.pop().unwrap();
+        let Some(parent) = stack.last() else { break };
+        // `..` of a directory someone renamed meanwhile is somewhere else: check it is where we came
+        // from, or the rmdir below could hit a directory outside the tree.
+        let up = openat(
+            &cur,
+            "..",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        if file_id(&fstat(&up)?) != parent.id {
+            return Err(Errno::ESTALE);
+        }
+        cur = up;
+        match unlinkat(&cur, done.name.as_os_str(), UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
     }
-    let sub =
-        openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
-    if st.st_mode & 0o700 != 0o700 {
-        let _ = fchmod(&sub, Mode::from_bits_truncate(st.st_mode | 0o700));
-    }
-    remove_children(&sub, |_| true)?;
+    drop(cur);
     match unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// One directory on the way down in `remove_all_at`: its name in its parent, its identity (to check
+/// the way back up) and the subdirectories still to remove.
+struct Level {
+    name: OsString,
+    id: (u64, u64),
+    subdirs: Vec<OsString>,
+}
+
+fn file_id(st: &FileStat) -> (u64, u64) {
+    (st.st_dev, st.st_ino)
+}
+
+/// Open directory `name` in `dir` for removing its entries, made writable when it is not. None when it
+/// is gone; a non-directory there is unlinked and gives None too.
+fn open_subdir(dir: &impl AsFd, name: &OsStr) -> nix::Result<Option<(OwnedFd, (u64, u64))>> {
+    let fd = match openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        // Replaced by a symlink or a file since it was listed.
+        Err(Errno::ENOTDIR | Errno::ELOOP) => {
+            return match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let st = fstat(&fd)?;
+    if st.st_mode & 0o700 != 0o700 {
+        let _ = fchmod(&fd, Mode::from_bits_truncate(st.st_mode | 0o700));
+    }
+    Ok(Some((fd, file_id(&st))))
+}
+
+/// Unlink every non-directory in `dir`; return the names of its subdirectories.
+fn unlink_nondirs(dir: &OwnedFd) -> nix::Result<Vec<OsString>> {
+    let mut subdirs = Vec::new();
+    for name in list_dir(dir)? {
+        match unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(Errno::EISDIR | Errno::EPERM) => subdirs.push(name),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(subdirs)
 }
 
 /// Names in directory `dir` (an fd opened O_RDONLY|O_DIRECTORY), without `.` and `..`.
@@ -98,7 +176,7 @@ pub fn list_dir(dir: &OwnedFd) -> nix::Result<Vec<OsString>> {
     Ok(out)
 }
 
-/// Remove every child of `dir` for which `keep_going(name)` says so.
+/// Remove every child of `dir` that `select(name)` picks.
 pub fn remove_children(dir: &OwnedFd, mut select: impl FnMut(&OsStr) -> bool) -> nix::Result<()> {
     for name in list_dir(dir)? {
         if select(&name) {

@@ -496,6 +496,146 @@ fn layers_overlay_view_matches_unpack_for_implied_dirs_and_lower_hardlinks() {
     assert_eq!(std::fs::symlink_metadata(top.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Whiteouts in the same layer as the entries they name (OCI image spec: a whiteout hides only what lower
+// layers have; umoci is the reference).
+
+/// The lower layer of the whiteout tests.
+fn whiteout_base() -> Vec<u8> {
+    tar(&[
+        tar_entry("a/", b'5', b"", "", 0o755),
+        tar_entry("a/b/", b'5', b"", "", 0o755),
+        tar_entry("a/b/old", b'0', b"old", "", 0o644),
+        tar_entry("a/keep", b'0', b"keep", "", 0o644),
+        tar_entry("c/", b'5', b"", "", 0o755),
+        tar_entry("c/old", b'0', b"old", "", 0o644),
+        tar_entry("foo", b'0', b"foo", "", 0o644),
+        tar_entry("real/", b'5', b"", "", 0o755),
+        tar_entry("real/x", b'0', b"x", "", 0o644),
+    ])
+}
+
+/// Import `whiteout_base` with `top` on it and `unpack` it; check the tree against `umoci unpack` of
+/// the same image and against an overlay mount of `layers`. The mtimes of `no_mtime` are not compared
+/// with umoci's: directories no tar lists (each extraction makes them when it runs), and directories a
+/// whiteout of their own layer emptied (umoci leaves the time of the removal; here they keep the mtime
+/// their entry gives them, or the lower layer's, as the overlay form shows them; the tests check that). Returns the sandbox, the unpacked tree (without `.`) and
+/// the layer dirs (top-first).
+#[track_caller]
+fn whiteout_case(no_mtime: &[&str], top: &[Vec<u8>]) -> (Sandbox, BTreeMap<String, Node>, Vec<PathBuf>) {
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("wh", &[(whiteout_base(), LAYER_TAR), (tar(top), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let u = sb.path().join("u");
+    ok(run(img(&sb).args(["unpack", "wh"]).arg(&u)));
+    let unpacked = tree(&u, &FULL);
+    let mut got = unpacked.clone();
+    let mut want = tree(&umoci_unpack(&l.dir, "wh", &sb.path().join("ref")), &FULL);
+    for t in [&mut want, &mut got] {
+        t.remove(".");
+        for k in no_mtime {
+            if let Some(n) = t.get_mut(*k) {
+                n.mtime = None;
+            }
+        }
+    }
+    assert_same_tree(&want, &got, "unpack vs umoci unpack");
+    let lowers = ok(run(img(&sb).args(["layers", "wh"])));
+    let mnt = sb.path().join("mnt");
+    let m = overlay(&lowers, &mnt);
+    let loose = TreeOpts { mtimes: false, hardlinks: false };
+    let (mut exp, mut view) = (tree(&u, &loose), tree(&mnt, &loose));
+    exp.remove(".");
+    view.remove(".");
+    assert_same_tree(&exp, &view, "overlay mount of `layers` vs unpack");
+    drop(m);
+    let mut unpacked = unpacked;
+    unpacked.remove(".");
+    (sb, unpacked, lowers.lines().map(PathBuf::from).collect())
+}
+
+#[track_caller]
+fn assert_paths(got: &BTreeMap<String, Node>, want: &[&str]) {
+    assert_eq!(got.keys().map(String::as_str).collect::<Vec<_>>(), want);
+}
+
+/// A whiteout after an entry of its own layer leaves that entry alone: `new` stays a file, `a` listed
+/// by this layer stays with only this layer's `a/n2`, and `real` (an ancestor of this layer's
+/// `real/y`) keeps `real/y`. Only what the lower layer had under them goes.
+#[test]
+fn whiteouts_spare_entries_of_their_own_layer() {
+    require_root();
+    let (_sb, paths, lowers) = whiteout_case(
+        &["a", "real"],
+        &[
+            tar_entry("new", b'0', b"new", "", 0o644),
+            tar_entry(".wh.new", b'0', b"", "", 0o644),
+            tar_entry("a/", b'5', b"", "", 0o750),
+            tar_entry("a/n2", b'0', b"n2", "", 0o644),
+            tar_entry(".wh.a", b'0', b"", "", 0o644),
+            tar_entry("real/y", b'0', b"y", "", 0o644),
+            tar_entry(".wh.real", b'0', b"", "", 0o644),
+        ],
+    );
+    assert_paths(&paths, &["a", "a/n2", "c", "c/old", "foo", "new", "real", "real/y"]);
+    assert_eq!((paths["a"].mode, paths["a"].mtime), (0o750, Some(1_600_000_000)), "a as this layer lists it");
+    assert_eq!(paths["real"].mtime, Some(1_600_000_000), "real as the lower layer has it");
+    // The overlay form: the file stays a file, the directories hide the lower ones by being opaque.
+    let top = &lowers[0];
+    assert!(std::fs::symlink_metadata(top.join("new")).unwrap().is_file(), "new became a whiteout");
+    for d in ["a", "real"] {
+        assert_eq!(xattrs(&top.join(d)), vec![("trusted.overlay.opaque".to_string(), b"y".to_vec())], "{d}");
+    }
+}
+
+/// An opaque marker after a child directory of its own layer that merged with a lower one: the child
+/// stays, with only what this layer put in it (`a/b/old` of the lower layer goes).
+#[test]
+fn opaque_dirs_hide_lower_content_below_their_own_layers_subdirs() {
+    require_root();
+    let (_sb, paths, _) = whiteout_case(
+        &["a/b"],
+        &[
+            tar_entry("a/", b'5', b"", "", 0o755),
+            tar_entry("a/b/", b'5', b"", "", 0o700),
+            tar_entry("a/b/mine", b'0', b"mine", "", 0o644),
+            tar_entry("a/.wh..wh..opq", b'0', b"", "", 0o644),
+        ],
+    );
+    assert_paths(&paths, &["a", "a/b", "a/b/mine", "c", "c/old", "foo", "real", "real/x"]);
+    assert_eq!((paths["a/b"].mode, paths["a/b"].mtime), (0o700, Some(1_600_000_000)), "a/b as this layer lists it");
+}
+
+/// A whiteout and then the same name again as a directory, in one layer: nothing of the lower one shows
+/// through, in the overlay form too (the directory replacing the whiteout device is opaque). The same
+/// when the directory is only implied by an entry below it (`real/z/f` after `.wh.real`), and when it
+/// replaces a file of its own layer that replaced the lower directory (`c`).
+#[test]
+fn a_directory_recreated_after_its_whiteout_hides_the_lower_one() {
+    require_root();
+    let (_sb, paths, lowers) = whiteout_case(
+        &["real", "real/z"],
+        &[
+            tar_entry(".wh.a", b'0', b"", "", 0o644),
+            tar_entry("a/", b'5', b"", "", 0o755),
+            tar_entry("a/new", b'0', b"new", "", 0o644),
+            tar_entry(".wh.real", b'0', b"", "", 0o644),
+            tar_entry("real/z/f", b'0', b"f", "", 0o644),
+            tar_entry("c", b'0', b"file", "", 0o644),
+            tar_entry("c/", b'5', b"", "", 0o755),
+            tar_entry("c/mine", b'0', b"mine", "", 0o644),
+        ],
+    );
+    assert_paths(&paths, &["a", "a/new", "c", "c/mine", "foo", "real", "real/z", "real/z/f"]);
+    let top = &lowers[0];
+    for d in ["a", "c", "real"] {
+        assert_eq!(xattrs(&top.join(d)), vec![("trusted.overlay.opaque".to_string(), b"y".to_vec())], "{d}");
+    }
+    // `real/z` is new: it takes no metadata from a lower `real/z` (there is none to hide), and is not opaque.
+    assert_eq!(xattrs(&top.join("real/z")), vec![]);
+}
+
 /// A PAX header carrying `SCHILY.xattr.` records for the entry after it.
 fn pax_xattrs(recs: &[(&str, &str)]) -> Vec<u8> {
     let mut body = String::new();
@@ -884,6 +1024,122 @@ fn build_of_a_very_deep_tree() {
     let content =
         sh_ok(&format!("tar -xOf {}/images/blobs/sha256/{top} {}bottom", sb.data.display(), "d/".repeat(DEPTH)));
     assert_eq!(content, "deep");
+}
+
+/// A PAX header with `recs` (key, value) for the entry after it: paths and link targets longer than a
+/// ustar header holds.
+fn pax(recs: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = String::new();
+    for (k, v) in recs {
+        let rec = format!(" {k}={v}\n");
+        let mut len = rec.len() + 1;
+        while format!("{len}{rec}").len() != len {
+            len += 1;
+        }
+        body.push_str(&format!("{len}{rec}"));
+    }
+    tar_entry("PaxHeaders/p", b'x', body.as_bytes(), "", 0o644)
+}
+
+/// A `Command` for cbuild-image whose open-file limit (soft and hard) is `n`.
+fn img_nofile(sb: &Sandbox, n: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = img(sb);
+    // SAFETY: setrlimit is async-signal-safe; lowering a limit needs no privilege.
+    unsafe {
+        c.pre_exec(move || {
+            let l = libc::rlimit { rlim_cur: n, rlim_max: n };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+/// A layer can make a tree far deeper than its paths spell out (through a symlink to a directory
+/// already half of PATH_MAX deep). Removing it must need neither an fd per level nor a stack frame per
+/// level: under an open-file limit of 64, a 3000-level tree is removed by `unpack`'s and `layers`' undo
+/// when a later entry fails, by a whiteout in the next layer, and by `gc` (a layer dir and a killed
+/// extraction's leftover).
+#[test]
+fn deep_trees_are_removed_with_few_open_files() {
+    require_root();
+    let sb = Sandbox::new();
+    // Should an assertion fail, what is left needs a remover that copes with the depth.
+    let _rm = {
+        let p = sb.path().to_path_buf();
+        Defer(move || {
+            let _ = Command::new("rm").arg("-rf").arg(&p).status();
+        })
+    };
+    const HALF: usize = 1500;
+    const NOFILE: u64 = 64;
+    let deep = |bad: bool| {
+        let mut v = vec![
+            pax(&[("path", &format!("{}f", "d/".repeat(HALF)))]),
+            tar_entry("f", b'0', b"1", "", 0o644),
+            pax(&[("linkpath", &format!("/{}", "d/".repeat(HALF).trim_end_matches('/')))]),
+            tar_entry("s", b'2', b"", "", 0o777),
+            pax(&[("path", &format!("s/{}f", "e/".repeat(HALF)))]),
+            tar_entry("f", b'0', b"2", "", 0o644),
+        ];
+        if bad {
+            v.push(tar_entry("../escape", b'0', b"x", "", 0o644));
+        }
+        tar(&v)
+    };
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("bad", &[(deep(true), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let before = store_state(&sb);
+    let dest = sb.path().join("dest");
+    let o = run(img_nofile(&sb, NOFILE).args(["unpack", "bad"]).arg(&dest));
+    assert_tool_error(&o, TOOL, "path escapes the root");
+    assert!(!stderr(&o).contains("undo"), "{}", stderr(&o));
+    assert!(!dest.exists(), "unpack left {} behind", dest.display());
+    let o = run(img_nofile(&sb, NOFILE).args(["layers", "bad"]));
+    assert_tool_error(&o, TOOL, "path escapes the root");
+    assert!(!stderr(&o).contains("undo"), "{}", stderr(&o));
+    assert_eq!(store_state(&sb), before, "layers left something in the store");
+
+    // The tree is there when nothing fails, and a whiteout in the next layer removes it.
+    let wh = tar(&[tar_entry(".wh.d", b'0', b"", "", 0o644), tar_entry(".wh.s", b'0', b"", "", 0o644)]);
+    l.image("good", &[(deep(false), LAYER_TAR), (wh, LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    ok(run(img_nofile(&sb, NOFILE).args(["unpack", "good"]).arg(&dest)));
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0, "the whiteouts left something");
+    let lowers = ok(run(img_nofile(&sb, NOFILE).args(["layers", "good"])));
+    let bottom = PathBuf::from(lowers.lines().last().unwrap());
+    let fd = nix::fcntl::open(&bottom, nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
+    let bottom_file = format!("{}e/{}f", "d/".repeat(HALF), "e/".repeat(HALF - 1));
+    // Relative to an fd: longer than PATH_MAX as one path.
+    let half = bottom_file.len() / 2;
+    let cut = bottom_file[..half].rfind('/').unwrap();
+    let mid =
+        nix::fcntl::openat(&fd, &bottom_file[..cut], nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
+    assert!(nix::sys::stat::fstatat(&mid, &bottom_file[cut + 1..], nix::fcntl::AtFlags::empty()).is_ok());
+    drop((fd, mid));
+
+    // gc: the image's layer dirs once it is removed, and a killed extraction's leftover, as deep and
+    // read-only at every level.
+    let stale = sb.data.join("layers").join(format!(".tmp-{}-1", "a".repeat(64)));
+    std::fs::create_dir(&stale).unwrap();
+    let mut fd = nix::fcntl::open(&stale, nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
+    for _ in 0..2 * HALF {
+        nix::sys::stat::mkdirat(&fd, "d", nix::sys::stat::Mode::from_bits_truncate(0o555)).unwrap();
+        fd = nix::fcntl::openat(&fd, "d", nix::fcntl::OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
+    }
+    drop(fd);
+    ok(run(img(&sb).args(["rm", "good", "bad"])));
+    let rep: serde_json::Value =
+        serde_json::from_str(&ok(run(img_nofile(&sb, NOFILE).args(["--json", "gc"])))).unwrap();
+    assert_eq!((rep["layer_dirs"].as_u64(), rep["temp"].as_u64()), (Some(2), Some(1)), "{rep}");
+    assert_eq!(
+        std::fs::read_dir(sb.data.join("layers")).unwrap().flatten().filter(|e| e.file_name() != ".locks").count(),
+        0
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------
