@@ -125,7 +125,8 @@ struct RunArgs {
     /// --rootfs DIR inside the new mount namespace only (nothing appears on the host), then as --rootfs.
     #[arg(long, value_name = "N", requires = "rootfs")]
     rootfs_fd: Option<i32>,
-    /// Mount a tmpfs: DST[:OPTIONS] (e.g. /tmp:rw,noexec,nosuid,size=100m).
+    /// Mount a tmpfs: DST[:OPTIONS] (e.g. /tmp:size=100m). nosuid,nodev,noexec by default, as Docker's;
+    /// `suid`, `dev`, `exec` lift them.
     #[arg(long, value_name = "DST[:OPTS]")]
     tmpfs: Vec<String>,
     /// Bind-mount SRC:DST[:ro] (DST inside the new root).
@@ -330,6 +331,9 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
         if !dst.starts_with('/') {
             return Err(Error::new(Step::Tmpfs, dst, "must be an absolute path"));
         }
+        if cbuild_ns::mounts::relative_inside(std::path::Path::new(dst)).as_os_str().is_empty() {
+            return Err(Error::new(Step::Tmpfs, dst, "cannot be / (use --rootfs for the root filesystem)"));
+        }
         s.tmpfs.push(TmpfsMount { dst: dst.into(), options: opts.to_string() });
     }
     for b in a.bind {
@@ -342,6 +346,10 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
         };
         if !dst.starts_with('/') {
             return Err(Error::new(Step::Bind, dst, "must be an absolute path"));
+        }
+        // As Docker: a bind over the root would replace the container's root filesystem.
+        if cbuild_ns::mounts::relative_inside(std::path::Path::new(dst)).as_os_str().is_empty() {
+            return Err(Error::new(Step::Bind, dst, "cannot be / (use --rootfs for the root filesystem)"));
         }
         s.binds.push(BindMount { src: src.into(), dst: dst.into(), readonly: ro });
     }

@@ -127,6 +127,22 @@ impl Target {
     }
 }
 
+/// A path as the container sees it, relative to its root and cleaned as Docker cleans a mount's
+/// destination: `/tmp/../opt` is `opt`, and `..` never climbs above the root. Empty for the root itself.
+pub fn relative_inside(inside: &Path) -> PathBuf {
+    let mut rel = PathBuf::new();
+    for c in inside.components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::ParentDir => {
+                rel.pop();
+            }
+            _ => {}
+        }
+    }
+    rel
+}
+
 impl Root {
     pub fn open(path: &Path) -> Result<Root> {
         let fd = nix::fcntl::open(
@@ -141,7 +157,7 @@ impl Root {
     /// Resolve `inside` (an absolute path as the container sees it) to an O_PATH fd, creating missing
     /// directories (and the final file, for `Kind::File`) on the way, all inside the root.
     pub fn target(&self, inside: &Path, kind: Kind, step: Step) -> Result<Target> {
-        let rel: PathBuf = inside.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        let rel = relative_inside(inside);
         let shown = format!("{}", self.path.join(&rel).display());
         if rel.as_os_str().is_empty() {
             let fd = openat2(&self.fd, Path::new("."), libc::O_PATH | libc::O_DIRECTORY, 0).ctx(step, &shown)?;
@@ -153,9 +169,10 @@ impl Root {
             Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => return Err(Error::sys(step, &shown, e)),
         }
-        // Create what is missing, one component at a time, each relative to its already-resolved parent.
+        // Create what is missing, one component at a time, in its already-resolved parent.
         let mut parent = openat2(&self.fd, Path::new("."), libc::O_PATH | libc::O_DIRECTORY, 0).ctx(step, &shown)?;
         let comps: Vec<_> = rel.components().collect();
+        let mut prefix = PathBuf::new();
         for (i, c) in comps.iter().enumerate() {
             let last = i + 1 == comps.len();
             let name = Path::new(c.as_os_str());
@@ -182,9 +199,10 @@ impl Root {
                 }
             }
             let flags = if last { want } else { libc::O_PATH | libc::O_DIRECTORY };
-            // Resolving the single component from the parent still uses RESOLVE_IN_ROOT semantics relative
-            // to the parent, which cannot climb above it.
-            parent = openat2(&parent, name, flags, 0).ctx(step, &shown)?;
+            // The path so far resolved again from the container's root: a symlink on the way (`/a/b` ->
+            // `/c`) means what it means inside the container, `/c`, not `/a/c`, and never leads outside.
+            prefix.push(name);
+            parent = openat2(&self.fd, &prefix, flags, 0).ctx(step, &shown)?;
         }
         Ok(Target { fd: parent, shown })
     }
@@ -267,9 +285,10 @@ impl Target {
     }
 }
 
-/// Parse tmpfs/mount options the way mount(8) does: flag words become MsFlags, the rest is data.
+/// Parse tmpfs options the way mount(8) does: flag words become MsFlags, the rest is data.
 pub fn parse_options(opts: &str) -> std::result::Result<(MsFlags, String), String> {
-    let mut flags = MsFlags::empty();
+    // Docker's defaults for a tmpfs (`--tmpfs /tmp` is nosuid,nodev,noexec); `suid`, `dev`, `exec` undo them.
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut data = Vec::new();
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {

@@ -132,6 +132,12 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
     if p.argv.is_empty() {
         return Err(Error::new(Step::Args, "command", "missing (give it after --)"));
     }
+    // The caller's fds first, before this process opens anything that could take a free number.
+    let seccomp_fd = match p.seccomp {
+        Some(crate::spec::SeccompSource::Fd(n)) => Some(n),
+        _ => None,
+    };
+    protocol::check_preserved(p.preserve_fds, &[(p.wait_fd, "--wait-fd"), (seccomp_fd, "--seccomp-fd")])?;
     if let Some(fd) = p.wait_fd {
         protocol::check_fd(fd, Step::Fds)?;
     }
@@ -243,6 +249,8 @@ fn child(
     }
     if p.user.is_some() {
         process::switch_user(&id, false)?;
+    } else {
+        process::reset_groups(&id)?;
     }
     if let Some(pr) = privileges {
         capabilities::apply(&pr.caps)?;

@@ -113,6 +113,20 @@ pub fn switch_user(id: &Identity, userns_without_setgroups: bool) -> Result<()> 
     Ok(())
 }
 
+/// Without `-u` or `--group-add` the process keeps its uid and gid, but not the caller's supplementary
+/// groups (a host's `disk` or `docker` group would carry into the container): it gets those the image's
+/// /etc/group gives root, as runc sets them. Not where setgroups is denied (a rootless user namespace,
+/// which has no other groups to give) nor where the process is not root (it may not call it).
+pub fn reset_groups(id: &Identity) -> Result<()> {
+    use nix::unistd::{setgroups, Gid};
+    let denied = std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "deny").unwrap_or(false);
+    if denied || !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let gs: Vec<Gid> = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    setgroups(&gs).ctx(Step::User, format!("groups {:?}", id.groups))
+}
+
 pub fn set_rlimits(limits: &[Rlimit]) -> Result<()> {
     for l in limits {
         crate::log::step(Step::Rlimit, format!("{}={}:{}", l.name, l.soft, l.hard));

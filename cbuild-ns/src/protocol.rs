@@ -15,6 +15,26 @@ pub fn check_fd(fd: RawFd, step: Step) -> Result<()> {
     Ok(())
 }
 
+/// `--preserve-fds N`: fds 3..3+N-1 are the caller's, for the command. Each must be open before this
+/// process opens anything of its own (one of ours would take a free number, and the command would get
+/// it: a namespace fd, a pipe), and none may be an fd cbuild-ns itself reads or writes (`own`: the fd
+/// and its flag).
+pub fn check_preserved(n: u32, own: &[(Option<RawFd>, &str)]) -> Result<()> {
+    for fd in 3..3i64 + i64::from(n) {
+        let fd = RawFd::try_from(fd).map_err(|_| Error::new(Step::Fds, format!("--preserve-fds {n}"), "too many"))?;
+        if let Some((_, flag)) = own.iter().find(|(f, _)| *f == Some(fd)) {
+            return Err(Error::new(
+                Step::Fds,
+                format!("fd {fd}"),
+                format!("is {flag}, and --preserve-fds {n} passes it on"),
+            ));
+        }
+        check_fd(fd, Step::Fds)
+            .map_err(|e| e.hint(format!("--preserve-fds {n} passes fds 3 to {}, which must be open", 2 + n)))?;
+    }
+    Ok(())
+}
+
 /// An fd handed over for set-up only (`--cgroup-fd`, `--rootfs-fd`): open, not one of the fds
 /// `--preserve-fds` passes on, and made close-on-exec, so the command never holds it.
 pub fn take_handed_fd(fd: RawFd, preserve_fds: u32, step: Step) -> Result<()> {

@@ -55,6 +55,19 @@ struct Prepared {
 
 fn prepare(spec: &RunSpec) -> Result<Prepared> {
     // The handed-over fds first: anything this process opens before could land on their numbers.
+    let seccomp_fd = match spec.seccomp {
+        Some(crate::spec::SeccompSource::Fd(n)) => Some(n),
+        _ => None,
+    };
+    protocol::check_preserved(
+        spec.preserve_fds,
+        &[
+            (spec.info_fd, "--info-fd"),
+            (spec.wait_fd, "--wait-fd"),
+            (spec.status_fd, "--status-fd"),
+            (seccomp_fd, "--seccomp-fd"),
+        ],
+    )?;
     let cgroup_fd = match spec.cgroup_fd {
         Some(fd) => crate::cgroupfd::check(fd, spec.preserve_fds)?,
         None => None,
@@ -421,6 +434,8 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         process::switch_user(&id, setgroups_denied)?;
         // Changing the uid clears the parent-death signal; the command must still die with its supervisor.
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    } else {
+        process::reset_groups(&id)?;
     }
     capabilities::apply(&prep.caps)?;
     if spec.no_new_privs {

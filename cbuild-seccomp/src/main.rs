@@ -127,7 +127,26 @@ fn main() {
     // ignores SIGPIPE, which turns that into a panic (and would pass the ignore on to a command we exec).
     // SAFETY: restoring the default disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // --help, --version, or no subcommand: clap's text, success.
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            // Usage errors are bad input too: one line in the contract's shape and 125 (clap's 2 could
+            // not be told from the status of a command `exec` runs).
+            // clap's message up to its usage block, on one line ("... not provided: <PROFILE>").
+            let text = e.to_string();
+            let msg: Vec<&str> =
+                text.lines().map(str::trim).take_while(|l| !l.is_empty() && !l.starts_with("Usage:")).collect();
+            let msg = msg.join(" ");
+            eprintln!("{TOOL}: args: command line: {}", msg.trim_start_matches("error: "));
+            eprintln!("hint: {TOOL} --help");
+            std::process::exit(125);
+        }
+    };
     cbuild_seccomp::set_verbose(cli.verbose);
     if let Err(e) = run(cli.cmd) {
         eprintln!("{TOOL}: {e}");

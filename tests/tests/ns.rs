@@ -631,6 +631,87 @@ fn exec_joins_a_running_container() {
     assert_eq!(run(&mut cmd).status.code(), Some(9));
 }
 
+/// The caller's supplementary groups (a host's `disk` or `docker` group) never reach the container, in
+/// `run` or `exec`: without --user it has root's groups from the image's /etc/group (none here), as runc.
+#[test]
+fn the_callers_supplementary_groups_stay_outside() {
+    let sb = Sandbox::new();
+    let with_groups = |c: &mut Command| {
+        let mut w = Command::new("setpriv");
+        w.args(["--groups", "4242,27", "--"]).arg(c.get_program()).args(c.get_args());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => w.env(k, v),
+                None => w.env_remove(k),
+            };
+        }
+        w
+    };
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--mount", "--rootfs"]).arg(busybox_rootfs()).args(["--", "id", "-G"]);
+    assert_eq!(ok(&run(&mut with_groups(&mut c))), "0\n");
+    let t = Running::start(&sb, &["--pid", "--net"]);
+    let mut c = ns(&sb);
+    c.args(["exec", "--target", &t.pid.to_string(), "--", "id", "-G"]);
+    assert_eq!(ok(&run(&mut with_groups(&mut c))), "0\n");
+}
+
+/// `--preserve-fds N` hands the command the caller's fds 3..3+N-1 only: one the caller did not open is an
+/// error before anything is made (cbuild-ns's own fds would take its number), and so is one that is also
+/// one of cbuild-ns's own `--*-fd`s.
+#[test]
+fn preserve_fds_must_be_the_callers_own() {
+    let sb = Sandbox::new();
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--mount", "--net", "--preserve-fds", "1", "--rootfs"]).arg(busybox_rootfs());
+    c.args(["--", "ls", "/proc/self/fd"]);
+    assert_tool_error(&run(&mut c), "cbuild-ns", "fd 3");
+    let (r, w) = pipe();
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--mount", "--status-fd", "3", "--preserve-fds", "1", "--rootfs"]).arg(busybox_rootfs());
+    c.args(["--", "true"]);
+    pass_fd(&mut c, &w, 3);
+    assert_tool_error(&run(&mut c), "cbuild-ns", "--status-fd");
+    drop((r, w));
+}
+
+/// Mount destinations mean what they mean in the container: `..` is cleaned away (`/tmp/../opt` is
+/// `/opt`), a symlink on the way resolves from the container's root (`/a/b -> /c`: `/a/b/new` is
+/// `/c/new`), and `/` itself is refused. A --tmpfs is nosuid,nodev,noexec unless told otherwise.
+#[test]
+fn mount_destinations_and_tmpfs_defaults() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("rootfs");
+    copy_rootfs(&root);
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    std::fs::create_dir_all(root.join("c")).unwrap();
+    std::os::unix::fs::symlink("/c", root.join("a/b")).unwrap();
+    let src = sb.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("mark"), "here").unwrap();
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--mount"]);
+    c.args(["--bind", &format!("{}:/tmp/../opt", src.display())]);
+    c.args(["--bind", &format!("{}:/a/b/new", src.display())]);
+    c.args(["--tmpfs", "/t1", "--tmpfs", "/t2:exec,size=1m", "--rootfs"]).arg(&root);
+    c.args([
+        "--",
+        "sh",
+        "-c",
+        "cat /opt/mark; echo; cat /c/new/mark; echo; \
+         for m in /t1 /t2; do grep \" $m \" /proc/self/mountinfo | cut -d' ' -f6; done",
+    ]);
+    let out = ok(&run(&mut c));
+    assert_eq!(out, "here\nhere\nrw,nosuid,nodev,noexec,relatime\nrw,nosuid,nodev,relatime\n");
+    assert!(!root.join("tmp/opt").exists(), "/tmp/../opt made /tmp/opt");
+    assert!(!root.join("a/c").exists(), "the symlink was resolved from its parent");
+    for (flag, dst) in [("--bind", format!("{}:/", src.display())), ("--tmpfs", "/tmp/..".to_string())] {
+        let mut c = ns(&sb);
+        c.args(["run", "--mount", flag, &dst, "--rootfs"]).arg(&root).args(["--", "true"]);
+        assert_tool_error(&run(&mut c), "cbuild-ns", "cannot be /");
+    }
+}
+
 #[test]
 fn exec_does_not_leak_host_fds() {
     // CVE-2024-21626: an fd the caller left open (here fd 5, not CLOEXEC) must not reach the container.

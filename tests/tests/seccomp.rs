@@ -917,6 +917,12 @@ fn bad_input_is_refused_cleanly() {
     assert_tool_error(&o, TOOL, "unknown capability");
     let o = seccomp(&sb, &["check", "--profile", "default", "not_a_syscall"]);
     assert_tool_error(&o, TOOL, "not_a_syscall");
+    // Command-line mistakes are bad input too: one line and 125 (clap's 2 could be an exec'd command's).
+    for args in [&["compile", "--bogus", "x"][..], &["bogus"], &["compile"], &["check", "--profile", "p", "-1"]] {
+        let o = seccomp(&sb, args);
+        assert_tool_error(&o, TOOL, "command line");
+        assert_eq!(stderr(&o).lines().filter(|l| l.starts_with("cbuild-seccomp:")).count(), 1, "{}", stderr(&o));
+    }
     // exec: a missing command is 127, after nothing was loaded.
     let o = seccomp(&sb, &["exec", "--profile", "default", "--", "/nonexistent/cmd"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
