@@ -163,7 +163,9 @@ pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> 
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
-    // HOME follows the user (as Docker sets it) unless --env gave one explicitly.
+    // HOME follows the user (as Docker sets it) unless --env gave one explicitly; a user the image's
+    // /etc/passwd does not list gets `/`, as in Docker.
+    let home = Some(home.unwrap_or("/"));
     if let (false, Some(h)) = (spec.env.iter().any(|(k, _)| k == "HOME"), home) {
         if spec.user.is_some() || !env.iter().any(|(k, _)| k == "HOME") {
             env.retain(|(k, _)| k != "HOME");
@@ -176,10 +178,19 @@ pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> 
     env
 }
 
+/// `--workdir`: made (0755, root's, as Docker makes it) when the image lacks it, then entered. Runs in
+/// the new root, before the user switch.
 pub fn chdir(dir: Option<&Path>) -> Result<()> {
     if let Some(d) = dir {
         crate::log::step(Step::Workdir, d.display());
-        nix::unistd::chdir(d).ctx(Step::Workdir, d.display())?;
+        match nix::unistd::chdir(d) {
+            Err(nix::errno::Errno::ENOENT) => {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new().recursive(true).mode(0o755).create(d).ctx(Step::Workdir, d.display())?;
+                nix::unistd::chdir(d).ctx(Step::Workdir, d.display())?;
+            }
+            r => r.ctx(Step::Workdir, d.display())?,
+        }
     }
     Ok(())
 }

@@ -675,6 +675,21 @@ fn preserve_fds_must_be_the_callers_own() {
     drop((r, w));
 }
 
+/// As Docker: a --workdir the image lacks is made (root's, 0755), and a user the image's /etc/passwd
+/// does not list has HOME=/.
+#[test]
+fn a_missing_workdir_is_made_and_an_unlisted_user_has_home_slash() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("rootfs");
+    copy_rootfs(&root);
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--mount", "--clear-env", "-w", "/made/here", "-u", "4321", "--rootfs"]).arg(&root);
+    c.args(["--", "sh", "-c", "pwd; echo HOME=$HOME"]);
+    assert_eq!(ok(&run(&mut c)), "/made/here\nHOME=/\n");
+    let md = std::fs::metadata(root.join("made/here")).unwrap();
+    assert_eq!((md.permissions().mode() & 0o7777, std::os::unix::fs::MetadataExt::uid(&md)), (0o755, 0));
+}
+
 /// Mount destinations mean what they mean in the container: `..` is cleaned away (`/tmp/../opt` is
 /// `/opt`), a symlink on the way resolves from the container's root (`/a/b -> /c`: `/a/b/new` is
 /// `/c/new`), and `/` itself is refused. A --tmpfs is nosuid,nodev,noexec unless told otherwise.
