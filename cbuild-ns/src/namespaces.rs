@@ -2,9 +2,8 @@
 
 use crate::error::{Context, Error, Result, Step};
 use nix::sched::CloneFlags;
-use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,7 +96,12 @@ pub struct NsFd {
 }
 
 pub fn open(ty: NsType, path: &Path) -> Result<NsFd> {
-    let file = File::open(path).ctx(Step::Join, path.display())?;
+    // O_NONBLOCK: a FIFO put where a namespace file was expected must not hang the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ctx(Step::Join, path.display())?;
     // Check it is a namespace of the right type: setns with the type flag would also catch it, but only
     // after the other joins have happened.
     let want = ty.flag();

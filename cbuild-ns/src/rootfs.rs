@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 /// runc's default masked paths: kernel information a container has no business reading.
-pub const MASKED: [&str; 11] = [
+pub const MASKED: [&str; 12] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/interrupts",
@@ -23,6 +23,8 @@ pub const MASKED: [&str; 11] = [
     "/proc/sched_debug",
     "/proc/scsi",
     "/sys/firmware",
+    // RAPL energy counters: a side channel on what other processes compute (CVE-2020-8694); Docker masks it.
+    "/sys/devices/virtual/powercap",
 ];
 
 /// runc's default read-only paths: kernel knobs that are global, not per container.

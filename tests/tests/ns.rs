@@ -874,7 +874,11 @@ fn bad_input_fails_cleanly() {
     let sb = Sandbox::new();
     let name = unique("nsb");
     let persist = sb.state.join(&name);
+    // A FIFO where a namespace file should be: refused, not waited on for ever.
+    let fifo = sb.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--join".into(), format!("ipc={}", fifo.display())], "not a namespace file"),
         (vec!["--rootfs".into(), "/nonexistent/rootfs".into()], "rootfs: /nonexistent/rootfs"),
         (vec!["--uid-map".into(), "0:x:1".into()], "--uid-map 0:x:1"),
         (vec!["--uid-map".into(), "0:1000:10".into(), "--uid-map".into(), "5:2000:1".into()], "overlap"),
