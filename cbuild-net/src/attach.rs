@@ -21,7 +21,12 @@ use crate::ipam::{rmdir_quiet, Leases};
 use crate::netns::NsFile;
 use crate::nft::{self, Port};
 use crate::nl::{self, Nl};
-use crate::paths::{attachment_file, bridge_dir, check_name, container_dir, host_ifname};
+use crate::paths::{
+    attachment_file, bridge_dir, check_name, container_dir, host_ifname, open_nofollow, open_parent, remove_nofollow,
+};
+
+/// Records are `<state>/<ID>/net.json`: no symlink is followed in the last two components.
+const DEPTH: usize = 2;
 use crate::{conntrack, Ctx};
 
 /// `<state>/<ID>/net.json`.
@@ -175,7 +180,7 @@ impl Locked {
 pub fn lock_existing(state: &Path, id: &str, step: &'static str) -> Result<Locked> {
     check_name(step, "container ID", id)?;
     let p = attachment_file(state, id);
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).map_err(|e| {
+    let f = open_nofollow(&p, DEPTH, libc::O_RDWR).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::new(step, id, "not connected")
         } else {
@@ -202,14 +207,18 @@ fn reserve(state: &Path, id: &str) -> Result<(Locked, bool)> {
             .hint(format!("see {} or `cbuild-net disconnect --id {id}`", p.display()))
     };
     let create_locked = |f: &Path| -> Result<Flock<File>> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(f)
+        let file = open_nofollow(f, DEPTH, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL)
             .map_err(|e| Error::io("reserve", f.display(), e))?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("reserve", f.display(), e))
     };
+    // Never followed: the record would be made (and later deleted) in the symlink's target.
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::new("reserve", dir.display(), "is a symbolic link: refused in the state dir"))
+        }
+        Ok(m) if !m.is_dir() => return Err(Error::new("reserve", dir.display(), "exists and is not a directory")),
+        _ => {}
+    }
     if !dir.exists() {
         std::fs::create_dir_all(state).map_err(|e| Error::io("reserve", state.display(), e))?;
         let tmpdir = state.join(format!(".net-{id}.{}", std::process::id()));
@@ -230,34 +239,39 @@ fn reserve(state: &Path, id: &str) -> Result<(Locked, bool)> {
             }
         }
     }
-    match create_linked_locked(&dir, &p) {
+    match create_linked_locked(&p) {
         Ok(file) => Ok((Locked { file }, false)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(taken()),
         Err(e) => Err(Error::io("reserve", p.display(), e)),
     }
 }
 
-/// A new file at `path` (in directory `dir`), exclusively created and locked before it has a name:
-/// one inode, and no temporary name to unlink.
-fn create_linked_locked(dir: &Path, path: &Path) -> std::io::Result<Flock<File>> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
+/// A new file at `path` (`<state>/<ID>/net.json`), exclusively created and locked before it has a
+/// name: one inode, and no temporary name to unlink. Everything happens relative to the directory
+/// opened once without following a symlink, so it cannot be swapped for one meanwhile.
+fn create_linked_locked(path: &Path) -> std::io::Result<Flock<File>> {
+    use std::os::fd::FromRawFd;
+    let (dir, name) = open_parent(path, DEPTH)?;
+    let dfd = dir.as_raw_fd();
     let lock = |f: File| Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e));
-    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).open(dir) {
+    let open = |name: &std::ffi::CStr, flags: libc::c_int| {
+        // SAFETY: openat on an open directory fd and a NUL-terminated name; the new fd is ours alone.
+        match unsafe { libc::openat(dfd, name.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOFOLLOW, 0o644) } {
+            fd if fd >= 0 => Ok(unsafe { File::from_raw_fd(fd) }),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    };
+    match open(c".", libc::O_TMPFILE | libc::O_RDWR) {
         Ok(f) => {
             let f = lock(f)?;
-            // SAFETY: linkat on an open fd and a NUL-terminated path; no memory is handed over.
-            let mut rc = unsafe {
-                libc::linkat(f.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, cpath.as_ptr(), libc::AT_EMPTY_PATH)
-            };
+            // SAFETY: linkat on open fds and NUL-terminated names; no memory is handed over.
+            let mut rc = unsafe { libc::linkat(f.as_raw_fd(), c"".as_ptr(), dfd, name.as_ptr(), libc::AT_EMPTY_PATH) };
             if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
                 // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc link works for the file's owner.
                 let proc = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
-                // SAFETY: as above, with two NUL-terminated paths.
-                rc = unsafe {
-                    libc::linkat(libc::AT_FDCWD, proc.as_ptr(), libc::AT_FDCWD, cpath.as_ptr(), libc::AT_SYMLINK_FOLLOW)
-                };
+                // SAFETY: as above.
+                rc =
+                    unsafe { libc::linkat(libc::AT_FDCWD, proc.as_ptr(), dfd, name.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
             }
             match rc {
                 0 => Ok(f),
@@ -267,10 +281,17 @@ fn create_linked_locked(dir: &Path, path: &Path) -> std::io::Result<Flock<File>>
         // No O_TMPFILE here (EOPNOTSUPP; EISDIR from a kernel that predates it): a named temporary
         // file, locked, then hard-linked (prune removes one a kill left).
         Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
-            let tmp = dir.join(format!(".net.json.{}", std::process::id()));
-            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
-            let r = lock(f).and_then(|f| std::fs::hard_link(&tmp, path).map(|()| f));
-            let _ = std::fs::remove_file(&tmp);
+            let tmp = std::ffi::CString::new(format!(".net.json.{}", std::process::id()))?;
+            let f = open(&tmp, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL)?;
+            let r = lock(f).and_then(|f| {
+                // SAFETY: linkat within one open directory, NUL-terminated names.
+                match unsafe { libc::linkat(dfd, tmp.as_ptr(), dfd, name.as_ptr(), 0) } {
+                    0 => Ok(f),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+            // SAFETY: unlinkat of the temporary name in the same directory.
+            unsafe { libc::unlinkat(dfd, tmp.as_ptr(), 0) };
             r
         }
         Err(e) => Err(e),
@@ -279,7 +300,7 @@ fn create_linked_locked(dir: &Path, path: &Path) -> std::io::Result<Flock<File>>
 
 /// Remove the record and, if nothing else is in it, the container's directory.
 fn unreserve(state: &Path, id: &str) {
-    let _ = std::fs::remove_file(attachment_file(state, id));
+    let _ = remove_nofollow(&attachment_file(state, id), DEPTH);
     rmdir_quiet(&container_dir(state, id));
 }
 
@@ -297,15 +318,14 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
     let host = ctx.host_nl()?;
     let cont = ctx.batch_in(Some(o.ns.fd.as_fd()))?;
 
-    let (br, made_bridge) = match &o.bridge {
+    let br = match &o.bridge {
         None => bridge::ensure_default(ctx, &host).await?,
         Some(b) => {
             bridge::check_bridge_name(b)?;
-            let conf = bridge::load(&ctx.state, b)?.ok_or_else(|| {
+            bridge::load(&ctx.state, b)?.ok_or_else(|| {
                 Error::new("connect", b, "no such bridge")
                     .hint(format!("create it with `cbuild-net bridge add {b} --subnet CIDR`"))
-            })?;
-            (conf, false)
+            })?
         }
     };
 
@@ -333,12 +353,7 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
         if undo.reserved {
             unreserve(&ctx.state, &o.id);
         }
-        if made_bridge {
-            ctx.step("undo", format!("bridge del {}", br.name));
-            if let Err(e) = bridge::del(ctx, &host, &br.name).await {
-                ctx.undo_failed(&e);
-            }
-        }
+        // A default bridge this connect made stays: see bridge::ensure_default.
     }
     r
 }
@@ -749,7 +764,7 @@ pub fn records(state: &Path) -> Vec<Record> {
             continue;
         }
         let p = attachment_file(state, &id);
-        let Ok(f) = File::options().read(true).open(&p) else { continue };
+        let Ok(f) = open_nofollow(&p, DEPTH, libc::O_RDONLY) else { continue };
         match Flock::lock(f, FlockArg::LockSharedNonblock) {
             Err(_) => out.push(Record::Busy(id)),
             Ok(mut f) => {
@@ -772,7 +787,7 @@ pub fn is_host_veth_name(n: &str) -> bool {
 /// Take the lock of a record found broken, so prune never races a connect that just started.
 pub fn lock_broken(state: &Path, id: &str) -> Option<Locked> {
     let p = attachment_file(state, id);
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(p).ok()?;
+    let f = open_nofollow(&p, DEPTH, libc::O_RDWR).ok()?;
     let file = Flock::lock(f, FlockArg::LockExclusiveNonblock).ok()?;
     let mut l = Locked { file };
     // Re-check under the lock: it may have been completed meanwhile.

@@ -43,21 +43,39 @@ pub fn conf_path(state: &Path, name: &str) -> std::path::PathBuf {
     bridge_dir(state, name).join("bridge.json")
 }
 
+/// A bridge's configuration, `None` when it has none. The file is another process's input as much as
+/// ours: a `name` that is not a valid bridge name, or not the name of its own directory, would send
+/// lease and lock paths elsewhere (`../..`), so such a file is refused, as a forged record is.
 pub fn load(state: &Path, name: &str) -> Result<Option<BridgeConf>> {
+    check_bridge_name(name)?;
     let p = conf_path(state, name);
-    match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::new("bridge", p.display(), e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("bridge", p.display(), e)),
+    let b = match paths::read_nofollow(&p, 3) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("bridge", p.display(), e)),
+    };
+    let c: BridgeConf = serde_json::from_str(&b).map_err(|e| Error::new("bridge", p.display(), e))?;
+    if c.name != name || check_bridge_name(&c.name).is_err() {
+        return Err(Error::new(
+            "bridge",
+            p.display(),
+            format!("invalid configuration: names bridge {:?}, not its directory's {name:?}", c.name),
+        ));
     }
+    Ok(Some(c))
 }
 
-/// Every bridge cbuild knows about in this state dir.
+/// Every bridge cbuild knows about in this state dir (a directory whose name or configuration is not
+/// valid is skipped: `bridge del` of it names the problem).
 pub fn list(state: &Path) -> Vec<BridgeConf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(paths::net_dir(state)) {
         for e in rd.flatten() {
-            if let Ok(Some(c)) = load(state, &e.file_name().to_string_lossy()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if check_bridge_name(&name).is_err() {
+                continue;
+            }
+            if let Ok(Some(c)) = load(state, &name) {
                 out.push(c);
             }
         }
@@ -68,7 +86,7 @@ pub fn list(state: &Path) -> Vec<BridgeConf> {
 
 fn save(state: &Path, c: &BridgeConf) -> Result<()> {
     let data = serde_json::to_vec_pretty(c).map_err(|e| Error::new("bridge", &c.name, e))?;
-    paths::write_atomic("bridge", &conf_path(state, &c.name), &data)
+    paths::write_atomic("bridge", &conf_path(state, &c.name), 3, &data)
 }
 
 /// A bridge name: an interface name, and a NAME (it names a state directory too).
@@ -216,7 +234,7 @@ async fn add_locked(
     ctx.step("check-routes", subnet);
     check_free(ctx, host, &subnet, index).await?;
     if let Some(s6) = &subnet6 {
-        check_free6(ctx, host, s6, existing.is_some()).await?;
+        check_free6(ctx, host, s6, index).await?;
     }
     // The config is written before the link is made: a kill between the two then leaves a bridge
     // that the same `bridge add` completes (or `bridge del` removes), not a link of its name that
@@ -285,16 +303,16 @@ fn enable_forwarding(ctx: &Ctx, v6: bool) -> Result<()> {
     })
 }
 
-/// `check_free` for a dual-stack bridge's IPv6 subnet (its own prefix route excepted once the
-/// bridge exists).
-pub async fn check_free6(ctx: &Ctx, host: &Nl, subnet: &Subnet6, exists: bool) -> Result<()> {
-    for p in host.prefixes_v6().await? {
-        if p.overlaps(subnet) && !(exists && p == *subnet) {
+/// `check_free` for a dual-stack bridge's IPv6 subnet (the bridge's own routes excepted once it
+/// exists).
+pub async fn check_free6(ctx: &Ctx, host: &Nl, subnet: &Subnet6, own_index: Option<u32>) -> Result<()> {
+    for (p, oif) in host.prefixes_v6().await? {
+        if p.overlaps(subnet) && (own_index.is_none() || oif != own_index) {
             return Err(Error::new("bridge", subnet, format!("overlaps route {p} already present")));
         }
     }
     if let Some(rnl) = other_root(ctx)? {
-        for p in rnl.prefixes_v6().await? {
+        for (p, _) in rnl.prefixes_v6().await? {
             if p.overlaps(subnet) {
                 return Err(in_root(subnet, p));
             }
@@ -304,16 +322,27 @@ pub async fn check_free6(ctx: &Ctx, host: &Nl, subnet: &Subnet6, exists: bool) -
 }
 
 /// The default bridge, created on first use on the first private /16 no route overlaps, NAT on.
-/// `true` with it when this call created it (a connect that then fails removes it again).
-pub async fn ensure_default(ctx: &Ctx, host: &Nl) -> Result<(BridgeConf, bool)> {
+///
+/// Once made it stays, as docker0 does, even when the connect that made it fails: connects racing
+/// this one may already be using it (or about to, between reading its configuration and taking a
+/// lease), and `add` cannot tell which of several concurrent callers really created it. Only
+/// `bridge del cbuild0` removes it.
+pub async fn ensure_default(ctx: &Ctx, host: &Nl) -> Result<BridgeConf> {
     if let Some(c) = load(&ctx.state, DEFAULT)? {
-        return Ok((c, false));
+        return Ok(c);
     }
     for cand in default_candidates() {
         match add(ctx, host, DEFAULT, cand, None, true, None).await {
-            Ok(c) => return Ok((c, true)),
-            Err(e) if e.reason.contains("overlaps route") => continue,
-            Err(e) => return Err(e),
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                // A concurrent connect made it meanwhile, on another candidate: use that one.
+                if let Some(c) = load(&ctx.state, DEFAULT)? {
+                    return Ok(c);
+                }
+                if !e.reason.contains("overlaps route") {
+                    return Err(e);
+                }
+            }
         }
     }
     Err(Error::new("bridge", DEFAULT, "every default subnet overlaps a route")
@@ -350,8 +379,19 @@ pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
             delete_publish_rules6(ctx, |r| nft::parse_ports_comment(&r.comment) == Some(name))?;
         }
     }
-    ctx.step("del-link", name);
-    host.del_link_by_name(name).await?;
+    // Only a bridge is deleted: a link of this name of another kind (the bridge vanished and the
+    // name was reused) is not cbuild's, and is left alone while cbuild's own state still goes.
+    match host.link(name).await? {
+        Some(l) if nl::kind(&l) == Some(InfoKind::Bridge) => {
+            ctx.step("del-link", name);
+            match host.del_link(l.header.index, name).await {
+                Err(e) if !e.is_errno(libc::ENODEV) => return Err(e),
+                _ => {}
+            }
+        }
+        Some(_) => ctx.step("del-link", format!("{name}: not a bridge, not cbuild's: left alone")),
+        None => {}
+    }
     let dir = bridge_dir(&ctx.state, name);
     ctx.step("rmdir", dir.display());
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io("rmdir", dir.display(), e))?;

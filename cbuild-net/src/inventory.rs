@@ -291,10 +291,14 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
     let dead = |pid: &str| !std::path::Path::new(&format!("/proc/{pid}")).exists();
     if let Ok(rd) = std::fs::read_dir(&ctx.state) {
         for e in rd.flatten() {
+            // Only real directories: through a symlink the removals below would reach its target.
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let n = e.file_name().to_string_lossy().into_owned();
             if let Some(rest) = n.strip_prefix(".net-") {
                 if rest.rsplit_once('.').is_some_and(|(_, pid)| dead(pid)) {
-                    let _ = std::fs::remove_file(e.path().join("net.json"));
+                    let _ = crate::paths::remove_nofollow(&e.path().join("net.json"), 2);
                     if std::fs::remove_dir(e.path()).is_ok() {
                         done.push(format!("temporary {n}"));
                     }
@@ -305,7 +309,7 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
                 for f in sub.flatten() {
                     let fname = f.file_name().to_string_lossy().into_owned();
                     if fname.strip_prefix(".net.json.").is_some_and(dead) {
-                        let _ = std::fs::remove_file(f.path());
+                        let _ = crate::paths::remove_nofollow(&f.path(), 2);
                         crate::ipam::rmdir_quiet(&e.path());
                         done.push(format!("temporary {n}/{fname}"));
                     }

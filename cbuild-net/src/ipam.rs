@@ -14,6 +14,10 @@ use std::str::FromStr;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
+use crate::paths::{open_nofollow, read_nofollow, remove_nofollow};
+
+/// Lease files are `<state>/net/<BR>/<file>`: no symlink is followed in the last three components.
+const DEPTH: usize = 3;
 
 /// An IPv4 network: its network address and prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -73,7 +77,14 @@ impl FromStr for Subnet {
         if masked != net {
             return Err(format!("host bits set (the network is {masked}/{prefix})"));
         }
-        Ok(sn)
+        // With a prefix of 8 or more, a subnet is inside one of these or clear of them all.
+        match net.octets()[0] {
+            0 => Err("not a usable network: 0.0.0.0/8 is \"this network\"".into()),
+            127 => Err("not a usable network: 127.0.0.0/8 is loopback".into()),
+            224..=239 => Err("not a usable network: 224.0.0.0/4 is multicast".into()),
+            240..=255 => Err("not a usable network: 240.0.0.0/4 is reserved (and holds 255.255.255.255)".into()),
+            _ => Ok(sn),
+        }
     }
 }
 
@@ -189,10 +200,10 @@ impl Leases {
             _ => Error::io("ipam", p.display(), e),
         };
         loop {
-            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).map_err(gone)?;
+            let f = open_nofollow(&p, DEPTH, libc::O_WRONLY | libc::O_CREAT).map_err(gone)?;
             let l = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("ipam", p.display(), e))?;
             let held = l.metadata().map_err(|e| Error::io("ipam", p.display(), e))?.ino();
-            if std::fs::metadata(&p).map_err(gone)?.ino() == held {
+            if std::fs::symlink_metadata(&p).map_err(gone)?.ino() == held {
                 return Ok(l);
             }
         }
@@ -228,7 +239,7 @@ impl Leases {
         let last = u32::from(subnet.broadcast()) - 1;
         let n = last - first + 1;
         let last_path = self.dir.join("last_reserved_ip");
-        let start = std::fs::read_to_string(&last_path)
+        let start = read_nofollow(&last_path, DEPTH)
             .ok()
             .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
             .map(u32::from)
@@ -256,7 +267,8 @@ impl Leases {
     pub fn remember(&self, ip: Ipv4Addr) {
         use std::os::unix::fs::FileExt;
         let p = self.dir.join("last_reserved_ip");
-        if let Ok(f) = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(p) {
+        // Never through a symlink or into a FIFO someone put there.
+        if let Ok(f) = open_nofollow(&p, DEPTH, libc::O_WRONLY | libc::O_CREAT) {
             let _ = f.write_all_at(format!("{ip:<15}\n").as_bytes(), 0);
         }
     }
@@ -264,10 +276,10 @@ impl Leases {
     /// Create the lease file exclusively. `false`: someone holds it.
     fn try_take(&self, ip: Ipv4Addr, id: &str) -> Result<bool> {
         let p = self.lease_path(ip);
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+        match open_nofollow(&p, DEPTH, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL) {
             Ok(mut f) => {
                 f.write_all(id.as_bytes()).map_err(|e| {
-                    let _ = std::fs::remove_file(&p);
+                    let _ = remove_nofollow(&p, DEPTH);
                     Error::io("ipam", p.display(), e)
                 })?;
                 Ok(true)
@@ -278,7 +290,7 @@ impl Leases {
     }
 
     fn owner(&self, ip: Ipv4Addr) -> String {
-        std::fs::read_to_string(self.lease_path(ip)).unwrap_or_default()
+        read_nofollow(&self.lease_path(ip), DEPTH).unwrap_or_default()
     }
 
     /// Free `ip` if `id` holds it. `Ok(false)`: it was not held by `id` (nothing removed).
@@ -298,9 +310,9 @@ impl Leases {
             return Ok(false);
         }
         let p = self.lease_path(ip);
-        match std::fs::read_to_string(&p) {
+        match read_nofollow(&p, DEPTH) {
             Ok(owner) if owner == id => {
-                std::fs::remove_file(&p).map_err(|e| Error::io("release", p.display(), e))?;
+                remove_nofollow(&p, DEPTH).map_err(|e| Error::io("release", p.display(), e))?;
                 Ok(true)
             }
             Ok(_) => Ok(false),
@@ -315,7 +327,7 @@ impl Leases {
         let Ok(rd) = std::fs::read_dir(&self.dir) else { return out };
         for e in rd.flatten() {
             if let Ok(ip) = e.file_name().to_string_lossy().parse::<Ipv4Addr>() {
-                out.push((ip, std::fs::read_to_string(e.path()).unwrap_or_default()));
+                out.push((ip, read_nofollow(&e.path(), DEPTH).unwrap_or_default()));
             }
         }
         out.sort();
@@ -342,6 +354,18 @@ mod tests {
         assert!("10.88.0.0".parse::<Subnet>().is_err());
         assert!("300.0.0.0/8".parse::<Subnet>().is_err());
         assert!("10.0.0.0/x".parse::<Subnet>().is_err());
+        for bad in [
+            "0.0.0.0/8",
+            "127.0.0.0/8",
+            "127.1.0.0/16",
+            "224.0.0.0/8",
+            "239.1.0.0/16",
+            "240.0.0.0/8",
+            "255.255.255.0/24",
+        ] {
+            assert!(bad.parse::<Subnet>().unwrap_err().contains("not a usable network"), "{bad}");
+        }
+        assert!("223.255.255.0/24".parse::<Subnet>().is_ok());
     }
 
     #[test]

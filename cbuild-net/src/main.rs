@@ -256,7 +256,7 @@ fn run(cli: Cli) -> Result<()> {
                         if json {
                             println!("{}", serde_json::json!({"name": name, "path": path, "inode": inode}));
                         } else {
-                            println!("{name}\t{inode}\t{}", printable(&path.display().to_string()));
+                            println!("{}\t{inode}\t{}", printable(&name), printable(&path.display().to_string()));
                         }
                     }
                 }
@@ -348,7 +348,8 @@ fn run(cli: Cli) -> Result<()> {
                 if json {
                     println!("{}", serde_json::json!({ "removed": line }));
                 } else {
-                    println!("removed {line}");
+                    // A line names state-file contents (a lease's owner): escaped like `ls`.
+                    println!("removed {}", printable(&line));
                 }
             }
         }
@@ -424,23 +425,23 @@ fn print_ls(inv: &inventory::Inventory, json: bool) {
             "{:<20} {:<10} {:<20} {:<12} {:<16} {:<24} {}",
             opt(p.id.clone()),
             opt(p.bridge.clone()),
-            format!("{}@{}", p.host_ifname, opt(p.host_ifindex.map(|i| i.to_string()))),
+            format!("{}@{}", printable(&p.host_ifname), opt(p.host_ifindex.map(|i| i.to_string()))),
             format!("{}@if{}", opt(p.peer_ifname.clone()), opt(p.peer_ifindex.map(|i| i.to_string()))),
             opt(p.ip.map(|i| i.to_string())),
             opt(p.netns.clone()),
             match (&p.host_netns, p.orphaned) {
-                (Some(h), _) => format!("in host netns {h}"),
+                (Some(h), _) => format!("in host netns {}", printable(h)),
                 (None, true) => format!("orphaned: {}", p.why.unwrap_or("")),
                 (None, false) => "ok".into(),
             }
         );
     }
     for l in &inv.orphan_leases {
-        println!("orphaned lease {} on {} held by {}", l.ip, l.bridge, l.id);
+        println!("orphaned lease {} on {} held by {}", l.ip, printable(&l.bridge), printable(&l.id));
     }
     for (family, orphans) in [("ip", &inv.orphan_rules), ("ip6", &inv.orphan_rules6)] {
         for r in orphans {
-            println!("orphaned rule {} in {family} {}: {}", r.handle, r.chain, r.comment);
+            println!("orphaned rule {} in {family} {}: {}", r.handle, printable(&r.chain), printable(&r.comment));
         }
     }
 }

@@ -375,11 +375,7 @@ impl<'a> Nft<'a> {
         if let Some(d) = self.lock.parent() {
             std::fs::create_dir_all(d).map_err(|e| Error::io("nft", d.display(), e))?;
         }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)
+        let f = crate::paths::open_nofollow(&self.lock, 2, libc::O_WRONLY | libc::O_CREAT)
             .map_err(|e| Error::io("nft", self.lock.display(), e))?;
         let l = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| Error::errno("nft", self.lock.display(), e))?;
@@ -434,7 +430,11 @@ impl<'a> Nft<'a> {
     pub fn rules(&self) -> Result<Vec<RuleInfo>> {
         let out = match self.run("nft-list", &["-j", "list", "table", self.fam(), TABLE], None) {
             Ok(o) => o,
-            Err(e) if e.reason.contains("No such file or directory") => return Ok(Vec::new()),
+            // `nft` ran and said the table does not exist (its message, no errno). An errno means
+            // `nft` could not be started at all (ENOENT of a missing binary reads the same), and then
+            // nothing is known about the table: never taken for "no rules", which would make rule
+            // removal succeed while the rules stay.
+            Err(e) if e.errno.is_none() && e.reason.contains("No such file or directory") => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         // Read back generically: only chain, handle and comment matter, and a strict schema would

@@ -212,22 +212,24 @@ impl Nl {
         req.execute().await.map_err(|e| Error::netlink("add-addr", format!("{ip}/{prefix} on {what}"), e))
     }
 
-    /// The IPv6 prefixes a namespace routes somewhere (unicast, not default, not link-local).
-    pub async fn prefixes_v6(&self) -> Result<Vec<Subnet6>> {
+    /// The IPv6 prefixes a namespace routes somewhere or holds addresses of (see [`route_prefixes`];
+    /// not default, not link-local), with the index of the link each goes out of.
+    pub async fn prefixes_v6(&self) -> Result<Vec<(Subnet6, Option<u32>)>> {
         let q = RouteMessageBuilder::<Ipv6Addr>::new().build();
         let routes: Vec<RouteMessage> =
             self.h.route().get(q).execute().try_collect().await.map_err(|e| Error::netlink("routes", "dump", e))?;
         let mut out = Vec::new();
         for r in &routes {
             let prefix = r.header.destination_prefix_length;
-            if prefix == 0 || r.header.kind != RouteType::Unicast {
+            if prefix == 0 || !occupies(r.header.kind) {
                 continue;
             }
+            let oif = r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
             for a in &r.attributes {
                 if let RouteAttribute::Destination(RouteAddress::Inet6(ip)) = a {
                     if ip.segments()[0] & 0xffc0 != 0xfe80 {
                         let mask = u128::MAX << (128 - prefix);
-                        out.push(Subnet6 { net: Ipv6Addr::from(u128::from(*ip) & mask), prefix });
+                        out.push((Subnet6 { net: Ipv6Addr::from(u128::from(*ip) & mask), prefix }, oif));
                     }
                 }
             }
@@ -451,12 +453,21 @@ impl Batch {
     }
 }
 
-/// The IPv4 prefixes a namespace routes somewhere, except default routes and the kernel's local and
-/// broadcast entries, with the index of the link each goes out of.
+/// Route types that put a prefix to use in a namespace: routed somewhere (`unicast`), or the
+/// namespace's own addresses (`local`, `broadcast`, `anycast`: the local table's entries, the only
+/// trace of an address with no prefix route, such as `10.50.0.5/32` on `lo`, and of `127.0.0.0/8`).
+/// Not the kernel's multicast entries, nor the blackhole/unreachable/prohibit routes a user may keep
+/// over a whole private range on purpose.
+fn occupies(kind: RouteType) -> bool {
+    matches!(kind, RouteType::Unicast | RouteType::Local | RouteType::Broadcast | RouteType::Anycast)
+}
+
+/// The IPv4 prefixes a namespace routes somewhere or holds addresses of (see [`occupies`]), except
+/// default routes, with the index of the link each goes out of.
 pub fn route_prefixes(routes: &[RouteMessage]) -> Vec<(Subnet, Option<u32>)> {
     let mut out = Vec::new();
     for r in routes {
-        if r.header.destination_prefix_length == 0 || r.header.kind != RouteType::Unicast {
+        if r.header.destination_prefix_length == 0 || !occupies(r.header.kind) {
             continue;
         }
         let mut dst = None;

@@ -1,5 +1,7 @@
 //! Names and where state lives (docs/ARCHITECTURE.md, "Names" and "Where state lives").
 
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -76,14 +78,124 @@ pub fn host_ifname(id: &str) -> String {
     format!("cb{:012x}", h & 0xffff_ffff_ffff)
 }
 
-/// Write `data` to `path` atomically: a temporary file in the same directory, then rename.
-pub fn write_atomic(step: &'static str, path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(|e| Error::io(step, tmp.display(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(step, path.display(), e)
-    })
+/// Open the file at `path` without following a symlink in its last `depth` components (the file and
+/// the `depth - 1` directories above it: 2 for `<state>/ID/net.json`, 3 for `<state>/net/BR/x`), and
+/// only if it is a regular file. `flags` adds the access mode and `O_CREAT`/`O_EXCL`; `O_NONBLOCK` is
+/// always set, so a FIFO put there is refused instead of blocking the open forever.
+///
+/// Everything below the state dir may be written by other tools and scripts: a symlink planted there
+/// must never make cbuild-net read, write or delete a file elsewhere.
+pub fn open_nofollow(path: &Path, depth: usize, flags: libc::c_int) -> std::io::Result<std::fs::File> {
+    let (dir, name) = open_parent(path, depth)?;
+    let fd = openat(dir.as_raw_fd(), &name, flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC, 0o644)?;
+    let f = std::fs::File::from(fd);
+    if !f.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(f)
+}
+
+/// Read a whole state file, as [`open_nofollow`] opens it.
+pub fn read_nofollow(path: &Path, depth: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    open_nofollow(path, depth, libc::O_RDONLY)?.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// Unlink the file at `path` (never a directory), with its parent directories opened as
+/// [`open_nofollow`] does: a symlinked directory cannot redirect the unlink elsewhere.
+pub fn remove_nofollow(path: &Path, depth: usize) -> std::io::Result<()> {
+    let (dir, name) = open_parent(path, depth)?;
+    // SAFETY: unlinkat on an open directory fd and a NUL-terminated name.
+    match unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// The directory holding `path`, opened without following a symlink in its last `depth - 1`
+/// components, and the file's name in it.
+pub fn open_parent(path: &Path, depth: usize) -> std::io::Result<(OwnedFd, CString)> {
+    use std::path::Component;
+    let comps: Vec<Component> = path.components().collect();
+    let n = comps.len();
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain path below the state dir");
+    if depth == 0 || n <= depth || comps[n - depth..].iter().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(bad());
+    }
+    let base: PathBuf = comps[..n - depth].iter().collect();
+    let dflags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let mut dir = openat(libc::AT_FDCWD, &cstr(base.as_os_str())?, dflags, 0)?;
+    for c in &comps[n - depth..n - 1] {
+        dir = openat(dir.as_raw_fd(), &cstr(c.as_os_str())?, dflags | libc::O_NOFOLLOW, 0)?;
+    }
+    Ok((dir, cstr(comps[n - 1].as_os_str())?))
+}
+
+fn cstr(s: &std::ffi::OsStr) -> std::io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(s.as_bytes()).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+fn openat(dir: RawFd, name: &CString, flags: libc::c_int, mode: libc::mode_t) -> std::io::Result<OwnedFd> {
+    // SAFETY: openat on a NUL-terminated name; the fd returned is owned by nobody else.
+    match unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) } {
+        fd if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        _ => {
+            let e = std::io::Error::last_os_error();
+            // O_PATH|O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR, O_NOFOLLOW on a file with
+            // ELOOP: both are "a symlink was there", said the same way.
+            match (e.raw_os_error(), flags & libc::O_DIRECTORY != 0) {
+                (Some(libc::ENOTDIR), true) => {
+                    Err(std::io::Error::other("a symbolic link or not a directory (refused in the state dir)"))
+                }
+                (Some(libc::ELOOP), _) => Err(not_regular()),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+fn not_regular() -> std::io::Error {
+    std::io::Error::other("a symbolic link or not a regular file (refused in the state dir)")
+}
+
+/// Write `data` to `path` (a file `depth` components below the state dir, see [`open_nofollow`])
+/// atomically: a new temporary file in the same directory, then rename. The temporary is made with
+/// `O_EXCL` under a name nobody can predict (and `O_NOFOLLOW`), so nothing planted in the directory is
+/// written through; the rename replaces whatever is at `path` (a symlink included) without following it.
+pub fn write_atomic(step: &'static str, path: &Path, depth: usize, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let (dir, name) = open_parent(path, depth).map_err(|e| Error::io(step, path.display(), e))?;
+    let mut r = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into `r`.
+    unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+    let tmp = format!(".{}.tmp.{}.{:016x}", name.to_string_lossy(), std::process::id(), u64::from_ne_bytes(r));
+    let ctmp = CString::new(tmp.clone()).map_err(|e| Error::new(step, path.display(), e))?;
+    let err = |e| Error::io(step, path.with_file_name(&tmp).display(), e);
+    let fd = openat(
+        dir.as_raw_fd(),
+        &ctmp,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0o644,
+    )
+    .map_err(err)?;
+    let unlink = || {
+        // SAFETY: as in remove_nofollow.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), ctmp.as_ptr(), 0) };
+    };
+    if let Err(e) = std::fs::File::from(fd).write_all(data) {
+        unlink();
+        return Err(err(e));
+    }
+    // SAFETY: renameat within one open directory, two NUL-terminated names.
+    if unsafe { libc::renameat(dir.as_raw_fd(), ctmp.as_ptr(), dir.as_raw_fd(), name.as_ptr()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        unlink();
+        return Err(Error::io(step, path.display(), e));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
