@@ -449,7 +449,11 @@ impl Cgroup {
     /// Remove NAME (and any cgroups below it) from every hierarchy. Refuses while processes live,
     /// unless `force`, which kills them first.
     pub fn remove(&self, host: &Host, force: bool) -> Result<()> {
-        if force && self.rmdir_if_empty(host)? {
+        // From the look for processes (or the kill) to the last rmdir: every join holds this lock
+        // shared, so none lands in between, where it would make one rmdir fail after others had
+        // succeeded; nor is an `exec` or `create` between its mkdir and its join meanwhile.
+        let _lock = lock(host, libc::LOCK_EX)?;
+        if force && self.rmdir_if_empty()? {
             return Ok(());
         }
         let procs = self.procs()?;
@@ -459,15 +463,6 @@ impl Cgroup {
                     .with_hint("`rm --force` kills them first, or `cbuild-cgroup kill` them"));
             }
             self.kill(host, Signal::SIGKILL)?;
-        }
-        // Not while an `exec` or `create` is between its mkdir and its join (see [`lock`]); and a
-        // process that joined meanwhile is refused as above.
-        let _lock = lock(host, libc::LOCK_EX)?;
-        if !force {
-            let procs = self.procs()?;
-            if !procs.is_empty() {
-                return Err(Error::bad("rm", &self.name, format!("{} live process(es) inside", procs.len())));
-            }
         }
         let mut first_err = None;
         for dir in &self.dirs {
@@ -495,10 +490,9 @@ impl Cgroup {
 
 impl Cgroup {
     /// The common end of a container — nothing left inside, no child cgroups — costs one rmdir per
-    /// hierarchy, without first reading every cgroup.procs. Under the lock, as `remove`. Returns false
+    /// hierarchy, without first reading every cgroup.procs. Called under `remove`'s lock. Returns false
     /// at the first hierarchy where NAME is busy (processes or child cgroups): `remove` does the rest.
-    fn rmdir_if_empty(&self, host: &Host) -> Result<bool> {
-        let _lock = lock(host, libc::LOCK_EX)?;
+    fn rmdir_if_empty(&self) -> Result<bool> {
         for dir in &self.dirs {
             match fsutil::rmdir(dir) {
                 Ok(()) => {}
@@ -574,8 +568,10 @@ pub fn own_dirs(host: &Host) -> Result<Vec<PathBuf>> {
 
 /// The lock serializing changes to the set of NAMEs: a flock(2) on the first hierarchy's base directory
 /// (a cgroup directory: every invocation on this host finds the same one, root or not). Exclusive
-/// (`LOCK_EX`) from before the first mkdir until after the join, and for `rm`; shared (`LOCK_SH`) while
-/// `exec` joins a NAME that exists. The kernel drops it when the fd closes (at exec: close-on-exec).
+/// (`LOCK_EX`) from before the first mkdir until after the join, and for `rm` from its look for
+/// processes (and `--force`'s kill) to its last rmdir; shared (`LOCK_SH`) for every join of a NAME that
+/// exists (`exec`, `exec --existing`, `add`) and for `set`. The kernel drops it when the fd closes (at
+/// exec: close-on-exec).
 pub(crate) fn lock(host: &Host, how: libc::c_int) -> Result<std::fs::File> {
     flock_dir(&host.hierarchies[0].base, how)
 }

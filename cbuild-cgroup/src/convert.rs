@@ -133,10 +133,11 @@ pub fn blkio_to_io_weight(w: u64) -> u64 {
     1 + (w.saturating_sub(10)) * 9999 / 990
 }
 
-/// `--cpus 1.5` with a period → quota in µs (`1.5` × 100000 = 150000), as Docker computes it.
-/// The kernel's minimum quota is 1 ms, so a result below 1000 µs is raised to it.
+/// `--cpus 1.5` with a period → quota in µs (`1.5` × 100000 = 150000), as Docker computes it. Too
+/// small a result (under the kernel's 1000 µs) is refused by the caller, never raised: that would give
+/// more CPU than asked for.
 pub fn cpus_to_quota(cpus: f64, period_us: u64) -> u64 {
-    ((cpus * period_us as f64).round() as u64).max(1000)
+    (cpus * period_us as f64).round() as u64
 }
 
 /// Docker's `--memory-swap` is memory + swap; v2's memory.swap.max is swap alone.
@@ -244,7 +245,7 @@ mod tests {
         assert_eq!(cpus_to_quota(1.5, 100_000), 150_000);
         assert_eq!(cpus_to_quota(0.2, 100_000), 20_000);
         assert_eq!(cpus_to_quota(0.5, 50_000), 25_000);
-        assert_eq!(cpus_to_quota(0.001, 100_000), 1000);
+        assert_eq!(cpus_to_quota(0.01, 100_000), 1000);
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub fn add(name: &str, pids: &[String]) -> Result<()> {
         .map(|p| p.parse::<i32>().ok().filter(|&n| n > 0).ok_or_else(|| Error::bad("add", p, "not a process id")))
         .collect::<Result<_>>()?;
     let host = Host::detect_for_write()?;
+    // Shared, as every join: an `rm` (exclusive) then either sees these processes and refuses, or has
+    // removed NAME everywhere before it is opened here, never half.
+    let _lock = cgroup::lock(&host, libc::LOCK_SH)?;
     let cg = Cgroup::open(&host, name)?;
     for p in pids {
         log::step("join", format_args!("{p} → {}", cg.name));
@@ -110,6 +113,8 @@ pub fn exec_existing(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &
     if !limits_for(&host, raw)?.is_empty() {
         return Err(Error::bad("exec", "--existing", "takes no limits: NAME is joined as it is (`set` changes them)"));
     }
+    // Held through the join as `add` holds it, and released at execve (close-on-exec).
+    let _lock = cgroup::lock(&host, libc::LOCK_SH)?;
     let cg = Cgroup::open(&host, name)?;
     let join = if cgroup_fd.is_some() { Join::AllButV2 } else { Join::All };
     log::step("join", format_args!("{} → {name}", std::process::id()));

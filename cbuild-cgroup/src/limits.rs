@@ -75,6 +75,18 @@ fn bad(flag: &str, value: &str, reason: impl Into<String>) -> Error {
     Error::bad("limits", format!("{flag} {value}"), reason)
 }
 
+/// Docker's floor for a memory limit or reservation: below it the container could not even start (and
+/// the v1 kernel rounds a limit under a page down to 0, which OOM-kills every charge).
+const MIN_MEMORY: u64 = 6 << 20;
+
+/// A memory limit (`what` = "limit") or reservation at or above [`MIN_MEMORY`], as Docker requires.
+fn min_memory(v: Option<Limit>, what: &str, err: impl FnOnce(String) -> Error) -> Result<Option<Limit>> {
+    match v {
+        Some(Limit::Value(n)) if n < MIN_MEMORY => Err(err(format!("Minimum memory {what} allowed is 6MB"))),
+        _ => Ok(v),
+    }
+}
+
 fn size(flag: &str, v: &Option<String>) -> Result<Option<Limit>> {
     v.as_deref().map(|s| convert::parse_size(s).map_err(|r| bad(flag, s, r))).transpose()
 }
@@ -113,14 +125,17 @@ impl Limits {
             Some(path) => from_oci(Path::new(path))?,
             None => Limits::default(),
         };
-        if let Some(m) = size("--memory", &raw.memory)? {
+        let memory = size("--memory", &raw.memory)?;
+        if let Some(m) = min_memory(memory, "limit", |r| bad("--memory", raw.memory.as_deref().unwrap_or(""), r))? {
             l.memory = Some(m);
         }
         if let Some(s) = size("--memory-swap", &raw.memory_swap)? {
             l.memory_swap = Some(s);
             l.memory_swap_explicit = true;
         }
-        if let Some(r) = size("--memory-reservation", &raw.memory_reservation)? {
+        let reservation = size("--memory-reservation", &raw.memory_reservation)?;
+        let flag = raw.memory_reservation.as_deref().unwrap_or("");
+        if let Some(r) = min_memory(reservation, "reservation", |r| bad("--memory-reservation", flag, r))? {
             l.memory_reservation = Some(r);
         }
         if let Some(p) = int("--cpu-period", &raw.cpu_period, 1000, 1_000_000)? {
@@ -136,10 +151,13 @@ impl Limits {
             if raw.cpu_quota.is_some() || raw.cpu_period.is_some() {
                 return Err(bad("--cpus", c, "conflicts with --cpu-period and --cpu-quota (as in Docker)"));
             }
-            let cpus: f64 = c.trim().parse().map_err(|_| bad("--cpus", c, "not a number"))?;
-            if !cpus.is_finite() || cpus <= 0.0 {
-                return Err(bad("--cpus", c, "must be above zero"));
-            }
+            let cpus: f64 = c
+                .trim()
+                .parse()
+                .ok()
+                .filter(|c: &f64| c.is_finite())
+                .ok_or_else(|| bad("--cpus", c, "not a number"))?;
+            // The range (0.01 up to the CPU count) is checked against the host in `check`.
             let period = 100_000;
             l.cpus = Some(cpus);
             l.cpu_period = Some(period);
@@ -285,10 +303,14 @@ impl Limits {
             ));
         }
         if let Some(cpus) = self.cpus {
-            let online =
-                nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN).ok().flatten().unwrap_or(1) as f64;
-            if cpus > online {
-                return Err(bad("--cpus", &cpus.to_string(), format!("above the {online} CPUs this machine has")));
+            let online = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN).ok().flatten().unwrap_or(1);
+            // As Docker: below 0.01 the quota would be under the kernel's 1 ms minimum per 100 ms period.
+            if !(0.01..=online as f64).contains(&cpus) {
+                return Err(bad(
+                    "--cpus",
+                    &cpus.to_string(),
+                    format!("range of CPUs is from 0.01 to {online}, as there are only {online} CPUs available"),
+                ));
             }
         }
         for (ids, flag, v1file, v2file) in [
@@ -508,8 +530,10 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
     let r = cfg.linux.and_then(|l| l.resources).unwrap_or_default();
     let mut l = Limits::default();
     if let Some(m) = r.memory {
-        l.memory = oci_limit("linux.resources.memory.limit", m.limit)?;
-        l.memory_reservation = oci_limit("linux.resources.memory.reservation", m.reservation)?;
+        let (limit, reservation) = ("linux.resources.memory.limit", "linux.resources.memory.reservation");
+        l.memory = min_memory(oci_limit(limit, m.limit)?, "limit", |r| Error::bad("oci", limit, r))?;
+        l.memory_reservation =
+            min_memory(oci_limit(reservation, m.reservation)?, "reservation", |r| Error::bad("oci", reservation, r))?;
         l.memory_swap = oci_limit("linux.resources.memory.swap", m.swap)?;
         l.memory_swap_explicit = l.memory_swap.is_some();
     }
@@ -629,8 +653,11 @@ mod tests {
             RawLimits { memory: Some("5q".into()), ..Default::default() },
             RawLimits { memory: Some("-5".into()), ..Default::default() },
             RawLimits { pids: Some("0".into()), ..Default::default() },
-            RawLimits { cpus: Some("0".into()), ..Default::default() },
-            RawLimits { cpus: Some("-1".into()), ..Default::default() },
+            RawLimits { cpus: Some("x".into()), ..Default::default() },
+            RawLimits { cpus: Some("inf".into()), ..Default::default() },
+            RawLimits { memory: Some("1".into()), ..Default::default() },
+            RawLimits { memory: Some("6143k".into()), ..Default::default() },
+            RawLimits { memory_reservation: Some("1.5".into()), ..Default::default() },
             RawLimits { cpu_shares: Some("1".into()), ..Default::default() },
             RawLimits { memory: Some("10M".into()), memory_swap: Some("5M".into()), ..Default::default() },
             RawLimits { memory_swap: Some("5M".into()), ..Default::default() },

@@ -66,6 +66,8 @@ fn prepare(spec: &RunSpec) -> Result<Prepared> {
             (spec.wait_fd, "--wait-fd"),
             (spec.status_fd, "--status-fd"),
             (seccomp_fd, "--seccomp-fd"),
+            (spec.cgroup_fd, "--cgroup-fd"),
+            (spec.rootfs_fd, "--rootfs-fd"),
         ],
     )?;
     let cgroup_fd = match spec.cgroup_fd {

@@ -597,8 +597,8 @@ fn bad_input_fails_cleanly_with_nothing_left_in_any_hierarchy() {
         (&["--memory", "0"], "zero"),
         (&["--pids", "0"], "--pids"),
         (&["--pids", "-7"], "--pids"),
-        (&["--cpus", "0"], "above zero"),
-        (&["--cpus", "-1"], "above zero"),
+        (&["--cpus", "0"], "range of CPUs"),
+        (&["--cpus", "-1"], "range of CPUs"),
         (&["--cpus", huge_cpus], "CPUs"),
         (&["--cpus", "1", "--cpu-quota", "5000"], "conflicts"),
         (&["--cpu-shares", "1"], "out of range"),
@@ -1774,4 +1774,239 @@ fn exec_rm_refuses_an_existing_name_and_leaves_it_alone() {
     let o = run(cg(&sb).args(["exec", &other.name, "--rm", "--", "/no/such/command"]));
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert_no_dirs(&i, &other.name);
+}
+
+/// Whole-disk block devices the kernel has, loop devices first (see [`a_block_device`]).
+fn block_devices() -> Vec<String> {
+    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.path().join("partition").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    devs.sort_by_key(|d| (!d.starts_with("7:"), d.clone()));
+    devs
+}
+
+/// A device's throttles, one `key=value` per throttle, as the kernel lists them: v2 `io.max` (a device
+/// without a line has every key at max) or v1's four `blkio.throttle.*_device` files (no line = 0).
+fn throttles(i: &Value, name: &str, dev: &str) -> Vec<String> {
+    if let Some(d) = dir_of(i, name, "io") {
+        let max = std::fs::read_to_string(d.join("io.max")).unwrap();
+        let line = max.lines().find(|l| l.split_whitespace().next() == Some(dev)).unwrap_or("");
+        let mut kv: Vec<String> = line.split_whitespace().skip(1).map(String::from).collect();
+        if kv.is_empty() {
+            kv = ["rbps", "wbps", "riops", "wiops"].iter().map(|k| format!("{k}=max")).collect();
+        }
+        kv
+    } else {
+        let d = dir_of(i, name, "blkio").expect("an io or blkio controller");
+        ["read_bps", "write_bps", "read_iops", "write_iops"]
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(d.join(format!("blkio.throttle.{f}_device"))).unwrap();
+                let v = text.lines().find_map(|l| l.strip_prefix(&format!("{dev} "))).unwrap_or("0");
+                format!("{f}={v}")
+            })
+            .collect()
+    }
+}
+
+/// A `set` that changes io throttles and then fails (a `unified` file the kernel does not have) puts
+/// each device's throttles back as they were: a device that had none has none again, one that had a
+/// value has that value, whether the file held no line before or another device's line.
+#[test]
+fn failed_set_puts_io_throttles_back_per_device() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let devs = block_devices();
+    let [a, b, ..] = devs.as_slice() else {
+        eprintln!("failed_set_puts_io_throttles_back_per_device: fewer than two block devices; nothing to throttle");
+        return;
+    };
+    let bogus = bogus_unified_config(&sb, &i);
+    let c = Cg::new(&i);
+    assert!(run(cg(&sb).args(["create", &c.name])).status.success());
+    let none = (throttles(&i, &c.name, a), throttles(&i, &c.name, b));
+    // Into empty files: every new line must go again.
+    let o = run(cg(&sb).args(["set", &c.name, "--io-max", &format!("{a}:rbps=1m,wiops=77"), "--oci"]).arg(&bogus));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!((throttles(&i, &c.name, a), throttles(&i, &c.name, b)), none, "after a failed set into empty files");
+    // Over a line of A's own and beside it: A gets its old values back, B none.
+    let o = run(cg(&sb).args(["set", &c.name, "--io-max", &format!("{a}:rbps=2m,riops=50")]));
+    assert!(o.status.success(), "set: {}", stderr(&o));
+    let before = (throttles(&i, &c.name, a), throttles(&i, &c.name, b));
+    assert_ne!(before.0, none.0, "the successful set changed nothing");
+    let o = run(cg(&sb)
+        .args(["set", &c.name, "--io-max", &format!("{a}:rbps=1m,wiops=77")])
+        .args(["--io-max", &format!("{b}:wbps=3m,riops=9"), "--oci"])
+        .arg(&bogus));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!((throttles(&i, &c.name, a), throttles(&i, &c.name, b)), before, "after a failed set over lines");
+}
+
+/// `rm` racing a join (`exec --existing`, `add`) leaves NAME whole or gone, never removed from some
+/// hierarchies and not others: the join holds the lock `rm` takes exclusively, so either it lands first
+/// and `rm` refuses the live process, or `rm` removes NAME everywhere first and the join finds none.
+#[test]
+fn rm_racing_a_join_leaves_the_name_whole_or_gone() {
+    require_root();
+    use std::io::Read;
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let (mut refused, mut removed) = (0, 0);
+    for round in 0..40 {
+        let c = Cg::new(&i);
+        assert!(run(cg(&sb).args(["create", &c.name])).status.success());
+        let sleeper = Proc(Command::new("sleep").arg("30").spawn().unwrap());
+        let mut join = cg(&sb);
+        if round % 2 == 0 {
+            join.args(["exec", &c.name, "--existing", "--", "sleep", "30"]);
+        } else {
+            join.args(["add", &c.name, &sleeper.0.id().to_string()]);
+        }
+        let mut joiner = Proc(join.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+        let o = run(cg(&sb).args(["rm", &c.name]));
+        let left: Vec<&PathBuf> = c.dirs.iter().filter(|d| d.exists()).collect();
+        if o.status.success() {
+            removed += 1;
+            assert!(left.is_empty(), "round {round}: rm succeeded and left {left:?}");
+            wait_for("the join to fail", Duration::from_secs(10), || joiner.0.try_wait().unwrap().is_some());
+            let mut err = String::new();
+            joiner.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            assert!(err.contains("no such cgroup"), "round {round}: the join after rm: {err}");
+        } else {
+            refused += 1;
+            assert_tool_error(&o, TOOL, "live process");
+            assert_eq!(left.len(), c.dirs.len(), "round {round}: a refused rm removed some of {:?}", c.dirs);
+        }
+    }
+    eprintln!("rm refused {refused} times, removed first {removed} times");
+}
+
+/// `rm --force` racing a join removes NAME everywhere. Its rmdirs run after its kill, children first,
+/// and a join landing meanwhile would keep NAME's directory busy after others (its children, other
+/// hierarchies) were gone. Child cgroups in the first hierarchy stretch that moment to milliseconds, and
+/// the join is started as soon as the first of them is gone.
+#[test]
+fn rm_force_racing_a_join_removes_the_name_everywhere() {
+    require_root();
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    const CHILDREN: u64 = 2000;
+    for round in 0..3 {
+        let c = Cg::new(&i);
+        assert!(run(cg(&sb).args(["create", &c.name])).status.success());
+        for n in 0..CHILDREN {
+            std::fs::create_dir(c.dirs[0].join(format!("child{n}"))).unwrap();
+        }
+        // A cgroup directory's link count is 2 + its subdirectories.
+        let subdirs = || std::fs::metadata(&c.dirs[0]).map_or(0, |m| m.nlink().saturating_sub(2));
+        assert_eq!(subdirs(), CHILDREN);
+        let rm = cg(&sb).args(["rm", "--force", &c.name]).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        wait_for("rm to start its rmdirs", Duration::from_secs(10), || subdirs() < CHILDREN);
+        let mut join = cg(&sb);
+        join.args(["exec", &c.name, "--existing", "--", "sleep", "30"]);
+        let mut joiner = Proc(join.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+        let o = rm.wait_with_output().unwrap();
+        assert!(o.status.success(), "round {round}: rm --force: {}", stderr(&o));
+        let left: Vec<&PathBuf> = c.dirs.iter().filter(|d| d.exists()).collect();
+        assert!(left.is_empty(), "round {round}: rm --force left {left:?}");
+        wait_for("the join to fail", Duration::from_secs(10), || joiner.0.try_wait().unwrap().is_some());
+        let mut err = String::new();
+        joiner.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(err.contains("no such cgroup"), "round {round}: the join during rm --force: {err}");
+    }
+}
+
+/// As Docker: a memory limit or reservation below 6 MiB is refused (the kernel would round a tiny v1
+/// limit down to 0 and OOM-kill everything), from a flag or an OCI config, with nothing made or changed.
+#[test]
+fn memory_below_6mb_is_refused_as_docker_does() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let limit_json = sb.path().join("limit.json");
+    std::fs::write(&limit_json, r#"{"linux":{"resources":{"memory":{"limit":1}}}}"#).unwrap();
+    let reservation_json = sb.path().join("reservation.json");
+    std::fs::write(&reservation_json, r#"{"linux":{"resources":{"memory":{"limit":67108864,"reservation":4096}}}}"#)
+        .unwrap();
+    let (limit_json, reservation_json) = (limit_json.to_str().unwrap(), reservation_json.to_str().unwrap());
+    let cases: &[(&[&str], &str)] = &[
+        (&["--memory", "1"], "--memory 1: Minimum memory limit allowed is 6MB"),
+        (&["--memory", "1.5"], "Minimum memory limit allowed is 6MB"),
+        (&["--memory", "4k"], "Minimum memory limit allowed is 6MB"),
+        (&["--memory", "6143k"], "Minimum memory limit allowed is 6MB"),
+        (&["--memory", "64M", "--memory-reservation", "1m"], "Minimum memory reservation allowed is 6MB"),
+        (&["--oci", limit_json], "linux.resources.memory.limit: Minimum memory limit allowed is 6MB"),
+        (&["--oci", reservation_json], "memory.reservation: Minimum memory reservation allowed is 6MB"),
+    ];
+    let c = Cg::new(&i);
+    assert!(run(cg(&sb).args(["create", &c.name, "--memory", "64M"])).status.success());
+    for (args, needle) in cases {
+        for verb in ["create", "exec", "set"] {
+            let name = if verb == "set" { c.name.clone() } else { unique("cg") };
+            let _g = (verb != "set").then(|| Cg { name: name.clone(), dirs: dirs(&i, &name) });
+            let marker = sb.path().join(format!("ran-{name}"));
+            let mut cmd = cg(&sb);
+            cmd.arg(verb).arg(&name).args(*args);
+            if verb == "exec" {
+                cmd.args(["--", "touch"]).arg(&marker);
+            }
+            let o = run(&mut cmd);
+            assert_tool_error(&o, TOOL, needle);
+            assert_eq!(stderr(&o).lines().count(), 1, "{verb} {args:?}: {}", stderr(&o));
+            assert!(!marker.exists(), "exec ran the command after failing: {args:?}");
+            if verb == "set" {
+                assert_eq!(stat(&sb, &name)["memory"]["limit"], 64 << 20, "set {args:?} changed the limit");
+            } else {
+                assert_no_dirs(&i, &name);
+            }
+        }
+    }
+    // 6 MiB itself is Docker's minimum, allowed.
+    let o = run(cg(&sb).args(["set", &c.name, "--memory", "6m"]));
+    assert!(o.status.success(), "set --memory 6m: {}", stderr(&o));
+    assert_eq!(stat(&sb, &c.name)["memory"]["limit"], 6 << 20);
+}
+
+/// As Docker: `--cpus` outside 0.01 up to the CPU count is refused, never raised to the kernel's 1 ms
+/// minimum quota (`--cpus 0.001` would get ten times what was asked).
+#[test]
+fn cpus_outside_a_hundredth_to_the_cpu_count_are_refused() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let range = format!("range of CPUs is from 0.01 to {online}");
+    let over = format!("{online}.5");
+    for cpus in ["0.001", "0.0099", "0", "-1", over.as_str()] {
+        for verb in ["create", "exec"] {
+            let name = unique("cg");
+            let _g = Cg { name: name.clone(), dirs: dirs(&i, &name) };
+            let marker = sb.path().join(format!("ran-{name}"));
+            let mut cmd = cg(&sb);
+            cmd.args([verb, &name, "--cpus", cpus]);
+            if verb == "exec" {
+                cmd.args(["--", "touch"]).arg(&marker);
+            }
+            let o = run(&mut cmd);
+            assert_tool_error(&o, TOOL, &range);
+            assert_eq!(stderr(&o).lines().count(), 1, "{verb} --cpus {cpus}: {}", stderr(&o));
+            assert!(!marker.exists(), "exec --cpus {cpus} ran the command");
+            assert_no_dirs(&i, &name);
+        }
+    }
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--cpus", "0.01"]));
+    assert!(o.status.success(), "--cpus 0.01: {}", stderr(&o));
+    assert_eq!(stat(&sb, &c.name)["cpu"]["quota_usec"], 1000);
+    let o = run(cg(&sb).args(["set", &c.name, "--cpus", "0.001"]));
+    assert_tool_error(&o, TOOL, &range);
+    assert_eq!(stat(&sb, &c.name)["cpu"]["quota_usec"], 1000, "a refused set changed the quota");
 }

@@ -14,21 +14,23 @@ use serde::Serialize;
 
 pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     if let Some(weight) = l.io_weight {
-        let (bfq, plain, value) = if d.v2 {
-            ("io.bfq.weight", "io.weight", format!("default {}", convert::blkio_to_io_weight(weight)))
-        } else {
-            ("blkio.bfq.weight", "blkio.weight", weight.to_string())
-        };
-        if d.file(bfq).exists() {
-            w.write(&d.file(bfq), &weight.to_string())?;
+        let (bfq, plain) = if d.v2 { ("io.bfq.weight", "io.weight") } else { ("blkio.bfq.weight", "blkio.weight") };
+        let (file, v2_weight) = if d.file(bfq).exists() {
+            (d.file(bfq), weight)
         } else if d.file(plain).exists() {
-            w.write(&d.file(plain), &value)?;
+            (d.file(plain), if d.v2 { convert::blkio_to_io_weight(weight) } else { weight })
         } else {
             return Err(Error::bad(
                 "limits",
                 format!("--io-weight {weight}"),
                 "this kernel has no io weight (no BFQ or iocost)",
             ));
+        };
+        if d.v2 {
+            // v2 weight files list per-device weights after the `default` line, which alone is set here.
+            w.write_keyed(&file, "default", &format!("default {v2_weight}"), "")?;
+        } else {
+            w.write(&file, &weight.to_string())?;
         }
     }
     for io in &l.io_max {
@@ -40,7 +42,7 @@ pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
                     line.push_str(&format!(" {k}={}", v.v2()));
                 }
             }
-            w.write(&d.file("io.max"), &line)?;
+            write_max_line(w, &d.file("io.max"), &line)?;
         } else {
             for (file, v) in [
                 ("blkio.throttle.read_bps_device", io.rbps),
@@ -53,12 +55,20 @@ pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
                         Limit::Max => 0,
                         Limit::Value(n) => n,
                     };
-                    w.write(&d.file(file), &format!("{dev} {n}"))?;
+                    // A device without a line has no throttle, which `MAJ:MIN 0` puts back.
+                    w.write_keyed(&d.file(file), &dev, &format!("{dev} {n}"), &format!("{dev} 0"))?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// One device's line of v2 `io.max` (`MAJ:MIN rbps=.. ...`); a device without a line has no limit,
+/// which all four keys at `max` put back.
+pub fn write_max_line(w: &mut Writer, path: &std::path::Path, line: &str) -> Result<()> {
+    let dev = line.split_whitespace().next().unwrap_or_default();
+    w.write_keyed(path, dev, line, &format!("{dev} rbps=max wbps=max riops=max wiops=max"))
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -64,6 +64,29 @@ impl Writer {
         fsutil::write(path, value)
     }
 
+    /// Set one line of a file that holds a line per key (a device's throttle, `default` of a weight),
+    /// remembering that key's old line, or `unset` when it had none. The whole old file cannot be the
+    /// undo: written back, it would set the other keys' lines again and leave this one's new value (an
+    /// empty file is no write at all).
+    pub fn write_keyed(&mut self, path: &Path, key: &str, value: &str, unset: &str) -> Result<()> {
+        if let Some(saved) = &mut self.saved {
+            if let Some(text) = fsutil::read_opt(path)? {
+                let old = text
+                    .lines()
+                    .find(|l| l.split_whitespace().next() == Some(key))
+                    .map_or(unset, str::trim)
+                    .to_string();
+                // The kernel prints every field of a line, `value` may set only some of them.
+                let have: Vec<&str> = old.split_whitespace().collect();
+                if value.split_whitespace().all(|t| have.contains(&t)) {
+                    return Ok(());
+                }
+                saved.push(Saved::File(path.to_path_buf(), old));
+            }
+        }
+        fsutil::write(path, value)
+    }
+
     /// Replace the device policy ([`devices::apply`]), remembering the one it replaced.
     pub fn devices(&mut self, d: Dir, rules: &[devices::Rule]) -> Result<()> {
         let undo = devices::apply(d, rules)?;
@@ -78,8 +101,9 @@ impl Writer {
     pub fn restore(self) {
         for saved in self.saved.unwrap_or_default().into_iter().rev() {
             let r = match saved {
-                // Multi-line files (throttle lists) cannot be written back in one write; skip them.
-                Saved::File(_, old) if old.contains('\n') => continue,
+                // A whole file of several lines (or none) is not one value a write can put back; the
+                // files holding a line per key are saved line by line (`write_keyed`).
+                Saved::File(_, old) if old.contains('\n') || old.is_empty() => continue,
                 Saved::File(path, old) => fsutil::write(&path, &old),
                 Saved::Devices(undo) => undo.restore(),
             };
@@ -132,7 +156,13 @@ pub fn apply(host: &Host, dirs: &[PathBuf], l: &Limits, w: &mut Writer) -> Resul
     if !l.unified.is_empty() {
         if let Some(i) = host.v2() {
             for (k, v) in &l.unified {
-                w.write(&dirs[i].join(k), v)?;
+                if k == "io.max" {
+                    for line in v.lines().filter(|l| !l.trim().is_empty()) {
+                        io::write_max_line(w, &dirs[i].join(k), line)?;
+                    }
+                } else {
+                    w.write(&dirs[i].join(k), v)?;
+                }
             }
         }
     }
