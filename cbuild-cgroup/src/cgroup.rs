@@ -449,13 +449,24 @@ impl Cgroup {
     /// Remove NAME (and any cgroups below it) from every hierarchy. Refuses while processes live,
     /// unless `force`, which kills them first.
     pub fn remove(&self, host: &Host, force: bool) -> Result<()> {
-        // From the look for processes (or the kill) to the last rmdir: every join holds this lock
-        // shared, so none lands in between, where it would make one rmdir fail after others had
-        // succeeded; nor is an `exec` or `create` between its mkdir and its join meanwhile.
-        let _lock = lock(host, libc::LOCK_EX)?;
-        if force && self.rmdir_if_empty()? {
-            return Ok(());
+        if force {
+            {
+                let _lock = lock(host, libc::LOCK_EX)?;
+                if self.rmdir_if_empty()? {
+                    return Ok(());
+                }
+            }
+            // The kill outside the lock: a process in uninterruptible sleep can take seconds to die,
+            // and every other start on the host waits for this lock meanwhile.
+            if !self.procs()?.is_empty() {
+                self.kill(host, Signal::SIGKILL)?;
+            }
         }
+        // From the look for processes to the last rmdir: every join holds this lock shared, so none
+        // lands in between, where it would make one rmdir fail after others had succeeded; nor is an
+        // `exec` or `create` between its mkdir and its join meanwhile. What joined since the kill above
+        // is killed here, under the lock, where nothing else can join.
+        let _lock = lock(host, libc::LOCK_EX)?;
         let procs = self.procs()?;
         if !procs.is_empty() {
             if !force {
@@ -569,7 +580,7 @@ pub fn own_dirs(host: &Host) -> Result<Vec<PathBuf>> {
 /// The lock serializing changes to the set of NAMEs: a flock(2) on the first hierarchy's base directory
 /// (a cgroup directory: every invocation on this host finds the same one, root or not). Exclusive
 /// (`LOCK_EX`) from before the first mkdir until after the join, and for `rm` from its look for
-/// processes (and `--force`'s kill) to its last rmdir; shared (`LOCK_SH`) for every join of a NAME that
+/// processes to its last rmdir; shared (`LOCK_SH`) for every join of a NAME that
 /// exists (`exec`, `exec --existing`, `add`) and for `set`. The kernel drops it when the fd closes (at
 /// exec: close-on-exec).
 pub(crate) fn lock(host: &Host, how: libc::c_int) -> Result<std::fs::File> {
