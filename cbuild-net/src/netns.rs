@@ -123,6 +123,17 @@ pub fn add(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<PathBuf
     let cdir = state.join(name);
     let dir = cdir.join("ns");
     let file = dir.join("net");
+    // A symlink planted at <state>/NAME or <state>/NAME/ns would put the bind mounts (and a shared
+    // mount point) on whatever it points at, outside the state dir.
+    for d in [&cdir, &dir] {
+        if std::fs::symlink_metadata(d).is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::new(
+                "netns",
+                d.display(),
+                "a symbolic link or not a directory (refused in the state dir)",
+            ));
+        }
+    }
     let made_cdir = !cdir.exists();
     let made_dir = !dir.exists();
     let mut undo = Undo::default();
@@ -191,6 +202,15 @@ struct Undo {
 pub fn del(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<()> {
     check_name("netns", "namespace name", name)?;
     let file = name_path(state, name);
+    for d in [state.join(name), state.join(name).join("ns")] {
+        if std::fs::symlink_metadata(&d).is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::new(
+                "netns",
+                d.display(),
+                "a symbolic link or not a directory (refused in the state dir)",
+            ));
+        }
+    }
     // Refuse anything that is not one of ours, so a typo never unmounts something else.
     open_path(&file)?;
     log("umount", &file.display().to_string());

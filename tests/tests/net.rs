@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cbuild_tests::{assert_tool_error, require_root, run, stderr, stdout, tool, unique, Sandbox};
+use cbuild_tests::{assert_tool_error, mounts_under, require_root, run, stderr, stdout, tool, unique, Sandbox};
 
 const TOOL: &str = "cbuild-net";
 
@@ -1595,6 +1595,11 @@ fn symlinks_and_fifos_in_the_state_dir_are_never_followed() {
     std::fs::remove_file(n.sb.state.join("s3")).unwrap();
     std::fs::rename(n.sb.path().join("s3-real"), n.sb.state.join("s3")).unwrap();
     n.ok(&["disconnect", "--id", "s3"]);
+    // netns add/del on <state>/s2 -> outside: refused, no mount or file made there.
+    assert_tool_error(&n.net(&["netns", "add", "s2"]), TOOL, "symbolic link");
+    assert!(!outside.join("ns").exists(), "netns add made its directory through a symlink");
+    assert!(mounts_under(outside.to_str().unwrap()).is_empty(), "netns add mounted through a symlink");
+    assert_tool_error(&n.net(&["netns", "del", "s2"]), TOOL, "symbolic link");
     std::fs::remove_file(n.sb.state.join("s2")).unwrap();
 
     // A lease linked to a secret: ls never shows its content.
