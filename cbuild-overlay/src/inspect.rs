@@ -27,7 +27,7 @@ pub struct OverlayMount {
     pub source: String,
     /// How the layers were passed: `lowerdir+` (new mount API) or `lowerdir` (one string, mount(2)).
     pub layer_keys: &'static str,
-    /// Lower layers top first, absolute where they could be resolved.
+    /// Lower layers top first, as mountinfo shows them (cbuild's are absolute; a foreign relative one stays so).
     pub lower: Vec<String>,
     pub data: Vec<String>,
     pub upper: Option<String>,
@@ -46,7 +46,10 @@ impl OverlayMount {
             o.lower = list[..o.lower.len()].to_vec();
             o.data = data;
         }
-        let res = |s: &String| mountinfo::resolve_layer(s, &e.source).to_string_lossy().into_owned();
+        // Shown as the kernel shows them: a relative path was relative to the mounting process's cwd,
+        // which mountinfo does not record (the source is whatever string the maker chose), so it stays
+        // relative rather than be joined to a base that is not its own.
+        let res = |s: &String| s.clone();
         OverlayMount {
             target: e.mount_point.to_string_lossy().into_owned(),
             mount_id: e.mount_id,
@@ -153,7 +156,8 @@ pub fn inspect(target: &Path) -> Result<Inspect> {
             Ok(c) => (c, None),
             Err(e) => (Counts::default(), Some(e.to_string())),
         };
-        let fs = usage(&pb).ok();
+        // A relative path would name something under our cwd, not the layer.
+        let fs = pb.is_absolute().then(|| usage(&pb).ok()).flatten();
         if let Some(f) = &fs {
             let dev = std::fs::metadata(&pb).map(|m| m.dev()).unwrap_or(0);
             if f.inodes_total > 0 && f.inodes_used_percent > INODE_WARN_PERCENT && warned_fs.insert(dev) {

@@ -96,6 +96,8 @@ struct Plan {
 
 enum UndoStep {
     Rmdir(PathBuf),
+    /// A dir with what overlay put in it (the upper and work dirs this call created, `work/work`).
+    RmAll(PathBuf),
     Umount(PathBuf),
     Unlink(PathBuf),
 }
@@ -129,6 +131,18 @@ impl Drop for Undo {
         while let Some(s) = self.steps.pop() {
             let (what, path, r) = match &s {
                 UndoStep::Rmdir(d) => ("rmdir", d, std::fs::remove_dir(d)),
+                // Gone already is removed (overlay makes `index` only with index=on).
+                UndoStep::RmAll(d) => (
+                    "rm",
+                    d,
+                    std::fs::remove_dir_all(d).or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    }),
+                ),
                 UndoStep::Unlink(f) => ("unlink", f, std::fs::remove_file(f)),
                 UndoStep::Umount(m) => {
                     ("umount", m, rustix::mount::unmount(m, UnmountFlags::DETACH).map_err(Into::into))
@@ -151,6 +165,10 @@ const STOP_SIGNALS: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGH
 /// On success it is forgotten: the mount is complete, and a signal that came at the very end is moot.
 struct SignalsHeld {
     old: SigSet,
+    /// The stop signals the caller ignores (SIG_IGN when the hold began: a background job of a
+    /// non-interactive shell ignores SIGINT and SIGQUIT, nohup SIGHUP). Blocked, such a signal still
+    /// stays pending, but it must not cancel the mount.
+    ignored: Vec<Signal>,
 }
 
 impl SignalsHeld {
@@ -158,11 +176,12 @@ impl SignalsHeld {
         let set: SigSet = STOP_SIGNALS.into_iter().collect();
         let mut old = SigSet::empty();
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).ok()?;
-        Some(SignalsHeld { old })
+        let ignored = STOP_SIGNALS.into_iter().filter(|s| is_ignored(*s)).collect();
+        Some(SignalsHeld { old, ignored })
     }
 
-    /// The first stop signal waiting to be delivered, if any.
-    fn pending() -> Option<Signal> {
+    /// The first stop signal waiting to be delivered that the caller does not ignore, if any.
+    fn pending(&self) -> Option<Signal> {
         let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: sigpending fills the set it is given; it is read only after success.
         let set = unsafe {
@@ -172,7 +191,20 @@ impl SignalsHeld {
             set.assume_init()
         };
         // SAFETY: `set` is an initialized sigset_t.
-        STOP_SIGNALS.into_iter().find(|s| unsafe { libc::sigismember(&set, *s as libc::c_int) } == 1)
+        STOP_SIGNALS
+            .into_iter()
+            .filter(|s| !self.ignored.contains(s))
+            .find(|s| unsafe { libc::sigismember(&set, *s as libc::c_int) } == 1)
+    }
+}
+
+/// Whether `sig`'s disposition is SIG_IGN.
+fn is_ignored(sig: Signal) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only queries; `old` is written on success and read only then.
+    unsafe {
+        libc::sigaction(sig as libc::c_int, std::ptr::null(), old.as_mut_ptr()) == 0
+            && old.assume_init().sa_sigaction == libc::SIG_IGN
     }
 }
 
@@ -191,14 +223,31 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
 
     let mut created = vec![];
     let target = (!req.detached).then_some(&plan.target);
+    let scratch: Vec<&PathBuf> = [plan.upper.as_ref(), plan.work.as_ref()].into_iter().flatten().collect();
+    // What overlay makes in a work dir that already exists; removed (after the umount) on failure.
+    let kernel_made: Vec<PathBuf> = plan
+        .work
+        .iter()
+        .flat_map(|w| [w.join("work"), w.join("index")])
+        .filter(|d| std::fs::symlink_metadata(d).is_err())
+        .collect();
     for dir in [target, plan.upper.as_ref(), plan.work.as_ref()].into_iter().flatten() {
         let mut made = vec![];
         let r = fsutil::mkdir_p(dir, &mut made);
         for c in made {
-            undo.push(UndoStep::Rmdir(c.clone()));
+            // The upper and work dirs go whole: by the time an undo runs, overlay may have filled them.
+            undo.push(if scratch.contains(&&c) { UndoStep::RmAll(c.clone()) } else { UndoStep::Rmdir(c.clone()) });
             created.push(c);
         }
         r?;
+    }
+    if let (Some(u), Some(l)) = (&plan.upper, plan.lower.first()) {
+        if created.contains(u) {
+            set_mode_like(u, l)?;
+        }
+    }
+    for d in kernel_made.into_iter().filter(|d| !created.iter().any(|c| d.starts_with(c))) {
+        undo.push(UndoStep::RmAll(d));
     }
     // Everything after this point is temporary for a detached mount(2) overlay (see below).
     let temporary_from = undo.steps.len();
@@ -228,6 +277,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
             step("mkdir", d.display());
             std::fs::create_dir(&d).map_err(|e| Error::os("mkdir", p(&d), e))?;
         }
+        set_mode_like(&dir.join("upper"), &plan.lower[0])?;
         plan.upper = Some(dir.join("upper"));
         plan.work = Some(dir.join("work"));
         aux = Some(dir);
@@ -276,7 +326,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     if !req.detached {
         undo.push(UndoStep::Umount(plan.target.clone()));
     }
-    if let Some(sig) = SignalsHeld::pending() {
+    if let Some(sig) = held.as_ref().and_then(SignalsHeld::pending) {
         // Asked to stop while mounting: take it all back, then let the signal end the process.
         return Err(Error::invalid("mount", p(&plan.target), format!("interrupted by {sig}")));
     }
@@ -293,6 +343,15 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     Ok(Mounted { api, aux: aux.filter(|_| !req.detached), fd, created, scratch })
 }
 
+/// Give an upper dir this call created the mode of the top lower dir, whatever the umask: the upper
+/// dir's mode is the merged root's, and the image's root mode is the top layer's.
+fn set_mode_like(upper: &Path, top: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(top).map_err(|e| Error::os("lowerdir", p(top), e))?.permissions().mode() & 0o7777;
+    step("chmod", format!("{} {mode:o}", upper.display()));
+    std::fs::set_permissions(upper, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::os("chmod", p(upper), e))
+}
+
 /// What steps and error lines call a detached overlay's target (it has none).
 const DETACHED: &str = "(detached)";
 
@@ -303,7 +362,8 @@ fn check(req: &MountRequest) -> Result<Plan> {
     }
     // Lower dirs are made absolute but not canonicalized: realpath costs a readlink per component
     // (2,000 syscalls for 500 layers), the kernel resolves symlinks itself, and one stat per layer is
-    // enough to name a missing dir before anything is created.
+    // enough to name a missing dir before anything is created. Only the overlap check against an upper
+    // and work dir (below) resolves them.
     let cwd = std::env::current_dir().map_err(|e| Error::os("lowerdir", "current directory", e))?;
     let mut lower = Vec::with_capacity(req.lower.len());
     for l in &req.lower {
@@ -375,13 +435,50 @@ fn check(req: &MountRequest) -> Result<Plan> {
             )
             .with_hint("overlay renames from work to upper, so both must be on one filesystem mount"));
         }
+        // Upper and work are resolved; a lower must be too, or a symlink or `..` in its path hides that
+        // it is (or holds, or sits in) one of them. Only here, where a writable layer is at stake.
         for l in &lower {
-            if l == u || fsutil::is_within(l, u) || fsutil::is_within(u, l) {
-                return Err(Error::invalid("upperdir", p(u), format!("overlaps the lower dir {}", l.display())));
+            let real = std::fs::canonicalize(l).map_err(|e| Error::os("lowerdir", p(l), e))?;
+            for (what, d) in [("upperdir", u), ("workdir", w)] {
+                if fsutil::is_within(&real, d) || fsutil::is_within(d, &real) {
+                    let shown = if &real == l {
+                        l.display().to_string()
+                    } else {
+                        format!("{} ({})", l.display(), real.display())
+                    };
+                    return Err(Error::invalid(what, p(d), format!("overlaps the lower dir {shown}")));
+                }
             }
         }
     }
+    if let (Some(u), Some(w)) = (&upper, &work) {
+        in_use_check(u, w)?;
+    }
     Ok(Plan { lower, upper, work, target })
+}
+
+/// Refuse an upper or work dir that a mounted overlay already uses (as its upper or work dir): overlay
+/// only warns in the kernel log ("workdir is in-use"), and two overlays writing one upper corrupt it.
+fn in_use_check(u: &Path, w: &Path) -> Result<()> {
+    for e in mountinfo::read()?.iter().filter(|e| e.fs_type == "overlay") {
+        let o = mountinfo::OverlayOptions::parse(&e.super_options);
+        let theirs: Vec<PathBuf> = [o.upper, o.work]
+            .into_iter()
+            .flatten()
+            .filter(|d| Path::new(d).is_absolute())
+            .map(|d| std::fs::canonicalize(&d).unwrap_or_else(|_| PathBuf::from(d)))
+            .collect();
+        for (what, d) in [("upperdir", u), ("workdir", w)] {
+            if theirs.iter().any(|t| t == d) {
+                return Err(Error::invalid(
+                    what,
+                    p(d),
+                    format!("already in use by the overlay mounted at {}", e.mount_point.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `lowerdir+` arrived in 6.8; older kernels get mount(2).

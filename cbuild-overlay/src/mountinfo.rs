@@ -5,8 +5,8 @@
 //! layers in one of two shapes:
 //! - `lowerdir=a:b::c` when mounted with mount(2) or the legacy `lowerdir` key: the string the caller
 //!   gave, `:` between layers, `\:` for a literal colon, `::` before data-only layers, relative paths
-//!   relative to the caller's cwd at mount time (cbuild's legacy path resolves them against the source,
-//!   see `mount::legacy`);
+//!   relative to the caller's cwd at mount time, which is gone (cbuild's mount(2) path shows fd numbers
+//!   and records the real list in its aux dir, see `mount`);
 //! - `lowerdir+=a,lowerdir+=b,datadir+=c` when mounted with the new API's per-layer keys (kernel ≥ 6.8).
 
 use std::ffi::OsString;
@@ -186,22 +186,6 @@ pub fn overlay_at(entries: &[MountEntry], target: &Path) -> Option<MountEntry> {
     // Later lines are mounted on top of earlier ones at the same point.
     let top = entries.iter().rev().find(|e| e.mount_point == target)?;
     (top.fs_type == "overlay").then(|| top.clone())
-}
-
-/// Resolve a layer path as shown in mountinfo to an absolute path. A relative one is resolved against the
-/// mount's source when that is an absolute directory (what cbuild's legacy path records there).
-pub fn resolve_layer(shown: &str, source: &str) -> PathBuf {
-    let p = Path::new(shown);
-    if p.is_absolute() {
-        return p.to_path_buf();
-    }
-    let base = Path::new(source);
-    if base.is_absolute() {
-        let full = base.join(p);
-        // The legacy path mounts through short symlinks; show the layer they point at.
-        return std::fs::canonicalize(&full).unwrap_or(full);
-    }
-    p.to_path_buf()
 }
 
 #[cfg(test)]

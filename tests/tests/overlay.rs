@@ -1135,3 +1135,208 @@ fn prune_removes_only_dead_aux_dirs() {
     // Nothing to do is fine.
     assert_eq!(ok(&run(ov(&sb).arg("prune"))), "");
 }
+
+/// The upper/work vs lower overlap check sees through symlinks and `..` in a lower path, and checks the
+/// work dir too: each used to pass and create dirs inside an image layer.
+#[test]
+fn bad_input_upper_or_work_overlapping_a_lower_through_symlink_or_dotdot() {
+    require_root();
+    let sb = Sandbox::new();
+    let base = std::fs::canonicalize(sb.path()).unwrap();
+    let (l1, l2) = (base.join("l1"), base.join("l2"));
+    write(&l1.join("f"), "1\n");
+    write(&l2.join("g"), "2\n");
+    std::os::unix::fs::symlink("l1", base.join("l1link")).unwrap();
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let cases: [(&str, &str, &str, String); 3] = [
+        ("l1link:l2", "l1/u", "l1/w", format!("upperdir: {}: overlaps the lower dir", l1.join("u").display())),
+        ("l2/../l1:l2", "l1/u", "l1/w", format!("upperdir: {}: overlaps the lower dir", l1.join("u").display())),
+        ("l1:l2", "u", "l2/w", format!("workdir: {}: overlaps the lower dir", l2.join("w").display())),
+    ];
+    for (lower, u, w, want) in cases {
+        let o = run(ov(&sb).current_dir(&base).args(["mount", "--lower", lower, "--upper", u, "--work", w, "m"]));
+        assert_tool_error(&o, TOOL, &want);
+        assert_eq!(stderr(&o).lines().count(), 1, "one line: {}", stderr(&o));
+        assert_nothing_left(
+            &sb,
+            &before,
+            &[&l1.join("u"), &l1.join("w"), &l2.join("w"), &base.join("u"), &base.join("m")],
+        );
+    }
+}
+
+/// Run `cmd` with `sig` pending and blocked (and, if `ignore`, its disposition SIG_IGN), as a signal that
+/// arrives while mount works is held.
+fn with_pending_signal(cmd: &mut Command, sig: libc::c_int, ignore: bool) -> &mut Command {
+    // SAFETY: signal, sigprocmask and raise only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            if ignore {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+            Ok(())
+        })
+    }
+}
+
+/// An interrupted mount with --upper/--work removes the upper and work dirs whole (overlay made
+/// `work/work` in the work dir by then), and what overlay made in a work dir that was already there.
+#[test]
+fn a_stop_signal_during_mount_removes_upper_and_work_whole() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let lower = format!("{}:{}", top.display(), bottom.display());
+    let old_work = sb.path().join("old-work");
+    std::fs::create_dir(&old_work).unwrap();
+    for legacy in [false, true] {
+        for pre_existing in [false, true] {
+            let c = sb.path().join("c");
+            let (u, m) = (c.join("upper"), c.join("m"));
+            let w = if pre_existing { old_work.clone() } else { c.join("work") };
+            let mut cmd = ov(&sb);
+            cmd.args(["mount", "--lower", &lower]).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m);
+            if legacy {
+                cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+            }
+            let o = run(with_pending_signal(&mut cmd, libc::SIGTERM, false));
+            assert_tool_error(&o, TOOL, &format!("mount: {}: interrupted by SIGTERM", m.display()));
+            assert_eq!(stderr(&o).lines().count(), 1, "one line (legacy {legacy}): {}", stderr(&o));
+            assert_nothing_left(&sb, &before, &[&c, &old_work.join("work")]);
+            assert!(old_work.is_dir(), "the work dir that was there before was removed");
+        }
+    }
+}
+
+/// A stop signal the caller ignores (a background job of a non-interactive shell ignores SIGINT, nohup
+/// SIGHUP) stays pending while blocked, but does not cancel the mount.
+#[test]
+fn an_ignored_stop_signal_does_not_cancel_mount() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let lower = format!("{}:{}", top.display(), bottom.display());
+    for legacy in [false, true] {
+        let m = sb.path().join(format!("m-{legacy}"));
+        let mut cmd = ov(&sb);
+        cmd.args(["mount", "--lower", &lower]).arg("--upper").arg(sb.path().join(format!("u-{legacy}")));
+        cmd.arg("--work").arg(sb.path().join(format!("w-{legacy}"))).arg(&m);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        ok(&run(with_pending_signal(&mut cmd, libc::SIGINT, true)));
+        assert!(is_mounted(&m), "not mounted (legacy {legacy})");
+        assert_eq!(std::fs::read_to_string(m.join("shared")).unwrap(), "top\n");
+        ok(&run(ov(&sb).arg("umount").arg(&m)));
+    }
+}
+
+/// The upper dir mount creates gets the top lower's mode whatever the umask (its mode is the merged
+/// root's), for --upper and --tmpfs-upper.
+#[test]
+fn merged_root_mode_is_the_top_lowers_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o751)).unwrap();
+    let lower = format!("{}:{}", top.display(), bottom.display());
+    for tmpfs_upper in [false, true] {
+        let m = sb.path().join(format!("m-{tmpfs_upper}"));
+        let mut cmd = ov(&sb);
+        cmd.args(["mount", "--lower", &lower]);
+        if tmpfs_upper {
+            cmd.arg("--tmpfs-upper");
+        } else {
+            cmd.arg("--upper").arg(sb.path().join("u")).arg("--work").arg(sb.path().join("w"));
+        }
+        cmd.arg(&m);
+        // SAFETY: umask only, between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::umask(0o077);
+                Ok(())
+            });
+        }
+        ok(&run(&mut cmd));
+        let mode = std::fs::metadata(&m).unwrap().mode() & 0o7777;
+        ok(&run(ov(&sb).arg("umount").arg(&m)));
+        assert_eq!(mode, 0o751, "merged root mode with umask 077 (tmpfs upper {tmpfs_upper}): {mode:o}");
+    }
+}
+
+/// An upper or work dir a mounted overlay already uses is refused (overlay only warns in dmesg).
+#[test]
+fn bad_input_upper_or_work_already_in_use() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let lower = format!("{}:{}", top.display(), bottom.display());
+    let (u, w, m1) = (sb.path().join("u"), sb.path().join("w"), sb.path().join("m1"));
+    ok(&run(ov(&sb).args(["mount", "--lower", &lower]).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m1)));
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let (u2, w2, m2) = (sb.path().join("u2"), sb.path().join("w2"), sb.path().join("m2"));
+    for (uu, ww, want) in [
+        (&u, &w, format!("upperdir: {}: already in use by the overlay mounted at {}", u.display(), m1.display())),
+        (&u2, &w, format!("workdir: {}: already in use by the overlay mounted at {}", w.display(), m1.display())),
+        (&w, &w2, format!("upperdir: {}: already in use by the overlay mounted at {}", w.display(), m1.display())),
+    ] {
+        let o = run(ov(&sb).args(["mount", "--lower", &lower]).arg("--upper").arg(uu).arg("--work").arg(ww).arg(&m2));
+        assert_tool_error(&o, TOOL, &want);
+        assert_eq!(stderr(&o).lines().count(), 1, "one line: {}", stderr(&o));
+        assert_nothing_left(&sb, &before, &[&u2, &w2, &m2]);
+    }
+    ok(&run(ov(&sb).arg("umount").arg(&m1)));
+}
+
+/// `ls` and `inspect` show a foreign overlay's relative lowerdirs as the kernel does: relative (their
+/// base, the mounter's cwd, is unknowable), not joined to the mount's source.
+#[test]
+fn foreign_relative_lowerdirs_stay_relative_in_ls_and_inspect() {
+    require_root();
+    let sb = Sandbox::new();
+    let base = std::fs::canonicalize(sb.path()).unwrap();
+    write(&base.join("l1/f"), "1\n");
+    write(&base.join("l2/g"), "2\n");
+    // A source that is an absolute dir holding dirs of the same names: the old code joined to it.
+    let source = base.join("src");
+    write(&source.join("l1/x"), "not the layer\n");
+    let m = base.join("m");
+    std::fs::create_dir(&m).unwrap();
+    let script = r#"set -e
+echo "ls: $("$0" ls --json | grep -F "$1")"
+echo "inspect: $("$0" inspect --json "$1")""#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).arg(bin(TOOL)).arg(&m).current_dir(&base).env("CBUILD_STATE", &sb.state);
+    in_private_mount_ns(&mut cmd);
+    let (src, target) = (source.clone(), m.clone());
+    // SAFETY: mount(2) only, between fork and exec (after the chdir to `base` and the unshare).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            nix::mount::mount(
+                Some(&src),
+                &target,
+                Some("overlay"),
+                nix::mount::MsFlags::empty(),
+                Some("lowerdir=l1:l2"),
+            )?;
+            Ok(())
+        });
+    }
+    let out = ok(&run(&mut cmd));
+    let field = |k: &str| -> serde_json::Value {
+        let line = out.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("no {k} in {out}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{k} {line}: {e}"))
+    };
+    let ls = field("ls: ");
+    assert_eq!(ls["lower"], serde_json::json!(["l1", "l2"]), "{out}");
+    let info = field("inspect: ");
+    assert_eq!(info["lower"], serde_json::json!(["l1", "l2"]), "{out}");
+    assert_eq!(info["layers"][0]["path"], "l1", "{out}");
+}
