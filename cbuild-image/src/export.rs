@@ -101,7 +101,12 @@ pub fn export(store: &Store, img: &Image, file: &str, format: Format, ctx: &Ctx)
         w.flush().map_err(|e| Error::new("export", file, e))
     })();
     match (&tmp, &r) {
-        (Some(t), Ok(())) => std::fs::rename(t, file).map_err(|e| Error::io("rename", Path::new(file), e))?,
+        (Some(t), Ok(())) => {
+            if let Err(e) = std::fs::rename(t, file) {
+                let _ = std::fs::remove_file(t);
+                return Err(Error::io("rename", Path::new(file), e));
+            }
+        }
         (Some(t), Err(_)) => {
             let _ = std::fs::remove_file(t);
         }

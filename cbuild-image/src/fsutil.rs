@@ -17,7 +17,15 @@ pub fn open_in_root(root: impl AsFd, rel: &Path, flags: OFlag) -> nix::Result<Ow
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(root, rel, how)
+    // EAGAIN: a `..` was resolved while a rename or mount happened anywhere on the machine, so the
+    // kernel could not prove the lookup stayed inside the root; it asks the caller to try again.
+    let mut tries = 0;
+    loop {
+        match openat2(root.as_fd(), rel, how) {
+            Err(Errno::EAGAIN) if tries < 100 => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 /// Open a directory for use as a root: O_PATH, and refuse a symlink in place of the directory itself.

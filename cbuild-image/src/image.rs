@@ -129,6 +129,9 @@ pub fn resolve(store: &Store, r: &str) -> Result<Image> {
     if hit.is_none() && !r.rsplit('/').next().unwrap_or(r).contains(':') {
         hit = exact(&format!("{r}:latest"));
     }
+    if let (None, Some(bare)) = (&hit, r.strip_suffix(":latest")) {
+        hit = exact(bare); // stored before names were normalized
+    }
     if hit.is_none() {
         let hex = r.strip_prefix("sha256:").unwrap_or(r);
         if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {

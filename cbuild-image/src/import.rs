@@ -184,6 +184,7 @@ pub fn import(store: &Store, input: &str, opts: &ImportOptions, ctx: &Ctx) -> Re
             None => names.into_iter().map(Some).collect(),
         };
         for n in names {
+            let n = n.as_deref().map(crate::reference::normalize).transpose()?;
             out.push(Imported { reference: n.clone(), digest: desc.digest().to_string(), layers, size });
             refs.push((n, desc.clone()));
         }

@@ -17,6 +17,7 @@ pub mod image;
 pub mod import;
 pub mod ops;
 pub mod progress;
+pub mod reference;
 pub mod show;
 pub mod store;
 pub mod stream;

@@ -8,7 +8,7 @@ use cbuild_image::import::{import, ImportOptions};
 use cbuild_image::ops::{self, Limits};
 use cbuild_image::store::Store;
 use cbuild_image::stream::Compression;
-use cbuild_image::{build, data_dir, export, show, Ctx, Error, Result};
+use cbuild_image::{build, data_dir, export, reference, show, Ctx, Error, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -189,6 +189,7 @@ fn run(cli: Cli) -> Result<()> {
     let store = Store::open(cli.store.unwrap_or(default_store), data.join("layers"), owns_layers)?;
     match cli.cmd {
         Cmd::Import { source, tag, platform, max_size, max_entries } => {
+            let tag = tag.as_deref().map(reference::normalize).transpose()?;
             let opts = ImportOptions { tag, platform: platform.unwrap_or_else(Platform::host), max_size, max_entries };
             for im in import(&store, &source, &opts, &ctx)? {
                 if ctx.json {
@@ -237,16 +238,18 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Config { reference, format } => {
             let img = resolve(&store, &reference)?;
             match format.as_str() {
-                "env" => print!("{}", show::config_env(img.runtime())),
-                "shell" => print!("{}", show::config_shell(img.runtime())),
-                _ => print_json(&show::config_json(img.runtime())),
+                "env" => print!("{}", show::config_env(img.runtime())?),
+                "shell" => print!("{}", show::config_shell(img.runtime())?),
+                _ => print_json(&show::config_json(img.runtime())?),
             }
         }
         Cmd::Rm { references } => {
             for r in references {
                 let img = resolve(&store, &r)?;
+                // By name when REF names what it resolved to (`NAME` and `NAME:latest` alike).
                 let by_digest = img.reference.as_deref() != Some(r.as_str())
-                    && img.reference.as_deref() != Some(&format!("{r}:latest"));
+                    && img.reference.as_deref() != Some(&format!("{r}:latest"))
+                    && img.reference.as_deref() != r.strip_suffix(":latest");
                 let n = store.untag(|name, d| {
                     if by_digest {
                         d.digest().as_ref() == img.manifest_digest.as_str()
@@ -316,11 +319,13 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Build { dir, tag, config } => {
+            let tag = reference::normalize(&tag)?;
             let opts = build_options(&config)?;
             let (d, l) = build::build(&store, &dir, &tag, &opts, &ctx)?;
             report(&ctx, &tag, &d, &l);
         }
         Cmd::Commit { upper, from, tag, config } => {
+            let tag = reference::normalize(&tag)?;
             let opts = build_options(&config)?;
             let base = resolve(&store, &from)?;
             let (d, l) = build::commit(&store, &upper, &base, &tag, &opts, &ctx)?;

@@ -204,7 +204,15 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
                     chains.insert(l.chain_id.hex().to_string());
                 }
             }
-            Err(e) => ctx.warn(&format!("gc: {}: {e}; keeping what it references", d.digest())),
+            // What a broken image references cannot be known: removing anything could delete its
+            // config or layers. Refuse the whole collection rather than guess.
+            Err(e) => {
+                return Err(Error::new(
+                    "gc",
+                    d.digest(),
+                    format!("cannot tell what it references ({e}); nothing removed: rm or repair it first"),
+                ))
+            }
         }
     }
     let mut rep = GcReport::default();

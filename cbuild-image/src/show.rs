@@ -2,6 +2,7 @@
 //! forms a runtime script consumes (`env` lines, `shell` assignments to `eval`).
 
 use crate::image::Image;
+use crate::{Error, Result};
 use serde_json::{json, Value};
 
 pub fn human_size(b: u64) -> String {
@@ -114,52 +115,80 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-        .unwrap_or_default()
+/// A list field of the image config (`Entrypoint`, `Cmd`, `Env`). Absent or null is empty; a string is a
+/// one-element list (as Docker reads it); anything else that is not a list of strings is an error, so
+/// the command is never silently changed.
+fn strings(c: &Value, key: &str) -> Result<Vec<String>> {
+    let bad = |why: &str| Error::new("config", key, why);
+    match c.get(key) {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(String::from).ok_or_else(|| bad(&format!("non-string element {x}"))))
+            .collect(),
+        Some(v) => Err(bad(&format!("neither a list of strings nor a string: {v}"))),
+    }
+}
+
+/// A string field of the image config (`WorkingDir`, `User`): absent or null is empty.
+fn one(c: &Value, key: &str) -> Result<String> {
+    match c.get(key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v) => Err(Error::new("config", key, format!("not a string: {v}"))),
+    }
+}
+
+/// Text output cannot carry a NUL byte (a shell or env file would cut the value there).
+fn no_nul(out: String, format: &str) -> Result<String> {
+    if out.contains('\0') {
+        return Err(Error::new("config", format!("--format {format}"), "a value contains a NUL byte"));
+    }
+    Ok(out)
 }
 
 /// `config --format env`: the image's Env, one `KEY=VALUE` per line (for `env -i` or an env file).
-pub fn config_env(c: &Value) -> String {
-    strings(c.get("Env")).iter().map(|e| format!("{e}\n")).collect()
+pub fn config_env(c: &Value) -> Result<String> {
+    no_nul(strings(c, "Env")?.iter().map(|e| format!("{e}\n")).collect(), "env")
 }
 
 /// `config --format shell`: assignments to `eval`. List values are shell-quoted word lists, so
 /// `eval "set -- $IMAGE_ENTRYPOINT $IMAGE_CMD"` rebuilds the argv exactly.
-pub fn config_shell(c: &Value) -> String {
-    let list = |k: &str| strings(c.get(k)).iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ");
-    let one = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let mut ports: Vec<String> =
-        c.get("ExposedPorts").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
-    ports.sort();
+pub fn config_shell(c: &Value) -> Result<String> {
+    let list =
+        |k: &str| -> Result<String> { Ok(strings(c, k)?.iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ")) };
     let mut o = String::new();
     for (k, v) in [
-        ("IMAGE_ENTRYPOINT", list("Entrypoint")),
-        ("IMAGE_CMD", list("Cmd")),
-        ("IMAGE_ENV", list("Env")),
-        ("IMAGE_WORKDIR", one("WorkingDir")),
-        ("IMAGE_USER", one("User")),
-        ("IMAGE_PORTS", ports.join(" ")),
+        ("IMAGE_ENTRYPOINT", list("Entrypoint")?),
+        ("IMAGE_CMD", list("Cmd")?),
+        ("IMAGE_ENV", list("Env")?),
+        ("IMAGE_WORKDIR", one(c, "WorkingDir")?),
+        ("IMAGE_USER", one(c, "User")?),
+        ("IMAGE_PORTS", ports(c).join(" ")),
     ] {
         o += &format!("{k}={}\n", sh_quote(&v));
     }
-    o
+    no_nul(o, "shell")
 }
 
-/// `config --format json`: the fields a runtime needs, always present (empty when the image has none).
-pub fn config_json(c: &Value) -> Value {
+fn ports(c: &Value) -> Vec<String> {
     let mut ports: Vec<String> =
         c.get("ExposedPorts").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
     ports.sort();
-    json!({
-        "entrypoint": strings(c.get("Entrypoint")),
-        "cmd": strings(c.get("Cmd")),
-        "env": strings(c.get("Env")),
-        "working_dir": c.get("WorkingDir").and_then(Value::as_str).unwrap_or(""),
-        "user": c.get("User").and_then(Value::as_str).unwrap_or(""),
-        "exposed_ports": ports,
-    })
+    ports
+}
+
+/// `config --format json`: the fields a runtime needs, always present (empty when the image has none).
+pub fn config_json(c: &Value) -> Result<Value> {
+    Ok(json!({
+        "entrypoint": strings(c, "Entrypoint")?,
+        "cmd": strings(c, "Cmd")?,
+        "env": strings(c, "Env")?,
+        "working_dir": one(c, "WorkingDir")?,
+        "user": one(c, "User")?,
+        "exposed_ports": ports(c),
+    }))
 }
 
 #[cfg(test)]
@@ -177,8 +206,14 @@ mod tests {
     #[test]
     fn shell_form() {
         let c = json!({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo 'hi there'"], "Env": ["A=1"], "ExposedPorts": {"80/tcp": {}}});
-        let s = config_shell(&c);
+        let s = config_shell(&c).unwrap();
         assert!(s.contains("IMAGE_ENTRYPOINT='/bin/sh -c'\n"), "{s}");
         assert!(s.contains("IMAGE_PORTS=80/tcp\n"), "{s}");
+        let c = json!({"Entrypoint": "/bin/sh -c", "Cmd": null});
+        assert_eq!(config_json(&c).unwrap()["entrypoint"], json!(["/bin/sh -c"]));
+        assert!(config_json(&json!({"Cmd": ["a", 1]})).is_err());
+        assert!(config_shell(&json!({"Cmd": ["a\0b"]})).is_err());
+        assert!(config_env(&json!({"Env": ["A=\0"]})).is_err());
+        assert!(config_json(&json!({"Cmd": ["a\0b"]})).is_ok());
     }
 }

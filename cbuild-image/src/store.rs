@@ -9,7 +9,7 @@
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
 use nix::fcntl::{Flock, FlockArg};
-use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -165,8 +165,16 @@ impl Store {
     }
 
     /// Move staged blobs into place and point `refs` at their manifests, all under the lock.
+    /// Every name is checked against the reference grammar and stored in full form (`NAME:latest`), and
+    /// every blob the new manifests reference must be staged or already in the store (checked under the
+    /// lock, so a concurrent `gc` cannot have removed a base layer in between): else nothing is stored.
     pub fn commit(&self, blobs: Vec<StagedBlob>, refs: Vec<(Option<String>, Descriptor)>) -> Result<()> {
+        let refs = refs
+            .into_iter()
+            .map(|(r, d)| Ok((r.as_deref().map(crate::reference::normalize).transpose()?, d)))
+            .collect::<Result<Vec<_>>>()?;
         let _l = self.lock()?;
+        self.check_referenced(&blobs, &refs)?;
         for b in blobs {
             let dst = self.blob_path(&b.digest);
             if dst.exists() {
@@ -196,6 +204,45 @@ impl Store {
         }
         idx.set_manifests(m);
         self.write_index(&idx)
+    }
+
+    /// Each manifest in `refs` and everything it references is in `staged` or in the store.
+    fn check_referenced(&self, staged: &[StagedBlob], refs: &[(Option<String>, Descriptor)]) -> Result<()> {
+        let have = |d: &Digest| -> Option<PathBuf> {
+            if let Some(b) = staged.iter().find(|b| &b.digest == d) {
+                return Some(b.path.clone());
+            }
+            let p = self.blob_path(d);
+            p.is_file().then_some(p)
+        };
+        let missing = |d: &Digest, what: &str| {
+            Error::new(
+                "store",
+                format!("{what} {d}"),
+                "blob missing from the store (removed meanwhile?); nothing stored",
+            )
+        };
+        for (_, desc) in refs {
+            let md = desc_digest(desc)?;
+            let Some(mp) = have(&md) else { return Err(missing(&md, "manifest")) };
+            if !is_manifest(desc.media_type()) {
+                continue;
+            }
+            let mb = read_limited(&mp, MAX_JSON)?;
+            let m: ImageManifest =
+                serde_json::from_slice(&mb).map_err(|e| Error::new("parse", format!("manifest {md}"), e))?;
+            let cd = desc_digest(m.config())?;
+            if have(&cd).is_none() {
+                return Err(missing(&cd, "config"));
+            }
+            for l in m.layers() {
+                let ld = desc_digest(l)?;
+                if have(&ld).is_none() {
+                    return Err(missing(&ld, "layer"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Remove a reference from index.json. Returns the entries removed.

@@ -392,7 +392,7 @@ fn umoci_image_in_three_forms_unpacks_like_umoci_and_overlay_agrees() {
     let mut unpacked = Vec::new();
     for (src, tag) in [(layout.clone(), "dir"), (docker.clone(), "docker"), (ociar.clone(), "ociar")] {
         let out = ok(run(img(&sb).args(["import", "--tag", tag]).arg(&src)));
-        assert!(out.starts_with(&format!("{tag}\tsha256:")), "{out}");
+        assert!(out.starts_with(&format!("{tag}:latest\tsha256:")), "stored as the full name: {out}");
         let dest = sb.path().join(format!("u-{tag}"));
         ok(run(img(&sb).args(["unpack", tag]).arg(&dest)));
         assert_same_tree(&want, &tree(&dest, &FULL), &format!("unpack of the {tag} import vs umoci unpack"));
@@ -1858,4 +1858,202 @@ fn rootless_unpack_matches_umoci_rootless() {
     got.remove(".");
     assert!(got.values().all(|n| n.uid == 1000), "no chown without privilege");
     assert_same_tree(&want, &got, "rootless unpack vs umoci unpack --rootless");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Review fixes: gc on broken images, export's temporary, reference grammar and normalization, config
+// types, commit against missing base blobs.
+
+fn blob_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("blobs/sha256")).unwrap().count()
+}
+
+#[test]
+fn gc_removes_nothing_when_an_image_cannot_be_read() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    copy_rootfs(&root);
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "g:1"])));
+    std::fs::write(root.join("extra"), "x").unwrap();
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "g:2"])));
+    ok(run(img(&sb).args(["rm", "g:2"]))); // its blobs are now unreferenced: gc would remove them
+                                           // Break g:1: its config blob disappears, so what it references cannot be known.
+    let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "g:1"])))).unwrap();
+    let cfg = v["config_digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    std::fs::remove_file(sb.data.join("images/blobs/sha256").join(cfg)).unwrap();
+    let before = store_state(&sb);
+    let o = run(img(&sb).arg("gc"));
+    assert_tool_error(&o, TOOL, "nothing removed");
+    assert_eq!(stderr(&o).lines().count(), 1, "one line: {}", stderr(&o));
+    assert_eq!(store_state(&sb), before, "gc removed something");
+
+    // `--store DIR` on a layout whose index.json names an image index (which the store cannot load).
+    let l = Layout::new(&sb.path().join("oci"));
+    let md = l.image("x", &[(tar(&[tar_entry("f", b'0', b"x", "", 0o644)]), LAYER_TAR)], |_, _| {});
+    let msize = std::fs::metadata(l.dir.join("blobs/sha256").join(md.trim_start_matches("sha256:"))).unwrap().len();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": msize}]});
+    let ib = serde_json::to_vec(&index).unwrap();
+    let id = l.blob(&ib);
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": ib.len()}]});
+    std::fs::write(l.dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    assert_eq!(blob_count(&l.dir), 4);
+    let o = run(img(&sb).arg("--store").arg(&l.dir).arg("gc"));
+    assert_tool_error(&o, TOOL, "nothing removed");
+    assert_eq!(blob_count(&l.dir), 4, "gc removed blobs of a layout it could not read");
+}
+
+#[test]
+fn export_leaves_no_temporary_when_the_rename_fails() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    l.image("ex", &[(tar(&[tar_entry("f", b'0', b"x", "", 0o644)]), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let dir = sb.path().join("dir");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let o = run(img(&sb).args(["export", "ex"]).arg(dir.join("sub")));
+    assert_tool_error(&o, TOOL, "sub");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("sub")], "export left something behind");
+    assert_eq!(std::fs::read_dir(dir.join("sub")).unwrap().count(), 0);
+}
+
+#[test]
+fn references_outside_the_grammar_are_refused() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    let out = ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "good"])));
+    let digest = out.split('\t').nth(1).unwrap().trim().to_string();
+    let hex = digest.trim_start_matches("sha256:").to_string();
+    let layout = sb.path().join("oci");
+    ok(run(img(&sb).args(["export", "good", "--format", "oci-archive"]).arg(sb.path().join("good.tar"))));
+    let before = store_state(&sb);
+    let long_tag = format!("a:{}", "t".repeat(129));
+    for bad in [
+        "",
+        "evil\nline",
+        "UPPER/../..:x@y",
+        "Upper",
+        "a//b",
+        "a:",
+        "a:.x",
+        "a:-x",
+        "a@sha256:0000",
+        "a b",
+        "-a",
+        long_tag.as_str(),
+        hex.as_str(),
+        digest.as_str(),
+        "sha256:abc",
+    ] {
+        let o = run(img(&sb).arg("build").arg(&root).arg(format!("--tag={bad}")));
+        assert_tool_error(&o, TOOL, "reference");
+        assert_eq!(stderr(&o).lines().count(), 1, "{bad:?}: {}", stderr(&o));
+        let o = run(img(&sb).arg("import").arg(format!("--tag={bad}")).arg(sb.path().join("good.tar")));
+        assert_tool_error(&o, TOOL, "reference");
+        assert_eq!(store_state(&sb), before, "{bad:?} made something");
+    }
+    // The digest still means the image, and ls lines are one per image.
+    ok(run(img(&sb).args(["inspect", &hex])));
+    assert_eq!(ok(run(img(&sb).arg("ls"))).lines().count(), 2);
+    // A name inside an archive is checked too.
+    let l = Layout::new(&layout);
+    l.image("Bad Name", &[(tar(&[tar_entry("f", b'0', b"x", "", 0o644)]), LAYER_TAR)], |_, _| {});
+    assert_tool_error(&run(img(&sb).arg("import").arg(&layout)), TOOL, "reference");
+    assert_eq!(store_state(&sb), before);
+    // What the grammar allows.
+    for good in ["localhost:5000/a/b:v1", "reg.example.com/x_y__z.w-v:T_1.2-3", "a--b/c"] {
+        ok(run(img(&sb).arg("build").arg(&root).args(["--tag", good])));
+        ok(run(img(&sb).args(["inspect", good])));
+    }
+}
+
+#[test]
+fn name_and_name_latest_are_one_image() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    let out = ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "base"])));
+    assert!(out.starts_with("base:latest\t"), "{out}");
+    std::fs::write(root.join("f"), "y").unwrap();
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "base:latest"])));
+    let ls = ok(run(img(&sb).args(["--json", "ls"])));
+    assert_eq!(ls.lines().count(), 1, "one image, replaced: {ls}");
+    ok(run(img(&sb).args(["inspect", "base"])));
+    assert_eq!(ok(run(img(&sb).args(["rm", "base"]))).trim(), "base:latest");
+    assert_eq!(ok(run(img(&sb).args(["--json", "ls"]))), "");
+    // And the other way round, import included.
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "x:latest"])));
+    let ar = sb.path().join("x.tar");
+    ok(run(img(&sb).args(["export", "x"]).arg(&ar)));
+    let out = ok(run(img(&sb).arg("import").args(["--tag", "y"]).arg(&ar)));
+    assert!(out.starts_with("y:latest\t"), "{out}");
+    ok(run(img(&sb).args(["rm", "x", "y:latest"])));
+    assert_eq!(ok(run(img(&sb).args(["--json", "ls"]))), "");
+}
+
+#[test]
+fn config_keeps_the_command_or_fails() {
+    require_root();
+    let sb = Sandbox::new();
+    let layer = || vec![(tar(&[tar_entry("f", b'0', b"x", "", 0o644)]), LAYER_TAR)];
+    let cases: [(&str, serde_json::Value); 4] = [
+        ("s:1", serde_json::json!({"Entrypoint": "/bin/sh -c", "Cmd": ["echo hi"]})),
+        ("s:2", serde_json::json!({"Entrypoint": ["/bin/sh"], "Cmd": ["echo", 1]})),
+        ("s:3", serde_json::json!({"Entrypoint": [true]})),
+        ("s:4", serde_json::json!({"Cmd": ["a\u{0}b"], "Env": ["A=x\u{0}y"]})),
+    ];
+    for (tag, rc) in &cases {
+        let l = Layout::new(&sb.path().join(tag.replace(':', "-")));
+        l.image(tag, &layer(), |_, c| c["config"] = rc.clone());
+        ok(run(img(&sb).arg("import").arg(&l.dir)));
+    }
+    let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["config", "s:1"])))).unwrap();
+    assert_eq!(v["entrypoint"], serde_json::json!(["/bin/sh -c"]), "{v}");
+    let sh = ok(run(img(&sb).args(["config", "s:1", "--format", "shell"])));
+    assert!(sh.contains("IMAGE_ENTRYPOINT=''\\''/bin/sh -c'\\'''\n"), "{sh}");
+    for tag in ["s:2", "s:3"] {
+        for f in ["json", "shell"] {
+            let o = run(img(&sb).args(["config", tag, "--format", f]));
+            assert_tool_error(&o, TOOL, "non-string");
+            assert_eq!(stdout(&o), "");
+        }
+    }
+    for f in ["env", "shell"] {
+        let o = run(img(&sb).args(["config", "s:4", "--format", f]));
+        assert_tool_error(&o, TOOL, "NUL");
+        assert_eq!(stdout(&o), "");
+    }
+    ok(run(img(&sb).args(["config", "s:4"]))); // JSON escapes it
+}
+
+/// The check runs under the store lock inside the store's commit; there is no deterministic way to
+/// delete a blob between `resolve` and that lock from outside, so the base layer is removed beforehand
+/// (`resolve` reads only the manifest and config, so the base still resolves).
+#[test]
+fn commit_refuses_a_base_whose_layers_are_gone() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "base:1"])));
+    let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "base:1"])))).unwrap();
+    let layer = v["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    std::fs::remove_file(sb.data.join("images/blobs/sha256").join(&layer)).unwrap();
+    let upper = sb.path().join("upper");
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::write(upper.join("g"), "y").unwrap();
+    let before = store_state(&sb);
+    let o = run(img(&sb).arg("commit").arg(&upper).args(["--from", "base:1", "--tag", "next:1"]));
+    assert_tool_error(&o, TOOL, "missing");
+    assert_eq!(store_state(&sb), before, "commit stored something");
+    assert_tool_error(&run(img(&sb).args(["inspect", "next:1"])), TOOL, "no such image");
 }
