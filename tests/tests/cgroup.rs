@@ -691,14 +691,7 @@ fn exec_passes_the_exit_status_and_prints_steps() {
 
 /// A whole-disk block device the kernel has (loop devices exist wherever the loop module is loaded).
 fn a_block_device() -> Option<String> {
-    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
-        .ok()?
-        .flatten()
-        .filter(|e| !e.path().join("partition").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    devs.sort_by_key(|d| (!d.starts_with("7:"), d.clone()));
-    devs.into_iter().next()
+    block_devices().into_iter().next()
 }
 
 #[test]
