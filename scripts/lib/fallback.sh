@@ -10,13 +10,14 @@ done
 
 # The same words as the builtins, for what the scripts use of them (a fork each, where the builtin forks
 # nothing):
-#   spawn -p VAR [-s] [-r|-w|-a N FILE]... -- COMMAND [ARG...]      reap [-n] -p VAR PID
+#   spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... -- COMMAND [ARG...]      reap [-n] -p VAR PID
 spawn() {
     local _var='' _sid='' _redir='' _q
     while [[ $# -gt 0 ]]; do
         case $1 in
             -p) _var=$2 && shift 2 ;;
             -s) _sid=setsid && shift ;;
+            -d) shift ;; # bash collects a `&` job's status itself
             -r | -w | -a)
                 printf -v _q %q "$3"
                 case $1 in -r) _redir+=" $2<$_q" ;; -w) _redir+=" $2>$_q" ;; -a) _redir+=" $2>>$_q" ;; esac

@@ -2,21 +2,21 @@
 //! flock(1)'s FD forms and exit codes, the lock shared with the processes that inherit the descriptor, a
 //! signal ending the wait, no fork), `spawn`/`reap` (a command started with posix_spawn: its files,
 //! environment, signals and session; its status never taken by bash; a trap ending the wait), and
-//! `mkdir`/`rmdir`/`rm` (coreutils' results for the scripts' forms, symbolic links never followed, a
-//! tree deeper than the builtin goes left whole for rm(1)).
+//! `mkdir`/`rmdir`/`rm`/`mv` (coreutils' results for the scripts' forms, symbolic links never followed, a
+//! tree deeper than the builtin goes left whole for rm(1), mv renaming only).
 
 use cbuild_tests::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// bash with the builtins (flock, spawn, reap, mkdir, rmdir, rm) loaded, running SCRIPT; $1 is ARG, a
+/// bash with the builtins (flock, spawn, reap, mkdir, rmdir, rm, mv) loaded, running SCRIPT; $1 is ARG, a
 /// lock file or a directory private to the test.
 fn bash(script: &str, arg: &std::path::Path) -> Command {
     let so = bin_dir().join("libcbuild_builtins.so");
     assert!(so.exists(), "{} not built: run `cargo build --workspace` first", so.display());
     let mut c = Command::new("bash");
     c.arg("-c")
-        .arg(format!("enable -f '{}' flock spawn reap mkdir rmdir rm || exit 99\n{script}", so.display()))
+        .arg(format!("enable -f '{}' flock spawn reap mkdir rmdir rm mv || exit 99\n{script}", so.display()))
         .arg("bash")
         .arg(arg);
     c
@@ -287,6 +287,26 @@ fn the_shell_never_takes_a_spawned_commands_status() {
     assert_eq!(stdout(&o), "3".repeat(300), "{}", stderr(&o));
 }
 
+/// `spawn -d`: a command nobody reaps (cbuild-run's background removal of an upper dir). SIGCHLD is left
+/// as it was, so bash collects the command's status itself, and a plain `spawn` afterwards still works.
+#[test]
+fn spawn_d_leaves_sigchld_alone_and_bash_collects_the_status() {
+    let d = lock_file();
+    let o = run(&mut bash(
+        "blk() { local k v; while read -r k v; do [[ $k == SigBlk: ]] && printf -v \"$1\" %s \"$v\"; done </proc/$$/status; }
+         blk before
+         spawn -p a -d -- /bin/sh -c 'exit 3'; rc=$?
+         blk after
+         /bin/sleep 0.3; /bin/true
+         reap -p e $a 2>/dev/null; echo \"spawn=$rc reaped=$? same=$([[ $before == \"$after\" ]] && echo yes)\"
+         spawn -p b -- /bin/sh -c 'exit 4'; blk held
+         reap -p e $b; echo \"plain=$? held=$([[ $held != \"$before\" ]] && echo yes)\"",
+        d.path(),
+    ));
+    // 127: no such child any more, bash took (and dropped) its status.
+    assert_eq!(stdout(&o), "spawn=0 reaped=127 same=yes\nplain=4 held=yes\n", "{}", stderr(&o));
+}
+
 #[test]
 fn spawn_and_reap_bad_input_is_one_line_and_starts_nothing() {
     let d = lock_file();
@@ -331,6 +351,12 @@ fn mkdir_rmdir_rm_end_as_coreutils_do() {
         "rm -rf t/d t/f t/nothere",
         "rm -fr t/d/e",
         "rm -R -f t/d/l t/d/fifo",
+        "mv -T t/x t/y",
+        "mv -f t/f t/g && mv t/g t/h",
+        "mv -T -f t/f t/out/o",
+        "mv -T t/x t/d",
+        "mv -T t/nothere t/z",
+        "mv -T t/d/l t/l2",
     ];
     let setup = "rm_tree() { command /bin/rm -rf \"$@\"; }; cd \"$1\" && rm_tree t && \
                  /bin/mkdir -p t/x t/d/e/g t/out && echo f > t/f && echo o > t/out/o && \
@@ -339,17 +365,36 @@ fn mkdir_rmdir_rm_end_as_coreutils_do() {
     for line in cases {
         let ours = run(&mut bash(&format!("{setup}; {line}; echo rc=$?; {listing}"), d.path()));
         let theirs =
-            run(&mut bash(&format!("enable -n mkdir rmdir rm; {setup}; {line}; echo rc=$?; {listing}"), d.path()));
+            run(&mut bash(&format!("enable -n mkdir rmdir rm mv; {setup}; {line}; echo rc=$?; {listing}"), d.path()));
         assert_eq!(stdout(&ours), stdout(&theirs), "{line}: ours {} / coreutils {}", stderr(&ours), stderr(&theirs));
         assert_eq!(stderr(&ours).lines().count(), stderr(&theirs).lines().count(), "{line}: {}", stderr(&ours));
-        assert!(stdout(&ours).contains("f t/out/o"), "{line}: the link's target survives: {}", stdout(&ours));
+        assert!(
+            stdout(&ours).contains("f t/out/o") || line.contains("t/out/o"),
+            "{line}: the link's target survives: {}",
+            stdout(&ours)
+        );
+    }
+    // mv renames only: a directory TO without -T (mv(1) would move FROM into it) is refused, one line,
+    // status 1, nothing moved; so is a bad option or a missing operand (status 2).
+    for (line, code, msg) in [
+        ("mv t/x t/d", 1, "mv: t/d: a directory: only renames here (mv -T, or mv(1))"),
+        ("mv -x t/x t/y", 2, "mv: -x: unknown option"),
+        ("mv -T t/x", 2, "mv: usage: mv [-f] [-T] FROM TO"),
+        ("mv -T t/x t/y t/z", 2, "mv: usage: mv [-f] [-T] FROM TO"),
+    ] {
+        assert_one_line(
+            d.path(),
+            &format!("{setup}; {line}; echo rc=$?; {listing} | grep -c ' t/x$'"),
+            &format!("rc={code}\n1\n"),
+            msg,
+        );
     }
     // No fork: the builtins run in the shell itself.
     let o = run(Command::new("strace")
         .args(["-f", "-qq", "-e", "trace=fork,vfork,clone,clone3,execve", "-o"])
         .arg(d.path().join("trace"))
         .arg("bash")
-        .args(["-c", &format!("enable -f '{}' mkdir rmdir rm || exit 9; cd \"$1\" && mkdir -p a/b && rmdir a/b && rm -r a && mkdir a && rm -rf a", bin_dir().join("libcbuild_builtins.so").display()), "bash"])
+        .args(["-c", &format!("enable -f '{}' mkdir rmdir rm mv || exit 9; cd \"$1\" && mkdir -p a/b && rmdir a/b && mv -T a/ b && rm -r b && mkdir a && rm -rf a", bin_dir().join("libcbuild_builtins.so").display()), "bash"])
         .arg(d.path()));
     assert!(o.status.success(), "{}", stderr(&o));
     let trace = std::fs::read_to_string(d.path().join("trace")).unwrap();

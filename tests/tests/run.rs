@@ -134,6 +134,22 @@ impl Rt {
                 left.push(format!("{d} dir {}", p.display()));
             }
         }
+        // An --rm run's upper and work dirs, renamed to .rm.NAME.PID, go in the background: give that
+        // rm(1) time to finish before calling what it left a leftover.
+        let trash = || -> Vec<String> {
+            ["upper", "work"]
+                .iter()
+                .flat_map(|d| std::fs::read_dir(self.data.join(d)).into_iter().flatten().flatten())
+                .map(|e| e.path())
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!(".rm.{name}.")))
+                .map(|p| format!("trash dir {}", p.display()))
+                .collect()
+        };
+        let since = Instant::now();
+        while !trash().is_empty() && since.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        left.extend(trash());
         for m in
             mounts_under(&self.sb.state.to_string_lossy()).into_iter().chain(mounts_under(&self.data.to_string_lossy()))
         {
@@ -491,6 +507,36 @@ fn an_upper_dir_deeper_than_path_max_is_still_removed() {
     assert!(top.is_dir(), "kept without --rm: {}", top.display());
     assert_eq!(rt.tool("cbuild-rm", &[&name]).status.code(), Some(0));
     rt.assert_gone(&name);
+}
+
+/// An --rm run does not wait for its upper dir to be removed: the dir is renamed out of the NAME's way and
+/// removed in the background, so the NAME is free at once, and its next run starts with an empty upper
+/// dir even while the old one is still going. What a removal never finished, `cbuild-rm --prune` removes.
+#[test]
+fn an_rm_runs_upper_dir_goes_in_the_background_and_the_name_is_free_at_once() {
+    let rt = Rt::new();
+    let name = unique("bg");
+    // 3000 files: on ext4 their removal takes a while, longer than the next start.
+    let fill = "mkdir /fill && cd /fill && i=0; while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; echo filled";
+    assert_eq!(rt.ok(&["--rm", "--name", &name, "--network", "none", IMAGE, "sh", "-c", fill]), "filled\n");
+    assert!(!rt.data.join("upper").join(&name).exists(), "the NAME's upper dir is renamed away before the run returns");
+    let again =
+        rt.ok(&["--rm", "--name", &name, "--network", "none", IMAGE, "sh", "-c", "ls /fill 2>/dev/null | wc -l"]);
+    assert_eq!(again.trim(), "0", "the next run of the NAME starts with an empty upper dir");
+    rt.assert_gone(&name);
+    // A removal that never finished (the machine went down): prune removes it, and only it.
+    let left = rt.data.join("upper").join(format!(".rm.{name}.1"));
+    std::fs::create_dir_all(left.join("d")).unwrap();
+    std::fs::write(left.join("d/f"), "x").unwrap();
+    let work = rt.data.join("work").join(format!(".rm.{name}.1"));
+    std::fs::create_dir_all(&work).unwrap();
+    let keep = rt.data.join("upper").join(format!("{name}-not-trash"));
+    std::fs::create_dir_all(&keep).unwrap();
+    let o = rt.tool("cbuild-rm", &["--prune"]);
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    assert!(!left.exists() && !work.exists(), "prune removes unfinished removals");
+    assert!(keep.exists(), "prune leaves other dirs alone");
+    std::fs::remove_dir(&keep).unwrap();
 }
 
 // ------------------------------------------------------------------------------------------------------

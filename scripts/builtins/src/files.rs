@@ -1,6 +1,7 @@
-//! `mkdir [-p] DIR...`, `rmdir DIR...` and `rm [-r] [-f] PATH...`: the file operations the scripts run
-//! on every start and undo, without a fork, and loaded with the other builtins from this one shared
-//! object (bash pays ~80 µs for each shared object it loads; Debian's bash-builtins has these as three).
+//! `mkdir [-p] DIR...`, `rmdir DIR...`, `rm [-r] [-f] PATH...` and `mv [-f] [-T] FROM TO`: the file operations
+//! the scripts run on every start and undo, without a fork, and loaded with the other builtins from this
+//! one shared object (bash pays ~80 µs for each shared object it loads; Debian's bash-builtins has the
+//! first three as three, and no mv).
 //!
 //! coreutils' meanings, for the forms the scripts use; anything else is a usage error. `rm -r` walks by
 //! directory descriptors (openat with O_NOFOLLOW: a symbolic link is removed, never followed, and no
@@ -36,6 +37,16 @@ static RM_DOC: Doc = Doc::new(
 pub(crate) const MKDIR: Builtin = Builtin::new(c"mkdir", mkdir_builtin, &MKDIR_DOC, c"mkdir [-p] DIR...");
 pub(crate) const RMDIR: Builtin = Builtin::new(c"rmdir", rmdir_builtin, &RMDIR_DOC, c"rmdir DIR...");
 pub(crate) const RM: Builtin = Builtin::new(c"rm", rm_builtin, &RM_DOC, c"rm [-r] [-f] PATH...");
+static MV_DOC: Doc = Doc::new(
+    c"Rename FROM to TO, as mv(1) does, in the shell: rename(2) only, so both on one filesystem (a move
+    across filesystems fails, status 1, and moves nothing). TO, if it exists, is replaced as rename(2)
+    replaces it: a file by a file, an empty directory by a directory.
+
+    -f  accepted (nothing asks here)
+    -T  TO is the new name even if it is a directory; without -T a directory TO is refused (mv(1)
+        would move FROM into it)",
+);
+pub(crate) const MV: Builtin = Builtin::new(c"mv", mv_builtin, &MV_DOC, c"mv [-f] [-T] FROM TO");
 
 /// Leading option words (up to `--` or the first operand): each letter must be in `allowed`; returns
 /// the letters seen, or the offending word.
@@ -133,6 +144,32 @@ unsafe extern "C" fn rm_builtin(list: *const WordList) -> c_int {
         return 0;
     }
     operands(b"rm", first, &mut next, |p| remove(p, recursive, force))
+}
+
+unsafe extern "C" fn mv_builtin(list: *const WordList) -> c_int {
+    // SAFETY: bash's own argument list.
+    let mut next = unsafe { words(list) };
+    let (o, from) = match options(&mut next, b"fT") {
+        Ok(x) => x,
+        Err(w) => return usage(b"mv", w),
+    };
+    let (Some(from), Some(to), None) = (from, next(), next()) else {
+        complain(b"mv", b"", b"usage: mv [-f] [-T] FROM TO");
+        return USAGE;
+    };
+    // Without -T, mv(1) moves FROM *into* TO when TO is a directory: not a rename, so not done here.
+    if !o[usize::from(b'T')] && is_dir(to.as_ptr()) {
+        complain(b"mv", to.to_bytes(), b"a directory: only renames here (mv -T, or mv(1))");
+        return 1;
+    }
+    // SAFETY: NUL-terminated paths.
+    match ok(unsafe { libc::rename(from.as_ptr(), to.as_ptr()) }) {
+        Ok(()) => 0,
+        Err(e) => {
+            complain(b"mv", from.to_bytes(), strerror(e));
+            1
+        }
+    }
 }
 
 fn usage(prog: &[u8], word: &CStr) -> c_int {

@@ -1,10 +1,10 @@
 //! Loadable bash builtins for cbuild's scripts:
-//! `enable -f .../libcbuild_builtins.so flock spawn reap mkdir rmdir rm`.
+//! `enable -f .../libcbuild_builtins.so flock spawn reap mkdir rmdir rm mv`.
 //!
 //! - `flock` (flock.rs): util-linux flock(1)'s FD forms, without the fork.
 //! - `spawn` and `reap` (spawn.rs): start a command without forking the shell (posix_spawn), and wait
 //!   for it.
-//! - `mkdir`, `rmdir`, `rm` (files.rs): coreutils' forms the scripts use, without the fork, and from
+//! - `mkdir`, `rmdir`, `rm`, `mv` (files.rs): coreutils' forms the scripts use, without the fork, and from
 //!   this one shared object (each one bash loads costs a start ~80 µs).
 //!
 //! A fork costs a running bash ~0.4 ms on this kind of machine, and more afterwards: every page it
@@ -97,6 +97,8 @@ pub static mut mkdir_struct: Builtin = files::MKDIR;
 pub static mut rmdir_struct: Builtin = files::RMDIR;
 #[no_mangle]
 pub static mut rm_struct: Builtin = files::RM;
+#[no_mangle]
+pub static mut mv_struct: Builtin = files::MV;
 
 /// The words of a builtin's argument list, one by one (bash's expanded words, NUL-terminated, alive
 /// during the call).

@@ -1,4 +1,4 @@
-//! `spawn -p VAR [-s] [-r N FILE] [-w N FILE] [-a N FILE] [--] COMMAND [ARG...]` and `reap -p VAR PID`:
+//! `spawn -p VAR [-s] [-d] [-r N FILE] [-w N FILE] [-a N FILE] [--] COMMAND [ARG...]` and `reap -p VAR PID`:
 //! bash's `COMMAND N<FILE N>FILE N>>FILE &` and `wait -p VAR PID`, without forking the shell.
 //!
 //! bash starts every command with fork(2): it copies its page tables, and every page it writes
@@ -11,6 +11,9 @@
 //! bash reaps every child it is sent SIGCHLD for, and drops the status of one it did not start itself.
 //! So from a `spawn` until its `reap`, the shell holds SIGCHLD blocked: run no other child in between
 //! (bash waits for a foreground child with waitpid(-1), which may take the spawned one's status).
+//! `-d`: a command nobody will `reap` (work left to finish in the background): SIGCHLD stays as it
+//! is, and bash's own handler collects the command's status and drops it, as for any child it did not
+//! start.
 //! `reap -p VAR PID` waits for it and returns its status as `wait` does (128+N when signal N killed it),
 //! VAR set to PID; `-n` only looks (VAR empty while it runs). A signal the script traps ends the wait
 //! early: status 128+that signal, VAR empty (the trap runs next; call `reap` again), as `wait -p` does.
@@ -38,10 +41,12 @@ static SPAWN_DOC: Doc = Doc::new(
 
     -p VAR      the variable for the PID (required)
     -s          in a new session (setsid)
+    -d          never to be reaped (work left running in the background): SIGCHLD is left alone, and
+                the shell drops the command's status when it ends
     -r N FILE   FILE open for reading as fd N (N<FILE); -w: for writing, truncated (N>FILE);
                 -a: for appending (N>>FILE). N is 0 to 9.
 
-    Until `reap` has waited for it, run no other child process: the shell holds SIGCHLD blocked so that
+    Without -d, until `reap` has waited for it, run no other child process: the shell holds SIGCHLD blocked so that
     it does not take the spawned command's status itself. Status: 0 started, 1 a FILE did not open,
     126 cannot execute, 127 not found, 2 usage.",
 );
@@ -54,8 +59,12 @@ static REAP_DOC: Doc = Doc::new(
     A signal with a trap ends the wait early (status 128+N, VAR empty), as with `wait -p`.",
 );
 
-pub(crate) const SPAWN: Builtin =
-    Builtin::new(c"spawn", spawn_builtin, &SPAWN_DOC, c"spawn -p VAR [-s] [-r|-w|-a N FILE]... [--] COMMAND [ARG...]");
+pub(crate) const SPAWN: Builtin = Builtin::new(
+    c"spawn",
+    spawn_builtin,
+    &SPAWN_DOC,
+    c"spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... [--] COMMAND [ARG...]",
+);
 
 pub(crate) const REAP: Builtin = Builtin::new(c"reap", reap_builtin, &REAP_DOC, c"reap [-n] -p VAR PID");
 
@@ -85,6 +94,8 @@ struct Spec {
     /// The word VAR is.
     var: usize,
     setsid: bool,
+    /// `-d`: never reaped, so SIGCHLD is left alone.
+    detached: bool,
     files: [Option<(c_int, Open, usize)>; MAX_FILES],
     command: usize,
 }
@@ -92,7 +103,7 @@ struct Spec {
 /// `spawn ARGS` over the words `word(0..n)`; FILEs are named by their word's index. What went wrong
 /// names the word, for the one error line.
 fn parse<'a>(n: usize, word: impl Fn(usize) -> &'a [u8]) -> Result<Spec, (&'static str, &'a [u8])> {
-    let mut s = Spec { var: 0, setsid: false, files: [None; MAX_FILES], command: n };
+    let mut s = Spec { var: 0, setsid: false, detached: false, files: [None; MAX_FILES], command: n };
     let (mut i, mut nfiles) = (0, 0);
     while i < n {
         let w = word(i);
@@ -108,6 +119,11 @@ fn parse<'a>(n: usize, word: impl Fn(usize) -> &'a [u8]) -> Result<Spec, (&'stat
             }
             b"-s" => {
                 s.setsid = true;
+                i += 1;
+                continue;
+            }
+            b"-d" => {
+                s.detached = true;
                 i += 1;
                 continue;
             }
@@ -159,6 +175,20 @@ fn hold_sigchld() -> libc::sigset_t {
         }
         *unreaped += 1;
         (*ptr::addr_of!(SAVED_MASK)).assume_init()
+    }
+}
+
+/// The mask a command is to get without holding SIGCHLD: the shell's own, from before any unreaped
+/// `spawn` blocked SIGCHLD.
+fn shell_mask() -> libc::sigset_t {
+    // SAFETY: as in hold_sigchld.
+    unsafe {
+        if *ptr::addr_of!(UNREAPED) > 0 {
+            return (*ptr::addr_of!(SAVED_MASK)).assume_init();
+        }
+        let mut now: libc::sigset_t = mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, ptr::null(), &mut now);
+        now
     }
 }
 
@@ -274,7 +304,7 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
             return 127;
         }
         let path = if is_path { cmd.as_ptr() } else { found as *const c_char };
-        let mask = hold_sigchld();
+        let mask = if s.detached { shell_mask() } else { hold_sigchld() };
         let mut flags = libc::POSIX_SPAWN_SETSIGMASK;
         if s.setsid {
             flags |= c_int::from(libc::POSIX_SPAWN_SETSID);
@@ -293,7 +323,9 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
             unsafe { libc::free(found.cast()) };
         }
         if rc != 0 {
-            release_sigchld();
+            if !s.detached {
+                release_sigchld();
+            }
             complain(b"spawn", cmd.to_bytes(), strerror(rc));
             return if rc == libc::ENOENT { 127 } else { 126 };
         }
@@ -418,6 +450,9 @@ mod tests {
         assert_eq!(files.len(), 3);
         assert_eq!(files[0], (0, Open::Read, "/dev/null".to_string()));
         assert_eq!(cmd, ["sh", "-c", "x"]);
+        assert!(p(&["-p", "v", "-d", "rm", "-rf", "x"]).is_ok_and(|(_, sid, _, cmd)| !sid && cmd == ["rm", "-rf", "x"]));
+        assert!(parse(3, |i| [&b"-p"[..], b"v", b"-d"][i]).is_err());
+        assert!(parse(4, |i| [&b"-p"[..], b"v", b"-d", b"c"][i]).unwrap().detached);
         // The command's own options are its own.
         assert_eq!(p(&["-p", "v", "--", "-w", "x"]).unwrap().3, ["-w", "x"]);
     }
