@@ -129,9 +129,15 @@ struct RunArgs {
     /// `suid`, `dev`, `exec` lift them.
     #[arg(long, value_name = "DST[:OPTS]")]
     tmpfs: Vec<String>,
-    /// Bind-mount SRC:DST[:ro] (DST inside the new root).
-    #[arg(long, value_name = "SRC:DST[:ro]")]
+    /// Bind-mount SRC:DST[:OPTIONS] (DST inside the new root), recursively. OPTIONS, as Docker's -v:
+    /// comma-separated ro|rw, [r]private (the default) or [r]slave, z|Z (no SELinux relabelling: accepted
+    /// without SELinux, refused with it).
+    #[arg(long, value_name = "SRC:DST[:OPTS]")]
     bind: Vec<String>,
+    /// A mount in Docker's --mount form (cbuild-run --mount): type=bind,source=S,target=T[,readonly][,bind-propagation=P] or
+    /// type=tmpfs,target=T[,tmpfs-size=BYTES][,tmpfs-mode=OCTAL].
+    #[arg(long = "mount-spec", value_name = "type=...,target=...")]
+    docker_mount: Vec<String>,
     /// Make the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
@@ -290,7 +296,7 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
             s.new_ns.insert(ty);
         }
     };
-    let implied_mnt = a.rootfs.is_some() || !a.bind.is_empty() || !a.tmpfs.is_empty();
+    let implied_mnt = a.rootfs.is_some() || !a.bind.is_empty() || !a.tmpfs.is_empty() || !a.docker_mount.is_empty();
     let implied_user = a.map_root_user || a.map_auto || !a.uid_map.is_empty() || !a.gid_map.is_empty();
     want(a.pid || a.all, NsType::Pid);
     want(a.mount || a.all || implied_mnt, NsType::Mnt);
@@ -326,32 +332,53 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
     }
     s.rootfs = a.rootfs;
     s.rootfs_fd = a.rootfs_fd;
+    // Docker ignores z and Z where SELinux is off; where it is on they would mean a relabel we do not do.
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    let mut tmpfs = vec![];
+    let mut binds = vec![];
     for t in a.tmpfs {
         let (dst, opts) = t.split_once(':').unwrap_or((&t, ""));
+        tmpfs.push(TmpfsMount { dst: dst.into(), options: opts.to_string() });
+    }
+    for b in a.bind {
+        let parts: Vec<&str> = b.splitn(3, ':').collect();
+        let (src, dst, opts) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, None),
+            [src, dst, opts] => (*src, *dst, Some(*opts)),
+            _ => return Err(Error::new(Step::Bind, &b, "want SRC:DST[:OPTIONS]")),
+        };
+        let (readonly, propagation) = match opts {
+            None => (false, spec::Propagation::default()),
+            Some(o) => spec::parse_bind_options(o, selinux).map_err(|e| Error::new(Step::Bind, &b, e))?,
+        };
+        binds.push(BindMount { src: src.into(), dst: dst.into(), readonly, propagation });
+    }
+    for m in a.docker_mount {
+        match spec::parse_docker_mount(&m, selinux).map_err(|e| Error::new(Step::Mount, &m, e))? {
+            spec::DockerMount::Bind(b) => binds.push(b),
+            spec::DockerMount::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
+    for t in tmpfs {
+        let dst = t.dst.to_string_lossy();
         if !dst.starts_with('/') {
             return Err(Error::new(Step::Tmpfs, dst, "must be an absolute path"));
         }
-        if cbuild_ns::mounts::relative_inside(std::path::Path::new(dst)).as_os_str().is_empty() {
+        if cbuild_ns::mounts::relative_inside(&t.dst).as_os_str().is_empty() {
             return Err(Error::new(Step::Tmpfs, dst, "cannot be / (use --rootfs for the root filesystem)"));
         }
-        s.tmpfs.push(TmpfsMount { dst: dst.into(), options: opts.to_string() });
+        s.tmpfs.push(t);
     }
-    for b in a.bind {
-        let parts: Vec<&str> = b.split(':').collect();
-        let (src, dst, ro) = match parts.as_slice() {
-            [src, dst] => (*src, *dst, false),
-            [src, dst, "ro"] => (*src, *dst, true),
-            [src, dst, "rw"] => (*src, *dst, false),
-            _ => return Err(Error::new(Step::Bind, &b, "want SRC:DST[:ro]")),
-        };
+    for b in binds {
+        let dst = b.dst.to_string_lossy();
         if !dst.starts_with('/') {
             return Err(Error::new(Step::Bind, dst, "must be an absolute path"));
         }
         // As Docker: a bind over the root would replace the container's root filesystem.
-        if cbuild_ns::mounts::relative_inside(std::path::Path::new(dst)).as_os_str().is_empty() {
+        if cbuild_ns::mounts::relative_inside(&b.dst).as_os_str().is_empty() {
             return Err(Error::new(Step::Bind, dst, "cannot be / (use --rootfs for the root filesystem)"));
         }
-        s.binds.push(BindMount { src: src.into(), dst: dst.into(), readonly: ro });
+        s.binds.push(b);
     }
     s.read_only = a.read_only;
     s.no_mask = a.no_mask;

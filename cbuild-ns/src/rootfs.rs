@@ -6,7 +6,9 @@
 use crate::error::{Context, Error, Result, Step};
 use crate::mounts::{make_ro_recursive, mount_at, parse_options, remount_ro, Kind, Root};
 use crate::spec::RunSpec;
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
 use std::os::fd::RawFd;
 use std::path::Path;
 
@@ -37,10 +39,16 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV)
 
 /// Everything mount-related, run inside the new mount namespace before exec.
 pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placement) -> Result<()> {
-    // Our mounts must not propagate back to the host, nor the host's later mounts into us.
+    // Our mounts must not propagate back to the host, nor the host's later mounts into us; unless a bind
+    // asks for [r]slave: then the tree starts as the host's slave (still nothing goes back), every other
+    // mount is made private again below, and only those binds keep receiving.
+    let tree = if spec.binds.iter().any(|b| b.propagation.needs_slave_tree()) {
+        MsFlags::MS_SLAVE
+    } else {
+        MsFlags::MS_PRIVATE
+    };
     crate::log::step(Step::Propagation, "/");
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .ctx(Step::Propagation, "/")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | tree, None::<&str>).ctx(Step::Propagation, "/")?;
 
     let Some(rootfs) = &spec.rootfs else {
         // No new root: behave like `unshare --mount-proc`, so tools like ps see the new pid namespace.
@@ -76,9 +84,11 @@ pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placeme
         let target = root.target(&b.dst, kind, Step::Bind)?;
         let src = b.src.to_string_lossy();
         mount_at(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::Bind)?;
+        // Resolve again: the fd from before the mount still names the directory underneath it.
+        let mounted = root.target(&b.dst, kind, Step::Bind)?;
+        set_propagation(&mounted.proc_path(), b.propagation)?;
         if b.readonly {
-            // Resolve again: the fd from before the mount still names the directory underneath it.
-            make_ro_recursive(&root.target(&b.dst, kind, Step::Bind)?.proc_path(), Step::Bind)?;
+            make_ro_recursive(&mounted.proc_path(), Step::Bind)?;
         }
     }
 
@@ -222,6 +232,7 @@ fn user_mounts_on_host(spec: &RunSpec) -> Result<()> {
         crate::log::step(Step::Bind, b.dst.display());
         mount(Some(&b.src), &b.dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .ctx(Step::Bind, b.dst.display())?;
+        set_propagation(&b.dst.to_string_lossy(), b.propagation)?;
         if b.readonly {
             make_ro_recursive(&b.dst.to_string_lossy(), Step::Bind)?;
         }
@@ -229,14 +240,32 @@ fn user_mounts_on_host(spec: &RunSpec) -> Result<()> {
     Ok(())
 }
 
+/// A bind's propagation, set explicitly: the copy of its source carries whatever the tree had.
+fn set_propagation(path: &str, p: crate::spec::Propagation) -> Result<()> {
+    use crate::spec::Propagation;
+    let flags = match p {
+        Propagation::Private => MsFlags::MS_PRIVATE,
+        Propagation::RPrivate => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        Propagation::Slave => MsFlags::MS_SLAVE,
+        Propagation::RSlave => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).ctx(Step::Bind, path)
+}
+
 /// pivot_root(".", ".") then detach the old root stacked underneath: no directory for the old root is
 /// needed inside the image, and nothing of the host stays reachable.
 fn pivot(rootfs: &Path) -> Result<()> {
     crate::log::step(Step::PivotRoot, rootfs.display());
+    // The old root, to stand in after the pivot: "." would then be the new root, and a recursive change
+    // of propagation there would reach the container's own mounts ([r]slave binds) too.
+    let old_root = nix::fcntl::open("/", OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .ctx(Step::PivotRoot, "/")?;
     nix::unistd::chdir(rootfs).ctx(Step::PivotRoot, rootfs.display())?;
     nix::unistd::pivot_root(".", ".").ctx(Step::PivotRoot, rootfs.display())?;
     // The old root is now mounted on top of "/"; make it private so the detach does not propagate, then
     // detach it.
+    nix::unistd::fchdir(&old_root).ctx(Step::PivotRoot, "old root")?;
+    drop(old_root);
     mount(None::<&str>, ".", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .ctx(Step::PivotRoot, "old root")?;
     umount2(".", MntFlags::MNT_DETACH).ctx(Step::PivotRoot, "old root")?;

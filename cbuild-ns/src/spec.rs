@@ -19,6 +19,139 @@ pub struct BindMount {
     pub src: PathBuf,
     pub dst: PathBuf,
     pub readonly: bool,
+    pub propagation: Propagation,
+}
+
+/// A bind's mount propagation, Docker's words for it. `shared` and `rshared` are not offered: the
+/// container's mount namespace starts from a private (or slave) copy of the host's, so nothing mounted
+/// inside could reach the host anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    Private,
+    /// Docker's default.
+    #[default]
+    RPrivate,
+    /// Mounts the host makes under the source later appear in the container too (not the reverse).
+    Slave,
+    RSlave,
+}
+
+impl Propagation {
+    /// Does the container's mount tree have to start as a slave of the host's (not private) for this
+    /// bind to receive the host's later mounts?
+    pub fn needs_slave_tree(self) -> bool {
+        matches!(self, Propagation::Slave | Propagation::RSlave)
+    }
+}
+
+/// Docker's `-v SRC:DST[:OPTIONS]` options, comma-separated: `ro`/`rw`, one propagation, `z`/`Z`
+/// (SELinux relabelling: nothing to relabel on a host without SELinux, where Docker ignores them too;
+/// refused where SELinux is on, since cbuild does not relabel), and macOS's `consistent`, `cached`,
+/// `delegated` (no meaning on Linux, accepted as Docker accepts them). Returns (read-only, propagation).
+pub fn parse_bind_options(opts: &str, selinux: bool) -> Result<(bool, Propagation), String> {
+    let (mut ro, mut prop) = (None, None);
+    for o in opts.split(',') {
+        match o {
+            "ro" | "rw" => {
+                if ro.replace(o == "ro").is_some() {
+                    return Err("more than one of ro, rw".into());
+                }
+            }
+            "private" | "rprivate" | "slave" | "rslave" => {
+                let p = match o {
+                    "private" => Propagation::Private,
+                    "rprivate" => Propagation::RPrivate,
+                    "slave" => Propagation::Slave,
+                    _ => Propagation::RSlave,
+                };
+                if prop.replace(p).is_some() {
+                    return Err("more than one propagation".into());
+                }
+            }
+            "shared" | "rshared" => {
+                return Err(format!("{o}: not supported (a container's mounts never propagate to the host here)"));
+            }
+            "z" | "Z" if selinux => return Err(format!("{o}: SELinux relabelling is not supported")),
+            "z" | "Z" | "consistent" | "cached" | "delegated" => {}
+            "" => return Err("empty option".into()),
+            o => return Err(format!("unknown option {o:?} (ro, rw, z, Z, [r]private, [r]slave)")),
+        }
+    }
+    Ok((ro.unwrap_or(false), prop.unwrap_or_default()))
+}
+
+/// One `--mount` of Docker's: `type=bind,source=S,target=T[,readonly][,bind-propagation=P]` or
+/// `type=tmpfs,target=T[,tmpfs-size=BYTES][,tmpfs-mode=OCTAL]`.
+#[derive(Debug, Clone)]
+pub enum DockerMount {
+    Bind(BindMount),
+    Tmpfs(TmpfsMount),
+}
+
+pub fn parse_docker_mount(spec: &str, selinux: bool) -> Result<DockerMount, String> {
+    let (mut kind, mut src, mut dst, mut ro, mut prop) = (None, None, None, false, None);
+    let (mut size, mut mode) = (None, None);
+    for field in spec.split(',') {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (field, None),
+        };
+        let value = || v.filter(|v| !v.is_empty()).ok_or_else(|| format!("{k} needs a value"));
+        match k {
+            "type" => kind = Some(value()?),
+            "source" | "src" => src = Some(value()?),
+            "target" | "destination" | "dst" => dst = Some(value()?),
+            "readonly" | "ro" => {
+                ro = match v {
+                    None | Some("true" | "1") => true,
+                    Some("false" | "0") => false,
+                    Some(v) => return Err(format!("{k}={v}: must be true or false")),
+                }
+            }
+            "bind-propagation" => prop = Some(parse_bind_options(value()?, selinux)?.1),
+            "tmpfs-size" => size = Some(value()?),
+            "tmpfs-mode" => mode = Some(value()?),
+            "consistency" => {}
+            "" => return Err("empty field".into()),
+            k if k.starts_with("volume-") => return Err(format!("{k}: volumes are not supported")),
+            k => return Err(format!("unknown field {k:?}")),
+        }
+    }
+    let dst = dst.ok_or("target= is required")?;
+    match kind.ok_or("type= is required")? {
+        "bind" => {
+            if size.is_some() || mode.is_some() {
+                return Err("tmpfs-size and tmpfs-mode are for type=tmpfs".into());
+            }
+            let src = src.ok_or("source= is required for type=bind")?;
+            let propagation = prop.unwrap_or_default();
+            Ok(DockerMount::Bind(BindMount { src: src.into(), dst: dst.into(), readonly: ro, propagation }))
+        }
+        "tmpfs" => {
+            if src.is_some() || prop.is_some() {
+                return Err("source and bind-propagation are for type=bind".into());
+            }
+            let mut options: Vec<String> = vec![];
+            if ro {
+                options.push("ro".into());
+            }
+            if let Some(s) = size {
+                options.push(format!("size={s}"));
+            }
+            if let Some(m) = mode {
+                // Docker takes the mode in octal with or without a leading 0; tmpfs reads it as octal.
+                if m.is_empty() || !m.bytes().all(|c| (b'0'..=b'7').contains(&c)) || m.len() > 5 {
+                    return Err(format!("tmpfs-mode={m}: must be an octal mode"));
+                }
+                options.push(format!("mode={m}"));
+            }
+            Ok(DockerMount::Tmpfs(TmpfsMount { dst: dst.into(), options: options.join(",") }))
+        }
+        "volume" | "npipe" | "cluster" | "image" => {
+            Err(format!("type={}: not supported (bind, tmpfs)", kind.unwrap_or("")))
+        }
+        t => Err(format!("type={t}: unknown (bind, tmpfs)")),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +292,55 @@ pub fn parse_time_offsets(s: &str) -> Result<Vec<(i32, i64)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_bind_options() {
+        assert_eq!(parse_bind_options("ro", false), Ok((true, Propagation::RPrivate)));
+        assert_eq!(parse_bind_options("rw,z", false), Ok((false, Propagation::RPrivate)));
+        assert_eq!(parse_bind_options("Z,ro,rslave", false), Ok((true, Propagation::RSlave)));
+        assert_eq!(parse_bind_options("private,cached", false), Ok((false, Propagation::Private)));
+        assert!(parse_bind_options("ro,rw", false).is_err());
+        assert!(parse_bind_options("slave,private", false).is_err());
+        assert!(parse_bind_options("rshared", false).unwrap_err().contains("not supported"));
+        assert!(parse_bind_options("z", true).unwrap_err().contains("SELinux"));
+        assert!(parse_bind_options("nocopy", false).unwrap_err().contains("unknown option"));
+        assert!(parse_bind_options("ro,", false).is_err());
+    }
+
+    #[test]
+    fn docker_mount_fields() {
+        let DockerMount::Bind(b) = parse_docker_mount("type=bind,source=/a,target=/b,readonly", false).unwrap() else {
+            panic!("a bind")
+        };
+        assert_eq!((b.src.to_str(), b.dst.to_str(), b.readonly), (Some("/a"), Some("/b"), true));
+        let DockerMount::Bind(b) =
+            parse_docker_mount("type=bind,src=/a,dst=/b,ro=false,bind-propagation=rslave", false).unwrap()
+        else {
+            panic!("a bind")
+        };
+        assert_eq!((b.readonly, b.propagation), (false, Propagation::RSlave));
+        let DockerMount::Tmpfs(t) =
+            parse_docker_mount("type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1770", false).unwrap()
+        else {
+            panic!("a tmpfs")
+        };
+        assert_eq!((t.dst.to_str(), t.options.as_str()), (Some("/t"), "size=1m,mode=1770"));
+        for bad in [
+            "type=volume,source=v,target=/v",
+            "type=bind,target=/b",
+            "type=bind,source=/a",
+            "source=/a,target=/b",
+            "type=tmpfs,target=/t,tmpfs-mode=rwx",
+            "type=tmpfs,target=/t,source=/a",
+            "type=bind,source=/a,target=/b,tmpfs-size=1m",
+            "type=bind,source=/a,target=/b,readonly=maybe",
+            "type=bind,source=/a,target=/b,volume-nocopy",
+            "type=bind,source=/a,target=/b,color=red",
+            "type=bind,source=,target=/b",
+        ] {
+            assert!(parse_docker_mount(bad, false).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn rlimits() {

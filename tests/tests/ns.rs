@@ -212,6 +212,64 @@ fn binds_and_read_only_root() {
     assert_eq!(std::fs::read_to_string(shared.join("out.txt")).unwrap(), "w\n");
 }
 
+/// Docker's -v options and --mount (`--mount-spec`): `z`/`Z` accepted where SELinux is off, `rw`; an `rslave` bind sees
+/// what the host mounts under its source after the container started, a default (`rprivate`) one does
+/// not; `--mount` makes binds and tmpfs mounts; bad options are one line, 125.
+#[test]
+fn docker_bind_options_propagation_and_the_mount_flag() {
+    let sb = Sandbox::new();
+    let (src, flag) = (sb.path().join("src"), sb.path().join("flag"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::create_dir(&flag).unwrap();
+    std::fs::write(src.join("in.txt"), "from-host").unwrap();
+    // Something propagates from the host only out of a shared mount: make the source one (the Sandbox
+    // unmounts it, and what is mounted in it, when dropped).
+    let st = Command::new("sh")
+        .args(["-c", "mount --bind \"$1\" \"$1\" && mount --make-shared \"$1\"", "sh"])
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "making the source a shared mount");
+    let start = |opts: &str| {
+        let mut c = ns(&sb);
+        c.args(["run", "--pid", "--mount", "--bind", &format!("{}:/s{opts}", src.display())]);
+        c.args(["--bind", &format!("{}:/flag", flag.display()), "--rootfs"]).arg(busybox_rootfs());
+        c.args(["--", "sh", "-c", "while [ ! -e /flag/go ]; do sleep 0.05; done; ls /s/sub; cat /s/in.txt"]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let (slave, private) = (start(":rslave,z"), start(":rw,Z"));
+    // Both are waiting once their shells run; give them the moment to get there.
+    std::thread::sleep(Duration::from_millis(500));
+    let st =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "late"]).arg(src.join("sub")).status().unwrap();
+    assert!(st.success());
+    std::fs::write(src.join("sub/late.txt"), "").unwrap();
+    std::fs::write(flag.join("go"), "").unwrap();
+    let (slave, private) = (slave.wait_with_output().unwrap(), private.wait_with_output().unwrap());
+    assert_eq!(ok(&slave), "late.txt\nfrom-host", "an rslave bind receives the host's later mount");
+    assert_eq!(ok(&private), "from-host", "a default bind does not");
+    // --mount, both types.
+    let m = format!("type=bind,source={},target=/m,readonly", src.display());
+    let o = run_sh(
+        &sb,
+        &["--mount", "--mount-spec", &m, "--mount-spec", "type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1770"],
+        "cat /m/in.txt; echo; touch /m/x 2>/dev/null && echo m-writable; \
+         grep ' /t ' /proc/self/mountinfo | grep -o 'size=1024k,mode=1770'",
+    );
+    assert_eq!(ok(&o), "from-host\nsize=1024k,mode=1770\n");
+    for (flag, value, msg) in [
+        ("--bind", format!("{}:/s:rshared", src.display()), "rshared: not supported"),
+        ("--bind", format!("{}:/s:ro,rw", src.display()), "more than one of ro, rw"),
+        ("--bind", format!("{}:/s:nocopy", src.display()), "unknown option"),
+        ("--mount-spec", "type=volume,source=v,target=/v".to_string(), "type=volume: not supported"),
+        ("--mount-spec", format!("type=bind,source={}", src.display()), "target= is required"),
+    ] {
+        let mut c = ns(&sb);
+        c.args(["run", "--mount", flag, &value, "--rootfs"]).arg(busybox_rootfs()).args(["--", "true"]);
+        assert_tool_error(&run(&mut c), "cbuild-ns", msg);
+    }
+}
+
 #[test]
 fn hostile_rootfs_symlinks_cannot_redirect_mounts_to_the_host() {
     let sb = Sandbox::new();

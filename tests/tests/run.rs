@@ -452,6 +452,17 @@ fn filesystem_flags_volume_tmpfs_read_only_and_the_upper_dir() {
          grep ' /scratch ' /proc/mounts | cut -d' ' -f3; echo t > /scratch/t && echo tmpfs-ok",
     );
     assert_eq!(out, "from host\nro-refused\ntmpfs\ntmpfs-ok\n");
+    // Docker's other spellings: -v options (z, Z: no SELinux here), --mount in both types.
+    let zro = format!("{}:/z:ro,z", vol.display());
+    let m = format!("type=bind,source={},target=/m,readonly", vol.display());
+    let out = rt.sh(
+        &["-v", &zro, "--mount", &m, "--mount", "type=tmpfs,target=/t,tmpfs-size=1m"],
+        "cat /z/in /m/in; touch /z/x /m/x 2>/dev/null || echo ro-refused; grep -c ' /t tmpfs' /proc/mounts",
+    );
+    assert_eq!(out, "from host\nfrom host\nro-refused\n1\n");
+    let o = rt.run(&["--rm", "--network", "none", "--mount", "type=volume,target=/v", IMAGE, "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("type=volume: not supported"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(vol.join("out")).unwrap(), "new\n");
     // --read-only: the root refuses writes, a --tmpfs stays writable.
     let out = rt.sh(
