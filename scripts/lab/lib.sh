@@ -29,6 +29,8 @@ trap lab_exit EXIT
 LAB_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../lib/runtime.sh
 source "$LAB_SCRIPTS/lib/runtime.sh"
+# shellcheck source=../lib/runs.sh
+source "$LAB_SCRIPTS/lib/runs.sh"
 RUN=$LAB_SCRIPTS/cbuild-run
 IMAGE=cbuild/busybox
 lab_fail=0 lab_pass=0

@@ -65,8 +65,6 @@ rt_check_name() {
     [[ $1 != net ]] || rt_die name "$1" 'reserved: <state>/net holds cbuild-net'"'"'s own files'
 }
 
-rt_need_value() { [[ $# -ge 2 ]] || rt_die args "$1" 'needs a value'; }
-
 # -e WORD as docker: KEY=VALUE, or the caller's exported KEY → rt_env. KEY checked first: a subscript would run.
 rt_env_word() {
     rt_env=''
@@ -76,19 +74,6 @@ rt_env_word() {
     fi
     [[ $1 == [A-Za-z_]* && $1 != *[!A-Za-z0-9_]* ]] || rt_die args "-e $1" 'not a variable name (KEY=VALUE, or KEY to pass it on)'
     [[ -v $1 && ${!1@a} == *x* ]] && rt_env=$1=${!1}
-    return 0
-}
-
-# 0: something of run NAME lives (its undo list is locked). Uses fd 8.
-rt_alive() {
-    local lock=$rt_state/$1/undo
-    [[ -e $lock ]] || return 1
-    { exec 8<"$lock"; } 2>/dev/null || return 1
-    if flock -n 8; then
-        exec 8<&-
-        return 1
-    fi
-    exec 8<&-
     return 0
 }
 
@@ -217,38 +202,9 @@ rt_remove_dir() {
     rmdir "$dir" 2>/dev/null || true
 }
 
-# Host PID of run NAME's command (none before its exec).
-rt_pid() {
-    local st=''
-    [[ -s $rt_state/$1/status ]] && st=$(<"$rt_state/$1/status")
-    # Once exited the PID may be reused: none for cbuild-stop to signal or cbuild-exec to enter.
-    [[ $st == *'"phase":"exited"'* ]] && return 1
-    [[ $st =~ \"phase\":\"exec\",\"pid\":([0-9]+) ]] && printf '%s\n' "${BASH_REMATCH[1]}"
-}
-
 # rt_same_run NAME [FD=8] — is our lock still NAME's? A new run of NAME has a new undo file, which a waiter
 # woken on the old one must not act on.
 rt_same_run() { [[ /proc/self/fd/${2:-8} -ef $rt_state/$1/undo ]]; }
 
 # Did run NAME reach its exec?
 rt_exec_seen() { [[ -s $rt_state/$1/status && $(<"$rt_state/$1/status") == *'"phase":"exec"'* ]]; }
-
-# rt_json = VALUE as a quoted JSON string.
-rt_json_string() {
-    local s=${1//\\/\\\\} c hex i
-    s=${s//\"/\\\"} s=${s//$'\n'/\\n} s=${s//$'\t'/\\t} s=${s//$'\r'/\\r}
-    for ((i = 1; i < 32; i++)); do
-        printf -v hex '%02x' "$i"
-        printf -v c "\\x$hex"
-        [[ $s == *"$c"* ]] && s=${s//"$c"/\\u00$hex}
-    done
-    rt_json="\"$s\""
-}
-
-# A top-level field of a one-line JSON object, nested ones cut out; no jq (hot path):
-#   rt_json_field '{"pid": 12, ...}' pid  ->  12
-rt_json_field() {
-    local s=${1#\{} re="\"$2\"[[:space:]]*:[[:space:]]*([0-9]+)"
-    while [[ $s =~ \{[^{}]*\} ]]; do s=${s/"${BASH_REMATCH[0]}"/}; done
-    [[ $s =~ $re ]] && printf '%s\n' "${BASH_REMATCH[1]}"
-}
