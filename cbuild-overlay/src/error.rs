@@ -60,15 +60,24 @@ pub fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Text for a stderr line (error, undo, warning or `-v` step): a newline in a path becomes `\n`, so a
+/// line stays one line whatever the path, and the same object reads the same in a step and in an error.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\n') {
+        s.replace('\n', "\\n").into()
+    } else {
+        s.into()
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Error lines must stay one line even when a path carries a newline.
-        let object = self.object.replace('\n', "\\n");
-        write!(f, "{}: {}: ", self.step, object)?;
+        write!(f, "{}: {}: ", self.step, one_line(&self.object))?;
         match &self.reason {
-            Reason::Os { err, detail: Some(d) } => write!(f, "{d} ({err})"),
+            // The kernel's own words may quote a path too.
+            Reason::Os { err, detail: Some(d) } => write!(f, "{} ({err})", one_line(d)),
             Reason::Os { err, detail: None } => write!(f, "{err}"),
-            Reason::Invalid(r) => write!(f, "{}", r.replace('\n', "\\n")),
+            Reason::Invalid(r) => write!(f, "{}", one_line(r)),
         }
     }
 }
@@ -87,7 +96,7 @@ pub mod verbose {
 
     pub fn step(step: &str, object: impl std::fmt::Display) {
         if ON.load(Ordering::Relaxed) {
-            eprintln!("cbuild-overlay: step: {step}: {object}");
+            eprintln!("cbuild-overlay: step: {step}: {}", super::one_line(&object.to_string()));
         }
     }
 }

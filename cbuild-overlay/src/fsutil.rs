@@ -144,15 +144,20 @@ pub fn is_opaque(path: &Path, prefix: &str) -> bool {
 }
 
 /// Create `path` and any missing parents, returning the dirs created, outermost first, so a failing
-/// invocation can remove exactly those.
+/// invocation can remove exactly those. A dir another process made meanwhile is used, not counted.
 pub fn mkdir_p(path: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
     let (existing, rest) = nearest_existing(path);
     let mut cur = existing;
     for c in rest {
         cur.push(c);
         crate::error::verbose::step("mkdir", cur.display());
-        std::fs::create_dir(&cur).map_err(|e| Error::os("mkdir", p(&cur), e))?;
-        created.push(cur.clone());
+        match std::fs::create_dir(&cur) {
+            Ok(()) => created.push(cur.clone()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && std::fs::symlink_metadata(&cur).is_ok_and(|m| m.is_dir()) => {}
+            Err(e) => return Err(Error::os("mkdir", p(&cur), e)),
+        }
     }
     Ok(())
 }

@@ -1,16 +1,16 @@
 //! cbuild-overlay: the command line. The mechanism is in the library; this file parses arguments, prints
 //! reports and maps errors to the contract's exit code 125 and one-line error.
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use cbuild_overlay::diff::{self, DiffRequest};
-use cbuild_overlay::error::{verbose, Error};
+use cbuild_overlay::error::{one_line, verbose, Error};
 use cbuild_overlay::inspect;
-use cbuild_overlay::mount::{self, Api, MountRequest};
+use cbuild_overlay::mount::{self, Api, MountRequest, Mounted};
 
 #[derive(Parser)]
 #[command(
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("cbuild-overlay: {e}");
             if let Some(h) = &e.hint {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", one_line(h));
             }
             ExitCode::from(125)
         }
@@ -153,15 +153,9 @@ fn main() -> ExitCode {
 }
 
 /// Put the detached mount at fd `n` (dup2: not close-on-exec) and exec `cmd`. Only returns if that
-/// failed: the directories the mount created are removed (the mount itself dies with this process), and
-/// the process exits 127 (not found) or 126, as a shell would.
-fn exec_with(
-    mnt: std::os::fd::OwnedFd,
-    n: i32,
-    cmd: &[String],
-    created: &[PathBuf],
-    scratch: &[PathBuf],
-) -> Result<(), Error> {
+/// failed: the mount is closed and what it made is taken back (the dirs it created, what overlay made in
+/// an existing work dir), and the process exits 127 (not found) or 126, as a shell would.
+fn exec_with(mnt: std::os::fd::OwnedFd, n: i32, cmd: &[String], made: Mounted) -> Result<(), Error> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     // dup2 onto itself would keep close-on-exec: then clear the flag instead.
@@ -172,24 +166,18 @@ fn exec_with(
     };
     if r < 0 {
         let e = std::io::Error::last_os_error();
-        remove_created(created, scratch);
+        drop(mnt);
+        made.take_back();
         return Err(Error::os("fd", n.to_string(), e));
     }
     verbose::step("exec", &cmd[0]);
     let e = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    // The overlay holds its work dir until its last fd is closed.
     drop(mnt);
     unsafe { libc::close(n) };
-    remove_created(created, scratch);
-    eprintln!("cbuild-overlay: exec: {}: {e}", cmd[0].replace('\n', "\\n"));
+    made.take_back();
+    eprintln!("cbuild-overlay: exec: {}: {e}", one_line(&cmd[0]));
     std::process::exit(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
-}
-
-/// Newest first: the upper and work dirs with what is in them, their parents only if empty (a parent
-/// such as `<data>/containers` may have gained another container's dirs meanwhile).
-fn remove_created(created: &[PathBuf], scratch: &[PathBuf]) {
-    for d in created.iter().rev() {
-        let _ = if scratch.contains(d) { std::fs::remove_dir_all(d) } else { std::fs::remove_dir(d) };
-    }
 }
 
 fn run(cmd: Cmd) -> Result<(), Error> {
@@ -234,15 +222,12 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 api: if legacy_api { Api::Legacy } else { Api::Auto },
                 state_dir: state_dir(),
             };
-            if let Some(Some(size)) = &req.tmpfs_upper {
-                check_size(size)?;
-            }
-            let m = mount::mount(&req)?;
+            let mut m = mount::mount(&req)?;
             let how = if m.api == Api::New { "new mount API" } else { "mount(2)" };
-            match (fd, m.fd) {
+            match (fd, m.fd.take()) {
                 (Some(n), Some(mnt)) => {
                     verbose::step("mounted", format!("detached, fd {n} ({how})"));
-                    exec_with(mnt, n, &cmd, &m.created, &m.scratch)
+                    exec_with(mnt, n, &cmd, m)
                 }
                 _ => {
                     verbose::step("mounted", format!("{} ({how})", req.target.display()));
@@ -274,7 +259,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
         Cmd::Inspect { target, json } => {
             let r = inspect::inspect(&target)?;
             for w in &r.warnings {
-                eprintln!("cbuild-overlay: inodes: {w}");
+                eprintln!("cbuild-overlay: inodes: {}", one_line(w));
             }
             if json {
                 println!("{}", serde_json::to_string(&r).expect("serializable"));
@@ -312,7 +297,10 @@ fn run(cmd: Cmd) -> Result<(), Error> {
     }
 }
 
-/// `--lower` values split on `:`, then `--lower-from` lines (empty lines skipped).
+/// `--lower` values split on `:`, then `--lower-from` lines: bytes, as paths are; empty lines skipped;
+/// a relative line relative to FILE's dir, as a manifest's paths are (stdin's: to the cwd, the only
+/// base it has). A line ending in `\r` is refused: a CRLF file would otherwise name dirs that do not
+/// exist, or, with the `\r` quietly dropped, a file that only one tool reads right.
 fn lowers(lower: &[String], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
     let mut v: Vec<PathBuf> = vec![];
     for s in lower {
@@ -324,31 +312,38 @@ fn lowers(lower: &[String], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> 
         v.extend(dirs.into_iter().filter(|d| !d.is_empty()).map(PathBuf::from));
     }
     if let Some(f) = from {
-        let read: Box<dyn BufRead> = if f == Path::new("-") {
-            Box::new(std::io::stdin().lock())
+        use std::os::unix::ffi::OsStrExt;
+        let (text, base) = if f == Path::new("-") {
+            let mut text = vec![];
+            std::io::stdin().lock().read_to_end(&mut text).map_err(|e| Error::os("lower-from", "-", e))?;
+            (text, None)
         } else {
-            Box::new(std::io::BufReader::new(
-                std::fs::File::open(f).map_err(|e| Error::os("lower-from", f.display().to_string(), e))?,
-            ))
+            (std::fs::read(f).map_err(|e| Error::os("lower-from", f.display().to_string(), e))?, f.parent())
         };
-        for line in read.lines() {
-            let line = line.map_err(|e| Error::os("lower-from", f.display().to_string(), e))?;
-            if !line.is_empty() {
-                v.push(PathBuf::from(line));
+        for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
             }
+            if line.ends_with(b"\r") {
+                return Err(Error::invalid(
+                    "lower-from",
+                    format!("{}:{}", f.display(), i + 1),
+                    "the line ends in a carriage return (CRLF line ends?)",
+                )
+                .with_hint(if base.is_some() {
+                    format!("convert it to LF line ends: sed -i 's/\\r$//' {}", f.display())
+                } else {
+                    "convert the input to LF line ends, e.g. through tr -d '\\r'".to_string()
+                }));
+            }
+            let dir = Path::new(std::ffi::OsStr::from_bytes(line));
+            v.push(match base {
+                Some(base) if dir.is_relative() => base.join(dir),
+                _ => dir.to_path_buf(),
+            });
         }
     }
     Ok(v)
-}
-
-/// tmpfs's size= syntax: a number with an optional k/m/g/t/p/e suffix, or a percentage.
-fn check_size(s: &str) -> Result<(), Error> {
-    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T', 'p', 'P', 'e', 'E', '%']);
-    let suffix = &s[digits.len()..];
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || suffix.len() > 1 {
-        return Err(Error::invalid("tmpfs", s, "not a size (want e.g. 64m, 1g, 10%)"));
-    }
-    Ok(())
 }
 
 /// `<state>` per the contract: CBUILD_STATE, else /run/cbuild for root, else the user's runtime dir.

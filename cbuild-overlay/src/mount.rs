@@ -14,13 +14,14 @@
 //!   back, `umount` removes it.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use rustix::fs::{Mode, OFlags, CWD};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags};
 
-use crate::error::{p, verbose::step, Error, Reason, Result};
+use crate::error::{one_line, p, verbose::step, Error, Reason, Result};
 use crate::fsutil;
 use crate::mountinfo;
 
@@ -78,11 +79,18 @@ pub struct Mounted {
     pub aux: Option<PathBuf>,
     /// The detached mount, when `detached` was asked.
     pub fd: Option<OwnedFd>,
-    /// Directories this call created (upper, work and their missing parents), oldest first, for a caller
-    /// that must take everything back after all (the exec after `--fd` failed).
-    pub created: Vec<PathBuf>,
-    /// The upper and work dirs, whose contents (overlay's own in work) go with them.
-    pub scratch: Vec<PathBuf>,
+    /// What this call made, kept (disarmed) for a caller that must take it all back after all.
+    undo: Undo,
+}
+
+impl Mounted {
+    /// Undo everything the mount made, newest first, as a failed mount would have: for a detached
+    /// overlay whose command could not be executed, that is the dirs it created (upper and work whole)
+    /// and what overlay made in a work dir that was already there (`work/work`, `work/index`). Close
+    /// the detached mount first ([`Mounted::fd`]): it holds the work dir while it lives.
+    pub fn take_back(mut self) {
+        self.undo.armed = true;
+    }
 }
 
 /// Checked, absolute inputs.
@@ -94,6 +102,7 @@ struct Plan {
     target: PathBuf,
 }
 
+#[derive(Debug)]
 enum UndoStep {
     Rmdir(PathBuf),
     /// A dir with what overlay put in it (the upper and work dirs this call created, `work/work`).
@@ -104,7 +113,7 @@ enum UndoStep {
 
 /// Everything this invocation made, undone in reverse order unless disarmed. Undo failures are reported
 /// and do not change the exit code (the contract's "failing cleanly").
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Undo {
     steps: Vec<UndoStep>,
     armed: bool,
@@ -150,7 +159,7 @@ impl Drop for Undo {
             };
             step(&format!("undo {what}"), path.display());
             if let Err(e) = r {
-                eprintln!("cbuild-overlay: undo {what}: {}: {e}", path.display());
+                eprintln!("cbuild-overlay: undo {what}: {}: {e}", one_line(&p(path)));
             }
         }
     }
@@ -305,16 +314,21 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
                 Some(a) => a.clone(),
                 None => make_aux(&req.state_dir, &mut undo)?,
             };
+            // The temporary becomes a private mount (a bind of itself) before the overlay is mounted in
+            // it: under a shared mount (/ on systemd hosts) the overlay would be copied into every peer
+            // mount namespace, and its clone would join that peer group, which pivot_root refuses. A
+            // mount made under a private one is private.
+            step("mount", format!("{} (private bind)", tmp.display()));
+            rustix::mount::mount_bind(&tmp, &tmp).map_err(|e| Error::os("mount", p(&tmp), e))?;
+            undo.push(UndoStep::Umount(tmp.clone()));
+            rustix::mount::mount_change(&tmp, rustix::mount::MountPropagationFlags::PRIVATE)
+                .map_err(|e| Error::os("mount", p(&tmp), e))?;
             let at = Plan { target: tmp.join("root"), ..plan.clone() };
             step("mkdir", at.target.display());
             std::fs::create_dir(&at.target).map_err(|e| Error::os("mkdir", p(&at.target), e))?;
             undo.push(UndoStep::Rmdir(at.target.clone()));
             mount_legacy(&at, req, &tmp.to_string_lossy(), aux.as_deref().filter(|_| fd_names), &mut undo)?;
             undo.push(UndoStep::Umount(at.target.clone()));
-            // Private first: a clone of a mount in a peer group joins that group, and pivot_root refuses
-            // a shared root.
-            rustix::mount::mount_change(&at.target, rustix::mount::MountPropagationFlags::PRIVATE)
-                .map_err(|e| Error::os("mount", p(&at.target), e))?;
             step("open_tree", format!("{} (detached clone)", at.target.display()));
             let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
             let fd = rustix::mount::open_tree(CWD, &at.target, flags)
@@ -339,8 +353,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     } else {
         std::mem::forget(held);
     }
-    let scratch = [&plan.upper, &plan.work].into_iter().flatten().cloned().collect();
-    Ok(Mounted { api, aux: aux.filter(|_| !req.detached), fd, created, scratch })
+    Ok(Mounted { api, aux: aux.filter(|_| !req.detached), fd, undo })
 }
 
 /// Give an upper dir this call created the mode of the top lower dir, whatever the umask: the upper
@@ -357,6 +370,9 @@ const DETACHED: &str = "(detached)";
 
 /// Everything that can be checked before anything is created. Each failure names the dir at fault.
 fn check(req: &MountRequest) -> Result<Plan> {
+    if let Some(Some(size)) = &req.tmpfs_upper {
+        check_size(size)?;
+    }
     if req.lower.is_empty() {
         return Err(Error::invalid("lowerdir", "(none)", "at least one lower dir is needed"));
     }
@@ -366,12 +382,15 @@ fn check(req: &MountRequest) -> Result<Plan> {
     // and work dir (below) resolves them.
     let cwd = std::env::current_dir().map_err(|e| Error::os("lowerdir", "current directory", e))?;
     let mut lower = Vec::with_capacity(req.lower.len());
+    // (device, inode) of each lower, for the target check below without resolving every lower path.
+    let mut lower_ids = Vec::with_capacity(req.lower.len());
     for l in &req.lower {
         let abs: PathBuf = cwd.join(l).components().collect();
         let md = std::fs::metadata(&abs).map_err(|e| Error::os("lowerdir", p(&abs), e))?;
         if !md.is_dir() {
             return Err(Error::invalid("lowerdir", p(&abs), "not a directory"));
         }
+        lower_ids.push((md.dev(), md.ino()));
         lower.push(abs);
     }
 
@@ -451,10 +470,98 @@ fn check(req: &MountRequest) -> Result<Plan> {
             }
         }
     }
+    if !req.detached {
+        check_target_placement(&target, &lower, &lower_ids, upper.as_deref(), work.as_deref())?;
+    }
     if let (Some(u), Some(w)) = (&upper, &work) {
         in_use_check(u, w)?;
+        check_volatile_marker(w)?;
     }
     Ok(Plan { lower, upper, work, target })
+}
+
+/// tmpfs's size= syntax: a number with an optional k/m/g/t/p/e suffix, or a percentage. Not zero: tmpfs
+/// takes `size=0` as no limit at all, a throw-away upper that could fill the machine's memory.
+fn check_size(s: &str) -> Result<()> {
+    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T', 'p', 'P', 'e', 'E', '%']);
+    let suffix = &s[digits.len()..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || suffix.len() > 1 {
+        return Err(Error::invalid("tmpfs", s, "not a size (want e.g. 64m, 1g, 10%)"));
+    }
+    if digits.bytes().all(|b| b == b'0') {
+        return Err(Error::invalid("tmpfs", s, "a size of 0 means no limit to tmpfs, so the upper could fill memory")
+            .with_hint("give a size (e.g. 64m, 1g, 10%), or --tmpfs-upper alone for tmpfs's default, half of RAM"));
+    }
+    Ok(())
+}
+
+/// Refuse a mount point in a layer: inside (or being) the upper or work dir, the overlay would show up
+/// in its own upper layer (and `diff UPPER` would read the merged view); inside a lower dir, the image
+/// would contain its own mount point. Being a lower dir itself is allowed: an overlay over the dir it
+/// makes writable (`/etc` over `/etc`) is a known use. Lowers are found by device and inode up the
+/// target's ancestors, a stat per ancestor instead of resolving every layer; a match is confirmed by
+/// path, since dirs on an overlay filesystem without xino can share both numbers.
+fn check_target_placement(
+    target: &Path,
+    lower: &[PathBuf],
+    lower_ids: &[(u64, u64)],
+    upper: Option<&Path>,
+    work: Option<&Path>,
+) -> Result<()> {
+    for (what, dir) in [("upper", upper), ("work", work)] {
+        let Some(d) = dir else { continue };
+        if target == d {
+            return Err(Error::invalid("target", p(target), format!("is the {what} dir itself"))
+                .with_hint("mount the overlay outside its layers, e.g. next to the upper and work dirs"));
+        }
+        if fsutil::is_within(target, d) {
+            return Err(Error::invalid("target", p(target), format!("inside the {what} dir {}", d.display()))
+                .with_hint("mount the overlay outside its layers, e.g. next to the upper and work dirs"));
+        }
+    }
+    let (existing, _) = fsutil::nearest_existing(target);
+    let above = if existing == target { target.parent() } else { Some(existing.as_path()) };
+    for dir in above.into_iter().flat_map(Path::ancestors) {
+        let Ok(md) = std::fs::metadata(dir) else { continue };
+        let id = (md.dev(), md.ino());
+        for i in (0..lower.len()).filter(|&i| lower_ids[i] == id) {
+            if std::fs::canonicalize(&lower[i]).ok().as_deref() != Some(dir) {
+                continue;
+            }
+            let shown = if lower[i] == dir {
+                lower[i].display().to_string()
+            } else {
+                format!("{} ({})", lower[i].display(), dir.display())
+            };
+            return Err(Error::invalid("target", p(target), format!("inside the lower dir {shown}"))
+                .with_hint("mount the overlay outside its layers"));
+        }
+    }
+    Ok(())
+}
+
+/// Overlay marks the work dir of a `volatile` mount with `work/incompat/volatile` and refuses to mount
+/// it again (EINVAL, the reason only in the kernel log) until someone removes the mark. Only a person
+/// can know that the last mount ended in a clean unmount and not a crash, after which the upper may be
+/// inconsistent, so the mark is never removed here: the error says what to do.
+fn check_volatile_marker(work: &Path) -> Result<()> {
+    let mark = work.join("work/incompat/volatile");
+    // Empty or not: overlay refuses any dir in `incompat`.
+    if std::fs::symlink_metadata(&mark).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::invalid(
+            "workdir",
+            p(work),
+            format!(
+                "marked by an earlier --volatile mount, which overlay refuses to reuse: remove {} to reuse these upper and work dirs",
+                mark.display()
+            ),
+        )
+        .with_hint(
+            "only if that overlay was unmounted cleanly and the machine has not crashed since; else the upper \
+             may be inconsistent: start from new upper and work dirs",
+        ));
+    }
+    Ok(())
 }
 
 /// Refuse an upper or work dir that a mounted overlay already uses (as its upper or work dir): overlay
@@ -672,20 +779,108 @@ fn legacy_options(lower: &[String], plan: &Plan, req: &MountRequest) -> String {
     o
 }
 
+/// In `<state>/.overlay`, when mount created `<state>` (or more) for it: how many dirs above `.overlay`
+/// it created, so whoever removes the last aux dir removes those too, and never a `<state>` it did not
+/// create (`CBUILD_STATE` may name the caller's own dir).
+const PARENTS_MADE: &str = ".parents-made";
+
+/// The digits after the start time in an aux dir's name (see [`make_aux`]).
+const STAMP_DIGITS: usize = 12;
+
+/// `<state>/.overlay/<pid>-<hex>`, where hex is this process's start time (clock ticks after boot, as
+/// /proc/PID/stat has it) then 12 digits of the wall clock: `prune` compares the start time with the
+/// live process of that PID, which a reused PID fails, and the clock keeps names apart across reboots
+/// of a `<state>` that persists.
 fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
-    let base = fsutil::resolve("aux", &state.join(".overlay"))?;
-    let mut created = vec![];
-    let r = fsutil::mkdir_p(&base, &mut created);
-    for c in created {
-        undo.push(UndoStep::Rmdir(c));
+    let name = aux_name();
+    // A umount removing the last aux dir removes an empty `.overlay` (and the `<state>` it made) at any
+    // time, also between our mkdir -p and our mkdir: then make them again.
+    let mut attempts = 3;
+    loop {
+        let attempt_from = undo.steps.len();
+        let base = fsutil::resolve("aux", &state.join(".overlay"))?;
+        let mut created = vec![];
+        let r = fsutil::mkdir_p(&base, &mut created);
+        let parents = created.len().saturating_sub(1);
+        for c in created {
+            undo.push(UndoStep::Rmdir(c));
+        }
+        r?;
+        if parents > 0 {
+            let f = base.join(PARENTS_MADE);
+            step("write", f.display());
+            std::fs::write(&f, format!("{parents}\n")).map_err(|e| Error::os("write", p(&f), e))?;
+            undo.push(UndoStep::Unlink(f));
+        }
+        let dir = base.join(&name);
+        step("mkdir", dir.display());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                undo.push(UndoStep::Rmdir(dir.clone()));
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts > 1 => {
+                // What this attempt made is gone already.
+                undo.steps.truncate(attempt_from);
+                attempts -= 1;
+            }
+            Err(e) => return Err(Error::os("mkdir", p(&dir), e)),
+        }
     }
-    r?;
+}
+
+fn aux_name() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let dir = base.join(format!("{}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff));
-    step("mkdir", dir.display());
-    std::fs::create_dir(&dir).map_err(|e| Error::os("mkdir", p(&dir), e))?;
-    undo.push(UndoStep::Rmdir(dir.clone()));
-    Ok(dir)
+    let start = proc_start_time("self").map(|t| format!("{t:x}")).unwrap_or_default();
+    format!("{}-{start}{:0w$x}", std::process::id(), nanos & 0xffff_ffff_ffff, w = STAMP_DIGITS)
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot.
+fn proc_start_time(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses itself.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process that made an aux dir (its name's PID and start time) still runs. Names from
+/// before the start time was recorded have only the PID, which is all that can be checked then.
+fn creator_alive(name: &str) -> bool {
+    let Some((pid, stamp)) = name.split_once('-') else {
+        return false;
+    };
+    let start = stamp.len().checked_sub(STAMP_DIGITS).filter(|&n| n > 0).map(|n| &stamp[..n]);
+    match start {
+        Some(start) => u64::from_str_radix(start, 16).is_ok_and(|t| proc_start_time(pid) == Some(t)),
+        None => Path::new("/proc").join(pid).exists(),
+    }
+}
+
+/// Remove `<state>/.overlay` if no aux dir is left in it, and the dirs above it that mount created
+/// ([`PARENTS_MADE`]), each only if empty: what another tool keeps in `<state>` keeps it.
+fn remove_base(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    if entries.flatten().any(|e| e.file_name() != PARENTS_MADE) {
+        return;
+    }
+    let marker = base.join(PARENTS_MADE);
+    let parents: usize = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let _ = std::fs::remove_file(&marker);
+    if std::fs::remove_dir(base).is_err() {
+        // A mount made an aux dir meanwhile: the record stays for whoever removes the last one.
+        if parents > 0 {
+            let _ = std::fs::write(&marker, format!("{parents}\n"));
+        }
+        return;
+    }
+    step("rmdir", base.display());
+    for dir in base.ancestors().skip(1).take(parents) {
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+        step("rmdir", dir.display());
+    }
 }
 
 /// mount(2). With `fd_names` (the aux dir), layers are passed as /proc/self/fd numbers.
@@ -808,7 +1003,8 @@ pub fn umount(target: &Path, lazy: bool, state: &Path) -> Result<()> {
 /// `prune`: aux dirs under `<state>/.overlay` that an invocation killed with SIGKILL left behind (the
 /// tmpfs of a `--tmpfs-upper` overlay that is gone, the temporary mount of a mount(2) `--fd` overlay):
 /// what is mounted in each is unmounted and the dir removed. One still named as an overlay's source, or
-/// whose creating process (the PID in its name) is alive, is left alone. Returns the dirs removed.
+/// whose creating process (the PID and start time in its name) is alive, is left alone. Returns the
+/// dirs removed.
 pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
     let base = state.join(".overlay");
     let Ok(dir) = std::fs::read_dir(&base) else {
@@ -823,9 +1019,8 @@ pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
             continue;
         }
         let aux = base.join(&name);
-        let pid = name.to_string_lossy().split('-').next().unwrap_or("").to_string();
-        if Path::new("/proc").join(&pid).exists() {
-            step("prune", format!("{}: its creator {pid} is alive, kept", aux.display()));
+        if creator_alive(&name.to_string_lossy()) {
+            step("prune", format!("{}: its creator is alive, kept", aux.display()));
             continue;
         }
         dead.push(aux);
@@ -853,7 +1048,7 @@ pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
         std::fs::remove_dir_all(&aux).map_err(|e| Error::os("rm", p(&aux), e))?;
         removed.push(aux);
     }
-    let _ = std::fs::remove_dir(&base);
+    remove_base(&base);
     Ok(removed)
 }
 
@@ -889,17 +1084,18 @@ fn remove_aux(aux: &Path) {
     if fsutil::mount_identity("umount", aux).is_ok_and(|m| m.is_mount_root) {
         step("umount", aux.display());
         if let Err(e) = rustix::mount::unmount(aux, UnmountFlags::DETACH) {
-            eprintln!("cbuild-overlay: umount: {}: {e}", aux.display());
+            eprintln!("cbuild-overlay: umount: {}: {e}", one_line(&p(aux)));
             return;
         }
     }
     let _ = std::fs::remove_file(aux.join(LOWER_LIST));
     step("rmdir", aux.display());
     if let Err(e) = std::fs::remove_dir(aux) {
-        eprintln!("cbuild-overlay: rmdir: {}: {e}", aux.display());
+        eprintln!("cbuild-overlay: rmdir: {}: {e}", one_line(&p(aux)));
+        return;
     }
     if let Some(parent) = aux.parent() {
-        let _ = std::fs::remove_dir(parent);
+        remove_base(parent);
     }
 }
 
@@ -921,6 +1117,19 @@ mod tests {
         {
             assert_eq!(is_aux_name(std::ffi::OsStr::new(n)), ok, "{n}");
         }
+    }
+
+    #[test]
+    fn aux_names_tell_their_creator_from_a_reused_pid() {
+        let name = aux_name();
+        assert!(is_aux_name(std::ffi::OsStr::new(&name)), "{name}");
+        assert!(creator_alive(&name), "{name}");
+        let (pid, stamp) = name.split_once('-').unwrap();
+        let start = u64::from_str_radix(&stamp[..stamp.len() - STAMP_DIGITS], 16).unwrap();
+        assert!(!creator_alive(&format!("{pid}-{:x}{}", start + 1, &stamp[stamp.len() - STAMP_DIGITS..])));
+        // Names from before the start time was recorded: only the PID can be checked.
+        assert!(creator_alive(&format!("{pid}-abc")));
+        assert!(!creator_alive("999999999-abc"));
     }
 
     #[test]

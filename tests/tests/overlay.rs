@@ -1340,3 +1340,421 @@ echo "inspect: $("$0" inspect --json "$1")""#;
     assert_eq!(info["lower"], serde_json::json!(["l1", "l2"]), "{out}");
     assert_eq!(info["layers"][0]["path"], "l1", "{out}");
 }
+
+/// Overlay marks the work dir of a `volatile` mount and refuses it afterwards with a bare EINVAL (the
+/// reason only in dmesg); mount says so first, in one line that names the mark to remove, and leaves
+/// the mark alone (only a person can know there was no crash since).
+#[test]
+fn bad_input_work_dir_of_an_earlier_volatile_mount() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let lower = format!("{}:{}", top.display(), bottom.display());
+    let (u, w, m) = (sb.path().join("u"), sb.path().join("w"), sb.path().join("m"));
+    let mount = |extra: &[&str], target: &Path| {
+        run(ov(&sb)
+            .arg("mount")
+            .args(extra)
+            .args(["--lower", &lower])
+            .arg("--upper")
+            .arg(&u)
+            .arg("--work")
+            .arg(&w)
+            .arg(target))
+    };
+    ok(&mount(&["--volatile"], &m));
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+    let mark = w.join("work/incompat/volatile");
+    assert!(mark.is_dir(), "the kernel no longer marks volatile work dirs? {}", mark.display());
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let m2 = sb.path().join("again/m");
+    for (legacy, extra) in [(false, &[][..]), (false, &["--volatile"][..]), (true, &[][..])] {
+        let extra: Vec<&str> = extra.iter().copied().chain(legacy.then_some("--legacy-api")).collect();
+        let o = mount(&extra, &m2);
+        assert_tool_error(
+            &o,
+            TOOL,
+            &format!(
+                "workdir: {}: marked by an earlier --volatile mount, which overlay refuses to reuse: remove {} to reuse",
+                w.display(),
+                mark.display()
+            ),
+        );
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 2, "the error and a hint: {err}");
+        assert!(err.lines().nth(1).unwrap().starts_with("hint: only if that overlay was unmounted cleanly"), "{err}");
+        assert_nothing_left(&sb, &before, &[&sb.path().join("again")]);
+        assert!(mark.is_dir(), "the volatile mark was removed");
+    }
+    // What the error says to do is enough.
+    std::fs::remove_dir_all(&mark).unwrap();
+    ok(&mount(&[], &m2));
+    ok(&run(ov(&sb).arg("umount").arg(&m2)));
+}
+
+/// tmpfs takes size=0 as no limit: `--tmpfs-upper=0` would give a throw-away upper that can fill RAM.
+#[test]
+fn bad_input_tmpfs_upper_of_size_zero() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let m = sb.path().join("z/m");
+    for size in ["0", "0m", "00G", "0%"] {
+        let o = run(ov(&sb)
+            .arg("mount")
+            .arg(format!("--tmpfs-upper={size}"))
+            .arg("--lower")
+            .arg(format!("{}:{}", top.display(), bottom.display()))
+            .arg(&m));
+        assert_tool_error(&o, TOOL, &format!("tmpfs: {size}: a size of 0 means no limit to tmpfs"));
+        assert_nothing_left(&sb, &before, &[&sb.path().join("z")]);
+    }
+}
+
+/// The `<state>` dirs mount made for its aux dirs go with the last aux dir; a `<state>` that was there
+/// before (the caller's own CBUILD_STATE) stays.
+#[test]
+fn umount_removes_the_state_dirs_mount_created_and_only_those() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let lower = format!("{}:{}", top.display(), bottom.display());
+    let made = sb.path().join("made");
+    let state = made.join("state");
+    let (m1, m2) = (sb.path().join("m1"), sb.path().join("m2"));
+    for m in [&m1, &m2] {
+        ok(&run(ov(&sb).env("CBUILD_STATE", &state).args(["mount", "--tmpfs-upper=1m", "--lower", &lower]).arg(m)));
+    }
+    // Another tool's file in <state> keeps it; the rest goes.
+    ok(&run(ov(&sb).env("CBUILD_STATE", &state).arg("umount").arg(&m1)));
+    assert!(state.join(".overlay").is_dir(), "the other overlay's aux dir is still there");
+    ok(&run(ov(&sb).env("CBUILD_STATE", &state).arg("umount").arg(&m2)));
+    assert!(!made.exists(), "{} (made by mount) was left", made.display());
+
+    ok(&run(ov(&sb).env("CBUILD_STATE", &state).args(["mount", "--tmpfs-upper=1m", "--lower", &lower]).arg(&m1)));
+    std::fs::write(made.join("theirs"), "").unwrap();
+    ok(&run(ov(&sb).env("CBUILD_STATE", &state).arg("umount").arg(&m1)));
+    assert!(!state.exists() && made.join("theirs").exists(), "only the empty dirs mount made go");
+
+    // A <state> that was there before stays, as does one prune empties.
+    ok(&run(ov(&sb).args(["mount", "--tmpfs-upper=1m", "--lower", &lower]).arg(&m1)));
+    ok(&run(ov(&sb).arg("umount").arg(&m1)));
+    assert!(sb.state.is_dir() && !sb.state.join(".overlay").exists());
+    assert_eq!(ok(&run(ov(&sb).arg("prune"))), "");
+    assert!(sb.state.is_dir());
+}
+
+/// `--lower-from FILE` reads like a manifest: relative lines are relative to FILE's dir (stdin's to the
+/// cwd); a CRLF line is refused, not silently trimmed.
+#[test]
+fn lower_from_file_is_relative_to_its_dir_and_refuses_crlf() {
+    require_root();
+    let sb = Sandbox::new();
+    let base = std::fs::canonicalize(sb.path()).unwrap();
+    let img = base.join("img");
+    write(&img.join("l1/one"), "1\n");
+    write(&img.join("l2/two"), "2\n");
+    let list = img.join("layers");
+    std::fs::write(&list, format!("l1\n\n{}\n", img.join("l2").display())).unwrap();
+    let m = base.join("m");
+    // Run from elsewhere: the cwd has nothing to do with the file's lines.
+    let o = run(ov(&sb).current_dir("/").args(["mount", "--lower-from"]).arg(&list).arg(&m));
+    ok(&o);
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&run(ov(&sb).arg("inspect").arg("--json").arg(&m)))).unwrap();
+    assert_eq!(info["lower"], serde_json::json!([img.join("l1"), img.join("l2")]));
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+    // A relative FILE: its dir is relative to the cwd.
+    ok(&run(ov(&sb).current_dir(&base).args(["mount", "--lower-from", "img/layers"]).arg(&m)));
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+    // stdin has no dir: relative to the cwd.
+    ok(&run_with_stdin(ov(&sb).current_dir(&img).args(["mount", "--lower-from", "-"]).arg(&m), "l1\nl2\n"));
+    ok(&run(ov(&sb).arg("umount").arg(&m)));
+
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let crlf = img.join("crlf");
+    std::fs::write(&crlf, "l1\r\nl2\r\n").unwrap();
+    let m2 = base.join("m2");
+    let o = run(ov(&sb).args(["mount", "--lower-from"]).arg(&crlf).arg(&m2));
+    assert_tool_error(&o, TOOL, &format!("lower-from: {}:1: the line ends in a carriage return", crlf.display()));
+    let o = run_with_stdin(ov(&sb).current_dir(&img).args(["mount", "--lower-from", "-"]).arg(&m2), "l1\nl2\r\n");
+    assert_tool_error(&o, TOOL, "lower-from: -:2: the line ends in a carriage return");
+    assert_nothing_left(&sb, &before, &[&m2]);
+}
+
+/// Every line printed on stderr stays one line when a path holds a newline: `-v` steps, undo steps and
+/// the warning when an aux dir cannot be removed.
+#[test]
+fn stderr_lines_stay_one_line_with_newlines_in_paths() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let lower = format!("{}:{}", top.display(), bottom.display());
+    let state = sb.path().join("st\nate");
+    let m = sb.path().join("m\nx");
+    #[track_caller]
+    fn one_line_each(o: &Output) {
+        let err = stderr(o);
+        for l in err.lines() {
+            assert!(
+                l.starts_with("cbuild-overlay: ") || l.starts_with("hint: "),
+                "a line broke in two: {l:?} in {err}"
+            );
+        }
+    }
+    // The aux dir's removal fails (something else is mounted on it): a warning, one line.
+    ok(&run(ov(&sb).env("CBUILD_STATE", &state).args(["mount", "--tmpfs-upper=1m", "--lower", &lower]).arg(&m)));
+    let aux = std::fs::read_dir(state.join(".overlay"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    tmpfs(&aux, "size=1m");
+    let o = run(ov(&sb).env("CBUILD_STATE", &state).arg("umount").arg(&m));
+    ok(&o);
+    assert!(stderr(&o).starts_with("cbuild-overlay: rmdir: ") && stderr(&o).contains("st\\nate"), "{}", stderr(&o));
+    one_line_each(&o);
+    nix::mount::umount2(&aux, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::remove_dir(&aux).unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
+
+    // `-v` steps, mount and umount.
+    let o =
+        run(ov(&sb).env("CBUILD_STATE", &state).args(["-v", "mount", "--tmpfs-upper=1m", "--lower", &lower]).arg(&m));
+    ok(&o);
+    one_line_each(&o);
+    assert!(stderr(&o).contains("step: tmpfs: ") && stderr(&o).contains("st\\nate"), "{}", stderr(&o));
+    let o = run(ov(&sb).env("CBUILD_STATE", &state).args(["-v", "umount"]).arg(&m));
+    ok(&o);
+    one_line_each(&o);
+    assert!(stderr(&o).contains("step: rmdir: "), "{}", stderr(&o));
+
+    // Undo steps, for both APIs.
+    let before = mounts_under(&sb.path().to_string_lossy());
+    for legacy in [false, true] {
+        let mut cmd = ov(&sb);
+        cmd.env("CBUILD_STATE", &state).args(["-v", "mount", "--tmpfs-upper=1m", "--lower", &lower]).arg(&m);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        let o = run(with_pending_signal(&mut cmd, libc::SIGTERM, false));
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        assert!(stderr(&o).lines().last().unwrap().ends_with("interrupted by SIGTERM"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("step: undo umount: "), "{}", stderr(&o));
+        one_line_each(&o);
+        assert_eq!(mounts_under(&sb.path().to_string_lossy()), before);
+    }
+}
+
+/// Field 22 of /proc/self/stat: this process's start time in clock ticks after boot.
+fn own_start_time() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// `prune` tells a creator that is alive from a reused PID: an aux dir records its creator's start time,
+/// and a live process with that PID but another start time is not its creator.
+#[test]
+fn prune_is_not_fooled_by_a_reused_pid() {
+    require_root();
+    let sb = Sandbox::new();
+    let aux = sb.state.join(".overlay");
+    let pid = std::process::id();
+    let start = own_start_time();
+    // Left by an earlier process with our PID: its tmpfs still mounted.
+    let reused = aux.join(format!("{pid}-{:x}{:012x}", start + 1, 0xabc));
+    tmpfs(&reused, "size=1m");
+    // Made by us, mounting right now.
+    let ours = aux.join(format!("{pid}-{start:x}{:012x}", 0xdef));
+    std::fs::create_dir(&ours).unwrap();
+    let out = ok(&run(ov(&sb).arg("prune")));
+    let base = std::fs::canonicalize(&aux).unwrap();
+    assert_eq!(out, format!("{}\n", base.join(reused.file_name().unwrap()).display()));
+    assert!(!reused.exists() && !is_mounted(&reused), "the dead creator's aux dir is gone");
+    assert!(ours.is_dir(), "a live creator's aux dir is kept");
+    std::fs::remove_dir(&ours).unwrap();
+}
+
+/// A mount point inside a layer is refused: in (or being) the upper or work dir the overlay would show
+/// in its own upper layer; in a lower dir the image would hold its own mount point. Over a lower dir
+/// itself (making that dir writable in place) is allowed.
+#[test]
+fn bad_input_target_inside_a_layer() {
+    require_root();
+    let sb = Sandbox::new();
+    let base = std::fs::canonicalize(sb.path()).unwrap();
+    let (top, bottom) = two_layers(&sb);
+    let (top, bottom) = (base.join(top.file_name().unwrap()), base.join(bottom.file_name().unwrap()));
+    std::os::unix::fs::symlink(&bottom, base.join("bottom-link")).unwrap();
+    let (u, w) = (base.join("u"), base.join("w"));
+    std::fs::create_dir(&u).unwrap();
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let lower = format!("{}:{}", top.display(), bottom.display());
+    let cases: [(PathBuf, String); 6] = [
+        (u.join("m"), format!("target: {}: inside the upper dir {}", u.join("m").display(), u.display())),
+        (u.clone(), format!("target: {}: is the upper dir itself", u.display())),
+        (w.join("x/m"), format!("target: {}: inside the work dir {}", w.join("x/m").display(), w.display())),
+        (top.join("etc"), format!("target: {}: inside the lower dir {}", top.join("etc").display(), top.display())),
+        (
+            bottom.join("new/m"),
+            format!("target: {}: inside the lower dir {}", bottom.join("new/m").display(), bottom.display()),
+        ),
+        (
+            base.join("bottom-link/dir"),
+            format!("target: {}: inside the lower dir {}", bottom.join("dir").display(), bottom.display()),
+        ),
+    ];
+    for (target, want) in cases {
+        for legacy in [false, true] {
+            let mut cmd = ov(&sb);
+            cmd.args(["mount", "--lower", &lower]).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&target);
+            if legacy {
+                cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+            }
+            let o = run(&mut cmd);
+            assert_tool_error(&o, TOOL, &want);
+            assert_nothing_left(&sb, &before, &[&w, &bottom.join("new"), &u.join("m")]);
+        }
+    }
+    // Read-only overlays too.
+    let o = run(ov(&sb).args(["mount", "--lower", &lower]).arg(top.join("dir/m")));
+    assert_tool_error(&o, TOOL, &format!("inside the lower dir {}", top.display()));
+    assert_nothing_left(&sb, &before, &[&top.join("dir/m")]);
+
+    // Over the top lower itself: that dir, made writable in place.
+    ok(&run(ov(&sb).args(["mount", "--lower", &lower]).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&top)));
+    std::fs::write(top.join("shared"), "changed\n").unwrap();
+    assert_eq!(std::fs::read_to_string(u.join("shared")).unwrap(), "changed\n");
+    assert_eq!(std::fs::read_to_string(top.join("only_low")).unwrap(), "low\n");
+    ok(&run(ov(&sb).arg("umount").arg(&top)));
+    assert_eq!(std::fs::read_to_string(top.join("shared")).unwrap(), "top\n");
+}
+
+/// When the command after `--fd N --` cannot be executed, what overlay made in a work dir that was
+/// already there (`work/work`) goes too, with the dirs mount created; the work dir itself stays.
+#[test]
+fn detached_overlay_exec_failure_takes_back_work_work_in_an_existing_work_dir() {
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let work = sb.path().join("existing-work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("theirs"), "").unwrap();
+    for legacy in [false, true] {
+        let upper = sb.path().join("c/upper");
+        let mut cmd = ov(&sb);
+        cmd.args(["mount", "--index", "--lower"]).arg(format!("{}:{}", top.display(), bottom.display()));
+        cmd.arg("--upper").arg(&upper).arg("--work").arg(&work).args(["--fd", "6", "--", "/nonexistent/cmd"]);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        let o = run(&mut cmd);
+        assert_eq!(o.status.code(), Some(127), "legacy={legacy}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert_nothing_left(&sb, &before, &[&sb.path().join("c"), &work.join("work"), &work.join("index")]);
+        assert_eq!(names(&work), BTreeSet::from(["theirs".to_string()]), "legacy={legacy}");
+    }
+}
+
+/// Mounts (fs type, mount point) from /proc/self/mountinfo at or below `prefix`.
+fn mounts_with_type_under(prefix: &Path) -> Vec<(String, PathBuf)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            let point = PathBuf::from(f[4].replace("\\040", " ").replace("\\012", "\n").replace("\\134", "\\"));
+            point.starts_with(prefix).then(|| (f[sep + 1].to_string(), point))
+        })
+        .collect()
+}
+
+/// The mount(2) path of `--fd` mounts the overlay on a temporary before cloning it detached. Under a
+/// shared mount (/ on systemd hosts) that temporary overlay must not be copied into the peer mounts
+/// (other mount namespaces): the temporary is made private before the overlay is mounted in it. Seen
+/// at the moment the clone is taken: the tool is held in its open_tree call by a seccomp listener.
+#[test]
+fn detached_mount2_overlay_is_never_copied_to_peer_mounts() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    require_root();
+    let sb = Sandbox::new();
+    let d = sb.path();
+    nix::mount::mount(Some(d), d, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+    nix::mount::mount(None::<&str>, d, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>).unwrap();
+    // A bind of a shared mount is its peer: whatever is mounted under <state> shows under `peer` too.
+    let peer = d.join("peer");
+    std::fs::create_dir(&peer).unwrap();
+    nix::mount::mount(Some(&sb.state), &peer, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+    let before = mounts_under(&d.to_string_lossy());
+    let (top, bottom) = two_layers(&sb);
+
+    // Trap open_tree (only the mount(2) path of --fd calls it, once the overlay is mounted) into a
+    // listener left at fd LISTENER in the tool, which we take with pidfd_getfd.
+    const LISTENER: i32 = 200;
+    let ins = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter { code: code as u16, jt, jf, k };
+    let filter = [
+        ins(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, libc::SYS_open_tree as u32, 0, 1),
+        ins(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_USER_NOTIF, 0, 0),
+        ins(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ];
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+    let prog_addr = &prog as *const libc::sock_fprog as usize;
+    let mut cmd = ov(&sb);
+    cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1").args(["mount", "--lower"]);
+    cmd.arg(format!("{}:{}", top.display(), bottom.display()));
+    cmd.arg("--upper").arg(d.join("u")).arg("--work").arg(d.join("w")).args(["--fd", "6", "--", "true"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: seccomp and dup2 only, between fork and exec; `prog` and `filter` outlive the spawn.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let fd = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                prog_addr as *const libc::sock_fprog,
+            );
+            if fd < 0 || libc::dup2(fd as i32, LISTENER) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    // SAFETY: plain syscalls; each fd returned is owned once.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(libc::syscall(libc::SYS_pidfd_open, child.id(), 0) as i32) };
+    // Never leave the tool stuck in its trapped call, whatever fails below.
+    let _kill = Defer(|| unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, 0, 0);
+    });
+    let listener = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), LISTENER, 0) };
+    assert!(listener >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+    let listener = unsafe { OwnedFd::from_raw_fd(listener as i32) };
+    // Bounded: a tool that exits without calling open_tree must fail the test, not hang it.
+    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let n = unsafe { libc::poll(&mut pfd, 1, 60_000) };
+    assert!(
+        n == 1 && pfd.revents & libc::POLLIN != 0,
+        "the tool never reached open_tree (poll {n}, {:#x})",
+        pfd.revents
+    );
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) };
+    assert_eq!(r, 0, "NOTIF_RECV: {}", std::io::Error::last_os_error());
+    let at_clone = mounts_with_type_under(&sb.state);
+    let in_peer = mounts_with_type_under(&peer);
+    let mut resp: libc::seccomp_notif_resp = unsafe { std::mem::zeroed() };
+    resp.id = req.id;
+    resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
+    let r = unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    assert_eq!(r, 0, "NOTIF_SEND: {}", std::io::Error::last_os_error());
+    let o = child.wait_with_output().unwrap();
+    ok(&o);
+
+    assert!(at_clone.iter().any(|(t, m)| t == "overlay" && m.ends_with("root")), "not at the clone: {at_clone:?}");
+    assert!(!in_peer.iter().any(|(t, _)| t == "overlay"), "the temporary overlay reached a peer: {in_peer:?}");
+    assert_eq!(mounts_under(&d.to_string_lossy()), before);
+    assert!(!sb.state.join(".overlay").exists());
+}
