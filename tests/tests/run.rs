@@ -902,11 +902,16 @@ fn a_term_at_any_moment_of_a_start_leaves_nothing_behind() {
     let term = |c: &Child| {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM)
     };
+    let marks = rt.sb.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let vol = format!("{}:/m", marks.display());
     for ms in (0..60).step_by(4) {
         let name = unique("term");
+        let ran = marks.join(&name);
         let c = rt
             .cmd("cbuild-run")
-            .args(["--rm", "--name", &name, "--network", "none", IMAGE, "sh", "-c", "sleep 0.3"])
+            .args(["--rm", "--name", &name, "--network", "none", "-v", &vol, IMAGE])
+            .args(["sh", "-c", &format!(": > /m/{name}; sleep 0.3")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -918,6 +923,16 @@ fn a_term_at_any_moment_of_a_start_leaves_nothing_behind() {
         prune_if_signalled(&rt, &o);
         let left = rt.leftovers(&name);
         assert!(left.is_empty(), "TERM after {ms} ms, status {:?}: left {left:#?}; {}", o.status, stderr(&o));
+        // Before the command's exec the start was stopped: 125. Once it runs, TERM is its own: 143, or
+        // 0 when it reached sh as PID 1 of its namespace, which ignores a signal it has no handler for.
+        match o.status.code() {
+            Some(125) => assert!(!ran.exists(), "TERM after {ms} ms: 125, but the command ran"),
+            Some(0 | 143) => {}
+            c => assert!(c.is_none(), "TERM after {ms} ms: status {c:?}; {}", stderr(&o)),
+        }
+        if ran.exists() {
+            assert!(matches!(o.status.code(), Some(0 | 143)), "TERM after {ms} ms, the command ran: {:?}", o.status);
+        }
         let d = rt
             .cmd("cbuild-run")
             .args(["-d", "--name", &name, "--network", "none", IMAGE, "sleep", "30"])
