@@ -137,7 +137,8 @@ pub fn write_layer(src: &Path, walk: Walk, opts: &BuildOptions, staging: &mut St
     let sink = tw.b.into_inner().map_err(e)?;
     let (enc, diff_id, _) = sink.finish();
     let (bw, digest, size) = enc.finish().map_err(e)?.finish();
-    bw.into_inner().map_err(|x| e(x.into_error()))?.sync_data().map_err(e)?;
+    // Not synced here: the store's commit syncs the blobs it does not have yet, and only those.
+    bw.into_inner().map_err(|x| e(x.into_error()))?;
     Ok(LayerOut { blob: StagedBlob { path, digest, size }, diff_id })
 }
 
@@ -381,6 +382,20 @@ impl TarWriter<'_> {
     }
 }
 
+/// 9999-12-31T23:59:59Z: RFC 3339 has four-digit years, and Go's time parser (skopeo, umoci, containerd,
+/// Docker) refuses a `created` past it, which would make the image unreadable to them.
+pub const MAX_MTIME: u64 = 253_402_300_799;
+
+/// Refuse a fixed mtime that would give a `created` other tools cannot read.
+pub fn check_mtime(secs: u64) -> std::result::Result<(), String> {
+    if secs > MAX_MTIME {
+        return Err(format!(
+            "{secs} is after 9999-12-31T23:59:59Z ({MAX_MTIME}), a date OCI tools cannot read in `created`"
+        ));
+    }
+    Ok(())
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (Howard Hinnant's civil-from-days).
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86400) as i64;
@@ -532,5 +547,7 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(super::MAX_MTIME), "9999-12-31T23:59:59Z");
+        assert!(super::check_mtime(super::MAX_MTIME).is_ok() && super::check_mtime(super::MAX_MTIME + 1).is_err());
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::digest::{Digest, HashReader};
 use crate::error::{Error, Result};
-use crate::image::Image;
+use crate::image::{Image, Layer};
 use crate::ops::check_measured;
 use crate::store::{Store, REF_NAME};
 use crate::stream::{Compression, LayerStream};
@@ -71,6 +71,29 @@ impl<W: Write> Out<W> {
                 format!("blob {digest}"),
                 format!("store content has digest {got} ({n} bytes)"),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Out<W> {
+    /// A compressed layer, uncompressed. A tar header needs the size up front: a first pass measures
+    /// (and verifies) it, a second writes the entry and is verified again. Inflating twice, rather than
+    /// staging the uncompressed layer in the store, keeps export a reader (a read-only store works).
+    fn inflated(&mut self, name: &str, store: &Store, l: &Layer) -> Result<()> {
+        let path = store.blob_path(&l.digest);
+        let m = LayerStream::open(&path, l.digest.as_str(), l.compression, u64::MAX, None)?.finish()?;
+        check_measured(l, &m)?;
+        let mut s = LayerStream::open(&path, l.digest.as_str(), l.compression, u64::MAX, None)?;
+        let mut h = header(m.uncompressed, tar::EntryType::Regular, 0o644);
+        let r = self.b.append_data(&mut h, name, (&mut s).take(m.uncompressed));
+        if let Err(e) = r {
+            return Err(s.abort().unwrap_or_else(|| Error::new("export", format!("layer {}", l.digest), e)));
+        }
+        let again = s.finish()?;
+        check_measured(l, &again)?;
+        if again.uncompressed != m.uncompressed {
+            return Err(Error::new("verify", format!("layer {}", l.digest), "changed while it was read"));
         }
         Ok(())
     }
@@ -174,7 +197,6 @@ fn docker<W: Write>(store: &Store, img: &Image, out: &mut Out<W>, ctx: &Ctx) -> 
     let cfg_name = format!("{}.json", img.config_digest.hex());
     out.blob(&cfg_name, &store.blob_path(&img.config_digest), &img.config_digest, img.config_size)?;
     let mut names = Vec::new();
-    let mut staging = store.staging()?;
     for l in &img.layers {
         let name = format!("{}.tar", l.diff_id.hex());
         ctx.step("export", format!("layer {} as {name}", l.digest));
@@ -184,15 +206,7 @@ fn docker<W: Write>(store: &Store, img: &Image, out: &mut Out<W>, ctx: &Ctx) -> 
         if l.compression == Compression::None {
             out.blob(&name, &store.blob_path(&l.digest), &l.digest, l.size)?;
         } else {
-            // A tar header needs the size up front: decompress to a staged file first, verifying.
-            let (p, mut f) = staging.file()?;
-            let mut s =
-                LayerStream::open(&store.blob_path(&l.digest), l.digest.as_str(), l.compression, u64::MAX, None)?;
-            io::copy(&mut s, &mut f).map_err(|e| Error::io("export", &p, e))?;
-            check_measured(l, &s.finish()?)?;
-            drop(f);
-            out.blob(&name, &p, &l.diff_id, std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0))?;
-            let _ = std::fs::remove_file(&p);
+            out.inflated(&name, store, l)?;
         }
         names.push(name);
     }

@@ -123,36 +123,61 @@ pub fn load(store: &Store, reference: Option<String>, desc: &Descriptor) -> Resu
 /// Find REF in the store: an exact reference, `NAME` meaning `NAME:latest`, or a manifest digest
 /// (`sha256:...`, or at least 12 of its hex digits).
 pub fn resolve(store: &Store, r: &str) -> Result<Image> {
+    let (name, desc) = lookup(store, r)?;
+    load(store, name, &desc)
+}
+
+/// The index entry REF names: (its reference, its manifest descriptor).
+///
+/// `sha256:HEX` is only ever a digest and `NAME:TAG` only ever a name. A bare run of 12 to 64 hex
+/// digits can be both (names of 12–63 hex digits are legal, as in Docker): when it is the name of one
+/// image and a digest prefix of another it is refused as ambiguous rather than silently picking one
+/// (Docker picks the name, so an ID copied from `ls` can act on another image); the explicit forms
+/// still reach either.
+pub fn lookup(store: &Store, r: &str) -> Result<(Option<String>, Descriptor)> {
     let entries = store.entries()?;
     let exact = |want: &str| entries.iter().find(|(n, _)| n.as_deref() == Some(want)).cloned();
-    let mut hit = exact(r);
-    if hit.is_none() && !r.rsplit('/').next().unwrap_or(r).contains(':') {
-        hit = exact(&format!("{r}:latest"));
+    let mut by_name = exact(r);
+    if by_name.is_none() && !r.rsplit('/').next().unwrap_or(r).contains(':') {
+        by_name = exact(&format!("{r}:latest"));
     }
-    if let (None, Some(bare)) = (&hit, r.strip_suffix(":latest")) {
-        hit = exact(bare); // stored before names were normalized
+    if let (None, Some(bare)) = (&by_name, r.strip_suffix(":latest")) {
+        by_name = exact(bare); // stored before names were normalized
     }
-    if hit.is_none() {
-        let hex = r.strip_prefix("sha256:").unwrap_or(r);
-        if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let found: Vec<_> = entries
-                .iter()
-                .filter(|(_, d)| d.digest().as_ref().strip_prefix("sha256:").is_some_and(|h| h.starts_with(hex)))
-                .collect();
-            let mut digests: Vec<_> = found.iter().map(|(_, d)| d.digest().to_string()).collect();
-            digests.dedup();
-            if digests.len() > 1 {
-                return Err(Error::new("resolve", r, "ambiguous digest prefix"));
-            }
-            hit = found.first().map(|(n, d)| (n.clone(), d.clone()));
+    let hex = r.strip_prefix("sha256:").unwrap_or(r);
+    let mut by_digest = None;
+    if hex.len() >= 12 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let found: Vec<_> = entries
+            .iter()
+            .filter(|(_, d)| d.digest().as_ref().strip_prefix("sha256:").is_some_and(|h| h.starts_with(hex)))
+            .collect();
+        let mut digests: Vec<_> = found.iter().map(|(_, d)| d.digest().to_string()).collect();
+        digests.sort();
+        digests.dedup();
+        if digests.len() > 1 {
+            return Err(Error::new("resolve", r, "ambiguous digest prefix").hint("give more digits of the digest"));
         }
+        by_digest = found.first().map(|(n, d)| (n.clone(), d.clone()));
     }
+    let hit = match (by_name, by_digest) {
+        (Some(n), Some(d)) if n.1.digest() != d.1.digest() => {
+            let name = n.0.unwrap_or_default();
+            return Err(Error::new(
+                "resolve",
+                r,
+                format!("ambiguous: the name {name} and the digest prefix of {} are different images", d.1.digest()),
+            )
+            .hint(format!("say {name} for the name or sha256:{hex} for the digest")));
+        }
+        (Some(n), _) => Some(n),
+        (None, d) => d,
+    };
     let (name, desc) =
         hit.ok_or_else(|| Error::new("resolve", r, "no such image").hint("list images with `cbuild-image ls`"))?;
     if !is_manifest(desc.media_type()) {
         return Err(Error::new("resolve", r, format!("not an image manifest ({})", desc.media_type())));
     }
-    load(store, name, &desc)
+    Ok((name, desc))
 }
 
 /// A platform wanted from an image index: `os/arch[/variant]`.

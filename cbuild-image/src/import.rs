@@ -1,5 +1,6 @@
 //! `import`: docker-archive (classic `docker save` and Docker 25+, which is also an OCI layout),
-//! oci-archive, or an OCI layout directory, recognised by content.
+//! oci-archive, or an OCI layout directory (an unpacked Docker 25+ `docker save` included), recognised
+//! by content.
 //!
 //! An archive is read once, as a stream: every regular file is copied into a staging dir while it is
 //! hashed, keyed by its path in the archive (archive paths never become file names). Then the manifests
@@ -296,17 +297,20 @@ impl Importer<'_> {
                 .lookup(&format!("blobs/sha256/{}", digest.hex()))
                 .cloned()
                 .ok_or_else(|| Error::new("import", format!("{what} {digest}"), "missing from the archive"))?,
-            Source::Dir(_) if self.store.blob_path(&digest).metadata().is_ok_and(|m| m.len() == size) => {
-                // Already in the store (its name is its verified digest): nothing to copy.
-                StagedBlob { path: self.store.blob_path(&digest), digest: digest.clone(), size }
-            }
             Source::Dir(dir) => {
-                let p = dir.join("blobs/sha256").join(digest.hex());
-                let f = open_regular(&p)?;
-                self.ctx.step("copy", format!("{what} {digest}"));
-                // One byte more than promised is enough to refuse it: a blob that is a link to
-                // /dev/zero or a file far larger than its descriptor must not fill the disk first.
-                self.staging.copy(f.take(size.saturating_add(1)), &format!("{what} {digest}"))?
+                let dir = dir.clone();
+                match self.stored(&digest, size) {
+                    // Already in the store (its name is its verified digest): nothing to copy.
+                    Some(path) => StagedBlob { path, digest: digest.clone(), size },
+                    None => {
+                        let p = dir.join("blobs/sha256").join(digest.hex());
+                        let f = open_regular(&p)?;
+                        self.ctx.step("copy", format!("{what} {digest}"));
+                        // One byte more than promised is enough to refuse it: a blob that is a link to
+                        // /dev/zero or a file far larger than its descriptor must not fill the disk first.
+                        self.staging.copy(f.take(size.saturating_add(1)), &format!("{what} {digest}"))?
+                    }
+                }
             }
         };
         if b.size != size {
@@ -323,6 +327,18 @@ impl Importer<'_> {
         self.ctx.step("verify", format!("{what} {digest}"));
         self.keep.insert(digest, b.clone());
         Ok(b)
+    }
+
+    /// A blob of the right size the store already has, pinned by a link in our staging dir: a
+    /// concurrent `gc` may remove the store's name before we commit (it is unreferenced until then),
+    /// and the commit puts it back from the link. None (copy it from the input instead) when the store
+    /// does not have it, or lost it before the link was made.
+    fn stored(&mut self, digest: &Digest, size: u64) -> Option<PathBuf> {
+        let p = self.store.blob_path(digest);
+        if !p.metadata().is_ok_and(|m| m.len() == size) {
+            return None;
+        }
+        self.staging.link(&p).ok()
     }
 
     fn json(&mut self, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
@@ -393,19 +409,42 @@ impl Importer<'_> {
         Ok((names, md.clone(), layers.len(), size))
     }
 
+    /// A file `manifest.json` names. In an archive, any member (through its links). In a directory
+    /// (an unpacked Docker 25+ `docker save`), only `blobs/sha256/<hex>` paths: the name gives the
+    /// digest the content must have, as in an OCI layout, so a file of the directory that leads
+    /// elsewhere (the legacy `<id>/layer.tar` symlinks, or a hostile link to a host file) is never
+    /// taken for a layer.
+    fn docker_file(&mut self, input: &str, p: &str, what: &str) -> Result<StagedBlob> {
+        let dir =
+            match &self.src {
+                Source::Archive { .. } => {
+                    return self.src.lookup(p).cloned().ok_or_else(|| {
+                        Error::new("import", format!("{input}: {what} {p}"), "missing from the archive")
+                    })
+                }
+                Source::Dir(d) => d.clone(),
+            };
+        let digest = normalize(p)
+            .and_then(|k| k.strip_prefix("blobs/sha256/").and_then(|h| Digest::parse(&format!("sha256:{h}")).ok()))
+            .ok_or_else(|| {
+                Error::new(
+                    "import",
+                    format!("{input}: {what} {p}"),
+                    "in a directory only blobs/sha256/<digest> paths are read (the Docker 25+ layout)",
+                )
+            })?;
+        let path = dir.join("blobs/sha256").join(digest.hex());
+        let size = open_regular(&path)?.metadata().map_err(|e| Error::io("import", &path, e))?.len();
+        self.blob(&descriptor(MediaType::ImageLayer, &digest, size), what)
+    }
+
     fn docker(&mut self, input: &str) -> Result<Vec<Found>> {
         let b = self.top_file("manifest.json")?;
         let entries: Vec<DockerEntry> =
             serde_json::from_slice(&b).map_err(|e| Error::new("parse", format!("{input}: manifest.json"), e))?;
         let mut out = Vec::new();
         for e in entries {
-            let file = |s: &Self, p: &str, what: &str| -> Result<StagedBlob> {
-                s.src
-                    .lookup(p)
-                    .cloned()
-                    .ok_or_else(|| Error::new("import", format!("{input}: {what} {p}"), "missing from the archive"))
-            };
-            let cfg = file(self, &e.config, "config")?;
+            let cfg = self.docker_file(input, &e.config, "config")?;
             let cb = read_limited(&cfg.path, MAX_JSON)?;
             let config: serde_json::Value = serde_json::from_slice(&cb)
                 .map_err(|x| Error::new("parse", format!("{input}: config {}", e.config), x))?;
@@ -423,7 +462,7 @@ impl Importer<'_> {
             }
             let mut layers = Vec::new();
             for (i, p) in e.layers.iter().enumerate() {
-                let l = file(self, p, "layer")?;
+                let l = self.docker_file(input, p, "layer")?;
                 let mut head = [0u8; 4];
                 let n = File::open(&l.path)
                     .and_then(|mut f| f.read(&mut head))

@@ -57,8 +57,9 @@ struct ConfigArgs {
     workdir: Option<String>,
     #[arg(long)]
     user: Option<String>,
-    /// One mtime (Unix seconds) for every entry and for `created`: reproducible images.
-    #[arg(long, value_name = "SECS", env = "SOURCE_DATE_EPOCH")]
+    /// One mtime (Unix seconds) for every entry and for `created`: reproducible images. Default: the
+    /// SOURCE_DATE_EPOCH environment variable when it is set and not empty.
+    #[arg(long, value_name = "SECS")]
     mtime: Option<u64>,
     /// Layer compression.
     #[arg(long, default_value = "gzip", value_parser = Compression::parse)]
@@ -88,6 +89,13 @@ enum Cmd {
     Ls,
     /// Manifest, config, layers with sizes, history.
     Inspect { reference: String },
+    /// Give the image SOURCE names a second name TARGET (no blob is copied); an existing TARGET moves.
+    Tag {
+        /// An image in the store: a name, NAME meaning NAME:latest, or a manifest digest.
+        source: String,
+        /// The new name: [HOST[:PORT]/]NAME[:TAG] (a missing tag is `latest`).
+        target: String,
+    },
     /// The runtime config (Entrypoint, Cmd, Env, WorkingDir, User, ExposedPorts).
     Config {
         reference: String,
@@ -154,6 +162,25 @@ fn words(s: &str) -> std::result::Result<Vec<String>, Error> {
     }
 }
 
+/// `--mtime`, else SOURCE_DATE_EPOCH as reproducible-builds.org specifies it: empty is unset, anything
+/// but a number of seconds is an error (never silently the current time).
+fn mtime(c: &ConfigArgs) -> Result<Option<u64>> {
+    let (secs, from) = match (c.mtime, std::env::var_os("SOURCE_DATE_EPOCH")) {
+        (Some(s), _) => (s, "--mtime"),
+        (None, None) => return Ok(None),
+        (None, Some(v)) if v.is_empty() => return Ok(None),
+        (None, Some(v)) => {
+            let v = v.to_string_lossy();
+            let s = v.parse::<u64>().map_err(|_| {
+                Error::new("parse", "SOURCE_DATE_EPOCH", format!("{v:?} is not a number of seconds since 1970"))
+            })?;
+            (s, "SOURCE_DATE_EPOCH")
+        }
+    };
+    build::check_mtime(secs).map_err(|why| Error::new("parse", from, why))?;
+    Ok(Some(secs))
+}
+
 fn build_options(c: &ConfigArgs) -> Result<BuildOptions> {
     for e in &c.env {
         if !e.contains('=') || e.starts_with('=') {
@@ -162,7 +189,7 @@ fn build_options(c: &ConfigArgs) -> Result<BuildOptions> {
     }
     Ok(BuildOptions {
         compression: c.compression,
-        mtime: c.mtime,
+        mtime: mtime(c)?,
         config: RuntimeConfig {
             entrypoint: c.entrypoint.as_deref().map(words).transpose()?,
             cmd: c.cmd.as_deref().map(words).transpose()?,
@@ -186,7 +213,13 @@ fn run(cli: Cli) -> Result<()> {
     let data = data_dir();
     let default_store = data.join("images");
     let owns_layers = cli.store.as_ref().is_none_or(|s| *s == default_store);
-    let store = Store::open(cli.store.unwrap_or(default_store), data.join("layers"), owns_layers)?;
+    let (dir, layers) = (cli.store.unwrap_or(default_store), data.join("layers"));
+    // Verbs that add images (and gc) create the store on first use; all others find what they act on
+    // first and create nothing (`rm` and `tag` only rewrite index.json of a store that has the image).
+    let store = match cli.cmd {
+        Cmd::Import { .. } | Cmd::Build { .. } | Cmd::Commit { .. } | Cmd::Gc => Store::open(dir, layers, owns_layers)?,
+        _ => Store::open_existing(dir, layers, owns_layers),
+    };
     match cli.cmd {
         Cmd::Import { source, tag, platform, max_size, max_entries } => {
             let tag = tag.as_deref().map(reference::normalize).transpose()?;
@@ -233,6 +266,14 @@ fn run(cli: Cli) -> Result<()> {
                 print_json(&v);
             } else {
                 print!("{}", show::inspect_human(&v));
+            }
+        }
+        Cmd::Tag { source, target } => {
+            let (target, digest) = ops::tag(&store, &source, &target, &ctx)?;
+            if ctx.json {
+                print_json(&serde_json::json!({"ref": target, "digest": digest.as_str(), "source": source}));
+            } else {
+                println!("{target}\t{digest}");
             }
         }
         Cmd::Config { reference, format } => {

@@ -1,5 +1,5 @@
 //! The verbs that read layers: `unpack` (one flattened rootfs), `layers` (the per-layer store for
-//! overlayfs), `verify`; and the ones that tidy the store: `rm`, `gc`.
+//! overlayfs), `verify`; and the ones that change only names or tidy the store: `tag`, `gc`.
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -116,6 +116,7 @@ pub fn layers(store: &Store, img: &Image, userxattr: bool, limits: Limits, ctx: 
         if dir.is_dir() {
             continue;
         }
+        crate::store::mkdir(&store.layers.join(".locks"))?;
         let _lock = lock_file(&store.layers.join(".locks").join(l.chain_id.hex()), true)?;
         if dir.is_dir() {
             continue; // another process extracted it while we waited
@@ -176,6 +177,18 @@ pub fn verify(store: &Store, img: &Image, ctx: &Ctx) -> Result<Vec<Checked>> {
         });
     }
     Ok(out)
+}
+
+/// `tag SOURCE TARGET`: a second name for SOURCE's manifest (as `docker tag`: no blob is copied, and
+/// an image already named TARGET loses the name). Returns TARGET in stored form and the digest.
+pub fn tag(store: &Store, source: &str, target: &str, ctx: &Ctx) -> Result<(String, Digest)> {
+    let target = crate::reference::normalize(target)?;
+    let (name, desc) = crate::image::lookup(store, source)?;
+    // Loading checks the manifest and config, so a broken image is refused rather than named again.
+    let img = crate::image::load(store, name, &desc)?;
+    ctx.step("tag", format!("{target} -> {}", img.manifest_digest));
+    store.commit(Vec::new(), vec![(Some(target.clone()), desc)])?;
+    Ok((target, img.manifest_digest))
 }
 
 /// What `gc` removed.

@@ -148,9 +148,28 @@ fn no_nul(out: String, format: &str) -> Result<String> {
     Ok(out)
 }
 
-/// `config --format env`: the image's Env, one `KEY=VALUE` per line (for `env -i` or an env file).
+/// `config --format env`: the image's Env, one `KEY=VALUE` per line (an env file, or `mapfile -t`).
+/// A line is a variable, so an entry that a reader would take for something else is refused rather
+/// than printed: a newline would read back as two variables, and an entry without `=` (or with an
+/// empty key) is a host variable to `docker run --env-file` and the command to `env`.
 pub fn config_env(c: &Value) -> Result<String> {
-    no_nul(strings(c, "Env")?.iter().map(|e| format!("{e}\n")).collect(), "env")
+    let mut o = String::new();
+    for e in strings(c, "Env")? {
+        let key = e.split('=').next().unwrap_or("");
+        let bad = |why: &str| {
+            Error::new("config", format!("Env {key:?}"), format!("{why}, which --format env cannot carry"))
+                .hint("use --format shell or --format json")
+        };
+        if e.contains('\n') {
+            return Err(bad("the entry holds a newline"));
+        }
+        if key.is_empty() || !e.contains('=') {
+            return Err(bad("not KEY=VALUE"));
+        }
+        o += &e;
+        o.push('\n');
+    }
+    no_nul(o, "env")
 }
 
 /// `config --format shell`: assignments to `eval`. List values are shell-quoted word lists, so
@@ -214,6 +233,10 @@ mod tests {
         assert!(config_json(&json!({"Cmd": ["a", 1]})).is_err());
         assert!(config_shell(&json!({"Cmd": ["a\0b"]})).is_err());
         assert!(config_env(&json!({"Env": ["A=\0"]})).is_err());
+        assert!(config_env(&json!({"Env": ["A=x\ny"]})).is_err());
+        assert!(config_env(&json!({"Env": ["A"]})).is_err());
+        assert!(config_env(&json!({"Env": ["=x"]})).is_err());
+        assert_eq!(config_env(&json!({"Env": ["A=", "B=x=y z"]})).unwrap(), "A=\nB=x=y z\n");
         assert!(config_json(&json!({"Cmd": ["a\0b"]})).is_ok());
     }
 }

@@ -5,6 +5,10 @@
 //! system) and renamed into place under the store lock, `index.json` is replaced by rename, and layer
 //! dirs are extracted under a temporary name and renamed. Each staging dir holds an flock'd `lock` file,
 //! so `gc` can tell a dead importer's leftovers (lock free) from a running one's.
+//!
+//! Verbs that only read open the store with [`Store::open_existing`], which creates nothing: a
+//! read-only store (a read-only bind mount, someone else's layout) works, and reading leaves no trace.
+//! They take no lock: index.json is only ever replaced by rename and blobs never change once named.
 
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
@@ -26,6 +30,9 @@ pub struct Store {
     pub layers: PathBuf,
     /// False with `--store` elsewhere: other stores may share `<data>/layers`, so gc leaves it alone.
     pub owns_layers: bool,
+    /// Opened by a reader: a missing index.json is an empty store rather than an error (nothing was
+    /// created for it to find).
+    read_only: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +72,16 @@ impl Staging {
     pub fn bytes(&mut self, b: &[u8], what: &str) -> Result<StagedBlob> {
         self.copy(b, what)
     }
+
+    /// A second name in the staging dir for a blob already in the store. It keeps the content alive
+    /// if a concurrent `gc` removes the store's name before we commit (the commit then renames it back
+    /// into place), and costs no copy. Fails (ENOENT) if the blob is already gone.
+    pub fn link(&mut self, stored: &Path) -> std::io::Result<PathBuf> {
+        self.n += 1;
+        let p = self.dir.join(format!("f{}", self.n));
+        fs::hard_link(stored, &p)?;
+        Ok(p)
+    }
 }
 
 impl Drop for Staging {
@@ -78,7 +95,7 @@ fn set_mode(f: &File, mode: u32) {
     let _ = f.set_permissions(fs::Permissions::from_mode(mode));
 }
 
-fn mkdir(p: &Path) -> Result<()> {
+pub fn mkdir(p: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new().recursive(true).mode(0o755).create(p).map_err(|e| Error::io("mkdir", p, e))
 }
@@ -101,12 +118,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// fsync a file or directory by path. A read-only descriptor is enough on Linux.
+fn sync_path(p: &Path) -> Result<()> {
+    File::open(p).and_then(|f| f.sync_all()).map_err(|e| Error::io("store", p, e))
+}
+
 impl Store {
+    /// The store for a verb that writes it: made (an empty layout) if it does not exist.
     pub fn open(dir: PathBuf, layers: PathBuf, owns_layers: bool) -> Result<Store> {
-        let s = Store { dir, layers, owns_layers };
+        let s = Store { dir, layers, owns_layers, read_only: false };
         mkdir(&s.dir.join("blobs/sha256"))?;
         mkdir(&s.dir.join(".tmp"))?;
-        mkdir(&s.layers.join(".locks"))?;
         let layout = s.dir.join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -115,10 +137,16 @@ impl Store {
         if !index.exists() {
             let _l = s.lock()?;
             if !index.exists() {
-                s.write_index(&ImageIndexBuilder::default().schema_version(2u32).manifests(vec![]).build().unwrap())?;
+                s.write_index(&empty_index())?;
             }
         }
         Ok(s)
+    }
+
+    /// The store as it is, for a verb that only reads it (or changes only index.json, after finding
+    /// what it names there): nothing is created, and a missing store reads as an empty one.
+    pub fn open_existing(dir: PathBuf, layers: PathBuf, owns_layers: bool) -> Store {
+        Store { dir, layers, owns_layers, read_only: true }
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -150,13 +178,19 @@ impl Store {
 
     pub fn read_index(&self) -> Result<ImageIndex> {
         let p = self.dir.join("index.json");
+        if self.read_only && !p.exists() {
+            return Ok(empty_index());
+        }
         let b = read_limited(&p, MAX_JSON)?;
         serde_json::from_slice(&b).map_err(|e| Error::new("parse", p.display(), e))
     }
 
+    /// Replace index.json, durably: the new content is synced before the rename (write_atomic), and the
+    /// store directory after it, so the rename itself survives a crash.
     pub fn write_index(&self, idx: &ImageIndex) -> Result<()> {
         let b = serde_json::to_vec(idx).map_err(|e| Error::new("write", "index.json", e))?;
-        write_atomic(&self.dir.join("index.json"), &b)
+        write_atomic(&self.dir.join("index.json"), &b)?;
+        sync_path(&self.dir)
     }
 
     /// (reference, manifest descriptor) for every entry of index.json.
@@ -173,14 +207,34 @@ impl Store {
             .into_iter()
             .map(|(r, d)| Ok((r.as_deref().map(crate::reference::normalize).transpose()?, d)))
             .collect::<Result<Vec<_>>>()?;
+        // index.json must never name a blob a crash could lose: each new blob's content is synced before
+        // its rename, and the blobs dir (the renames) before index.json is replaced. Blobs the store
+        // already has are skipped, so re-importing or rebuilding costs no syncs. The syncs run before
+        // the lock where possible, not to hold other writers up; one that gc removed meanwhile is
+        // synced under the lock.
+        let mut synced = vec![false; blobs.len()];
+        for (b, s) in blobs.iter().zip(synced.iter_mut()) {
+            if !self.blob_path(&b.digest).exists() {
+                sync_path(&b.path)?;
+                *s = true;
+            }
+        }
         let _l = self.lock()?;
         self.check_referenced(&blobs, &refs)?;
-        for b in blobs {
+        let mut renamed = false;
+        for (b, s) in blobs.into_iter().zip(synced) {
             let dst = self.blob_path(&b.digest);
             if dst.exists() {
                 continue; // content-addressed: what is there is the same bytes
             }
+            if !s {
+                sync_path(&b.path)?;
+            }
             fs::rename(&b.path, &dst).map_err(|e| Error::io("store", &dst, e))?;
+            renamed = true;
+        }
+        if renamed {
+            sync_path(&self.dir.join("blobs/sha256"))?;
         }
         let mut idx = self.read_index()?;
         let mut m = idx.manifests().clone();
@@ -273,6 +327,10 @@ impl Store {
         check(&b, &digest, size, what)?;
         Ok(b)
     }
+}
+
+fn empty_index() -> ImageIndex {
+    ImageIndexBuilder::default().schema_version(2u32).manifests(vec![]).build().expect("a complete index")
 }
 
 /// Compare bytes against a descriptor's digest and size.

@@ -1003,7 +1003,7 @@ fn build_of_a_very_deep_tree() {
     nix::unistd::write(&f, b"deep").unwrap();
     drop((f, fd));
     // Below the depth: a clear error, exit 125, nothing stored.
-    ok(run(img(&sb).arg("ls"))); // the store itself exists
+    ok(run(img(&sb).arg("gc"))); // the store itself exists (readers like `ls` create nothing)
     let before = store_state(&sb);
     let o = run(Command::new("prlimit")
         .args(["--nofile=512:512", "--"])
@@ -1419,7 +1419,7 @@ fn compressed_archive_import_is_bounded() {
     sh_ok(&format!("tar -C {} -c . | gzip -9 > {}", l.dir.display(), gz.display()));
     sh_ok(&format!("tar -C {} -c . | zstd -q -19 > {}", l.dir.display(), zst.display()));
     assert!(std::fs::metadata(&gz).unwrap().len() < 100_000, "the archive is small");
-    ok(run(img(&sb).arg("ls")));
+    ok(run(img(&sb).arg("gc"))); // the empty store exists
     let before = store_state(&sb);
     for a in [&gz, &zst] {
         let o = run(img(&sb).args(["import", "--max-size", "1000000"]).arg(a));
@@ -1644,7 +1644,7 @@ fn killed_import_leaves_no_image_and_gc_cleans_up() {
     let ar = sb.path().join("k.tar");
     ok(run(img(&other).args(["export", "k:1"]).arg(&ar)));
     let bytes = std::fs::read(&ar).unwrap();
-    ok(run(img(&sb).arg("ls"))); // creates the empty store
+    ok(run(img(&sb).arg("gc"))); // creates the empty store (reading verbs create nothing)
     let before = store_state(&sb);
     // Feed half the archive on stdin, then kill the importer: it is mid-stream, by construction.
     let mut c = img(&sb)
@@ -2056,4 +2056,513 @@ fn commit_refuses_a_base_whose_layers_are_gone() {
     assert_tool_error(&o, TOOL, "missing");
     assert_eq!(store_state(&sb), before, "commit stored something");
     assert_tool_error(&run(img(&sb).args(["inspect", "next:1"])), TOOL, "no such image");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Second review: import racing gc, the env format, SOURCE_DATE_EPOCH, read-only stores, durable commits,
+// hex names against digest prefixes, `tag`, unpacked Docker 25+ archives.
+
+/// Wait until `pid` is stopped (state T in /proc/PID/stat), so what follows happens while it is.
+fn wait_stopped(pid: u32) {
+    for _ in 0..1000 {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = st.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+        if state == Some('T') {
+            return;
+        }
+        assert_ne!(state, Some('Z'), "process {pid} ended before it could be stopped (too fast a machine?)");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("process {pid} did not stop");
+}
+
+/// An import of a layout dir takes blobs the store already has as stored; a `gc` that runs before
+/// the import commits removes them (unreferenced until then). The import is stopped with SIGSTOP
+/// while it copies a large layer (after it took the others as stored), gc runs, and it goes on.
+#[test]
+fn gc_during_an_import_does_not_fail_it() {
+    use std::io::{BufRead, Read};
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    let small = tar(&[tar_entry("small", b'0', b"s", "", 0o644)]);
+    let big = tar(&[tar_entry("big", b'0', &vec![7u8; 64 << 20], "", 0o644)]);
+    let big_hex = sha256(&big);
+    l.image("race", &[(small, LAYER_TAR), (big, LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    ok(run(img(&sb).args(["rm", "race"])));
+    // The store keeps manifest, config and the small layer, unreferenced, but loses the big layer, so
+    // the next import takes three blobs as stored and then spends a while copying the fourth.
+    std::fs::remove_file(sb.data.join("images/blobs/sha256").join(&big_hex)).unwrap();
+    let mut c = img(&sb)
+        .args(["-v", "import", "--tag", "race:2"])
+        .arg(&l.dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = c.id();
+    let _cont = Defer(move || {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGCONT);
+    });
+    let mut err = std::io::BufReader::new(c.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "import ended before copying the layer: {seen}");
+        seen += &line;
+        if line.contains("step: copy: layer") && line.contains(&big_hex) {
+            break;
+        }
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGSTOP).unwrap();
+    wait_stopped(pid);
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["blobs"], 3, "gc should have removed manifest, config and small layer: {rep}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGCONT).unwrap();
+    err.read_to_string(&mut seen).unwrap();
+    let st = c.wait().unwrap();
+    assert!(st.success(), "import failed after a concurrent gc: {seen}");
+    let v = ok(run(img(&sb).args(["verify", "race:2"])));
+    assert_eq!(v.lines().count(), 4, "{v}");
+    assert_eq!(blob_count(&sb.data.join("images")), 4);
+    assert!(std::fs::read_dir(sb.data.join("images/.tmp")).unwrap().next().is_none(), "no staging left");
+}
+
+#[test]
+fn config_env_lines_are_variables_and_the_documented_use_is_exact() {
+    require_root();
+    let sb = Sandbox::new();
+    let layer = || vec![(tar(&[tar_entry("f", b'0', b"x", "", 0o644)]), LAYER_TAR)];
+    let cases = [
+        ("e:nl", serde_json::json!(["B=1", "A=x\ny"])),
+        ("e:noeq", serde_json::json!(["NOEQ"])),
+        ("e:nokey", serde_json::json!(["=v"])),
+        ("e:ok", serde_json::json!(["PATH=/bin", "SP=a  *  b", "Q='\"$x;`", "EQ=a=b", "EMPTY="])),
+    ];
+    for (tag, env) in &cases {
+        let l = Layout::new(&sb.path().join(tag.replace(':', "-")));
+        l.image(tag, &layer(), |_, c| c["config"]["Env"] = env.clone());
+        ok(run(img(&sb).arg("import").arg(&l.dir)));
+    }
+    for (tag, needle) in [("e:nl", "newline"), ("e:noeq", "KEY=VALUE"), ("e:nokey", "KEY=VALUE")] {
+        let o = run(img(&sb).args(["config", tag, "--format", "env"]));
+        assert_tool_error(&o, TOOL, needle);
+        assert!(stderr(&o).lines().next().unwrap().contains("Env"), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "", "{tag}: nothing printed");
+    }
+    // The other formats still carry them exactly.
+    let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["config", "e:nl"])))).unwrap();
+    assert_eq!(v["env"], cases[0].1);
+    // docs/image.md's use: one variable per line, no word splitting or globbing.
+    let o = run(Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -e; mapfile -t vars < <("$0" config e:ok --format env); env -i -- "${vars[@]}" /usr/bin/env"#)
+        .arg(bin(TOOL))
+        .env("CBUILD_DATA", &sb.data)
+        .current_dir(sb.path()));
+    let got: Vec<String> = ok(o).lines().map(String::from).collect();
+    let want: Vec<String> = serde_json::from_value(cases[3].1.clone()).unwrap();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn source_date_epoch_empty_is_unset_and_past_year_9999_is_refused() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    let created = |r: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", r])))).unwrap();
+        v["created"].as_str().unwrap().to_string()
+    };
+    // Empty means unset (reproducible-builds.org): the current time, not an error and not 1970.
+    ok(run(img(&sb).env("SOURCE_DATE_EPOCH", "").arg("build").arg(&root).args(["--tag", "t:empty"])));
+    let year: u32 = created("t:empty")[..4].parse().unwrap();
+    assert!(year >= 2024, "{}", created("t:empty"));
+    // The last second Go's RFC 3339 parser reads; skopeo reads it back.
+    ok(run(img(&sb).env("SOURCE_DATE_EPOCH", "253402300799").arg("build").arg(&root).args(["--tag", "t:max"])));
+    assert_eq!(created("t:max"), "9999-12-31T23:59:59Z");
+    let ar = sb.path().join("max.tar");
+    ok(run(img(&sb).args(["export", "t:max"]).arg(&ar)));
+    let o = ok(run(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}", ar.display()))));
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(v["Created"], "9999-12-31T23:59:59Z", "{o}");
+    // One second later, or not a number: refused, nothing stored.
+    let upper = sb.path().join("upper");
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::write(upper.join("g"), "y").unwrap();
+    let before = store_state(&sb);
+    for (env, flag, needle) in [
+        (Some("253402300800"), None, "SOURCE_DATE_EPOCH"),
+        (Some("99999999999999"), None, "9999-12-31"),
+        (Some("abc"), None, "SOURCE_DATE_EPOCH"),
+        (Some("-1"), None, "SOURCE_DATE_EPOCH"),
+        (None, Some("253402300800"), "--mtime"),
+        (Some("0"), Some("253402300800"), "--mtime"),
+    ] {
+        for verb in ["build", "commit"] {
+            let mut c = img(&sb);
+            c.env_remove("SOURCE_DATE_EPOCH");
+            if let Some(e) = env {
+                c.env("SOURCE_DATE_EPOCH", e);
+            }
+            if verb == "build" {
+                c.arg("build").arg(&root);
+            } else {
+                c.arg("commit").arg(&upper).args(["--from", "t:max"]);
+            }
+            c.args(["--tag", "t:bad"]);
+            if let Some(f) = flag {
+                c.args(["--mtime", f]);
+            }
+            let o = run(&mut c);
+            assert_tool_error(&o, TOOL, needle);
+            assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+            assert_eq!(store_state(&sb), before, "{verb} {env:?} {flag:?} stored something");
+        }
+    }
+}
+
+/// Every file below `dir`, with its type, for "nothing was created" checks.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let is_dir = e.file_type().unwrap().is_dir();
+            v.push(format!("{}{}", p.strip_prefix(dir).unwrap().display(), if is_dir { "/" } else { "" }));
+            if is_dir {
+                stack.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn reading_verbs_create_nothing_and_work_on_a_read_only_store() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    let store = sb.path().join("store");
+    let with_store = || {
+        let mut c = img(&sb);
+        c.arg("--store").arg(&store);
+        c
+    };
+    let out = ok(run(with_store().arg("build").arg(&root).args(["--tag", "r:1"])));
+    let hex = out.split('\t').nth(1).unwrap().trim().trim_start_matches("sha256:").to_string();
+    std::fs::remove_dir(store.join(".tmp")).unwrap();
+    std::fs::remove_file(store.join(".lock")).unwrap();
+    let before = listing(&store);
+    let reads = |n: &str| -> Vec<Vec<String>> {
+        let o = |x: &str| sb.path().join(format!("{n}-{x}")).to_string_lossy().into_owned();
+        vec![
+            vec!["ls".into()],
+            vec!["--json".into(), "ls".into()],
+            vec!["inspect".into(), "r:1".into()],
+            vec!["inspect".into(), hex[..12].to_string()],
+            vec!["config".into(), "r:1".into()],
+            vec!["config".into(), "r:1".into(), "--format".into(), "env".into()],
+            vec!["config".into(), "r:1".into(), "--format".into(), "shell".into()],
+            vec!["verify".into(), "r:1".into()],
+            vec!["unpack".into(), "r:1".into(), o("unpack")],
+            vec!["layers".into(), "r:1".into()],
+            vec!["export".into(), "r:1".into(), o("oci.tar")],
+            vec!["export".into(), "--format".into(), "docker-archive".into(), "r:1".into(), o("docker.tar")],
+        ]
+    };
+    for args in reads("rw") {
+        ok(run(with_store().args(&args)));
+        assert_eq!(listing(&store), before, "{args:?} created something in the store");
+    }
+    // The same on a read-only bind mount of the store.
+    let o = run(Command::new("mount").arg("--bind").arg(&store).arg(&store));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s2 = store.clone();
+    let _m = Defer(move || {
+        let _ = nix::mount::umount2(&s2, nix::mount::MntFlags::MNT_DETACH);
+    });
+    let o = run(Command::new("mount").args(["-o", "remount,bind,ro"]).arg(&store));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in reads("ro") {
+        ok(run(with_store().args(&args)));
+    }
+    let d = sb.path().join("ro-docker.tar");
+    ok(run(img(&sb).args(["import", "--tag", "back"]).arg(&d)));
+    // A verb that writes fails cleanly.
+    assert_tool_error(&run(with_store().args(["tag", "r:1", "r:2"])), TOOL, "Read-only file system");
+    // And the default store is not created by a reader.
+    let fresh = Sandbox::new();
+    ok(run(img(&fresh).arg("ls")));
+    assert_tool_error(&run(img(&fresh).args(["inspect", "x"])), TOOL, "no such image");
+    assert_tool_error(&run(img(&fresh).args(["rm", "x"])), TOOL, "no such image");
+    assert_tool_error(&run(img(&fresh).args(["tag", "x", "y"])), TOOL, "no such image");
+    assert_eq!(listing(&fresh.data), Vec::<String>::new(), "a reader created the store");
+}
+
+/// The syscalls of one command under strace: ("sync", path) and ("rename", "from -> to"), in order.
+fn traced_syncs(cmd: &mut Command, log: &Path) -> Vec<(String, String)> {
+    assert!(Path::new("/usr/bin/strace").exists(), "strace is needed (apt-get install strace)");
+    let prog = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut c = Command::new("strace");
+    c.args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2", "-o"]).arg(log);
+    c.arg(prog).args(args);
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    ok(run(&mut c));
+    let quoted = |l: &str| -> Vec<String> { l.split('"').skip(1).step_by(2).map(String::from).collect() };
+    let mut ev = Vec::new();
+    for l in std::fs::read_to_string(log).unwrap().lines() {
+        if l.contains(" = -1") {
+            continue;
+        }
+        if l.contains("fsync(") || l.contains("fdatasync(") {
+            let path = l.split_once('<').and_then(|(_, r)| r.split_once('>')).map(|(p, _)| p.to_string());
+            ev.push(("sync".to_string(), path.unwrap_or_default()));
+        } else if l.contains("rename") {
+            let q = quoted(l);
+            if q.len() == 2 {
+                ev.push(("rename".to_string(), format!("{} -> {}", q[0], q[1])));
+            }
+        }
+    }
+    ev
+}
+
+#[test]
+fn a_committed_image_is_durable_and_only_new_blobs_are_synced() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    let store = sb.path().join("store");
+    let blobs = format!("{}/blobs/sha256", store.display());
+    let index = format!("{}/index.json", store.display());
+    let build = |tag: &str| {
+        let mut c = img(&sb);
+        c.arg("--store").arg(&store).arg("build").arg(&root).args(["--tag", tag, "--mtime", "0"]);
+        c
+    };
+    ok(run(&mut build("warm"))); // the store exists: what follows is one commit, not the layout's creation
+    std::fs::write(root.join("f"), "changed").unwrap();
+    let ev = traced_syncs(&mut build("d:1"), &sb.path().join("trace1"));
+    let renames: Vec<(usize, String, String)> = ev
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.0 == "rename")
+        .map(|(i, e)| {
+            let (a, b) = e.1.split_once(" -> ").unwrap();
+            (i, a.to_string(), b.to_string())
+        })
+        .collect();
+    let into_blobs: Vec<_> = renames.iter().filter(|r| r.2.starts_with(&blobs)).collect();
+    assert_eq!(into_blobs.len(), 3, "layer, config, manifest: {ev:#?}");
+    for (i, from, to) in &into_blobs {
+        assert!(
+            ev[..*i].iter().any(|e| e.0 == "sync" && &e.1 == from),
+            "{to} renamed before its content was synced: {ev:#?}"
+        );
+    }
+    let last_blob = into_blobs.iter().map(|r| r.0).max().unwrap();
+    let idx = renames.iter().find(|r| r.2 == index).expect("index.json replaced").0;
+    assert!(
+        ev[last_blob..idx].iter().any(|e| e.0 == "sync" && e.1 == blobs),
+        "the blobs dir is not synced between the renames and index.json: {ev:#?}"
+    );
+    assert!(
+        ev[idx..].iter().any(|e| e.0 == "sync" && e.1 == store.to_string_lossy()),
+        "the store dir is not synced after index.json's rename: {ev:#?}"
+    );
+    // The same build again: every blob is there already, so none is synced or renamed.
+    let ev = traced_syncs(&mut build("d:2"), &sb.path().join("trace2"));
+    let tmp = format!("{}/.tmp/", store.display());
+    assert!(
+        !ev.iter().any(|e| (e.0 == "sync" && e.1.starts_with(&tmp)) || e.1.contains(&format!("-> {blobs}"))),
+        "blobs already stored were synced or renamed again: {ev:#?}"
+    );
+    assert!(ev.iter().any(|e| e.0 == "rename" && e.1.ends_with(&format!("-> {index}"))));
+}
+
+#[test]
+fn a_hex_name_that_is_also_a_digest_prefix_is_ambiguous() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "b").unwrap();
+    let digest_of = |out: String| out.split('\t').nth(1).unwrap().trim().to_string();
+    let b = digest_of(ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "b:1"]))));
+    let prefix = b.trim_start_matches("sha256:")[..12].to_string();
+    std::fs::write(root.join("f"), "a").unwrap();
+    // Legal as in Docker (only 64 hex digits are refused), but it is also B's digest prefix.
+    let a = digest_of(ok(run(img(&sb).arg("build").arg(&root).args(["--tag", &prefix]))));
+    assert_ne!(a, b);
+    let digest = |r: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", r])))).unwrap();
+        v["digest"].as_str().unwrap().to_string()
+    };
+    let before = store_state(&sb);
+    for verb in [&["inspect"][..], &["rm"], &["config"], &["tag"]] {
+        let mut c = img(&sb);
+        c.args(verb).arg(&prefix);
+        if verb[0] == "tag" {
+            c.arg("other:1");
+        }
+        let o = run(&mut c);
+        assert_tool_error(&o, TOOL, "ambiguous");
+        assert!(stderr(&o).contains(&format!("sha256:{prefix}")), "the hint names the digest form: {}", stderr(&o));
+        assert_eq!(store_state(&sb), before, "{verb:?} changed the store");
+    }
+    // The explicit forms reach either image.
+    assert_eq!(digest(&format!("sha256:{prefix}")), b);
+    assert_eq!(digest(&format!("{prefix}:latest")), a);
+    assert_eq!(digest(&a.trim_start_matches("sha256:")[..12]), a);
+    // A name that is the digest prefix of its own image is not ambiguous.
+    let own = a.trim_start_matches("sha256:")[..14].to_string();
+    ok(run(img(&sb).args(["tag", &format!("{prefix}:latest"), &own])));
+    assert_eq!(digest(&own), a);
+}
+
+#[test]
+fn tag_names_the_same_manifest_again() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    let out = ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "x:1"])));
+    let d = out.split('\t').nth(1).unwrap().trim().to_string();
+    let blobs = blob_count(&sb.data.join("images"));
+    let digest = |r: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", r])))).unwrap();
+        v["digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(ok(run(img(&sb).args(["tag", "x:1", "y:2"]))), format!("y:2\t{d}\n"));
+    assert_eq!(ok(run(img(&sb).args(["tag", "x:1", "y"]))), format!("y:latest\t{d}\n"));
+    let hex = d.trim_start_matches("sha256:");
+    ok(run(img(&sb).args(["tag", &hex[..12], "localhost:5000/z/w:v1"])));
+    // `x` means x:latest, which does not exist.
+    assert_tool_error(&run(img(&sb).args(["tag", "x", "w:1"])), TOOL, "no such image");
+    let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "tag", "y", "w:1"])))).unwrap();
+    assert_eq!(v, serde_json::json!({"ref": "w:1", "digest": d, "source": "y"}));
+    for r in ["y:2", "y:latest", "localhost:5000/z/w:v1", "w:1"] {
+        assert_eq!(digest(r), d, "{r}");
+    }
+    assert_eq!(blob_count(&sb.data.join("images")), blobs, "no blob copied");
+    assert_eq!(ok(run(img(&sb).args(["--json", "ls"]))).lines().count(), 5);
+    // An existing name moves to the new image (docker tag does the same).
+    std::fs::write(root.join("f"), "other").unwrap();
+    let out = ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "o:1"])));
+    let od = out.split('\t').nth(1).unwrap().trim().to_string();
+    ok(run(img(&sb).args(["tag", "o:1", "y:2"])));
+    assert_eq!(digest("y:2"), od);
+    assert_eq!(digest("x:1"), d);
+    assert_eq!(ok(run(img(&sb).args(["--json", "ls"]))).lines().count(), 6);
+    // Removing one name keeps the others and the blobs.
+    ok(run(img(&sb).args(["rm", "w:1"])));
+    assert_eq!(digest("x:1"), d);
+    // Failures: one line, exit 125, nothing changed.
+    let before = store_state(&sb);
+    let hex64 = hex.to_string();
+    for (args, needle) in [
+        (vec!["tag", "nosuch:1", "q:1"], "no such image"),
+        (vec!["tag", "x:1", "Bad/Name"], "reference"),
+        (vec!["tag", "x:1", "a@sha256:0000"], "reference"),
+        (vec!["tag", "x:1", hex64.as_str()], "reference"),
+        (vec!["tag", "x:1", "sha256:abc"], "reference"),
+        (vec!["tag", "x:1", ""], "reference"),
+        (vec!["tag", "x:1"], "parse"),
+        (vec!["tag", "x:1", "a:1", "b:1"], "parse"),
+    ] {
+        let o = run(img(&sb).args(&args));
+        assert_tool_error(&o, TOOL, needle);
+        assert!(stderr(&o).lines().count() <= 2, "{args:?}: {}", stderr(&o));
+        assert_eq!(store_state(&sb), before, "{args:?} changed the store");
+    }
+    // No store: nothing is created for a failing tag.
+    let nowhere = sb.path().join("nowhere");
+    assert_tool_error(&run(img(&sb).arg("--store").arg(&nowhere).args(["tag", "x:1", "y:1"])), TOOL, "no such image");
+    assert!(!nowhere.exists());
+    let help = ok(run(img(&sb).args(["tag", "--help"])));
+    assert!(help.contains("SOURCE") && help.contains("TARGET") && help.contains("no blob is copied"), "{help}");
+    assert!(ok(run(img(&sb).arg("--help"))).contains("tag"));
+}
+
+/// A Docker 25+ `docker save` layout: OCI blobs, index.json, and a manifest.json pointing into
+/// blobs/sha256/, plus a legacy-style symlink that a careless reader would follow out of it.
+fn docker25_layout(dir: &Path) -> Layout {
+    let l = Layout::new(dir);
+    let layer = tar(&[tar_entry("hello", b'0', b"from docker 25", "", 0o644)]);
+    let md = l.image("latest", &[(layer, LAYER_TAR)], |_, _| {});
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(l.dir.join("blobs/sha256").join(md.trim_start_matches("sha256:"))).unwrap(),
+    )
+    .unwrap();
+    let cfg = m["config"]["digest"].as_str().unwrap().replace("sha256:", "blobs/sha256/");
+    let lay = m["layers"][0]["digest"].as_str().unwrap().replace("sha256:", "blobs/sha256/");
+    let man = serde_json::json!([{"Config": cfg, "RepoTags": ["hello:25"], "Layers": [lay]}]);
+    std::fs::write(l.dir.join("manifest.json"), serde_json::to_vec(&man).unwrap()).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", l.dir.join("layer.tar")).unwrap();
+    l
+}
+
+#[test]
+fn an_unpacked_docker25_save_imports_as_its_tar_does() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = docker25_layout(&sb.path().join("d25"));
+    let ar = sb.path().join("d25.tar");
+    sh_ok(&format!("tar -C {} -cf {} .", l.dir.display(), ar.display()));
+    let from_dir = ok(run(img(&sb).arg("import").arg(&l.dir)));
+    assert!(from_dir.starts_with("hello:25\t"), "{from_dir}");
+    let d = sb.path().join("u");
+    ok(run(img(&sb).args(["unpack", "hello:25"]).arg(&d)));
+    assert_eq!(std::fs::read_to_string(d.join("hello")).unwrap(), "from docker 25");
+    // The tar gives the same image (names and manifest digest).
+    let other = Sandbox::new();
+    assert_eq!(ok(run(img(&other).arg("import").arg(&ar))), from_dir);
+    // Imported again from the dir: the stored blobs are reused.
+    assert_eq!(
+        ok(run(img(&sb).args(["import", "--tag", "again"]).arg(&l.dir))).split('\t').nth(1),
+        from_dir.split('\t').nth(1)
+    );
+    // In a directory, manifest.json is followed only into blobs/sha256/<digest>, verified by name.
+    let before = store_state(&sb);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(l.dir.join("manifest.json")).unwrap()).unwrap();
+    let cfg = m[0]["Config"].as_str().unwrap().to_string();
+    for (layers, needle) in [
+        (serde_json::json!(["layer.tar"]), "blobs/sha256"),
+        (serde_json::json!(["blobs/sha256/../../layer.tar"]), "blobs/sha256"),
+        (serde_json::json!([cfg.clone()]), "diff_id"),
+    ] {
+        let man = serde_json::json!([{"Config": cfg, "RepoTags": ["evil:1"], "Layers": layers}]);
+        std::fs::write(l.dir.join("manifest.json"), serde_json::to_vec(&man).unwrap()).unwrap();
+        let o = run(img(&sb).arg("import").arg(&l.dir));
+        assert_tool_error(&o, TOOL, needle);
+        assert_eq!(store_state(&sb), before, "{layers}: stored something");
+    }
+    // A blob whose content is not its name.
+    let cfg_path = l.dir.join(&cfg);
+    let good = std::fs::read(&cfg_path).unwrap();
+    let mut bad = good.clone();
+    bad.push(b' ');
+    std::fs::remove_file(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, &bad).unwrap();
+    let man = serde_json::json!([{"Config": cfg, "RepoTags": ["evil:1"], "Layers": m[0]["Layers"]}]);
+    std::fs::write(l.dir.join("manifest.json"), serde_json::to_vec(&man).unwrap()).unwrap();
+    let empty = Sandbox::new();
+    assert_tool_error(&run(img(&empty).arg("import").arg(&l.dir)), TOOL, "content has digest");
 }
