@@ -8,8 +8,7 @@ use crate::fsutil;
 use crate::layout::{self, Host, V2_WANTED};
 use crate::limits::Limits;
 use crate::log;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -390,18 +389,27 @@ impl Cgroup {
         Ok(all)
     }
 
-    /// Send `sig` to every process. SIGKILL: `cgroup.kill` where the kernel has it (≥ 5.14, v2 or the
-    /// hybrid unified tree), then a freeze-kill-thaw loop over every hierarchy until none is left, so
-    /// processes forking during the kill and processes only in a v1 hierarchy are caught too.
-    pub fn kill(&self, host: &Host, sig: Signal) -> Result<usize> {
+    /// Send signal `sig` (a number: real-time signals have no [`Signal`]) to every process. SIGKILL:
+    /// `cgroup.kill` where the kernel has it (≥ 5.14, v2 or the hybrid unified tree), then a
+    /// freeze-kill-thaw loop over every hierarchy until none is left, so processes forking during the
+    /// kill and processes only in a v1 hierarchy are caught too.
+    pub fn kill(&self, host: &Host, sig: libc::c_int) -> Result<usize> {
         let first = self.procs()?;
-        if sig != Signal::SIGKILL {
+        if sig != libc::SIGKILL {
             for &p in &first {
-                log::step("kill", format_args!("{p} {sig}"));
+                log::step("kill", format_args!("{p} {}", signal_name(sig)));
                 signal(p, sig);
             }
             return Ok(first.len());
         }
+        match self.kill_until(host, Instant::now() + KILL_WAIT)? {
+            0 => Ok(first.len()),
+            left => Err(self.survived(left)),
+        }
+    }
+
+    /// SIGKILL everything in NAME and wait until none is left, or until `deadline`: how many are left.
+    fn kill_until(&self, host: &Host, deadline: Instant) -> Result<usize> {
         if let Some(v2) = self.v2_dir(host) {
             let ck = v2.join("cgroup.kill");
             if ck.exists() {
@@ -409,31 +417,27 @@ impl Cgroup {
             }
         }
         let freezer = self.freezer(host);
-        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = self.procs()?;
-            if left.is_empty() {
-                return Ok(first.len());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::bad(
-                    "kill",
-                    &self.name,
-                    format!("{} processes survived SIGKILL for 10 s", left.len()),
-                )
-                .with_hint("a process in uninterruptible sleep (D state) dies when its I/O ends"));
+            if left.is_empty() || Instant::now() > deadline {
+                return Ok(left.len());
             }
             if let Some(f) = &freezer {
-                let _ = f.freeze();
+                let _ = f.freeze(deadline);
             }
             for p in self.procs()? {
-                signal(p, Signal::SIGKILL);
+                signal(p, libc::SIGKILL);
             }
             if let Some(f) = &freezer {
                 let _ = f.thaw();
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    fn survived(&self, left: usize) -> Error {
+        Error::bad("kill", &self.name, format!("{left} processes survived SIGKILL for {} s", KILL_WAIT.as_secs()))
+            .with_hint("a process in uninterruptible sleep (D state) dies when its I/O ends")
     }
 
     fn freezer(&self, host: &Host) -> Option<Freezer> {
@@ -449,6 +453,7 @@ impl Cgroup {
     /// Remove NAME (and any cgroups below it) from every hierarchy. Refuses while processes live,
     /// unless `force`, which kills them first.
     pub fn remove(&self, host: &Host, force: bool) -> Result<()> {
+        let deadline = Instant::now() + KILL_WAIT;
         if force {
             {
                 let _lock = lock(host, libc::LOCK_EX)?;
@@ -459,21 +464,39 @@ impl Cgroup {
             // The kill outside the lock: a process in uninterruptible sleep can take seconds to die,
             // and every other start on the host waits for this lock meanwhile.
             if !self.procs()?.is_empty() {
-                self.kill(host, Signal::SIGKILL)?;
+                match self.kill_until(host, deadline)? {
+                    0 => {}
+                    left => return Err(self.survived(left)),
+                }
             }
         }
         // From the look for processes to the last rmdir: every join holds this lock shared, so none
         // lands in between, where it would make one rmdir fail after others had succeeded; nor is an
-        // `exec` or `create` between its mkdir and its join meanwhile. What joined since the kill above
-        // is killed here, under the lock, where nothing else can join.
-        let _lock = lock(host, libc::LOCK_EX)?;
-        let procs = self.procs()?;
-        if !procs.is_empty() {
+        // `exec` or `create` between its mkdir and its join meanwhile.
+        let mut _held = lock(host, libc::LOCK_EX)?;
+        loop {
+            let procs = self.procs()?;
+            if procs.is_empty() {
+                break;
+            }
             if !force {
                 return Err(Error::bad("rm", &self.name, format!("{} live process(es) inside", procs.len()))
                     .with_hint("`rm --force` kills them first, or `cbuild-cgroup kill` them"));
             }
-            self.kill(host, Signal::SIGKILL)?;
+            // Joined since the kill above (each join held the lock shared in between). Killed here, where
+            // nothing else can join; a running process is gone within the short wait, so a stream of
+            // joiners cannot keep `rm` from finishing. One that takes longer (uninterruptible sleep:
+            // seconds) is waited for with the lock let go, as above, and the look starts over: the look
+            // and the rmdirs stay in one hold of the lock, which is all the race needs.
+            if self.kill_until(host, (Instant::now() + KILL_WAIT_LOCKED).min(deadline))? == 0 {
+                continue;
+            }
+            drop(_held);
+            match self.kill_until(host, deadline)? {
+                0 => {}
+                left => return Err(self.survived(left)),
+            }
+            _held = lock(host, libc::LOCK_EX)?;
         }
         let mut first_err = None;
         for dir in &self.dirs {
@@ -655,9 +678,27 @@ fn rmdir_retry(d: &Path) -> Result<()> {
     }
 }
 
-fn signal(pid: i32, sig: Signal) {
+/// How long SIGKILLed processes get to be gone: a process in uninterruptible sleep dies only when its
+/// I/O ends.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// How long `rm --force` waits for them holding the host-wide lock, which every start needs: long
+/// enough for a running process to exit, short enough not to be noticed.
+const KILL_WAIT_LOCKED: Duration = Duration::from_millis(50);
+
+fn signal(pid: i32, sig: libc::c_int) {
     // ESRCH: it exited meanwhile, which is what we want.
-    let _ = kill(Pid::from_raw(pid), sig);
+    // SAFETY: kill(2) takes plain numbers.
+    let _ = unsafe { libc::kill(pid, sig) };
+}
+
+/// `SIGTERM`, or `SIGRTMIN+N` for a real-time signal (which has no [`Signal`]).
+pub fn signal_name(sig: libc::c_int) -> String {
+    match Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) if sig >= libc::SIGRTMIN() => format!("SIGRTMIN+{}", sig - libc::SIGRTMIN()),
+        Err(_) => sig.to_string(),
+    }
 }
 
 struct Freezer {
@@ -666,11 +707,13 @@ struct Freezer {
 }
 
 impl Freezer {
-    fn freeze(&self) -> Result<()> {
+    /// Freeze, and wait for it to settle for at most 200 ms, and not past `deadline` (a task the
+    /// freezer cannot reach, in D state or frozen by another freezer, never lets it settle).
+    fn freeze(&self, deadline: Instant) -> Result<()> {
         fsutil::write(&self.file, if self.v2 { "1" } else { "FROZEN" })?;
         // v1 passes through FREEZING; v2 reports in cgroup.events. Wait briefly for it to settle so
         // nothing forks between reading the list and killing it.
-        let deadline = Instant::now() + Duration::from_millis(200);
+        let deadline = deadline.min(Instant::now() + Duration::from_millis(200));
         while Instant::now() < deadline {
             let done = if self.v2 {
                 fsutil::read_opt(&self.file.with_file_name("cgroup.events"))?

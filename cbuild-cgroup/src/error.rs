@@ -40,6 +40,13 @@ impl Error {
         self
     }
 
+    /// The same error, its object followed by the input field that asked for the step: a kernel refusal
+    /// of an OCI field's write then says which field it was.
+    pub fn for_field(mut self, field: &str) -> Error {
+        self.object = format!("{} ({field})", self.object);
+        self
+    }
+
     /// The OS error number, when a syscall failed.
     pub fn errno(&self) -> Option<i32> {
         match &self.reason {

@@ -35,7 +35,7 @@ const V1_CONTROLLERS: &[&str] = &[
 ];
 
 /// The v2 controllers we enable for our subtree (what limits and stats use).
-pub const V2_WANTED: &[&str] = &["cpuset", "cpu", "io", "memory", "pids", "hugetlb"];
+pub const V2_WANTED: &[&str] = &["cpuset", "cpu", "io", "memory", "pids", "hugetlb", "rdma"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -355,15 +355,38 @@ pub fn kill(name: &str, signal: &str) -> Result<()> {
     Ok(())
 }
 
-/// TERM, SIGTERM, term or 15.
-pub fn parse_signal(s: &str) -> Result<Signal> {
-    let bad = || Error::bad("signal", s, "not a signal name or number");
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
+/// A signal as kill(1) takes one: a name with or without `SIG`, in any case (`TERM`, `sigterm`), a
+/// real-time one as `RTMIN`, `RTMIN+N` or `RTMAX-N` (relative to the C library's SIGRTMIN, which
+/// keeps the kernel's first two for itself, as kill(1) does), or a number from 1 to SIGRTMAX.
+pub fn parse_signal(s: &str) -> Result<libc::c_int> {
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let bad = |why: String| Error::bad("signal", s, why);
+    let t = s.trim();
+    if let Ok(n) = t.parse::<libc::c_int>() {
+        return if (1..=max).contains(&n) { Ok(n) } else { Err(bad(format!("no signal {n} (1 to {max})"))) };
     }
-    let up = s.to_ascii_uppercase();
-    let full = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    full.parse::<Signal>().map_err(|_| bad())
+    let up = t.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let offset = |rest: &str, sign: char| -> Result<libc::c_int> {
+        if rest.is_empty() {
+            return Ok(0);
+        }
+        rest.strip_prefix(sign)
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<libc::c_int>().ok())
+            .filter(|&n| n <= max - min)
+            .ok_or_else(|| bad(format!("not a real-time signal (RTMIN+N and RTMAX-N take N from 0 to {})", max - min)))
+    };
+    if let Some(rest) = name.strip_prefix("RTMIN") {
+        return Ok(min + offset(rest, '+')?);
+    }
+    if let Some(rest) = name.strip_prefix("RTMAX") {
+        return Ok(max - offset(rest, '-')?);
+    }
+    format!("SIG{name}")
+        .parse::<Signal>()
+        .map(|s| s as libc::c_int)
+        .map_err(|_| bad("not a signal name or number".into()))
 }
 
 /// `rm NAME [--force]`
@@ -499,4 +522,33 @@ pub fn info(json: bool, out: &mut dyn Write) -> Result<()> {
         t
     };
     out.write_all(text.as_bytes()).map_err(|e| Error::sys("write", "stdout", e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signals_as_kill_1_takes_them() {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        for (s, want) in [
+            ("TERM", libc::SIGTERM),
+            ("sigterm", libc::SIGTERM),
+            ("9", libc::SIGKILL),
+            ("RTMIN", min),
+            ("SIGRTMIN+3", min + 3),
+            ("rtmin+0", min),
+            ("RTMAX", max),
+            ("SIGRTMAX-2", max - 2),
+            (&format!("RTMIN+{}", max - min), max),
+            (&max.to_string(), max),
+            ("32", 32),
+        ] {
+            assert_eq!(super::parse_signal(s).unwrap(), want, "{s}");
+        }
+        let past = format!("RTMIN+{}", max - min + 1);
+        let above = (max + 1).to_string();
+        for bad in ["0", "-1", &above, "RTMIN+", "RTMIN-1", "RTMAX+1", &past, "RTMIN+x", "NOPE", ""] {
+            let e = super::parse_signal(bad).unwrap_err().to_string();
+            assert!(e.starts_with("signal: "), "{bad}: {e}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Resource limits: Docker's flags (as strings from the CLI) or an OCI config's `linux.resources`,
 //! parsed and checked *before* anything is created, so bad input never leaves a half-made cgroup.
 
-use crate::controllers::devices;
+use crate::controllers::{devices, hugetlb};
 use crate::convert::{self, Limit};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -44,6 +44,23 @@ pub struct IoMax {
     pub wiops: Option<Limit>,
 }
 
+/// One `linux.resources.blockIO.weightDevice` entry: a block device's own weight and CFQ's leaf weight,
+/// both on the 10..1000 scale of Docker's `--blkio-weight` (None: not set here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeightDevice {
+    pub major: u64,
+    pub minor: u64,
+    pub weight: Option<u64>,
+    pub leaf_weight: Option<u64>,
+}
+
+/// One `linux.resources.rdma` entry: an RDMA device's limits (None: not limited by this entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rdma {
+    pub hca_handles: Option<u32>,
+    pub hca_objects: Option<u32>,
+}
+
 /// Validated limits; `None` means "leave as is".
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
@@ -67,6 +84,22 @@ pub struct Limits {
     pub oom_group: bool,
     /// OCI `linux.resources.unified`: v2 file name → value.
     pub unified: BTreeMap<String, String>,
+    /// OCI `hugepageLimits`: page size as the kernel names it (`2MB`, `1GB`, `64KB`) → bytes.
+    pub hugetlb: BTreeMap<String, u64>,
+    /// OCI `memory.swappiness`, 0..=100 (v1 only).
+    pub swappiness: Option<u64>,
+    /// OCI `memory.disableOOMKiller` (v1 only).
+    pub oom_kill_disable: bool,
+    /// OCI `blockIO.leafWeight` (CFQ's, v1 only).
+    pub io_leaf_weight: Option<u64>,
+    /// OCI `blockIO.weightDevice`.
+    pub io_weight_device: Vec<WeightDevice>,
+    /// OCI `rdma`: device name → limits.
+    pub rdma: BTreeMap<String, Rdma>,
+    /// OCI `cpu.realtimePeriod`, µs (v1 with RT group scheduling only).
+    pub cpu_rt_period: Option<u64>,
+    /// OCI `cpu.realtimeRuntime`, µs per period; -1 for no limit.
+    pub cpu_rt_runtime: Option<i64>,
     /// Device nodes allowed (all others denied); None leaves the device policy alone.
     pub devices: Option<Vec<devices::Rule>>,
 }
@@ -117,6 +150,14 @@ impl Limits {
             && !self.oom_group
             && self.unified.is_empty()
             && self.devices.is_none()
+            && self.hugetlb.is_empty()
+            && self.swappiness.is_none()
+            && !self.oom_kill_disable
+            && self.io_leaf_weight.is_none()
+            && self.io_weight_device.is_empty()
+            && self.rdma.is_empty()
+            && self.cpu_rt_period.is_none()
+            && self.cpu_rt_runtime.is_none()
     }
 
     /// Parse the flags (and the OCI file, which flags override). Pure: no host state is consulted.
@@ -191,8 +232,11 @@ impl Limits {
         if let Some(w) = int("--io-weight", &raw.io_weight, 10, 1000)? {
             l.io_weight = Some(w);
         }
+        let mut io_flagged = Vec::new();
         for spec in &raw.io_max {
-            l.io_max.push(parse_io_max(spec)?);
+            let io = parse_io_max(spec)?;
+            io_flagged.push(format!("{}:{}", io.major, io.minor));
+            l.io_max.push(io);
         }
         l.oom_group |= raw.oom_group;
         // As Docker: --device-cgroup-rule adds to the list in force (the OCI file's, else Docker's default);
@@ -215,8 +259,60 @@ impl Limits {
             let rule = devices::Rule::parse(r).map_err(|e| bad("--device-cgroup-rule", r, e))?;
             l.devices.get_or_insert_with(Vec::new).push(rule);
         }
+        l.flags_over_unified(raw, io_flagged);
         l.finish()?;
         Ok(l)
+    }
+
+    /// A flag beats the OCI file's `unified` entry for the file it sets, as it beats the file's other
+    /// fields: `unified` is written last (so within the file it beats the structured fields, as in
+    /// runc), and without this a file's `pids.max` would quietly undo `--pids` on a v2 host. Only what a
+    /// flag sets counts; what one implies (Docker's memory+swap of twice `--memory`) yields to the file.
+    fn flags_over_unified(&mut self, raw: &RawLimits, io_flagged: Vec<String>) {
+        if self.unified.is_empty() {
+            return;
+        }
+        let set = |o: &Option<String>| o.is_some();
+        let whole = [
+            (set(&raw.memory), "memory.max"),
+            (set(&raw.memory_swap), "memory.swap.max"),
+            (set(&raw.memory_reservation), "memory.low"),
+            (set(&raw.cpus) || set(&raw.cpu_period) || set(&raw.cpu_quota), "cpu.max"),
+            (set(&raw.cpu_shares) || set(&raw.cpu_weight), "cpu.weight"),
+            (set(&raw.cpuset_cpus), "cpuset.cpus"),
+            (set(&raw.cpuset_mems), "cpuset.mems"),
+            (set(&raw.pids), "pids.max"),
+            (raw.oom_group, "memory.oom.group"),
+        ];
+        for (given, key) in whole {
+            if given {
+                self.unified.remove(key);
+            }
+        }
+        // Files holding a line per device: the flag takes only the lines it sets (`--io-weight` the
+        // default weight, `--io-max` its devices' throttles), the file keeps the others.
+        let mut keyed = vec![("io.max", io_flagged)];
+        if raw.io_weight.is_some() {
+            keyed.extend(["io.weight", "io.bfq.weight"].map(|k| (k, vec!["default".to_string()])));
+        }
+        for (key, keys) in keyed {
+            let Some(v) = self.unified.get(key).filter(|_| !keys.is_empty()) else { continue };
+            let kept: Vec<&str> = v
+                .lines()
+                .filter(|line| {
+                    let first = line.split_whitespace().next().unwrap_or_default();
+                    // A bare number in a weight file is its default weight.
+                    let first = if first.contains(':') || key == "io.max" { first } else { "default" };
+                    !line.trim().is_empty() && !keys.iter().any(|k| k == first)
+                })
+                .collect();
+            if kept.is_empty() {
+                self.unified.remove(key);
+            } else {
+                let kept = kept.join("\n");
+                self.unified.insert(key.to_string(), kept);
+            }
+        }
     }
 
     /// Cross-field rules and Docker's defaults.
@@ -337,6 +433,104 @@ impl Limits {
                 return Err(bad("--io-max", &format!("{}:{}", io.major, io.minor), "no such block device"));
             }
         }
+        self.check_oci_only(host)
+    }
+
+    /// The OCI fields no flag sets (runc's others): each is applied where this host has a file for it,
+    /// and refused here, before anything is made, where it certainly has none. Whether a file only
+    /// non-root cgroups show exists (BFQ's weights) is known only once NAME is made: `apply` says so then.
+    fn check_oci_only(&self, host: &Host) -> Result<()> {
+        let field = |f: &str| format!("linux.resources.{f}");
+        // The hierarchy of a controller, or an error naming the field that needs it.
+        let hierarchy = |ctrl: &str, f: &str| {
+            let alias = if ctrl == "io" { "blkio" } else { ctrl };
+            host.hierarchy_of(ctrl)
+                .or_else(|| host.hierarchy_of(alias))
+                .map(|i| &host.hierarchies[i])
+                .ok_or_else(|| Error::bad("limits", field(f), format!("the host has no {ctrl} controller available")))
+        };
+        let v1_only = |ctrl: &str, f: &str, what: &str| -> Result<&crate::layout::Hierarchy> {
+            let h = hierarchy(ctrl, f)?;
+            if h.version == 2 {
+                return Err(Error::bad(
+                    "limits",
+                    field(f),
+                    format!("cgroup v2 has no {what} (the {ctrl} controller is on cgroup v2 here)"),
+                ));
+            }
+            Ok(h)
+        };
+        if !self.hugetlb.is_empty() {
+            hierarchy("hugetlb", "hugepageLimits")?;
+            let sizes = hugetlb::host_sizes();
+            if let Some(size) = self.hugetlb.keys().find(|s| !sizes.contains(s)) {
+                let have = if sizes.is_empty() { "none".to_string() } else { sizes.join(", ") };
+                return Err(Error::bad(
+                    "limits",
+                    format!("{} {size}", field("hugepageLimits")),
+                    format!("not a huge page size of this host (it has {have})"),
+                ));
+            }
+        }
+        if self.swappiness.is_some() {
+            v1_only("memory", "memory.swappiness", "swappiness")?;
+        }
+        if self.oom_kill_disable {
+            v1_only("memory", "memory.disableOOMKiller", "switch for the OOM killer")?;
+        }
+        if self.cpu_rt_period.is_some() || self.cpu_rt_runtime.is_some() {
+            let f = if self.cpu_rt_runtime.is_some() { "cpu.realtimeRuntime" } else { "cpu.realtimePeriod" };
+            let h = v1_only("cpu", f, "real-time group scheduling")?;
+            if !h.base.join("cpu.rt_runtime_us").exists() {
+                return Err(Error::bad(
+                    "limits",
+                    field(f),
+                    "this kernel has no real-time group scheduling (CONFIG_RT_GROUP_SCHED: cpu.rt_runtime_us)",
+                ));
+            }
+            // A group's RT time comes out of its parent's, and `cbuild/` starts with none: every runtime
+            // would be refused by the kernel, after the mkdirs. How much is the administrator's call (as
+            // Docker's daemon takes --cpu-rt-runtime for its parent), not a container's.
+            if self.cpu_rt_runtime.is_some() {
+                let parent = h.base.join(crate::cgroup::PARENT).join("cpu.rt_runtime_us");
+                let budget = fsutil::read_opt(&parent)?.and_then(|t| t.trim().parse::<i64>().ok()).unwrap_or(0);
+                if budget == 0 {
+                    return Err(Error::bad(
+                        "limits",
+                        field(f),
+                        format!("{} has no real-time time to give (0 µs)", parent.display()),
+                    )
+                    .with_hint(format!("give cbuild/ a budget first, e.g. `echo 100000 > {}`", parent.display())));
+                }
+            }
+        }
+        if self.io_leaf_weight.is_some() || self.io_weight_device.iter().any(|d| d.leaf_weight.is_some()) {
+            v1_only("io", "blockIO.leafWeight", "leaf weight (CFQ's, which the kernel dropped in 5.0)")?;
+        }
+        if !self.io_weight_device.is_empty() {
+            hierarchy("io", "blockIO.weightDevice")?;
+        }
+        for d in &self.io_weight_device {
+            if !Path::new(&format!("/sys/dev/block/{}:{}", d.major, d.minor)).exists() {
+                return Err(Error::bad(
+                    "limits",
+                    format!("{} {}:{}", field("blockIO.weightDevice"), d.major, d.minor),
+                    "no such block device",
+                ));
+            }
+        }
+        if !self.rdma.is_empty() {
+            hierarchy("rdma", "rdma")?;
+        }
+        for dev in self.rdma.keys() {
+            if !Path::new("/sys/class/infiniband").join(dev).exists() {
+                return Err(Error::bad(
+                    "limits",
+                    format!("{}.{dev}", field("rdma")),
+                    "no such RDMA device (/sys/class/infiniband)",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -405,6 +599,8 @@ struct OciResources {
     pids: Option<OciPids>,
     #[serde(rename = "blockIO")]
     block_io: Option<OciBlockIo>,
+    hugepage_limits: Option<Vec<OciHugepageLimit>>,
+    rdma: Option<BTreeMap<String, OciRdma>>,
     unified: Option<BTreeMap<String, String>>,
     /// Read entry by entry (serde_json values), so a bad one is named by its index.
     devices: Option<Vec<serde_json::Value>>,
@@ -415,15 +611,36 @@ struct OciMemory {
     limit: Option<i64>,
     reservation: Option<i64>,
     swap: Option<i64>,
+    /// The spec's type is uint64, but -1 (and its uint64 spelling) is what runc reads as "not set".
+    swappiness: Option<i128>,
+    #[serde(rename = "disableOOMKiller")]
+    disable_oom_killer: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct OciCpu {
     shares: Option<u64>,
     quota: Option<i64>,
     period: Option<u64>,
     cpus: Option<String>,
     mems: Option<String>,
+    realtime_runtime: Option<i64>,
+    realtime_period: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OciHugepageLimit {
+    page_size: String,
+    limit: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OciRdma {
+    hca_handles: Option<u32>,
+    hca_objects: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -435,6 +652,9 @@ struct OciPids {
 #[serde(rename_all = "camelCase")]
 struct OciBlockIo {
     weight: Option<u64>,
+    leaf_weight: Option<u64>,
+    #[serde(default)]
+    weight_device: Vec<OciWeightDevice>,
     #[serde(default)]
     throttle_read_bps_device: Vec<OciThrottle>,
     #[serde(default)]
@@ -443,6 +663,15 @@ struct OciBlockIo {
     throttle_read_iops_device: Vec<OciThrottle>,
     #[serde(default, rename = "throttleWriteIOPSDevice")]
     throttle_write_iops_device: Vec<OciThrottle>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OciWeightDevice {
+    major: u64,
+    minor: u64,
+    weight: Option<u64>,
+    leaf_weight: Option<u64>,
 }
 
 /// Which field of an [`IoMax`] an OCI throttle list sets.
@@ -536,6 +765,20 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
             min_memory(oci_limit(reservation, m.reservation)?, "reservation", |r| Error::bad("oci", reservation, r))?;
         l.memory_swap = oci_limit("linux.resources.memory.swap", m.swap)?;
         l.memory_swap_explicit = l.memory_swap.is_some();
+        // As runc: absent or -1 (also as uint64) leaves it alone; above 100 is refused.
+        l.swappiness = match m.swappiness {
+            None | Some(-1) => None,
+            Some(n) if n == u64::MAX as i128 => None,
+            Some(n @ 0..=100) => Some(n as u64),
+            Some(n) => {
+                return Err(Error::bad(
+                    "oci",
+                    "linux.resources.memory.swappiness",
+                    format!("{n} is out of range 0..=100"),
+                ))
+            }
+        };
+        l.oom_kill_disable = m.disable_oom_killer == Some(true);
     }
     if let Some(c) = r.cpu {
         if let Some(s) = c.shares.filter(|&s| s != 0) {
@@ -566,13 +809,23 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
             l.cpuset_mems =
                 Some(convert::parse_id_list(&mems).map_err(|r| Error::bad("oci", "linux.resources.cpu.mems", r))?);
         }
+        // As runc: 0 leaves a value alone; a runtime of -1 is no limit (the kernel's own spelling).
+        l.cpu_rt_period = c.realtime_period.filter(|&p| p != 0);
+        l.cpu_rt_runtime = match c.realtime_runtime {
+            None | Some(0) => None,
+            Some(r) if r < -1 => {
+                return Err(Error::bad(
+                    "oci",
+                    "linux.resources.cpu.realtimeRuntime",
+                    format!("{r} is negative (-1 means no limit)"),
+                ))
+            }
+            r => r,
+        };
     }
     if let Some(p) = r.pids {
-        l.pids = match p.limit {
-            None => None,
-            Some(n) if n <= 0 => Some(Limit::Max),
-            Some(n) => Some(Limit::Value(n as u64)),
-        };
+        // As runc: a positive limit sets it, -1 lifts it, 0 leaves the current one alone.
+        l.pids = oci_limit("linux.resources.pids.limit", p.limit)?;
     }
     if let Some(b) = r.block_io {
         if let Some(w) = b.weight.filter(|&w| w != 0) {
@@ -584,6 +837,28 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
                 ));
             }
             l.io_weight = Some(w);
+        }
+        let weight = |field: String, w: Option<u64>| -> Result<Option<u64>> {
+            match w {
+                None | Some(0) => Ok(None),
+                Some(w @ 10..=1000) => Ok(Some(w)),
+                Some(w) => Err(Error::bad("oci", field, format!("{w} is out of range 10..=1000"))),
+            }
+        };
+        l.io_leaf_weight = weight("linux.resources.blockIO.leafWeight".into(), b.leaf_weight)?;
+        for (i, d) in b.weight_device.iter().enumerate() {
+            let at = |k: &str| format!("linux.resources.blockIO.weightDevice[{i}].{k}");
+            let wd = WeightDevice {
+                major: d.major,
+                minor: d.minor,
+                weight: weight(at("weight"), d.weight)?,
+                leaf_weight: weight(at("leafWeight"), d.leaf_weight)?,
+            };
+            // A later entry for the same device replaces an earlier one.
+            l.io_weight_device.retain(|o| (o.major, o.minor) != (wd.major, wd.minor));
+            if wd.weight.is_some() || wd.leaf_weight.is_some() {
+                l.io_weight_device.push(wd);
+            }
         }
         let lim = |r: u64| if r == 0 { Limit::Max } else { Limit::Value(r) };
         let lists: [(&Vec<OciThrottle>, SetThrottle); 4] = [
@@ -620,6 +895,41 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
     }
     if let Some(list) = r.devices {
         l.devices = oci_devices(&list)?;
+    }
+    for (i, h) in r.hugepage_limits.unwrap_or_default().into_iter().enumerate() {
+        // It becomes part of a file name (`hugetlb.<size>.max`): only the kernel's own spelling.
+        let size = &h.page_size;
+        let digits = size.len().saturating_sub(2);
+        let ok = size.len() > 2
+            && size[..digits].bytes().all(|b| b.is_ascii_digit())
+            && !size.starts_with('0')
+            && ["KB", "MB", "GB"].contains(&&size[digits..]);
+        if !ok {
+            return Err(Error::bad(
+                "oci",
+                format!("linux.resources.hugepageLimits[{i}].pageSize"),
+                format!("{size:?} is not a page size as the kernel names them (64KB, 2MB, 1GB)"),
+            ));
+        }
+        l.hugetlb.insert(h.page_size, h.limit);
+    }
+    for (dev, r) in r.rdma.unwrap_or_default() {
+        // Written as the first word of a line in rdma.max.
+        if dev.is_empty() || !dev.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
+            return Err(Error::bad("oci", format!("linux.resources.rdma.{dev:?}"), "not an RDMA device name"));
+        }
+        for (k, v) in [("hcaHandles", r.hca_handles), ("hcaObjects", r.hca_objects)] {
+            // The kernel takes an int.
+            if v.is_some_and(|v| v > i32::MAX as u32) {
+                return Err(Error::bad(
+                    "oci",
+                    format!("linux.resources.rdma.{dev}.{k}"),
+                    format!("{} is above {}", v.unwrap_or_default(), i32::MAX),
+                ));
+            }
+        }
+        // Kept even with nothing to set: the device and the controller must still be there.
+        l.rdma.insert(dev, Rdma { hca_handles: r.hca_handles, hca_objects: r.hca_objects });
     }
     // No `finish` here: Docker's implied memory+swap (twice the memory) must be derived after flags
     // override the file, or `--memory 100M` over a file's 10M limit keeps a 20M memory+swap and fails.
@@ -736,6 +1046,105 @@ mod tests {
         assert_eq!(added.unwrap(), ["c 1:3 rwm", "c 1:5 r"]);
         assert_eq!(docker.unwrap().len(), devices::DOCKER.len());
         assert_eq!(all.unwrap(), ["a *:* rwm"]);
+    }
+
+    /// Parse `body` as an OCI config file, with `flags` over it.
+    fn oci_with(body: &str, flags: RawLimits) -> Result<Limits> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("cbuild-cgroup-oci-t{}-{n}", std::process::id()));
+        std::fs::write(&path, body).unwrap();
+        let l = Limits::parse(&RawLimits { oci: Some(path.display().to_string()), ..flags });
+        std::fs::remove_file(&path).unwrap();
+        l
+    }
+
+    #[test]
+    fn oci_fields_runc_applies_are_read() {
+        let l = oci_with(
+            r#"{"linux":{"resources":{"hugepageLimits":[{"pageSize":"2MB","limit":4194304},{"pageSize":"1GB","limit":0}],
+            "memory":{"swappiness":30,"disableOOMKiller":true},"cpu":{"realtimeRuntime":-1,"realtimePeriod":500000},
+            "blockIO":{"leafWeight":200,"weightDevice":[{"major":8,"minor":0,"weight":300},{"major":8,"minor":16,"leafWeight":50},
+            {"major":8,"minor":0,"weight":400}]},"rdma":{"mlx5_0":{"hcaHandles":3},"mlx4_0":{}}}}}"#,
+            RawLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(l.hugetlb.get("2MB"), Some(&(4 << 20)));
+        assert_eq!(l.hugetlb.get("1GB"), Some(&0));
+        assert_eq!((l.swappiness, l.oom_kill_disable), (Some(30), true));
+        assert_eq!((l.cpu_rt_runtime, l.cpu_rt_period), (Some(-1), Some(500_000)));
+        assert_eq!(l.io_leaf_weight, Some(200));
+        let wd: Vec<_> = l.io_weight_device.iter().map(|d| (d.major, d.minor, d.weight, d.leaf_weight)).collect();
+        assert_eq!(wd, [(8, 16, None, Some(50)), (8, 0, Some(400), None)], "a later entry replaces an earlier one");
+        assert_eq!(l.rdma["mlx5_0"], Rdma { hca_handles: Some(3), hca_objects: None });
+        assert_eq!(l.rdma["mlx4_0"], Rdma::default(), "kept: the device must still exist");
+        assert!(!l.is_empty());
+        // Unset the runc way: swappiness -1 (or its uint64 spelling), runtime/period 0, OOM killer on.
+        let l = oci_with(
+            r#"{"linux":{"resources":{"memory":{"swappiness":18446744073709551615,"disableOOMKiller":false},
+            "cpu":{"realtimeRuntime":0,"realtimePeriod":0},"blockIO":{"weightDevice":[{"major":8,"minor":0}]}}}}"#,
+            RawLimits::default(),
+        )
+        .unwrap();
+        assert!(l.is_empty(), "{l:?}");
+        assert_eq!(
+            oci_with(r#"{"linux":{"resources":{"memory":{"swappiness":-1}}}}"#, RawLimits::default())
+                .unwrap()
+                .swappiness,
+            None
+        );
+        for (bad, needle) in [
+            (r#"{"hugepageLimits":[{"pageSize":"../x","limit":1}]}"#, "hugepageLimits[0].pageSize"),
+            (r#"{"hugepageLimits":[{"pageSize":"2mb","limit":1}]}"#, "hugepageLimits[0].pageSize"),
+            (r#"{"hugepageLimits":[{"pageSize":"02MB","limit":1}]}"#, "hugepageLimits[0].pageSize"),
+            (r#"{"hugepageLimits":[{"pageSize":"2MB"}]}"#, "limit"),
+            (r#"{"memory":{"swappiness":101}}"#, "linux.resources.memory.swappiness: 101 is out of range"),
+            (r#"{"cpu":{"realtimeRuntime":-2}}"#, "linux.resources.cpu.realtimeRuntime: -2 is negative"),
+            (r#"{"blockIO":{"weightDevice":[{"major":8,"minor":0,"weight":5}]}}"#, "weightDevice[0].weight: 5"),
+            (r#"{"blockIO":{"leafWeight":1001}}"#, "blockIO.leafWeight: 1001"),
+            (r#"{"rdma":{"a b":{"hcaHandles":1}}}"#, "not an RDMA device name"),
+            (r#"{"rdma":{"mlx5_0":{"hcaObjects":4294967295}}}"#, "rdma.mlx5_0.hcaObjects"),
+        ] {
+            let e = oci_with(&format!(r#"{{"linux":{{"resources":{bad}}}}}"#), RawLimits::default()).unwrap_err();
+            assert!(e.to_string().contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn oci_pids_limit_zero_leaves_it_alone_as_runc_does() {
+        let pids = |v: &str| {
+            oci_with(&format!(r#"{{"linux":{{"resources":{{"pids":{{"limit":{v}}}}}}}}}"#), RawLimits::default())
+        };
+        assert_eq!(pids("0").unwrap().pids, None);
+        assert_eq!(pids("-1").unwrap().pids, Some(Limit::Max));
+        assert_eq!(pids("20").unwrap().pids, Some(Limit::Value(20)));
+        assert!(pids("-2").unwrap_err().to_string().contains("linux.resources.pids.limit"));
+    }
+
+    #[test]
+    fn flags_beat_the_files_unified_entries_for_the_same_file() {
+        let body = r#"{"linux":{"resources":{"unified":{"pids.max":"5","memory.max":"100000000",
+            "memory.swap.max":"0","cpu.max":"max 100000","io.max":"8:0 rbps=1\n8:16 wbps=2",
+            "io.weight":"default 50\n8:0 70","memory.high":"90000000"}}}}"#;
+        let l = oci_with(body, RawLimits::default()).unwrap();
+        assert_eq!(l.unified.len(), 7, "the file alone keeps every entry");
+        let flags = RawLimits {
+            pids: Some("7".into()),
+            memory: Some("64M".into()),
+            cpus: Some("1".into()),
+            io_max: vec!["8:0:wbps=1m".into()],
+            io_weight: Some("300".into()),
+            ..Default::default()
+        };
+        let l = oci_with(body, flags).unwrap();
+        let keys: Vec<&str> = l.unified.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["io.max", "io.weight", "memory.high", "memory.swap.max"]);
+        assert_eq!(l.pids, Some(Limit::Value(7)));
+        assert_eq!(l.unified["io.max"], "8:16 wbps=2", "only --io-max's device goes");
+        assert_eq!(l.unified["io.weight"], "8:0 70", "only the default goes");
+        // Implied by --memory, not given: Docker's swap default yields to the file's explicit entry,
+        // which is written last.
+        assert_eq!(l.unified["memory.swap.max"], "0");
     }
 
     #[test]

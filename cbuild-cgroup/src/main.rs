@@ -84,6 +84,7 @@ enum Verb {
     /// Signal every process in NAME (default SIGKILL, via cgroup.kill where available).
     Kill {
         name: String,
+        /// A name (TERM, sigusr1), a real-time signal (RTMIN+3, RTMAX-1) or a number, as kill(1) takes.
         #[arg(short, long, default_value = "KILL")]
         signal: String,
     },

@@ -2003,3 +2003,410 @@ fn cpus_outside_a_hundredth_to_the_cpu_count_are_refused() {
     assert_tool_error(&o, TOOL, &range);
     assert_eq!(stat(&sb, &c.name)["cpu"]["quota_usec"], 1000, "a refused set changed the quota");
 }
+
+/// An OCI config with `resources` as its `linux.resources`, in the sandbox.
+fn oci_resources(sb: &Sandbox, resources: &str) -> PathBuf {
+    let p = sb.path().join(format!("{}.json", unique("oci")));
+    std::fs::write(&p, format!(r#"{{"linux":{{"resources":{resources}}}}}"#)).unwrap();
+    p
+}
+
+/// `create NAME --oci` with `resources` must be refused: 125, one line (a hint may follow) containing
+/// `needle`, and no directory anywhere.
+fn assert_oci_refused(sb: &Sandbox, i: &Value, resources: &str, needle: &str) {
+    let name = unique("cg");
+    let _g = Cg { name: name.clone(), dirs: dirs(i, &name) };
+    let o = run(cg(sb).args(["create", &name, "--oci"]).arg(oci_resources(sb, resources)));
+    assert_tool_error(&o, TOOL, needle);
+    assert_eq!(stderr(&o).lines().filter(|l| !l.starts_with("hint: ")).count(), 1, "{resources}: {}", stderr(&o));
+    assert_no_dirs(i, &name);
+}
+
+/// The hierarchy (from `info`) holding `controller`.
+fn hierarchy_of<'a>(i: &'a Value, controller: &str) -> Option<&'a Value> {
+    i["hierarchies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["controllers"].as_array().unwrap().iter().any(|c| c == controller))
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The huge page sizes of this kernel as its hugetlb files name them (`2MB`, `1GB`), smallest first.
+fn huge_page_sizes() -> Vec<String> {
+    let mut kb: Vec<u64> = std::fs::read_dir("/sys/kernel/mm/hugepages")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    kb.sort_unstable();
+    kb.iter()
+        .map(|&k| match k {
+            k if k >= 1 << 20 => format!("{}GB", k >> 20),
+            k if k >= 1 << 10 => format!("{}MB", k >> 10),
+            k => format!("{k}KB"),
+        })
+        .collect()
+}
+
+/// The OCI fields runc applies beyond the flags' (huge pages, swappiness, the OOM killer switch, RT
+/// time, per-device io weights, rdma) are applied where the host has a file for them, and refused with
+/// the field named, nothing made, where it has none: never dropped silently.
+#[test]
+fn oci_fields_runc_applies_are_applied_or_refused() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+
+    // hugepageLimits: hugetlb.<size>.max (v2) or .limit_in_bytes (v1), and the reservation limit too.
+    let sizes = huge_page_sizes();
+    let hugetlb = hierarchy_of(&i, "hugetlb");
+    match (sizes.first(), hugetlb) {
+        (Some(size), Some(h)) => {
+            let c = Cg::new(&i);
+            let page: u64 = size[..size.len() - 2].parse::<u64>().unwrap()
+                << match &size[size.len() - 2..] {
+                    "KB" => 10,
+                    "MB" => 20,
+                    _ => 30,
+                };
+            let cfg =
+                oci_resources(&sb, &format!(r#"{{"hugepageLimits":[{{"pageSize":"{size}","limit":{}}}]}}"#, 3 * page));
+            let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(&cfg));
+            assert!(o.status.success(), "hugepageLimits: {}", stderr(&o));
+            let d = dir_of(&i, &c.name, "hugetlb").unwrap();
+            let suffix = if h["version"] == 2 { "max" } else { "limit_in_bytes" };
+            assert_eq!(read(&d.join(format!("hugetlb.{size}.{suffix}"))).trim(), (3 * page).to_string());
+            let rsvd = d.join(format!("hugetlb.{size}.rsvd.{suffix}"));
+            if rsvd.exists() {
+                assert_eq!(read(&rsvd).trim(), (3 * page).to_string());
+            }
+            assert_oci_refused(&sb, &i, r#"{"hugepageLimits":[{"pageSize":"3MB","limit":1}]}"#, "hugepageLimits 3MB");
+        }
+        _ => assert_oci_refused(
+            &sb,
+            &i,
+            r#"{"hugepageLimits":[{"pageSize":"2MB","limit":4194304}]}"#,
+            "linux.resources.hugepageLimits",
+        ),
+    }
+    assert_oci_refused(&sb, &i, r#"{"hugepageLimits":[{"pageSize":"../2MB","limit":1}]}"#, "pageSize");
+
+    // memory.swappiness and memory.disableOOMKiller: v1 only.
+    match hierarchy_of(&i, "memory") {
+        Some(h) if h["version"] == 1 => {
+            let c = Cg::new(&i);
+            let cfg = oci_resources(&sb, r#"{"memory":{"swappiness":30,"disableOOMKiller":true}}"#);
+            let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(&cfg));
+            assert!(o.status.success(), "swappiness: {}", stderr(&o));
+            let d = dir_of(&i, &c.name, "memory").unwrap();
+            assert_eq!(read(&d.join("memory.swappiness")).trim(), "30");
+            assert!(read(&d.join("memory.oom_control")).lines().any(|l| l == "oom_kill_disable 1"));
+        }
+        _ => {
+            assert_oci_refused(&sb, &i, r#"{"memory":{"swappiness":30}}"#, "linux.resources.memory.swappiness");
+            assert_oci_refused(&sb, &i, r#"{"memory":{"disableOOMKiller":true}}"#, "memory.disableOOMKiller");
+        }
+    }
+    assert_oci_refused(&sb, &i, r#"{"memory":{"swappiness":101}}"#, "swappiness");
+
+    // cpu.realtimeRuntime / realtimePeriod: v1 with RT group scheduling only.
+    let cpu = hierarchy_of(&i, "cpu");
+    let rt =
+        cpu.filter(|h| h["version"] == 1 && Path::new(h["base"].as_str().unwrap()).join("cpu.rt_runtime_us").exists());
+    match rt {
+        Some(h) => {
+            let c = Cg::new(&i);
+            let cfg = oci_resources(&sb, r#"{"cpu":{"realtimePeriod":500000}}"#);
+            let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(&cfg));
+            assert!(o.status.success(), "realtimePeriod: {}", stderr(&o));
+            let d = dir_of(&i, &c.name, "cpu").unwrap();
+            assert_eq!(read(&d.join("cpu.rt_period_us")).trim(), "500000");
+            // RT time comes out of the parent's, and `cbuild/` has none unless an administrator gave it.
+            let parent = Path::new(h["base"].as_str().unwrap()).join("cbuild/cpu.rt_runtime_us");
+            let budget = read(&parent).trim().to_string();
+            let runtime = r#"{"cpu":{"realtimeRuntime":10000,"realtimePeriod":1000000}}"#;
+            if budget == "0" {
+                assert_oci_refused(&sb, &i, runtime, "linux.resources.cpu.realtimeRuntime");
+                // Given a budget, NAME gets its part. Put back once NAME is gone, pass or fail: a parent's
+                // budget cannot shrink below what its children hold, and a removed child lets go of its
+                // part a moment after its rmdir (the kernel frees the group asynchronously).
+                let _restore = cbuild_tests::Defer(|| {
+                    let _ = Command::new(bin(TOOL)).args(["rm", "--force", &c.name]).stderr(Stdio::null()).status();
+                    for _ in 0..250 {
+                        if !parent.exists() || std::fs::write(&parent, "0").is_ok() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    eprintln!("could not give {} its budget of 0 back", parent.display());
+                });
+                std::fs::write(&parent, "20000").unwrap();
+                let o = run(cg(&sb).args(["set", &c.name, "--oci"]).arg(oci_resources(&sb, runtime)));
+                assert!(o.status.success(), "realtimeRuntime within cbuild/'s budget: {}", stderr(&o));
+                assert_eq!(read(&d.join("cpu.rt_runtime_us")).trim(), "10000");
+                assert_eq!(read(&d.join("cpu.rt_period_us")).trim(), "1000000");
+            } else {
+                eprintln!(
+                    "oci_fields_runc_applies_are_applied_or_refused: cbuild/ has an RT budget ({budget}); not touched"
+                );
+            }
+        }
+        None => {
+            assert_oci_refused(&sb, &i, r#"{"cpu":{"realtimePeriod":500000}}"#, "linux.resources.cpu.realtimePeriod");
+            assert_oci_refused(&sb, &i, r#"{"cpu":{"realtimeRuntime":1000}}"#, "linux.resources.cpu.realtimeRuntime");
+        }
+    }
+
+    // blockIO.weightDevice: BFQ's per-device weight (or iocost's), which the kernel takes only for a
+    // device that BFQ schedules. An unused loop device is switched to bfq for the test where it can be.
+    let loop_dev = block_devices().into_iter().rev().find(|d| {
+        let sys = Path::new("/sys/dev/block").join(d);
+        d.starts_with("7:")
+            && std::fs::read_to_string(sys.join("size")).is_ok_and(|s| s.trim() == "0")
+            && std::fs::read_to_string(sys.join("queue/scheduler"))
+                .is_ok_and(|s| s.split_whitespace().any(|x| x == "bfq"))
+    });
+    let sched_of = |d: &str| Path::new("/sys/dev/block").join(d).join("queue/scheduler");
+    let was = loop_dev.as_ref().and_then(|d| {
+        let s = read(&sched_of(d));
+        s.split_whitespace().find(|x| x.starts_with('[')).map(|x| x.trim_matches(['[', ']']).to_string())
+    });
+    let _sched = cbuild_tests::Defer(|| {
+        if let (Some(d), Some(was)) = (&loop_dev, &was) {
+            let _ = std::fs::write(sched_of(d), was);
+        }
+    });
+    let bfq = loop_dev.as_ref().is_some_and(|d| std::fs::write(sched_of(d), "bfq").is_ok());
+    let io = hierarchy_of(&i, "io").or_else(|| hierarchy_of(&i, "blkio")).is_some();
+    if !io {
+        let body = r#"{"blockIO":{"weightDevice":[{"major":1,"minor":3,"weight":300}]}}"#;
+        assert_oci_refused(&sb, &i, body, "linux.resources.blockIO.weightDevice");
+    } else if let Some(dev) = loop_dev.clone().or_else(a_block_device) {
+        let (major, minor) = dev.split_once(':').unwrap();
+        let c = Cg::new(&i);
+        let body = format!(r#"{{"blockIO":{{"weightDevice":[{{"major":{major},"minor":{minor},"weight":300}}]}}}}"#);
+        let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(oci_resources(&sb, &body)));
+        let d = dir_of(&i, &c.name, "io").or_else(|| dir_of(&i, &c.name, "blkio")).unwrap();
+        let weights = || -> Vec<String> {
+            ["io.bfq.weight", "io.weight", "blkio.bfq.weight_device", "blkio.weight_device"]
+                .iter()
+                .filter_map(|f| std::fs::read_to_string(d.join(f)).ok())
+                .flat_map(|t| t.lines().map(String::from).collect::<Vec<_>>())
+                .collect()
+        };
+        if o.status.success() {
+            // 300 on the BFQ scale, or converted to io.weight's (1 + 290 * 9999 / 990 = 2930).
+            let w = weights();
+            assert!(w.iter().any(|l| *l == format!("{dev} 300") || *l == format!("{dev} 2930")), "{w:?}");
+        } else {
+            assert!(!bfq, "a device scheduled by bfq refused its weight: {}", stderr(&o));
+            assert_tool_error(&o, TOOL, &format!("linux.resources.blockIO.weightDevice {dev}"));
+            assert_no_dirs(&i, &c.name);
+        }
+    }
+    assert_oci_refused(
+        &sb,
+        &i,
+        r#"{"blockIO":{"weightDevice":[{"major":4095,"minor":4095,"weight":300}]}}"#,
+        "no such block device",
+    );
+    // CFQ's leaf weights: gone from the kernel since 5.0, so refused wherever it has no file for them.
+    let cfq = hierarchy_of(&i, "blkio")
+        .is_some_and(|h| Path::new(h["base"].as_str().unwrap()).join("blkio.leaf_weight").exists());
+    if !cfq {
+        assert_oci_refused(&sb, &i, r#"{"blockIO":{"leafWeight":200}}"#, "linux.resources.blockIO.leafWeight");
+    }
+
+    // rdma: no such device (and on most hosts no rdma controller at all).
+    assert_oci_refused(&sb, &i, r#"{"rdma":{"cbuildnodev0":{"hcaHandles":1}}}"#, "linux.resources.rdma");
+}
+
+/// A flag beats the OCI file's `unified` entry for the same v2 file, as it beats the file's other
+/// fields; within the file, `unified` beats the structured fields (runc writes it last).
+#[test]
+fn flags_beat_oci_unified_entries_and_unified_beats_the_files_fields() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let v2_has = |ctrl: &str| hierarchy_of(&i, ctrl).is_some_and(|h| h["version"] == 2);
+    // Only a v2 pids or memory controller lets a flag and a unified entry name the same file (pure v2).
+    if v2_has("pids") {
+        let c = Cg::new(&i);
+        let cfg = oci_resources(&sb, r#"{"pids":{"limit":9},"unified":{"pids.max":"5"}}"#);
+        let o = run(cg(&sb).args(["create", &c.name, "--pids", "7", "--oci"]).arg(&cfg));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 7, "--pids over unified pids.max");
+        let o = run(cg(&sb).args(["set", &c.name, "--oci"]).arg(&cfg));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 5, "unified pids.max over the file's pids.limit");
+    } else if v2_has("memory") {
+        let c = Cg::new(&i);
+        let cfg = oci_resources(&sb, r#"{"unified":{"memory.max":"33554432"}}"#);
+        let o = run(cg(&sb).args(["create", &c.name, "--memory", "64M", "--oci"]).arg(&cfg));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stat(&sb, &c.name)["memory"]["limit"], 64 << 20, "--memory over unified memory.max");
+    } else {
+        eprintln!(
+            "flags_beat_oci_unified_entries...: no flag's controller on cgroup v2 here; flag over unified not checked"
+        );
+    }
+    // The file's own fields: hugepageLimits (structured) and unified hugetlb.<size>.max, where hugetlb is v2.
+    if let (true, Some(size)) = (v2_has("hugetlb"), huge_page_sizes().into_iter().find(|s| s == "2MB")) {
+        let c = Cg::new(&i);
+        let cfg = oci_resources(
+            &sb,
+            &format!(
+                r#"{{"hugepageLimits":[{{"pageSize":"{size}","limit":8388608}}],"unified":{{"hugetlb.{size}.max":"4194304"}}}}"#
+            ),
+        );
+        let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(&cfg));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let d = dir_of(&i, &c.name, "hugetlb").unwrap();
+        assert_eq!(read(&d.join(format!("hugetlb.{size}.max"))).trim(), "4194304");
+    }
+}
+
+/// `kill --signal` takes real-time signals as kill(1) does: RTMIN+N, RTMAX-N (SIG optional, any case)
+/// and plain numbers up to SIGRTMAX; others are refused.
+#[test]
+fn kill_takes_real_time_signals_as_kill_1_does() {
+    require_root();
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let number = (min + 5).to_string();
+    for (spec, want) in [("RTMIN+3", min + 3), ("sigrtmax-1", max - 1), ("SIGRTMIN", min), (number.as_str(), min + 5)] {
+        let mut p = Proc(cg(&sb).args(["exec", &c.name, "--", "sleep", "30"]).stdin(Stdio::null()).spawn().unwrap());
+        let pid = p.0.id() as i32;
+        wait_for("the sleep to join", Duration::from_secs(5), || procs_in(&c.dirs[0]).contains(&pid));
+        let o = run(cg(&sb).args(["kill", "--signal", spec, &c.name]));
+        assert!(o.status.success(), "kill --signal {spec}: {}", stderr(&o));
+        assert_eq!(p.0.wait().unwrap().signal(), Some(want), "kill --signal {spec}");
+    }
+    let past = format!("RTMIN+{}", max - min + 1);
+    let above = (max + 1).to_string();
+    for bad in [past.as_str(), above.as_str(), "RTMAX+1", "0"] {
+        assert_tool_error(&run(cg(&sb).args(["kill", "--signal", bad, &c.name])), TOOL, "signal");
+    }
+}
+
+/// OCI `pids.limit`: positive sets it, -1 lifts it, 0 leaves it as it is (runc's reading).
+#[test]
+fn oci_pids_limit_zero_leaves_the_limit_alone() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    assert!(run(cg(&sb).args(["create", &c.name, "--pids", "20"])).status.success());
+    let o = run(cg(&sb).args(["set", &c.name, "--oci"]).arg(oci_resources(&sb, r#"{"pids":{"limit":0}}"#)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 20, "pids.limit 0 changed the limit");
+    let o = run(cg(&sb).args(["set", &c.name, "--oci"]).arg(oci_resources(&sb, r#"{"pids":{"limit":-1}}"#)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stat(&sb, &c.name)["pids"]["limit"], Value::Null, "pids.limit -1 lifts the limit");
+    assert_oci_refused(&sb, &i, r#"{"pids":{"limit":-2}}"#, "linux.resources.pids.limit");
+}
+
+/// SIGKILL is pending for `pid` (thread or process queue).
+fn sigkill_pending(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:")).any(|l| {
+        let mask = u64::from_str_radix(l.split_whitespace().nth(1).unwrap_or("0"), 16).unwrap_or(0);
+        mask & (1 << (libc::SIGKILL - 1)) != 0
+    })
+}
+
+/// `rm --force` does not hold the host-wide lock while it waits for a process that is slow to die:
+/// other starts go on meanwhile. The slow death is a process frozen by the v1 freezer in a child of
+/// NAME (SIGKILL waits for its thaw); the process joins while `rm` waits for the lock after its first
+/// kill, as a join racing `rm` does (under the lock held shared), so `rm` finds it only under the lock.
+#[test]
+fn rm_force_waits_for_a_slow_death_without_the_host_lock() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let Some(freezer) = dir_of(&i, &c.name, "freezer") else {
+        eprintln!("rm_force_waits_for_a_slow_death_without_the_host_lock: no v1 freezer to make a slow death with");
+        return;
+    };
+    let other = Cg::new(&i);
+    assert!(run(cg(&sb).args(["create", &c.name])).status.success());
+    let (frz1, frz2) = (freezer.join("frz1"), freezer.join("frz2"));
+    let mut p1 = Proc(Command::new("sleep").arg("30").spawn().unwrap());
+    let mut p2 = Proc(Command::new("sleep").arg("30").spawn().unwrap());
+    let (pid1, pid2) = (p1.0.id(), p2.0.id());
+    // Dropped first: thaw (a frozen child would never be reaped) and remove the children, pass or fail.
+    let _thaw = cbuild_tests::Defer(|| {
+        for f in [&frz1, &frz2] {
+            let _ = std::fs::write(f.join("freezer.state"), "THAWED");
+        }
+        for p in [pid1, pid2] {
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+        for f in [&frz1, &frz2] {
+            for _ in 0..100 {
+                if !f.exists() || std::fs::remove_dir(f).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    for f in [&frz1, &frz2] {
+        std::fs::create_dir(f).unwrap();
+        std::fs::write(f.join("freezer.state"), "FROZEN").unwrap();
+    }
+    let join = |pid: u32, frz: &Path| {
+        for d in &c.dirs {
+            let d = if *d == freezer { frz } else { d.as_path() };
+            std::fs::write(d.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+    };
+    join(pid1, &frz1);
+    wait_for("p1 frozen", Duration::from_secs(5), || read(&frz1.join("freezer.state")).trim() == "FROZEN");
+    // Not killed if the test fails: it ends by itself, within its 10 s.
+    let rm = cg(&sb).args(["rm", "--force", &c.name]).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let rm_pid = rm.id().to_string();
+    wait_for("rm's first kill", Duration::from_secs(5), || sigkill_pending(pid1));
+    // Hold the lock shared, as a joiner does, then let p1 die: `rm` goes from its first kill to the lock.
+    let base = i["hierarchies"][0]["base"].as_str().unwrap();
+    let lock = std::fs::File::open(base).unwrap();
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_SH) }, 0);
+    std::fs::write(frz1.join("freezer.state"), "THAWED").unwrap();
+    p1.0.wait().unwrap();
+    wait_for("rm to wait for the lock", Duration::from_secs(5), || {
+        read(Path::new("/proc/locks")).lines().any(|l| l.contains("->") && l.split_whitespace().any(|w| w == rm_pid))
+    });
+    join(pid2, &frz2);
+    drop(lock);
+    wait_for("rm's kill of the late joiner", Duration::from_secs(5), || sigkill_pending(pid2));
+    // While p2 is slow to die, another start takes the lock.
+    let started = Instant::now();
+    let mut create = Proc(cg(&sb).args(["create", &other.name]).stdin(Stdio::null()).spawn().unwrap());
+    let done = loop {
+        if let Some(st) = create.0.try_wait().unwrap() {
+            break Some(st);
+        }
+        if started.elapsed() > Duration::from_secs(3) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::fs::write(frz2.join("freezer.state"), "THAWED").unwrap();
+    let st = done.expect("another start waited for rm --force's kill: it holds the host-wide lock meanwhile");
+    assert!(st.success(), "create beside rm --force failed");
+    let o = rm.wait_with_output().unwrap();
+    assert!(o.status.success(), "rm --force: {}", stderr(&o));
+    p2.0.wait().unwrap();
+    let left: Vec<&PathBuf> = c.dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "rm --force left {left:?}");
+}

@@ -6,7 +6,7 @@
 
 use super::{Dir, Writer};
 use crate::convert;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fsutil::{self, kv};
 use crate::limits::Limits;
 use serde::Serialize;
@@ -37,6 +37,10 @@ fn apply_v2(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     if let Some(wt) = weight {
         w.write(&d.file("cpu.weight"), &wt.to_string())?;
     }
+    // `Limits::check` refuses these on v2 before anything is made; never dropped silently here either.
+    if l.cpu_rt_period.is_some() || l.cpu_rt_runtime.is_some() {
+        return Err(Error::bad("limits", d.path.display(), "cgroup v2 has no real-time group scheduling"));
+    }
     Ok(())
 }
 
@@ -62,6 +66,40 @@ fn apply_v1(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     let shares = l.cpu_shares.or(l.cpu_weight.map(convert::weight_to_shares));
     if let Some(s) = shares {
         w.write(&d.file("cpu.shares"), &s.to_string())?;
+    }
+    apply_rt(d, l, w)
+}
+
+/// Real-time group scheduling (v1, CONFIG_RT_GROUP_SCHED): `cpu.rt_period_us`, `cpu.rt_runtime_us`.
+/// Limits are applied before the join (rootless aside), which matters here: a SCHED_FIFO or SCHED_RR
+/// process cannot join a group without RT time.
+fn apply_rt(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
+    let (period_file, runtime_file) = (d.file("cpu.rt_period_us"), d.file("cpu.rt_runtime_us"));
+    let runtime_field = "linux.resources.cpu.realtimeRuntime";
+    let hint = |e: Error| match e.errno() {
+        Some(libc::EINVAL) => e.with_hint(
+            "a group's real-time runtime/period must fit in what its parent (cbuild/) has left beside its siblings",
+        ),
+        _ => e,
+    };
+    let write_runtime =
+        |w: &mut Writer, r: i64| w.write(&runtime_file, &r.to_string()).map_err(|e| hint(e.for_field(runtime_field)));
+    if let Some(p) = l.cpu_rt_period {
+        // As with CFS: a new period can be refused while the old runtime/period ratio would break the
+        // parent's; the runtime first then succeeds (runc does the same retry).
+        if let Err(e) = w.write(&period_file, &p.to_string()) {
+            return match l.cpu_rt_runtime {
+                Some(r) if e.errno() == Some(libc::EINVAL) => {
+                    write_runtime(w, r)?;
+                    w.write(&period_file, &p.to_string())
+                        .map_err(|e| hint(e.for_field("linux.resources.cpu.realtimePeriod")))
+                }
+                _ => Err(hint(e.for_field("linux.resources.cpu.realtimePeriod"))),
+            };
+        }
+    }
+    if let Some(r) = l.cpu_rt_runtime {
+        write_runtime(w, r)?;
     }
     Ok(())
 }

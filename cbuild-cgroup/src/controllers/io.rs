@@ -33,6 +33,7 @@ pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
             w.write(&file, &weight.to_string())?;
         }
     }
+    apply_weight_devices(d, l, w)?;
     for io in &l.io_max {
         let dev = format!("{}:{}", io.major, io.minor);
         if d.v2 {
@@ -62,6 +63,69 @@ pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// OCI `blockIO.weightDevice` (and CFQ's leaf weights). A device's weight goes where the kernel keeps
+/// one: v1 `blkio.bfq.weight_device` (BFQ, ≥ 5.4) or `blkio.weight_device` (CFQ, before 5.0); v2
+/// `io.bfq.weight` (same 10..1000 scale) or `io.weight` (iocost, converted as `--io-weight` is). Either
+/// way the kernel takes it only for a device whose scheduler is BFQ, or that has iocost enabled: its
+/// refusal is the error, with the field named, since a weight that silently does nothing is what this
+/// replaces. A device without a line gets `MAJ:MIN default` (CFQ: `MAJ:MIN 0`) back on undo.
+fn apply_weight_devices(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
+    for wd in &l.io_weight_device {
+        let dev = format!("{}:{}", wd.major, wd.minor);
+        let field = format!("linux.resources.blockIO.weightDevice {dev}");
+        if let Some(weight) = wd.weight {
+            let (bfq, plain) =
+                if d.v2 { ("io.bfq.weight", "io.weight") } else { ("blkio.bfq.weight_device", "blkio.weight_device") };
+            let (file, value, unset, hint) = if d.file(bfq).exists() {
+                let hint = format!(
+                    "a BFQ weight applies only to a device scheduled by bfq (/sys/dev/block/{dev}/queue/scheduler)"
+                );
+                (d.file(bfq), weight, format!("{dev} default"), hint)
+            } else if d.file(plain).exists() && d.v2 {
+                let hint =
+                    "a per-device io.weight needs iocost enabled on that device (io.cost.qos in the root cgroup)";
+                (d.file(plain), convert::blkio_to_io_weight(weight), format!("{dev} default"), hint.to_string())
+            } else if d.file(plain).exists() {
+                (d.file(plain), weight, format!("{dev} 0"), String::new())
+            } else {
+                return Err(Error::bad(
+                    "limits",
+                    field,
+                    format!("this kernel has no per-device io weight (neither {bfq} nor {plain})"),
+                )
+                .with_hint("BFQ's weights need the bfq scheduler built with CONFIG_BFQ_GROUP_IOSCHED"));
+            };
+            w.write_keyed(&file, &dev, &format!("{dev} {value}"), &unset).map_err(|e| {
+                let e = e.for_field(&field);
+                if e.errno() == Some(libc::EOPNOTSUPP) && !hint.is_empty() {
+                    e.with_hint(hint)
+                } else {
+                    e
+                }
+            })?;
+        }
+        if let Some(leaf) = wd.leaf_weight {
+            let file = leaf_weight_file(d, "blkio.leaf_weight_device", &field)?;
+            w.write_keyed(&file, &dev, &format!("{dev} {leaf}"), &format!("{dev} 0"))
+                .map_err(|e| e.for_field(&field))?;
+        }
+    }
+    if let Some(leaf) = l.io_leaf_weight {
+        let file = leaf_weight_file(d, "blkio.leaf_weight", "linux.resources.blockIO.leafWeight")?;
+        w.write(&file, &leaf.to_string()).map_err(|e| e.for_field("linux.resources.blockIO.leafWeight"))?;
+    }
+    Ok(())
+}
+
+/// CFQ's leaf weight file, on v1 kernels that still have CFQ (before 5.0); refused everywhere else.
+fn leaf_weight_file(d: Dir, name: &str, field: &str) -> Result<std::path::PathBuf> {
+    let file = d.file(name);
+    if d.v2 || !file.exists() {
+        return Err(Error::bad("limits", field, format!("this kernel has no {name} (CFQ's, gone since Linux 5.0)")));
+    }
+    Ok(file)
 }
 
 /// One device's line of v2 `io.max` (`MAJ:MIN rbps=.. ...`); a device without a line has no limit,

@@ -47,6 +47,10 @@ fn apply_v2(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     if l.oom_group {
         w.write(&d.file("memory.oom.group"), "1")?;
     }
+    // `Limits::check` refuses these on v2 before anything is made; never dropped silently here either.
+    if l.swappiness.is_some() || l.oom_kill_disable {
+        return Err(Error::bad("limits", d.path.display(), "cgroup v2 has no swappiness or OOM-killer switch"));
+    }
     Ok(())
 }
 
@@ -82,6 +86,15 @@ fn apply_v1(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     }
     if let Some(r) = l.memory_reservation {
         w.write(&d.file("memory.soft_limit_in_bytes"), &r.v1())?;
+    }
+    if let Some(s) = l.swappiness {
+        w.write(&d.file("memory.swappiness"), &s.to_string())
+            .map_err(|e| e.for_field("linux.resources.memory.swappiness"))?;
+    }
+    if l.oom_kill_disable {
+        let current = |text: &str| kv(text, "oom_kill_disable").map(|v| v.to_string());
+        w.write_read_as(&d.file("memory.oom_control"), "1", current)
+            .map_err(|e| e.for_field("linux.resources.memory.disableOOMKiller"))?;
     }
     Ok(())
 }

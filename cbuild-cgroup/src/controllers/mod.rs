@@ -4,9 +4,11 @@
 pub mod cpu;
 pub mod cpuset;
 pub mod devices;
+pub mod hugetlb;
 pub mod io;
 pub mod memory;
 pub mod pids;
+pub mod rdma;
 
 use crate::error::Result;
 use crate::fsutil;
@@ -87,6 +89,25 @@ impl Writer {
         fsutil::write(path, value)
     }
 
+    /// Write `value` to a file that reads back as more than it takes (v1 `memory.oom_control` shows
+    /// three counters and takes one number), remembering as the undo what `current` makes of its text.
+    pub fn write_read_as(
+        &mut self,
+        path: &Path,
+        value: &str,
+        current: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<()> {
+        if let Some(saved) = &mut self.saved {
+            if let Some(old) = fsutil::read_opt(path)?.as_deref().and_then(current) {
+                if old == value.trim() {
+                    return Ok(());
+                }
+                saved.push(Saved::File(path.to_path_buf(), old));
+            }
+        }
+        fsutil::write(path, value)
+    }
+
     /// Replace the device policy ([`devices::apply`]), remembering the one it replaced.
     pub fn devices(&mut self, d: Dir, rules: &[devices::Rule]) -> Result<()> {
         let undo = devices::apply(d, rules)?;
@@ -146,6 +167,12 @@ pub fn apply(host: &Host, dirs: &[PathBuf], l: &Limits, w: &mut Writer) -> Resul
     }
     if let Some(d) = dir("io").or_else(|| dir("blkio")) {
         io::apply(d, l, w)?;
+    }
+    if let Some(d) = dir("hugetlb") {
+        hugetlb::apply(d, l, w)?;
+    }
+    if let Some(d) = dir("rdma") {
+        rdma::apply(d, l, w)?;
     }
     // The v1 devices controller, or on v2 (where it is a BPF program, not a controller) the v2 dir.
     if let Some(rules) = &l.devices {
