@@ -332,8 +332,6 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
     }
     s.rootfs = a.rootfs;
     s.rootfs_fd = a.rootfs_fd;
-    // Docker ignores z and Z where SELinux is off; where it is on they would mean a relabel we do not do.
-    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
     let mut tmpfs = vec![];
     let mut binds = vec![];
     for t in a.tmpfs {
@@ -347,14 +345,18 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
             [src, dst, opts] => (*src, *dst, Some(*opts)),
             _ => return Err(Error::new(Step::Bind, &b, "want SRC:DST[:OPTIONS]")),
         };
-        let (readonly, propagation) = match opts {
-            None => (false, spec::Propagation::default()),
-            Some(o) => spec::parse_bind_options(o, selinux).map_err(|e| Error::new(Step::Bind, &b, e))?,
+        let o = match opts {
+            None => spec::BindOptions { readonly: false, propagation: Default::default(), relabel: false },
+            Some(o) => spec::parse_bind_options(o).map_err(|e| Error::new(Step::Bind, &b, e))?,
         };
-        binds.push(BindMount { src: src.into(), dst: dst.into(), readonly, propagation });
+        // Docker ignores z and Z where SELinux is off; where it is on they would mean a relabel not done.
+        if o.relabel && std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+            return Err(Error::new(Step::Bind, &b, "z, Z: SELinux relabelling is not supported"));
+        }
+        binds.push(BindMount { src: src.into(), dst: dst.into(), readonly: o.readonly, propagation: o.propagation });
     }
     for m in a.docker_mount {
-        match spec::parse_docker_mount(&m, selinux).map_err(|e| Error::new(Step::Mount, &m, e))? {
+        match spec::parse_docker_mount(&m).map_err(|e| Error::new(Step::Mount, &m, e))? {
             spec::DockerMount::Bind(b) => binds.push(b),
             spec::DockerMount::Tmpfs(t) => tmpfs.push(t),
         }

@@ -5,7 +5,7 @@
 
 use crate::error::{Context, Error, Result, Step};
 use crate::mounts::{make_ro_recursive, mount_at, parse_options, remount_ro, Kind, Root};
-use crate::spec::RunSpec;
+use crate::spec::{Propagation, RunSpec};
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
@@ -40,13 +40,10 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV)
 /// Everything mount-related, run inside the new mount namespace before exec.
 pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placement) -> Result<()> {
     // Our mounts must not propagate back to the host, nor the host's later mounts into us; unless a bind
-    // asks for [r]slave: then the tree starts as the host's slave (still nothing goes back), every other
-    // mount is made private again below, and only those binds keep receiving.
-    let tree = if spec.binds.iter().any(|b| b.propagation.needs_slave_tree()) {
-        MsFlags::MS_SLAVE
-    } else {
-        MsFlags::MS_PRIVATE
-    };
+    // asks for [r]slave: then the tree starts as the host's slave (still nothing goes back), the new root
+    // and all under it is made private again before the binds, and only those binds keep receiving.
+    let slave_tree = spec.binds.iter().any(|b| b.propagation == Propagation::Slave);
+    let tree = if slave_tree { MsFlags::MS_SLAVE } else { MsFlags::MS_PRIVATE };
     crate::log::step(Step::Propagation, "/");
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | tree, None::<&str>).ctx(Step::Propagation, "/")?;
 
@@ -79,6 +76,12 @@ pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placeme
         let target = root.target(&t.dst, Kind::Dir, Step::Tmpfs)?;
         mount_at(Some("tmpfs"), &target, Some("tmpfs"), flags, Some(&data), Step::Tmpfs)?;
     }
+    if slave_tree {
+        // Everything mounted so far (the root bound onto itself, /proc, /sys and the binds made of them)
+        // came from the slave tree: private again, so that only the [r]slave binds below receive.
+        mount(None::<&str>, rootfs.as_path(), None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+            .ctx(Step::Propagation, rootfs.display())?;
+    }
     for b in &spec.binds {
         let kind = if b.src.is_dir() { Kind::Dir } else { Kind::File };
         let target = root.target(&b.dst, kind, Step::Bind)?;
@@ -86,7 +89,11 @@ pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placeme
         mount_at(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::Bind)?;
         // Resolve again: the fd from before the mount still names the directory underneath it.
         let mounted = root.target(&b.dst, kind, Step::Bind)?;
-        set_propagation(&mounted.proc_path(), b.propagation)?;
+        // A bind of a slave is a slave, of a private mount private: only a private bind in a slave tree
+        // needs telling.
+        if slave_tree && b.propagation == Propagation::Private {
+            make_private(&mounted.proc_path(), &target.shown)?;
+        }
         if b.readonly {
             make_ro_recursive(&mounted.proc_path(), Step::Bind)?;
         }
@@ -232,7 +239,9 @@ fn user_mounts_on_host(spec: &RunSpec) -> Result<()> {
         crate::log::step(Step::Bind, b.dst.display());
         mount(Some(&b.src), &b.dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
             .ctx(Step::Bind, b.dst.display())?;
-        set_propagation(&b.dst.to_string_lossy(), b.propagation)?;
+        if b.propagation == Propagation::Private {
+            make_private(&b.dst.to_string_lossy(), &b.dst.display())?;
+        }
         if b.readonly {
             make_ro_recursive(&b.dst.to_string_lossy(), Step::Bind)?;
         }
@@ -240,16 +249,9 @@ fn user_mounts_on_host(spec: &RunSpec) -> Result<()> {
     Ok(())
 }
 
-/// A bind's propagation, set explicitly: the copy of its source carries whatever the tree had.
-fn set_propagation(path: &str, p: crate::spec::Propagation) -> Result<()> {
-    use crate::spec::Propagation;
-    let flags = match p {
-        Propagation::Private => MsFlags::MS_PRIVATE,
-        Propagation::RPrivate => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        Propagation::Slave => MsFlags::MS_SLAVE,
-        Propagation::RSlave => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-    };
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).ctx(Step::Bind, path)
+/// A bind made private, all the way down (binds are recursive).
+fn make_private(path: &str, shown: &dyn std::fmt::Display) -> Result<()> {
+    mount(None::<&str>, path, None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).ctx(Step::Bind, shown)
 }
 
 /// pivot_root(".", ".") then detach the old root stacked underneath: no directory for the old root is

@@ -22,62 +22,66 @@ pub struct BindMount {
     pub propagation: Propagation,
 }
 
-/// A bind's mount propagation, Docker's words for it. `shared` and `rshared` are not offered: the
-/// container's mount namespace starts from a private (or slave) copy of the host's, so nothing mounted
-/// inside could reach the host anyway.
+/// A bind's mount propagation. Binds are always recursive here (rbind), so Docker's `private` and
+/// `rprivate` (the default) mean the same, as do `slave` and `rslave`. `shared` and `rshared` are not
+/// offered: the container's mount namespace starts from a private (or slave) copy of the host's, so
+/// nothing mounted inside could reach the host anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Propagation {
-    Private,
-    /// Docker's default.
     #[default]
-    RPrivate,
+    Private,
     /// Mounts the host makes under the source later appear in the container too (not the reverse).
     Slave,
-    RSlave,
 }
 
 impl Propagation {
-    /// Does the container's mount tree have to start as a slave of the host's (not private) for this
-    /// bind to receive the host's later mounts?
-    pub fn needs_slave_tree(self) -> bool {
-        matches!(self, Propagation::Slave | Propagation::RSlave)
+    /// Docker's word for it, or None.
+    pub fn parse(word: &str) -> Option<Propagation> {
+        match word {
+            "private" | "rprivate" => Some(Propagation::Private),
+            "slave" | "rslave" => Some(Propagation::Slave),
+            _ => None,
+        }
     }
 }
 
-/// Docker's `-v SRC:DST[:OPTIONS]` options, comma-separated: `ro`/`rw`, one propagation, `z`/`Z`
-/// (SELinux relabelling: nothing to relabel on a host without SELinux, where Docker ignores them too;
-/// refused where SELinux is on, since cbuild does not relabel), and macOS's `consistent`, `cached`,
-/// `delegated` (no meaning on Linux, accepted as Docker accepts them). Returns (read-only, propagation).
-pub fn parse_bind_options(opts: &str, selinux: bool) -> Result<(bool, Propagation), String> {
-    let (mut ro, mut prop) = (None, None);
+/// Docker's `-v SRC:DST[:OPTIONS]` options, as parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindOptions {
+    pub readonly: bool,
+    pub propagation: Propagation,
+    /// `z` or `Z` was given: an SELinux relabel, which cbuild does not do (ignored where SELinux is off,
+    /// as Docker ignores it there; the caller refuses it where SELinux is on).
+    pub relabel: bool,
+}
+
+/// Docker's `-v SRC:DST[:OPTIONS]` options, comma-separated: `ro`/`rw`, one propagation, `z`/`Z`, and
+/// macOS's `consistent`, `cached`, `delegated` (no meaning on Linux, accepted as Docker accepts them).
+pub fn parse_bind_options(opts: &str) -> Result<BindOptions, String> {
+    let (mut ro, mut prop, mut relabel) = (None, None, false);
     for o in opts.split(',') {
+        if let Some(p) = Propagation::parse(o) {
+            if prop.replace(p).is_some() {
+                return Err("more than one propagation".into());
+            }
+            continue;
+        }
         match o {
             "ro" | "rw" => {
                 if ro.replace(o == "ro").is_some() {
                     return Err("more than one of ro, rw".into());
                 }
             }
-            "private" | "rprivate" | "slave" | "rslave" => {
-                let p = match o {
-                    "private" => Propagation::Private,
-                    "rprivate" => Propagation::RPrivate,
-                    "slave" => Propagation::Slave,
-                    _ => Propagation::RSlave,
-                };
-                if prop.replace(p).is_some() {
-                    return Err("more than one propagation".into());
-                }
-            }
             "shared" | "rshared" => {
                 return Err(format!("{o}: not supported (a container's mounts never propagate to the host here)"));
             }
-            "z" | "Z" if selinux => return Err(format!("{o}: SELinux relabelling is not supported")),
-            "z" | "Z" | "consistent" | "cached" | "delegated" => {}
+            "z" | "Z" => relabel = true,
+            "consistent" | "cached" | "delegated" => {}
             "" => return Err("empty option".into()),
             o => return Err(format!("unknown option {o:?} (ro, rw, z, Z, [r]private, [r]slave)")),
         }
     }
-    Ok((ro.unwrap_or(false), prop.unwrap_or_default()))
+    Ok(BindOptions { readonly: ro.unwrap_or(false), propagation: prop.unwrap_or_default(), relabel })
 }
 
 /// One `--mount` of Docker's: `type=bind,source=S,target=T[,readonly][,bind-propagation=P]` or
@@ -88,7 +92,7 @@ pub enum DockerMount {
     Tmpfs(TmpfsMount),
 }
 
-pub fn parse_docker_mount(spec: &str, selinux: bool) -> Result<DockerMount, String> {
+pub fn parse_docker_mount(spec: &str) -> Result<DockerMount, String> {
     let (mut kind, mut src, mut dst, mut ro, mut prop) = (None, None, None, false, None);
     let (mut size, mut mode) = (None, None);
     for field in spec.split(',') {
@@ -108,7 +112,15 @@ pub fn parse_docker_mount(spec: &str, selinux: bool) -> Result<DockerMount, Stri
                     Some(v) => return Err(format!("{k}={v}: must be true or false")),
                 }
             }
-            "bind-propagation" => prop = Some(parse_bind_options(value()?, selinux)?.1),
+            "bind-propagation" => {
+                let v = value()?;
+                prop = Some(Propagation::parse(v).ok_or_else(|| match v {
+                    "shared" | "rshared" => {
+                        format!("bind-propagation={v}: not supported (nothing propagates to the host here)")
+                    }
+                    _ => format!("bind-propagation={v}: must be [r]private or [r]slave"),
+                })?);
+            }
             "tmpfs-size" => size = Some(value()?),
             "tmpfs-mode" => mode = Some(value()?),
             "consistency" => {}
@@ -295,32 +307,31 @@ mod tests {
 
     #[test]
     fn docker_bind_options() {
-        assert_eq!(parse_bind_options("ro", false), Ok((true, Propagation::RPrivate)));
-        assert_eq!(parse_bind_options("rw,z", false), Ok((false, Propagation::RPrivate)));
-        assert_eq!(parse_bind_options("Z,ro,rslave", false), Ok((true, Propagation::RSlave)));
-        assert_eq!(parse_bind_options("private,cached", false), Ok((false, Propagation::Private)));
-        assert!(parse_bind_options("ro,rw", false).is_err());
-        assert!(parse_bind_options("slave,private", false).is_err());
-        assert!(parse_bind_options("rshared", false).unwrap_err().contains("not supported"));
-        assert!(parse_bind_options("z", true).unwrap_err().contains("SELinux"));
-        assert!(parse_bind_options("nocopy", false).unwrap_err().contains("unknown option"));
-        assert!(parse_bind_options("ro,", false).is_err());
+        let o = |readonly, propagation, relabel| Ok(BindOptions { readonly, propagation, relabel });
+        assert_eq!(parse_bind_options("ro"), o(true, Propagation::Private, false));
+        assert_eq!(parse_bind_options("rw,z"), o(false, Propagation::Private, true));
+        assert_eq!(parse_bind_options("Z,ro,rslave"), o(true, Propagation::Slave, true));
+        assert_eq!(parse_bind_options("slave,cached"), o(false, Propagation::Slave, false));
+        assert!(parse_bind_options("ro,rw").is_err());
+        assert!(parse_bind_options("slave,private").is_err());
+        assert!(parse_bind_options("rshared").unwrap_err().contains("not supported"));
+        assert!(parse_bind_options("nocopy").unwrap_err().contains("unknown option"));
+        assert!(parse_bind_options("ro,").is_err());
     }
 
     #[test]
     fn docker_mount_fields() {
-        let DockerMount::Bind(b) = parse_docker_mount("type=bind,source=/a,target=/b,readonly", false).unwrap() else {
+        let DockerMount::Bind(b) = parse_docker_mount("type=bind,source=/a,target=/b,readonly").unwrap() else {
             panic!("a bind")
         };
         assert_eq!((b.src.to_str(), b.dst.to_str(), b.readonly), (Some("/a"), Some("/b"), true));
         let DockerMount::Bind(b) =
-            parse_docker_mount("type=bind,src=/a,dst=/b,ro=false,bind-propagation=rslave", false).unwrap()
+            parse_docker_mount("type=bind,src=/a,dst=/b,ro=false,bind-propagation=rslave").unwrap()
         else {
             panic!("a bind")
         };
-        assert_eq!((b.readonly, b.propagation), (false, Propagation::RSlave));
-        let DockerMount::Tmpfs(t) =
-            parse_docker_mount("type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1770", false).unwrap()
+        assert_eq!((b.readonly, b.propagation), (false, Propagation::Slave));
+        let DockerMount::Tmpfs(t) = parse_docker_mount("type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1770").unwrap()
         else {
             panic!("a tmpfs")
         };
@@ -337,8 +348,10 @@ mod tests {
             "type=bind,source=/a,target=/b,volume-nocopy",
             "type=bind,source=/a,target=/b,color=red",
             "type=bind,source=,target=/b",
+            "type=bind,source=/a,target=/b,bind-propagation=ro",
+            "type=bind,source=/a,target=/b,bind-propagation=rshared",
         ] {
-            assert!(parse_docker_mount(bad, false).is_err(), "{bad}");
+            assert!(parse_docker_mount(bad).is_err(), "{bad}");
         }
     }
 

@@ -230,24 +230,33 @@ fn docker_bind_options_propagation_and_the_mount_flag() {
         .status()
         .unwrap();
     assert!(st.success(), "making the source a shared mount");
-    let start = |opts: &str| {
+    // Each says it is ready (its binds made) and waits for the host's mount to be there.
+    let start = |opts: &str, tag: &str| {
         let mut c = ns(&sb);
         c.args(["run", "--pid", "--mount", "--bind", &format!("{}:/s{opts}", src.display())]);
+        // /p: a default bind of the same source beside it, private even in a tree made a slave for /s.
+        c.args(["--bind", &format!("{}:/p", src.display())]);
         c.args(["--bind", &format!("{}:/flag", flag.display()), "--rootfs"]).arg(busybox_rootfs());
-        c.args(["--", "sh", "-c", "while [ ! -e /flag/go ]; do sleep 0.05; done; ls /s/sub; cat /s/in.txt"]);
+        let script = format!(
+            ": > /flag/{tag}; while [ ! -e /flag/go ]; do sleep 0.05; done; ls /s/sub; echo --; ls /p/sub; cat /s/in.txt"
+        );
+        c.args(["--", "sh", "-c", &script]);
         c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     };
-    let (slave, private) = (start(":rslave,z"), start(":rw,Z"));
-    // Both are waiting once their shells run; give them the moment to get there.
-    std::thread::sleep(Duration::from_millis(500));
+    let (slave, private) = (start(":rslave,z", "ready-slave"), start(":rw,Z", "ready-private"));
+    let since = Instant::now();
+    while !(flag.join("ready-slave").exists() && flag.join("ready-private").exists()) {
+        assert!(since.elapsed() < Duration::from_secs(60), "the containers never got ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let st =
         Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "late"]).arg(src.join("sub")).status().unwrap();
     assert!(st.success());
     std::fs::write(src.join("sub/late.txt"), "").unwrap();
     std::fs::write(flag.join("go"), "").unwrap();
     let (slave, private) = (slave.wait_with_output().unwrap(), private.wait_with_output().unwrap());
-    assert_eq!(ok(&slave), "late.txt\nfrom-host", "an rslave bind receives the host's later mount");
-    assert_eq!(ok(&private), "from-host", "a default bind does not");
+    assert_eq!(ok(&slave), "late.txt\n--\nfrom-host", "an rslave bind receives the host's later mount");
+    assert_eq!(ok(&private), "--\nfrom-host", "a default bind does not");
     // --mount, both types.
     let m = format!("type=bind,source={},target=/m,readonly", src.display());
     let o = run_sh(
@@ -261,6 +270,11 @@ fn docker_bind_options_propagation_and_the_mount_flag() {
         ("--bind", format!("{}:/s:rshared", src.display()), "rshared: not supported"),
         ("--bind", format!("{}:/s:ro,rw", src.display()), "more than one of ro, rw"),
         ("--bind", format!("{}:/s:nocopy", src.display()), "unknown option"),
+        (
+            "--mount-spec",
+            format!("type=bind,source={},target=/s,bind-propagation=ro", src.display()),
+            "must be [r]private or [r]slave",
+        ),
         ("--mount-spec", "type=volume,source=v,target=/v".to_string(), "type=volume: not supported"),
         ("--mount-spec", format!("type=bind,source={}", src.display()), "target= is required"),
     ] {
