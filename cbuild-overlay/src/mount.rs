@@ -109,6 +109,9 @@ enum UndoStep {
     RmAll(PathBuf),
     Umount(PathBuf),
     Unlink(PathBuf),
+    /// `<state>/.overlay` and the dirs above it this call made: removed only if no other mount's aux dir
+    /// is in it by now (a concurrent mount), never an error (see [`remove_base`]).
+    RemoveBase(PathBuf),
 }
 
 /// Everything this invocation made, undone in reverse order unless disarmed. Undo failures are reported
@@ -139,6 +142,10 @@ impl Drop for Undo {
         }
         while let Some(s) = self.steps.pop() {
             let (what, path, r) = match &s {
+                UndoStep::RemoveBase(b) => {
+                    remove_base(b);
+                    continue;
+                }
                 UndoStep::Rmdir(d) => ("rmdir", d, std::fs::remove_dir(d)),
                 // Gone already is removed (overlay makes `index` only with index=on).
                 UndoStep::RmAll(d) => (
@@ -800,18 +807,31 @@ fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
         let attempt_from = undo.steps.len();
         let base = fsutil::resolve("aux", &state.join(".overlay"))?;
         let mut created = vec![];
-        let r = fsutil::mkdir_p(&base, &mut created);
+        let made = fsutil::mkdir_p(&base, &mut created);
         let parents = created.len().saturating_sub(1);
-        for c in created {
-            undo.push(UndoStep::Rmdir(c));
+        let recorded = match (&made, created.last() == Some(&base) && parents > 0) {
+            (Ok(()), true) => {
+                let f = base.join(PARENTS_MADE);
+                step("write", f.display());
+                std::fs::write(&f, format!("{parents}\n")).map_err(|e| Error::os("write", p(&f), e))
+            }
+            _ => Ok(()),
+        };
+        // Whoever removes the last aux dir removes `.overlay` and what is recorded above it: by undo time
+        // that may be another mount's, so the undo is the same tolerant removal, not plain rmdirs.
+        if made.is_ok() && recorded.is_ok() && created.last() == Some(&base) {
+            undo.push(UndoStep::RemoveBase(base.clone()));
+        } else {
+            if created.last() == Some(&base) {
+                // Ours, maybe half-written: the rmdirs below take its dir.
+                let _ = std::fs::remove_file(base.join(PARENTS_MADE));
+            }
+            for c in created {
+                undo.push(UndoStep::Rmdir(c));
+            }
         }
-        r?;
-        if parents > 0 {
-            let f = base.join(PARENTS_MADE);
-            step("write", f.display());
-            std::fs::write(&f, format!("{parents}\n")).map_err(|e| Error::os("write", p(&f), e))?;
-            undo.push(UndoStep::Unlink(f));
-        }
+        made?;
+        recorded?;
         let dir = base.join(&name);
         step("mkdir", dir.display());
         match std::fs::create_dir(&dir) {
