@@ -2137,6 +2137,8 @@ fn oci_fields_runc_applies_are_applied_or_refused() {
                 // budget cannot shrink below what its children hold, and a removed child lets go of its
                 // part a moment after its rmdir (the kernel frees the group asynchronously).
                 let _restore = cbuild_tests::Defer(|| {
+                    // NAME's own part first: given back at once, not when the kernel frees the group.
+                    let _ = std::fs::write(d.join("cpu.rt_runtime_us"), "0");
                     let _ = Command::new(bin(TOOL)).args(["rm", "--force", &c.name]).stderr(Stdio::null()).status();
                     for _ in 0..250 {
                         if !parent.exists() || std::fs::write(&parent, "0").is_ok() {
@@ -2144,7 +2146,13 @@ fn oci_fields_runc_applies_are_applied_or_refused() {
                         }
                         std::thread::sleep(Duration::from_millis(20));
                     }
-                    eprintln!("could not give {} its budget of 0 back", parent.display());
+                    // Left at 20000, every later run would take the "not touched" branch and test nothing.
+                    let msg = format!("could not give {} its budget of 0 back", parent.display());
+                    if std::thread::panicking() {
+                        eprintln!("{msg}");
+                    } else {
+                        panic!("{msg}");
+                    }
                 });
                 std::fs::write(&parent, "20000").unwrap();
                 let o = run(cg(&sb).args(["set", &c.name, "--oci"]).arg(oci_resources(&sb, runtime)));
