@@ -181,7 +181,7 @@ rt_discard_tree() {
 rt_remove_trash() {
     [[ ${#rt_trash[@]} -gt 0 ]] || return 0
     local pid
-    spawn -p pid -d -r 0 /dev/null -w 1 /dev/null -w 2 /dev/null -- rm -rf -- "${rt_trash[@]}" 8>&- 9>&-
+    spawn -p pid -d -s -r 0 /dev/null -w 1 /dev/null -w 2 /dev/null -- rm -rf -- "${rt_trash[@]}" 8>&- 9>&-
 }
 
 # rt_rm_tree DIR... — a container-made tree has any depth: the builtin goes 64 levels (Debian's fallback

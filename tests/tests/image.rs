@@ -1757,20 +1757,9 @@ fn gc_keeps_layer_dirs_mounted_in_another_mount_namespace() {
 fn docker25_archive_follows_manifest_json() {
     require_root();
     let sb = Sandbox::new();
-    // Docker 25+ `docker save`: an OCI layout whose manifest.json points into blobs/sha256/.
-    let l = Layout::new(&sb.path().join("d25"));
-    let layer = tar(&[tar_entry("hello", b'0', b"from docker 25", "", 0o644)]);
-    let md = l.image("ignored", &[(layer.clone(), LAYER_TAR)], |_, _| {});
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(l.dir.join("blobs/sha256").join(md.trim_start_matches("sha256:"))).unwrap(),
-    )
-    .unwrap();
-    let cfg = m["config"]["digest"].as_str().unwrap().replace("sha256:", "blobs/sha256/");
-    let lay = m["layers"][0]["digest"].as_str().unwrap().replace("sha256:", "blobs/sha256/");
-    let man = serde_json::json!([{"Config": cfg, "RepoTags": ["hello:25"], "Layers": [lay]}]);
-    std::fs::write(l.dir.join("manifest.json"), serde_json::to_vec(&man).unwrap()).unwrap();
-    // A legacy-style symlink that a careless reader would follow out of the archive.
-    std::os::unix::fs::symlink("/etc/passwd", l.dir.join("layer.tar")).unwrap();
+    // Docker 25+ `docker save`: an OCI layout whose manifest.json points into blobs/sha256/, with a
+    // legacy-style symlink that a careless reader would follow out of the archive.
+    let l = docker25_layout(&sb.path().join("d25"));
     let ar = sb.path().join("d25.tar");
     sh_ok(&format!("tar -C {} -cf {} .", l.dir.display(), ar.display()));
     let out = ok(run(img(&sb).arg("import").arg(&ar)));
