@@ -371,6 +371,13 @@ fn overlay(lowers: &str, target: &Path) -> Defer<impl FnMut()> {
     })
 }
 
+/// A tree with one file, `f` = "x": what a test needs to build a small image from.
+fn one_file_root(sb: &Sandbox) -> PathBuf {
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x").unwrap();
+    root
+}
 #[test]
 fn umoci_image_in_three_forms_unpacks_like_umoci_and_overlay_agrees() {
     require_root();
@@ -1913,9 +1920,7 @@ fn export_leaves_no_temporary_when_the_rename_fails() {
 fn references_outside_the_grammar_are_refused() {
     require_root();
     let sb = Sandbox::new();
-    let root = sb.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("f"), "x").unwrap();
+    let root = one_file_root(&sb);
     let out = ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "good"])));
     let digest = out.split('\t').nth(1).unwrap().trim().to_string();
     let hex = digest.trim_start_matches("sha256:").to_string();
@@ -1966,9 +1971,7 @@ fn references_outside_the_grammar_are_refused() {
 fn name_and_name_latest_are_one_image() {
     require_root();
     let sb = Sandbox::new();
-    let root = sb.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("f"), "x").unwrap();
+    let root = one_file_root(&sb);
     let out = ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "base"])));
     assert!(out.starts_with("base:latest\t"), "{out}");
     std::fs::write(root.join("f"), "y").unwrap();
@@ -2030,9 +2033,7 @@ fn config_keeps_the_command_or_fails() {
 fn commit_refuses_a_base_whose_layers_are_gone() {
     require_root();
     let sb = Sandbox::new();
-    let root = sb.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("f"), "x").unwrap();
+    let root = one_file_root(&sb);
     ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "base:1"])));
     let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", "base:1"])))).unwrap();
     let layer = v["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
@@ -2159,9 +2160,7 @@ fn config_env_lines_are_variables_and_the_documented_use_is_exact() {
 fn source_date_epoch_empty_is_unset_and_past_year_9999_is_refused() {
     require_root();
     let sb = Sandbox::new();
-    let root = sb.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("f"), "x").unwrap();
+    let root = one_file_root(&sb);
     let created = |r: &str| -> String {
         let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "inspect", r])))).unwrap();
         v["created"].as_str().unwrap().to_string()
@@ -2237,9 +2236,7 @@ fn listing(dir: &Path) -> Vec<String> {
 fn reading_verbs_create_nothing_and_work_on_a_read_only_store() {
     require_root();
     let sb = Sandbox::new();
-    let root = sb.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("f"), "x").unwrap();
+    let root = one_file_root(&sb);
     let store = sb.path().join("store");
     let with_store = || {
         let mut c = img(&sb);
@@ -2334,9 +2331,7 @@ fn traced_syncs(cmd: &mut Command, log: &Path) -> Vec<(String, String)> {
 fn a_committed_image_is_durable_and_only_new_blobs_are_synced() {
     require_root();
     let sb = Sandbox::new();
-    let root = sb.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("f"), "x").unwrap();
+    let root = one_file_root(&sb);
     let store = sb.path().join("store");
     let blobs = format!("{}/blobs/sha256", store.display());
     let index = format!("{}/index.json", store.display());
@@ -2429,9 +2424,7 @@ fn a_hex_name_that_is_also_a_digest_prefix_is_ambiguous() {
 fn tag_names_the_same_manifest_again() {
     require_root();
     let sb = Sandbox::new();
-    let root = sb.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("f"), "x").unwrap();
+    let root = one_file_root(&sb);
     let out = ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "x:1"])));
     let d = out.split('\t').nth(1).unwrap().trim().to_string();
     let blobs = blob_count(&sb.data.join("images"));
