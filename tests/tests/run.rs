@@ -418,6 +418,38 @@ fn process_flags_env_workdir_user_hostname() {
     assert!(err.contains(" -- cbuild-ns run ") && err.contains(" --rootfs-fd 6 "), "{err}");
     // Named user resolved in the image's /etc/passwd.
     assert_eq!(rt.sh(&["--user", "user"], "id -un").trim(), "user");
+    // --env-file as docker reads it (comments, blank lines, KEY alone from the caller), -e over it;
+    // --ulimit, --group-add.
+    let f = rt.sb.path().join("env");
+    std::fs::write(&f, "# a comment\nA=from-file\n\n   B=two words = ok\nFROM_HOST\nC=c\n").unwrap();
+    let o = run(rt.cmd("cbuild-run").env("FROM_HOST", "yes").args([
+        "--rm",
+        "--network",
+        "none",
+        "--env-file",
+        &f.to_string_lossy(),
+        "-e",
+        "C=from-e",
+        "--ulimit",
+        "nofile=100:200",
+        "-u",
+        "1000:1000",
+        "--group-add",
+        "1234",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo $A:$B:$FROM_HOST:$C; ulimit -n; ulimit -Hn; id -G",
+    ]));
+    assert_eq!(stdout(&o), "from-file:two words = ok:yes:from-e\n100\n200\n1000 1234\n", "{}", stderr(&o));
+    let o = rt.run(&["--rm", "--network", "none", "--env-file", "/nonexistent/env", IMAGE, "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(stderr(&o), "cbuild-run: args: --env-file /nonexistent/env: not a readable file\n");
+    // --entrypoint replaces the image's and drops its Cmd; "" leaves none, so CMD is the whole command.
+    assert_eq!(rt.ok(&["--rm", "--network", "none", "--entrypoint", "/bin/echo", IMAGE, "hi", "there"]), "hi there\n");
+    assert_eq!(rt.ok(&["--rm", "--network", "none", "--entrypoint", "", IMAGE, "echo", "plain"]), "plain\n");
+    let o = rt.run(&["--rm", "--network", "none", "--entrypoint=", IMAGE]);
+    assert_eq!(o.status.code(), Some(125), "no command at all: {}", stderr(&o));
 }
 
 #[test]
@@ -567,6 +599,17 @@ fn cgroup_limits_are_applied_and_enforced() {
     assert_eq!(v["pids"]["limit"], 20);
     assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
     rt.assert_gone(&name);
+    // Docker's other CPU spellings.
+    let name = unique("lim");
+    rt.detached(&name, &["--cpu-period", "50000", "--cpu-quota", "20000", "--cpuset-mems", "0"], "sleep 30");
+    let o = run(tool("cbuild-cgroup", &rt.sb).args(["stat", &name, "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!((v["cpu"]["quota_usec"].as_i64(), v["cpu"]["period_usec"].as_i64()), (Some(20000), Some(50000)));
+    assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+    rt.assert_gone(&name);
+    let o = rt.run(&["--rm", "--network", "none", "--device-read-bps", "nodevice", IMAGE, "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "cbuild-run: args: --device-read-bps nodevice: want DEVICE:RATE\n");
     // Docker's spellings: a decimal size; --pids-limit 0 (or -1) is no limit.
     let name = unique("lim");
     rt.detached(&name, &["--memory=1.5g", "--pids-limit", "0"], "sleep 30");
