@@ -229,7 +229,9 @@ fn main() -> ExitCode {
             let code = if e.use_stderr() { 125 } else { 0 };
             if e.use_stderr() {
                 let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ");
+                // clap's first paragraph, on one line: a list it ends with a colon ("not provided:") is in it.
+                let first = msg.split("\n\n").next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
+                let first = first.trim_start_matches("error: ");
                 eprintln!("cbuild-cgroup: usage: command line: {first}");
                 eprintln!("hint: cbuild-cgroup --help");
             } else {

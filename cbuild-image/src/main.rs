@@ -401,7 +401,9 @@ fn main() {
         Err(e) => {
             // Usage errors follow the contract too: one line, exit 125.
             let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("").trim_start_matches("error: ");
+            // clap's first paragraph, on one line: a list it ends with a colon ("not provided:") is in it.
+            let first = msg.split("\n\n").next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
+            let first = first.trim_start_matches("error: ");
             eprintln!("cbuild-image: parse: arguments: {first}");
             eprintln!("hint: cbuild-image --help");
             std::process::exit(125);

@@ -212,7 +212,9 @@ fn cli_main() -> libc::c_int {
                 return 0;
             }
             let msg = e.to_string();
-            let line = msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            // clap's first paragraph, on one line: a list it ends with a colon ("not provided:") is in it.
+            let line = msg.split("\n\n").next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
+            let line = line.trim_start_matches("error: ");
             eprintln!("cbuild-net: args: command line: {line}");
             eprintln!("hint: cbuild-net --help");
             return 125;

@@ -141,6 +141,9 @@ struct RunArgs {
     /// Make the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
+    /// Size of the container's /dev/shm (Docker's --shm-size: bytes, or with b, k, m, g; default 64m).
+    #[arg(long, value_name = "SIZE", requires = "rootfs")]
+    shm_size: Option<String>,
     /// Do not mask runc's default paths (/proc/kcore, /proc/keys, /sys/firmware, ...) nor make /proc/sys
     /// and friends read-only.
     #[arg(long)]
@@ -383,6 +386,9 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
         s.binds.push(b);
     }
     s.read_only = a.read_only;
+    if let Some(v) = &a.shm_size {
+        s.shm_size_kib = Some(spec::parse_shm_size(v).map_err(|e| Error::new(Step::Args, "--shm-size", e))?);
+    }
     s.no_mask = a.no_mask;
     s.cap_drop = caps_list(&a.cap_drop)?;
     s.cap_add = caps_list(&a.cap_add)?;
@@ -443,7 +449,9 @@ fn main() {
             } else {
                 // One line, in the contract's shape; clap's usage follows for the reader.
                 let first = e.to_string();
-                let msg = first.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+                // clap's first paragraph, on one line: a list it ends with a colon ("not provided:") is in it.
+                let msg = first.split("\n\n").next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
+                let msg = msg.trim_start_matches("error: ");
                 eprintln!("cbuild-ns: args: command line: {msg}");
             }
             std::process::exit(code);

@@ -191,7 +191,8 @@ fn mount_dev(root: &Root, spec: &RunSpec, in_userns: bool) -> Result<()> {
         Step::MountDev,
     )?;
     let shm = devdir.new_dir("shm", Step::MountDev)?;
-    mount_at(Some("shm"), &shm, Some("tmpfs"), NOSUID_NODEV_NOEXEC, Some("mode=1777,size=65536k"), Step::MountDev)?;
+    let shm_opts = format!("mode=1777,size={}k", spec.shm_size_kib.unwrap_or(65536));
+    mount_at(Some("shm"), &shm, Some("tmpfs"), NOSUID_NODEV_NOEXEC, Some(&shm_opts), Step::MountDev)?;
     if spec.new_ns.contains(&crate::namespaces::NsType::Ipc) {
         // POSIX message queues belong to the ipc namespace; a fresh one only makes sense with a new ipc ns.
         let mq = devdir.new_dir("mqueue", Step::MountDev)?;

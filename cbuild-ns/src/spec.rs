@@ -84,6 +84,26 @@ pub fn parse_bind_options(opts: &str) -> Result<BindOptions, String> {
     Ok(BindOptions { readonly: ro.unwrap_or(false), propagation: prop.unwrap_or_default(), relabel })
 }
 
+/// Docker's `--shm-size`: bytes, or a number with b, k, m or g (either case), more than 0; in KiB,
+/// rounded up (tmpfs sizes in pages anyway).
+pub fn parse_shm_size(s: &str) -> Result<u64, String> {
+    let lower = s.to_ascii_lowercase();
+    let (digits, unit) = match lower.as_bytes().last() {
+        Some(b'b') => (&lower[..lower.len() - 1], 1u64),
+        Some(b'k') => (&lower[..lower.len() - 1], 1 << 10),
+        Some(b'm') => (&lower[..lower.len() - 1], 1 << 20),
+        Some(b'g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower.as_str(), 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .ok()
+        .filter(|_| digits.bytes().all(|c| c.is_ascii_digit()))
+        .ok_or_else(|| format!("{s:?}: want a size (bytes, or with b, k, m, g)"))?;
+    let bytes = n.checked_mul(unit).filter(|&b| b > 0).ok_or_else(|| format!("{s:?}: must be more than 0"))?;
+    Ok(bytes.div_ceil(1024))
+}
+
 /// One `--mount` of Docker's: `type=bind,source=S,target=T[,readonly][,bind-propagation=P]` or
 /// `type=tmpfs,target=T[,tmpfs-size=BYTES][,tmpfs-mode=OCTAL]`.
 #[derive(Debug, Clone)]
@@ -197,6 +217,8 @@ pub struct RunSpec {
     pub tmpfs: Vec<TmpfsMount>,
     pub binds: Vec<BindMount>,
     pub read_only: bool,
+    /// Size of the container's /dev/shm tmpfs, KiB (Docker's --shm-size; 64 MiB unless told).
+    pub shm_size_kib: Option<u64>,
     pub no_mask: bool,
     pub workdir: Option<PathBuf>,
     pub clear_env: bool,
@@ -304,6 +326,17 @@ pub fn parse_time_offsets(s: &str) -> Result<Vec<(i32, i64)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shm_sizes() {
+        assert_eq!(parse_shm_size("64m"), Ok(65536));
+        assert_eq!(parse_shm_size("1G"), Ok(1 << 20));
+        assert_eq!(parse_shm_size("1000"), Ok(1));
+        assert_eq!(parse_shm_size("2048b"), Ok(2));
+        for bad in ["0", "0m", "", "m", "-1m", "1.5m", "1t", "99999999999999999g"] {
+            assert!(parse_shm_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn docker_bind_options() {

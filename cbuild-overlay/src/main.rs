@@ -131,7 +131,9 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            // clap's first paragraph, on one line: a list it ends with a colon ("not provided:") is in it.
+            let first = text.split("\n\n").next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
+            let first = first.trim_start_matches("error: ");
             eprintln!("cbuild-overlay: args: command line: {first}");
             eprintln!("hint: cbuild-overlay --help");
             return ExitCode::from(125);

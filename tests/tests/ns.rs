@@ -284,6 +284,23 @@ fn docker_bind_options_propagation_and_the_mount_flag() {
     }
 }
 
+/// /dev/shm is 64 MiB unless --shm-size says otherwise (Docker's units); a size of 0 or a bad one is
+/// refused, and so is --shm-size without a root of the container's own (no /dev/shm is made then).
+#[test]
+fn shm_size() {
+    let sb = Sandbox::new();
+    let size = "grep ' /dev/shm ' /proc/self/mountinfo | grep -o 'size=[0-9]*k'";
+    assert_eq!(ok(&run_sh(&sb, &["--mount"], size)), "size=65536k\n");
+    assert_eq!(ok(&run_sh(&sb, &["--mount", "--shm-size", "1m"], size)), "size=1024k\n");
+    assert_eq!(ok(&run_sh(&sb, &["--mount", "--shm-size=2G"], size)), "size=2097152k\n");
+    for bad in ["0", "1.5m", "lots"] {
+        assert_tool_error(&run_sh(&sb, &["--mount", "--shm-size", bad], "true"), "cbuild-ns", "--shm-size");
+    }
+    let mut c = ns(&sb);
+    c.args(["run", "--mount", "--shm-size", "1m", "--", "true"]);
+    assert_tool_error(&run(&mut c), "cbuild-ns", "--rootfs");
+}
+
 #[test]
 fn hostile_rootfs_symlinks_cannot_redirect_mounts_to_the_host() {
     let sb = Sandbox::new();

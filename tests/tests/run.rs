@@ -436,12 +436,14 @@ fn process_flags_env_workdir_user_hostname() {
         "1000:1000",
         "--group-add",
         "1234",
+        "--shm-size",
+        "2m",
         IMAGE,
         "sh",
         "-c",
-        "echo $A:$B:$FROM_HOST:$C; ulimit -n; ulimit -Hn; id -G",
+        "echo $A:$B:$FROM_HOST:$C; ulimit -n; ulimit -Hn; id -G; grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'",
     ]));
-    assert_eq!(stdout(&o), "from-file:two words = ok:yes:from-e\n100\n200\n1000 1234\n", "{}", stderr(&o));
+    assert_eq!(stdout(&o), "from-file:two words = ok:yes:from-e\n100\n200\n1000 1234\nsize=2048k\n", "{}", stderr(&o));
     let o = rt.run(&["--rm", "--network", "none", "--env-file", "/nonexistent/env", IMAGE, "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert_eq!(stderr(&o), "cbuild-run: args: --env-file /nonexistent/env: not a readable file\n");
