@@ -7,6 +7,7 @@
 //!   free inodes and space.
 
 pub mod diff;
+pub mod discard;
 pub mod error;
 pub mod fsutil;
 pub mod inspect;

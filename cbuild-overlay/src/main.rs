@@ -71,6 +71,11 @@ enum Cmd {
         /// its last holder (the container's mount namespace) is.
         #[arg(long, value_name = "N", requires = "cmd", conflicts_with = "target")]
         fd: Option<i32>,
+        /// With --fd: remove the (new) upper and work dirs once CMD has exited, in the background, as
+        /// `docker run --rm` discards a container's layer. The remover holds a lock on the upper dir
+        /// till it is done.
+        #[arg(long, requires_all = ["fd", "upper", "work"])]
+        rm: bool,
         /// Where to mount (not with --fd).
         #[arg(required_unless_present = "fd")]
         target: Option<PathBuf>,
@@ -197,6 +202,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             userxattr,
             legacy_api,
             fd,
+            rm,
             target,
             cmd,
         } => {
@@ -223,6 +229,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 userxattr,
                 api: if legacy_api { Api::Legacy } else { Api::Auto },
                 state_dir: state_dir(),
+                discard: rm,
             };
             let mut m = mount::mount(&req)?;
             let how = if m.api == Api::New { "new mount API" } else { "mount(2)" };

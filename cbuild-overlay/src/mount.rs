@@ -70,6 +70,9 @@ pub struct MountRequest {
     pub api: Api,
     /// `<state>`, where the aux dir goes when one is needed.
     pub state_dir: PathBuf,
+    /// `--rm` (with `detached`): upper and work must be new, and go once this process (the command it
+    /// becomes) has exited ([`crate::discard`]).
+    pub discard: bool,
 }
 
 /// What was mounted, for `-v` and the tests.
@@ -351,6 +354,15 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
         // Asked to stop while mounting: take it all back, then let the signal end the process.
         return Err(Error::invalid("mount", p(&plan.target), format!("interrupted by {sig}")));
     }
+    if req.discard {
+        // Made by this call (not by a racing process since the check): ours to throw away. Forked while
+        // signals are still held, so a stop signal from here on ends a process whose remover is armed.
+        let (u, w) = (plan.upper.as_ref().expect("checked"), plan.work.as_ref().expect("checked"));
+        if !created.contains(u) || !created.contains(w) {
+            return Err(Error::invalid("rm", p(u), "appeared while mounting; --rm needs new upper and work dirs"));
+        }
+        crate::discard::arm(u, w)?;
+    }
     undo.armed = false;
     if req.detached {
         // The command exec'd next inherits the signal mask: it must get the caller's back. A stop signal
@@ -433,6 +445,8 @@ fn check(req: &MountRequest) -> Result<Plan> {
         (None, Some(w), None) => return Err(Error::invalid("upperdir", p(w), "--work needs --upper too")),
         (Some(u), Some(w), None) => (Some(fsutil::resolve("upperdir", u)?), Some(fsutil::resolve("workdir", w)?)),
     };
+    // Upper and work both still to be made: no overlay uses them, no earlier mount marked them.
+    let mut fresh = false;
     if let (Some(u), Some(w)) = (&upper, &work) {
         if u == w {
             return Err(Error::invalid("workdir", p(w), "is the upper dir itself; overlay needs two separate dirs"));
@@ -445,8 +459,17 @@ fn check(req: &MountRequest) -> Result<Plan> {
             return Err(Error::invalid("upperdir", p(u), format!("inside the work dir {}", w.display())));
         }
         // Where they will be created is the mount of their nearest existing ancestor.
-        let (ue, _) = fsutil::nearest_existing(u);
-        let (we, _) = fsutil::nearest_existing(w);
+        let (ue, u_missing) = fsutil::nearest_existing(u);
+        let (we, w_missing) = fsutil::nearest_existing(w);
+        fresh = !u_missing.is_empty() && !w_missing.is_empty();
+        if req.discard && !fresh {
+            let d = if u_missing.is_empty() { u } else { w };
+            return Err(Error::invalid(
+                "rm",
+                p(d),
+                "exists: --rm removes the upper and work dirs after the command, so they must be new",
+            ));
+        }
         if fsutil::fs_magic("upperdir", &ue)? == fsutil::OVERLAYFS_SUPER_MAGIC {
             return Err(Error::invalid("upperdir", p(u), "on an overlay filesystem, which cannot hold an upper layer")
                 .with_hint("put upper and work on the backing filesystem (ext4, xfs, tmpfs, ...)"));
@@ -480,7 +503,7 @@ fn check(req: &MountRequest) -> Result<Plan> {
     if !req.detached {
         check_target_placement(&target, &lower, &lower_ids, upper.as_deref(), work.as_deref())?;
     }
-    if let (Some(u), Some(w)) = (&upper, &work) {
+    if let (Some(u), Some(w), false) = (&upper, &work, fresh) {
         in_use_check(u, w)?;
         check_volatile_marker(w)?;
     }

@@ -18,6 +18,32 @@ rt_alive() {
     return 0
 }
 
+# rt_remove_layers [NAME] — the upper and work dirs named .rm.NAME.PID that nothing holds any more: an --rm
+# run's layer whose cbuild-overlay remover was killed with it, or a background removal (rt_discard_tree)
+# that never finished. A remover at work holds a lock on its upper dir. Without NAME (prune): every run's
+# but a live one's (its layer is locked only once mounted).
+rt_remove_layers() {
+    local d base n pid held fd
+    for d in "$rt_data"/upper/.rm.* "$rt_data"/work/.rm.*; do
+        [[ -e $d ]] || continue
+        base=${d##*/} n=${d##*/.rm.} pid=${d##*.}
+        n=${n%.*}
+        [[ -n $pid && $pid != *[!0-9]* ]] || continue
+        if [[ $# -gt 0 ]]; then
+            [[ $n == "$1" ]] || continue
+        elif rt_alive "$n"; then
+            continue
+        fi
+        if { exec {fd}<"$rt_data/upper/$base"; } 2>/dev/null; then
+            flock -n "$fd"
+            held=$?
+            exec {fd}<&-
+            [[ $held == 0 ]] || continue
+        fi
+        rt_rm_tree "$d"
+    done
+}
+
 # Host PID of run NAME's command (none before its exec).
 rt_pid() {
     local st=''

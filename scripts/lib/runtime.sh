@@ -134,9 +134,10 @@ rt_cleanup() {
                 [[ $netns_done == 0 && -e $dir/ns/net ]] && rt_undo_step netns "$NET_BIN" netns del "$name"
                 ;;
             upper)
-                # The overlay died with the container's mount ns: the upper dir is what is left.
+                # The overlay died with the container's mount ns: the upper dir is what is left. (An --rm
+                # run's, .rm.NAME.PID, is removed by cbuild-overlay mount --rm's own child.)
                 if [[ $keep != 1 ]]; then
-                    rt_say undo-upper "rm -rf $rt_data/upper/$name $rt_data/work/$name (renamed to .rm.$name.$$, removed in the background)"
+                    rt_say undo-upper "rm -rf $rt_data/upper/$name $rt_data/work/$name (renamed to .rm.$name.$$, removed in the background; --rm: by cbuild-overlay)"
                     rt_discard_tree "$rt_data/upper/$name" "$rt_data/work/$name"
                 fi
                 ;;

@@ -1758,3 +1758,92 @@ fn detached_mount2_overlay_is_never_copied_to_peer_mounts() {
     assert_eq!(mounts_under(&d.to_string_lossy()), before);
     assert!(!sb.state.join(".overlay").exists());
 }
+
+/// `mount --fd N --rm`: a throw-away layer. While the command runs, its upper and work dirs exist and a
+/// remover (a child, in its own session, holding only /dev/null, a pidfd and the upper dir) keeps the upper
+/// dir locked; once the command has exited they go, even a tree deeper than the remover's fd limit (its
+/// `rm -rf` fallback). Existing dirs are refused (125), as is `--rm` without `--fd`, `--upper` or `--work`.
+#[test]
+fn detached_overlay_rm_removes_upper_and_work_after_the_command() {
+    require_root();
+    let sb = Sandbox::new();
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let (top, bottom) = two_layers(&sb);
+    let c = sb.path().join("c");
+    let (upper, work) = (c.join("upper"), c.join("work"));
+    let mount = |script: &str| {
+        let mut cmd = ov(&sb);
+        cmd.arg("mount").arg("--lower").arg(format!("{}:{}", top.display(), bottom.display()));
+        cmd.arg("--upper").arg(&upper).arg("--work").arg(&work).args(["--volatile", "--rm", "--fd", "6", "--"]);
+        run(cmd.args(["sh", "-c", script]))
+    };
+    let wait_gone = |what: &str| {
+        let since = std::time::Instant::now();
+        while (upper.exists() || work.exists()) && since.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!upper.exists() && !work.exists(), "{what}: upper and work dirs still there");
+    };
+    // The remover is the command's only child: looked at from here while the command waits for a file.
+    let (pid_file, stop) = (sb.path().join("remover-pid"), sb.path().join("stop"));
+    let mut cmd = ov(&sb);
+    cmd.arg("mount").arg("--lower").arg(format!("{}:{}", top.display(), bottom.display()));
+    cmd.arg("--upper").arg(&upper).arg("--work").arg(&work).args(["--rm", "--fd", "6", "--", "sh", "-c"]);
+    cmd.arg(format!(
+        "read r </proc/$$/task/$$/children; echo $r >{p}.tmp; mv {p}.tmp {p}; while [ ! -e {s} ]; do sleep 0.01; done",
+        p = pid_file.display(),
+        s = stop.display()
+    ));
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let since = std::time::Instant::now();
+    while !pid_file.exists() && since.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let r = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    assert!(upper.is_dir() && work.is_dir());
+    let dir = std::fs::File::open(&upper).unwrap();
+    let locked = nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock);
+    assert!(locked.is_err(), "the upper dir is locked while the remover lives");
+    // Its fds: /dev/null thrice, the pidfd and the upper dir, none of the caller's (mount fd, pipes); a
+    // moment after the fork for the close.
+    let fds = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{r}/fd"))
+            .unwrap()
+            .map(|e| std::fs::read_link(e.unwrap().path()).unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    while fds().len() > 5 && since.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let up = upper.to_string_lossy().into_owned();
+    assert_eq!(fds(), ["/dev/null", "/dev/null", "/dev/null", up.as_str(), "anon_inode:[pidfd]"]);
+    let stat = std::fs::read_to_string(format!("/proc/{r}/stat")).unwrap();
+    assert_eq!(stat.rsplit(") ").next().unwrap().split(' ').nth(3), Some(r.as_str()), "own session: {stat}");
+    std::fs::write(&stop, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_gone("after the command");
+    // The command fails, and writes a tree deeper than 1024 levels first (2048 nested dirs).
+    let o = mount(&format!(
+        "cd {} && p=d; i=0; while [ $i -lt 11 ]; do p=$p/$p; i=$((i+1)); done; mkdir -p \"$p\" && exit 3",
+        upper.display()
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    wait_gone("after a failed command with a deep tree");
+    assert_eq!(mounts_under(&sb.path().to_string_lossy()), before);
+    // Refused: dirs that exist (the data is not ours to throw away), and --rm without --fd/--upper/--work.
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::write(upper.join("keep"), "x").unwrap();
+    assert_tool_error(&mount("true"), TOOL, "must be new");
+    assert!(upper.join("keep").exists() && !work.exists());
+    std::fs::remove_dir_all(&c).unwrap();
+    for extra in
+        [&["--rm", "--upper", "u", "--work", "w", "target"][..], &["--rm", "--upper", "u", "--fd", "6", "--", "true"]]
+    {
+        let o = run(ov(&sb).arg("mount").arg("--lower").arg(&top).args(extra).current_dir(sb.path()));
+        assert_tool_error(&o, TOOL, "args");
+    }
+    assert_nothing_left(&sb, &before, &[&c, &sb.path().join("u"), &sb.path().join("w")]);
+}

@@ -554,9 +554,10 @@ fn an_upper_dir_deeper_than_path_max_is_still_removed() {
     rt.assert_gone(&name);
 }
 
-/// An --rm run does not wait for its upper dir to be removed: the dir is renamed out of the NAME's way and
-/// removed in the background, so the NAME is free at once, and its next run starts with an empty upper
-/// dir even while the old one is still going. What a removal never finished, `cbuild-rm --prune` removes.
+/// An --rm run does not wait for its upper dir to be removed: the dir is named apart (.rm.NAME.PID) and
+/// removed by cbuild-overlay's remover once the chain ends, so the NAME is free at once, and its next run
+/// starts with an empty upper dir even while the old one is still going. What a removal never finished,
+/// `cbuild-rm --prune` removes; a running --rm container's layer it leaves alone.
 #[test]
 fn an_rm_runs_upper_dir_goes_in_the_background_and_the_name_is_free_at_once() {
     let rt = Rt::new();
@@ -564,7 +565,7 @@ fn an_rm_runs_upper_dir_goes_in_the_background_and_the_name_is_free_at_once() {
     // 3000 files: on ext4 their removal takes a while, longer than the next start.
     let fill = "mkdir /fill && cd /fill && i=0; while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; echo filled";
     assert_eq!(rt.ok(&["--rm", "--name", &name, "--network", "none", IMAGE, "sh", "-c", fill]), "filled\n");
-    assert!(!rt.data.join("upper").join(&name).exists(), "the NAME's upper dir is renamed away before the run returns");
+    assert!(!rt.data.join("upper").join(&name).exists(), "an --rm run's upper dir is not the NAME's");
     let again =
         rt.ok(&["--rm", "--name", &name, "--network", "none", IMAGE, "sh", "-c", "ls /fill 2>/dev/null | wc -l"]);
     assert_eq!(again.trim(), "0", "the next run of the NAME starts with an empty upper dir");
@@ -577,11 +578,28 @@ fn an_rm_runs_upper_dir_goes_in_the_background_and_the_name_is_free_at_once() {
     std::fs::create_dir_all(&work).unwrap();
     let keep = rt.data.join("upper").join(format!("{name}-not-trash"));
     std::fs::create_dir_all(&keep).unwrap();
+    let live = unique("live");
+    rt.detached(&live, &["--rm"], "echo up >/up; sleep 60");
+    let layer = |d: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(rt.data.join(d))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!(".rm.{live}.")))
+            .collect()
+    };
+    let (live_upper, live_work) = (layer("upper"), layer("work"));
+    assert!(live_upper.len() == 1 && live_work.len() == 1, "{live_upper:?} {live_work:?}");
     let o = rt.tool("cbuild-rm", &["--prune"]);
     assert!(o.status.success(), "prune: {}", stderr(&o));
     assert!(!left.exists() && !work.exists(), "prune removes unfinished removals");
     assert!(keep.exists(), "prune leaves other dirs alone");
+    assert!(
+        live_upper[0].join("up").exists() && live_work[0].exists(),
+        "prune leaves a running --rm container's layer"
+    );
     std::fs::remove_dir(&keep).unwrap();
+    assert_eq!(rt.tool("cbuild-stop", &["-t", "0", &live]).status.code(), Some(0));
+    rt.assert_gone(&live);
 }
 
 // ------------------------------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+//! `mount --fd N --rm`: a throw-away writable layer, as `docker run --rm`'s. The upper and work dirs go
+//! once the command chain that holds the mount has exited, removed by a child forked before the exec, so
+//! the caller neither waits for the removal nor starts a process of its own for it (an `rm -rf` is a
+//! whole program start, ~1 ms of CPU here; a fork of this small process is ~0.1 ms).
+//!
+//! The remover:
+//! - waits on a pidfd of the chain (this process, after its exec): readable when the chain has exited,
+//!   whatever it became and whoever reaps it;
+//! - holds an exclusive flock on the upper dir from before the fork until it is done: a sign of life for
+//!   whoever cleans up after crashes (`cbuild-rm --prune` leaves a locked upper dir alone);
+//! - is in its own session, so a terminal's ^C or a kill of the caller's process group does not stop it
+//!   half-way, and holds no fd of the caller but its stdin/out/err, pointed at /dev/null;
+//! - removes with its own nofile limit at 1024: std's `remove_dir_all` recurses a level per directory, so a
+//!   tree deeper than that ends with EMFILE rather than past the stack's end, and `rm -rf` (which walks
+//!   any depth) finishes what is left.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, CWD};
+
+use crate::error::{p, Error, Result};
+
+/// Lock the (new) upper dir and fork the remover of `upper` and `work`: from here on the dirs belong to
+/// the remover, which removes them once this process has exited, exec or not.
+pub fn arm(upper: &Path, work: &Path) -> Result<()> {
+    // O_CLOEXEC: the chain must not hold the lock; the remover's copy keeps it.
+    let dir = rustix::fs::openat(CWD, upper, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Error::os("rm", p(upper), e))?;
+    rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|e| Error::os("rm", p(upper), e).with_hint("another process holds a lock on this upper dir"))?;
+    // Opened before the fork, so it names this process even if it is gone by the time the child runs.
+    let me = rustix::process::getpid();
+    let pidfd = rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty())
+        .map_err(|e| Error::os("rm", "pidfd_open", e).with_hint("--rm needs Linux 5.3 or later"))?;
+    // Everything the child needs, allocated before the fork (it only makes raw syscalls until exec/exit).
+    let argv_rm: Vec<CString> = ["rm", "-rf", "--"]
+        .iter()
+        .map(|s| CString::new(*s).expect("no NUL"))
+        .chain([upper, work].iter().map(|d| CString::new(d.as_os_str().as_bytes()).expect("paths hold no NUL")))
+        .collect();
+    let dirs = [upper.to_path_buf(), work.to_path_buf()];
+    // SAFETY: single-threaded (cbuild-overlay starts no threads), so the child may run Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(Error::os("rm", "fork", std::io::Error::last_os_error())),
+        0 => remover(pidfd, dir, &dirs, &argv_rm),
+        _ => Ok(()), // pidfd and dir close here (the dir at exec: close-on-exec; the child keeps the lock)
+    }
+}
+
+/// The child: detach, wait for the chain, remove. Never returns.
+fn remover(pidfd: OwnedFd, lock: OwnedFd, dirs: &[PathBuf; 2], argv_rm: &[CString]) -> ! {
+    // SAFETY: plain syscalls on fds this process owns; _exit never runs the parent's destructors.
+    unsafe {
+        libc::setsid();
+        // The parent holds signals while it mounts; the remover takes them as they come.
+        let mut none = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::chdir(c"/".as_ptr());
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        // Keep only the pidfd and the lock: the caller's fds (the detached mount, a run's lock file,
+        // pipes) must not live on in us.
+        let mut keep = [pidfd.as_raw_fd(), lock.as_raw_fd()];
+        keep.sort_unstable();
+        close_from_to(3, keep[0] - 1);
+        close_from_to(keep[0] + 1, keep[1] - 1);
+        close_from_to(keep[1] + 1, RawFd::MAX);
+        let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        loop {
+            if libc::poll(&mut pfd, 1, -1) > 0 {
+                break;
+            }
+            if *libc::__errno_location() != libc::EINTR {
+                // Cannot tell when the chain ends: leave the dirs (and, unlocked, to a prune).
+                libc::_exit(1);
+            }
+        }
+        let mut lim = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max.min(1024);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        let done = dirs.iter().all(|d| match std::fs::remove_dir_all(d) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        });
+        if !done {
+            let mut ptrs: Vec<*const libc::c_char> = argv_rm.iter().map(|a| a.as_ptr()).collect();
+            ptrs.push(std::ptr::null());
+            libc::execvp(ptrs[0], ptrs.as_ptr());
+        }
+        libc::_exit(if done { 0 } else { 1 });
+    }
+}
+
+fn close_from_to(first: RawFd, last: RawFd) {
+    if first <= last {
+        // SAFETY: closes fds of this (forked) process only.
+        unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0) };
+    }
+}
