@@ -11,15 +11,15 @@
 //! - is in its own session, so a terminal's ^C or a kill of the caller's process group does not stop it
 //!   half-way, and holds no fd of the caller but its stdin/out/err, pointed at /dev/null;
 //! - removes with its own nofile limit at 1024: std's `remove_dir_all` recurses a level per directory, so a
-//!   tree deeper than that ends with EMFILE rather than past the stack's end, and `rm -rf` (which walks
-//!   any depth) finishes what is left.
+//!   tree deeper than that ends with EMFILE rather than past the stack's end, and [`remove_deep`], which
+//!   holds two fds at any depth, finishes what is left (rm(1) is no help there: busybox's gives up past
+//!   PATH_MAX).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 
 use crate::error::{p, Error, Result};
 
@@ -35,23 +35,17 @@ pub fn arm(upper: &Path, work: &Path) -> Result<()> {
     let me = rustix::process::getpid();
     let pidfd = rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty())
         .map_err(|e| Error::os("rm", "pidfd_open", e).with_hint("--rm needs Linux 5.3 or later"))?;
-    // Everything the child needs, allocated before the fork (it only makes raw syscalls until exec/exit).
-    let argv_rm: Vec<CString> = ["rm", "-rf", "--"]
-        .iter()
-        .map(|s| CString::new(*s).expect("no NUL"))
-        .chain([upper, work].iter().map(|d| CString::new(d.as_os_str().as_bytes()).expect("paths hold no NUL")))
-        .collect();
     let dirs = [upper.to_path_buf(), work.to_path_buf()];
     // SAFETY: single-threaded (cbuild-overlay starts no threads), so the child may run Rust code.
     match unsafe { libc::fork() } {
         -1 => Err(Error::os("rm", "fork", std::io::Error::last_os_error())),
-        0 => remover(pidfd, dir, &dirs, &argv_rm),
+        0 => remover(pidfd, dir, &dirs),
         _ => Ok(()), // pidfd and dir close here (the dir at exec: close-on-exec; the child keeps the lock)
     }
 }
 
 /// The child: detach, wait for the chain, remove. Never returns.
-fn remover(pidfd: OwnedFd, lock: OwnedFd, dirs: &[PathBuf; 2], argv_rm: &[CString]) -> ! {
+fn remover(pidfd: OwnedFd, lock: OwnedFd, dirs: &[PathBuf; 2]) -> ! {
     // SAFETY: plain syscalls on fds this process owns; _exit never runs the parent's destructors.
     unsafe {
         libc::setsid();
@@ -86,17 +80,68 @@ fn remover(pidfd: OwnedFd, lock: OwnedFd, dirs: &[PathBuf; 2], argv_rm: &[CStrin
             lim.rlim_cur = lim.rlim_max.min(1024);
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
-        let done = dirs.iter().all(|d| match std::fs::remove_dir_all(d) {
-            Ok(()) => true,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        });
-        if !done {
-            let mut ptrs: Vec<*const libc::c_char> = argv_rm.iter().map(|a| a.as_ptr()).collect();
-            ptrs.push(std::ptr::null());
-            libc::execvp(ptrs[0], ptrs.as_ptr());
+        let mut ok = true;
+        for d in dirs {
+            ok &= match std::fs::remove_dir_all(d) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(_) => remove_deep(d).is_ok(),
+            };
         }
-        libc::_exit(if done { 0 } else { 1 });
+        libc::_exit(if ok { 0 } else { 1 });
     }
+}
+
+const DIR: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
+/// Remove `path` whole holding two fds whatever its depth: down the first subdirectory each time (the names
+/// on a stack, only the current dir open), unlinking the rest on the way, and back up through `..` once a
+/// dir is empty. A dir is listed again each time the walk returns to it, so it is for what
+/// `remove_dir_all` left past its fd limit (a deep chain), not for whole trees. The container is gone:
+/// nothing moves the tree meanwhile.
+pub fn remove_deep(path: &Path) -> std::io::Result<()> {
+    let mut names: Vec<CString> = vec![];
+    let mut cur = rustix::fs::openat(CWD, path, DIR, Mode::empty())?;
+    loop {
+        match first_subdir(&cur)? {
+            Some(name) => {
+                cur = rustix::fs::openat(&cur, name.as_c_str(), DIR, Mode::empty())?;
+                names.push(name);
+            }
+            None => match names.pop() {
+                Some(name) => {
+                    let parent = rustix::fs::openat(&cur, c"..", DIR, Mode::empty())?;
+                    rustix::fs::unlinkat(&parent, name.as_c_str(), AtFlags::REMOVEDIR)?;
+                    cur = parent;
+                }
+                None => break,
+            },
+        }
+    }
+    drop(cur);
+    std::fs::remove_dir(path)
+}
+
+/// Unlink every entry of `dir` that is not a directory, up to its first subdirectory, whose name it returns.
+fn first_subdir(dir: &OwnedFd) -> std::io::Result<Option<CString>> {
+    let mut entries = rustix::fs::Dir::read_from(dir)?;
+    while let Some(e) = entries.read() {
+        let e = e?;
+        let name: &CStr = e.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let is_dir = match e.file_type() {
+            FileType::Unknown => rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)?,
+            t => t == FileType::Directory,
+        };
+        if is_dir {
+            return Ok(Some(name.to_owned()));
+        }
+        rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+    }
+    Ok(None)
 }
 
 fn close_from_to(first: RawFd, last: RawFd) {
