@@ -20,15 +20,15 @@ rt_alive() {
 
 # rt_remove_layers [NAME] — the upper and work dirs named .rm.NAME.PID that nothing holds any more: an --rm
 # run's layer whose cbuild-overlay remover was killed with it, or a background removal (rt_discard_tree)
-# that never finished. A remover at work holds a lock on its upper dir. Without NAME (prune): every run's
-# but a live one's (its layer is locked only once mounted).
+# that never finished. PID (the run's, or the remover's caller) alive: still its; later, a remover at work
+# holds a lock on the upper dir. Without NAME (prune): also not while a run of NAME is alive.
 rt_remove_layers() {
     local d base n pid held fd
     for d in "$rt_data"/upper/.rm.* "$rt_data"/work/.rm.*; do
         [[ -e $d ]] || continue
         base=${d##*/} n=${d##*/.rm.} pid=${d##*.}
         n=${n%.*}
-        [[ -n $pid && $pid != *[!0-9]* ]] || continue
+        [[ -n $pid && $pid != *[!0-9]* && ! -e /proc/$pid ]] || continue
         if [[ $# -gt 0 ]]; then
             [[ $n == "$1" ]] || continue
         elif rt_alive "$n"; then

@@ -570,11 +570,12 @@ fn an_rm_runs_upper_dir_goes_in_the_background_and_the_name_is_free_at_once() {
         rt.ok(&["--rm", "--name", &name, "--network", "none", IMAGE, "sh", "-c", "ls /fill 2>/dev/null | wc -l"]);
     assert_eq!(again.trim(), "0", "the next run of the NAME starts with an empty upper dir");
     rt.assert_gone(&name);
-    // A removal that never finished (the machine went down): prune removes it, and only it.
-    let left = rt.data.join("upper").join(format!(".rm.{name}.1"));
+    // A removal that never finished (the machine went down): prune removes it, and only it. (Its PID is
+    // past any pid_max: no process has it.)
+    let left = rt.data.join("upper").join(format!(".rm.{name}.999999999"));
     std::fs::create_dir_all(left.join("d")).unwrap();
     std::fs::write(left.join("d/f"), "x").unwrap();
-    let work = rt.data.join("work").join(format!(".rm.{name}.1"));
+    let work = rt.data.join("work").join(format!(".rm.{name}.999999999"));
     std::fs::create_dir_all(&work).unwrap();
     let keep = rt.data.join("upper").join(format!("{name}-not-trash"));
     std::fs::create_dir_all(&keep).unwrap();
