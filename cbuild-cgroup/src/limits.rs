@@ -27,6 +27,11 @@ pub struct RawLimits {
     pub io_weight: Option<String>,
     pub io_max: Vec<String>,
     pub oom_group: bool,
+    /// Docker's v1-only flags (the OCI fields of the same meaning).
+    pub memory_swappiness: Option<String>,
+    pub oom_kill_disable: bool,
+    pub cpu_rt_period: Option<String>,
+    pub cpu_rt_runtime: Option<String>,
     pub oci: Option<String>,
     /// `docker` or `all`.
     pub devices: Option<String>,
@@ -102,6 +107,8 @@ pub struct Limits {
     pub cpu_rt_runtime: Option<i64>,
     /// Device nodes allowed (all others denied); None leaves the device policy alone.
     pub devices: Option<Vec<devices::Rule>>,
+    /// OCI field (`memory.swappiness`, ...) → the flag that set it, for errors that name what was given.
+    pub flagged: BTreeMap<&'static str, &'static str>,
 }
 
 fn bad(flag: &str, value: &str, reason: impl Into<String>) -> Error {
@@ -239,6 +246,26 @@ impl Limits {
             l.io_max.push(io);
         }
         l.oom_group |= raw.oom_group;
+        // Docker's -1: the host's swappiness (nothing written).
+        if raw.memory_swappiness.as_deref().is_some_and(|s| s.trim() != "-1") {
+            l.swappiness = int("--memory-swappiness", &raw.memory_swappiness, 0, 100)?;
+            l.flagged.insert("memory.swappiness", "--memory-swappiness");
+        }
+        if raw.oom_kill_disable {
+            l.oom_kill_disable = true;
+            l.flagged.insert("memory.disableOOMKiller", "--oom-kill-disable");
+        }
+        if let Some(p) = int("--cpu-rt-period", &raw.cpu_rt_period, 1, 1_000_000_000)? {
+            l.cpu_rt_period = Some(p);
+            l.flagged.insert("cpu.realtimePeriod", "--cpu-rt-period");
+        }
+        if let Some(r) = raw.cpu_rt_runtime.as_deref() {
+            l.cpu_rt_runtime = Some(match r.trim() {
+                "-1" => -1,
+                _ => int("--cpu-rt-runtime", &raw.cpu_rt_runtime, 0, 1_000_000_000)?.unwrap_or(0) as i64,
+            });
+            l.flagged.insert("cpu.realtimeRuntime", "--cpu-rt-runtime");
+        }
         // As Docker: --device-cgroup-rule adds to the list in force (the OCI file's, else Docker's default);
         // --devices replaces it, as any flag overrides the file.
         match raw.devices.as_deref() {
@@ -440,7 +467,8 @@ impl Limits {
     /// and refused here, before anything is made, where it certainly has none. Whether a file only
     /// non-root cgroups show exists (BFQ's weights) is known only once NAME is made: `apply` says so then.
     fn check_oci_only(&self, host: &Host) -> Result<()> {
-        let field = |f: &str| format!("linux.resources.{f}");
+        let field =
+            |f: &str| self.flagged.get(f).map_or_else(|| format!("linux.resources.{f}"), |flag| flag.to_string());
         // The hierarchy of a controller, or an error naming the field that needs it.
         let hierarchy = |ctrl: &str, f: &str| {
             let alias = if ctrl == "io" { "blkio" } else { ctrl };

@@ -151,6 +151,18 @@ struct LimitArgs {
     /// Kill the whole cgroup when the OOM killer picks one of its processes (v2).
     #[arg(long)]
     oom_group: bool,
+    /// How readily the kernel swaps the cgroup's memory, 0..100; -1 for the host's (v1 only).
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swappiness: Option<String>,
+    /// No OOM kills in the cgroup: at its memory limit its tasks wait for memory (v1 only).
+    #[arg(long)]
+    oom_kill_disable: bool,
+    /// Real-time scheduling period in µs (v1 with real-time group scheduling).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_rt_period: Option<String>,
+    /// Real-time runtime in µs per period, -1 for no limit; comes out of the cbuild/ parent's (v1).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_rt_runtime: Option<String>,
     /// Read linux.resources from an OCI runtime config (flags override it).
     #[arg(long, value_name = "CONFIG_JSON")]
     oci: Option<String>,
@@ -182,6 +194,10 @@ impl From<LimitArgs> for RawLimits {
             io_weight: a.io_weight,
             io_max: a.io_max,
             oom_group: a.oom_group,
+            memory_swappiness: a.memory_swappiness,
+            oom_kill_disable: a.oom_kill_disable,
+            cpu_rt_period: a.cpu_rt_period,
+            cpu_rt_runtime: a.cpu_rt_runtime,
             oci: a.oci,
             devices: a.devices,
             device_rules: a.device_cgroup_rule,

@@ -2022,6 +2022,59 @@ fn assert_oci_refused(sb: &Sandbox, i: &Value, resources: &str, needle: &str) {
     assert_no_dirs(i, &name);
 }
 
+/// Refused with `needle` named (one line, exit 125) and nothing made: flags this time.
+fn assert_flags_refused(sb: &Sandbox, i: &Value, flags: &[&str], needle: &str) {
+    let name = unique("cg");
+    let _g = Cg { name: name.clone(), dirs: dirs(i, &name) };
+    let o = run(cg(sb).args(["create", &name]).args(flags));
+    assert_tool_error(&o, TOOL, needle);
+    assert_eq!(stderr(&o).lines().filter(|l| !l.starts_with("hint: ")).count(), 1, "{flags:?}: {}", stderr(&o));
+    assert_no_dirs(i, &name);
+}
+
+/// Docker's v1-only flags: `--memory-swappiness` (-1: the host's), `--oom-kill-disable`, `--cpu-rt-period`
+/// (`--cpu-rt-runtime` goes the OCI field's way, tested above): applied on v1, refused on v2 naming the
+/// flag, not the OCI field they share a meaning with.
+#[test]
+fn docker_v1_only_flags_are_applied_or_refused_by_name() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    match hierarchy_of(&i, "memory") {
+        Some(h) if h["version"] == 1 => {
+            let c = Cg::new(&i);
+            let o = run(cg(&sb).args(["create", &c.name, "--memory-swappiness", "30", "--oom-kill-disable"]));
+            assert!(o.status.success(), "{}", stderr(&o));
+            let d = dir_of(&i, &c.name, "memory").unwrap();
+            assert_eq!(read(&d.join("memory.swappiness")).trim(), "30");
+            assert!(read(&d.join("memory.oom_control")).lines().any(|l| l == "oom_kill_disable 1"));
+            let c = Cg::new(&i);
+            let o = run(cg(&sb).args(["create", &c.name, "--memory-swappiness=-1"]));
+            assert!(o.status.success(), "{}", stderr(&o));
+            let parent = Path::new(h["base"].as_str().unwrap()).join("cbuild/memory.swappiness");
+            let d = dir_of(&i, &c.name, "memory").unwrap();
+            assert_eq!(read(&d.join("memory.swappiness")), read(&parent), "-1 leaves the inherited value");
+        }
+        _ => {
+            assert_flags_refused(&sb, &i, &["--memory-swappiness", "30"], "--memory-swappiness: cgroup v2 has no");
+            assert_flags_refused(&sb, &i, &["--oom-kill-disable"], "--oom-kill-disable: cgroup v2 has no");
+        }
+    }
+    assert_flags_refused(&sb, &i, &["--memory-swappiness", "101"], "--memory-swappiness 101");
+    assert_flags_refused(&sb, &i, &["--cpu-rt-runtime", "-2"], "--cpu-rt-runtime -2");
+    let cpu = hierarchy_of(&i, "cpu");
+    match cpu.filter(|h| h["version"] == 1 && Path::new(h["base"].as_str().unwrap()).join("cpu.rt_runtime_us").exists())
+    {
+        Some(_) => {
+            let c = Cg::new(&i);
+            let o = run(cg(&sb).args(["create", &c.name, "--cpu-rt-period", "500000"]));
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(read(&dir_of(&i, &c.name, "cpu").unwrap().join("cpu.rt_period_us")).trim(), "500000");
+        }
+        None => assert_flags_refused(&sb, &i, &["--cpu-rt-period", "500000"], "--cpu-rt-period"),
+    }
+}
+
 /// The hierarchy (from `info`) holding `controller`.
 fn hierarchy_of<'a>(i: &'a Value, controller: &str) -> Option<&'a Value> {
     i["hierarchies"]

@@ -867,6 +867,33 @@ fn deep_chain(dir: &Path, depth: usize) {
     }
 }
 
+/// Remove what [`deep_chain`] made under `dir`, holding two fds at any depth: the Sandbox's
+/// `remove_dir_all` takes one per level, and in the VM (1024 open files) it would run this whole test
+/// process out of them, failing whatever a concurrent test opens or spawns meanwhile.
+fn remove_chain(dir: &Path) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: plain syscalls on valid C strings; each fd is owned exactly once.
+    unsafe {
+        let mut fd = OwnedFd::from_raw_fd(libc::open(c.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY));
+        let mut depth = 0;
+        loop {
+            let next = libc::openat(fd.as_raw_fd(), c"d".as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
+            if next < 0 {
+                break;
+            }
+            fd = OwnedFd::from_raw_fd(next);
+            depth += 1;
+        }
+        for _ in 0..depth {
+            let up = libc::openat(fd.as_raw_fd(), c"..".as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY);
+            assert!(up >= 0);
+            fd = OwnedFd::from_raw_fd(up);
+            assert_eq!(libc::unlinkat(fd.as_raw_fd(), c"d".as_ptr(), libc::AT_REMOVEDIR), 0);
+        }
+    }
+}
+
 #[test]
 fn diff_and_inspect_survive_hostile_trees() {
     require_root();
@@ -924,6 +951,7 @@ fn diff_and_inspect_survive_hostile_trees() {
     assert_tool_error(&o, TOOL, "Too many open files");
     assert!(stderr(&o).contains("hint: the tree is"), "{}", stderr(&o));
     ok(&run(ov(&sb).arg("umount").arg(&m)));
+    remove_chain(&u.join("a-new"));
 }
 
 #[test]

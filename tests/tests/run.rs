@@ -628,6 +628,22 @@ fn cgroup_limits_are_applied_and_enforced() {
     assert_eq!((v["cpu"]["quota_usec"].as_i64(), v["cpu"]["period_usec"].as_i64()), (Some(20000), Some(50000)));
     assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
     rt.assert_gone(&name);
+    // Docker's v1-only memory flags, where memory is a v1 controller (this host's hybrid layout).
+    let memory_v1 = Path::new("/sys/fs/cgroup/memory/memory.swappiness").exists();
+    if memory_v1 {
+        let name = unique("lim");
+        rt.detached(&name, &["-m", "64m", "--memory-swappiness", "20", "--oom-kill-disable"], "sleep 30");
+        let d = Path::new("/sys/fs/cgroup/memory/cbuild").join(&name);
+        assert_eq!(std::fs::read_to_string(d.join("memory.swappiness")).unwrap().trim(), "20");
+        let oom = std::fs::read_to_string(d.join("memory.oom_control")).unwrap();
+        assert!(oom.lines().any(|l| l == "oom_kill_disable 1"), "{oom}");
+        assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+        rt.assert_gone(&name);
+        // Docker's warning when no memory limit bounds the wait.
+        let o = rt.run(&["--rm", "--network", "none", "--oom-kill-disable", IMAGE, "true"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("warning: disabling the OOM killer"), "{}", stderr(&o));
+    }
     let o = rt.run(&["--rm", "--network", "none", "--device-read-bps", "nodevice", IMAGE, "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert_eq!(stderr(&o), "cbuild-run: args: --device-read-bps nodevice: want DEVICE:RATE\n");
