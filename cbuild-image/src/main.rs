@@ -220,6 +220,19 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Import { .. } | Cmd::Build { .. } | Cmd::Commit { .. } | Cmd::Gc => Store::open(dir, layers, owns_layers)?,
         _ => Store::open_existing(dir, layers, owns_layers),
     };
+    // Readers hold the store lock shared till they are done, so `rm` + `gc` cannot pull an image's blobs
+    // out from under them. (Not `rm` and `tag`: they take it exclusively themselves.)
+    let reads = matches!(
+        cli.cmd,
+        Cmd::Ls
+            | Cmd::Inspect { .. }
+            | Cmd::Config { .. }
+            | Cmd::Verify { .. }
+            | Cmd::Unpack { .. }
+            | Cmd::Layers { .. }
+            | Cmd::Export { .. }
+    );
+    let _read = if reads { store.read_lock()? } else { None };
     match cli.cmd {
         Cmd::Import { source, tag, platform, max_size, max_entries } => {
             let tag = tag.as_deref().map(reference::normalize).transpose()?;

@@ -8,7 +8,9 @@
 //!
 //! Verbs that only read open the store with [`Store::open_existing`], which creates nothing: a
 //! read-only store (a read-only bind mount, someone else's layout) works, and reading leaves no trace.
-//! They take no lock: index.json is only ever replaced by rename and blobs never change once named.
+//! They hold the store lock shared ([`Store::read_lock`]) from start to end: index.json is only ever
+//! replaced by rename and blobs never change once named, but `rm` then `gc` could remove the blobs a
+//! reader found an image by before it reads them; gc's exclusive lock now waits for it.
 
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, Result};
@@ -160,6 +162,15 @@ impl Store {
     /// The store lock: every change to index.json and every blob rename or removal happens under it.
     pub fn lock(&self) -> Result<Flock<File>> {
         lock_file(&self.dir.join(".lock"), true)
+    }
+
+    /// Readers' share of the store lock, for a whole verb. Never created, opened read-only: a store no
+    /// writer has locked yet, or one this user cannot open the lock of (someone else's, read-only), has no
+    /// writer of ours to wait for.
+    pub fn read_lock(&self) -> Result<Option<Flock<File>>> {
+        let p = self.dir.join(".lock");
+        let Ok(f) = File::open(&p) else { return Ok(None) };
+        Flock::lock(f, FlockArg::LockShared).map(Some).map_err(|(_, e)| Error::sys("lock", p.display(), e))
     }
 
     pub fn staging(&self) -> Result<Staging> {

@@ -1681,6 +1681,49 @@ fn killed_import_leaves_no_image_and_gc_cleans_up() {
     ok(c.wait_with_output().unwrap());
 }
 
+/// A reader holds the store lock shared from start to end: an `export` stalled on a full pipe (its reader
+/// not reading) keeps `rm` and `gc` of its image waiting, and its archive comes out whole; then they run.
+#[test]
+fn rm_and_gc_wait_for_a_reader_of_the_image() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    copy_rootfs(&root);
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "r:1"])));
+    // busybox makes the archive far larger than a pipe's 64 KiB: export blocks in a write.
+    let mut export = img(&sb)
+        .args(["export", "r:1", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = export.stdout.take().unwrap();
+    let mut first = [0u8; 512];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    let mut rm =
+        img(&sb).args(["rm", "r:1"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(rm.try_wait().unwrap().is_none(), "rm waits for the export");
+    let mut rest = vec![];
+    std::io::Read::read_to_end(&mut out, &mut rest).unwrap();
+    let st = export.wait().unwrap();
+    assert!(st.success(), "export: {st:?}");
+    let ar = sb.path().join("r.tar");
+    std::fs::write(&ar, [&first[..], &rest].concat()).unwrap();
+    let list = sh_ok(&format!("tar -tf {}", ar.display()));
+    assert!(
+        list.lines().any(|l| l == "index.json") && list.lines().filter(|l| l.starts_with("blobs/sha256/")).count() >= 3
+    );
+    let o = rm.wait_with_output().unwrap();
+    assert!(o.status.success(), "rm: {}", stderr(&o));
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert!(rep["blobs"].as_u64().unwrap() >= 3, "gc then removes the image's blobs: {rep}");
+    // The archive the export wrote is a whole image: import it back.
+    ok(run(img(&sb).arg("import").arg(&ar)));
+    assert_eq!(ok(run(img(&sb).args(["layers", "r:1"]))).lines().count(), 1);
+}
+
 #[test]
 fn rm_and_gc_keep_what_is_used() {
     require_root();
