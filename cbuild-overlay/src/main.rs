@@ -278,8 +278,9 @@ fn run(cmd: Cmd) -> Result<(), Error> {
             Ok(())
         }
         Cmd::Prune => {
+            // One line per dir, as `ls` prints paths: a newline in a name cannot forge a second entry.
             for d in mount::prune(&state_dir())? {
-                println!("{}", d.display());
+                println!("{}", diff::escape_for_line(&d.to_string_lossy()));
             }
             Ok(())
         }
@@ -340,7 +341,7 @@ fn lowers(lower: &[String], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> 
                     "the line ends in a carriage return (CRLF line ends?)",
                 )
                 .with_hint(if base.is_some() {
-                    format!("convert it to LF line ends: sed -i 's/\\r$//' {}", f.display())
+                    format!("convert it to LF line ends: sed -i 's/\\r$//' -- {}", sh_quote(&f.to_string_lossy()))
                 } else {
                     "convert the input to LF line ends, e.g. through tr -d '\\r'".to_string()
                 }));
@@ -427,4 +428,9 @@ fn print_inspect(r: &inspect::Inspect) {
             l.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
         );
     }
+}
+
+/// `s` as one POSIX shell word, for hints a reader pastes into a shell.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

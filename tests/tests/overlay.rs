@@ -1501,11 +1501,17 @@ fn lower_from_file_is_relative_to_its_dir_and_refuses_crlf() {
     ok(&run(ov(&sb).arg("umount").arg(&m)));
 
     let before = mounts_under(&sb.path().to_string_lossy());
-    let crlf = img.join("crlf");
+    // A name a shell would split or expand: the hint's command still names the file, and works.
+    let crlf = img.join("crlf it's $HOME");
     std::fs::write(&crlf, "l1\r\nl2\r\n").unwrap();
     let m2 = base.join("m2");
     let o = run(ov(&sb).args(["mount", "--lower-from"]).arg(&crlf).arg(&m2));
     assert_tool_error(&o, TOOL, &format!("lower-from: {}:1: the line ends in a carriage return", crlf.display()));
+    let hint =
+        stderr(&o).lines().find_map(|l| l.strip_prefix("hint: convert it to LF line ends: ")).unwrap().to_string();
+    let st = Command::new("sh").arg("-c").arg(&hint).status().unwrap();
+    assert!(st.success(), "{hint}");
+    assert_eq!(std::fs::read_to_string(&crlf).unwrap(), "l1\nl2\n", "{hint}");
     let o = run_with_stdin(ov(&sb).current_dir(&img).args(["mount", "--lower-from", "-"]).arg(&m2), "l1\nl2\r\n");
     assert_tool_error(&o, TOOL, "lower-from: -:2: the line ends in a carriage return");
     assert_nothing_left(&sb, &before, &[&m2]);
