@@ -40,7 +40,7 @@ pub fn arm(upper: &Path, work: &Path) -> Result<()> {
     match unsafe { libc::fork() } {
         -1 => Err(Error::os("rm", "fork", std::io::Error::last_os_error())),
         0 => remover(pidfd, dir, &dirs),
-        _ => Ok(()), // pidfd and dir close here (the dir at exec: close-on-exec; the child keeps the lock)
+        _ => Ok(()), // our pidfd and dir close here; the child's copy of dir keeps the lock
     }
 }
 
