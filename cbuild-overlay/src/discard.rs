@@ -80,15 +80,19 @@ fn remover(pidfd: OwnedFd, lock: OwnedFd, dirs: &[PathBuf; 2]) -> ! {
             lim.rlim_cur = lim.rlim_max.min(1024);
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
-        let mut ok = true;
-        for d in dirs {
-            ok &= match std::fs::remove_dir_all(d) {
-                Ok(()) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-                Err(_) => remove_deep(d).is_ok(),
-            };
-        }
-        libc::_exit(if ok { 0 } else { 1 });
+        // Both, whatever the first gives.
+        let failed = dirs.iter().filter(|d| remove_tree(d).is_err()).count();
+        libc::_exit(if failed == 0 { 0 } else { 1 });
+    }
+}
+
+/// Remove `d` whole (gone already counts as removed): `remove_dir_all`, and where that fails (past the fd
+/// limit) [`remove_deep`] for what is left; the first error is the one reported. Also the mount's undo.
+pub(crate) fn remove_tree(d: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(d) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => remove_deep(d).map_err(|_| e),
+        ok => ok,
     }
 }
 
@@ -99,7 +103,7 @@ const DIR: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLL
 /// dir is empty. A dir is listed again each time the walk returns to it, so it is for what
 /// `remove_dir_all` left past its fd limit (a deep chain), not for whole trees. The container is gone:
 /// nothing moves the tree meanwhile.
-pub fn remove_deep(path: &Path) -> std::io::Result<()> {
+fn remove_deep(path: &Path) -> std::io::Result<()> {
     let mut names: Vec<CString> = vec![];
     let mut cur = rustix::fs::openat(CWD, path, DIR, Mode::empty())?;
     loop {

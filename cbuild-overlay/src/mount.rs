@@ -151,17 +151,7 @@ impl Drop for Undo {
                 }
                 UndoStep::Rmdir(d) => ("rmdir", d, std::fs::remove_dir(d)),
                 // Gone already is removed (overlay makes `index` only with index=on).
-                UndoStep::RmAll(d) => (
-                    "rm",
-                    d,
-                    std::fs::remove_dir_all(d).or_else(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    }),
-                ),
+                UndoStep::RmAll(d) => ("rm", d, crate::discard::remove_tree(d)),
                 UndoStep::Unlink(f) => ("unlink", f, std::fs::remove_file(f)),
                 UndoStep::Umount(m) => {
                     ("umount", m, rustix::mount::unmount(m, UnmountFlags::DETACH).map_err(Into::into))

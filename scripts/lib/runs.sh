@@ -5,25 +5,25 @@
 
 rt_need_value() { [[ $# -ge 2 ]] || rt_die args "$1" 'needs a value'; }
 
-# 0: something of run NAME lives (its undo list is locked). Uses fd 8.
-rt_alive() {
-    local lock=$rt_state/$1/undo
-    [[ -e $lock ]] || return 1
-    { exec 8<"$lock"; } 2>/dev/null || return 1
-    if flock -n 8; then
-        exec 8<&-
-        return 1
-    fi
-    exec 8<&-
-    return 0
+# 0: something holds a lock on PATH (a file or a dir; one that cannot be opened holds none).
+rt_locked() {
+    local fd held
+    { exec {fd}<"$1"; } 2>/dev/null || return 1
+    flock -n "$fd"
+    held=$?
+    exec {fd}<&-
+    [[ $held != 0 ]]
 }
+
+# 0: something of run NAME lives (its undo list is locked).
+rt_alive() { rt_locked "$rt_state/$1/undo"; }
 
 # rt_remove_layers [NAME] — the upper and work dirs named .rm.NAME.PID that nothing holds any more: an --rm
 # run's layer whose cbuild-overlay remover was killed with it, or a background removal (rt_discard_tree)
 # that never finished. PID (the run's, or the remover's caller) alive: still its; later, a remover at work
 # holds a lock on the upper dir. Without NAME (prune): also not while a run of NAME is alive.
 rt_remove_layers() {
-    local d base n pid held fd
+    local d base n pid
     for d in "$rt_data"/upper/.rm.* "$rt_data"/work/.rm.*; do
         [[ -e $d ]] || continue
         base=${d##*/} n=${d##*/.rm.} pid=${d##*.}
@@ -34,13 +34,7 @@ rt_remove_layers() {
         elif rt_alive "$n"; then
             continue
         fi
-        if { exec {fd}<"$rt_data/upper/$base"; } 2>/dev/null; then
-            flock -n "$fd"
-            held=$?
-            exec {fd}<&-
-            [[ $held == 0 ]] || continue
-        fi
-        rt_rm_tree "$d"
+        rt_locked "$rt_data/upper/$base" || rt_rm_tree "$d"
     done
 }
 
