@@ -41,6 +41,19 @@ rt_prog=${0##*/}
 rt_error() { printf '%s: %s: %s: %s\n' "$rt_prog" "$1" "$2" "$3" >&2; }
 rt_die() { rt_error "$@"; exit 125; }
 
+# --help: the script's opening comment block (its usage, options and exit codes), on stdout, exit 0,
+# as docker's --help. The comment is the one text: a reader of the script sees what --help prints.
+rt_help() {
+    local line n=0
+    while IFS= read -r line; do
+        ((n++)) || continue # the #! line
+        [[ $line == '#'* ]] || break
+        line=${line#\#}
+        printf '%s\n' "${line# }"
+    done <"$rt_self"
+    exit 0
+}
+
 # --verbose, as the tools' -v.
 rt_verbose=${rt_verbose:-0}
 rt_say() { [[ $rt_verbose == 1 ]] && printf '%s: step: %s: %s\n' "$rt_prog" "$1" "$2" >&2; return 0; }

@@ -1494,3 +1494,40 @@ fn a_waiter_on_a_removed_runs_lock_leaves_the_names_next_run_alone() {
     let _ = ctr.kill();
     let _ = ctr.wait();
 }
+
+/// `--help` as docker's: the usage on stdout, exit 0. cbuild-run's lists every option its parser takes
+/// (read from the script's own option loop, so a flag added without a line in the help fails here);
+/// an unknown option stays a one-line error, 125.
+#[test]
+fn help_lists_every_option_and_exits_0() {
+    for s in ["cbuild-run", "cbuild-rm", "cbuild-stop", "cbuild-exec", "cbuild-logs", "cbuild-ps"] {
+        let o = run(Command::new(script(s)).env("CBUILD_BIN", bin_dir()).arg("--help"));
+        assert_eq!(o.status.code(), Some(0), "{s} --help: {}", stderr(&o));
+        assert!(stderr(&o).is_empty(), "{s} --help wrote to stderr: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!("Usage: {s} ")), "{s} --help has no usage line:\n{out}");
+        assert!(!out.contains("shellcheck") && !out.contains("#!"), "{s} --help shows more than its header:\n{out}");
+        let o = run(Command::new(script(s)).env("CBUILD_BIN", bin_dir()).arg("--no-such-option"));
+        assert_eq!(o.status.code(), Some(125), "{s} --no-such-option");
+        assert_eq!(stderr(&o).lines().count(), 1, "{s}: {}", stderr(&o));
+    }
+    let src = std::fs::read_to_string(script("cbuild-run")).unwrap();
+    let start = src.find("while [[ $# -gt 0 ]]; do").expect("cbuild-run's option loop");
+    let body = &src[start..start + src[start..].find("\ndone\n").unwrap()];
+    let help = stdout(&run(Command::new(script("cbuild-run")).env("CBUILD_BIN", bin_dir()).arg("--help")));
+    let words: BTreeSet<&str> =
+        help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).filter(|w| w.starts_with('-')).collect();
+    let mut options = 0;
+    for line in body.lines() {
+        // `        -e | --env) ...`: the labels before the first `)`.
+        let Some((labels, _)) = line.trim_start().split_once(')') else { continue };
+        if !labels.starts_with('-') || labels == "-*" || labels == "--" {
+            continue;
+        }
+        for opt in labels.split('|').map(str::trim) {
+            options += 1;
+            assert!(words.contains(opt), "cbuild-run takes {opt} but --help does not list it:\n{help}");
+        }
+    }
+    assert!(options > 40, "read only {options} options from cbuild-run's loop");
+}
