@@ -32,6 +32,9 @@ pub struct RawLimits {
     pub oom_kill_disable: bool,
     pub cpu_rt_period: Option<String>,
     pub cpu_rt_runtime: Option<String>,
+    /// runc update's: SCHED_IDLE for the group (0 or 1), and the CFS burst in µs.
+    pub cpu_idle: Option<String>,
+    pub cpu_burst: Option<String>,
     pub oci: Option<String>,
     /// `docker` or `all`.
     pub devices: Option<String>,
@@ -105,6 +108,12 @@ pub struct Limits {
     pub cpu_rt_period: Option<u64>,
     /// OCI `cpu.realtimeRuntime`, µs per period; -1 for no limit.
     pub cpu_rt_runtime: Option<i64>,
+    /// OCI `cpu.idle`: 1 puts the group's tasks under SCHED_IDLE (it runs only when nothing else wants
+    /// the CPU), 0 undoes it (kernel ≥ 5.15).
+    pub cpu_idle: Option<u64>,
+    /// OCI `cpu.burst`, µs: quota left unused in earlier periods that a period may spend beyond its
+    /// own (kernel ≥ 5.14); at most the quota.
+    pub cpu_burst: Option<u64>,
     /// Device nodes allowed (all others denied); None leaves the device policy alone.
     pub devices: Option<Vec<devices::Rule>>,
     /// OCI field (`memory.swappiness`, ...) → the flag that set it, for errors that name what was given.
@@ -141,6 +150,11 @@ fn int(flag: &str, v: &Option<String>, min: u64, max: u64) -> Result<Option<u64>
 }
 
 impl Limits {
+    /// What an error names for an OCI field (`cpu.idle`): the flag that set it, else the field's path.
+    pub fn field(&self, f: &str) -> String {
+        self.flagged.get(f).map_or_else(|| format!("linux.resources.{f}"), |flag| flag.to_string())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.memory.is_none()
             && self.memory_swap.is_none()
@@ -165,6 +179,8 @@ impl Limits {
             && self.rdma.is_empty()
             && self.cpu_rt_period.is_none()
             && self.cpu_rt_runtime.is_none()
+            && self.cpu_idle.is_none()
+            && self.cpu_burst.is_none()
     }
 
     /// Parse the flags (and the OCI file, which flags override). Pure: no host state is consulted.
@@ -266,6 +282,14 @@ impl Limits {
             });
             l.flagged.insert("cpu.realtimeRuntime", "--cpu-rt-runtime");
         }
+        if let Some(i) = int("--cpu-idle", &raw.cpu_idle, 0, 1)? {
+            l.cpu_idle = Some(i);
+            l.flagged.insert("cpu.idle", "--cpu-idle");
+        }
+        if let Some(b) = int("--cpu-burst", &raw.cpu_burst, 0, i64::MAX as u64)? {
+            l.cpu_burst = Some(b);
+            l.flagged.insert("cpu.burst", "--cpu-burst");
+        }
         // As Docker: --device-cgroup-rule adds to the list in force (the OCI file's, else Docker's default);
         // --devices replaces it, as any flag overrides the file.
         match raw.devices.as_deref() {
@@ -360,6 +384,25 @@ impl Limits {
                 return Err(bad("--memory-swap", &s.to_string(), "needs --memory (it counts memory + swap)"))
             }
             _ => {}
+        }
+        let field = |f: &str| self.field(f);
+        // The kernel refuses a burst above the quota, and any weight for an idle group: say so before
+        // anything is made rather than after.
+        if let (Some(b), Some(Limit::Value(q))) = (self.cpu_burst, self.cpu_quota) {
+            if b > q {
+                return Err(Error::bad(
+                    "limits",
+                    format!("{} {b}", field("cpu.burst")),
+                    format!("is above the quota ({q} µs)"),
+                ));
+            }
+        }
+        if self.cpu_idle == Some(1) && (self.cpu_shares.is_some() || self.cpu_weight.is_some()) {
+            return Err(Error::bad(
+                "limits",
+                format!("{} 1", field("cpu.idle")),
+                "conflicts with a CPU weight (an idle group has the kernel's lowest, and takes no other)",
+            ));
         }
         Ok(())
     }
@@ -467,8 +510,7 @@ impl Limits {
     /// and refused here, before anything is made, where it certainly has none. Whether a file only
     /// non-root cgroups show exists (BFQ's weights) is known only once NAME is made: `apply` says so then.
     fn check_oci_only(&self, host: &Host) -> Result<()> {
-        let field =
-            |f: &str| self.flagged.get(f).map_or_else(|| format!("linux.resources.{f}"), |flag| flag.to_string());
+        let field = |f: &str| self.field(f);
         // The hierarchy of a controller, or an error naming the field that needs it.
         let hierarchy = |ctrl: &str, f: &str| {
             let alias = if ctrl == "io" { "blkio" } else { ctrl };
@@ -530,6 +572,24 @@ impl Limits {
                     )
                     .with_hint(format!("give cbuild/ a budget first, e.g. `echo 100000 > {}`", parent.display())));
                 }
+            }
+        }
+        // Newer than some kernels cbuild runs on: cpu.idle (5.15), the CFS burst (5.14). Neither file is
+        // in a root cgroup of v2, so look in cbuild/ too, and refuse only where a sibling file shows the
+        // kernel would have made it.
+        for (set, f, v1file, v2file, what) in [
+            (self.cpu_idle.is_some(), "cpu.idle", "cpu.idle", "cpu.idle", "idle groups (Linux 5.15)"),
+            (self.cpu_burst.is_some(), "cpu.burst", "cpu.cfs_burst_us", "cpu.max.burst", "CFS burst (Linux 5.14)"),
+        ] {
+            if !set {
+                continue;
+            }
+            let h = hierarchy("cpu", f)?;
+            let (file, sibling) = if h.version == 2 { (v2file, "cpu.max") } else { (v1file, "cpu.cfs_quota_us") };
+            let dirs = [h.base.join(crate::cgroup::PARENT), h.base.clone()];
+            let has = |name: &str| dirs.iter().any(|d| d.join(name).exists());
+            if !has(file) && has(sibling) {
+                return Err(Error::bad("limits", field(f), format!("this kernel has no {what}: no {file}")));
             }
         }
         if self.io_leaf_weight.is_some() || self.io_weight_device.iter().any(|d| d.leaf_weight.is_some()) {
@@ -655,6 +715,8 @@ struct OciCpu {
     mems: Option<String>,
     realtime_runtime: Option<i64>,
     realtime_period: Option<u64>,
+    idle: Option<i64>,
+    burst: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -850,6 +912,12 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
             }
             r => r,
         };
+        l.cpu_idle = match c.idle {
+            None => None,
+            Some(i @ 0..=1) => Some(i as u64),
+            Some(i) => return Err(Error::bad("oci", "linux.resources.cpu.idle", format!("{i} is neither 0 nor 1"))),
+        };
+        l.cpu_burst = c.burst;
     }
     if let Some(p) = r.pids {
         // As runc: a positive limit sets it, -1 lifts it, 0 leaves the current one alone.

@@ -163,6 +163,14 @@ struct LimitArgs {
     /// Real-time runtime in µs per period, -1 for no limit; comes out of the cbuild/ parent's (v1).
     #[arg(long, allow_hyphen_values = true)]
     cpu_rt_runtime: Option<String>,
+    /// 1: the group's tasks run under SCHED_IDLE, only when nothing else wants the CPU; 0: normal
+    /// (runc update's --cpu-idle; Linux 5.15).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_idle: Option<String>,
+    /// Quota unused in earlier periods that one period may spend beyond its own, in µs, at most the
+    /// quota (runc update's --cpu-burst; Linux 5.14).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_burst: Option<String>,
     /// Read linux.resources from an OCI runtime config (flags override it).
     #[arg(long, value_name = "CONFIG_JSON")]
     oci: Option<String>,
@@ -198,6 +206,8 @@ impl From<LimitArgs> for RawLimits {
             oom_kill_disable: a.oom_kill_disable,
             cpu_rt_period: a.cpu_rt_period,
             cpu_rt_runtime: a.cpu_rt_runtime,
+            cpu_idle: a.cpu_idle,
+            cpu_burst: a.cpu_burst,
             oci: a.oci,
             devices: a.devices,
             device_rules: a.device_cgroup_rule,

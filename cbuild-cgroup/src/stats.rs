@@ -172,6 +172,17 @@ pub fn human(s: &Stats) -> String {
             c.throttle_ratio,
             c.throttled_usec as f64 / 1e6
         );
+        // Only where set: most groups have neither.
+        if c.burst_usec.is_some_and(|b| b > 0) || c.idle == Some(1) {
+            let _ = writeln!(
+                o,
+                "        burst {} µs  bursts {}  burst time {:.3} s{}",
+                c.burst_usec.unwrap_or(0),
+                c.nr_bursts.unwrap_or(0),
+                c.burst_used_usec.unwrap_or(0) as f64 / 1e6,
+                if c.idle == Some(1) { "  idle (SCHED_IDLE)" } else { "" }
+            );
+        }
     }
     if let Some(p) = &s.pids {
         let _ = writeln!(

@@ -2471,3 +2471,59 @@ fn rm_force_waits_for_a_slow_death_without_the_host_lock() {
     let left: Vec<&PathBuf> = c.dirs.iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "rm --force left {left:?}");
 }
+
+/// OCI `cpu.idle` and `cpu.burst` (runc update's `--cpu-idle`, `--cpu-burst`): the v1 files
+/// (`cpu.idle`, `cpu.cfs_burst_us`) or the v2 ones (`cpu.idle`, `cpu.max.burst`), reported by `stat`;
+/// lowering quota and burst together works in either write order the kernel needs; what the kernel
+/// would refuse (a burst above the quota, a weight for an idle group, idle 2) is refused before
+/// anything is made, and a refusal on an existing group leaves its values as they were.
+#[test]
+fn cpu_idle_and_burst_are_applied_and_checked() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let h = hierarchy_of(&i, "cpu").expect("a cpu controller");
+    let (idle, burst) =
+        if h["version"] == 2 { ("cpu.idle", "cpu.max.burst") } else { ("cpu.idle", "cpu.cfs_burst_us") };
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--cpus", "0.5", "--cpu-burst", "20000", "--cpu-idle", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = dir_of(&i, &c.name, "cpu").unwrap();
+    assert_eq!(read(&d.join(burst)).trim(), "20000");
+    assert_eq!(read(&d.join(idle)).trim(), "1");
+    let s = stat(&sb, &c.name);
+    assert_eq!((s["cpu"]["burst_usec"].as_u64(), s["cpu"]["idle"].as_u64()), (Some(20000), Some(1)), "{s}");
+    // Quota 50000 → 10000 with burst 20000 → 5000: the quota alone first would be refused.
+    let o = run(cg(&sb).args(["set", &c.name, "--cpu-quota", "10000", "--cpu-burst", "5000", "--cpu-idle", "0"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stat(&sb, &c.name);
+    assert_eq!(s["cpu"]["quota_usec"], 10_000);
+    assert_eq!((s["cpu"]["burst_usec"].as_u64(), s["cpu"]["idle"].as_u64()), (Some(5000), Some(0)), "{s}");
+    // Refused by the kernel (above the quota in force): exit 125 naming the flag, the old burst kept.
+    let o = run(cg(&sb).args(["set", &c.name, "--cpu-burst", "60000"]));
+    assert_tool_error(&o, TOOL, "--cpu-burst");
+    assert_eq!(read(&d.join(burst)).trim(), "5000");
+    // From an OCI config.
+    let c2 = Cg::new(&i);
+    let cfg = oci_resources(&sb, r#"{"cpu":{"quota":30000,"period":100000,"burst":10000,"idle":1}}"#);
+    let o = run(cg(&sb).args(["create", &c2.name, "--oci"]).arg(cfg));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d2 = dir_of(&i, &c2.name, "cpu").unwrap();
+    assert_eq!((read(&d2.join(burst)).trim(), read(&d2.join(idle)).trim()), ("10000", "1"));
+    // Refused before anything is made.
+    assert_flags_refused(
+        &sb,
+        &i,
+        &["--cpu-quota", "10000", "--cpu-burst", "20000"],
+        "--cpu-burst 20000: is above the quota",
+    );
+    assert_flags_refused(&sb, &i, &["--cpu-idle", "2"], "--cpu-idle 2");
+    assert_flags_refused(
+        &sb,
+        &i,
+        &["--cpu-idle", "1", "--cpu-shares", "512"],
+        "--cpu-idle 1: conflicts with a CPU weight",
+    );
+    assert_oci_refused(&sb, &i, r#"{"cpu":{"idle":5}}"#, "linux.resources.cpu.idle: 5 is neither 0 nor 1");
+    assert_oci_refused(&sb, &i, r#"{"cpu":{"quota":10000,"burst":20000}}"#, "linux.resources.cpu.burst 20000");
+}

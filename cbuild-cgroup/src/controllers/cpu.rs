@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{self, kv};
 use crate::limits::Limits;
 use serde::Serialize;
+use std::path::PathBuf;
 
 pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     if d.v2 {
@@ -21,21 +22,26 @@ pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
 
 fn apply_v2(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     let max = d.file("cpu.max");
-    match (l.cpu_quota, l.cpu_period) {
-        (Some(q), Some(p)) => w.write(&max, &format!("{} {p}", q.v2()))?,
+    let value = match (l.cpu_quota, l.cpu_period) {
+        (Some(q), Some(p)) => Some(format!("{} {p}", q.v2())),
         // The kernel keeps the period when only the quota is written.
-        (Some(q), None) => w.write(&max, &q.v2())?,
+        (Some(q), None) => Some(q.v2()),
         (None, Some(p)) => {
             // Writing a period needs a quota in the same write: keep the current one.
             let cur = fsutil::read(&max)?;
             let quota = cur.split_whitespace().next().unwrap_or("max").to_string();
-            w.write(&max, &format!("{quota} {p}"))?;
+            Some(format!("{quota} {p}"))
         }
-        (None, None) => {}
-    }
+        (None, None) => None,
+    };
+    bandwidth(w, l, value.map(|v| (max, v)), d.file("cpu.max.burst"))?;
     let weight = l.cpu_weight.or(l.cpu_shares.map(convert::shares_to_weight));
     if let Some(wt) = weight {
         w.write(&d.file("cpu.weight"), &wt.to_string())?;
+    }
+    // After the weight: the kernel takes no weight for an idle group.
+    if let Some(i) = l.cpu_idle {
+        w.write(&d.file("cpu.idle"), &i.to_string()).map_err(|e| e.for_field(&l.field("cpu.idle")))?;
     }
     // `Limits::check` refuses these on v2 before anything is made; never dropped silently here either.
     if l.cpu_rt_period.is_some() || l.cpu_rt_runtime.is_some() {
@@ -60,14 +66,46 @@ fn apply_v1(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
             }
         }
     }
-    if let Some(q) = l.cpu_quota {
-        w.write(&quota_file, &q.v1())?;
-    }
+    bandwidth(w, l, l.cpu_quota.map(|q| (quota_file, q.v1())), d.file("cpu.cfs_burst_us"))?;
     let shares = l.cpu_shares.or(l.cpu_weight.map(convert::weight_to_shares));
     if let Some(s) = shares {
         w.write(&d.file("cpu.shares"), &s.to_string())?;
     }
+    // After the shares: the kernel takes none for an idle group.
+    if let Some(i) = l.cpu_idle {
+        w.write(&d.file("cpu.idle"), &i.to_string()).map_err(|e| e.for_field(&l.field("cpu.idle")))?;
+    }
     apply_rt(d, l, w)
+}
+
+/// The quota (v1's quota file, or v2's cpu.max line), then the burst. The kernel refuses a
+/// burst above the quota in force, checking each write against the other's current value: raising
+/// both works quota first, lowering both only burst first. So quota first, and on EINVAL the burst
+/// first and the quota again (as the period's retry above).
+fn bandwidth(w: &mut Writer, l: &Limits, quota: Option<(PathBuf, String)>, burst_file: PathBuf) -> Result<()> {
+    let burst = |w: &mut Writer, b: u64| {
+        w.write(&burst_file, &b.to_string()).map_err(|e| match e.errno() {
+            Some(libc::EINVAL) => {
+                e.for_field(&l.field("cpu.burst")).with_hint("a burst must not exceed the quota in force")
+            }
+            _ => e.for_field(&l.field("cpu.burst")),
+        })
+    };
+    if let Some((file, value)) = quota {
+        if let Err(e) = w.write(&file, &value) {
+            return match l.cpu_burst {
+                Some(b) if e.errno() == Some(libc::EINVAL) => {
+                    burst(w, b)?;
+                    w.write(&file, &value)
+                }
+                _ => Err(e),
+            };
+        }
+    }
+    if let Some(b) = l.cpu_burst {
+        burst(w, b)?;
+    }
+    Ok(())
 }
 
 /// Real-time group scheduling (v1, CONFIG_RT_GROUP_SCHED): `cpu.rt_period_us`, `cpu.rt_runtime_us`.
@@ -75,7 +113,7 @@ fn apply_v1(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
 /// process cannot join a group without RT time.
 fn apply_rt(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     let (period_file, runtime_file) = (d.file("cpu.rt_period_us"), d.file("cpu.rt_runtime_us"));
-    let runtime_field = "linux.resources.cpu.realtimeRuntime";
+    let (runtime_field, period_field) = (l.field("cpu.realtimeRuntime"), l.field("cpu.realtimePeriod"));
     let hint = |e: Error| match e.errno() {
         Some(libc::EINVAL) => e.with_hint(
             "a group's real-time runtime/period must fit in what its parent (cbuild/) has left beside its siblings",
@@ -83,7 +121,7 @@ fn apply_rt(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
         _ => e,
     };
     let write_runtime =
-        |w: &mut Writer, r: i64| w.write(&runtime_file, &r.to_string()).map_err(|e| hint(e.for_field(runtime_field)));
+        |w: &mut Writer, r: i64| w.write(&runtime_file, &r.to_string()).map_err(|e| hint(e.for_field(&runtime_field)));
     if let Some(p) = l.cpu_rt_period {
         // As with CFS: a new period can be refused while the old runtime/period ratio would break the
         // parent's; the runtime first then succeeds (runc does the same retry).
@@ -91,10 +129,9 @@ fn apply_rt(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
             return match l.cpu_rt_runtime {
                 Some(r) if e.errno() == Some(libc::EINVAL) => {
                     write_runtime(w, r)?;
-                    w.write(&period_file, &p.to_string())
-                        .map_err(|e| hint(e.for_field("linux.resources.cpu.realtimePeriod")))
+                    w.write(&period_file, &p.to_string()).map_err(|e| hint(e.for_field(&period_field)))
                 }
-                _ => Err(hint(e.for_field("linux.resources.cpu.realtimePeriod"))),
+                _ => Err(hint(e.for_field(&period_field))),
             };
         }
     }
@@ -122,6 +159,12 @@ pub struct CpuStats {
     pub period_usec: Option<u64>,
     pub weight: Option<u64>,
     pub shares: Option<u64>,
+    /// 1: an idle group (SCHED_IDLE); None on kernels without cpu.idle.
+    pub idle: Option<u64>,
+    /// The burst allowed beyond the quota, and how often and how much of it was spent (Linux 5.14).
+    pub burst_usec: Option<u64>,
+    pub nr_bursts: Option<u64>,
+    pub burst_used_usec: Option<u64>,
 }
 
 /// `cpu` is the cpu controller's dir, `acct` the cpuacct one's (v1; may be the same dir or absent).
@@ -143,6 +186,10 @@ pub fn stats(cpu: Option<Dir>, acct: Option<Dir>) -> Result<Option<CpuStats>> {
             }
             c.weight = fsutil::read_u64_opt(&d.file("cpu.weight"))?;
             c.shares = c.weight.map(convert::weight_to_shares);
+            c.burst_usec = fsutil::read_u64_opt(&d.file("cpu.max.burst"))?;
+            c.nr_bursts = kv(&st, "nr_bursts");
+            c.burst_used_usec = kv(&st, "burst_usec");
+            c.idle = fsutil::read_u64_opt(&d.file("cpu.idle"))?;
         }
         Some(d) => {
             let st = fsutil::read(&d.file("cpu.stat"))?;
@@ -153,6 +200,10 @@ pub fn stats(cpu: Option<Dir>, acct: Option<Dir>) -> Result<Option<CpuStats>> {
             c.period_usec = fsutil::read_u64_opt(&d.file("cpu.cfs_period_us"))?;
             c.shares = fsutil::read_u64_opt(&d.file("cpu.shares"))?;
             c.weight = c.shares.map(convert::shares_to_weight);
+            c.burst_usec = fsutil::read_u64_opt(&d.file("cpu.cfs_burst_us"))?;
+            c.nr_bursts = kv(&st, "nr_bursts");
+            c.burst_used_usec = kv(&st, "burst_time").map(|ns| ns / 1000);
+            c.idle = fsutil::read_u64_opt(&d.file("cpu.idle"))?;
         }
         None if acct.is_none() => return Ok(None),
         None => {}
