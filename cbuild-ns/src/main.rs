@@ -277,7 +277,14 @@ fn process_spec(p: ProcessArgs, cmd: Vec<String>) -> Result<RunSpec, Error> {
     let mut env = vec![];
     for kv in p.env {
         let (k, v) = kv.split_once('=').ok_or_else(|| bad(&kv, "want K=V"))?;
+        if k.is_empty() {
+            return Err(bad(&kv, "no variable name before the ="));
+        }
         env.push((k.to_string(), v.to_string()));
+    }
+    // Refused as Docker refuses it: relative to what (for `exec`, no image WorkingDir is at hand)?
+    if let Some(w) = p.workdir.as_ref().filter(|w| !w.is_absolute()) {
+        return Err(bad(&format!("--workdir {}", w.display()), "not an absolute path"));
     }
     Ok(RunSpec {
         workdir: p.workdir,

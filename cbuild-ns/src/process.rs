@@ -178,21 +178,32 @@ pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> 
     env
 }
 
-/// `--workdir`: made (0755, root's, as Docker makes it) when the image lacks it, then entered. Runs in
-/// the new root, before the user switch.
+/// `--workdir`: made when the image lacks it (see [`make_workdir`]), then entered. Runs in the new root,
+/// before the user switch.
 pub fn chdir(dir: Option<&Path>) -> Result<()> {
     if let Some(d) = dir {
         crate::log::step(Step::Workdir, d.display());
         match nix::unistd::chdir(d) {
             Err(nix::errno::Errno::ENOENT) => {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new().recursive(true).mode(0o755).create(d).ctx(Step::Workdir, d.display())?;
+                make_workdir(d)?;
                 nix::unistd::chdir(d).ctx(Step::Workdir, d.display())?;
             }
             r => r.ctx(Step::Workdir, d.display())?,
         }
     }
     Ok(())
+}
+
+/// The workdir with its missing parents, 0755 and root's, as Docker makes it. With `--read-only` this
+/// runs before the root is made read-only (Docker makes it before the container starts, too).
+pub fn make_workdir(d: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::metadata(d) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o755).create(d).ctx(Step::Workdir, d.display())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Find the command as the shell would, in the new root with the command's PATH. Not found → 127,

@@ -57,6 +57,22 @@ pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placeme
         return user_mounts_on_host(spec);
     };
 
+    // Bind sources are host paths: opened now, before the new root is attached over its directory, which
+    // would hide whatever a source path has under it (cbuild-run keeps a container's own /etc/hosts in
+    // that very directory), and before anything of the image's could be in the way.
+    let sources = spec
+        .binds
+        .iter()
+        .map(|b| {
+            nix::fcntl::open(
+                &b.src,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ctx(Step::Bind, b.src.display())
+        })
+        .collect::<Result<Vec<_>>>()?;
+
     // pivot_root needs the new root to be a mount point: the detached mount we were handed, attached
     // here (in our own mount namespace only), or the directory bound onto itself.
     if let Some(fd) = spec.rootfs_fd {
@@ -82,10 +98,11 @@ pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placeme
         mount(None::<&str>, rootfs.as_path(), None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
             .ctx(Step::Propagation, rootfs.display())?;
     }
-    for b in &spec.binds {
-        let kind = if b.src.is_dir() { Kind::Dir } else { Kind::File };
+    for (b, src) in spec.binds.iter().zip(&sources) {
+        let dir = nix::sys::stat::fstat(src).ctx(Step::Bind, b.src.display())?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let kind = if dir { Kind::Dir } else { Kind::File };
         let target = root.target(&b.dst, kind, Step::Bind)?;
-        let src = b.src.to_string_lossy();
+        let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(src));
         mount_at(Some(&src), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None, Step::Bind)?;
         // Resolve again: the fd from before the mount still names the directory underneath it.
         let mounted = root.target(&b.dst, kind, Step::Bind)?;
@@ -105,6 +122,9 @@ pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placeme
         mask_paths()?;
     }
     if spec.read_only {
+        if let Some(w) = &spec.workdir {
+            crate::process::make_workdir(w)?;
+        }
         remount_ro("/", Step::ReadonlyRoot)?;
     }
     Ok(())

@@ -78,15 +78,20 @@ rt_check_name() {
     [[ $1 != net ]] || rt_die name "$1" 'reserved: <state>/net holds cbuild-net'"'"'s own files'
 }
 
-# -e WORD as docker: KEY=VALUE, or the caller's exported KEY → rt_env. KEY checked first: a subscript would run.
+# -e WORD as docker: KEY=VALUE, or KEY from the caller's environment → rt_env. The caller's environment
+# as it came (/proc/$$/environ), not this script's variables: `-e name` must not pass the script's $name.
 rt_env_word() {
     rt_env=''
     if [[ $1 == *=* ]]; then
+        [[ $1 != =* ]] || rt_die args "-e $1" 'invalid environment variable (no name before =)'
         rt_env=$1
         return 0
     fi
     [[ $1 == [A-Za-z_]* && $1 != *[!A-Za-z0-9_]* ]] || rt_die args "-e $1" 'not a variable name (KEY=VALUE, or KEY to pass it on)'
-    [[ -v $1 && ${!1@a} == *x* ]] && rt_env=$1=${!1}
+    local kv
+    while IFS= read -r -d '' kv; do
+        if [[ $kv == "$1="* ]]; then rt_env=$kv && return 0; fi
+    done </proc/$$/environ
     return 0
 }
 
@@ -210,7 +215,7 @@ rt_rm_tree() {
 rt_remove_dir() {
     local dir=$rt_state/$1
     rm -f "$dir/record" "$dir/undo" "$dir/status" "$dir/stdout" "$dir/stderr" \
-        "$dir/seccomp.bpf" "$dir/layers" "$dir/layers.err"
+        "$dir/seccomp.bpf" "$dir/layers" "$dir/layers.err" "$dir/connect" "$dir/hostname" "$dir/hosts" "$dir/resolv.conf"
     # Left by a run stopped while building the default image.
     [[ ! -e $dir/rootfs-build ]] || rm -rf "$dir/rootfs-build"
     rmdir "$dir" 2>/dev/null || true

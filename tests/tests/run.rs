@@ -514,12 +514,12 @@ fn filesystem_flags_volume_tmpfs_read_only_and_the_upper_dir() {
         IMAGE,
         "sh",
         "-c",
-        "echo kept > /etc/new; rm /etc/hostname; exit 3",
+        "echo kept > /etc/new; rm /etc/group; exit 3",
     ]);
     assert_eq!(o.status.code(), Some(3));
     let upper = rt.data.join("upper").join(&name);
     assert_eq!(std::fs::read_to_string(upper.join("etc/new")).unwrap(), "kept\n");
-    let wh = std::fs::symlink_metadata(upper.join("etc/hostname")).unwrap();
+    let wh = std::fs::symlink_metadata(upper.join("etc/group")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()), "whiteout for the deleted file");
     let ps = stdout(&rt.tool("cbuild-ps", &["-a"]));
     assert!(status_line(&ps, &name).contains("exited (3)"), "{ps}");
@@ -528,7 +528,7 @@ fn filesystem_flags_volume_tmpfs_read_only_and_the_upper_dir() {
     assert_eq!(rt.tool("cbuild-rm", &[&name]).status.code(), Some(0));
     rt.assert_gone(&name);
     // The image's layer is untouched by all of this.
-    assert_eq!(rt.sh(&[], "cat /etc/hostname; ls /etc/new 2>/dev/null || echo absent"), "busybox\nabsent\n");
+    assert_eq!(rt.sh(&[], "head -1 /etc/group; ls /etc/new 2>/dev/null || echo absent"), "root:x:0:\nabsent\n");
 }
 
 /// A container chooses how deep its upper dir goes: 2048 nested directories make host paths longer
@@ -1154,6 +1154,9 @@ fn network_bridge_publish_host_none() {
         &format!("ip -4 -o addr show eth0; ping -c1 -W2 {gw} >/dev/null && echo gw-ok"),
     ]));
     assert!(stdout(&o).contains(&ip) && stdout(&o).contains("gw-ok"), "{} {}", stdout(&o), stderr(&o));
+    // /etc/hosts names the container at its address, as docker's does.
+    let o = run(rt.cmd("cbuild-exec").args([&name, "cat", "/etc/hosts"]));
+    assert!(stdout(&o).lines().any(|l| l == format!("{ip}\t{name}")), "{}", stdout(&o));
     let mut body = String::new();
     for _ in 0..30 {
         let o = rt.in_host(&format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {gw} 8080"));
@@ -1530,4 +1533,109 @@ fn help_lists_every_option_and_exits_0() {
         }
     }
     assert!(options > 40, "read only {options} options from cbuild-run's loop");
+}
+
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf as docker writes them: --network none gets the name,
+/// localhost and the host's non-loopback nameservers; --network host the host's name and copies of its
+/// files (a write inside never reaches the host's); --read-only makes them read-only; a -v of the
+/// caller's on one of them wins; none of them is left behind.
+#[test]
+fn etc_hostname_hosts_and_resolv_conf_as_docker_writes_them() {
+    let rt = Rt::new();
+    let out = rt.sh(&["--name", &unique("etc"), "--hostname", "box1"], "cat /etc/hostname /etc/hosts /etc/resolv.conf");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("box1"), "{out}");
+    assert!(out.contains("127.0.0.1\tlocalhost\n") && out.contains("::1\tlocalhost ip6-localhost"), "{out}");
+    assert!(out.contains("nameserver "), "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("nameserver 127.")), "no loopback nameserver: {out}");
+    // Host network: the host's name, and copies of its files.
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let before = std::fs::read("/etc/hosts").unwrap();
+    let out = rt.sh(&["--network", "host"], "hostname; cat /etc/hosts; echo 10.9.9.9 injected >>/etc/hosts");
+    assert!(out.starts_with(&host_name), "{out}");
+    assert!(out.contains(std::str::from_utf8(&before).unwrap().trim_end()), "{out}");
+    assert_eq!(std::fs::read("/etc/hosts").unwrap(), before, "a write inside reached the host's /etc/hosts");
+    // --read-only: read-only like the rest of the root.
+    let o = rt.run(&["--rm", "--network", "none", "--read-only", IMAGE, "sh", "-c", "echo x >>/etc/hosts"]);
+    assert_ne!(o.status.code(), Some(0), "--read-only left /etc/hosts writable");
+    // A caller's -v on /etc/hosts wins over ours.
+    let mine = rt.sb.path().join("myhosts");
+    std::fs::write(&mine, "10.1.2.3 mine\n").unwrap();
+    let out = rt.sh(&["-v", &format!("{}:/etc/hosts:ro", mine.display())], "cat /etc/hosts");
+    assert_eq!(out, "10.1.2.3 mine\n");
+    let name = unique("etc");
+    rt.ok(&["--name", &name, "--network", "none", IMAGE, "true"]);
+    assert!(rt.sb.state.join(&name).join("hosts").exists());
+    assert!(rt.tool("cbuild-rm", &[&name]).status.success());
+    rt.assert_gone(&name);
+}
+
+/// `-e KEY` takes the caller's KEY even where the script has a variable of that name; `-e =x` is
+/// refused; `--env-file` reads a pipe and drops a CRLF file's CRs; a relative `-w` is refused before
+/// anything is made; `--read-only -w /new` makes the directory first.
+#[test]
+fn env_and_workdir_edges_as_docker() {
+    let rt = Rt::new();
+    let o = run(rt.cmd("cbuild-run").env("name", "bob").env("hostname", "myvalue").args([
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "name",
+        "-e",
+        "hostname",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo \"[$name] [$hostname]\"",
+    ]));
+    assert_eq!(stdout(&o), "[bob] [myvalue]\n", "{}", stderr(&o));
+    let o = rt.run(&["--rm", "--network", "none", "-e", "=foo", IMAGE, "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("-e =foo"), "{}", stderr(&o));
+    let mut c = rt.cmd("cbuild-run");
+    c.args(["--rm", "--network", "none", "--env-file", "/dev/stdin", IMAGE, "sh", "-c", "printf '%s|' \"$A\" \"$B\""]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"A=1\r\nB=two words\r\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "1|two words|", "{}", stderr(&o));
+    let name = unique("rel");
+    let o = rt.run(&["--rm", "--name", &name, "--network", "none", "-w", "rel", IMAGE, "pwd"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("-w rel: not an absolute path"), "{}", stderr(&o));
+    rt.assert_gone(&name);
+    assert_eq!(rt.sh(&["--read-only", "-w", "/new/dir"], "pwd"), "/new/dir\n");
+}
+
+/// `cbuild-exec` runs as the container's user in its working directory unless told otherwise (as docker
+/// exec: never root where the container is not); `cbuild-rm` removes a detached container that has just
+/// exited, waiting for its run to finish the undo rather than calling it running.
+#[test]
+fn exec_takes_the_containers_user_and_workdir_and_rm_waits_for_an_exited_one() {
+    let rt = Rt::new();
+    let name = unique("exu");
+    rt.detached(&name, &["-u", "65534:65534", "-w", "/tmp"], "sleep 30");
+    let o = rt.tool("cbuild-exec", &[&name, "sh", "-c", "pwd; id -u"]);
+    assert_eq!(stdout(&o), "/tmp\n65534\n", "{}", stderr(&o));
+    let o = rt.tool("cbuild-exec", &["-u", "0", "-w", "/", &name, "sh", "-c", "pwd; id -u"]);
+    assert_eq!(stdout(&o), "/\n0\n", "{}", stderr(&o));
+    assert!(rt.tool("cbuild-rm", &["-f", &name]).status.success());
+    rt.assert_gone(&name);
+    for _ in 0..5 {
+        let name = unique("exd");
+        rt.detached(&name, &[], "true");
+        // Exited as soon as cbuild-ps says so; removable from then on.
+        let t = Instant::now();
+        while !stdout(&rt.tool("cbuild-ps", &["-a"])).lines().any(|l| l.starts_with(&name) && l.contains("exited")) {
+            assert!(t.elapsed() < Duration::from_secs(20), "{name} never shown exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let o = rt.tool("cbuild-rm", &[&name]);
+        assert!(o.status.success(), "cbuild-rm of an exited container: {}", stderr(&o));
+        rt.assert_gone(&name);
+    }
 }
