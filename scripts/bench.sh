@@ -6,7 +6,8 @@
 #     against, in the same run (the contenders taking turns in BENCH_ROUNDS rounds, lib/bench.sh),
 #       runc run   on the same busybox tree (cbuild-image unpack) with an equivalent config.json: the same
 #                  namespaces (pid net ipc uts mount cgroup), Docker's 14 capabilities, Docker's default
-#                  seccomp profile (moby's file resolved for those capabilities and amd64), masked paths;
+#                  seccomp profile (moby's file resolved for those capabilities and amd64), masked paths,
+#                  and Docker's binds of the container's /etc/hostname, /etc/hosts and /etc/resolv.conf;
 #       bwrap --unshare-all   bubblewrap's namespaces and a bind-mounted root (no cgroup, no seccomp);
 #       cbuild-ns run alone   the floor of the chain's last step (namespaces + pivot_root, no overlay,
 #                             cgroup, image or seccomp).
@@ -98,11 +99,19 @@ jq --argjson caps "$caps" '{
     | del(.includes, .excludes, .comment)]
 }' "$MOBY" >"$work/seccomp-oci.json"
 (cd "$bundle" && runc spec)
-jq --argjson caps "$caps" --slurpfile sc "$work/seccomp-oci.json" '
+# Docker's runc config binds the container's own /etc/hostname, /etc/hosts and /etc/resolv.conf, as
+# cbuild-run does (written once here: runc writes none).
+mkdir -p "$work/etc"
+echo bench >"$work/etc/hostname"
+printf '127.0.0.1\tlocalhost\n' >"$work/etc/hosts"
+cp /etc/resolv.conf "$work/etc/resolv.conf"
+jq --argjson caps "$caps" --slurpfile sc "$work/seccomp-oci.json" --arg etc "$work/etc" '
   .process.terminal = false | .process.args = ["/bin/true"] | .root.readonly = false
   | .process.capabilities = {bounding: $caps, effective: $caps, permitted: $caps, inheritable: $caps}
   | .linux.seccomp = $sc[0]
   | .linux.namespaces = [{type:"pid"},{type:"network"},{type:"ipc"},{type:"uts"},{type:"mount"},{type:"cgroup"}]
+  | .mounts += [("hostname", "hosts", "resolv.conf") | {destination: "/etc/\(.)", type: "bind",
+      source: "\($etc)/\(.)", options: ["rbind", "rprivate"]}]
 ' "$bundle/config.json" >"$bundle/c.json" && mv "$bundle/c.json" "$bundle/config.json"
 # The bridge variant joins a namespace file CNI has plumbed.
 cni_bundle=$work/cni-bundle

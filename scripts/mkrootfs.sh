@@ -1,6 +1,7 @@
 #!/bin/sh
 # mkrootfs.sh DIR — the embedded default root filesystem: Debian's static busybox, one symlink per applet,
-# /etc/passwd and /etc/group with root, user (1000) and nobody, and empty /proc /sys /dev /tmp.
+# /etc/passwd and /etc/group with root, user (1000) and nobody, /etc/hostname, empty /etc/hosts and
+# /etc/resolv.conf, and empty /proc /sys /dev /tmp.
 # POSIX sh on purpose: it also runs inside the busybox test VM.
 set -eu
 dir=${1:?usage: mkrootfs.sh DIR}
@@ -25,5 +26,9 @@ extra:x:2000:user
 nogroup:x:65534:
 G
 echo busybox >"$dir/etc/hostname"
+# Empty, as in Docker's busybox image: a runtime binds its own over them (a missing one would be made in
+# every container's upper dir first).
+: >"$dir/etc/hosts"
+: >"$dir/etc/resolv.conf"
 chmod 1777 "$dir/tmp" "$dir/var/tmp"
 chown 1000:1000 "$dir/home/user"

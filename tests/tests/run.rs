@@ -1609,6 +1609,30 @@ fn env_and_workdir_edges_as_docker() {
     assert!(stderr(&o).contains("-w rel: not an absolute path"), "{}", stderr(&o));
     rt.assert_gone(&name);
     assert_eq!(rt.sh(&["--read-only", "-w", "/new/dir"], "pwd"), "/new/dir\n");
+    // Short forms: values attached, flags together.
+    assert_eq!(rt.sh(&["-eK=v", "-e=L=w", "-w/tmp", "-u1000", "-it"], "echo $K $L; pwd; id -u"), "v w\n/tmp\n1000\n");
+    let name = unique("dit");
+    assert_eq!(rt.ok(&["-dit", "--name", &name, "--network", "none", IMAGE, "true"]).trim(), name);
+    assert!(rt.tool("cbuild-rm", &["-f", &name]).status.success());
+    let o = rt.run(&["--rm", "--network", "none", "-dx", IMAGE, "true"]);
+    assert_eq!((o.status.code(), stderr(&o).trim()), (Some(125), "cbuild-run: args: -dx: unknown option"));
+    // -v makes a missing host directory (as docker); --mount refuses it, naming the source.
+    let vol = rt.sb.path().join("made/by/v");
+    assert_eq!(rt.sh(&["-v", &format!("{}:/mnt", vol.display())], "touch /mnt/f; ls /mnt"), "f\n");
+    assert!(vol.join("f").exists());
+    let missing = rt.sb.path().join("missing");
+    let o = rt.run(&[
+        "--rm",
+        "--network",
+        "none",
+        "--mount",
+        &format!("type=bind,src={},dst=/mnt", missing.display()),
+        IMAGE,
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains(&format!("bind: {}: No such file", missing.display())), "{}", stderr(&o));
+    assert!(!missing.exists());
 }
 
 /// `cbuild-exec` runs as the container's user in its working directory unless told otherwise (as docker
