@@ -72,10 +72,14 @@ rt_show() {
 }
 
 # The contract's NAME rule, before NAME joins a path. (Globs: a regex compiles on first use, ~0.2 ms.)
-rt_check_name() {
-    [[ $1 == [A-Za-z0-9]* && $1 != *[!A-Za-z0-9_.-]* && ${#1} -le 64 ]] ||
-        rt_die name "$1" 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}'
-    [[ $1 != net ]] || rt_die name "$1" 'reserved: <state>/net holds cbuild-net'"'"'s own files'
+rt_check_name() { rt_name_ok "$1" || exit 125; }
+# The same, reported but not fatal: for verbs that go on with their other NAMEs.
+rt_name_ok() {
+    if [[ $1 != [A-Za-z0-9]* || $1 == *[!A-Za-z0-9_.-]* || ${#1} -gt 64 ]]; then
+        rt_error name "$1" 'must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}'
+        return 1
+    fi
+    [[ $1 != net ]] || { rt_error name "$1" 'reserved: <state>/net holds cbuild-net'"'"'s own files' && return 1; }
 }
 
 # -e WORD as docker: KEY=VALUE, or KEY from the caller's environment → rt_env. The caller's environment

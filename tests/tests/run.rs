@@ -1662,4 +1662,11 @@ fn exec_takes_the_containers_user_and_workdir_and_rm_waits_for_an_exited_one() {
         assert!(o.status.success(), "cbuild-rm of an exited container: {}", stderr(&o));
         rt.assert_gone(&name);
     }
+    // A bad NAME among good ones: reported, the others still removed, 125 at the end (as docker rm).
+    let name = unique("exn");
+    rt.ok(&["--name", &name, "--network", "none", IMAGE, "true"]);
+    let o = rt.tool("cbuild-rm", &["bad/name", &name]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(125), format!("{name}\n")), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad/name"), "{}", stderr(&o));
+    rt.assert_gone(&name);
 }
