@@ -24,7 +24,7 @@ use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, Unlin
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,9 @@ pub struct Options {
     /// Create device nodes, chown, set trusted.* xattrs (real root only).
     pub privileged: bool,
     pub max_entries: u64,
+    /// Bound on what sparse files' holes add to a layer (`--max-layer-size`): a few bytes of GNU sparse
+    /// map may declare terabytes, which the stream's own bound never sees.
+    pub max_size: u64,
 }
 
 /// Split a tar path into components, refusing absolute paths and `..`. `.` and empty components vanish,
@@ -91,6 +94,8 @@ pub struct Extractor<'a> {
     cache: Option<(PathBuf, OwnedFd)>,
     skipped_devices: u64,
     skipped_xattrs: u64,
+    /// The sparse files' declared sizes so far (see `Options::max_size`).
+    sparse_bytes: u64,
     buf: Vec<u8>,
     /// Overlay form: the dirs of the layers below, top-first (O_PATH). A directory this layer needs but
     /// does not list takes its metadata from them, and a hard link to a lower file copies that file up,
@@ -112,6 +117,7 @@ impl<'a> Extractor<'a> {
             restore: HashMap::new(),
             cache: None,
             skipped_devices: 0,
+            sparse_bytes: 0,
             skipped_xattrs: 0,
             buf: vec![0u8; 256 * 1024],
             lowers: Vec::new(),
@@ -365,6 +371,15 @@ impl<'a> Extractor<'a> {
                 self.dirs.push(DirMeta { rel: rel.clone(), mode, mtime });
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let sparse = kind == EntryType::GNUSparse;
+                if sparse {
+                    let size = h.as_gnu().and_then(|g| g.real_size().ok()).unwrap_or(u64::MAX);
+                    self.sparse_bytes = self.sparse_bytes.saturating_add(size);
+                    if self.sparse_bytes > self.opts.max_size {
+                        return Err(self
+                            .err(&raw, format!("sparse files larger than the limit of {} bytes", self.opts.max_size)));
+                    }
+                }
                 let fd = openat(
                     &pfd,
                     name,
@@ -379,7 +394,16 @@ impl<'a> Extractor<'a> {
                         Ok(k) => k,
                         Err(x) => return Err(self.err(&raw, x)),
                     };
-                    f.write_all(&self.buf[..k]).map_err(|x| self.err(&raw, x))?;
+                    // A sparse file's holes stay holes: the reader hands them over as zeros.
+                    if sparse && self.buf[..k].iter().all(|&b| b == 0) {
+                        f.seek(SeekFrom::Current(k as i64)).map_err(|x| self.err(&raw, x))?;
+                    } else {
+                        f.write_all(&self.buf[..k]).map_err(|x| self.err(&raw, x))?;
+                    }
+                }
+                if sparse {
+                    let end = f.stream_position().map_err(|x| self.err(&raw, x))?;
+                    f.set_len(end).map_err(|x| self.err(&raw, x))?;
                 }
                 // chown clears set-id bits, so it comes before chmod; xattrs (file capabilities) after both.
                 if chown {
@@ -409,10 +433,17 @@ impl<'a> Extractor<'a> {
                     return Err(self.err(&raw, "hardlink to the root"));
                 };
                 let tparent_rel: PathBuf = tparent.iter().collect();
-                let link = |s: &Self| -> nix::Result<()> {
-                    let tfd = open_in_root(&s.root, &tparent_rel, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
-                    linkat(&tfd, *tname, &pfd, name, AtFlags::empty())
-                };
+                let tdir = |s: &Self| open_in_root(&s.root, &tparent_rel, OFlag::O_PATH | OFlag::O_DIRECTORY);
+                // Overlay form: this layer's whiteout of the target says it is gone, as unpack finds it
+                // gone; a link to the 0/0 device would be one more whiteout, hiding a lower file.
+                let whited_out = matches!(self.opts.mode, ExtractMode::Overlay { .. })
+                    && tdir(self)
+                        .and_then(|t| fstatat(&t, *tname, AtFlags::AT_SYMLINK_NOFOLLOW))
+                        .is_ok_and(|st| is_whiteout(&st));
+                if whited_out {
+                    return Err(e(self, "hardlink target", Errno::ENOENT));
+                }
+                let link = |s: &Self| -> nix::Result<()> { linkat(&tdir(s)?, *tname, &pfd, name, AtFlags::empty()) };
                 match link(self) {
                     Err(Errno::ENOENT) if !self.lowers.is_empty() && self.copy_up(&raw, &tcomps)? => {
                         link(self).map_err(|x| e(self, "link", x))?

@@ -197,6 +197,12 @@ pub fn import(store: &Store, input: &str, opts: &ImportOptions, ctx: &Ctx) -> Re
 }
 
 /// Stage every regular file of a (possibly gzip- or zstd-compressed) tar stream, within the limits.
+/// Longest entry name or link target in an image archive (Linux's PATH_MAX; a layout's own are short:
+/// `blobs/sha256/<64 hex>`, `manifest.json`, `<id>/layer.tar`).
+const MAX_NAME: usize = 4096;
+/// All of an archive's names and link targets together (a million blobs' worth).
+const MAX_NAMES: usize = 64 << 20;
+
 fn read_archive(r: impl Read, input: &str, opts: &ImportOptions, staging: &mut Staging) -> Result<Source> {
     let mut br = BufReader::with_capacity(256 * 1024, r);
     let head = br.fill_buf().map_err(|e| Error::new("read", input, e))?;
@@ -217,7 +223,7 @@ fn read_archive(r: impl Read, input: &str, opts: &ImportOptions, staging: &mut S
         }
         Error::new("read", input, format!("not a readable tar archive: {e}"))
     };
-    let mut n = 0u64;
+    let (mut n, mut names) = (0u64, 0usize);
     for ent in ar.entries().map_err(bad)? {
         let mut ent = ent.map_err(bad)?;
         n += 1;
@@ -225,6 +231,25 @@ fn read_archive(r: impl Read, input: &str, opts: &ImportOptions, staging: &mut S
             return Err(Error::new("read", input, format!("more than {} entries", opts.max_entries)));
         }
         let raw = ent.path_bytes().into_owned();
+        // Every name (and link target) kept is held in memory until the archive is read: bounded, each
+        // and all together, where the archive's own size bounds only the disk.
+        let target_len = ent.link_name_bytes().map_or(0, |t| t.len());
+        if raw.len() > MAX_NAME || target_len > MAX_NAME {
+            let shown = String::from_utf8_lossy(&raw[..raw.len().min(64)]).into_owned();
+            return Err(Error::new(
+                "read",
+                input,
+                format!("archive entry {shown:?}...: name or link target longer than {MAX_NAME} bytes"),
+            ));
+        }
+        names += raw.len() + target_len;
+        if names > MAX_NAMES {
+            return Err(Error::new(
+                "read",
+                input,
+                format!("more than {MAX_NAMES} bytes of entry names and link targets"),
+            ));
+        }
         let Ok(name) = std::str::from_utf8(&raw) else { continue };
         let Some(key) = normalize(name) else {
             return Err(Error::new("read", input, format!("archive entry {name:?}: path escapes the archive")));

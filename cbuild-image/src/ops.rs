@@ -72,8 +72,12 @@ pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx)
         Err(e) => return Err(Error::io("unpack", dir, e)),
     };
     let r = (|| {
-        let opts =
-            Options { mode: ExtractMode::Flatten, privileged: fsutil::privileged(), max_entries: limits.max_entries };
+        let opts = Options {
+            mode: ExtractMode::Flatten,
+            privileged: fsutil::privileged(),
+            max_entries: limits.max_entries,
+            max_size: limits.max_layer_size,
+        };
         let progress = Progress::new("unpack", 0, ctx.quiet());
         let mut ex = Extractor::new(dir, &opts, ctx, "")?;
         for (i, l) in img.layers.iter().enumerate() {
@@ -108,6 +112,7 @@ pub fn layers(store: &Store, img: &Image, userxattr: bool, limits: Limits, ctx: 
         mode: ExtractMode::Overlay { userxattr: userxattr || !privileged },
         privileged,
         max_entries: limits.max_entries,
+        max_size: limits.max_layer_size,
     };
     let mut out = Vec::new();
     for l in &img.layers {
@@ -201,6 +206,19 @@ pub struct GcReport {
     pub kept_mounted: u64,
 }
 
+/// A staging dir whose writer is gone: its lock is free. The lock is never made here: an importer makes
+/// the dir first and its lock file an instant later, and a lock made by gc in between would look free
+/// (the importer then found its own dir gone). A dir without one is left alone for ten minutes.
+fn staging_abandoned(dir: &Path) -> bool {
+    match std::fs::File::open(dir.join("lock")) {
+        Ok(f) => nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(600))),
+        Err(_) => false,
+    }
+}
+
 /// `gc`: blobs no index entry reaches, layer dirs no image's chain needs (unless an overlay mount still
 /// uses them), and the leftovers of killed writers (their lock is free).
 pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
@@ -243,7 +261,7 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
     }
     let tmp = store.dir.join(".tmp");
     for ent in std::fs::read_dir(&tmp).map_err(|e| Error::io("gc", &tmp, e))?.flatten() {
-        if lock_file(&ent.path().join("lock"), false).is_ok() {
+        if staging_abandoned(&ent.path()) {
             ctx.step("remove", ent.path().display());
             let _ = std::fs::remove_dir_all(ent.path());
             rep.temp += 1;

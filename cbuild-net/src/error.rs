@@ -62,8 +62,18 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One line, whatever the reason text holds.
         let reason = self.reason.replace('\n', " ");
-        write!(f, "{}: {}: {}", self.step, self.object, reason.trim())
+        write!(f, "{}: {}: {}", self.step, one_line(&self.object), one_line(reason.trim()))
     }
 }
 
 impl std::error::Error for Error {}
+
+/// Text for a stderr line: a line break inside an object or a reason (a path or an archive's field, from
+/// hostile input) is shown as `\n` or `\r`, so the contract's error stays one line whatever the input.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\r']) {
+        s.replace('\n', "\\n").replace('\r', "\\r").into()
+    } else {
+        s.into()
+    }
+}

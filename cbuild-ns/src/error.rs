@@ -152,7 +152,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.step, self.object, self.reason)
+        write!(f, "{}: {}: {}", self.step, one_line(&self.object), one_line(&self.reason))
     }
 }
 
@@ -174,5 +174,15 @@ impl<T> Context<T> for nix::Result<T> {
 impl<T> Context<T> for std::io::Result<T> {
     fn ctx(self, step: Step, object: impl fmt::Display) -> Result<T> {
         self.map_err(|e| Error::io(step, object, &e))
+    }
+}
+
+/// Text for a stderr line: a line break inside an object or a reason (a path or an archive's field, from
+/// hostile input) is shown as `\n` or `\r`, so the contract's error stays one line whatever the input.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\r']) {
+        s.replace('\n', "\\n").replace('\r', "\\r").into()
+    } else {
+        s.into()
     }
 }

@@ -60,11 +60,12 @@ pub fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// Text for a stderr line (error, undo, warning or `-v` step): a newline in a path becomes `\n`, so a
-/// line stays one line whatever the path, and the same object reads the same in a step and in an error.
+/// Text for a stderr line (error, undo, warning or `-v` step): a line break in a path becomes `\n` or
+/// `\r`, so a line stays one line whatever the path, and the same object reads the same in a step and in
+/// an error.
 pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains('\n') {
-        s.replace('\n', "\\n").into()
+    if s.contains(['\n', '\r']) {
+        s.replace('\n', "\\n").replace('\r', "\\r").into()
     } else {
         s.into()
     }

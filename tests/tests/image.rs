@@ -2591,3 +2591,86 @@ fn an_unpacked_docker25_save_imports_as_its_tar_does() {
     let empty = Sandbox::new();
     assert_tool_error(&run(img(&empty).arg("import").arg(&l.dir)), TOOL, "content has digest");
 }
+
+/// Found by a review of hostile input (session 11): a GNU sparse entry keeps its holes and its declared
+/// size counts against `--max-layer-size`; a hard link to a file its own layer whites out is refused by
+/// `layers` as by `unpack` (not turned into a second whiteout); an archive's long names are refused
+/// rather than held; an error about a field with a line break stays one line; gc leaves a staging dir
+/// whose lock is not made yet.
+#[test]
+fn sparse_files_whiteout_links_long_names_and_one_line_errors() {
+    require_root();
+    let sb = Sandbox::new();
+    // A 1 GiB sparse file with 4 KiB of data, as GNU tar writes it.
+    let src = sb.path().join("sparse-src");
+    std::fs::create_dir_all(&src).unwrap();
+    sh_ok(&format!(
+        "truncate -s 1G {0}/big && printf data | dd of={0}/big bs=4096 seek=1000 conv=notrunc status=none",
+        src.display()
+    ));
+    let sp = sb.path().join("sp.tar");
+    sh_ok(&format!("tar --format=gnu --sparse -C {} -cf {} big", src.display(), sp.display()));
+    let l = Layout::new(&sb.path().join("oci-sp"));
+    l.image("sp", &[(std::fs::read(&sp).unwrap(), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let u = sb.path().join("u");
+    ok(run(img(&sb).args(["unpack", "sp"]).arg(&u)));
+    let md = std::fs::metadata(u.join("big")).unwrap();
+    assert_eq!(md.len(), 1 << 30);
+    assert!(std::os::unix::fs::MetadataExt::blocks(&md) * 512 < 1 << 20, "holes written as zeros: {md:?}");
+    let mut data = vec![0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(u.join("big")).unwrap(), &mut data, 4096 * 1000)
+        .unwrap();
+    assert_eq!(&data, b"data");
+    let u2 = sb.path().join("u2");
+    let o = run(img(&sb).args(["unpack", "--max-layer-size", "1048576", "sp"]).arg(&u2));
+    assert_tool_error(&o, TOOL, "sparse files larger than the limit of 1048576 bytes");
+    assert!(!u2.exists());
+
+    // l1: a, b; l2: a whited out, then b a hard link to a.
+    let l = Layout::new(&sb.path().join("oci-hl"));
+    let l1 = tar(&[tar_entry("a", b'0', b"a", "", 0o644), tar_entry("b", b'0', b"b", "", 0o644)]);
+    let l2 = tar(&[tar_entry(".wh.a", b'0', b"", "", 0o644), tar_entry("b", b'1', b"", "a", 0o644)]);
+    l.image("hl", &[(l1, LAYER_TAR), (l2, LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    for args in [vec!["unpack", "hl", sb.path().join("u3").to_str().unwrap()], vec!["layers", "hl"]] {
+        let o = run(img(&sb).args(&args));
+        assert_tool_error(&o, TOOL, "hardlink target: No such file");
+    }
+
+    // An archive entry named with 5000 bytes: refused, nothing held or staged.
+    let long = Layout::new(&sb.path().join("oci-long"));
+    long.image("long", &[(tar(&[tar_entry("f", b'0', b"f", "", 0o644)]), LAYER_TAR)], |_, _| {});
+    let arch = sb.path().join("long.tar");
+    let name = format!("x{}", "y".repeat(5000));
+    std::fs::write(long.dir.join("n"), "").unwrap();
+    sh_ok(&format!(
+        "cd {} && tar --format=pax -cf {} . --transform 's|^./n$|{name}|'",
+        long.dir.display(),
+        arch.display()
+    ));
+    ok(run(img(&sb).arg("gc")));
+    let before = store_state(&sb);
+    let o = run(img(&sb).arg("import").arg(&arch));
+    assert_tool_error(&o, TOOL, "name or link target longer than 4096 bytes");
+    assert_eq!(store_state(&sb), before);
+
+    // A digest with a line break: one line.
+    let bad = Layout::new(&sb.path().join("oci-nl"));
+    std::fs::write(
+        bad.dir.join("index.json"),
+        "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:ab\\ncd\",\"size\":1}]}",
+    )
+    .unwrap();
+    let o = run(img(&sb).arg("import").arg(&bad.dir));
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(stderr(&o).lines().filter(|l| !l.starts_with("hint: ")).count(), 1, "{}", stderr(&o));
+
+    // A staging dir made an instant before its lock file: gc leaves it.
+    let tmp = sb.data.join("images/.tmp/999999-0");
+    std::fs::create_dir_all(&tmp).unwrap();
+    ok(run(img(&sb).arg("gc")));
+    assert!(tmp.exists(), "gc removed a staging dir whose lock was not made yet");
+    assert!(!tmp.join("lock").exists(), "gc made a lock file");
+    std::fs::remove_dir(&tmp).unwrap();
+}
