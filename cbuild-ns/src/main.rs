@@ -284,7 +284,7 @@ fn process_spec(p: ProcessArgs, cmd: Vec<String>) -> Result<RunSpec, Error> {
     }
     // Refused as Docker refuses it: relative to what (for `exec`, no image WorkingDir is at hand)?
     if let Some(w) = p.workdir.as_ref().filter(|w| !w.is_absolute()) {
-        return Err(bad(&format!("--workdir {}", w.display()), "not an absolute path"));
+        return Err(bad(format!("--workdir {}", w.display()), "not an absolute path"));
     }
     Ok(RunSpec {
         workdir: p.workdir,
