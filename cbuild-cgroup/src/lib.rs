@@ -48,7 +48,12 @@ pub fn create(name: &str, raw: &RawLimits) -> Result<()> {
 pub fn set(name: &str, raw: &RawLimits) -> Result<()> {
     cgroup::check_name(name)?;
     let host = Host::detect_for_write()?;
-    let l = limits_for(&host, raw)?;
+    let mut l = limits_for(&host, raw)?;
+    // As `docker update`: a new --memory keeps the memory+swap in force; Docker's twice-the-memory is a
+    // default for a new container only.
+    if !l.memory_swap_explicit {
+        l.memory_swap = None;
+    }
     // The host-wide lock shared, so no creator or `rm` is half-way through NAME meanwhile, and NAME's own
     // lock exclusive: two `set`s at once would interleave their writes (one's memory limit with the
     // other's pids limit, a v1 device list moved by difference from what the other half-wrote). Not the
@@ -383,6 +388,13 @@ pub fn parse_signal(s: &str) -> Result<libc::c_int> {
     if let Some(rest) = name.strip_prefix("RTMAX") {
         return Ok(max - offset(rest, '-')?);
     }
+    // kill(1)'s other names for three of them.
+    let name = match name {
+        "IOT" => "ABRT",
+        "POLL" => "IO",
+        "CLD" => "CHLD",
+        n => n,
+    };
     format!("SIG{name}")
         .parse::<Signal>()
         .map(|s| s as libc::c_int)

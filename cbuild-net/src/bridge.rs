@@ -122,8 +122,13 @@ pub async fn check_free(ctx: &Ctx, host: &Nl, subnet: &Subnet, own_index: Option
 /// The machine's root network namespace, when the host namespace is another one: a lab's "host"
 /// usually reaches the world through the real host, whose routes must stay unambiguous too.
 fn other_root(ctx: &Ctx) -> Result<Option<Nl>> {
-    let Ok(root) = netns::open_path(Path::new("/proc/1/ns/net")) else {
-        return Ok(None);
+    let root = match netns::open_path(Path::new("/proc/1/ns/net")) {
+        Ok(r) => r,
+        Err(e) => {
+            // Not readable (a sandbox that hides PID 1's namespaces): nothing to check against, said so.
+            ctx.step("check-routes", format!("root network namespace not checked ({e})"));
+            return Ok(None);
+        }
     };
     if root.inode == ctx.host_inode {
         return Ok(None);
@@ -175,6 +180,13 @@ pub async fn add(
     let made_dir = !dir.exists();
     ctx.step("mkdir", dir.display());
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
+    // All bridges are checked against each other's routes and made under one lock, taken on <state>/net
+    // itself (no lock file to leave behind; the bridge's own dir, made first, keeps it from being removed
+    // meanwhile): two adds of overlapping subnets at once would each pass before the other's route exists.
+    let net = paths::net_dir(&ctx.state);
+    let all = std::fs::File::open(&net).map_err(|e| Error::io("lock", net.display(), e))?;
+    let _all = nix::fcntl::Flock::lock(all, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::errno("lock", net.display(), e))?;
     let mut created_link = false;
     let r = add_locked(ctx, host, name, subnet, gateway, nat, subnet6, &mut created_link).await;
     if r.is_err() {

@@ -356,6 +356,8 @@ impl Req {
         }
     }
 
+    /// The default route through `gw`. A namespace that has one already (a second network connected to
+    /// it, as `docker network connect` does) keeps it: the first network stays the way out.
     pub fn default_route(gw: IpAddr) -> Req {
         let r = match gw {
             IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(g).build(),
@@ -365,7 +367,7 @@ impl Req {
             msg: RouteNetlinkMessage::NewRoute(r),
             step: "add-route",
             object: format!("default via {gw}"),
-            benign: None,
+            benign: Some(libc::EEXIST),
         }
     }
 }

@@ -2334,7 +2334,7 @@ fn flags_beat_oci_unified_entries_and_unified_beats_the_files_fields() {
 }
 
 /// `kill --signal` takes real-time signals as kill(1) does: RTMIN+N, RTMAX-N (SIG optional, any case)
-/// and plain numbers up to SIGRTMAX; others are refused.
+/// and plain numbers up to SIGRTMAX, and kill(1)'s aliases POLL, IOT, CLD; others are refused.
 #[test]
 fn kill_takes_real_time_signals_as_kill_1_does() {
     require_root();
@@ -2344,7 +2344,15 @@ fn kill_takes_real_time_signals_as_kill_1_does() {
     let c = Cg::new(&i);
     let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     let number = (min + 5).to_string();
-    for (spec, want) in [("RTMIN+3", min + 3), ("sigrtmax-1", max - 1), ("SIGRTMIN", min), (number.as_str(), min + 5)] {
+    // And kill(1)'s other names: POLL (IO), IOT (ABRT); CLD (CHLD) is ignored by default, so not here.
+    for (spec, want) in [
+        ("RTMIN+3", min + 3),
+        ("sigrtmax-1", max - 1),
+        ("SIGRTMIN", min),
+        (number.as_str(), min + 5),
+        ("POLL", libc::SIGIO),
+        ("iot", libc::SIGABRT),
+    ] {
         let mut p = Proc(cg(&sb).args(["exec", &c.name, "--", "sleep", "30"]).stdin(Stdio::null()).spawn().unwrap());
         let pid = p.0.id() as i32;
         wait_for("the sleep to join", Duration::from_secs(5), || procs_in(&c.dirs[0]).contains(&pid));
@@ -2526,4 +2534,37 @@ fn cpu_idle_and_burst_are_applied_and_checked() {
     );
     assert_oci_refused(&sb, &i, r#"{"cpu":{"idle":5}}"#, "linux.resources.cpu.idle: 5 is neither 0 nor 1");
     assert_oci_refused(&sb, &i, r#"{"cpu":{"quota":10000,"burst":20000}}"#, "linux.resources.cpu.burst 20000");
+}
+
+/// `set --memory` keeps the memory+swap limit in force, as `docker update` does (twice the memory is
+/// Docker's default for a new container only); a memory above it is refused, with a hint, and the old
+/// values stay.
+#[test]
+fn set_memory_keeps_the_swap_limit_as_docker_update() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--memory", "64m", "--memory-swap", "-1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = dir_of(&i, &c.name, "memory").unwrap();
+    let v2 = hierarchy_of(&i, "memory").unwrap()["version"] == 2;
+    let swap_file = if v2 { "memory.swap.max" } else { "memory.memsw.limit_in_bytes" };
+    if !d.join(swap_file).exists() {
+        return; // no swap accounting: nothing to keep
+    }
+    let before = read(&d.join(swap_file));
+    let o = run(cg(&sb).args(["set", &c.name, "--memory", "32m"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&d.join(swap_file)), before, "set --memory changed {swap_file}");
+    if !v2 {
+        // memory+swap 128m in force: a memory of 200m is above it.
+        let o = run(cg(&sb).args(["set", &c.name, "--memory", "64m", "--memory-swap", "128m"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run(cg(&sb).args(["set", &c.name, "--memory", "200m"]));
+        assert_tool_error(&o, TOOL, "memory.limit_in_bytes");
+        assert!(stderr(&o).contains("give --memory-swap too"), "{}", stderr(&o));
+        assert_eq!(read(&d.join("memory.limit_in_bytes")).trim(), (64u64 << 20).to_string());
+        assert_eq!(read(&d.join(swap_file)).trim(), (128u64 << 20).to_string());
+    }
 }

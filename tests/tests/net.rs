@@ -1655,3 +1655,36 @@ fn hostile_lease_contents_are_escaped_in_ls_and_prune() {
     assert!(n.leases("brh").is_empty(), "pruned");
     n.ok(&["bridge", "del", "brh"]);
 }
+
+/// Found by a review (session 11): two `bridge add`s of overlapping subnets at once never both succeed
+/// (each checked routes before the other's existed, and IPAM then handed out one address twice); a
+/// second network connects to a namespace that has a default route already (as `docker network
+/// connect`), which keeps its first one.
+#[test]
+fn concurrent_overlapping_bridges_and_a_second_network() {
+    let mut n = Net::new();
+    for round in 0..4 {
+        let (ba, bb) = (format!("ra{round}"), format!("rb{round}"));
+        let mut a = n.cmd(&["bridge", "add", &ba, "--subnet", "10.233.0.0/24"]);
+        let mut b = n.cmd(&["bridge", "add", &bb, "--subnet", "10.233.0.0/16"]);
+        let (ca, cb) = (a.stderr(Stdio::piped()).spawn().unwrap(), b.stderr(Stdio::piped()).spawn().unwrap());
+        let (oa, ob) = (ca.wait_with_output().unwrap(), cb.wait_with_output().unwrap());
+        let ok = [oa.status.success(), ob.status.success()];
+        assert_eq!(ok.iter().filter(|&&x| x).count(), 1, "round {round}: {} / {}", stderr(&oa), stderr(&ob));
+        let (loser, made) = if ok[0] { (&ob, &ba) } else { (&oa, &bb) };
+        assert!(stderr(loser).contains("overlaps"), "{}", stderr(loser));
+        n.ok(&["bridge", "del", made]);
+    }
+    // A second network: eth1 on br2, the default route stays eth0's.
+    n.ok(&["bridge", "add", "br1", "--subnet", "10.234.0.0/24"]);
+    n.ok(&["bridge", "add", "br2", "--subnet", "10.235.0.0/24"]);
+    let c = n.ns("two");
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "br1", "--id", "t1"]);
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "br2", "--id", "t2", "--ifname", "eth1"]);
+    assert!(addr_of(&c, "eth1").starts_with("10.235.0."));
+    let routes = sh_in(&c, "ip route");
+    assert!(routes.contains("default via 10.234.0.1 dev eth0"), "{routes}");
+    sh_in(&c, "busybox ping -c 1 -W 2 10.235.0.1");
+    n.ok(&["disconnect", "--id", "t2"]);
+    n.ok(&["disconnect", "--id", "t1"]);
+}

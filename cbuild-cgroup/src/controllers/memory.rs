@@ -80,7 +80,12 @@ fn apply_v1(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
                 w.write(&memsw_file, &s.v1())?;
             }
         }
-        (Some(m), None) => w.write(&mem_file, &m.v1())?,
+        (Some(m), None) => w.write(&mem_file, &m.v1()).map_err(|e| match e.errno() {
+            Some(libc::EINVAL) => {
+                e.with_hint("above the memory+swap limit in force: give --memory-swap too (as docker update)")
+            }
+            _ => e,
+        })?,
         (None, Some(s)) => w.write(&memsw_file, &s.v1())?,
         (None, None) => {}
     }
