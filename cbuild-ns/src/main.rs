@@ -393,6 +393,10 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
         s.binds.push(b);
     }
     s.read_only = a.read_only;
+    if s.read_only && s.rootfs.is_none() {
+        // Without a new root there is no root of the container's own to make read-only.
+        return Err(bad("--read-only", "needs --rootfs"));
+    }
     if let Some(v) = &a.shm_size {
         s.shm_size_kib = Some(spec::parse_shm_size(v).map_err(|e| Error::new(Step::Args, "--shm-size", e))?);
     }
@@ -421,6 +425,14 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
     }
     if s.userns() && s.uid_map.is_empty() && !a.userns {
         return Err(bad("--userns", "no uid map"));
+    }
+    // A user namespace with users but no groups mapped: every file would show the overflow group and
+    // the first mount (/dev) fail after the namespaces exist; runc refuses it too.
+    if !s.uid_map.is_empty() && s.gid_map.is_empty() {
+        return Err(bad("--uid-map", "needs a --gid-map too"));
+    }
+    if !s.gid_map.is_empty() && s.uid_map.is_empty() {
+        return Err(bad("--gid-map", "needs a --uid-map too"));
     }
     s.seccomp = match (a.seccomp, a.seccomp_fd) {
         (Some(p), _) => Some(SeccompSource::File(p)),

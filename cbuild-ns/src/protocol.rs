@@ -15,6 +15,19 @@ pub fn check_fd(fd: RawFd, step: Step) -> Result<()> {
     Ok(())
 }
 
+/// The fds of the fd flags (`own`: the fd and its flag) are all different: each is taken over, and
+/// closed, by the code that serves its flag, so one given to two flags would be closed twice. Checked
+/// before any of them is taken over.
+pub fn check_distinct(own: &[(Option<RawFd>, &str)]) -> Result<()> {
+    for (i, (fd, flag)) in own.iter().enumerate() {
+        let Some(fd) = fd else { continue };
+        if let Some((_, other)) = own[..i].iter().find(|(f, _)| *f == Some(*fd)) {
+            return Err(Error::new(Step::Fds, format!("fd {fd}"), format!("given to both {other} and {flag}")));
+        }
+    }
+    Ok(())
+}
+
 /// `--preserve-fds N`: fds 3..3+N-1 are the caller's, for the command. Each must be open before this
 /// process opens anything of its own (one of ours would take a free number, and the command would get
 /// it: a namespace fd, a pipe), and none may be an fd cbuild-ns itself reads or writes (`own`: the fd

@@ -53,23 +53,25 @@ struct Prepared {
     cgroups: crate::cgroupfs::Placement,
 }
 
-fn prepare(spec: &RunSpec) -> Result<Prepared> {
-    // The handed-over fds first: anything this process opens before could land on their numbers.
+/// The fds handed over by flags, each with its flag.
+fn own_fds(spec: &RunSpec) -> [(Option<std::os::fd::RawFd>, &'static str); 6] {
     let seccomp_fd = match spec.seccomp {
         Some(crate::spec::SeccompSource::Fd(n)) => Some(n),
         _ => None,
     };
-    protocol::check_preserved(
-        spec.preserve_fds,
-        &[
-            (spec.info_fd, "--info-fd"),
-            (spec.wait_fd, "--wait-fd"),
-            (spec.status_fd, "--status-fd"),
-            (seccomp_fd, "--seccomp-fd"),
-            (spec.cgroup_fd, "--cgroup-fd"),
-            (spec.rootfs_fd, "--rootfs-fd"),
-        ],
-    )?;
+    [
+        (spec.info_fd, "--info-fd"),
+        (spec.wait_fd, "--wait-fd"),
+        (spec.status_fd, "--status-fd"),
+        (seccomp_fd, "--seccomp-fd"),
+        (spec.cgroup_fd, "--cgroup-fd"),
+        (spec.rootfs_fd, "--rootfs-fd"),
+    ]
+}
+
+fn prepare(spec: &RunSpec) -> Result<Prepared> {
+    // The handed-over fds first: anything this process opens before could land on their numbers.
+    protocol::check_preserved(spec.preserve_fds, &own_fds(spec))?;
     let cgroup_fd = match spec.cgroup_fd {
         Some(fd) => crate::cgroupfd::check(fd, spec.preserve_fds)?,
         None => None,
@@ -151,6 +153,11 @@ fn recv(fd: &OwnedFd) -> Option<u8> {
 
 /// Run the spec; returns the exit code for the caller to exit with.
 pub fn run(spec: RunSpec) -> i32 {
+    // Before the status fd (or any other) is taken over.
+    if let Err(e) = protocol::check_distinct(&own_fds(&spec)) {
+        crate::report(&e);
+        return e.code;
+    }
     let mut status = Status::new(spec.status_fd);
     match run_inner(&spec, &mut status) {
         Ok(code) => code,

@@ -942,7 +942,7 @@ fn rootless_run_as_an_unprivileged_user() {
         assert_eq!(out, "2\n1000\n", "root and 1..65536 mapped");
     }
     // An unprivileged user cannot map IDs that are not theirs: a clear error, exit 125.
-    let o = user_run(&["--userns", "--uid-map", "0:0:1"], "true");
+    let o = user_run(&["--userns", "--uid-map", "0:0:1", "--gid-map", "0:0:1"], "true");
     assert_tool_error(&o, "cbuild-ns", "uid_map");
 }
 
@@ -978,7 +978,17 @@ fn bad_input_fails_cleanly() {
         (vec!["--join".into(), format!("ipc={}", fifo.display())], "not a namespace file"),
         (vec!["--rootfs".into(), "/nonexistent/rootfs".into()], "rootfs: /nonexistent/rootfs"),
         (vec!["--uid-map".into(), "0:x:1".into()], "--uid-map 0:x:1"),
-        (vec!["--uid-map".into(), "0:1000:10".into(), "--uid-map".into(), "5:2000:1".into()], "overlap"),
+        (
+            ["--uid-map", "0:1000:10", "--uid-map", "5:2000:1", "--gid-map", "0:1000:10"].map(String::from).to_vec(),
+            "overlap",
+        ),
+        (vec!["--uid-map".into(), "0:1000:10".into()], "--uid-map: needs a --gid-map too"),
+        (vec!["--gid-map".into(), "0:1000:10".into()], "no uid map"),
+        (
+            ["--info-fd", "9", "--status-fd", "9"].map(String::from).to_vec(),
+            "fd 9: given to both --info-fd and --status-fd",
+        ),
+        (vec!["--read-only".into()], "--read-only: needs --rootfs"),
         (vec!["--cap-add".into(), "CAP_BOGUS".into()], "capabilities: CAP_BOGUS"),
         (vec!["--info-fd".into(), "99".into()], "fd 99"),
         (vec!["--join".into(), "net=/nonexistent".into()], "join: /nonexistent"),
