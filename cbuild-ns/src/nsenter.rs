@@ -174,6 +174,7 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
         f.join()?;
     }
     let joined_mnt = fds.iter().any(|f| f.ty == NsType::Mnt);
+    let joined_user = fds.iter().any(|f| f.ty == NsType::User);
     if let (Some(r), true) = (&root, joined_mnt) {
         nix::unistd::fchdir(r).ctx(Step::Join, "root")?;
         nix::unistd::chroot(".").ctx(Step::Join, "root")?;
@@ -202,7 +203,7 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
             drop(ctrl_r);
             let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            let e = match child(p, privileges.as_ref(), program.as_ref(), &ctrl_w) {
+            let e = match child(p, joined_user, privileges.as_ref(), program.as_ref(), &ctrl_w) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -225,12 +226,33 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
     }
 }
 
+/// Root of the joined user namespace (uid and gid 0 there). Returns whether setgroups(2) is denied in it
+/// (a rootless `--map-root-user` namespace), which `--user` must then do without.
+fn become_ns_root() -> Result<bool> {
+    use nix::unistd::{setresgid, setresuid, Gid, Uid};
+    let (u, g) = (Uid::from_raw(0), Gid::from_raw(0));
+    let obj = "0:0 in the joined user namespace";
+    nix::sys::prctl::set_keepcaps(true).ctx(Step::User, "keepcaps")?;
+    setresgid(g, g, g)
+        .ctx(Step::User, obj)
+        .map_err(|e| e.hint("gid 0 must be mapped in the target's user namespace"))?;
+    setresuid(u, u, u)
+        .ctx(Step::User, obj)
+        .map_err(|e| e.hint("uid 0 must be mapped in the target's user namespace"))?;
+    nix::sys::prctl::set_keepcaps(false).ctx(Step::User, "keepcaps")?;
+    Ok(std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny"))
+}
+
 fn child(
     p: &RunSpec,
+    joined_user: bool,
     privileges: Option<&Privileges>,
     program: Option<&crate::seccomp::Program>,
     ctrl_w: &OwnedFd,
 ) -> Result<std::convert::Infallible> {
+    // In a joined user namespace this process's own IDs are usually unmapped (the overflow uid inside,
+    // where nothing it makes could be owned): it becomes that namespace's root first, as nsenter(1) does.
+    let setgroups_denied = joined_user && become_ns_root()?;
     let id = process::resolve_identity(p.user.as_deref(), &p.group_add)?;
     let env = process::environment(p, id.home.as_deref());
     process::chdir(p.workdir.as_deref())?;
@@ -248,7 +270,7 @@ fn child(
         capabilities::limit_bounding(&pr.bounding)?;
     }
     if p.user.is_some() {
-        process::switch_user(&id, false)?;
+        process::switch_user(&id, setgroups_denied)?;
     } else {
         process::reset_groups(&id)?;
     }

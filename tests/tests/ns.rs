@@ -941,6 +941,38 @@ fn rootless_run_as_an_unprivileged_user() {
         let out = ok(&o);
         assert_eq!(out, "2\n1000\n", "root and 1..65536 mapped");
     }
+    // `exec` into such a container (by root, as `cbuild-exec` does) is its root, not the overflow uid of
+    // the caller's unmapped one, and `--user` works though setgroups is denied there.
+    let mut c = Command::new(&nsbin);
+    c.uid(uid).gid(uid).env_clear().env("USER", &user).env("CBUILD_STATE", dir.join("user-state"));
+    c.args(["run", "--map-root-user", "--all", "--rootfs"]).arg(&root).args(["--", "sleep", "30"]);
+    let mut held = c.stdin(Stdio::null()).spawn().unwrap();
+    let held_pid = held.id().to_string();
+    // Whatever happens below, the container goes (its PID 1 is the child of `held`).
+    let _kill = Defer(|| {
+        let _ = Command::new("pkill").args(["-KILL", "-P", &held_pid]).status();
+    });
+    let t0 = Instant::now();
+    let target = loop {
+        if let Some(k) = child_of(held.id() as i32) {
+            break k;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the rootless container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for extra in [&[][..], &["--user", "0"][..]] {
+        let mut e = ns(&sb);
+        e.args(["exec", "--target", &target.to_string()]).args(extra).args(["--", "id"]);
+        let o = run(&mut e);
+        assert_eq!(
+            stdout(&o).split_whitespace().take(2).collect::<Vec<_>>(),
+            ["uid=0(root)", "gid=0(root)"],
+            "{extra:?}: {}",
+            stderr(&o)
+        );
+    }
+    let _ = Command::new("kill").args(["-KILL", &target.to_string()]).status();
+    let _ = held.wait();
     // An unprivileged user cannot map IDs that are not theirs: a clear error, exit 125.
     let o = user_run(&["--userns", "--uid-map", "0:0:1", "--gid-map", "0:0:1"], "true");
     assert_tool_error(&o, "cbuild-ns", "uid_map");
