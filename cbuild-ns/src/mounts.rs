@@ -157,6 +157,10 @@ impl Root {
     /// Resolve `inside` (an absolute path as the container sees it) to an O_PATH fd, creating missing
     /// directories (and the final file, for `Kind::File`) on the way, all inside the root.
     pub fn target(&self, inside: &Path, kind: Kind, step: Step) -> Result<Target> {
+        self.target_at_depth(inside, kind, step, 0)
+    }
+
+    fn target_at_depth(&self, inside: &Path, kind: Kind, step: Step, depth: u32) -> Result<Target> {
         let rel = relative_inside(inside);
         let shown = format!("{}", self.path.join(&rel).display());
         if rel.as_os_str().is_empty() {
@@ -186,8 +190,15 @@ impl Root {
                         0o644,
                     )
                 };
-                if fd < 0 && nix::errno::Errno::last() != nix::errno::Errno::EEXIST {
-                    return Err(Error::sys(step, &shown, nix::errno::Errno::last()));
+                let err = nix::errno::Errno::last();
+                if fd < 0 && err == nix::errno::Errno::ELOOP && depth < 40 {
+                    // A symlink to a missing file (an image's `/etc/resolv.conf` -> `/run/...`): the
+                    // file it points to is made, inside the root.
+                    let link = nix::fcntl::readlinkat(&parent, name).ctx(step, &shown)?;
+                    let dir_inside = Path::new("/").join(&prefix);
+                    self.target_at_depth(&dir_inside.join(Path::new(&link)), Kind::File, step, depth + 1)?;
+                } else if fd < 0 && err != nix::errno::Errno::EEXIST {
+                    return Err(Error::sys(step, &shown, err));
                 }
                 if fd >= 0 {
                     unsafe { libc::close(fd) };
@@ -201,8 +212,19 @@ impl Root {
             let flags = if last { want } else { libc::O_PATH | libc::O_DIRECTORY };
             // The path so far resolved again from the container's root: a symlink on the way (`/a/b` ->
             // `/c`) means what it means inside the container, `/c`, not `/a/c`, and never leads outside.
+            let dir_inside = Path::new("/").join(&prefix);
             prefix.push(name);
-            parent = openat2(&self.fd, &prefix, flags, 0).ctx(step, &shown)?;
+            parent = match openat2(&self.fd, &prefix, flags, 0) {
+                // A symlink to something missing (`/mnt` -> `/opt/data`): what it points to is made, inside
+                // the root, as runc's MkdirAllInRoot does; then the path resolves through it.
+                Err(nix::errno::Errno::ENOENT) if depth < 40 && !(last && kind == Kind::File) => {
+                    let link = nix::fcntl::readlinkat(&parent, name).ctx(step, &shown)?;
+                    let to = dir_inside.join(Path::new(&link));
+                    self.target_at_depth(&to, Kind::Dir, step, depth + 1)?;
+                    openat2(&self.fd, &prefix, flags, 0).ctx(step, &shown)?
+                }
+                r => r.ctx(step, &shown)?,
+            };
         }
         Ok(Target { fd: parent, shown })
     }

@@ -1235,3 +1235,47 @@ fn no_host_cgroup_tree_when_the_caller_sits_at_the_root() {
     let _ = &sb;
     assert_eq!(ok(&o), "mounts: 0\nentries: 0\n");
 }
+
+/// A mount destination through a symlink to something missing is made where the symlink points, inside
+/// the root (runc's MkdirAllInRoot): a directory (`/data` -> `/opt/data`) and a file (an image's
+/// `/etc/resolv.conf` -> `../run/resolve/stub.conf`); an absolute link never leads outside the root, and
+/// a loop is a clear error.
+#[test]
+fn mount_targets_through_dangling_symlinks_are_made_inside_the_root() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("rootfs");
+    copy_rootfs(&root);
+    std::fs::create_dir_all(root.join("opt")).unwrap();
+    std::os::unix::fs::symlink("/opt/data", root.join("data")).unwrap();
+    let _ = std::fs::remove_file(root.join("etc/resolv.conf"));
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::os::unix::fs::symlink("../srv/resolve/stub.conf", root.join("etc/resolv.conf")).unwrap();
+    // Absolute, and pointing "above" the root: still inside it.
+    let outside = sb.path().join(unique("outside"));
+    std::os::unix::fs::symlink(format!("/../../..{}", outside.display()), root.join("up")).unwrap();
+    std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+    let src = sb.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "hi\n").unwrap();
+    let conf = sb.path().join("resolv");
+    std::fs::write(&conf, "nameserver 192.0.2.1\n").unwrap();
+    let bind = |s: &Path, d: &str| format!("{}:{d}", s.display());
+    let mut c = ns(&sb);
+    c.args(["run", "--mount", "--rootfs"]).arg(&root);
+    c.args([
+        "--bind",
+        &bind(&src, "/data/x"),
+        "--bind",
+        &bind(&conf, "/etc/resolv.conf"),
+        "--bind",
+        &bind(&src, "/up/y"),
+    ]);
+    c.args(["--", "sh", "-c", "cat /opt/data/x/f /etc/resolv.conf"]);
+    assert_eq!(ok(&run(&mut c)), "hi\nnameserver 192.0.2.1\n");
+    assert!(root.join("opt/data/x").is_dir() && root.join("srv/resolve/stub.conf").is_file());
+    assert!(!outside.exists(), "a symlink led outside the root");
+    assert!(root.join(outside.strip_prefix("/").unwrap()).join("y").is_dir());
+    let mut c = ns(&sb);
+    c.args(["run", "--mount", "--rootfs"]).arg(&root).args(["--bind", &bind(&src, "/loop/x"), "--", "true"]);
+    assert_tool_error(&run(&mut c), "cbuild-ns", "Too many levels of symbolic links");
+}
