@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Where setup.sh's rustup puts cargo when none was on PATH (a child cannot change our PATH).
+export PATH="$PATH:$HOME/.cargo/bin"
 cargo build --release --workspace --quiet
 bin=target/release
 
