@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tar::EntryType;
@@ -96,6 +96,8 @@ pub struct Extractor<'a> {
     skipped_xattrs: u64,
     /// The sparse files' declared sizes so far (see `Options::max_size`).
     sparse_bytes: u64,
+    /// Rootless: directories of lower layers made writable for this one, with the mode to put back.
+    modes: HashMap<PathBuf, u32>,
     buf: Vec<u8>,
     /// Overlay form: the dirs of the layers below, top-first (O_PATH). A directory this layer needs but
     /// does not list takes its metadata from them, and a hard link to a lower file copies that file up,
@@ -118,6 +120,7 @@ impl<'a> Extractor<'a> {
             cache: None,
             skipped_devices: 0,
             sparse_bytes: 0,
+            modes: HashMap::new(),
             skipped_xattrs: 0,
             buf: vec![0u8; 256 * 1024],
             lowers: Vec::new(),
@@ -543,8 +546,33 @@ impl<'a> Extractor<'a> {
             }
         }
         self.note_touched(rel, &fd);
+        self.writable(raw, rel, &fd)?;
         self.cache = Some((rel.to_path_buf(), fd.try_clone().map_err(|x| self.err(raw, x))?));
         Ok(fd)
+    }
+
+    /// Rootless (no CAP_DAC_OVERRIDE): a directory a lower layer left read-only (0555, as Fedora's
+    /// `/usr/bin`) cannot take this layer's entries or whiteouts. It is ours (a rootless extraction owns
+    /// everything it makes), so it is made writable to its owner for the moment and its mode put back
+    /// when the layer ends, as umoci's `--rootless` does.
+    fn writable(&mut self, raw: &[u8], rel: &Path, fd: &OwnedFd) -> Result<()> {
+        if self.opts.privileged || self.modes.contains_key(rel) {
+            return Ok(());
+        }
+        let st = fstat(fd).map_err(|x| self.err(raw, io(x)))?;
+        if st.st_mode & 0o300 == 0o300 {
+            return Ok(());
+        }
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        fchmodat(
+            nix::fcntl::AT_FDCWD,
+            path.as_str(),
+            Mode::from_bits_truncate((st.st_mode | 0o300) & 0o7777),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|x| self.err(raw, format!("parent directory: chmod u+wx: {}", io(x))))?;
+        self.modes.insert(rel.to_path_buf(), st.st_mode & 0o7777);
+        Ok(())
     }
 
     /// Overlay form: an entry below a name this layer whited out (`.wh.a`, then `a/x` without `a/`). In
@@ -616,6 +644,7 @@ impl<'a> Extractor<'a> {
                     Err(x) => return Err(self.err(raw, format!("whiteout parent: {}", io(x)))),
                 };
                 self.note_touched(parent_rel, &pfd);
+                self.writable(raw, parent_rel, &pfd)?;
                 self.cache = None;
                 if opaque {
                     return self.hide_lower(raw, parent_rel, pfd);
@@ -794,6 +823,16 @@ impl<'a> Extractor<'a> {
                 .map_err(|x| self.err(d.rel.as_os_str().as_bytes(), format!("chmod: {}", io(x))))?;
             let t = TimeSpec::new(d.mtime, 0);
             futimens(&fd, &t, &t).map_err(|x| self.err(d.rel.as_os_str().as_bytes(), format!("utimes: {}", io(x))))?;
+        }
+        // Modes made writable for this layer (rootless), unless this layer set the directory's own.
+        for (rel, mode) in std::mem::take(&mut self.modes) {
+            if done.contains(&rel) {
+                continue;
+            }
+            if let Ok(fd) = open_in_root(&self.root, &rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW) {
+                fchmod(&fd, Mode::from_bits_truncate(mode))
+                    .map_err(|x| self.err(rel.as_os_str().as_bytes(), format!("chmod: {}", io(x))))?;
+            }
         }
         for (rel, (at, mt)) in std::mem::take(&mut self.restore) {
             if done.contains(&rel) {

@@ -111,8 +111,10 @@ struct RunArgs {
     /// Join every namespace of PID that differs from ours.
     #[arg(long, value_name = "PID")]
     join_pid: Option<i32>,
+    /// Hostname in the new uts namespace (implies --uts).
     #[arg(long)]
     hostname: Option<String>,
+    /// NIS domain name in the new uts namespace (implies --uts).
     #[arg(long)]
     domainname: Option<String>,
     /// Time namespace offsets: SECS, or monotonic=SECS,boottime=SECS.

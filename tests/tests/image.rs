@@ -2674,3 +2674,53 @@ fn sparse_files_whiteout_links_long_names_and_one_line_errors() {
     assert!(!tmp.join("lock").exists(), "gc made a lock file");
     std::fs::remove_dir(&tmp).unwrap();
 }
+
+/// Rootless (not root): a later layer adds to and whites out in a directory an earlier layer made
+/// read-only (0555, as Fedora's /usr/bin), as `umoci unpack --rootless` allows; the directory keeps its
+/// mode. In both forms: `unpack` and `layers`.
+#[test]
+fn rootless_layers_change_read_only_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    let l1 = tar(&[
+        tar_entry("usr/", b'5', b"", "", 0o755),
+        tar_entry("usr/bin/", b'5', b"", "", 0o555),
+        tar_entry("usr/bin/old", b'0', b"old", "", 0o755),
+        tar_entry("usr/bin/keep", b'0', b"keep", "", 0o755),
+    ]);
+    let l2 = tar(&[tar_entry("usr/bin/new", b'0', b"new", "", 0o755)]);
+    let l3 = tar(&[tar_entry("usr/bin/.wh.old", b'0', b"", "", 0o644)]);
+    l.image("ro", &[(l1, LAYER_TAR), (l2, LAYER_TAR), (l3, LAYER_TAR)], |_, _| {});
+    let work = sb.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    sh_ok(&format!(
+        "chmod -R a+rX {} && chown -R 1000:1000 {} {}",
+        sb.path().display(),
+        work.display(),
+        sb.data.display()
+    ));
+    let as_user = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"]).arg(bin(TOOL)).args(args);
+        c.env("CBUILD_DATA", &sb.data).env("HOME", &work).current_dir(&work);
+        run(&mut c)
+    };
+    ok(as_user(&["import", "--tag", "ro", l.dir.to_str().unwrap()]));
+    ok(as_user(&["unpack", "ro", "u"]));
+    let bin_dir = work.join("u/usr/bin");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&bin_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["keep", "new"]);
+    assert_eq!(std::fs::metadata(&bin_dir).unwrap().permissions().mode() & 0o7777, 0o555);
+    let dirs = ok(as_user(&["layers", "ro"]));
+    let top = dirs.lines().next().unwrap();
+    let st = std::fs::symlink_metadata(Path::new(top).join("usr/bin/old")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&st.file_type()), "the top layer whites out old");
+    for d in dirs.lines() {
+        let m = std::fs::metadata(Path::new(d).join("usr/bin")).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(m, 0o555, "{d}/usr/bin");
+    }
+}
