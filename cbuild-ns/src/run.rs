@@ -361,6 +361,14 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     for j in &prep.joins_child {
         j.join()?;
     }
+    // A joined user namespace (`--join user=`, `--join-pid`; joined by the parent, before the clone) as a
+    // new one: its root for the set-up, and the mounts it allows (devices bound, not made; a bound /proc
+    // where a fresh one is refused).
+    let joined_user = prep.joins_parent.iter().any(|j| j.ty == NsType::User);
+    if joined_user && !spec.userns() {
+        let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
+        let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
+    }
     if prep.cgroup_fd.is_some() {
         if prep.cgroup_join_by_parent && recv(go_r) != Some(b'C') {
             return Err(Error::new(Step::Sync, "parent", "gone before moving us into the cgroup"));
@@ -411,7 +419,7 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         }
     }
     if spec.needs_mount_setup() {
-        rootfs::setup(spec, spec.userns(), &prep.cgroups)?;
+        rootfs::setup(spec, spec.userns() || joined_user, &prep.cgroups)?;
     }
 
     if spec.init {

@@ -1279,3 +1279,45 @@ fn mount_targets_through_dangling_symlinks_are_made_inside_the_root() {
     c.args(["run", "--mount", "--rootfs"]).arg(&root).args(["--bind", &bind(&src, "/loop/x"), "--", "true"]);
     assert_tool_error(&run(&mut c), "cbuild-ns", "Too many levels of symbolic links");
 }
+
+/// `run` joining a container that has a user namespace of its own (`--join-pid`, `--join user=`): the
+/// command is that namespace's root, and the set-up does what the namespace allows (a bound /proc,
+/// bound devices), as for a new one.
+#[test]
+fn run_joins_an_existing_user_namespace() {
+    let sb = Sandbox::new();
+    let mut c = ns(&sb);
+    c.args(["run", "--uid-map", "0:100000:65536", "--gid-map", "0:100000:65536", "--all", "--rootfs"])
+        .arg(busybox_rootfs())
+        .args(["--", "sleep", "30"]);
+    let mut held = c.stdin(Stdio::null()).spawn().unwrap();
+    let held_pid = held.id().to_string();
+    let _kill = Defer(|| {
+        let _ = Command::new("pkill").args(["-KILL", "-P", &held_pid]).status();
+    });
+    let t0 = Instant::now();
+    let target = loop {
+        if let Some(k) = child_of(held.id() as i32) {
+            break k;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let user = format!("user=/proc/{target}/ns/user");
+    let net = format!("net=/proc/{target}/ns/net");
+    for args in [vec!["--join-pid", &target.to_string()], vec!["--join", &user, "--join", &net, "--mount"]] {
+        let mut j = ns(&sb);
+        j.arg("run").args(&args).arg("--rootfs").arg(busybox_rootfs()).args([
+            "--",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map",
+        ]);
+        let out = ok(&run(&mut j));
+        let mut l = out.lines();
+        assert_eq!(l.next(), Some("0"), "{args:?}: {out}");
+        assert_eq!(l.next().unwrap().split_whitespace().collect::<Vec<_>>(), ["0", "100000", "65536"], "{args:?}");
+    }
+    let _ = Command::new("kill").args(["-KILL", &target.to_string()]).status();
+    let _ = held.wait();
+}
