@@ -112,10 +112,40 @@ pub enum DockerMount {
     Tmpfs(TmpfsMount),
 }
 
+/// A `--mount` value's comma-separated fields as Docker reads them (Go's encoding/csv): a field in double
+/// quotes may hold commas, `""` inside it is one quote (`"src=/a,b",dst=/c`).
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    let (mut fields, mut cur, mut quoted, mut at_start) = (Vec::new(), String::new(), false, true);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' if quoted => quoted = false,
+            '"' if at_start => quoted = true,
+            ',' if !quoted => {
+                fields.push(std::mem::take(&mut cur));
+                at_start = true;
+                continue;
+            }
+            c => cur.push(c),
+        }
+        at_start = false;
+    }
+    if quoted {
+        return Err("a quoted field is not closed".into());
+    }
+    fields.push(cur);
+    Ok(fields)
+}
+
 pub fn parse_docker_mount(spec: &str) -> Result<DockerMount, String> {
     let (mut kind, mut src, mut dst, mut ro, mut prop) = (None, None, None, false, None);
     let (mut size, mut mode) = (None, None);
-    for field in spec.split(',') {
+    let fields = csv_fields(spec)?;
+    for field in fields.iter().map(String::as_str) {
         let (k, v) = match field.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (field, None),
@@ -369,6 +399,12 @@ mod tests {
             panic!("a tmpfs")
         };
         assert_eq!((t.dst.to_str(), t.options.as_str()), (Some("/t"), "size=1m,mode=1770"));
+        // Docker's CSV quoting: a comma (and a doubled quote) inside a quoted field.
+        let DockerMount::Bind(b) = parse_docker_mount(r#"type=bind,"src=/a,b ""x""",dst=/c"#).unwrap() else {
+            panic!("a bind")
+        };
+        assert_eq!((b.src.to_str(), b.dst.to_str()), (Some(r#"/a,b "x""#), Some("/c")));
+        assert!(parse_docker_mount(r#"type=bind,"src=/a,dst=/c"#).is_err(), "an unclosed quote");
         for bad in [
             "type=volume,source=v,target=/v",
             "type=bind,target=/b",
