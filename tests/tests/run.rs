@@ -322,7 +322,8 @@ fn bad_input_fails_with_125_one_line_and_leaves_nothing() {
             "NOT_A_CAP",
         ),
         (vec!["--security-opt", &bad_profile, IMAGE, "true"], "cbuild-seccomp", "bad.json"),
-        (vec!["-v", "/no/such/dir:/x", IMAGE, "true"], "cbuild-ns", "/no/such/dir"),
+        // (-v makes a missing host dir, as docker's; --mount refuses it.)
+        (vec!["--mount", "type=bind,src=/no/such/dir,dst=/x", IMAGE, "true"], "cbuild-ns", "/no/such/dir"),
         (vec!["--tmpfs", "/x:bogus=1", IMAGE, "true"], "cbuild-ns", "/x"),
         (vec!["-u", "nosuchuser", IMAGE, "true"], "cbuild-ns", "nosuchuser"),
         (vec!["--cap-drop", "NOT_A_CAP", IMAGE, "true"], "cbuild-ns", "NOT_A_CAP"),
@@ -347,6 +348,7 @@ fn bad_input_fails_with_125_one_line_and_leaves_nothing() {
         rt.assert_gone(&name);
     }
     assert!(!Path::new("/tmp/cbuild-run-pwned").exists(), "-e KEY ran a command substitution");
+    assert!(!Path::new("/no/such/dir").exists(), "a refused --mount made its source");
     // A NAME cbuild-cgroup refuses (a cgroup control file's): its error once, not again from the undo.
     // (Not `tasks`: that is a file in every v1 cbuild/ directory, which the leftovers check would see.)
     let o = rt.run(&["--name", "memory.bogus", "--network", "none", IMAGE, "true"]);

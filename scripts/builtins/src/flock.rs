@@ -141,6 +141,11 @@ fn run(a: &Args) -> c_int {
                     Ok(false) => {}
                     Err(c) => return c,
                 }
+                // A trapped signal that came between two sleeps (during the flock call, say) interrupted
+                // none of them: seen here, or the wait would run on to its deadline.
+                if let Some(code) = signal_for_script() {
+                    return code;
+                }
                 let now = now_ms();
                 if now >= deadline {
                     return 1;
