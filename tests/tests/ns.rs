@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn ns(sb: &Sandbox) -> Command {
@@ -946,20 +946,7 @@ fn rootless_run_as_an_unprivileged_user() {
     let mut c = Command::new(&nsbin);
     c.uid(uid).gid(uid).env_clear().env("USER", &user).env("CBUILD_STATE", dir.join("user-state"));
     c.args(["run", "--map-root-user", "--all", "--rootfs"]).arg(&root).args(["--", "sleep", "30"]);
-    let mut held = c.stdin(Stdio::null()).spawn().unwrap();
-    let held_pid = held.id().to_string();
-    // Whatever happens below, the container goes (its PID 1 is the child of `held`).
-    let _kill = Defer(|| {
-        let _ = Command::new("pkill").args(["-KILL", "-P", &held_pid]).status();
-    });
-    let t0 = Instant::now();
-    let target = loop {
-        if let Some(k) = child_of(held.id() as i32) {
-            break k;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "the rootless container never started");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut held, target, _kill) = held_container(&mut c);
     for extra in [&[][..], &["--user", "0"][..]] {
         let mut e = ns(&sb);
         e.args(["exec", "--target", &target.to_string()]).args(extra).args(["--", "id"]);
@@ -1290,19 +1277,7 @@ fn run_joins_an_existing_user_namespace() {
     c.args(["run", "--uid-map", "0:100000:65536", "--gid-map", "0:100000:65536", "--all", "--rootfs"])
         .arg(busybox_rootfs())
         .args(["--", "sleep", "30"]);
-    let mut held = c.stdin(Stdio::null()).spawn().unwrap();
-    let held_pid = held.id().to_string();
-    let _kill = Defer(|| {
-        let _ = Command::new("pkill").args(["-KILL", "-P", &held_pid]).status();
-    });
-    let t0 = Instant::now();
-    let target = loop {
-        if let Some(k) = child_of(held.id() as i32) {
-            break k;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "the container never started");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut held, target, _kill) = held_container(&mut c);
     let user = format!("user=/proc/{target}/ns/user");
     let net = format!("net=/proc/{target}/ns/net");
     for args in [vec!["--join-pid", &target.to_string()], vec!["--join", &user, "--join", &net, "--mount"]] {
@@ -1320,4 +1295,23 @@ fn run_joins_an_existing_user_namespace() {
     }
     let _ = Command::new("kill").args(["-KILL", &target.to_string()]).status();
     let _ = held.wait();
+}
+
+/// Spawn `c`, a `cbuild-ns run` holding a container, and wait for the container's PID 1 (its child):
+/// returns both, and a guard that kills the container whatever happens after.
+fn held_container(c: &mut Command) -> (Child, i32, Defer<impl FnMut()>) {
+    let held = c.stdin(Stdio::null()).spawn().unwrap();
+    let held_pid = held.id().to_string();
+    let guard = Defer(move || {
+        let _ = Command::new("pkill").args(["-KILL", "-P", &held_pid]).status();
+    });
+    let t0 = Instant::now();
+    let target = loop {
+        if let Some(k) = child_of(held.id() as i32) {
+            break k;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (held, target, guard)
 }
