@@ -1671,4 +1671,10 @@ fn exec_takes_the_containers_user_and_workdir_and_rm_waits_for_an_exited_one() {
     assert_eq!((o.status.code(), stdout(&o)), (Some(125), format!("{name}\n")), "{}", stderr(&o));
     assert!(stderr(&o).contains("bad/name"), "{}", stderr(&o));
     rt.assert_gone(&name);
+    // A NAME that is not there: 125, but with -f only said (as docker rm -f).
+    let o = rt.tool("cbuild-rm", &["nosuch"]);
+    assert_eq!(o.status.code(), Some(125));
+    let o = rt.tool("cbuild-rm", &["-f", "nosuch"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nosuch: no such container"), "{}", stderr(&o));
 }
