@@ -131,13 +131,13 @@ pub fn known_max(r: &Resolved) -> Vec<(Arch, Known)> {
             "arm" => (0, 0x000f_0000),
             _ => (0, u32::MAX),
         };
+        // The numbers the filter itself uses (gen::syscall_nr): a multiplexed call's direct number too
+        // (x86's socket is 359, libseccomp's number for it a negative placeholder), or the prologue would
+        // answer ENOSYS to a call the profile names.
         let max = r
             .mentioned
             .iter()
-            .filter_map(|n| ScmpSyscall::from_name_by_arch(n, a.token).ok())
-            .map(|s| s.as_raw_syscall())
-            .filter(|&nr| nr >= 0)
-            .map(|nr| if a.name == "x32" { nr as u32 | X32_SYSCALL_BIT } else { nr as u32 })
+            .filter_map(|n| crate::gen::syscall_nr(n, *a))
             .filter(|&nr| nr >= base && nr < limit)
             .max();
         if let Some(max) = max {

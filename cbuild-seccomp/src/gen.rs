@@ -456,12 +456,14 @@ impl Emitter {
     fn eq_group(&mut self, index: u8, values: &[u64], action: Action, arch: Arch, fail: To) -> To {
         let (lo, hi) = arg_words(index, arch);
         let act = To::Ret(action.ret());
+        // Values in the order given, each once (a set beside the list: a hostile profile may give tens of
+        // thousands, and a linear search per value made this quadratic).
         let mut by_hi: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
         for v in values {
-            let h = if arch.bits32 { 0 } else { (v >> 32) as u32 };
-            let l = by_hi.entry(h).or_default();
-            if !l.contains(&(*v as u32)) {
-                l.push(*v as u32);
+            let v = if arch.bits32 { *v & 0xffff_ffff } else { *v };
+            if seen.insert(v) {
+                by_hi.entry((v >> 32) as u32).or_default().push(v as u32);
             }
         }
         let mut next = fail;

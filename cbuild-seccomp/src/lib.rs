@@ -30,7 +30,7 @@ pub const TOOL: &str = "cbuild-seccomp";
 /// `step` is one of the names the `-v` lines use: parse, resolve, compile, export, write, read, load,
 /// execve, inspect, check (and, only in `-v` lines, cache).
 #[derive(Debug, thiserror::Error)]
-#[error("{step}: {object}: {reason}")]
+#[error("{step}: {}: {}", one_line(object), one_line(reason))]
 pub struct Error {
     pub step: &'static str,
     pub object: String,
@@ -77,5 +77,16 @@ pub fn step(name: &str, object: &str) {
 
 /// A warning that does not stop the run (e.g. a syscall name libseccomp does not know).
 pub fn warn(step: &str, object: &str, reason: &str) {
-    eprintln!("{TOOL}: warning: {step}: {object}: {reason}");
+    eprintln!("{TOOL}: warning: {step}: {}: {}", one_line(object), one_line(reason));
+}
+
+/// Text for a stderr line: a line break inside an object or a reason (a profile's syscall name, from
+/// hostile input) is shown as `\n` or `\r`, so an error or warning stays one line and cannot forge a
+/// `hint:` line.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\r']) {
+        s.replace('\n', "\\n").replace('\r', "\\r").into()
+    } else {
+        s.into()
+    }
 }

@@ -52,5 +52,5 @@ u1=$(field "$n-w100" .cpu.usage_usec) u2=$(field "$n-w200" .cpu.usage_usec) u3=$
 total=$((u1 + u2 + u3))
 measured "shares of CPU 0" "$((u1 * 100 / total))% / $((u2 * 100 / total))% / $((u3 * 100 / total))%" "17% / 33% / 50%"
 claim "weight 200 got more than weight 100" test "$u2" -gt "$u1"
-claim "weight 300 got more than 2x weight 100" test "$u3" -gt $((2 * u1 * 9 / 10))
+claim "weight 300 got more than 1.8x weight 100 (3x on a quiet machine)" test "$u3" -gt $((2 * u1 * 9 / 10))
 lab_done

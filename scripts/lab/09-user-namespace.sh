@@ -37,8 +37,18 @@ kill -KILL "$pid" # PID 1 of its namespace: a TERM would be ignored
 wait "$r" 2>/dev/null
 
 say "3. Its capabilities hold only over its own namespaces: it cannot touch what the host owns"
+# A file of the host's root (0644), bound read-write: only the user namespace stands in the way. (Not the
+# host's /etc itself: without the namespace the same write would succeed, which is the control below.)
+mkdir -p "$LAB/hostdir"
+echo host >"$LAB/hostdir/owned"
+chmod 755 "$LAB/hostdir"
+chmod 644 "$LAB/hostdir/owned"
 out=$("$NS_BIN" run --uid-map 0:100000:65536 --gid-map 0:100000:65536 --pid --mount --rootfs "$rootfs" \
-    --bind "/etc:/hostetc:ro" -- /bin/sh -c 'grep CapEff /proc/self/status; echo x >>/hostetc/hostname 2>&1 || echo refused' 2>&1)
+    --bind "$LAB/hostdir:/hostetc" -- /bin/sh -c 'grep CapEff /proc/self/status; echo x >>/hostetc/owned 2>&1 || echo refused' 2>&1)
 printf '%s\n' "$out" | sed 's/^/    /'
-claim "uid 0 with capabilities inside still cannot write the host's /etc" grep -q refused <<<"$out"
+control=$("$NS_BIN" run --pid --mount --rootfs "$rootfs" --bind "$LAB/hostdir:/hostetc" -- \
+    /bin/sh -c 'echo x >>/hostetc/owned && echo wrote' 2>&1)
+claim "uid 0 with capabilities inside still cannot write a file the host's root owns" grep -q refused <<<"$out"
+claim "the same write without the user namespace succeeds (so the namespace is what refused it)" \
+    grep -q wrote <<<"$control"
 lab_done

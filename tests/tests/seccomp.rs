@@ -1234,3 +1234,39 @@ fn check_names_multiplexed_calls_on_x86() {
     assert_ne!(action(&v[1]), "SCMP_ACT_ALLOW", "AF_VSOCK stays blocked: {v:?}");
     assert_eq!(v[2]["nr"], 102, "{v:?}");
 }
+
+/// Found by a review (session 11): on x86 a call libseccomp numbers with a negative placeholder (socket,
+/// the direct 359) counts for the ENOSYS prologue's "highest named call", so a profile allowing it is
+/// not answered ENOSYS; a syscall name with a line break cannot make an error or warning two lines (or
+/// forge a `hint:` line).
+#[test]
+fn x86_direct_socket_calls_and_one_line_names() {
+    let sb = Sandbox::new();
+    let p = write_profile(
+        &sb,
+        "x86.json",
+        r#"{"architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],"defaultAction":"SCMP_ACT_ERRNO",
+            "syscalls":[{"names":["read","write","exit_group","getppid","socket"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    );
+    let v = check(&sb, p.to_str().unwrap(), &["--abi", "x86"], &["socket,2,1,0", "getpid"]);
+    assert_eq!(action(&v[0]), "SCMP_ACT_ALLOW", "{v:?}");
+    assert_eq!(action(&v[1]), "SCMP_ACT_ERRNO(1)", "a call below it the profile does not name: the default: {v:?}");
+    for (name, json, code) in [
+        (
+            "nl-error.json",
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["get\npid"],"action":"SCMP_ACT_BOGUS"}]}"#,
+            125,
+        ),
+        (
+            "nl-warn.json",
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["evil\nhint: x"],"action":"SCMP_ACT_ALLOW"}]}"#,
+            0,
+        ),
+    ] {
+        let p = write_profile(&sb, name, json);
+        let o = seccomp(&sb, &["compile", p.to_str().unwrap(), "-o", sb.path().join("x.bpf").to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(code), "{name}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{name}: {}", stderr(&o));
+        assert!(!stderr(&o).lines().any(|l| l.starts_with("hint:")), "{name}: {}", stderr(&o));
+    }
+}
