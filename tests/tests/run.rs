@@ -1132,7 +1132,7 @@ fn network_bridge_publish_host_none() {
     let vol = format!("{}:/www:ro", www.display());
     rt.detached(
         &name,
-        &["--network", "bridge", "-p", "8080:80", "--publish=9090:90/tcp", "-v", &vol],
+        &["--network", "bridge", "-p", "8080:80", "--publish=9090:90/tcp", "-v", &vol, "--add-host", "gw:host-gateway"],
         "httpd -f -p 80 -h /www",
     );
     let js = stdout(&rt.tool("cbuild-ps", &["--json"]));
@@ -1159,6 +1159,7 @@ fn network_bridge_publish_host_none() {
     // /etc/hosts names the container at its address, as docker's does.
     let o = run(rt.cmd("cbuild-exec").args([&name, "cat", "/etc/hosts"]));
     assert!(stdout(&o).lines().any(|l| l == format!("{ip}\t{name}")), "{}", stdout(&o));
+    assert!(stdout(&o).lines().any(|l| l == format!("{gw}\tgw")), "host-gateway: {}", stdout(&o));
     let mut body = String::new();
     for _ in 0..30 {
         let o = rt.in_host(&format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {gw} 8080"));
@@ -1565,6 +1566,24 @@ fn etc_hostname_hosts_and_resolv_conf_as_docker_writes_them() {
     std::fs::write(&mine, "10.1.2.3 mine\n").unwrap();
     let out = rt.sh(&["-v", &format!("{}:/etc/hosts:ro", mine.display())], "cat /etc/hosts");
     assert_eq!(out, "10.1.2.3 mine\n");
+    // docker's --add-host, --dns, --dns-search, --dns-option.
+    let out = rt.sh(
+        &["--add-host", "db:10.1.2.3", "--add-host=v6=fe80::1", "--dns", "192.0.2.53", "--dns-search", "example.org"]
+            .into_iter()
+            .chain(["--dns-option", "ndots:2"])
+            .collect::<Vec<_>>(),
+        "tail -2 /etc/hosts; grep -Ev '^#|^$' /etc/resolv.conf",
+    );
+    assert_eq!(out, "10.1.2.3\tdb\nfe80::1\tv6\nnameserver 192.0.2.53\nsearch example.org\noptions ndots:2\n");
+    for (args, needle) in [
+        (["--add-host", "nocolon"], "--add-host nocolon: want HOST:IP"),
+        (["--add-host", "gw:host-gateway"], "host-gateway needs --network bridge"),
+        (["--dns", "bogus.example"], "--dns bogus.example: not an IP address"),
+    ] {
+        let o = rt.run(&[&["--rm", "--network", "none"][..], &args[..], &[IMAGE, "true"][..]].concat());
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
+    }
     let name = unique("etc");
     rt.ok(&["--name", &name, "--network", "none", IMAGE, "true"]);
     assert!(rt.sb.state.join(&name).join("hosts").exists());
