@@ -385,14 +385,13 @@ impl Limits {
             }
             _ => {}
         }
-        let field = |f: &str| self.field(f);
         // The kernel refuses a burst above the quota, and any weight for an idle group: say so before
         // anything is made rather than after.
         if let (Some(b), Some(Limit::Value(q))) = (self.cpu_burst, self.cpu_quota) {
             if b > q {
                 return Err(Error::bad(
                     "limits",
-                    format!("{} {b}", field("cpu.burst")),
+                    format!("{} {b}", self.field("cpu.burst")),
                     format!("is above the quota ({q} µs)"),
                 ));
             }
@@ -400,7 +399,7 @@ impl Limits {
         if self.cpu_idle == Some(1) && (self.cpu_shares.is_some() || self.cpu_weight.is_some()) {
             return Err(Error::bad(
                 "limits",
-                format!("{} 1", field("cpu.idle")),
+                format!("{} 1", self.field("cpu.idle")),
                 "conflicts with a CPU weight (an idle group has the kernel's lowest, and takes no other)",
             ));
         }

@@ -177,7 +177,7 @@ impl<T> Context<T> for std::io::Result<T> {
     }
 }
 
-/// Text for a stderr line: a line break inside an object or a reason (a path or an archive's field, from
+/// Text for a stderr line: a line break inside an object or a reason (a path or a name, from
 /// hostile input) is shown as `\n` or `\r`, so the contract's error stays one line whatever the input.
 pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains(['\n', '\r']) {

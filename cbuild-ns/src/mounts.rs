@@ -192,11 +192,8 @@ impl Root {
                 };
                 let err = nix::errno::Errno::last();
                 if fd < 0 && err == nix::errno::Errno::ELOOP && depth < 40 {
-                    // A symlink to a missing file (an image's `/etc/resolv.conf` -> `/run/...`): the
-                    // file it points to is made, inside the root.
-                    let link = nix::fcntl::readlinkat(&parent, name).ctx(step, &shown)?;
-                    let dir_inside = Path::new("/").join(&prefix);
-                    self.target_at_depth(&dir_inside.join(Path::new(&link)), Kind::File, step, depth + 1)?;
+                    // A symlink to a missing file (an image's `/etc/resolv.conf` -> `/run/...`).
+                    self.make_link_target(&parent, &prefix, name, Kind::File, step, &shown, depth)?;
                 } else if fd < 0 && err != nix::errno::Errno::EEXIST {
                     return Err(Error::sys(step, &shown, err));
                 }
@@ -212,21 +209,37 @@ impl Root {
             let flags = if last { want } else { libc::O_PATH | libc::O_DIRECTORY };
             // The path so far resolved again from the container's root: a symlink on the way (`/a/b` ->
             // `/c`) means what it means inside the container, `/c`, not `/a/c`, and never leads outside.
-            let dir_inside = Path::new("/").join(&prefix);
-            prefix.push(name);
-            parent = match openat2(&self.fd, &prefix, flags, 0) {
-                // A symlink to something missing (`/mnt` -> `/opt/data`): what it points to is made, inside
-                // the root, as runc's MkdirAllInRoot does; then the path resolves through it.
+            let resolved = openat2(&self.fd, &prefix.join(name), flags, 0);
+            parent = match resolved {
+                // A symlink to a missing directory (`/mnt` -> `/opt/data`); then the path resolves through it.
                 Err(nix::errno::Errno::ENOENT) if depth < 40 && !(last && kind == Kind::File) => {
-                    let link = nix::fcntl::readlinkat(&parent, name).ctx(step, &shown)?;
-                    let to = dir_inside.join(Path::new(&link));
-                    self.target_at_depth(&to, Kind::Dir, step, depth + 1)?;
-                    openat2(&self.fd, &prefix, flags, 0).ctx(step, &shown)?
+                    self.make_link_target(&parent, &prefix, name, Kind::Dir, step, &shown, depth)?;
+                    openat2(&self.fd, &prefix.join(name), flags, 0).ctx(step, &shown)?
                 }
                 r => r.ctx(step, &shown)?,
             };
+            prefix.push(name);
         }
         Ok(Target { fd: parent, shown })
+    }
+
+    /// What the symlink `name` in `parent` (the container's `/<prefix>`) points to, made inside the root as
+    /// `kind`, as runc's MkdirAllInRoot does: a relative link from the symlink's own directory, an absolute
+    /// one from the container's root. `depth` bounds a chain of such links (as the kernel's 40).
+    #[allow(clippy::too_many_arguments)]
+    fn make_link_target(
+        &self,
+        parent: &OwnedFd,
+        prefix: &Path,
+        name: &Path,
+        kind: Kind,
+        step: Step,
+        shown: &str,
+        depth: u32,
+    ) -> Result<()> {
+        let link = nix::fcntl::readlinkat(parent, name).ctx(step, shown)?;
+        let to = Path::new("/").join(prefix).join(Path::new(&link));
+        self.target_at_depth(&to, kind, step, depth + 1).map(drop)
     }
 }
 

@@ -350,24 +350,19 @@ fn child(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd) -> ! 
 fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd) -> Result<std::convert::Infallible> {
     // Die with the supervising parent: a child left running without it would hold its namespaces forever.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if spec.userns() {
-        if recv(go_r) != Some(b'M') {
-            return Err(Error::new(Step::Sync, "parent", "gone before the ID maps were written"));
-        }
-        // Become the user namespace's root (if mapped) so the set-up below has its capabilities.
+    if spec.userns() && recv(go_r) != Some(b'M') {
+        return Err(Error::new(Step::Sync, "parent", "gone before the ID maps were written"));
+    }
+    // In a user namespace, new or joined (`--join user=`, `--join-pid`: by the parent, before the clone),
+    // become its root (if mapped) so the set-up below has its capabilities; a joined one's mounts are then
+    // made as a new one's (devices bound, not made; a bound /proc where a fresh one is refused).
+    let in_userns = spec.userns() || prep.joins_parent.iter().any(|j| j.ty == NsType::User);
+    if in_userns {
         let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
         let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
     }
     for j in &prep.joins_child {
         j.join()?;
-    }
-    // A joined user namespace (`--join user=`, `--join-pid`; joined by the parent, before the clone) as a
-    // new one: its root for the set-up, and the mounts it allows (devices bound, not made; a bound /proc
-    // where a fresh one is refused).
-    let joined_user = prep.joins_parent.iter().any(|j| j.ty == NsType::User);
-    if joined_user && !spec.userns() {
-        let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
-        let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
     }
     if prep.cgroup_fd.is_some() {
         if prep.cgroup_join_by_parent && recv(go_r) != Some(b'C') {
@@ -419,7 +414,7 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         }
     }
     if spec.needs_mount_setup() {
-        rootfs::setup(spec, spec.userns() || joined_user, &prep.cgroups)?;
+        rootfs::setup(spec, in_userns, &prep.cgroups)?;
     }
 
     if spec.init {

@@ -84,11 +84,14 @@ fn apply_v1(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
 /// first and the quota again (as the period's retry above).
 fn bandwidth(w: &mut Writer, l: &Limits, quota: Option<(PathBuf, String)>, burst_file: PathBuf) -> Result<()> {
     let burst = |w: &mut Writer, b: u64| {
-        w.write(&burst_file, &b.to_string()).map_err(|e| match e.errno() {
-            Some(libc::EINVAL) => {
-                e.for_field(&l.field("cpu.burst")).with_hint("a burst must not exceed the quota in force")
+        w.write(&burst_file, &b.to_string()).map_err(|e| {
+            let einval = e.errno() == Some(libc::EINVAL);
+            let e = e.for_field(&l.field("cpu.burst"));
+            if einval {
+                e.with_hint("a burst must not exceed the quota in force")
+            } else {
+                e
             }
-            _ => e.for_field(&l.field("cpu.burst")),
         })
     };
     if let Some((file, value)) = quota {
