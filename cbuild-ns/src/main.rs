@@ -6,8 +6,9 @@ use cbuild_ns::error::{Error, Step, EXIT_TOOL};
 use cbuild_ns::idmap::{self, Range};
 use cbuild_ns::namespaces::NsType;
 use cbuild_ns::spec::{self, BindMount, RunSpec, SeccompSource, TmpfsMount};
-use cbuild_ns::{inspect, nsenter, persist, report, run};
+use cbuild_ns::{inspect, nsenter, persist, protocol, report, run};
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -197,6 +198,11 @@ struct RunArgs {
     /// Write JSON lines of phases and the final exit code to fd N.
     #[arg(long, value_name = "N")]
     status_fd: Option<i32>,
+    /// More of these arguments, read from fd N to its end and NUL-separated (bwrap's --args): they stand
+    /// where --args N is. Read first, before anything is done, so a driver can start the chain before it
+    /// has them. N closed before its first byte: exit 125 and no message (the writer gave up, and says why).
+    #[arg(long = "args", value_name = "N")]
+    args_fd: Option<i32>,
     /// Create the container's first process directly in the cgroup2 directory open at fd N (clone3
     /// CLONE_INTO_CGROUP: no migration afterwards), as `cbuild-cgroup exec NAME --cgroup-fd N` hands it
     /// over. /dev/null at fd N means there is no cgroup2 tree to join (a pure v1 host).
@@ -302,6 +308,10 @@ fn process_spec(p: ProcessArgs, cmd: Vec<String>) -> Result<RunSpec, Error> {
 }
 
 fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
+    // The top level's were read by expand_args_fd: this one came from an fd itself.
+    if let Some(fd) = a.args_fd {
+        return Err(bad(format!("--args {fd}"), "not inside what --args gave"));
+    }
     let mut s = process_spec(a.process, a.cmd)?;
     let mut want = |on: bool, ty: NsType| {
         if on {
@@ -454,8 +464,46 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
     Ok(s)
 }
 
+/// `run --args N`: the words read from fd N (protocol::read_args) spliced in where it stands, among run's
+/// own options only (after `--` every word is the command's). Not inside what N gave: clap sees that one
+/// and run_spec refuses it. `None`: N ended empty.
+fn expand_args_fd(mut argv: Vec<OsString>) -> Result<Option<Vec<OsString>>, Error> {
+    // The verb is the first word that is not an option (`cbuild-ns -v run ...`).
+    match argv.iter().skip(1).position(|a| !a.as_encoded_bytes().starts_with(b"-")) {
+        Some(v) if argv[v + 1] == "run" => {}
+        _ => return Ok(Some(argv)),
+    }
+    let mut i = 1;
+    while i < argv.len() && argv[i] != "--" {
+        let w = argv[i].to_string_lossy();
+        let (fd, took) = match w.strip_prefix("--args") {
+            Some("") => (argv.get(i + 1).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), 2),
+            Some(v) if v.starts_with('=') => (v[1..].to_string(), 1),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let fd: i32 = fd.parse().map_err(|_| bad("--args", "wants a file descriptor number"))?;
+        let words = match protocol::read_args(fd)? {
+            protocol::Args::Words(w) => w,
+            protocol::Args::Empty => return Ok(None),
+        };
+        let n = words.len();
+        argv.splice(i..(i + took).min(argv.len()), words);
+        i += n;
+    }
+    Ok(Some(argv))
+}
+
 fn main() {
-    let cli = match Cli::try_parse() {
+    let argv = match expand_args_fd(std::env::args_os().collect()) {
+        Ok(Some(a)) => a,
+        // The writer gave up before its first byte, and reports why itself: one error line, not two.
+        Ok(None) => std::process::exit(EXIT_TOOL),
+        Err(e) => std::process::exit(fail(e)),
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;

@@ -1,6 +1,7 @@
 //! The fd protocols other programs drive cbuild-ns with (documented in docs/ARCHITECTURE.md):
 //! `--info-fd` (one JSON object once the namespaces exist), `--wait-fd` (one byte = go, EOF = abort),
-//! `--status-fd` (JSON lines of phases and the final exit code).
+//! `--status-fd` (JSON lines of phases and the final exit code), and `run --args FD` (more of the command
+//! line, NUL-separated, read from FD: bwrap's `--args`).
 
 use crate::error::{Error, Result, Step};
 use std::fs::File;
@@ -57,6 +58,43 @@ pub fn take_handed_fd(fd: RawFd, preserve_fds: u32, step: Step) -> Result<()> {
     check_fd(fd, step)?;
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Ok(())
+}
+
+/// How much `--args FD` reads at most: four times the most execve(2) takes on a default 8 MiB stack.
+pub const ARGS_MAX: usize = 8 << 20;
+
+/// What `--args FD` gave.
+#[derive(Debug, PartialEq)]
+pub enum Args {
+    /// The arguments (a lone NUL is one empty argument).
+    Words(Vec<std::ffi::OsString>),
+    /// FD ended before its first byte: the writer gave up (and reports why itself).
+    Empty,
+}
+
+/// `run --args FD`: read FD to its end (blocking until the writer closes it) and split it on NUL
+/// bytes, as bwrap's `--args` does; a last argument without its NUL counts too. Lets a driver start
+/// the chain before it has worked out cbuild-ns's arguments: this process waits here, before it has
+/// done anything, while the tools ahead of it in the chain do their work. FD is closed.
+pub fn read_args(fd: RawFd) -> Result<Args> {
+    use std::os::unix::ffi::OsStringExt;
+    let what = || format!("fd {fd}");
+    check_fd(fd, Step::Args)?;
+    // SAFETY: an open fd (checked above), handed to us by the caller to read once; owned from here on.
+    let f = unsafe { File::from_raw_fd(fd) };
+    let mut data = Vec::new();
+    // `take`: a writer that never stops cannot make this process grow without bound.
+    f.take(ARGS_MAX as u64 + 1).read_to_end(&mut data).map_err(|e| Error::io(Step::Args, what(), &e))?;
+    if data.len() > ARGS_MAX {
+        return Err(Error::new(Step::Args, what(), format!("more than {} MiB of arguments", ARGS_MAX >> 20)));
+    }
+    if data.is_empty() {
+        return Ok(Args::Empty);
+    }
+    if data.last() == Some(&0) {
+        data.pop();
+    }
+    Ok(Args::Words(data.split(|&b| b == 0).map(|w| std::ffi::OsString::from_vec(w.to_vec())).collect()))
 }
 
 /// Write `value` as one line to `fd` and close it.

@@ -611,6 +611,73 @@ fn wait_fd_eof_aborts_and_leaves_nothing() {
     assert!(mounts_under(sb.state.to_str().unwrap()).is_empty());
 }
 
+/// `run --args N`: NUL-separated words read from fd N stand where it is (bwrap's protocol), read before
+/// anything is done: the process waits for its writer, holding nothing. Empty words, a last word without
+/// its NUL, `--args=N`, and words after `--` left alone. N closed before its first byte: 125 and no
+/// message (the writer says why). Not nested, not a closed fd, not more than 8 MiB.
+#[test]
+fn args_fd_words_stand_where_it_is() {
+    let sb = Sandbox::new();
+    let name = unique("nsa");
+    let (r, w) = pipe();
+    let mut c = ns(&sb);
+    c.args(["run", "--persist", &name, "--args", "5", "--rootfs"]).arg(busybox_rootfs());
+    pass_fd(&mut c, &r, 5);
+    let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(r);
+    // It waits for the words before making anything: no namespace persisted yet.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!sb.state.join(&name).exists(), "nothing made before the arguments came");
+    let mut w = std::fs::File::from(w);
+    w.write_all(b"--uts\0--hostname\0from-fd\0--\0sh\0-c\0echo \"$(hostname) [$1] [$2]\"; ls /proc/self/fd | wc -l\0").unwrap();
+    w.write_all(b"x\0\0--args\x005").unwrap();
+    drop(w);
+    let o = child.wait_with_output().unwrap();
+    // sh's $0 is x, $1 the empty word, $2 "--args" (after `--`: the command's), $3 "5" (no NUL after it).
+    assert_eq!(ok(&o), "from-fd [] [--args]\n4\n", "fd 5 read and closed: 0-2 and ls's own");
+    assert_eq!(run(tool("cbuild-ns", &sb).args(["unpersist", &name])).status.code(), Some(0));
+
+    // Closed empty: the writer gave up; one error line is its own.
+    let (r, w) = pipe();
+    let mut c = ns(&sb);
+    c.args(["run", "--net", "--persist", &name, "--args=5", "--", "true"]);
+    pass_fd(&mut c, &r, 5);
+    let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop((r, w));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "silent: the writer reports");
+    assert!(!sb.state.join(&name).exists() && mounts_under(sb.state.to_str().unwrap()).is_empty());
+
+    let with_words = |words: &[u8], fd: &str| {
+        let (r, w) = pipe();
+        let mut c = ns(&sb);
+        c.args(["run", "--net", "--args", fd, "--", "true"]);
+        pass_fd(&mut c, &r, 5);
+        let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(r);
+        let mut w = std::fs::File::from(w);
+        let writer = {
+            let words = words.to_vec();
+            std::thread::spawn(move || {
+                let _ = w.write_all(&words);
+            })
+        };
+        let o = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        o
+    };
+    assert_tool_error(&with_words(b"--args\x005\0", "5"), "cbuild-ns", "args");
+    assert!(stderr(&with_words(b"--args\x005\0", "5")).contains("not inside what --args gave"));
+    let o = with_words(b"", "7");
+    assert_tool_error(&o, "cbuild-ns", "args");
+    assert!(stderr(&o).contains("fd 7: not an open file descriptor"), "{}", stderr(&o));
+    assert!(stderr(&with_words(b"", "five")).contains("wants a file descriptor number"));
+    let o = with_words(&vec![b'a'; (8 << 20) + 1], "5");
+    assert_tool_error(&o, "cbuild-ns", "args");
+    assert!(stderr(&o).contains("more than 8 MiB"), "{}", stderr(&o));
+}
+
 /// A long-running container for exec/inspect tests, killed on drop.
 struct Running {
     child: std::process::Child,

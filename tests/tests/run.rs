@@ -1057,6 +1057,57 @@ fn a_term_at_any_moment_of_a_start_leaves_nothing_behind() {
     assert!(left.is_empty(), "a start stopped while building the image left {left:?}");
 }
 
+/// A foreground run starts its chain before cbuild-ns has its arguments (step 7: cbuild-ns waits on fd 5,
+/// `--args`, while the script works them out). A TERM in that window aborts the start: the script closes
+/// fd 5, cbuild-ns ends silently, the chain undoes its steps, the run its own: 125, no message, nothing
+/// left, the command never ran. The window is widened by 20000 variables for step 8 to pass on.
+#[test]
+fn a_term_while_cbuild_ns_waits_for_its_arguments_aborts_the_start() {
+    let rt = Rt::new();
+    let name = unique("argsterm");
+    let marks = rt.sb.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let ran = marks.join("ran");
+    let env_file = rt.sb.path().join("env");
+    std::fs::write(&env_file, (0..20000).map(|i| format!("K{i}=v\n")).collect::<String>()).unwrap();
+    let c = rt
+        .cmd("cbuild-run")
+        .args(["--rm", "--name", &name, "--network", "none", "-v", &format!("{}:/m", marks.display())])
+        .arg("--env-file")
+        .arg(&env_file)
+        .args([IMAGE, "sh", "-c", ": > /m/ran"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // cbuild-ns waiting: its command line is `run --args 5` (its parent's names the container).
+    let waiting = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if !cmdline.ends_with(b"cbuild-ns\0run\0--args\x005\0") {
+                return false;
+            }
+            let ppid = std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|st| st.rsplit(") ").next().and_then(|r| r.split(' ').nth(1)).map(str::to_string));
+            let parent = ppid.map(|p| std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default());
+            parent.is_some_and(|p| String::from_utf8_lossy(&p).contains(&format!("\0{name}\0")))
+        })
+    };
+    let t = Instant::now();
+    while !waiting() {
+        assert!(t.elapsed() < Duration::from_secs(30), "cbuild-ns never waited for its arguments");
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "a TERM says nothing, and the chain's cbuild-ns neither");
+    assert!(!ran.exists(), "the command never ran");
+    let left = rt.leftovers(&name);
+    assert!(left.is_empty(), "left {left:#?}");
+}
+
 /// The foreground chain's `cbuild-cgroup exec --rm` removes the cgroup when the container ends. Killed
 /// itself (status 137, as a killed container's), it removed nothing: the run's own undo must then kill
 /// the container and remove the cgroup.

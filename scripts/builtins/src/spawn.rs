@@ -1,5 +1,7 @@
-//! `spawn -p VAR [-s] [-d] [-r N FILE] [-w N FILE] [-a N FILE] [--] COMMAND [ARG...]` and `reap -p VAR PID`:
-//! bash's `COMMAND N<FILE N>FILE N>>FILE &` and `wait -p VAR PID`, without forking the shell.
+//! `spawn -p VAR [-s] [-d] [-r N FILE] [-w N FILE] [-a N FILE] [-i N WVAR] [--] COMMAND [ARG...]` and
+//! `reap -p VAR PID`: bash's `COMMAND N<FILE N>FILE N>>FILE &` and `wait -p VAR PID`, without forking
+//! the shell; `-i`: a pipe the command reads as fd N while the shell writes into it (fd number in WVAR),
+//! which bash cannot make without forking.
 //!
 //! bash starts every command with fork(2): it copies its page tables, and every page it writes
 //! afterwards faults once, copy-on-write (~0.6 ms a start here, against ~0.1 ms for posix_spawn, which
@@ -45,6 +47,8 @@ static SPAWN_DOC: Doc = Doc::new(
                 the shell drops the command's status when it ends
     -r N FILE   FILE open for reading as fd N (N<FILE); -w: for writing, truncated (N>FILE);
                 -a: for appending (N>>FILE). N is 0 to 9.
+    -i N WVAR   a pipe: the command reads it as fd N; the shell's end, close-on-exec (no other command
+                gets it), is the fd whose number goes in WVAR: write with >&$WVAR, close with exec {WVAR}>&-
 
     Without -d, until `reap` has waited for it, run no other child process: the shell holds SIGCHLD blocked so that
     it does not take the spawned command's status itself. Status: 0 started, 1 a FILE did not open,
@@ -63,7 +67,7 @@ pub(crate) const SPAWN: Builtin = Builtin::new(
     c"spawn",
     spawn_builtin,
     &SPAWN_DOC,
-    c"spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... [--] COMMAND [ARG...]",
+    c"spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... [-i N WVAR] [--] COMMAND [ARG...]",
 );
 
 pub(crate) const REAP: Builtin = Builtin::new(c"reap", reap_builtin, &REAP_DOC, c"reap [-n] -p VAR PID");
@@ -97,13 +101,15 @@ struct Spec {
     /// `-d`: never reaped, so SIGCHLD is left alone.
     detached: bool,
     files: [Option<(c_int, Open, usize)>; MAX_FILES],
+    /// `-i N WVAR`: the fd and the word WVAR is.
+    pipe: Option<(c_int, usize)>,
     command: usize,
 }
 
 /// `spawn ARGS` over the words `word(0..n)`; FILEs are named by their word's index. What went wrong
 /// names the word, for the one error line.
 fn parse<'a>(n: usize, word: impl Fn(usize) -> &'a [u8]) -> Result<Spec, (&'static str, &'a [u8])> {
-    let mut s = Spec { var: 0, setsid: false, detached: false, files: [None; MAX_FILES], command: n };
+    let mut s = Spec { var: 0, setsid: false, detached: false, files: [None; MAX_FILES], pipe: None, command: n };
     let (mut i, mut nfiles) = (0, 0);
     while i < n {
         let w = word(i);
@@ -127,17 +133,26 @@ fn parse<'a>(n: usize, word: impl Fn(usize) -> &'a [u8]) -> Result<Spec, (&'stat
                 i += 1;
                 continue;
             }
-            b"-r" => Open::Read,
-            b"-w" => Open::Write,
-            b"-a" => Open::Append,
+            b"-r" => Some(Open::Read),
+            b"-w" => Some(Open::Write),
+            b"-a" => Some(Open::Append),
+            b"-i" => None,
             _ if w.first() == Some(&b'-') => return Err(("unknown option", w)),
             _ => break,
         };
         if i + 2 >= n {
-            return Err(("needs N and FILE", w));
+            return Err((if open.is_some() { "needs N and FILE" } else { "needs N and WVAR" }, w));
         }
         let fd =
             number(word(i + 1)).filter(|&fd| fd < 10).ok_or(("N must be a descriptor from 0 to 9", word(i + 1)))?;
+        let Some(open) = open else {
+            if s.pipe.is_some() || word(i + 2).is_empty() {
+                return Err(("one -i N WVAR, WVAR a name", w));
+            }
+            s.pipe = Some((fd, i + 2));
+            i += 3;
+            continue;
+        };
         if nfiles == MAX_FILES {
             return Err(("too many files", w));
         }
@@ -207,10 +222,10 @@ fn release_sigchld() {
     }
 }
 
-/// Set shell variable `var` to `pid` in decimal, or to "" for none.
-fn set_pid_var(var: &CStr, pid: Option<libc::pid_t>) {
+/// Set shell variable `var` to `n` (a PID, an fd) in decimal, or to "" for none.
+fn set_number_var(var: &CStr, n: Option<c_int>) {
     let mut buf = [0u8; 12];
-    let value = match pid {
+    let value = match n {
         // `decimal` leaves its NUL right after the digits, in the same buffer.
         Some(p) => crate::decimal(p, &mut buf).as_ptr().cast(),
         None => c"".as_ptr(),
@@ -256,12 +271,15 @@ unsafe extern "C" fn spawn_builtin(list: *const WordList) -> c_int {
     status
 }
 
-/// Open the FILEs, start the command, set VAR. Every descriptor opened here is closed again.
+/// Open the FILEs, start the command, set VAR. Every descriptor opened here is closed again, but for
+/// the shell's end of an `-i` pipe once the command started.
 fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_char) -> c_int {
     // SAFETY: zeroed structs are what the init calls expect to fill.
     let mut fa: libc::posix_spawn_file_actions_t = unsafe { mem::zeroed() };
     let mut at: libc::posix_spawnattr_t = unsafe { mem::zeroed() };
     let mut opened = [-1; MAX_FILES];
+    // The `-i` pipe's ends, both above the descriptors the command gets (as the FILEs).
+    let mut pipe_ends = [-1; 2];
     let status = (|| {
         // SAFETY: init of owned structs.
         unsafe {
@@ -289,6 +307,27 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
             opened[k] = high;
             // SAFETY: an initialised file-actions object.
             unsafe { libc::posix_spawn_file_actions_adddup2(&mut fa, high, *fd) };
+        }
+        if let Some((fd, _)) = s.pipe {
+            let mut ends = [-1; 2];
+            // Close-on-exec: the write end must reach no command at all (the reader would never see
+            // the end of it), the read end only the command, as fd N.
+            // SAFETY: pipe2 into a local array; then fcntl on the descriptors it made.
+            if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+                complain(b"spawn", b"-i", strerror(errno()));
+                return 1;
+            }
+            for (k, e) in ends.into_iter().enumerate() {
+                // SAFETY: as above; each low descriptor is closed once moved.
+                pipe_ends[k] = unsafe { libc::fcntl(e, libc::F_DUPFD_CLOEXEC, 10) };
+                unsafe { libc::close(e) };
+                if pipe_ends[k] < 0 {
+                    complain(b"spawn", b"-i", strerror(errno()));
+                    return 1;
+                }
+            }
+            // SAFETY: an initialised file-actions object.
+            unsafe { libc::posix_spawn_file_actions_adddup2(&mut fa, pipe_ends[0], fd) };
         }
         let cmd = word(s.command);
         // A path is used as it is; a bare name is looked up as bash would (its hash table, then PATH).
@@ -329,7 +368,11 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
             complain(b"spawn", cmd.to_bytes(), strerror(rc));
             return if rc == libc::ENOENT { 127 } else { 126 };
         }
-        set_pid_var(word(s.var), Some(pid));
+        set_number_var(word(s.var), Some(pid));
+        if let Some((_, wvar)) = s.pipe {
+            // The shell keeps its end: no longer ours to close below.
+            set_number_var(word(wvar), Some(mem::replace(&mut pipe_ends[1], -1)));
+        }
         0
     })();
     // SAFETY: destroying what was initialised (destroy of a zeroed, uninitialised object is harmless in
@@ -337,7 +380,7 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
     unsafe {
         libc::posix_spawn_file_actions_destroy(&mut fa);
         libc::posix_spawnattr_destroy(&mut at);
-        for f in opened.into_iter().filter(|&f| f >= 0) {
+        for f in opened.into_iter().chain(pipe_ends).filter(|&f| f >= 0) {
             libc::close(f);
         }
     }
@@ -367,7 +410,7 @@ unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
             return USAGE;
         }
     };
-    set_pid_var(var, None);
+    set_number_var(var, None);
     loop {
         let mut st = 0;
         // SAFETY: waitpid for one child into a local.
@@ -378,7 +421,7 @@ unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
         }
         if r == pid {
             release_sigchld();
-            set_pid_var(var, Some(pid));
+            set_number_var(var, Some(pid));
             return if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { 128 + libc::WTERMSIG(st) };
         }
         match errno() {
@@ -390,6 +433,11 @@ unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
                 }
             }
             e => {
+                // ECHILD: bash took its status, waiting for another command with waitpid(-1) (see the top
+                // of this file). It has ended all the same: one spawned command less to hold SIGCHLD for.
+                if e == libc::ECHILD {
+                    release_sigchld();
+                }
                 let mut buf = [0u8; 12];
                 complain(b"reap", crate::decimal(pid, &mut buf), strerror(e));
                 return 127;
@@ -455,6 +503,14 @@ mod tests {
         assert!(parse(4, |i| [&b"-p"[..], b"v", b"-d", b"c"][i]).unwrap().detached);
         // The command's own options are its own.
         assert_eq!(p(&["-p", "v", "--", "-w", "x"]).unwrap().3, ["-w", "x"]);
+        let a = ["-p", "c", "-w", "4", "st", "-i", "5", "args_fd", "--", "cbuild-overlay"];
+        let s = parse(a.len(), |i| a[i].as_bytes()).unwrap();
+        assert_eq!((s.pipe, s.command), (Some((5, 7)), 9));
+        let e = |a: &[&'static str]| parse(a.len(), |i| a[i].as_bytes()).unwrap_err().0;
+        assert_eq!(e(&["-p", "c", "-i", "5", "w", "-i", "6", "x", "cmd"]), "one -i N WVAR, WVAR a name");
+        assert_eq!(e(&["-p", "c", "-i", "5", "", "cmd"]), "one -i N WVAR, WVAR a name");
+        assert_eq!(e(&["-p", "c", "-i", "12", "w", "cmd"]), "N must be a descriptor from 0 to 9");
+        assert_eq!(e(&["-p", "c", "-i", "5"]), "needs N and WVAR");
     }
 
     #[test]
