@@ -1070,7 +1070,7 @@ fn a_term_while_cbuild_ns_waits_for_its_arguments_aborts_the_start() {
     let ran = marks.join("ran");
     let env_file = rt.sb.path().join("env");
     std::fs::write(&env_file, (0..20000).map(|i| format!("K{i}=v\n")).collect::<String>()).unwrap();
-    let c = rt
+    let mut c = rt
         .cmd("cbuild-run")
         .args(["--rm", "--name", &name, "--network", "none", "-v", &format!("{}:/m", marks.display())])
         .arg("--env-file")
@@ -1097,7 +1097,10 @@ fn a_term_while_cbuild_ns_waits_for_its_arguments_aborts_the_start() {
     };
     let t = Instant::now();
     while !waiting() {
-        assert!(t.elapsed() < Duration::from_secs(30), "cbuild-ns never waited for its arguments");
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = (c.kill(), c.wait());
+            panic!("cbuild-ns never waited for its arguments");
+        }
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let o = c.wait_with_output().unwrap();
