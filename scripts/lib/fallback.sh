@@ -10,7 +10,7 @@ done
 
 # The same words as the builtins, for what the scripts use of them (a fork each, where the builtin forks
 # nothing):
-#   spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... [-i N WVAR] -- COMMAND [ARG...]      reap [-n] -p VAR PID
+#   spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... [-i N WVAR] -- COMMAND [ARG...]      reap [-q] [-n] -p VAR PID
 spawn() {
     local _var='' _sid='' _redir='' _q _pipe_fd='' _pipe_var='' _in _w
     while [[ $# -gt 0 ]]; do
@@ -42,7 +42,9 @@ spawn() {
     printf -v "$_pipe_var" %s "$_w"
 }
 # -n: bash's own SIGCHLD handler reaps it; `kill -0` then fails, and `wait` has its status.
+# -q: bash keeps a `&` job's status whoever waited, so there is nothing to be quiet about.
 reap() {
+    [[ $1 == -q ]] && shift
     if [[ $1 == -n ]]; then
         if kill -0 "$4" 2>/dev/null; then printf -v "$3" %s ''; return 0; fi
         shift

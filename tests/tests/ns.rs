@@ -629,7 +629,8 @@ fn args_fd_words_stand_where_it_is() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(!sb.state.join(&name).exists(), "nothing made before the arguments came");
     let mut w = std::fs::File::from(w);
-    w.write_all(b"--uts\0--hostname\0from-fd\0--\0sh\0-c\0echo \"$(hostname) [$1] [$2]\"; ls /proc/self/fd | wc -l\0").unwrap();
+    w.write_all(b"--uts\0--hostname\0from-fd\0--\0sh\0-c\0echo \"$(hostname) [$1] [$2]\"; ls /proc/self/fd | wc -l\0")
+        .unwrap();
     w.write_all(b"x\0\0--args\x005").unwrap();
     drop(w);
     let o = child.wait_with_output().unwrap();

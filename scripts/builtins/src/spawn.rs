@@ -19,6 +19,7 @@
 //! `reap -p VAR PID` waits for it and returns its status as `wait` does (128+N when signal N killed it),
 //! VAR set to PID; `-n` only looks (VAR empty while it runs). A signal the script traps ends the wait
 //! early: status 128+that signal, VAR empty (the trap runs next; call `reap` again), as `wait -p` does.
+//! A PID whose status bash took (see above) gives 127, VAR empty, and a complaint unless `-q`.
 //!
 //! Exit status of `spawn`: 0 started; 1 a FILE could not be opened; 126 COMMAND could not be executed;
 //! 127 not found; 2 usage.
@@ -59,6 +60,8 @@ static REAP_DOC: Doc = Doc::new(
     c"Wait for PID, started by `spawn`; its exit status as `wait` gives it, PID in VAR.
 
     -n          do not wait: if PID is still running, status 0 and VAR empty
+    -q          no complaint when PID is no longer a child (the shell took its status, waiting for
+                another command): status 127, VAR empty
 
     A signal with a trap ends the wait early (status 128+N, VAR empty), as with `wait -p`.",
 );
@@ -70,7 +73,7 @@ pub(crate) const SPAWN: Builtin = Builtin::new(
     c"spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... [-i N WVAR] [--] COMMAND [ARG...]",
 );
 
-pub(crate) const REAP: Builtin = Builtin::new(c"reap", reap_builtin, &REAP_DOC, c"reap [-n] -p VAR PID");
+pub(crate) const REAP: Builtin = Builtin::new(c"reap", reap_builtin, &REAP_DOC, c"reap [-n] [-q] -p VAR PID");
 
 /// How a FILE is opened, as the redirection it stands for.
 #[derive(Debug, PartialEq, Clone, Copy)]
@@ -387,23 +390,31 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
     status
 }
 
-/// `reap [-n] -p VAR PID`: (no-hang, VAR, PID), or what is wrong.
-fn parse_reap<'a>(mut next: impl FnMut() -> Option<&'a CStr>) -> Result<(bool, &'a CStr, c_int), &'static str> {
-    let (mut nohang, mut var, mut pid) = (false, None, None);
+/// `reap [-n] [-q] -p VAR PID`: the options, VAR and PID, or what is wrong.
+struct Reap<'a> {
+    nohang: bool,
+    quiet: bool,
+    var: &'a CStr,
+    pid: c_int,
+}
+
+fn parse_reap<'a>(mut next: impl FnMut() -> Option<&'a CStr>) -> Result<Reap<'a>, &'static str> {
+    let (mut nohang, mut quiet, mut var, mut pid) = (false, false, None, None);
     while let Some(w) = next() {
         match w.to_bytes() {
             b"-n" => nohang = true,
+            b"-q" => quiet = true,
             b"-p" => var = Some(next().filter(|v| !v.is_empty()).ok_or("-p needs a VAR")?),
             p if pid.is_none() => pid = Some(number(p).filter(|&p| p > 0).ok_or("PID must be a process id")?),
             _ => return Err("one PID only"),
         }
     }
-    Ok((nohang, var.ok_or("-p VAR is required")?, pid.ok_or("missing PID")?))
+    Ok(Reap { nohang, quiet, var: var.ok_or("-p VAR is required")?, pid: pid.ok_or("missing PID")? })
 }
 
 unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
     // SAFETY: bash's own argument list.
-    let (nohang, var, pid) = match parse_reap(unsafe { words(list) }) {
+    let Reap { nohang, quiet, var, pid } = match parse_reap(unsafe { words(list) }) {
         Ok(r) => r,
         Err(what) => {
             complain(b"reap", b"", what.as_bytes());
@@ -437,6 +448,9 @@ unsafe extern "C" fn reap_builtin(list: *const WordList) -> c_int {
                 // of this file). It has ended all the same: one spawned command less to hold SIGCHLD for.
                 if e == libc::ECHILD {
                     release_sigchld();
+                    if quiet {
+                        return 127;
+                    }
                 }
                 let mut buf = [0u8; 12];
                 complain(b"reap", crate::decimal(pid, &mut buf), strerror(e));
@@ -517,10 +531,12 @@ mod tests {
     fn reap_words() {
         let r = |a: &[&CStr]| {
             let mut it = a.iter().copied();
-            parse_reap(|| it.next()).map(|(n, v, p)| (n, v.to_string_lossy().to_string(), p))
+            parse_reap(|| it.next()).map(|r| (r.nohang, r.var.to_string_lossy().to_string(), r.pid))
         };
         assert_eq!(r(&[c"-p", c"e", c"42"]), Ok((false, "e".into(), 42)));
         assert_eq!(r(&[c"-n", c"-p", c"e", c"42"]), Ok((true, "e".into(), 42)));
+        let mut it = [c"-q", c"-p", c"e", c"7"].into_iter();
+        assert!(parse_reap(|| it.next()).is_ok_and(|r| r.quiet && !r.nohang && r.pid == 7));
         assert_eq!(r(&[c"42"]), Err("-p VAR is required"));
         assert_eq!(r(&[c"-p", c"e"]), Err("missing PID"));
         assert_eq!(r(&[c"-p", c"e", c"0"]), Err("PID must be a process id"));
