@@ -1267,12 +1267,15 @@ fn network_bridge_publish_host_none() {
     // That run ended on its own: its pair goes with its network namespace, in the kernel's time.
     assert!(rt.veths_settled().is_empty(), "the kernel deleted the pair: {:?}", rt.veths());
     assert!(leases(&rt.sb.state).is_empty(), "{:?}", leases(&rt.sb.state));
-    // A bad port spec fails the run with 125 and undoes the attachment.
+    // A bad port spec fails the run with 125 and undoes the attachment. The chain had started (it waited
+    // for cbuild-ns's arguments) and ended before the undo: the pair goes with the namespace, in the
+    // kernel's time.
     let name = unique("web");
     let o = rt.run(&["--rm", "--name", &name, "-p", "notaport", IMAGE, "true"]);
     assert_tool_error(&o, "cbuild-net", "notaport");
+    assert_eq!(stderr(&o).lines().count(), 1, "one error line: {}", stderr(&o));
     rt.assert_gone(&name);
-    assert!(rt.veths().is_empty());
+    assert!(rt.veths_settled().is_empty(), "{:?}", rt.veths());
 }
 
 // ------------------------------------------------------------------------------------------------------
