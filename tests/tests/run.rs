@@ -1057,7 +1057,7 @@ fn a_term_at_any_moment_of_a_start_leaves_nothing_behind() {
     assert!(left.is_empty(), "a start stopped while building the image left {left:?}");
 }
 
-/// A foreground run starts its chain before cbuild-ns has its arguments (step 6: cbuild-ns waits on fd 5,
+/// A foreground run starts its chain before cbuild-ns has its arguments (step 4: cbuild-ns waits on fd 5,
 /// `--args`, while the script works them out). A TERM in that window aborts the start: the script closes
 /// fd 5, cbuild-ns ends silently, the chain undoes its steps, the run its own: 125, no message, nothing
 /// left, the command never ran. The window is widened by 20000 variables for step 8 to pass on.
