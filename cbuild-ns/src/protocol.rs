@@ -79,12 +79,32 @@ pub enum Args {
 pub fn read_args(fd: RawFd) -> Result<Args> {
     use std::os::unix::ffi::OsStringExt;
     let what = || format!("fd {fd}");
+    // Where this process's own error line goes is no input.
+    if fd == 1 || fd == 2 {
+        return Err(Error::new(Step::Args, what(), "is stdout or stderr: give the arguments on another fd"));
+    }
     check_fd(fd, Step::Args)?;
-    // SAFETY: an open fd (checked above), handed to us by the caller to read once; owned from here on.
-    let f = unsafe { File::from_raw_fd(fd) };
-    let mut data = Vec::new();
+    // SAFETY: an open fd (checked above), handed to us by the caller to read once; closed below.
+    let f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    // A page: what cbuild-run writes fits, so one read takes it all.
+    let mut data = Vec::with_capacity(4096);
     // `take`: a writer that never stops cannot make this process grow without bound.
-    f.take(ARGS_MAX as u64 + 1).read_to_end(&mut data).map_err(|e| Error::io(Step::Args, what(), &e))?;
+    let read = (&*f).take(ARGS_MAX as u64 + 1).read_to_end(&mut data);
+    if fd == 0 {
+        // Stdin, read to its end, is not the command's: /dev/null takes its place, and fd 0 stays open (a
+        // later open would take the number, and the command would read that).
+        // SAFETY: open(2) of a constant path, dup2 onto fd 0 (which closes the stdin read), close of the copy.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::close(null);
+            }
+        }
+    } else {
+        drop(std::mem::ManuallyDrop::into_inner(f));
+    }
+    read.map_err(|e| Error::io(Step::Args, what(), &e))?;
     if data.len() > ARGS_MAX {
         return Err(Error::new(Step::Args, what(), format!("more than {} MiB of arguments", ARGS_MAX >> 20)));
     }

@@ -10,13 +10,13 @@ done
 
 # The same words as the builtins, for what the scripts use of them (a fork each, where the builtin forks
 # nothing):
-#   spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... [-i N WVAR] -- COMMAND [ARG...]      reap [-q] [-n] -p VAR PID
+#   spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... -- COMMAND [ARG...]      reap [-q] [-n] -p VAR PID
+# (Not spawn's -i: bash cannot make a pipe end that the commands it runs next do not inherit.)
 spawn() {
-    local _var='' _sid='' _redir='' _q _pipe_fd='' _pipe_var='' _in _w
+    local _var='' _sid='' _redir='' _q
     while [[ $# -gt 0 ]]; do
         case $1 in
             -p) _var=$2 && shift 2 ;;
-            -i) _pipe_fd=$2 _pipe_var=$3 && shift 3 ;;
             -s) _sid=setsid && shift ;;
             -d) shift ;; # bash collects a `&` job's status itself
             -r | -w | -a)
@@ -29,17 +29,8 @@ spawn() {
     done
     # bash ignores SIGINT and SIGQUIT in a `&` command and gives it /dev/null as stdin: neither, as
     # the builtin does.
-    if [[ -z $_pipe_var ]]; then
-        (trap - INT QUIT; eval "exec $_redir" && exec $_sid "$@") <&0 &
-        printf -v "$_var" %s "$!"
-        return 0
-    fi
-    # -i: a process substitution is bash's pipe; the command gets it as fd N, and stdin back.
-    exec {_in}<&0
-    exec {_w}> >(trap - INT QUIT; eval "exec $_redir $_pipe_fd<&0 <&$_in {_in}<&-" && exec $_sid "$@")
+    (trap - INT QUIT; eval "exec $_redir" && exec $_sid "$@") <&0 &
     printf -v "$_var" %s "$!"
-    exec {_in}<&-
-    printf -v "$_pipe_var" %s "$_w"
 }
 # -n: bash's own SIGCHLD handler reaps it; `kill -0` then fails, and `wait` has its status.
 # -q: bash keeps a `&` job's status whoever waited, so there is nothing to be quiet about.

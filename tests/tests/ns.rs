@@ -614,7 +614,8 @@ fn wait_fd_eof_aborts_and_leaves_nothing() {
 /// `run --args N`: NUL-separated words read from fd N stand where it is (bwrap's protocol), read before
 /// anything is done: the process waits for its writer, holding nothing. Empty words, a last word without
 /// its NUL, `--args=N`, and words after `--` left alone. N closed before its first byte: 125 and no
-/// message (the writer says why). Not nested, not a closed fd, not more than 8 MiB.
+/// message (the writer says why). Not nested, not a closed fd, not stdout or stderr, not more than 8 MiB;
+/// stdin, once read, is /dev/null for the command.
 #[test]
 fn args_fd_words_stand_where_it_is() {
     let sb = Sandbox::new();
@@ -674,6 +675,16 @@ fn args_fd_words_stand_where_it_is() {
     assert_tool_error(&o, "cbuild-ns", "args");
     assert!(stderr(&o).contains("fd 7: not an open file descriptor"), "{}", stderr(&o));
     assert!(stderr(&with_words(b"", "five")).contains("wants a file descriptor number"));
+    // stdout and stderr carry this process's own output; stdin, once read, is /dev/null for the command.
+    for fd in ["1", "2"] {
+        let o = run(ns(&sb).args(["run", "--args", fd, "--", "true"]));
+        assert_tool_error(&o, "cbuild-ns", "is stdout or stderr");
+    }
+    let mut c = ns(&sb);
+    c.args(["run", "--args", "0", "--rootfs"]).arg(busybox_rootfs());
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"--\0sh\0-c\0readlink /proc/self/fd/0; cat\0").unwrap();
+    assert_eq!(ok(&child.wait_with_output().unwrap()), "/dev/null\n");
     let o = with_words(&vec![b'a'; (8 << 20) + 1], "5");
     assert_tool_error(&o, "cbuild-ns", "args");
     assert!(stderr(&o).contains("more than 8 MiB"), "{}", stderr(&o));

@@ -1111,6 +1111,46 @@ fn a_term_while_cbuild_ns_waits_for_its_arguments_aborts_the_start() {
     assert!(left.is_empty(), "left {left:#?}");
 }
 
+/// A TERM while cbuild-run writes cbuild-ns's arguments (more than a pipe holds, to a cbuild-ns that is
+/// slow to start reading: a wrapper sleeps before it) goes to the chain: the command never runs, the run
+/// ends 125 at once (not after the command's own sleep), and nothing is left, the upper dir included.
+#[test]
+fn a_term_while_the_arguments_are_written_reaches_the_chain() {
+    let rt = Rt::new();
+    let bin = rt.sb.path().join("slow-ns-bin");
+    std::fs::create_dir(&bin).unwrap();
+    for t in
+        ["cbuild-cgroup", "cbuild-overlay", "cbuild-net", "cbuild-seccomp", "cbuild-image", "libcbuild_builtins.so"]
+    {
+        std::os::unix::fs::symlink(bin_dir().join(t), bin.join(t)).unwrap();
+    }
+    let wrapper = bin.join("cbuild-ns");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nsleep 2\nexec {} \"$@\"\n", bin_dir().join("cbuild-ns").display()))
+        .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let marks = rt.sb.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let name = unique("argsw");
+    let pad = "x".repeat(100_000);
+    let mut c = rt.cmd("cbuild-run");
+    c.env("CBUILD_BIN", &bin)
+        .args(["--name", &name, "--network", "none", "-v", &format!("{}:/m", marks.display())])
+        .args([IMAGE, "sh", "-c", ": > /m/ran; sleep 5", "x", &pad])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let c = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let t = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(!marks.join("ran").exists(), "the command never ran");
+    assert!(t.elapsed() < Duration::from_secs(4), "ended with the chain, not after the command: {:?}", t.elapsed());
+    let left = rt.leftovers(&name);
+    assert!(left.is_empty(), "left {left:#?}");
+}
+
 /// The foreground chain's `cbuild-cgroup exec --rm` removes the cgroup when the container ends. Killed
 /// itself (status 137, as a killed container's), it removed nothing: the run's own undo must then kill
 /// the container and remove the cgroup.
