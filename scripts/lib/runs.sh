@@ -21,7 +21,8 @@ rt_alive() { rt_locked "$rt_state/$1/undo"; }
 # rt_remove_layers [NAME] — the upper and work dirs named .rm.NAME.PID that nothing holds any more: an --rm
 # run's layer whose cbuild-overlay remover was killed with it, or a background removal (rt_discard_tree)
 # that never finished. PID (the run's, or the remover's caller) alive: still its; later, a remover at work
-# holds a lock on the upper dir. Without NAME (prune): also not while a run of NAME is alive.
+# holds a lock on the upper dir. Without NAME (prune): also not while a run of NAME is alive. (rt_rm_tree:
+# lib/undo.sh, which cbuild-rm sources.)
 rt_remove_layers() {
     local d base n pid
     for d in "$rt_data"/upper/.rm.* "$rt_data"/work/.rm.*; do

@@ -6,7 +6,7 @@
 //! coreutils' meanings, for the forms the scripts use; anything else is a usage error. `rm -r` walks by
 //! directory descriptors (openat with O_NOFOLLOW: a symbolic link is removed, never followed, and no
 //! path grows with the depth) down to `DEPTH` levels. A deeper tree is left, with status 1, for rm(1),
-//! whose walk takes any depth: lib/runtime.sh's `rt_rm_tree` runs it on whatever a container's upper
+//! whose walk takes any depth: lib/undo.sh's `rt_rm_tree` runs it on whatever a container's upper
 //! dir still holds.
 //!
 //! Exit status: 0 done; 1 something could not be made or removed (one line on stderr each); 2 usage.
