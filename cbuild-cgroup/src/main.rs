@@ -275,8 +275,9 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 }
 
 fn cli_main() -> u8 {
-    // End quietly, as C tools do, when the reader of our output goes away (`| head`); the Rust runtime
-    // ignores SIGPIPE, which turns that into a panic (and would pass the ignore on to a command we exec).
+    // End quietly, as C tools do, when the reader of our output goes away (`| head`), whatever disposition
+    // the caller left us (a Rust parent ignores SIGPIPE: a closed pipe would be a panic here, and the
+    // ignore would pass on to a command we exec).
     // SAFETY: restoring the default disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {

@@ -261,8 +261,8 @@ pub fn exec(path: &Path, argv: &[String], env: &[(String, String)]) -> Error {
     let cpath = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
     let cargv: Vec<CString> = argv.iter().map(|a| c(a)).collect();
     let cenv: Vec<CString> = env.iter().map(|(k, v)| c(&format!("{k}={v}"))).collect();
-    // The Rust runtime ignores SIGPIPE and execve keeps ignored signals: give the command the default, as
-    // a shell would (otherwise `cmd | head` never stops cmd).
+    // execve keeps ignored signals, and a caller may have ignored SIGPIPE (a Rust parent does): give the
+    // command the default, as a shell would (otherwise `cmd | head` never stops cmd).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let e = nix::unistd::execve(&cpath, &cargv, &cenv).unwrap_err();
     let code = if e == nix::errno::Errno::ENOENT { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXEC };

@@ -154,7 +154,8 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 }
 
 fn cli_main() -> u8 {
-    // Like C tools, end quietly when the reader of our output goes away (`| head`).
+    // Like C tools, end quietly when the reader of our output goes away (`| head`), whatever disposition
+    // the caller left us (a Rust parent ignores SIGPIPE, and the ignore would pass on to what we exec).
     // SAFETY: restoring the default disposition before any thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
