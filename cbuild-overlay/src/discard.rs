@@ -9,7 +9,8 @@
 //! - holds an exclusive flock on the upper dir from before the fork until it is done: a sign of life for
 //!   whoever cleans up after crashes (`cbuild-rm --prune` leaves a locked upper dir alone);
 //! - is in its own session, so a terminal's ^C or a kill of the caller's process group does not stop it
-//!   half-way, and holds no fd of the caller but its stdin/out/err, pointed at /dev/null;
+//!   half-way (one that came before the setsid is dropped: it ignores HUP, INT, QUIT and TERM), and holds
+//!   no fd of the caller but its stdin/out/err, pointed at /dev/null;
 //! - removes with its own nofile limit at 1024: std's `remove_dir_all` recurses a level per directory, so a
 //!   tree deeper than that ends with EMFILE rather than past the stack's end, and [`remove_deep`], which
 //!   holds two fds at any depth, finishes what is left (rm(1) is no help there: busybox's gives up past
@@ -49,7 +50,12 @@ fn remover(pidfd: OwnedFd, lock: OwnedFd, dirs: &[PathBuf; 2]) -> ! {
     // SAFETY: plain syscalls on fds this process owns; _exit never runs the parent's destructors.
     unsafe {
         libc::setsid();
-        // The parent holds signals while it mounts; the remover takes them as they come.
+        // The parent holds signals while it mounts. One sent to the caller's whole process group (^C, a
+        // `timeout`) before the setsid above is pending here: ignoring those four drops it, and any later
+        // one (the dirs would be left half-removed). SIGKILL still stops the remover.
+        for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
         let mut none = std::mem::zeroed::<libc::sigset_t>();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());

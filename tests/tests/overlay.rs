@@ -1855,6 +1855,14 @@ fn detached_overlay_rm_removes_upper_and_work_after_the_command() {
     assert_eq!(fds(), ["/dev/null", "/dev/null", "/dev/null", up.as_str(), "anon_inode:[pidfd]"]);
     let stat = std::fs::read_to_string(format!("/proc/{r}/stat")).unwrap();
     assert_eq!(stat.rsplit(") ").next().unwrap().split(' ').nth(3), Some(r.as_str()), "own session: {stat}");
+    // The caller's signals (a group-wide one may be pending from before its setsid) do not stop it.
+    let rpid = nix::unistd::Pid::from_raw(r.parse().unwrap());
+    use nix::sys::signal::Signal::*;
+    for sig in [SIGHUP, SIGINT, SIGQUIT, SIGTERM] {
+        nix::sys::signal::kill(rpid, sig).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(nix::sys::signal::kill(rpid, None).is_ok(), "the remover outlives HUP, INT, QUIT and TERM");
     std::fs::write(&stop, "").unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
