@@ -17,8 +17,9 @@ command -v cgexec >/dev/null || { echo "bench-cgroup: cgexec not installed (apt-
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target-cgroup}
 if [ -z "${CBUILD_CGROUP_BIN:-}" ]; then
-    RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release --target x86_64-unknown-linux-gnu -p cbuild-cgroup
-    CBUILD_CGROUP_BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cbuild-cgroup
+    source scripts/lib/static.sh
+    static_musl build -q --release -p cbuild-cgroup
+    CBUILD_CGROUP_BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/cbuild-cgroup
 fi
 cb=$CBUILD_CGROUP_BIN
 name=bench$$

@@ -34,14 +34,16 @@ CNI=/usr/lib/cni
 
 if [ "${1:-}" != --inside ]; then
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-net}
-    # The static build (scripts/build-static.sh's flags: what runs inside any rootfs) is the one
-    # measured; the ordinary dynamic release build is measured too, as a row of its own (process
-    # start-up with the dynamic linker costs it ~0.4 ms of CPU more per run here).
+    # The static build (scripts/lib/static.sh: musl, what runs inside any rootfs) is the one measured;
+    # the ordinary dynamic release build and a glibc static build are measured too, as rows of their own
+    # (glibc's start-up and, for the first, the dynamic linker).
+    source "$root/scripts/lib/static.sh"
     (cd "$root" && cargo build -q --release -p cbuild-net &&
-        RUSTFLAGS='-C target-feature=+crt-static' cargo build -q --release --target x86_64-unknown-linux-gnu -p cbuild-net \
-            --bin cbuild-net --example veth_floor)
-    export B=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cbuild-net
-    export FLOOR=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/examples/veth_floor
+        static_glibc build -q --release -p cbuild-net --bin cbuild-net &&
+        static_musl build -q --release -p cbuild-net --bin cbuild-net --example veth_floor)
+    export BGLIBC=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cbuild-net
+    export B=$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/cbuild-net
+    export FLOOR=$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/examples/veth_floor
     export BDYN=$CARGO_TARGET_DIR/release/cbuild-net
     # A fresh network namespace is "the host" for the whole run.
     exec unshare --net --mount -- bash ${BENCH_TRACE:+-x} "$0" --inside
@@ -136,7 +138,8 @@ hf --export-json "$out/up.json" \
     --prepare "true" --command-name "floor: /bin/true" "/bin/true" \
     --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (dynamic build)" "$BDYN connect $c1 --bridge cbb0 --id bench" \
     --prepare "$q $work/iproute unveth" --command-name "floor: minimal static process making the pair" "$FLOOR ipf0 eth0 $c4" \
-    --prepare "true" --command-name "floor: sh -c 'exec /bin/true'" "sh -c 'exec /bin/true'"
+    --prepare "true" --command-name "floor: sh -c 'exec /bin/true'" "sh -c 'exec /bin/true'" \
+    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (glibc static build)" "$BGLIBC connect $c1 --bridge cbb0 --id bench"
 SETTLE=0 $q "$work/iproute" unveth
 # The same connect with its state on the disk (this VM's /run): its own bridge and namespace there.
 CBUILD_STATE=$work/state-disk "$B" bridge add cbd0 --subnet 10.253.0.0/16 --nat
@@ -232,8 +235,9 @@ row() { # label json
     echo "\`sh -c 'exec /bin/true'\` took $(median "$out/up.json" 7) ms in the connect run, \`/bin/true\` $(median "$out/up.json" 4) ms. The"
     echo "cycles run from a shell script for every contender alike."
     echo
-    echo "The cbuild-net column is the static build (scripts/build-static.sh's flags); the ordinary dynamic release"
-    echo "build's connect took $(median "$out/up.json" 5) ms in the same run."
+    echo "The cbuild-net column is the static build (scripts/build-static.sh: musl, scripts/lib/static.sh says why); in"
+    echo "the same run a glibc static build's connect took $(median "$out/up.json" 8) ms (glibc's start-up: ~60 \`cpuid\`s, each"
+    echo "a VM exit here), and the ordinary dynamic release build's $(median "$out/up.json" 5) ms."
     echo
     echo "cbuild-net's state (leases, records) is on a tmpfs, as \`/run\` (its default \`/run/cbuild\`) is on Debian 12;"
     echo "CNI's host-local leases on the disk, where it keeps them by default. This VM's own \`/run\` is on its ext4"

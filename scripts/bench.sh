@@ -37,10 +37,11 @@ MOBY=${MOBY_PROFILE:-/work/shared/data/seccomp/moby-default.json}
 if [ "${1:-}" != --inside ]; then
     if [ -z "${CBUILD_BIN:-}" ]; then
         # The static build (what scripts/build-static.sh makes, and the VM runs): no dynamic linking at
-        # each of the chain's execs, ~0.3 ms per tool on this machine.
+        # each of the chain's execs, and musl's start-up for the chain's tools (scripts/lib/static.sh).
         export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-run}
         "$root/scripts/build-static.sh" -q
-        export CBUILD_BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release
+        source "$root/scripts/lib/static.sh"
+        export CBUILD_BIN=$(static_dir)
     fi
     exec unshare --net --mount -- bash ${BENCH_TRACE:+-x} "$0" --inside
 fi

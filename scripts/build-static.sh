@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# Fully static binaries (glibc crt-static) that run inside any rootfs or an initramfs:
-# target/x86_64-unknown-linux-gnu/release/cbuild-*. The explicit --target keeps proc-macros dynamic;
-# libseccomp (cbuild-seccomp) and OpenSSL (if a crate pulls it in) link statically.
-# Beside them, libcbuild_builtins.so, the scripts' bash builtin: a shared object bash loads, which a
-# crt-static build cannot make, so it is built without it.
+# Fully static binaries that run inside any rootfs or an initramfs, gathered with the scripts' bash builtin
+# in $CARGO_TARGET_DIR/static (default target/static): the four tools of a container's start link musl, the
+# others glibc. How and why: scripts/lib/static.sh. Extra arguments go to each cargo build (e.g. -q).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu OPENSSL_STATIC=1 \
-RUSTFLAGS='-C target-feature=+crt-static' \
-    cargo build --release --target x86_64-unknown-linux-gnu --workspace --exclude cbuild-builtins "$@"
-cargo build --release --target x86_64-unknown-linux-gnu -p cbuild-builtins "$@"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+source scripts/lib/static.sh
+static_build "$@"

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Where setup.sh's rustup puts cargo when none was on PATH (a child cannot change our PATH).
-export PATH="$PATH:$HOME/.cargo/bin"
+# rustup's toolchain first when there is one (a developer's); else Debian's rustc-web (setup.sh).
+export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --workspace --quiet
 bin=target/release
 

@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=(
     build-essential pkg-config libseccomp-dev   # building (libseccomp links statically into cbuild-seccomp)
+    rustc-web cargo-web rust-web-clippy rustfmt-web  # Rust 1.96 (bookworm-security), unless rustup's is on PATH
+    rust-web-src musl-tools libunwind-14-dev    # the static build's musl tools (scripts/lib/static.sh)
     busybox-static                              # the embedded default rootfs
     iproute2 nftables conntrack uidmap procps   # what the tools and tests drive
     runc bubblewrap umoci skopeo containernetworking-plugins cgroup-tools hyperfine fio strace  # anchors, labs
@@ -22,7 +24,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Debian 12's own rustc is too old for the crates we use; take rustup's stable when no cargo is on PATH.
-if ! command -v cargo >/dev/null 2>&1; then
-    [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
-fi
+# Rust: Debian 12's rustc (1.63) is too old for the crates we use; its rustc-web (above) is not, and with
+# its standard library's source it builds the musl tools. A rustup toolchain in ~/.cargo/bin, when there is
+# one, is what test.sh, demo.sh and CI put first on PATH for everything else.

@@ -19,7 +19,6 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/cbuild-vm
 target=${CBUILD_VM_TARGET_DIR:-$repo/target-vm}
-triple=x86_64-unknown-linux-gnu
 default_suites=(cgroup ns overlay seccomp)
 # Debian builds these as modules; the tests need them. Dependencies (depends=, softdep pre:) are added.
 modules=${CBUILD_VM_MODULES:-"overlay veth bridge loop dummy tun nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_fib_inet nft_reject_inet"}
@@ -216,17 +215,22 @@ fi
 log "kernel $kpkg $kver; modules: $(tr '\n' ' ' <"$moddir/order")"
 
 # --- static binaries -----------------------------------------------------------------------------------
-# Fully static (glibc static-pie, libseccomp and OpenSSL linked in) so they run on a bare busybox guest.
+# The static build (scripts/lib/static.sh: the four tools of a container's start with musl, the others with
+# glibc, libseccomp and OpenSSL linked in) so they run on a bare busybox guest.
 export CARGO_TARGET_DIR=$target
-static_env=(env LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu OPENSSL_STATIC=1
-    RUSTFLAGS='-C target-feature=+crt-static')
+source "$repo/scripts/lib/static.sh"
 log "building static tools and test programs in $target"
 # --keep-going: one tool that does not compile must not hide the others (its suite fails on its own).
 # Not scripts/builtins: a shared object for bash, which a crt-static build cannot make (the guest's suites
 # do not run the scripts).
-"${static_env[@]}" cargo build --keep-going --release --target "$triple" --workspace --exclude cbuild-builtins --manifest-path "$repo/Cargo.toml" \
+musl_excl=() musl_sel=()
+for t in "${static_musl_tools[@]}"; do musl_excl+=(--exclude "$t") musl_sel+=(-p "$t"); done
+static_glibc build --keep-going --release --workspace --exclude cbuild-builtins "${musl_excl[@]}" --manifest-path "$repo/Cargo.toml" \
     --message-format=json-render-diagnostics >"$run/build.json" ||
     log "some tools did not compile (see above); the suites that use them will fail"
+static_musl build --keep-going --release "${musl_sel[@]}" --manifest-path "$repo/Cargo.toml" \
+    --message-format=json-render-diagnostics >>"$run/build.json" ||
+    log "some tools did not compile for musl (see above); the suites that use them will fail"
 mapfile -t tools < <(jq -r 'select(.reason == "compiler-artifact" and (.target.kind | index("bin")) and .executable != null) | .executable' "$run/build.json")
 [ ${#tools[@]} -gt 0 ] || die "cargo build produced no binaries"
 missing_tools=()
@@ -236,7 +240,7 @@ for d in "$repo"/cbuild-*/src/main.rs; do
 done
 [ ${#missing_tools[@]} -eq 0 ] || log "not built (did not compile): ${missing_tools[*]}"
 # --no-fail-fast (implies --keep-going): a test file another engineer is still writing must not stop the suites that do compile.
-"${static_env[@]}" cargo test --no-run --no-fail-fast --release --target "$triple" -p cbuild-tests \
+static_glibc test --no-run --no-fail-fast --release -p cbuild-tests \
     --manifest-path "$repo/Cargo.toml" --message-format=json-render-diagnostics >"$run/tests.json" ||
     log "some test programs did not compile (see above); their suites will fail"
 declare -A test_exe=()

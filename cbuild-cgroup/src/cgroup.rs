@@ -696,7 +696,7 @@ fn signal(pid: i32, sig: libc::c_int) {
 pub fn signal_name(sig: libc::c_int) -> String {
     match Signal::try_from(sig) {
         Ok(s) => s.as_str().to_string(),
-        Err(_) if sig >= libc::SIGRTMIN() => format!("SIGRTMIN+{}", sig - libc::SIGRTMIN()),
+        Err(_) if sig >= crate::SIGRTMIN => format!("SIGRTMIN+{}", sig - crate::SIGRTMIN),
         Err(_) => sig.to_string(),
     }
 }

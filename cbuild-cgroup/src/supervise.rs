@@ -84,9 +84,12 @@ impl Blocked {
     /// the exit code as a shell reports it: the code, or 128+N for a signal N.
     pub fn wait(&self, child: Pid) -> Result<i32> {
         // This process waits as long as the container runs: give the heap pages freed during set-up
-        // back to the kernel (glibc keeps them in its heap, dirty).
+        // back to the kernel (glibc keeps them in its heap, dirty; musl's allocator returns them itself).
         // SAFETY: malloc_trim only hands free pages back (madvise); no live allocation is touched.
-        unsafe { libc::malloc_trim(0) };
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0)
+        };
         loop {
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // SAFETY: the set is a valid sigset_t and info a writable siginfo_t.

@@ -40,6 +40,8 @@ impl Error {
                 let code = -m.code.map(|c| c.get()).unwrap_or(0);
                 let mut err = Error::io(step, object, std::io::Error::from_raw_os_error(code));
                 if code == libc::EXFULL {
+                    // In words whichever C library this was built with: musl has none for EXFULL.
+                    err.reason = format!("{} (os error {code})", nix::errno::Errno::EXFULL.desc());
                     err = err.hint("a bridge holds at most 1023 ports (the kernel's BR_MAX_PORTS)");
                 }
                 err

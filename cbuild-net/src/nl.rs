@@ -263,7 +263,7 @@ fn ifreq(name: &str) -> Option<libc::ifreq> {
 pub fn ifindex(fd: RawFd, name: &str) -> Result<Option<u32>> {
     let Some(mut r) = ifreq(name) else { return Ok(None) };
     // SAFETY: SIOCGIFINDEX reads the name from and writes the index into `r`, which outlives the call.
-    if unsafe { libc::ioctl(fd, libc::SIOCGIFINDEX, &mut r) } < 0 {
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFINDEX as _, &mut r) } < 0 {
         return match nix::errno::Errno::last() {
             nix::errno::Errno::ENODEV => Ok(None),
             e => Err(Error::errno("link", name, e)),
@@ -278,7 +278,7 @@ pub fn hwaddr(fd: RawFd, name: &str) -> Result<[u8; 6]> {
     let Some(mut r) = ifreq(name) else { return Err(Error::new("link", name, "invalid interface name")) };
     // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into `r`, which outlives the
     // call.
-    if unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut r) } < 0 {
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR as _, &mut r) } < 0 {
         return Err(Error::errno("link", name, nix::errno::Errno::last()));
     }
     // SAFETY: the kernel filled the hardware address member of the union.
@@ -301,7 +301,7 @@ pub fn sync_link(fd: RawFd, name: &str) -> Result<()> {
     r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
     // SAFETY: SIOCETHTOOL reads `r` and the command in `v`, writes the answer into `v`; both outlive
     // the call.
-    if unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut r) } < 0 {
+    if unsafe { libc::ioctl(fd, libc::SIOCETHTOOL as _, &mut r) } < 0 {
         return Err(Error::errno("link-sync", name, nix::errno::Errno::last()));
     }
     Ok(())

@@ -262,6 +262,8 @@ pub fn remount_ro(path: &str, step: Step) -> Result<()> {
     let st = nix::sys::statvfs::statvfs(path).ctx(step, path)?;
     let f = st.flags();
     use nix::sys::statvfs::FsFlags;
+    // The kernel reports relatime in statfs whatever the C library; nix names the bit only for glibc.
+    const ST_RELATIME: FsFlags = FsFlags::from_bits_retain(0x1000);
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     for (fs, ms) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
@@ -269,7 +271,7 @@ pub fn remount_ro(path: &str, step: Step) -> Result<()> {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
     ] {
         if f.contains(fs) {
             flags |= ms;

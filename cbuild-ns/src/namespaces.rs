@@ -106,7 +106,7 @@ pub fn open(ty: NsType, path: &Path) -> Result<NsFd> {
     // after the other joins have happened.
     let want = ty.flag();
     let fd: OwnedFd = file.into();
-    let got = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), NS_GET_NSTYPE) };
+    let got = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), NS_GET_NSTYPE as _) };
     if got < 0 {
         return Err(Error::new(Step::Join, path.display(), "not a namespace file"));
     }

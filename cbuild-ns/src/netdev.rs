@@ -14,10 +14,10 @@ pub fn loopback_up() -> Result<()> {
         *dst = *src as libc::c_char;
     }
     let r = unsafe {
-        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr);
         if r == 0 {
             ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr);
         }
         r
     };

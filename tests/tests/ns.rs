@@ -1343,7 +1343,8 @@ fn mount_targets_through_dangling_symlinks_are_made_inside_the_root() {
     assert!(root.join(outside.strip_prefix("/").unwrap()).join("y").is_dir());
     let mut c = ns(&sb);
     c.args(["run", "--mount", "--rootfs"]).arg(&root).args(["--bind", &bind(&src, "/loop/x"), "--", "true"]);
-    assert_tool_error(&run(&mut c), "cbuild-ns", "Too many levels of symbolic links");
+    // ELOOP, by number: its text is the C library's (musl's static build says "Symbolic link loop").
+    assert_tool_error(&run(&mut c), "cbuild-ns", "(os error 40)");
 }
 
 /// `run` joining a container that has a user namespace of its own (`--join-pid`, `--join user=`): the
