@@ -38,6 +38,7 @@ if [ "${1:-}" != --inside ]; then
     # the ordinary dynamic release build and a glibc static build are measured too, as rows of their own
     # (glibc's start-up and, for the first, the dynamic linker).
     source "$root/scripts/lib/static.sh"
+    static_musl_check || exit 125
     (cd "$root" && cargo build -q --release -p cbuild-net &&
         static_glibc build -q --release -p cbuild-net --bin cbuild-net &&
         static_musl build -q --release -p cbuild-net --bin cbuild-net --example veth_floor)

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     build-essential pkg-config libseccomp-dev   # building (libseccomp links statically into cbuild-seccomp)
-    rustc-web cargo-web rust-web-clippy rustfmt-web  # Rust 1.96 (bookworm-security), unless rustup's is on PATH
+    rustc-web cargo-web rust-web-clippy rustfmt-web  # Rust 1.96 (bookworm-security); a rustup one is used first
     rust-web-src musl-tools libunwind-14-dev    # the static build's musl tools (scripts/lib/static.sh)
     busybox-static                              # the embedded default rootfs
     iproute2 nftables conntrack uidmap procps   # what the tools and tests drive
@@ -18,6 +18,16 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# rustc-web and cargo-web conflict with Debian's rustc and cargo: apt would remove those, and what depends
+# on them, without asking. Say so and stop instead.
+if [[ " ${missing[*]} " == *" rustc-web "* || " ${missing[*]} " == *" cargo-web "* ]]; then
+    for p in rustc cargo rustup; do
+        if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            echo "setup: Debian's $p package is installed, and rustc-web/cargo-web (Rust 1.96) would replace it: remove it first (apt-get remove $p)" >&2
+            exit 125
+        fi
+    done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     apt-get update -qq

@@ -219,6 +219,7 @@ log "kernel $kpkg $kver; modules: $(tr '\n' ' ' <"$moddir/order")"
 # glibc, libseccomp and OpenSSL linked in) so they run on a bare busybox guest.
 export CARGO_TARGET_DIR=$target
 source "$repo/scripts/lib/static.sh"
+static_musl_check || die "the musl tool chain is not there"
 log "building static tools and test programs in $target"
 # --keep-going: one tool that does not compile must not hide the others (its suite fails on its own).
 # Not scripts/builtins: a shared object for bash, which a crt-static build cannot make (the guest's suites

@@ -261,16 +261,21 @@ fn run(cli: Cli) -> Result<u8, Error> {
 }
 
 /// The arguments `main` was given, as the kernel passed them to the process.
-fn args_from(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<OsString> {
+///
+/// # Safety
+/// `argv` holds `argc` valid NUL-terminated strings, as the C runtime hands them to `main`.
+unsafe fn args_from(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<OsString> {
     (0..usize::try_from(argc).unwrap_or(0))
-        // SAFETY: the C runtime hands `main` argc valid NUL-terminated strings that live as long as the
-        // process.
         .map(|i| OsString::from_vec(unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes().to_vec()))
         .collect()
 }
 
+/// The entry point the C runtime calls.
+///
+/// # Safety
+/// `argv` holds `argc` valid NUL-terminated strings.
 #[no_mangle]
-pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     // A closed 0, 1 or 2 (`cbuild-cgroup ... 2>&-`) would be the number of the first file we open, and an
     // error message would then be written into it (or a command we exec would get it).
     for fd in 0..3 {
@@ -281,7 +286,9 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
             }
         }
     }
-    let code = cli_main(args_from(argc, argv));
+    // SAFETY: argc and argv are what the C runtime handed `main`.
+    let args = unsafe { args_from(argc, argv) };
+    let code = cli_main(args);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     libc::c_int::from(code)
 }

@@ -84,7 +84,8 @@ impl Blocked {
     /// the exit code as a shell reports it: the code, or 128+N for a signal N.
     pub fn wait(&self, child: Pid) -> Result<i32> {
         // This process waits as long as the container runs: give the heap pages freed during set-up
-        // back to the kernel (glibc keeps them in its heap, dirty; musl's allocator returns them itself).
+        // back to the kernel (glibc keeps them in its heap, dirty; the static build's musl has no malloc_trim,
+        // and its allocator here, dlmalloc, keeps them for reuse).
         // SAFETY: malloc_trim only hands free pages back (madvise); no live allocation is touched.
         #[cfg(target_env = "gnu")]
         unsafe {

@@ -513,16 +513,21 @@ fn expand_args_fd(mut argv: Vec<OsString>) -> Result<Option<Vec<OsString>>, Erro
 }
 
 /// The arguments `main` was given, as the kernel passed them to the process.
-fn args_from(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<OsString> {
+///
+/// # Safety
+/// `argv` holds `argc` valid NUL-terminated strings, as the C runtime hands them to `main`.
+unsafe fn args_from(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<OsString> {
     (0..usize::try_from(argc).unwrap_or(0))
-        // SAFETY: the C runtime hands `main` argc valid NUL-terminated strings that live as long as the
-        // process.
         .map(|i| OsString::from_vec(unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes().to_vec()))
         .collect()
 }
 
+/// The entry point the C runtime calls.
+///
+/// # Safety
+/// `argv` holds `argc` valid NUL-terminated strings.
 #[no_mangle]
-pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+pub unsafe extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     // A closed 0, 1 or 2 (`cbuild-ns ... 2>&-`) would be the number of the first file we open, and an
     // error message would then be written into it (or the command would get it as its stdio).
     for fd in 0..3 {
@@ -533,11 +538,15 @@ pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> l
             }
         }
     }
-    cli_main(args_from(argc, argv))
+    // SAFETY: argc and argv are what the C runtime handed `main`.
+    let args = unsafe { args_from(argc, argv) };
+    cli_main(args)
 }
 
 /// Every path ends in `std::process::exit`, which flushes stdout.
 fn cli_main(args: Vec<OsString>) -> ! {
+    #[cfg(target_env = "musl")]
+    cbuild_ns::signals::abort_self_on_panic();
     let argv = match expand_args_fd(args) {
         Ok(Some(a)) => a,
         // The writer gave up before its first byte, and reports why itself: one error line, not two.

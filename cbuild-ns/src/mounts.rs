@@ -259,11 +259,17 @@ pub fn mount_at(
 /// Bind-remount read-only, keeping the flags the kernel may have locked (nosuid, nodev, noexec, atime):
 /// in a user namespace a remount that clears a locked flag fails with EPERM.
 pub fn remount_ro(path: &str, step: Step) -> Result<()> {
-    let st = nix::sys::statvfs::statvfs(path).ctx(step, path)?;
-    let f = st.flags();
     use nix::sys::statvfs::FsFlags;
-    // The kernel reports relatime in statfs whatever the C library; nix names the bit only for glibc.
+    let c = CString::new(path).map_err(|_| Error::new(step, path, "contains a NUL byte"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(Error::sys(step, path, nix::errno::Errno::last()));
+    }
+    // The raw bits: the kernel reports relatime whatever the C library, and nix names (and keeps) that
+    // bit only for glibc.
     const ST_RELATIME: FsFlags = FsFlags::from_bits_retain(0x1000);
+    let f = FsFlags::from_bits_retain(st.f_flag);
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     for (fs, ms) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),

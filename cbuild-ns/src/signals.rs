@@ -80,12 +80,36 @@ pub fn install_noop_handlers() {
 
 /// Before waiting out a container's life: give the heap pages freed during set-up (arguments, the spec,
 /// mount plans) back to the kernel. This process stays resident, in the container's cgroup, for as long
-/// as the container runs, and glibc keeps freed memory in its heap, dirty: ~44 KiB per container.
-/// (musl's allocator returns freed pages by itself, and has no malloc_trim.)
+/// as the container runs, and glibc keeps freed memory in its heap, dirty: ~44 KiB per container. The
+/// static build's musl has no malloc_trim, and its allocator here, dlmalloc, keeps freed memory for reuse
+/// (docs/ns.md, "Static build").
 pub fn release_freed_memory() {
     // SAFETY: malloc_trim only hands free pages back (madvise); no live allocation is touched.
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0)
     };
+}
+
+/// For the static build's musl: its `abort()` signals the thread id it cached at the last `fork()`, and the
+/// container's first process comes from a raw clone(2)/clone3, after which that id is still the parent's.
+/// A panic there (panic = "abort") would send SIGABRT to cbuild-ns's parent, or to another of the
+/// container's processes. After the usual message, this hook ends the panicking process itself, as glibc's
+/// `abort()` does.
+#[cfg(target_env = "musl")]
+pub fn abort_self_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        // SAFETY: the disposition, the mask and the signal concern this process only; _exit does not return.
+        unsafe {
+            libc::signal(libc::SIGABRT, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGABRT);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::syscall(libc::SYS_gettid), libc::SIGABRT);
+            libc::_exit(134);
+        }
+    }));
 }
