@@ -51,10 +51,10 @@ fn remover(pidfd: OwnedFd, lock: OwnedFd, dirs: &[PathBuf; 2]) -> ! {
     unsafe {
         libc::setsid();
         // The parent holds signals while it mounts. One sent to the caller's whole process group (^C, a
-        // `timeout`) before the setsid above is pending here: ignoring those four drops it, and any later
-        // one (the dirs would be left half-removed). SIGKILL still stops the remover.
-        for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM] {
-            libc::signal(sig, libc::SIG_IGN);
+        // `timeout`) before the setsid above is pending here: ignoring the stop signals drops it, and any
+        // later one (the dirs would be left half-removed). SIGKILL still stops the remover.
+        for sig in crate::mount::STOP_SIGNALS {
+            libc::signal(sig as libc::c_int, libc::SIG_IGN);
         }
         let mut none = std::mem::zeroed::<libc::sigset_t>();
         libc::sigemptyset(&mut none);

@@ -165,8 +165,11 @@ impl Drop for Undo {
     }
 }
 
-/// The signals that end a process by default and are sent to stop one (Ctrl-C, kill, a closed terminal).
-const STOP_SIGNALS: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+/// The signals that end a process by default and are sent to stop one (Ctrl-C, kill, a closed terminal),
+/// and USR1/USR2, which end it too: a runtime forwards all six to a chain still setting up (cbuild-run
+/// does), and one landing mid-mount must not leave the upper and work dirs behind.
+pub(crate) const STOP_SIGNALS: [Signal; 6] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
 
 /// Holds [`STOP_SIGNALS`] blocked while mount makes things, so a Ctrl-C or `kill` cannot end the process
 /// between steps with a tmpfs, an aux dir or created dirs left behind. Dropped on failure, it restores the

@@ -1234,8 +1234,15 @@ fn a_stop_signal_during_mount_removes_upper_and_work_whole() {
             if legacy {
                 cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
             }
-            let o = run(with_pending_signal(&mut cmd, libc::SIGTERM, false));
-            assert_tool_error(&o, TOOL, &format!("mount: {}: interrupted by SIGTERM", m.display()));
+            // Every signal a runtime forwards to a chain still setting up, USR1 and USR2 too.
+            let (sig, name) = match (legacy, pre_existing) {
+                (false, false) => (libc::SIGTERM, "SIGTERM"),
+                (false, true) => (libc::SIGUSR1, "SIGUSR1"),
+                (true, false) => (libc::SIGUSR2, "SIGUSR2"),
+                (true, true) => (libc::SIGHUP, "SIGHUP"),
+            };
+            let o = run(with_pending_signal(&mut cmd, sig, false));
+            assert_tool_error(&o, TOOL, &format!("mount: {}: interrupted by {name}", m.display()));
             assert_eq!(stderr(&o).lines().count(), 1, "one line (legacy {legacy}): {}", stderr(&o));
             assert_nothing_left(&sb, &before, &[&c, &old_work.join("work")]);
             assert!(old_work.is_dir(), "the work dir that was there before was removed");
@@ -1859,11 +1866,11 @@ fn detached_overlay_rm_removes_upper_and_work_after_the_command() {
     // The caller's signals (a group-wide one may be pending from before its setsid) do not stop it.
     let rpid = nix::unistd::Pid::from_raw(r.parse().unwrap());
     use nix::sys::signal::Signal::*;
-    for sig in [SIGHUP, SIGINT, SIGQUIT, SIGTERM] {
+    for sig in [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2] {
         nix::sys::signal::kill(rpid, sig).unwrap();
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(nix::sys::signal::kill(rpid, None).is_ok(), "the remover outlives HUP, INT, QUIT and TERM");
+    assert!(nix::sys::signal::kill(rpid, None).is_ok(), "the remover outlives HUP, INT, QUIT, TERM, USR1, USR2");
     std::fs::write(&stop, "").unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
