@@ -978,66 +978,18 @@ fn logs_follow_until_the_run_ends() {
 /// left (a foreground run passes the signal to its chain and undoes what was made when the chain ends;
 /// until the chain is started it aborts), or, for a detached start, either nothing is left (status 125)
 /// or the container runs and its NAME was printed. The delays cover the whole start, chain included.
+/// Then the same with SIGUSR1 (forwarded like TERM; it ends the tools by default) and without cbuild's
+/// builtins, where `spawn` is a bash fork whose child holds the script's traps for a moment.
 #[test]
 fn a_term_at_any_moment_of_a_start_leaves_nothing_behind() {
     let rt = Rt::new();
-    let term = |c: &Child| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM)
-    };
-    let marks = rt.sb.path().join("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let vol = format!("{}:/m", marks.display());
-    for ms in (0..60).step_by(4) {
-        let name = unique("term");
-        let ran = marks.join(&name);
-        let c = rt
-            .cmd("cbuild-run")
-            .args(["--rm", "--name", &name, "--network", "none", "-v", &vol, IMAGE])
-            .args(["sh", "-c", &format!(": > /m/{name}; sleep 0.3")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(ms));
-        let _ = term(&c);
-        let o = c.wait_with_output().unwrap();
-        prune_if_signalled(&rt, &o);
-        let left = rt.leftovers(&name);
-        assert!(left.is_empty(), "TERM after {ms} ms, status {:?}: left {left:#?}; {}", o.status, stderr(&o));
-        // Before the command's exec the start was stopped: 125. Once it runs, TERM is its own: 143, or
-        // 0 when it reached sh as PID 1 of its namespace, which ignores a signal it has no handler for.
-        match o.status.code() {
-            Some(125) => assert!(!ran.exists(), "TERM after {ms} ms: 125, but the command ran"),
-            Some(0 | 143) => {}
-            c => assert!(c.is_none(), "TERM after {ms} ms: status {c:?}; {}", stderr(&o)),
-        }
-        if ran.exists() {
-            assert!(matches!(o.status.code(), Some(0 | 143)), "TERM after {ms} ms, the command ran: {:?}", o.status);
-        }
-        let d = rt
-            .cmd("cbuild-run")
-            .args(["-d", "--name", &name, "--network", "none", IMAGE, "sleep", "30"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(ms));
-        let _ = term(&d);
-        let o = d.wait_with_output().unwrap();
-        prune_if_signalled(&rt, &o);
-        if o.status.code() == Some(0) {
-            assert_eq!(stdout(&o).trim(), name, "a detached start that succeeded prints the NAME");
-            let ps = stdout(&rt.tool("cbuild-ps", &[]));
-            assert!(status_line(&ps, &name).contains("running"), "TERM after {ms} ms: {ps}");
-            assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
-        } else if o.status.code().is_some() {
-            assert_eq!(o.status.code(), Some(125), "TERM after {ms} ms: {}", stderr(&o));
-        }
-        let left = rt.leftovers(&name);
-        assert!(left.is_empty(), "-d, TERM after {ms} ms, status {:?}: left {left:#?}", o.status);
+    term_sweep(&rt, None, nix::sys::signal::Signal::SIGTERM, (0..60).step_by(4));
+    let bin = rt.sb.path().join("bin-without-builtin");
+    std::fs::create_dir(&bin).unwrap();
+    for t in ["cbuild-ns", "cbuild-cgroup", "cbuild-overlay", "cbuild-net", "cbuild-seccomp", "cbuild-image"] {
+        std::os::unix::fs::symlink(bin_dir().join(t), bin.join(t)).unwrap();
     }
+    term_sweep(&rt, Some(&bin), nix::sys::signal::Signal::SIGUSR1, (0..60).step_by(6));
     // Stopped while it builds the default image (a data dir of its own, so the image is made here):
     // the tree being built goes with the run's directory.
     let data = rt.sb.path().join("fresh-data");
@@ -1051,10 +1003,77 @@ fn a_term_at_any_moment_of_a_start_leaves_nothing_behind() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(150));
-    let _ = term(&c);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
     let _ = c.wait_with_output().unwrap();
     let left: Vec<_> = std::fs::read_dir(&rt.sb.state).unwrap().flatten().map(|e| e.path()).collect();
     assert!(left.is_empty(), "a start stopped while building the image left {left:?}");
+}
+
+/// One signal to cbuild-run at each of `delays` (ms) into a start, foreground then detached; `bin`: the
+/// tools' dir instead of the built one (without the builtins' library beside them).
+fn term_sweep(rt: &Rt, bin: Option<&Path>, sig: nix::sys::signal::Signal, delays: impl Iterator<Item = u64>) {
+    let cmd = |s: &str| {
+        let mut c = rt.cmd(s);
+        if let Some(b) = bin {
+            c.env("CBUILD_BIN", b);
+        }
+        c
+    };
+    let term = |c: &Child| nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+    let killed = 128 + sig as i32;
+    let marks = rt.sb.path().join(format!("marks-{}", sig as i32));
+    std::fs::create_dir(&marks).unwrap();
+    let vol = format!("{}:/m", marks.display());
+    for ms in delays {
+        let name = unique("term");
+        let ran = marks.join(&name);
+        let c = cmd("cbuild-run")
+            .args(["--rm", "--name", &name, "--network", "none", "-v", &vol, IMAGE])
+            .args(["sh", "-c", &format!(": > /m/{name}; sleep 0.3")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = term(&c);
+        let o = c.wait_with_output().unwrap();
+        prune_if_signalled(&rt, &o);
+        let left = rt.leftovers(&name);
+        assert!(left.is_empty(), "{sig} after {ms} ms, status {:?}: left {left:#?}; {}", o.status, stderr(&o));
+        // Before the command's exec the start was stopped: 125. Once it runs, the signal is its own: 128+N,
+        // or 0 when it reached sh as PID 1 of its namespace, which ignores a signal it has no handler for.
+        match o.status.code() {
+            Some(125) => assert!(!ran.exists(), "{sig} after {ms} ms: 125, but the command ran"),
+            Some(c) if c == 0 || c == killed => {}
+            c => assert!(c.is_none(), "{sig} after {ms} ms: status {c:?}; {}", stderr(&o)),
+        }
+        if ran.exists() {
+            let c = o.status.code();
+            assert!(c == Some(0) || c == Some(killed), "{sig} after {ms} ms, the command ran: {:?}", o.status);
+        }
+        let d = cmd("cbuild-run")
+            .args(["-d", "--name", &name, "--network", "none", IMAGE, "sleep", "30"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = term(&d);
+        let o = d.wait_with_output().unwrap();
+        prune_if_signalled(&rt, &o);
+        if o.status.code() == Some(0) {
+            assert_eq!(stdout(&o).trim(), name, "a detached start that succeeded prints the NAME");
+            let ps = stdout(&rt.tool("cbuild-ps", &[]));
+            assert!(status_line(&ps, &name).contains("running"), "{sig} after {ms} ms: {ps}");
+            assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
+        } else if o.status.code().is_some() {
+            assert_eq!(o.status.code(), Some(125), "{sig} after {ms} ms: {}", stderr(&o));
+        }
+        let left = rt.leftovers(&name);
+        assert!(left.is_empty(), "-d, {sig} after {ms} ms, status {:?}: left {left:#?}; {}", o.status, stderr(&o));
+    }
 }
 
 /// A foreground run starts its chain before cbuild-ns has its arguments (step 4: cbuild-ns waits on fd 5,
