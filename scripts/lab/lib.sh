@@ -18,6 +18,8 @@ lab_cleanups=()
 # at_exit CMD — run CMD (a string, eval'd) when the lab ends, newest first.
 at_exit() { lab_cleanups+=("$1"); }
 lab_exit() {
+    # Not in a subshell that a signal reached before bash reset its traps (see docs/runtime.md).
+    [[ $BASHPID == "$$" ]] || return
     local i
     for ((i = ${#lab_cleanups[@]} - 1; i >= 0; i--)); do eval "${lab_cleanups[i]}" >/dev/null 2>&1; done
     # Containers the lab left (it should not): removed with cbuild-rm, then anything still mounted.
