@@ -318,7 +318,7 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
     let host = ctx.host_nl()?;
     let cont = ctx.batch_in(Some(o.ns.fd.as_fd()))?;
 
-    let br = match &o.bridge {
+    let mut br = match &o.bridge {
         None => bridge::ensure_default(ctx, &host).await?,
         Some(b) => {
             bridge::check_bridge_name(b)?;
@@ -328,13 +328,22 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
             })?
         }
     };
+    if br.building {
+        // A `bridge add` killed half-way (or one still at work, whose lock the add below waits for):
+        // the same add completes it, forwarding and NAT included.
+        ctx.step("bridge", format!("{}: completing it", br.name));
+        br = bridge::add(ctx, &host, &br.name, br.subnet, Some(br.gateway), br.nat, br.subnet6).await?;
+    }
 
     let mut undo = Undo::default();
     let r = async {
         ctx.step("reserve", attachment_file(&ctx.state, &o.id).display());
         let (mut lock, _) = reserve(&ctx.state, &o.id)?;
         undo.reserved = true;
-        connect_steps(ctx, &o, &br, &host, &cont, &mut lock, &mut undo).await
+        let att = connect_steps(ctx, &o, &br, &host, &cont, &mut lock, &mut undo).await?;
+        // Last, while the undo below still covers every step: a stop signal held meanwhile fails it.
+        crate::signals::check("connect", &o.id)?;
+        Ok(att)
     }
     .await;
     if r.is_err() {
@@ -697,6 +706,8 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
         }
         _ => Ok(()),
     });
+    // While the undo below still covers the rules: a stop signal held meanwhile fails it.
+    let r = r.and_then(|()| crate::signals::check("publish", &spec));
     if let Err(e) = r {
         let comment = nft::pub_comment(id, &p);
         if att.ip6.is_some() {

@@ -37,6 +37,10 @@ pub struct BridgeConf {
     pub subnet6: Option<Subnet6>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<std::net::Ipv6Addr>,
+    /// Saved before the link is made, cleared by the last step: a `bridge add` that was killed left
+    /// the bridge without forwarding or NAT, and `connect` completes it before using it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub building: bool,
 }
 
 pub fn conf_path(state: &Path, name: &str) -> std::path::PathBuf {
@@ -258,6 +262,7 @@ async fn add_locked(
         nat: nat || existing.as_ref().is_some_and(|c| c.nat),
         subnet6,
         gateway6: subnet6.map(|s6| s6.follow(&subnet, gateway)),
+        building: true,
     };
     if existing.is_none() {
         save(&ctx.state, &conf)?;
@@ -286,11 +291,15 @@ async fn add_locked(
             r => r?,
         }
     }
+    // Before the steps the undo does not cover (forwarding, NAT): a stop signal held meanwhile fails
+    // the add here, undone; one that comes later ends the process once the bridge is complete.
+    crate::signals::check("bridge", name)?;
     ctx.step("ip-forward", "net.ipv4.ip_forward=1");
     enable_forwarding(ctx, conf.subnet6.is_some())?;
     if conf.nat {
         set_nat_rules(ctx, &conf, true)?;
     }
+    let conf = BridgeConf { building: false, ..conf };
     save(&ctx.state, &conf)?;
     Ok(conf)
 }

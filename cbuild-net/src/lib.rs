@@ -15,6 +15,7 @@ pub mod netns;
 pub mod nft;
 pub mod nl;
 pub mod paths;
+pub mod signals;
 
 use std::fmt::Display;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 use cbuild_net::attach::{self, ConnectOpts};
 use cbuild_net::error::{Error, Result};
 use cbuild_net::ipam::{Subnet, Subnet6};
-use cbuild_net::{bridge, inventory, netns, nft, nl, paths, Ctx};
+use cbuild_net::{bridge, inventory, netns, nft, nl, paths, signals, Ctx};
 
 #[derive(Parser)]
 #[command(
@@ -239,7 +239,15 @@ fn cli_main(args: Vec<OsString>) -> libc::c_int {
             return 125;
         }
     };
-    match run(cli) {
+    // The verbs that change state run with the stop signals held (lib's signals.rs says why).
+    let changes = match &cli.cmd {
+        Cmd::Netns { cmd } => !matches!(cmd, NetnsCmd::Ls { .. }),
+        Cmd::Bridge { cmd } => !matches!(cmd, BridgeCmd::Ls { .. }),
+        Cmd::Ls { .. } => false,
+        _ => true,
+    };
+    let held = if changes { signals::hold() } else { None };
+    let code = match run(cli) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("cbuild-net: {}", printable(&e.to_string()));
@@ -248,7 +256,11 @@ fn cli_main(args: Vec<OsString>) -> libc::c_int {
             }
             125
         }
-    }
+    };
+    // A held signal ends the process now, its verb done or undone, and what it printed out.
+    let _ = std::io::stdout().flush();
+    drop(held);
+    code
 }
 
 fn parse<T: std::str::FromStr>(step: &'static str, what: &str, s: &str) -> Result<T>

@@ -170,12 +170,17 @@ pub fn add(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<PathBuf
             mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
                 .map_err(|e| Error::errno("bind-mount", target.display(), e))
         })?;
-        Ok(())
+        undo.umount_file = true;
+        // While the undo below still covers every step: a stop signal held meanwhile fails it.
+        crate::signals::check("netns", name)
     })();
     match r {
         Ok(()) => Ok(file),
         Err(e) => {
             if let Some(f) = &undo.unlink {
+                if undo.umount_file {
+                    let _ = umount2(f, MntFlags::MNT_DETACH);
+                }
                 if let Err(e) = std::fs::remove_file(f) {
                     eprintln!("cbuild-net: undo: {}: {e}", f.display());
                 }
@@ -194,6 +199,8 @@ pub fn add(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<PathBuf
 #[derive(Default)]
 struct Undo {
     unlink: Option<PathBuf>,
+    /// The namespace is bind-mounted on `unlink`'s file.
+    umount_file: bool,
     umount_dir: Option<PathBuf>,
     rmdirs: Vec<PathBuf>,
 }
@@ -211,10 +218,16 @@ pub fn del(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<()> {
             ));
         }
     }
-    // Refuse anything that is not one of ours, so a typo never unmounts something else.
-    open_path(&file)?;
-    log("umount", &file.display().to_string());
-    umount2(&file, MntFlags::MNT_DETACH).map_err(|e| Error::errno("umount", file.display(), e))?;
+    // An empty regular file with nothing mounted on it is what a `netns add` killed before its bind
+    // mount (SIGKILL: other signals are held) left: removed with the rest, or the NAME stays taken.
+    let leftover = std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file() && m.len() == 0) && !is_mountpoint(&file);
+    if !leftover {
+        // Refuse anything that is not one of ours, so a typo never unmounts something else.
+        open_path(&file)?;
+        log("umount", &file.display().to_string());
+        umount2(&file, MntFlags::MNT_DETACH).map_err(|e| Error::errno("umount", file.display(), e))?;
+    }
+    log("unlink", &file.display().to_string());
     std::fs::remove_file(&file).map_err(|e| Error::io("unlink", file.display(), e))?;
     let dir = file.parent().expect("ns dir");
     if std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false) {

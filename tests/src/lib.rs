@@ -167,6 +167,25 @@ pub fn assert_tool_error(o: &Output, tool: &str, needle: &str) {
     );
 }
 
+/// Run `cmd` with `sig` pending and blocked (and, if `ignore`, its disposition SIG_IGN), as a signal that
+/// arrives while mount works is held.
+pub fn with_pending_signal(cmd: &mut Command, sig: libc::c_int, ignore: bool) -> &mut Command {
+    // SAFETY: signal, sigprocmask and raise only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            if ignore {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+            Ok(())
+        })
+    }
+}
+
 /// The suite runs as root, as CI does; fail loudly otherwise rather than pass vacuously.
 pub fn require_root() {
     assert!(nix::unistd::Uid::effective().is_root(), "the integration tests must run as root");

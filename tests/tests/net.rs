@@ -1688,3 +1688,106 @@ fn concurrent_overlapping_bridges_and_a_second_network() {
     n.ok(&["disconnect", "--id", "t2"]);
     n.ok(&["disconnect", "--id", "t1"]);
 }
+
+/// A stop signal (here held pending from the start, as one that lands mid-verb is) fails a verb that
+/// makes something, undone — `bridge add`, `connect`, `publish`, `netns add` — where a kill would have
+/// left a bridge without NAT, a namespace file that is none, a pair or a rule; one the caller ignores
+/// (a background job's SIGINT) cancels nothing.
+#[test]
+fn a_stop_signal_fails_a_verb_undone_and_an_ignored_one_does_not() {
+    use cbuild_tests::with_pending_signal;
+    let mut n = Net::new();
+    let c = n.ns("c");
+    let cp = n.ns_path(&c);
+    let before = n.host_snapshot();
+    let mounts = mounts_under(&n.sb.path().to_string_lossy());
+    let add = ["bridge", "add", "brsig", "--subnet", "10.245.0.0/24", "--nat"];
+    let o = run(with_pending_signal(&mut n.cmd(&add), libc::SIGTERM, false));
+    assert_tool_error(&o, TOOL, "bridge: brsig: interrupted by SIGTERM");
+    assert_eq!(diff(&before, &n.host_snapshot()), "", "bridge add undone");
+    assert!(n.state_files().is_empty(), "{:?}", n.state_files());
+    let o = run(with_pending_signal(&mut n.cmd(&add), libc::SIGINT, true));
+    assert!(o.status.success(), "an ignored SIGINT cancels nothing: {}", stderr(&o));
+    assert!(sh_in(&n.host, "nft list ruleset").contains("masquerade"));
+
+    let bridged = n.host_snapshot();
+    let o = run(with_pending_signal(
+        &mut n.cmd(&["connect", &cp, "--bridge", "brsig", "--id", "sig1"]),
+        libc::SIGUSR1,
+        false,
+    ));
+    assert_tool_error(&o, TOOL, "connect: sig1: interrupted by SIGUSR1");
+    assert_eq!(diff(&bridged, &n.host_snapshot()), "", "connect undone");
+    assert!(n.leases("brsig").is_empty() && !n.sb.state.join("sig1").exists());
+    assert_eq!(sh_in(&c, "ip -o link show | wc -l").trim(), "1", "only lo left in the container");
+
+    n.ok(&["connect", &cp, "--bridge", "brsig", "--id", "sig2"]);
+    let connected = n.host_snapshot();
+    let o = run(with_pending_signal(&mut n.cmd(&["publish", "--id", "sig2", "8080:80"]), libc::SIGUSR2, false));
+    assert_tool_error(&o, TOOL, "publish: 8080/tcp: interrupted by SIGUSR2");
+    assert_eq!(diff(&connected, &n.host_snapshot()), "", "publish undone");
+    assert!(!n.ok(&["ls", "--json"]).contains("8080"), "the record lists no port");
+
+    let name = unique("nssig");
+    let o = run(with_pending_signal(&mut n.cmd(&["netns", "add", &name]), libc::SIGHUP, false));
+    assert_tool_error(&o, TOOL, &format!("netns: {name}: interrupted by SIGHUP"));
+    assert!(!n.sb.state.join(&name).exists(), "netns add undone");
+    assert_eq!(mounts_under(&n.sb.path().to_string_lossy()), mounts);
+
+    n.ok(&["disconnect", "--id", "sig2"]);
+    n.ok(&["bridge", "del", "brsig"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+}
+
+/// A `bridge add` killed after saving its configuration and making the link, before forwarding and
+/// NAT (what a SIGKILL there leaves; the configuration says so): the next `connect` completes the
+/// bridge before using it, instead of attaching containers to a bridge that never forwards.
+#[test]
+fn connect_completes_a_bridge_a_killed_add_left() {
+    let mut n = Net::new();
+    let c = n.ns("c");
+    n.ok(&["bridge", "add", "brhalf", "--subnet", "10.244.0.0/24", "--nat"]);
+    // Take it back to where the kill left it.
+    let conf = n.sb.state.join("net/brhalf/bridge.json");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(v.get("building").is_none(), "a complete bridge's configuration has no mark: {text}");
+    v["building"] = serde_json::json!(true);
+    std::fs::write(&conf, serde_json::to_vec(&v).unwrap()).unwrap();
+    sh_in(&n.host, "ip addr flush dev brhalf; sysctl -qw net.ipv4.ip_forward=0; nft flush table ip cbuild");
+
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brhalf", "--id", "half1"]);
+    assert!(sh_in(&n.host, "ip -4 -o addr show dev brhalf").contains("10.244.0.1/24"));
+    assert_eq!(sh_in(&n.host, "sysctl -n net.ipv4.ip_forward").trim(), "1");
+    assert!(sh_in(&n.host, "nft list ruleset").contains("masquerade"));
+    assert!(!std::fs::read_to_string(&conf).unwrap().contains("building"), "marked complete");
+    sh_in(&c, "busybox ping -c 1 -W 2 10.244.0.1");
+    n.ok(&["disconnect", "--id", "half1"]);
+    n.ok(&["bridge", "del", "brhalf"]);
+}
+
+/// What a `netns add` killed between making its file and bind-mounting the namespace on it leaves —
+/// the shared directory and an empty file — `netns del` removes, so the NAME is free again.
+#[test]
+fn netns_del_removes_what_a_killed_add_left() {
+    let n = Net::new();
+    let name = unique("nskill");
+    let dir = n.sb.state.join(&name).join("ns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display().to_string();
+    let o = run(Command::new("sh").args(["-c", &format!("mount --bind {d} {d} && mount --make-shared {d}")]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _umount = cbuild_tests::Defer(|| {
+        let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+    });
+    std::fs::write(dir.join("net"), "").unwrap();
+    n.ok(&["netns", "del", &name]);
+    assert!(!n.sb.state.join(&name).exists());
+    assert!(mounts_under(&n.sb.state.to_string_lossy()).is_empty());
+    n.ok(&["netns", "add", &name]);
+    n.ok(&["netns", "del", &name]);
+    // Anything else is still refused: a file with data in it.
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("net"), "x").unwrap();
+    assert_tool_error(&n.net(&["netns", "del", &name]), TOOL, "not a network namespace file");
+}

@@ -1194,25 +1194,6 @@ fn bad_input_upper_or_work_overlapping_a_lower_through_symlink_or_dotdot() {
     }
 }
 
-/// Run `cmd` with `sig` pending and blocked (and, if `ignore`, its disposition SIG_IGN), as a signal that
-/// arrives while mount works is held.
-fn with_pending_signal(cmd: &mut Command, sig: libc::c_int, ignore: bool) -> &mut Command {
-    // SAFETY: signal, sigprocmask and raise only, between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
-            if ignore {
-                libc::signal(sig, libc::SIG_IGN);
-            }
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            libc::raise(sig);
-            Ok(())
-        })
-    }
-}
-
 /// An interrupted mount with --upper/--work removes the upper and work dirs whole (overlay made
 /// `work/work` in the work dir by then), and what overlay made in a work dir that was already there.
 #[test]

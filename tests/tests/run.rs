@@ -1038,7 +1038,7 @@ fn term_sweep(rt: &Rt, bin: Option<&Path>, sig: nix::sys::signal::Signal, delays
         std::thread::sleep(Duration::from_millis(ms));
         let _ = term(&c);
         let o = c.wait_with_output().unwrap();
-        prune_if_signalled(&rt, &o);
+        prune_if_signalled(rt, &o);
         let left = rt.leftovers(&name);
         assert!(left.is_empty(), "{sig} after {ms} ms, status {:?}: left {left:#?}; {}", o.status, stderr(&o));
         // Before the command's exec the start was stopped: 125. Once it runs, the signal is its own: 128+N,
@@ -1062,7 +1062,7 @@ fn term_sweep(rt: &Rt, bin: Option<&Path>, sig: nix::sys::signal::Signal, delays
         std::thread::sleep(Duration::from_millis(ms));
         let _ = term(&d);
         let o = d.wait_with_output().unwrap();
-        prune_if_signalled(&rt, &o);
+        prune_if_signalled(rt, &o);
         if o.status.code() == Some(0) {
             assert_eq!(stdout(&o).trim(), name, "a detached start that succeeded prints the NAME");
             let ps = stdout(&rt.tool("cbuild-ps", &[]));
