@@ -8,6 +8,7 @@ use crate::fsutil;
 use crate::layout::{self, Host, V2_WANTED};
 use crate::limits::Limits;
 use crate::log;
+use crate::supervise::Blocked;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -187,7 +188,17 @@ impl Cgroup {
     /// Not root (a delegated v2 subtree), the order changes: the caller's own cgroup holds the caller,
     /// and v2 refuses to hand controllers to children of a cgroup with processes ("no internal
     /// processes"), so the caller first moves into NAME, then controllers are enabled, then limits set.
-    pub fn create(host: &Host, name: &str, limits: &Limits, if_exists: IfExists, join: Join) -> Result<Created> {
+    ///
+    /// `held` holds the stop signals blocked (the caller took it before this call): one that arrived by the
+    /// end is a failure, undone as above, so a signal never leaves NAME half-made.
+    pub fn create(
+        host: &Host,
+        name: &str,
+        limits: &Limits,
+        if_exists: IfExists,
+        join: Join,
+        held: &Blocked,
+    ) -> Result<Created> {
         let cg = Cgroup::at(host, name)?;
         let join = if host.rootless && join == Join::AllButV2 { Join::All } else { join };
         // The common `exec` case, NAME exists everywhere: opening the files to join by is both the
@@ -268,7 +279,8 @@ impl Cgroup {
                 None if join != Join::No && !host.rootless => c.join_self(host, join)?,
                 None => {}
             }
-            Ok(())
+            // Asked to stop while NAME was being made: fail, so all of it is taken back before the signal lands.
+            held.check(&c.cg.name)
         };
         match steps(&mut c, &mut w) {
             Ok(()) => {

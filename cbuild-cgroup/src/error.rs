@@ -22,22 +22,46 @@ pub struct Error {
     pub reason: Reason,
     pub hint: Option<String>,
     pub exit_code: i32,
+    /// Signals held blocked through the failed step, put back by [`Error::release`] only once the error
+    /// line is out: a stop signal that arrived meanwhile then ends the process after saying why.
+    pub held: Option<Box<crate::supervise::Blocked>>,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn sys(step: &'static str, object: impl fmt::Display, err: io::Error) -> Error {
-        Error { step, object: object.to_string(), reason: Reason::Sys(err), hint: None, exit_code: 125 }
+        Error { step, object: object.to_string(), reason: Reason::Sys(err), hint: None, exit_code: 125, held: None }
     }
 
     pub fn bad(step: &'static str, object: impl fmt::Display, reason: impl Into<String>) -> Error {
-        Error { step, object: object.to_string(), reason: Reason::Bad(reason.into()), hint: None, exit_code: 125 }
+        Error {
+            step,
+            object: object.to_string(),
+            reason: Reason::Bad(reason.into()),
+            hint: None,
+            exit_code: 125,
+            held: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Error {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// The same error, keeping `held` blocked until [`Error::release`].
+    pub fn holding(mut self, held: crate::supervise::Blocked) -> Error {
+        self.held = Some(Box::new(held));
+        self
+    }
+
+    /// Put back the signal mask the caller gave us, after the error line: a stop signal held through the
+    /// failed step ends the process now, as it would have (128+N in a shell); with none, nothing happens.
+    pub fn release(&mut self) {
+        if let Some(held) = self.held.take() {
+            let _ = held.restore();
+        }
     }
 
     /// The same error, its object followed by the input field that asked for the step: a kernel refusal

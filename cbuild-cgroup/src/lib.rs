@@ -40,8 +40,14 @@ pub fn create(name: &str, raw: &RawLimits) -> Result<()> {
     cgroup::check_name(name)?;
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
-    Cgroup::create(&host, name, &l, IfExists::Fail, Join::No)?;
-    Ok(())
+    // Stop signals held from before the first mkdir: one must not end this process with NAME half-made.
+    let held = supervise::hold("create")?;
+    match Cgroup::create(&host, name, &l, IfExists::Fail, Join::No, &held) {
+        // NAME is whole: the caller's mask back.
+        Ok(_) => held.restore(),
+        // Undone already; the signal, if one interrupted it, lands after the error line.
+        Err(e) => Err(e.holding(held)),
+    }
 }
 
 /// `set NAME [limits]`: change limits of an existing NAME; on failure the old values are put back.
@@ -97,16 +103,31 @@ pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String])
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
     let join = if cgroup_fd.is_some() { Join::AllButV2 } else { Join::All };
-    let created = Cgroup::create(&host, name, &l, IfExists::Reuse, join)?;
+    // Stop signals held from before the first mkdir: one must not end this process with NAME half-made.
+    let held = supervise::hold("exec")?;
+    let created = match Cgroup::create(&host, name, &l, IfExists::Reuse, join, &held) {
+        Ok(c) => c,
+        Err(e) => return Err(e.holding(held)),
+    };
     if let Some(n) = cgroup_fd {
         if let Err(e) = hand_over_v2(&host, &created.cg, n) {
             created.undo();
-            return Err(e);
+            return Err(e.holding(held));
         }
     }
+    // CMD must not inherit the held signals: the caller's mask back, here, in the process that becomes CMD.
+    if let Err(e) = held.restore() {
+        created.undo();
+        return Err(e);
+    }
     let e = cmd.exec();
+    // Held again while the undo runs, so a signal cannot cut it short.
+    let held = supervise::hold("exec");
     created.undo();
-    Err(e)
+    Err(match held {
+        Ok(h) => e.holding(h),
+        Err(_) => e,
+    })
 }
 
 /// `exec NAME --existing [--cgroup-fd N] -- CMD`: as `exec`, but only into a NAME that exists, as it is
@@ -186,26 +207,28 @@ pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[Strin
         .with_hint("run `exec NAME -- CMD`, then `rm NAME`"));
     }
     let l = limits_for(&host, raw)?;
-    let created = Cgroup::create(&host, name, &l, IfExists::Fail, Join::No).map_err(|e| match &e.reason {
-        error::Reason::Bad(r) if r.starts_with("cgroup exists") => {
-            e.with_hint("`exec --rm` makes NAME and removes it afterwards: it must not exist yet")
-        }
-        _ => e,
-    })?;
-    let blocked = match supervise::block() {
-        Ok(b) => b,
+    // Blocked from before the first mkdir, not after it: a stop signal must not end this process with NAME
+    // half-made (the create fails on one instead); then held on through the fork, as the wait needs.
+    let blocked = supervise::block("exec")?;
+    let created = match Cgroup::create(&host, name, &l, IfExists::Fail, Join::No, &blocked) {
+        Ok(c) => c,
         Err(e) => {
-            created.undo();
-            return Err(e);
+            let e = match &e.reason {
+                error::Reason::Bad(r) if r.starts_with("cgroup exists") => {
+                    e.with_hint("`exec --rm` makes NAME and removes it afterwards: it must not exist yet")
+                }
+                _ => e,
+            };
+            return Err(e.holding(blocked));
         }
     };
     log::step("fork", format_args!("{} (this process waits outside {name}, then removes it)", cmd.path.display()));
     // SAFETY: single-threaded (no thread is ever started by this tool), so the child may run any code.
     match unsafe { nix::unistd::fork() } {
         Err(e) => {
-            let _ = blocked.restore();
+            // Undone with the signals still held; they are put back after the error line.
             created.undo();
-            Err(Error::sys("fork", cmd.path.display(), e.into()))
+            Err(Error::sys("fork", cmd.path.display(), e.into()).holding(blocked))
         }
         Ok(nix::unistd::ForkResult::Child) => {
             // An error returned here ends the child through main, with the contract's error line.

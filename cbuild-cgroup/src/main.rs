@@ -320,11 +320,13 @@ fn cli_main(args: Vec<OsString>) -> u8 {
     log::set_verbose(cli.verbose);
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
+        Err(mut e) => {
             eprintln!("cbuild-cgroup: {e}");
             if let Some(h) = &e.hint {
                 eprintln!("hint: {h}");
             }
+            // Only with the error line out may a stop signal held through the failed step end the process.
+            e.release();
             e.exit_code as u8
         }
     }

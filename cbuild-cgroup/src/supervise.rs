@@ -1,6 +1,6 @@
-//! `exec --rm`: stay outside NAME as the command's parent, pass signals on, and remove NAME once the
-//! command has exited — `docker run --rm` for a cgroup. The parent never joins NAME, so on v1 nothing of
-//! it is left inside to make the rmdir fail.
+//! Signals while NAME is made, and `exec --rm`: stay outside NAME as the command's parent, pass signals
+//! on, and remove NAME once the command has exited — `docker run --rm` for a cgroup. The parent never
+//! joins NAME, so on v1 nothing of it is left inside to make the rmdir fail.
 
 use crate::error::{Error, Result};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
@@ -22,18 +22,41 @@ const FORWARDED: [Signal; 9] = [
     Signal::SIGALRM,
 ];
 
-/// The signal mask and SIGCHLD disposition the caller gave us; the child puts them back before its exec.
+/// The forwarded signals that end a process by default: Ctrl-C, `kill`, a closed terminal, and USR1 and
+/// USR2, which end it too. A runtime forwards all six to a chain still setting up (cbuild-run does), and
+/// one landing mid-create must not leave NAME half-made in some hierarchies with its limits half-written.
+pub const STOP: [Signal; 6] =
+    [Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// Signals held blocked, with the mask (and, for `exec --rm`, the SIGCHLD disposition) the caller gave
+/// us, to put back: by the process that execs the command, or after a failure's error line.
+#[derive(Debug)]
 pub struct Blocked {
     set: SigSet,
     old: SigSet,
-    old_chld: SigAction,
+    /// SIGCHLD's disposition before [`block`] reset it; [`hold`] leaves it alone.
+    old_chld: Option<SigAction>,
+    /// The verb a held stop signal cancels, for its error line.
+    step: &'static str,
 }
 
-/// Block the forwarded signals and SIGCHLD before the fork, so none arrives between the fork and the
-/// parent's first sigwaitinfo (it would be lost, or kill the parent by its default action). SIGCHLD
-/// goes back to its default action first: ignored (which an exec keeps), the kernel would reap the
-/// child itself and never report it, and the wait would last forever.
-pub fn block() -> Result<Blocked> {
+/// Block [`STOP`] from before NAME's first mkdir until it is complete (`create`, `exec`), so a stop
+/// signal cannot end this process between steps; [`Blocked::check`] at the end turns one that arrived
+/// into a failure, undone like any other. One sigprocmask: `exec` is in front of every container start.
+pub fn hold(step: &'static str) -> Result<Blocked> {
+    let set: SigSet = STOP.into_iter().collect();
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+        .map_err(|e| Error::sys("sigprocmask", "stop signals", e.into()))?;
+    Ok(Blocked { set, old, old_chld: None, step })
+}
+
+/// Block the forwarded signals and SIGCHLD before NAME is made (as [`hold`], whose stop signals they
+/// include) and through the fork, so none arrives between the fork and the parent's first sigwaitinfo
+/// (it would be lost, or kill the parent by its default action). SIGCHLD goes back to its default action
+/// first: ignored (which an exec keeps), the kernel would reap the child itself and never report it, and
+/// the wait would last forever.
+pub fn block(step: &'static str) -> Result<Blocked> {
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     // SAFETY: SIG_DFL installs no handler; single-threaded.
     let old_chld =
@@ -46,7 +69,7 @@ pub fn block() -> Result<Blocked> {
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
         .map_err(|e| Error::sys("sigprocmask", "forwarded signals", e.into()))?;
-    Ok(Blocked { set, old, old_chld })
+    Ok(Blocked { set, old, old_chld: Some(old_chld), step })
 }
 
 /// In the parent, right after the fork: close what the caller handed down for the command — every
@@ -69,14 +92,42 @@ pub fn close_inherited() {
 }
 
 impl Blocked {
-    /// In the child: the command starts with the caller's mask and SIGCHLD disposition, not ours.
+    /// Before the command's exec: it starts with the caller's mask and SIGCHLD disposition, not ours.
+    /// After a failure's error line: a stop signal that arrived meanwhile ends the process now.
     pub fn restore(&self) -> Result<()> {
+        // SIGCHLD first: a signal the mask then lets through finds everything else as the caller had it.
+        if let Some(chld) = &self.old_chld {
+            // SAFETY: puts back the disposition we replaced (a handler does not survive the exec anyway).
+            unsafe { sigaction(Signal::SIGCHLD, chld) }.map_err(|e| Error::sys("sigaction", "SIGCHLD", e.into()))?;
+        }
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None)
-            .map_err(|e| Error::sys("sigprocmask", "restore", e.into()))?;
-        // SAFETY: puts back the disposition we replaced (a handler does not survive the exec anyway).
-        unsafe { sigaction(Signal::SIGCHLD, &self.old_chld) }
-            .map(drop)
-            .map_err(|e| Error::sys("sigaction", "SIGCHLD", e.into()))
+            .map_err(|e| Error::sys("sigprocmask", "restore", e.into()))
+    }
+
+    /// At the end of the steps that make NAME: a stop signal that arrived while they ran is a failure
+    /// (`exec: NAME: interrupted by SIGTERM`), so the caller takes back what it made before the signal
+    /// lands. One the caller ignores does not count (SIG_IGN: a background job of a non-interactive shell
+    /// ignores INT and QUIT, nohup HUP); blocked, it stays pending all the same.
+    pub fn check(&self, name: &str) -> Result<()> {
+        match self.pending() {
+            Some(sig) => Err(Error::bad(self.step, name, format!("interrupted by {sig}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The first stop signal pending that the caller does not ignore. One sigpending; the dispositions
+    /// are asked for only when one is pending (this tool never changes a stop signal's).
+    fn pending(&self) -> Option<Signal> {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigpending fills the set it is given; it is read only after success.
+        let set = unsafe {
+            if libc::sigpending(set.as_mut_ptr()) != 0 {
+                return None;
+            }
+            set.assume_init()
+        };
+        // SAFETY: `set` is an initialized sigset_t.
+        STOP.into_iter().find(|s| unsafe { libc::sigismember(&set, *s as libc::c_int) } == 1 && !is_ignored(*s))
     }
 
     /// In the parent: wait for `child`, passing on each forwarded signal a process sent us (a terminal's
@@ -109,5 +160,24 @@ impl Blocked {
                 let _ = nix::sys::signal::kill(child, Signal::try_from(sig).ok());
             }
         }
+    }
+}
+
+/// Whether `sig`'s disposition is SIG_IGN.
+fn is_ignored(sig: Signal) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only queries; `old` is written on success and read only then.
+    unsafe {
+        libc::sigaction(sig as libc::c_int, std::ptr::null(), old.as_mut_ptr()) == 0
+            && old.assume_init().sa_sigaction == libc::SIG_IGN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stop_signals_are_forwarded_too() {
+        // `exec --rm` checks the stop signals in the set `block` holds.
+        assert!(super::STOP.iter().all(|s| super::FORWARDED.contains(s)));
     }
 }

@@ -3,7 +3,9 @@
 //! same tests run on the hybrid development machines and in the pure cgroup v2 VM (busybox userland:
 //! only `sh`, `dd`, `sleep` and the cbuild binaries are used).
 
-use cbuild_tests::{assert_tool_error, bin, require_root, run, stderr, stdout, tool, unique, Sandbox};
+use cbuild_tests::{
+    assert_tool_error, bin, require_root, run, stderr, stdout, tool, unique, with_pending_signal, Sandbox,
+};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -1767,6 +1769,165 @@ fn exec_rm_refuses_an_existing_name_and_leaves_it_alone() {
     let o = run(cg(&sb).args(["exec", &other.name, "--rm", "--", "/no/such/command"]));
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert_no_dirs(&i, &other.name);
+}
+
+/// The six signals that end a process by default and that a runtime forwards to a chain still setting
+/// up: held while NAME is made.
+const STOP_SIGNALS: [(libc::c_int, &str); 6] = [
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+];
+
+/// The verbs that make NAME, as `args` after NAME, and whether they run a command.
+const MAKERS: [(&str, &[&str]); 4] =
+    [("create", &[]), ("exec", &[]), ("exec", &["--cgroup-fd", "3"]), ("exec", &["--rm"])];
+
+/// A stop signal that arrives while NAME is made (here: before, held pending by the caller's mask, which
+/// the tool inherits) used to end the tool between steps, leaving `cbuild/NAME` in some hierarchies with
+/// half its limits; now the steps finish, the signal is seen, and everything made is taken back. The
+/// caller's mask, put back, still blocks it, so the tool exits 125 with its one error line.
+#[test]
+fn a_stop_signal_while_name_is_made_cancels_it_and_leaves_nothing() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    for (verb, extra) in MAKERS {
+        for (sig, sig_name) in STOP_SIGNALS {
+            let c = Cg::new(&i);
+            let marker = sb.path().join(format!("ran-{}", c.name));
+            let mut cmd = cg(&sb);
+            cmd.args([verb, &c.name]).args(extra).args(["--pids", "20", "--memory", "64M"]);
+            if verb == "exec" {
+                cmd.args(["--", "touch"]).arg(&marker);
+            }
+            let o = run(with_pending_signal(&mut cmd, sig, false));
+            assert_tool_error(&o, TOOL, &format!("{verb}: {}: interrupted by {sig_name}", c.name));
+            assert_eq!(stderr(&o).lines().count(), 1, "one line ({verb} {extra:?}): {}", stderr(&o));
+            assert_no_dirs(&i, &c.name);
+            assert!(!marker.exists(), "{verb} {extra:?} ran the command after {sig_name}");
+        }
+    }
+    // Into a NAME that exists: the limits written are put back, and NAME (not this call's) stays.
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "50"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let marker = sb.path().join("ran-existing");
+    let mut cmd = cg(&sb);
+    cmd.args(["exec", &c.name, "--pids", "7", "--", "touch"]).arg(&marker);
+    let o = run(with_pending_signal(&mut cmd, libc::SIGUSR2, false));
+    assert_tool_error(&o, TOOL, &format!("exec: {}: interrupted by SIGUSR2", c.name));
+    assert!(c.dirs.iter().all(|d| d.is_dir()), "the existing NAME was removed");
+    assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 50, "the interrupted exec's limit was not put back");
+    assert!(!marker.exists(), "exec ran the command after SIGUSR2");
+}
+
+/// A stop signal the caller ignores (a background job of a non-interactive shell ignores SIGINT and
+/// SIGQUIT, nohup SIGHUP) stays pending while blocked, but does not cancel the step; and the command runs
+/// with exactly the caller's signal mask, none of the signals the tool held.
+#[test]
+fn an_ignored_stop_signal_does_not_cancel_and_the_command_gets_the_callers_mask() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    for (sig, _) in [STOP_SIGNALS[0], STOP_SIGNALS[3]] {
+        for (verb, extra) in MAKERS {
+            let c = Cg::new(&i);
+            let mut cmd = cg(&sb);
+            cmd.args([verb, &c.name]).args(extra).args(["--pids", "20"]);
+            if verb == "exec" {
+                cmd.args(["--", "cat", "/proc/self/status"]);
+            }
+            let o = run(with_pending_signal(&mut cmd, sig, true));
+            assert_eq!(o.status.code(), Some(0), "{verb} {extra:?}: {}", stderr(&o));
+            if verb == "exec" {
+                let out = stdout(&o);
+                let blk = out.lines().find_map(|l| l.strip_prefix("SigBlk:")).expect("SigBlk line");
+                let blk = u64::from_str_radix(blk.trim(), 16).unwrap();
+                assert_eq!(blk, 1 << (sig - 1), "{verb} {extra:?}: the command's mask is not the caller's: {out}");
+            }
+            if extra == ["--rm"] {
+                assert_no_dirs(&i, &c.name);
+            } else {
+                assert!(c.dirs.iter().all(|d| d.is_dir()), "{verb} {extra:?}: NAME not made");
+            }
+        }
+    }
+}
+
+/// Whether `pid` blocks `sig` (its /proc status `SigBlk`).
+fn blocks(pid: u32, sig: libc::c_int) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let blk = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap_or("0");
+    u64::from_str_radix(blk.trim(), 16).unwrap_or(0) & (1 << (sig - 1)) != 0
+}
+
+/// Run `cmd` while holding the flock `how` on `dir` (a lock it waits for while making NAME), send it
+/// `sig` once it holds its stop signals, then let it go on.
+fn interrupted_while_waiting(
+    cmd: &mut Command,
+    dir: &Path,
+    how: libc::c_int,
+    sig: libc::c_int,
+) -> std::process::Output {
+    let lock = std::fs::File::open(dir).unwrap();
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), how) }, 0, "flock {}", dir.display());
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    wait_for("the tool to hold its stop signals", Duration::from_secs(10), || blocks(pid, sig));
+    unsafe { libc::kill(pid as i32, sig) };
+    drop(lock);
+    child.wait_with_output().unwrap()
+}
+
+/// A stop signal from outside (not blocked by the caller) that arrives while NAME is made: NAME is taken
+/// back, the error line is printed, and then the signal ends the tool as it would have (128+N in a shell).
+/// The tool is kept mid-create by a lock it waits for: the host-wide one (held shared here, for a moment)
+/// for a new NAME, NAME's own for limits on an existing one.
+#[test]
+fn a_stop_signal_from_outside_ends_the_tool_after_its_error_line() {
+    use std::os::unix::process::ExitStatusExt;
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let host_lock = PathBuf::from(i["hierarchies"][0]["base"].as_str().unwrap());
+    let cases: [(&str, &[&str], libc::c_int, &str); 4] = [
+        ("create", &[], libc::SIGTERM, "SIGTERM"),
+        ("exec", &[], libc::SIGUSR1, "SIGUSR1"),
+        ("exec", &["--cgroup-fd", "3"], libc::SIGHUP, "SIGHUP"),
+        ("exec", &["--rm"], libc::SIGUSR2, "SIGUSR2"),
+    ];
+    for (verb, extra, sig, sig_name) in cases {
+        let c = Cg::new(&i);
+        let marker = sb.path().join(format!("ran-{}", c.name));
+        let mut cmd = cg(&sb);
+        cmd.args([verb, &c.name]).args(extra).args(["--pids", "20"]);
+        if verb == "exec" {
+            cmd.args(["--", "touch"]).arg(&marker);
+        }
+        let o = interrupted_while_waiting(&mut cmd, &host_lock, libc::LOCK_SH, sig);
+        assert_eq!(o.status.signal(), Some(sig), "{verb} {extra:?}: {:?}; stderr: {}", o.status, stderr(&o));
+        let want = format!("cbuild-cgroup: {verb}: {}: interrupted by {sig_name}\n", c.name);
+        assert_eq!(stderr(&o), want, "{verb} {extra:?}");
+        assert_no_dirs(&i, &c.name);
+        assert!(!marker.exists(), "{verb} {extra:?} ran the command after {sig_name}");
+    }
+    // Limits on an existing NAME are applied under NAME's own lock.
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "50"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let marker = sb.path().join("ran-existing");
+    let mut cmd = cg(&sb);
+    cmd.args(["exec", &c.name, "--pids", "7", "--", "touch"]).arg(&marker);
+    let o = interrupted_while_waiting(&mut cmd, &c.dirs[0], libc::LOCK_EX, libc::SIGINT);
+    assert_eq!(o.status.signal(), Some(libc::SIGINT), "{:?}; stderr: {}", o.status, stderr(&o));
+    assert_eq!(stderr(&o), format!("cbuild-cgroup: exec: {}: interrupted by SIGINT\n", c.name));
+    assert!(c.dirs.iter().all(|d| d.is_dir()), "the existing NAME was removed");
+    assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 50, "the interrupted exec's limit was not put back");
+    assert!(!marker.exists(), "exec ran the command after SIGINT");
 }
 
 /// Whole-disk block devices the kernel has, loop devices first (see [`a_block_device`]).
