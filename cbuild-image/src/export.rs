@@ -41,18 +41,27 @@ fn header(size: u64, kind: tar::EntryType, mode: u32) -> tar::Header {
     h
 }
 
-struct Out<W: Write> {
+struct Out<'h, W: Write> {
     b: tar::Builder<W>,
     what: String,
+    /// Writing FILE (not stdout): the stop signals, held until the temporary is renamed or removed.
+    held: Option<&'h crate::signals::Held>,
 }
 
-impl<W: Write> Out<W> {
+impl<W: Write> Out<'_, W> {
+    /// Fail if a stop signal is pending: looked at before every entry, so a long export stops promptly.
+    fn check(&self) -> Result<()> {
+        self.held.map_or(Ok(()), |h| h.check("export", &self.what))
+    }
+
     fn bytes(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.check()?;
         let mut h = header(data.len() as u64, tar::EntryType::Regular, 0o644);
         self.b.append_data(&mut h, name, data).map_err(|e| Error::new("export", &self.what, e))
     }
 
     fn dir(&mut self, name: &str) -> Result<()> {
+        self.check()?;
         let mut h = header(0, tar::EntryType::Directory, 0o755);
         self.b.append_data(&mut h, name, io::empty()).map_err(|e| Error::new("export", &self.what, e))
     }
@@ -60,6 +69,7 @@ impl<W: Write> Out<W> {
     /// Copy a store blob, checking it matches `digest` (the tar entry is already out, but the whole file
     /// is thrown away on a mismatch).
     fn blob(&mut self, name: &str, path: &Path, digest: &Digest, size: u64) -> Result<()> {
+        self.check()?;
         let f = File::open(path).map_err(|e| Error::io("export", path, e))?;
         let mut r = HashReader::new(f.take(size));
         let mut h = header(size, tar::EntryType::Regular, 0o644);
@@ -76,11 +86,12 @@ impl<W: Write> Out<W> {
     }
 }
 
-impl<W: Write> Out<W> {
+impl<W: Write> Out<'_, W> {
     /// A compressed layer, uncompressed. A tar header needs the size up front: a first pass measures
     /// (and verifies) it, a second writes the entry and is verified again. Inflating twice, rather than
     /// staging the uncompressed layer in the store, keeps export a reader (a read-only store works).
     fn inflated(&mut self, name: &str, store: &Store, l: &Layer) -> Result<()> {
+        self.check()?;
         let path = store.blob_path(&l.digest);
         let m = LayerStream::open(&path, l.digest.as_str(), l.compression, u64::MAX, None)?.finish()?;
         check_measured(l, &m)?;
@@ -107,21 +118,30 @@ fn tag_of(r: &str) -> &str {
     }
 }
 
+/// `export REF FILE`. To a FILE, the stop signals are held from the temporary's creation until it is
+/// renamed into place or removed, and looked for before every entry and before the rename: a stop
+/// signal that arrives before the rename removes the temporary (`export: FILE: interrupted by SIGx`, no
+/// FILE made or replaced); one after it ends the process with FILE complete.
 pub fn export(store: &Store, img: &Image, file: &str, format: Format, ctx: &Ctx) -> Result<()> {
+    // Before the temporary exists, and dropped only after the rename or the removal.
+    let held = (file != "-").then(crate::signals::Held::hold);
     let (tmp, w): (Option<PathBuf>, Box<dyn Write>) = if file == "-" {
         (None, Box::new(io::stdout().lock()))
     } else {
         let (t, f) = create_temp(Path::new(file)).map_err(|e| Error::new("export", file, e))?;
         (Some(t), Box::new(io::BufWriter::with_capacity(256 * 1024, f)))
     };
-    let mut out = Out { b: tar::Builder::new(w), what: file.to_string() };
+    let mut out = Out { b: tar::Builder::new(w), what: file.to_string(), held: held.as_ref() };
     let r = (|| {
         match format {
             Format::OciArchive => oci(store, img, &mut out, ctx)?,
             Format::DockerArchive => docker(store, img, &mut out, ctx)?,
         }
         let mut w = out.b.into_inner().map_err(|e| Error::new("export", file, e))?;
-        w.flush().map_err(|e| Error::new("export", file, e))
+        w.flush().map_err(|e| Error::new("export", file, e))?;
+        drop(w);
+        // The last moment to stop with nothing made.
+        held.as_ref().map_or(Ok(()), |h| h.check("export", file))
     })();
     match (&tmp, &r) {
         (Some(t), Ok(())) => {
@@ -135,6 +155,7 @@ pub fn export(store: &Store, img: &Image, file: &str, format: Format, ctx: &Ctx)
         }
         _ => {}
     }
+    drop(held);
     r
 }
 
@@ -159,7 +180,7 @@ fn create_temp(file: &Path) -> io::Result<(PathBuf, File)> {
     Err(last)
 }
 
-fn oci<W: Write>(store: &Store, img: &Image, out: &mut Out<W>, ctx: &Ctx) -> Result<()> {
+fn oci<W: Write>(store: &Store, img: &Image, out: &mut Out<'_, W>, ctx: &Ctx) -> Result<()> {
     let mut ann = serde_json::Map::new();
     if let Some(r) = &img.reference {
         ann.insert(REF_NAME.into(), json!(tag_of(r)));
@@ -193,7 +214,7 @@ fn oci<W: Write>(store: &Store, img: &Image, out: &mut Out<W>, ctx: &Ctx) -> Res
     Ok(())
 }
 
-fn docker<W: Write>(store: &Store, img: &Image, out: &mut Out<W>, ctx: &Ctx) -> Result<()> {
+fn docker<W: Write>(store: &Store, img: &Image, out: &mut Out<'_, W>, ctx: &Ctx) -> Result<()> {
     let cfg_name = format!("{}.json", img.config_digest.hex());
     out.blob(&cfg_name, &store.blob_path(&img.config_digest), &img.config_digest, img.config_size)?;
     let mut names = Vec::new();

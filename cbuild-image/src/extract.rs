@@ -103,6 +103,8 @@ pub struct Extractor<'a> {
     /// does not list takes its metadata from them, and a hard link to a lower file copies that file up,
     /// as containerd does, so the mount shows what `unpack` makes.
     lowers: Vec<OwnedFd>,
+    /// Asked before every entry whether to go on (`unpack`: no stop signal pending).
+    stop: Option<&'a dyn Fn() -> Result<()>>,
 }
 
 impl<'a> Extractor<'a> {
@@ -124,7 +126,13 @@ impl<'a> Extractor<'a> {
             skipped_xattrs: 0,
             buf: vec![0u8; 256 * 1024],
             lowers: Vec::new(),
+            stop: None,
         })
+    }
+
+    /// Call `stop` before every entry, and end the extraction with its error.
+    pub fn stop_with(&mut self, stop: &'a dyn Fn() -> Result<()>) {
+        self.stop = Some(stop);
     }
 
     /// Overlay form: the layer dirs below this one, top-first.
@@ -260,6 +268,9 @@ impl<'a> Extractor<'a> {
         let entries = ar.entries().map_err(|e| Error::new("extract", format!("layer {}", short(&self.layer)), e))?;
         let mut n: u64 = 0;
         for ent in entries {
+            if let Some(stop) = self.stop {
+                stop()?;
+            }
             let mut ent = ent.map_err(|e| Error::new("extract", format!("layer {}", short(&self.layer)), e))?;
             n += 1;
             if n > self.opts.max_entries {

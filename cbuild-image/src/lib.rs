@@ -4,7 +4,8 @@
 //! One module per concern: `digest` (sha256, chain IDs, hashing readers), `store` (the OCI layout, locks,
 //! staging), `image` (loading and checking manifests/configs), `import`, `stream` (one-pass
 //! decompress-and-hash on its own thread), `extract` (safe tar extraction, whiteouts), `ops` (unpack,
-//! layers, verify, gc), `build` (deterministic layer tars: build, commit), `export`, `show` (output).
+//! layers, verify, gc), `build` (deterministic layer tars: build, commit), `export`, `show` (output),
+//! `signals` (stop signals held while a temporary or an unpacked tree could be left behind).
 
 pub mod build;
 pub mod digest;
@@ -19,6 +20,7 @@ pub mod ops;
 pub mod progress;
 pub mod reference;
 pub mod show;
+pub mod signals;
 pub mod store;
 pub mod stream;
 

@@ -427,6 +427,8 @@ fn main() {
         if let Some(h) = &e.hint {
             eprintln!("hint: {h}");
         }
+        // A stop signal that interrupted a step (already undone) lands now, after its line: 128+N.
+        cbuild_image::signals::release();
         std::process::exit(125);
     }
 }

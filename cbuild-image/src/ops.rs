@@ -56,8 +56,12 @@ fn extract_layer(
     check_measured(l, &m)
 }
 
-/// `unpack REF DIR`: all layers, whiteouts applied, into DIR (which must not exist, or be empty).
+/// `unpack REF DIR`: all layers, whiteouts applied, into DIR (which must not exist, or be empty). The
+/// stop signals are held throughout, and looked for before every entry: one that arrives undoes the
+/// unpack as an error does (`unpack: DIR: interrupted by SIGx`), within an entry's time.
 pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx) -> Result<()> {
+    // Before DIR is made, and dropped only after the undo: no signal ends us with DIR half-filled.
+    let held = crate::signals::Held::hold();
     let created = match std::fs::read_dir(dir) {
         Ok(mut rd) => {
             if rd.next().is_some() {
@@ -79,13 +83,17 @@ pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx)
             max_size: limits.max_layer_size,
         };
         let progress = Progress::new("unpack", 0, ctx.quiet());
+        let stop = || held.check("unpack", dir.display());
         let mut ex = Extractor::new(dir, &opts, ctx, "")?;
+        // Between entries, so Ctrl-C stops a long unpack promptly (a sigpending per entry).
+        ex.stop_with(&stop);
         for (i, l) in img.layers.iter().enumerate() {
             ctx.step("unpack", format!("layer {}/{} {}", i + 1, img.layers.len(), l.digest));
             ex.set_layer(l.digest.as_str());
             extract_layer(store, l, &mut ex, limits, progress.as_ref())?;
         }
-        Ok(())
+        // A signal during the last entry or the last layer's finishing touches: still not done.
+        stop()
     })();
     if r.is_err() {
         // Leave nothing behind: what we created goes, an empty dir we were given is emptied again.
@@ -101,6 +109,7 @@ pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx)
             eprintln!("cbuild-image: undo: {}: {e}", dir.display());
         }
     }
+    drop(held);
     r
 }
 
@@ -219,6 +228,16 @@ fn staging_abandoned(dir: &Path) -> bool {
     }
 }
 
+/// `index.tmp<pid>-<n>`, as [`crate::store::write_atomic`] names index.json's temporaries.
+fn is_index_temp(name: &str) -> bool {
+    name.strip_prefix("index.tmp").and_then(|r| r.split_once('-')).is_some_and(|(pid, n)| {
+        !pid.is_empty()
+            && !n.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// `gc`: blobs no index entry reaches, layer dirs no image's chain needs (unless an overlay mount still
 /// uses them), and the leftovers of killed writers (their lock is free).
 pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
@@ -264,6 +283,15 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
         if staging_abandoned(&ent.path()) {
             ctx.step("remove", ent.path().display());
             let _ = std::fs::remove_dir_all(ent.path());
+            rep.temp += 1;
+        }
+    }
+    // index.json is only ever replaced under the store lock, which we hold: a temporary of it now is what
+    // a writer killed mid-write (SIGKILL, which no hold stops) left.
+    for ent in std::fs::read_dir(&store.dir).map_err(|e| Error::io("gc", &store.dir, e))?.flatten() {
+        if is_index_temp(&ent.file_name().to_string_lossy()) && ent.file_type().is_ok_and(|t| t.is_file()) {
+            ctx.step("remove", ent.path().display());
+            let _ = std::fs::remove_file(ent.path());
             rep.temp += 1;
         }
     }
@@ -362,6 +390,16 @@ fn unescape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn index_temporaries() {
+        for (n, ok) in [("index.tmp12-0", true), ("index.tmp1-34", true), ("index.json", false), ("index.tmp-1", false)]
+        {
+            assert_eq!(super::is_index_temp(n), ok, "{n}");
+        }
+        assert!(!super::is_index_temp("index.tmp12-"));
+        assert!(!super::is_index_temp("oci-layout.tmp12-0"));
+    }
+
     #[test]
     fn unescape_mountinfo() {
         assert_eq!(super::unescape("/a\\040b,lowerdir=/x\\072y"), "/a b,lowerdir=/x:y");

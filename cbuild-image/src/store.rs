@@ -102,22 +102,31 @@ pub fn mkdir(p: &Path) -> Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o755).create(p).map_err(|e| Error::io("mkdir", p, e))
 }
 
-/// Write `bytes` to `path` by writing a temporary sibling and renaming it over.
+/// Write `bytes` to `path` by writing a temporary sibling and renaming it over. The stop signals are held
+/// from the temporary's creation to the rename (the fdatasync makes that milliseconds): a stop signal
+/// that arrives before the rename takes it all back (`write: PATH: interrupted by SIGx`, the old file
+/// untouched), one after it ends the process with the file replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     static N: AtomicU32 = AtomicU32::new(0);
     let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    let r = (|| {
+    // Before the temporary exists, so no signal can end us while it does.
+    let held = crate::signals::Held::hold();
+    let r = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         set_mode(&f, 0o644);
         f.write_all(bytes)?;
         f.sync_data()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = r {
+        Ok(())
+    })()
+    .map_err(|e| Error::io("write", path, e))
+    // Last chance to stop with nothing changed; after the rename the write is done.
+    .and_then(|()| held.check("write", path.display()))
+    .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io("write", path, e)));
+    if r.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::io("write", path, e));
     }
-    Ok(())
+    drop(held);
+    r
 }
 
 /// fsync a file or directory by path. A read-only descriptor is enough on Linux.

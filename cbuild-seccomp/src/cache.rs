@@ -13,8 +13,9 @@
 //! not writable by group or others, in a directory that is the same, its program is a non-zero multiple of
 //! 8 bytes of at most 4096 instructions, and its stored hash matches: a torn or tampered file is ignored
 //! (and replaced), never loaded. Files are written to a temporary name with O_EXCL and renamed into place,
-//! so readers see a whole file or none. The cache never makes a compile fail: any error reading or writing
-//! it is reported with `-v` and the program is compiled as if there were no cache.
+//! so readers see a whole file or none, with the stop signals held in between (one that comes meanwhile
+//! ends the process after the rename: no temporary is left). The cache never makes a compile fail: any
+//! error reading or writing it is reported with `-v` and the program is compiled as if there were no cache.
 
 use crate::bpf::{self, Insn};
 use crate::resolve::Resolved;
@@ -143,6 +144,10 @@ fn try_put(dir: &Path, key: &str, prog: &[Insn]) -> std::io::Result<()> {
     let path = dir.join(format!("{key}.bpf"));
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
     let tmp = dir.join(format!(".{key}.{}.{}.tmp", std::process::id(), nanos.unwrap_or(0)));
+    // Held from the temporary's creation to its rename or removal, so no stop signal ends us in between.
+    // Not checked: a stop signal that came meanwhile lands once the file is in place (whole, and safe to
+    // keep), when `held` drops.
+    let held = crate::signals::Held::hold();
     let res = (|| {
         let mut f: File = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(&bytes)?;
@@ -156,5 +161,6 @@ fn try_put(dir: &Path, key: &str, prog: &[Insn]) -> std::io::Result<()> {
     } else {
         step("cache", &format!("{}: written", path.display()));
     }
+    drop(held);
     res
 }

@@ -8,7 +8,8 @@
 //! syscalls newer than the profile fail with ENOSYS (libseccomp's own generator stays available there) →
 //! [`bpf`] is the program as bytes: the file format of docs/ARCHITECTURE.md, an interpreter that `check`
 //! uses to answer from the *compiled* program, and `seccomp(2)` loading for `exec`.
-//! [`builtin`] is the built-in `default` profile; [`inspect`] reads a process's seccomp state.
+//! [`builtin`] is the built-in `default` profile; [`inspect`] reads a process's seccomp state;
+//! [`signals`] holds the stop signals while a temporary file of `compile -o` or the cache exists.
 
 pub mod arch;
 pub mod bpf;
@@ -21,6 +22,7 @@ pub mod gen;
 pub mod inspect;
 pub mod profile;
 pub mod resolve;
+pub mod signals;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -153,6 +153,8 @@ fn main() {
         if let Some(h) = &e.hint {
             eprintln!("hint: {h}");
         }
+        // A stop signal that interrupted a write (already undone) lands now, after its line: 128+N.
+        cbuild_seccomp::signals::release();
         std::process::exit(e.code);
     }
 }
@@ -453,6 +455,9 @@ fn show(
 /// The temporary file is created with O_EXCL (which also refuses a symlink in its place) under a name
 /// nobody can predict: `-o` often points into a shared directory such as /tmp, where a planted
 /// `.NAME.PID.tmp -> /etc/shadow` would otherwise have root write the program through the link.
+/// The stop signals are held from the temporary's creation to the rename: one that arrives before the
+/// rename removes the temporary (`write: FILE: interrupted by SIGx`, FILE neither made nor replaced), one
+/// after it ends the process with FILE written.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     step("write", &path.to_string_lossy());
@@ -475,6 +480,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let fail = |e: std::io::Error| Error::new("write", path.to_string_lossy(), e);
+    // Before the temporary exists, so no signal can end us while it does.
+    let held = cbuild_seccomp::signals::Held::hold();
     let mut attempt = 0u32;
     let (tmp, mut f) = loop {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos());
@@ -491,15 +498,20 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             Err(e) => return Err(fail(e)),
         }
     };
-    let res = f.write_all(bytes).and_then(|_| {
-        drop(f);
-        std::fs::rename(&tmp, path)
-    });
-    if let Err(e) = res {
+    let res = f
+        .write_all(bytes)
+        .map_err(fail)
+        .and_then(|_| {
+            drop(f);
+            // The last moment to stop with nothing made; after the rename the write is done.
+            held.check("write", path.to_string_lossy())
+        })
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(fail));
+    if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e));
     }
-    Ok(())
+    drop(held);
+    res
 }
 
 /// Look the command up before the filter is loaded (a profile may well forbid the lookup's syscalls).

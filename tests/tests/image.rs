@@ -2724,3 +2724,179 @@ fn rootless_layers_change_read_only_directories() {
         assert_eq!(m, 0o555, "{d}/usr/bin");
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Stop signals (INT, TERM, HUP, QUIT, USR1, USR2): held while a temporary file or an unpacked tree
+// exists, so one that arrives leaves nothing behind; a runtime forwards all six, and Ctrl-C reaches the
+// whole process group.
+
+/// Interrupted: exit 125 and exactly one line, `cbuild-image: <want>: interrupted by <name>`.
+#[track_caller]
+fn assert_interrupted(o: &Output, want: &str, name: &str) {
+    let line = format!("{TOOL}: {want}: interrupted by {name}");
+    assert_eq!(o.status.code(), Some(125), "{:?}: {}", o.status, stderr(o));
+    assert_eq!(stderr(o), format!("{line}\n"));
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// A two-layer image `sig` in a store of its own.
+fn signal_image(sb: &Sandbox) {
+    let l = Layout::new(&sb.path().join("oci"));
+    let l1 = tar(&[tar_entry("a/", b'5', b"", "", 0o755), tar_entry("a/f", b'0', b"one", "", 0o644)]);
+    let l2 = tar(&[tar_entry("b", b'0', b"two", "", 0o644)]);
+    l.image("sig", &[(l1, LAYER_GZIP), (l2, LAYER_TAR)], |_, _| {});
+    ok(run(img(sb).arg("import").arg(&l.dir)));
+}
+
+/// `unpack` looks for a stop signal before every entry and at the end: one that is pending undoes it as
+/// an error does (the DIR it made goes, the empty DIR it was given is emptied again). One the caller
+/// ignores does not count.
+#[test]
+fn a_stop_signal_undoes_unpack() {
+    require_root();
+    let sb = Sandbox::new();
+    signal_image(&sb);
+    let new = sb.path().join("new");
+    let o = run(with_pending_signal(img(&sb).args(["unpack", "sig"]).arg(&new), libc::SIGUSR2, false));
+    assert_interrupted(&o, &format!("unpack: {}", new.display()), "SIGUSR2");
+    assert!(!new.exists(), "the DIR unpack made is left");
+    let given = sb.path().join("given");
+    std::fs::create_dir(&given).unwrap();
+    let o = run(with_pending_signal(img(&sb).args(["unpack", "sig"]).arg(&given), libc::SIGINT, false));
+    assert_interrupted(&o, &format!("unpack: {}", given.display()), "SIGINT");
+    assert!(names(&given).is_empty(), "the given DIR is left filled: {:?}", names(&given));
+    // Ignored (a background job of a non-interactive shell ignores SIGINT): the unpack is done.
+    ok(run(with_pending_signal(img(&sb).args(["unpack", "sig"]).arg(&given), libc::SIGINT, true)));
+    assert_eq!(names(&given), ["a", "b"]);
+    assert_eq!(std::fs::read_to_string(given.join("a/f")).unwrap(), "one");
+}
+
+/// A stop signal sent while `unpack` works (not blocked by the caller, as from a shell or a runtime):
+/// it stops within an entry, removes the half-filled DIR, prints its line and then dies by the signal
+/// (128+N in a shell), not 125.
+#[test]
+fn a_stop_signal_mid_unpack_removes_the_tree_and_ends_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    // Enough entries that the unpack is still going when the first one shows (seconds in a debug build).
+    let mut entries = vec![tar_entry("d/", b'5', b"", "", 0o755)];
+    entries.extend((0..40_000).map(|i| tar_entry(&format!("d/f{i}"), b'0', b"x", "", 0o644)));
+    l.image("many", &[(tar(&entries), LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let dir = sb.path().join("u");
+    let mut child = img(&sb)
+        .args(["unpack", "many"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !dir.join("d").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "unpack ended before it was signalled");
+        assert!(t0.elapsed().as_secs() < 30, "unpack made nothing in 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.signal(), Some(libc::SIGTERM), "{:?}: {}", o.status, stderr(&o));
+    assert_eq!(stderr(&o), format!("{TOOL}: unpack: {}: interrupted by SIGTERM\n", dir.display()));
+    assert!(!dir.exists(), "the half-filled DIR is left");
+    assert!(sent.elapsed().as_secs() < 10, "took {:?} to stop", sent.elapsed());
+}
+
+/// `export FILE`: a stop signal pending before the rename removes the temporary; FILE is neither made
+/// nor replaced (an old FILE keeps its content). Both formats; an ignored one does not count.
+#[test]
+fn a_stop_signal_undoes_export() {
+    require_root();
+    let sb = Sandbox::new();
+    signal_image(&sb);
+    let dir = sb.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let (new, old) = (dir.join("new.tar"), dir.join("old.tar"));
+    std::fs::write(&old, "old").unwrap();
+    for (file, format, sig, name) in [
+        (&new, "oci-archive", libc::SIGTERM, "SIGTERM"),
+        (&old, "docker-archive", libc::SIGUSR1, "SIGUSR1"),
+        (&old, "oci-archive", libc::SIGQUIT, "SIGQUIT"),
+    ] {
+        let mut c = img(&sb);
+        c.args(["export", "--format", format, "sig"]).arg(file);
+        let o = run(with_pending_signal(&mut c, sig, false));
+        assert_interrupted(&o, &format!("export: {}", file.display()), name);
+        assert_eq!(names(&dir), ["old.tar"], "export ({format}, {name}) left something");
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "old");
+    }
+    let mut c = img(&sb);
+    c.args(["export", "sig"]).arg(&new);
+    ok(run(with_pending_signal(&mut c, libc::SIGHUP, true)));
+    assert_eq!(names(&dir), ["new.tar", "old.tar"]);
+    assert!(std::fs::metadata(&new).unwrap().len() > 1024);
+}
+
+/// index.json's temporaries in the store dir.
+fn index_temps(sb: &Sandbox) -> Vec<String> {
+    names(&sb.data.join("images")).into_iter().filter(|n| n.starts_with("index.tmp")).collect()
+}
+
+/// index.json is written to a temporary and renamed, the stop signals held in between (an fdatasync:
+/// milliseconds). One pending before the rename takes the write back: `tag`, `rm` and `build` fail with
+/// `write: <store>/index.json: interrupted by SIGx`, index.json is unchanged and no temporary is left
+/// (what `build` had stored by then is unreferenced: gc's). One the caller ignores does not count.
+#[test]
+fn a_stop_signal_undoes_an_index_write() {
+    require_root();
+    let sb = Sandbox::new();
+    signal_image(&sb);
+    let index = sb.data.join("images/index.json");
+    let want = format!("write: {}", index.display());
+    let before = store_state(&sb);
+    let o = run(with_pending_signal(img(&sb).args(["tag", "sig", "other"]), libc::SIGHUP, false));
+    assert_interrupted(&o, &want, "SIGHUP");
+    let o = run(with_pending_signal(img(&sb).args(["rm", "sig"]), libc::SIGUSR2, false));
+    assert_interrupted(&o, &want, "SIGUSR2");
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "box\n").unwrap();
+    let mut c = img(&sb);
+    c.arg("build").arg(&root).args(["--tag", "built"]);
+    let o = run(with_pending_signal(&mut c, libc::SIGUSR1, false));
+    assert_interrupted(&o, &want, "SIGUSR1");
+    assert!(index_temps(&sb).is_empty(), "{:?}", index_temps(&sb));
+    assert!(names(&sb.data.join("images/.tmp")).is_empty(), "build's staging dir is left");
+    ok(run(img(&sb).arg("gc")));
+    assert_eq!(store_state(&sb), before, "the store changed");
+    // Ignored: done.
+    ok(run(with_pending_signal(img(&sb).args(["tag", "sig", "other"]), libc::SIGINT, true)));
+    assert!(ok(run(img(&sb).arg("ls"))).contains("other:latest"));
+    assert!(index_temps(&sb).is_empty());
+}
+
+/// A SIGKILL (which nothing holds off) during an index.json write leaves its temporary: gc, which holds
+/// the store lock every index.json write takes, removes it.
+#[test]
+fn gc_removes_an_index_temporary_a_killed_writer_left() {
+    require_root();
+    let sb = Sandbox::new();
+    signal_image(&sb);
+    let before = store_state(&sb);
+    let left = sb.data.join("images/index.tmp999999-0");
+    std::fs::write(&left, "{").unwrap();
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["temp"], 1, "{rep}");
+    assert!(!left.exists());
+    assert!(sb.data.join("images/oci-layout").is_file() && sb.data.join("images/index.json").is_file());
+    assert_eq!(store_state(&sb), before);
+}

@@ -1270,3 +1270,82 @@ fn x86_direct_socket_calls_and_one_line_names() {
         assert!(!stderr(&o).lines().any(|l| l.starts_with("hint:")), "{name}: {}", stderr(&o));
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Stop signals (INT, TERM, HUP, QUIT, USR1, USR2): held from a temporary file's O_EXCL creation to its
+// rename, so one that arrives leaves no `.NAME.<pid>.<nanos>.tmp` (a runtime compiles into a container's
+// state dir, where a leftover keeps the NAME from going).
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// `compile -o FILE` with a stop signal pending: the cache entry, written first, is done (whole, renamed
+/// into place: with the caller's mask unblocked the signal would end the process right after that
+/// rename); the output's write is taken back before its rename (`write: FILE: interrupted by SIGx`, exit
+/// 125, FILE neither made nor replaced). No temporary is left in either directory. A signal the caller
+/// ignores does not count.
+#[test]
+fn a_stop_signal_undoes_compile_output_and_leaves_the_cache_whole() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let (new, old) = (dir.join("new.bpf"), dir.join("old.bpf"));
+    std::fs::write(&old, "old").unwrap();
+    let cache = sb.data.join("seccomp");
+    for (i, (out, sig, name)) in
+        [(&new, libc::SIGUSR1, "SIGUSR1"), (&old, libc::SIGTERM, "SIGTERM"), (&new, libc::SIGUSR2, "SIGUSR2")]
+            .into_iter()
+            .enumerate()
+    {
+        // The first two write the cache (one cold, one with another key), the third reads it.
+        let mut c = tool(TOOL, &sb);
+        c.args(["compile", "default", "-o"]).arg(out);
+        if i == 1 {
+            c.arg("--no-optimize");
+        }
+        let o = run(with_pending_signal(&mut c, sig, false));
+        assert_eq!(o.status.code(), Some(125), "{name}: {:?}: {}", o.status, stderr(&o));
+        assert_eq!(stderr(&o), format!("{TOOL}: write: {}: interrupted by {name}\n", out.display()));
+        assert_eq!(names(&dir), ["old.bpf"], "{name}: compile -o left something");
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "old", "{name}: the old output was replaced");
+        let entries = names(&cache);
+        assert_eq!(entries.len(), if i == 0 { 1 } else { 2 }, "{name}: {entries:?}");
+        for e in &entries {
+            assert!(e.len() == 68 && e.ends_with(".bpf"), "{name}: a temporary in the cache: {e}");
+            let stored = std::fs::read(cache.join(e)).unwrap();
+            assert_eq!(&stored[..32], sha256(&stored[32..]).as_slice(), "{name}: {e} is not whole");
+        }
+    }
+    // Ignored: written; the cached program is the one compiled without the cache.
+    let mut c = tool(TOOL, &sb);
+    c.args(["compile", "default", "-o"]).arg(&new);
+    let o = run(with_pending_signal(&mut c, libc::SIGINT, true));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fresh = sb.path().join("fresh.bpf");
+    let o = seccomp(&sb, &["compile", "default", "--no-cache", "-o", fresh.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&new).unwrap(), std::fs::read(&fresh).unwrap());
+    assert_eq!(names(&dir), ["new.bpf", "old.bpf"]);
+}
+
+/// With the output on stdout there is no temporary to take back: a pending stop signal only waits for
+/// the cache write's rename (a cold cache: the entry is whole, no temporary), and the program comes out.
+#[test]
+fn a_stop_signal_during_the_cache_write_leaves_no_temporary() {
+    let sb = Sandbox::new();
+    let mut c = tool(TOOL, &sb);
+    c.args(["compile", "default"]);
+    let o = run(with_pending_signal(&mut c, libc::SIGHUP, false));
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert!(!o.stdout.is_empty() && o.stdout.len().is_multiple_of(8));
+    let entries = names(&sb.data.join("seccomp"));
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].len() == 68 && entries[0].ends_with(".bpf"), "{entries:?}");
+    let stored = std::fs::read(sb.data.join("seccomp").join(&entries[0])).unwrap();
+    assert_eq!(&stored[32..], &o.stdout[o.stdout.len() - (stored.len() - 32)..], "the cached program");
+}
