@@ -1782,6 +1782,26 @@ const STOP_SIGNALS: [(libc::c_int, &str); 6] = [
     (libc::SIGUSR2, "SIGUSR2"),
 ];
 
+/// `VERB NAME EXTRA LIMITS`, `exec`'s command touching a marker file: the command and the marker.
+fn maker(sb: &Sandbox, verb: &str, name: &str, extra: &[&str], limits: &[&str]) -> (Command, PathBuf) {
+    let marker = sb.path().join(format!("ran-{name}"));
+    let mut cmd = cg(sb);
+    cmd.args([verb, name]).args(extra).args(limits);
+    if verb == "exec" {
+        cmd.args(["--", "touch"]).arg(&marker);
+    }
+    (cmd, marker)
+}
+
+/// A NAME made with a pids limit of 50, and an `exec` into it that would set 7 and touch a marker.
+fn exec_into_existing(sb: &Sandbox, i: &Value) -> (Cg, Command, PathBuf) {
+    let c = Cg::new(i);
+    let o = run(cg(sb).args(["create", &c.name, "--pids", "50"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (cmd, marker) = maker(sb, "exec", &c.name, &[], &["--pids", "7"]);
+    (c, cmd, marker)
+}
+
 /// The verbs that make NAME, as `args` after NAME, and whether they run a command.
 const MAKERS: [(&str, &[&str]); 4] =
     [("create", &[]), ("exec", &[]), ("exec", &["--cgroup-fd", "3"]), ("exec", &["--rm"])];
@@ -1798,12 +1818,7 @@ fn a_stop_signal_while_name_is_made_cancels_it_and_leaves_nothing() {
     for (verb, extra) in MAKERS {
         for (sig, sig_name) in STOP_SIGNALS {
             let c = Cg::new(&i);
-            let marker = sb.path().join(format!("ran-{}", c.name));
-            let mut cmd = cg(&sb);
-            cmd.args([verb, &c.name]).args(extra).args(["--pids", "20", "--memory", "64M"]);
-            if verb == "exec" {
-                cmd.args(["--", "touch"]).arg(&marker);
-            }
+            let (mut cmd, marker) = maker(&sb, verb, &c.name, extra, &["--pids", "20", "--memory", "64M"]);
             let o = run(with_pending_signal(&mut cmd, sig, false));
             assert_tool_error(&o, TOOL, &format!("{verb}: {}: interrupted by {sig_name}", c.name));
             assert_eq!(stderr(&o).lines().count(), 1, "one line ({verb} {extra:?}): {}", stderr(&o));
@@ -1812,12 +1827,7 @@ fn a_stop_signal_while_name_is_made_cancels_it_and_leaves_nothing() {
         }
     }
     // Into a NAME that exists: the limits written are put back, and NAME (not this call's) stays.
-    let c = Cg::new(&i);
-    let o = run(cg(&sb).args(["create", &c.name, "--pids", "50"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let marker = sb.path().join("ran-existing");
-    let mut cmd = cg(&sb);
-    cmd.args(["exec", &c.name, "--pids", "7", "--", "touch"]).arg(&marker);
+    let (c, mut cmd, marker) = exec_into_existing(&sb, &i);
     let o = run(with_pending_signal(&mut cmd, libc::SIGUSR2, false));
     assert_tool_error(&o, TOOL, &format!("exec: {}: interrupted by SIGUSR2", c.name));
     assert!(c.dirs.iter().all(|d| d.is_dir()), "the existing NAME was removed");
@@ -1902,12 +1912,7 @@ fn a_stop_signal_from_outside_ends_the_tool_after_its_error_line() {
     ];
     for (verb, extra, sig, sig_name) in cases {
         let c = Cg::new(&i);
-        let marker = sb.path().join(format!("ran-{}", c.name));
-        let mut cmd = cg(&sb);
-        cmd.args([verb, &c.name]).args(extra).args(["--pids", "20"]);
-        if verb == "exec" {
-            cmd.args(["--", "touch"]).arg(&marker);
-        }
+        let (mut cmd, marker) = maker(&sb, verb, &c.name, extra, &["--pids", "20"]);
         let o = interrupted_while_waiting(&mut cmd, &host_lock, libc::LOCK_SH, sig);
         assert_eq!(o.status.signal(), Some(sig), "{verb} {extra:?}: {:?}; stderr: {}", o.status, stderr(&o));
         let want = format!("cbuild-cgroup: {verb}: {}: interrupted by {sig_name}\n", c.name);
@@ -1916,12 +1921,7 @@ fn a_stop_signal_from_outside_ends_the_tool_after_its_error_line() {
         assert!(!marker.exists(), "{verb} {extra:?} ran the command after {sig_name}");
     }
     // Limits on an existing NAME are applied under NAME's own lock.
-    let c = Cg::new(&i);
-    let o = run(cg(&sb).args(["create", &c.name, "--pids", "50"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let marker = sb.path().join("ran-existing");
-    let mut cmd = cg(&sb);
-    cmd.args(["exec", &c.name, "--pids", "7", "--", "touch"]).arg(&marker);
+    let (c, mut cmd, marker) = exec_into_existing(&sb, &i);
     let o = interrupted_while_waiting(&mut cmd, &c.dirs[0], libc::LOCK_EX, libc::SIGINT);
     assert_eq!(o.status.signal(), Some(libc::SIGINT), "{:?}; stderr: {}", o.status, stderr(&o));
     assert_eq!(stderr(&o), format!("cbuild-cgroup: exec: {}: interrupted by SIGINT\n", c.name));
