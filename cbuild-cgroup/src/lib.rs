@@ -68,8 +68,17 @@ pub fn set(name: &str, raw: &RawLimits) -> Result<()> {
     let _host_lock = cgroup::lock(&host, libc::LOCK_SH)?;
     let cg = Cgroup::open(&host, name)?;
     let _name_lock = cgroup::lock_name(&cg)?;
+    // Stop signals held from before the first write: one must not end this process with half the limits
+    // new; one that came by the end puts the old values back, as a failed write does.
+    let held = supervise::hold("set")?;
     let mut w = controllers::Writer::restoring();
-    controllers::apply(&host, &cg.dirs, &l, &mut w).inspect_err(|_| w.restore())
+    match controllers::apply(&host, &cg.dirs, &l, &mut w).and_then(|()| held.check(name)) {
+        Ok(()) => held.restore(),
+        Err(e) => {
+            w.restore();
+            Err(e.holding(held))
+        }
+    }
 }
 
 /// `add NAME PID...`

@@ -1835,6 +1835,29 @@ fn a_stop_signal_while_name_is_made_cancels_it_and_leaves_nothing() {
     assert!(!marker.exists(), "exec ran the command after SIGUSR2");
 }
 
+/// `set` holds the stop signals too: one that came while it wrote puts the old limits back, as a failed
+/// write does, instead of ending it with half the limits new.
+#[test]
+fn a_stop_signal_during_set_puts_the_old_limits_back() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "50", "--memory", "64M"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = stat(&sb, &c.name);
+    let mut cmd = cg(&sb);
+    cmd.args(["set", &c.name, "--pids", "7", "--memory", "32M"]);
+    let o = run(with_pending_signal(&mut cmd, libc::SIGUSR1, false));
+    assert_tool_error(&o, TOOL, &format!("set: {}: interrupted by SIGUSR1", c.name));
+    let after = stat(&sb, &c.name);
+    assert_eq!(after["pids"]["limit"], 50, "pids limit not put back: {after}");
+    assert_eq!(after["memory"]["limit"], before["memory"]["limit"], "memory limit not put back: {after}");
+    let o = run(with_pending_signal(cg(&sb).args(["set", &c.name, "--pids", "7"]), libc::SIGINT, true));
+    assert!(o.status.success(), "an ignored SIGINT cancels nothing: {}", stderr(&o));
+    assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 7);
+}
+
 /// A stop signal the caller ignores (a background job of a non-interactive shell ignores SIGINT and
 /// SIGQUIT, nohup SIGHUP) stays pending while blocked, but does not cancel the step; and the command runs
 /// with exactly the caller's signal mask, none of the signals the tool held.
