@@ -8,13 +8,14 @@
 use std::fmt;
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
-use crate::paths::{open_nofollow, read_nofollow, remove_nofollow};
+use crate::paths::{open_in, open_parent, read_in, read_nofollow, remove_in};
 
 /// Lease files are `<state>/net/<BR>/<file>`: no symlink is followed in the last three components.
 const DEPTH: usize = 3;
@@ -182,11 +183,24 @@ impl From<Subnet6> for String {
 /// One bridge's lease directory.
 pub struct Leases {
     pub dir: PathBuf,
+    /// The directory, opened on first use (no symlink followed below the state dir) and kept: the
+    /// lock, the last address, the lease and the note after a connect are one path walk, not four; and
+    /// the files all land in the directory that was locked, even if the bridge is deleted and made again
+    /// meanwhile.
+    fd: std::sync::OnceLock<OwnedFd>,
 }
 
 impl Leases {
     pub fn new(dir: PathBuf) -> Leases {
-        Leases { dir }
+        Leases { dir, fd: std::sync::OnceLock::new() }
+    }
+
+    fn dirfd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        if let Some(fd) = self.fd.get() {
+            return Ok(fd.as_fd());
+        }
+        let (fd, _) = open_parent(&self.dir.join("lock"), DEPTH)?;
+        Ok(self.fd.get_or_init(|| fd).as_fd())
     }
 
     /// The directory lock. `bridge del` removes the directory while holding it, so a lock won on a
@@ -199,11 +213,14 @@ impl Leases {
             std::io::ErrorKind::NotFound => Error::new("ipam", self.dir.display(), "no such bridge (deleted)"),
             _ => Error::io("ipam", p.display(), e),
         };
+        let dir = self.dirfd().map_err(gone)?;
         loop {
-            let f = open_nofollow(&p, DEPTH, libc::O_WRONLY | libc::O_CREAT).map_err(gone)?;
+            let f = open_in(dir, c"lock", libc::O_WRONLY | libc::O_CREAT).map_err(gone)?;
             let l = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("ipam", p.display(), e))?;
             let held = l.metadata().map_err(|e| Error::io("ipam", p.display(), e))?.ino();
-            if std::fs::symlink_metadata(&p).map_err(gone)?.ino() == held {
+            let now = nix::sys::stat::fstatat(dir, "lock", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| gone(e.into()))?;
+            if now.st_ino == held {
                 return Ok(l);
             }
         }
@@ -216,6 +233,11 @@ impl Leases {
 
     fn lease_path(&self, ip: Ipv4Addr) -> PathBuf {
         self.dir.join(ip.to_string())
+    }
+
+    /// `ip`'s lease file, as a name in the directory.
+    fn lease_name(ip: Ipv4Addr) -> std::ffi::CString {
+        std::ffi::CString::new(ip.to_string()).expect("an address has no NUL")
     }
 
     /// Take `want`, or the next free host address after the last one handed out (round robin, as
@@ -238,9 +260,8 @@ impl Leases {
         let first = u32::from(subnet.net) + 1;
         let last = u32::from(subnet.broadcast()) - 1;
         let n = last - first + 1;
-        let last_path = self.dir.join("last_reserved_ip");
-        let start = read_nofollow(&last_path, DEPTH)
-            .ok()
+        let start = (self.dirfd().ok())
+            .and_then(|d| read_in(d, c"last_reserved_ip").ok())
             .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
             .map(u32::from)
             .filter(|&a| a >= first && a <= last)
@@ -266,9 +287,8 @@ impl Leases {
     /// the file's block and the write allocates it again, two journal updates on every connect.
     pub fn remember(&self, ip: Ipv4Addr) {
         use std::os::unix::fs::FileExt;
-        let p = self.dir.join("last_reserved_ip");
         // Never through a symlink or into a FIFO someone put there.
-        if let Ok(f) = open_nofollow(&p, DEPTH, libc::O_WRONLY | libc::O_CREAT) {
+        if let Ok(f) = self.dirfd().and_then(|d| open_in(d, c"last_reserved_ip", libc::O_WRONLY | libc::O_CREAT)) {
             let _ = f.write_all_at(format!("{ip:<15}\n").as_bytes(), 0);
         }
     }
@@ -276,10 +296,11 @@ impl Leases {
     /// Create the lease file exclusively. `false`: someone holds it.
     fn try_take(&self, ip: Ipv4Addr, id: &str) -> Result<bool> {
         let p = self.lease_path(ip);
-        match open_nofollow(&p, DEPTH, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL) {
+        let (dir, name) = (self.dirfd().map_err(|e| Error::io("ipam", self.dir.display(), e))?, Self::lease_name(ip));
+        match open_in(dir, &name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL) {
             Ok(mut f) => {
                 f.write_all(id.as_bytes()).map_err(|e| {
-                    let _ = remove_nofollow(&p, DEPTH);
+                    let _ = remove_in(dir, &name);
                     Error::io("ipam", p.display(), e)
                 })?;
                 Ok(true)
@@ -290,7 +311,7 @@ impl Leases {
     }
 
     fn owner(&self, ip: Ipv4Addr) -> String {
-        read_nofollow(&self.lease_path(ip), DEPTH).unwrap_or_default()
+        self.dirfd().and_then(|d| read_in(d, &Self::lease_name(ip))).unwrap_or_default()
     }
 
     /// Free `ip` if `id` holds it. `Ok(false)`: it was not held by `id` (nothing removed).
@@ -310,9 +331,11 @@ impl Leases {
             return Ok(false);
         }
         let p = self.lease_path(ip);
-        match read_nofollow(&p, DEPTH) {
+        let (dir, name) =
+            (self.dirfd().map_err(|e| Error::io("release", self.dir.display(), e))?, Self::lease_name(ip));
+        match read_in(dir, &name) {
             Ok(owner) if owner == id => {
-                remove_nofollow(&p, DEPTH).map_err(|e| Error::io("release", p.display(), e))?;
+                remove_in(dir, &name).map_err(|e| Error::io("release", p.display(), e))?;
                 Ok(true)
             }
             Ok(_) => Ok(false),

@@ -56,8 +56,9 @@ impl Ctx {
         let host_inode = host.as_ref().map_or(home.inode, |h| h.inode);
         let host_path = match &host {
             Some(h) => std::fs::canonicalize(&h.path).map_or_else(|_| h.path.clone(), |p| p.display().to_string()),
-            None => match netns::open_path(std::path::Path::new("/proc/1/ns/net")) {
-                Ok(root) if root.inode == home.inode => "/proc/1/ns/net".to_string(),
+            // A stat, not an open: only the inode is compared.
+            None => match std::fs::metadata("/proc/1/ns/net") {
+                Ok(root) if std::os::unix::fs::MetadataExt::ino(&root) == home.inode => "/proc/1/ns/net".to_string(),
                 _ => String::new(),
             },
         };

@@ -8,7 +8,7 @@
 //! sysctl writes) runs on a dedicated std thread ([`in_netns`]).
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,8 @@ pub struct NsFile {
 
 /// `ioctl(NS_GET_NSTYPE)`: which kind of namespace an nsfs fd refers to.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+/// `ioctl(SIOCGSKNS)` on a socket: an fd of the network namespace the socket belongs to.
+const SIOCGSKNS: libc::c_ulong = 0x894c;
 
 /// `<state>/<NAME>/ns/net`.
 pub fn name_path(state: &Path, name: &str) -> PathBuf {
@@ -70,8 +72,31 @@ pub fn open_path(path: &Path) -> Result<NsFile> {
     Ok(NsFile { path: path.display().to_string(), fd: f.into(), inode })
 }
 
-/// The namespace this process runs in.
+/// The namespace this thread runs in: asked of a socket made for the purpose (`SIOCGSKNS`, ~3 µs),
+/// rather than through `/proc/thread-self`, whose entries the kernel makes on a new process's first
+/// look (~20 µs of a connect). Without CAP_NET_ADMIN over the namespace the ioctl is refused, and /proc
+/// answers.
 pub fn current() -> Result<NsFile> {
+    let from_socket = || -> Option<NsFile> {
+        // SAFETY: a socket and an ioctl on it; both fds are ours, the socket closed at once.
+        let fd = unsafe {
+            let sock = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if sock < 0 {
+                return None;
+            }
+            let fd = libc::ioctl(sock, SIOCGSKNS as _);
+            libc::close(sock);
+            if fd < 0 {
+                return None;
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        let inode = nix::sys::stat::fstat(fd.as_fd()).ok()?.st_ino;
+        Some(NsFile { path: "current".into(), fd, inode })
+    };
+    if let Some(ns) = from_socket() {
+        return Ok(ns);
+    }
     let mut ns = open_path(Path::new("/proc/thread-self/ns/net"))?;
     ns.path = "current".into();
     Ok(ns)

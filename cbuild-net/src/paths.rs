@@ -1,7 +1,7 @@
 //! Names and where state lives (docs/ARCHITECTURE.md, "Names" and "Where state lives").
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -87,7 +87,12 @@ pub fn host_ifname(id: &str) -> String {
 /// must never make cbuild-net read, write or delete a file elsewhere.
 pub fn open_nofollow(path: &Path, depth: usize, flags: libc::c_int) -> std::io::Result<std::fs::File> {
     let (dir, name) = open_parent(path, depth)?;
-    let fd = openat(dir.as_raw_fd(), &name, flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC, 0o644)?;
+    open_in(dir.as_fd(), &name, flags)
+}
+
+/// [`open_nofollow`] of the file `name` in a directory already opened by [`open_parent`].
+pub fn open_in(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> std::io::Result<std::fs::File> {
+    let fd = openat(dir.as_raw_fd(), name, flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC, 0o644)?;
     let f = std::fs::File::from(fd);
     if !f.metadata()?.is_file() {
         return Err(not_regular());
@@ -97,9 +102,15 @@ pub fn open_nofollow(path: &Path, depth: usize, flags: libc::c_int) -> std::io::
 
 /// Read a whole state file, as [`open_nofollow`] opens it.
 pub fn read_nofollow(path: &Path, depth: usize) -> std::io::Result<String> {
+    let (dir, name) = open_parent(path, depth)?;
+    read_in(dir.as_fd(), &name)
+}
+
+/// [`read_nofollow`] of the file `name` in an open directory.
+pub fn read_in(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<String> {
     use std::io::Read;
     let mut s = String::new();
-    open_nofollow(path, depth, libc::O_RDONLY)?.read_to_string(&mut s)?;
+    open_in(dir, name, libc::O_RDONLY)?.read_to_string(&mut s)?;
     Ok(s)
 }
 
@@ -107,6 +118,11 @@ pub fn read_nofollow(path: &Path, depth: usize) -> std::io::Result<String> {
 /// [`open_nofollow`] does: a symlinked directory cannot redirect the unlink elsewhere.
 pub fn remove_nofollow(path: &Path, depth: usize) -> std::io::Result<()> {
     let (dir, name) = open_parent(path, depth)?;
+    remove_in(dir.as_fd(), &name)
+}
+
+/// [`remove_nofollow`] of the file `name` in an open directory.
+pub fn remove_in(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<()> {
     // SAFETY: unlinkat on an open directory fd and a NUL-terminated name.
     match unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } {
         0 => Ok(()),
@@ -138,7 +154,7 @@ fn cstr(s: &std::ffi::OsStr) -> std::io::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"))
 }
 
-fn openat(dir: RawFd, name: &CString, flags: libc::c_int, mode: libc::mode_t) -> std::io::Result<OwnedFd> {
+fn openat(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> std::io::Result<OwnedFd> {
     // SAFETY: openat on a NUL-terminated name; the fd returned is owned by nobody else.
     match unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) } {
         fd if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
