@@ -469,7 +469,7 @@ impl Cgroup {
         if force {
             {
                 let _lock = lock(host, libc::LOCK_EX)?;
-                if self.rmdir_if_empty()? {
+                if held_while(|| self.rmdir_if_empty())? {
                     return Ok(());
                 }
             }
@@ -510,6 +510,11 @@ impl Cgroup {
             }
             _held = lock(host, libc::LOCK_EX)?;
         }
+        held_while(|| self.rmdirs())
+    }
+
+    /// Every directory of NAME, children before parents, in every hierarchy.
+    fn rmdirs(&self) -> Result<()> {
         let mut first_err = None;
         for dir in &self.dirs {
             if !dir.exists() {
@@ -548,6 +553,17 @@ impl Cgroup {
             }
         }
         Ok(true)
+    }
+}
+
+/// Run `rmdirs` with the stop signals held: a signal must not end `rm` with NAME gone from some
+/// hierarchies and not others. A removal cannot be taken back, so one that arrived meanwhile is not a
+/// failure: it lands once the rmdirs are done (after the error line, if they failed).
+fn held_while<T>(rmdirs: impl FnOnce() -> Result<T>) -> Result<T> {
+    let held = crate::supervise::hold("rm")?;
+    match rmdirs() {
+        Ok(v) => held.restore().map(|()| v),
+        Err(e) => Err(e.holding(held)),
     }
 }
 

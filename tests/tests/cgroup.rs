@@ -1858,6 +1858,30 @@ fn a_stop_signal_during_set_puts_the_old_limits_back() {
     assert_eq!(stat(&sb, &c.name)["pids"]["limit"], 7);
 }
 
+/// `rm` holds the stop signals through its rmdirs: a TERM delivered between two of them (strace injects
+/// it at the fourth) used to end it with NAME gone from some hierarchies and left in the others, still
+/// listed. Now NAME goes from all of them, and the signal ends the process after that.
+#[test]
+fn a_stop_signal_during_rm_lands_after_name_is_gone_from_every_hierarchy() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "20", "--memory", "64M"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(c.dirs.len() >= 4, "a hierarchy per controller, or the injection below lands nowhere: {:?}", c.dirs);
+    let o = run(Command::new("strace")
+        .args(["-o", "/dev/null", "-e", "trace=rmdir", "-e", "inject=rmdir:signal=SIGTERM:when=4", "--"])
+        .arg(bin("cbuild-cgroup"))
+        .args(["rm", &c.name])
+        .env("CBUILD_STATE", &sb.state)
+        .env("CBUILD_DATA", &sb.data));
+    // strace ends itself as its tracee ended: by the signal.
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(libc::SIGTERM), "TERM still ends rm: {:?} {}", o.status, stderr(&o));
+    assert_no_dirs(&i, &c.name);
+}
+
 /// A stop signal the caller ignores (a background job of a non-interactive shell ignores SIGINT and
 /// SIGQUIT, nohup SIGHUP) stays pending while blocked, but does not cancel the step; and the command runs
 /// with exactly the caller's signal mask, none of the signals the tool held.
