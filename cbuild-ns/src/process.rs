@@ -41,9 +41,9 @@ pub fn resolve_identity(user: Option<&str>, group_add: &[String]) -> Result<Iden
         None => ("0".to_string(), None),
     };
     let entry = passwd.iter().find(|e| e.len() >= 4 && (e[0] == u || e[2] == u));
-    let uid: u32 = match (u.parse::<u32>(), entry) {
-        (Ok(n), _) => n,
-        (Err(_), Some(e)) => e[2].parse().unwrap_or(0),
+    let uid = match (u.parse::<u32>(), entry) {
+        (Ok(n), _) => id_in_range(n, &u)?,
+        (Err(_), Some(e)) => etc_id(&e[2], &u, "uid", "/etc/passwd")?,
         (Err(_), None) => {
             return Err(Error::new(Step::User, &u, "no such user in the container's /etc/passwd"));
         }
@@ -51,17 +51,16 @@ pub fn resolve_identity(user: Option<&str>, group_add: &[String]) -> Result<Iden
     let name = entry.map(|e| e[0].clone());
     let group_id = |g: &str| -> Result<u32> {
         if let Ok(n) = g.parse::<u32>() {
-            return Ok(n);
+            return id_in_range(n, g);
         }
-        group
-            .iter()
-            .find(|e| e.len() >= 3 && e[0] == g)
-            .and_then(|e| e[2].parse().ok())
-            .ok_or_else(|| Error::new(Step::User, g, "no such group in the container's /etc/group"))
+        match group.iter().find(|e| e.len() >= 3 && e[0] == g) {
+            Some(e) => etc_id(&e[2], g, "gid", "/etc/group"),
+            None => Err(Error::new(Step::User, g, "no such group in the container's /etc/group")),
+        }
     };
     let gid = match (&g, entry) {
         (Some(g), _) => group_id(g)?,
-        (None, Some(e)) => e[3].parse().unwrap_or(0),
+        (None, Some(e)) => etc_id(&e[3], &u, "gid", "/etc/passwd")?,
         (None, None) => 0,
     };
     // Supplementary groups: the groups listing the user by name (only when no group was forced, as Docker),
@@ -85,6 +84,26 @@ pub fn resolve_identity(user: Option<&str>, group_add: &[String]) -> Result<Iden
     groups.dedup();
     let home = entry.and_then(|e| e.get(5).cloned());
     Ok(Identity { uid, gid, groups, explicit_groups, home })
+}
+
+/// The ids a process may have: 0 to 2^31-1, as runc allows. setresuid(2) takes -1 (4294967295) as "leave
+/// this one unchanged", so without this check `-u 4294967295` would run the command as root.
+const MAX_ID: u32 = i32::MAX as u32;
+
+fn id_in_range(n: u32, given: &str) -> Result<u32> {
+    if n > MAX_ID {
+        return Err(Error::new(Step::User, given, format!("id out of range (0 to {MAX_ID})")));
+    }
+    Ok(n)
+}
+
+/// A uid or gid field of the image's /etc/passwd or /etc/group: a malformed one is refused, not read as
+/// root.
+fn etc_id(field: &str, who: &str, what: &str, file: &str) -> Result<u32> {
+    match field.parse::<u32>() {
+        Ok(n) => id_in_range(n, who),
+        Err(_) => Err(Error::new(Step::User, who, format!("invalid {what} {field:?} in the container's {file}"))),
+    }
 }
 
 /// Switch groups, gid and uid. PR_SET_KEEPCAPS keeps the permitted set across the uid change so the

@@ -360,6 +360,20 @@ fn user_and_supplementary_groups_from_the_image() {
     assert!(ok(&o).trim().ends_with("0000000000000000"));
 }
 
+/// setresuid(2) reads -1 as "leave unchanged": `--user 4294967295` ran the command as root. Ids above
+/// 2^31-1 are refused, as runc refuses them, before the command runs.
+#[test]
+fn ids_out_of_range_are_refused_not_run_as_root() {
+    let sb = Sandbox::new();
+    for args in [&["--user", "4294967295"][..], &["--user", "1000:4294967295"], &["--group-add", "2147483648"]] {
+        let o = run_sh(&sb, args, "echo ran as $(id -u):$(id -g)");
+        assert_tool_error(&o, "cbuild-ns", "id out of range (0 to 2147483647)");
+        assert!(!stdout(&o).contains("ran as"), "{args:?}: the command ran: {}", stdout(&o));
+    }
+    let o = run_sh(&sb, &["--user", "2147483647:2147483647"], "id -u; id -g");
+    assert_eq!(ok(&o), "2147483647\n2147483647\n");
+}
+
 #[test]
 fn rlimits_applied_and_raising_hard_limit_reported() {
     let sb = Sandbox::new();
