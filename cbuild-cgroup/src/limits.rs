@@ -77,6 +77,10 @@ pub struct Limits {
     pub memory_swap: Option<Limit>,
     /// Whether memory_swap was asked for (an implied one is skipped on a kernel without swap accounting).
     pub memory_swap_explicit: bool,
+    /// The memory limit came from `--memory`: Docker's memory+swap of twice the memory applies when no
+    /// swap is given. Not to an OCI config's limit: its runtime (runc) leaves the swap alone then, as a
+    /// config from Docker carries the swap Docker worked out.
+    pub memory_from_flag: bool,
     pub memory_reservation: Option<Limit>,
     pub cpus: Option<f64>,
     pub cpu_period: Option<u64>,
@@ -192,6 +196,7 @@ impl Limits {
         let memory = size("--memory", &raw.memory)?;
         if let Some(m) = min_memory(memory, "limit", |r| bad("--memory", raw.memory.as_deref().unwrap_or(""), r))? {
             l.memory = Some(m);
+            l.memory_from_flag = true;
         }
         if let Some(s) = size("--memory-swap", &raw.memory_swap)? {
             l.memory_swap = Some(s);
@@ -375,7 +380,9 @@ impl Limits {
         }
         match (self.memory, self.memory_swap) {
             // Docker: --memory without --memory-swap allows as much swap as memory (memory+swap = 2×).
-            (Some(Limit::Value(m)), None) => self.memory_swap = Some(Limit::Value(m.saturating_mul(2))),
+            (Some(Limit::Value(m)), None) if self.memory_from_flag => {
+                self.memory_swap = Some(Limit::Value(m.saturating_mul(2)))
+            }
             (Some(Limit::Max), None) => self.memory_swap = Some(Limit::Max),
             (Some(m), Some(s)) => {
                 convert::memsw_to_swap(m, s).map_err(|r| bad("--memory-swap", &s.v2(), r))?;
@@ -1042,6 +1049,25 @@ mod tests {
         assert!(!l.memory_swap_explicit);
     }
 
+    /// An OCI config's memory limit without a swap (or swap 0) leaves the swap alone, as runc does.
+    #[test]
+    fn oci_memory_without_swap_leaves_swap_alone() {
+        let dir = std::env::temp_dir().join(format!("cbuild-cgroup-oci-swap-{}", std::process::id()));
+        for swap in ["", r#","swap":0"#] {
+            let cfg =
+                format!(r#"{{"ociVersion":"1.0.2","linux":{{"resources":{{"memory":{{"limit":104857600{swap}}}}}}}}}"#);
+            std::fs::write(&dir, cfg).unwrap();
+            let raw = RawLimits { oci: Some(dir.display().to_string()), ..Default::default() };
+            let l = Limits::parse(&raw).unwrap();
+            assert_eq!(l.memory, Some(Limit::Value(100 << 20)));
+            assert_eq!(l.memory_swap, None, "swap {swap:?}");
+        }
+        // --memory over the config's: the flag's Docker default again.
+        let raw = RawLimits { oci: Some(dir.display().to_string()), memory: Some("50M".into()), ..Default::default() };
+        assert_eq!(Limits::parse(&raw).unwrap().memory_swap, Some(Limit::Value(100 << 20)));
+        let _ = std::fs::remove_file(&dir);
+    }
+
     #[test]
     fn cpus_become_quota() {
         let l = Limits::parse(&RawLimits { cpus: Some("1.5".into()), ..Default::default() }).unwrap();
@@ -1081,7 +1107,7 @@ mod tests {
         let from_file = Limits::parse(&RawLimits { oci: oci.clone(), ..Default::default() });
         let flagged = Limits::parse(&RawLimits { oci, memory: Some("100M".into()), ..Default::default() });
         std::fs::remove_file(&dir).unwrap();
-        assert_eq!(from_file.unwrap().memory_swap, Some(Limit::Value(20 << 20)));
+        assert_eq!(from_file.unwrap().memory_swap, None, "as runc: the file's memory alone leaves swap alone");
         let l = flagged.unwrap();
         assert_eq!(l.memory, Some(Limit::Value(100 << 20)));
         assert_eq!(l.memory_swap, Some(Limit::Value(200 << 20)), "implied from the flag, not the file");
