@@ -466,7 +466,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     // the new file's data back on a rename over an existing file, and waits for the journal under load).
     // Its modification time is still set to now, as a rewrite would: callers (cbuild-run's cache) read it
     // as "compiled after the tool", like make does.
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+    // Only a file no one else can change: ours, one link, no group or other write bit. In a shared
+    // directory another user could otherwise plant the right bytes, world-writable, and rewrite the
+    // program (`ret ALLOW`) once we had taken it as ours; a rewrite replaces it with a file of ours.
+    let ours = |m: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        m.is_file() && m.uid() == nix::unistd::geteuid().as_raw() && m.nlink() == 1 && m.mode() & 0o022 == 0
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| ours(&m) && m.len() == bytes.len() as u64)
         && std::fs::read(path).is_ok_and(|old| old == bytes)
     {
         step("write", &format!("{}: unchanged", path.display()));

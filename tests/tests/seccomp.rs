@@ -1057,6 +1057,33 @@ fn compile_output_does_not_follow_a_planted_temporary_symlink() {
     assert!(m.is_file() && m.len() > 0 && m.len().is_multiple_of(8));
 }
 
+/// `compile -o FILE` leaves an identical FILE alone (a start recompiles the same profile): but not one
+/// another user owns or can write. `nobody` planted the exact program, mode 0666, in a shared directory;
+/// root's compile kept it, and `nobody` then rewrote it to `ret ALLOW`. Now such a file is replaced.
+#[test]
+fn compile_output_replaces_an_identical_file_it_does_not_own() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let sb = Sandbox::new();
+    let dir = sb.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = dir.join("web.bpf");
+    let o = seccomp(&sb, &["compile", "default", "--no-cache", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let program = std::fs::read(&out).unwrap();
+    for (uid, mode) in [(65534, 0o644), (0, 0o666)] {
+        std::fs::remove_file(&out).unwrap();
+        std::fs::write(&out, &program).unwrap();
+        std::os::unix::fs::chown(&out, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = seccomp(&sb, &["compile", "default", "--no-cache", "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let m = std::fs::metadata(&out).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o644), "owner {uid} mode {mode:o}: kept, not replaced");
+        assert_eq!(std::fs::read(&out).unwrap(), program);
+    }
+}
+
 /// A profile read from a file or stdin is bounded: `compile /dev/zero` grew memory until the OOM killer.
 #[test]
 fn endless_profile_input_is_refused() {
