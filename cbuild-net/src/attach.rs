@@ -384,7 +384,9 @@ async fn connect_steps(
     undo: &mut Undo,
 ) -> Result<Attachment> {
     let leases = Leases::new(bridge_dir(&ctx.state, &br.name));
-    let ip = leases.allocate(&br.subnet, br.gateway, o.ip, &o.id)?;
+    // `br` was read before this lock: a bridge deleted and made again meanwhile must not lend an address
+    // of its old subnet.
+    let ip = leases.allocate(&br.subnet, br.gateway, o.ip, &o.id, |l| bridge::check_unchanged(l, br))?;
     ctx.step("ipam", format!("{ip}/{} from {}", br.subnet.prefix, br.name));
     undo.lease = Some(ip);
 

@@ -69,6 +69,22 @@ pub fn load(state: &Path, name: &str) -> Result<Option<BridgeConf>> {
     Ok(Some(c))
 }
 
+/// Whether the bridge is still the one `c` describes, asked under its IPAM lock of the configuration in
+/// the directory locked (no second path walk): a bridge deleted and made again since `c` was read, on
+/// another subnet or gateway, or gone, is refused.
+pub fn check_unchanged(leases: &Leases, c: &BridgeConf) -> Result<()> {
+    let now = leases.read(c"bridge.json").ok().and_then(|b| serde_json::from_str::<BridgeConf>(&b).ok());
+    match now {
+        Some(n)
+            if (&n.name, n.subnet, n.gateway, n.subnet6, n.gateway6)
+                == (&c.name, c.subnet, c.gateway, c.subnet6, c.gateway6) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::new("ipam", &c.name, "bridge deleted or made again while connecting")),
+    }
+}
+
 /// Every bridge cbuild knows about in this state dir (a directory whose name or configuration is not
 /// valid is skipped: `bridge del` of it names the problem).
 pub fn list(state: &Path) -> Vec<BridgeConf> {
@@ -181,18 +197,21 @@ pub async fn add(
         }
     }
     let dir = bridge_dir(&ctx.state, name);
-    let made_dir = !dir.exists();
-    ctx.step("mkdir", dir.display());
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
     // All bridges are checked against each other's routes and made under one lock, taken on <state>/net
-    // itself (no lock file to leave behind; the bridge's own dir, made first, keeps it from being removed
-    // meanwhile): two adds of overlapping subnets at once would each pass before the other's route exists.
-    let net = paths::net_dir(&ctx.state);
-    let all = std::fs::File::open(&net).map_err(|e| Error::io("lock", net.display(), e))?;
-    let _all = nix::fcntl::Flock::lock(all, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::errno("lock", net.display(), e))?;
+    // itself (no lock file to leave behind): two adds of overlapping subnets at once would each pass
+    // before the other's route exists.
+    let _all = lock_net(ctx, &dir)?;
+    let leases = Leases::new(dir.clone());
+    let lock = leases.lock()?;
+    // Ours to remove on failure only if it had no configuration when this add took the locks: then
+    // nothing in it is another add's, nor a connect's (none leases on a bridge it cannot load).
+    let existing = load(&ctx.state, name);
+    let owned = matches!(existing, Ok(None));
     let mut created_link = false;
-    let r = add_locked(ctx, host, name, subnet, gateway, nat, subnet6, &mut created_link).await;
+    let r = match existing {
+        Ok(existing) => add_locked(ctx, host, name, subnet, gateway, nat, subnet6, existing, &mut created_link).await,
+        Err(e) => Err(e),
+    };
     if r.is_err() {
         if created_link {
             ctx.step("undo", format!("del-link {name}"));
@@ -200,12 +219,39 @@ pub async fn add(
                 ctx.undo_failed(&u);
             }
         }
-        if made_dir {
+        // Both locks still held: an add waiting for them finds the directory gone and makes it again, a
+        // connect waiting for the IPAM lock finds the bridge deleted.
+        if owned {
             let _ = std::fs::remove_dir_all(&dir);
             crate::ipam::rmdir_quiet(&paths::net_dir(&ctx.state));
         }
     }
+    drop(lock);
     r
+}
+
+/// The lock on `<state>/net`, the bridge's directory `dir` made in it. A failed add's undo removes both
+/// while holding the lock, and `bridge del` an empty `<state>/net` without it: a lock won on a directory
+/// no longer at that path guards nothing, and is taken again.
+fn lock_net(ctx: &Ctx, dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::MetadataExt;
+    let net = paths::net_dir(&ctx.state);
+    ctx.step("mkdir", dir.display());
+    loop {
+        std::fs::create_dir_all(&net).map_err(|e| Error::io("mkdir", net.display(), e))?;
+        let f = match std::fs::File::open(&net) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            r => r.map_err(|e| Error::io("lock", net.display(), e))?,
+        };
+        let all = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::errno("lock", net.display(), e))?;
+        // Once locked: a failed add's undo may have removed it; made now, it keeps <state>/net non-empty.
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
+        let held = all.metadata().map_err(|e| Error::io("lock", net.display(), e))?.ino();
+        if std::fs::metadata(&net).is_ok_and(|m| m.ino() == held) {
+            return Ok(all);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -217,11 +263,9 @@ async fn add_locked(
     gateway: Ipv4Addr,
     nat: bool,
     subnet6: Option<Subnet6>,
+    existing: Option<BridgeConf>,
     created_link: &mut bool,
 ) -> Result<BridgeConf> {
-    let leases = Leases::new(bridge_dir(&ctx.state, name));
-    let _lock = leases.lock()?;
-    let existing = load(&ctx.state, name)?;
     if let Some(c) = &existing {
         if c.subnet != subnet || c.gateway != gateway || c.subnet6 != subnet6 {
             let v6 = c.subnet6.map(|s| format!(" subnet6 {s}")).unwrap_or_default();

@@ -240,10 +240,24 @@ impl Leases {
         std::ffi::CString::new(ip.to_string()).expect("an address has no NUL")
     }
 
+    /// A file of the directory (`bridge.json`), read through the directory opened once, the one locked.
+    pub fn read(&self, name: &std::ffi::CStr) -> std::io::Result<String> {
+        read_in(self.dirfd()?, name)
+    }
+
     /// Take `want`, or the next free host address after the last one handed out (round robin, as
-    /// host-local does, so a just-released address is not reused at once).
-    pub fn allocate(&self, subnet: &Subnet, gateway: Ipv4Addr, want: Option<Ipv4Addr>, id: &str) -> Result<Ipv4Addr> {
+    /// host-local does, so a just-released address is not reused at once). `check` runs first, under the
+    /// lock: a lease is taken only if it passes.
+    pub fn allocate(
+        &self,
+        subnet: &Subnet,
+        gateway: Ipv4Addr,
+        want: Option<Ipv4Addr>,
+        id: &str,
+        check: impl FnOnce(&Leases) -> Result<()>,
+    ) -> Result<Ipv4Addr> {
         let _lock = self.lock()?;
+        check(self)?;
         if let Some(ip) = want {
             if !subnet.is_host(ip) || ip == gateway {
                 return Err(Error::new(
@@ -408,25 +422,27 @@ mod tests {
         let gw = s.first_host();
         let mut got = Vec::new();
         for i in 0..5 {
-            let ip = l.allocate(&s, gw, None, &format!("c{i}")).unwrap();
+            let ip = l.allocate(&s, gw, None, &format!("c{i}"), |_| Ok(())).unwrap();
             l.remember(ip);
             got.push(ip);
         }
         let want: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(10, 9, 0, i)).collect();
         assert_eq!(got, want);
-        assert!(l.allocate(&s, gw, None, "x").unwrap_err().reason.contains("no free"));
+        assert!(l.allocate(&s, gw, None, "x", |_| Ok(())).unwrap_err().reason.contains("no free"));
         assert!(l.release(got[0], "c0").unwrap());
         assert!(!l.release(got[1], "c0").unwrap(), "release by a non-owner frees nothing");
-        assert_eq!(l.allocate(&s, gw, None, "y").unwrap(), got[0]);
-        assert!(l.allocate(&s, gw, Some(gw), "z").is_err());
-        assert!(l.allocate(&s, gw, Some(Ipv4Addr::new(10, 9, 0, 7)), "z").is_err());
+        let refused = l.allocate(&s, gw, None, "y", |_| Err(Error::new("ipam", "t", "refused")));
+        assert!(refused.unwrap_err().reason == "refused" && !d.join(got[0].to_string()).exists(), "no lease taken");
+        assert_eq!(l.allocate(&s, gw, None, "y", |_| Ok(())).unwrap(), got[0]);
+        assert!(l.allocate(&s, gw, Some(gw), "z", |_| Ok(())).is_err());
+        assert!(l.allocate(&s, gw, Some(Ipv4Addr::new(10, 9, 0, 7)), "z", |_| Ok(())).is_err());
         // The hint is overwritten in place: a shorter address after a longer one leaves no tail.
         l.remember(Ipv4Addr::new(100, 100, 100, 100));
         l.remember(Ipv4Addr::new(10, 9, 0, 3));
         assert!(l.release(got[1], "c1").unwrap() && l.release(got[3], "c3").unwrap()); // .3 and .5 free
         let hint = std::fs::read_to_string(d.join("last_reserved_ip")).unwrap();
         assert_eq!(hint.trim().parse::<Ipv4Addr>().unwrap(), Ipv4Addr::new(10, 9, 0, 3));
-        assert_eq!(l.allocate(&s, gw, None, "after-hint").unwrap(), Ipv4Addr::new(10, 9, 0, 5));
+        assert_eq!(l.allocate(&s, gw, None, "after-hint", |_| Ok(())).unwrap(), Ipv4Addr::new(10, 9, 0, 5));
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -145,6 +145,7 @@ pub fn add(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<PathBuf
         // would be a mount inside it, hidden from `netns ls`, and `ns` would clash with a bridge name.
         return Err(Error::new("netns", name, "reserved: <state>/net holds cbuild-net's own files"));
     }
+    let _serial = serialize(state, true)?;
     let cdir = state.join(name);
     let dir = cdir.join("ns");
     let file = dir.join("net");
@@ -221,6 +222,25 @@ pub fn add(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<PathBuf
     }
 }
 
+/// `netns add` and `netns del` one at a time, under an exclusive flock on `<state>` itself (no tool locks
+/// it otherwise), held through the undo: each judges from what it sees whether it made the directories
+/// and whether `ns/` is a mount point, and an add that bound its namespace inside another add's `ns/`
+/// mount lost it to that add's undo. `None`: no `<state>`, so nothing for a `del` to find.
+fn serialize(state: &Path, create: bool) -> Result<Option<nix::fcntl::Flock<File>>> {
+    let f = match File::open(state) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(state).map_err(|e| Error::io("mkdir", state.display(), e))?;
+            File::open(state)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        r => r,
+    }
+    .map_err(|e| Error::io("lock", state.display(), e))?;
+    let l = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::errno("lock", state.display(), e))?;
+    Ok(Some(l))
+}
+
 #[derive(Default)]
 struct Undo {
     unlink: Option<PathBuf>,
@@ -233,6 +253,7 @@ struct Undo {
 /// `netns del NAME`: unmount and remove the file; remove the directories when nothing else is in them.
 pub fn del(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<()> {
     check_name("netns", "namespace name", name)?;
+    let _serial = serialize(state, false)?;
     let file = name_path(state, name);
     for d in [state.join(name), state.join(name).join("ns")] {
         if std::fs::symlink_metadata(&d).is_ok_and(|m| !m.is_dir()) {

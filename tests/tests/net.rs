@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cbuild_tests::{assert_tool_error, mounts_under, require_root, run, stderr, stdout, tool, unique, Sandbox};
+use cbuild_tests::{assert_tool_error, bin, mounts_under, require_root, run, stderr, stdout, tool, unique, Sandbox};
 
 const TOOL: &str = "cbuild-net";
 
@@ -47,6 +47,16 @@ impl Net {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = tool(TOOL, &self.sb);
         c.env("CBUILD_NET_HOST_NS", &self.host).args(args);
+        c
+    }
+
+    /// `cbuild-net ARGS` as [`Net::cmd`], under `strace -o /dev/null STRACE` (its fault injection makes
+    /// a race happen every time, in the order a test wants).
+    fn traced(&self, strace: &[&str], args: &[&str]) -> Command {
+        let mut c = Command::new("strace");
+        c.args(["-o", "/dev/null"]).args(strace).arg("--").arg(bin(TOOL)).args(args);
+        c.env("CBUILD_STATE", &self.sb.state).env("CBUILD_DATA", &self.sb.data).env("CBUILD_NET_HOST_NS", &self.host);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         c
     }
 
@@ -1790,4 +1800,179 @@ fn netns_del_removes_what_a_killed_add_left() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("net"), "x").unwrap();
     assert_tool_error(&n.net(&["netns", "del", &name]), TOOL, "not a network namespace file");
+}
+
+/// Until `cond` holds (a traced process reached the step a test waits for), at most 10 s.
+#[track_caller]
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Regression: `bridge add` decided whether it made the bridge's directory before it took the lock, and
+/// its undo removed the directory on that word. An add that looked first, then lost the race to an add of
+/// the same name on another subnet, deleted the winner's `bridge.json` (and a live container's lease)
+/// with its own failure, leaving a link no verb would manage again. And an add that waited for the lock
+/// while a failed add's undo removed the directory (and `<state>/net`) failed with `no such bridge`.
+#[test]
+fn concurrent_bridge_adds_of_one_name_never_remove_each_others_state() {
+    let mut n = Net::new();
+    let c = n.ns("c");
+    let cp = n.ns_path(&c);
+    let before = n.host_snapshot();
+    let conf = n.sb.state.join("net/brq/bridge.json");
+    std::fs::create_dir_all(n.sb.state.join("net")).unwrap();
+    // A's first mkdir, before it takes the lock, waits 1.5 s; meanwhile B makes the bridge on another
+    // subnet and a container connects to it.
+    let a = n
+        .traced(
+            &["-e", "trace=mkdir", "-e", "inject=mkdir:delay_enter=1500000:when=1"],
+            &["bridge", "add", "brq", "--subnet", "10.230.1.0/24"],
+        )
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    n.ok(&["bridge", "add", "brq", "--subnet", "10.230.2.0/24", "--nat"]);
+    n.ok(&["connect", &cp, "--bridge", "brq", "--id", "q1"]);
+    let a = a.wait_with_output().unwrap();
+    assert_tool_error(&a, TOOL, "already exists with subnet 10.230.2.0/24");
+    let text = std::fs::read_to_string(&conf).unwrap_or_else(|e| panic!("the winner's bridge.json: {e}"));
+    assert!(text.contains("10.230.2.0/24"), "{text}");
+    assert_eq!(n.leases("brq"), vec!["10.230.2.2"], "the container's lease");
+    assert_tool_error(&n.net(&["bridge", "del", "brq"]), TOOL, "1 containers still attached");
+    n.ok(&["disconnect", "--id", "q1"]);
+    n.ok(&["bridge", "del", "brq"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+
+    // The same subnet, A stopped by a TERM that comes as it waits for the lock (held, so its add fails
+    // undone): what B made and the container's lease stay.
+    let a = n
+        .traced(
+            &[
+                "-e",
+                "trace=mkdir,flock",
+                "-e",
+                "inject=mkdir:signal=SIGTERM:when=1",
+                "-e",
+                "inject=flock:delay_enter=1500000:when=1",
+            ],
+            &["bridge", "add", "brq", "--subnet", "10.230.2.0/24"],
+        )
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    n.ok(&["bridge", "add", "brq", "--subnet", "10.230.2.0/24", "--nat"]);
+    n.ok(&["connect", &cp, "--bridge", "brq", "--id", "q2"]);
+    let a = a.wait_with_output().unwrap();
+    assert!(stderr(&a).contains("cbuild-net: bridge: brq: interrupted by SIGTERM"), "{:?} {}", a.status, stderr(&a));
+    assert!(conf.exists(), "the winner's bridge.json");
+    assert_eq!(n.leases("brq"), vec!["10.230.2.2"], "the container's lease");
+    n.ok(&["disconnect", "--id", "q2"]);
+    n.ok(&["bridge", "del", "brq"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+
+    // A holds the lock (1 s after taking the bridge's IPAM lock) and then fails, on a subnet a route
+    // covers; B, waiting for the lock meanwhile, makes the bridge: alone (A's undo removes `<state>/net`
+    // too) and next to another bridge (it stays).
+    sh_in(&n.host, "ip link add d0 type veth peer name d1 && ip addr add 10.231.0.1/24 dev d0 && ip link set d1 up && ip link set d0 up");
+    for sibling in [false, true] {
+        if sibling {
+            n.ok(&["bridge", "add", "brs", "--subnet", "10.232.0.0/24"]);
+        }
+        let a = n
+            .traced(
+                &["-e", "trace=flock", "-e", "inject=flock:delay_exit=1000000:when=2"],
+                &["bridge", "add", "brw", "--subnet", "10.231.0.0/24"],
+            )
+            .spawn()
+            .unwrap();
+        let lock = n.sb.state.join("net/brw/lock");
+        wait_until("A takes the IPAM lock", || lock.exists());
+        let b = n.net(&["bridge", "add", "brw", "--subnet", "10.233.0.0/24"]);
+        let a = a.wait_with_output().unwrap();
+        assert_tool_error(&a, TOOL, "overlaps route 10.231.0.0/24");
+        assert!(b.status.success(), "sibling {sibling}: the waiting add failed: {}", stderr(&b));
+        let text = std::fs::read_to_string(n.sb.state.join("net/brw/bridge.json")).unwrap();
+        assert!(text.contains("10.233.0.0/24"), "{text}");
+        n.ok(&["bridge", "del", "brw"]);
+    }
+    n.ok(&["bridge", "del", "brs"]);
+    let files = n.state_files();
+    assert!(files.iter().all(|f| f == "net" || f == "net/nft.lock"), "{files:?}");
+}
+
+/// Regression: two `netns add` of one NAME at once. The first bind-mounted `ns/` on itself; the second
+/// saw a mount point there and bound its namespace inside that mount; the first, failing on the file
+/// the second had made, detached its mount and the second's with it: the second succeeded with an empty
+/// file where its namespace should have been (`netns ls` did not list it, connect refused it). Now adds
+/// and dels of namespaces run one at a time.
+#[test]
+fn concurrent_netns_adds_of_one_name_leave_a_namespace() {
+    let n = Net::new();
+    let name = unique("nsr");
+    let path = n.sb.state.join(&name).join("ns/net");
+    let _umount = netns_guard(path.clone());
+    // L binds `ns/` on itself, then waits 1 s before its next mount; W starts meanwhile.
+    let l = n
+        .traced(&["-e", "trace=mount", "-e", "inject=mount:delay_enter=1000000:when=2"], &["netns", "add", &name])
+        .spawn()
+        .unwrap();
+    let dir = n.sb.state.join(&name).join("ns");
+    wait_until("L mounts ns/", || !mounts_under(&dir.to_string_lossy()).is_empty());
+    let w = n.cmd(&["netns", "add", &name]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (ol, ow) = (l.wait_with_output().unwrap(), w.wait_with_output().unwrap());
+    let (won, lost) = match (ol.status.success(), ow.status.success()) {
+        (true, false) => (&ol, &ow),
+        (false, true) => (&ow, &ol),
+        _ => panic!("want one add to succeed: {} / {}", stderr(&ol), stderr(&ow)),
+    };
+    assert_eq!(stdout(won).trim(), path.display().to_string());
+    assert_tool_error(lost, TOOL, "File exists");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(n.ok(&["netns", "ls"]).contains(&name), "not a namespace: {} bytes", meta.len());
+    sh_in(&path, "ip link show lo");
+    n.ok(&["netns", "del", &name]);
+    assert!(!n.sb.state.join(&name).exists());
+    assert!(mounts_under(&n.sb.state.to_string_lossy()).is_empty());
+}
+
+/// Regression: connect read the bridge's configuration before it took the bridge's IPAM lock. A bridge
+/// deleted and made again on another subnet meanwhile gave it a lease from the old subnet, in the new
+/// bridge's directory, and a container with an address and gateway the bridge does not route.
+#[test]
+fn connect_never_leases_from_a_bridge_made_again_meanwhile() {
+    let mut n = Net::new();
+    let c = n.ns("c");
+    let cp = n.ns_path(&c);
+    let before = n.host_snapshot();
+    n.ok(&["bridge", "add", "brr", "--subnet", "10.234.0.0/24"]);
+    // The connect has read the configuration and waits 1.5 s in reserve's rename, before the lease.
+    let child = n
+        .traced(
+            &["-e", "trace=rename", "-e", "inject=rename:delay_enter=1500000:when=1"],
+            &["connect", &cp, "--bridge", "brr", "--id", "rr"],
+        )
+        .spawn()
+        .unwrap();
+    let state = n.sb.state.clone();
+    wait_until("connect reserves", || {
+        std::fs::read_dir(&state).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".net-rr."))
+    });
+    n.ok(&["bridge", "del", "brr"]);
+    n.ok(&["bridge", "add", "brr", "--subnet", "10.235.0.0/24"]);
+    let bridged = n.host_snapshot();
+    let o = child.wait_with_output().unwrap();
+    assert_tool_error(&o, TOOL, "ipam: brr: bridge deleted or made again while connecting");
+    assert!(n.leases("brr").is_empty(), "{:?}", n.leases("brr"));
+    assert!(!n.sb.state.join("rr").exists(), "record left behind");
+    assert_eq!(diff(&bridged, &n.host_snapshot()), "", "connect undone");
+    assert_eq!(sh_in(&c, "ip -o link show | wc -l").trim(), "1", "only lo left in the container");
+    n.ok(&["connect", &cp, "--bridge", "brr", "--id", "rr"]);
+    assert_eq!(addr_of(&c, "eth0"), "10.235.0.2");
+    n.ok(&["disconnect", "--id", "rr"]);
+    n.ok(&["bridge", "del", "brr"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
 }
