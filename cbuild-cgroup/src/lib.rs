@@ -107,14 +107,18 @@ pub fn add(name: &str, pids: &[String]) -> Result<()> {
 /// With `cgroup_fd` = N, the v2 tree is not joined: NAME's v2 directory is opened as fd N for CMD, which
 /// creates its processes there (`cbuild-ns run --cgroup-fd N`, clone3 CLONE_INTO_CGROUP). That skips
 /// the RCU grace period a cgroup2 move waits for. On a host without a v2 tree fd N is /dev/null.
-pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<Infallible> {
+///
+/// `new`: NAME must not exist yet ("cgroup exists", nothing touched), so that what is in NAME afterwards
+/// is the caller's own to kill.
+pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, new: bool, cmd: &[String]) -> Result<Infallible> {
     let cmd = Cmd::check(name, cgroup_fd, cmd)?;
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
     let join = if cgroup_fd.is_some() { Join::AllButV2 } else { Join::All };
     // Stop signals held from before the first mkdir: one must not end this process with NAME half-made.
     let held = supervise::hold("exec")?;
-    let created = match Cgroup::create(&host, name, &l, IfExists::Reuse, join, &held) {
+    let if_exists = if new { IfExists::Fail } else { IfExists::Reuse };
+    let created = match Cgroup::create(&host, name, &l, if_exists, join, &held) {
         Ok(c) => c,
         Err(e) => return Err(e.holding(held)),
     };

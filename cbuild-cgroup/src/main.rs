@@ -84,6 +84,10 @@ enum Verb {
         /// container, which must not make a new cgroup if the container has just gone.
         #[arg(long, conflicts_with = "rm")]
         existing: bool,
+        /// NAME must not exist yet, as with --rm: a runtime that removes NAME (and kills what is in it)
+        /// when its container ends must not have joined someone else's.
+        #[arg(long, conflicts_with_all = ["rm", "existing"])]
+        new: bool,
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
@@ -247,8 +251,8 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Verb::Exec { name, limits, cgroup_fd, existing: true, cmd, .. } => {
             cbuild_cgroup::exec_existing(&name, &limits.into(), cgroup_fd, &cmd).map(|n| match n {})
         }
-        Verb::Exec { name, limits, cgroup_fd, rm: false, cmd, .. } => {
-            cbuild_cgroup::exec(&name, &limits.into(), cgroup_fd, &cmd).map(|n| match n {})
+        Verb::Exec { name, limits, cgroup_fd, rm: false, new, cmd, .. } => {
+            cbuild_cgroup::exec(&name, &limits.into(), cgroup_fd, new, &cmd).map(|n| match n {})
         }
         Verb::Stat { name } => cbuild_cgroup::stat(&name, cli.json, out),
         Verb::Events { name, follow } => cbuild_cgroup::events(&name, follow, out),

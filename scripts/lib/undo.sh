@@ -32,6 +32,15 @@ rt_cleanup() {
                     rt_say undo-cgroup "none left: cbuild-cgroup exec --rm removed it when the container ended"
                     continue
                 fi
+                # Listed before the chain ran: until cbuild-ns has written a status line, NAME may be
+                # another's (cbuild-cgroup refused a NAME that exists), or one half-made by a chain killed
+                # mid-step, with nothing of ours left in it once the chain has ended. Then a plain rm,
+                # which refuses live processes: quietly, as that refusal is no failure of this run's.
+                if [[ ! -s $dir/status ]]; then
+                    rt_say undo-cgroup "cbuild-cgroup rm $name --missing-ok (cbuild-ns never started: not --force)"
+                    "$CGROUP_BIN" rm "$name" --missing-ok 2>/dev/null
+                    continue
+                fi
                 rt_say undo-cgroup "cbuild-cgroup rm $name --force --missing-ok"
                 if [[ $ended == 1 ]]; then
                     "$CGROUP_BIN" rm "$name" --force --missing-ok &
@@ -105,11 +114,12 @@ rt_discard_tree() {
     done
 }
 
-# rm(1) on rt_trash in the background, holding none of the run's fds (lock, terminal): nothing waits on it.
+# rm(1) on rt_trash in the background, holding none of the run's fds (lock, terminal, a caller's pipe):
+# nothing waits on it.
 rt_remove_trash() {
     [[ ${#rt_trash[@]} -gt 0 ]] || return 0
     local pid
-    spawn -p pid -d -s -r 0 /dev/null -w 1 /dev/null -w 2 /dev/null -- rm -rf -- "${rt_trash[@]}" 8>&- 9>&-
+    spawn -p pid -d -s -c -r 0 /dev/null -w 1 /dev/null -w 2 /dev/null -- rm -rf -- "${rt_trash[@]}"
 }
 
 # rt_rm_tree DIR... — a container-made tree has any depth: the builtin goes 64 levels (Debian's fallback

@@ -307,6 +307,24 @@ fn spawn_d_leaves_sigchld_alone_and_bash_collects_the_status() {
     assert_eq!(stdout(&o), "spawn=0 reaped=127 same=yes\nplain=4 held=yes\n", "{}", stderr(&o));
 }
 
+/// `spawn -c`: the command gets none of the shell's descriptors from 3 up (above 9 too) but its FILEs,
+/// the `-i` pipe and those `-k` keeps; without `-c`, all of them, as a `&` command would.
+#[test]
+fn spawn_c_closes_every_other_descriptor_but_the_kept_ones() {
+    let d = lock_file();
+    let o = run(&mut bash(
+        "exec 3>/dev/null 7>/dev/null 9>/dev/null 12>/dev/null
+         fds='for n in 3 4 5 7 9 12; do [ -e /proc/self/fd/$n ] && printf \"$n \"; done; echo'
+         spawn -p c -c -k 9 -w 4 \"$1/out\" -i 5 w -- sh -c \"{ $fds; } >&4\"; exec {w}>&-; reap -p e $c
+         spawn -p c -- sh -c \"$fds\"; reap -p e $c
+         spawn -p c -c -- sh -c \"$fds\"; reap -p e $c
+         echo \"rc=$?\"",
+        d.path(),
+    ));
+    assert_eq!(std::fs::read_to_string(d.path().join("out")).unwrap(), "4 5 9 \n", "{}", stderr(&o));
+    assert_eq!(stdout(&o), "3 7 9 12 \n\nrc=0\n", "{}", stderr(&o));
+}
+
 #[test]
 fn spawn_and_reap_bad_input_is_one_line_and_starts_nothing() {
     let d = lock_file();
@@ -315,6 +333,8 @@ fn spawn_and_reap_bad_input_is_one_line_and_starts_nothing() {
         ("spawn -p c", 2, "spawn: missing COMMAND"),
         ("spawn -p c -w 12 f true", 2, "spawn: 12: N must be a descriptor from 0 to 9"),
         ("spawn -p c -x true", 2, "spawn: -x: unknown option"),
+        ("spawn -p c -k 9 true", 2, "spawn: -k is for -c"),
+        ("spawn -p c -c -k 12 true", 2, "spawn: -k: -k needs a descriptor from 0 to 9"),
         ("spawn -p c -- no-such-command-cbuild", 127, "spawn: no-such-command-cbuild: command not found"),
         ("spawn -p c -- /nonexistent/cbuild", 127, "spawn: /nonexistent/cbuild: No such file or directory"),
         ("spawn -p c -w 4 /nonexistent/dir/f -- true", 1, "spawn: /nonexistent/dir/f: No such file or directory"),

@@ -1813,3 +1813,249 @@ fn exec_takes_the_containers_user_and_workdir_and_rm_waits_for_an_exited_one() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("nosuch: no such container"), "{}", stderr(&o));
 }
+
+// ------------------------------------------------------------------------------------------------------
+// The review's findings: what a run may touch, hold and leave
+// ------------------------------------------------------------------------------------------------------
+
+/// A start refused because a cgroup NAME already exists (another's, with a process in it) leaves that
+/// cgroup and its process alone, foreground (`exec --rm` refuses it) and detached (`exec --new`), and says
+/// so once: its undo neither kills nor removes what this run never made, nor complains about it.
+#[test]
+fn a_start_refused_for_an_existing_cgroup_leaves_it_and_its_processes_alone() {
+    let rt = Rt::new();
+    let name = unique("ocg");
+    let mut other = Command::new(bin("cbuild-cgroup")).args(["exec", &name, "--", "sleep", "60"]).spawn().unwrap();
+    let _cleanup = Defer(|| {
+        let _ = Command::new(bin("cbuild-cgroup")).args(["rm", "--force", "--missing-ok", &name]).status();
+    });
+    let t = Instant::now();
+    while cgroup_dirs(&name).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(5), "the other cgroup never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for detach in [false, true] {
+        let mut args = vec!["--name", &name, "--network", "none"];
+        args.push(if detach { "-d" } else { "--rm" });
+        args.extend([IMAGE, "true"]);
+        let o = rt.run(&args);
+        assert_eq!(o.status.code(), Some(125), "-d {detach}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty(), "-d {detach}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(err.contains("cgroup exists"), "-d {detach}: {err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("cbuild-")).count(), 1, "one error line: {err}");
+        assert!(other.try_wait().unwrap().is_none(), "-d {detach}: the other cgroup's process was killed");
+        assert!(!cgroup_dirs(&name).is_empty(), "-d {detach}: the other cgroup was removed");
+        assert!(!rt.sb.state.join(&name).exists(), "-d {detach}: the run's directory is left");
+    }
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
+/// `c`, run by `bash -c LINE bash PROGRAM ARGS...` with `c`'s environment: LINE says what to do with "$@".
+fn via_shell(c: &Command, line: &str) -> Command {
+    let mut sh = Command::new("bash");
+    sh.args(["-c", line, "bash"]).arg(c.get_program()).args(c.get_args());
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            sh.env(k, v);
+        }
+    }
+    sh
+}
+
+/// A detached container holds none of the descriptors its caller handed cbuild-run (as docker, which
+/// passes a container nothing): `{ cbuild-run -d ... 3>&1; } | cat` ends when cbuild-run does, not
+/// when the container does.
+#[test]
+fn a_detached_container_holds_none_of_the_callers_descriptors() {
+    let rt = Rt::new();
+    let name = unique("fds");
+    let mut c = rt.cmd("cbuild-run");
+    c.args(["-d", "--name", &name, "--network", "none", IMAGE, "sleep", "20"]);
+    let t = Instant::now();
+    // fd 3: a second copy of the pipe `run` reads to its end.
+    let o = run(via_shell(&c, "exec \"$@\" 3>&1").stdin(Stdio::null()));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), name);
+    assert!(t.elapsed() < Duration::from_secs(10), "the caller's pipe was held by the container: {:?}", t.elapsed());
+    assert!(rt.tool("cbuild-rm", &["-f", &name]).status.success());
+    rt.assert_gone(&name);
+}
+
+/// A reader that goes away (`cbuild-run ... 2>&1 | head -1`) does not kill cbuild-run with SIGPIPE
+/// half-way: the run is undone as any other, and NAME is free again.
+#[test]
+fn a_reader_gone_is_no_sigpipe_the_run_is_undone() {
+    let rt = Rt::new();
+    let name = unique("pipe");
+    let mut c = rt.cmd("cbuild-run");
+    c.args(["--verbose", "--rm", "--name", &name, "--network", "none", IMAGE, "echo", "hi"]);
+    let o = run(&mut via_shell(&c, "\"$@\" 2>&1 | head -1; echo \"status=${PIPESTATUS[0]}\" >&2"));
+    assert!(stdout(&o).starts_with("cbuild-run: step: mkdir: "), "{}", stdout(&o));
+    assert!(!stderr(&o).contains("status=141"), "killed by SIGPIPE: {}", stderr(&o));
+    rt.assert_gone(&name);
+    assert!(rt.ok(&["--rm", "--name", &name, "--network", "none", IMAGE, "true"]).is_empty());
+    rt.assert_gone(&name);
+}
+
+/// A `-v` whose host directory is missing makes it only for a start that goes on: a spec cbuild-ns
+/// refuses (no destination, a relative one, an unknown option) or any later failure of the start leaves
+/// no directory on the host, not even the parents it would have made.
+#[test]
+fn a_refused_volume_leaves_no_host_directory() {
+    let rt = Rt::new();
+    let base = rt.sb.path().join("vols");
+    std::fs::create_dir(&base).unwrap();
+    let p = |n: &str| base.join(n).display().to_string();
+    for (spec, extra, needle) in [
+        (p("x1"), vec![], "want SRC:DST"),
+        (format!("{}:/mnt:bogus", p("x2")), vec![], "bogus"),
+        (format!("{}:relative", p("x3")), vec![], "relative"),
+        (format!("{}:/mnt", p("x4/a/b")), vec!["-u", "nosuchuser"], "nosuchuser"),
+    ] {
+        let name = unique("vol");
+        let mut args = vec!["--rm", "--name", &name, "--network", "none", "-v", &spec];
+        args.extend(extra);
+        args.extend([IMAGE, "true"]);
+        let o = rt.run(&args);
+        assert_eq!(o.status.code(), Some(125), "-v {spec}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "-v {spec}: {}", stderr(&o));
+        let left: Vec<_> = std::fs::read_dir(&base).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "-v {spec} left {left:?}");
+        rt.assert_gone(&name);
+    }
+    // A start that goes on keeps it (as docker's).
+    assert_eq!(rt.sh(&["-v", &format!("{}:/mnt", p("x5/a"))], "ls /mnt"), "");
+    assert!(base.join("x5/a").is_dir());
+}
+
+/// `cbuild-run -d --rm IMAGE true`, descheduled for the container's whole life (stopped once the
+/// supervisor is recorded, until the container's reap has removed the run): the start succeeded, so it
+/// prints NAME and exits 0, as docker would, with nothing on stderr. (A wrapper holds cbuild-ns back a
+/// moment, so the stop lands before the exec.)
+#[test]
+fn a_detached_rm_run_reaped_before_cbuild_run_looks_still_prints_its_name() {
+    use nix::sys::signal::{kill, Signal};
+    let rt = Rt::new();
+    let bin = rt.sb.path().join("slow-ns-bin");
+    std::fs::create_dir(&bin).unwrap();
+    for t in
+        ["cbuild-cgroup", "cbuild-overlay", "cbuild-net", "cbuild-seccomp", "cbuild-image", "libcbuild_builtins.so"]
+    {
+        std::os::unix::fs::symlink(bin_dir().join(t), bin.join(t)).unwrap();
+    }
+    let wrapper = bin.join("cbuild-ns");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nsleep 1\nexec {} \"$@\"\n", bin_dir().join("cbuild-ns").display()))
+        .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let name = unique("race");
+    let c = rt
+        .cmd("cbuild-run")
+        .env("CBUILD_BIN", &bin)
+        .args(["-d", "--rm", "--name", &name, "--network", "none", IMAGE, "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+    let dir = rt.sb.state.join(&name);
+    let t = Instant::now();
+    // (The record's first line names cbuild-run itself as supervisor=PID; the detached one is a line of its own.)
+    while !std::fs::read_to_string(dir.join("record")).unwrap_or_default().lines().any(|l| l.starts_with("supervisor="))
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "no supervisor recorded");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let t = Instant::now();
+    while dir.exists() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let gone = !dir.exists();
+    kill(pid, Signal::SIGCONT).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(gone, "the run was never reaped");
+    assert_eq!((o.status.code(), stdout(&o).trim()), (Some(0), name.as_str()), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    rt.assert_gone(&name);
+}
+
+/// The processes whose process group is PGID.
+fn group_members(pgid: i32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let pgrp: i32 = stat.rsplit(") ").next()?.split(' ').nth(2)?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            (pgrp == pgid).then(|| String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect()
+}
+
+/// ^C on `cbuild-logs -f` (SIGINT to its process group, as a terminal sends it) or a TERM to it alone
+/// ends it with its lock waiter and both tails: none is left following the container.
+#[test]
+fn logs_follow_stopped_takes_its_helpers_along() {
+    use std::os::unix::process::CommandExt;
+    let rt = Rt::new();
+    let name = unique("logc");
+    rt.detached(&name, &[], "echo started; sleep 60");
+    for (sig, to_group) in [(libc::SIGINT, true), (libc::SIGTERM, false)] {
+        let mut c = rt.cmd("cbuild-logs");
+        c.args(["-f", &name]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).process_group(0);
+        let mut child = c.spawn().unwrap();
+        let pgid = child.id() as i32;
+        let t = Instant::now();
+        while group_members(pgid).len() < 4 {
+            assert!(t.elapsed() < Duration::from_secs(10), "{:?}", group_members(pgid));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: plain kill(2).
+        unsafe { libc::kill(if to_group { -pgid } else { pgid }, sig) };
+        let st = child.wait().unwrap();
+        assert!(!st.success(), "{st:?}");
+        let t = Instant::now();
+        while !group_members(pgid).is_empty() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(group_members(pgid).is_empty(), "signal {sig} left {:?}", group_members(pgid));
+    }
+    assert!(rt.tool("cbuild-rm", &["-f", &name]).status.success());
+    rt.assert_gone(&name);
+}
+
+/// Docker's forms the scripts took wrongly: `-e`/`-u` values that start with '-', flags together ending in
+/// one that takes a value (`-de A=1`), `cbuild-exec -eK=V`, `cbuild-rm -- NAME`; line breaks in a hostname
+/// or a `--dns-search` refused (they would forge lines in /etc/hosts and resolv.conf); `cbuild-rm --reap`
+/// without its arguments a one-line error.
+#[test]
+fn docker_forms_the_nits_took_wrongly() {
+    let rt = Rt::new();
+    let env = rt.ok(&["--rm", "--network", "none", "-e", "-x=1", "--env=-y=2", IMAGE, "cat", "/proc/self/environ"]);
+    assert!(env.contains("\0-x=1\0-y=2\0"), "{env:?}");
+    let name = unique("nits");
+    assert_eq!(rt.ok(&["-de", "A=1", "--name", &name, "--network", "none", IMAGE, "sleep", "30"]).trim(), name);
+    let o = rt.tool("cbuild-exec", &["-eB=2", "-e=C=3", &name, "sh", "-c", "echo $A$B$C"]);
+    assert_eq!(stdout(&o), "123\n", "{}", stderr(&o));
+    let o = rt.tool("cbuild-rm", &["-f", "--", &name]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), format!("{name}\n")), "{}", stderr(&o));
+    rt.assert_gone(&name);
+    for (args, needle) in [
+        (vec!["-h", "box\n10.0.0.1 forged"], "-h box: holds a line break"),
+        (vec!["--dns-search", "a.org\nnameserver 10.0.0.1"], "--dns-search a.org: holds a line break"),
+    ] {
+        let name = unique("nl");
+        let a = [&["--rm", "--name", &name, "--network", "none"][..], &args[..], &[IMAGE, "true"][..]].concat();
+        let o = rt.run(&a);
+        assert_tool_error(&o, "cbuild-run", needle);
+        rt.assert_gone(&name);
+    }
+    for args in [vec!["--reap"], vec!["--reap", "x"]] {
+        assert_tool_error(&rt.tool("cbuild-rm", &args), "cbuild-rm", "--reap");
+    }
+}

@@ -1,4 +1,4 @@
-//! `spawn -p VAR [-s] [-d] [-r N FILE] [-w N FILE] [-a N FILE] [-i N WVAR] [--] COMMAND [ARG...]` and
+//! `spawn -p VAR [-s] [-d] [-c] [-k N] [-r N FILE] [-w N FILE] [-a N FILE] [-i N WVAR] [--] COMMAND [ARG...]` and
 //! `reap -p VAR PID`: bash's `COMMAND N<FILE N>FILE N>>FILE &` and `wait -p VAR PID`, without forking
 //! the shell; `-i`: a pipe the command reads as fd N while the shell writes into it (fd number in WVAR),
 //! which bash cannot make without forking.
@@ -8,7 +8,10 @@
 //! lends the child the parent's memory until the exec). `spawn` starts COMMAND with posix_spawn(3): the
 //! shell's exported environment, its descriptors (FILEs opened as fds N, as redirections would), its
 //! signal mask, and the signal dispositions an exec leaves: the shell's trapped signals at their
-//! defaults, its ignored ones ignored. `-s`: in a new session (setsid). VAR gets the PID.
+//! defaults, its ignored ones ignored. `-s`: in a new session (setsid). VAR gets the PID. `-c`: none of
+//! the shell's descriptors from 3 up but those `-k N` names (and the FILEs and the pipe): a command that
+//! outlives the shell must not hold what the shell's caller handed it (a pipe the caller reads to its
+//! end, a terminal), as Docker's daemon passes a container nothing.
 //!
 //! bash reaps every child it is sent SIGCHLD for, and drops the status of one it did not start itself.
 //! So from a `spawn` until its `reap`, the shell holds SIGCHLD blocked: run no other child in between
@@ -44,6 +47,9 @@ static SPAWN_DOC: Doc = Doc::new(
 
     -p VAR      the variable for the PID (required)
     -s          in a new session (setsid)
+    -c          close every other descriptor from 3 up: the command gets 0-2, the FILEs, the pipe and
+                the fds named by -k
+    -k N        with -c, keep the shell's fd N (0 to 9) open for the command
     -d          never to be reaped (work left running in the background): SIGCHLD is left alone, and
                 the shell drops the command's status when it ends
     -r N FILE   FILE open for reading as fd N (N<FILE); -w: for writing, truncated (N>FILE);
@@ -70,7 +76,7 @@ pub(crate) const SPAWN: Builtin = Builtin::new(
     c"spawn",
     spawn_builtin,
     &SPAWN_DOC,
-    c"spawn -p VAR [-s] [-d] [-r|-w|-a N FILE]... [-i N WVAR] [--] COMMAND [ARG...]",
+    c"spawn -p VAR [-s] [-d] [-c] [-k N]... [-r|-w|-a N FILE]... [-i N WVAR] [--] COMMAND [ARG...]",
 );
 
 pub(crate) const REAP: Builtin = Builtin::new(c"reap", reap_builtin, &REAP_DOC, c"reap [-n] [-q] -p VAR PID");
@@ -106,13 +112,26 @@ struct Spec {
     files: [Option<(c_int, Open, usize)>; MAX_FILES],
     /// `-i N WVAR`: the fd and the word WVAR is.
     pipe: Option<(c_int, usize)>,
+    /// `-c`: close every other descriptor from 3 up.
+    close_others: bool,
+    /// `-k N`: the fds 0-9 kept through `-c`, a bit each.
+    keep: u16,
     command: usize,
 }
 
 /// `spawn ARGS` over the words `word(0..n)`; FILEs are named by their word's index. What went wrong
 /// names the word, for the one error line.
 fn parse<'a>(n: usize, word: impl Fn(usize) -> &'a [u8]) -> Result<Spec, (&'static str, &'a [u8])> {
-    let mut s = Spec { var: 0, setsid: false, detached: false, files: [None; MAX_FILES], pipe: None, command: n };
+    let mut s = Spec {
+        var: 0,
+        setsid: false,
+        detached: false,
+        files: [None; MAX_FILES],
+        pipe: None,
+        close_others: false,
+        keep: 0,
+        command: n,
+    };
     let (mut i, mut nfiles) = (0, 0);
     while i < n {
         let w = word(i);
@@ -134,6 +153,21 @@ fn parse<'a>(n: usize, word: impl Fn(usize) -> &'a [u8]) -> Result<Spec, (&'stat
             b"-d" => {
                 s.detached = true;
                 i += 1;
+                continue;
+            }
+            b"-c" => {
+                s.close_others = true;
+                i += 1;
+                continue;
+            }
+            b"-k" => {
+                let fd = (i + 1 < n)
+                    .then(|| number(word(i + 1)))
+                    .flatten()
+                    .filter(|&fd| fd < 10)
+                    .ok_or(("-k needs a descriptor from 0 to 9", w))?;
+                s.keep |= 1 << fd;
+                i += 2;
                 continue;
             }
             b"-r" => Some(Open::Read),
@@ -168,6 +202,9 @@ fn parse<'a>(n: usize, word: impl Fn(usize) -> &'a [u8]) -> Result<Spec, (&'stat
     }
     if i >= n {
         return Err(("missing COMMAND", b""));
+    }
+    if s.keep != 0 && !s.close_others {
+        return Err(("-k is for -c", b""));
     }
     s.command = i;
     Ok(s)
@@ -332,6 +369,20 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
             // SAFETY: an initialised file-actions object.
             unsafe { libc::posix_spawn_file_actions_adddup2(&mut fa, pipe_ends[0], fd) };
         }
+        if s.close_others {
+            // The command's own: 0-2, the FILEs' and the pipe's fds N, and each -k N.
+            let mut keep = s.keep | 0b111;
+            for (fd, _, _) in s.files.iter().flatten() {
+                keep |= 1 << fd;
+            }
+            if let Some((fd, _)) = s.pipe {
+                keep |= 1 << fd;
+            }
+            if let Err(e) = close_others(&mut fa, keep, &opened, &pipe_ends) {
+                complain(b"spawn", b"-c", strerror(e));
+                return 1;
+            }
+        }
         let cmd = word(s.command);
         // A path is used as it is; a bare name is looked up as bash would (its hash table, then PATH).
         let is_path = cmd.to_bytes().contains(&b'/');
@@ -388,6 +439,48 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
         }
     }
     status
+}
+
+/// `-c`: a close action for every descriptor the shell has open from 3 up, but those in `keep` (fds 0-9,
+/// a bit each) and `ours` (spawn's own, close-on-exec already). Read from /proc/self/fd: the shell's
+/// caller may have handed it any number, above 9 too. (A close of one that is close-on-exec costs the
+/// child nothing much; glibc ignores one that fails with EBADF.)
+fn close_others(
+    fa: &mut libc::posix_spawn_file_actions_t,
+    keep: u16,
+    opened: &[c_int],
+    pipe: &[c_int],
+) -> Result<(), c_int> {
+    // SAFETY: a NUL-terminated path; the stream is closed below on every path.
+    let dir = unsafe { libc::opendir(c"/proc/self/fd".as_ptr()) };
+    if dir.is_null() {
+        return Err(errno());
+    }
+    // SAFETY: the stream just opened.
+    let own = unsafe { libc::dirfd(dir) };
+    let mut rc = Ok(());
+    loop {
+        // SAFETY: readdir on the open stream; the entry is valid until the next call.
+        let e = unsafe { libc::readdir(dir) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated.
+        let name = unsafe { CStr::from_ptr((*e).d_name.as_ptr()) };
+        let Some(fd) = number(name.to_bytes()) else { continue };
+        if fd < 3 || fd == own || (fd < 10 && keep & (1 << fd) != 0) || opened.contains(&fd) || pipe.contains(&fd) {
+            continue;
+        }
+        // SAFETY: an initialised file-actions object.
+        let r = unsafe { libc::posix_spawn_file_actions_addclose(fa, fd) };
+        if r != 0 {
+            rc = Err(r);
+            break;
+        }
+    }
+    // SAFETY: the stream opened above.
+    unsafe { libc::closedir(dir) };
+    rc
 }
 
 /// `reap [-n] [-q] -p VAR PID`: the options, VAR and PID, or what is wrong.
@@ -525,6 +618,13 @@ mod tests {
         assert_eq!(e(&["-p", "c", "-i", "5", "", "cmd"]), "one -i N WVAR, WVAR a name");
         assert_eq!(e(&["-p", "c", "-i", "12", "w", "cmd"]), "N must be a descriptor from 0 to 9");
         assert_eq!(e(&["-p", "c", "-i", "5"]), "needs N and WVAR");
+        let a = ["-p", "c", "-c", "-k", "9", "-k", "4", "--", "sh"];
+        let s = parse(a.len(), |i| a[i].as_bytes()).unwrap();
+        assert_eq!((s.close_others, s.keep, s.command), (true, 1 << 9 | 1 << 4, 8));
+        assert!(!parse(3, |i| [&b"-p"[..], b"v", b"c"][i]).unwrap().close_others);
+        assert_eq!(e(&["-p", "c", "-k", "9", "sh"]), "-k is for -c");
+        assert_eq!(e(&["-p", "c", "-c", "-k", "10", "sh"]), "-k needs a descriptor from 0 to 9");
+        assert_eq!(e(&["-p", "c", "-c", "-k"]), "-k needs a descriptor from 0 to 9");
     }
 
     #[test]
