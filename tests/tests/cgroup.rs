@@ -1882,6 +1882,36 @@ fn a_stop_signal_during_rm_lands_after_name_is_gone_from_every_hierarchy() {
     assert_no_dirs(&i, &c.name);
 }
 
+/// A mount anywhere on the host whose path is not UTF-8 (a test's, a user's) made every verb fail: the
+/// mount table was read as UTF-8 (`read: /proc/self/mountinfo: not UTF-8`). It is read as bytes now.
+#[test]
+fn a_mount_path_that_is_not_utf8_stops_nothing() {
+    use std::os::unix::ffi::OsStringExt;
+    require_root();
+    let sb = Sandbox::new();
+    let mut dir = sb.path().as_os_str().to_owned().into_vec();
+    dir.extend_from_slice(b"/mnt-\xff");
+    let dir = std::ffi::OsString::from_vec(dir);
+    // In a mount namespace of its own: the host's table is not touched.
+    let o = run(Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mkdir "$D" && mount -t tmpfs t "$D" && exec "$@""#,
+            "sh",
+        ])
+        .arg(bin(TOOL))
+        .args(["info", "--json"])
+        .env("D", &dir)
+        .env("CBUILD_STATE", &sb.state)
+        .env("CBUILD_DATA", &sb.data));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"controllers\""), "{}", stdout(&o));
+}
+
 /// A stop signal the caller ignores (a background job of a non-interactive shell ignores SIGINT and
 /// SIGQUIT, nohup SIGHUP) stays pending while blocked, but does not cancel the step; and the command runs
 /// with exactly the caller's signal mask, none of the signals the tool held.
