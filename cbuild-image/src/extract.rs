@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tar::EntryType;
@@ -77,6 +77,15 @@ struct DirMeta {
     mtime: i64,
 }
 
+/// What a layer's end applies to one directory: a mode (with the (dev, ino) it was noted for, when it is
+/// one to put back) and times.
+struct DirFix {
+    /// The layer's own entry for the directory, not something to put back.
+    own: bool,
+    mode: Option<(u32, Option<(u64, u64)>)>,
+    times: Option<(TimeSpec, TimeSpec)>,
+}
+
 pub struct Extractor<'a> {
     root: OwnedFd,
     opts: &'a Options,
@@ -96,8 +105,12 @@ pub struct Extractor<'a> {
     skipped_xattrs: u64,
     /// The sparse files' declared sizes so far (see `Options::max_size`).
     sparse_bytes: u64,
-    /// Rootless: directories of lower layers made writable for this one, with the mode to put back.
-    modes: HashMap<PathBuf, u32>,
+    /// Rootless: directories of lower layers opened up (u+rwx) for this one, with the mode to put back
+    /// and their (dev, ino), so a directory of that name made since keeps its own.
+    modes: HashMap<PathBuf, (u32, (u64, u64))>,
+    /// Overlay form: the whiteout devices this layer made. One that a later entry put below an opaque
+    /// directory of the layer hides nothing any more, and goes when the layer ends.
+    whiteouts: Vec<PathBuf>,
     buf: Vec<u8>,
     /// Overlay form: the dirs of the layers below, top-first (O_PATH). A directory this layer needs but
     /// does not list takes its metadata from them, and a hard link to a lower file copies that file up,
@@ -123,6 +136,7 @@ impl<'a> Extractor<'a> {
             skipped_devices: 0,
             sparse_bytes: 0,
             modes: HashMap::new(),
+            whiteouts: Vec::new(),
             skipped_xattrs: 0,
             buf: vec![0u8; 256 * 1024],
             lowers: Vec::new(),
@@ -149,12 +163,18 @@ impl<'a> Extractor<'a> {
     /// one that names it holds a whiteout, or a directory on the way is opaque, whited out or not a
     /// directory above the layers that have it (this layer's own opaque directories included).
     fn lookup_lower(&self, rel: &Path) -> Option<(OwnedFd, nix::sys::stat::FileStat)> {
-        let key = self.overlay_xattr()?;
+        self.lower_at(rel).ok().flatten()
+    }
+
+    /// `lookup_lower`, or Err when a directory on the way cannot be read (rootless, a lower directory
+    /// without u+rx): what shows through is then unknown.
+    fn lower_at(&self, rel: &Path) -> std::result::Result<Option<(OwnedFd, nix::sys::stat::FileStat)>, ()> {
+        let Some(key) = self.overlay_xattr() else { return Ok(None) };
         if self.lowers.is_empty() {
-            return None;
+            return Ok(None);
         }
         let comps: Vec<&OsStr> = rel.iter().collect();
-        let (_, dirs) = comps.split_last()?;
+        let Some((_, dirs)) = comps.split_last() else { return Ok(None) };
         // The layers each directory on the way is merged from, top-first: 0 is this layer, i is lowers[i-1].
         let layer = |i: usize| if i == 0 { &self.root } else { &self.lowers[i - 1] };
         let mut merged: Vec<usize> = (0..=self.lowers.len()).collect();
@@ -171,6 +191,7 @@ impl<'a> Extractor<'a> {
                         }
                     }
                     Err(Errno::ENOENT) => continue,
+                    Err(Errno::EACCES) => return Err(()),
                     Err(_) => break,
                 }
             }
@@ -179,14 +200,26 @@ impl<'a> Extractor<'a> {
         for i in merged.into_iter().filter(|i| *i > 0) {
             match open_in_root(layer(i), rel, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
                 Ok(fd) => {
-                    let st = fstat(&fd).ok()?;
-                    return (!is_whiteout(&st)).then_some((fd, st));
+                    let st = fstat(&fd).map_err(|_| ())?;
+                    return Ok((!is_whiteout(&st)).then_some((fd, st)));
                 }
                 Err(Errno::ENOENT) => continue,
-                Err(_) => return None,
+                Err(Errno::EACCES) => return Err(()),
+                Err(_) => return Ok(None),
             }
         }
-        None
+        Ok(None)
+    }
+
+    /// Overlay form: what the layers below show at `rel`, for a whiteout or opaque marker to hide: None
+    /// if nothing, else whether it is a directory (assumed so when it cannot be told: hiding too much
+    /// is safer than letting a deleted file show).
+    fn below(&self, rel: &Path) -> Option<bool> {
+        match self.lower_at(rel) {
+            Ok(None) => None,
+            Ok(Some((_, st))) => Some(st.st_mode & libc::S_IFMT == libc::S_IFDIR),
+            Err(()) => Some(true),
+        }
     }
 
     /// Metadata the lower copy of `fd`'s inode carries that a copy in this layer must too (overlayfs's
@@ -368,12 +401,18 @@ impl<'a> Extractor<'a> {
                 if !keep_dir {
                     mkdirat(&pfd, name, Mode::from_bits_truncate(0o700)).map_err(|x| e(self, "mkdir", x))?;
                 }
-                let dfd = openat(
-                    &pfd,
-                    name,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
+                let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                let dfd = match openat(&pfd, name, flags | OFlag::O_RDONLY, Mode::empty()) {
+                    // Rootless: a lower layer's directory without u+r (0000): open it up; this entry's
+                    // mode is applied when the layer ends.
+                    Err(Errno::EACCES) if keep_dir && !self.opts.privileged => {
+                        openat(&pfd, name, flags | OFlag::O_PATH, Mode::empty()).and_then(|p| {
+                            self.open_up(&rel, &p)?;
+                            fsutil::reopen(&p, OFlag::O_RDONLY)
+                        })
+                    }
+                    r => r,
+                }
                 .map_err(|x| e(self, "open", x))?;
                 if chown {
                     fchown(&dfd, Some(uid), Some(gid)).map_err(|x| e(self, "chown", x))?;
@@ -539,7 +578,12 @@ impl<'a> Extractor<'a> {
             }
         }
         let mut made = Vec::new();
-        let fd = match fsutil::mkdir_all_in_root(&self.root, comps, &mut made) {
+        let mut fd = fsutil::mkdir_all_in_root(&self.root, comps, &mut made);
+        if fd.as_ref().err() == Some(&Errno::EACCES) && !self.opts.privileged {
+            self.accessible(rel).map_err(|x| self.err(raw, format!("parent directory: chmod u+rwx: {}", io(x))))?;
+            fd = fsutil::mkdir_all_in_root(&self.root, comps, &mut made);
+        }
+        let fd = match fd {
             Err(Errno::ENOTDIR) if self.whiteouts_to_dirs(raw, comps)? => {
                 fsutil::mkdir_all_in_root(&self.root, comps, &mut made)
             }
@@ -570,20 +614,47 @@ impl<'a> Extractor<'a> {
         if self.opts.privileged || self.modes.contains_key(rel) {
             return Ok(());
         }
-        let st = fstat(fd).map_err(|x| self.err(raw, io(x)))?;
-        if st.st_mode & 0o300 == 0o300 {
+        self.open_up(rel, fd).map_err(|x| self.err(raw, format!("parent directory: chmod u+rwx: {}", io(x))))
+    }
+
+    /// Rootless: make directory `rel` (`fd`, O_PATH or not) u+rwx if it is not, noting the mode to put
+    /// back when the layer ends.
+    fn open_up(&mut self, rel: &Path, fd: &OwnedFd) -> nix::Result<()> {
+        let st = fstat(fd)?;
+        if st.st_mode & 0o700 == 0o700 {
             return Ok(());
         }
-        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        fchmodat(
-            nix::fcntl::AT_FDCWD,
-            path.as_str(),
-            Mode::from_bits_truncate((st.st_mode | 0o300) & 0o7777),
-            FchmodatFlags::FollowSymlink,
-        )
-        .map_err(|x| self.err(raw, format!("parent directory: chmod u+wx: {}", io(x))))?;
-        self.modes.insert(rel.to_path_buf(), st.st_mode & 0o7777);
+        fsutil::chmod_fd(fd, st.st_mode | 0o700)?;
+        self.modes.entry(rel.to_path_buf()).or_insert((st.st_mode & 0o7777, (st.st_dev, st.st_ino)));
         Ok(())
+    }
+
+    /// Rootless: a lower layer's directory its owner cannot enter or list (0000, 0300) is on the way to
+    /// `rel`. Open up every directory from the root down to `rel` (to where it ends: what is missing is
+    /// made next), as umoci's --rootless does; the modes go back when the layer ends.
+    fn accessible(&mut self, rel: &Path) -> nix::Result<()> {
+        let mut prefix = PathBuf::new();
+        for c in std::iter::once(OsStr::new("")).chain(rel.iter()) {
+            prefix.push(c);
+            let fd = match open_in_root(&self.root, &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.open_up(&prefix, &fd)?;
+        }
+        Ok(())
+    }
+
+    /// `open_in_root` below the target, opening up the way first when the owner cannot pass (rootless).
+    fn open_rel(&mut self, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+        match open_in_root(&self.root, rel, flags) {
+            Err(Errno::EACCES) if !self.opts.privileged => {
+                self.accessible(rel)?;
+                open_in_root(&self.root, rel, flags)
+            }
+            r => r,
+        }
     }
 
     /// Overlay form: an entry below a name this layer whited out (`.wh.a`, then `a/x` without `a/`). In
@@ -649,9 +720,10 @@ impl<'a> Extractor<'a> {
         }
         match self.opts.mode {
             ExtractMode::Flatten => {
-                let pfd = match open_in_root(&self.root, parent_rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+                let pfd = match self.open_rel(parent_rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
                     Ok(fd) => fd,
-                    Err(Errno::ENOENT) => return Ok(()), // nothing below to hide
+                    // No parent, or a file or a symlink to one: nothing below to hide (as umoci).
+                    Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
                     Err(x) => return Err(self.err(raw, format!("whiteout parent: {}", io(x)))),
                 };
                 self.note_touched(parent_rel, &pfd);
@@ -678,15 +750,29 @@ impl<'a> Extractor<'a> {
                 }
             }
             ExtractMode::Overlay { .. } => {
-                let pfd = self.parent(raw, parent, parent_rel)?;
+                if opaque && parent.is_empty() {
+                    return self.opaque_root(raw);
+                }
+                // Only what the layers below show needs hiding. A whiteout device in a directory that
+                // merges with none would be listed by overlayfs as an entry that cannot be stat'ed, and
+                // the directory made for it one that `unpack` does not have.
+                let name = OsStr::from_bytes(target);
+                let trel = if opaque { parent_rel.to_path_buf() } else { parent_rel.join(name) };
+                let Some(lower_dir) = self.below(&trel) else { return Ok(()) };
                 if opaque {
+                    // Over a lower non-directory the layer's directory is not merged: nothing to hide.
+                    if !lower_dir {
+                        return Ok(());
+                    }
+                    let pfd = self.parent(raw, parent, parent_rel)?;
                     let dfd = fsutil::reopen(&pfd, OFlag::O_RDONLY).map_err(|x| self.err(raw, io(x)))?;
                     return self.set_opaque(&dfd, raw);
                 }
+                let pfd = self.parent(raw, parent, parent_rel)?;
                 // Everything in a layer dir is this layer's own: an entry already at the name stays (it
                 // hides the lower one by itself; a directory needs to be opaque for that).
-                let name = OsStr::from_bytes(target);
                 match fstatat(&pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR && !lower_dir => {}
                     Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                         let dfd = openat(
                             &pfd,
@@ -702,9 +788,80 @@ impl<'a> Extractor<'a> {
                         // overlayfs's whiteout: a character device 0/0 (allowed without CAP_MKNOD since 5.8).
                         mknodat(&pfd, name, SFlag::S_IFCHR, Mode::empty(), 0)
                             .map_err(|x| self.err(raw, format!("whiteout mknod: {}", io(x))))?;
+                        self.whiteouts.push(trel);
                     }
                     Err(x) => return Err(self.err(raw, format!("whiteout: {}", io(x)))),
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Overlay form: `./.wh..wh..opq`. overlayfs never reads the opaque xattr on a layer's root, so what
+    /// the layers below show at the top is whited out name by name instead, and this layer's directories
+    /// there that would merge with lower ones are made opaque. Names the layer makes later replace those
+    /// whiteouts (a directory among them is made opaque, as after any whiteout of its own layer).
+    fn opaque_root(&mut self, raw: &[u8]) -> Result<()> {
+        let e = |s: &Self, x: Errno| s.err(raw, format!("opaque root: {}", io(x)));
+        let mut names = std::collections::BTreeSet::new();
+        for l in &self.lowers {
+            let fd = fsutil::reopen(l, OFlag::O_RDONLY).map_err(|x| e(self, x))?;
+            names.extend(fsutil::list_dir(&fd).map_err(|x| e(self, x))?);
+        }
+        self.cache = None;
+        for name in names {
+            let rel = PathBuf::from(&name);
+            let Some(lower_dir) = self.below(&rel) else { continue };
+            match fstatat(&self.root, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                    if lower_dir {
+                        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                        let dfd = openat(&self.root, name.as_os_str(), flags, Mode::empty()).map_err(|x| e(self, x))?;
+                        self.set_opaque(&dfd, raw)?;
+                    }
+                }
+                Ok(_) => {}
+                Err(Errno::ENOENT) => {
+                    mknodat(&self.root, name.as_os_str(), SFlag::S_IFCHR, Mode::empty(), 0)
+                        .map_err(|x| self.err(raw, format!("whiteout mknod: {}", io(x))))?;
+                    self.whiteouts.push(rel);
+                }
+                Err(x) => return Err(e(self, x)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Overlay form, at the layer's end: remove the whiteouts that hide nothing any more (a later entry
+    /// made a directory above them opaque), which the mount would list as entries that cannot be stat'ed.
+    fn prune_whiteouts(&mut self) -> Result<()> {
+        for rel in std::mem::take(&mut self.whiteouts) {
+            let (Some(name), Some(parent)) = (rel.file_name(), rel.parent()) else { continue };
+            let Ok(pfd) = open_in_root(&self.root, parent, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)
+            else {
+                continue;
+            };
+            let still = fstatat(&pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_whiteout(&st));
+            if !still || self.below(&rel).is_some() {
+                continue;
+            }
+            let e = |s: &Self, x: Errno| s.err(rel.as_os_str().as_bytes(), format!("whiteout: {}", io(x)));
+            unlinkat(&pfd, name, UnlinkatFlags::NoRemoveDir).map_err(|x| e(self, x))?;
+            // The directories made only to hold it, now empty, below the opaque one: `unpack` removes
+            // them with the lower content (no entry of the layer is in them).
+            let key = self.overlay_xattr().unwrap_or_default();
+            let mut dir = parent;
+            while let (Some(dname), Some(up)) = (dir.file_name(), dir.parent()) {
+                if self.upper.contains(dir) {
+                    break;
+                }
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+                let opaque = open_in_root(&self.root, dir, flags).map(|d| fsutil::fgetxattr(&d, key).is_some());
+                let Ok(upfd) = open_in_root(&self.root, up, OFlag::O_PATH | OFlag::O_DIRECTORY) else { break };
+                if opaque != Ok(false) || unlinkat(&upfd, dname, UnlinkatFlags::RemoveDir).is_err() {
+                    break;
+                }
+                dir = up;
             }
         }
         Ok(())
@@ -723,13 +880,14 @@ impl<'a> Extractor<'a> {
                 None => {
                     let Some(r) = todo.pop() else { break };
                     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-                    match open_in_root(&self.root, &r, flags) {
+                    match self.open_rel(&r, flags) {
                         Ok(fd) => (r, fd),
                         Err(x) => return Err(e(self, x)),
                     }
                 }
             };
             self.note_touched(&rel, &dfd);
+            self.writable(raw, &rel, &dfd)?;
             for name in fsutil::list_dir(&dfd).map_err(|x| e(self, x))? {
                 let crel = rel.join(&name);
                 if !self.upper.contains(&crel) {
@@ -819,39 +977,29 @@ impl<'a> Extractor<'a> {
     /// read-only mode would stop a rootless caller from writing them.
     fn finish_layer(&mut self) -> Result<()> {
         self.cache = None;
-        let dirs = std::mem::take(&mut self.dirs);
-        let mut done = HashSet::new();
-        for d in dirs.iter().rev() {
-            if !done.insert(d.rel.clone()) {
-                continue; // a later entry for the same directory already won
-            }
-            let fd = match open_in_root(&self.root, &d.rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue, // replaced later in the layer
-                Err(x) => return Err(self.err(d.rel.as_os_str().as_bytes(), io(x))),
-            };
-            fchmod(&fd, Mode::from_bits_truncate(d.mode & 0o7777))
-                .map_err(|x| self.err(d.rel.as_os_str().as_bytes(), format!("chmod: {}", io(x))))?;
+        self.prune_whiteouts()?;
+        // Per directory: this layer's entry for it (the last one wins; parents copied from a lower layer
+        // come first), else the mode it had before the layer opened it up and the times it had before
+        // the layer changed its entries.
+        let mut fixes: HashMap<PathBuf, DirFix> = HashMap::new();
+        for d in std::mem::take(&mut self.dirs) {
             let t = TimeSpec::new(d.mtime, 0);
-            futimens(&fd, &t, &t).map_err(|x| self.err(d.rel.as_os_str().as_bytes(), format!("utimes: {}", io(x))))?;
+            fixes.insert(d.rel, DirFix { own: true, mode: Some((d.mode & 0o7777, None)), times: Some((t, t)) });
         }
-        // Modes made writable for this layer (rootless), unless this layer set the directory's own.
-        for (rel, mode) in std::mem::take(&mut self.modes) {
-            if done.contains(&rel) {
-                continue;
-            }
-            if let Ok(fd) = open_in_root(&self.root, &rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW) {
-                fchmod(&fd, Mode::from_bits_truncate(mode))
-                    .map_err(|x| self.err(rel.as_os_str().as_bytes(), format!("chmod: {}", io(x))))?;
+        for (rel, (mode, id)) in std::mem::take(&mut self.modes) {
+            fixes.entry(rel).or_insert(DirFix { own: false, mode: Some((mode, Some(id))), times: None });
+        }
+        for (rel, times) in std::mem::take(&mut self.restore) {
+            let f = fixes.entry(rel).or_insert(DirFix { own: false, mode: None, times: None });
+            if !f.own {
+                f.times = Some(times);
             }
         }
-        for (rel, (at, mt)) in std::mem::take(&mut self.restore) {
-            if done.contains(&rel) {
-                continue;
-            }
-            if let Ok(fd) = open_in_root(&self.root, &rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW) {
-                let _ = futimens(&fd, &at, &mt);
-            }
+        // Deepest first: a mode that shuts a directory (0000, rootless) must not stop the ones below it.
+        let mut fixes: Vec<_> = fixes.into_iter().collect();
+        fixes.sort_unstable_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+        for (rel, f) in fixes {
+            self.fix_dir(&rel, &f)?;
         }
         if self.skipped_devices > 0 {
             self.ctx.warn(&format!(
@@ -871,6 +1019,44 @@ impl<'a> Extractor<'a> {
         self.upper.clear();
         self.skipped_devices = 0;
         self.skipped_xattrs = 0;
+        Ok(())
+    }
+
+    /// Apply `f` to directory `rel`. Errors count only for the layer's own entries: a directory put back
+    /// may have been removed or replaced by the layer since.
+    fn fix_dir(&self, rel: &Path, f: &DirFix) -> Result<()> {
+        let raw = rel.as_os_str().as_bytes();
+        let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let (fd, path) = match open_in_root(&self.root, rel, flags | OFlag::O_RDONLY) {
+            Ok(fd) => (fd, false),
+            // Rootless, a directory its owner cannot read (0000, 0300, a mode applied above): its mode
+            // and times are set through an O_PATH fd.
+            Err(Errno::EACCES) if !self.opts.privileged => match open_in_root(&self.root, rel, flags | OFlag::O_PATH) {
+                Ok(fd) => (fd, true),
+                Err(x) if f.own => return Err(self.err(raw, io(x))),
+                Err(_) => return Ok(()),
+            },
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(()), // replaced later in the layer
+            Err(x) if f.own => return Err(self.err(raw, io(x))),
+            Err(_) => return Ok(()),
+        };
+        if let Some((mode, id)) = f.mode {
+            let same = id.is_none_or(|id| fstat(&fd).is_ok_and(|st| (st.st_dev, st.st_ino) == id));
+            if same {
+                let r = if path { fsutil::chmod_fd(&fd, mode) } else { fchmod(&fd, Mode::from_bits_truncate(mode)) };
+                r.map_err(|x| self.err(raw, format!("chmod: {}", io(x))))?;
+            }
+        }
+        if let Some((at, mt)) = f.times {
+            let r = if path {
+                utimensat(nix::fcntl::AT_FDCWD, &fsutil::proc_fd(&fd), &at, &mt, UtimensatFlags::FollowSymlink)
+            } else {
+                futimens(&fd, &at, &mt)
+            };
+            if f.own {
+                r.map_err(|x| self.err(raw, format!("utimes: {}", io(x))))?;
+            }
+        }
         Ok(())
     }
 

@@ -147,6 +147,18 @@ fn open_subdir(dir: &impl AsFd, name: &OsStr) -> nix::Result<Option<(OwnedFd, (u
                 Err(e) => Err(e),
             }
         }
+        // Rootless: a directory without u+r or u+x (an image's 0000 dir) cannot be opened by its owner, who
+        // may still chmod it. Through an O_PATH fd, so the chmod hits the very dir opened, never a symlink.
+        Err(Errno::EACCES) => {
+            let p = openat(
+                dir,
+                name,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            chmod_fd(&p, fstat(&p)?.st_mode | 0o700)?;
+            reopen(&p, OFlag::O_RDONLY)?
+        }
         Err(e) => return Err(e),
     };
     let st = fstat(&fd)?;
@@ -198,6 +210,16 @@ pub fn remove_children(dir: &OwnedFd, mut select: impl FnMut(&OsStr) -> bool) ->
 /// without a path lookup that something else could redirect.
 pub fn proc_fd(fd: &impl AsFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+}
+
+/// chmod the inode an O_PATH fd holds (fchmod refuses O_PATH fds), through `/proc/self/fd/N`.
+pub fn chmod_fd(fd: &impl AsFd, mode: u32) -> nix::Result<()> {
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        &proc_fd(fd),
+        Mode::from_bits_truncate(mode & 0o7777),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
 }
 
 /// Re-open an O_PATH fd with real access (fsetxattr/fchmod/futimens need one).

@@ -62,16 +62,19 @@ fn extract_layer(
 pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx) -> Result<()> {
     // Before DIR is made, and dropped only after the undo: no signal ends us with DIR half-filled.
     let held = crate::signals::Held::hold();
-    let created = match std::fs::read_dir(dir) {
+    // An empty DIR we were given: its owner, mode and times, which the image's root entry changes and a
+    // failed unpack must give back.
+    let given = match std::fs::read_dir(dir) {
         Ok(mut rd) => {
             if rd.next().is_some() {
                 return Err(Error::new("unpack", dir.display(), "directory is not empty"));
             }
-            false
+            let fd = fsutil::open_root(dir).map_err(|e| Error::sys("open", dir.display(), e))?;
+            Some(nix::sys::stat::fstat(&fd).map_err(|e| Error::sys("open", dir.display(), e))?)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir(dir).map_err(|e| Error::io("mkdir", dir, e))?;
-            true
+            None
         }
         Err(e) => return Err(Error::io("unpack", dir, e)),
     };
@@ -97,13 +100,9 @@ pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx)
     })();
     if r.is_err() {
         // Leave nothing behind: what we created goes, an empty dir we were given is emptied again.
-        let undo = if created {
-            fsutil::remove_tree(dir)
-        } else {
-            fsutil::open_root(dir)
-                .and_then(|fd| fsutil::reopen(&fd, nix::fcntl::OFlag::O_RDONLY))
-                .and_then(|fd| fsutil::remove_children(&fd, |_| true))
-                .map_err(std::io::Error::from)
+        let undo = match &given {
+            None => fsutil::remove_tree(dir),
+            Some(st) => restore_given(dir, st).map_err(std::io::Error::from),
         };
         if let Err(e) = undo {
             eprintln!("cbuild-image: undo: {}: {e}", dir.display());
@@ -111,6 +110,33 @@ pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx)
     }
     drop(held);
     r
+}
+
+/// The undo of an unpack into an empty DIR: empty it again and give it back the owner, mode and times
+/// it had (`st`). The image may have left it shut to its owner (rootless), so it is opened up first.
+fn restore_given(dir: &Path, st: &nix::sys::stat::FileStat) -> nix::Result<()> {
+    use nix::sys::stat::{fchmod, fstat, futimens, Mode};
+    use nix::sys::time::TimeSpec;
+    let fd = fsutil::open_root(dir)?;
+    let mode = fstat(&fd)?.st_mode;
+    if mode & 0o700 != 0o700 {
+        // Best effort: a DIR someone else owns (writable to us by its group) was never changed by us.
+        let _ = fsutil::chmod_fd(&fd, mode | 0o700);
+    }
+    let fd = fsutil::reopen(&fd, nix::fcntl::OFlag::O_RDONLY)?;
+    fsutil::remove_children(&fd, |_| true)?;
+    let now = fstat(&fd)?;
+    if (now.st_uid, now.st_gid) != (st.st_uid, st.st_gid) {
+        nix::unistd::fchown(&fd, Some(st.st_uid.into()), Some(st.st_gid.into()))?;
+    }
+    // After the chown, which clears set-id bits.
+    if now.st_mode & 0o7777 != st.st_mode & 0o7777 {
+        fchmod(&fd, Mode::from_bits_truncate(st.st_mode & 0o7777))?;
+    }
+    match futimens(&fd, &TimeSpec::new(st.st_atime, st.st_atime_nsec), &TimeSpec::new(st.st_mtime, st.st_mtime_nsec)) {
+        Err(nix::errno::Errno::EPERM) => Ok(()), // not ours: its times are its owner's to keep
+        r => r,
+    }
 }
 
 /// `layers REF`: extract every layer not yet in `<data>/layers/<chainID>` (once, under a per-layer lock,
@@ -310,7 +336,7 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
             continue;
         }
         let path = ent.path();
-        if mounts.contains(&*path.to_string_lossy()) {
+        if mounts.contains(&path) {
             ctx.warn(&format!("gc: {}: still used by an overlay mount, kept", path.display()));
             rep.kept_mounted += 1;
             continue;
@@ -328,15 +354,66 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
     Ok(rep)
 }
 
-/// What every overlay mount on the system says about its layers: the options (lowerdir=..., or one
-/// lowerdir+= per layer) and, for cbuild-overlay's mount(2) mounts whose lowerdir holds fd numbers, the
-/// layer list in the aux dir named as the source. Every mount namespace counts (a container's root is
-/// mounted in its own, invisible from ours), so each namespace's mountinfo is read once through one of its
-/// processes. mountinfo and overlayfs escape odd bytes as `\ooo`; they are unescaped here.
-fn overlay_mounts() -> String {
+/// The layer dirs overlay mounts use, as found by [`overlay_mounts`].
+#[derive(Default)]
+struct InUse {
+    /// (dev, ino) of every dir a mount names as a layer, and of all the dirs above it: a layer dir is
+    /// in use when it is one of them (the mount may name a dir inside it).
+    ids: HashSet<(u64, u64)>,
+    /// The components of the paths that could not be looked up (relative to the mounter's directory of
+    /// the time, or no longer there): a layer dir whose name is among them is kept, to be safe.
+    names: HashSet<std::ffi::OsString>,
+}
+
+impl InUse {
+    fn contains(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        path.file_name().is_some_and(|n| self.names.contains(n))
+            || std::fs::symlink_metadata(path).is_ok_and(|m| self.ids.contains(&(m.dev(), m.ino())))
+    }
+
+    /// Note the layer path `p` of a mount made in a namespace whose root is `root` (None: not ours to
+    /// look into). An absolute path is looked up as the mounter saw it, inside that root, so a symlink,
+    /// `.` or `..` in it or a bind mount of the data dir all lead to the same dir.
+    fn add(&mut self, root: Option<&std::os::fd::OwnedFd>, p: &str) {
+        use nix::fcntl::{openat, OFlag};
+        let found = match root {
+            Some(root) if p.starts_with('/') => fsutil::open_in_root(root, Path::new(p), OFlag::O_PATH).ok(),
+            _ => None,
+        };
+        let Some(mut fd) = found else {
+            self.names.extend(Path::new(p).iter().map(|c| c.to_os_string()));
+            return;
+        };
+        // Up to the top (whose `..` is itself), or to a dir already seen, whose own way up is noted.
+        loop {
+            let Ok(st) = nix::sys::stat::fstat(&fd) else { return };
+            if !self.ids.insert((st.st_dev, st.st_ino)) {
+                return;
+            }
+            match openat(
+                &fd,
+                "..",
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            ) {
+                Ok(up) => fd = up,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The layers of every overlay mount on the system: the options (lowerdir=..., or one lowerdir+= per
+/// layer; upper and work dirs too) and, for cbuild-overlay's mount(2) mounts whose lowerdir holds fd
+/// numbers, the layer list in the aux dir named as the source. Every mount namespace counts (a
+/// container's root is mounted in its own, invisible from ours), so each namespace's mountinfo is read
+/// once through one of its processes, and its paths are looked up through that process's root.
+/// mountinfo and overlayfs escape odd bytes as `\ooo`; they are unescaped here.
+fn overlay_mounts() -> InUse {
     use std::os::unix::fs::MetadataExt;
     let mut seen = HashSet::new();
-    let mut out = String::new();
+    let mut out = InUse::default();
     let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten().map(|e| e.file_name());
     let pids = std::iter::once("self".into()).chain(pids);
     for pid in pids {
@@ -348,22 +425,64 @@ fn overlay_mounts() -> String {
         if !seen.insert((ns.dev(), ns.ino())) {
             continue;
         }
-        let Ok(mi) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { continue };
+        // Bytes: one mount anywhere whose path is not UTF-8 must not hide this namespace's overlays (their
+        // layers would then be removed while mounted); only that mount's own line is garbled.
+        let Ok(mi) = std::fs::read(format!("/proc/{pid}/mountinfo")) else { continue };
+        let mi = String::from_utf8_lossy(&mi);
+        // Another user's process (rootless gc): its root cannot be opened, its paths only matched by name.
+        let root = nix::fcntl::open(
+            format!("/proc/{pid}/root").as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok();
         for line in mi.lines() {
             let Some((_, post)) = line.split_once(" - ") else { continue };
             let mut f = post.split(' ');
             let (Some("overlay"), Some(source), Some(opts)) = (f.next(), f.next(), f.next()) else { continue };
-            out.push_str(&unescape(opts));
-            out.push('\n');
+            for opt in opts.split(',') {
+                let Some((key, value)) = opt.split_once('=') else { continue };
+                let value = unescape(value);
+                match key {
+                    "lowerdir" => split_layers(&value).iter().for_each(|l| out.add(root.as_ref(), l)),
+                    "lowerdir+" | "datadir+" | "upperdir" | "workdir" => out.add(root.as_ref(), &value),
+                    _ => {}
+                }
+            }
             let source = unescape(source);
             if source.starts_with('/') {
-                if let Ok(list) = std::fs::read_to_string(Path::new(&source).join("lower")) {
-                    out.push_str(&list);
-                    out.push('\n');
-                }
+                let list = Path::new(&source).join("lower");
+                let text = match &root {
+                    // O_NONBLOCK: a FIFO planted as the list must not hang gc.
+                    Some(r) => {
+                        fsutil::open_in_root(r, &list, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK)
+                            .ok()
+                            .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok())
+                    }
+                    None => std::fs::read_to_string(&list).ok(),
+                };
+                text.iter().flat_map(|t| t.lines()).for_each(|l| out.add(root.as_ref(), l));
             }
         }
     }
+    out
+}
+
+/// overlay's lowerdir value: layers separated by `:` (`::` before data-only layers), `\` quoting the
+/// next byte.
+fn split_layers(v: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            ':' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.retain(|l| !l.is_empty());
     out
 }
 
@@ -398,6 +517,12 @@ mod tests {
         }
         assert!(!super::is_index_temp("index.tmp12-"));
         assert!(!super::is_index_temp("oci-layout.tmp12-0"));
+    }
+
+    #[test]
+    fn lowerdir_layers() {
+        assert_eq!(super::split_layers("/a:/b\\:c::/data"), ["/a", "/b:c", "/data"]);
+        assert_eq!(super::split_layers("rel/x"), ["rel/x"]);
     }
 
     #[test]

@@ -1824,20 +1824,29 @@ fn rootless_layers_use_user_xattrs_and_skip_devices() {
     require_root();
     let sb = Sandbox::new();
     let l = Layout::new(&sb.path().join("oci"));
+    // The whiteouts need something below to hide: a whiteout of nothing is left out of the overlay form.
+    let lower = tar(&[
+        tar_entry("d/", b'5', b"", "", 0o755),
+        tar_entry("d/old", b'0', b"old", "", 0o644),
+        tar_entry("gone", b'0', b"gone", "", 0o644),
+    ]);
     l.image(
         "r",
-        &[(
-            tar(&[
-                tar_entry("d/", b'5', b"", "", 0o755),
-                tar_entry("d/.wh..wh..opq", b'0', b"", "", 0o644),
-                tar_entry("d/f", b'0', b"f", "", 0o644),
-                tar_entry(".wh.gone", b'0', b"", "", 0o644),
-                tar_entry("null2", b'3', b"", "", 0o666),
-                tar_entry("ro/", b'5', b"", "", 0o555),
-                tar_entry("ro/inside", b'0', b"x", "", 0o444),
-            ]),
-            LAYER_GZIP,
-        )],
+        &[
+            (lower, LAYER_GZIP),
+            (
+                tar(&[
+                    tar_entry("d/", b'5', b"", "", 0o755),
+                    tar_entry("d/.wh..wh..opq", b'0', b"", "", 0o644),
+                    tar_entry("d/f", b'0', b"f", "", 0o644),
+                    tar_entry(".wh.gone", b'0', b"", "", 0o644),
+                    tar_entry("null2", b'3', b"", "", 0o666),
+                    tar_entry("ro/", b'5', b"", "", 0o555),
+                    tar_entry("ro/inside", b'0', b"x", "", 0o444),
+                ]),
+                LAYER_GZIP,
+            ),
+        ],
         |_, _| {},
     );
     sh_ok(&format!("chmod -R a+rX {} && chown -R 1000:1000 {}", sb.path().display(), sb.data.display()));
@@ -1849,7 +1858,7 @@ fn rootless_layers_use_user_xattrs_and_skip_devices() {
     };
     ok(as_user(&["import", l.dir.to_str().unwrap()]));
     let o = as_user(&["layers", "r"]);
-    let dir = PathBuf::from(ok(o.clone()).trim());
+    let dir = PathBuf::from(ok(o.clone()).lines().next().unwrap());
     assert!(stderr(&o).contains("skipped 1 device nodes"), "{}", stderr(&o));
     assert_eq!(xattrs(&dir.join("d")), vec![("user.overlay.opaque".to_string(), b"y".to_vec())]);
     let wh = std::fs::symlink_metadata(dir.join("gone")).unwrap();
@@ -1860,7 +1869,7 @@ fn rootless_layers_use_user_xattrs_and_skip_devices() {
     // gc as the same user can remove what it made, read-only dirs included.
     ok(as_user(&["rm", "r"]));
     let rep: serde_json::Value = serde_json::from_str(&ok(as_user(&["--json", "gc"]))).unwrap();
-    assert_eq!(rep["layer_dirs"], 1, "{rep}");
+    assert_eq!(rep["layer_dirs"], 2, "{rep}");
     assert!(!dir.exists());
 }
 
@@ -2899,4 +2908,291 @@ fn gc_removes_an_index_temporary_a_killed_writer_left() {
     assert!(!left.exists());
     assert!(sb.data.join("images/oci-layout").is_file() && sb.data.join("images/index.json").is_file());
     assert_eq!(store_state(&sb), before);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Review round 3: the overlay form at the layer root and where nothing lower shows, gc and the ways a
+// path can be spelled, what a failed unpack leaves on the DIR it was given, rootless trees with
+// directories their owner cannot enter.
+
+/// A whiteout device at `p` (overlayfs's 0/0 character device).
+fn is_whiteout(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+}
+
+/// A layer whose root is opaque (`./.wh..wh..opq`) hides everything the lower layers have but its own
+/// entries. overlayfs ignores the opaque xattr on a lower layer's root, so the overlay form whites out
+/// each name the lower layers show at the top instead: a file the image deleted must not come back in
+/// the mount. Entries of the layer before the marker (`c/`) and after it (`a/new`, `new`) stay.
+#[test]
+fn a_root_opaque_marker_hides_the_lower_layers_in_the_overlay_form_too() {
+    require_root();
+    let (_sb, paths, lowers) = whiteout_case(
+        &["a", "c"],
+        &[
+            tar_entry("c/", b'5', b"", "", 0o755),
+            tar_entry("c/mine", b'0', b"mine", "", 0o644),
+            tar_entry("./.wh..wh..opq", b'0', b"", "", 0o644),
+            tar_entry("a/new", b'0', b"new", "", 0o644),
+            tar_entry("new", b'0', b"new", "", 0o644),
+        ],
+    );
+    assert_paths(&paths, &["a", "a/new", "c", "c/mine", "new"]);
+    let top = &lowers[0];
+    for n in ["foo", "real"] {
+        assert!(is_whiteout(&top.join(n)), "{n} is not whited out in the top layer");
+    }
+    for d in ["a", "c"] {
+        assert_eq!(xattrs(&top.join(d)), vec![("trusted.overlay.opaque".to_string(), b"y".to_vec())], "{d}");
+    }
+}
+
+/// The overlay form makes a whiteout only where a lower layer shows something, and an opaque directory
+/// only over a lower directory: a whiteout in a directory the same layer makes opaque (before or after
+/// the marker), or whose parent no lower layer has, would be listed by overlayfs as an entry that cannot
+/// be stat'ed, and its parent made in the layer would show as a directory `unpack` does not have (`a/b`,
+/// made for a whiteout before `a` turned opaque, goes too).
+#[test]
+fn the_overlay_form_makes_no_whiteout_or_directory_over_nothing() {
+    require_root();
+    let (_sb, paths, lowers) = whiteout_case(
+        &["a", "c"],
+        &[
+            tar_entry("a/b/.wh.old", b'0', b"", "", 0o644),
+            tar_entry("a/.wh.keep", b'0', b"", "", 0o644),
+            tar_entry("a/.wh..wh..opq", b'0', b"", "", 0o644),
+            tar_entry("c/.wh..wh..opq", b'0', b"", "", 0o644),
+            tar_entry("c/.wh.old", b'0', b"", "", 0o644),
+            tar_entry("nope/.wh.x", b'0', b"", "", 0o644),
+            tar_entry("nope2/.wh..wh..opq", b'0', b"", "", 0o644),
+            tar_entry("real/.wh.none", b'0', b"", "", 0o644),
+        ],
+    );
+    assert_paths(&paths, &["a", "c", "foo", "real", "real/x"]);
+    let top = &lowers[0];
+    assert_eq!(names(top), ["a", "c"], "the top layer holds more than the two opaque dirs");
+    for d in ["a", "c"] {
+        assert!(names(&top.join(d)).is_empty(), "{d} in the top layer: {:?}", names(&top.join(d)));
+        assert_eq!(xattrs(&top.join(d)), vec![("trusted.overlay.opaque".to_string(), b"y".to_vec())], "{d}");
+    }
+}
+
+/// A whiteout below a lower file (`foo/.wh.x`) has nothing to hide: `unpack` goes on, as umoci does,
+/// and the overlay form makes nothing.
+#[test]
+fn a_whiteout_below_a_lower_file_hides_nothing() {
+    require_root();
+    let (_sb, paths, lowers) = whiteout_case(&[], &[tar_entry("foo/.wh.x", b'0', b"", "", 0o644)]);
+    assert_paths(&paths, &["a", "a/b", "a/b/old", "a/keep", "c", "c/old", "foo", "real", "real/x"]);
+    assert!(names(&lowers[0]).is_empty(), "{:?}", names(&lowers[0]));
+}
+
+/// A layer dir an overlay mount uses is kept whatever way the mount spelled its path: through a
+/// symlink to the data dir, with `.` and `..`, relative to the mounter's directory, or a directory
+/// inside the layer. Once no mount uses it, it goes.
+#[test]
+fn gc_keeps_layer_dirs_a_mount_names_through_another_spelling() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    let layer = tar(&[tar_entry("d/", b'5', b"", "", 0o755), tar_entry("d/f", b'0', b"x", "", 0o644)]);
+    l.image("sp", &[(layer, LAYER_TAR)], |_, _| {});
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let dir = PathBuf::from(ok(run(img(&sb).args(["layers", "sp"]))).trim());
+    let hex = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let link = sb.path().join("link");
+    std::os::unix::fs::symlink(&sb.data, &link).unwrap();
+    let via_link = ok(run(img(&sb).env("CBUILD_DATA", &link).args(["layers", "sp"])));
+    assert_eq!(via_link.trim(), link.join("layers").join(&hex).to_str().unwrap());
+    ok(run(img(&sb).args(["rm", "sp"])));
+    let empty = sb.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    // A symlink to the layer dir itself: nothing in the mount's path names the layer.
+    let alias = sb.path().join("alias");
+    std::os::unix::fs::symlink(&dir, &alias).unwrap();
+    let spellings = [
+        alias.to_str().unwrap().to_string(),
+        via_link.trim().to_string(),
+        format!("{}/./data/../data/layers/{hex}", sb.path().display()),
+        format!("{}/d", dir.display()),
+        format!("./layers/{hex}"),
+    ];
+    for (i, lower) in spellings.iter().enumerate() {
+        let mnt = sb.path().join(format!("mnt{i}"));
+        std::fs::create_dir(&mnt).unwrap();
+        // From the data dir, so the relative spelling resolves; gc runs elsewhere.
+        sh_ok(&format!(
+            "cd {} && mount -t overlay overlay -o lowerdir={lower}:{} {}",
+            sb.data.display(),
+            empty.display(),
+            mnt.display()
+        ));
+        let _m = Defer(|| {
+            let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+        });
+        let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+        assert_eq!((rep["kept_mounted"].as_u64(), rep["layer_dirs"].as_u64()), (Some(1), Some(0)), "{lower}: {rep}");
+        assert!(dir.join("d/f").is_file(), "gc removed the layer dir the mount of {lower} uses");
+    }
+    // A mount elsewhere whose path is not UTF-8 hid the whole mount table of its namespace from gc.
+    {
+        use std::os::unix::ffi::OsStringExt;
+        let mut odd = sb.path().as_os_str().to_owned().into_vec();
+        odd.extend_from_slice(b"/odd-\xff");
+        let odd = PathBuf::from(std::ffi::OsString::from_vec(odd));
+        std::fs::create_dir(&odd).unwrap();
+        nix::mount::mount(Some("t"), &odd, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+        let _o = Defer(|| {
+            let _ = nix::mount::umount2(&odd, nix::mount::MntFlags::MNT_DETACH);
+        });
+        let mnt = sb.path().join("mnt-odd");
+        std::fs::create_dir(&mnt).unwrap();
+        sh_ok(&format!("mount -t overlay overlay -o lowerdir={}:{} {}", dir.display(), empty.display(), mnt.display()));
+        let _m = Defer(|| {
+            let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+        });
+        let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+        assert_eq!(rep["kept_mounted"].as_u64(), Some(1), "beside a mount that is not UTF-8: {rep}");
+        assert!(dir.join("d/f").is_file());
+    }
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!((rep["kept_mounted"].as_u64(), rep["layer_dirs"].as_u64()), (Some(0), Some(1)), "{rep}");
+    assert!(!dir.exists());
+}
+
+/// An `unpack` into an empty DIR that fails after a layer whose root entry (`./`) sets an owner and a
+/// mode gives DIR back as it was: empty, with its own owner, mode and times.
+#[test]
+fn a_failed_unpack_gives_the_empty_dir_back_its_owner_mode_and_times() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    let l1 = tar(&[owned(tar_entry("./", b'5', b"", "", 0o1777), 1234, 1234), tar_entry("x", b'0', b"x", "", 0o644)]);
+    let l2 = tar(&[tar_entry("y", b'0', b"y", "", 0o644)]);
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    l.image("rm", &[(l1, LAYER_GZIP), (l2, LAYER_GZIP)], |_, c| c["rootfs"]["diff_ids"][1] = serde_json::json!(wrong));
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let dest = sb.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    sh_ok(&format!("chmod 0700 {0} && chown 0:0 {0} && touch -d @1500000000 {0}", dest.display()));
+    let before = std::fs::symlink_metadata(&dest).unwrap();
+    assert_tool_error(&run(img(&sb).args(["unpack", "rm"]).arg(&dest)), TOOL, "the config's diff_id is");
+    let after = std::fs::symlink_metadata(&dest).unwrap();
+    assert!(names(&dest).is_empty(), "{:?}", names(&dest));
+    assert_eq!(
+        (after.mode() & 0o7777, after.uid(), after.gid(), after.mtime()),
+        (before.mode() & 0o7777, before.uid(), before.gid(), before.mtime()),
+        "DIR keeps the image's root metadata"
+    );
+}
+
+/// Rootless: directories an image makes 0000, with directories inside, that a later layer adds to. The
+/// owner cannot enter them, but may chmod them: extraction makes the way u+rwx for the layer and puts
+/// the modes back (as `umoci unpack --rootless` does: the same tree), and removing such a tree (the
+/// undo of a failed `unpack` or `layers`, `gc`) opens it up first.
+#[test]
+fn rootless_extraction_undo_and_gc_enter_directories_without_permissions() {
+    require_root();
+    let sb = Sandbox::new();
+    let closed = |top: &str, file: &str| {
+        vec![
+            tar_entry(&format!("{top}/"), b'5', b"", "", 0),
+            tar_entry(&format!("{top}/b/"), b'5', b"", "", 0),
+            tar_entry(&format!("{top}/b/{file}"), b'0', b"x", "", 0o644),
+        ]
+    };
+    let mut l1 = closed("a", "x");
+    l1.push(tar_entry("c", b'0', b"c", "", 0o644));
+    let (l1, l2) = (tar(&l1), tar(&[tar_entry("a/b/y", b'0', b"y", "", 0o644)]));
+    let good = Layout::new(&sb.path().join("oci-good"));
+    good.image("good", &[(l1.clone(), LAYER_GZIP), (l2, LAYER_GZIP)], |_, _| {});
+    // The second layer, with closed dirs of its own, does not match its diff_id: extracted, then undone.
+    let bad = Layout::new(&sb.path().join("oci-bad"));
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    bad.image("bad", &[(l1, LAYER_GZIP), (tar(&closed("d", "f")), LAYER_GZIP)], |_, c| {
+        c["rootfs"]["diff_ids"][1] = serde_json::json!(wrong)
+    });
+    let work = sb.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    sh_ok(&format!(
+        "chmod -R a+rX {} && chown -R 1000:1000 {} {}",
+        sb.path().display(),
+        work.display(),
+        sb.data.display()
+    ));
+    let as_user = |prog: &Path, args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"]).arg(prog).args(args);
+        c.env("CBUILD_DATA", &sb.data).env("HOME", &work).current_dir(&work);
+        run(&mut c)
+    };
+    let me = bin(TOOL);
+    ok(as_user(&me, &["import", good.dir.to_str().unwrap()]));
+    ok(as_user(&me, &["import", bad.dir.to_str().unwrap()]));
+
+    ok(as_user(&me, &["unpack", "good", "u"]));
+    let l = format!("{}:good", good.dir.display());
+    ok(as_user(Path::new("/usr/bin/umoci"), &["unpack", "--rootless", "--image", &l, "ub"]));
+    let (mut got, mut want) = (tree(&work.join("u"), &FULL), tree(&work.join("ub/rootfs"), &FULL));
+    got.remove(".");
+    want.remove(".");
+    assert_eq!((got["a"].mode, got["a/b"].mode), (0, 0), "the closed dirs are put back to 0000");
+    assert_same_tree(&want, &got, "rootless unpack vs umoci unpack --rootless");
+
+    // A failed unpack removes what it made, into a new DIR and into an empty one.
+    assert_tool_error(&as_user(&me, &["unpack", "bad", "nu"]), TOOL, "the config's diff_id is");
+    assert!(!work.join("nu").exists(), "the undo left the new DIR");
+    std::fs::create_dir(work.join("given")).unwrap();
+    sh_ok(&format!("chown 1000:1000 {}", work.join("given").display()));
+    assert_tool_error(&as_user(&me, &["unpack", "bad", "given"]), TOOL, "the config's diff_id is");
+    assert!(names(&work.join("given")).is_empty(), "the undo left {:?}", names(&work.join("given")));
+
+    // A failed `layers` leaves no temporary; gc then removes layer dirs with closed dirs inside.
+    assert_tool_error(&as_user(&me, &["layers", "bad"]), TOOL, "the config's diff_id is");
+    ok(as_user(&me, &["layers", "good"]));
+    let layers = sb.data.join("layers");
+    assert!(names(&layers).iter().all(|n| !n.starts_with(".tmp-")), "{:?}", names(&layers));
+    ok(as_user(&me, &["rm", "good", "bad"]));
+    let rep: serde_json::Value = serde_json::from_str(&ok(as_user(&me, &["--json", "gc"]))).unwrap();
+    assert_eq!(rep["layer_dirs"], 2, "{rep}");
+    assert_eq!(names(&layers), [".locks"]);
+}
+
+/// Rootless: a later layer adds to a 0000 directory of a lower one (its direct parent, which the owner
+/// may write once it is opened up but not read): the directory ends 0000, in both forms, as with
+/// `umoci unpack --rootless`, not 0300.
+#[test]
+fn rootless_extraction_puts_a_shut_directory_back_to_0000() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    let l1 = tar(&[tar_entry("a/", b'5', b"", "", 0), tar_entry("a/x", b'0', b"x", "", 0o644)]);
+    let l2 = tar(&[tar_entry("a/y", b'0', b"y", "", 0o644)]);
+    l.image("shut", &[(l1, LAYER_TAR), (l2, LAYER_TAR)], |_, _| {});
+    let work = sb.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    sh_ok(&format!(
+        "chmod -R a+rX {} && chown -R 1000:1000 {} {}",
+        sb.path().display(),
+        work.display(),
+        sb.data.display()
+    ));
+    let as_user = |prog: &Path, args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=1000", "--regid=1000", "--clear-groups", "--"]).arg(prog).args(args);
+        c.env("CBUILD_DATA", &sb.data).env("HOME", &work).current_dir(&work);
+        run(&mut c)
+    };
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    ok(as_user(&bin(TOOL), &["import", l.dir.to_str().unwrap()]));
+    ok(as_user(&bin(TOOL), &["unpack", "shut", "u"]));
+    let img_ref = format!("{}:shut", l.dir.display());
+    ok(as_user(Path::new("/usr/bin/umoci"), &["unpack", "--rootless", "--image", &img_ref, "ub"]));
+    assert_eq!(mode(&work.join("ub/rootfs/a")), 0, "umoci's");
+    assert_eq!(mode(&work.join("u/a")), 0, "unpack's");
+    assert_eq!(names(&work.join("u/a")), ["x", "y"]);
+    for d in ok(as_user(&bin(TOOL), &["layers", "shut"])).lines() {
+        assert_eq!(mode(&Path::new(d).join("a")), 0, "{d}/a");
+    }
 }
