@@ -23,10 +23,13 @@ pub mod seccomp;
 pub mod signals;
 pub mod spec;
 
-/// Print an error as the contract's one line (plus an optional hint line).
+/// Print an error as the contract's one line (plus an optional hint line). A write error is dropped, not a
+/// panic (eprintln's): with SIGPIPE ignored, a stderr whose reader is gone must not stop what follows.
 pub fn report(e: &error::Error) {
-    eprintln!("cbuild-ns: {e}");
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "cbuild-ns: {e}");
     if let Some(h) = e.hint.as_deref().filter(|h| !h.is_empty()) {
-        eprintln!("hint: {h}");
+        let _ = writeln!(err, "hint: {h}");
     }
 }

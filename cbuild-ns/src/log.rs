@@ -17,6 +17,8 @@ pub fn verbose() -> bool {
 /// Print `cbuild-ns: step: <step>: <object>` when `-v` is on.
 pub fn step(step: Step, object: impl std::fmt::Display) {
     if verbose() {
-        eprintln!("cbuild-ns: step: {step}: {object}");
+        // Not eprintln: its panic on a stderr whose reader is gone would stop the set-up before its undo.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "cbuild-ns: step: {step}: {object}");
     }
 }

@@ -328,6 +328,18 @@ impl Target {
     }
 }
 
+/// statx(2) of the file `fd` refers to (AT_EMPTY_PATH): its `stx_attributes` tell a mount's root
+/// (STATX_ATTR_MOUNT_ROOT, 5.8+).
+pub fn statx_fd(fd: std::os::fd::RawFd, mask: u32) -> nix::Result<libc::statx> {
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // The system call itself: musl wraps statx only from 1.2.5 on (Debian 12 has 1.2.3).
+    // SAFETY: an empty path with AT_EMPTY_PATH stats fd itself; st is a writable statx.
+    let r = unsafe {
+        libc::syscall(libc::SYS_statx, fd, c"".as_ptr(), libc::AT_EMPTY_PATH, mask, &mut st as *mut libc::statx)
+    };
+    nix::errno::Errno::result(r).map(|_| st)
+}
+
 /// Parse tmpfs options the way mount(8) does: flag words become MsFlags, the rest is data.
 pub fn parse_options(opts: &str) -> std::result::Result<(MsFlags, String), String> {
     // Docker's defaults for a tmpfs (`--tmpfs /tmp` is nosuid,nodev,noexec); `suid`, `dev`, `exec` undo them.

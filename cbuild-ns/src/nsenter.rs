@@ -190,9 +190,11 @@ fn exec_inner(spec: &ExecSpec) -> Result<i32> {
     let (ctrl_r, ctrl_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(Step::Sync, "pipe")?;
     // Fork: joining a pid namespace only takes effect for children.
     let joined_pid = fds.iter().any(|f| f.ty == NsType::Pid);
-    let forked = unsafe { nix::unistd::fork() }.ctx(Step::Fork, "exec").map_err(|e| {
-        if joined_pid && e.reason.contains("allocate memory") {
-            // ENOMEM from fork into a pid namespace means its PID 1 has exited: nothing can enter it.
+    let forked = unsafe { nix::unistd::fork() }.map_err(|errno| {
+        let e = Error::sys(Step::Fork, "exec", errno);
+        // ENOMEM from fork into a pid namespace means its PID 1 has exited: nothing can enter it. The errno,
+        // not its text: musl says "Out of memory" where glibc says "Cannot allocate memory".
+        if joined_pid && errno == nix::errno::Errno::ENOMEM {
             e.hint("the pid namespace's first process has exited; join the others only, e.g. --ns net,uts,ipc,mnt")
         } else {
             e

@@ -5,6 +5,7 @@
 use crate::error::{Context, Error, Result, Step};
 use crate::namespaces::NsType;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// What persisting created, so a later failure can undo exactly that.
@@ -77,8 +78,13 @@ impl Persisted {
 /// Remove persisted namespaces in DIR (every namespace file there), then DIR if it is left empty.
 /// `name_dir`: DIR is `<state>/NAME/ns`, whose NAME directory goes too once empty (a directory the caller
 /// named by path is theirs, and only its namespace files are ours to remove).
+///
+/// Only what `persist` makes is touched: a regular file with a namespace (nsfs) bound on it, or one whose
+/// bind is already gone. Anything else named like a namespace type (a symlink: umount2 would follow it and
+/// unmount what it points at; a directory; a file with another filesystem on it) is refused, before
+/// anything is unmounted.
 pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
-    let mut removed = vec![];
+    let mut found = vec![];
     let entries = std::fs::read_dir(dir).ctx(Step::Persist, dir.display())?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
@@ -86,15 +92,24 @@ pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
             continue;
         }
         let p = e.path();
-        match umount2(&p, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-            Err(err) => return Err(Error::sys(Step::Persist, p.display(), err)),
+        let bound = namespace_file(&p)?;
+        found.push((name, p, bound));
+    }
+    let mut removed = vec![];
+    for (name, p, bound) in found {
+        if bound {
+            // NOFOLLOW: a file swapped for a symlink since it was looked at is refused, not followed.
+            match umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+                Err(err) => return Err(Error::sys(Step::Persist, p.display(), err)),
+            }
         }
         std::fs::remove_file(&p).ctx(Step::Persist, p.display())?;
         removed.push(name);
     }
-    // The directory's own private mount, if persisting a mount namespace made one.
-    if is_mount_point(dir) {
+    // The directory's own private mount, if persisting a mount namespace made one; no other mount there
+    // (`unpersist /sys/fs/cgroup`) is ours.
+    if is_own_bind(dir) {
         umount2(dir, MntFlags::MNT_DETACH).ctx(Step::Persist, dir.display())?;
     }
     // The namespace dir, then the NAME dir if nothing else lives there (contract: whoever removes the last
@@ -108,10 +123,55 @@ pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-fn is_mount_point(dir: &Path) -> bool {
+/// Whether `p` is a file `persist` made: Ok(true) with a namespace bound on it, Ok(false) without (its
+/// bind already gone); an error for anything else.
+fn namespace_file(p: &Path) -> Result<bool> {
+    use nix::fcntl::OFlag;
+    let not_ours = |what: &str| Error::new(Step::Persist, p.display(), format!("not a persisted namespace: {what}"));
+    // O_PATH|O_NOFOLLOW: a symlink is looked at itself, never what it points to.
+    let fd = nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .ctx(Step::Persist, p.display())?;
+    let st = nix::sys::stat::fstat(&fd).ctx(Step::Persist, p.display())?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {}
+        libc::S_IFLNK => return Err(not_ours("a symlink")),
+        libc::S_IFDIR => return Err(not_ours("a directory")),
+        _ => return Err(not_ours("not a regular file")),
+    }
+    let fs = nix::sys::statfs::fstatfs(&fd).ctx(Step::Persist, p.display())?;
+    if fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC {
+        return Ok(true);
+    }
+    let mount_root = crate::mounts::statx_fd(fd.as_raw_fd(), libc::STATX_TYPE)
+        .is_ok_and(|st| st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0);
+    if mount_root {
+        return Err(not_ours("another filesystem is mounted on it"));
+    }
+    Ok(false)
+}
+
+/// Whether DIR is a mount of DIR itself (the same filesystem and directory as under it): the private
+/// bind `persist` makes for a mount namespace.
+fn is_own_bind(dir: &Path) -> bool {
     let Ok(canon) = dir.canonicalize() else { return false };
-    let want = canon.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str())))
-        .unwrap_or(false)
+    // Bytes: a mount elsewhere whose path is not UTF-8 must not make the whole table unreadable.
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
+    let info = String::from_utf8_lossy(&info);
+    // (id, parent id, major:minor, root, mount point)
+    let mounts: Vec<[String; 5]> = info
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4)
+        .map(|f| [0, 1, 2, 3, 4].map(|i| unescape(f[i])))
+        .collect();
+    // The last one listed at DIR is the one on top.
+    let Some(m) = mounts.iter().rev().find(|m| Path::new(&m[4]) == canon) else { return false };
+    let Some(under) = mounts.iter().find(|u| u[0] == m[1]) else { return false };
+    let Ok(rel) = canon.strip_prefix(&under[4]) else { return false };
+    m[2] == under[2] && Path::new(&m[3]) == Path::new(&under[3]).join(rel)
+}
+
+/// A mountinfo field: the kernel writes space, tab, newline and backslash as octal escapes.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }

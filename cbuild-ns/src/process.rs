@@ -19,20 +19,50 @@ pub struct Identity {
     pub home: Option<String>,
 }
 
-fn etc_entries(path: &str) -> Vec<Vec<String>> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+/// The most of an image's /etc/passwd or /etc/group read: far above any real one (runc stops at a 64 KiB
+/// line), and a bound on what a hostile image can make the set-up hold.
+pub const ETC_FILE_MAX: u64 = 4 << 20;
+
+/// The entries of the image's /etc/passwd or /etc/group (none when it has no such file). The image
+/// chooses what the path is: a FIFO no one writes would hold the set-up for ever (open without
+/// O_NONBLOCK waits for a writer), `/dev/zero` would grow it without end, so only a regular file of at
+/// most [`ETC_FILE_MAX`] is read, and anything else is the contract's error rather than a partial read.
+fn etc_entries(path: &str) -> Result<Vec<Vec<String>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+        Ok(f) => f,
+        // An image without the file (or without /etc) lists no one, as before.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(vec![]),
+        Err(e) => return Err(Error::io(Step::User, path, &e)),
+    };
+    let md = f.metadata().ctx(Step::User, path)?;
+    if !md.is_file() {
+        return Err(Error::new(Step::User, path, "not a regular file in the container"));
+    }
+    let too_big = || Error::new(Step::User, path, format!("larger than {} MiB", ETC_FILE_MAX >> 20));
+    if md.len() > ETC_FILE_MAX {
+        return Err(too_big());
+    }
+    let mut data = Vec::with_capacity(md.len() as usize);
+    // `take`: a file that grows while it is read is still bounded.
+    f.take(ETC_FILE_MAX + 1).read_to_end(&mut data).ctx(Step::User, path)?;
+    if data.len() as u64 > ETC_FILE_MAX {
+        return Err(too_big());
+    }
+    // Lossy: a stray non-UTF-8 byte (a GECOS field in Latin-1) must not make every user unknown.
+    Ok(String::from_utf8_lossy(&data)
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.split(':').map(str::to_string).collect())
-        .collect()
+        .collect())
 }
 
 /// Resolve `--user` and `--group-add` against /etc/passwd and /etc/group as the process now sees them
 /// (after pivot_root: the image's files, never the host's).
 pub fn resolve_identity(user: Option<&str>, group_add: &[String]) -> Result<Identity> {
-    let passwd = etc_entries("/etc/passwd");
-    let group = etc_entries("/etc/group");
+    let passwd = etc_entries("/etc/passwd")?;
+    let group = etc_entries("/etc/group")?;
     let (u, g) = match user {
         Some(s) => match s.split_once(':') {
             Some((u, g)) => (u.to_string(), Some(g.to_string())),

@@ -117,11 +117,18 @@ pub fn read_args(fd: RawFd) -> Result<Args> {
     Ok(Args::Words(data.split(|&b| b == 0).map(|w| std::ffi::OsString::from_vec(w.to_vec())).collect()))
 }
 
-/// Write `value` as one line to `fd` and close it.
+/// Write `value` as one line to `fd` and close it. A reader that went away (EPIPE; the supervisor ignores
+/// SIGPIPE) is an error: the driver never learns the namespaces it was to wait for, so the run is undone.
 pub fn write_info(fd: RawFd, value: &serde_json::Value) -> Result<()> {
     let mut f = unsafe { File::from_raw_fd(fd) };
     let line = format!("{value}\n");
-    f.write_all(line.as_bytes()).map_err(|e| Error::io(Step::InfoFd, format!("fd {fd}"), &e))
+    f.write_all(line.as_bytes()).map_err(|e| {
+        let err = Error::io(Step::InfoFd, format!("fd {fd}"), &e);
+        match e.raw_os_error() {
+            Some(libc::EPIPE) => err.hint("the reader of --info-fd closed it before the namespaces were ready"),
+            _ => err,
+        }
+    })
 }
 
 /// Block until one byte arrives. EOF means the driver gave up: abort.
@@ -140,7 +147,7 @@ pub fn wait_go(fd: RawFd) -> Result<()> {
 }
 
 /// The `--status-fd` writer. Writes are best-effort: a reader that went away must not change the
-/// command's outcome.
+/// command's outcome (the supervisor ignores SIGPIPE: it is an EPIPE here, and nothing more).
 pub struct Status(Option<File>);
 
 impl Status {

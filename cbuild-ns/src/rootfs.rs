@@ -135,22 +135,7 @@ pub fn setup(spec: &RunSpec, in_userns: bool, cgroups: &crate::cgroupfs::Placeme
 pub fn check_detached(fd: RawFd, preserve_fds: u32) -> Result<()> {
     crate::protocol::take_handed_fd(fd, preserve_fds, Step::MountRoot)?;
     let what = format!("fd {fd}");
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // The system call itself: musl wraps statx only from 1.2.5 on (Debian 12 has 1.2.3).
-    // SAFETY: an empty path with AT_EMPTY_PATH stats fd itself; st is a writable statx.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_statx,
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_TYPE,
-            &mut st as *mut libc::statx,
-        )
-    };
-    if r != 0 {
-        return Err(Error::sys(Step::MountRoot, &what, nix::errno::Errno::last()));
-    }
+    let st = crate::mounts::statx_fd(fd, libc::STATX_TYPE).map_err(|e| Error::sys(Step::MountRoot, &what, e))?;
     let mount_root = st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
     if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFDIR || !mount_root {
         return Err(Error::new(Step::MountRoot, what, "not the root directory of a mount")

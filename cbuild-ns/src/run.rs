@@ -162,6 +162,8 @@ pub fn run(spec: RunSpec) -> i32 {
     match run_inner(&spec, &mut status) {
         Ok(code) => code,
         Err(e) => {
+            // A failure before the clone comes here with SIGPIPE at its default still (see run_inner).
+            signals::ignore_sigpipe();
             status.send(json!({"phase": "failed", "step": e.step, "error": e.to_string(), "exit_code": e.code}));
             crate::report(&e);
             e.code
@@ -235,6 +237,10 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
         let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
         child(spec, prep, &ctrl_w, &go_r);
     }
+    // The supervisor writes to pipes whose reader may be gone (--info-fd, --status-fd, the child's go
+    // pipe): an EPIPE it answers, not SIGPIPE's death with no error line and persisted binds left
+    // mounted. After the clone, so the child keeps the caller's disposition.
+    signals::ignore_sigpipe();
     let child_pid = Pid::from_raw(pid as i32);
     drop(ctrl_w);
     drop(go_r);

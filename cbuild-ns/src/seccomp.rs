@@ -40,16 +40,26 @@ pub fn read(src: &SeccompSource, flags: u32) -> Result<Program> {
             SeccompSource::Fd(n) => format!("fd {n}"),
         },
     );
+    // One byte past the largest program the kernel takes: enough to tell it is too large, and a source
+    // that never ends (`/dev/zero`) cannot make this process grow without bound.
+    let limit = (MAX_INSNS * 8) as u64 + 1;
     match src {
         SeccompSource::File(p) => {
-            std::fs::File::open(p).and_then(|mut f| f.read_to_end(&mut bytes)).ctx(Step::Seccomp, &name)?;
+            std::fs::File::open(p).and_then(|f| f.take(limit).read_to_end(&mut bytes)).ctx(Step::Seccomp, &name)?;
         }
         SeccompSource::Fd(n) => {
             crate::protocol::check_fd(*n, Step::Seccomp)?;
             // The fd is ours to consume (like bwrap's --seccomp FD); File closes it when done.
-            let mut f = unsafe { std::fs::File::from_raw_fd(*n) };
-            f.read_to_end(&mut bytes).ctx(Step::Seccomp, &name)?;
+            let f = unsafe { std::fs::File::from_raw_fd(*n) };
+            f.take(limit).read_to_end(&mut bytes).ctx(Step::Seccomp, &name)?;
         }
+    }
+    if bytes.len() > MAX_INSNS * 8 {
+        return Err(Error::new(
+            Step::Seccomp,
+            &name,
+            format!("more than {MAX_INSNS} instructions ({} bytes), the most the kernel takes", MAX_INSNS * 8),
+        ));
     }
     if bytes.is_empty() || bytes.len() % 8 != 0 {
         return Err(Error::new(
@@ -58,13 +68,6 @@ pub fn read(src: &SeccompSource, flags: u32) -> Result<Program> {
             format!("{} bytes is not a BPF program (a non-empty multiple of 8)", bytes.len()),
         )
         .hint("compile one with: cbuild-seccomp compile PROFILE -o FILE"));
-    }
-    if bytes.len() / 8 > MAX_INSNS {
-        return Err(Error::new(
-            Step::Seccomp,
-            &name,
-            format!("{} instructions, the kernel takes {MAX_INSNS}", bytes.len() / 8),
-        ));
     }
     let insns = bytes
         .chunks_exact(8)

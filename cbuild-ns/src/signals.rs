@@ -66,6 +66,12 @@ pub fn supervise(child: nix::unistd::Pid, set: &SigSet) -> nix::Result<(i32, Opt
     }
 }
 
+/// SIGPIPE ignored: a write to a pipe whose reader is gone fails with EPIPE instead of ending the process.
+pub fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN installs no handler; only this process's disposition changes.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 extern "C" fn noop(_: libc::c_int) {}
 
 /// PID 1 of a pid namespace only receives signals it has a handler for (the kernel drops the rest at

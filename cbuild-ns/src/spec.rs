@@ -198,7 +198,10 @@ pub fn parse_docker_mount(spec: &str) -> Result<DockerMount, String> {
                 options.push("ro".into());
             }
             if let Some(s) = size {
-                options.push(format!("size={s}"));
+                // A size, as Docker takes it, never option text: `1m,exec,suid,dev,size=0` (one quoted
+                // field) would otherwise pass mount options of its own.
+                let kib = parse_shm_size(s).map_err(|e| format!("tmpfs-size={e}"))?;
+                options.push(format!("size={kib}k"));
             }
             if let Some(m) = mode {
                 // Docker takes the mode in octal with or without a leading 0; tmpfs reads it as octal.
@@ -398,7 +401,7 @@ mod tests {
         else {
             panic!("a tmpfs")
         };
-        assert_eq!((t.dst.to_str(), t.options.as_str()), (Some("/t"), "size=1m,mode=1770"));
+        assert_eq!((t.dst.to_str(), t.options.as_str()), (Some("/t"), "size=1024k,mode=1770"));
         // Docker's CSV quoting: a comma (and a doubled quote) inside a quoted field.
         let DockerMount::Bind(b) = parse_docker_mount(r#"type=bind,"src=/a,b ""x""",dst=/c"#).unwrap() else {
             panic!("a bind")
@@ -412,6 +415,9 @@ mod tests {
             "source=/a,target=/b",
             "type=tmpfs,target=/t,tmpfs-mode=rwx",
             "type=tmpfs,target=/t,source=/a",
+            r#"type=tmpfs,target=/t,"tmpfs-size=1m,exec,suid,dev,size=0""#,
+            "type=tmpfs,target=/t,tmpfs-size=0",
+            "type=tmpfs,target=/t,tmpfs-size=lots",
             "type=bind,source=/a,target=/b,tmpfs-size=1m",
             "type=bind,source=/a,target=/b,readonly=maybe",
             "type=bind,source=/a,target=/b,volume-nocopy",

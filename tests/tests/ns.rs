@@ -1409,3 +1409,229 @@ fn held_container(c: &mut Command) -> (Child, i32, Defer<impl FnMut()>) {
     };
     (held, target, guard)
 }
+
+/// Spawn `c` with at most `limit` of address space (a set-up that reads without bound then fails rather than
+/// taking the shared machine's memory) and wait at most `wait` for it (a set-up stalled for ever is killed,
+/// and the test fails).
+fn output_bounded(c: &mut Command, limit: u64, wait: Duration) -> Output {
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let l = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            if libc::setrlimit(libc::RLIMIT_AS, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > wait {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{c:?} still running after {wait:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A hostile image's /etc/passwd or /etc/group is read after pivot_root, where the image decides what it
+/// is: `-> /dev/zero` grew the set-up until the OOM killer came, a FIFO held it for ever (SIGKILL alone
+/// ended it), a huge file was read whole. Each is now one error line, 125, before the command runs, with
+/// or without --init (whose forked child resolves the user).
+#[test]
+fn hostile_etc_passwd_and_group_are_refused_not_read_without_bound() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("rootfs");
+    copy_rootfs(&root);
+    let (passwd, group) = (root.join("etc/passwd"), root.join("etc/group"));
+    let (orig_passwd, orig_group) = (std::fs::read(&passwd).unwrap(), std::fs::read(&group).unwrap());
+    let run_in = |args: &[&str]| {
+        let mut c = ns(&sb);
+        c.args(["run", "--pid", "--mount"]).args(args).arg("--rootfs").arg(&root);
+        c.args(["--", "sh", "-c", "echo ran"]);
+        output_bounded(&mut c, 512 << 20, Duration::from_secs(30))
+    };
+    let refused = |o: &Output, needle: &str| {
+        assert_tool_error(o, "cbuild-ns", needle);
+        assert!(!stdout(o).contains("ran"), "the command ran: {}", stdout(o));
+    };
+    std::fs::remove_file(&passwd).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &passwd).unwrap();
+    refused(&run_in(&[]), "user: /etc/passwd: not a regular file");
+    std::fs::remove_file(&passwd).unwrap();
+    std::fs::write(&passwd, &orig_passwd).unwrap();
+
+    std::fs::remove_file(&group).unwrap();
+    nix::unistd::mkfifo(&group, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    for args in [&[][..], &["--init"], &["--user", "user"]] {
+        refused(&run_in(args), "user: /etc/group: not a regular file");
+    }
+    std::fs::remove_file(&group).unwrap();
+    std::fs::write(&group, &orig_group).unwrap();
+
+    // Larger than 4 MiB: refused, not read (a partial read would be a different user table).
+    let mut big = orig_passwd.clone();
+    big.resize((4 << 20) + 1, b'#');
+    std::fs::write(&passwd, &big).unwrap();
+    refused(&run_in(&[]), "user: /etc/passwd: larger than 4 MiB");
+    // Up to the cap it is read; a stray non-UTF-8 byte does not make every user unknown.
+    let mut fine = orig_passwd.clone();
+    fine.extend_from_slice(b"latin:x:1001:1001:Jos\xe9:/home/latin:/bin/sh\n");
+    std::fs::write(&passwd, &fine).unwrap();
+    let o = run_in(&["--user", "latin"]);
+    assert_eq!(ok(&o), "ran\n");
+}
+
+/// SIGPIPE stayed at its default in the supervising parent: a reader of --info-fd or --status-fd that
+/// went away killed it (signal 13) with no error line, leaving --persist's binds mounted, and turned the
+/// command's exit code into 141. Now a gone --info-fd reader is the contract's error with everything
+/// undone, and a gone --status-fd reader changes nothing.
+#[test]
+fn a_gone_info_or_status_reader_is_an_error_or_nothing_never_sigpipe() {
+    let sb = Sandbox::new();
+    let name = unique("nsp");
+    let (r, w) = pipe();
+    drop(r);
+    let mut c = ns(&sb);
+    c.args(["run", "--net", "--uts", "--mount", "--persist", &name, "--info-fd", "3", "--", "true"]);
+    pass_fd(&mut c, &w, 3);
+    let o = run(&mut c);
+    assert_tool_error(&o, "cbuild-ns", "info_fd: fd 3");
+    assert!(!sb.state.join(&name).exists(), "persisted namespaces left behind");
+    assert!(mounts_under(sb.state.to_str().unwrap()).is_empty(), "persisted binds left mounted");
+
+    let root = busybox_rootfs().to_str().unwrap();
+    for (args, script, code) in [
+        (&["--pid", "--rootfs", root][..], "exit 7", 7),
+        // A failure before the clone writes its `failed` record too.
+        (&["--pid", "--rootfs", "/nonexistent-root"], "true", 125),
+    ] {
+        let mut c = ns(&sb);
+        c.args(["run", "--status-fd", "3"]).args(args).args(["--", "sh", "-c", script]);
+        pass_fd(&mut c, &w, 3);
+        let o = run(&mut c);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {:?}, stderr: {}", o.status, stderr(&o));
+        let lines = stderr(&o).lines().filter(|l| l.starts_with("cbuild-ns:")).count();
+        assert_eq!(lines, usize::from(code == 125), "{}", stderr(&o));
+    }
+    drop(w);
+    // The command's own SIGPIPE is still the default: command_gets_default_sigpipe_and_no_inheritable_caps.
+}
+
+/// `exec` into a persisted pid namespace whose first process has exited: fork fails with ENOMEM, and the
+/// hint says why. It matched glibc's text ("Cannot allocate memory"); musl's is "Out of memory", so the
+/// static build lost it (run this with CBUILD_BIN_DIR=target/static).
+#[test]
+fn exec_into_a_dead_pid_namespace_says_why() {
+    let sb = Sandbox::new();
+    let name = unique("nsd");
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--uts", "--persist", &name, "--", "true"]);
+    ok(&run(&mut c));
+    let _cleanup = Defer(|| {
+        let _ = Command::new(bin("cbuild-ns")).env("CBUILD_STATE", &sb.state).args(["unpersist", &name]).status();
+    });
+    let mut c = ns(&sb);
+    c.args(["exec", "--ns-dir", &name, "--", "true"]);
+    let o = run(&mut c);
+    assert_tool_error(&o, "cbuild-ns", "fork: exec");
+    assert!(stderr(&o).contains("hint: the pid namespace's first process has exited"), "{}", stderr(&o));
+}
+
+/// `unpersist DIR` released whatever was mounted at DIR/<type>: through a symlink (`mnt -> elsewhere`
+/// unmounted elsewhere), on a directory, or a file with another filesystem bound on it; and DIR's own
+/// mount whatever it was. Only nsfs binds on regular files (and DIR's bind of itself) are released now;
+/// anything else is refused before anything is unmounted.
+#[test]
+fn unpersist_releases_only_persisted_namespace_files() {
+    let sb = Sandbox::new();
+    let tmpfs = |at: &Path| {
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "cbt"]).arg(at).status().unwrap();
+        assert!(st.success(), "mount tmpfs on {}", at.display());
+    };
+    let unpersist = |d: &Path| run(tool("cbuild-ns", &sb).arg("unpersist").arg(d));
+    let mounted = |p: &Path| mounts_under(p.to_str().unwrap()).iter().any(|m| Path::new(m) == p);
+    // DIR/mnt -> a mount elsewhere.
+    let tgt = sb.path().join("tgt");
+    std::fs::create_dir(&tgt).unwrap();
+    tmpfs(&tgt);
+    let d1 = sb.path().join("d1");
+    std::fs::create_dir(&d1).unwrap();
+    std::os::unix::fs::symlink(&tgt, d1.join("mnt")).unwrap();
+    assert_tool_error(&unpersist(&d1), "cbuild-ns", "not a persisted namespace: a symlink");
+    assert!(mounted(&tgt), "the symlink's target was unmounted");
+    assert!(d1.join("mnt").symlink_metadata().unwrap().file_type().is_symlink());
+    // A directory with a mount on it, beside a real persisted namespace: nothing is touched.
+    let d2 = sb.path().join("d2");
+    let mut c = ns(&sb);
+    c.args(["run", "--uts", "--persist"]).arg(&d2).args(["--", "true"]);
+    ok(&run(&mut c));
+    std::fs::create_dir(d2.join("net")).unwrap();
+    tmpfs(&d2.join("net"));
+    assert_tool_error(&unpersist(&d2), "cbuild-ns", "not a persisted namespace: a directory");
+    assert!(mounted(&d2.join("net")) && mounted(&d2.join("uts")), "{:?}", mounts_under(d2.to_str().unwrap()));
+    // A regular file with another filesystem bound on it.
+    let d3 = sb.path().join("d3");
+    std::fs::create_dir(&d3).unwrap();
+    std::fs::write(d3.join("ipc"), "").unwrap();
+    std::fs::write(sb.path().join("host-file"), "x").unwrap();
+    let st = Command::new("mount").arg("--bind").arg(sb.path().join("host-file")).arg(d3.join("ipc")).status().unwrap();
+    assert!(st.success());
+    assert_tool_error(&unpersist(&d3), "cbuild-ns", "another filesystem is mounted on it");
+    assert!(mounted(&d3.join("ipc")));
+    // A mount at DIR itself that is not DIR's bind of itself.
+    let d4 = sb.path().join("d4");
+    std::fs::create_dir(&d4).unwrap();
+    tmpfs(&d4);
+    ok(&unpersist(&d4));
+    assert!(mounted(&d4), "DIR's own mount, not a bind of itself, was unmounted");
+    // What persist made is released as before, once the foreign entry is gone.
+    assert_eq!(Command::new("umount").arg(d2.join("net")).status().unwrap().code(), Some(0));
+    std::fs::remove_dir(d2.join("net")).unwrap();
+    ok(&unpersist(&d2));
+    assert!(!d2.exists() && mounts_under(d2.to_str().unwrap()).is_empty());
+}
+
+/// The seccomp program was read to its end: `--seccomp-fd 5 5</dev/zero` took 1 GB before "out of memory".
+/// One byte past the kernel's 4096 instructions is the most read now, from a file or an fd.
+#[test]
+fn an_endless_seccomp_program_is_refused_at_the_kernels_limit() {
+    let sb = Sandbox::new();
+    let needle = "more than 4096 instructions (32768 bytes)";
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--seccomp", "/dev/zero", "--", "true"]);
+    assert_tool_error(&output_bounded(&mut c, 512 << 20, Duration::from_secs(30)), "cbuild-ns", needle);
+    let zero: OwnedFd = std::fs::File::open("/dev/zero").unwrap().into();
+    let mut c = ns(&sb);
+    c.args(["run", "--pid", "--seccomp-fd", "5", "--", "true"]);
+    pass_fd(&mut c, &zero, 5);
+    assert_tool_error(&output_bounded(&mut c, 512 << 20, Duration::from_secs(30)), "cbuild-ns", needle);
+    // 4096 instructions is still a program (the verifier judges it).
+    let max = sb.path().join("max.bpf");
+    let allow: [u8; 8] = [0x06, 0, 0, 0, 0, 0, 0xff, 0x7f];
+    std::fs::write(&max, allow.repeat(4096)).unwrap();
+    let o = run_sh(&sb, &["--pid", "--no-new-privs", "--seccomp", max.to_str().unwrap()], "echo ran");
+    assert_eq!(ok(&o), "ran\n");
+}
+
+/// `--mount-spec type=tmpfs,...,tmpfs-size=` took option text: one quoted field
+/// `"tmpfs-size=1m,exec,suid,dev,size=0"` gave an unlimited tmpfs with suid, dev and exec. It is a size, as
+/// Docker takes it (bytes, or with b, k, m, g), or the contract's error.
+#[test]
+fn mount_spec_tmpfs_size_is_a_size_not_options() {
+    let sb = Sandbox::new();
+    for bad in [r#"type=tmpfs,target=/x,"tmpfs-size=1m,exec,suid,dev,size=0""#, "type=tmpfs,target=/x,tmpfs-size=0"] {
+        let o = run_sh(&sb, &["--mount", "--mount-spec", bad], "grep ' /x ' /proc/self/mountinfo");
+        assert_tool_error(&o, "cbuild-ns", "tmpfs-size=");
+    }
+    let o = run_sh(
+        &sb,
+        &["--mount", "--mount-spec", "type=tmpfs,target=/x,tmpfs-size=2097152"],
+        "grep ' /x ' /proc/self/mountinfo",
+    );
+    let out = ok(&o);
+    assert!(out.contains("nosuid,nodev,noexec") && out.contains("size=2048k"), "{out}");
+}
