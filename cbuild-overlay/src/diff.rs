@@ -12,9 +12,11 @@
 //! copy-up (`overlay.origin`, `overlay.metacopy`), which is a heuristic: origin is only recorded when
 //! the lower filesystem supports file handles.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use crate::error::{p, Error, Result};
@@ -41,20 +43,47 @@ impl ChangeKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Change {
     pub change: ChangeKind,
-    /// Path inside the container, starting with `/`.
-    pub path: String,
+    /// Path inside the container, starting with `/`: bytes, as names are.
+    pub path: Vec<u8>,
     /// What is in the upper dir now: file, dir, symlink, char, block, fifo, socket (whiteout for deleted).
-    #[serde(rename = "type")]
     pub file_type: &'static str,
     /// Only the metadata was copied up (metacopy=on); the data is still in a lower layer.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub metacopy: bool,
-    /// A dir renamed with redirect_dir=on: where its contents come from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<String>,
+    /// A dir renamed with redirect_dir=on: where its contents come from (the xattr's bytes).
+    pub redirect: Option<Vec<u8>>,
+}
+
+/// `{"change","path","type"}`, plus `metacopy` when true and `redirect` when set. JSON strings are
+/// Unicode, names are bytes: a name that is not UTF-8 also comes as `path_bytes` (`redirect_bytes`), its
+/// bytes exactly, beside the readable form with U+FFFD, which alone would make `a\xff` and `a\xfe` one.
+impl Serialize for Change {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("change", &self.change)?;
+        name_entry(&mut m, "path", &self.path)?;
+        m.serialize_entry("type", self.file_type)?;
+        if self.metacopy {
+            m.serialize_entry("metacopy", &true)?;
+        }
+        if let Some(r) = &self.redirect {
+            name_entry(&mut m, "redirect", r)?;
+        }
+        m.end()
+    }
+}
+
+/// `key` as a string, and, for a name that is not UTF-8, `key_bytes` as an array of its bytes.
+fn name_entry<M: SerializeMap>(m: &mut M, key: &'static str, name: &[u8]) -> std::result::Result<(), M::Error> {
+    match std::str::from_utf8(name) {
+        Ok(s) => m.serialize_entry(key, s),
+        Err(_) => {
+            m.serialize_entry(key, &String::from_utf8_lossy(name))?;
+            m.serialize_entry(&format!("{key}_bytes"), name)
+        }
+    }
 }
 
 /// Where `diff` learnt the lower layers from.
@@ -113,7 +142,7 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
         if e.rel.as_os_str().is_empty() {
             return true;
         }
-        let path = format!("/{}", e.rel.to_string_lossy());
+        let path = [b"/", e.rel.as_os_str().as_bytes()].concat();
         while hidden_below.last().is_some_and(|h| !e.rel.starts_with(h)) {
             hidden_below.pop();
         }
@@ -130,7 +159,7 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
             return false;
         }
         let file_type = type_name(ft, e.st.st_rdev);
-        let redirect = overlay_xattr(&e.at, prefix, "redirect").map(|r| String::from_utf8_lossy(&r).into_owned());
+        let redirect = overlay_xattr(&e.at, prefix, "redirect");
         let metacopy = ft == FileType::RegularFile && overlay_xattr(&e.at, prefix, "metacopy").is_some();
         if ft == FileType::Directory && is_opaque(&e.at, prefix) {
             changes.push(Change { change: ChangeKind::Opaque, path, file_type, metacopy: false, redirect });
@@ -221,14 +250,25 @@ pub fn type_name(ft: FileType, rdev: u64) -> &'static str {
 /// A path for a human line: control characters and backslashes as `\ooo`, so a hostile file name cannot
 /// forge extra lines (the JSON output carries names exactly).
 pub fn escape_for_line(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() || c == '\\' {
-            for b in c.to_string().bytes() {
-                o.push_str(&format!("\\{b:03o}"));
+    escape_bytes_for_line(s.as_bytes())
+}
+
+/// [`escape_for_line`] for a name as bytes: a byte that is not part of UTF-8 is `\ooo` too, so two names
+/// that differ only there still read apart (U+FFFD would show both the same).
+pub fn escape_bytes_for_line(name: &[u8]) -> String {
+    let mut o = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                for b in c.to_string().bytes() {
+                    o.push_str(&format!("\\{b:03o}"));
+                }
+            } else {
+                o.push(c);
             }
-        } else {
-            o.push(c);
+        }
+        for b in chunk.invalid() {
+            o.push_str(&format!("\\{b:03o}"));
         }
     }
     o
@@ -242,5 +282,23 @@ mod tests {
     fn escapes_control_chars() {
         assert_eq!(escape_for_line("/a\nb\\c"), "/a\\012b\\134c");
         assert_eq!(escape_for_line("/ok é"), "/ok é");
+        assert_eq!(escape_bytes_for_line(b"/a\xff\xc3\n\xc3\xa9"), "/a\\377\\303\\012é");
+    }
+
+    #[test]
+    fn json_carries_names_that_are_not_utf8_as_bytes() {
+        let c = |path: &[u8]| Change {
+            change: ChangeKind::Added,
+            path: path.to_vec(),
+            file_type: "file",
+            metacopy: false,
+            redirect: Some(b"/r\xfe".to_vec()),
+        };
+        assert_eq!(
+            serde_json::to_string(&c(b"/a\xff")).unwrap(),
+            "{\"change\":\"added\",\"path\":\"/a\u{fffd}\",\"path_bytes\":[47,97,255],\"type\":\"file\",\
+             \"redirect\":\"/r\u{fffd}\",\"redirect_bytes\":[47,114,254]}"
+        );
+        assert!(serde_json::to_string(&c("/é\n".as_bytes())).unwrap().contains(r#""path":"/é\n","type""#));
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! The remover:
 //! - waits on a pidfd of the chain (this process, after its exec): readable when the chain has exited,
-//!   whatever it became and whoever reaps it;
+//!   whatever it became and whoever reaps it. The container need not be gone with it: started without a
+//!   pid namespace (`cbuild-ns run` without `--pid`), a process of it can live on, holding the mount, and
+//!   change the upper dir while it is being removed;
 //! - holds an exclusive flock on the upper dir from before the fork until it is done: a sign of life for
 //!   whoever cleans up after crashes (`cbuild-rm --prune` leaves a locked upper dir alone);
 //! - is in its own session, so a terminal's ^C or a kill of the caller's process group does not stop it
@@ -13,8 +15,8 @@
 //!   no fd of the caller but its stdin/out/err, pointed at /dev/null;
 //! - removes with its own nofile limit at 1024: std's `remove_dir_all` recurses a level per directory, so a
 //!   tree deeper than that ends with EMFILE rather than past the stack's end, and [`remove_deep`], which
-//!   holds two fds at any depth, finishes what is left (rm(1) is no help there: busybox's gives up past
-//!   PATH_MAX).
+//!   keeps below the fd limit at any depth and never leaves the tree however it is moved meanwhile,
+//!   finishes what is left (rm(1) is no help there: busybox's gives up past PATH_MAX).
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -104,36 +106,191 @@ pub(crate) fn remove_tree(d: &Path) -> std::io::Result<()> {
 
 const DIR: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
-/// Remove `path` whole holding two fds whatever its depth: down the first subdirectory each time (the names
-/// on a stack, only the current dir open), unlinking the rest on the way, and back up through `..` once a
-/// dir is empty. A dir is listed again each time the walk returns to it, so it is for what
-/// `remove_dir_all` left past its fd limit (a deep chain), not for whole trees. The container is gone:
-/// nothing moves the tree meanwhile.
+/// One dir on the walk's way down from the start dir: its name in the dir above, what it is (dev, ino),
+/// and an fd of it while the fd limit allows.
+struct Level {
+    name: CString,
+    dev: u64,
+    ino: u64,
+    fd: Option<OwnedFd>,
+}
+
+/// The levels below `floor` (a level whose fd was held when the scope began) keep their fds, once the fd
+/// limit is hit, only at multiples of `every` counted from it; `every` doubles as the depth needs.
+struct Scope {
+    floor: usize,
+    every: usize,
+}
+
+/// The dirs from the start dir (level 0) down to the one being emptied (the last), whose fds are always
+/// held. The scopes nest: the start dir's, and one for each run of levels opened again from a held one,
+/// so a run longer than the fds left is thinned on its own spacing rather than the whole chain's (with one
+/// spacing for all, going back up a chain of a million levels opened each level again a thousand times).
+struct Chain {
+    levels: Vec<Level>,
+    scopes: Vec<Scope>,
+}
+
+/// Remove `path` whole, whatever its depth: down the first subdirectory each time, unlinking the rest on
+/// the way, and back up once a dir is empty. A dir is listed again each time the walk returns to it, so it
+/// is for what `remove_dir_all` left past its fd limit (a deep chain), not for whole trees.
+///
+/// The tree may be changing meanwhile: a container started without a pid namespace can outlive the chain
+/// that held the mount, and move the subtree the walk is in. So the walk never opens `..` (whose answer
+/// depends on where the dir is now, and took the walk above `path`): it goes back up to fds it holds, and
+/// every fd it holds was opened by name, `O_NOFOLLOW`, from another one, starting at `path`, so it cannot
+/// leave the tree whatever moves. A level whose fd it let go (past the fd limit) is opened again by name
+/// from the nearest held one above and must be the same dir (dev, ino) as on the way down; where it is not
+/// (moved), the walk goes on from the last level that is, which lists its dir again.
 fn remove_deep(path: &Path) -> std::io::Result<()> {
-    let mut names: Vec<CString> = vec![];
-    let mut cur = rustix::fs::openat(CWD, path, DIR, Mode::empty())?;
+    let root = rustix::fs::openat(CWD, path, DIR, Mode::empty())?;
+    let st = rustix::fs::fstat(&root)?;
+    let mut chain = Chain {
+        levels: vec![Level { name: CString::default(), dev: st.st_dev, ino: st.st_ino, fd: Some(root) }],
+        scopes: vec![Scope { floor: 0, every: 1 }],
+    };
     loop {
-        match first_subdir(&cur)? {
-            Some(name) => {
-                cur = rustix::fs::openat(&cur, name.as_c_str(), DIR, Mode::empty())?;
-                names.push(name);
-            }
-            None => match names.pop() {
-                Some(name) => {
-                    let parent = rustix::fs::openat(&cur, c"..", DIR, Mode::empty())?;
-                    rustix::fs::unlinkat(&parent, name.as_c_str(), AtFlags::REMOVEDIR)?;
-                    cur = parent;
+        match chain.retry(|ls| first_subdir(last_fd(ls)))? {
+            Some(name) => chain.descend(name)?,
+            None if chain.levels.len() == 1 => break,
+            None => {
+                let name = chain.levels.pop().expect("below the start dir").name;
+                // Not the same dir any more above: go on from where the walk is sure, which lists it again.
+                if !chain.reopen()? {
+                    continue;
                 }
-                None => break,
-            },
+                match rustix::fs::unlinkat(last_fd(&chain.levels), name.as_c_str(), AtFlags::REMOVEDIR) {
+                    // Moved away meanwhile: wherever it went in the tree, a later listing finds it.
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
     }
-    drop(cur);
+    drop(chain);
     std::fs::remove_dir(path)
 }
 
+impl Chain {
+    /// Open `name` below the last level and make it the last.
+    fn descend(&mut self, name: CString) -> std::io::Result<()> {
+        let fd = self.retry(|ls| rustix::fs::openat(last_fd(ls), name.as_c_str(), DIR, Mode::empty()))?;
+        let st = rustix::fs::fstat(&fd)?;
+        self.levels.push(Level { name, dev: st.st_dev, ino: st.st_ino, fd: Some(fd) });
+        Ok(())
+    }
+
+    /// Hold the last level's fd again (after a pop), opening the levels let go by name from the nearest
+    /// held one above. False when one of them is not the dir it was (moved): the levels from there on are
+    /// dropped.
+    fn reopen(&mut self) -> std::io::Result<bool> {
+        let last = self.levels.len() - 1;
+        // Scopes wholly below the last level are done with.
+        while self.scopes.len() > 1 && self.scopes.last().is_some_and(|s| s.floor >= last) {
+            self.scopes.pop();
+        }
+        let held = self.levels.iter().rposition(|l| l.fd.is_some()).expect("level 0 is held");
+        if held == last {
+            return Ok(true);
+        }
+        // A scope whose floor was let go is inside the new one.
+        while self.scopes.len() > 1 && self.scopes.last().is_some_and(|s| s.floor > held) {
+            self.scopes.pop();
+        }
+        match self.scopes.last_mut() {
+            Some(s) if s.floor == held => s.every = 1,
+            _ => self.scopes.push(Scope { floor: held, every: 1 }),
+        }
+        for i in held + 1..=last {
+            let (above, below) = self.levels.split_at_mut(i);
+            let l = &mut below[0];
+            // Only `above` may lose fds meanwhile, and never its last, the dir this opens from.
+            let fd = match retry_emfile(&mut self.scopes, above, |ls| {
+                rustix::fs::openat(last_fd(ls), l.name.as_c_str(), DIR, Mode::empty())
+            }) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                    self.truncate(i);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let st = rustix::fs::fstat(&fd)?;
+            if (st.st_dev, st.st_ino) != (l.dev, l.ino) {
+                self.truncate(i);
+                return Ok(false);
+            }
+            l.fd = Some(fd);
+        }
+        Ok(true)
+    }
+
+    /// Keep levels `..len` and the scopes that still have levels below their floor.
+    fn truncate(&mut self, len: usize) {
+        self.levels.truncate(len);
+        while self.scopes.len() > 1 && self.scopes.last().is_some_and(|s| s.floor + 1 >= len) {
+            self.scopes.pop();
+        }
+    }
+
+    /// `op`, again after letting fds go each time it fails for want of one (EMFILE).
+    fn retry<T>(&mut self, op: impl FnMut(&[Level]) -> rustix::io::Result<T>) -> std::io::Result<T> {
+        retry_emfile(&mut self.scopes, &mut self.levels, op).map_err(Into::into)
+    }
+}
+
+/// The fd of the last level, which is always held.
+fn last_fd(levels: &[Level]) -> &OwnedFd {
+    levels.last().and_then(|l| l.fd.as_ref()).expect("the last level is held")
+}
+
+/// `op` on `levels`, again after each EMFILE that [`let_go`] could free an fd for; its error once nothing
+/// is left to let go.
+fn retry_emfile<T>(
+    scopes: &mut [Scope],
+    levels: &mut [Level],
+    mut op: impl FnMut(&[Level]) -> rustix::io::Result<T>,
+) -> rustix::io::Result<T> {
+    loop {
+        match op(levels) {
+            Err(rustix::io::Errno::MFILE) if let_go(scopes, levels) => {}
+            r => return r,
+        }
+    }
+}
+
+/// Close fds of levels between the first and the last, innermost scope first: those off its spacing
+/// (what was held since the last time), then, while that is less than half of its held ones, those off
+/// twice the spacing. Doubling only then keeps a spacing that the depth needs: doubling at each call
+/// halved the held levels each time while the depth grew by a few, until none were left to come back
+/// up to but the start dir. False when none is left to close.
+fn let_go(scopes: &mut [Scope], levels: &mut [Level]) -> bool {
+    let last = levels.len().saturating_sub(1);
+    for scope in scopes.iter_mut().rev() {
+        let first = scope.floor + 1;
+        let held = levels.iter().take(last).skip(first).filter(|l| l.fd.is_some()).count();
+        if held == 0 {
+            continue;
+        }
+        let mut closed = 0;
+        // Ends: once `every` passes the range, all of it is off the spacing.
+        loop {
+            for (i, l) in levels.iter_mut().enumerate().take(last).skip(first) {
+                if (i - scope.floor) % scope.every != 0 && l.fd.take().is_some() {
+                    closed += 1;
+                }
+            }
+            if closed * 2 >= held {
+                return true;
+            }
+            scope.every = scope.every.saturating_mul(2);
+        }
+    }
+    false
+}
+
 /// Unlink every entry of `dir` that is not a directory, up to its first subdirectory, whose name it returns.
-fn first_subdir(dir: &OwnedFd) -> std::io::Result<Option<CString>> {
+fn first_subdir(dir: &OwnedFd) -> rustix::io::Result<Option<CString>> {
     let mut entries = rustix::fs::Dir::read_from(dir)?;
     while let Some(e) = entries.read() {
         let e = e?;

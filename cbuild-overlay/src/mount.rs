@@ -14,6 +14,7 @@
 //!   back, `umount` removes it.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -296,7 +297,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     }
     // Measured with the final upper/work paths.
     let fd_names = api == Api::Legacy && {
-        let abs: Vec<String> = plan.lower.iter().map(|l| l.to_string_lossy().into_owned()).collect();
+        let abs: Vec<&[u8]> = plan.lower.iter().map(|l| l.as_os_str().as_bytes()).collect();
         legacy_options(&abs, &plan, req).len() >= page_size()
     };
     if fd_names && aux.is_none() {
@@ -758,7 +759,7 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<Option<Own
 
 /// `\` doubled, for the values overlay unescapes.
 fn escape_backslash(path: &Path) -> PathBuf {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::os::unix::ffi::OsStringExt;
     let mut o = Vec::with_capacity(path.as_os_str().len());
     for &b in path.as_os_str().as_bytes() {
         if b == b'\\' {
@@ -769,34 +770,38 @@ fn escape_backslash(path: &Path) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(o))
 }
 
-/// Backslash-escape what the mount(2) option parser splits on.
-fn escape_legacy(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '\\' | ':' | ',') {
-            o.push('\\');
+/// Backslash-escape what the mount(2) option parser splits on, onto `o`.
+fn escape_legacy(o: &mut Vec<u8>, s: &[u8]) {
+    for &b in s {
+        if matches!(b, b'\\' | b':' | b',') {
+            o.push(b'\\');
         }
-        o.push(c);
+        o.push(b);
     }
-    o
 }
 
-fn legacy_options(lower: &[String], plan: &Plan, req: &MountRequest) -> String {
-    let lowers: Vec<String> = lower.iter().map(|l| escape_legacy(l)).collect();
-    let mut o = format!("lowerdir={}", lowers.join(":"));
+/// The mount(2) option string, built from the paths' bytes: a lossy string turned a name that is not
+/// UTF-8 (`u\xff`) into another (`u\u{fffd}`), which the kernel then could not find.
+fn legacy_options(lower: &[&[u8]], plan: &Plan, req: &MountRequest) -> Vec<u8> {
+    let mut o = b"lowerdir=".to_vec();
+    for (i, l) in lower.iter().enumerate() {
+        if i > 0 {
+            o.push(b':');
+        }
+        escape_legacy(&mut o, l);
+    }
     if let (Some(u), Some(w)) = (&plan.upper, &plan.work) {
-        o.push_str(&format!(
-            ",upperdir={},workdir={}",
-            escape_legacy(&u.to_string_lossy()),
-            escape_legacy(&w.to_string_lossy())
-        ));
+        o.extend_from_slice(b",upperdir=");
+        escape_legacy(&mut o, u.as_os_str().as_bytes());
+        o.extend_from_slice(b",workdir=");
+        escape_legacy(&mut o, w.as_os_str().as_bytes());
     }
     for (key, value) in flag_options(req) {
-        o.push(',');
-        o.push_str(key);
+        o.push(b',');
+        o.extend_from_slice(key.as_bytes());
         if let Some(v) = value {
-            o.push('=');
-            o.push_str(v);
+            o.push(b'=');
+            o.extend_from_slice(v.as_bytes());
         }
     }
     o
@@ -925,8 +930,8 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, fd_names: Option<
     // The open fds pin the layers until mount(2) has resolved them; the list is recorded in the aux dir
     // (the mount's source) so `inspect` and `ls` can name the layers later.
     let mut fds = vec![];
-    let lower: Vec<String> = match fd_names {
-        None => plan.lower.iter().map(|l| l.to_string_lossy().into_owned()).collect(),
+    let lower: Vec<Vec<u8>> = match fd_names {
+        None => plan.lower.iter().map(|l| l.as_os_str().as_bytes().to_vec()).collect(),
         Some(aux) => {
             let list = aux.join(LOWER_LIST);
             let mut text = String::new();
@@ -952,12 +957,13 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, fd_names: Option<
                             err
                         }
                     })?;
-                names.push(fd.as_raw_fd().to_string());
+                names.push(fd.as_raw_fd().to_string().into_bytes());
                 fds.push(fd);
             }
             names
         }
     };
+    let lower: Vec<&[u8]> = lower.iter().map(Vec::as_slice).collect();
     let data = legacy_options(&lower, plan, req);
     if data.len() >= page_size() {
         return Err(Error::invalid(
@@ -1170,8 +1176,13 @@ mod tests {
 
     #[test]
     fn escapes_legacy_separators() {
-        assert_eq!(escape_legacy("/a:b,c\\d"), "/a\\:b\\,c\\\\d");
-        let (lower, _) = mountinfo::split_lowerdir(&escape_legacy("/a:b"));
+        let esc = |s: &[u8]| {
+            let mut o = vec![];
+            escape_legacy(&mut o, s);
+            o
+        };
+        assert_eq!(esc(b"/a:b,c\\d\xff"), b"/a\\:b\\,c\\\\d\xff");
+        let (lower, _) = mountinfo::split_lowerdir(std::str::from_utf8(&esc(b"/a:b")).unwrap());
         assert_eq!(lower, vec!["/a:b"]);
     }
 }

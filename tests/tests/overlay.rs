@@ -1878,3 +1878,164 @@ fn detached_overlay_rm_removes_upper_and_work_after_the_command() {
     }
     assert_nothing_left(&sb, &before, &[&c, &sb.path().join("u"), &sb.path().join("w")]);
 }
+
+/// The `--rm` remover against a tree moved while it walks: a container started without `--pid` can
+/// outlive the chain and rename the subtree the walk is in (here the test does it, with the remover
+/// stopped inside). The walk used to come back up through `..` as many times as it had gone down, so a
+/// chain named after the real ancestors (`x/L/upper/D/...` in `R/L/upper`) took it above the upper dir,
+/// and it emptied R: the host's `R/victim` went with the layer. Past the fd limit (lowered to 64 here, as
+/// `ulimit -n` does, so 150 levels are enough) it must stay inside the upper dir, and still remove it all.
+#[test]
+fn detached_overlay_rm_stays_inside_a_tree_moved_while_it_is_removed() {
+    use nix::sys::signal::{kill, Signal};
+    use std::time::{Duration, Instant};
+    require_root();
+    const DEPTH: usize = 150;
+    const FILES: usize = 20_000;
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let r = sb.path().join("R");
+    write(&r.join("victim/keep"), "host data\n");
+    write(&r.join("keep"), "host data\n");
+    let (upper, work) = (r.join("L/upper"), r.join("L/work"));
+    let (pid_file, go) = (sb.path().join("remover-pid"), sb.path().join("go"));
+    let mut cmd = ov(&sb);
+    cmd.arg("mount").arg("--lower").arg(format!("{}:{}", top.display(), bottom.display()));
+    cmd.arg("--upper").arg(&upper).arg("--work").arg(&work).args(["--rm", "--fd", "6", "--", "sh", "-c"]);
+    cmd.arg(format!(
+        "read r </proc/$$/task/$$/children; echo $r >{p}.tmp; mv {p}.tmp {p}; while [ ! -e {g} ]; do sleep 0.01; done",
+        p = pid_file.display(),
+        g = go.display()
+    ));
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let lim = libc::rlimit { rlim_cur: 64, rlim_max: 64 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let since = Instant::now();
+    while !pid_file.exists() && since.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let remover: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let remover = nix::unistd::Pid::from_raw(remover);
+    // What the container would make: a chain deeper than the remover's fd limit, and files at its bottom
+    // that keep the walk there a while.
+    let moved = upper.join("x/L/upper/D");
+    let deepest = moved.join(vec!["d"; DEPTH].join("/"));
+    std::fs::create_dir_all(&deepest).unwrap();
+    for i in 0..FILES {
+        std::fs::File::create(deepest.join(format!("f{i}"))).unwrap();
+    }
+    std::fs::write(&go, "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Files going at the bottom: the deep walk is there (std's remove_dir_all gave up higher up, at EMFILE).
+    // Stopped, so the move lands while it is inside the subtree.
+    let stopped = || {
+        let stat = std::fs::read_to_string(format!("/proc/{remover}/stat")).unwrap_or_default();
+        matches!(stat.rsplit(") ").next().and_then(|s| s.split(' ').next()), Some("T" | "t" | "Z") | None)
+    };
+    loop {
+        assert!(since.elapsed() < Duration::from_secs(60), "the remover never reached the bottom");
+        kill(remover, Signal::SIGSTOP).expect("the remover is gone before the move");
+        while !stopped() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let left = std::fs::read_dir(&deepest).map(|d| d.count());
+        match left {
+            Ok(n) if n < FILES => {
+                std::fs::rename(&moved, upper.join("D")).unwrap();
+                kill(remover, Signal::SIGCONT).unwrap();
+                break;
+            }
+            Ok(_) => {
+                kill(remover, Signal::SIGCONT).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => {
+                kill(remover, Signal::SIGCONT).unwrap();
+                panic!("the remover left the bottom before the move: {e}");
+            }
+        }
+    }
+    while kill(remover, None).is_ok() && !stopped() && since.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        r.join("victim/keep").exists() && r.join("keep").exists(),
+        "the remover deleted host files beside the layer"
+    );
+    assert!(r.join("L").is_dir(), "the remover removed the layer's parent");
+    assert!(!upper.exists() && !work.exists(), "upper and work dirs not removed");
+}
+
+/// Names are bytes: `a\xff` and `a\xfe` are two files. Both used to print as `/a\u{ffd}` (JSON and human
+/// line alike), so a report could not tell them apart nor name either.
+#[test]
+fn diff_carries_non_utf8_names_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let upper = sb.path().join("upper");
+    std::fs::create_dir_all(upper.join("ok")).unwrap();
+    for n in [&b"a\xff"[..], b"a\xfe"] {
+        std::fs::write(upper.join(std::ffi::OsStr::from_bytes(n)), "").unwrap();
+    }
+    // A dir renamed with redirect_dir=on whose old name was not UTF-8 either.
+    let c = std::ffi::CString::new(upper.join("ok").as_os_str().as_bytes()).unwrap();
+    let v = b"/old\xff";
+    // SAFETY: a valid C string and a buffer of the stated length.
+    let rc =
+        unsafe { libc::lsetxattr(c.as_ptr(), c"trusted.overlay.redirect".as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let out = ok(&run(ov(&sb).arg("diff").arg(&upper)));
+    assert_eq!(out, "added /a\\376\nadded /a\\377\nadded /ok\n");
+    let json = ok(&run(ov(&sb).arg("diff").arg("--json").arg(&upper)));
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3, "{json}");
+    assert_eq!(rows[0]["path"], "/a\u{fffd}");
+    assert_eq!(rows[0]["path_bytes"], serde_json::json!([47, 97, 0xfe]));
+    assert_eq!(rows[1]["path_bytes"], serde_json::json!([47, 97, 0xff]));
+    assert_eq!(rows[2]["path"], "/ok");
+    assert!(rows[2].get("path_bytes").is_none(), "only for names that are not UTF-8: {json}");
+    assert_eq!(rows[2]["redirect"], "/old\u{fffd}");
+    assert_eq!(rows[2]["redirect_bytes"], serde_json::json!([47, 111, 108, 100, 0xff]));
+}
+
+/// The mount(2) path built `upperdir=`/`workdir=` (and `lowerdir=`) from lossy strings: an upper dir
+/// named `u\xff` was passed as `u\u{fffd}` and the mount failed with ENOENT.
+#[test]
+fn non_utf8_layer_dirs_mount_with_both_apis() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let low = sb.path().join(std::ffi::OsStr::from_bytes(b"l\xfe"));
+    std::fs::rename(&top, &low).unwrap();
+    for legacy in [false, true] {
+        let base = sb.path().join(format!("legacy={legacy}"));
+        let (u, w) =
+            (base.join(std::ffi::OsStr::from_bytes(b"u\xff")), base.join(std::ffi::OsStr::from_bytes(b"w\xff")));
+        let m = base.join("m");
+        let mut cmd = ov(&sb);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        // `--lower-from`: its lines are bytes (`--lower` takes UTF-8 only).
+        let list = base.join("layers");
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::write(&list, [low.as_os_str().as_bytes(), b"\n", bottom.as_os_str().as_bytes(), b"\n"].concat())
+            .unwrap();
+        ok(&run(cmd.arg("mount").arg("--lower-from").arg(&list).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m)));
+        assert_eq!(std::fs::read_to_string(m.join("etc/conf")).unwrap(), "orig\n", "legacy={legacy}: top layer");
+        std::fs::write(m.join("new"), "n").unwrap();
+        assert_eq!(std::fs::read_to_string(u.join("new")).unwrap(), "n", "legacy={legacy}: not in the upper dir");
+        ok(&run(ov(&sb).arg("umount").arg(&m)));
+    }
+}
