@@ -1130,12 +1130,9 @@ fn a_term_while_cbuild_ns_waits_for_its_arguments_aborts_the_start() {
     assert!(left.is_empty(), "left {left:#?}");
 }
 
-/// A TERM while cbuild-run writes cbuild-ns's arguments (more than a pipe holds, to a cbuild-ns that is
-/// slow to start reading: a wrapper sleeps before it) goes to the chain: the command never runs, the run
-/// ends 125 at once (not after the command's own sleep), and nothing is left, the upper dir included.
-#[test]
-fn a_term_while_the_arguments_are_written_reaches_the_chain() {
-    let rt = Rt::new();
+/// A tools directory whose cbuild-ns sleeps `secs` before it starts (a shell wrapper), the other tools
+/// the build's own: to hold the chain back at a chosen moment.
+fn slow_ns_bin(rt: &Rt, secs: u32) -> PathBuf {
     let bin = rt.sb.path().join("slow-ns-bin");
     std::fs::create_dir(&bin).unwrap();
     for t in
@@ -1144,9 +1141,19 @@ fn a_term_while_the_arguments_are_written_reaches_the_chain() {
         std::os::unix::fs::symlink(bin_dir().join(t), bin.join(t)).unwrap();
     }
     let wrapper = bin.join("cbuild-ns");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nsleep 2\nexec {} \"$@\"\n", bin_dir().join("cbuild-ns").display()))
-        .unwrap();
+    let ns = bin_dir().join("cbuild-ns");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nsleep {secs}\nexec {} \"$@\"\n", ns.display())).unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// A TERM while cbuild-run writes cbuild-ns's arguments (more than a pipe holds, to a cbuild-ns that is
+/// slow to start reading: a wrapper sleeps before it) goes to the chain: the command never runs, the run
+/// ends 125 at once (not after the command's own sleep), and nothing is left, the upper dir included.
+#[test]
+fn a_term_while_the_arguments_are_written_reaches_the_chain() {
+    let rt = Rt::new();
+    let bin = slow_ns_bin(&rt, 2);
     let marks = rt.sb.path().join("marks");
     std::fs::create_dir(&marks).unwrap();
     let name = unique("argsw");
@@ -1939,17 +1946,7 @@ fn a_refused_volume_leaves_no_host_directory() {
 fn a_detached_rm_run_reaped_before_cbuild_run_looks_still_prints_its_name() {
     use nix::sys::signal::{kill, Signal};
     let rt = Rt::new();
-    let bin = rt.sb.path().join("slow-ns-bin");
-    std::fs::create_dir(&bin).unwrap();
-    for t in
-        ["cbuild-cgroup", "cbuild-overlay", "cbuild-net", "cbuild-seccomp", "cbuild-image", "libcbuild_builtins.so"]
-    {
-        std::os::unix::fs::symlink(bin_dir().join(t), bin.join(t)).unwrap();
-    }
-    let wrapper = bin.join("cbuild-ns");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nsleep 1\nexec {} \"$@\"\n", bin_dir().join("cbuild-ns").display()))
-        .unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin = slow_ns_bin(&rt, 1);
     let name = unique("race");
     let c = rt
         .cmd("cbuild-run")
