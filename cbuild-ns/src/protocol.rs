@@ -151,8 +151,10 @@ pub fn wait_go(fd: RawFd) -> Result<()> {
 pub struct Status(Option<File>);
 
 impl Status {
+    /// An fd that is not open is not adopted: `prepare` refuses it with the one error line, and closing
+    /// it as ours would have std abort the process (its IO-safety check) with a second line and exit 134.
     pub fn new(fd: Option<RawFd>) -> Status {
-        Status(fd.map(|fd| unsafe { File::from_raw_fd(fd) }))
+        Status(fd.filter(|&fd| check_fd(fd, Step::StatusFd).is_ok()).map(|fd| unsafe { File::from_raw_fd(fd) }))
     }
 
     pub fn send(&mut self, value: serde_json::Value) {

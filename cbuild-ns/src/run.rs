@@ -51,6 +51,8 @@ struct Prepared {
     /// Where the child will sit in each cgroup hierarchy, for its /sys/fs/cgroup (read here: inside its
     /// cgroup namespace every path reads `/`).
     cgroups: crate::cgroupfs::Placement,
+    /// `--init`: where PID 1 leaves the signal that killed the command.
+    init_note: Option<crate::init::SignalNote>,
 }
 
 /// The fds handed over by flags, each with its flag.
@@ -129,7 +131,17 @@ fn prepare(spec: &RunSpec) -> Result<Prepared> {
     } else {
         crate::cgroupfs::Placement::default()
     };
-    Ok(Prepared { joins_parent, joins_child, seccomp, caps, cgroup_fd, cgroup_join_by_parent: false, cgroups })
+    let init_note = spec.init.then(crate::init::SignalNote::new).transpose()?;
+    Ok(Prepared {
+        joins_parent,
+        joins_child,
+        seccomp,
+        caps,
+        cgroup_fd,
+        cgroup_join_by_parent: false,
+        cgroups,
+        init_note,
+    })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -272,7 +284,11 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     }
     status.send(json!({"phase": "exec", "pid": pid}));
 
-    let (code, signal) = signals::supervise(child_pid, &supervised).ctx(Step::Wait, pid)?;
+    let (code, mut signal) = signals::supervise(child_pid, &supervised).ctx(Step::Wait, pid)?;
+    // With --init, our child is PID 1, which exits 128+N for the command's signal N and notes N.
+    if let (None, Some(note)) = (signal, &prep.init_note) {
+        signal = note.signal().filter(|s| code == 128 + s);
+    }
     let mut rec = json!({"phase": "exited", "exit_code": code});
     if let Some(s) = signal {
         rec["signal"] = json!(s);
@@ -424,7 +440,7 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     }
 
     if spec.init {
-        become_init_or_child(spec, &prep.caps)?;
+        become_init_or_child(spec, &prep.caps, prep.init_note.as_ref())?;
     }
 
     let id = process::resolve_identity(spec.user.as_deref(), &spec.group_add)?;
@@ -472,7 +488,11 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
 
 /// Fork: the parent becomes the namespace's PID 1 supervisor and never returns; the child goes on to exec
 /// the command in its own process group (so PID 1 can signal all of it).
-fn become_init_or_child(spec: &RunSpec, caps: &caps::CapsHashSet) -> Result<()> {
+fn become_init_or_child(
+    spec: &RunSpec,
+    caps: &caps::CapsHashSet,
+    note: Option<&crate::init::SignalNote>,
+) -> Result<()> {
     signals::install_noop_handlers();
     let supervised = signals::supervised();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&supervised), None).ctx(Step::Fork, "sigmask")?;
@@ -497,7 +517,7 @@ fn become_init_or_child(spec: &RunSpec, caps: &caps::CapsHashSet) -> Result<()> 
             if spec.no_new_privs {
                 let _ = nix::sys::prctl::set_no_new_privs();
             }
-            let code = crate::init::supervise(child);
+            let code = crate::init::supervise(child, note);
             unsafe { libc::_exit(code) }
         }
     }

@@ -75,8 +75,13 @@ impl Serialize for Change {
     }
 }
 
-/// `key` as a string, and, for a name that is not UTF-8, `key_bytes` as an array of its bytes.
-fn name_entry<M: SerializeMap>(m: &mut M, key: &'static str, name: &[u8]) -> std::result::Result<(), M::Error> {
+/// `key` as a string, and, for a name that is not UTF-8, `key_bytes` as an array of its bytes. Every
+/// JSON report (`diff`, `ls`, `inspect`) gives names this way.
+pub(crate) fn name_entry<M: SerializeMap>(
+    m: &mut M,
+    key: &'static str,
+    name: &[u8],
+) -> std::result::Result<(), M::Error> {
     match std::str::from_utf8(name) {
         Ok(s) => m.serialize_entry(key, s),
         Err(_) => {
@@ -84,6 +89,21 @@ fn name_entry<M: SerializeMap>(m: &mut M, key: &'static str, name: &[u8]) -> std
             m.serialize_entry(&format!("{key}_bytes"), name)
         }
     }
+}
+
+/// [`name_entry`] for a list of names: `key` as strings, and, when any is not UTF-8, `key_bytes` as
+/// every name's bytes, in the same order (so `key_bytes // key` still names each one).
+pub(crate) fn names_entry<M: SerializeMap>(
+    m: &mut M,
+    key: &'static str,
+    names: &[&[u8]],
+) -> std::result::Result<(), M::Error> {
+    let shown: Vec<_> = names.iter().map(|n| String::from_utf8_lossy(n)).collect();
+    m.serialize_entry(key, &shown)?;
+    if names.iter().any(|n| std::str::from_utf8(n).is_err()) {
+        m.serialize_entry(&format!("{key}_bytes"), names)?;
+    }
+    Ok(())
 }
 
 /// Where `diff` learnt the lower layers from.
@@ -191,7 +211,7 @@ fn mounted_with_upper(upper: &Path) -> Result<Option<(Vec<PathBuf>, bool)>> {
     for m in crate::inspect::ls()? {
         let Some(u) = &m.upper else { continue };
         if std::fs::canonicalize(u).is_ok_and(|u| u == upper) {
-            let lower = m.lower.iter().chain(m.data.iter()).map(PathBuf::from).collect();
+            let lower = m.lower.iter().chain(m.data.iter()).cloned().collect();
             return Ok(Some((lower, m.userxattr)));
         }
     }

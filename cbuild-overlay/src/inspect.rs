@@ -6,12 +6,16 @@
 //! a layer's filesystem has more than [`INODE_WARN_PERCENT`] of its inodes in use.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use crate::diff::{name_entry, names_entry};
 use crate::error::{p, verbose::step, Error, Result};
 use crate::fsutil::{self, is_whiteout_stat, xattr_prefix};
 use crate::mountinfo::{self, MountEntry, OverlayOptions};
@@ -19,28 +23,54 @@ use crate::walk;
 
 pub const INODE_WARN_PERCENT: f64 = 90.0;
 
-/// One overlay mount, from mountinfo alone (what `ls` prints).
-#[derive(Debug, Serialize)]
+/// One overlay mount, from mountinfo alone (what `ls` prints). Names are bytes, as in mountinfo.
+#[derive(Debug)]
 pub struct OverlayMount {
-    pub target: String,
+    pub target: PathBuf,
     pub mount_id: u64,
-    pub source: String,
+    pub source: OsString,
     /// How the layers were passed: `lowerdir+` (new mount API) or `lowerdir` (one string, mount(2)).
     pub layer_keys: &'static str,
     /// Lower layers top first, as mountinfo shows them (cbuild's are absolute; a foreign relative one stays so).
-    pub lower: Vec<String>,
-    pub data: Vec<String>,
-    pub upper: Option<String>,
-    pub work: Option<String>,
+    pub lower: Vec<PathBuf>,
+    pub data: Vec<PathBuf>,
+    pub upper: Option<PathBuf>,
+    pub work: Option<PathBuf>,
     pub userxattr: bool,
     pub options: Vec<String>,
+}
+
+/// The fields in order, each name as `diff --json` gives one: the string, plus `KEY_bytes` where it is
+/// not UTF-8 (for `lower` and `data`: every layer's bytes, when any layer's name is not UTF-8).
+impl Serialize for OverlayMount {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        name_entry(&mut m, "target", self.target.as_os_str().as_bytes())?;
+        m.serialize_entry("mount_id", &self.mount_id)?;
+        name_entry(&mut m, "source", self.source.as_bytes())?;
+        m.serialize_entry("layer_keys", self.layer_keys)?;
+        names_entry(&mut m, "lower", &as_bytes(&self.lower))?;
+        names_entry(&mut m, "data", &as_bytes(&self.data))?;
+        for (key, dir) in [("upper", &self.upper), ("work", &self.work)] {
+            match dir {
+                Some(d) => name_entry(&mut m, key, d.as_os_str().as_bytes())?,
+                None => m.serialize_entry(key, &None::<()>)?,
+            }
+        }
+        m.serialize_entry("userxattr", &self.userxattr)?;
+        m.serialize_entry("options", &self.options)?;
+        m.end()
+    }
 }
 
 impl OverlayMount {
     pub fn from_entry(e: &MountEntry) -> OverlayMount {
         let mut o = OverlayOptions::parse(&e.super_options);
         // cbuild's mount(2) fallback passes fd numbers and records the real list in its aux dir.
-        let fd_numbers = o.lower.iter().chain(&o.data).all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()));
+        let fd_numbers = o.lower.iter().chain(&o.data).all(|l| {
+            let b = l.as_os_str().as_bytes();
+            !b.is_empty() && b.iter().all(u8::is_ascii_digit)
+        });
         if let Some(list) = recorded_lower(&e.source, o.lower.len() + o.data.len()).filter(|_| fd_numbers) {
             let data = list[o.lower.len()..].to_vec();
             o.lower = list[..o.lower.len()].to_vec();
@@ -49,28 +79,36 @@ impl OverlayMount {
         // Shown as the kernel shows them: a relative path was relative to the mounting process's cwd,
         // which mountinfo does not record (the source is whatever string the maker chose), so it stays
         // relative rather than be joined to a base that is not its own.
-        let res = |s: &String| s.clone();
         OverlayMount {
-            target: e.mount_point.to_string_lossy().into_owned(),
+            target: e.mount_point.clone(),
             mount_id: e.mount_id,
             source: e.source.clone(),
             layer_keys: if o.per_layer_keys { "lowerdir+" } else { "lowerdir" },
-            lower: o.lower.iter().map(res).collect(),
-            data: o.data.iter().map(res).collect(),
-            upper: o.upper.as_ref().map(res),
-            work: o.work.as_ref().map(res),
+            lower: o.lower,
+            data: o.data,
+            upper: o.upper,
+            work: o.work,
             userxattr: o.userxattr,
             options: o.other,
         }
     }
 }
 
+fn as_bytes(paths: &[PathBuf]) -> Vec<&[u8]> {
+    paths.iter().map(|p| p.as_os_str().as_bytes()).collect()
+}
+
 /// The layer list cbuild's legacy path wrote into the aux dir named by the mount's source, if it is there
-/// and has one line per layer shown.
-fn recorded_lower(source: &str, n: usize) -> Option<Vec<String>> {
+/// and has one line per layer shown. Lines are bytes, as the names are.
+fn recorded_lower(source: &std::ffi::OsStr, n: usize) -> Option<Vec<PathBuf>> {
     let aux = crate::mount::aux_dir(source)?;
-    let text = std::fs::read_to_string(aux.join(crate::mount::LOWER_LIST)).ok()?;
-    let list: Vec<String> = text.lines().map(str::to_string).collect();
+    let text = std::fs::read(aux.join(crate::mount::LOWER_LIST)).ok()?;
+    let list: Vec<PathBuf> = text
+        .strip_suffix(b"\n")
+        .unwrap_or(&text)
+        .split(|&b| b == b'\n')
+        .map(|l| PathBuf::from(OsString::from_vec(l.to_vec())))
+        .collect();
     (list.len() == n).then_some(list)
 }
 
@@ -114,7 +152,9 @@ pub struct Layer {
     /// Position among the lowers, 0 = top (the upper has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
-    pub path: String,
+    /// `path`, and `path_bytes` when the name is not UTF-8, as `diff --json` gives it.
+    #[serde(flatten, serialize_with = "path_entry")]
+    pub path: PathBuf,
     #[serde(flatten)]
     pub counts: Counts,
     pub fs: Option<FsUsage>,
@@ -131,6 +171,12 @@ pub struct Inspect {
     pub warnings: Vec<String>,
 }
 
+fn path_entry<S: Serializer>(path: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(None)?;
+    name_entry(&mut m, "path", path.as_os_str().as_bytes())?;
+    m.end()
+}
+
 pub fn inspect(target: &Path) -> Result<Inspect> {
     let target = std::fs::canonicalize(target).map_err(|e| Error::os("inspect", p(target), e))?;
     let entries = mountinfo::read()?;
@@ -139,7 +185,7 @@ pub fn inspect(target: &Path) -> Result<Inspect> {
     let mount = OverlayMount::from_entry(&entry);
     let prefix = xattr_prefix(mount.userxattr);
 
-    let mut roles: Vec<(&'static str, Option<usize>, &String)> = vec![];
+    let mut roles: Vec<(&'static str, Option<usize>, &PathBuf)> = vec![];
     if let Some(u) = &mount.upper {
         roles.push(("upper", None, u));
     }
@@ -149,25 +195,24 @@ pub fn inspect(target: &Path) -> Result<Inspect> {
     let mut layers = vec![];
     let mut warnings = vec![];
     let mut warned_fs = HashSet::new();
-    for (role, index, path) in roles {
-        step("count", path);
-        let pb = PathBuf::from(path);
-        let (counts, error) = match count(&pb, prefix) {
+    for (role, index, pb) in roles {
+        step("count", pb.display());
+        let (counts, error) = match count(pb, prefix) {
             Ok(c) => (c, None),
             Err(e) => (Counts::default(), Some(e.to_string())),
         };
         // A relative path would name something under our cwd, not the layer.
-        let fs = pb.is_absolute().then(|| usage(&pb).ok()).flatten();
+        let fs = pb.is_absolute().then(|| usage(pb).ok()).flatten();
         if let Some(f) = &fs {
-            let dev = std::fs::metadata(&pb).map(|m| m.dev()).unwrap_or(0);
+            let dev = std::fs::metadata(pb).map(|m| m.dev()).unwrap_or(0);
             if f.inodes_total > 0 && f.inodes_used_percent > INODE_WARN_PERCENT && warned_fs.insert(dev) {
                 warnings.push(format!(
-                    "{path}: {:.0}% of the inodes of its {} filesystem are in use ({} of {} free): new files will fail with ENOSPC",
-                    f.inodes_used_percent, f.fs_type, f.inodes_free, f.inodes_total
+                    "{}: {:.0}% of the inodes of its {} filesystem are in use ({} of {} free): new files will fail with ENOSPC",
+                    pb.display(), f.inodes_used_percent, f.fs_type, f.inodes_free, f.inodes_total
                 ));
             }
         }
-        layers.push(Layer { role, index, path: path.clone(), counts, fs, error });
+        layers.push(Layer { role, index, path: pb.clone(), counts, fs, error });
     }
     Ok(Inspect { mount, layers, warnings })
 }

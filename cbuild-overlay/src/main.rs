@@ -17,7 +17,7 @@
 static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 use std::ffi::{CStr, OsString};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -52,7 +52,7 @@ enum Cmd {
     Mount {
         /// Lower dirs, top first, `:`-separated as overlay's lowerdir (`\:` = a colon; repeatable).
         #[arg(long, value_name = "DIR[:DIR...]")]
-        lower: Vec<String>,
+        lower: Vec<OsString>,
         /// Read lower dirs, top first, one per line from FILE (`-` = stdin), after any --lower.
         #[arg(long, value_name = "FILE|-")]
         lower_from: Option<PathBuf>,
@@ -112,7 +112,7 @@ enum Cmd {
         upper: PathBuf,
         /// The lower dirs, top first (default: from the mount using UPPER, else overlay's xattrs).
         #[arg(long, value_name = "DIR[:DIR...]")]
-        lower: Vec<String>,
+        lower: Vec<OsString>,
         /// Read the lower dirs one per line from FILE (`-` = stdin).
         #[arg(long, value_name = "FILE|-")]
         lower_from: Option<PathBuf>,
@@ -331,7 +331,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
         Cmd::Prune => {
             // One line per dir, as `ls` prints paths: a newline in a name cannot forge a second entry.
             for d in mount::prune(&state_dir())? {
-                println!("{}", diff::escape_for_line(&d.to_string_lossy()));
+                println!("{}", shown(&d));
             }
             Ok(())
         }
@@ -346,10 +346,10 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 for m in &mounts {
                     println!(
                         "{:<40} {:>6} {:<10} {}",
-                        diff::escape_for_line(&m.target),
+                        shown(&m.target),
                         m.lower.len() + m.data.len(),
                         m.layer_keys,
-                        m.upper.as_deref().map(diff::escape_for_line).unwrap_or_else(|| "-".into())
+                        m.upper.as_deref().map(shown).unwrap_or_else(|| "-".into())
                     );
                 }
             }
@@ -358,22 +358,21 @@ fn run(cmd: Cmd) -> Result<(), Error> {
     }
 }
 
-/// `--lower` values split on `:`, then `--lower-from` lines: bytes, as paths are; empty lines skipped;
+/// `--lower` values split on `:`, then `--lower-from` lines: both bytes, as paths are; empty lines skipped;
 /// a relative line relative to FILE's dir, as a manifest's paths are (stdin's: to the cwd, the only
 /// base it has). A line ending in `\r` is refused: a CRLF file would otherwise name dirs that do not
 /// exist, or, with the `\r` quietly dropped, a file that only one tool reads right.
-fn lowers(lower: &[String], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
+fn lowers(lower: &[OsString], from: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
     let mut v: Vec<PathBuf> = vec![];
     for s in lower {
         // As overlay's lowerdir: `:` between dirs, `\:` for a colon in a name.
-        let (dirs, data) = cbuild_overlay::mountinfo::split_lowerdir(s);
+        let (dirs, data) = cbuild_overlay::mountinfo::split_lowerdir(s.as_bytes());
         if !data.is_empty() {
-            return Err(Error::invalid("lowerdir", s.as_str(), "data-only layers (`::`) are not supported"));
+            return Err(Error::invalid("lowerdir", s.to_string_lossy(), "data-only layers (`::`) are not supported"));
         }
-        v.extend(dirs.into_iter().filter(|d| !d.is_empty()).map(PathBuf::from));
+        v.extend(dirs.into_iter().filter(|d| !d.as_os_str().is_empty()));
     }
     if let Some(f) = from {
-        use std::os::unix::ffi::OsStrExt;
         let (text, base) = if f == Path::new("-") {
             let mut text = vec![];
             std::io::stdin().lock().read_to_end(&mut text).map_err(|e| Error::os("lower-from", "-", e))?;
@@ -440,8 +439,8 @@ fn print_inspect(r: &inspect::Inspect) {
     let m = &r.mount;
     println!(
         "overlay on {} (source {}, {}, {} lower layer(s){})",
-        diff::escape_for_line(&m.target),
-        diff::escape_for_line(&m.source),
+        shown(&m.target),
+        shown(Path::new(&m.source)),
         m.layer_keys,
         m.lower.len() + m.data.len(),
         if m.upper.is_some() { ", upper" } else { ", read-only" }
@@ -475,10 +474,15 @@ fn print_inspect(r: &inspect::Inspect) {
             ifree,
             iuse,
             free,
-            diff::escape_for_line(&l.path),
+            shown(&l.path),
             l.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
         );
     }
+}
+
+/// A name for a human line, escaped as `diff` escapes its paths (bytes that are not UTF-8 as `\ooo` too).
+fn shown(path: &Path) -> String {
+    diff::escape_bytes_for_line(path.as_os_str().as_bytes())
 }
 
 /// `s` as one POSIX shell word, for hints a reader pastes into a shell.

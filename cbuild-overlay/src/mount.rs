@@ -596,8 +596,8 @@ fn in_use_check(u: &Path, w: &Path) -> Result<()> {
         let theirs: Vec<PathBuf> = [o.upper, o.work]
             .into_iter()
             .flatten()
-            .filter(|d| Path::new(d).is_absolute())
-            .map(|d| std::fs::canonicalize(&d).unwrap_or_else(|_| PathBuf::from(d)))
+            .filter(|d| d.is_absolute())
+            .map(|d| std::fs::canonicalize(&d).unwrap_or(d))
             .collect();
         for (what, d) in [("upperdir", u), ("workdir", w)] {
             if theirs.iter().any(|t| t == d) {
@@ -934,14 +934,15 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, fd_names: Option<
         None => plan.lower.iter().map(|l| l.as_os_str().as_bytes().to_vec()).collect(),
         Some(aux) => {
             let list = aux.join(LOWER_LIST);
-            let mut text = String::new();
+            // Bytes, as `inspect` reads them back: a lossy line would name another dir.
+            let mut text = Vec::new();
             for l in &plan.lower {
-                let s = l.to_string_lossy();
-                if s.contains('\n') {
+                let b = l.as_os_str().as_bytes();
+                if b.contains(&b'\n') {
                     return Err(Error::invalid("lowerdir", p(l), "a newline in a layer path cannot be recorded"));
                 }
-                text.push_str(&s);
-                text.push('\n');
+                text.extend_from_slice(b);
+                text.push(b'\n');
             }
             step("write", list.display());
             std::fs::write(&list, text).map_err(|e| Error::os("write", p(&list), e))?;
@@ -1022,7 +1023,7 @@ pub fn umount(target: &Path, lazy: bool, state: &Path) -> Result<()> {
         return Err(Error::invalid(
             "umount",
             p(&target),
-            format!("not mounted by cbuild-overlay (source {})", entry.source),
+            format!("not mounted by cbuild-overlay (source {})", entry.source.to_string_lossy()),
         )
         .with_hint("unmount it with umount(8); if cbuild-overlay mounted it, set CBUILD_STATE as it was then"));
     }
@@ -1096,14 +1097,14 @@ pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
 
 /// The aux dir a mount's source names, if it looks like one of cbuild's (`.../.overlay/<id>`). Enough
 /// to read a layer list from; [`aux_dir_in`] decides whether it may be removed.
-pub fn aux_dir(source: &str) -> Option<PathBuf> {
+pub fn aux_dir(source: &std::ffi::OsStr) -> Option<PathBuf> {
     let s = Path::new(source);
     (s.is_absolute() && s.parent()?.file_name()? == ".overlay" && is_aux_name(s.file_name()?) && s.is_dir())
         .then(|| s.to_path_buf())
 }
 
 /// [`aux_dir`], and only when it is in this `<state>`'s `.overlay` dir.
-pub fn aux_dir_in(source: &str, state: &Path) -> Option<PathBuf> {
+pub fn aux_dir_in(source: &std::ffi::OsStr, state: &Path) -> Option<PathBuf> {
     let aux = aux_dir(source)?;
     let base = std::fs::canonicalize(state.join(".overlay")).ok()?;
     (std::fs::canonicalize(aux.parent()?).ok()? == base).then_some(aux)
@@ -1182,7 +1183,7 @@ mod tests {
             o
         };
         assert_eq!(esc(b"/a:b,c\\d\xff"), b"/a\\:b\\,c\\\\d\xff");
-        let (lower, _) = mountinfo::split_lowerdir(std::str::from_utf8(&esc(b"/a:b")).unwrap());
-        assert_eq!(lower, vec!["/a:b"]);
+        let (lower, _) = mountinfo::split_lowerdir(&esc(b"/a:b\\\xff"));
+        assert_eq!(lower, vec![PathBuf::from(std::ffi::OsStr::from_bytes(b"/a:b\\\xff"))]);
     }
 }

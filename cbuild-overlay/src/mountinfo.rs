@@ -22,8 +22,10 @@ pub struct MountEntry {
     pub parent_id: u64,
     pub mount_point: PathBuf,
     pub fs_type: String,
-    pub source: String,
-    pub super_options: String,
+    /// Bytes, as the mount point: an aux dir under a `<state>` whose name is not UTF-8 is a source too.
+    pub source: OsString,
+    /// Still escaped (see the module doc): split on commas before [`OverlayOptions::parse`] unescapes.
+    pub super_options: Vec<u8>,
 }
 
 /// Parse the whole mountinfo text. It is bytes, not UTF-8: the kernel escapes only space, tab, newline and
@@ -39,14 +41,13 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
     if sep < 6 || fields.len() < sep + 4 {
         return None;
     }
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Some(MountEntry {
         mount_id: std::str::from_utf8(fields[0]).ok()?.parse().ok()?,
         parent_id: std::str::from_utf8(fields[1]).ok()?.parse().ok()?,
         mount_point: PathBuf::from(OsString::from_vec(unescape_bytes(fields[4]))),
-        fs_type: text(&unescape_bytes(fields[sep + 1])),
-        source: text(&unescape_bytes(fields[sep + 2])),
-        super_options: text(fields[sep + 3]),
+        fs_type: String::from_utf8_lossy(&unescape_bytes(fields[sep + 1])).into_owned(),
+        source: OsString::from_vec(unescape_bytes(fields[sep + 2])),
+        super_options: fields[sep + 3].to_vec(),
     })
 }
 
@@ -58,11 +59,7 @@ pub fn read() -> Result<Vec<MountEntry>> {
 }
 
 /// Undo the kernel's `\ooo` escapes.
-pub fn unescape(s: &str) -> String {
-    String::from_utf8_lossy(&unescape_bytes(s.as_bytes())).into_owned()
-}
-
-fn unescape_bytes(b: &[u8]) -> Vec<u8> {
+pub fn unescape_bytes(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -84,11 +81,11 @@ fn unescape_bytes(b: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OverlayOptions {
     /// Lower layers, top first, as the kernel shows them (maybe relative, see the module doc).
-    pub lower: Vec<String>,
+    pub lower: Vec<PathBuf>,
     /// Data-only lower layers (after `::`, or `datadir+`).
-    pub data: Vec<String>,
-    pub upper: Option<String>,
-    pub work: Option<String>,
+    pub data: Vec<PathBuf>,
+    pub upper: Option<PathBuf>,
+    pub work: Option<PathBuf>,
     /// True when the layers came as `lowerdir+` (the new API), false for one `lowerdir=` string.
     pub per_layer_keys: bool,
     pub userxattr: bool,
@@ -97,33 +94,35 @@ pub struct OverlayOptions {
 }
 
 impl OverlayOptions {
-    pub fn parse(super_options: &str) -> OverlayOptions {
+    /// Paths are bytes, as the kernel shows them: a layer named `l\xff` stays that, not `l\u{fffd}`.
+    pub fn parse(super_options: &[u8]) -> OverlayOptions {
+        let path = |b: Vec<u8>| PathBuf::from(OsString::from_vec(b));
         let mut o = OverlayOptions::default();
-        for raw in super_options.split(',') {
-            let (key, value) = match raw.split_once('=') {
-                Some((k, v)) => (unescape(k), Some(unescape(v))),
-                None => (unescape(raw), None),
+        for raw in super_options.split(|&b| b == b',') {
+            let (key, value) = match raw.iter().position(|&b| b == b'=') {
+                Some(i) => (unescape_bytes(&raw[..i]), Some(unescape_bytes(&raw[i + 1..]))),
+                None => (unescape_bytes(raw), None),
             };
-            match (key.as_str(), value) {
-                ("lowerdir", Some(v)) => {
+            match (key.as_slice(), value) {
+                (b"lowerdir", Some(v)) => {
                     let (lower, data) = split_lowerdir(&v);
                     o.lower = lower;
                     o.data = data;
                 }
-                ("lowerdir+", Some(v)) => {
+                (b"lowerdir+", Some(v)) => {
                     o.per_layer_keys = true;
-                    o.lower.push(v);
+                    o.lower.push(path(v));
                 }
-                ("datadir+", Some(v)) => {
+                (b"datadir+", Some(v)) => {
                     o.per_layer_keys = true;
-                    o.data.push(v);
+                    o.data.push(path(v));
                 }
                 // Shown as given, and overlay unescapes these two (`\x` is `x`) whichever API gave them.
-                ("upperdir", Some(v)) => o.upper = Some(ovl_unescape(&v)),
-                ("workdir", Some(v)) => o.work = Some(ovl_unescape(&v)),
-                ("userxattr", None) => o.userxattr = true,
-                ("rw" | "ro", None) => {}
-                _ => o.other.push(unescape(raw)),
+                (b"upperdir", Some(v)) => o.upper = Some(path(ovl_unescape(&v))),
+                (b"workdir", Some(v)) => o.work = Some(path(ovl_unescape(&v))),
+                (b"userxattr", None) => o.userxattr = true,
+                (b"rw" | b"ro", None) => {}
+                _ => o.other.push(String::from_utf8_lossy(&unescape_bytes(raw)).into_owned()),
             }
         }
         o
@@ -131,49 +130,48 @@ impl OverlayOptions {
 }
 
 /// Overlay's own unescape of upperdir/workdir: a backslash quotes the next character.
-fn ovl_unescape(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => o.extend(chars.next()),
-            c => o.push(c),
+fn ovl_unescape(v: &[u8]) -> Vec<u8> {
+    let mut o = Vec::with_capacity(v.len());
+    let mut bytes = v.iter().copied();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => o.extend(bytes.next()),
+            b => o.push(b),
         }
     }
     o
 }
 
 /// Split a legacy `lowerdir=` value: `:` separates layers, `\` escapes the next character, and an empty
-/// element (`::`) starts the data-only layers.
-pub fn split_lowerdir(v: &str) -> (Vec<String>, Vec<String>) {
-    let mut layers: Vec<Vec<String>> = vec![vec![]];
-    let mut cur = String::new();
-    let mut chars = v.chars().peekable();
+/// element (`::`) starts the data-only layers. Bytes: a layer's name need not be UTF-8.
+pub fn split_lowerdir(v: &[u8]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut layers: Vec<Vec<PathBuf>> = vec![vec![]];
+    let mut cur = Vec::new();
+    let mut bytes = v.iter().copied();
     let mut prev_sep = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
+    let path = |b: Vec<u8>| PathBuf::from(OsString::from_vec(b));
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => {
+                cur.extend(bytes.next());
                 prev_sep = false;
             }
-            ':' => {
+            b':' => {
                 if prev_sep && cur.is_empty() {
                     layers.push(vec![]);
                 } else {
-                    layers.last_mut().unwrap().push(std::mem::take(&mut cur));
+                    layers.last_mut().unwrap().push(path(std::mem::take(&mut cur)));
                 }
                 prev_sep = true;
             }
             _ => {
-                cur.push(c);
+                cur.push(b);
                 prev_sep = false;
             }
         }
     }
     if !cur.is_empty() {
-        layers.last_mut().unwrap().push(cur);
+        layers.last_mut().unwrap().push(path(cur));
     }
     let mut it = layers.into_iter();
     let lower = it.next().unwrap_or_default();
@@ -191,12 +189,17 @@ pub fn overlay_at(entries: &[MountEntry], target: &Path) -> Option<MountEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn paths(v: &[&str]) -> Vec<PathBuf> {
+        v.iter().map(PathBuf::from).collect()
+    }
 
     #[test]
     fn unescapes_octal() {
-        assert_eq!(unescape(r"/a\040b\011c\012d\134e"), "/a b\tc\nd\\e");
-        assert_eq!(unescape(r"trailing\04"), r"trailing\04");
-        assert_eq!(unescape(r"\054"), ",");
+        assert_eq!(unescape_bytes(br"/a\040b\011c\012d\134e"), b"/a b\tc\nd\\e");
+        assert_eq!(unescape_bytes(br"trailing\04"), br"trailing\04");
+        assert_eq!(unescape_bytes(br"\054\377"), b",\xff");
     }
 
     #[test]
@@ -208,37 +211,43 @@ mod tests {
         assert_eq!(e.fs_type, "overlay");
         assert_eq!(e.source, "cbuild-overlay");
         let o = OverlayOptions::parse(&e.super_options);
-        assert_eq!(o.lower, vec!["a", "c d", "b"]);
-        assert_eq!(o.upper.as_deref(), Some("u"));
-        assert_eq!(o.work.as_deref(), Some("w"));
+        assert_eq!(o.lower, paths(&["a", "c d", "b"]));
+        assert_eq!(o.upper.as_deref(), Some(Path::new("u")));
+        assert_eq!(o.work.as_deref(), Some(Path::new("w")));
         assert!(!o.per_layer_keys);
         assert_eq!(o.other, vec!["uuid=on"]);
     }
 
     #[test]
-    fn parses_non_utf8_mount_points() {
-        let l = b"50 27 0:40 / /tmp/m\xff\\040x rw - overlay cbuild-overlay ro,lowerdir+=/a\n51 27 0:41 / /ok rw - tmpfs t rw\n";
+    fn parses_non_utf8_mount_points_sources_and_layers() {
+        let l = b"50 27 0:40 / /tmp/m\xff\\040x rw - overlay /s\xfe ro,lowerdir+=/a\xfd,upperdir=/u\xfc,workdir=/w\n51 27 0:41 / /ok rw - tmpfs t rw\n";
         let v = parse(l);
         assert_eq!(v.len(), 2);
-        assert_eq!(v[0].mount_point.as_os_str().as_encoded_bytes(), b"/tmp/m\xff x");
+        assert_eq!(v[0].mount_point.as_os_str().as_bytes(), b"/tmp/m\xff x");
+        assert_eq!(v[0].source.as_bytes(), b"/s\xfe");
+        let o = OverlayOptions::parse(&v[0].super_options);
+        assert_eq!(o.lower[0].as_os_str().as_bytes(), b"/a\xfd");
+        assert_eq!(o.upper.unwrap().as_os_str().as_bytes(), b"/u\xfc");
         assert_eq!(v[1].mount_point, PathBuf::from("/ok"));
+        let (lower, _) = split_lowerdir(b"/l\xff\\:x:/m");
+        assert_eq!(lower[0].as_os_str().as_bytes(), b"/l\xff:x");
     }
 
     #[test]
     fn parses_per_layer_keys() {
-        let o = OverlayOptions::parse("rw,lowerdir+=/l/1,lowerdir+=/l/a\\054b,datadir+=/d,upperdir=/u,userxattr");
-        assert_eq!(o.lower, vec!["/l/1", "/l/a,b"]);
-        assert_eq!(o.data, vec!["/d"]);
+        let o = OverlayOptions::parse(b"rw,lowerdir+=/l/1,lowerdir+=/l/a\\054b,datadir+=/d,upperdir=/u,userxattr");
+        assert_eq!(o.lower, paths(&["/l/1", "/l/a,b"]));
+        assert_eq!(o.data, paths(&["/d"]));
         assert!(o.per_layer_keys && o.userxattr);
-        let o = OverlayOptions::parse(r"rw,lowerdir=/l,upperdir=/u\134\134x\134:y\134\054z,workdir=/w\134\134");
-        assert_eq!(o.upper.as_deref(), Some(r"/u\x:y,z"));
-        assert_eq!(o.work.as_deref(), Some(r"/w\"));
+        let o = OverlayOptions::parse(br"rw,lowerdir=/l,upperdir=/u\134\134x\134:y\134\054z,workdir=/w\134\134");
+        assert_eq!(o.upper.as_deref(), Some(Path::new(r"/u\x:y,z")));
+        assert_eq!(o.work.as_deref(), Some(Path::new(r"/w\")));
     }
 
     #[test]
     fn splits_legacy_lowerdir() {
-        assert_eq!(split_lowerdir("a:b"), (vec!["a".into(), "b".into()], vec![]));
-        assert_eq!(split_lowerdir(r"a\:x:b::d1:d2"), (vec!["a:x".into(), "b".into()], vec!["d1".into(), "d2".into()]));
-        assert_eq!(split_lowerdir("0"), (vec!["0".into()], vec![]));
+        assert_eq!(split_lowerdir(b"a:b"), (paths(&["a", "b"]), vec![]));
+        assert_eq!(split_lowerdir(br"a\:x:b::d1:d2"), (paths(&["a:x", "b"]), paths(&["d1", "d2"])));
+        assert_eq!(split_lowerdir(b"0"), (paths(&["0"]), vec![]));
     }
 }

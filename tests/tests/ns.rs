@@ -539,6 +539,44 @@ fn status_fd_tells_tool_failure_from_command_exiting_125() {
     assert!(!s.contains("\"exited\""));
 }
 
+/// The `exited` record names the signal that killed the command, `--init` or not. With `--init` the
+/// supervisor's child is PID 1, which exits 128+N: the record used to lack `signal`, as if the command
+/// had exited 128+N itself.
+#[test]
+fn status_record_names_the_commands_signal_with_and_without_init() {
+    let sb = Sandbox::new();
+    let exited = |args: &[&str], script: &str| -> (Option<i32>, serde_json::Value) {
+        let (r, w) = pipe();
+        let mut c = ns(&sb);
+        c.args(["run", "--status-fd", "6"]).args(args).arg("--rootfs").arg(busybox_rootfs());
+        c.args(["--", "sh", "-c", script]);
+        pass_fd(&mut c, &w, 6);
+        let child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(w);
+        let mut s = String::new();
+        std::fs::File::from(r).read_to_string(&mut s).unwrap();
+        let o = child.wait_with_output().unwrap();
+        let last = s.lines().last().unwrap_or_else(|| panic!("no status line; stderr: {}", stderr(&o)));
+        let rec: serde_json::Value = serde_json::from_str(last).unwrap();
+        assert_eq!(rec["phase"], "exited", "{s}");
+        (o.status.code(), rec)
+    };
+    // Without --pid the command is not a namespace's PID 1, so it can die of its own SIGTERM.
+    for args in [&[][..], &["--pid", "--init"]] {
+        let (code, rec) = exited(args, "kill -TERM $$");
+        assert_eq!(code, Some(143), "{args:?}");
+        assert_eq!(rec["exit_code"], 143, "{args:?}: {rec}");
+        assert_eq!(rec["signal"], 15, "{args:?}: {rec}");
+        let (code, rec) = exited(args, "kill -KILL $$");
+        assert_eq!((code, &rec["exit_code"], &rec["signal"]), (Some(137), &137.into(), &9.into()), "{args:?}");
+        // A command that exits 143 itself was not killed.
+        let (code, rec) = exited(args, "exit 143");
+        assert_eq!(code, Some(143), "{args:?}");
+        assert_eq!(rec["exit_code"], 143, "{args:?}: {rec}");
+        assert!(rec.get("signal").is_none(), "{args:?}: {rec}");
+    }
+}
+
 #[test]
 fn persist_and_join_round_trip() {
     let sb = Sandbox::new();
@@ -1107,6 +1145,10 @@ fn bad_input_fails_cleanly() {
         (vec!["--join".into(), "ipc=/proc/self/ns/uts".into()], "not a ipc namespace"),
         (vec!["--tmpfs".into(), "/x:bogus".into()], "unknown mount option"),
         (vec!["--rlimit".into(), "nofile=10:5".into()], "rlimit"),
+        // A --status-fd that is not open was adopted, then closed as ours: std aborted (exit 134) with
+        // a second line after the error, whichever input was refused.
+        (vec!["--status-fd".into(), "97".into()], "fds: fd 97: not an open file descriptor"),
+        (["--status-fd", "97", "--rootfs", "/nonexistent/rootfs"].map(String::from).to_vec(), "rootfs: /nonexistent"),
     ];
     for (args, needle) in cases {
         let mut c = ns(&sb);

@@ -2027,7 +2027,7 @@ fn non_utf8_layer_dirs_mount_with_both_apis() {
         if legacy {
             cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
         }
-        // `--lower-from`: its lines are bytes (`--lower` takes UTF-8 only).
+        // `--lower-from`: its lines are bytes (`--lower` too: lower_flag_takes_non_utf8_dirs_with_both_apis).
         let list = base.join("layers");
         std::fs::create_dir_all(&base).unwrap();
         std::fs::write(&list, [low.as_os_str().as_bytes(), b"\n", bottom.as_os_str().as_bytes(), b"\n"].concat())
@@ -2037,5 +2037,99 @@ fn non_utf8_layer_dirs_mount_with_both_apis() {
         std::fs::write(m.join("new"), "n").unwrap();
         assert_eq!(std::fs::read_to_string(u.join("new")).unwrap(), "n", "legacy={legacy}: not in the upper dir");
         ok(&run(ov(&sb).arg("umount").arg(&m)));
+    }
+}
+
+/// `--lower` was a UTF-8 string: a lower dir named `l\xff` was refused at the command line, though
+/// `--lower-from` took it. Its `\:` (a colon in a name) and the separators mount(2) needs escaped must
+/// still work, on both mount paths, and in `diff --lower` too.
+#[test]
+fn lower_flag_takes_non_utf8_dirs_with_both_apis() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    require_root();
+    let sb = Sandbox::new();
+    let base = std::fs::canonicalize(sb.path()).unwrap();
+    let odd = |name: &[u8]| base.join(std::ffi::OsStr::from_bytes(name));
+    let (l1, l2, l3) = (odd(b"l\xff"), odd(b"c:\xfe,d\\e"), base.join("b"));
+    write(&l1.join("one"), "1\n");
+    write(&l2.join("two"), "2\n");
+    write(&l3.join("three"), "3\n");
+    // `\:` and `\\` as overlay's lowerdir takes them: the second flag names two dirs.
+    let mut second = vec![];
+    for &b in l2.as_os_str().as_bytes() {
+        if matches!(b, b':' | b'\\') {
+            second.push(b'\\');
+        }
+        second.push(b);
+    }
+    second.push(b':');
+    second.extend_from_slice(l3.as_os_str().as_bytes());
+    let second = OsString::from_vec(second);
+    for legacy in [false, true] {
+        let m = base.join(format!("m-legacy={legacy}"));
+        let mut cmd = ov(&sb);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        ok(&run(cmd.arg("mount").arg("--lower").arg(&l1).arg("--lower").arg(&second).arg(&m)));
+        assert_eq!(names(&m), ["one", "three", "two"].map(String::from).into(), "legacy={legacy}");
+        ok(&run(ov(&sb).arg("umount").arg(&m)));
+    }
+    let upper = base.join("upper");
+    write(&upper.join("one"), "changed\n");
+    write(&upper.join("new"), "\n");
+    let out = ok(&run(ov(&sb).arg("diff").arg(&upper).arg("--lower").arg(&l1).arg("--lower").arg(&second)));
+    assert_eq!(out, "added /new\nmodified /one\n");
+}
+
+/// `ls` and `inspect` showed a layer named `l\xff` as `l\u{fffd}` (JSON and human lines alike): `l\xff`
+/// and `l\xfe` read the same and neither could be named. They give names as `diff` does now.
+#[test]
+fn ls_and_inspect_carry_non_utf8_names_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let base = std::fs::canonicalize(sb.path()).unwrap();
+    let odd = |name: &[u8]| base.join(std::ffi::OsStr::from_bytes(name));
+    let (l1, l2, u) = (odd(b"l\xff"), odd(b"l\xfe"), odd(b"u\xfd"));
+    write(&l1.join("one"), "1\n");
+    write(&l2.join("two"), "2\n");
+    let bytes = |p: &Path| serde_json::json!(p.as_os_str().as_bytes());
+    let list = base.join("layers");
+    std::fs::write(&list, [l1.as_os_str().as_bytes(), b"\n", l2.as_os_str().as_bytes(), b"\n"].concat()).unwrap();
+    for legacy in [false, true] {
+        let m = base.join(format!("m-legacy={legacy}"));
+        let w = base.join(format!("w-legacy={legacy}"));
+        let u = u.with_extension(format!("{legacy}"));
+        let mut cmd = ov(&sb);
+        if legacy {
+            cmd.env("CBUILD_OVERLAY_FORCE_LEGACY", "1");
+        }
+        ok(&run(cmd.arg("mount").arg("--lower-from").arg(&list).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m)));
+        let _umount = Defer(|| drop(run(ov(&sb).arg("umount").arg(&m))));
+        let ls = ok(&run(ov(&sb).args(["ls", "--json"])));
+        let row: serde_json::Value = ls
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["target"] == m.to_str().unwrap())
+            .unwrap_or_else(|| panic!("legacy={legacy}: {} not in {ls}", m.display()));
+        assert_eq!(row["lower_bytes"], serde_json::json!([bytes(&l1), bytes(&l2)]), "legacy={legacy}: {row}");
+        assert_eq!(row["lower"][0], l1.to_string_lossy().as_ref());
+        assert_eq!(row["upper_bytes"], bytes(&u), "legacy={legacy}: {row}");
+        assert!(row.get("work_bytes").is_none() && row.get("target_bytes").is_none(), "UTF-8 names: {row}");
+        let human = ok(&run(ov(&sb).arg("ls")));
+        let shown_u = format!("{}/u\\375.{legacy}", base.display());
+        assert!(human.lines().any(|l| l.ends_with(&shown_u)), "legacy={legacy}: {shown_u} in {human}");
+
+        let info: serde_json::Value =
+            serde_json::from_str(&ok(&run(ov(&sb).arg("inspect").arg("--json").arg(&m)))).unwrap();
+        assert_eq!(info["lower_bytes"], row["lower_bytes"]);
+        let paths: Vec<_> = info["layers"].as_array().unwrap().iter().map(|l| l["path_bytes"].clone()).collect();
+        assert_eq!(paths, [bytes(&u), bytes(&l1), bytes(&l2)], "legacy={legacy}: {info}");
+        let human = ok(&run(ov(&sb).arg("inspect").arg(&m)));
+        for shown in [format!("{}/l\\377", base.display()), format!("{}/l\\376", base.display())] {
+            assert!(human.lines().any(|l| l.ends_with(&shown)), "legacy={legacy}: {shown} in {human}");
+        }
     }
 }
