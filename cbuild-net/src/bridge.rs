@@ -73,16 +73,19 @@ pub fn load(state: &Path, name: &str) -> Result<Option<BridgeConf>> {
 /// the directory locked (no second path walk): a bridge deleted and made again since `c` was read, on
 /// another subnet or gateway, or gone, is refused.
 pub fn check_unchanged(leases: &Leases, c: &BridgeConf) -> Result<()> {
-    let now = leases.read(c"bridge.json").ok().and_then(|b| serde_json::from_str::<BridgeConf>(&b).ok());
-    match now {
-        Some(n)
-            if (&n.name, n.subnet, n.gateway, n.subnet6, n.gateway6)
-                == (&c.name, c.subnet, c.gateway, c.subnet6, c.gateway6) =>
-        {
-            Ok(())
-        }
-        _ => Err(Error::new("ipam", &c.name, "bridge deleted or made again while connecting")),
+    match reread(leases, c) {
+        Some(_) => Ok(()),
+        None => Err(Error::new("ipam", &c.name, "bridge deleted or made again while connecting")),
     }
+}
+
+/// The configuration in the directory `leases` locked, if it is still the bridge `c` describes (see
+/// [`check_unchanged`]): what is there now, `nat` and `building` included, not what `c` says.
+fn reread(leases: &Leases, c: &BridgeConf) -> Option<BridgeConf> {
+    let now = leases.read(c"bridge.json").ok().and_then(|b| serde_json::from_str::<BridgeConf>(&b).ok())?;
+    let same = (&now.name, now.subnet, now.gateway, now.subnet6, now.gateway6)
+        == (&c.name, c.subnet, c.gateway, c.subnet6, c.gateway6);
+    same.then_some(now)
 }
 
 /// Every bridge cbuild knows about in this state dir (a directory whose name or configuration is not
@@ -200,7 +203,7 @@ pub async fn add(
     // All bridges are checked against each other's routes and made under one lock, taken on <state>/net
     // itself (no lock file to leave behind): two adds of overlapping subnets at once would each pass
     // before the other's route exists.
-    let _all = lock_net(ctx, &dir)?;
+    let _all = lock_net(ctx, Some(&dir))?.ok_or_else(|| Error::new("lock", dir.display(), "not made"))?;
     let leases = Leases::new(dir.clone());
     let lock = leases.lock()?;
     // Ours to remove on failure only if it had no configuration when this add took the locks: then
@@ -230,26 +233,37 @@ pub async fn add(
     r
 }
 
-/// The lock on `<state>/net`, the bridge's directory `dir` made in it. A failed add's undo removes both
-/// while holding the lock, and `bridge del` an empty `<state>/net` without it: a lock won on a directory
-/// no longer at that path guards nothing, and is taken again.
-fn lock_net(ctx: &Ctx, dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+/// The lock on `<state>/net`, held by `bridge add` (the bridge's directory `dir` made in it) and by
+/// `bridge del` (`dir` `None`: nothing made, and no `<state>/net` is `Ok(None)`, no bridge at all). A
+/// failed add's undo and a del remove the bridge's directory and an emptied `<state>/net` while holding
+/// it: a lock won on a directory no longer at that path guards nothing, and is taken again.
+fn lock_net(ctx: &Ctx, dir: Option<&Path>) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
     use std::os::unix::fs::MetadataExt;
     let net = paths::net_dir(&ctx.state);
-    ctx.step("mkdir", dir.display());
+    if let Some(dir) = dir {
+        ctx.step("mkdir", dir.display());
+    }
     loop {
-        std::fs::create_dir_all(&net).map_err(|e| Error::io("mkdir", net.display(), e))?;
+        if dir.is_some() {
+            std::fs::create_dir_all(&net).map_err(|e| Error::io("mkdir", net.display(), e))?;
+        }
         let f = match std::fs::File::open(&net) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_some() => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             r => r.map_err(|e| Error::io("lock", net.display(), e))?,
         };
         let all = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| Error::errno("lock", net.display(), e))?;
-        // Once locked: a failed add's undo may have removed it; made now, it keeps <state>/net non-empty.
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
+        // Once locked: a failed add's undo or a del may have removed it; made now, it keeps <state>/net
+        // non-empty.
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("mkdir", dir.display(), e))?;
+        }
         let held = all.metadata().map_err(|e| Error::io("lock", net.display(), e))?.ino();
-        if std::fs::metadata(&net).is_ok_and(|m| m.ino() == held) {
-            return Ok(all);
+        match std::fs::metadata(&net) {
+            Ok(m) if m.ino() == held => return Ok(Some(all)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_none() => return Ok(None),
+            _ => {}
         }
     }
 }
@@ -417,8 +431,14 @@ pub async fn ensure_default(ctx: &Ctx, host: &Nl) -> Result<BridgeConf> {
 /// `bridge del`: refuses while containers are attached; removes its NAT rule, link and state.
 pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
     check_bridge_name(name)?;
+    let no_such = || Error::new("bridge", name, "no such bridge");
+    // The lock adds of bridges hold, until the directory is gone: an add of this name that comes now
+    // waits and makes the bridge afresh, one at work is waited for and its bridge deleted. With the IPAM
+    // lock alone, an add waiting for it woke in a directory this del had removed and failed `no such
+    // bridge (deleted)`.
+    let _all = lock_net(ctx, None)?.ok_or_else(no_such)?;
     let Some(conf) = load(&ctx.state, name)? else {
-        return Err(Error::new("bridge", name, "no such bridge"));
+        return Err(no_such());
     };
     let leases = Leases::new(bridge_dir(&ctx.state, name));
     // Held until the directory is gone: a connect that takes a lease after this check would otherwise
@@ -511,13 +531,28 @@ pub fn delete_publish_rules6(ctx: &Ctx, pick: impl Fn(&RuleInfo) -> bool) -> Res
 /// `nat BR on|off`.
 pub fn set_nat(ctx: &Ctx, name: &str, on: bool) -> Result<()> {
     check_bridge_name(name)?;
-    let Some(mut conf) = load(&ctx.state, name)? else {
+    let Some(read) = load(&ctx.state, name)? else {
         return Err(Error::new("nat", name, "no such bridge")
             .hint(format!("create it with `cbuild-net bridge add {name} --subnet CIDR`")));
     };
+    // `read` came before this lock, which `bridge del` holds until the directory is gone and `bridge add`
+    // while it works: a bridge deleted and made again meanwhile got the old one's configuration (subnet
+    // and all) written into its new directory by the path, and a rule for the old subnet. Under the lock
+    // the configuration is read again through the directory locked, and written back there.
+    let leases = Leases::new(bridge_dir(&ctx.state, name));
+    let changed = || {
+        Error::new("nat", name, "bridge deleted or made again meanwhile")
+            .hint(format!("run `cbuild-net nat {name} {}` again", if on { "on" } else { "off" }))
+    };
+    let _lock = match leases.lock() {
+        Err(e) if e.is_errno(libc::ENOENT) => return Err(changed()),
+        r => r?,
+    };
+    let mut conf = reread(&leases, &read).ok_or_else(changed)?;
     set_nat_rules(ctx, &conf, on)?;
     conf.nat = on;
-    save(&ctx.state, &conf)
+    let data = serde_json::to_vec_pretty(&conf).map_err(|e| Error::new("nat", name, e))?;
+    leases.write("nat", c"bridge.json", &data)
 }
 
 fn set_nat_rules(ctx: &Ctx, conf: &BridgeConf, on: bool) -> Result<()> {

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
-use crate::paths::{open_in, open_parent, read_in, read_nofollow, remove_in};
+use crate::paths::{open_in, open_parent, read_in, read_nofollow, remove_in, write_atomic_in};
 
 /// Lease files are `<state>/net/<BR>/<file>`: no symlink is followed in the last three components.
 const DEPTH: usize = 3;
@@ -210,7 +210,11 @@ impl Leases {
         use std::os::unix::fs::MetadataExt;
         let p = self.dir.join("lock");
         let gone = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::new("ipam", self.dir.display(), "no such bridge (deleted)"),
+            // ENOENT kept: a verb that read the configuration first says it in its own words.
+            std::io::ErrorKind::NotFound => Error {
+                errno: Some(libc::ENOENT),
+                ..Error::new("ipam", self.dir.display(), "no such bridge (deleted)")
+            },
             _ => Error::io("ipam", p.display(), e),
         };
         let dir = self.dirfd().map_err(gone)?;
@@ -243,6 +247,14 @@ impl Leases {
     /// A file of the directory (`bridge.json`), read through the directory opened once, the one locked.
     pub fn read(&self, name: &std::ffi::CStr) -> std::io::Result<String> {
         read_in(self.dirfd()?, name)
+    }
+
+    /// Replace a file of the directory (`bridge.json`) as [`crate::paths::write_atomic`] does, in the
+    /// directory opened once, the one locked: never into a directory made again at its path meanwhile.
+    pub fn write(&self, step: &'static str, name: &std::ffi::CStr, data: &[u8]) -> Result<()> {
+        let p = self.dir.join(name.to_string_lossy().as_ref());
+        let dir = self.dirfd().map_err(|e| Error::io(step, p.display(), e))?;
+        write_atomic_in(step, dir, name, &p, data)
     }
 
     /// Take `want`, or the next free host address after the last one handed out (round robin, as

@@ -182,8 +182,13 @@ fn not_regular() -> std::io::Error {
 /// `O_EXCL` under a name nobody can predict (and `O_NOFOLLOW`), so nothing planted in the directory is
 /// written through; the rename replaces whatever is at `path` (a symlink included) without following it.
 pub fn write_atomic(step: &'static str, path: &Path, depth: usize, data: &[u8]) -> Result<()> {
-    use std::io::Write;
     let (dir, name) = open_parent(path, depth).map_err(|e| Error::io(step, path.display(), e))?;
+    write_atomic_in(step, dir.as_fd(), &name, path, data)
+}
+
+/// [`write_atomic`] of the file `name` in a directory already open (`path` names it in errors).
+pub fn write_atomic_in(step: &'static str, dir: BorrowedFd<'_>, name: &CStr, path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
     let mut r = [0u8; 8];
     // SAFETY: getrandom writes at most 8 bytes into `r`.
     unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };

@@ -116,12 +116,37 @@ pub fn check(r: &Resolved, c: &Compiled, abi: Arch, q: &Query) -> Result<Answer>
     let (ret, steps) = run(&c.prog)?;
     let (main_ret, _) = run(&c.prog[c.prologue..])?;
     let (action, errno) = decode(ret);
-    let matching: Vec<&Rule> = r
+    let mut matching: Vec<&Rule> = r
         .rules
         .iter()
         .filter(|rule| q.name.as_deref() == Some(rule.name.as_str()))
         .filter(|rule| rule.conds.iter().all(|c| c.matches(q.args[c.index as usize])))
         .collect();
+    // socketcall(SYS_SOCKET, …) on x86 (ipc(SHMGET, …) likewise): the program holds socket's rules there
+    // too, without their conditions, since the call's own arguments are in memory behind a pointer
+    // seccomp cannot read; an unconditional socketcall rule wins over them. Only rules named
+    // `socketcall` used to be consulted, so an ALLOW that came from socket's rules read "default: no
+    // rule names it", and a profile allowing socketcall outright gave no sign that socket's argument
+    // checks (Docker's address families) do not hold for the calls it carries.
+    let mut note = String::new();
+    if let Some((mux, call)) = crate::gen::demultiplex(abi, q.nr as u32, q.args[0]) {
+        let rules: Vec<&Rule> = r.rules.iter().filter(|x| x.name == call).collect();
+        let sub = if mux == "socketcall" { format!("SYS_{}", call.to_uppercase()) } else { call.to_uppercase() };
+        let behind = format!("passes {call}'s arguments behind a pointer seccomp cannot read");
+        if matching.iter().any(|x| x.conds.is_empty()) {
+            // Said only where it changes something: a condition, or another verdict than this one.
+            if rules.iter().any(|x| !x.conds.is_empty() || x.action.ret() != ret) {
+                let listed = rules.iter().map(|x| describe(x)).collect::<Vec<_>>().join("; ");
+                let direct = crate::gen::syscall_nr(call, abi).map(|n| format!(" (nr {n})")).unwrap_or_default();
+                note = format!(
+                    ", whatever {call} call it carries: {call}'s rules ({listed}) hold for direct calls{direct} only, as {mux}({sub}, …) {behind}"
+                );
+            }
+        } else if !rules.is_empty() {
+            matching.extend(rules);
+            note = format!(" (applied to {mux}({sub}, …) without conditions: it {behind})");
+        }
+    }
     let in_filter = r.arches.iter().any(|a| a.audit == abi.audit);
     let (by, why) = if ret != main_ret {
         let max =
@@ -130,7 +155,7 @@ pub fn check(r: &Resolved, c: &Compiled, abi: Arch, q: &Query) -> Result<Answer>
     } else if !in_filter {
         ("bad_arch", format!("{} is not in the filter", abi.name))
     } else if !matching.is_empty() && ret != r.default_action.ret() {
-        ("rule", matching.iter().map(|r| describe(r)).collect::<Vec<_>>().join("; "))
+        ("rule", matching.iter().map(|r| describe(r)).collect::<Vec<_>>().join("; ") + &note)
     } else {
         let others: Vec<String> =
             r.rules.iter().filter(|rule| q.name.as_deref() == Some(rule.name.as_str())).map(describe).collect();

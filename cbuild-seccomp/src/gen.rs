@@ -253,6 +253,18 @@ pub fn syscall_nr(name: &str, arch: Arch) -> Option<u32> {
     Some(if arch.name == "x32" { nr as u32 | X32_SYSCALL_BIT } else { nr as u32 })
 }
 
+/// A call of socketcall(2) or ipc(2) on `arch` (number `nr`): the multiplexer's name and the call its
+/// first argument names (`socketcall(1, …)` is socket), whose rules [`calls`] adds at the multiplexer's
+/// number, their argument conditions dropped.
+pub fn demultiplex(arch: Arch, nr: u32, arg0: u64) -> Option<(&'static str, &'static str)> {
+    [("socketcall", SOCKETCALL), ("ipc", IPC)].into_iter().find_map(|(mux, table)| {
+        (syscall_nr(mux, arch)? == nr).then_some(())?;
+        // Every ABI with the multiplexers is a 32-bit one: the program compares the low word.
+        let call = table.iter().find(|(_, x)| *x == arg0 & 0xffff_ffff)?.0;
+        Some((mux, call))
+    })
+}
+
 fn truncate(c: &Cond, arch: Arch) -> Cond {
     if arch.bits32 {
         Cond { value: c.value & 0xffff_ffff, value_two: c.value_two & 0xffff_ffff, ..*c }

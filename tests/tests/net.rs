@@ -1976,3 +1976,84 @@ fn connect_never_leases_from_a_bridge_made_again_meanwhile() {
     n.ok(&["bridge", "del", "brr"]);
     assert_eq!(diff(&before, &n.host_snapshot()), "");
 }
+
+/// Until the process a [`Net::traced`] command runs is stopped by strace entering system call `nr`
+/// (the one a delay was injected at), at most 10 s.
+#[track_caller]
+fn wait_until_traced_at(strace: &Child, nr: libc::c_long) {
+    let id = strace.id();
+    wait_until(&format!("the traced process enters system call {nr}"), || {
+        let kids = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        kids.split_whitespace().any(|pid| {
+            let sys = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+            sys.split_whitespace().next() == Some(&nr.to_string())
+        })
+    });
+}
+
+/// Regression: `bridge del` held only the bridge's IPAM lock, so a `bridge add` of the same name that
+/// came while it worked waited for that lock inside the directory the del was about to remove, and
+/// failed `ipam: <state>/net/BR: no such bridge (deleted)`. Now a del holds the lock adds hold (on
+/// `<state>/net`): the add waits for the del, then makes the bridge afresh, whole.
+#[test]
+fn bridge_add_during_a_bridge_del_of_the_name_waits_and_makes_it_afresh() {
+    let n = Net::new();
+    let before = n.host_snapshot();
+    n.ok(&["bridge", "add", "brz", "--subnet", "10.229.1.0/24", "--nat"]);
+    // The del has checked the leases, removed the NAT rule and the link, and waits 1.5 s before it
+    // removes the directory (its first unlinkat), its locks held; the add starts meanwhile.
+    let del = n
+        .traced(
+            &["-e", "trace=unlinkat", "-e", "inject=unlinkat:delay_enter=1500000:when=1"],
+            &["bridge", "del", "brz"],
+        )
+        .spawn()
+        .unwrap();
+    wait_until_traced_at(&del, libc::SYS_unlinkat);
+    let add = n.net(&["bridge", "add", "brz", "--subnet", "10.229.2.0/24", "--nat"]);
+    let del = del.wait_with_output().unwrap();
+    assert!(del.status.success(), "the del: {}", stderr(&del));
+    assert!(add.status.success(), "the add: {}", stderr(&add));
+    let text = std::fs::read_to_string(n.sb.state.join("net/brz/bridge.json")).unwrap();
+    assert!(text.contains("10.229.2.0/24") && !text.contains("building"), "{text}");
+    assert_eq!(addr_of(&n.host, "brz"), "10.229.2.1");
+    let rules = sh_in(&n.host, "nft list table ip cbuild");
+    assert!(rules.contains("10.229.2.0/24") && !rules.contains("10.229.1.0/24"), "{rules}");
+    n.ok(&["bridge", "del", "brz"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+    let files = n.state_files();
+    assert!(files.iter().all(|f| f == "net" || f == "net/nft.lock"), "{files:?}");
+}
+
+/// Regression: `nat BR on|off` read the bridge's configuration, changed the rules and wrote the
+/// configuration back by its path, under no bridge lock: a bridge deleted and made again on another
+/// subnet meanwhile got the old one's configuration (old subnet, NAT on) in its new directory, and a
+/// masquerade rule for the old subnet. Now it reads the configuration again under the bridge's IPAM
+/// lock, through the directory it locked, and fails undone when the bridge is no longer the one it read.
+#[test]
+fn nat_never_writes_into_a_bridge_made_again_meanwhile() {
+    let n = Net::new();
+    let before = n.host_snapshot();
+    n.ok(&["bridge", "add", "brn", "--subnet", "10.228.1.0/24"]);
+    // The nat has read the configuration and waits 1.5 s at its first flock; the bridge is deleted and
+    // made again on another subnet meanwhile.
+    let nat = n
+        .traced(&["-e", "trace=flock", "-e", "inject=flock:delay_enter=1500000:when=1"], &["nat", "brn", "on"])
+        .spawn()
+        .unwrap();
+    wait_until_traced_at(&nat, libc::SYS_flock);
+    n.ok(&["bridge", "del", "brn"]);
+    n.ok(&["bridge", "add", "brn", "--subnet", "10.228.2.0/24"]);
+    let made_again = n.host_snapshot();
+    let o = nat.wait_with_output().unwrap();
+    assert_tool_error(&o, TOOL, "nat: brn: bridge deleted or made again meanwhile");
+    let text = std::fs::read_to_string(n.sb.state.join("net/brn/bridge.json")).unwrap();
+    assert!(text.contains("10.228.2.0/24") && text.contains("\"nat\": false"), "{text}");
+    assert_eq!(diff(&made_again, &n.host_snapshot()), "", "nat undone");
+    n.ok(&["nat", "brn", "on"]);
+    let rules = sh_in(&n.host, "nft list table ip cbuild");
+    assert!(rules.contains("ip saddr 10.228.2.0/24"), "{rules}");
+    n.ok(&["nat", "brn", "off"]);
+    n.ok(&["bridge", "del", "brn"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+}

@@ -1262,6 +1262,73 @@ fn check_names_multiplexed_calls_on_x86() {
     assert_eq!(v[2]["nr"], 102, "{v:?}");
 }
 
+/// Found by a review: on x86, `check socketcall,1` (socket(2) through socketcall) explained its verdict
+/// from the rules named `socketcall` alone. The program also holds socket's rules there, without their
+/// conditions (the family is behind socketcall's pointer, out of seccomp's reach), so an ALLOW or an
+/// EPERM that came from them read "default: no rule names it"; and with socketcall allowed outright
+/// (Docker's profile, ours) the WHY gave no sign that socket's address-family checks hold for direct
+/// socket(2) calls only, while socketcall(SYS_SOCKET, AF_VSOCK) is allowed.
+#[test]
+fn check_explains_socketcall_by_the_call_it_carries() {
+    let sb = Sandbox::new();
+    let mut profiles = vec!["default".to_string()];
+    if moby().is_some() {
+        profiles.push(MOBY.to_string());
+    }
+    for p in &profiles {
+        let v = check(&sb, p, &["--abi", "x86"], &["socketcall,1,40", "socketcall,2", "socket,40"]);
+        assert_eq!((action(&v[0]), v[0]["by"].as_str()), ("SCMP_ACT_ALLOW".into(), Some("rule")), "{p}: {v:?}");
+        let why = v[0]["why"].as_str().unwrap();
+        assert!(why.starts_with("socketcall ALLOW, whatever socket call it carries: socket's rules ("), "{p}: {why}");
+        assert!(why.contains("socket ALLOW if arg0 > 0x28) hold for direct calls (nr 359) only"), "{p}: {why}");
+        assert!(
+            why.ends_with("socketcall(SYS_SOCKET, …) passes socket's arguments behind a pointer seccomp cannot read")
+        );
+        // bind's one rule is unconditional and allows too: nothing to add.
+        assert_eq!(v[1]["why"], "socketcall ALLOW", "{p}: {v:?}");
+        assert_eq!(action(&v[2]), "SCMP_ACT_ERRNO(1)", "{p}: direct socket(AF_VSOCK) stays refused: {v:?}");
+    }
+    // No socketcall rule: socket's rules, applied to socketcall(SYS_SOCKET) without their conditions.
+    let p = write_profile(
+        &sb,
+        "muxed.json",
+        r#"{"architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],"defaultAction":"SCMP_ACT_ERRNO",
+            "syscalls":[{"names":["read","write","exit_group"],"action":"SCMP_ACT_ALLOW"},
+                        {"names":["socket"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":40,"op":"SCMP_CMP_NE"}]},
+                        {"names":["shmget"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    );
+    let p = p.to_str().unwrap();
+    let v = check(&sb, p, &["--abi", "x86"], &["socketcall,1,40", "ipc,23", "socketcall,2"]);
+    assert_eq!((action(&v[0]), v[0]["by"].as_str()), ("SCMP_ACT_ALLOW".into(), Some("rule")), "{v:?}");
+    assert_eq!(
+        v[0]["why"],
+        "socket ALLOW if arg0 != 0x28 (applied to socketcall(SYS_SOCKET, …) without conditions: it passes socket's \
+         arguments behind a pointer seccomp cannot read)",
+        "{v:?}"
+    );
+    assert_eq!((action(&v[1]), v[1]["by"].as_str()), ("SCMP_ACT_ALLOW".into(), Some("rule")), "{v:?}");
+    assert!(v[1]["why"].as_str().unwrap().starts_with("shmget ALLOW (applied to ipc(SHMGET, …) without"), "{v:?}");
+    assert_eq!((action(&v[2]), v[2]["why"].as_str()), ("SCMP_ACT_ERRNO(1)".into(), Some("no rule names it")), "{v:?}");
+    // A refusal comes from socket's rule too, whatever the family; the table says so on one line.
+    let p = write_profile(
+        &sb,
+        "deny.json",
+        r#"{"architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],"defaultAction":"SCMP_ACT_ALLOW",
+            "syscalls":[{"names":["socket"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":40,"op":"SCMP_CMP_EQ"}]}]}"#,
+    );
+    let o = seccomp(&sb, &["check", "--profile", p.to_str().unwrap(), "--abi", "x86", "socketcall,1,2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("socketcall ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("ERRNO(1 EPERM)")
+            && line.contains(
+                "rule: socket ERRNO(1 EPERM) if arg0 == 0x28 (applied to socketcall(SYS_SOCKET, …) without conditions"
+            ),
+        "{out}"
+    );
+}
+
 /// Found by a review (session 11): on x86 a call libseccomp numbers with a negative placeholder (socket,
 /// the direct 359) counts for the ENOSYS prologue's "highest named call", so a profile allowing it is
 /// not answered ENOSYS; a syscall name with a line break cannot make an error or warning two lines (or
