@@ -140,15 +140,35 @@ pub fn cpus_to_quota(cpus: f64, period_us: u64) -> u64 {
     (cpus * period_us as f64).round() as u64
 }
 
+/// Why a memory+swap limit cannot go with a memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemswError {
+    /// A memory+swap limit with no memory limit.
+    NoMemoryLimit,
+    /// Below the memory limit.
+    BelowMemory,
+}
+
+impl MemswError {
+    /// The reason, `memory` naming the memory limit as the caller knows it (`--memory 2g`): the numbers
+    /// this module sees are bytes, not what the user typed.
+    pub fn reason(self, memory: &str) -> String {
+        match self {
+            MemswError::NoMemoryLimit => {
+                format!("needs a memory limit, and {memory} is none (it counts memory + swap)")
+            }
+            MemswError::BelowMemory => format!("is smaller than {memory} (it counts memory + swap)"),
+        }
+    }
+}
+
 /// Docker's `--memory-swap` is memory + swap; v2's memory.swap.max is swap alone.
 /// Returns the v2 swap limit for a memory limit and a memory+swap limit.
-pub fn memsw_to_swap(memory: Limit, memsw: Limit) -> Result<Limit, String> {
+pub fn memsw_to_swap(memory: Limit, memsw: Limit) -> Result<Limit, MemswError> {
     match (memory, memsw) {
         (_, Limit::Max) => Ok(Limit::Max),
-        (Limit::Max, Limit::Value(_)) => Err("--memory-swap needs a --memory limit".into()),
-        (Limit::Value(m), Limit::Value(s)) if s < m => {
-            Err(format!("memory+swap {s} is smaller than memory {m} (--memory-swap counts both)"))
-        }
+        (Limit::Max, Limit::Value(_)) => Err(MemswError::NoMemoryLimit),
+        (Limit::Value(m), Limit::Value(s)) if s < m => Err(MemswError::BelowMemory),
         (Limit::Value(m), Limit::Value(s)) => Ok(Limit::Value(s - m)),
     }
 }
@@ -254,8 +274,8 @@ mod tests {
         assert_eq!(memsw_to_swap(m(100), m(300)), Ok(m(200)));
         assert_eq!(memsw_to_swap(m(100), m(100)), Ok(m(0)));
         assert_eq!(memsw_to_swap(m(100), Limit::Max), Ok(Limit::Max));
-        assert!(memsw_to_swap(m(100), m(50)).is_err());
-        assert!(memsw_to_swap(Limit::Max, m(50)).is_err());
+        assert_eq!(memsw_to_swap(m(100), m(50)), Err(MemswError::BelowMemory));
+        assert_eq!(memsw_to_swap(Limit::Max, m(50)), Err(MemswError::NoMemoryLimit));
         assert_eq!(swap_from_memsw(Some(100), Some(300)), Some(200));
         assert_eq!(swap_from_memsw(Some(100), None), None);
     }

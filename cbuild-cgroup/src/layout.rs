@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 use serde::Serialize;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -193,20 +195,20 @@ fn v1_mounts() -> Result<Vec<(PathBuf, Vec<String>)>> {
     // Bytes, not UTF-8: any mount of the host's may have a name that is not (a user's, a test's), and
     // refusing the whole table for it stopped every verb; the cgroup mounts are all that is read here.
     let info = std::fs::read("/proc/self/mountinfo").map_err(|e| Error::sys("read", "/proc/self/mountinfo", e))?;
-    Ok(parse_v1_mounts(&String::from_utf8_lossy(&info)))
+    Ok(parse_v1_mounts(&info))
 }
 
-pub fn parse_v1_mounts(info: &str) -> Vec<(PathBuf, Vec<String>)> {
+pub fn parse_v1_mounts(info: &[u8]) -> Vec<(PathBuf, Vec<String>)> {
     let mut out: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    for line in info.lines() {
+    for line in info.split(|&b| b == b'\n') {
         // "36 25 0:31 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu"
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
-        let mut post = post.split(' ');
-        if post.next() != Some("cgroup") {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        // The optional fields end at a lone "-"; every field before it is escaped, so none is one.
+        let Some(sep) = fields.iter().position(|f| *f == b"-") else { continue };
+        if sep < 6 || fields.get(sep + 1) != Some(&&b"cgroup"[..]) {
             continue;
         }
-        let opts = post.nth(1).unwrap_or("");
-        let Some(mount) = pre.split(' ').nth(4) else { continue };
+        let opts = String::from_utf8_lossy(fields.get(sep + 3).copied().unwrap_or_default());
         let mut controllers: Vec<String> =
             opts.split(',').filter(|o| V1_CONTROLLERS.contains(o)).map(str::to_string).collect();
         if controllers.is_empty() {
@@ -216,8 +218,27 @@ pub fn parse_v1_mounts(info: &str) -> Vec<(PathBuf, Vec<String>)> {
         if out.iter().any(|(_, c)| *c == controllers) {
             continue;
         }
-        let mount = mount.replace("\\040", " ");
-        out.push((PathBuf::from(mount), controllers));
+        out.push((PathBuf::from(OsString::from_vec(unescape(fields[4]))), controllers));
+    }
+    out
+}
+
+/// A mountinfo field as the bytes it stands for: the kernel writes space, tab, newline and backslash as
+/// `\ooo` octal (and any byte may be written so); other bytes, UTF-8 or not, are as they are.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        match field.get(i..i + 4) {
+            Some([b'\\', a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7']) => {
+                out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
+                i += 4;
+            }
+            _ => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
     }
     out
 }
@@ -269,10 +290,28 @@ mod tests {
 34 30 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
 35 30 0:27 / /mnt/again rw - cgroup cgroup rw,cpu
 ";
-        let m = parse_v1_mounts(info);
+        let m = parse_v1_mounts(info.as_bytes());
         assert_eq!(m.len(), 2);
         assert_eq!(m[0], (PathBuf::from("/sys/fs/cgroup/cpu"), vec!["cpu".to_string()]));
         assert_eq!(m[1].1, vec!["cpu".to_string(), "cpuacct".to_string()]);
+    }
+
+    /// Lines as the kernel prints them for mount points with a space, a tab, a newline, a backslash, a
+    /// non-UTF-8 byte and a literal `\040` (its backslash escaped), and optional fields before the `-`.
+    #[test]
+    fn mountinfo_mount_points_are_unescaped_to_their_bytes() {
+        let info: &[u8] = b"\
+40 30 0:40 / /tmp/a\\040b\\011c rw,relatime shared:20 master:3 - cgroup cgroup rw,net_cls,net_prio
+41 30 0:41 / /tmp/d\\134e\\012f rw - cgroup none rw,rdma
+42 30 0:42 / /tmp/g\xffh\\134040 rw - cgroup cgroup rw,misc
+43 30 0:43 / /tmp/x\\040-\\040y rw - tmpfs tmpfs rw
+44 30 0:44 / /tmp/n rw - cgroup cgroup rw,name=cbtest
+";
+        let m = parse_v1_mounts(info);
+        let mounts: Vec<&[u8]> = m.iter().map(|(p, _)| p.as_os_str().as_encoded_bytes()).collect();
+        assert_eq!(mounts, [&b"/tmp/a b\tc"[..], b"/tmp/d\\e\nf", b"/tmp/g\xffh\\040"]);
+        assert_eq!(m[0].1, ["net_cls", "net_prio"]);
+        assert_eq!(unescape(br"\101\0\\"), br"A\0\\", "only a backslash and three octal digits is an escape");
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Resource limits: Docker's flags (as strings from the CLI) or an OCI config's `linux.resources`,
 //! parsed and checked *before* anything is created, so bad input never leaves a half-made cgroup.
 
-use crate::controllers::{devices, hugetlb};
+use crate::controllers::{cpu, devices, hugetlb};
 use crate::convert::{self, Limit};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::layout::Host;
+use crate::layout::{Host, Layout};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -120,8 +120,16 @@ pub struct Limits {
     pub cpu_burst: Option<u64>,
     /// Device nodes allowed (all others denied); None leaves the device policy alone.
     pub devices: Option<Vec<devices::Rule>>,
+    /// OCI `network.classID` (v1 `net_cls.classid`; 0 leaves it alone, as runc does).
+    pub net_classid: Option<u32>,
+    /// OCI `network.priorities`: interface → priority (v1 `net_prio.ifpriomap`), a later entry for the
+    /// same interface replacing an earlier one.
+    pub net_priorities: Vec<(String, u32)>,
     /// OCI field (`memory.swappiness`, ...) → the flag that set it, for errors that name what was given.
     pub flagged: BTreeMap<&'static str, &'static str>,
+    /// Flag → its value as typed: an error shows what the user gave (`1g`, `1e308`), not the number it
+    /// became (bytes, or a float printed digit by digit).
+    pub typed: BTreeMap<&'static str, String>,
 }
 
 fn bad(flag: &str, value: &str, reason: impl Into<String>) -> Error {
@@ -146,9 +154,14 @@ fn size(flag: &str, v: &Option<String>) -> Result<Option<Limit>> {
 
 fn int(flag: &str, v: &Option<String>, min: u64, max: u64) -> Result<Option<u64>> {
     let Some(s) = v.as_deref() else { return Ok(None) };
-    let n: i64 = s.trim().parse().map_err(|_| bad(flag, s, "not an integer"))?;
-    if n < min as i64 || n > max as i64 {
-        return Err(bad(flag, s, format!("out of range {min}..={max}")));
+    let range = || bad(flag, s, format!("out of range {min}..={max}"));
+    // An integer too long for any type is still an integer, and out of range.
+    let n: i128 = s.trim().parse().map_err(|e: std::num::ParseIntError| match e.kind() {
+        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => range(),
+        _ => bad(flag, s, "not an integer"),
+    })?;
+    if n < i128::from(min) || n > i128::from(max) {
+        return Err(range());
     }
     Ok(Some(n as u64))
 }
@@ -157,6 +170,21 @@ impl Limits {
     /// What an error names for an OCI field (`cpu.idle`): the flag that set it, else the field's path.
     pub fn field(&self, f: &str) -> String {
         self.flagged.get(f).map_or_else(|| format!("linux.resources.{f}"), |flag| flag.to_string())
+    }
+
+    /// What an error names for an OCI field and its value: the flag that set it with the value as typed,
+    /// else the field's path with the file's `value`.
+    pub fn given(&self, f: &str, value: impl std::fmt::Display) -> String {
+        match self.flagged.get(f).and_then(|flag| self.typed.get(flag).map(|t| (flag, t))) {
+            Some((flag, t)) => format!("{flag} {t}"),
+            None => format!("{} {value}", self.field(f)),
+        }
+    }
+
+    /// Record that `flag`, typed as `value`, set the OCI field `f`.
+    fn flag(&mut self, f: &'static str, flag: &'static str, value: &str) {
+        self.flagged.insert(f, flag);
+        self.typed.insert(flag, value.to_string());
     }
 
     pub fn is_empty(&self) -> bool {
@@ -185,6 +213,8 @@ impl Limits {
             && self.cpu_rt_runtime.is_none()
             && self.cpu_idle.is_none()
             && self.cpu_burst.is_none()
+            && self.net_classid.is_none()
+            && self.net_priorities.is_empty()
     }
 
     /// Parse the flags (and the OCI file, which flags override). Pure: no host state is consulted.
@@ -194,18 +224,22 @@ impl Limits {
             None => Limits::default(),
         };
         let memory = size("--memory", &raw.memory)?;
-        if let Some(m) = min_memory(memory, "limit", |r| bad("--memory", raw.memory.as_deref().unwrap_or(""), r))? {
+        let typed = |v: &Option<String>| v.as_deref().unwrap_or("").to_string();
+        if let Some(m) = min_memory(memory, "limit", |r| bad("--memory", &typed(&raw.memory), r))? {
             l.memory = Some(m);
             l.memory_from_flag = true;
+            l.flag("memory.limit", "--memory", &typed(&raw.memory));
         }
         if let Some(s) = size("--memory-swap", &raw.memory_swap)? {
             l.memory_swap = Some(s);
             l.memory_swap_explicit = true;
+            l.flag("memory.swap", "--memory-swap", &typed(&raw.memory_swap));
         }
         let reservation = size("--memory-reservation", &raw.memory_reservation)?;
-        let flag = raw.memory_reservation.as_deref().unwrap_or("");
-        if let Some(r) = min_memory(reservation, "reservation", |r| bad("--memory-reservation", flag, r))? {
+        let flag = typed(&raw.memory_reservation);
+        if let Some(r) = min_memory(reservation, "reservation", |r| bad("--memory-reservation", &flag, r))? {
             l.memory_reservation = Some(r);
+            l.flag("memory.reservation", "--memory-reservation", &flag);
         }
         if let Some(p) = int("--cpu-period", &raw.cpu_period, 1000, 1_000_000)? {
             l.cpu_period = Some(p);
@@ -213,8 +247,9 @@ impl Limits {
         if let Some(q) = raw.cpu_quota.as_deref() {
             l.cpu_quota = Some(match q.trim() {
                 "-1" | "max" => Limit::Max,
-                _ => Limit::Value(int("--cpu-quota", &raw.cpu_quota, 1000, i64::MAX as u64)?.unwrap_or(0)),
+                _ => Limit::Value(int("--cpu-quota", &raw.cpu_quota, 1000, cpu::MAX_QUOTA_US)?.unwrap_or(0)),
             });
+            l.flag("cpu.quota", "--cpu-quota", q);
         }
         if let Some(c) = raw.cpus.as_deref() {
             if raw.cpu_quota.is_some() || raw.cpu_period.is_some() {
@@ -229,6 +264,7 @@ impl Limits {
             // The range (0.01 up to the CPU count) is checked against the host in `check`.
             let period = 100_000;
             l.cpus = Some(cpus);
+            l.flag("cpu.quota", "--cpus", c);
             l.cpu_period = Some(period);
             l.cpu_quota = Some(Limit::Value(convert::cpus_to_quota(cpus, period)));
         }
@@ -238,16 +274,18 @@ impl Limits {
         }
         if let Some(w) = int("--cpu-weight", &raw.cpu_weight, 1, 10_000)? {
             if raw.cpu_shares.is_some() {
-                return Err(bad("--cpu-weight", &w.to_string(), "conflicts with --cpu-shares (give one)"));
+                return Err(bad("--cpu-weight", &typed(&raw.cpu_weight), "conflicts with --cpu-shares (give one)"));
             }
             l.cpu_weight = Some(w);
             l.cpu_shares = None;
         }
         if let Some(c) = raw.cpuset_cpus.as_deref() {
             l.cpuset_cpus = Some(convert::parse_id_list(c).map_err(|r| bad("--cpuset-cpus", c, r))?);
+            l.flag("cpu.cpus", "--cpuset-cpus", c);
         }
         if let Some(m) = raw.cpuset_mems.as_deref() {
             l.cpuset_mems = Some(convert::parse_id_list(m).map_err(|r| bad("--cpuset-mems", m, r))?);
+            l.flag("cpu.mems", "--cpuset-mems", m);
         }
         if let Some(p) = raw.pids.as_deref() {
             let t = p.trim();
@@ -291,9 +329,9 @@ impl Limits {
             l.cpu_idle = Some(i);
             l.flagged.insert("cpu.idle", "--cpu-idle");
         }
-        if let Some(b) = int("--cpu-burst", &raw.cpu_burst, 0, i64::MAX as u64)? {
+        if let Some(b) = int("--cpu-burst", &raw.cpu_burst, 0, cpu::MAX_BURST_US)? {
             l.cpu_burst = Some(b);
-            l.flagged.insert("cpu.burst", "--cpu-burst");
+            l.flag("cpu.burst", "--cpu-burst", &typed(&raw.cpu_burst));
         }
         // As Docker: --device-cgroup-rule adds to the list in force (the OCI file's, else Docker's default);
         // --devices replaces it, as any flag overrides the file.
@@ -375,7 +413,8 @@ impl Limits {
     fn finish(&mut self) -> Result<()> {
         if let (Some(Limit::Value(r)), Some(Limit::Value(m))) = (self.memory_reservation, self.memory) {
             if r > m {
-                return Err(bad("--memory-reservation", &r.to_string(), "is above --memory"));
+                let memory = self.given("memory.limit", m);
+                return Err(Error::bad("limits", self.given("memory.reservation", r), format!("is above {memory}")));
             }
         }
         match (self.memory, self.memory_swap) {
@@ -385,22 +424,52 @@ impl Limits {
             }
             (Some(Limit::Max), None) => self.memory_swap = Some(Limit::Max),
             (Some(m), Some(s)) => {
-                convert::memsw_to_swap(m, s).map_err(|r| bad("--memory-swap", &s.v2(), r))?;
+                convert::memsw_to_swap(m, s).map_err(|e| {
+                    let memory = self.given("memory.limit", m.v2());
+                    Error::bad("limits", self.given("memory.swap", s.v2()), e.reason(&memory))
+                })?;
             }
             (None, Some(Limit::Value(s))) => {
-                return Err(bad("--memory-swap", &s.to_string(), "needs --memory (it counts memory + swap)"))
+                return Err(Error::bad(
+                    "limits",
+                    self.given("memory.swap", s),
+                    "needs a memory limit (--memory; it counts memory + swap)",
+                ))
             }
             _ => {}
         }
-        // The kernel refuses a burst above the quota, and any weight for an idle group: say so before
-        // anything is made rather than after.
-        if let (Some(b), Some(Limit::Value(q))) = (self.cpu_burst, self.cpu_quota) {
-            if b > q {
-                return Err(Error::bad(
-                    "limits",
-                    format!("{} {b}", self.field("cpu.burst")),
-                    format!("is above the quota ({q} µs)"),
-                ));
+        // The kernel's bounds on quota and burst (v1 and v2 alike), and its refusal of any weight for an
+        // idle group: said before anything is made rather than after.
+        // (`--cpus` is held to the CPU count in `check`, with Docker's message.)
+        let too_large = |q: &Limit| q.value() > Some(cpu::MAX_QUOTA_US) && self.cpus.is_none();
+        if let Some(Limit::Value(q)) = self.cpu_quota.filter(too_large) {
+            return Err(Error::bad(
+                "limits",
+                self.given("cpu.quota", q),
+                format!("is above the kernel's largest quota ({} µs)", cpu::MAX_QUOTA_US),
+            ));
+        }
+        if let Some(b) = self.cpu_burst {
+            let quota = self.cpu_quota.and_then(Limit::value);
+            // The quota as given, and in µs where it was given as CPUs.
+            let of = |q: u64| match self.cpus {
+                Some(_) => format!("{} ({q} µs)", self.given("cpu.quota", q)),
+                None => self.given("cpu.quota", q),
+            };
+            let why = match quota {
+                Some(q) if b > q => Some(format!("is above the quota of {}", of(q))),
+                Some(q) if b.saturating_add(q) > cpu::MAX_QUOTA_US => Some(format!(
+                    "with the quota of {} it is above the kernel's largest quota + burst ({} µs)",
+                    of(q),
+                    cpu::MAX_QUOTA_US
+                )),
+                _ if b > cpu::MAX_BURST_US => {
+                    Some(format!("is above the kernel's largest burst ({} µs)", cpu::MAX_BURST_US))
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Err(Error::bad("limits", self.given("cpu.burst", b), why));
             }
         }
         if self.cpu_idle == Some(1) && (self.cpu_shares.is_some() || self.cpu_weight.is_some()) {
@@ -480,14 +549,14 @@ impl Limits {
             if !(0.01..=online as f64).contains(&cpus) {
                 return Err(bad(
                     "--cpus",
-                    &cpus.to_string(),
+                    self.typed.get("--cpus").map_or("", String::as_str),
                     format!("range of CPUs is from 0.01 to {online}, as there are only {online} CPUs available"),
                 ));
             }
         }
-        for (ids, flag, v1file, v2file) in [
-            (&self.cpuset_cpus, "--cpuset-cpus", "cpuset.effective_cpus", "cpuset.cpus.effective"),
-            (&self.cpuset_mems, "--cpuset-mems", "cpuset.effective_mems", "cpuset.mems.effective"),
+        for (ids, f, v1file, v2file) in [
+            (&self.cpuset_cpus, "cpu.cpus", "cpuset.effective_cpus", "cpuset.cpus.effective"),
+            (&self.cpuset_mems, "cpu.mems", "cpuset.effective_mems", "cpuset.mems.effective"),
         ] {
             let Some(ids) = ids else { continue };
             let Some(i) = host.hierarchy_of("cpuset") else { continue };
@@ -496,9 +565,9 @@ impl Limits {
             let allowed = fsutil::read(&file)?;
             let allowed = convert::parse_id_list(allowed.trim()).unwrap_or_default();
             if let Some(bad_id) = ids.iter().find(|id| !allowed.contains(id)) {
-                return Err(bad(
-                    flag,
-                    &convert::format_id_list(ids),
+                return Err(Error::bad(
+                    "limits",
+                    self.given(f, convert::format_id_list(ids)),
                     format!("{bad_id} is outside the allowed set {}", convert::format_id_list(&allowed)),
                 ));
             }
@@ -616,6 +685,30 @@ impl Limits {
         if !self.rdma.is_empty() {
             hierarchy("rdma", "rdma")?;
         }
+        // cgroup v2 has no net_cls or net_prio, and runc's v2 manager leaves `network` alone: so here.
+        // On v1 runc's manager fails for a field whose hierarchy is not mounted: so here too, before
+        // anything is made rather than after.
+        if host.layout == Layout::Unified {
+            if self.net_classid.is_some() || !self.net_priorities.is_empty() {
+                crate::log::step("skip", "linux.resources.network: cgroup v2 has no net_cls or net_prio (as runc)");
+            }
+        } else {
+            for (set, ctrl, f) in [
+                (self.net_classid.is_some(), "net_cls", "network.classID"),
+                (!self.net_priorities.is_empty(), "net_prio", "network.priorities"),
+            ] {
+                if set && host.hierarchy_of(ctrl).is_none() {
+                    return Err(Error::bad(
+                        "limits",
+                        field(f),
+                        format!("the host has no {ctrl} controller mounted (cgroup v1)"),
+                    )
+                    .with_hint(format!(
+                        "mount it first, e.g. `mkdir /sys/fs/cgroup/{ctrl} && mount -t cgroup -o {ctrl} {ctrl} /sys/fs/cgroup/{ctrl}`"
+                    )));
+                }
+            }
+        }
         for dev in self.rdma.keys() {
             if !Path::new("/sys/class/infiniband").join(dev).exists() {
                 return Err(Error::bad(
@@ -698,6 +791,21 @@ struct OciResources {
     unified: Option<BTreeMap<String, String>>,
     /// Read entry by entry (serde_json values), so a bad one is named by its index.
     devices: Option<Vec<serde_json::Value>>,
+    network: Option<OciNetwork>,
+}
+
+#[derive(Deserialize, Default)]
+struct OciNetwork {
+    #[serde(rename = "classID")]
+    class_id: Option<u32>,
+    #[serde(default)]
+    priorities: Vec<OciIfPriority>,
+}
+
+#[derive(Deserialize)]
+struct OciIfPriority {
+    name: String,
+    priority: u32,
 }
 
 #[derive(Deserialize, Default)]
@@ -997,6 +1105,29 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
     }
     if let Some(list) = r.devices {
         l.devices = oci_devices(&list)?;
+    }
+    if let Some(n) = r.network {
+        // As runc: a class id of 0 leaves the group's alone.
+        l.net_classid = n.class_id.filter(|&c| c != 0);
+        for (i, p) in n.priorities.into_iter().enumerate() {
+            // The kernel reads one word of at most 15 bytes for the name; it must be a name the kernel
+            // would give an interface (dev_valid_name), never a second word or a line of its own.
+            let name = &p.name;
+            let ok = !name.is_empty()
+                && name.len() < 16
+                && name != "."
+                && name != ".."
+                && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control());
+            if !ok {
+                return Err(Error::bad(
+                    "oci",
+                    format!("linux.resources.network.priorities[{i}].name"),
+                    format!("{name:?} is not an interface name"),
+                ));
+            }
+            l.net_priorities.retain(|(n, _)| n != name);
+            l.net_priorities.push((p.name, p.priority));
+        }
     }
     for (i, h) in r.hugepage_limits.unwrap_or_default().into_iter().enumerate() {
         // It becomes part of a file name (`hugetlb.<size>.max`): only the kernel's own spelling.

@@ -2814,3 +2814,180 @@ fn set_memory_keeps_the_swap_limit_as_docker_update() {
         assert_eq!(read(&d.join(swap_file)).trim(), (128u64 << 20).to_string());
     }
 }
+
+/// An error names a flag's value as the user typed it, in one short line: not a float printed digit by
+/// digit (`--cpus 1e308` was 309 digits), not the bytes a size became (`--memory-swap 1g` was
+/// 1073741824). An OCI field is named by its path, with the file's number.
+#[test]
+fn errors_show_flag_values_as_typed() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--cpus", "1e308"], "--cpus 1e308: range of CPUs"),
+        (&["--cpus", "1e-308"], "--cpus 1e-308: range of CPUs"),
+        (&["--memory-swap", "1g", "--memory", "2g"], "--memory-swap 1g: is smaller than --memory 2g"),
+        (&["--memory-swap", "1g", "--memory", "max"], "--memory-swap 1g: needs a memory limit, and --memory max"),
+        (&["--memory-swap", "1g"], "--memory-swap 1g: needs a memory limit"),
+        (&["--memory-reservation", "3g", "--memory", "2G"], "--memory-reservation 3g: is above --memory 2G"),
+        (&["--cpu-weight", "0050", "--cpu-shares", "2"], "--cpu-weight 0050: conflicts"),
+        (&["--cpuset-cpus", "0,4095"], "--cpuset-cpus 0,4095: 4095 is outside"),
+    ];
+    for (flags, needle) in cases {
+        let name = unique("cg");
+        let _g = Cg { name: name.clone(), dirs: dirs(&i, &name) };
+        let o = run(cg(&sb).args(["create", &name]).args(*flags));
+        assert_tool_error(&o, TOOL, needle);
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");
+        assert!(err.len() < 200, "{flags:?}: not a short line: {err}");
+        assert_no_dirs(&i, &name);
+    }
+    let oci = r#"{"memory":{"limit":2147483648,"swap":1073741824}}"#;
+    assert_oci_refused(
+        &sb,
+        &i,
+        oci,
+        "linux.resources.memory.swap 1073741824: is smaller than linux.resources.memory.limit 2147483648",
+    );
+}
+
+/// A burst the kernel refuses is refused for the bound it breaks: with no quota, only the kernel's
+/// largest burst (u64 nanoseconds), which no quota is involved in; with one, the quota, and quota + burst
+/// within the kernel's largest quota. A refusal on an existing group gets a hint naming the quota in
+/// force.
+#[test]
+fn cpu_burst_errors_name_the_bound_broken() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let h = hierarchy_of(&i, "cpu").expect("a cpu controller");
+    let burst = if h["version"] == 2 { "cpu.max.burst" } else { "cpu.cfs_burst_us" };
+    let cases: &[(&[&str], &str)] = &[
+        (&["--cpu-burst", "18446744073709552"], "--cpu-burst 18446744073709552: out of range 0..=18446744073709551"),
+        (&["--cpu-burst", "99999999999999999999999999999999999999999"], "out of range 0..=18446744073709551"),
+        (&["--cpu-quota", "17592186044416"], "--cpu-quota 17592186044416: out of range 1000..=17592186044415"),
+        (
+            &["--cpu-quota", "17592186044414", "--cpu-burst", "2"],
+            "--cpu-burst 2: with the quota of --cpu-quota 17592186044414 it is above the kernel's largest quota + burst",
+        ),
+        (&["--cpus", "1", "--cpu-burst", "100001"], "--cpu-burst 100001: is above the quota of --cpus 1 (100000 µs)"),
+    ];
+    for (flags, needle) in cases {
+        assert_flags_refused(&sb, &i, flags, needle);
+    }
+    for (resources, needle) in [
+        (r#"{"cpu":{"burst":18446744073709552}}"#, "cpu.burst 18446744073709552: is above the kernel's largest burst"),
+        (r#"{"cpu":{"quota":17592186044416}}"#, "cpu.quota 17592186044416: is above the kernel's largest quota"),
+    ] {
+        assert_oci_refused(&sb, &i, resources, needle);
+    }
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = dir_of(&i, &c.name, "cpu").unwrap();
+    if !d.join(burst).exists() {
+        return; // a kernel before 5.14: no burst to refuse
+    }
+    // No quota in force: the kernel's largest burst is taken.
+    let o = run(cg(&sb).args(["set", &c.name, "--cpu-burst", "18446744073709551"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&d.join(burst)).trim(), "18446744073709551");
+    let o = run(cg(&sb).args(["set", &c.name, "--cpu-burst", "0"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cg(&sb).args(["set", &c.name, "--cpu-quota", "10000"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cg(&sb).args(["set", &c.name, "--cpu-burst", "60000"]));
+    assert_tool_error(&o, TOOL, "--cpu-burst");
+    assert!(stderr(&o).contains("hint: a burst must not exceed the quota in force (10000 µs)"), "{}", stderr(&o));
+    assert_eq!(read(&d.join(burst)).trim(), "0");
+}
+
+/// Whether `controller` is a v1 controller of this kernel not mounted anywhere (/proc/cgroups: a
+/// hierarchy id of 0).
+fn unmounted_v1_controller(controller: &str) -> bool {
+    std::fs::read_to_string("/proc/cgroups").unwrap_or_default().lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 4 && f[0] == controller && f[1] == "0" && f[3] == "1"
+    })
+}
+
+/// OCI `network` (classID, priorities) as runc applies it: on v1 into `net_cls.classid` and
+/// `net_prio.ifpriomap` (a failed `set` puts a priority back), refused before anything is made where no
+/// hierarchy holds the controller, ignored on a pure v2 host (v2 has neither). The hierarchy is mounted
+/// for the test in a private mount namespace, at a path with a tab and a backslash, which
+/// /proc/self/mountinfo escapes (`\011`, `\134`): NAME must be made at the real path.
+#[test]
+fn oci_network_goes_to_net_cls_and_net_prio_on_v1() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let network = r#"{"network":{"classID":1048577,"priorities":[{"name":"lo","priority":5}]}}"#;
+    if i["layout"] == "unified" {
+        let c = Cg::new(&i);
+        let o = run(cg(&sb).args(["create", &c.name, "--oci"]).arg(oci_resources(&sb, network)));
+        assert!(o.status.success(), "ignored on cgroup v2, as runc: {}", stderr(&o));
+        return;
+    }
+    assert_oci_refused(&sb, &i, r#"{"network":{"priorities":[{"name":"a b","priority":1}]}}"#, "not an interface name");
+    if !(unmounted_v1_controller("net_cls") && unmounted_v1_controller("net_prio")) {
+        eprintln!("skipped: net_cls/net_prio absent or already mounted by the host");
+        return;
+    }
+    assert_oci_refused(&sb, &i, network, "linux.resources.network.classID: the host has no net_cls controller");
+    let mnt = sb.path().join("net\tcls\\prio");
+    std::fs::create_dir(&mnt).unwrap();
+    let name = unique("cg");
+    let _g = Cg { name: name.clone(), dirs: dirs(&i, &name) };
+    let bogus = r#"{"network":{"priorities":[{"name":"lo","priority":9},{"name":"cbnosuch0","priority":1}]}}"#;
+    // Inside the namespace: mount, create, set (refused), read the files back, then leave nothing behind
+    // (NAME, the cbuild/ parent, the mount: an unmounted empty hierarchy is destroyed) whatever failed.
+    let script = r#"
+        mount -t cgroup -o net_cls,net_prio none "$M" || exit 90
+        "$CG" create "$NAME" --oci "$CFG" 2>&1; echo "create=$?"
+        "$CG" set "$NAME" --oci "$BOGUS" 2>&1; echo "set=$?"
+        echo "classid=$(cat "$M/cbuild/$NAME/net_cls.classid")"
+        grep '^lo ' "$M/cbuild/$NAME/net_prio.ifpriomap"
+        "$CG" rm "$NAME"; rmdir "$M/cbuild"
+        # An unmounted hierarchy is destroyed only if its root has no child then, a removed one too
+        # until the kernel frees it; else it outlives the mount, unseen but in every /proc/PID/cgroup.
+        n=0
+        while ! grep -q "^net_cls[[:space:]][0-9]*[[:space:]]1[[:space:]]" /proc/cgroups && [ $n -lt 100 ]; do
+            sleep 0.1; n=$((n + 1))
+        done
+        umount "$M"
+    "#;
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script])
+        .env("M", &mnt)
+        .env("CG", bin(TOOL))
+        .env("NAME", &name)
+        .env("CFG", oci_resources(&sb, network))
+        .env("BOGUS", oci_resources(&sb, bogus));
+    // SAFETY: unshare and mount only, between fork and exec, on strings made before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = run(&mut cmd);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("create=0\n"), "{out}");
+    assert!(out.contains("set=125\n") && out.contains("(linux.resources.network.priorities[1] cbnosuch0)"), "{out}");
+    assert!(out.contains("classid=1048577\n"), "{out}");
+    assert!(out.contains("\nlo 5\n"), "the failed set put lo's priority back: {out}");
+    // The kernel destroys the unmounted empty hierarchy after an RCU grace period, not at once.
+    wait_for("the test's hierarchy to go", Duration::from_secs(10), || unmounted_v1_controller("net_cls"));
+}

@@ -12,6 +12,14 @@ use crate::limits::Limits;
 use serde::Serialize;
 use std::path::PathBuf;
 
+/// The kernel's largest quota, and largest quota + burst together, in µs: its bandwidth arithmetic
+/// keeps a runtime in 64 − 20 bits (kernel/sched: `MAX_BW`). v1 and v2 alike.
+pub const MAX_QUOTA_US: u64 = (1 << 44) - 1;
+
+/// The kernel's largest burst with no quota in force, in µs: one that still fits in u64 nanoseconds.
+/// (With a quota it must also be at most the quota, and the two together at most [`MAX_QUOTA_US`].)
+pub const MAX_BURST_US: u64 = u64::MAX / 1000;
+
 pub fn apply(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
     if d.v2 {
         apply_v2(d, l, w)
@@ -34,7 +42,12 @@ fn apply_v2(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
         }
         (None, None) => None,
     };
-    bandwidth(w, l, value.map(|v| (max, v)), d.file("cpu.max.burst"))?;
+    bandwidth(w, l, value.map(|v| (max.clone(), v)), d.file("cpu.max.burst"), || {
+        fsutil::read_opt(&max)
+            .ok()
+            .flatten()
+            .and_then(|m| m.split_whitespace().next().and_then(convert::parse_kernel_limit))
+    })?;
     let weight = l.cpu_weight.or(l.cpu_shares.map(convert::shares_to_weight));
     if let Some(wt) = weight {
         w.write(&d.file("cpu.weight"), &wt.to_string())?;
@@ -66,7 +79,8 @@ fn apply_v1(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
             }
         }
     }
-    bandwidth(w, l, l.cpu_quota.map(|q| (quota_file, q.v1())), d.file("cpu.cfs_burst_us"))?;
+    let in_force = || fsutil::read_opt(&quota_file).ok().flatten().and_then(|q| q.trim().parse::<u64>().ok());
+    bandwidth(w, l, l.cpu_quota.map(|q| (quota_file.clone(), q.v1())), d.file("cpu.cfs_burst_us"), in_force)?;
     let shares = l.cpu_shares.or(l.cpu_weight.map(convert::weight_to_shares));
     if let Some(s) = shares {
         w.write(&d.file("cpu.shares"), &s.to_string())?;
@@ -81,16 +95,22 @@ fn apply_v1(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
 /// The quota (v1's quota file, or v2's cpu.max line), then the burst. The kernel refuses a
 /// burst above the quota in force, checking each write against the other's current value: raising
 /// both works quota first, lowering both only burst first. So quota first, and on EINVAL the burst
-/// first and the quota again (as the period's retry above).
-fn bandwidth(w: &mut Writer, l: &Limits, quota: Option<(PathBuf, String)>, burst_file: PathBuf) -> Result<()> {
+/// first and the quota again (as the period's retry above). `in_force` reads the quota the kernel
+/// holds (None: no quota), for a hint that says which of its bounds a refused burst broke.
+fn bandwidth(
+    w: &mut Writer,
+    l: &Limits,
+    quota: Option<(PathBuf, String)>,
+    burst_file: PathBuf,
+    in_force: impl Fn() -> Option<u64>,
+) -> Result<()> {
     let burst = |w: &mut Writer, b: u64| {
         w.write(&burst_file, &b.to_string()).map_err(|e| {
-            let einval = e.errno() == Some(libc::EINVAL);
+            let hint = (e.errno() == Some(libc::EINVAL)).then(|| burst_hint(b, in_force())).flatten();
             let e = e.for_field(&l.field("cpu.burst"));
-            if einval {
-                e.with_hint("a burst must not exceed the quota in force")
-            } else {
-                e
+            match hint {
+                Some(h) => e.with_hint(h),
+                None => e,
             }
         })
     };
@@ -109,6 +129,19 @@ fn bandwidth(w: &mut Writer, l: &Limits, quota: Option<(PathBuf, String)>, burst
         burst(w, b)?;
     }
     Ok(())
+}
+
+/// Which of the kernel's bounds a burst of `b` µs breaks with `quota` in force; None if none does (the
+/// refusal is then not about the burst's size, and a guess would mislead).
+pub fn burst_hint(b: u64, quota: Option<u64>) -> Option<String> {
+    match quota {
+        Some(q) if b > q => Some(format!("a burst must not exceed the quota in force ({q} µs)")),
+        Some(q) if b.saturating_add(q) > MAX_QUOTA_US => {
+            Some(format!("the quota in force ({q} µs) plus the burst must not exceed the kernel's {MAX_QUOTA_US} µs"))
+        }
+        None if b > MAX_BURST_US => Some(format!("the kernel's largest burst is {MAX_BURST_US} µs")),
+        _ => None,
+    }
 }
 
 /// Real-time group scheduling (v1, CONFIG_RT_GROUP_SCHED): `cpu.rt_period_us`, `cpu.rt_runtime_us`.
@@ -230,6 +263,17 @@ pub fn throttle_ratio(nr_throttled: u64, nr_periods: u64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn burst_hints_name_the_bound_broken() {
+        use super::{burst_hint, MAX_BURST_US, MAX_QUOTA_US};
+        assert!(burst_hint(60_000, Some(10_000)).unwrap().contains("quota in force (10000 µs)"));
+        assert!(burst_hint(MAX_QUOTA_US - 5, Some(MAX_QUOTA_US - 5)).unwrap().contains("plus the burst"));
+        let none = burst_hint(MAX_BURST_US + 1, None).unwrap();
+        assert!(none.contains("largest burst") && !none.contains("quota"), "{none}");
+        assert_eq!(burst_hint(5_000, Some(10_000)), None);
+        assert_eq!(burst_hint(MAX_BURST_US, None), None);
+    }
+
     #[test]
     fn ratio() {
         assert_eq!(super::throttle_ratio(0, 0), 0.0);

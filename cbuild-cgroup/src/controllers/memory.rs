@@ -34,8 +34,13 @@ fn apply_v2(d: Dir, l: &Limits, w: &mut Writer) -> Result<()> {
                 Some(m) => m,
                 None => fsutil::read_u64_opt(&d.file("memory.max"))?.map_or(Limit::Max, Limit::Value),
             };
-            let swap = convert::memsw_to_swap(memory, memsw)
-                .map_err(|r| Error::bad("limits", format!("--memory-swap {}", memsw.v2()), r))?;
+            let swap = convert::memsw_to_swap(memory, memsw).map_err(|e| {
+                let memory = match l.memory {
+                    Some(m) => l.given("memory.limit", m.v2()),
+                    None => format!("the memory limit in force ({})", memory.v2()),
+                };
+                Error::bad("limits", l.given("memory.swap", memsw.v2()), e.reason(&memory))
+            })?;
             w.write(&swap_file, &swap.v2())?;
         } else if l.memory_swap_explicit {
             return Err(no_swap_accounting(d, "memory.swap.max"));

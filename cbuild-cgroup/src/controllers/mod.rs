@@ -7,6 +7,7 @@ pub mod devices;
 pub mod hugetlb;
 pub mod io;
 pub mod memory;
+pub mod net;
 pub mod pids;
 pub mod rdma;
 
@@ -173,6 +174,12 @@ pub fn apply(host: &Host, dirs: &[PathBuf], l: &Limits, w: &mut Writer) -> Resul
     }
     if let Some(d) = dir("rdma") {
         rdma::apply(d, l, w)?;
+    }
+    if let Some(d) = dir("net_cls") {
+        net::apply_cls(d, l, w)?;
+    }
+    if let Some(d) = dir("net_prio") {
+        net::apply_prio(d, l, w)?;
     }
     // The v1 devices controller, or on v2 (where it is a BPF program, not a controller) the v2 dir.
     if let Some(rules) = &l.devices {
