@@ -5,7 +5,9 @@
 use crate::error::{Context, Error, Result, Step};
 use crate::namespaces::NsType;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::ffi::OsString;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 /// What persisting created, so a later failure can undo exactly that.
@@ -156,22 +158,36 @@ fn is_own_bind(dir: &Path) -> bool {
     let Ok(canon) = dir.canonicalize() else { return false };
     // Bytes: a mount elsewhere whose path is not UTF-8 must not make the whole table unreadable.
     let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
-    let info = String::from_utf8_lossy(&info);
     // (id, parent id, major:minor, root, mount point)
-    let mounts: Vec<[String; 5]> = info
-        .lines()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
+    let mounts: Vec<[PathBuf; 5]> = info
+        .split(|&b| b == b'\n')
+        .map(|l| l.split(|&b| b == b' ').collect::<Vec<_>>())
         .filter(|f| f.len() > 4)
-        .map(|f| [0, 1, 2, 3, 4].map(|i| unescape(f[i])))
+        .map(|f| [0, 1, 2, 3, 4].map(|i| PathBuf::from(OsString::from_vec(unescape(f[i])))))
         .collect();
     // The last one listed at DIR is the one on top.
-    let Some(m) = mounts.iter().rev().find(|m| Path::new(&m[4]) == canon) else { return false };
+    let Some(m) = mounts.iter().rev().find(|m| m[4] == canon) else { return false };
     let Some(under) = mounts.iter().find(|u| u[0] == m[1]) else { return false };
     let Ok(rel) = canon.strip_prefix(&under[4]) else { return false };
-    m[2] == under[2] && Path::new(&m[3]) == Path::new(&under[3]).join(rel)
+    m[2] == under[2] && m[3] == under[3].join(rel)
 }
 
-/// A mountinfo field: the kernel writes space, tab, newline and backslash as octal escapes.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+/// A mountinfo field as the bytes it stands for: the kernel writes space, tab, newline and backslash as
+/// `\ooo` octal (and may write any byte so); a name that is not UTF-8 stays its bytes.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        match field.get(i..i + 4) {
+            Some([b'\\', a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7']) => {
+                out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
+                i += 4;
+            }
+            _ => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }

@@ -612,6 +612,31 @@ fn persist_and_join_round_trip() {
 }
 
 #[test]
+fn unpersist_finds_its_own_bind_under_a_state_dir_that_is_not_utf8() {
+    // The directory's own private bind (a persisted mount namespace needs it) is found in mountinfo by
+    // its path: read as text, a state dir named with a byte that is not UTF-8 never matched, and
+    // unpersist left the bind mounted and the directory behind.
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let state = sb.path().join(std::ffi::OsStr::from_bytes(b"st\xff\tate"));
+    std::fs::create_dir(&state).unwrap();
+    let name = unique("ns");
+    let dir = state.join(&name).join("ns");
+    let _cleanup = Defer(|| {
+        let _ = Command::new(bin("cbuild-ns")).env("CBUILD_STATE", &state).args(["unpersist", &name]).status();
+        let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+    });
+    let mut c = ns(&sb);
+    c.env("CBUILD_STATE", &state).args(["run", "--mount", "--persist", &name, "--", "true"]);
+    ok(&run(&mut c));
+    assert!(dir.join("mnt").exists());
+    let mut c = ns(&sb);
+    c.env("CBUILD_STATE", &state).args(["unpersist", &name]);
+    ok(&run(&mut c));
+    assert!(!dir.exists(), "the namespace dir and its own bind are gone");
+}
+
+#[test]
 fn info_and_wait_fd_handshake() {
     let sb = Sandbox::new();
     let (info_r, info_w) = pipe();
