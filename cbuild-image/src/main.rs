@@ -214,10 +214,11 @@ fn run(cli: Cli) -> Result<()> {
     let default_store = data.join("images");
     let owns_layers = cli.store.as_ref().is_none_or(|s| *s == default_store);
     let (dir, layers) = (cli.store.unwrap_or(default_store), data.join("layers"));
-    // Verbs that add images (and gc) create the store on first use; all others find what they act on
-    // first and create nothing (`rm` and `tag` only rewrite index.json of a store that has the image).
+    // Verbs that add images create the store on first use; all others find what they act on first and
+    // create nothing (`rm` and `tag` only rewrite index.json of a store that has the image, `gc` only
+    // tidies one that exists).
     let store = match cli.cmd {
-        Cmd::Import { .. } | Cmd::Build { .. } | Cmd::Commit { .. } | Cmd::Gc => Store::open(dir, layers, owns_layers)?,
+        Cmd::Import { .. } | Cmd::Build { .. } | Cmd::Commit { .. } => Store::open(dir, layers, owns_layers)?,
         _ => Store::open_existing(dir, layers, owns_layers),
     };
     // Readers hold the store lock shared till they are done, so `rm` + `gc` cannot pull an image's blobs

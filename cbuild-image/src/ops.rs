@@ -98,18 +98,30 @@ pub fn unpack(store: &Store, img: &Image, dir: &Path, limits: Limits, ctx: &Ctx)
         // A signal during the last entry or the last layer's finishing touches: still not done.
         stop()
     })();
-    if r.is_err() {
+    let r = r.map_err(|e| {
         // Leave nothing behind: what we created goes, an empty dir we were given is emptied again.
         let undo = match &given {
             None => fsutil::remove_tree(dir),
             Some(st) => restore_given(dir, st).map_err(std::io::Error::from),
         };
-        if let Err(e) = undo {
-            eprintln!("cbuild-image: undo: {}: {e}", dir.display());
+        match undo {
+            Ok(()) => e,
+            Err(u) => undo_failed(e, dir, u),
         }
-    }
+    });
     drop(held);
     r
+}
+
+/// The error of a step whose undo failed too: the contract's one error line stays first and alone, and
+/// what was left behind follows it as the hint (before whatever hint the error had).
+fn undo_failed(e: Error, left: &Path, u: std::io::Error) -> Error {
+    let what = format!("{} left behind, the undo failed: {u}", left.display());
+    let hint = match &e.hint {
+        Some(h) => format!("{what}; {h}"),
+        None => what,
+    };
+    e.hint(hint)
 }
 
 /// The undo of an unpack into an empty DIR: empty it again and give it back the owner, mode and times
@@ -149,6 +161,9 @@ pub fn layers(store: &Store, img: &Image, userxattr: bool, limits: Limits, ctx: 
         max_entries: limits.max_entries,
         max_size: limits.max_layer_size,
     };
+    if !store.owns_layers {
+        register(store)?;
+    }
     let mut out = Vec::new();
     for l in &img.layers {
         let dir = store.layer_dir(&l.chain_id);
@@ -178,10 +193,10 @@ pub fn layers(store: &Store, img: &Image, userxattr: bool, limits: Limits, ctx: 
             }
         })();
         if let Err(e) = r {
-            if let Err(u) = fsutil::remove_tree(&tmp) {
-                eprintln!("cbuild-image: undo: {}: {u}", tmp.display());
-            }
-            return Err(e);
+            return Err(match fsutil::remove_tree(&tmp) {
+                Ok(()) => e,
+                Err(u) => undo_failed(e, &tmp, u),
+            });
         }
     }
     Ok(out)
@@ -267,6 +282,11 @@ fn is_index_temp(name: &str) -> bool {
 /// `gc`: blobs no index entry reaches, layer dirs no image's chain needs (unless an overlay mount still
 /// uses them), and the leftovers of killed writers (their lock is free).
 pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
+    // Nothing to collect in a store that does not exist, and making one (even the lock) would leave an
+    // empty layout where none was asked for, as a mistyped --store or CBUILD_DATA would.
+    if !store.dir.join("index.json").exists() {
+        return Ok(GcReport::default());
+    }
     let _l = store.lock()?;
     let mut keep: HashSet<String> = HashSet::new();
     let mut chains: HashSet<String> = HashSet::new();
@@ -293,7 +313,7 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
     }
     let mut rep = GcReport::default();
     let blobs = store.dir.join("blobs/sha256");
-    for ent in std::fs::read_dir(&blobs).map_err(|e| Error::io("gc", &blobs, e))?.flatten() {
+    for ent in read_dir_if_any(&blobs)? {
         let name = ent.file_name().to_string_lossy().into_owned();
         if keep.contains(&name) {
             continue;
@@ -305,7 +325,7 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
         rep.bytes += size;
     }
     let tmp = store.dir.join(".tmp");
-    for ent in std::fs::read_dir(&tmp).map_err(|e| Error::io("gc", &tmp, e))?.flatten() {
+    for ent in read_dir_if_any(&tmp)? {
         if staging_abandoned(&ent.path()) {
             ctx.step("remove", ent.path().display());
             let _ = std::fs::remove_dir_all(ent.path());
@@ -324,9 +344,19 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
     if !store.owns_layers {
         return Ok(rep);
     }
-    let mounts = overlay_mounts();
     let Ok(rd) = std::fs::read_dir(&store.layers) else { return Ok(rep) };
-    for ent in rd.flatten() {
+    let ents: Vec<std::fs::DirEntry> = rd.flatten().collect();
+    // Held till the sweep ends: no other store's `layers` starts relying on a dir meanwhile.
+    let (others, keep_all) = match other_stores(store, &mut chains, ctx) {
+        Some(locks) => (locks, false),
+        None => (Vec::new(), true),
+    };
+    // Where a relative layer path of a mount may have been resolved from: this layer store and the
+    // dirs above it, and each layer dir (a mount made from inside one).
+    let mut bases: Vec<PathBuf> = store.layers.ancestors().map(Path::to_path_buf).collect();
+    bases.extend(ents.iter().map(|e| e.path()));
+    let mounts = overlay_mounts(&bases);
+    for ent in ents {
         let name = ent.file_name().to_string_lossy().into_owned();
         let hex = match name.strip_prefix(".tmp-") {
             Some(rest) => rest.split('-').next().unwrap_or("").to_string(),
@@ -336,6 +366,10 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
             continue;
         }
         let path = ent.path();
+        if keep_all {
+            rep.kept_mounted += 1;
+            continue;
+        }
         if mounts.contains(&path) {
             ctx.warn(&format!("gc: {}: still used by an overlay mount, kept", path.display()));
             rep.kept_mounted += 1;
@@ -351,7 +385,85 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
             rep.temp += 1;
         }
     }
+    drop(others);
     Ok(rep)
+}
+
+/// The entries of a directory that may not exist (a layout another tool made has no `.tmp`).
+fn read_dir_if_any(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.flatten().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("gc", dir, e)),
+    }
+}
+
+/// Where `layers` of a `--store` elsewhere records that store in the layer store it shares: a symlink
+/// to the store, named by the hash of its path.
+const STORES: &str = ".stores";
+
+/// Note, for `gc` of the default store, that this store (a `--store` elsewhere) keeps layer dirs in
+/// `store.layers`. Made before any extraction, so a gc that starts later sees it.
+fn register(store: &Store) -> Result<()> {
+    let path = std::fs::canonicalize(&store.dir).map_err(|e| Error::io("store", &store.dir, e))?;
+    let dir = store.layers.join(STORES);
+    crate::store::mkdir(&dir)?;
+    let link = dir.join(Digest::of(path.as_os_str().as_encoded_bytes()).hex());
+    match std::os::unix::fs::symlink(&path, &link) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Error::io("store", &link, e)),
+        _ => Ok(()),
+    }
+}
+
+/// The chains the images of the other stores that share the layer store need (see [`register`]),
+/// added to `chains`, and those stores' locks, taken exclusively (a store's `layers` holds it shared
+/// from start to end). A recorded store that is gone is forgotten. None: one of them could not be read,
+/// so what it needs is unknown and no layer dir may go.
+fn other_stores(
+    store: &Store,
+    chains: &mut HashSet<String>,
+    ctx: &Ctx,
+) -> Option<Vec<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let dir = store.layers.join(STORES);
+    let me = std::fs::canonicalize(&store.dir).ok();
+    let mut links: Vec<PathBuf> = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    // One order for every gc, so two never wait for each other's locks.
+    links.sort();
+    let mut locks = Vec::new();
+    for link in links {
+        let Ok(other) = std::fs::read_link(&link) else { continue };
+        if me.as_ref() == Some(&other) {
+            continue;
+        }
+        if !other.join("index.json").exists() {
+            ctx.step("forget", format!("store {}", other.display()));
+            let _ = std::fs::remove_file(&link);
+            continue;
+        }
+        // Opened read-only, as readers open it: the other store may be read-only to us.
+        if let Ok(f) = std::fs::File::open(other.join(".lock")) {
+            match Flock::lock(f, FlockArg::LockExclusive) {
+                Ok(l) => locks.push(l),
+                Err((_, e)) => {
+                    ctx.warn(&format!("gc: store {}: lock: {e}; no layer dir removed", other.display()));
+                    return None;
+                }
+            }
+        }
+        let o = Store::open_existing(other.clone(), store.layers.clone(), false);
+        let imgs = o.entries().and_then(|es| {
+            es.into_iter().map(|(name, d)| crate::image::load(&o, name, &d)).collect::<Result<Vec<_>>>()
+        });
+        match imgs {
+            Ok(imgs) => chains.extend(imgs.iter().flat_map(|i| i.layers.iter().map(|l| l.chain_id.hex().to_string()))),
+            Err(e) => {
+                ctx.warn(&format!("gc: store {}: {e}; no layer dir removed", other.display()));
+                return None;
+            }
+        }
+    }
+    Some(locks)
 }
 
 /// The layer dirs overlay mounts use, as found by [`overlay_mounts`].
@@ -360,8 +472,9 @@ struct InUse {
     /// (dev, ino) of every dir a mount names as a layer, and of all the dirs above it: a layer dir is
     /// in use when it is one of them (the mount may name a dir inside it).
     ids: HashSet<(u64, u64)>,
-    /// The components of the paths that could not be looked up (relative to the mounter's directory of
-    /// the time, or no longer there): a layer dir whose name is among them is kept, to be safe.
+    /// The components of the paths that could not be looked up (no longer there, in a namespace gc
+    /// may not look into, or relative to a directory gc did not find): a layer dir whose name is among
+    /// them is kept, to be safe.
     names: HashSet<std::ffi::OsString>,
 }
 
@@ -376,16 +489,17 @@ impl InUse {
     /// look into). An absolute path is looked up as the mounter saw it, inside that root, so a symlink,
     /// `.` or `..` in it or a bind mount of the data dir all lead to the same dir.
     fn add(&mut self, root: Option<&std::os::fd::OwnedFd>, p: &str) {
+        let root = root.filter(|_| p.starts_with('/'));
+        match root.and_then(|r| fsutil::open_in_root(r, Path::new(p), nix::fcntl::OFlag::O_PATH).ok()) {
+            Some(fd) => self.add_fd(fd),
+            None => self.names.extend(Path::new(p).iter().map(|c| c.to_os_string())),
+        }
+    }
+
+    /// Note a dir a mount uses, and the dirs above it: up to the top (whose `..` is itself), or to a dir
+    /// already seen, whose own way up is noted.
+    fn add_fd(&mut self, mut fd: std::os::fd::OwnedFd) {
         use nix::fcntl::{openat, OFlag};
-        let found = match root {
-            Some(root) if p.starts_with('/') => fsutil::open_in_root(root, Path::new(p), OFlag::O_PATH).ok(),
-            _ => None,
-        };
-        let Some(mut fd) = found else {
-            self.names.extend(Path::new(p).iter().map(|c| c.to_os_string()));
-            return;
-        };
-        // Up to the top (whose `..` is itself), or to a dir already seen, whose own way up is noted.
         loop {
             let Ok(st) = nix::sys::stat::fstat(&fd) else { return };
             if !self.ids.insert((st.st_dev, st.st_ino)) {
@@ -404,13 +518,29 @@ impl InUse {
     }
 }
 
+/// What a mount option names: a layer the mount shows (upper, then the lower ones top-first), or a
+/// dir it only uses (work dir, data-only layers).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Upper,
+    Lower,
+    Hidden,
+}
+
 /// The layers of every overlay mount on the system: the options (lowerdir=..., or one lowerdir+= per
 /// layer; upper and work dirs too) and, for cbuild-overlay's mount(2) mounts whose lowerdir holds fd
 /// numbers, the layer list in the aux dir named as the source. Every mount namespace counts (a
 /// container's root is mounted in its own, invisible from ours), so each namespace's mountinfo is read
 /// once through one of its processes, and its paths are looked up through that process's root.
 /// mountinfo and overlayfs escape odd bytes as `\ooo`; they are unescaped here.
-fn overlay_mounts() -> InUse {
+///
+/// The kernel shows each layer path as it was given (mount(2)'s lowerdir string, fsconfig's lowerdir+
+/// values), so a relative one is relative to the mounter's directory of the time, which nothing
+/// records. Each of `bases` (and each dir above the mount point) is tried as that directory: one from
+/// which every path of the mount resolves to layers whose merged top level is what the mount shows is
+/// taken, and the dirs found from it are noted by (dev, ino) like absolute ones. When none is, the
+/// paths are matched by name.
+fn overlay_mounts(bases: &[PathBuf]) -> InUse {
     use std::os::unix::fs::MetadataExt;
     let mut seen = HashSet::new();
     let mut out = InUse::default();
@@ -437,19 +567,12 @@ fn overlay_mounts() -> InUse {
         )
         .ok();
         for line in mi.lines() {
-            let Some((_, post)) = line.split_once(" - ") else { continue };
+            let Some((pre, post)) = line.split_once(" - ") else { continue };
             let mut f = post.split(' ');
             let (Some("overlay"), Some(source), Some(opts)) = (f.next(), f.next(), f.next()) else { continue };
-            for opt in opts.split(',') {
-                let Some((key, value)) = opt.split_once('=') else { continue };
-                let value = unescape(value);
-                match key {
-                    "lowerdir" => split_layers(&value).iter().for_each(|l| out.add(root.as_ref(), l)),
-                    "lowerdir+" | "datadir+" | "upperdir" | "workdir" => out.add(root.as_ref(), &value),
-                    _ => {}
-                }
-            }
+            let mountpoint = unescape(pre.split(' ').nth(4).unwrap_or(""));
             let source = unescape(source);
+            let mut listed = false;
             if source.starts_with('/') {
                 let list = Path::new(&source).join("lower");
                 let text = match &root {
@@ -461,11 +584,97 @@ fn overlay_mounts() -> InUse {
                     }
                     None => std::fs::read_to_string(&list).ok(),
                 };
+                listed = text.is_some();
                 text.iter().flat_map(|t| t.lines()).for_each(|l| out.add(root.as_ref(), l));
             }
+            let mut paths = Vec::new();
+            for opt in opts.split(',') {
+                let Some((key, value)) = opt.split_once('=') else { continue };
+                let value = unescape(value);
+                match key {
+                    "lowerdir" => paths.extend(split_layers(&value).into_iter().map(|l| (Role::Lower, l))),
+                    "lowerdir+" => paths.push((Role::Lower, value)),
+                    "upperdir" => paths.push((Role::Upper, value)),
+                    "datadir+" | "workdir" => paths.push((Role::Hidden, value)),
+                    _ => {}
+                }
+            }
+            // The aux dir's list names the lower layers of a mount whose lowerdir holds fd numbers
+            // (relative to the mounter's /proc/self/fd).
+            if listed {
+                paths.retain(|(role, p)| *role != Role::Lower || p.starts_with('/'));
+            }
+            let placed = match &root {
+                Some(r) if paths.iter().any(|(_, p)| !p.starts_with('/')) => place(r, &mountpoint, &paths, bases),
+                _ => Vec::new(),
+            };
+            if placed.is_empty() {
+                paths.iter().for_each(|(_, p)| out.add(root.as_ref(), p));
+            }
+            placed.into_iter().flatten().for_each(|fd| out.add_fd(fd));
         }
     }
     out
+}
+
+/// The dirs a mount at `mountpoint` (in the namespace whose root is `root`) uses, looked up from each
+/// candidate directory its relative `paths` may have been given from (`bases`, and the dirs above the
+/// mount point): one set per candidate from which every path resolves and whose layers, merged, have
+/// the top level the mount shows. Empty when none does.
+fn place(
+    root: &std::os::fd::OwnedFd,
+    mountpoint: &str,
+    paths: &[(Role, String)],
+    bases: &[PathBuf],
+) -> Vec<Vec<std::os::fd::OwnedFd>> {
+    use nix::fcntl::OFlag;
+    let open = |p: &Path| fsutil::open_in_root(root, p, OFlag::O_PATH | OFlag::O_DIRECTORY).ok();
+    let Some(shown) = open(Path::new(mountpoint)).and_then(|fd| top_level(&[fd])) else { return Vec::new() };
+    let mut tried = HashSet::new();
+    let mut out = Vec::new();
+    let candidates = bases.iter().map(PathBuf::as_path).chain(Path::new(mountpoint).ancestors().skip(1));
+    for base in candidates {
+        if !tried.insert(base.to_path_buf()) {
+            continue;
+        }
+        let Some(mut fds) =
+            paths.iter().map(|(role, p)| open(&base.join(p)).map(|fd| (*role, fd))).collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        // Upper first, the lower ones in their order: the stack the mount merges.
+        fds.sort_by_key(|(role, _)| *role);
+        let shows: Vec<&std::os::fd::OwnedFd> =
+            fds.iter().filter(|(r, _)| *r != Role::Hidden).map(|(_, fd)| fd).collect();
+        if top_level(&shows).as_ref() == Some(&shown) {
+            out.push(fds.into_iter().map(|(_, fd)| fd).collect());
+        }
+    }
+    out
+}
+
+/// The names a stack of layers (top first) shows at its top level, as overlayfs merges them: a 0/0
+/// character device hides the name in the layers below and is not shown itself (an opaque marker on a
+/// layer's root is ignored by overlayfs).
+fn top_level<F: std::os::fd::AsFd>(layers: &[F]) -> Option<std::collections::BTreeSet<std::ffi::OsString>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut shown = std::collections::BTreeSet::new();
+    let mut hidden = HashSet::new();
+    for l in layers {
+        for e in std::fs::read_dir(fsutil::proc_fd(l)).ok()?.flatten() {
+            let name = e.file_name();
+            if shown.contains(&name) || hidden.contains(&name) {
+                continue;
+            }
+            let m = e.metadata().ok()?;
+            if m.file_type().is_char_device() && m.rdev() == 0 {
+                hidden.insert(name);
+            } else {
+                shown.insert(name);
+            }
+        }
+    }
+    Some(shown)
 }
 
 /// overlay's lowerdir value: layers separated by `:` (`::` before data-only layers), `\` quoting the

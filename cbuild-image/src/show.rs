@@ -148,23 +148,40 @@ fn no_nul(out: String, format: &str) -> Result<String> {
     Ok(out)
 }
 
+/// The image's Env, each entry a variable. Docker keeps an entry without `=` (or with an empty key) as
+/// it is, and its runtime (runc) then refuses to start the container; the formats a process
+/// environment is built from refuse it here, rather than hand `env` or a runtime a command or an
+/// option in its place. Only `json` carries it, as `docker inspect` shows it.
+fn variables(c: &Value, format: &str) -> Result<Vec<String>> {
+    let env = strings(c, "Env")?;
+    if let Some(e) = env.iter().find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty())) {
+        return Err(Error::new(
+            "config",
+            format!("Env {e:?}"),
+            format!(
+                "not KEY=VALUE, which --format {format} cannot carry (a runtime refuses it, as Docker's runc does)"
+            ),
+        )
+        .hint("--format json shows the entries as they are"));
+    }
+    Ok(env)
+}
+
 /// `config --format env`: the image's Env, one `KEY=VALUE` per line (an env file, or `mapfile -t`).
 /// A line is a variable, so an entry that a reader would take for something else is refused rather
 /// than printed: a newline would read back as two variables, and an entry without `=` (or with an
 /// empty key) is a host variable to `docker run --env-file` and the command to `env`.
 pub fn config_env(c: &Value) -> Result<String> {
     let mut o = String::new();
-    for e in strings(c, "Env")? {
-        let key = e.split('=').next().unwrap_or("");
-        let bad = |why: &str| {
-            Error::new("config", format!("Env {key:?}"), format!("{why}, which --format env cannot carry"))
-                .hint("use --format shell or --format json")
-        };
+    for e in variables(c, "env")? {
         if e.contains('\n') {
-            return Err(bad("the entry holds a newline"));
-        }
-        if key.is_empty() || !e.contains('=') {
-            return Err(bad("not KEY=VALUE"));
+            let key = e.split('=').next().unwrap_or("");
+            return Err(Error::new(
+                "config",
+                format!("Env {key:?}"),
+                "the entry holds a newline, which --format env cannot carry",
+            )
+            .hint("use --format shell or --format json"));
         }
         o += &e;
         o.push('\n');
@@ -181,7 +198,7 @@ pub fn config_shell(c: &Value) -> Result<String> {
     for (k, v) in [
         ("IMAGE_ENTRYPOINT", list("Entrypoint")?),
         ("IMAGE_CMD", list("Cmd")?),
-        ("IMAGE_ENV", list("Env")?),
+        ("IMAGE_ENV", variables(c, "shell")?.iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ")),
         ("IMAGE_WORKDIR", one(c, "WorkingDir")?),
         ("IMAGE_USER", one(c, "User")?),
         ("IMAGE_PORTS", ports(c).join(" ")),
@@ -236,6 +253,10 @@ mod tests {
         assert!(config_env(&json!({"Env": ["A=x\ny"]})).is_err());
         assert!(config_env(&json!({"Env": ["A"]})).is_err());
         assert!(config_env(&json!({"Env": ["=x"]})).is_err());
+        for bad in ["A", "=x", "="] {
+            assert!(config_shell(&json!({"Env": ["B=1", bad]})).is_err(), "{bad}");
+        }
+        assert_eq!(config_json(&json!({"Env": ["A"]})).unwrap()["env"], json!(["A"]));
         assert_eq!(config_env(&json!({"Env": ["A=", "B=x=y z"]})).unwrap(), "A=\nB=x=y z\n");
         assert!(config_json(&json!({"Cmd": ["a\0b"]})).is_ok());
     }

@@ -371,6 +371,16 @@ fn overlay(lowers: &str, target: &Path) -> Defer<impl FnMut()> {
     })
 }
 
+/// Make the default store, empty (readers and `gc` make none): an image built, removed and collected.
+fn empty_store(sb: &Sandbox) {
+    let root = sb.path().join("empty-store-root");
+    std::fs::create_dir_all(&root).unwrap();
+    ok(run(img(sb).arg("build").arg(&root).args(["--tag", "empty-store"])));
+    ok(run(img(sb).args(["rm", "empty-store"])));
+    ok(run(img(sb).arg("gc")));
+    std::fs::remove_dir(&root).unwrap();
+}
+
 /// A tree with one file, `f` = "x": what a test needs to build a small image from.
 fn one_file_root(sb: &Sandbox) -> PathBuf {
     let root = sb.path().join("root");
@@ -1010,7 +1020,7 @@ fn build_of_a_very_deep_tree() {
     nix::unistd::write(&f, b"deep").unwrap();
     drop((f, fd));
     // Below the depth: a clear error, exit 125, nothing stored.
-    ok(run(img(&sb).arg("gc"))); // the store itself exists (readers like `ls` create nothing)
+    empty_store(&sb);
     let before = store_state(&sb);
     let o = run(Command::new("prlimit")
         .args(["--nofile=512:512", "--"])
@@ -1426,7 +1436,7 @@ fn compressed_archive_import_is_bounded() {
     sh_ok(&format!("tar -C {} -c . | gzip -9 > {}", l.dir.display(), gz.display()));
     sh_ok(&format!("tar -C {} -c . | zstd -q -19 > {}", l.dir.display(), zst.display()));
     assert!(std::fs::metadata(&gz).unwrap().len() < 100_000, "the archive is small");
-    ok(run(img(&sb).arg("gc"))); // the empty store exists
+    empty_store(&sb);
     let before = store_state(&sb);
     for a in [&gz, &zst] {
         let o = run(img(&sb).args(["import", "--max-size", "1000000"]).arg(a));
@@ -1651,7 +1661,7 @@ fn killed_import_leaves_no_image_and_gc_cleans_up() {
     let ar = sb.path().join("k.tar");
     ok(run(img(&other).args(["export", "k:1"]).arg(&ar)));
     let bytes = std::fs::read(&ar).unwrap();
-    ok(run(img(&sb).arg("gc"))); // creates the empty store (reading verbs create nothing)
+    empty_store(&sb);
     let before = store_state(&sb);
     // Feed half the archive on stdin, then kill the importer: it is mid-stream, by construction.
     let mut c = img(&sb)
@@ -2193,6 +2203,16 @@ fn config_env_lines_are_variables_and_the_documented_use_is_exact() {
         assert!(stderr(&o).lines().next().unwrap().contains("Env"), "{}", stderr(&o));
         assert_eq!(stdout(&o), "", "{tag}: nothing printed");
     }
+    // An entry without a key is no variable in the shell form either (`env -i "$@"` took NOEQ for the
+    // command); Docker keeps it and runc refuses it, so only JSON shows it, as it is.
+    for tag in ["e:noeq", "e:nokey"] {
+        let o = run(img(&sb).args(["config", tag, "--format", "shell"]));
+        assert_tool_error(&o, TOOL, "not KEY=VALUE");
+        assert_eq!(stdout(&o), "", "{tag}: nothing printed");
+    }
+    let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["config", "e:noeq"])))).unwrap();
+    assert_eq!(v["env"], cases[1].1);
+    ok(run(img(&sb).args(["config", "e:nl", "--format", "shell"])));
     // The other formats still carry them exactly.
     let v: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["config", "e:nl"])))).unwrap();
     assert_eq!(v["env"], cases[0].1);
@@ -3195,4 +3215,117 @@ fn rootless_extraction_puts_a_shut_directory_back_to_0000() {
     for d in ok(as_user(&bin(TOOL), &["layers", "shut"])).lines() {
         assert_eq!(mode(&Path::new(d).join("a")), 0, "{d}/a");
     }
+}
+
+/// `gc` only tidies a store that exists: on a missing one (the default, or a mistyped `--store`) it
+/// removes nothing and makes nothing, not even the lock.
+#[test]
+fn gc_of_a_missing_store_creates_nothing() {
+    require_root();
+    let sb = Sandbox::new();
+    let other = sb.path().join("other");
+    for args in [vec!["--json", "gc"], vec!["--json", "--store", other.to_str().unwrap(), "gc"]] {
+        let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(&args)))).unwrap();
+        assert_eq!(rep, serde_json::json!({"blobs": 0, "bytes": 0, "layer_dirs": 0, "temp": 0, "kept_mounted": 0}));
+    }
+    assert_eq!(listing(&sb.data), Vec::<String>::new(), "gc created the store");
+    assert!(!other.exists(), "gc created the --store");
+}
+
+/// The kernel shows a relative layer path as it was given (`lowerdir=.`, `lowerdir+=alias`), relative to
+/// the mounter's directory of the time. Matched by name, `.` or a symlink named otherwise left the
+/// layer dir unprotected: gc removed it under the mount.
+#[test]
+fn gc_keeps_layer_dirs_a_mount_names_by_relative_paths() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = one_file_root(&sb);
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "rel"])));
+    let dir = PathBuf::from(ok(run(img(&sb).args(["layers", "rel"]))).trim());
+    let hex = dir.file_name().unwrap().to_str().unwrap().to_string();
+    ok(run(img(&sb).args(["rm", "rel"])));
+    std::os::unix::fs::symlink(&dir, sb.path().join("alias")).unwrap();
+    let empty = sb.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (layers, top) = (sb.data.join("layers"), sb.path().to_path_buf());
+    for (from, lower) in [(&dir, "."), (&top, "alias"), (&layers, &*hex), (&layers, "../layers/./HEX")] {
+        let lower = lower.replace("HEX", &hex);
+        let mnt = sb.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        sh_ok(&format!(
+            "cd {} && mount -t overlay overlay -o lowerdir={lower}:{} {}",
+            from.display(),
+            empty.display(),
+            mnt.display()
+        ));
+        let _m = Defer(|| {
+            let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+        });
+        let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+        assert_eq!((rep["kept_mounted"].as_u64(), rep["layer_dirs"].as_u64()), (Some(1), Some(0)), "{lower}: {rep}");
+        assert!(dir.join("f").is_file(), "gc removed the layer dir mounted as {lower} from {}", from.display());
+    }
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
+}
+
+/// A `--store` elsewhere extracts into the same `<data>/layers`: gc of the default store must keep what
+/// that store's images need (it removed them, and the dirs `layers` had just printed were gone), and
+/// forget the store once it is gone.
+#[test]
+fn gc_of_the_default_store_keeps_the_layer_dirs_of_another_store() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = one_file_root(&sb);
+    let other = sb.path().join("other");
+    let with_other = || {
+        let mut c = img(&sb);
+        c.arg("--store").arg(&other);
+        c
+    };
+    ok(run(with_other().arg("build").arg(&root).args(["--tag", "o"])));
+    let dir = PathBuf::from(ok(run(with_other().args(["layers", "o"]))).trim());
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "d", "--mtime", "1"])));
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["layer_dirs"].as_u64(), Some(0), "{rep}");
+    assert!(dir.join("f").is_file(), "gc of the default store removed a layer dir another store uses");
+    // Unreferenced in the other store too: now it goes.
+    ok(run(with_other().args(["rm", "o"])));
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
+    assert!(!dir.exists());
+    // A store that is gone is forgotten.
+    ok(run(with_other().arg("build").arg(&root).args(["--tag", "o"])));
+    ok(run(with_other().args(["layers", "o"])));
+    std::fs::remove_dir_all(&other).unwrap();
+    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
+    assert_eq!(names(&sb.data.join("layers").join(".stores")), Vec::<String>::new());
+}
+
+/// When a failed `unpack` cannot undo what it made (an append-only DIR keeps its entries), the
+/// contract's error line still comes first, the undo's failure after it as the hint.
+#[test]
+fn a_failed_unpack_whose_undo_fails_reports_the_error_first() {
+    require_root();
+    let sb = Sandbox::new();
+    let l = Layout::new(&sb.path().join("oci"));
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    let layer = tar(&[tar_entry("x", b'0', b"x", "", 0o644)]);
+    l.image("und", &[(layer, LAYER_GZIP)], |_, c| c["rootfs"]["diff_ids"][0] = serde_json::json!(wrong));
+    ok(run(img(&sb).arg("import").arg(&l.dir)));
+    let dest = sb.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    sh_ok(&format!("chattr +a {}", dest.display()));
+    let d = dest.clone();
+    let _unlock = Defer(move || {
+        let _ = run(Command::new("chattr").arg("-a").arg(&d));
+    });
+    let o = run(img(&sb).args(["unpack", "und"]).arg(&dest));
+    assert_tool_error(&o, TOOL, "the config's diff_id is");
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("cbuild-image: verify: "), "the error line first: {err}");
+    assert!(lines[1].starts_with("hint: ") && lines[1].contains(dest.to_str().unwrap()), "{err}");
 }
