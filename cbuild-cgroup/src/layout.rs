@@ -10,8 +10,6 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 use serde::Serialize;
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -200,15 +198,9 @@ fn v1_mounts() -> Result<Vec<(PathBuf, Vec<String>)>> {
 
 pub fn parse_v1_mounts(info: &[u8]) -> Vec<(PathBuf, Vec<String>)> {
     let mut out: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    for line in info.split(|&b| b == b'\n') {
-        // "36 25 0:31 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu"
-        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-        // The optional fields end at a lone "-"; every field before it is escaped, so none is one.
-        let Some(sep) = fields.iter().position(|f| *f == b"-") else { continue };
-        if sep < 6 || fields.get(sep + 1) != Some(&&b"cgroup"[..]) {
-            continue;
-        }
-        let opts = String::from_utf8_lossy(fields.get(sep + 3).copied().unwrap_or_default());
+    // "36 25 0:31 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu"
+    for m in cbuild_mountinfo::parse(info).into_iter().filter(|m| m.fs_type == "cgroup") {
+        let opts = String::from_utf8_lossy(&m.super_options);
         let mut controllers: Vec<String> =
             opts.split(',').filter(|o| V1_CONTROLLERS.contains(o)).map(str::to_string).collect();
         if controllers.is_empty() {
@@ -218,27 +210,7 @@ pub fn parse_v1_mounts(info: &[u8]) -> Vec<(PathBuf, Vec<String>)> {
         if out.iter().any(|(_, c)| *c == controllers) {
             continue;
         }
-        out.push((PathBuf::from(OsString::from_vec(unescape(fields[4]))), controllers));
-    }
-    out
-}
-
-/// A mountinfo field as the bytes it stands for: the kernel writes space, tab, newline and backslash as
-/// `\ooo` octal (and any byte may be written so); other bytes, UTF-8 or not, are as they are.
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        match field.get(i..i + 4) {
-            Some([b'\\', a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7']) => {
-                out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
-                i += 4;
-            }
-            _ => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
+        out.push((m.mount_point, controllers));
     }
     out
 }
@@ -311,7 +283,6 @@ mod tests {
         let mounts: Vec<&[u8]> = m.iter().map(|(p, _)| p.as_os_str().as_encoded_bytes()).collect();
         assert_eq!(mounts, [&b"/tmp/a b\tc"[..], b"/tmp/d\\e\nf", b"/tmp/g\xffh\\040"]);
         assert_eq!(m[0].1, ["net_cls", "net_prio"]);
-        assert_eq!(unescape(br"\101\0\\"), br"A\0\\", "only a backslash and three octal digits is an escape");
     }
 
     #[test]

@@ -556,9 +556,8 @@ fn overlay_mounts(bases: &[PathBuf]) -> InUse {
             continue;
         }
         // Bytes: one mount anywhere whose path is not UTF-8 must not hide this namespace's overlays (their
-        // layers would then be removed while mounted); only that mount's own line is garbled.
-        let Ok(mi) = std::fs::read(format!("/proc/{pid}/mountinfo")) else { continue };
-        let mi = String::from_utf8_lossy(&mi);
+        // layers would then be removed while mounted).
+        let Ok(mi) = cbuild_mountinfo::read(Path::new(&format!("/proc/{pid}/mountinfo"))) else { continue };
         // Another user's process (rootless gc): its root cannot be opened, its paths only matched by name.
         let root = nix::fcntl::open(
             format!("/proc/{pid}/root").as_str(),
@@ -566,15 +565,13 @@ fn overlay_mounts(bases: &[PathBuf]) -> InUse {
             nix::sys::stat::Mode::empty(),
         )
         .ok();
-        for line in mi.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else { continue };
-            let mut f = post.split(' ');
-            let (Some("overlay"), Some(source), Some(opts)) = (f.next(), f.next(), f.next()) else { continue };
-            let mountpoint = unescape(pre.split(' ').nth(4).unwrap_or(""));
-            let source = unescape(source);
+        for m in mi.iter().filter(|m| m.fs_type == "overlay") {
+            let mountpoint = m.mount_point.to_string_lossy();
+            // Still escaped: split on commas first (a layer's path may hold an escaped one).
+            let opts = String::from_utf8_lossy(&m.super_options);
             let mut listed = false;
-            if source.starts_with('/') {
-                let list = Path::new(&source).join("lower");
+            if Path::new(&m.source).is_absolute() {
+                let list = Path::new(&m.source).join("lower");
                 let text = match &root {
                     // O_NONBLOCK: a FIFO planted as the list must not hang gc.
                     Some(r) => {
@@ -695,25 +692,10 @@ fn split_layers(v: &str) -> Vec<String> {
     out
 }
 
-/// Undo mountinfo's `\ooo` escapes.
+/// One overlay option's value with mountinfo's `\ooo` escapes undone (as text: gc matches paths by name
+/// where it cannot look them up).
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && (b'0'..=b'3').contains(&b[i + 1])
-            && b[i + 2..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push(((b[i + 1] - b'0') << 6) | ((b[i + 2] - b'0') << 3) | (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&cbuild_mountinfo::unescape(s.as_bytes())).into_owned()
 }
 
 #[cfg(test)]

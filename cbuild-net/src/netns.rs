@@ -305,38 +305,11 @@ pub fn list(state: &Path) -> Vec<(String, PathBuf, u64)> {
     out
 }
 
-/// Whether `path` is itself a mount point (listed in this process's mountinfo).
-/// Compared as bytes, with mountinfo's octal escapes (`\040` for a space, `\134` for a backslash...)
-/// undone: a path that is not UTF-8, here or anywhere else in the table, must not make every answer "no".
+/// Whether `path` is itself a mount point (listed in this process's mountinfo, compared as bytes: a
+/// path that is not UTF-8, here or anywhere else in the table, must not make every answer "no").
 fn is_mountpoint(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
     let Ok(canon) = std::fs::canonicalize(path) else { return false };
-    let want = canon.as_os_str().as_bytes();
-    std::fs::read("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .split(|&b| b == b'\n')
-        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
-        .any(|m| unescape_mountinfo(m) == want)
-}
-
-/// A mountinfo field with its `\ooo` escapes replaced by the bytes they stand for.
-fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let oct = field.get(i + 1..i + 4).filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match oct {
-            Some(d) => {
-                out.push(d.iter().fold(0u8, |a, c| a.wrapping_mul(8).wrapping_add(c - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
-    }
-    out
+    cbuild_mountinfo::read_self().unwrap_or_default().iter().any(|m| m.mount_point == canon)
 }
 
 /// The inode of the namespace an fd refers to.
@@ -347,13 +320,4 @@ pub fn inode_of(fd: BorrowedFd<'_>) -> u64 {
 /// Keep a borrowed fd usable across the API without lifetimes leaking everywhere.
 pub fn borrow(ns: &Option<NsFile>) -> Option<BorrowedFd<'_>> {
     ns.as_ref().map(|n| n.fd.as_fd())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mountinfo_escapes_are_undone_bytewise() {
-        assert_eq!(super::unescape_mountinfo(br"/run/a\040b\134c"), b"/run/a b\\c");
-        assert_eq!(super::unescape_mountinfo(b"/x/\xff\\01"), b"/x/\xff\\01", "not an escape: kept");
-    }
 }

@@ -5,9 +5,7 @@
 use crate::error::{Context, Error, Result, Step};
 use crate::namespaces::NsType;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use std::ffi::OsString;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 /// What persisting created, so a later failure can undo exactly that.
@@ -156,38 +154,10 @@ fn namespace_file(p: &Path) -> Result<bool> {
 /// bind `persist` makes for a mount namespace.
 fn is_own_bind(dir: &Path) -> bool {
     let Ok(canon) = dir.canonicalize() else { return false };
-    // Bytes: a mount elsewhere whose path is not UTF-8 must not make the whole table unreadable.
-    let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
-    // (id, parent id, major:minor, root, mount point)
-    let mounts: Vec<[PathBuf; 5]> = info
-        .split(|&b| b == b'\n')
-        .map(|l| l.split(|&b| b == b' ').collect::<Vec<_>>())
-        .filter(|f| f.len() > 4)
-        .map(|f| [0, 1, 2, 3, 4].map(|i| PathBuf::from(OsString::from_vec(unescape(f[i])))))
-        .collect();
+    let Ok(mounts) = cbuild_mountinfo::read_self() else { return false };
     // The last one listed at DIR is the one on top.
-    let Some(m) = mounts.iter().rev().find(|m| m[4] == canon) else { return false };
-    let Some(under) = mounts.iter().find(|u| u[0] == m[1]) else { return false };
-    let Ok(rel) = canon.strip_prefix(&under[4]) else { return false };
-    m[2] == under[2] && m[3] == under[3].join(rel)
-}
-
-/// A mountinfo field as the bytes it stands for: the kernel writes space, tab, newline and backslash as
-/// `\ooo` octal (and may write any byte so); a name that is not UTF-8 stays its bytes.
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        match field.get(i..i + 4) {
-            Some([b'\\', a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7']) => {
-                out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
-                i += 4;
-            }
-            _ => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
-    }
-    out
+    let Some(m) = mounts.iter().rev().find(|m| m.mount_point == canon) else { return false };
+    let Some(under) = mounts.iter().find(|u| u.mount_id == m.parent_id) else { return false };
+    let Ok(rel) = canon.strip_prefix(&under.mount_point) else { return false };
+    m.dev == under.dev && m.root == under.root.join(rel)
 }

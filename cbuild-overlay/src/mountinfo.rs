@@ -15,66 +15,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// One line of mountinfo (the fields cbuild uses).
-#[derive(Debug, Clone)]
-pub struct MountEntry {
-    pub mount_id: u64,
-    pub parent_id: u64,
-    pub mount_point: PathBuf,
-    pub fs_type: String,
-    /// Bytes, as the mount point: an aux dir under a `<state>` whose name is not UTF-8 is a source too.
-    pub source: OsString,
-    /// Still escaped (see the module doc): split on commas before [`OverlayOptions::parse`] unescapes.
-    pub super_options: Vec<u8>,
-}
-
-/// Parse the whole mountinfo text. It is bytes, not UTF-8: the kernel escapes only space, tab, newline and
-/// backslash, so any mount point on the host with a non-UTF-8 name (made by anyone) appears raw.
-pub fn parse(text: &[u8]) -> Vec<MountEntry> {
-    text.split(|&b| b == b'\n').filter_map(parse_line).collect()
-}
-
-fn parse_line(line: &[u8]) -> Option<MountEntry> {
-    let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-    // Optional fields end at the lone "-" separator.
-    let sep = fields.iter().position(|f| *f == b"-")?;
-    if sep < 6 || fields.len() < sep + 4 {
-        return None;
-    }
-    Some(MountEntry {
-        mount_id: std::str::from_utf8(fields[0]).ok()?.parse().ok()?,
-        parent_id: std::str::from_utf8(fields[1]).ok()?.parse().ok()?,
-        mount_point: PathBuf::from(OsString::from_vec(unescape_bytes(fields[4]))),
-        fs_type: String::from_utf8_lossy(&unescape_bytes(fields[sep + 1])).into_owned(),
-        source: OsString::from_vec(unescape_bytes(fields[sep + 2])),
-        super_options: fields[sep + 3].to_vec(),
-    })
-}
+/// One line of mountinfo: the toolkit's one parser (cbuild-mountinfo), bytes throughout.
+pub use cbuild_mountinfo::{parse, unescape as unescape_bytes, Mount as MountEntry};
 
 /// Read and parse /proc/self/mountinfo.
 pub fn read() -> Result<Vec<MountEntry>> {
     crate::error::verbose::step("mountinfo", "/proc/self/mountinfo");
     let text = std::fs::read("/proc/self/mountinfo").map_err(|e| Error::os("mountinfo", "/proc/self/mountinfo", e))?;
     Ok(parse(&text))
-}
-
-/// Undo the kernel's `\ooo` escapes.
-pub fn unescape_bytes(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
-            if v <= 255 {
-                out.push(v as u8);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
 }
 
 /// What an overlay mount's super options say about its layers.
@@ -193,13 +141,6 @@ mod tests {
 
     fn paths(v: &[&str]) -> Vec<PathBuf> {
         v.iter().map(PathBuf::from).collect()
-    }
-
-    #[test]
-    fn unescapes_octal() {
-        assert_eq!(unescape_bytes(br"/a\040b\011c\012d\134e"), b"/a b\tc\nd\\e");
-        assert_eq!(unescape_bytes(br"trailing\04"), br"trailing\04");
-        assert_eq!(unescape_bytes(br"\054\377"), b",\xff");
     }
 
     #[test]

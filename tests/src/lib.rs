@@ -81,21 +81,17 @@ impl Drop for Sandbox {
     }
 }
 
-/// Mount points (from /proc/self/mountinfo) at or below `prefix`.
+/// Mount points (from /proc/self/mountinfo) at or below `prefix`. The table is read as the tools read it
+/// (cbuild-mountinfo: bytes): one mount point with an odd name anywhere on the host must not turn every
+/// leak check into a check of nothing.
 pub fn mounts_under(prefix: &str) -> Vec<String> {
-    // Bytes, not UTF-8: one mount point with an odd name anywhere on the host must not turn every leak
-    // check into a check of nothing.
-    let raw = std::fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    let info = String::from_utf8_lossy(&raw);
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|m| m == prefix || m.starts_with(&format!("{prefix}/")))
+    let prefix = Path::new(prefix);
+    cbuild_mountinfo::read_self()
+        .expect("read /proc/self/mountinfo")
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(prefix))
+        .map(|m| m.mount_point.to_string_lossy().into_owned())
         .collect()
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 /// A minimal root filesystem made from Debian's busybox-static: `/bin/busybox` plus one symlink per applet,
