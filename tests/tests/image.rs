@@ -18,6 +18,34 @@ fn img(sb: &Sandbox) -> Command {
     tool(TOOL, sb)
 }
 
+/// `gc --json`'s report.
+fn gc_report(sb: &Sandbox) -> serde_json::Value {
+    serde_json::from_str(&ok(run(img(sb).args(["--json", "gc"])))).unwrap()
+}
+
+/// An overlay on `mnt` whose top layer is `lower` as spelled relative to `from` (where the mount is
+/// made: the kernel shows the spelling, not what it was relative to), over `empty`; unmounted when the
+/// guard drops.
+fn mount_from(from: &Path, lower: &str, empty: &Path, mnt: &Path) -> Defer<impl FnMut()> {
+    sh_ok(&format!(
+        "cd {} && mount -t overlay overlay -o lowerdir={lower}:{} {}",
+        from.display(),
+        empty.display(),
+        mnt.display()
+    ));
+    let mnt = mnt.to_path_buf();
+    Defer(move || {
+        let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+    })
+}
+
+/// cbuild-image on the store at `store` (`--store`), the sandbox's data dir and its layer store.
+fn img_at(sb: &Sandbox, store: &Path) -> Command {
+    let mut c = img(sb);
+    c.arg("--store").arg(store);
+    c
+}
+
 #[track_caller]
 fn ok(o: Output) -> String {
     assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status, stdout(&o), stderr(&o));
@@ -1681,7 +1709,7 @@ fn killed_import_leaves_no_image_and_gc_cleans_up() {
     assert_eq!(ok(run(img(&sb).args(["--json", "ls"]))), "", "no image is visible");
     let left = std::fs::read_dir(sb.data.join("images/.tmp")).unwrap().count();
     assert_eq!(left, 1, "the killed import's staging dir is there");
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["temp"], 1, "{rep}");
     assert_eq!(store_state(&sb), before);
     // And the full stream imports fine.
@@ -1727,7 +1755,7 @@ fn rm_and_gc_wait_for_a_reader_of_the_image() {
     );
     let o = rm.wait_with_output().unwrap();
     assert!(o.status.success(), "rm: {}", stderr(&o));
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert!(rep["blobs"].as_u64().unwrap() >= 3, "gc then removes the image's blobs: {rep}");
     // The archive the export wrote is a whole image: import it back.
     ok(run(img(&sb).arg("import").arg(&ar)));
@@ -1746,13 +1774,13 @@ fn rm_and_gc_keep_what_is_used() {
     let l1 = ok(run(img(&sb).args(["layers", "g:1"])));
     let l2 = ok(run(img(&sb).args(["layers", "g:2"])));
     // Nothing unreferenced yet.
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!((rep["blobs"].as_u64(), rep["layer_dirs"].as_u64()), (Some(0), Some(0)), "{rep}");
     // g:2's layer is in use by a mount: rm + gc removes its blobs but keeps the dir.
     let _m = overlay(&l2, &sb.path().join("mnt"));
     ok(run(img(&sb).args(["rm", "g:2"])));
     assert_tool_error(&run(img(&sb).args(["inspect", "g:2"])), TOOL, "no such image");
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["blobs"].as_u64(), Some(3), "{rep}");
     assert_eq!(rep["kept_mounted"].as_u64(), Some(1), "{rep}");
     assert!(Path::new(l2.trim()).is_dir() && Path::new(l1.trim()).is_dir());
@@ -1761,7 +1789,7 @@ fn rm_and_gc_keep_what_is_used() {
     let stale = sb.data.join("layers").join(format!(".tmp-{}-1", "a".repeat(64)));
     std::fs::create_dir_all(stale.join("usr")).unwrap();
     drop(_m);
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["layer_dirs"].as_u64(), Some(2), "{rep}");
     assert_eq!(rep["temp"].as_u64(), Some(1), "{rep}");
     assert!(!stale.exists());
@@ -1803,12 +1831,12 @@ fn gc_keeps_layer_dirs_mounted_in_another_mount_namespace() {
     assert_eq!(line.trim(), "ready", "the overlay mount in the new namespace failed");
     assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&layer), "the mount leaked to the host");
     ok(run(img(&sb).args(["rm", "ns"])));
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["kept_mounted"].as_u64(), Some(1), "{rep}");
     assert!(Path::new(&layer).join("f").is_file(), "gc removed a layer dir a container still uses");
     let _ = child.kill();
     let _ = child.wait();
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
     assert!(!Path::new(&layer).exists());
 }
@@ -2169,7 +2197,7 @@ fn gc_during_an_import_does_not_fail_it() {
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGSTOP).unwrap();
     wait_stopped(pid);
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["blobs"], 3, "gc should have removed manifest, config and small layer: {rep}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGCONT).unwrap();
     err.read_to_string(&mut seen).unwrap();
@@ -2310,11 +2338,7 @@ fn reading_verbs_create_nothing_and_work_on_a_read_only_store() {
     let sb = Sandbox::new();
     let root = one_file_root(&sb);
     let store = sb.path().join("store");
-    let with_store = || {
-        let mut c = img(&sb);
-        c.arg("--store").arg(&store);
-        c
-    };
+    let with_store = || img_at(&sb, &store);
     let out = ok(run(with_store().arg("build").arg(&root).args(["--tag", "r:1"])));
     let hex = out.split('\t').nth(1).unwrap().trim().trim_start_matches("sha256:").to_string();
     std::fs::remove_dir(store.join(".tmp")).unwrap();
@@ -2408,8 +2432,8 @@ fn a_committed_image_is_durable_and_only_new_blobs_are_synced() {
     let blobs = format!("{}/blobs/sha256", store.display());
     let index = format!("{}/index.json", store.display());
     let build = |tag: &str| {
-        let mut c = img(&sb);
-        c.arg("--store").arg(&store).arg("build").arg(&root).args(["--tag", tag, "--mtime", "0"]);
+        let mut c = img_at(&sb, &store);
+        c.arg("build").arg(&root).args(["--tag", tag, "--mtime", "0"]);
         c
     };
     ok(run(&mut build("warm"))); // the store exists: what follows is one commit, not the layout's creation
@@ -2923,7 +2947,7 @@ fn gc_removes_an_index_temporary_a_killed_writer_left() {
     let before = store_state(&sb);
     let left = sb.data.join("images/index.tmp999999-0");
     std::fs::write(&left, "{").unwrap();
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["temp"], 1, "{rep}");
     assert!(!left.exists());
     assert!(sb.data.join("images/oci-layout").is_file() && sb.data.join("images/index.json").is_file());
@@ -3041,16 +3065,8 @@ fn gc_keeps_layer_dirs_a_mount_names_through_another_spelling() {
         let mnt = sb.path().join(format!("mnt{i}"));
         std::fs::create_dir(&mnt).unwrap();
         // From the data dir, so the relative spelling resolves; gc runs elsewhere.
-        sh_ok(&format!(
-            "cd {} && mount -t overlay overlay -o lowerdir={lower}:{} {}",
-            sb.data.display(),
-            empty.display(),
-            mnt.display()
-        ));
-        let _m = Defer(|| {
-            let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
-        });
-        let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+        let _m = mount_from(&sb.data, lower, &empty, &mnt);
+        let rep: serde_json::Value = gc_report(&sb);
         assert_eq!((rep["kept_mounted"].as_u64(), rep["layer_dirs"].as_u64()), (Some(1), Some(0)), "{lower}: {rep}");
         assert!(dir.join("d/f").is_file(), "gc removed the layer dir the mount of {lower} uses");
     }
@@ -3071,11 +3087,11 @@ fn gc_keeps_layer_dirs_a_mount_names_through_another_spelling() {
         let _m = Defer(|| {
             let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
         });
-        let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+        let rep: serde_json::Value = gc_report(&sb);
         assert_eq!(rep["kept_mounted"].as_u64(), Some(1), "beside a mount that is not UTF-8: {rep}");
         assert!(dir.join("d/f").is_file());
     }
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!((rep["kept_mounted"].as_u64(), rep["layer_dirs"].as_u64()), (Some(0), Some(1)), "{rep}");
     assert!(!dir.exists());
 }
@@ -3252,20 +3268,12 @@ fn gc_keeps_layer_dirs_a_mount_names_by_relative_paths() {
         let lower = lower.replace("HEX", &hex);
         let mnt = sb.path().join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
-        sh_ok(&format!(
-            "cd {} && mount -t overlay overlay -o lowerdir={lower}:{} {}",
-            from.display(),
-            empty.display(),
-            mnt.display()
-        ));
-        let _m = Defer(|| {
-            let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
-        });
-        let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+        let _m = mount_from(from, &lower, &empty, &mnt);
+        let rep: serde_json::Value = gc_report(&sb);
         assert_eq!((rep["kept_mounted"].as_u64(), rep["layer_dirs"].as_u64()), (Some(1), Some(0)), "{lower}: {rep}");
         assert!(dir.join("f").is_file(), "gc removed the layer dir mounted as {lower} from {}", from.display());
     }
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
 }
 
@@ -3278,27 +3286,23 @@ fn gc_of_the_default_store_keeps_the_layer_dirs_of_another_store() {
     let sb = Sandbox::new();
     let root = one_file_root(&sb);
     let other = sb.path().join("other");
-    let with_other = || {
-        let mut c = img(&sb);
-        c.arg("--store").arg(&other);
-        c
-    };
+    let with_other = || img_at(&sb, &other);
     ok(run(with_other().arg("build").arg(&root).args(["--tag", "o"])));
     let dir = PathBuf::from(ok(run(with_other().args(["layers", "o"]))).trim());
     ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "d", "--mtime", "1"])));
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["layer_dirs"].as_u64(), Some(0), "{rep}");
     assert!(dir.join("f").is_file(), "gc of the default store removed a layer dir another store uses");
     // Unreferenced in the other store too: now it goes.
     ok(run(with_other().args(["rm", "o"])));
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
     assert!(!dir.exists());
     // A store that is gone is forgotten.
     ok(run(with_other().arg("build").arg(&root).args(["--tag", "o"])));
     ok(run(with_other().args(["layers", "o"])));
     std::fs::remove_dir_all(&other).unwrap();
-    let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(["--json", "gc"])))).unwrap();
+    let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
     assert_eq!(names(&sb.data.join("layers").join(".stores")), Vec::<String>::new());
 }
