@@ -325,6 +325,22 @@ fn spawn_c_closes_every_other_descriptor_but_the_kept_ones() {
     assert_eq!(stdout(&o), "3 7 9 12 \n\nrc=0\n", "{}", stderr(&o));
 }
 
+/// The shell's write into an `-i` pipe returns before the command reads, up to 1 MiB: bash runs a trap
+/// only once a builtin's write returns, and cbuild-run's arguments (a pipe's default 64 KiB and more) once
+/// held a TERM back until cbuild-ns had read them, by when the command could have started.
+#[test]
+fn spawn_i_pipe_takes_a_mebibyte_before_the_reader_reads() {
+    let d = lock_file();
+    let o = run(&mut bash(
+        "spawn -p c -i 5 w -- sh -c 'sleep 1; : > \"$0/reading\"; wc -c <&5' \"$1\"
+         printf '%01000000d' 0 >&$w
+         [ -e \"$1/reading\" ] && echo waited || echo returned
+         exec {w}>&-; reap -p e $c; echo \"rc=$?\"",
+        d.path(),
+    ));
+    assert_eq!(stdout(&o), "returned\n1000000\nrc=0\n", "{}", stderr(&o));
+}
+
 #[test]
 fn spawn_and_reap_bad_input_is_one_line_and_starts_nothing() {
     let d = lock_file();

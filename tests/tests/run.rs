@@ -1147,9 +1147,12 @@ fn slow_ns_bin(rt: &Rt, secs: u32) -> PathBuf {
     bin
 }
 
-/// A TERM while cbuild-run writes cbuild-ns's arguments (more than a pipe holds, to a cbuild-ns that is
-/// slow to start reading: a wrapper sleeps before it) goes to the chain: the command never runs, the run
-/// ends 125 at once (not after the command's own sleep), and nothing is left, the upper dir included.
+/// A TERM once cbuild-run gave cbuild-ns its arguments (more than a default pipe holds, to a cbuild-ns that
+/// is slow to start reading: a wrapper sleeps before it) goes to the chain at once: the command never runs,
+/// the run ends 125 at once (not after the command's own sleep), and nothing is left, the upper dir
+/// included. Bash runs a trap only when a builtin's write returns: with the write blocked until cbuild-ns
+/// read it all (a 64 KiB pipe), the TERM came after cbuild-ns's set-up on a loaded machine and the
+/// command ran (`spawn -i` now makes the pipe hold 1 MiB).
 #[test]
 fn a_term_while_the_arguments_are_written_reaches_the_chain() {
     let rt = Rt::new();

@@ -55,7 +55,8 @@ static SPAWN_DOC: Doc = Doc::new(
     -r N FILE   FILE open for reading as fd N (N<FILE); -w: for writing, truncated (N>FILE);
                 -a: for appending (N>>FILE). N is 0 to 9.
     -i N WVAR   a pipe: the command reads it as fd N; the shell's end, close-on-exec (no other command
-                gets it), is the fd whose number goes in WVAR: write with >&$WVAR, close with exec {WVAR}>&-
+                gets it), is the fd whose number goes in WVAR: write with >&$WVAR, close with exec {WVAR}>&-;
+                it holds 1 MiB (pipe-max-size) before a write blocks
 
     Without -d, until `reap` has waited for it, run no other child process: the shell holds SIGCHLD blocked so that
     it does not take the spawned command's status itself. Status: 0 started, 1 a FILE did not open,
@@ -100,6 +101,8 @@ impl Open {
 }
 
 const MAX_FILES: usize = 8;
+/// What an `-i` pipe can hold before a write blocks (see where it is set).
+const PIPE_ROOM: c_int = 1 << 20;
 
 /// `spawn`'s options; the command is the words from `command` on.
 #[derive(Debug, PartialEq)]
@@ -366,6 +369,12 @@ fn start<'a>(s: &Spec, word: impl Fn(usize) -> &'a CStr, argv: *const *const c_c
                     return 1;
                 }
             }
+            // Room for what the shell writes (up to the system's pipe-max-size, 1 MiB by default; the
+            // default pipe holds 64 KiB): bash runs a trap only once a builtin's write returns, so a
+            // signal during a write blocked on a slow reader waited for the reader, and reached a
+            // command that might have started meanwhile. Larger than the room left, still blocks.
+            // SAFETY: fcntl on the descriptor just made; a refusal (the user's pipe quota) keeps 64 KiB.
+            unsafe { libc::fcntl(pipe_ends[1], libc::F_SETPIPE_SZ, PIPE_ROOM) };
             // SAFETY: an initialised file-actions object.
             unsafe { libc::posix_spawn_file_actions_adddup2(&mut fa, pipe_ends[0], fd) };
         }
