@@ -9,7 +9,9 @@
 use crate::error::{Error, Result};
 use crate::fsutil;
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -59,7 +61,7 @@ impl Layout {
 }
 
 /// One mounted hierarchy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Hierarchy {
     pub version: u8,
     pub mount: PathBuf,
@@ -68,6 +70,31 @@ pub struct Hierarchy {
     /// The cgroup under which `cbuild/` lives: the mount's root for root, the caller's own (delegated)
     /// cgroup when not root.
     pub base: PathBuf,
+}
+
+/// `{"version","mount","controllers","base"}`. JSON strings are Unicode, mount points are bytes: a path
+/// that is not UTF-8 also comes as `mount_bytes` (`base_bytes`), exactly, beside the readable form with
+/// U+FFFD, as cbuild-overlay gives names (serde refuses such a path, and `info --json` printed nothing).
+impl Serialize for Hierarchy {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("version", &self.version)?;
+        path_entry(&mut m, "mount", &self.mount)?;
+        m.serialize_entry("controllers", &self.controllers)?;
+        path_entry(&mut m, "base", &self.base)?;
+        m.end()
+    }
+}
+
+/// `key` as a string, and, for a path that is not UTF-8, `key_bytes` as an array of its bytes.
+fn path_entry<M: SerializeMap>(m: &mut M, key: &'static str, path: &Path) -> std::result::Result<(), M::Error> {
+    match path.to_str() {
+        Some(p) => m.serialize_entry(key, p),
+        None => {
+            m.serialize_entry(key, &path.to_string_lossy())?;
+            m.serialize_entry(&format!("{key}_bytes"), path.as_os_str().as_bytes())
+        }
+    }
 }
 
 impl Hierarchy {
@@ -251,6 +278,18 @@ fn join_rel(mount: &Path, rel: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_gives_a_path_that_is_not_utf8_exactly() {
+        use std::ffi::OsStr;
+        let mount = PathBuf::from(OsStr::from_bytes(b"/m\xff"));
+        let h = Hierarchy { version: 1, mount, controllers: vec!["cpu".into()], base: "/m/é".into() };
+        assert_eq!(
+            serde_json::to_string(&h).unwrap(),
+            "{\"version\":1,\"mount\":\"/m\u{fffd}\",\"mount_bytes\":[47,109,255],\"controllers\":[\"cpu\"],\
+             \"base\":\"/m/é\"}"
+        );
+    }
 
     #[test]
     fn mountinfo_v1() {

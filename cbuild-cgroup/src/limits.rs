@@ -46,6 +46,9 @@ pub struct RawLimits {
 pub struct IoMax {
     pub major: u64,
     pub minor: u64,
+    /// What an error names the entry by: `--io-max` and its value as typed (`/dev/vda:rbps=1m`,
+    /// `008:0:…`, not the MAJ:MIN it became), or the OCI list that first named the device.
+    pub given: String,
     pub rbps: Option<Limit>,
     pub wbps: Option<Limit>,
     pub riops: Option<Limit>,
@@ -575,7 +578,7 @@ impl Limits {
         for io in &self.io_max {
             let dev = format!("/sys/dev/block/{}:{}", io.major, io.minor);
             if !Path::new(&dev).exists() {
-                return Err(bad("--io-max", &format!("{}:{}", io.major, io.minor), "no such block device"));
+                return Err(Error::bad("limits", &io.given, "no such block device"));
             }
         }
         self.check_oci_only(host)
@@ -729,7 +732,7 @@ pub fn parse_io_max(spec: &str) -> Result<IoMax> {
     let eq = spec.find('=').ok_or_else(|| b("want DEV:rbps=..,wbps=..,riops=..,wiops=..".into()))?;
     let colon = spec[..eq].rfind(':').ok_or_else(|| b("want DEV:key=value,...".into()))?;
     let (dev, settings) = (&spec[..colon], &spec[colon + 1..]);
-    let mut io = IoMax::default();
+    let mut io = IoMax { given: format!("--io-max {spec}"), ..Default::default() };
     if let Some((ma, mi)) = dev.split_once(':').filter(|_| !dev.starts_with('/')) {
         io.major = ma.parse().map_err(|_| b(format!("{dev:?} is not MAJ:MIN")))?;
         io.minor = mi.parse().map_err(|_| b(format!("{dev:?} is not MAJ:MIN")))?;
@@ -1071,18 +1074,19 @@ pub fn from_oci(path: &Path) -> Result<Limits> {
             }
         }
         let lim = |r: u64| if r == 0 { Limit::Max } else { Limit::Value(r) };
-        let lists: [(&Vec<OciThrottle>, SetThrottle); 4] = [
-            (&b.throttle_read_bps_device, |d, v| d.rbps = Some(v)),
-            (&b.throttle_write_bps_device, |d, v| d.wbps = Some(v)),
-            (&b.throttle_read_iops_device, |d, v| d.riops = Some(v)),
-            (&b.throttle_write_iops_device, |d, v| d.wiops = Some(v)),
+        let lists: [(&Vec<OciThrottle>, &str, SetThrottle); 4] = [
+            (&b.throttle_read_bps_device, "throttleReadBpsDevice", |d, v| d.rbps = Some(v)),
+            (&b.throttle_write_bps_device, "throttleWriteBpsDevice", |d, v| d.wbps = Some(v)),
+            (&b.throttle_read_iops_device, "throttleReadIOPSDevice", |d, v| d.riops = Some(v)),
+            (&b.throttle_write_iops_device, "throttleWriteIOPSDevice", |d, v| d.wiops = Some(v)),
         ];
-        for (list, set) in lists {
-            for t in list {
+        for (list, field, set) in lists {
+            for (n, t) in list.iter().enumerate() {
                 let i = match l.io_max.iter().position(|d| d.major == t.major && d.minor == t.minor) {
                     Some(i) => i,
                     None => {
-                        l.io_max.push(IoMax { major: t.major, minor: t.minor, ..Default::default() });
+                        let given = format!("linux.resources.blockIO.{field}[{n}] {}:{}", t.major, t.minor);
+                        l.io_max.push(IoMax { major: t.major, minor: t.minor, given, ..Default::default() });
                         l.io_max.len() - 1
                     }
                 };

@@ -151,7 +151,7 @@ pub fn diff(req: &DiffRequest) -> Result<DiffResult> {
     }
     let prefix = xattr_prefix(userxattr);
 
-    crate::error::verbose::step("walk", upper.display());
+    crate::error::verbose::step("walk", p(&upper));
     let mut changes = vec![];
     // Dirs (relative) below which the lower layers are hidden: opaque dirs, and dirs that replaced a
     // lower non-dir or were made new. The walk is depth-first, so the ones that still matter are

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// A failed step: what was being done (`step`), to what (`object`, usually a path), and why.
@@ -55,9 +56,12 @@ impl Error {
     }
 }
 
-/// Shorthand for a path as an error object.
+/// A path for a line of text, stderr's (error objects, `-v` steps, warnings) or a human report's:
+/// control characters, `\` and bytes that are not UTF-8 as `\ooo`, as [`crate::diff`] escapes names.
+/// `display()` made each such byte U+FFFD, so an error named `u\xff` and `u\xfe` alike, and otherwise
+/// than the report that listed it.
 pub fn p(path: &Path) -> String {
-    path.display().to_string()
+    crate::diff::escape_bytes_for_line(path.as_os_str().as_bytes())
 }
 
 /// Text for a stderr line (error, undo, warning or `-v` step): a line break in a path becomes `\n` or

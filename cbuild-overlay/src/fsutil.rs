@@ -150,7 +150,7 @@ pub fn mkdir_p(path: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
     let mut cur = existing;
     for c in rest {
         cur.push(c);
-        crate::error::verbose::step("mkdir", cur.display());
+        crate::error::verbose::step("mkdir", p(&cur));
         match std::fs::create_dir(&cur) {
             Ok(()) => created.push(cur.clone()),
             Err(e)

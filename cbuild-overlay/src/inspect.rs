@@ -196,7 +196,7 @@ pub fn inspect(target: &Path) -> Result<Inspect> {
     let mut warnings = vec![];
     let mut warned_fs = HashSet::new();
     for (role, index, pb) in roles {
-        step("count", pb.display());
+        step("count", p(pb));
         let (counts, error) = match count(pb, prefix) {
             Ok(c) => (c, None),
             Err(e) => (Counts::default(), Some(e.to_string())),
@@ -208,7 +208,7 @@ pub fn inspect(target: &Path) -> Result<Inspect> {
             if f.inodes_total > 0 && f.inodes_used_percent > INODE_WARN_PERCENT && warned_fs.insert(dev) {
                 warnings.push(format!(
                     "{}: {:.0}% of the inodes of its {} filesystem are in use ({} of {} free): new files will fail with ENOSPC",
-                    pb.display(), f.inodes_used_percent, f.fs_type, f.inodes_free, f.inodes_total
+                    p(pb), f.inodes_used_percent, f.fs_type, f.inodes_free, f.inodes_total
                 ));
             }
         }

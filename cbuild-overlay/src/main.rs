@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use cbuild_overlay::diff::{self, DiffRequest};
-use cbuild_overlay::error::{one_line, verbose, Error};
+use cbuild_overlay::error::{one_line, p, verbose, Error};
 use cbuild_overlay::inspect;
 use cbuild_overlay::mount::{self, Api, MountRequest, Mounted};
 
@@ -290,7 +290,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                     exec_with(mnt, n, &cmd, m)
                 }
                 _ => {
-                    verbose::step("mounted", format!("{} ({how})", req.target.display()));
+                    verbose::step("mounted", format!("{} ({how})", p(&req.target)));
                     Ok(())
                 }
             }
@@ -331,7 +331,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
         Cmd::Prune => {
             // One line per dir, as `ls` prints paths: a newline in a name cannot forge a second entry.
             for d in mount::prune(&state_dir())? {
-                println!("{}", shown(&d));
+                println!("{}", p(&d));
             }
             Ok(())
         }
@@ -346,10 +346,10 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 for m in &mounts {
                     println!(
                         "{:<40} {:>6} {:<10} {}",
-                        shown(&m.target),
+                        p(&m.target),
                         m.lower.len() + m.data.len(),
                         m.layer_keys,
-                        m.upper.as_deref().map(shown).unwrap_or_else(|| "-".into())
+                        m.upper.as_deref().map(p).unwrap_or_else(|| "-".into())
                     );
                 }
             }
@@ -368,7 +368,7 @@ fn lowers(lower: &[OsString], from: Option<&Path>) -> Result<Vec<PathBuf>, Error
         // As overlay's lowerdir: `:` between dirs, `\:` for a colon in a name.
         let (dirs, data) = cbuild_overlay::mountinfo::split_lowerdir(s.as_bytes());
         if !data.is_empty() {
-            return Err(Error::invalid("lowerdir", s.to_string_lossy(), "data-only layers (`::`) are not supported"));
+            return Err(Error::invalid("lowerdir", p(Path::new(s)), "data-only layers (`::`) are not supported"));
         }
         v.extend(dirs.into_iter().filter(|d| !d.as_os_str().is_empty()));
     }
@@ -378,7 +378,7 @@ fn lowers(lower: &[OsString], from: Option<&Path>) -> Result<Vec<PathBuf>, Error
             std::io::stdin().lock().read_to_end(&mut text).map_err(|e| Error::os("lower-from", "-", e))?;
             (text, None)
         } else {
-            (std::fs::read(f).map_err(|e| Error::os("lower-from", f.display().to_string(), e))?, f.parent())
+            (std::fs::read(f).map_err(|e| Error::os("lower-from", p(f), e))?, f.parent())
         };
         for (i, line) in text.split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
@@ -387,7 +387,7 @@ fn lowers(lower: &[OsString], from: Option<&Path>) -> Result<Vec<PathBuf>, Error
             if line.ends_with(b"\r") {
                 return Err(Error::invalid(
                     "lower-from",
-                    format!("{}:{}", f.display(), i + 1),
+                    format!("{}:{}", p(f), i + 1),
                     "the line ends in a carriage return (CRLF line ends?)",
                 )
                 .with_hint(if base.is_some() {
@@ -439,8 +439,8 @@ fn print_inspect(r: &inspect::Inspect) {
     let m = &r.mount;
     println!(
         "overlay on {} (source {}, {}, {} lower layer(s){})",
-        shown(&m.target),
-        shown(Path::new(&m.source)),
+        p(&m.target),
+        p(Path::new(&m.source)),
         m.layer_keys,
         m.lower.len() + m.data.len(),
         if m.upper.is_some() { ", upper" } else { ", read-only" }
@@ -474,15 +474,10 @@ fn print_inspect(r: &inspect::Inspect) {
             ifree,
             iuse,
             free,
-            shown(&l.path),
+            p(&l.path),
             l.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
         );
     }
-}
-
-/// A name for a human line, escaped as `diff` escapes its paths (bytes that are not UTF-8 as `\ooo` too).
-fn shown(path: &Path) -> String {
-    diff::escape_bytes_for_line(path.as_os_str().as_bytes())
 }
 
 /// `s` as one POSIX shell word, for hints a reader pastes into a shell.

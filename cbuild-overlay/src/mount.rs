@@ -158,7 +158,7 @@ impl Drop for Undo {
                     ("umount", m, rustix::mount::unmount(m, UnmountFlags::DETACH).map_err(Into::into))
                 }
             };
-            step(&format!("undo {what}"), path.display());
+            step(&format!("undo {what}"), p(path));
             if let Err(e) = r {
                 eprintln!("cbuild-overlay: undo {what}: {}: {e}", one_line(&p(path)));
             }
@@ -280,14 +280,14 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
         if let Some(s) = size {
             data.push_str(&format!(",size={s}"));
         }
-        step("tmpfs", format!("{} ({data})", dir.display()));
+        step("tmpfs", format!("{} ({data})", p(&dir)));
         let cdata = std::ffi::CString::new(data).expect("no NUL in tmpfs options");
         rustix::mount::mount("cbuild-overlay-upper", &dir, "tmpfs", MountFlags::empty(), cdata.as_c_str())
             .map_err(|e| Error::os("tmpfs", p(&dir), e).with_hint("check the --tmpfs-upper size (e.g. 64m, 10%)"))?;
         undo.push(UndoStep::Umount(dir.clone()));
         for sub in ["upper", "work"] {
             let d = dir.join(sub);
-            step("mkdir", d.display());
+            step("mkdir", p(&d));
             std::fs::create_dir(&d).map_err(|e| Error::os("mkdir", p(&d), e))?;
         }
         set_mode_like(&dir.join("upper"), &plan.lower[0])?;
@@ -322,18 +322,18 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
             // it: under a shared mount (/ on systemd hosts) the overlay would be copied into every peer
             // mount namespace, and its clone would join that peer group, which pivot_root refuses. A
             // mount made under a private one is private.
-            step("mount", format!("{} (private bind)", tmp.display()));
+            step("mount", format!("{} (private bind)", p(&tmp)));
             rustix::mount::mount_bind(&tmp, &tmp).map_err(|e| Error::os("mount", p(&tmp), e))?;
             undo.push(UndoStep::Umount(tmp.clone()));
             rustix::mount::mount_change(&tmp, rustix::mount::MountPropagationFlags::PRIVATE)
                 .map_err(|e| Error::os("mount", p(&tmp), e))?;
             let at = Plan { target: tmp.join("root"), ..plan.clone() };
-            step("mkdir", at.target.display());
+            step("mkdir", p(&at.target));
             std::fs::create_dir(&at.target).map_err(|e| Error::os("mkdir", p(&at.target), e))?;
             undo.push(UndoStep::Rmdir(at.target.clone()));
             mount_legacy(&at, req, &tmp.to_string_lossy(), aux.as_deref().filter(|_| fd_names), &mut undo)?;
             undo.push(UndoStep::Umount(at.target.clone()));
-            step("open_tree", format!("{} (detached clone)", at.target.display()));
+            step("open_tree", format!("{} (detached clone)", p(&at.target)));
             let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
             let fd = rustix::mount::open_tree(CWD, &at.target, flags)
                 .map_err(|e| Error::os("open_tree", p(&at.target), e))?;
@@ -374,7 +374,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
 fn set_mode_like(upper: &Path, top: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(top).map_err(|e| Error::os("lowerdir", p(top), e))?.permissions().mode() & 0o7777;
-    step("chmod", format!("{} {mode:o}", upper.display()));
+    step("chmod", format!("{} {mode:o}", p(upper)));
     std::fs::set_permissions(upper, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::os("chmod", p(upper), e))
 }
 
@@ -446,11 +446,11 @@ fn check(req: &MountRequest) -> Result<Plan> {
             return Err(Error::invalid("workdir", p(w), "is the upper dir itself; overlay needs two separate dirs"));
         }
         if fsutil::is_within(w, u) {
-            return Err(Error::invalid("workdir", p(w), format!("inside the upper dir {}", u.display()))
+            return Err(Error::invalid("workdir", p(w), format!("inside the upper dir {}", p(u)))
                 .with_hint("put work next to upper, e.g. .../upper and .../work"));
         }
         if fsutil::is_within(u, w) {
-            return Err(Error::invalid("upperdir", p(u), format!("inside the work dir {}", w.display())));
+            return Err(Error::invalid("upperdir", p(u), format!("inside the work dir {}", p(w))));
         }
         // Where they will be created is the mount of their nearest existing ancestor.
         let (ue, u_missing) = fsutil::nearest_existing(u);
@@ -474,7 +474,7 @@ fn check(req: &MountRequest) -> Result<Plan> {
             return Err(Error::invalid(
                 "workdir",
                 p(w),
-                format!("not on the same mount as the upper dir {} (mount ids {wm} and {um})", u.display()),
+                format!("not on the same mount as the upper dir {} (mount ids {wm} and {um})", p(u)),
             )
             .with_hint("overlay renames from work to upper, so both must be on one filesystem mount"));
         }
@@ -484,11 +484,7 @@ fn check(req: &MountRequest) -> Result<Plan> {
             let real = std::fs::canonicalize(l).map_err(|e| Error::os("lowerdir", p(l), e))?;
             for (what, d) in [("upperdir", u), ("workdir", w)] {
                 if fsutil::is_within(&real, d) || fsutil::is_within(d, &real) {
-                    let shown = if &real == l {
-                        l.display().to_string()
-                    } else {
-                        format!("{} ({})", l.display(), real.display())
-                    };
+                    let shown = if &real == l { p(l) } else { format!("{} ({})", p(l), p(&real)) };
                     return Err(Error::invalid(what, p(d), format!("overlaps the lower dir {shown}")));
                 }
             }
@@ -539,7 +535,7 @@ fn check_target_placement(
                 .with_hint("mount the overlay outside its layers, e.g. next to the upper and work dirs"));
         }
         if fsutil::is_within(target, d) {
-            return Err(Error::invalid("target", p(target), format!("inside the {what} dir {}", d.display()))
+            return Err(Error::invalid("target", p(target), format!("inside the {what} dir {}", p(d)))
                 .with_hint("mount the overlay outside its layers, e.g. next to the upper and work dirs"));
         }
     }
@@ -552,11 +548,7 @@ fn check_target_placement(
             if std::fs::canonicalize(&lower[i]).ok().as_deref() != Some(dir) {
                 continue;
             }
-            let shown = if lower[i] == dir {
-                lower[i].display().to_string()
-            } else {
-                format!("{} ({})", lower[i].display(), dir.display())
-            };
+            let shown = if lower[i] == dir { p(&lower[i]) } else { format!("{} ({})", p(&lower[i]), p(dir)) };
             return Err(Error::invalid("target", p(target), format!("inside the lower dir {shown}"))
                 .with_hint("mount the overlay outside its layers"));
         }
@@ -577,7 +569,7 @@ fn check_volatile_marker(work: &Path) -> Result<()> {
             p(work),
             format!(
                 "marked by an earlier --volatile mount, which overlay refuses to reuse: remove {} to reuse these upper and work dirs",
-                mark.display()
+                p(&mark)
             ),
         )
         .with_hint(
@@ -604,7 +596,7 @@ fn in_use_check(u: &Path, w: &Path) -> Result<()> {
                 return Err(Error::invalid(
                     what,
                     p(d),
-                    format!("already in use by the overlay mounted at {}", e.mount_point.display()),
+                    format!("already in use by the overlay mounted at {}", p(&e.mount_point)),
                 ));
             }
         }
@@ -698,7 +690,7 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<Option<Own
     };
     set("source", Path::new(source), format!("source={source}"))?;
     for (i, l) in plan.lower.iter().enumerate() {
-        step("fsconfig", format!("lowerdir+={}", l.display()));
+        step("fsconfig", format!("lowerdir+={}", p(l)));
         if let Err(e) = set("lowerdir+", l, p(l)) {
             let detail = match &e.reason {
                 Reason::Os { detail, .. } => detail.clone(),
@@ -713,11 +705,11 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<Option<Own
         }
     }
     if let (Some(u), Some(w)) = (&plan.upper, &plan.work) {
-        step("fsconfig", format!("upperdir={}", u.display()));
+        step("fsconfig", format!("upperdir={}", p(u)));
         // Unlike `lowerdir+`, overlay unescapes upperdir and workdir (a `\` quotes the next byte) even
         // when they come one per fsconfig call, so a backslash in the path must be doubled.
         set("upperdir", &escape_backslash(u), p(u)).map_err(|e| Error { step: "upperdir", ..e })?;
-        step("fsconfig", format!("workdir={}", w.display()));
+        step("fsconfig", format!("workdir={}", p(w)));
         set("workdir", &escape_backslash(w), p(w)).map_err(|e| Error { step: "workdir", ..e })?;
     }
     for (key, value) in flag_options(req) {
@@ -733,7 +725,7 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<Option<Own
                 .with_hint("this kernel's overlay may not support the option")
         })?;
     }
-    step("fsconfig", format!("create: {}", plan.target.display()));
+    step("fsconfig", format!("create: {}", p(&plan.target)));
     rustix::mount::fsconfig_create(&fs).map_err(|e| {
         let detail = fc_log(&fs);
         let hint = detail.is_none();
@@ -833,7 +825,7 @@ fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
         let recorded = match (&made, created.last() == Some(&base) && parents > 0) {
             (Ok(()), true) => {
                 let f = base.join(PARENTS_MADE);
-                step("write", f.display());
+                step("write", p(&f));
                 std::fs::write(&f, format!("{parents}\n")).map_err(|e| Error::os("write", p(&f), e))
             }
             _ => Ok(()),
@@ -854,7 +846,7 @@ fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
         made?;
         recorded?;
         let dir = base.join(&name);
-        step("mkdir", dir.display());
+        step("mkdir", p(&dir));
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 undo.push(UndoStep::Rmdir(dir.clone()));
@@ -915,12 +907,12 @@ fn remove_base(base: &Path) {
         }
         return;
     }
-    step("rmdir", base.display());
+    step("rmdir", p(base));
     for dir in base.ancestors().skip(1).take(parents) {
         if std::fs::remove_dir(dir).is_err() {
             break;
         }
-        step("rmdir", dir.display());
+        step("rmdir", p(dir));
     }
 }
 
@@ -944,7 +936,7 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, fd_names: Option<
                 text.extend_from_slice(b);
                 text.push(b'\n');
             }
-            step("write", list.display());
+            step("write", p(&list));
             std::fs::write(&list, text).map_err(|e| Error::os("write", p(&list), e))?;
             undo.push(UndoStep::Unlink(list));
             let mut names = Vec::with_capacity(plan.lower.len());
@@ -993,7 +985,7 @@ fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, fd_names: Option<
         }
         None => None,
     };
-    step("mount", format!("{} (mount(2), {} bytes of options)", plan.target.display(), cdata.as_bytes().len()));
+    step("mount", format!("{} (mount(2), {} bytes of options)", p(&plan.target), cdata.as_bytes().len()));
     let r = rustix::mount::mount(source, &plan.target, "overlay", MountFlags::empty(), cdata.as_c_str());
     if let Some(here) = back {
         let _ = rustix::process::fchdir(&here);
@@ -1023,11 +1015,11 @@ pub fn umount(target: &Path, lazy: bool, state: &Path) -> Result<()> {
         return Err(Error::invalid(
             "umount",
             p(&target),
-            format!("not mounted by cbuild-overlay (source {})", entry.source.to_string_lossy()),
+            format!("not mounted by cbuild-overlay (source {})", p(Path::new(&entry.source))),
         )
         .with_hint("unmount it with umount(8); if cbuild-overlay mounted it, set CBUILD_STATE as it was then"));
     }
-    step("umount", target.display());
+    step("umount", p(&target));
     let flags = if lazy { UnmountFlags::DETACH } else { UnmountFlags::empty() };
     rustix::mount::unmount(&target, flags).map_err(|e| {
         let err = Error::os("umount", p(&target), e);
@@ -1063,7 +1055,7 @@ pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
         }
         let aux = base.join(&name);
         if creator_alive(&name.to_string_lossy()) {
-            step("prune", format!("{}: its creator is alive, kept", aux.display()));
+            step("prune", format!("{}: its creator is alive, kept", p(&aux)));
             continue;
         }
         dead.push(aux);
@@ -1077,17 +1069,17 @@ pub fn prune(state: &Path) -> Result<Vec<PathBuf>> {
             .iter()
             .any(|m| m.fs_type == "overlay" && Path::new(&m.source) == aux && !m.mount_point.starts_with(&aux));
         if in_use {
-            step("prune", format!("{}: in use, kept", aux.display()));
+            step("prune", format!("{}: in use, kept", p(&aux)));
             continue;
         }
         // Deepest first: the temporary overlay of `--fd` sits on the tmpfs or dir it was mounted in.
         let mut below: Vec<&PathBuf> = entries.iter().map(|m| &m.mount_point).filter(|m| m.starts_with(&aux)).collect();
         below.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
         for m in below {
-            step("umount", m.display());
+            step("umount", p(m));
             rustix::mount::unmount(m, UnmountFlags::DETACH).map_err(|e| Error::os("umount", p(m), e))?;
         }
-        step("rm", aux.display());
+        step("rm", p(&aux));
         std::fs::remove_dir_all(&aux).map_err(|e| Error::os("rm", p(&aux), e))?;
         removed.push(aux);
     }
@@ -1125,14 +1117,14 @@ fn is_aux_name(name: &std::ffi::OsStr) -> bool {
 /// `.overlay` parent. Nothing else in it is touched. Failures are warnings: the overlay is already gone.
 fn remove_aux(aux: &Path) {
     if fsutil::mount_identity("umount", aux).is_ok_and(|m| m.is_mount_root) {
-        step("umount", aux.display());
+        step("umount", p(aux));
         if let Err(e) = rustix::mount::unmount(aux, UnmountFlags::DETACH) {
             eprintln!("cbuild-overlay: umount: {}: {e}", one_line(&p(aux)));
             return;
         }
     }
     let _ = std::fs::remove_file(aux.join(LOWER_LIST));
-    step("rmdir", aux.display());
+    step("rmdir", p(aux));
     if let Err(e) = std::fs::remove_dir(aux) {
         eprintln!("cbuild-overlay: rmdir: {}: {e}", one_line(&p(aux)));
         return;

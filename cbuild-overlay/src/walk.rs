@@ -111,8 +111,8 @@ fn shown(root: &Path, path: &Path, depth: usize) -> String {
     if path.as_os_str().len() <= libc::PATH_MAX as usize {
         return p(path);
     }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    format!("{}/.../{name} ({depth} dirs deep)", root.display())
+    let name = p(Path::new(path.file_name().unwrap_or_default()));
+    format!("{}/.../{name} ({depth} dirs deep)", p(root))
 }
 
 /// One open dir of the walk: its fd, its entries' names (sorted) and the next one to visit.

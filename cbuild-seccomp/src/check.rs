@@ -101,6 +101,16 @@ pub fn decode(ret: u32) -> (&'static str, Option<u16>) {
     }
 }
 
+/// A SECCOMP_RET_* value as the table's RESULT column shows it: `ALLOW`, `ERRNO(1 EPERM)`.
+pub fn verdict(ret: u32) -> String {
+    let (action, errno) = decode(ret);
+    let short = action.strip_prefix("SCMP_ACT_").unwrap_or(action);
+    match errno {
+        Some(e) => format!("{short}({e}{})", errno_name(e).map(|n| format!(" {n}")).unwrap_or_default()),
+        None => short.to_string(),
+    }
+}
+
 fn describe(r: &Rule) -> String {
     if r.conds.is_empty() {
         return format!("{} {}", r.name, r.action);
@@ -120,8 +130,11 @@ pub fn check(r: &Resolved, c: &Compiled, abi: Arch, q: &Query) -> Result<Answer>
         .rules
         .iter()
         .filter(|rule| q.name.as_deref() == Some(rule.name.as_str()))
-        .filter(|rule| rule.conds.iter().all(|c| c.matches(q.args[c.index as usize])))
+        // As the program compares them: on 32-bit ABIs, low words only. All 64 bits used to be compared
+        // here, so a value whose high bits differ got the reason of another verdict than the program's.
+        .filter(|rule| rule.conds.iter().all(|c| crate::gen::holds(c, abi, &q.args)))
         .collect();
+    let low_word = abi.bits32 && matching.iter().any(|x| !x.conds.iter().all(|c| c.matches(q.args[c.index as usize])));
     // socketcall(SYS_SOCKET, …) on x86 (ipc(SHMGET, …) likewise): the program holds socket's rules there
     // too, without their conditions, since the call's own arguments are in memory behind a pointer
     // seccomp cannot read; an unconditional socketcall rule wins over them. Only rules named
@@ -146,6 +159,21 @@ pub fn check(r: &Resolved, c: &Compiled, abi: Arch, q: &Query) -> Result<Answer>
             matching.extend(rules);
             note = format!(" (applied to {mux}({sub}, …) without conditions: it {behind})");
         }
+    } else if let Some((mux, mux_nr, sub)) = q.name.as_deref().and_then(|n| crate::gen::multiplexer(abi, n)) {
+        // The direct call's argument conditions (Docker's address families for socket) read as if they
+        // held the operation, but the same one made through the multiplexer is decided without them.
+        let call = q.name.as_deref().unwrap_or_default();
+        let conditional = r.rules.iter().any(|x| x.name == call && !x.conds.is_empty());
+        if conditional && q.nr as u32 != mux_nr {
+            let via = Data { nr: mux_nr as i32, arch: abi.audit, ip: 0, args: [sub, 0, 0, 0, 0, 0] };
+            let (via_ret, _) = bpf::run_counted(&c.prog, &via).map_err(|e| Error::new("check", "program", e))?;
+            let name = if mux == "socketcall" { format!("SYS_{}", call.to_uppercase()) } else { call.to_uppercase() };
+            note =
+                format!("; {mux}({name}, …) (nr {mux_nr}) is not bound by {call}'s conditions: {}", verdict(via_ret));
+        }
+    }
+    if low_word {
+        note = format!(" ({} compares the low 32 bits of arguments only){note}", abi.name);
     }
     let in_filter = r.arches.iter().any(|a| a.audit == abi.audit);
     let (by, why) = if ret != main_ret {
@@ -162,7 +190,7 @@ pub fn check(r: &Resolved, c: &Compiled, abi: Arch, q: &Query) -> Result<Answer>
         let why = if others.is_empty() {
             "no rule names it".to_string()
         } else {
-            format!("no rule matched: {}", others.join("; "))
+            format!("no rule matched: {}{note}", others.join("; "))
         };
         ("default", why)
     };

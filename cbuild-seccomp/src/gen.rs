@@ -265,12 +265,28 @@ pub fn demultiplex(arch: Arch, nr: u32, arg0: u64) -> Option<(&'static str, &'st
     })
 }
 
+/// The multiplexer that also carries `call` on `arch` (socket → socketcall), its number and the value of
+/// its first argument that names `call`: the other way round from [`demultiplex`].
+pub fn multiplexer(arch: Arch, call: &str) -> Option<(&'static str, u32, u64)> {
+    [("socketcall", SOCKETCALL), ("ipc", IPC)].into_iter().find_map(|(mux, table)| {
+        let sub = table.iter().find(|(n, _)| *n == call)?.1;
+        Some((mux, syscall_nr(mux, arch)?, sub))
+    })
+}
+
 fn truncate(c: &Cond, arch: Arch) -> Cond {
     if arch.bits32 {
         Cond { value: c.value & 0xffff_ffff, value_two: c.value_two & 0xffff_ffff, ..*c }
     } else {
         *c
     }
+}
+
+/// Whether `c` holds for `args` as the program for `arch` tests it: on 32-bit ABIs only the low word of
+/// the argument, against the condition's values truncated to 32 bits.
+pub fn holds(c: &Cond, arch: Arch, args: &[u64; 6]) -> bool {
+    let arg = args[c.index as usize];
+    truncate(c, arch).matches(if arch.bits32 { arg & 0xffff_ffff } else { arg })
 }
 
 /// The calls of `arch` that rules name, by number.
@@ -690,12 +706,7 @@ mod tests {
                 .arches
                 .iter()
                 .map(|a| {
-                    let mux = |name: &str| {
-                        [(SOCKETCALL, "socketcall"), (IPC, "ipc")].iter().find_map(|(table, m)| {
-                            let call = table.iter().find(|(n, _)| *n == name)?.1;
-                            Some((syscall_nr(m, *a)?, call))
-                        })
-                    };
+                    let mux = |name: &str| multiplexer(*a, name).map(|(_, nr, call)| (nr, call));
                     (*a, r.rules.iter().map(|x| (syscall_nr(&x.name, *a), mux(&x.name))).collect())
                 })
                 .collect();
@@ -739,7 +750,7 @@ mod tests {
                 if *direct == Some(nr) {
                     if rule.conds.is_empty() {
                         unconditional.get_or_insert(rule.action);
-                    } else if rule.conds.iter().all(|c| truncate(c, *a).matches(arg(c.index))) {
+                    } else if rule.conds.iter().all(|c| holds(c, *a, args)) {
                         matched.push(rule.action);
                     }
                 }

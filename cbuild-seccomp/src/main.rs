@@ -312,14 +312,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 let _ = writeln!(out, "{:<24} {:>5}  {:<22} {:<20} WHY", "SYSCALL", "NR", "ARGS", "RESULT");
                 for a in &answers {
                     let args = a.args.iter().map(|v| format!("{v:#x}")).collect::<Vec<_>>().join(",");
-                    let result = match a.errno {
-                        Some(e) => format!(
-                            "{}({e}{})",
-                            &a.action[9..],
-                            a.errno_name.map(|n| format!(" {n}")).unwrap_or_default()
-                        ),
-                        None => a.action[9..].to_string(),
-                    };
+                    let result = check::verdict(a.ret);
                     let name = a.syscall.clone().unwrap_or_else(|| "?".into());
                     let _ = writeln!(out, "{name:<24} {:>5}  {args:<22} {result:<20} {}: {}", a.nr, a.by, a.why);
                 }

@@ -2852,6 +2852,31 @@ fn errors_show_flag_values_as_typed() {
     );
 }
 
+/// Found by a review: an `--io-max` device that does not exist was named as the MAJ:MIN it parsed to
+/// (`--io-max 4095:4095` for `04095:04095:rbps=1m`), and one from an OCI throttle list as if `--io-max`
+/// had given it. Each is named as given: the flag with its value as typed, or the list entry.
+#[test]
+fn io_max_errors_show_the_device_as_typed() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    for spec in ["04095:04095:rbps=1m", "4095:4095:rbps=1m,wiops=7"] {
+        let name = unique("cg");
+        let _g = Cg { name: name.clone(), dirs: dirs(&i, &name) };
+        let o = run(cg(&sb).args(["create", &name, "--io-max", spec]));
+        assert_tool_error(&o, TOOL, &format!("limits: --io-max {spec}: no such block device"));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert_no_dirs(&i, &name);
+    }
+    let oci = r#"{"blockIO":{"throttleWriteIOPSDevice":[{"major":4095,"minor":4095,"rate":5}]}}"#;
+    assert_oci_refused(
+        &sb,
+        &i,
+        oci,
+        "limits: linux.resources.blockIO.throttleWriteIOPSDevice[0] 4095:4095: no such block device",
+    );
+}
+
 /// A burst the kernel refuses is refused for the bound it breaks: with no quota, only the kernel's
 /// largest burst (u64 nanoseconds), which no quota is involved in; with one, the quota, and quota + burst
 /// within the kernel's largest quota. A refusal on an existing group gets a hint naming the quota in
@@ -2910,6 +2935,59 @@ fn unmounted_v1_controller(controller: &str) -> bool {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() == 4 && f[0] == controller && f[1] == "0" && f[3] == "1"
     })
+}
+
+/// Found by a review: serde refuses a path that is not UTF-8, so with a v1 hierarchy mounted at such a
+/// path `info --json` printed an empty line (exit 0). A hierarchy the host already has is mounted again
+/// for the test (no new hierarchy, nothing in /proc/cgroups changes) in a private mount namespace, with
+/// the host's mount of it unmounted there so that ours is the one found; the namespace, and the mount
+/// with it, go when the shell exits.
+#[test]
+fn info_json_gives_a_mount_point_that_is_not_utf8_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let Some(h) = i["hierarchies"].as_array().unwrap().iter().find(|h| h["version"] == 1) else {
+        eprintln!("skipped: no v1 hierarchy ({} cgroups)", i["layout"]);
+        return;
+    };
+    let ctrls: Vec<&str> = h["controllers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let mnt = sb.path().join(std::ffi::OsStr::from_bytes(b"cg\xffmnt"));
+    std::fs::create_dir(&mnt).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", r#"umount "$HOST" && mount -t cgroup -o "$CTRLS" none "$M" || exit 90; exec "$CG" info --json"#])
+        .env("HOST", h["mount"].as_str().unwrap())
+        .env("CTRLS", ctrls.join(","))
+        .env("M", &mnt)
+        .env("CG", bin(TOOL));
+    // SAFETY: unshare and mount only, between fork and exec, on strings made before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = run(&mut cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {:?}", stdout(&o)));
+    let hs = v["hierarchies"].as_array().unwrap();
+    let ours = hs.iter().find(|x| x["controllers"] == h["controllers"]).unwrap_or_else(|| panic!("{v}"));
+    let bytes: Vec<Value> = mnt.as_os_str().as_bytes().iter().map(|b| Value::from(*b)).collect();
+    assert_eq!(ours["mount"], mnt.to_string_lossy().as_ref(), "{v}");
+    assert_eq!(ours["mount_bytes"], Value::from(bytes.clone()), "{v}");
+    assert_eq!(ours["base_bytes"], Value::from(bytes), "{v}");
+    assert!(hs.iter().filter(|x| x["mount"] != ours["mount"]).all(|x| x.get("mount_bytes").is_none()), "{v}");
 }
 
 /// OCI `network` (classID, priorities) as runc applies it: on v1 into `net_cls.classid` and

@@ -1536,7 +1536,7 @@ fn stderr_lines_stay_one_line_with_newlines_in_paths() {
     tmpfs(&aux, "size=1m");
     let o = run(ov(&sb).env("CBUILD_STATE", &state).arg("umount").arg(&m));
     ok(&o);
-    assert!(stderr(&o).starts_with("cbuild-overlay: rmdir: ") && stderr(&o).contains("st\\nate"), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("cbuild-overlay: rmdir: ") && stderr(&o).contains("st\\012ate"), "{}", stderr(&o));
     one_line_each(&o);
     nix::mount::umount2(&aux, nix::mount::MntFlags::MNT_DETACH).unwrap();
     std::fs::remove_dir(&aux).unwrap();
@@ -1547,7 +1547,7 @@ fn stderr_lines_stay_one_line_with_newlines_in_paths() {
         run(ov(&sb).env("CBUILD_STATE", &state).args(["-v", "mount", "--tmpfs-upper=1m", "--lower", &lower]).arg(&m));
     ok(&o);
     one_line_each(&o);
-    assert!(stderr(&o).contains("step: tmpfs: ") && stderr(&o).contains("st\\nate"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("step: tmpfs: ") && stderr(&o).contains("st\\012ate"), "{}", stderr(&o));
     let o = run(ov(&sb).env("CBUILD_STATE", &state).args(["-v", "umount"]).arg(&m));
     ok(&o);
     one_line_each(&o);
@@ -2081,6 +2081,39 @@ fn lower_flag_takes_non_utf8_dirs_with_both_apis() {
     write(&upper.join("new"), "\n");
     let out = ok(&run(ov(&sb).arg("diff").arg(&upper).arg("--lower").arg(&l1).arg("--lower").arg(&second)));
     assert_eq!(out, "added /new\nmodified /one\n");
+}
+
+/// Found by a review: stderr named a path that is not UTF-8 with U+FFFD for each odd byte, so `l\xff` and
+/// `l\xfe` read the same there, and otherwise than on stdout (`\377`). Error objects, the paths in their
+/// reasons and `-v` steps now escape as the reports do.
+#[test]
+fn stderr_names_non_utf8_paths_as_stdout_does() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let base = std::fs::canonicalize(sb.path()).unwrap();
+    let odd = |name: &[u8]| base.join(std::ffi::OsStr::from_bytes(name));
+    let (gone, m) = (odd(b"gone\xff"), odd(b"m\xfe"));
+    std::fs::create_dir(&m).unwrap();
+    let before = mounts_under(&sb.path().to_string_lossy());
+    let o = run(ov(&sb).args(["-v", "mount", "--tmpfs-upper=1m", "--lower"]).arg(&gone).arg(&m));
+    let err = stderr(&o);
+    assert_tool_error(&o, TOOL, &format!("lowerdir: {}/gone\\377: No such file or directory", base.display()));
+    assert!(!err.contains('\u{fffd}'), "{err}");
+    assert_nothing_left(&sb, &before, &[]);
+    // A step names the target as the error would, and `ls` lists it the same way.
+    let (top, _) = two_layers(&sb);
+    let o = run(ov(&sb).args(["-v", "mount", "--tmpfs-upper=1m", "--lower"]).arg(&top).arg(&m));
+    ok(&o);
+    let _umount = Defer(|| drop(run(ov(&sb).arg("umount").arg(&m))));
+    let shown = format!("{}/m\\376", base.display());
+    assert!(
+        stderr(&o).lines().any(|l| l.starts_with("cbuild-overlay: step: ") && l.contains(&shown)),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains('\u{fffd}'), "{}", stderr(&o));
+    assert!(ok(&run(ov(&sb).arg("ls"))).contains(&shown));
 }
 
 /// `ls` and `inspect` showed a layer named `l\xff` as `l\u{fffd}` (JSON and human lines alike): `l\xff`

@@ -1329,6 +1329,70 @@ fn check_explains_socketcall_by_the_call_it_carries() {
     );
 }
 
+/// Found by a review: on 32-bit ABIs the program compares an argument's low word only (against the rule's
+/// value truncated to 32 bits), but `check` explained its verdict by comparing all 64 bits, so a value
+/// whose high bits differ from the rule's read "default: no rule matched" under the rule's own ERRNO.
+#[test]
+fn check_explains_32_bit_abis_by_the_low_word() {
+    let sb = Sandbox::new();
+    let p = write_profile(
+        &sb,
+        "low-word.json",
+        r#"{"architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],"defaultAction":"SCMP_ACT_ALLOW",
+            "syscalls":[{"names":["personality"],"action":"SCMP_ACT_ERRNO","errnoRet":9,"args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]},
+                        {"names":["setns"],"action":"SCMP_ACT_ERRNO","errnoRet":5,"args":[{"index":1,"value":4294967304,"op":"SCMP_CMP_EQ"}]}]}"#,
+    );
+    let p = p.to_str().unwrap();
+    let calls = ["personality,0x100000008", "setns,0,8", "personality,0x100000009"];
+    for abi in ["x86", "x32"] {
+        let v = check(&sb, p, &["--abi", abi], &calls);
+        let low = format!(" ({abi} compares the low 32 bits of arguments only)");
+        assert_eq!((action(&v[0]), v[0]["by"].as_str()), ("SCMP_ACT_ERRNO(9)".into(), Some("rule")), "{abi}: {v:?}");
+        assert_eq!(v[0]["why"], format!("personality ERRNO(9 EBADF) if arg0 == 0x8{low}"), "{abi}: {v:?}");
+        assert_eq!((action(&v[1]), v[1]["by"].as_str()), ("SCMP_ACT_ERRNO(5)".into(), Some("rule")), "{abi}: {v:?}");
+        assert_eq!(v[1]["why"], format!("setns ERRNO(5) if arg1 == 0x100000008{low}"), "{abi}: {v:?}");
+        assert_eq!((action(&v[2]), v[2]["by"].as_str()), ("SCMP_ACT_ALLOW".into(), Some("default")), "{abi}: {v:?}");
+    }
+    // A 64-bit ABI compares every bit: the same values are the default's.
+    let v = check(&sb, p, &["--abi", "x86_64"], &calls);
+    for a in &v {
+        assert_eq!((action(a), a["by"].as_str()), ("SCMP_ACT_ALLOW".into(), Some("default")), "{v:?}");
+    }
+}
+
+/// Found by a review: on x86 `check socket,40` explained EPERM by socket's address-family rules with no
+/// sign that the same socket(2) made through socketcall(SYS_SOCKET, …) escapes them (Docker's profile
+/// allows socketcall outright); the socketcall side already said so.
+#[test]
+fn check_says_direct_socket_conditions_do_not_bind_socketcall() {
+    let sb = Sandbox::new();
+    let v = check(&sb, "default", &["--abi", "x86"], &["socket,40", "socket,2", "bind,3"]);
+    let via = "; socketcall(SYS_SOCKET, …) (nr 102) is not bound by socket's conditions: ALLOW";
+    assert_eq!((action(&v[0]), v[0]["by"].as_str()), ("SCMP_ACT_ERRNO(1)".into(), Some("default")), "{v:?}");
+    assert!(v[0]["why"].as_str().unwrap().ends_with(&format!("socket ALLOW if arg0 > 0x28{via}")), "{v:?}");
+    assert_eq!(v[1]["why"], format!("socket ALLOW if arg0 < 0x26{via}"), "{v:?}");
+    // bind has no conditions to escape; x86_64 has no socketcall.
+    assert_eq!(v[2]["why"], "bind ALLOW", "{v:?}");
+    let v = check(&sb, "default", &["--abi", "x86_64"], &["socket,40"]);
+    assert!(!v[0]["why"].as_str().unwrap().contains("socketcall"), "{v:?}");
+    // Through ipc(2) likewise, and the answer there is the program's (socket's rules without conditions).
+    let p = write_profile(
+        &sb,
+        "ipc.json",
+        r#"{"architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],"defaultAction":"SCMP_ACT_ALLOW",
+            "syscalls":[{"names":["shmget"],"action":"SCMP_ACT_ERRNO","args":[{"index":2,"value":512,"op":"SCMP_CMP_MASKED_EQ","valueTwo":512}]}]}"#,
+    );
+    let v = check(&sb, p.to_str().unwrap(), &["--abi", "x86"], &["shmget,0,4096,0"]);
+    assert_eq!(action(&v[0]), "SCMP_ACT_ALLOW", "{v:?}");
+    assert!(
+        v[0]["why"]
+            .as_str()
+            .unwrap()
+            .ends_with("; ipc(SHMGET, …) (nr 117) is not bound by shmget's conditions: ERRNO(1 EPERM)"),
+        "{v:?}"
+    );
+}
+
 /// Found by a review (session 11): on x86 a call libseccomp numbers with a negative placeholder (socket,
 /// the direct 359) counts for the ENOSYS prologue's "highest named call", so a profile allowing it is
 /// not answered ENOSYS; a syscall name with a line break cannot make an error or warning two lines (or
