@@ -101,6 +101,11 @@ enum Cmd {
         reference: String,
         #[arg(long, default_value = "json", value_parser = ["json", "env", "shell"])]
         format: String,
+        /// With --format shell: an Env entry that is a NAME alone (no `=`) goes into IMAGE_ENV as it is
+        /// rather than failing, for a runtime that reads it as Docker's daemon does (it unsets NAME:
+        /// `cbuild-ns --env NAME`). An empty name (`=V`) still fails.
+        #[arg(long)]
+        bare_env: bool,
     },
     /// Remove image references (blobs stay until gc).
     Rm {
@@ -290,11 +295,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{target}\t{digest}");
             }
         }
-        Cmd::Config { reference, format } => {
+        Cmd::Config { reference, format, bare_env } => {
             let img = resolve(&store, &reference)?;
             match format.as_str() {
                 "env" => print!("{}", show::config_env(img.runtime())?),
-                "shell" => print!("{}", show::config_shell(img.runtime())?),
+                "shell" => print!("{}", show::config_shell(img.runtime(), bare_env)?),
                 _ => print_json(&show::config_json(img.runtime())?),
             }
         }

@@ -148,21 +148,31 @@ fn no_nul(out: String, format: &str) -> Result<String> {
     Ok(out)
 }
 
-/// The image's Env, each entry a variable. Docker keeps an entry without `=` (or with an empty key) as
-/// it is, and its runtime (runc) then refuses to start the container; the formats a process
-/// environment is built from refuse it here, rather than hand `env` or a runtime a command or an
-/// option in its place. Only `json` carries it, as `docker inspect` shows it.
-fn variables(c: &Value, format: &str) -> Result<Vec<String>> {
+/// The image's Env, each entry a variable. Docker keeps an entry without `=` (or with an empty key) in
+/// the image as it is; as it starts a container its daemon drops a NAME alone (moby's
+/// ReplaceOrAppendEnvValues reads it as "unset NAME") and runc refuses an empty key. The formats a
+/// process environment is built from refuse both here, rather than hand `env -i "$@"` a command in
+/// place of a variable; with `bare`, the shell form keeps a NAME alone for a runtime that unsets it
+/// (`cbuild-ns --env NAME`). Only `json` carries them all, as `docker inspect` shows them.
+fn variables(c: &Value, format: &str, bare: bool) -> Result<Vec<String>> {
     let env = strings(c, "Env")?;
-    if let Some(e) = env.iter().find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty())) {
+    let bad = |e: &&String| match e.split_once('=') {
+        Some((k, _)) => k.is_empty(),
+        None => !bare || e.is_empty(),
+    };
+    if let Some(e) = env.iter().find(bad) {
         return Err(Error::new(
             "config",
             format!("Env {e:?}"),
             format!(
-                "not KEY=VALUE, which --format {format} cannot carry (a runtime refuses it, as Docker's runc does)"
+                "not KEY=VALUE, which --format {format} cannot carry (Docker's daemon drops a NAME alone, unsetting NAME; its runc refuses an empty name)"
             ),
         )
-        .hint("--format json shows the entries as they are"));
+        .hint(if format == "shell" && !bare && !e.is_empty() && !e.contains('=') {
+            "--bare-env keeps a NAME alone; --format json shows the entries as they are"
+        } else {
+            "--format json shows the entries as they are"
+        }));
     }
     Ok(env)
 }
@@ -173,7 +183,7 @@ fn variables(c: &Value, format: &str) -> Result<Vec<String>> {
 /// empty key) is a host variable to `docker run --env-file` and the command to `env`.
 pub fn config_env(c: &Value) -> Result<String> {
     let mut o = String::new();
-    for e in variables(c, "env")? {
+    for e in variables(c, "env", false)? {
         if e.contains('\n') {
             let key = e.split('=').next().unwrap_or("");
             return Err(Error::new(
@@ -191,14 +201,14 @@ pub fn config_env(c: &Value) -> Result<String> {
 
 /// `config --format shell`: assignments to `eval`. List values are shell-quoted word lists, so
 /// `eval "set -- $IMAGE_ENTRYPOINT $IMAGE_CMD"` rebuilds the argv exactly.
-pub fn config_shell(c: &Value) -> Result<String> {
+pub fn config_shell(c: &Value, bare: bool) -> Result<String> {
     let list =
         |k: &str| -> Result<String> { Ok(strings(c, k)?.iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ")) };
     let mut o = String::new();
     for (k, v) in [
         ("IMAGE_ENTRYPOINT", list("Entrypoint")?),
         ("IMAGE_CMD", list("Cmd")?),
-        ("IMAGE_ENV", variables(c, "shell")?.iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ")),
+        ("IMAGE_ENV", variables(c, "shell", bare)?.iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ")),
         ("IMAGE_WORKDIR", one(c, "WorkingDir")?),
         ("IMAGE_USER", one(c, "User")?),
         ("IMAGE_PORTS", ports(c).join(" ")),
@@ -242,21 +252,27 @@ mod tests {
     #[test]
     fn shell_form() {
         let c = json!({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo 'hi there'"], "Env": ["A=1"], "ExposedPorts": {"80/tcp": {}}});
-        let s = config_shell(&c).unwrap();
+        let s = config_shell(&c, false).unwrap();
         assert!(s.contains("IMAGE_ENTRYPOINT='/bin/sh -c'\n"), "{s}");
         assert!(s.contains("IMAGE_PORTS=80/tcp\n"), "{s}");
         let c = json!({"Entrypoint": "/bin/sh -c", "Cmd": null});
         assert_eq!(config_json(&c).unwrap()["entrypoint"], json!(["/bin/sh -c"]));
         assert!(config_json(&json!({"Cmd": ["a", 1]})).is_err());
-        assert!(config_shell(&json!({"Cmd": ["a\0b"]})).is_err());
+        assert!(config_shell(&json!({"Cmd": ["a\0b"]}), false).is_err());
         assert!(config_env(&json!({"Env": ["A=\0"]})).is_err());
         assert!(config_env(&json!({"Env": ["A=x\ny"]})).is_err());
         assert!(config_env(&json!({"Env": ["A"]})).is_err());
         assert!(config_env(&json!({"Env": ["=x"]})).is_err());
         for bad in ["A", "=x", "="] {
-            assert!(config_shell(&json!({"Env": ["B=1", bad]})).is_err(), "{bad}");
+            assert!(config_shell(&json!({"Env": ["B=1", bad]}), false).is_err(), "{bad}");
         }
         assert_eq!(config_json(&json!({"Env": ["A"]})).unwrap()["env"], json!(["A"]));
+        // --bare-env: a NAME alone is carried as it is; an empty name still is not.
+        let s = config_shell(&json!({"Env": ["B=1", "A"]}), true).unwrap();
+        assert!(s.contains("IMAGE_ENV='B=1 A'\n"), "{s}");
+        for bad in ["=x", "="] {
+            assert!(config_shell(&json!({"Env": [bad]}), true).is_err(), "{bad}");
+        }
         assert_eq!(config_env(&json!({"Env": ["A=", "B=x=y z"]})).unwrap(), "A=\nB=x=y z\n");
         assert!(config_json(&json!({"Cmd": ["a\0b"]})).is_ok());
     }

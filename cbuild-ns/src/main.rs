@@ -69,8 +69,9 @@ struct ProcessArgs {
     /// Working directory of the command (inside the new root).
     #[arg(short = 'w', long, value_name = "DIR")]
     workdir: Option<PathBuf>,
-    /// Set an environment variable (repeatable).
-    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    /// Set an environment variable (repeatable); a NAME alone unsets it (what an earlier --env or our
+    /// own environment gave), as Docker's daemon reads an entry without `=`.
+    #[arg(short = 'e', long = "env", value_name = "K=V|K")]
     env: Vec<String>,
     /// Start from an empty environment (PATH gets a default).
     #[arg(long)]
@@ -300,11 +301,14 @@ fn caps_list(v: &[String]) -> Result<Vec<CapName>, Error> {
 fn process_spec(p: ProcessArgs, cmd: Vec<String>) -> Result<RunSpec, Error> {
     let mut env = vec![];
     for kv in p.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| bad(&kv, "want K=V"))?;
+        let (k, v) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (kv.as_str(), None),
+        };
         if k.is_empty() {
             return Err(bad(&kv, "no variable name before the ="));
         }
-        env.push((k.to_string(), v.to_string()));
+        env.push((k.to_string(), v));
     }
     // Refused as Docker refuses it: relative to what (for `exec`, no image WorkingDir is at hand)?
     if let Some(w) = p.workdir.as_ref().filter(|w| !w.is_absolute()) {

@@ -198,7 +198,8 @@ pub fn set_rlimits(limits: &[Rlimit]) -> Result<()> {
     Ok(())
 }
 
-/// The environment the command gets: ours (unless `--clear-env`), then `--env`; PATH and HOME defaulted.
+/// The environment the command gets: ours (unless `--clear-env`), then `--env` in order (a NAME alone
+/// unsets it, as Docker's ReplaceOrAppendEnvValues); PATH and HOME defaulted.
 pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = if spec.clear_env {
         vec![]
@@ -207,7 +208,9 @@ pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> 
     };
     for (k, v) in &spec.env {
         env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
+        if let Some(v) = v {
+            env.push((k.clone(), v.clone()));
+        }
     }
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
@@ -215,7 +218,8 @@ pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> 
     // HOME follows the user (as Docker sets it) unless --env gave one explicitly; a user the image's
     // /etc/passwd does not list gets `/`, as in Docker.
     let home = Some(home.unwrap_or("/"));
-    if let (false, Some(h)) = (spec.env.iter().any(|(k, _)| k == "HOME"), home) {
+    let given = spec.env.iter().rev().find(|(k, _)| k == "HOME").is_some_and(|(_, v)| v.is_some());
+    if let (false, Some(h)) = (given, home) {
         if spec.user.is_some() || !env.iter().any(|(k, _)| k == "HOME") {
             env.retain(|(k, _)| k != "HOME");
             env.push(("HOME".into(), h.into()));

@@ -255,7 +255,8 @@ pub struct RunSpec {
     pub no_mask: bool,
     pub workdir: Option<PathBuf>,
     pub clear_env: bool,
-    pub env: Vec<(String, String)>,
+    /// `--env` in order: `(K, Some(V))` sets K, `(K, None)` (a NAME alone) unsets it.
+    pub env: Vec<(String, Option<String>)>,
     /// `UID[:GID]` or `NAME[:GROUP]`, resolved against the new root's /etc/passwd and /etc/group.
     pub user: Option<String>,
     pub group_add: Vec<String>,

@@ -82,8 +82,9 @@ rt_name_ok() {
     [[ $1 != net ]] || { rt_error name "$1" 'reserved: <state>/net holds cbuild-net'"'"'s own files' && return 1; }
 }
 
-# -e WORD as docker: KEY=VALUE, or KEY from the caller's environment → rt_env. The caller's environment
-# as it came (/proc/$$/environ), not this script's variables: `-e name` must not pass the script's $name.
+# -e WORD as docker: KEY=VALUE, or KEY from the caller's environment → rt_env; KEY alone if not set there
+# (docker's daemon then unsets it: cbuild-ns --env KEY). The caller's environment as it came
+# (/proc/$$/environ), not this script's variables: `-e name` must not pass the script's $name.
 rt_env_word() {
     rt_env=''
     if [[ $1 == *=* ]]; then
@@ -96,7 +97,7 @@ rt_env_word() {
     while IFS= read -r -d '' kv; do
         if [[ $kv == "$1="* ]]; then rt_env=$kv && return 0; fi
     done </proc/$$/environ
-    return 0
+    rt_env=$1
 }
 
 # rt_same_run NAME [FD=8] — is our lock still NAME's? A new run of NAME has a new undo file, which a waiter

@@ -943,6 +943,21 @@ fn a_missing_workdir_is_made_and_an_unlisted_user_has_home_slash() {
     assert_eq!((md.permissions().mode() & 0o7777, std::os::unix::fs::MetadataExt::uid(&md)), (0o755, 0));
 }
 
+/// `--env` in order, a NAME alone unsetting NAME (what an earlier --env or cbuild-ns's own environment
+/// gave), as Docker's daemon reads an entry without `=`; an empty name is refused.
+#[test]
+fn env_in_order_and_a_name_alone_unsets_it() {
+    let sb = Sandbox::new();
+    let mut c = ns(&sb);
+    c.env("CBT_OWN", "inherited").args(["run", "--env", "A=1", "--env", "A", "--env", "B=1", "--env", "B=2"]);
+    c.args(["--env", "CBT_OWN", "--", "sh", "-c", "echo ${A-unset} $B ${CBT_OWN-unset}"]);
+    assert_eq!(ok(&run(&mut c)), "unset 2 unset\n");
+    let mut c = ns(&sb);
+    c.args(["run", "--env", "=x", "--", "true"]);
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+}
+
 /// Mount destinations mean what they mean in the container: `..` is cleaned away (`/tmp/../opt` is
 /// `/opt`), a symlink on the way resolves from the container's root (`/a/b -> /c`: `/a/b/new` is
 /// `/c/new`), and `/` itself is refused. A --tmpfs is nosuid,nodev,noexec unless told otherwise.

@@ -359,7 +359,7 @@ fn bad_input_fails_with_125_one_line_and_leaves_nothing() {
     let name = unique("busy");
     rt.detached(&name, &[], "sleep 30");
     let o = rt.run(&["--name", &name, "--network", "none", IMAGE, "true"]);
-    assert_tool_error(&o, "cbuild-run", "already in use");
+    assert_tool_error(&o, "cbuild-run", &format!("Conflict. The container name \"/{name}\" is already in use"));
     let ps = stdout(&rt.tool("cbuild-ps", &[]));
     assert!(ps.lines().any(|l| l.starts_with(&name) && l.contains("running")), "{ps}");
     assert_eq!(rt.tool("cbuild-rm", &["-f", &name]).status.code(), Some(0));
@@ -2058,4 +2058,106 @@ fn docker_forms_the_nits_took_wrongly() {
     for args in [vec!["--reap"], vec!["--reap", "x"]] {
         assert_tool_error(&rt.tool("cbuild-rm", &args), "cbuild-rm", "--reap");
     }
+}
+
+/// `IMAGE` of the shared data dir again as `tag` in the test's own (`rt.sb.data`: an import into the shared
+/// one would send every other test's next start past the run-cache), its config's Env replaced by `env`
+/// (an OCI layout: the config and manifest blobs rewritten under their new digests).
+fn image_with_env(rt: &Rt, tag: &str, env: serde_json::Value) {
+    let image = |data: &Path, args: &[&str]| {
+        let o = run(Command::new(bin("cbuild-image")).env("CBUILD_DATA", data).args(args));
+        assert!(o.status.success(), "cbuild-image {args:?}: {}", stderr(&o));
+    };
+    let dir = rt.sb.path().join(tag.replace([':', '/'], "-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("image.tar");
+    image(shared_data(), &["export", IMAGE, &tar.to_string_lossy()]);
+    assert!(run(Command::new("tar").arg("-C").arg(&dir).arg("-xf").arg(&tar)).status.success());
+    std::fs::remove_file(&tar).unwrap();
+    let blobs = dir.join("blobs/sha256");
+    let read = |digest: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blobs.join(digest.trim_start_matches("sha256:"))).unwrap()).unwrap()
+    };
+    // A blob under its digest: its descriptor's digest and size.
+    let write = |v: &serde_json::Value| -> (String, usize) {
+        let b = serde_json::to_vec(v).unwrap();
+        let tmp = dir.join("blob.tmp");
+        std::fs::write(&tmp, &b).unwrap();
+        let o = run(Command::new("sha256sum").arg(&tmp));
+        let h = stdout(&o).split_whitespace().next().unwrap().to_string();
+        std::fs::rename(&tmp, blobs.join(&h)).unwrap();
+        (format!("sha256:{h}"), b.len())
+    };
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+    config["config"]["Env"] = env;
+    let (d, n) = write(&config);
+    manifest["config"]["digest"] = d.into();
+    manifest["config"]["size"] = n.into();
+    let (d, n) = write(&manifest);
+    index["manifests"][0] = serde_json::json!({"mediaType": manifest["mediaType"], "digest": d, "size": n});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    image(&rt.sb.data, &["import", &dir.to_string_lossy(), "--tag", tag]);
+}
+
+/// An image Env entry that is a NAME alone, as Docker's daemon reads it (moby's ReplaceOrAppendEnvValues:
+/// "unset NAME"): the container runs without NAME, `-e NAME=V` replaces it; `-e NAME` not set in the
+/// caller unsets the image's NAME=V (cbuild-exec's the container's, as docker exec); the image's
+/// HOSTNAME=... wins over the default one, as Docker's; an empty name (`=V`) fails the start, 125, one line.
+#[test]
+fn image_env_names_alone_as_dockers_daemon_reads_them() {
+    let mut rt = Rt::new();
+    let tag = format!("{}:1", unique("envnames"));
+    image_with_env(&rt, &tag, serde_json::json!(["FOO", "BAR=img", "HOSTNAME=fromimg", "BAZ=img"]));
+    let tag2 = format!("{}:1", unique("envempty"));
+    image_with_env(&rt, &tag2, serde_json::json!(["A=1", "=x"]));
+    rt.data = rt.sb.data.clone();
+    let show = "echo \"${FOO-unset} ${BAR-unset} ${BAZ-unset} $HOSTNAME\"";
+    let sh = |args: &[&str]| {
+        let a = [&["--rm", "--network", "none"][..], args, &[tag.as_str(), "sh", "-c", show][..]].concat();
+        rt.ok(&a)
+    };
+    assert_eq!(sh(&[]), "unset img img fromimg\n");
+    assert_eq!(sh(&["-e", "FOO=1"]), "1 img img fromimg\n");
+    let o = run(rt.cmd("cbuild-run").env_remove("BAR").env("BAZ", "host").args([
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "BAR",
+        "-e",
+        "BAZ",
+        &tag,
+        "sh",
+        "-c",
+        show,
+    ]));
+    assert_eq!(stdout(&o), "unset unset host fromimg\n", "{}", stderr(&o));
+    // --env-file's KEY alone not set here is left out (the image's stays).
+    let f = rt.sb.path().join("env");
+    std::fs::write(&f, "BAR\nFOO=f\n").unwrap();
+    let o = run(rt.cmd("cbuild-run").env_remove("BAR").args([
+        "--rm",
+        "--network",
+        "none",
+        "--env-file",
+        &f.to_string_lossy(),
+        &tag,
+        "sh",
+        "-c",
+        show,
+    ]));
+    assert_eq!(stdout(&o), "f img img fromimg\n", "{}", stderr(&o));
+    let name = unique("envx");
+    assert_eq!(rt.ok(&["-d", "--name", &name, "--network", "none", &tag, "sleep", "30"]).trim(), name);
+    let o = run(rt.cmd("cbuild-exec").env_remove("BAR").args(["-e", "BAR", "-e", "FOO=x", &name, "sh", "-c", show]));
+    assert_eq!(stdout(&o), "x unset img fromimg\n", "{}", stderr(&o));
+    assert!(rt.tool("cbuild-rm", &["-f", &name]).status.success());
+    rt.assert_gone(&name);
+    // An empty name: refused before anything is made, as runc refuses it under Docker.
+    let name = unique("enve");
+    let o = rt.run(&["--rm", "--name", &name, "--network", "none", "-e", "X=1", &tag2, "true"]);
+    assert_tool_error(&o, "cbuild-image", "Env \"=x\"");
+    rt.assert_gone(&name);
 }
