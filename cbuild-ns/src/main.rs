@@ -477,6 +477,11 @@ fn run_spec(a: RunArgs) -> Result<RunSpec, Error> {
     if s.init && !s.new_ns.contains(&NsType::Pid) {
         return Err(bad("--init", "needs a new pid namespace (--pid)"));
     }
+    if a.persist.as_deref() == Some("net") {
+        // <state>/net is cbuild-net's own directory (bridges, leases, its nft lock), where `ns` may be a
+        // bridge: the contract makes `net` no NAME, as cbuild-net netns add refuses it.
+        return Err(bad("--persist net", "reserved: <state>/net holds cbuild-net's own files"));
+    }
     s.persist = a.persist.as_deref().map(|p| name_or_path(p, "ns")).transpose()?;
     s.info_fd = a.info_fd;
     s.status_fd = a.status_fd;

@@ -74,7 +74,8 @@ impl NsType {
 }
 
 /// The file a new namespace of this type is reached through right after set-up: for `time` the process's
-/// `time_for_children` (it enters the new time namespace only at execve), for the others its own.
+/// `time_for_children` (the new time namespace from its unshare on, also before it enters it with setns),
+/// for the others its own.
 pub fn setup_path(ty: NsType, pid: i32) -> PathBuf {
     match ty {
         NsType::Time => PathBuf::from(format!("/proc/{pid}/ns/time_for_children")),

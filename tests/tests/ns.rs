@@ -612,6 +612,29 @@ fn persist_and_join_round_trip() {
 }
 
 #[test]
+fn persist_refuses_the_name_net() {
+    // <state>/net is cbuild-net's (bridges, leases, its nft lock): the contract makes `net` no NAME, as
+    // cbuild-net netns add and cbuild-run refuse it. cbuild-ns persisted into <state>/net/ns, where a
+    // bridge named `ns` has its directory.
+    let sb = Sandbox::new();
+    let mut c = ns(&sb);
+    c.args(["run", "--net", "--persist", "net", "--", "true"]);
+    let o = run(&mut c);
+    let _cleanup = Defer(|| {
+        let _ = Command::new(bin("cbuild-ns")).env("CBUILD_STATE", &sb.state).args(["unpersist", "net"]).status();
+    });
+    assert_eq!(o.status.code(), Some(125), "stderr: {}", stderr(&o));
+    assert!(stderr(&o).contains("reserved"), "{}", stderr(&o));
+    assert!(!sb.state.join("net").exists(), "nothing made");
+    // A path is the caller's choice, as everywhere.
+    let dir = sb.state.join("elsewhere");
+    let mut c = ns(&sb);
+    c.args(["run", "--net", "--persist"]).arg(&dir).args(["--", "true"]);
+    ok(&run(&mut c));
+    ok(&run(ns(&sb).arg("unpersist").arg(&dir)));
+}
+
+#[test]
 fn unpersist_finds_its_own_bind_under_a_state_dir_that_is_not_utf8() {
     // The directory's own private bind (a persisted mount namespace needs it) is found in mountinfo by
     // its path: read as text, a state dir named with a byte that is not UTF-8 never matched, and
