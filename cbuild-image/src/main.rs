@@ -332,17 +332,19 @@ fn run(cli: Cli) -> Result<()> {
             if ctx.json {
                 print_json(&rep);
             } else {
+                let mut kept = String::new();
+                if rep.kept_mounted > 0 {
+                    kept += &format!("; kept {} layer dirs in use by mounts", rep.kept_mounted);
+                }
+                if rep.kept_unknown > 0 {
+                    kept += &format!("; kept {} layer dirs another store may need (see the warning)", rep.kept_unknown);
+                }
                 println!(
-                    "removed {} blobs ({}), {} layer dirs, {} temporary dirs{}",
+                    "removed {} blobs ({}), {} layer dirs, {} temporary dirs{kept}",
                     rep.blobs,
                     show::human_size(rep.bytes),
                     rep.layer_dirs,
                     rep.temp,
-                    if rep.kept_mounted > 0 {
-                        format!("; kept {} layer dirs in use by mounts", rep.kept_mounted)
-                    } else {
-                        String::new()
-                    }
                 );
             }
         }

@@ -11,6 +11,7 @@ use crate::store::{lock_file, Store};
 use crate::stream::{LayerStream, Measured};
 use crate::Ctx;
 use std::collections::HashSet;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// Bounds on what one layer may make us write.
@@ -254,6 +255,8 @@ pub struct GcReport {
     pub layer_dirs: u64,
     pub temp: u64,
     pub kept_mounted: u64,
+    /// Kept because another store sharing the layer dirs could not be read (its warning says why).
+    pub kept_unknown: u64,
 }
 
 /// A staging dir whose writer is gone: its lock is free. The lock is never made here: an importer makes
@@ -367,7 +370,7 @@ pub fn gc(store: &Store, ctx: &Ctx) -> Result<GcReport> {
         }
         let path = ent.path();
         if keep_all {
-            rep.kept_mounted += 1;
+            rep.kept_unknown += 1;
             continue;
         }
         if mounts.contains(&path) {
@@ -417,39 +420,55 @@ fn register(store: &Store) -> Result<()> {
 
 /// The chains the images of the other stores that share the layer store need (see [`register`]),
 /// added to `chains`, and those stores' locks, taken exclusively (a store's `layers` holds it shared
-/// from start to end). A recorded store that is gone is forgotten. None: one of them could not be read,
-/// so what it needs is unknown and no layer dir may go.
+/// from start to end). A recorded store that is gone is forgotten. None: one of them could not be read
+/// or locked at once, so what it needs is unknown and no layer dir may go this time. Stores are told
+/// apart by (dev, ino), not by path: a bind mount or a second link of this gc's own store, locked
+/// already through another open file, would otherwise wait for itself forever.
 fn other_stores(
     store: &Store,
     chains: &mut HashSet<String>,
     ctx: &Ctx,
 ) -> Option<Vec<nix::fcntl::Flock<std::fs::File>>> {
     use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
     let dir = store.layers.join(STORES);
-    let me = std::fs::canonicalize(&store.dir).ok();
     let mut links: Vec<PathBuf> = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
-    // One order for every gc, so two never wait for each other's locks.
+    // One order for every gc, so two never wait for each other's locks (none waits, in fact: below).
     links.sort();
+    let mut seen: HashSet<(u64, u64)> = id(&store.dir).into_iter().collect();
     let mut locks = Vec::new();
     for link in links {
         let Ok(other) = std::fs::read_link(&link) else { continue };
-        if me.as_ref() == Some(&other) {
-            continue;
-        }
         if !other.join("index.json").exists() {
             ctx.step("forget", format!("store {}", other.display()));
             let _ = std::fs::remove_file(&link);
             continue;
         }
-        // Opened read-only, as readers open it: the other store may be read-only to us.
-        if let Ok(f) = std::fs::File::open(other.join(".lock")) {
-            match Flock::lock(f, FlockArg::LockExclusive) {
+        if !id(&other).is_some_and(|i| seen.insert(i)) {
+            continue;
+        }
+        let unknown = |why: String| {
+            ctx.warn(&format!("gc: store {}: {why}; no layer dir removed", other.display()));
+            None
+        };
+        // Read-only, as readers open it (the other store may be read-only to us); O_NONBLOCK and a
+        // regular file only, and the lock tried, not waited for: that store's owner must not be able to
+        // hang root's gc (a FIFO, or a lock held forever).
+        let lockp = other.join(".lock");
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&lockp)
+            .and_then(|f| if f.metadata()?.is_file() { Ok(f) } else { Err(std::io::ErrorKind::InvalidInput.into()) });
+        match opened {
+            Ok(f) => match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => locks.push(l),
-                Err((_, e)) => {
-                    ctx.warn(&format!("gc: store {}: lock: {e}; no layer dir removed", other.display()));
-                    return None;
-                }
-            }
+                Err((_, e)) => return unknown(format!("lock: {e}")),
+            },
+            // A layout another tool wrote may have no lock file: read it unlocked.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return unknown(format!("{}: {e}", lockp.display())),
         }
         let o = Store::open_existing(other.clone(), store.layers.clone(), false);
         let imgs = o.entries().and_then(|es| {
@@ -457,10 +476,7 @@ fn other_stores(
         });
         match imgs {
             Ok(imgs) => chains.extend(imgs.iter().flat_map(|i| i.layers.iter().map(|l| l.chain_id.hex().to_string()))),
-            Err(e) => {
-                ctx.warn(&format!("gc: store {}: {e}; no layer dir removed", other.display()));
-                return None;
-            }
+            Err(e) => return unknown(e.to_string()),
         }
     }
     Some(locks)
@@ -488,11 +504,11 @@ impl InUse {
     /// Note the layer path `p` of a mount made in a namespace whose root is `root` (None: not ours to
     /// look into). An absolute path is looked up as the mounter saw it, inside that root, so a symlink,
     /// `.` or `..` in it or a bind mount of the data dir all lead to the same dir.
-    fn add(&mut self, root: Option<&std::os::fd::OwnedFd>, p: &str) {
-        let root = root.filter(|_| p.starts_with('/'));
-        match root.and_then(|r| fsutil::open_in_root(r, Path::new(p), nix::fcntl::OFlag::O_PATH).ok()) {
+    fn add(&mut self, root: Option<&std::os::fd::OwnedFd>, p: &Path) {
+        let root = root.filter(|_| p.is_absolute());
+        match root.and_then(|r| fsutil::open_in_root(r, p, nix::fcntl::OFlag::O_PATH).ok()) {
             Some(fd) => self.add_fd(fd),
-            None => self.names.extend(Path::new(p).iter().map(|c| c.to_os_string())),
+            None => self.names.extend(p.iter().map(|c| c.to_os_string())),
         }
     }
 
@@ -566,43 +582,46 @@ fn overlay_mounts(bases: &[PathBuf]) -> InUse {
         )
         .ok();
         for m in mi.iter().filter(|m| m.fs_type == "overlay") {
-            let mountpoint = m.mount_point.to_string_lossy();
-            // Still escaped: split on commas first (a layer's path may hold an escaped one).
-            let opts = String::from_utf8_lossy(&m.super_options);
             let mut listed = false;
             if Path::new(&m.source).is_absolute() {
                 let list = Path::new(&m.source).join("lower");
+                // Bytes, one path a line: a layer whose name is not UTF-8 is listed as it is (read as
+                // text, the whole list was lost, and every layer of the mount counted as unused).
                 let text = match &root {
                     // O_NONBLOCK: a FIFO planted as the list must not hang gc.
                     Some(r) => {
                         fsutil::open_in_root(r, &list, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK)
                             .ok()
-                            .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok())
+                            .and_then(|fd| read_all(std::fs::File::from(fd)))
                     }
-                    None => std::fs::read_to_string(&list).ok(),
+                    None => std::fs::File::open(&list).ok().and_then(read_all),
                 };
                 listed = text.is_some();
-                text.iter().flat_map(|t| t.lines()).for_each(|l| out.add(root.as_ref(), l));
+                for l in text.iter().flat_map(|t| t.split(|&b| b == b'\n')).filter(|l| !l.is_empty()) {
+                    out.add(root.as_ref(), Path::new(std::ffi::OsStr::from_bytes(l)));
+                }
             }
-            let mut paths = Vec::new();
-            for opt in opts.split(',') {
-                let Some((key, value)) = opt.split_once('=') else { continue };
-                let value = unescape(value);
-                match key {
-                    "lowerdir" => paths.extend(split_layers(&value).into_iter().map(|l| (Role::Lower, l))),
-                    "lowerdir+" => paths.push((Role::Lower, value)),
-                    "upperdir" => paths.push((Role::Upper, value)),
-                    "datadir+" | "workdir" => paths.push((Role::Hidden, value)),
+            let mut paths: Vec<(Role, PathBuf)> = Vec::new();
+            // Still escaped in the table: split on commas first (a layer's path may hold an escaped one).
+            for opt in m.super_options.split(|&b| b == b',') {
+                let Some(eq) = opt.iter().position(|&b| b == b'=') else { continue };
+                let value = cbuild_mountinfo::unescape(&opt[eq + 1..]);
+                let path = || PathBuf::from(std::ffi::OsString::from_vec(value.clone()));
+                match &opt[..eq] {
+                    b"lowerdir" => paths.extend(split_layers(&value).into_iter().map(|l| (Role::Lower, l))),
+                    b"lowerdir+" => paths.push((Role::Lower, path())),
+                    b"upperdir" => paths.push((Role::Upper, path())),
+                    b"datadir+" | b"workdir" => paths.push((Role::Hidden, path())),
                     _ => {}
                 }
             }
             // The aux dir's list names the lower layers of a mount whose lowerdir holds fd numbers
             // (relative to the mounter's /proc/self/fd).
             if listed {
-                paths.retain(|(role, p)| *role != Role::Lower || p.starts_with('/'));
+                paths.retain(|(role, p)| *role != Role::Lower || p.is_absolute());
             }
             let placed = match &root {
-                Some(r) if paths.iter().any(|(_, p)| !p.starts_with('/')) => place(r, &mountpoint, &paths, bases),
+                Some(r) if paths.iter().any(|(_, p)| !p.is_absolute()) => place(r, &m.mount_point, &paths, bases),
                 _ => Vec::new(),
             };
             if placed.is_empty() {
@@ -620,16 +639,16 @@ fn overlay_mounts(bases: &[PathBuf]) -> InUse {
 /// the top level the mount shows. Empty when none does.
 fn place(
     root: &std::os::fd::OwnedFd,
-    mountpoint: &str,
-    paths: &[(Role, String)],
+    mountpoint: &Path,
+    paths: &[(Role, PathBuf)],
     bases: &[PathBuf],
 ) -> Vec<Vec<std::os::fd::OwnedFd>> {
     use nix::fcntl::OFlag;
     let open = |p: &Path| fsutil::open_in_root(root, p, OFlag::O_PATH | OFlag::O_DIRECTORY).ok();
-    let Some(shown) = open(Path::new(mountpoint)).and_then(|fd| top_level(&[fd])) else { return Vec::new() };
+    let Some(shown) = open(mountpoint).and_then(|fd| top_level(&[fd])) else { return Vec::new() };
     let mut tried = HashSet::new();
     let mut out = Vec::new();
-    let candidates = bases.iter().map(PathBuf::as_path).chain(Path::new(mountpoint).ancestors().skip(1));
+    let candidates = bases.iter().map(PathBuf::as_path).chain(mountpoint.ancestors().skip(1));
     for base in candidates {
         if !tried.insert(base.to_path_buf()) {
             continue;
@@ -674,28 +693,27 @@ fn top_level<F: std::os::fd::AsFd>(layers: &[F]) -> Option<std::collections::BTr
     Some(shown)
 }
 
-/// overlay's lowerdir value: layers separated by `:` (`::` before data-only layers), `\` quoting the
-/// next byte.
-fn split_layers(v: &str) -> Vec<String> {
+/// overlay's lowerdir value, unescaped from the table: layers separated by `:` (`::` before data-only
+/// layers), `\` quoting the next byte; bytes, as paths are.
+fn split_layers(v: &[u8]) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => cur.extend(chars.next()),
-            ':' => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
+    let mut cur = Vec::new();
+    let mut bytes = v.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'\\' => cur.extend(bytes.next()),
+            b':' => out.push(std::mem::take(&mut cur)),
+            b => cur.push(b),
         }
     }
     out.push(cur);
-    out.retain(|l| !l.is_empty());
-    out
+    out.into_iter().filter(|l| !l.is_empty()).map(|l| PathBuf::from(std::ffi::OsString::from_vec(l))).collect()
 }
 
-/// One overlay option's value with mountinfo's `\ooo` escapes undone (as text: gc matches paths by name
-/// where it cannot look them up).
-fn unescape(s: &str) -> String {
-    String::from_utf8_lossy(&cbuild_mountinfo::unescape(s.as_bytes())).into_owned()
+/// A whole small file (an aux dir's layer list), or None.
+fn read_all(mut f: std::fs::File) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut v).ok().map(|_| v)
 }
 
 #[cfg(test)]
@@ -712,13 +730,11 @@ mod tests {
 
     #[test]
     fn lowerdir_layers() {
-        assert_eq!(super::split_layers("/a:/b\\:c::/data"), ["/a", "/b:c", "/data"]);
-        assert_eq!(super::split_layers("rel/x"), ["rel/x"]);
-    }
-
-    #[test]
-    fn unescape_mountinfo() {
-        assert_eq!(super::unescape("/a\\040b,lowerdir=/x\\072y"), "/a b,lowerdir=/x:y");
-        assert_eq!(super::unescape("end\\04"), "end\\04");
+        use std::path::PathBuf;
+        let p = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(super::split_layers(b"/a:/b\\:c::/data"), p(&["/a", "/b:c", "/data"]));
+        assert_eq!(super::split_layers(b"rel/x"), p(&["rel/x"]));
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(super::split_layers(b"/x\xff:/y")[0].as_os_str().as_bytes(), b"/x\xff");
     }
 }

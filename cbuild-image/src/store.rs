@@ -370,7 +370,14 @@ pub fn check(b: &[u8], digest: &Digest, size: u64, what: &str) -> Result<()> {
 }
 
 pub fn read_limited(p: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = File::open(p).map_err(|e| Error::io("read", p, e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK and a regular file only: a FIFO planted as a blob or index.json (a --store is anyone's
+    // directory, and gc of the default store reads every --store registered with it) must not hang us.
+    let f =
+        OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(p).map_err(|e| Error::io("read", p, e))?;
+    if !f.metadata().map_err(|e| Error::io("read", p, e))?.is_file() {
+        return Err(Error::new("read", p.display(), "not a regular file"));
+    }
     let mut b = Vec::new();
     f.take(limit + 1).read_to_end(&mut b).map_err(|e| Error::io("read", p, e))?;
     if b.len() as u64 > limit {

@@ -3242,7 +3242,10 @@ fn gc_of_a_missing_store_creates_nothing() {
     let other = sb.path().join("other");
     for args in [vec!["--json", "gc"], vec!["--json", "--store", other.to_str().unwrap(), "gc"]] {
         let rep: serde_json::Value = serde_json::from_str(&ok(run(img(&sb).args(&args)))).unwrap();
-        assert_eq!(rep, serde_json::json!({"blobs": 0, "bytes": 0, "layer_dirs": 0, "temp": 0, "kept_mounted": 0}));
+        assert_eq!(
+            rep,
+            serde_json::json!({"blobs": 0, "bytes": 0, "layer_dirs": 0, "temp": 0, "kept_mounted": 0, "kept_unknown": 0})
+        );
     }
     assert_eq!(listing(&sb.data), Vec::<String>::new(), "gc created the store");
     assert!(!other.exists(), "gc created the --store");
@@ -3305,6 +3308,90 @@ fn gc_of_the_default_store_keeps_the_layer_dirs_of_another_store() {
     let rep: serde_json::Value = gc_report(&sb);
     assert_eq!(rep["layer_dirs"].as_u64(), Some(1), "{rep}");
     assert_eq!(names(&sb.data.join("layers").join(".stores")), Vec::<String>::new());
+}
+
+/// gc of the default store never waits on another store it reads: not on its own store registered
+/// under a second path (a bind mount of the data dir: locked already, the wait was forever), nor on a
+/// store whose `.lock` is a FIFO (whoever owns that directory could hang root's gc); such a store keeps
+/// every layer dir instead (`kept_unknown`), until it reads again.
+#[test]
+fn gc_never_waits_on_another_store() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = one_file_root(&sb);
+    let gc = || {
+        let mut c = Command::new("timeout");
+        c.arg("20").arg(bin(TOOL)).env("CBUILD_DATA", &sb.data).args(["--json", "gc"]);
+        let o = run(&mut c);
+        assert!(o.status.success(), "gc: exit {:?}: {}", o.status, stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "d"])));
+    // The data dir again, through a bind mount: the default store under another name.
+    let bound = sb.path().join("bound");
+    std::fs::create_dir(&bound).unwrap();
+    sh_ok(&format!("mount --bind {} {}", sb.data.display(), bound.display()));
+    let _m = Defer(|| {
+        let _ = nix::mount::umount2(&bound, nix::mount::MntFlags::MNT_DETACH);
+    });
+    ok(run(img_at(&sb, &bound.join("images")).args(["layers", "d"])));
+    assert_eq!(gc()["layer_dirs"].as_u64(), Some(0));
+    // A store whose lock is a FIFO: read no further, keep every layer dir.
+    let other = sb.path().join("other");
+    ok(run(img_at(&sb, &other).arg("build").arg(&root).args(["--tag", "o", "--mtime", "1"])));
+    ok(run(img_at(&sb, &other).args(["layers", "o"])));
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "x", "--mtime", "2"])));
+    let x = PathBuf::from(ok(run(img(&sb).args(["layers", "x"]))).trim());
+    ok(run(img(&sb).args(["rm", "x"])));
+    std::fs::remove_file(other.join(".lock")).unwrap();
+    nix::unistd::mkfifo(&other.join(".lock"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let rep = gc();
+    // x's, and o's (what that store needs is unknown).
+    assert_eq!((rep["layer_dirs"].as_u64(), rep["kept_unknown"].as_u64()), (Some(0), Some(2)), "{rep}");
+    assert!(x.is_dir());
+    std::fs::remove_file(other.join(".lock")).unwrap();
+    std::fs::write(other.join(".lock"), "").unwrap();
+    let rep = gc();
+    assert_eq!((rep["layer_dirs"].as_u64(), rep["kept_unknown"].as_u64()), (Some(1), Some(0)), "{rep}");
+    assert!(!x.exists());
+}
+
+/// A layer list in cbuild-overlay's aux dir (a mount whose lowerdir holds fd numbers: its options did
+/// not fit a page) is bytes: one lower dir whose name is not UTF-8 made gc lose the whole list, and
+/// remove the image's layer dir under the mount.
+#[test]
+fn gc_reads_an_overlay_layer_list_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let root = one_file_root(&sb);
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "e"])));
+    let layer = PathBuf::from(ok(run(img(&sb).args(["layers", "e"]))).trim());
+    let lowers = sb.path().join("lowers");
+    let odd = lowers.join(std::ffi::OsStr::from_bytes(b"bad\xff"));
+    std::fs::create_dir_all(&odd).unwrap();
+    let mnt = sb.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut c = Command::new(bin("cbuild-overlay"));
+    c.env("CBUILD_STATE", &sb.state).args(["mount", "--legacy-api", "--lower"]).arg(&odd);
+    // Long names, so that the options outgrow a page and the layers go by fd number and the list.
+    for i in 0..30 {
+        let d = lowers.join(format!("{i:0>150}"));
+        std::fs::create_dir(&d).unwrap();
+        c.arg("--lower").arg(&d);
+    }
+    c.arg("--lower").arg(&layer).arg(&mnt);
+    ok(run(&mut c));
+    let _m = Defer(|| {
+        let _ = Command::new(bin("cbuild-overlay")).env("CBUILD_STATE", &sb.state).arg("umount").arg(&mnt).status();
+        let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+    });
+    let opts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!opts.contains(&*layer.to_string_lossy()), "the layer is named by fd number, not by path");
+    ok(run(img(&sb).args(["rm", "e"])));
+    let rep = gc_report(&sb);
+    assert_eq!((rep["kept_mounted"].as_u64(), rep["layer_dirs"].as_u64()), (Some(1), Some(0)), "{rep}");
+    assert!(layer.join("f").is_file(), "gc removed a layer dir a mount uses");
 }
 
 /// When a failed `unpack` cannot undo what it made (an append-only DIR keeps its entries), the
