@@ -225,7 +225,10 @@ pub fn environment(spec: &RunSpec, home: Option<&str>) -> Vec<(String, String)> 
             env.push(("HOME".into(), h.into()));
         }
     }
-    if let (false, Some(h)) = (env.iter().any(|(k, _)| k == "HOSTNAME"), &spec.hostname) {
+    // Defaulted only if no --env named it: `--env HOSTNAME` (a NAME alone) unsets even this one, as
+    // Docker's daemon drops its own default for it.
+    let named = env.iter().any(|(k, _)| k == "HOSTNAME") || spec.env.iter().any(|(k, _)| k == "HOSTNAME");
+    if let (false, Some(h)) = (named, &spec.hostname) {
         env.push(("HOSTNAME".into(), h.clone()));
     }
     env

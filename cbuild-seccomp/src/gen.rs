@@ -259,8 +259,10 @@ pub fn syscall_nr(name: &str, arch: Arch) -> Option<u32> {
 pub fn demultiplex(arch: Arch, nr: u32, arg0: u64) -> Option<(&'static str, &'static str)> {
     [("socketcall", SOCKETCALL), ("ipc", IPC)].into_iter().find_map(|(mux, table)| {
         (syscall_nr(mux, arch)? == nr).then_some(())?;
-        // Every ABI with the multiplexers is a 32-bit one: the program compares the low word.
-        let call = table.iter().find(|(_, x)| *x == arg0 & 0xffff_ffff)?.0;
+        // As the program compares: the low word on a 32-bit ABI, all of it on a 64-bit one that has the
+        // multiplexers too (ppc64le, s390x).
+        let arg0 = if arch.bits32 { arg0 & 0xffff_ffff } else { arg0 };
+        let call = table.iter().find(|(_, x)| *x == arg0)?.0;
         Some((mux, call))
     })
 }

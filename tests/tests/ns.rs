@@ -975,6 +975,11 @@ fn env_in_order_and_a_name_alone_unsets_it() {
     c.env("CBT_OWN", "inherited").args(["run", "--env", "A=1", "--env", "A", "--env", "B=1", "--env", "B=2"]);
     c.args(["--env", "CBT_OWN", "--", "sh", "-c", "echo ${A-unset} $B ${CBT_OWN-unset}"]);
     assert_eq!(ok(&run(&mut c)), "unset 2 unset\n");
+    // HOSTNAME too, which cbuild-ns otherwise defaults to --hostname.
+    let mut c = ns(&sb);
+    c.args(["run", "--uts", "--hostname", "h", "--clear-env", "--env", "HOSTNAME=x", "--env", "HOSTNAME"]);
+    c.args(["--", "sh", "-c", "echo ${HOSTNAME-unset}"]);
+    assert_eq!(ok(&run(&mut c)), "unset\n");
     let mut c = ns(&sb);
     c.args(["run", "--env", "=x", "--", "true"]);
     let o = run(&mut c);

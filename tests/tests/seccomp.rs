@@ -1262,6 +1262,27 @@ fn check_names_multiplexed_calls_on_x86() {
     assert_eq!(v[2]["nr"], 102, "{v:?}");
 }
 
+/// socketcall on a 64-bit ABI that has it (ppc64le): the program compares its first argument in full,
+/// so `socketcall,0x100000001` carries no socket call there, and socket's rules must not be named as
+/// having decided it (the explanation cut the argument to its low word, as on x86).
+#[test]
+fn check_demultiplexes_socketcall_in_full_on_64_bit_abis() {
+    let sb = Sandbox::new();
+    let p = write_profile(
+        &sb,
+        "ppc.json",
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_PPC64LE"],
+            "syscalls":[{"names":["socket"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
+                        {"names":["socketcall"],"action":"SCMP_ACT_ERRNO","errnoRet":13,
+                         "args":[{"index":1,"value":7,"op":"SCMP_CMP_EQ"}]}]}"#,
+    );
+    let p = p.to_str().unwrap();
+    let v = check(&sb, p, &["--abi", "ppc64le"], &["socketcall,0x100000001", "socketcall,1"]);
+    assert_eq!(action(&v[0]), "SCMP_ACT_ALLOW", "{v:?}");
+    assert!(!v[0]["why"].as_str().unwrap().contains("SYS_SOCKET"), "{v:?}");
+    assert_eq!(action(&v[1]), "SCMP_ACT_ERRNO(1)", "socketcall(SYS_SOCKET) does get socket's rule: {v:?}");
+}
+
 /// Found by a review: on x86, `check socketcall,1` (socket(2) through socketcall) explained its verdict
 /// from the rules named `socketcall` alone. The program also holds socket's rules there, without their
 /// conditions (the family is behind socketcall's pointer, out of seccomp's reach), so an ALLOW or an
