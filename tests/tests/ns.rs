@@ -978,8 +978,10 @@ fn env_in_order_and_a_name_alone_unsets_it() {
     // HOSTNAME too, which cbuild-ns otherwise defaults to --hostname.
     let mut c = ns(&sb);
     c.args(["run", "--uts", "--hostname", "h", "--clear-env", "--env", "HOSTNAME=x", "--env", "HOSTNAME"]);
-    c.args(["--", "sh", "-c", "echo ${HOSTNAME-unset}"]);
-    assert_eq!(ok(&run(&mut c)), "unset\n");
+    // (env itself, not a shell: busybox's ash sets a HOSTNAME variable of its own.)
+    c.args(["--", "env"]);
+    let out = ok(&run(&mut c));
+    assert!(!out.lines().any(|l| l.starts_with("HOSTNAME=")), "{out}");
     let mut c = ns(&sb);
     c.args(["run", "--env", "=x", "--", "true"]);
     let o = run(&mut c);
