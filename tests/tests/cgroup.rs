@@ -2961,23 +2961,7 @@ fn info_json_gives_a_mount_point_that_is_not_utf8_exactly() {
         .env("CTRLS", ctrls.join(","))
         .env("M", &mnt)
         .env("CG", bin(TOOL));
-    // SAFETY: unshare and mount only, between fork and exec, on strings made before the fork.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    c"none".as_ptr(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    in_private_mount_ns(&mut cmd);
     let o = run(&mut cmd);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {:?}", stdout(&o)));
@@ -3042,9 +3026,24 @@ fn oci_network_goes_to_net_cls_and_net_prio_on_v1() {
         .env("NAME", &name)
         .env("CFG", oci_resources(&sb, network))
         .env("BOGUS", oci_resources(&sb, bogus));
+    in_private_mount_ns(&mut cmd);
+    let o = run(&mut cmd);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("create=0\n"), "{out}");
+    assert!(out.contains("set=125\n") && out.contains("(linux.resources.network.priorities[1] cbnosuch0)"), "{out}");
+    assert!(out.contains("classid=1048577\n"), "{out}");
+    assert!(out.contains("\nlo 5\n"), "the failed set put lo's priority back: {out}");
+    // The kernel destroys the unmounted empty hierarchy after an RCU grace period, not at once.
+    wait_for("the test's hierarchy to go", Duration::from_secs(10), || unmounted_v1_controller("net_cls"));
+}
+
+/// `cmd` runs in a mount namespace of its own, all of it private: what it mounts (a v1 hierarchy at a
+/// test's path) no other process sees, and goes with it.
+fn in_private_mount_ns(cmd: &mut Command) {
     // SAFETY: unshare and mount only, between fork and exec, on strings made before the fork.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
             if libc::unshare(libc::CLONE_NEWNS) != 0
                 || libc::mount(
                     c"none".as_ptr(),
@@ -3059,13 +3058,4 @@ fn oci_network_goes_to_net_cls_and_net_prio_on_v1() {
             Ok(())
         });
     }
-    let o = run(&mut cmd);
-    let out = stdout(&o);
-    assert!(o.status.success(), "{out}{}", stderr(&o));
-    assert!(out.contains("create=0\n"), "{out}");
-    assert!(out.contains("set=125\n") && out.contains("(linux.resources.network.priorities[1] cbnosuch0)"), "{out}");
-    assert!(out.contains("classid=1048577\n"), "{out}");
-    assert!(out.contains("\nlo 5\n"), "the failed set put lo's priority back: {out}");
-    // The kernel destroys the unmounted empty hierarchy after an RCU grace period, not at once.
-    wait_for("the test's hierarchy to go", Duration::from_secs(10), || unmounted_v1_controller("net_cls"));
 }
