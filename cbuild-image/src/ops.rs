@@ -7,7 +7,7 @@ use crate::extract::{ExtractMode, Extractor, Options};
 use crate::fsutil;
 use crate::image::{Image, Layer};
 use crate::progress::Progress;
-use crate::store::{lock_file, Store};
+use crate::store::{lock_file, read_file_limited, read_limited, Store, MAX_JSON};
 use crate::stream::{LayerStream, Measured};
 use crate::Ctx;
 use std::collections::HashSet;
@@ -592,9 +592,9 @@ fn overlay_mounts(bases: &[PathBuf]) -> InUse {
                     Some(r) => {
                         fsutil::open_in_root(r, &list, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK)
                             .ok()
-                            .and_then(|fd| read_all(std::fs::File::from(fd)))
+                            .and_then(|fd| read_file_limited(std::fs::File::from(fd), &list, MAX_JSON).ok())
                     }
-                    None => std::fs::File::open(&list).ok().and_then(read_all),
+                    None => read_limited(&list, MAX_JSON).ok(),
                 };
                 listed = text.is_some();
                 for l in text.iter().flat_map(|t| t.split(|&b| b == b'\n')).filter(|l| !l.is_empty()) {
@@ -708,12 +708,6 @@ fn split_layers(v: &[u8]) -> Vec<PathBuf> {
     }
     out.push(cur);
     out.into_iter().filter(|l| !l.is_empty()).map(|l| PathBuf::from(std::ffi::OsString::from_vec(l))).collect()
-}
-
-/// A whole small file (an aux dir's layer list), or None.
-fn read_all(mut f: std::fs::File) -> Option<Vec<u8>> {
-    let mut v = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut v).ok().map(|_| v)
 }
 
 #[cfg(test)]

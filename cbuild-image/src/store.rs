@@ -375,6 +375,11 @@ pub fn read_limited(p: &Path, limit: u64) -> Result<Vec<u8>> {
     // directory, and gc of the default store reads every --store registered with it) must not hang us.
     let f =
         OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(p).map_err(|e| Error::io("read", p, e))?;
+    read_file_limited(f, p, limit)
+}
+
+/// [`read_limited`] of a file already open (O_NONBLOCK) as `p`.
+pub fn read_file_limited(f: File, p: &Path, limit: u64) -> Result<Vec<u8>> {
     if !f.metadata().map_err(|e| Error::io("read", p, e))?.is_file() {
         return Err(Error::new("read", p.display(), "not a regular file"));
     }
