@@ -212,17 +212,25 @@ fn reserve(state: &Path, id: &str) -> Result<(Locked, bool)> {
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("reserve", f.display(), e))
     };
     // Never followed: the record would be made (and later deleted) in the symlink's target.
-    match std::fs::symlink_metadata(&dir) {
+    let exists = match std::fs::symlink_metadata(&dir) {
         Ok(m) if m.file_type().is_symlink() => {
             return Err(Error::new("reserve", dir.display(), "is a symbolic link: refused in the state dir"))
         }
         Ok(m) if !m.is_dir() => return Err(Error::new("reserve", dir.display(), "exists and is not a directory")),
-        _ => {}
-    }
-    if !dir.exists() {
-        std::fs::create_dir_all(state).map_err(|e| Error::io("reserve", state.display(), e))?;
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    if !exists {
         let tmpdir = state.join(format!(".net-{id}.{}", std::process::id()));
-        std::fs::create_dir(&tmpdir).map_err(|e| Error::io("reserve", tmpdir.display(), e))?;
+        // The state dir is made only when missing (a first run): not a mkdir and a stat on every connect.
+        let mkdir = || std::fs::create_dir(&tmpdir).map_err(|e| Error::io("reserve", tmpdir.display(), e));
+        match mkdir() {
+            Err(e) if e.is_errno(libc::ENOENT) => {
+                std::fs::create_dir_all(state).map_err(|e| Error::io("reserve", state.display(), e))?;
+                mkdir()?;
+            }
+            r => r?,
+        }
         let file = match create_locked(&tmpdir.join("net.json")) {
             Ok(f) => f,
             Err(e) => {
@@ -331,7 +339,7 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
     if br.building {
         // A `bridge add` killed half-way (or one still at work, whose lock the add below waits for):
         // the same add completes it, forwarding and NAT included.
-        ctx.step("bridge", format!("{}: completing it", br.name));
+        ctx.step("bridge", format_args!("{}: completing it", br.name));
         br = bridge::add(ctx, &host, &br.name, br.subnet, Some(br.gateway), br.nat, br.subnet6).await?;
     }
 
@@ -348,13 +356,13 @@ pub async fn connect(ctx: &Ctx, o: ConnectOpts) -> Result<Attachment> {
     .await;
     if r.is_err() {
         if undo.veth {
-            ctx.step("undo", format!("del-link {}", host_ifname(&o.id)));
+            ctx.step("undo", format_args!("del-link {}", host_ifname(&o.id)));
             if let Err(e) = host.del_link_by_name(&host_ifname(&o.id)).await {
                 ctx.undo_failed(&e);
             }
         }
         if let Some(ip) = undo.lease {
-            ctx.step("undo", format!("release {ip}"));
+            ctx.step("undo", format_args!("release {ip}"));
             if let Err(e) = Leases::new(bridge_dir(&ctx.state, &br.name)).release(ip, &o.id) {
                 ctx.undo_failed(&e);
             }
@@ -387,7 +395,7 @@ async fn connect_steps(
     // `br` was read before this lock: a bridge deleted and made again meanwhile must not lend an address
     // of its old subnet.
     let ip = leases.allocate(&br.subnet, br.gateway, o.ip, &o.id, |l| bridge::check_unchanged(l, br))?;
-    ctx.step("ipam", format!("{ip}/{} from {}", br.subnet.prefix, br.name));
+    ctx.step("ipam", format_args!("{ip}/{} from {}", br.subnet.prefix, br.name));
     undo.lease = Some(ip);
 
     let master = match host.index(&br.name)? {
@@ -400,7 +408,7 @@ async fn connect_steps(
     };
     let hname = host_ifname(&o.id);
     let mac = o.mac.unwrap_or_else(nl::random_mac);
-    ctx.step("add-veth", format!("{hname} on {} <-> {} in {}", br.name, o.ifname, o.ns.path));
+    ctx.step("add-veth", format_args!("{hname} on {} <-> {} in {}", br.name, o.ifname, o.ns.path));
     let add = || host.add_veth(&hname, master, &o.ifname, o.ns.fd.as_raw_fd(), mac, o.mtu);
     match add().await {
         Err(e) if e.is_errno(libc::EEXIST) && remove_left_link(ctx, host, &hname).await? => add().await,
@@ -427,17 +435,17 @@ async fn connect_steps(
     let v6 = br.subnet6.zip(br.gateway6).map(|(s6, gw6)| (s6.follow(&br.subnet, ip), s6.prefix, gw6));
     let mut reqs =
         vec![nl::Req::no_ipv6_link_local(peer, &o.ifname), nl::Req::add_addr(peer, ip, br.subnet.prefix, &o.ifname)];
-    ctx.step("add-addr", format!("{ip}/{} on {}", br.subnet.prefix, o.ifname));
+    ctx.step("add-addr", format_args!("{ip}/{} on {}", br.subnet.prefix, o.ifname));
     if let Some((ip6, p6, _)) = v6 {
-        ctx.step("add-addr", format!("{ip6}/{p6} on {}", o.ifname));
+        ctx.step("add-addr", format_args!("{ip6}/{p6} on {}", o.ifname));
         reqs.push(nl::Req::add_addr6(peer, ip6, p6, &o.ifname));
     }
     reqs.push(nl::Req::up(1, "lo"));
     reqs.push(nl::Req::up(peer, &o.ifname));
-    ctx.step("add-route", format!("default via {}", br.gateway));
+    ctx.step("add-route", format_args!("default via {}", br.gateway));
     reqs.push(nl::Req::default_route(br.gateway.into()));
     if let Some((_, _, gw6)) = v6 {
-        ctx.step("add-route", format!("default via {gw6}"));
+        ctx.step("add-route", format_args!("default via {gw6}"));
         reqs.push(nl::Req::default_route(gw6.into()));
     }
     host.setup_port(host_index, &hname, true).await?;
@@ -497,7 +505,7 @@ async fn remove_left_link(ctx: &Ctx, host: &Nl, hname: &str) -> Result<bool> {
     if !ours {
         return Ok(false);
     }
-    ctx.step("del-link", format!("{hname} (left down by a disconnect --leave-link)"));
+    ctx.step("del-link", format_args!("{hname} (left down by a disconnect --leave-link)"));
     match host.del_link(l.header.index, hname).await {
         Err(e) if !e.is_errno(libc::ENODEV) => Err(e),
         _ => Ok(true),
@@ -531,7 +539,7 @@ pub async fn disconnect(ctx: &Ctx, id: &str, leave_link: bool) -> Result<()> {
 /// An attachment whose host namespace is gone: its pair, rules and conntrack entries went with it;
 /// only the lease and the record are left, and nothing in this invocation's host namespace is touched.
 pub fn forget(ctx: &Ctx, id: &str, a: &Attachment) -> Result<()> {
-    ctx.step("release", format!("{} on {}", a.ip, a.bridge));
+    ctx.step("release", format_args!("{} on {}", a.ip, a.bridge));
     Leases::new(bridge_dir(&ctx.state, &a.bridge)).release(a.ip, id)?;
     ctx.step("unrecord", attachment_file(&ctx.state, id).display());
     unreserve(&ctx.state, id);
@@ -558,7 +566,7 @@ pub async fn remove_everything(
             .cloned()
             .collect();
         if !mine.is_empty() {
-            ctx.step("nft-delete", format!("{} rules of {id}", mine.len()));
+            ctx.step("nft-delete", format_args!("{} rules of {id}", mine.len()));
             bridge::delete_publish_rules(ctx, &nft, &mine, &rules)?;
         }
         if att.is_none_or(|a| a.ip6.is_some()) {
@@ -612,7 +620,7 @@ pub async fn remove_everything(
     let (deleted, flushed) = if leave_link {
         // Nothing to overlap with: no thread.
         if link.is_some() {
-            ctx.step("leave-link", format!("{hname} (deleted by the kernel with the container's namespace)"));
+            ctx.step("leave-link", format_args!("{hname} (deleted by the kernel with the container's namespace)"));
         }
         (Ok(()), flusher.map_or_else(|| Ok(Vec::new()), forget_all))
     } else {
@@ -634,13 +642,15 @@ pub async fn remove_everything(
     deleted?;
     for (ip, how) in flushed? {
         match how {
-            conntrack::Forgot::Filtered => ctx.step("conntrack", format!("flows of {ip} forgotten (kernel filter)")),
+            conntrack::Forgot::Filtered => {
+                ctx.step("conntrack", format_args!("flows of {ip} forgotten (kernel filter)"))
+            }
             conntrack::Forgot::Walked(0) => {}
-            conntrack::Forgot::Walked(n) => ctx.step("conntrack", format!("{n} flows of {ip} forgotten")),
+            conntrack::Forgot::Walked(n) => ctx.step("conntrack", format_args!("{n} flows of {ip} forgotten")),
         }
     }
     for (b, ip) in ips {
-        ctx.step("release", format!("{ip} on {b}"));
+        ctx.step("release", format_args!("{ip} on {b}"));
         Leases::new(bridge_dir(&ctx.state, &b)).release(ip, id)?;
     }
     ctx.step("unrecord", attachment_file(&ctx.state, id).display());
@@ -677,7 +687,7 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     att.ports.retain(|q| !(q.host_port == p.host_port && q.protocol == p.protocol));
     att.ports.push(p);
     lock.write(&att)?;
-    ctx.step("nft-add", format!("dnat {spec} to {}:{}", att.ip, p.port));
+    ctx.step("nft-add", format_args!("dnat {spec} to {}:{}", att.ip, p.port));
     let mut add = vec![nft::dnat_rule("prerouting", id, &p, att.ip), nft::dnat_rule("output", id, &p, att.ip)];
     // The bridge's first published port brings the bridge-wide rules (loopback and hairpin NAT, the
     // loopback guard), in the same batch; then route_localnet, never before its guard exists.
@@ -688,7 +698,7 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
         add.extend(nft::ports_rules(&att.bridge, &c.subnet));
     }
     let r = nft.add(add).and_then(|()| {
-        ctx.step("route-localnet", format!("{} on", att.bridge));
+        ctx.step("route-localnet", format_args!("{} on", att.bridge));
         match conf {
             Some(_) => bridge::set_route_localnet(ctx, &att.bridge, true),
             None => Ok(()),
@@ -703,7 +713,7 @@ pub fn publish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
             if !group {
                 add.extend(nft::ports_rules6(&att.bridge, &s6));
             }
-            ctx.step("nft-add", format!("dnat {spec} to [{ip6}]:{}", p.port));
+            ctx.step("nft-add", format_args!("dnat {spec} to [{ip6}]:{}", p.port));
             nft6.add(add)
         }
         _ => Ok(()),
@@ -751,7 +761,7 @@ pub fn unpublish(ctx: &Ctx, id: &str, p: Port) -> Result<()> {
     if mine.is_empty() {
         return Err(Error::new("unpublish", spec, format!("not published by {id}")));
     }
-    ctx.step("nft-delete", format!("dnat {spec}"));
+    ctx.step("nft-delete", format_args!("dnat {spec}"));
     bridge::delete_publish_rules(ctx, &nft, &mine, &rules)?;
     if att.ip6.is_some() {
         bridge::delete_publish_rules6(ctx, |r| r.comment == comment)?;

@@ -149,7 +149,7 @@ fn other_root(ctx: &Ctx) -> Result<Option<Nl>> {
         Ok(r) => r,
         Err(e) => {
             // Not readable (a sandbox that hides PID 1's namespaces): nothing to check against, said so.
-            ctx.step("check-routes", format!("root network namespace not checked ({e})"));
+            ctx.step("check-routes", format_args!("root network namespace not checked ({e})"));
             return Ok(None);
         }
     };
@@ -217,7 +217,7 @@ pub async fn add(
     };
     if r.is_err() {
         if created_link {
-            ctx.step("undo", format!("del-link {name}"));
+            ctx.step("undo", format_args!("del-link {name}"));
             if let Err(u) = host.del_link_by_name(name).await {
                 ctx.undo_failed(&u);
             }
@@ -337,13 +337,13 @@ async fn add_locked(
             host.link(name).await?.ok_or_else(|| Error::new("add-bridge", name, "link vanished"))?.header.index
         }
     };
-    ctx.step("add-addr", format!("{gateway}/{} on {name}", subnet.prefix));
+    ctx.step("add-addr", format_args!("{gateway}/{} on {name}", subnet.prefix));
     match host.add_addr(index, gateway, subnet.prefix, name).await {
         Err(e) if e.is_errno(libc::EEXIST) => {}
         r => r?,
     }
     if let (Some(s6), Some(gw6)) = (conf.subnet6, conf.gateway6) {
-        ctx.step("add-addr", format!("{gw6}/{} on {name}", s6.prefix));
+        ctx.step("add-addr", format_args!("{gw6}/{} on {name}", s6.prefix));
         match host.add_addr6(index, gw6, s6.prefix, name).await {
             Err(e) if e.is_errno(libc::EEXIST) => {}
             r => r?,
@@ -474,7 +474,7 @@ pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
                 _ => {}
             }
         }
-        Some(_) => ctx.step("del-link", format!("{name}: not a bridge, not cbuild's: left alone")),
+        Some(_) => ctx.step("del-link", format_args!("{name}: not a bridge, not cbuild's: left alone")),
         None => {}
     }
     let dir = bridge_dir(&ctx.state, name);
@@ -505,7 +505,7 @@ pub fn set_route_localnet(ctx: &Ctx, name: &str, on: bool) -> Result<()> {
 pub fn delete_publish_rules(ctx: &Ctx, nft: &Nft, gone: &[RuleInfo], all: &[RuleInfo]) -> Result<Vec<RuleInfo>> {
     let (gone, emptied) = nft::with_emptied_ports(gone, all, &subnets(ctx));
     for b in &emptied {
-        ctx.step("route-localnet", format!("{b} off"));
+        ctx.step("route-localnet", format_args!("{b} off"));
         set_route_localnet(ctx, b, false)?;
     }
     nft.delete(&gone, all)?;
@@ -573,11 +573,11 @@ fn set_nat_rules(ctx: &Ctx, conf: &BridgeConf, on: bool) -> Result<()> {
         let mine: Vec<_> = rules.iter().filter(|r| r.comment == comment).cloned().collect();
         match rule {
             Some(r) if on && mine.is_empty() => {
-                ctx.step("nft-add", format!("masquerade {subnet} out of {}", conf.name));
+                ctx.step("nft-add", format_args!("masquerade {subnet} out of {}", conf.name));
                 t.add(vec![r])?;
             }
             _ if !on && !mine.is_empty() => {
-                ctx.step("nft-delete", format!("masquerade out of {}", conf.name));
+                ctx.step("nft-delete", format_args!("masquerade out of {}", conf.name));
                 t.delete(&mine, &rules)?;
             }
             _ => {}

@@ -249,7 +249,7 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
         crate::paths::check_name("prune", "", id).is_ok() && crate::paths::attachment_file(&ctx.state, id).exists()
     };
     for l in &inv.orphan_leases {
-        ctx.step("release", format!("{} on {}", l.ip, l.bridge));
+        ctx.step("release", format_args!("{} on {}", l.ip, l.bridge));
         if Leases::new(bridge_dir(&ctx.state, &l.bridge)).release_unless(l.ip, &l.id, || has_record(&l.id))? {
             done.push(format!("lease {} on {} ({})", l.ip, l.bridge, l.id));
         }
@@ -267,7 +267,7 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
             .collect();
         let gone = crate::bridge::delete_publish_rules(ctx, &nft, &gone, &all)?;
         if !gone.is_empty() {
-            ctx.step("nft-delete", format!("{} orphaned rules", gone.len()));
+            ctx.step("nft-delete", format_args!("{} orphaned rules", gone.len()));
         }
         done.extend(gone.iter().map(|r| format!("rule {} ({})", r.handle, r.comment)));
     }

@@ -92,12 +92,18 @@ pub fn open_nofollow(path: &Path, depth: usize, flags: libc::c_int) -> std::io::
 
 /// [`open_nofollow`] of the file `name` in a directory already opened by [`open_parent`].
 pub fn open_in(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> std::io::Result<std::fs::File> {
+    open_sized(dir, name, flags).map(|(f, _)| f)
+}
+
+/// [`open_in`], and the file's size as it was opened.
+fn open_sized(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> std::io::Result<(std::fs::File, u64)> {
     let fd = openat(dir.as_raw_fd(), name, flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC, 0o644)?;
     let f = std::fs::File::from(fd);
-    if !f.metadata()?.is_file() {
+    let m = f.metadata()?;
+    if !m.is_file() {
         return Err(not_regular());
     }
-    Ok(f)
+    Ok((f, m.len()))
 }
 
 /// Read a whole state file, as [`open_nofollow`] opens it.
@@ -109,8 +115,13 @@ pub fn read_nofollow(path: &Path, depth: usize) -> std::io::Result<String> {
 /// [`read_nofollow`] of the file `name` in an open directory.
 pub fn read_in(dir: BorrowedFd<'_>, name: &CStr) -> std::io::Result<String> {
     use std::io::Read;
-    let mut s = String::new();
-    open_in(dir, name, libc::O_RDONLY)?.read_to_string(&mut s)?;
+    let (f, len) = open_sized(dir, name, libc::O_RDONLY)?;
+    // Sized from the fstat above, and read through `Take`: `File::read_to_string` would ask the kernel
+    // for the size and the position again (an fstat and an lseek per state file; a connect reads three).
+    // The room past the size lets the read that meets the end be a plain one. The size is a hint only,
+    // capped: the file may grow or shrink meanwhile, and the read goes on to the real end.
+    let mut s = String::with_capacity(len.min(1 << 16) as usize + 64);
+    (&f).take(u64::MAX).read_to_string(&mut s)?;
     Ok(s)
 }
 
