@@ -315,13 +315,19 @@ fn resolve(cmd: &str) -> Result<PathBuf> {
     Err(not_found(cmd))
 }
 
+/// `v` as one line of JSON; a value JSON cannot hold (a path that is not UTF-8) is an error, never
+/// an empty line.
+fn to_json(object: &str, v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::bad("json", object, e.to_string()))
+}
+
 /// `stat NAME [--json]`
 pub fn stat(name: &str, json: bool, out: &mut dyn Write) -> Result<()> {
     cgroup::check_name(name)?;
     let host = Host::detect()?;
     let cg = Cgroup::open(&host, name)?;
     let s = stats::collect(&host, &cg)?;
-    let text = if json { serde_json::to_string(&s).unwrap_or_default() + "\n" } else { stats::human(&s) };
+    let text = if json { to_json(name, &s)? + "\n" } else { stats::human(&s) };
     out.write_all(text.as_bytes()).map_err(|e| Error::sys("write", "stdout", e))
 }
 
@@ -371,7 +377,7 @@ pub fn ls(json: bool, out: &mut dyn Write) -> Result<()> {
             name,
         };
         if json {
-            text.push_str(&serde_json::to_string(&e).unwrap_or_default());
+            text.push_str(&to_json(&e.name, &e)?);
             text.push('\n');
         } else {
             text.push_str(&format!(
@@ -547,7 +553,7 @@ pub fn info(json: bool, out: &mut dyn Write) -> Result<()> {
         features,
     };
     let text = if json {
-        serde_json::to_string(&info).unwrap_or_default() + "\n"
+        to_json("info", &info)? + "\n"
     } else {
         let mut t = format!("layout      {}{}\n", info.layout, if info.rootless { " (rootless)" } else { "" });
         for h in info.hierarchies {

@@ -64,6 +64,15 @@ pub fn p(path: &Path) -> String {
     crate::diff::escape_bytes_for_line(path.as_os_str().as_bytes())
 }
 
+/// `path` as one POSIX shell word, for a hint a reader pastes into a shell: in single quotes when it is
+/// printable UTF-8; otherwise as [`p`] shows it (no portable shell word holds arbitrary bytes on one line).
+pub fn sh_word(path: &Path) -> String {
+    match path.to_str() {
+        Some(s) if !s.chars().any(char::is_control) => format!("'{}'", s.replace('\'', "'\\''")),
+        _ => p(path),
+    }
+}
+
 /// Text for a stderr line (error, undo, warning or `-v` step): a line break in a path becomes `\n` or
 /// `\r`, so a line stays one line whatever the path, and the same object reads the same in a step and in
 /// an error.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use cbuild_overlay::diff::{self, DiffRequest};
-use cbuild_overlay::error::{one_line, p, verbose, Error};
+use cbuild_overlay::error::{one_line, p, sh_word, verbose, Error};
 use cbuild_overlay::inspect;
 use cbuild_overlay::mount::{self, Api, MountRequest, Mounted};
 
@@ -391,7 +391,7 @@ fn lowers(lower: &[OsString], from: Option<&Path>) -> Result<Vec<PathBuf>, Error
                     "the line ends in a carriage return (CRLF line ends?)",
                 )
                 .with_hint(if base.is_some() {
-                    format!("convert it to LF line ends: sed -i 's/\\r$//' -- {}", sh_quote(&f.to_string_lossy()))
+                    format!("convert it to LF line ends: sed -i 's/\\r$//' -- {}", sh_word(f))
                 } else {
                     "convert the input to LF line ends, e.g. through tr -d '\\r'".to_string()
                 }));
@@ -478,9 +478,4 @@ fn print_inspect(r: &inspect::Inspect) {
             l.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
         );
     }
-}
-
-/// `s` as one POSIX shell word, for hints a reader pastes into a shell.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -425,7 +425,7 @@ fn check(req: &MountRequest) -> Result<Plan> {
         if fsutil::mount_identity("target", &target)?.is_mount_root {
             return Err(Error::invalid("target", p(&target), "already a mount point").with_hint(format!(
                 "unmount it first (cbuild-overlay umount {}) or pick another dir",
-                target.display()
+                crate::error::sh_word(&target)
             )));
         }
     }

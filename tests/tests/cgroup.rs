@@ -2937,32 +2937,44 @@ fn unmounted_v1_controller(controller: &str) -> bool {
     })
 }
 
-/// Found by a review: serde refuses a path that is not UTF-8, so with a v1 hierarchy mounted at such a
-/// path `info --json` printed an empty line (exit 0). A hierarchy the host already has is mounted again
-/// for the test (no new hierarchy, nothing in /proc/cgroups changes) in a private mount namespace, with
-/// the host's mount of it unmounted there so that ours is the one found; the namespace, and the mount
-/// with it, go when the shell exits.
-#[test]
-fn info_json_gives_a_mount_point_that_is_not_utf8_exactly() {
+/// A v1 hierarchy the host already has, mounted again at `<sandbox>/cg\xffmnt` (not UTF-8) in a private
+/// mount namespace, with the host's mount of it unmounted there so that ours is the one found (no new
+/// hierarchy, nothing in /proc/cgroups changes); `script` runs there with `$CG` the tool. The namespace,
+/// and the mount with it, go when the shell exits. None without a v1 hierarchy.
+fn at_non_utf8_v1_mount(
+    sb: &Sandbox,
+    script: &str,
+    env: &[(&str, &str)],
+) -> Option<(Value, PathBuf, std::process::Output)> {
     use std::os::unix::ffi::OsStrExt;
-    require_root();
-    let sb = Sandbox::new();
-    let i = info(&sb);
-    let Some(h) = i["hierarchies"].as_array().unwrap().iter().find(|h| h["version"] == 1) else {
+    let i = info(sb);
+    let Some(h) = i["hierarchies"].as_array().unwrap().iter().find(|h| h["version"] == 1).cloned() else {
         eprintln!("skipped: no v1 hierarchy ({} cgroups)", i["layout"]);
-        return;
+        return None;
     };
     let ctrls: Vec<&str> = h["controllers"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
     let mnt = sb.path().join(std::ffi::OsStr::from_bytes(b"cg\xffmnt"));
     std::fs::create_dir(&mnt).unwrap();
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", r#"umount "$HOST" && mount -t cgroup -o "$CTRLS" none "$M" || exit 90; exec "$CG" info --json"#])
+    cmd.args(["-c", &format!(r#"umount "$HOST" && mount -t cgroup -o "$CTRLS" none "$M" || exit 90; {script}"#)])
         .env("HOST", h["mount"].as_str().unwrap())
         .env("CTRLS", ctrls.join(","))
         .env("M", &mnt)
-        .env("CG", bin(TOOL));
+        .env("CG", bin(TOOL))
+        .envs(env.iter().copied());
     in_private_mount_ns(&mut cmd);
     let o = run(&mut cmd);
+    Some((h, mnt, o))
+}
+
+/// Found by a review: serde refuses a path that is not UTF-8, so with a v1 hierarchy mounted at such a
+/// path `info --json` printed an empty line (exit 0).
+#[test]
+fn info_json_gives_a_mount_point_that_is_not_utf8_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let Some((h, mnt, o)) = at_non_utf8_v1_mount(&sb, r#"exec "$CG" info --json"#, &[]) else { return };
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {:?}", stdout(&o)));
     let hs = v["hierarchies"].as_array().unwrap();
@@ -2972,6 +2984,30 @@ fn info_json_gives_a_mount_point_that_is_not_utf8_exactly() {
     assert_eq!(ours["mount_bytes"], Value::from(bytes.clone()), "{v}");
     assert_eq!(ours["base_bytes"], Value::from(bytes), "{v}");
     assert!(hs.iter().filter(|x| x["mount"] != ours["mount"]).all(|x| x.get("mount_bytes").is_none()), "{v}");
+}
+
+/// The same for `ls --json`, whose entries list a cgroup's directories: it printed an empty line for
+/// such a cgroup (exit 0). A path JSON cannot hold is now a one-line error naming a cgroup; the
+/// human listing and `stat --json` (no paths) still work.
+#[test]
+fn ls_json_refuses_a_cgroup_dir_that_is_not_utf8_instead_of_an_empty_line() {
+    require_root();
+    let sb = Sandbox::new();
+    let c = Cg::new(&info(&sb));
+    let script = r#""$CG" create "$N" || exit 91
+"$CG" ls --json >"$OUT" 2>"$ERR"; echo "ls=$?"
+"$CG" ls >/dev/null || echo "ls-human failed"
+"$CG" stat "$N" --json >/dev/null || echo "stat failed"
+"$CG" rm "$N" || echo "rm failed""#;
+    let (out, err) = (sb.path().join("out"), sb.path().join("err"));
+    let env = [("N", c.name.as_str()), ("OUT", out.to_str().unwrap()), ("ERR", err.to_str().unwrap())];
+    let Some((_, _, o)) = at_non_utf8_v1_mount(&sb, script, &env) else { return };
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "ls=125", "{}", stderr(&o));
+    assert_eq!(read(&out), "", "a partial listing was printed");
+    let e = read(&err);
+    // The first cgroup listed whose directory JSON cannot hold: ours, or another test's at the same time.
+    assert!(e.starts_with("cbuild-cgroup: json: ") && e.contains("UTF-8") && e.lines().count() == 1, "{e}");
 }
 
 /// OCI `network` (classID, priorities) as runc applies it: on v1 into `net_cls.classid` and

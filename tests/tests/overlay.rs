@@ -396,13 +396,23 @@ fn bad_input_target_already_a_mount_point() {
     require_root();
     let sb = Sandbox::new();
     let (top, _) = two_layers(&sb);
-    let m = sb.path().join("busy");
+    // A name a shell would split and unquote: the hint's command must paste as one word.
+    let m = sb.path().join("busy $it's");
     tmpfs(&m, "size=1m");
     std::fs::write(m.join("mine"), "keep").unwrap();
     let before = mounts_under(&sb.path().to_string_lossy());
     let (u, w) = (sb.path().join("u"), sb.path().join("w"));
     let o = run(ov(&sb).arg("mount").arg("--lower").arg(&top).arg("--upper").arg(&u).arg("--work").arg(&w).arg(&m));
     assert_tool_error(&o, TOOL, &format!("target: {}: already a mount point", m.display()));
+    let err = stderr(&o);
+    let word = err
+        .lines()
+        .nth(1)
+        .and_then(|h| h.strip_prefix("hint: unmount it first (cbuild-overlay umount "))
+        .and_then(|h| h.strip_suffix(") or pick another dir"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let sh = run(Command::new("sh").arg("-c").arg(format!("printf %s {word}")));
+    assert_eq!(stdout(&sh), m.to_str().unwrap(), "the hint's word is not the path to a shell: {word}");
     assert_nothing_left(&sb, &before, &[&u, &w]);
     assert_eq!(std::fs::read_to_string(m.join("mine")).unwrap(), "keep", "the existing mount was touched");
 }
