@@ -103,7 +103,8 @@ enum Cmd {
         format: String,
         /// With --format shell: an Env entry that is a NAME alone (no `=`) goes into IMAGE_ENV as it is
         /// rather than failing, for a runtime that reads it as Docker's daemon does (it unsets NAME:
-        /// `cbuild-ns --env NAME`). An empty name (`=V`) still fails.
+        /// `cbuild-ns --env NAME`); an empty entry is dropped, as the daemon drops it. An empty name
+        /// (`=V`) still fails.
         #[arg(long)]
         bare_env: bool,
     },

@@ -155,10 +155,14 @@ fn no_nul(out: String, format: &str) -> Result<String> {
 /// place of a variable; with `bare`, the shell form keeps a NAME alone for a runtime that unsets it
 /// (`cbuild-ns --env NAME`). Only `json` carries them all, as `docker inspect` shows them.
 fn variables(c: &Value, format: &str, bare: bool) -> Result<Vec<String>> {
-    let env = strings(c, "Env")?;
+    let mut env = strings(c, "Env")?;
+    if bare {
+        // An empty entry is a NAME alone whose name is empty: unsetting nothing, Docker's daemon drops it.
+        env.retain(|e| !e.is_empty());
+    }
     let bad = |e: &&String| match e.split_once('=') {
         Some((k, _)) => k.is_empty(),
-        None => !bare || e.is_empty(),
+        None => !bare,
     };
     if let Some(e) = env.iter().find(bad) {
         return Err(Error::new(
@@ -270,6 +274,10 @@ mod tests {
         // --bare-env: a NAME alone is carried as it is; an empty name still is not.
         let s = config_shell(&json!({"Env": ["B=1", "A"]}), true).unwrap();
         assert!(s.contains("IMAGE_ENV='B=1 A'\n"), "{s}");
+        // ... and an empty entry is dropped, as Docker's daemon drops it (it unsets nothing).
+        let s = config_shell(&json!({"Env": ["", "B=1", ""]}), true).unwrap();
+        assert!(s.contains("IMAGE_ENV=B=1\n"), "{s}");
+        assert!(config_shell(&json!({"Env": [""]}), false).is_err());
         for bad in ["=x", "="] {
             assert!(config_shell(&json!({"Env": [bad]}), true).is_err(), "{bad}");
         }

@@ -93,6 +93,11 @@ rt_env_word() {
         return 0
     fi
     [[ $1 == [A-Za-z_]* && $1 != *[!A-Za-z0-9_]* ]] || rt_die args "-e $1" 'not a variable name (KEY=VALUE, or KEY to pass it on)'
+    rt_env_lookup "$1"
+}
+
+# rt_env_lookup NAME — rt_env=NAME=VALUE from our environment, or NAME alone when it is not set here.
+rt_env_lookup() {
     local kv
     while IFS= read -r -d '' kv; do
         if [[ $kv == "$1="* ]]; then rt_env=$kv && return 0; fi

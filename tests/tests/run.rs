@@ -449,6 +449,17 @@ fn process_flags_env_workdir_user_hostname() {
     let o = rt.run(&["--rm", "--network", "none", "--env-file", "/nonexistent/env", IMAGE, "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert_eq!(stderr(&o), "cbuild-run: args: --env-file /nonexistent/env: not a readable file\n");
+    // A name with white space in it, or none, is refused (docker/cli: "poorly formatted environment").
+    for (text, why) in [
+        ("A=1\n  B C=2\n", "line 2: variable 'B C' contains white space"),
+        ("# c\n=x\n", "line 2: no variable name"),
+        ("KEY \n", "line 1: variable 'KEY ' contains white space"),
+    ] {
+        std::fs::write(&f, text).unwrap();
+        let o = rt.run(&["--rm", "--network", "none", "--env-file", &f.to_string_lossy(), IMAGE, "true"]);
+        assert_eq!(stderr(&o), format!("cbuild-run: args: --env-file {}: {why}\n", f.display()), "{text:?}");
+        assert_eq!(o.status.code(), Some(125));
+    }
     // --entrypoint replaces the image's and drops its Cmd; "" leaves none, so CMD is the whole command.
     assert_eq!(rt.ok(&["--rm", "--network", "none", "--entrypoint", "/bin/echo", IMAGE, "hi", "there"]), "hi there\n");
     assert_eq!(rt.ok(&["--rm", "--network", "none", "--entrypoint", "", IMAGE, "echo", "plain"]), "plain\n");
@@ -2104,7 +2115,8 @@ fn image_with_env(rt: &Rt, tag: &str, env: serde_json::Value) {
 /// An image Env entry that is a NAME alone, as Docker's daemon reads it (moby's ReplaceOrAppendEnvValues:
 /// "unset NAME"): the container runs without NAME, `-e NAME=V` replaces it; `-e NAME` not set in the
 /// caller unsets the image's NAME=V (cbuild-exec's the container's, as docker exec); the image's
-/// HOSTNAME=... wins over the default one, as Docker's; an empty name (`=V`) fails the start, 125, one line.
+/// HOSTNAME=... wins over the default one, as Docker's; an empty entry is dropped; an empty name (`=V`)
+/// fails the start, 125, one line.
 #[test]
 fn image_env_names_alone_as_dockers_daemon_reads_them() {
     let mut rt = Rt::new();
@@ -2112,6 +2124,8 @@ fn image_env_names_alone_as_dockers_daemon_reads_them() {
     image_with_env(&rt, &tag, serde_json::json!(["FOO", "BAR=img", "HOSTNAME=fromimg", "BAZ=img"]));
     let tag2 = format!("{}:1", unique("envempty"));
     image_with_env(&rt, &tag2, serde_json::json!(["A=1", "=x"]));
+    let tag3 = format!("{}:1", unique("envblank"));
+    image_with_env(&rt, &tag3, serde_json::json!(["", "A=1", ""]));
     rt.data = rt.sb.data.clone();
     let show = "echo \"${FOO-unset} ${BAR-unset} ${BAZ-unset} $HOSTNAME\"";
     let sh = |args: &[&str]| {
@@ -2134,9 +2148,10 @@ fn image_env_names_alone_as_dockers_daemon_reads_them() {
         show,
     ]));
     assert_eq!(stdout(&o), "unset unset host fromimg\n", "{}", stderr(&o));
-    // --env-file's KEY alone not set here is left out (the image's stays).
+    // --env-file's KEY alone not set here is passed on alone, as docker/cli does (opts/file.go): it
+    // unsets the image's, as `-e KEY` does. A UTF-8 BOM before the first line is not part of its name.
     let f = rt.sb.path().join("env");
-    std::fs::write(&f, "BAR\nFOO=f\n").unwrap();
+    std::fs::write(&f, "\u{feff}BAR\nFOO=f\n").unwrap();
     let o = run(rt.cmd("cbuild-run").env_remove("BAR").args([
         "--rm",
         "--network",
@@ -2148,13 +2163,15 @@ fn image_env_names_alone_as_dockers_daemon_reads_them() {
         "-c",
         show,
     ]));
-    assert_eq!(stdout(&o), "f img img fromimg\n", "{}", stderr(&o));
+    assert_eq!(stdout(&o), "f unset img fromimg\n", "{}", stderr(&o));
     let name = unique("envx");
     assert_eq!(rt.ok(&["-d", "--name", &name, "--network", "none", &tag, "sleep", "30"]).trim(), name);
     let o = run(rt.cmd("cbuild-exec").env_remove("BAR").args(["-e", "BAR", "-e", "FOO=x", &name, "sh", "-c", show]));
     assert_eq!(stdout(&o), "x unset img fromimg\n", "{}", stderr(&o));
     assert!(rt.tool("cbuild-rm", &["-f", &name]).status.success());
     rt.assert_gone(&name);
+    // An empty entry unsets nothing and is dropped, as Docker's daemon drops it.
+    assert_eq!(rt.ok(&["--rm", "--network", "none", &tag3, "sh", "-c", "echo \"$A\""]), "1\n");
     // An empty name: refused before anything is made, as runc refuses it under Docker.
     let name = unique("enve");
     let o = rt.run(&["--rm", "--name", &name, "--network", "none", "-e", "X=1", &tag2, "true"]);
