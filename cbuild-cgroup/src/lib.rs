@@ -315,6 +315,13 @@ fn resolve(cmd: &str) -> Result<PathBuf> {
     Err(not_found(cmd))
 }
 
+/// A path on a line of `info`'s text: exactly, as `\ooo` where it is not printable UTF-8 (a mount point
+/// is whatever bytes its mounter chose).
+fn shown(p: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    cbuild_mountinfo::escape(p.as_os_str().as_bytes())
+}
+
 /// `v` as one line of JSON; a value JSON cannot hold (a path that is not UTF-8) is an error, never
 /// an empty line.
 fn to_json(object: &str, v: &impl serde::Serialize) -> Result<String> {
@@ -558,13 +565,7 @@ pub fn info(json: bool, out: &mut dyn Write) -> Result<()> {
         let mut t = format!("layout      {}{}\n", info.layout, if info.rootless { " (rootless)" } else { "" });
         for h in info.hierarchies {
             let c = if h.controllers.is_empty() { "(no controllers)".to_string() } else { h.controllers.join(",") };
-            t.push_str(&format!(
-                "cgroup v{}   {:<28} {:<22} base {}\n",
-                h.version,
-                h.mount.display(),
-                c,
-                h.base.display()
-            ));
+            t.push_str(&format!("cgroup v{}   {:<28} {:<22} base {}\n", h.version, shown(&h.mount), c, shown(&h.base)));
         }
         if let Some(d) = &info.delegated {
             t.push_str(&format!("delegated   {}\n", if d.is_empty() { "(none)".into() } else { d.join(" ") }));

@@ -86,9 +86,36 @@ pub fn unescape(field: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Bytes (a path) as one line of text for a person, in mountinfo's own notation: a control character,
+/// a backslash and a byte that is not part of UTF-8 become `\ooo`; everything else, UTF-8 included, is
+/// kept. [`unescape`] gives the bytes back, so two different paths never read the same.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut o = String::with_capacity(bytes.len());
+    let octal = |o: &mut String, b: u8| o.push_str(&format!("\\{b:03o}"));
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                let mut buf = [0; 4];
+                c.encode_utf8(&mut buf).bytes().for_each(|b| octal(&mut o, b));
+            } else {
+                o.push(c);
+            }
+        }
+        chunk.invalid().iter().for_each(|&b| octal(&mut o, b));
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_is_undone_by_unescape() {
+        let path = b"/a b\tc\nd\\e\xff\xc3\xa9\x7f";
+        assert_eq!(escape(path), "/a b\\011c\\012d\\134e\\377\u{e9}\\177");
+        assert_eq!(unescape(escape(path).as_bytes()), path);
+    }
 
     #[test]
     fn unescapes_every_octal_escape_and_keeps_stray_backslashes() {

@@ -276,22 +276,7 @@ pub fn escape_for_line(s: &str) -> String {
 /// [`escape_for_line`] for a name as bytes: a byte that is not part of UTF-8 is `\ooo` too, so two names
 /// that differ only there still read apart (U+FFFD would show both the same).
 pub fn escape_bytes_for_line(name: &[u8]) -> String {
-    let mut o = String::with_capacity(name.len());
-    for chunk in name.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() || c == '\\' {
-                for b in c.to_string().bytes() {
-                    o.push_str(&format!("\\{b:03o}"));
-                }
-            } else {
-                o.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            o.push_str(&format!("\\{b:03o}"));
-        }
-    }
-    o
+    cbuild_mountinfo::escape(name)
 }
 
 #[cfg(test)]

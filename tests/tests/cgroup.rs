@@ -2974,8 +2974,15 @@ fn info_json_gives_a_mount_point_that_is_not_utf8_exactly() {
     use std::os::unix::ffi::OsStrExt;
     require_root();
     let sb = Sandbox::new();
-    let Some((h, mnt, o)) = at_non_utf8_v1_mount(&sb, r#"exec "$CG" info --json"#, &[]) else { return };
+    let script = r#""$CG" info >"$HUMAN" || exit 91; exec "$CG" info --json"#;
+    let human = sb.path().join("human");
+    let env = [("HUMAN", human.to_str().unwrap())];
+    let Some((h, mnt, o)) = at_non_utf8_v1_mount(&sb, script, &env) else { return };
     assert!(o.status.success(), "{}", stderr(&o));
+    // The text shows the mount point exactly, its byte 0xff as \377 (it was U+FFFD, lossily).
+    let shown = format!(" {}/cg\\377mnt ", sb.path().display());
+    let text = read(&human);
+    assert!(text.lines().any(|l| l.starts_with("cgroup v1") && l.contains(&shown)), "{shown:?} in {text}");
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {:?}", stdout(&o)));
     let hs = v["hierarchies"].as_array().unwrap();
     let ours = hs.iter().find(|x| x["controllers"] == h["controllers"]).unwrap_or_else(|| panic!("{v}"));
