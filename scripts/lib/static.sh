@@ -13,7 +13,8 @@
 #   They are optimised for size (opt-level "s", standard library included): each runs for a millisecond or
 #   two, mostly in the kernel, and much of what its own code costs there is the page faults of its first
 #   touches: a connect takes 39 in an -O3 cbuild-net's text and read-only data (2.8 MB), 20 in an -Os
-#   one's (1.8 MB), at ~2.3 µs each in this VM; its CPU time fell by ~3.5% (median of 150, interleaved).
+#   one's (1.8 MB), at ~2.3 µs each in this VM; its CPU time fell by 4-7% (two runs, medians of 150
+#   connects, interleaved with an -O3 build). opt-level "z" was no better.
 # - cbuild-image and cbuild-seccomp link glibc statically (crt-static): libseccomp and OpenSSL are
 #   packaged for glibc. With the explicit --target, proc-macros stay dynamic.
 # - libcbuild_builtins.so, the scripts' bash builtin, is a shared object bash loads (glibc, not static).
