@@ -111,6 +111,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn escape_keeps_a_line_one_line_and_tells_bytes_apart() {
+        // (cbuild-overlay's line escaper, before it became this one.)
+        assert_eq!(escape("/a\nb\\c".as_bytes()), "/a\\012b\\134c");
+        assert_eq!(escape("/ok é".as_bytes()), "/ok é");
+        assert_eq!(escape(b"/a\xff\xc3\n\xc3\xa9"), "/a\\377\\303\\012é");
+    }
+
+    #[test]
     fn escape_is_undone_by_unescape() {
         let path = b"/a b\tc\nd\\e\xff\xc3\xa9\x7f";
         assert_eq!(escape(path), "/a b\\011c\\012d\\134e\\377\u{e9}\\177");

@@ -267,28 +267,9 @@ pub fn type_name(ft: FileType, rdev: u64) -> &'static str {
     }
 }
 
-/// A path for a human line: control characters and backslashes as `\ooo`, so a hostile file name cannot
-/// forge extra lines (the JSON output carries names exactly).
-pub fn escape_for_line(s: &str) -> String {
-    escape_bytes_for_line(s.as_bytes())
-}
-
-/// [`escape_for_line`] for a name as bytes: a byte that is not part of UTF-8 is `\ooo` too, so two names
-/// that differ only there still read apart (U+FFFD would show both the same).
-pub fn escape_bytes_for_line(name: &[u8]) -> String {
-    cbuild_mountinfo::escape(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_control_chars() {
-        assert_eq!(escape_for_line("/a\nb\\c"), "/a\\012b\\134c");
-        assert_eq!(escape_for_line("/ok é"), "/ok é");
-        assert_eq!(escape_bytes_for_line(b"/a\xff\xc3\n\xc3\xa9"), "/a\\377\\303\\012é");
-    }
 
     #[test]
     fn json_carries_names_that_are_not_utf8_as_bytes() {

@@ -57,11 +57,12 @@ impl Error {
 }
 
 /// A path for a line of text, stderr's (error objects, `-v` steps, warnings) or a human report's:
-/// control characters, `\` and bytes that are not UTF-8 as `\ooo`, as [`crate::diff`] escapes names.
+/// control characters, `\` and bytes that are not UTF-8 as `\ooo` ([`cbuild_mountinfo::escape`]), as the
+/// `diff` report shows names.
 /// `display()` made each such byte U+FFFD, so an error named `u\xff` and `u\xfe` alike, and otherwise
 /// than the report that listed it.
 pub fn p(path: &Path) -> String {
-    crate::diff::escape_bytes_for_line(path.as_os_str().as_bytes())
+    cbuild_mountinfo::escape(path.as_os_str().as_bytes())
 }
 
 /// `path` as one POSIX shell word, for a hint a reader pastes into a shell: in single quotes when it is

@@ -308,7 +308,7 @@ fn run(cmd: Cmd) -> Result<(), Error> {
                 let line = if json {
                     serde_json::to_string(c).expect("serializable")
                 } else {
-                    format!("{} {}", c.change.as_str(), diff::escape_bytes_for_line(&c.path))
+                    format!("{} {}", c.change.as_str(), cbuild_mountinfo::escape(&c.path))
                 };
                 if writeln!(out, "{line}").is_err() {
                     break; // reader went away (| head): not our failure
