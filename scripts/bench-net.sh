@@ -21,7 +21,8 @@
 #     Disconnect also as `disconnect --leave-link` after `netns del` (the kernel deletes the pair with
 #     the namespace), and a whole namespace's life both ways in the cycle run.
 #  2. Scale: 500 containers on one bridge, connected then disconnected one after another; time per
-#     container for each block of 100 (it should stay flat as the bridge fills).
+#     container for each block of 100 (it should stay flat as the bridge fills), and the same with the
+#     iproute2 sequence, whose growth is the kernel's alone.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -81,7 +82,8 @@ cat >"$work/cni.json" <<EOF
 {"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "bridge": "cnib0", "isGateway": true,
  "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.251.0.0/16", "dataDir": "$work/cni-ipam"}}
 EOF
-ip link add ipb0 type bridge && ip addr add 10.252.0.1/16 dev ipb0 && ip link set ipb0 up
+# The iproute2 anchor's bridge as cbuild makes its own: multicast snooping off (nl::add_bridge says why).
+ip link add ipb0 type bridge mcast_snooping 0 && ip addr add 10.252.0.1/16 dev ipb0 && ip link set ipb0 up
 c1=$work/c1 c2=$work/c2 c3=$work/c3 c4=$work/c4
 mkns "$c1" && mkns "$c2" && mkns "$c3" && mkns "$c4"
 
@@ -207,6 +209,26 @@ for blk in $(seq $((N / 100 - 1)) -1 0); do
     done
     down_ms[blk]=$(python3 -c "print('%.2f' % (($(now) - $t0) / 1e6 / 100))")
 done
+# The same with the iproute2 sequence on its own bridge, in the same namespaces (now empty again): how
+# much of the growth is the kernel's own, which every tool pays.
+declare -a ipup_ms ipdown_ms
+for blk in $(seq 0 $((N / 100 - 1))); do
+    t0=$(now)
+    for i in $(seq $((blk * 100 + 1)) $((blk * 100 + 100))); do
+        printf 'link add ips%s type veth peer name eth0 netns %s\nlink set ips%s master ipb0 up\n' \
+            "$i" "$work/scale/$i" "$i" | ip -b -
+        printf 'addr add 10.252.%s.%s/16 dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via 10.252.0.1\n' \
+            $((i / 250 + 1)) $((i % 250 + 2)) | nsenter --net="$work/scale/$i" ip -b -
+    done
+    ipup_ms[blk]=$(python3 -c "print('%.2f' % (($(now) - $t0) / 1e6 / 100))")
+done
+for blk in $(seq $((N / 100 - 1)) -1 0); do
+    t0=$(now)
+    for i in $(seq $((blk * 100 + 1)) $((blk * 100 + 100))); do
+        ip link del "ips$i"
+    done
+    ipdown_ms[blk]=$(python3 -c "print('%.2f' % (($(now) - $t0) / 1e6 / 100))")
+done
 
 # --- table ------------------------------------------------------------------------------------------
 table=$work/table.md
@@ -266,12 +288,15 @@ row() { # label json
     echo "Linux 6.11, with a dump of the whole table (~9 ms of CPU). Neither anchor flushes conntrack."
     echo
     echo "Scale: $N containers connected one after another to one bridge, then disconnected (ms per container,"
-    echo "each block of 100):"
+    echo "each block of 100), and the same with the iproute2 sequence (two \`ip -b\` processes per container, the"
+    echo "host's half and the container's; \`ip link del\` to remove) on its own bridge in the same namespaces. The"
+    echo "growth both show is the kernel's: as a port is added and comes up, the bridge walks every port it has"
+    echo "(docs/net.md, \"What a connect costs\")."
     echo
-    echo "| containers on the bridge | connect | disconnect |"
-    echo "|---|---:|---:|"
+    echo "| containers on the bridge | connect | iproute2 up | disconnect | ip link del |"
+    echo "|---|---:|---:|---:|---:|"
     for blk in $(seq 0 $((N / 100 - 1))); do
-        echo "| $((blk * 100 + 1))–$((blk * 100 + 100)) | ${up_ms[blk]} | ${down_ms[blk]} |"
+        echo "| $((blk * 100 + 1))–$((blk * 100 + 100)) | ${up_ms[blk]} | ${ipup_ms[blk]} | ${down_ms[blk]} | ${ipdown_ms[blk]} |"
     done
 } >"$table"
 cat "$table"

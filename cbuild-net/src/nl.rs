@@ -100,9 +100,12 @@ impl Nl {
     }
 
     /// A bridge, up, with a fixed MAC (a bridge otherwise takes its lowest port's MAC, which changes as
-    /// containers come and go and makes neighbours' ARP caches stale).
+    /// containers come and go and makes neighbours' ARP caches stale) and multicast snooping off: with
+    /// no IGMP/MLD querier on a container bridge the kernel floods multicast to every port anyway, and
+    /// with snooping on every port that comes up re-arms two query timers on every port of the bridge,
+    /// a cost each connect pays once per container already there (docs/net.md).
     pub async fn add_bridge(&self, name: &str, mac: [u8; 6]) -> Result<()> {
-        let msg = LinkBridge::new(name).address(mac.to_vec()).up().build();
+        let msg = LinkBridge::new(name).address(mac.to_vec()).mcast_snooping(false).up().build();
         self.h.link().add(msg).execute().await.map_err(|e| Error::netlink("add-bridge", name, e))
     }
 

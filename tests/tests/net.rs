@@ -268,6 +268,23 @@ fn two_containers_reach_each_other_and_teardown_restores_the_host() {
     sh_in(&a, &format!("busybox ping -c 1 -W 2 {ipb}"));
     sh_in(&b, &format!("busybox ping -c 1 -W 2 {ipa}"));
     sh_in(&a, "busybox ping -c 1 -W 2 10.231.0.1");
+    // Multicast between them (snooping is off on cbuild's bridges: the bridge floods it). b joins
+    // a group and waits for one datagram; a sends to the group until b has it.
+    let recv = "import socket,struct,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); \
+        s.bind(('',5353)); s.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,\
+        struct.pack('4s4s',socket.inet_aton('239.7.7.7'),socket.inet_aton(sys.argv[1]))); \
+        s.settimeout(5); print(s.recv(64).decode())";
+    let listener = Command::new("nsenter")
+        .arg(format!("--net={}", b.display()))
+        .args(["python3", "-c", recv, &ipb])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let send = "import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); \
+        [(s.sendto(b'hello-group',('239.7.7.7',5353)), time.sleep(0.1)) for _ in range(30)]";
+    sh_in(&a, &format!("python3 -c \"{send}\""));
+    let got = listener.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello-group", "multicast from a reaches b");
 
     // ls pairs each host end with its peer: the container's `eth0@ifN` names the host end's index,
     // and the host end's `@ifM` the container end's.
@@ -849,6 +866,8 @@ fn default_bridge_is_created_on_first_use_on_a_free_subnet() {
     let addr = r["ips"][0]["address"].as_str().unwrap();
     assert!(addr.starts_with("172.18.") && addr.ends_with("/16"), "{addr}");
     assert!(sh_in(&n.host, "ip -o addr show dev cbuild0").contains("172.18.0.1/16"));
+    // No querier on a container bridge: multicast snooping off (nl::add_bridge says why).
+    assert!(sh_in(&n.host, "ip -d link show cbuild0").contains(" mcast_snooping 0 "));
     assert!(sh_in(&n.host, "nft list table ip cbuild").contains("masquerade"), "NAT on, as docker0");
     let b = n.ok(&["bridge", "ls", "--json"]);
     assert!(b.contains("\"name\":\"cbuild0\"") && b.contains("\"nat\":true"), "{b}");
