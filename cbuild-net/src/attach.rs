@@ -22,7 +22,8 @@ use crate::netns::NsFile;
 use crate::nft::{self, Port};
 use crate::nl::{self, Nl};
 use crate::paths::{
-    attachment_file, bridge_dir, check_name, container_dir, host_ifname, open_nofollow, open_parent, remove_nofollow,
+    attachment_file, bridge_dir, check_name, container_dir, host_ifname, open_in, open_nofollow, open_parent,
+    remove_nofollow,
 };
 
 /// Records are `<state>/<ID>/net.json`: no symlink is followed in the last two components.
@@ -176,19 +177,29 @@ impl Locked {
     }
 }
 
-/// Open and lock an existing attachment (blocking while a connect or publish holds it).
+/// Open and lock an existing attachment (blocking while a connect, publish or disconnect holds it).
+/// A lock won on a record that is no longer at its path is taken again: disconnect removes the record
+/// while it holds the lock, so a publish or disconnect that waited for it would otherwise read the
+/// gone container's record and act on it (publish a port to its released address; delete, by name,
+/// the pair and record of a connect of the same ID made meanwhile).
 pub fn lock_existing(state: &Path, id: &str, step: &'static str) -> Result<Locked> {
+    use std::os::unix::fs::MetadataExt;
     check_name(step, "container ID", id)?;
     let p = attachment_file(state, id);
-    let f = open_nofollow(&p, DEPTH, libc::O_RDWR).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::new(step, id, "not connected")
-        } else {
-            Error::io(step, p.display(), e)
+    let fail = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::new(step, id, "not connected"),
+        _ => Error::io(step, p.display(), e),
+    };
+    loop {
+        let (dir, name) = open_parent(&p, DEPTH).map_err(fail)?;
+        let f = open_in(dir.as_fd(), &name, libc::O_RDWR).map_err(fail)?;
+        let file = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno(step, p.display(), e))?;
+        let held = file.metadata().map_err(|e| Error::io(step, p.display(), e))?;
+        let now = nix::sys::stat::fstatat(dir.as_fd(), name.as_c_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+        if held.nlink() > 0 && now.is_ok_and(|st| st.st_ino == held.ino()) {
+            return Ok(Locked { file });
         }
-    })?;
-    let file = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno(step, p.display(), e))?;
-    Ok(Locked { file })
+    }
 }
 
 /// Create `net.json` exclusively and already locked, so no other process ever sees it unlocked while

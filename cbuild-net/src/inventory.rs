@@ -235,11 +235,16 @@ pub async fn prune(ctx: &Ctx, host: &Nl) -> Result<Vec<String>> {
         attach::remove_everything(ctx, host, id, att.as_ref(), false).await?;
         done.push(format!("attachment {id} (namespace gone)"));
     }
-    // Host ends nobody owns.
+    // Host ends nobody owns, by the index they had when judged: a connect of the same ID since then
+    // (after a `disconnect --leave-link`) deleted that link and made a new one of the same name, which
+    // is the container's now. The kernel does not hand an index out again soon.
     for p in inv.pairs.iter().filter(|p| p.orphaned && p.id.is_none()) {
-        ctx.step("del-link", &p.host_ifname);
-        if host.del_link_by_name(&p.host_ifname).await? {
-            done.push(format!("link {}", p.host_ifname));
+        let Some(index) = p.host_ifindex else { continue };
+        ctx.step("del-link", format_args!("{} (index {index})", p.host_ifname));
+        match host.del_link(index, &p.host_ifname).await {
+            Ok(()) => done.push(format!("link {}", p.host_ifname)),
+            Err(e) if e.is_errno(libc::ENODEV) => {}
+            Err(e) => return Err(e),
         }
     }
     // A lease or rule judged orphaned may belong to a connect that began after the records were read:

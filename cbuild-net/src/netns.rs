@@ -266,12 +266,25 @@ pub fn del(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<()> {
     }
     // An empty regular file with nothing mounted on it is what a `netns add` killed before its bind
     // mount (SIGKILL: other signals are held) left: removed with the rest, or the NAME stays taken.
+    // A namespace bound on the file is a regular file to lstat too (nsfs); a symlink (to another
+    // namespace file, /run/netns/NAME say) is refused, never followed to unmount what it names.
+    match std::fs::symlink_metadata(&file) {
+        Ok(m) if !m.is_file() => {
+            return Err(Error::new(
+                "netns",
+                file.display(),
+                "a symbolic link or not a regular file (refused in the state dir)",
+            ))
+        }
+        _ => {}
+    }
     let leftover = std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file() && m.len() == 0) && !is_mountpoint(&file);
     if !leftover {
         // Refuse anything that is not one of ours, so a typo never unmounts something else.
         open_path(&file)?;
         log("umount", &file.display().to_string());
-        umount2(&file, MntFlags::MNT_DETACH).map_err(|e| Error::errno("umount", file.display(), e))?;
+        umount2(&file, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+            .map_err(|e| Error::errno("umount", file.display(), e))?;
     }
     log("unlink", &file.display().to_string());
     std::fs::remove_file(&file).map_err(|e| Error::io("unlink", file.display(), e))?;

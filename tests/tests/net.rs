@@ -2076,3 +2076,104 @@ fn nat_never_writes_into_a_bridge_made_again_meanwhile() {
     n.ok(&["bridge", "del", "brn"]);
     assert_eq!(diff(&before, &n.host_snapshot()), "");
 }
+
+/// Whether process `pid` is blocked in system call `nr` right now.
+fn in_syscall(pid: u32, nr: libc::c_long) -> bool {
+    let sys = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    sys.split_whitespace().next() == Some(&nr.to_string())
+}
+
+/// Regression: a publish (or a second disconnect) that waited for a record's lock while a disconnect
+/// held it won the lock on the removed record, read the gone container's attachment through its open
+/// file and acted on it: the publish added DNAT rules to the released address (the next container to
+/// get it would receive the port) and exited 0. Now a lock won on a record no longer at its path is
+/// taken again, and finds nothing: "not connected".
+#[test]
+fn publish_waiting_for_a_disconnect_finds_the_container_gone() {
+    let mut n = Net::new();
+    let before = n.host_snapshot();
+    n.ok(&["bridge", "add", "brw", "--subnet", "10.229.5.0/24"]);
+    let c = n.ns("c");
+    n.ok(&["connect", &n.ns_path(&c), "--bridge", "brw", "--id", "pw"]);
+    // The disconnect holds the record's lock and waits 1 s before its first unlinkat (the lease's; the
+    // record follows), so the publish started meanwhile waits for that lock.
+    let disc = n
+        .traced(
+            &["-e", "trace=unlinkat", "-e", "inject=unlinkat:delay_enter=1000000:when=1"],
+            &["disconnect", "--id", "pw"],
+        )
+        .spawn()
+        .unwrap();
+    wait_until_traced_at(&disc, libc::SYS_unlinkat);
+    let publish =
+        n.cmd(&["publish", "--id", "pw", "18080:80"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = publish.id();
+    wait_until("the publish waits for the record's lock", || in_syscall(pid, libc::SYS_flock));
+    let disc = disc.wait_with_output().unwrap();
+    assert!(disc.status.success(), "the disconnect: {}", stderr(&disc));
+    let o = publish.wait_with_output().unwrap();
+    assert_tool_error(&o, TOOL, "publish: pw: not connected");
+    let rules = sh_in(&n.host, "nft list ruleset");
+    assert!(!rules.contains("18080") && !rules.contains("pw"), "no rule for the gone container: {rules}");
+    assert!(!n.sb.state.join("pw").exists(), "no record written back");
+    n.ok(&["bridge", "del", "brw"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+}
+
+/// Regression: prune judged a host end orphaned from its snapshot of the links, then deleted whatever
+/// link had that name when it got there. A connect of the same ID in between (after a `disconnect
+/// --leave-link` left the old end) replaces the old end with a live one of the same name, which prune
+/// then deleted. Now prune deletes the end by the index it judged. Here prune is held on the nft lock
+/// (removing the rules of an attachment whose pair vanished) between its snapshot and the deletions.
+#[test]
+fn prune_never_deletes_a_new_link_that_took_an_orphans_name() {
+    let mut n = Net::new();
+    n.ok(&["bridge", "add", "brq", "--subnet", "10.229.6.0/24"]);
+    let c = n.ns("c");
+    let r: serde_json::Value =
+        serde_json::from_str(&n.ok(&["connect", &n.ns_path(&c), "--bridge", "brq", "--id", "pq", "--json"])).unwrap();
+    n.ok(&["publish", "--id", "pq", "18081:80"]);
+    // pq's pair vanishes (its record, lease and rule stay: prune's to remove), and a cb* link no record
+    // owns appears.
+    let pq_end = r["interfaces"][0]["name"].as_str().unwrap().to_string();
+    sh_in(&n.host, &format!("ip link del {pq_end}"));
+    let stray = "cb0123456789ac";
+    sh_in(&n.host, &format!("ip link add {stray} type veth peer name stray0"));
+
+    let lock_path = n.sb.state.join("net/nft.lock");
+    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&lock_path).unwrap();
+    let held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let prune = n.cmd(&["-v", "prune"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = prune.id();
+    wait_until("prune waits for the nft lock", || in_syscall(pid, libc::SYS_flock));
+    // Meanwhile the stray end is replaced by a new link of its name.
+    sh_in(&n.host, &format!("ip link del {stray} && ip link add {stray} type veth peer name stray1"));
+    let index_of = || sh_in(&n.host, &format!("ip -o link show {stray} | cut -d: -f1"));
+    let index = index_of();
+    drop(held);
+    let o = prune.wait_with_output().unwrap();
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    assert!(stdout(&o).contains("attachment pq"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains(&format!("link {stray}")), "{}", stdout(&o));
+    assert_eq!(index_of(), index, "the new link is left alone");
+    sh_in(&n.host, &format!("ip link del {stray}"));
+    assert!(!sh_in(&n.host, "nft list ruleset").contains("18081"));
+    n.ok(&["bridge", "del", "brq"]);
+}
+
+/// Regression: `netns del NAME` followed a symbolic link planted at `<state>/NAME/ns/net`, unmounted the
+/// namespace file it named (anywhere: `/run/netns/prod`) and exited 0. Now it is refused, and the
+/// namespace it names stays mounted.
+#[test]
+fn netns_del_refuses_a_symlink_at_the_namespace_file() {
+    let mut n = Net::new();
+    let target = n.ns("target");
+    let dir = n.sb.state.join("sl/ns");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("net")).unwrap();
+    let o = n.net(&["netns", "del", "sl"]);
+    assert_tool_error(&o, TOOL, "a symbolic link or not a regular file");
+    assert!(std::fs::symlink_metadata(dir.join("net")).unwrap().file_type().is_symlink(), "left as it was");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(mounted.contains(&format!(" {} ", target.display())), "the namespace it names is still mounted");
+}
