@@ -183,7 +183,6 @@ impl Locked {
 /// gone container's record and act on it (publish a port to its released address; delete, by name,
 /// the pair and record of a connect of the same ID made meanwhile).
 pub fn lock_existing(state: &Path, id: &str, step: &'static str) -> Result<Locked> {
-    use std::os::unix::fs::MetadataExt;
     check_name(step, "container ID", id)?;
     let p = attachment_file(state, id);
     let fail = |e: std::io::Error| match e.kind() {
@@ -194,12 +193,19 @@ pub fn lock_existing(state: &Path, id: &str, step: &'static str) -> Result<Locke
         let (dir, name) = open_parent(&p, DEPTH).map_err(fail)?;
         let f = open_in(dir.as_fd(), &name, libc::O_RDWR).map_err(fail)?;
         let file = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno(step, p.display(), e))?;
-        let held = file.metadata().map_err(|e| Error::io(step, p.display(), e))?;
-        let now = nix::sys::stat::fstatat(dir.as_fd(), name.as_c_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
-        if held.nlink() > 0 && now.is_ok_and(|st| st.st_ino == held.ino()) {
+        if still_at(dir.as_fd(), &name, &file) {
             return Ok(Locked { file });
         }
     }
+}
+
+/// Whether `file`, locked, is still the record at `name` in `dir`: not removed (and maybe made again)
+/// by whoever held the lock before.
+fn still_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(held) = file.metadata() else { return false };
+    let now = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+    held.nlink() > 0 && now.is_ok_and(|st| st.st_ino == held.ino())
 }
 
 /// Create `net.json` exclusively and already locked, so no other process ever sees it unlocked while
@@ -820,9 +826,13 @@ pub fn is_host_veth_name(n: &str) -> bool {
 
 /// Take the lock of a record found broken, so prune never races a connect that just started.
 pub fn lock_broken(state: &Path, id: &str) -> Option<Locked> {
-    let p = attachment_file(state, id);
-    let f = open_nofollow(&p, DEPTH, libc::O_RDWR).ok()?;
+    let (dir, name) = open_parent(&attachment_file(state, id), DEPTH).ok()?;
+    let f = open_in(dir.as_fd(), &name, libc::O_RDWR).ok()?;
     let file = Flock::lock(f, FlockArg::LockExclusiveNonblock).ok()?;
+    // Removed meanwhile (by another prune), perhaps with a new connect's record in its place: not ours.
+    if !still_at(dir.as_fd(), &name, &file) {
+        return None;
+    }
     let mut l = Locked { file };
     // Re-check under the lock: it may have been completed meanwhile.
     if l.read().is_some() {
