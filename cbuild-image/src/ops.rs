@@ -162,6 +162,7 @@ pub fn layers(store: &Store, img: &Image, userxattr: bool, limits: Limits, ctx: 
         max_entries: limits.max_entries,
         max_size: limits.max_layer_size,
     };
+    crate::store::private_dir(&store.layers)?;
     if !store.owns_layers {
         register(store)?;
     }

@@ -102,6 +102,33 @@ pub fn mkdir(p: &Path) -> Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o755).create(p).map_err(|e| Error::io("mkdir", p, e))
 }
 
+/// `<data>/layers`, which only its owner may enter: made so if missing, and its group and other
+/// permissions taken away if it has any. The extracted layers keep the image's set-id files and file
+/// capabilities, and a layer dir is not a container: any host user who could reach one could run an
+/// image's set-uid-root program, or one a root container wrote, straight from it (Docker keeps
+/// /var/lib/docker 0710 for the same reason, CVE-2021-41091). Root and overlay (which reads lower
+/// dirs with the mounter's credentials) need nothing more.
+pub fn private_dir(p: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = p.parent() {
+        mkdir(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(p) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("mkdir", p, e)),
+    }
+    // Followed if a symlink: a layers dir moved to another disk is still the layers dir.
+    let m = fs::metadata(p).map_err(|e| Error::io("mkdir", p, e))?;
+    if !m.is_dir() {
+        return Err(Error::new("mkdir", p.display(), "not a directory"));
+    }
+    if m.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod", p, e))?;
+    }
+    Ok(())
+}
+
 /// Write `bytes` to `path` by writing a temporary sibling and renaming it over. The stop signals are held
 /// from the temporary's creation to the rename (the fdatasync makes that milliseconds): a stop signal
 /// that arrives before the rename takes it all back (`write: PATH: interrupted by SIGx`, the old file

@@ -143,15 +143,17 @@ pub fn is_opaque(path: &Path, prefix: &str) -> bool {
     overlay_xattr(path, prefix, "opaque").as_deref() == Some(b"y")
 }
 
-/// Create `path` and any missing parents, returning the dirs created, outermost first, so a failing
-/// invocation can remove exactly those. A dir another process made meanwhile is used, not counted.
-pub fn mkdir_p(path: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
+/// Create `path` and any missing parents (`mode`, less the umask), returning the dirs created,
+/// outermost first, so a failing invocation can remove exactly those. A dir another process made
+/// meanwhile is used, not counted.
+pub fn mkdir_p(path: &Path, mode: u32, created: &mut Vec<PathBuf>) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     let (existing, rest) = nearest_existing(path);
     let mut cur = existing;
     for c in rest {
         cur.push(c);
         crate::error::verbose::step("mkdir", p(&cur));
-        match std::fs::create_dir(&cur) {
+        match std::fs::DirBuilder::new().mode(mode).create(&cur) {
             Ok(()) => created.push(cur.clone()),
             Err(e)
                 if e.kind() == std::io::ErrorKind::AlreadyExists

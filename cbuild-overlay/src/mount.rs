@@ -246,7 +246,12 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
         .collect();
     for dir in [target, plan.upper.as_ref(), plan.work.as_ref()].into_iter().flatten() {
         let mut made = vec![];
-        let r = fsutil::mkdir_p(dir, &mut made);
+        // The upper and work dirs, and the parents made for them (`<data>/upper`, `<data>/work`), only
+        // their owner may enter: what a container writes there (a set-uid-root copy of a shell, say)
+        // must not be runnable by every host user from the host's side of the mount. The upper dir
+        // then takes the image root's mode, below; its parent keeps the gate.
+        let mode = if scratch.contains(&dir) { 0o700 } else { 0o777 };
+        let r = fsutil::mkdir_p(dir, mode, &mut made);
         for c in made {
             // The upper and work dirs go whole: by the time an undo runs, overlay may have filled them.
             undo.push(if scratch.contains(&&c) { UndoStep::RmAll(c.clone()) } else { UndoStep::Rmdir(c.clone()) });
@@ -820,7 +825,7 @@ fn make_aux(state: &Path, undo: &mut Undo) -> Result<PathBuf> {
         let attempt_from = undo.steps.len();
         let base = fsutil::resolve("aux", &state.join(".overlay"))?;
         let mut created = vec![];
-        let made = fsutil::mkdir_p(&base, &mut created);
+        let made = fsutil::mkdir_p(&base, 0o777, &mut created);
         let parents = created.len().saturating_sub(1);
         let recorded = match (&made, created.last() == Some(&base) && parents > 0) {
             (Ok(()), true) => {

@@ -455,6 +455,22 @@ fn umoci_image_in_three_forms_unpacks_like_umoci_and_overlay_agrees() {
     for l in lowers.lines() {
         assert!(Path::new(l).starts_with(sb.data.join("layers")), "{l}");
     }
+    // Layer dirs keep the image's set-uid files (owned/suid): only root may enter <data>/layers, made
+    // so, or made so again if it was opened up.
+    use std::os::unix::fs::PermissionsExt;
+    let layers_mode = || std::fs::metadata(sb.data.join("layers")).unwrap().mode() & 0o7777;
+    assert_eq!(layers_mode(), 0o700);
+    // (The sandbox itself is 0700: opened up, so only <data>/layers can stop the user.)
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let suid =
+        lowers.lines().map(|l| Path::new(l).join("owned/suid")).find(|p| p.exists()).expect("owned/suid in a layer");
+    let o = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "test", "-e"])
+        .arg(&suid));
+    assert!(!o.status.success(), "a host user reaches {}", suid.display());
+    std::fs::set_permissions(sb.data.join("layers"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(run(img(&sb).args(["layers", "docker"])));
+    assert_eq!(layers_mode(), 0o700);
     // The top layer holds the opaque dir in overlay form; the second one umoci's deletions as whiteouts.
     let top = Path::new(lowers.lines().next().unwrap());
     assert_eq!(xattrs(&top.join("opq")), vec![("trusted.overlay.opaque".to_string(), b"y".to_vec())]);

@@ -2176,3 +2176,39 @@ fn ls_and_inspect_carry_non_utf8_names_exactly() {
         }
     }
 }
+
+/// The dirs made for an upper and a work dir (`<data>/upper`, `<data>/work`) only their owner may enter:
+/// what a container writes in its upper dir (a set-uid-root copy of a shell, say) must not be runnable
+/// by every host user from the host's side. The upper dir itself takes the lower root's mode, and a
+/// mount point's parents are made as `mkdir -p` makes them.
+#[test]
+fn upper_and_work_parents_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = sb.path().join("data");
+    let (upper, work, merged) = (data.join("upper/c1"), data.join("work/c1"), sb.path().join("mnt/c1"));
+    ok(&run(ov(&sb).arg("mount").arg("--lower").arg(format!("{}:{}", top.display(), bottom.display())).args([
+        "--upper".as_ref(),
+        upper.as_os_str(),
+        "--work".as_ref(),
+        work.as_os_str(),
+        merged.as_os_str(),
+    ])));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&data.join("upper")), 0o700);
+    assert_eq!(mode(&data.join("work")), 0o700);
+    assert_eq!(mode(&upper), 0o755, "the upper dir is the merged root: the lower root's mode");
+    assert_eq!(mode(&sb.path().join("mnt")) & 0o055, 0o055, "a mount point's parent as mkdir -p makes it");
+    // A host user who is not root cannot reach what the container wrote (the sandbox itself is 0700:
+    // opened up, so only <data>/upper can stop the user).
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(merged.join("written"), "x").unwrap();
+    let o = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(upper.join("written")));
+    assert!(!o.status.success() && stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    ok(&run(ov(&sb).arg("umount").arg(&merged)));
+}
