@@ -287,7 +287,19 @@ fn name_or_path(s: &str, suffix: &str) -> Result<PathBuf, Error> {
     if !ok {
         return Err(bad(s, "not a NAME ([A-Za-z0-9][A-Za-z0-9_.-]{0,63}) nor a path"));
     }
-    Ok(state_dir().join(s).join(suffix))
+    // Below <state> nothing is trusted (other tools and scripts write there): a symlink planted at
+    // <state>/NAME, its ns dir or a namespace file would send a persist's binds, an unpersist's
+    // unmounts or a join wherever it points (another container's namespace, the host's).
+    let mut p = state_dir().join(s);
+    for c in std::iter::once("").chain(suffix.split('/')) {
+        if !c.is_empty() {
+            p.push(c);
+        }
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(bad(p.display(), "a symbolic link (refused in the state dir)"));
+        }
+    }
+    Ok(p)
 }
 
 fn caps_list(v: &[String]) -> Result<Vec<CapName>, Error> {

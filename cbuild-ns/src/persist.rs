@@ -110,7 +110,7 @@ pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
     // The directory's own private mount, if persisting a mount namespace made one; no other mount there
     // (`unpersist /sys/fs/cgroup`) is ours.
     if is_own_bind(dir) {
-        umount2(dir, MntFlags::MNT_DETACH).ctx(Step::Persist, dir.display())?;
+        umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).ctx(Step::Persist, dir.display())?;
     }
     // The namespace dir, then the NAME dir if nothing else lives there (contract: whoever removes the last
     // thing removes the directory; rmdir fails harmlessly otherwise).

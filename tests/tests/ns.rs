@@ -1747,3 +1747,38 @@ fn mount_spec_tmpfs_size_is_a_size_not_options() {
     let out = ok(&o);
     assert!(out.contains("nosuid,nodev,noexec") && out.contains("size=2048k"), "{out}");
 }
+
+/// Regression: a symlink planted below <state> was followed. `unpersist NAME` with <state>/NAME/ns a
+/// symlink to another directory of persisted namespaces (say /run/netns) unmounted that directory's
+/// own bind and exited 0; a `--join TYPE=NAME` with a symlinked namespace file joined whatever it named.
+/// Now the NAME form refuses a symlink at <state>/NAME, its ns dir or the namespace file.
+#[test]
+fn name_forms_refuse_symlinks_in_the_state_dir() {
+    require_root();
+    let sb = Sandbox::new();
+    // Elsewhere: a directory bound on itself holding a persisted network namespace, as /run/netns is.
+    let other = sb.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    ok(&run(Command::new("mount").args(["--bind"]).arg(&other).arg(&other)));
+    let _umount = Defer(|| {
+        let _ = nix::mount::umount2(other.join("net").as_path(), nix::mount::MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(other.as_path(), nix::mount::MntFlags::MNT_DETACH);
+    });
+    std::fs::write(other.join("net"), "").unwrap();
+    ok(&run(Command::new("unshare").arg(format!("--net={}", other.join("net").display())).arg("true")));
+    let before = mounts_under(other.to_str().unwrap());
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    std::fs::create_dir_all(sb.state.join("web")).unwrap();
+    std::os::unix::fs::symlink(&other, sb.state.join("web/ns")).unwrap();
+    let o = run(ns(&sb).args(["unpersist", "web"]));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("web/ns: a symbolic link (refused in the state dir)"), "{}", stderr(&o));
+    assert_eq!(mounts_under(other.to_str().unwrap()), before, "nothing unmounted");
+
+    std::fs::create_dir_all(sb.state.join("app/ns")).unwrap();
+    std::os::unix::fs::symlink(other.join("net"), sb.state.join("app/ns/net")).unwrap();
+    let o = run(ns(&sb).args(["run", "--join", "net=app", "--", "true"]));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("app/ns/net: a symbolic link (refused in the state dir)"), "{}", stderr(&o));
+}
