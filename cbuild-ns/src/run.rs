@@ -372,6 +372,14 @@ fn child(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd) -> ! 
 fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd) -> Result<std::convert::Infallible> {
     // Die with the supervising parent: a child left running without it would hold its namespaces forever.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // In a pid namespace the parent joined, this process is visible to the container's processes from the
+    // clone on, with the host's root and fds; as a user namespace's root mapped to its caller, nothing
+    // else makes it non-dumpable, and a container root could open /proc/PID/root (the host's /) before
+    // the 'G' below. So at once, unless the parent still needs /proc/PID: for ID maps (a new user
+    // namespace) or to persist namespaces (both need it dumpable when the parent is not real root).
+    if prep.joins_parent.iter().any(|j| j.ty == NsType::Pid) && !spec.userns() && spec.persist.is_none() {
+        nix::sys::prctl::set_dumpable(false).ctx(Step::Sync, "prctl(PR_SET_DUMPABLE)")?;
+    }
     if spec.userns() && recv(go_r) != Some(b'M') {
         return Err(Error::new(Step::Sync, "parent", "gone before the ID maps were written"));
     }
@@ -416,8 +424,8 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
     if recv(go_r) != Some(b'G') {
         return Err(Error::new(Step::Sync, "parent", "gone before go"));
     }
-    // From here on this process may be visible inside the container (a joined pid namespace, or --init's
-    // PID 1) while it still holds host fds and runs the host binary: non-dumpable makes /proc/PID/fd and
+    // From here on this process may be visible inside the container (--init's PID 1; in a joined pid
+    // namespace it was from the clone, see child_setup) while it still holds host fds and runs the host binary: non-dumpable makes /proc/PID/fd and
     // /proc/PID/exe unreachable for container processes (CVE-2019-5736). execve resets it for the command.
     // Not earlier: the parent needs /proc/PID for the ID maps and the persisted namespaces.
     nix::sys::prctl::set_dumpable(false).ctx(Step::Sync, "prctl(PR_SET_DUMPABLE)")?;
