@@ -52,6 +52,8 @@ const FILE_PREFIXES: &[&str] = &[
     "net_cls",
     "net_prio",
     "perf_event",
+    // Not a controller: `irq.pressure` (PSI with CONFIG_IRQ_TIME_ACCOUNTING, Linux 6.2).
+    "irq",
 ];
 
 /// Whether NAME would collide with a file the kernel puts in `cbuild/` (in some hierarchy, on some

@@ -179,6 +179,13 @@ impl Cmd {
             if n < 3 {
                 return Err(Error::bad("cgroup-fd", n, "fds 0-2 are the command's stdin, stdout and stderr"));
             }
+            // Checked before any limit is written: dup2 onto it would fail only after the group (an
+            // existing one, a running container's) had its new limits.
+            let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_err(|e| Error::sys("cgroup-fd", n, e.into()))?;
+            if n as u64 >= soft {
+                return Err(Error::bad("cgroup-fd", n, format!("beyond the open-file limit ({soft})")));
+            }
         }
         let path = resolve(&cmd[0])?;
         let argv = cmd

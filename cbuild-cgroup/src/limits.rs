@@ -380,6 +380,8 @@ impl Limits {
             (set(&raw.cpuset_mems), "cpuset.mems"),
             (set(&raw.pids), "pids.max"),
             (raw.oom_group, "memory.oom.group"),
+            (set(&raw.cpu_idle), "cpu.idle"),
+            (set(&raw.cpu_burst), "cpu.max.burst"),
         ];
         for (given, key) in whole {
             if given {

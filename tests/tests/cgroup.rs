@@ -907,7 +907,16 @@ fn names_of_kernel_control_files_and_overlong_names_are_refused() {
     require_root();
     let sb = Sandbox::new();
     let i = info(&sb);
-    for name in ["cgroup.procs", "memory.max", "cpu.max", "pids.max", "cpuset.cpus", "tasks", "notify_on_release"] {
+    for name in [
+        "cgroup.procs",
+        "memory.max",
+        "cpu.max",
+        "pids.max",
+        "cpuset.cpus",
+        "tasks",
+        "notify_on_release",
+        "irq.pressure",
+    ] {
         for verb in ["create", "exec"] {
             let mut cmd = cg(&sb);
             cmd.args([verb, name]);
@@ -1177,6 +1186,11 @@ fn cgroup_fd_bad_input_fails_cleanly() {
     let name = unique("cg");
     let o = run(cg(&sb).args(["exec", &name, "--cgroup-fd", "2", "--", "true"]));
     assert_tool_error(&o, TOOL, "cgroup-fd");
+    assert_no_dirs(&i, &name);
+    // Beyond the open-file limit: refused before anything is made or written (dup2 onto it failed only
+    // after an existing NAME had been given its new limits).
+    let o = run(cg(&sb).args(["exec", &name, "--memory", "64M", "--cgroup-fd", "99999999", "--", "true"]));
+    assert_tool_error(&o, TOOL, "cgroup-fd: 99999999: beyond the open-file limit");
     assert_no_dirs(&i, &name);
     // fd 3 on a regular file: open, but neither a cgroup2 directory nor /dev/null.
     let o = run(Command::new("sh")
@@ -2562,6 +2576,16 @@ fn flags_beat_oci_unified_entries_and_unified_beats_the_files_fields() {
         eprintln!(
             "flags_beat_oci_unified_entries...: no flag's controller on cgroup v2 here; flag over unified not checked"
         );
+    }
+    // --cpu-idle and --cpu-burst too (they were missing from the flags that beat unified).
+    if v2_has("cpu") {
+        let c = Cg::new(&i);
+        let cfg = oci_resources(&sb, r#"{"unified":{"cpu.idle":"1","cpu.max.burst":"1000"}}"#);
+        let o = run(cg(&sb).args(["create", &c.name, "--cpu-idle", "0", "--cpu-burst", "2000", "--oci"]).arg(&cfg));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let d = dir_of(&i, &c.name, "cpu").unwrap();
+        assert_eq!(read(&d.join("cpu.idle")).trim(), "0", "--cpu-idle over unified cpu.idle");
+        assert_eq!(read(&d.join("cpu.max.burst")).trim(), "2000", "--cpu-burst over unified cpu.max.burst");
     }
     // The file's own fields: hugepageLimits (structured) and unified hugetlb.<size>.max, where hugetlb is v2.
     if let (true, Some(size)) = (v2_has("hugetlb"), huge_page_sizes().into_iter().find(|s| s == "2MB")) {
