@@ -308,7 +308,9 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
     if fd_names && aux.is_none() {
         aux = Some(make_aux(&req.state_dir, &mut undo)?);
     }
-    let source = aux.as_ref().map(|a| a.to_string_lossy().into_owned()).unwrap_or_else(|| SOURCE.to_string());
+    // The aux dir's path as it is, bytes and all: `umount` and `prune` find the aux dir by the source
+    // mountinfo shows, which a lossy UTF-8 copy would not match under a state dir that is not UTF-8.
+    let source: std::ffi::OsString = aux.as_ref().map_or_else(|| SOURCE.into(), |a| a.as_os_str().to_owned());
 
     let fd = match (api, req.detached) {
         (Api::New, _) => mount_new(&plan, req, &source)?,
@@ -336,7 +338,7 @@ pub fn mount(req: &MountRequest) -> Result<Mounted> {
             step("mkdir", p(&at.target));
             std::fs::create_dir(&at.target).map_err(|e| Error::os("mkdir", p(&at.target), e))?;
             undo.push(UndoStep::Rmdir(at.target.clone()));
-            mount_legacy(&at, req, &tmp.to_string_lossy(), aux.as_deref().filter(|_| fd_names), &mut undo)?;
+            mount_legacy(&at, req, tmp.as_os_str(), aux.as_deref().filter(|_| fd_names), &mut undo)?;
             undo.push(UndoStep::Umount(at.target.clone()));
             step("open_tree", format!("{} (detached clone)", p(&at.target)));
             let flags = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
@@ -685,7 +687,7 @@ fn limit_error(plan: &Plan, i: usize, kernel: Option<String>) -> Error {
 }
 
 /// Detached: the mount fd, not attached anywhere.
-fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<Option<OwnedFd>> {
+fn mount_new(plan: &Plan, req: &MountRequest, source: &std::ffi::OsStr) -> Result<Option<OwnedFd>> {
     step("fsopen", "overlay");
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| Error::os("fsopen", "overlay", e).with_hint("is the overlay module loaded? (modprobe overlay)"))?;
@@ -693,7 +695,7 @@ fn mount_new(plan: &Plan, req: &MountRequest, source: &str) -> Result<Option<Own
         rustix::mount::fsconfig_set_string(&fs, key, value)
             .map_err(|e| Error::os("fsconfig", object, e).with_detail(fc_log(&fs)))
     };
-    set("source", Path::new(source), format!("source={source}"))?;
+    set("source", Path::new(source), format!("source={}", p(Path::new(source))))?;
     for (i, l) in plan.lower.iter().enumerate() {
         step("fsconfig", format!("lowerdir+={}", p(l)));
         if let Err(e) = set("lowerdir+", l, p(l)) {
@@ -922,7 +924,13 @@ fn remove_base(base: &Path) {
 }
 
 /// mount(2). With `fd_names` (the aux dir), layers are passed as /proc/self/fd numbers.
-fn mount_legacy(plan: &Plan, req: &MountRequest, source: &str, fd_names: Option<&Path>, undo: &mut Undo) -> Result<()> {
+fn mount_legacy(
+    plan: &Plan,
+    req: &MountRequest,
+    source: &std::ffi::OsStr,
+    fd_names: Option<&Path>,
+    undo: &mut Undo,
+) -> Result<()> {
     // With an aux dir, each layer is passed as an fd number relative to /proc/self/fd: "3:4:5:...".
     // The open fds pin the layers until mount(2) has resolved them; the list is recorded in the aux dir
     // (the mount's source) so `inspect` and `ls` can name the layers later.

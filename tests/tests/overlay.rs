@@ -2212,3 +2212,35 @@ fn upper_and_work_parents_are_private() {
     assert!(!o.status.success() && stderr(&o).contains("Permission denied"), "{}", stderr(&o));
     ok(&run(ov(&sb).arg("umount").arg(&merged)));
 }
+
+/// Regression: the aux dir (a `--tmpfs-upper` overlay's source) was given to the kernel as a lossy UTF-8
+/// copy of its path, so under a state dir whose name is not UTF-8 the source mountinfo shows named no
+/// dir: `umount` refused the mount as not cbuild-overlay's, and `prune` took a live overlay's aux dir
+/// for an orphan.
+#[test]
+fn tmpfs_upper_under_a_state_dir_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let (top, bottom) = two_layers(&sb);
+    let state = sb.path().join(std::ffi::OsStr::from_bytes(b"st\xff"));
+    let m = sb.path().join("m");
+    let ovs = || {
+        let mut c = ov(&sb);
+        c.env("CBUILD_STATE", &state);
+        c
+    };
+    ok(&run(ovs()
+        .arg("mount")
+        .arg("--tmpfs-upper=4m")
+        .arg("--lower")
+        .arg(format!("{}:{}", top.display(), bottom.display()))
+        .arg(&m)));
+    std::fs::write(m.join("scratch"), "s").unwrap();
+    let pruned = ok(&run(ovs().arg("prune")));
+    assert!(!pruned.contains(".overlay"), "prune took the live aux dir: {pruned}");
+    assert_eq!(std::fs::read_to_string(m.join("scratch")).unwrap(), "s");
+    ok(&run(ovs().arg("umount").arg(&m)));
+    assert_eq!(mounts_under(&sb.path().to_string_lossy()), Vec::<String>::new());
+    assert!(!state.join(".overlay").exists());
+}
