@@ -300,7 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             let img = resolve(&store, &reference)?;
             match format.as_str() {
                 "env" => print!("{}", show::config_env(img.runtime())?),
-                "shell" => print!("{}", show::config_shell(img.runtime(), bare_env)?),
+                "shell" => print!("{}", show::config_shell(img.runtime(), bare_env, img.manifest_digest.as_str())?),
                 _ => print_json(&show::config_json(img.runtime())?),
             }
         }

@@ -204,8 +204,9 @@ pub fn config_env(c: &Value) -> Result<String> {
 }
 
 /// `config --format shell`: assignments to `eval`. List values are shell-quoted word lists, so
-/// `eval "set -- $IMAGE_ENTRYPOINT $IMAGE_CMD"` rebuilds the argv exactly.
-pub fn config_shell(c: &Value, bare: bool) -> Result<String> {
+/// `eval "set -- $IMAGE_ENTRYPOINT $IMAGE_CMD"` rebuilds the argv exactly. `IMAGE_DIGEST`, the manifest's
+/// digest, names this very image to the next call (`layers sha256:...`) even if REF moves meanwhile.
+pub fn config_shell(c: &Value, bare: bool, digest: &str) -> Result<String> {
     let list =
         |k: &str| -> Result<String> { Ok(strings(c, k)?.iter().map(|s| sh_quote(s)).collect::<Vec<_>>().join(" ")) };
     let mut o = String::new();
@@ -216,6 +217,7 @@ pub fn config_shell(c: &Value, bare: bool) -> Result<String> {
         ("IMAGE_WORKDIR", one(c, "WorkingDir")?),
         ("IMAGE_USER", one(c, "User")?),
         ("IMAGE_PORTS", ports(c).join(" ")),
+        ("IMAGE_DIGEST", digest.to_string()),
     ] {
         o += &format!("{k}={}\n", sh_quote(&v));
     }
@@ -256,30 +258,30 @@ mod tests {
     #[test]
     fn shell_form() {
         let c = json!({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo 'hi there'"], "Env": ["A=1"], "ExposedPorts": {"80/tcp": {}}});
-        let s = config_shell(&c, false).unwrap();
+        let s = config_shell(&c, false, "sha256:0").unwrap();
         assert!(s.contains("IMAGE_ENTRYPOINT='/bin/sh -c'\n"), "{s}");
         assert!(s.contains("IMAGE_PORTS=80/tcp\n"), "{s}");
         let c = json!({"Entrypoint": "/bin/sh -c", "Cmd": null});
         assert_eq!(config_json(&c).unwrap()["entrypoint"], json!(["/bin/sh -c"]));
         assert!(config_json(&json!({"Cmd": ["a", 1]})).is_err());
-        assert!(config_shell(&json!({"Cmd": ["a\0b"]}), false).is_err());
+        assert!(config_shell(&json!({"Cmd": ["a\0b"]}), false, "sha256:0").is_err());
         assert!(config_env(&json!({"Env": ["A=\0"]})).is_err());
         assert!(config_env(&json!({"Env": ["A=x\ny"]})).is_err());
         assert!(config_env(&json!({"Env": ["A"]})).is_err());
         assert!(config_env(&json!({"Env": ["=x"]})).is_err());
         for bad in ["A", "=x", "="] {
-            assert!(config_shell(&json!({"Env": ["B=1", bad]}), false).is_err(), "{bad}");
+            assert!(config_shell(&json!({"Env": ["B=1", bad]}), false, "sha256:0").is_err(), "{bad}");
         }
         assert_eq!(config_json(&json!({"Env": ["A"]})).unwrap()["env"], json!(["A"]));
         // --bare-env: a NAME alone is carried as it is; an empty name still is not.
-        let s = config_shell(&json!({"Env": ["B=1", "A"]}), true).unwrap();
+        let s = config_shell(&json!({"Env": ["B=1", "A"]}), true, "sha256:0").unwrap();
         assert!(s.contains("IMAGE_ENV='B=1 A'\n"), "{s}");
         // ... and an empty entry is dropped, as Docker's daemon drops it (it unsets nothing).
-        let s = config_shell(&json!({"Env": ["", "B=1", ""]}), true).unwrap();
+        let s = config_shell(&json!({"Env": ["", "B=1", ""]}), true, "sha256:0").unwrap();
         assert!(s.contains("IMAGE_ENV=B=1\n"), "{s}");
-        assert!(config_shell(&json!({"Env": [""]}), false).is_err());
+        assert!(config_shell(&json!({"Env": [""]}), false, "sha256:0").is_err());
         for bad in ["=x", "="] {
-            assert!(config_shell(&json!({"Env": [bad]}), true).is_err(), "{bad}");
+            assert!(config_shell(&json!({"Env": [bad]}), true, "sha256:0").is_err(), "{bad}");
         }
         assert_eq!(config_env(&json!({"Env": ["A=", "B=x=y z"]})).unwrap(), "A=\nB=x=y z\n");
         assert!(config_json(&json!({"Cmd": ["a\0b"]})).is_ok());

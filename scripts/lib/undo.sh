@@ -134,7 +134,7 @@ rt_rm_tree() {
 rt_remove_dir() {
     local dir=$rt_state/$1
     rm -f "$dir/record" "$dir/undo" "$dir/status" "$dir/stdout" "$dir/stderr" \
-        "$dir/seccomp.bpf" "$dir/layers" "$dir/layers.err" "$dir/connect" "$dir/hostname" "$dir/hosts" "$dir/resolv.conf"
+        "$dir/seccomp.bpf" "$dir/layers" "$dir/layers.err" "$dir/config.err" "$dir/cache-stamp" "$dir/connect" "$dir/hostname" "$dir/hosts" "$dir/resolv.conf"
     # Left by a run stopped while building the default image.
     [[ ! -e $dir/rootfs-build ]] || rm -rf "$dir/rootfs-build"
     rmdir "$dir" 2>/dev/null || true

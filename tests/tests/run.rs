@@ -2178,3 +2178,46 @@ fn image_env_names_alone_as_dockers_daemon_reads_them() {
     assert_tool_error(&o, "cbuild-image", "Env \"=x\"");
     rt.assert_gone(&name);
 }
+
+/// Regression: an image name moved to another image (`import --tag`, `tag`) while a start read it. The
+/// start asked `layers` and `config` by name, one after the other, so it could mix one image's layers
+/// with the other's config, and it wrote the run-cache after both, newer than the store's index.json,
+/// so every later start ran the old image until something else rewrote the index. Now `config` comes
+/// first and `layers` is asked for its IMAGE_DIGEST, and the cache takes the time from before `config`.
+/// Here a cbuild-image wrapper moves the name right after `config` has read it.
+#[test]
+fn an_image_name_moved_during_a_start_is_not_cached_as_the_old_image() {
+    let mut rt = Rt::new();
+    let (a, b, app) = (unique("which") + ":a", unique("which") + ":b", unique("app") + ":1");
+    image_with_env(&rt, &a, serde_json::json!(["WHICH=a"]));
+    image_with_env(&rt, &b, serde_json::json!(["WHICH=b"]));
+    rt.data = rt.sb.data.clone();
+    let image = |args: &[&str]| {
+        let o = run(Command::new(bin("cbuild-image")).env("CBUILD_DATA", &rt.data).args(args));
+        assert!(o.status.success(), "cbuild-image {args:?}: {}", stderr(&o));
+    };
+    image(&["tag", &a, &app]);
+    let wrapped = rt.sb.path().join("bin-moving-tag");
+    std::fs::create_dir(&wrapped).unwrap();
+    for t in ["cbuild-ns", "cbuild-cgroup", "cbuild-overlay", "cbuild-net", "cbuild-seccomp", "libcbuild_builtins.so"] {
+        if bin_dir().join(t).exists() {
+            std::os::unix::fs::symlink(bin_dir().join(t), wrapped.join(t)).unwrap();
+        }
+    }
+    let real = bin("cbuild-image");
+    std::fs::write(
+        wrapped.join("cbuild-image"),
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = config ]; then\n  out=$({real:?} \"$@\") || exit $?\n  {real:?} tag {b} {app} >/dev/null || exit 99\n  printf '%s\\n' \"$out\"; exit 0\nfi\nexec {real:?} \"$@\"\n",
+            real = real.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(wrapped.join("cbuild-image"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let show = ["--rm", "--network", "none", app.as_str(), "sh", "-c", "echo $WHICH"];
+    let o = run(rt.cmd("cbuild-run").env("CBUILD_BIN", &wrapped).args(show));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "a\n", "the image the start read first, whole");
+    assert_eq!(rt.ok(&show), "b\n", "the name's image now, not a cache of the old one");
+}
