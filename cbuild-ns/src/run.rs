@@ -192,6 +192,8 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
     let (ctrl_r, ctrl_w) = pipe()?; // child → parent: 'R', a JSON error line, EOF at exec
     let (go_r, go_w) = pipe()?; // parent → child: 'M' maps written, 'G' go on
 
+    // Before the clone: --init's command takes the terminal before we hear of its exec.
+    let terminal = spec.init.then(terminal_foreground_is_ours).flatten();
     // Block the signals we supervise before the child exists, so none is lost between clone and wait.
     let supervised = signals::supervised();
     let mut old_mask = SigSet::empty();
@@ -280,11 +282,17 @@ fn run_inner(spec: &RunSpec, status: &mut Status) -> Result<i32> {
         let _ = nix::sys::signal::kill(child_pid, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(child_pid, None);
         persisted.undo();
+        if let Some(tty) = &terminal {
+            take_terminal_back(tty);
+        }
         return Err(e);
     }
     status.send(json!({"phase": "exec", "pid": pid}));
 
     let (code, mut signal) = signals::supervise(child_pid, &supervised).ctx(Step::Wait, pid)?;
+    if let Some(tty) = &terminal {
+        take_terminal_back(tty);
+    }
     // With --init, our child is PID 1, which exits 128+N for the command's signal N and notes N.
     if let (None, Some(note)) = (signal, &prep.init_note) {
         signal = note.signal().filter(|s| code == 128 + s);
@@ -540,6 +548,24 @@ fn give_terminal() {
         let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), nix::unistd::getpid());
         unsafe { libc::signal(libc::SIGTTOU, libc::SIG_DFL) };
     }
+}
+
+/// --init gives the terminal to the command's process group (`give_terminal`); when the container ends,
+/// the terminal's foreground group is that group, now empty. Ours takes it back if it had it: a script
+/// reading the terminal next would otherwise be stopped (SIGTTIN) as a background job, and an
+/// interactive shell only hides this by taking the terminal itself. (bwrap and runc never move it.)
+/// Here: stdin's terminal, if our process group is in its foreground now.
+fn terminal_foreground_is_ours() -> Option<std::io::Stdin> {
+    let stdin = std::io::stdin();
+    let fg = nix::unistd::tcgetpgrp(stdin.as_fd()).ok()?;
+    (fg == nix::unistd::getpgrp()).then_some(stdin)
+}
+
+fn take_terminal_back(tty: &std::io::Stdin) {
+    // From the background, tcsetpgrp raises SIGTTOU unless it is ignored.
+    unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+    let _ = nix::unistd::tcsetpgrp(tty.as_fd(), nix::unistd::getpgrp());
+    unsafe { libc::signal(libc::SIGTTOU, libc::SIG_DFL) };
 }
 
 /// Exit code when the tool fails before there is a command.

@@ -1782,3 +1782,23 @@ fn name_forms_refuse_symlinks_in_the_state_dir() {
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(stderr(&o).contains("app/ns/net: a symbolic link (refused in the state dir)"), "{}", stderr(&o));
 }
+
+/// Regression: `--init` gave the terminal's foreground to the command's process group and never took it
+/// back, so after the container ended the foreground group was an empty one, and a script reading the
+/// terminal next was stopped (SIGTTIN) as a background job. Run under a pseudo-terminal (`script`), a
+/// non-interactive sh finds its own group in the foreground again.
+#[test]
+fn init_gives_the_terminal_back_when_the_container_ends() {
+    require_root();
+    let ns = bin("cbuild-ns");
+    let inner = format!(
+        "sh -c '{} run --pid --init -- true; set -- $(cat /proc/$$/stat); echo \"pgrp=$5 foreground=$8\"'",
+        ns.display()
+    );
+    let o = run(Command::new("timeout").args(["20", "script", "-qec", &inner, "/dev/null"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("pgrp=")).unwrap_or_else(|| panic!("{out}"));
+    let (pg, fg) = line.trim().split_once(' ').unwrap();
+    assert_eq!(pg.trim_start_matches("pgrp="), fg.trim_start_matches("foreground="), "{line}");
+}
