@@ -72,7 +72,6 @@ pub struct Cgroup {
 }
 
 /// What a `create` did, so a later failure (exec) can take it back.
-#[derive(Debug)]
 pub struct Created {
     pub cg: Cgroup,
     /// Directories this call made, oldest first.
@@ -84,6 +83,10 @@ pub struct Created {
     /// The lock: exclusive when this call created, shared when it joined an existing NAME
     /// (close-on-exec: `exec` releases it at execve).
     _lock: Option<std::fs::File>,
+    /// What the limits overwrote in a NAME that existed: put back by `undo`, so an `exec` whose command
+    /// then fails to start (or whose `--cgroup-fd` cannot be handed over) leaves a running container's
+    /// limits as they were.
+    limits: Option<Writer>,
 }
 
 impl Created {
@@ -103,6 +106,9 @@ impl Created {
 
     /// Move back, remove what was made. Failures are reported, not returned (an error is on its way).
     pub fn undo(self) {
+        if let Some(w) = self.limits {
+            w.restore();
+        }
         if let Some(back) = self.back {
             for d in back {
                 let file = if d.join("tasks").exists() { "tasks" } else { "cgroup.procs" };
@@ -251,7 +257,7 @@ impl Cgroup {
             undo.run();
             return Err(Error::bad("mkdir", &cg.name, "cgroup exists (created concurrently)"));
         }
-        let mut c = Created { cg, dirs: undo.dirs, back: None, join_files: Vec::new(), _lock: lock };
+        let mut c = Created { cg, dirs: undo.dirs, back: None, join_files: Vec::new(), _lock: lock, limits: None };
         let mut w = if made == c.cg.dirs.len() { Writer::fresh() } else { Writer::restoring() };
         let steps = |c: &mut Created, w: &mut Writer| -> Result<()> {
             if join != Join::No && host.rootless {
@@ -288,6 +294,7 @@ impl Cgroup {
             Ok(()) => {
                 // Kept open (close-on-exec): the exec that follows closes them, saving a close each.
                 c.join_files = ready.map(|v| v.into_iter().map(|(_, f)| f).collect()).unwrap_or_default();
+                c.limits = Some(w);
                 Ok(c)
             }
             Err(e) => {

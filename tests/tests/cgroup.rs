@@ -3126,3 +3126,23 @@ fn in_private_mount_ns(cmd: &mut Command) {
         });
     }
 }
+
+/// Regression: `exec NAME [limits] -- CMD` into a NAME that exists wrote the new limits, and when CMD then
+/// failed to start (execve refused it: exit 126) the limits stayed: a running container kept a limit
+/// nobody meant for it. Now they are put back as they were.
+#[test]
+fn exec_whose_command_fails_to_start_leaves_an_existing_names_limits_as_they_were() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let o = run(cg(&sb).args(["create", &c.name, "--memory", "64M", "--pids", "50"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let noexec = sb.path().join("not-executable");
+    std::fs::write(&noexec, "#!/bin/sh\n").unwrap();
+    let o = run(cg(&sb).args(["exec", &c.name, "--memory", "32M", "--pids", "7", "--"]).arg(&noexec));
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    let s = stat(&sb, &c.name);
+    assert_eq!(s["memory"]["limit"], 64 << 20, "{s}");
+    assert_eq!(s["pids"]["limit"], 50, "{s}");
+}
