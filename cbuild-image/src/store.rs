@@ -211,16 +211,26 @@ impl Store {
 
     pub fn staging(&self) -> Result<Staging> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = self.dir.join(".tmp").join(format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        mkdir(&dir)?;
-        let lock = match lock_file(&dir.join("lock"), true) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
-                return Err(e);
+        let mut attempts = 3;
+        loop {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = self.dir.join(".tmp").join(format!("{}-{n}", std::process::id()));
+            mkdir(&dir)?;
+            let lock = match lock_file(&dir.join("lock"), true) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            };
+            // A gc that found the lock file between its creation and our flock took the dir for a dead
+            // import's and removed it: make another.
+            attempts -= 1;
+            if !still_at(&dir.join("lock"), &lock) && attempts > 0 {
+                continue;
             }
-        };
-        Ok(Staging { dir, _lock: lock, n: 0 })
+            return Ok(Staging { dir, _lock: lock, n: 0 });
+        }
     }
 
     pub fn read_index(&self) -> Result<ImageIndex> {
@@ -416,6 +426,15 @@ pub fn read_file_limited(f: File, p: &Path, limit: u64) -> Result<Vec<u8>> {
         return Err(Error::new("read", p.display(), format!("larger than the {limit}-byte limit")));
     }
     Ok(b)
+}
+
+/// Whether the open `f` is still the file at `p` (not removed, nor replaced, since it was opened).
+fn still_at(p: &Path, f: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::symlink_metadata(p)) {
+        (Ok(held), Ok(now)) => held.nlink() > 0 && (held.dev(), held.ino()) == (now.dev(), now.ino()),
+        _ => false,
+    }
 }
 
 pub fn lock_file(p: &Path, wait: bool) -> Result<Flock<File>> {

@@ -3436,3 +3436,49 @@ fn a_failed_unpack_whose_undo_fails_reports_the_error_first() {
     assert!(lines[0].starts_with("cbuild-image: verify: "), "the error line first: {err}");
     assert!(lines[1].starts_with("hint: ") && lines[1].contains(dest.to_str().unwrap()), "{err}");
 }
+
+/// Regression: a gc that came between an import's (or build's) creating its staging dir's lock file and
+/// locking it found the lock free, took the dir for a killed import's and removed it; the import then
+/// locked the removed file and failed writing into a dir that was gone (exit 125, "No such file or
+/// directory"). Now a staging lock won on a file no longer at its path makes another dir. Here the
+/// build's first flock (its staging lock, on a store that exists) waits 1.5 s under strace while gc runs.
+#[test]
+fn gc_between_a_staging_dirs_lock_file_and_its_flock_does_not_fail_the_build() {
+    require_root();
+    let sb = Sandbox::new();
+    let root = sb.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x\n").unwrap();
+    ok(run(img(&sb).arg("build").arg(&root).args(["--tag", "first:1"])));
+    let mut build = Command::new("strace");
+    build
+        .args(["-o", "/dev/null", "-e", "trace=flock", "-e", "inject=flock:delay_enter=1500000:when=1", "--"])
+        .arg(bin(TOOL))
+        .arg("build")
+        .arg(&root)
+        .args(["--tag", "second:1"])
+        .env("CBUILD_STATE", &sb.state)
+        .env("CBUILD_DATA", &sb.data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let build = build.spawn().unwrap();
+    let id = build.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let kids = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        let at_flock = kids.split_whitespace().any(|pid| {
+            let sys = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+            sys.split_whitespace().next() == Some(&libc::SYS_flock.to_string())
+        });
+        if at_flock {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the build never reached its staging lock");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let report = gc_report(&sb);
+    assert!(report["temp"].as_u64().unwrap() >= 1, "gc took the staging dir: {report}");
+    let o = build.wait_with_output().unwrap();
+    assert!(o.status.success(), "the build: {}", stderr(&o));
+    ok(run(img(&sb).args(["config", "second:1"])));
+}
