@@ -265,7 +265,19 @@ pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[Strin
             supervise::close_inherited();
             // The lock `create` took is released here, and by the child at its exec.
             let cg = created.into_cgroup();
+            // NAME's directories as made, told apart from any made again under the same name: while
+            // this waits (stopped with its job by ^Z, say), an `rm --force NAME` may end CMD and someone
+            // make a new NAME, which is not ours to remove.
+            let id = |d: &PathBuf| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::symlink_metadata(d).ok().map(|m| (m.dev(), m.ino()))
+            };
+            let made: Vec<_> = cg.dirs.iter().map(id).collect();
             let code = blocked.wait(child);
+            if cg.dirs.iter().map(id).collect::<Vec<_>>() != made {
+                log::warn(format!("exec --rm: {name} was removed while its command ran: not removed again"));
+                return code;
+            }
             log::step("rm", name);
             cg.remove(&host, true)?;
             code

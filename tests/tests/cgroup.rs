@@ -3146,3 +3146,26 @@ fn exec_whose_command_fails_to_start_leaves_an_existing_names_limits_as_they_wer
     assert_eq!(s["memory"]["limit"], 64 << 20, "{s}");
     assert_eq!(s["pids"]["limit"], 50, "{s}");
 }
+
+/// Regression: `exec NAME --rm` removed whatever was called NAME once its command had ended. Stopped with
+/// its job (^Z) while an `rm --force NAME` ended the command and a new NAME was made, it woke and removed
+/// the new one, processes and all. Now it removes NAME only if its directories are still the ones it made.
+#[test]
+fn exec_rm_leaves_a_name_made_again_while_it_waited() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let mut waiter =
+        Proc(cg(&sb).args(["exec", &c.name, "--rm", "--", "sleep", "30"]).stdin(Stdio::null()).spawn().unwrap());
+    let pid = nix::unistd::Pid::from_raw(waiter.0.id() as i32);
+    wait_for("the sleep to join", Duration::from_secs(5), || !procs_in(&c.dirs[0]).is_empty());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let o = run(cg(&sb).args(["rm", "--force", &c.name]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(cg(&sb).args(["create", &c.name, "--pids", "9"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let _ = waiter.0.wait();
+    assert!(c.dirs.iter().all(|d| d.is_dir()), "the new {} was removed by the old waiter", c.name);
+}
