@@ -1802,3 +1802,20 @@ fn init_gives_the_terminal_back_when_the_container_ends() {
     let (pg, fg) = line.trim().split_once(' ').unwrap();
     assert_eq!(pg.trim_start_matches("pgrp="), fg.trim_start_matches("foreground="), "{line}");
 }
+
+/// `exec --user 0` into a container whose process runs as another user (permitted set: none) gets the
+/// container's capabilities, as `docker exec -u 0` does: the command adopts the target's sets, and root's
+/// execve then grants it everything in the bounding set, which is what `run` kept. Another user gets none.
+#[test]
+fn exec_as_root_into_a_container_of_another_user_gets_the_containers_capabilities() {
+    let sb = Sandbox::new();
+    let t = Running::start(&sb, &["--pid", "--net", "--user", "65534", "--cap-drop", "ALL", "--cap-add", "CHOWN,KILL"]);
+    let caps = |user: &str| {
+        let mut c = ns(&sb);
+        c.args(["exec", "--target", &t.pid.to_string(), "--user", user, "--", "grep", "CapEff", "/proc/self/status"]);
+        ok(&run(&mut c)).split_whitespace().nth(1).unwrap().to_string()
+    };
+    // CHOWN is bit 0, KILL bit 5.
+    assert_eq!(caps("0"), "0000000000000021");
+    assert_eq!(caps("65534"), "0000000000000000");
+}
