@@ -26,11 +26,18 @@ pub fn persist(dir: &Path, pid: i32, types: &[NsType]) -> Result<Persisted> {
     if types.contains(&NsType::Mnt) {
         // The kernel refuses to bind a mount namespace onto a shared mount (it could make a propagation
         // loop), and on systemd hosts / is shared: give the directory its own private mount.
-        let r = mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .and_then(|_| mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>))
-            .ctx(Step::Persist, dir.display());
+        if let Err(e) =
+            mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).ctx(Step::Persist, dir.display())
+        {
+            // Nothing of ours is mounted there: an unmount now would take whatever was (cbuild-net's
+            // shared bind of `<state>/NAME/ns`, say).
+            done.undo();
+            return Err(e);
+        }
+        let r =
+            mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).ctx(Step::Persist, dir.display());
         if let Err(e) = r {
-            let _ = umount2(dir, MntFlags::MNT_DETACH);
+            let _ = umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
             done.undo();
             return Err(e);
         }
