@@ -195,3 +195,31 @@ impl<F: FnMut()> Drop for Defer<F> {
         (self.0)()
     }
 }
+
+/// Until `cond` holds (a traced process reached the step a test waits for), at most 10 s.
+#[track_caller]
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether process `pid` is blocked in system call `nr` right now.
+pub fn in_syscall(pid: u32, nr: libc::c_long) -> bool {
+    let sys = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    sys.split_whitespace().next() == Some(&nr.to_string())
+}
+
+/// Until the process an `strace -o /dev/null -e inject=...:delay_enter=...` command runs is stopped by
+/// strace entering system call `nr` (the one the delay was injected at), at most 10 s: the moment a
+/// test makes its race happen, every time, in the order it wants.
+#[track_caller]
+pub fn wait_until_traced_at(strace: &std::process::Child, nr: libc::c_long) {
+    let id = strace.id();
+    wait_until(&format!("the traced process enters system call {nr}"), || {
+        let kids = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        kids.split_whitespace().filter_map(|p| p.parse().ok()).any(|pid| in_syscall(pid, nr))
+    });
+}

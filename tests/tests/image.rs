@@ -3462,20 +3462,7 @@ fn gc_between_a_staging_dirs_lock_file_and_its_flock_does_not_fail_the_build() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let build = build.spawn().unwrap();
-    let id = build.id();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let kids = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
-        let at_flock = kids.split_whitespace().any(|pid| {
-            let sys = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-            sys.split_whitespace().next() == Some(&libc::SYS_flock.to_string())
-        });
-        if at_flock {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the build never reached its staging lock");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until_traced_at(&build, libc::SYS_flock);
     let report = gc_report(&sb);
     assert!(report["temp"].as_u64().unwrap() >= 1, "gc took the staging dir: {report}");
     let o = build.wait_with_output().unwrap();

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cbuild_tests::{assert_tool_error, bin, mounts_under, require_root, run, stderr, stdout, tool, unique, Sandbox};
+use cbuild_tests::{
+    assert_tool_error, bin, in_syscall, mounts_under, require_root, run, stderr, stdout, tool, unique, wait_until,
+    wait_until_traced_at, Sandbox,
+};
 
 const TOOL: &str = "cbuild-net";
 
@@ -1821,16 +1824,6 @@ fn netns_del_removes_what_a_killed_add_left() {
     assert_tool_error(&n.net(&["netns", "del", &name]), TOOL, "not a network namespace file");
 }
 
-/// Until `cond` holds (a traced process reached the step a test waits for), at most 10 s.
-#[track_caller]
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Regression: `bridge add` decided whether it made the bridge's directory before it took the lock, and
 /// its undo removed the directory on that word. An add that looked first, then lost the race to an add of
 /// the same name on another subnet, deleted the winner's `bridge.json` (and a live container's lease)
@@ -1996,20 +1989,6 @@ fn connect_never_leases_from_a_bridge_made_again_meanwhile() {
     assert_eq!(diff(&before, &n.host_snapshot()), "");
 }
 
-/// Until the process a [`Net::traced`] command runs is stopped by strace entering system call `nr`
-/// (the one a delay was injected at), at most 10 s.
-#[track_caller]
-fn wait_until_traced_at(strace: &Child, nr: libc::c_long) {
-    let id = strace.id();
-    wait_until(&format!("the traced process enters system call {nr}"), || {
-        let kids = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
-        kids.split_whitespace().any(|pid| {
-            let sys = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-            sys.split_whitespace().next() == Some(&nr.to_string())
-        })
-    });
-}
-
 /// Regression: `bridge del` held only the bridge's IPAM lock, so a `bridge add` of the same name that
 /// came while it worked waited for that lock inside the directory the del was about to remove, and
 /// failed `ipam: <state>/net/BR: no such bridge (deleted)`. Now a del holds the lock adds hold (on
@@ -2075,12 +2054,6 @@ fn nat_never_writes_into_a_bridge_made_again_meanwhile() {
     n.ok(&["nat", "brn", "off"]);
     n.ok(&["bridge", "del", "brn"]);
     assert_eq!(diff(&before, &n.host_snapshot()), "");
-}
-
-/// Whether process `pid` is blocked in system call `nr` right now.
-fn in_syscall(pid: u32, nr: libc::c_long) -> bool {
-    let sys = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-    sys.split_whitespace().next() == Some(&nr.to_string())
 }
 
 /// Regression: a publish (or a second disconnect) that waited for a record's lock while a disconnect
