@@ -450,6 +450,20 @@ pub async fn del(ctx: &Ctx, host: &Nl, name: &str) -> Result<()> {
             .hint("disconnect them first (`cbuild-net ls` lists them)"));
     }
     set_nat_rules(ctx, &conf, false)?;
+    // A later step that fails leaves the bridge known (its bridge.json stays, and says `nat`): its
+    // masquerade rule goes back, so what is left agrees with its configuration (the link perhaps gone, as
+    // after its namespace was recreated), and the same del removes it or a connect completes it.
+    let r = del_rest(ctx, host, name, &conf).await;
+    if r.is_err() && conf.nat {
+        if let Err(e) = set_nat_rules(ctx, &conf, true) {
+            ctx.undo_failed(&e);
+        }
+    }
+    r
+}
+
+/// `bridge del` once its NAT rule is gone: publish rules, the link, the directory.
+async fn del_rest(ctx: &Ctx, host: &Nl, name: &str, conf: &BridgeConf) -> Result<()> {
     {
         // Bridge-wide publish rules a killed unpublish may have left (no lease means no port).
         let nft = ctx.nft();

@@ -2150,3 +2150,23 @@ fn netns_del_refuses_a_symlink_at_the_namespace_file() {
     let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(mounted.contains(&format!(" {} ", target.display())), "the namespace it names is still mounted");
 }
+
+/// Regression: a `bridge del` that failed after removing the bridge's masquerade rule (here its directory
+/// cannot be removed: strace fails the first unlinkat) left the bridge known, its bridge.json saying
+/// `nat`, with no NAT. Now the rule goes back with the failure, and the same del then removes it all.
+#[test]
+fn a_failed_bridge_del_puts_its_nat_rule_back() {
+    let n = Net::new();
+    let before = n.host_snapshot();
+    n.ok(&["bridge", "add", "brf", "--subnet", "10.229.7.0/24", "--nat"]);
+    let o = n
+        .traced(&["-e", "trace=unlinkat", "-e", "inject=unlinkat:error=EACCES:when=1"], &["bridge", "del", "brf"])
+        .output()
+        .unwrap();
+    assert_tool_error(&o, TOOL, "Permission denied");
+    assert!(n.sb.state.join("net/brf/bridge.json").exists());
+    let rules = sh_in(&n.host, "nft list table ip cbuild");
+    assert!(rules.contains("10.229.7.0/24") && rules.contains("masquerade"), "{rules}");
+    n.ok(&["bridge", "del", "brf"]);
+    assert_eq!(diff(&before, &n.host_snapshot()), "");
+}
