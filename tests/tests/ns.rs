@@ -1766,8 +1766,9 @@ fn name_forms_refuse_symlinks_in_the_state_dir() {
     });
     std::fs::write(other.join("net"), "").unwrap();
     ok(&run(Command::new("unshare").arg(format!("--net={}", other.join("net").display())).arg("true")));
+    // (Two, or three where /tmp propagates mounts to itself, as in the VM suites.)
     let before = mounts_under(other.to_str().unwrap());
-    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.len() >= 2, "{before:?}");
 
     std::fs::create_dir_all(sb.state.join("web")).unwrap();
     std::os::unix::fs::symlink(&other, sb.state.join("web/ns")).unwrap();
@@ -1790,6 +1791,11 @@ fn name_forms_refuse_symlinks_in_the_state_dir() {
 #[test]
 fn init_gives_the_terminal_back_when_the_container_ends() {
     require_root();
+    // script(1) gives the run a terminal; the VM suites' busybox userland has none.
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: no script(1) here for a pseudo-terminal");
+        return;
+    }
     let ns = bin("cbuild-ns");
     let inner = format!(
         "sh -c '{} run --pid --init -- true; set -- $(cat /proc/$$/stat); echo \"pgrp=$5 foreground=$8\"'",
