@@ -23,7 +23,7 @@ use crate::nft::{self, Port};
 use crate::nl::{self, Nl};
 use crate::paths::{
     attachment_file, bridge_dir, check_name, container_dir, host_ifname, open_in, open_nofollow, open_parent,
-    remove_nofollow,
+    remove_nofollow, still_at,
 };
 
 /// Records are `<state>/<ID>/net.json`: no symlink is followed in the last two components.
@@ -197,15 +197,6 @@ pub fn lock_existing(state: &Path, id: &str, step: &'static str) -> Result<Locke
             return Ok(Locked { file });
         }
     }
-}
-
-/// Whether `file`, locked, is still the record at `name` in `dir`: not removed (and maybe made again)
-/// by whoever held the lock before.
-fn still_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr, file: &File) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(held) = file.metadata() else { return false };
-    let now = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
-    held.nlink() > 0 && now.is_ok_and(|st| st.st_ino == held.ino())
 }
 
 /// Create `net.json` exclusively and already locked, so no other process ever sees it unlocked while

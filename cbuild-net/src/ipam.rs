@@ -207,7 +207,6 @@ impl Leases {
     /// file that is no longer at its path guards nothing: then the path is checked again (the usual
     /// lock-file dance), and a directory gone meanwhile is a bridge deleted meanwhile.
     pub fn lock(&self) -> Result<Flock<std::fs::File>> {
-        use std::os::unix::fs::MetadataExt;
         let p = self.dir.join("lock");
         let gone = |e: std::io::Error| match e.kind() {
             // ENOENT kept: a verb that read the configuration first says it in its own words.
@@ -221,10 +220,8 @@ impl Leases {
         loop {
             let f = open_in(dir, c"lock", libc::O_WRONLY | libc::O_CREAT).map_err(gone)?;
             let l = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::errno("ipam", p.display(), e))?;
-            let held = l.metadata().map_err(|e| Error::io("ipam", p.display(), e))?.ino();
-            let now = nix::sys::stat::fstatat(dir, "lock", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(|e| gone(e.into()))?;
-            if now.st_ino == held {
+            // Not: the directory deleted meanwhile (the open above then fails, ENOENT) or the lock remade.
+            if crate::paths::still_at(dir, c"lock", &l) {
                 return Ok(l);
             }
         }

@@ -268,17 +268,15 @@ pub fn del(state: &Path, name: &str, log: &dyn Fn(&str, &str)) -> Result<()> {
     // mount (SIGKILL: other signals are held) left: removed with the rest, or the NAME stays taken.
     // A namespace bound on the file is a regular file to lstat too (nsfs); a symlink (to another
     // namespace file, /run/netns/NAME say) is refused, never followed to unmount what it names.
-    match std::fs::symlink_metadata(&file) {
-        Ok(m) if !m.is_file() => {
-            return Err(Error::new(
-                "netns",
-                file.display(),
-                "a symbolic link or not a regular file (refused in the state dir)",
-            ))
-        }
-        _ => {}
+    let meta = std::fs::symlink_metadata(&file);
+    if meta.as_ref().is_ok_and(|m| !m.is_file()) {
+        return Err(Error::new(
+            "netns",
+            file.display(),
+            "a symbolic link or not a regular file (refused in the state dir)",
+        ));
     }
-    let leftover = std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file() && m.len() == 0) && !is_mountpoint(&file);
+    let leftover = meta.is_ok_and(|m| m.len() == 0) && !is_mountpoint(&file);
     if !leftover {
         // Refuse anything that is not one of ours, so a typo never unmounts something else.
         open_path(&file)?;

@@ -90,6 +90,16 @@ pub fn open_nofollow(path: &Path, depth: usize, flags: libc::c_int) -> std::io::
     open_in(dir.as_fd(), &name, flags)
 }
 
+/// Whether `file`, just locked, is still the file at `name` in `dir`: not removed (and maybe made again)
+/// by whoever held the lock before (`disconnect` removes a record, `bridge del` a lease directory, each
+/// while holding its lock), so a lock won on it guards nothing.
+pub fn still_at(dir: BorrowedFd<'_>, name: &CStr, file: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(held) = file.metadata() else { return false };
+    let now = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+    held.nlink() > 0 && now.is_ok_and(|st| st.st_ino == held.ino())
+}
+
 /// [`open_nofollow`] of the file `name` in a directory already opened by [`open_parent`].
 pub fn open_in(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> std::io::Result<std::fs::File> {
     open_sized(dir, name, flags).map(|(f, _)| f)

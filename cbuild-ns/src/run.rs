@@ -433,8 +433,9 @@ fn child_setup(spec: &RunSpec, prep: Prepared, ctrl_w: &OwnedFd, go_r: &OwnedFd)
         return Err(Error::new(Step::Sync, "parent", "gone before go"));
     }
     // From here on this process may be visible inside the container (--init's PID 1; in a joined pid
-    // namespace it was from the clone, see child_setup) while it still holds host fds and runs the host binary: non-dumpable makes /proc/PID/fd and
-    // /proc/PID/exe unreachable for container processes (CVE-2019-5736). execve resets it for the command.
+    // namespace it was from the clone, see child_setup) while it still holds host fds and runs the host
+    // binary: non-dumpable makes /proc/PID/fd and /proc/PID/exe unreachable for container processes
+    // (CVE-2019-5736). execve resets it for the command.
     // Not earlier: the parent needs /proc/PID for the ID maps and the persisted namespaces.
     nix::sys::prctl::set_dumpable(false).ctx(Step::Sync, "prctl(PR_SET_DUMPABLE)")?;
 
