@@ -23,7 +23,7 @@ use limits::{Limits, RawLimits};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::convert::Infallible;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -110,7 +110,7 @@ pub fn add(name: &str, pids: &[String]) -> Result<()> {
 ///
 /// `new`: NAME must not exist yet ("cgroup exists", nothing touched), so that what is in NAME afterwards
 /// is the caller's own to kill.
-pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, new: bool, cmd: &[String]) -> Result<Infallible> {
+pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, new: bool, cmd: &[OsString]) -> Result<Infallible> {
     let cmd = Cmd::check(name, cgroup_fd, cmd)?;
     let host = Host::detect_for_write()?;
     let l = limits_for(&host, raw)?;
@@ -146,7 +146,7 @@ pub fn exec(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, new: bool, cmd:
 /// `exec NAME --existing [--cgroup-fd N] -- CMD`: as `exec`, but only into a NAME that exists, as it is
 /// (no limits): `docker exec` into a running container. NAME missing (the container ended meanwhile) is
 /// an error, never a new empty cgroup left behind with the container gone.
-pub fn exec_existing(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<Infallible> {
+pub fn exec_existing(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[OsString]) -> Result<Infallible> {
     let cmd = Cmd::check(name, cgroup_fd, cmd)?;
     let host = Host::detect_for_write()?;
     if !limits_for(&host, raw)?.is_empty() {
@@ -173,7 +173,7 @@ struct Cmd {
 }
 
 impl Cmd {
-    fn check(name: &str, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<Cmd> {
+    fn check(name: &str, cgroup_fd: Option<i32>, cmd: &[OsString]) -> Result<Cmd> {
         cgroup::check_name(name)?;
         if let Some(n) = cgroup_fd {
             if n < 3 {
@@ -188,9 +188,12 @@ impl Cmd {
             }
         }
         let path = resolve(&cmd[0])?;
+        // Any bytes but NUL, as execve takes them: CMD is the caller's, whatever its encoding.
         let argv = cmd
             .iter()
-            .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::bad("exec", a, "contains a NUL byte")))
+            .map(|a| {
+                CString::new(a.as_bytes()).map_err(|_| Error::bad("exec", a.to_string_lossy(), "contains a NUL byte"))
+            })
             .collect::<Result<_>>()?;
         let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::bad("exec", path.display(), "NUL"))?;
         Ok(Cmd { path, cpath, argv })
@@ -213,7 +216,7 @@ impl Cmd {
 ///
 /// The parent never joins NAME (on v1 its rmdir would fail while the parent is inside); the child joins
 /// and execs CMD exactly as `exec` does, `--cgroup-fd` included.
-pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[String]) -> Result<i32> {
+pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[OsString]) -> Result<i32> {
     let cmd = Cmd::check(name, cgroup_fd, cmd)?;
     let host = Host::detect_for_write()?;
     if host.rootless {
@@ -312,16 +315,16 @@ fn hand_over_v2(host: &Host, cg: &Cgroup, n: i32) -> Result<()> {
 }
 
 /// PATH lookup as the shell does it; exit 127 when not found.
-fn resolve(cmd: &str) -> Result<PathBuf> {
-    let not_found = |what: &str| {
-        let mut e = Error::bad("exec", what, "command not found");
+fn resolve(cmd: &OsStr) -> Result<PathBuf> {
+    let not_found = |what: &OsStr| {
+        let mut e = Error::bad("exec", what.to_string_lossy(), "command not found");
         e.exit_code = 127;
         e
     };
     if cmd.is_empty() {
-        return Err(not_found("''"));
+        return Err(not_found("''".as_ref()));
     }
-    if cmd.contains('/') {
+    if cmd.as_bytes().contains(&b'/') {
         return if Path::new(cmd).exists() { Ok(PathBuf::from(cmd)) } else { Err(not_found(cmd)) };
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into());

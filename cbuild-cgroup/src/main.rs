@@ -89,7 +89,7 @@ enum Verb {
         #[arg(long, conflicts_with_all = ["rm", "existing"])]
         new: bool,
         #[arg(last = true, required = true, value_name = "CMD")]
-        cmd: Vec<String>,
+        cmd: Vec<std::ffi::OsString>,
     },
     /// Memory, CPU, pids, io and pressure numbers for NAME.
     Stat { name: String },

@@ -98,7 +98,7 @@ enum Cmd {
         target: Option<PathBuf>,
         /// With --fd: the command to exec.
         #[arg(last = true, value_name = "CMD")]
-        cmd: Vec<String>,
+        cmd: Vec<std::ffi::OsString>,
     },
     /// Unmount the overlay on TARGET (and its tmpfs upper or layer links, if cbuild made them).
     Umount {
@@ -213,7 +213,7 @@ fn cli_main(args: Vec<OsString>) -> u8 {
 /// Put the detached mount at fd `n` (dup2: not close-on-exec) and exec `cmd`. Only returns if that
 /// failed: the mount is closed and what it made is taken back (the dirs it created, what overlay made in
 /// an existing work dir), and the process exits 127 (not found) or 126, as a shell would.
-fn exec_with(mnt: std::os::fd::OwnedFd, n: i32, cmd: &[String], made: Mounted) -> Result<(), Error> {
+fn exec_with(mnt: std::os::fd::OwnedFd, n: i32, cmd: &[std::ffi::OsString], made: Mounted) -> Result<(), Error> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     // dup2 onto itself would keep close-on-exec: then clear the flag instead.
@@ -228,13 +228,13 @@ fn exec_with(mnt: std::os::fd::OwnedFd, n: i32, cmd: &[String], made: Mounted) -
         made.take_back();
         return Err(Error::os("fd", n.to_string(), e));
     }
-    verbose::step("exec", &cmd[0]);
+    verbose::step("exec", cmd[0].to_string_lossy());
     let e = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
     // The overlay holds its work dir until its last fd is closed.
     drop(mnt);
     unsafe { libc::close(n) };
     made.take_back();
-    eprintln!("cbuild-overlay: exec: {}: {e}", one_line(&cmd[0]));
+    eprintln!("cbuild-overlay: exec: {}: {e}", one_line(&cmd[0].to_string_lossy()));
     std::process::exit(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
 }
 

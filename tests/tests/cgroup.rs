@@ -691,6 +691,25 @@ fn exec_passes_the_exit_status_and_prints_steps() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// CMD's arguments reach the command byte for byte, as cgexec and chpst pass them: a file name in
+/// Latin-1 is not a usage error.
+#[test]
+fn exec_passes_arguments_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let arg = OsStr::from_bytes(b"caf\xe9 \xff");
+    let o = run(cg(&sb).args(["exec", &c.name, "--pids", "10", "--", "printf", "%s"]).arg(arg));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, arg.as_bytes());
+    let o = run(cg(&sb).args(["exec", &c.name, "--rm", "--"]).arg(OsStr::from_bytes(b"/nonexistent/\xe9")));
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(stderr(&o).contains("command not found"), "{}", stderr(&o));
+}
+
 /// A whole-disk block device the kernel has (loop devices exist wherever the loop module is loaded).
 fn a_block_device() -> Option<String> {
     block_devices().into_iter().next()

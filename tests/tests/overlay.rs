@@ -1087,6 +1087,17 @@ fn detached_overlay_bad_input_leaves_nothing() {
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert_nothing_left(&sb, &before, &[&c]);
+    // CMD's arguments go to the command byte for byte (not UTF-8 here), as any chain-loader passes them.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let arg = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        let mut cmd = ov(&sb);
+        base(&mut cmd);
+        let o = run(cmd.args(["--fd", "6", "--", "printf", "%s"]).arg(arg));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(o.stdout, arg.as_bytes());
+        std::fs::remove_dir_all(&c).unwrap();
+    }
     let t = sb.path().join("t");
     for (extra, needle) in [
         (&["--fd", "2", "--", "true"][..], "fd: 2"),
