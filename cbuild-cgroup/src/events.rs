@@ -78,10 +78,14 @@ pub fn run(host: &Host, cg: &Cgroup, follow: bool, out: &mut dyn Write) -> Resul
     if !follow {
         return Ok(());
     }
+    // NAME is "removed" once its directories are not the ones watched from here: gone, or removed and
+    // made again between two wake-ups (the new NAME's counters start from zero; its events are not
+    // this NAME's).
+    let ids: Vec<Option<(u64, u64)>> = cg.dirs.iter().map(|d| identity(d)).collect();
     let watch = Watch::new(host, cg)?;
     loop {
         watch.wait()?;
-        if !cg.dirs.iter().any(|d| d.exists()) {
+        if cg.dirs.iter().zip(&ids).all(|(d, id)| id.is_none() || identity(d) != *id) {
             emit(out, &cg.name, "removed", 0, 0);
             return Ok(());
         }
@@ -99,6 +103,13 @@ pub fn run(host: &Host, cg: &Cgroup, follow: bool, out: &mut dyn Write) -> Resul
         }
         last = now;
     }
+}
+
+/// A directory's identity (device, inode): cgroupfs and kernfs do not hand a removed directory's
+/// inode number to the next one made.
+fn identity(d: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino()))
 }
 
 struct Watch {

@@ -336,6 +336,29 @@ fn fork_loop_hits_pids_limit_and_stat_and_events_count_it() {
     assert!(ev.0.wait().unwrap().success());
 }
 
+/// NAME removed and made again between two of `events --follow`'s wake-ups (here: while it is stopped)
+/// is a removal: the follower says `removed` and ends, instead of comparing the new NAME's counters
+/// with the old one's totals.
+#[test]
+fn events_follow_ends_when_name_is_removed_and_made_again() {
+    require_root();
+    let sb = Sandbox::new();
+    let i = info(&sb);
+    let c = Cg::new(&i);
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", stderr(&o));
+    ok(run(cg(&sb).args(["create", &c.name, "--pids", "20"])));
+    let mut ev = Proc(cg(&sb).args(["events", "--follow", &c.name]).stdout(Stdio::piped()).spawn().unwrap());
+    let rx = lines_of(&mut ev.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(ev.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
+    ok(run(cg(&sb).args(["rm", &c.name])));
+    ok(run(cg(&sb).args(["create", &c.name, "--pids", "20"])));
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT).unwrap();
+    wait_event(&rx, "removed", Duration::from_secs(5));
+    wait_for("events --follow to exit", Duration::from_secs(5), || ev.0.try_wait().unwrap().is_some());
+}
+
 #[test]
 fn exec_keeps_the_pid_and_puts_the_whole_tree_in_every_hierarchy() {
     require_root();
