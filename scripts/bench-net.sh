@@ -12,9 +12,10 @@
 #       - the equivalent iproute2 sequence (veth created in the namespace, master, address, lo, route;
 #         no IPAM, no NAT): the floor a tool that forks `ip` cannot go below;
 #     and floors in the connect run: starting a process that does nothing (/bin/true), the same through
-#     `sh -c` (what the CNI and iproute2 rows pay for their shell), and one `ip link add ... type veth
-#     peer ... netns` (one process, the kernel creating a pair in a namespace): no connect can be faster
-#     than that on this machine. cbuild-net and the single-process floors run directly (hyperfine -N,
+#     `sh -c` (what the CNI and iproute2 rows pay for their shell), one `ip link add ... type veth
+#     peer ... netns` (one process, the kernel creating a pair in a namespace), and a minimal static
+#     process making every request connect makes of the kernel and nothing else
+#     (cbuild-net/examples/connect_floor.rs): no connect can be faster than that on this machine. cbuild-net and the single-process floors run directly (hyperfine -N,
 #     no shell); the CNI plugin needs its configuration on stdin, which hyperfine 1.15 cannot give
 #     without a shell, and the iproute2 sequence is several processes, so those two run from a small
 #     sh script each.
@@ -22,7 +23,8 @@
 #     the namespace), and a whole namespace's life both ways in the cycle run.
 #  2. Scale: 500 containers on one bridge, connected then disconnected one after another; time per
 #     container for each block of 100 (it should stay flat as the bridge fills), and the same with the
-#     iproute2 sequence, whose growth is the kernel's alone.
+#     iproute2 sequence; after each block, one more connect against connect's kernel requests alone
+#     (connect_floor) on the same bridge: the kernel's growth is in both, the difference is cbuild-net's.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,10 +44,11 @@ if [ "${1:-}" != --inside ]; then
     static_musl_check || exit 125
     (cd "$root" && cargo build -q --release -p cbuild-net &&
         static_glibc build -q --release -p cbuild-net --bin cbuild-net &&
-        static_musl build -q --release -p cbuild-net --bin cbuild-net --example veth_floor)
+        static_musl build -q --release -p cbuild-net --bin cbuild-net --example veth_floor --example connect_floor)
     export BGLIBC=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/cbuild-net
     export B=$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/cbuild-net
     export FLOOR=$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/examples/veth_floor
+    export CFLOOR=$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/examples/connect_floor
     export BDYN=$CARGO_TARGET_DIR/release/cbuild-net
     # A fresh network namespace is "the host" for the whole run.
     exec unshare --net --mount -- bash ${BENCH_TRACE:+-x} "$0" --inside
@@ -84,8 +87,8 @@ cat >"$work/cni.json" <<EOF
 EOF
 # The iproute2 anchor's bridge as cbuild makes its own: multicast snooping off (nl::add_bridge says why).
 ip link add ipb0 type bridge mcast_snooping 0 && ip addr add 10.252.0.1/16 dev ipb0 && ip link set ipb0 up
-c1=$work/c1 c2=$work/c2 c3=$work/c3 c4=$work/c4
-mkns "$c1" && mkns "$c2" && mkns "$c3" && mkns "$c4"
+c1=$work/c1 c2=$work/c2 c3=$work/c3 c4=$work/c4 c5=$work/c5
+mkns "$c1" && mkns "$c2" && mkns "$c3" && mkns "$c4" && mkns "$c5"
 
 # Each contender as one executable, so hyperfine runs it without a shell (-N) and no contender pays
 # for a shell the others do not.
@@ -103,6 +106,7 @@ case \$1 in
 up) ip -b $work/ip-host.batch && exec nsenter --net=$c3 ip -b $work/ip-ctr.batch ;;
 down) exec ip link del ipv0 ;;
 unveth) exec ip link del ipf0 ;;
+unfloor) exec ip link del cff0 ;;
 esac
 EOF
 cat >"$work/cbuild" <<EOF
@@ -142,8 +146,10 @@ hf --export-json "$out/up.json" \
     --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (dynamic build)" "$BDYN connect $c1 --bridge cbb0 --id bench" \
     --prepare "$q $work/iproute unveth" --command-name "floor: minimal static process making the pair" "$FLOOR ipf0 eth0 $c4" \
     --prepare "true" --command-name "floor: sh -c 'exec /bin/true'" "sh -c 'exec /bin/true'" \
-    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (glibc static build)" "$BGLIBC connect $c1 --bridge cbb0 --id bench"
+    --prepare "$q $work/cbuild down" --command-name "cbuild-net connect (glibc static build)" "$BGLIBC connect $c1 --bridge cbb0 --id bench" \
+    --prepare "$q $work/iproute unfloor" --command-name "floor: minimal static process making connect's requests" "$CFLOOR cff0 eth0 $c5 cbb0 10.250.255.250/16 10.250.0.1"
 SETTLE=0 $q "$work/iproute" unveth
+SETTLE=0 $q "$work/iproute" unfloor
 # The same connect with its state on the disk (this VM's /run): its own bridge and namespace there.
 CBUILD_STATE=$work/state-disk "$B" bridge add cbd0 --subnet 10.253.0.0/16 --nat
 CBUILD_STATE=$work/state-disk hf --export-json "$out/up-disk.json" \
@@ -170,7 +176,7 @@ hf --export-json "$out/cycle.json" \
 cpu=""
 if command -v perf >/dev/null; then
     tc() { perf stat -x, -e task-clock "$@" 2>&1 >/dev/null | awk -F, '/task-clock/{print $1}'; }
-    : >"$out/cpu-connect" && : >"$out/cpu-true" && : >"$out/cpu-floor" && : >"$out/cpu-down" && : >"$out/cpu-leave"
+    : >"$out/cpu-connect" && : >"$out/cpu-true" && : >"$out/cpu-floor" && : >"$out/cpu-cfloor" && : >"$out/cpu-down" && : >"$out/cpu-leave"
     for _ in $(seq 1 20); do
         sleep 0.2
         tc "$B" connect "$c1" --bridge cbb0 --id bench >>"$out/cpu-connect"
@@ -183,9 +189,12 @@ if command -v perf >/dev/null; then
         sleep 0.2
         tc "$FLOOR" ipf0 eth0 "$c4" >>"$out/cpu-floor"
         ip link del ipf0
+        sleep 0.2
+        tc "$CFLOOR" cff0 eth0 "$c5" cbb0 10.250.255.250/16 10.250.0.1 >>"$out/cpu-cfloor"
+        ip link del cff0
     done
     med() { python3 -c 'import statistics,sys; print("%.2f" % statistics.median(float(l) for l in open(sys.argv[1]) if l.strip()))' "$1"; }
-    cpu="CPU time (perf stat task-clock, median of 20): connect $(med "$out/cpu-connect") ms, the minimal pair-making process $(med "$out/cpu-floor") ms, \`/bin/true\` $(med "$out/cpu-true") ms; disconnect $(med "$out/cpu-down") ms, \`disconnect --leave-link\` $(med "$out/cpu-leave") ms."
+    cpu="CPU time (perf stat task-clock, median of 20): connect $(med "$out/cpu-connect") ms, the minimal process making connect's requests $(med "$out/cpu-cfloor") ms, the minimal pair-making process $(med "$out/cpu-floor") ms, \`/bin/true\` $(med "$out/cpu-true") ms; disconnect $(med "$out/cpu-down") ms, \`disconnect --leave-link\` $(med "$out/cpu-leave") ms."
 fi
 
 # --- 2. scale: 500 containers on one bridge ---------------------------------------------------------
@@ -196,13 +205,22 @@ for i in $(seq 1 "$N"); do mkns "$work/scale/$i"; done
 # let that finish first, or the first hundred pay for it.
 sleep 3
 now() { date +%s%N; }
-declare -a up_ms down_ms
+declare -a up_ms down_ms pc_ms pf_ms
 for blk in $(seq 0 $((N / 100 - 1))); do
     t0=$(now)
     for i in $(seq $((blk * 100 + 1)) $((blk * 100 + 100))); do
         "$B" connect "$work/scale/$i" --bridge cbb0 --id "s$i" >/dev/null
     done
     up_ms[blk]=$(python3 -c "print('%.2f' % (($(now) - $t0) / 1e6 / 100))")
+    # At this count, on this bridge: one more connect, against connect's kernel requests alone
+    # (connect_floor) on the same bridge, in turns, each after a settle, as in the connect run above.
+    # The difference is what cbuild-net itself adds; the kernel's growth is in both.
+    RUNS=${PROBE_RUNS:-15} BENCH_ROUNDS=3 hf --export-json "$out/probe$blk.json" \
+        --prepare "$q $B disconnect --id probe" --command-name "connect" "$B connect $c1 --bridge cbb0 --id probe" \
+        --prepare "$q $work/iproute unfloor" --command-name "connect's requests alone" "$CFLOOR cff0 eth0 $c5 cbb0 10.250.255.250/16 10.250.0.1"
+    SETTLE=0 $q "$B" disconnect --id probe
+    SETTLE=0 $q "$work/iproute" unfloor
+    pc_ms[blk]=$(median "$out/probe$blk.json" 0) pf_ms[blk]=$(median "$out/probe$blk.json" 1)
 done
 [ "$(ls "$CBUILD_STATE/net/cbb0" | grep -c '^10\.')" = "$N" ] || { echo "bench-net: expected $N leases" >&2; exit 1; }
 for blk in $(seq $((N / 100 - 1)) -1 0); do
@@ -283,8 +301,13 @@ row() { # label json
     echo "one \`ip link add ... type veth peer name eth0 netns NS\` (the kernel creating a pair in a namespace, one"
     echo "process) $(median "$out/up.json" 3) ms, most of it \`ip\`'s own start-up (a dozen shared libraries); the same"
     echo "request from a minimal static process that does nothing else (\`cbuild-net/examples/veth_floor.rs\`: one socket,"
-    echo "one \`RTM_NEWLINK\`, exit) $(median "$out/up.json" 6) ms. The kernel's \`RTM_NEWLINK\` itself is ~0.4 ms (perf trace); a"
-    echo "disconnect that deletes the pair cannot beat \`ip link del\` (the kernel waits for RCU grace periods when it"
+    echo "one \`RTM_NEWLINK\`, exit) $(median "$out/up.json" 6) ms. The kernel's \`RTM_NEWLINK\` itself is ~0.4 ms (perf trace)."
+    echo "**Every request a connect makes of the kernel**, with the same messages, from a minimal static process"
+    echo "that does nothing else (\`cbuild-net/examples/connect_floor.rs\`: the pair, the port's settings, the"
+    echo "container end's batch, the host end up, both link-watch events run; no runtime, no leases, no files):"
+    echo "$(median "$out/up.json" 9) ms. No connect can be faster on this machine; cbuild-net's connect takes"
+    echo "$(python3 -c "print('%.3f' % ($(median "$out/up.json" 0) - $(median "$out/up.json" 9)))") ms more (its start-up, arguments, runtime, lease and record)."
+    echo "A disconnect that deletes the pair cannot beat \`ip link del\` (the kernel waits for RCU grace periods when it"
     echo "deletes a device)."
     [ -z "$cpu" ] || echo "$cpu"
     echo "cbuild-net's disconnect also forgets the container's conntrack entries whenever the host namespace tracks"
@@ -298,12 +321,16 @@ row() { # label json
     echo "remove) on its own bridge in the same namespaces. As a port is added and enabled the kernel walks every"
     echo "port the bridge has (docs/net.md, \"What a connect costs\"); connect enables its port itself, so that it"
     echo "forwards when connect returns, where the iproute2 sequence returns first and leaves that walk to the"
-    echo "kernel's link-watch worker."
+    echo "kernel's link-watch worker. After each block, with that many containers on the bridge, hyperfine"
+    echo "times one more connect against connect_floor (above: the same kernel requests, nothing else) on the"
+    echo "same bridge, in turns, $((3 * ((${PROBE_RUNS:-15} + 2) / 3))) runs each after a 0.2 s settle; \"cbuild-net's own\" is the"
+    echo "difference: what cbuild-net adds to the kernel's work, which is what should stay flat."
     echo
-    echo "| containers on the bridge | connect | iproute2 up | disconnect | ip link del |"
-    echo "|---|---:|---:|---:|---:|"
+    echo "| containers on the bridge | connect, one after another | iproute2 up | then: connect | connect's requests alone | cbuild-net's own | disconnect | ip link del |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for blk in $(seq 0 $((N / 100 - 1))); do
-        echo "| $((blk * 100 + 1))–$((blk * 100 + 100)) | ${up_ms[blk]} | ${ipup_ms[blk]} | ${down_ms[blk]} | ${ipdown_ms[blk]} |"
+        own=$(python3 -c "print('%.3f' % (${pc_ms[blk]} - ${pf_ms[blk]}))")
+        echo "| $((blk * 100 + 1))–$((blk * 100 + 100)) | ${up_ms[blk]} | ${ipup_ms[blk]} | ${pc_ms[blk]} | ${pf_ms[blk]} | $own | ${down_ms[blk]} | ${ipdown_ms[blk]} |"
     done
 } >"$table"
 cat "$table"
