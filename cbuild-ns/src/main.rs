@@ -57,7 +57,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Release namespaces persisted with `run --persist` (unmount and remove their files).
+    /// Release namespaces persisted with `run --persist` (unmount and remove their files): those listed
+    /// in DIR/.cbuild-ns, never another tool's (cbuild-net's `netns add`).
     Unpersist {
         /// A directory, or a NAME meaning $CBUILD_STATE/NAME/ns.
         dir: String,

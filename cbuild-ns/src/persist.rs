@@ -1,6 +1,6 @@
 //! `--persist DIR`: keep namespaces alive after their last process by bind-mounting /proc/PID/ns/TYPE onto
 //! files in DIR, as `ip netns add` and `unshare --net=FILE` do. Anything (cbuild-ns exec --ns-dir, nsenter,
-//! ip netns exec, cbuild-net) can join them later; `cbuild-ns rm-persist DIR` (umount + unlink) ends them.
+//! ip netns exec, cbuild-net) can join them later; `cbuild-ns unpersist DIR` (umount + unlink) ends them.
 
 use crate::error::{Context, Error, Result, Step};
 use crate::namespaces::NsType;
@@ -8,9 +8,15 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// The file in DIR listing, one per line, the namespace types cbuild-ns persisted there. `<state>/NAME/ns`
+/// is shared (cbuild-net's `netns add NAME` makes `net` there): `unpersist` releases only what this lists.
+pub const MANIFEST: &str = ".cbuild-ns";
+
 /// What persisting created, so a later failure can undo exactly that.
 #[derive(Default)]
 pub struct Persisted {
+    /// The directory, and the types this call added to its manifest.
+    manifest: Option<(PathBuf, Vec<String>)>,
     files: Vec<PathBuf>,
     /// The directories this call created, outermost first.
     created_dirs: Vec<PathBuf>,
@@ -43,6 +49,22 @@ pub fn persist(dir: &Path, pid: i32, types: &[NsType]) -> Result<Persisted> {
         }
         done.private_dir = Some(dir.to_path_buf());
     }
+    // Listed before any file is made: a persist killed half-way leaves files its unpersist still knows.
+    let names: Vec<String> = types.iter().map(|t| t.proc_name().to_string()).collect();
+    let mut added = vec![];
+    let add = |l: &mut Vec<String>| {
+        for n in names {
+            if !l.contains(&n) {
+                l.push(n.clone());
+                added.push(n);
+            }
+        }
+    };
+    if let Err(e) = edit_manifest(dir, add) {
+        done.undo();
+        return Err(e);
+    }
+    done.manifest = Some((dir.to_path_buf(), added));
     for ty in types {
         let file = dir.join(ty.proc_name());
         let r = (|| {
@@ -73,6 +95,9 @@ impl Persisted {
             let _ = umount2(&f, MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&f);
         }
+        if let Some((d, names)) = self.manifest.take() {
+            let _ = edit_manifest(&d, |l| l.retain(|n| !names.contains(n)));
+        }
         if let Some(d) = self.private_dir.take() {
             let _ = umount2(&d, MntFlags::MNT_DETACH);
         }
@@ -82,20 +107,27 @@ impl Persisted {
     }
 }
 
-/// Remove persisted namespaces in DIR (every namespace file there), then DIR if it is left empty.
-/// `name_dir`: DIR is `<state>/NAME/ns`, whose NAME directory goes too once empty (a directory the caller
-/// named by path is theirs, and only its namespace files are ours to remove).
+/// Remove persisted namespaces in DIR, then DIR if it is left empty: the types its manifest lists, or,
+/// in a directory without one (`unshare --net=DIR/net`), every namespace file there. `name_dir`: DIR is
+/// `<state>/NAME/ns`, whose NAME directory goes too once empty (a directory the caller named by path is
+/// theirs, and only its namespace files are ours to remove); there the manifest is required, since
+/// another tool's files live there too.
 ///
 /// Only what `persist` makes is touched: a regular file with a namespace (nsfs) bound on it, or one whose
 /// bind is already gone. Anything else named like a namespace type (a symlink: umount2 would follow it and
 /// unmount what it points at; a directory; a file with another filesystem on it) is refused, before
 /// anything is unmounted.
 pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
+    let listed = read_manifest(dir)?;
+    if name_dir && listed.is_none() {
+        return Err(Error::new(Step::Persist, dir.display(), "no namespace persisted here by cbuild-ns")
+            .hint("`cbuild-net netns del NAME` releases what `cbuild-net netns add` made"));
+    }
     let mut found = vec![];
     let entries = std::fs::read_dir(dir).ctx(Step::Persist, dir.display())?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if NsType::parse(&name).is_none() {
+        if NsType::parse(&name).is_none() || listed.as_ref().is_some_and(|l| !l.contains(&name)) {
             continue;
         }
         let p = e.path();
@@ -114,9 +146,18 @@ pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
         std::fs::remove_file(&p).ctx(Step::Persist, p.display())?;
         removed.push(name);
     }
+    if listed.is_some() {
+        match std::fs::remove_file(dir.join(MANIFEST)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(Step::Persist, dir.join(MANIFEST).display(), &e)),
+        }
+    }
     // The directory's own private mount, if persisting a mount namespace made one; no other mount there
-    // (`unpersist /sys/fs/cgroup`) is ours.
-    if is_own_bind(dir) {
+    // (`unpersist /sys/fs/cgroup`) is ours, nor a bind of itself made by someone else (cbuild-net's
+    // shared one, whose `net` would go with it) when the manifest lists no `mnt`.
+    let made_bind = listed.as_ref().is_none_or(|l| l.iter().any(|n| n == "mnt"));
+    if made_bind && is_own_bind(dir) {
         umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).ctx(Step::Persist, dir.display())?;
     }
     // The namespace dir, then the NAME dir if nothing else lives there (contract: whoever removes the last
@@ -128,6 +169,61 @@ pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// DIR's manifest: None when there is none. Opened without following a symlink (nothing below `<state>` is
+/// trusted).
+fn read_manifest(dir: &Path) -> Result<Option<Vec<String>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = dir.join(MANIFEST);
+    let mut f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(Step::Persist, p.display(), &e)),
+    };
+    let mut text = String::new();
+    f.read_to_string(&mut text).ctx(Step::Persist, p.display())?;
+    Ok(Some(text.lines().filter(|l| NsType::parse(l).is_some()).map(str::to_string).collect()))
+}
+
+/// Change DIR's manifest under its lock (two persists into one directory must not lose each other's
+/// lines); an empty list removes it.
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Vec<String>)) -> Result<()> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let p = dir.join(MANIFEST);
+    let at = |e: std::io::Error| Error::io(Step::Persist, p.display(), &e);
+    let lock = loop {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .map_err(at)?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::sys(Step::Persist, p.display(), e))?;
+        // Won on a file an earlier holder removed (its list went empty): take the one at the path.
+        let held = lock.metadata().map_err(at)?;
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino()) {
+            break lock;
+        }
+    };
+    let mut file = &*lock;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(at)?;
+    let mut lines: Vec<String> = text.lines().filter(|l| NsType::parse(l).is_some()).map(str::to_string).collect();
+    f(&mut lines);
+    if lines.is_empty() {
+        return std::fs::remove_file(&p).map_err(at);
+    }
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    file.set_len(0).map_err(at)?;
+    file.rewind().map_err(at)?;
+    file.write_all(body.as_bytes()).map_err(at)
 }
 
 /// Whether `p` is a file `persist` made: Ok(true) with a namespace bound on it, Ok(false) without (its

@@ -611,6 +611,43 @@ fn persist_and_join_round_trip() {
     assert!(mounts_under(sb.state.to_str().unwrap()).is_empty());
 }
 
+/// One NAME, two tools (the contract: each removes only its own): `unpersist NAME` released cbuild-net's
+/// `netns add NAME` namespace too, under the records of the containers connected to it. Now it releases
+/// what cbuild-ns persisted there and nothing else, and a NAME where it persisted nothing is refused.
+#[test]
+fn unpersist_name_leaves_the_namespace_cbuild_net_made() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let name = unique("ns");
+    let dir = sb.state.join(&name).join("ns");
+    let _cleanup = Defer(|| {
+        let _ = tool("cbuild-ns", &sb).args(["unpersist", &name]).stderr(Stdio::null()).status();
+        let _ = tool("cbuild-net", &sb).args(["netns", "del", &name]).stderr(Stdio::null()).status();
+    });
+    ok(&run(tool("cbuild-net", &sb).args(["netns", "add", &name])));
+    let net = std::fs::metadata(dir.join("net")).unwrap().ino();
+    // Nothing of cbuild-ns's there yet.
+    assert_tool_error(
+        &run(ns(&sb).args(["unpersist", &name])),
+        "cbuild-ns",
+        "no namespace persisted here by cbuild-ns",
+    );
+    assert_eq!(std::fs::metadata(dir.join("net")).unwrap().ino(), net);
+    // cbuild-ns persists the container's other namespaces beside it, joining its net namespace.
+    let mut c = ns(&sb);
+    c.args(["run", "--uts", "--ipc", "--hostname", "shared", "--join"]).arg(format!("net={name}"));
+    c.args(["--persist", &name, "--", "true"]);
+    ok(&run(&mut c));
+    assert!(dir.join("uts").exists() && dir.join("ipc").exists());
+    ok(&run(ns(&sb).args(["unpersist", &name])));
+    assert!(!dir.join("uts").exists() && !dir.join("ipc").exists());
+    // cbuild-net's namespace is still there, still bound, and still its own to remove.
+    assert_eq!(std::fs::metadata(dir.join("net")).unwrap().ino(), net);
+    ok(&run(tool("cbuild-net", &sb).args(["netns", "del", &name])));
+    assert!(!sb.state.join(&name).exists());
+    assert!(mounts_under(sb.state.to_str().unwrap()).is_empty());
+}
+
 #[test]
 fn persist_refuses_the_name_net() {
     // <state>/net is cbuild-net's (bridges, leases, its nft lock): the contract makes `net` no NAME, as
@@ -1676,15 +1713,23 @@ fn unpersist_releases_only_persisted_namespace_files() {
     assert_tool_error(&unpersist(&d1), "cbuild-ns", "not a persisted namespace: a symlink");
     assert!(mounted(&tgt), "the symlink's target was unmounted");
     assert!(d1.join("mnt").symlink_metadata().unwrap().file_type().is_symlink());
-    // A directory with a mount on it, beside a real persisted namespace: nothing is touched.
+    // A directory with a mount on it, named like a namespace: refused, nothing touched.
+    let d5 = sb.path().join("d5");
+    std::fs::create_dir_all(d5.join("net")).unwrap();
+    tmpfs(&d5.join("net"));
+    assert_tool_error(&unpersist(&d5), "cbuild-ns", "not a persisted namespace: a directory");
+    assert!(mounted(&d5.join("net")));
+    // The same beside a namespace persist made: only what persist listed in DIR's manifest is released;
+    // the rest is someone else's (cbuild-net's `net` in <state>/NAME/ns) and is left alone.
     let d2 = sb.path().join("d2");
     let mut c = ns(&sb);
     c.args(["run", "--uts", "--persist"]).arg(&d2).args(["--", "true"]);
     ok(&run(&mut c));
+    assert_eq!(std::fs::read_to_string(d2.join(".cbuild-ns")).unwrap(), "uts\n");
     std::fs::create_dir(d2.join("net")).unwrap();
     tmpfs(&d2.join("net"));
-    assert_tool_error(&unpersist(&d2), "cbuild-ns", "not a persisted namespace: a directory");
-    assert!(mounted(&d2.join("net")) && mounted(&d2.join("uts")), "{:?}", mounts_under(d2.to_str().unwrap()));
+    ok(&unpersist(&d2));
+    assert!(mounted(&d2.join("net")) && !d2.join("uts").exists() && !d2.join(".cbuild-ns").exists());
     // A regular file with another filesystem bound on it.
     let d3 = sb.path().join("d3");
     std::fs::create_dir(&d3).unwrap();
@@ -1700,11 +1745,9 @@ fn unpersist_releases_only_persisted_namespace_files() {
     tmpfs(&d4);
     ok(&unpersist(&d4));
     assert!(mounted(&d4), "DIR's own mount, not a bind of itself, was unmounted");
-    // What persist made is released as before, once the foreign entry is gone.
-    assert_eq!(Command::new("umount").arg(d2.join("net")).status().unwrap().code(), Some(0));
-    std::fs::remove_dir(d2.join("net")).unwrap();
-    ok(&unpersist(&d2));
-    assert!(!d2.exists() && mounts_under(d2.to_str().unwrap()).is_empty());
+    for d in [&d2, &d5] {
+        assert_eq!(Command::new("umount").arg(d.join("net")).status().unwrap().code(), Some(0));
+    }
 }
 
 /// The seccomp program was read to its end: `--seccomp-fd 5 5</dev/zero` took 1 GB before "out of memory".
