@@ -449,11 +449,14 @@ fn process_flags_env_workdir_user_hostname() {
     let o = rt.run(&["--rm", "--network", "none", "--env-file", "/nonexistent/env", IMAGE, "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert_eq!(stderr(&o), "cbuild-run: args: --env-file /nonexistent/env: not a readable file\n");
-    // A name with white space in it, or none, is refused (docker/cli: "poorly formatted environment").
+    // A name with white space in it, or none, is refused (docker/cli: "poorly formatted environment"), and
+    // so is a line that is not UTF-8, a comment too ("contains invalid utf8 bytes").
     for (text, why) in [
-        ("A=1\n  B C=2\n", "line 2: variable 'B C' contains white space"),
-        ("# c\n=x\n", "line 2: no variable name"),
-        ("KEY \n", "line 1: variable 'KEY ' contains white space"),
+        (&b"A=1\n  B C=2\n"[..], "line 2: variable 'B C' contains white space"),
+        (b"# c\n=x\n", "line 2: no variable name"),
+        (b"KEY \n", "line 1: variable 'KEY ' contains white space"),
+        (b"A=1\n# caf\xe9\nB=2\n", "line 2: not UTF-8"),
+        (b"A=caf\xc3\xa9\r\nB=\xff\n", "line 2: not UTF-8"),
     ] {
         std::fs::write(&f, text).unwrap();
         let o = rt.run(&["--rm", "--network", "none", "--env-file", &f.to_string_lossy(), IMAGE, "true"]);
