@@ -228,7 +228,7 @@ struct RunArgs {
     cgroup_fd: Option<i32>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
-    cmd: Vec<String>,
+    cmd: Vec<OsString>,
 }
 
 #[derive(Args)]
@@ -255,7 +255,7 @@ struct ExecArgs {
     #[command(flatten)]
     process: ProcessArgs,
     #[arg(last = true, required = true, value_name = "CMD")]
-    cmd: Vec<String>,
+    cmd: Vec<OsString>,
 }
 
 fn bad(object: impl std::fmt::Display, reason: impl std::fmt::Display) -> Error {
@@ -311,7 +311,7 @@ fn caps_list(v: &[String]) -> Result<Vec<CapName>, Error> {
         .collect()
 }
 
-fn process_spec(p: ProcessArgs, cmd: Vec<String>) -> Result<RunSpec, Error> {
+fn process_spec(p: ProcessArgs, cmd: Vec<OsString>) -> Result<RunSpec, Error> {
     let mut env = vec![];
     for kv in p.env {
         let (k, v) = match kv.split_once('=') {

@@ -264,16 +264,17 @@ pub fn make_workdir(d: &Path) -> Result<()> {
 
 /// Find the command as the shell would, in the new root with the command's PATH. Not found → 127,
 /// found but not executable → 126.
-pub fn find_command(cmd: &str, env: &[(String, String)]) -> Result<PathBuf> {
+pub fn find_command(cmd: &std::ffi::OsStr, env: &[(String, String)]) -> Result<PathBuf> {
+    let shown = cmd.to_string_lossy();
     let executable = |p: &Path| -> Option<bool> {
         let md = std::fs::metadata(p).ok()?;
         Some(md.is_file() && md.permissions().mode() & 0o111 != 0)
     };
-    if cmd.contains('/') {
+    if cmd.as_encoded_bytes().contains(&b'/') {
         return match executable(Path::new(cmd)) {
             Some(true) => Ok(PathBuf::from(cmd)),
-            Some(false) => Err(Error::new(Step::Exec, cmd, "Permission denied").code(EXIT_CANNOT_EXEC)),
-            None => Err(Error::new(Step::Exec, cmd, "No such file or directory").code(EXIT_NOT_FOUND)),
+            Some(false) => Err(Error::new(Step::Exec, shown, "Permission denied").code(EXIT_CANNOT_EXEC)),
+            None => Err(Error::new(Step::Exec, shown, "No such file or directory").code(EXIT_NOT_FOUND)),
         };
     }
     let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
@@ -288,7 +289,7 @@ pub fn find_command(cmd: &str, env: &[(String, String)]) -> Result<PathBuf> {
     }
     match denied {
         Some(p) => Err(Error::new(Step::Exec, p.display(), "Permission denied").code(EXIT_CANNOT_EXEC)),
-        None => Err(Error::new(Step::Exec, cmd, "command not found").code(EXIT_NOT_FOUND)),
+        None => Err(Error::new(Step::Exec, shown, "command not found").code(EXIT_NOT_FOUND)),
     }
 }
 
@@ -312,11 +313,11 @@ pub fn close_fds_on_exec(preserve: u32, report_fd: i32) -> Result<()> {
 }
 
 /// execve; only returns on failure, mapped to 126 (cannot execute) or 127 (vanished).
-pub fn exec(path: &Path, argv: &[String], env: &[(String, String)]) -> Error {
-    let c = |s: &str| CString::new(s).unwrap_or_default();
-    let cpath = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    let cargv: Vec<CString> = argv.iter().map(|a| c(a)).collect();
-    let cenv: Vec<CString> = env.iter().map(|(k, v)| c(&format!("{k}={v}"))).collect();
+pub fn exec(path: &Path, argv: &[std::ffi::OsString], env: &[(String, String)]) -> Error {
+    let c = |s: &[u8]| CString::new(s).unwrap_or_default();
+    let cpath = c(path.as_os_str().as_encoded_bytes());
+    let cargv: Vec<CString> = argv.iter().map(|a| c(a.as_encoded_bytes())).collect();
+    let cenv: Vec<CString> = env.iter().map(|(k, v)| c(format!("{k}={v}").as_bytes())).collect();
     // execve keeps ignored signals, and a caller may have ignored SIGPIPE (a Rust parent does): give the
     // command the default, as a shell would (otherwise `cmd | head` never stops cmd).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };

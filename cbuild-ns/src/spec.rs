@@ -276,7 +276,8 @@ pub struct RunSpec {
     /// A cgroup2 directory to create the container's first process in (clone3 CLONE_INTO_CGROUP).
     pub cgroup_fd: Option<RawFd>,
     pub preserve_fds: u32,
-    pub argv: Vec<String>,
+    /// The command, byte for byte: whatever its encoding, as execve takes it.
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 impl RunSpec {

@@ -648,6 +648,24 @@ fn unpersist_name_leaves_the_namespace_cbuild_net_made() {
     assert!(mounts_under(sb.state.to_str().unwrap()).is_empty());
 }
 
+/// CMD's arguments reach the command byte for byte (bwrap and unshare pass them so): a Latin-1 file name
+/// was a usage error, in `run` and in `exec`.
+#[test]
+fn run_and_exec_pass_arguments_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let arg = std::ffi::OsStr::from_bytes(b"caf\xe9 \xff");
+    let o = run(ns(&sb).args(["run", "--uts", "--", "printf", "%s"]).arg(arg));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, arg.as_bytes());
+    let me = std::process::id().to_string();
+    let o = run(ns(&sb).args(["exec", "--target", &me, "--ns", "uts", "--", "printf", "%s"]).arg(arg));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, arg.as_bytes());
+    let o = run(ns(&sb).args(["run", "--uts", "--"]).arg(std::ffi::OsStr::from_bytes(b"/nonexistent/\xe9")));
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+}
+
 #[test]
 fn persist_refuses_the_name_net() {
     // <state>/net is cbuild-net's (bridges, leases, its nft lock): the contract makes `net` no NAME, as
