@@ -131,7 +131,14 @@ cat >"$work/quiet" <<EOF
 "\$@" >/dev/null 2>&1 || true
 sleep \${SETTLE:-0.2}
 EOF
-chmod +x "$work/cni" "$work/iproute" "$work/cbuild" "$work/quiet"
+# unprobe: the scale run's probes (one more connect, one connect_floor) removed, then the pause.
+cat >"$work/unprobe" <<EOF
+#!/bin/sh
+$B disconnect --id probe >/dev/null 2>&1 || true
+ip link del cff0 >/dev/null 2>&1 || true
+sleep \${SETTLE:-0.2}
+EOF
+chmod +x "$work/cni" "$work/iproute" "$work/cbuild" "$work/quiet" "$work/unprobe"
 q=$work/quiet
 
 # --- 1. connect / disconnect ------------------------------------------------------------------------
@@ -215,11 +222,12 @@ for blk in $(seq 0 $((N / 100 - 1))); do
     # At this count, on this bridge: one more connect, against connect's kernel requests alone
     # (connect_floor) on the same bridge, in turns, each after a settle, as in the connect run above.
     # The difference is what cbuild-net itself adds; the kernel's growth is in both.
+    # Each prepare removes what either left, so each runs with the bridge at exactly this count.
     RUNS=${PROBE_RUNS:-15} BENCH_ROUNDS=3 hf --export-json "$out/probe$blk.json" \
-        --prepare "$q $B disconnect --id probe" --command-name "connect" "$B connect $c1 --bridge cbb0 --id probe" \
-        --prepare "$q $work/iproute unfloor" --command-name "connect's requests alone" "$CFLOOR cff0 eth0 $c5 cbb0 10.250.255.250/16 10.250.0.1"
-    SETTLE=0 $q "$B" disconnect --id probe
-    SETTLE=0 $q "$work/iproute" unfloor
+        --prepare "$work/unprobe" --command-name "connect" "$B connect $c1 --bridge cbb0 --id probe" \
+        --prepare "$work/unprobe" --command-name "connect's requests alone" "$CFLOOR cff0 eth0 $c5 cbb0 10.250.255.250/16 10.250.0.1"
+    SETTLE=0 "$work/unprobe"
+    ! ip link show cff0 >/dev/null 2>&1 || { echo "bench-net: cff0 left behind" >&2; exit 1; }
     pc_ms[blk]=$(median "$out/probe$blk.json" 0) pf_ms[blk]=$(median "$out/probe$blk.json" 1)
 done
 [ "$(ls "$CBUILD_STATE/net/cbb0" | grep -c '^10\.')" = "$N" ] || { echo "bench-net: expected $N leases" >&2; exit 1; }

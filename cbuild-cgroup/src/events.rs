@@ -66,6 +66,10 @@ fn emit(out: &mut dyn Write, name: &str, event: &'static str, count: u64, total:
 }
 
 pub fn run(host: &Host, cg: &Cgroup, follow: bool, out: &mut dyn Write) -> Result<()> {
+    // NAME is "removed" once its directories are not the ones found here: gone, or removed and made
+    // again between two wake-ups (the new NAME's counters start from zero; its events are not this
+    // NAME's). Taken before the first read, so those totals are these directories'.
+    let ids: Vec<Option<(u64, u64)>> = cg.dirs.iter().map(|d| identity(d)).collect();
     let mut last = Counters::read(host, cg)?;
     // What already happened, as one line per kind.
     for (kind, total) in last.kinds() {
@@ -78,10 +82,6 @@ pub fn run(host: &Host, cg: &Cgroup, follow: bool, out: &mut dyn Write) -> Resul
     if !follow {
         return Ok(());
     }
-    // NAME is "removed" once its directories are not the ones watched from here: gone, or removed and
-    // made again between two wake-ups (the new NAME's counters start from zero; its events are not
-    // this NAME's).
-    let ids: Vec<Option<(u64, u64)>> = cg.dirs.iter().map(|d| identity(d)).collect();
     let watch = Watch::new(host, cg)?;
     loop {
         watch.wait()?;

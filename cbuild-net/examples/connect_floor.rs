@@ -3,7 +3,8 @@
 //! netlink-packet-route types), and does nothing else: no runtime, no IPAM, no files, no record. One
 //! plain socket per namespace, blocking sends:
 //!
-//!  1. the pair (`RTM_NEWLINK`: host end on the bridge, peer made inside the namespace),
+//!  1. the pair (`RTM_NEWLINK`: host end on the bridge, peer made inside the namespace), then the ends'
+//!     indexes and the host end's MAC (`SIOCGIFINDEX`, `SIOCGIFHWADDR`),
 //!  2. the host end's port settings (hairpin, `addrgenmode none`),
 //!  3. the container end's batch in one datagram (`addrgenmode none`, the address, `lo` up, the end up,
 //!     the default route),
@@ -40,11 +41,15 @@ fn socket() -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Send `msgs` in one datagram, each with `flags`, and read one acknowledgement per message.
-fn send(fd: RawFd, msgs: Vec<(RouteNetlinkMessage, u16)>) {
+/// One request: the message, its flags, and an errno that means "nothing to do" (as connect takes it).
+type Msg = (RouteNetlinkMessage, u16, Option<i32>);
+
+/// Send `msgs` in one datagram and read one acknowledgement per message.
+fn send(fd: RawFd, msgs: Vec<Msg>) {
     let mut buf = Vec::new();
+    let benign: Vec<Option<i32>> = msgs.iter().map(|m| m.2).collect();
     let n = msgs.len();
-    for (seq, (m, flags)) in msgs.into_iter().enumerate() {
+    for (seq, (m, flags, _)) in msgs.into_iter().enumerate() {
         let mut nl = NetlinkMessage::from(m);
         nl.header.flags = flags;
         nl.header.sequence_number = seq as u32 + 1;
@@ -69,8 +74,7 @@ fn send(fd: RawFd, msgs: Vec<(RouteNetlinkMessage, u16)>) {
             while off + 20 <= got as usize {
                 let len = u32::from_ne_bytes(rx[off..off + 4].try_into().unwrap()) as usize;
                 let err = i32::from_ne_bytes(rx[off + 16..off + 20].try_into().unwrap());
-                // EEXIST on the default route is what connect takes as done, too.
-                if err != 0 && err != -libc::EEXIST {
+                if err != 0 && Some(-err) != benign[acks] {
                     die("request", std::io::Error::from_raw_os_error(-err));
                 }
                 acks += 1;
@@ -99,6 +103,14 @@ fn index(fd: RawFd, name: &str) -> u32 {
     unsafe { r.ifr_ifru.ifru_ifindex as u32 }
 }
 
+fn hwaddr(fd: RawFd, name: &str) {
+    let mut r = ifreq(name);
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into `r`.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR as _, &mut r) } < 0 {
+        die(name, std::io::Error::last_os_error());
+    }
+}
+
 fn sync_link(fd: RawFd, name: &str) {
     let mut r = ifreq(name);
     let mut v = [0x0000000au32, 0]; // ETHTOOL_GLINK
@@ -113,9 +125,9 @@ fn no_ipv6() -> LinkAttribute {
     LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])])
 }
 
-/// `RTM_SETLINK`, as connect's `up` and `addrgenmode` requests.
-fn set(m: LinkMessage) -> (RouteNetlinkMessage, u16) {
-    (RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK)
+/// `RTM_SETLINK`, as connect's `up` and `addrgenmode` requests, with `flags`.
+fn set(m: LinkMessage, flags: u16) -> Msg {
+    (RouteNetlinkMessage::SetLink(m), flags, None)
 }
 
 fn main() {
@@ -160,8 +172,9 @@ fn main() {
         .append_extra_attribute(LinkAttribute::NumTxQueues(1))
         .append_extra_attribute(LinkAttribute::NumRxQueues(1))
         .build();
-    send(h, vec![(RouteNetlinkMessage::NewLink(pair), create)]);
+    send(h, vec![(RouteNetlinkMessage::NewLink(pair), create, None)]);
     let hi = index(h, host);
+    hwaddr(h, host);
     let pi = index(c, peer);
 
     let port = LinkAttribute::LinkInfo(vec![
@@ -170,21 +183,25 @@ fn main() {
     ]);
     // `RTM_NEWLINK` without NLM_F_CREATE, as connect's port settings (a port's attributes).
     let p = LinkUnspec::new_with_index(hi).append_extra_attribute(port).append_extra_attribute(no_ipv6()).build();
-    send(h, vec![(RouteNetlinkMessage::NewLink(p), NLM_F_REQUEST | NLM_F_ACK)]);
+    send(h, vec![(RouteNetlinkMessage::NewLink(p), NLM_F_REQUEST | NLM_F_ACK, None)]);
 
     let addr = AddressMessageBuilder::<Ipv4Addr>::new().index(pi).address(ip, prefix).build();
     let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).build();
+    // One datagram, every request with connect's batch flags (RTM_SETLINK ignores CREATE and EXCL), and
+    // the same "nothing to do" answers: no IPv6 to disable, a default route already there.
+    let mut ipv4_only = set(LinkUnspec::new_with_index(pi).append_extra_attribute(no_ipv6()).build(), create);
+    ipv4_only.2 = Some(libc::EAFNOSUPPORT);
     send(
         c,
         vec![
-            set(LinkUnspec::new_with_index(pi).append_extra_attribute(no_ipv6()).build()),
-            (RouteNetlinkMessage::NewAddress(addr), create),
-            set(LinkUnspec::new_with_index(1).up().build()),
-            set(LinkUnspec::new_with_index(pi).up().build()),
-            (RouteNetlinkMessage::NewRoute(route), create),
+            ipv4_only,
+            (RouteNetlinkMessage::NewAddress(addr), create, None),
+            set(LinkUnspec::new_with_index(1).up().build(), create),
+            set(LinkUnspec::new_with_index(pi).up().build(), create),
+            (RouteNetlinkMessage::NewRoute(route), create, Some(libc::EEXIST)),
         ],
     );
-    send(h, vec![set(LinkUnspec::new_with_index(hi).up().build())]);
+    send(h, vec![set(LinkUnspec::new_with_index(hi).up().build(), NLM_F_REQUEST | NLM_F_ACK)]);
     sync_link(h, host);
     sync_link(c, peer);
 }

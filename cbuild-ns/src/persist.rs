@@ -29,63 +29,52 @@ pub fn persist(dir: &Path, pid: i32, types: &[NsType]) -> Result<Persisted> {
     let missing: Vec<PathBuf> = dir.ancestors().take_while(|d| !d.exists()).map(Path::to_path_buf).collect();
     std::fs::create_dir_all(dir).ctx(Step::Persist, dir.display())?;
     done.created_dirs = missing.into_iter().rev().collect();
-    if types.contains(&NsType::Mnt) {
-        // The kernel refuses to bind a mount namespace onto a shared mount (it could make a propagation
-        // loop), and on systemd hosts / is shared: give the directory its own private mount.
-        if let Err(e) =
-            mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).ctx(Step::Persist, dir.display())
-        {
-            // Nothing of ours is mounted there: an unmount now would take whatever was (cbuild-net's
-            // shared bind of `<state>/NAME/ns`, say).
-            done.undo();
-            return Err(e);
-        }
-        let r =
-            mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).ctx(Step::Persist, dir.display());
-        if let Err(e) = r {
-            let _ = umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
-            done.undo();
-            return Err(e);
-        }
-        done.private_dir = Some(dir.to_path_buf());
-    }
-    // Listed before any file is made: a persist killed half-way leaves files its unpersist still knows.
-    let names: Vec<String> = types.iter().map(|t| t.proc_name().to_string()).collect();
-    let mut added = vec![];
-    let add = |l: &mut Vec<String>| {
-        for n in names {
-            if !l.contains(&n) {
-                l.push(n.clone());
-                added.push(n);
-            }
-        }
-    };
-    if let Err(e) = edit_manifest(dir, add) {
+    let r = lock(dir).and_then(|_lock| persist_locked(dir, pid, types, &mut done));
+    if let Err(e) = r {
+        // The lock is released first: undo takes it again for the list.
         done.undo();
         return Err(e);
     }
-    done.manifest = Some((dir.to_path_buf(), added));
-    for ty in types {
-        let file = dir.join(ty.proc_name());
-        let r = (|| {
-            // O_EXCL: never take over a file that may already hold another namespace.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&file)
-                .ctx(Step::Persist, file.display())
-                .map_err(|e| e.hint("the directory already holds persisted namespaces; remove them first"))?;
-            done.files.push(file.clone());
-            crate::log::step(Step::Persist, file.display());
-            mount(Some(&crate::namespaces::setup_path(*ty, pid)), &file, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .ctx(Step::Persist, file.display())
-        })();
-        if let Err(e) = r {
-            done.undo();
-            return Err(e);
+    Ok(done)
+}
+
+fn persist_locked(dir: &Path, pid: i32, types: &[NsType], done: &mut Persisted) -> Result<()> {
+    // Listed before anything is made: a persist killed half-way leaves what its unpersist still knows.
+    let mut listed = read_manifest(dir)?.unwrap_or_default();
+    let mut added = vec![];
+    for t in types {
+        let n = t.proc_name().to_string();
+        if !listed.contains(&n) {
+            listed.push(n.clone());
+            added.push(n);
         }
     }
-    Ok(done)
+    write_manifest(dir, &listed)?;
+    done.manifest = Some((dir.to_path_buf(), added));
+    if types.contains(&NsType::Mnt) {
+        // The kernel refuses to bind a mount namespace onto a shared mount (it could make a propagation
+        // loop), and on systemd hosts / is shared: give the directory its own private mount. If this
+        // bind fails, nothing of ours is mounted there, and the undo must not unmount whatever was
+        // (cbuild-net's shared bind of `<state>/NAME/ns`, say).
+        mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).ctx(Step::Persist, dir.display())?;
+        done.private_dir = Some(dir.to_path_buf());
+        mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).ctx(Step::Persist, dir.display())?;
+    }
+    for ty in types {
+        let file = dir.join(ty.proc_name());
+        // O_EXCL: never take over a file that may already hold another namespace.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+            .ctx(Step::Persist, file.display())
+            .map_err(|e| e.hint("the directory already holds persisted namespaces; remove them first"))?;
+        done.files.push(file.clone());
+        crate::log::step(Step::Persist, file.display());
+        mount(Some(&crate::namespaces::setup_path(*ty, pid)), &file, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .ctx(Step::Persist, file.display())?;
+    }
+    Ok(())
 }
 
 impl Persisted {
@@ -95,11 +84,15 @@ impl Persisted {
             let _ = umount2(&f, MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&f);
         }
-        if let Some((d, names)) = self.manifest.take() {
-            let _ = edit_manifest(&d, |l| l.retain(|n| !names.contains(n)));
-        }
         if let Some(d) = self.private_dir.take() {
             let _ = umount2(&d, MntFlags::MNT_DETACH);
+        }
+        if let Some((d, names)) = self.manifest.take() {
+            let _ = lock(&d).and_then(|_lock| {
+                let mut l = read_manifest(&d)?.unwrap_or_default();
+                l.retain(|n| !names.contains(n));
+                write_manifest(&d, &l)
+            });
         }
         for d in self.created_dirs.drain(..).rev() {
             let _ = std::fs::remove_dir(d);
@@ -107,21 +100,24 @@ impl Persisted {
     }
 }
 
-/// Remove persisted namespaces in DIR, then DIR if it is left empty: the types its manifest lists, or,
-/// in a directory without one (`unshare --net=DIR/net`), every namespace file there. `name_dir`: DIR is
+/// Remove persisted namespaces in DIR, then DIR if it is left empty: the types its list names, or, in a
+/// directory without one (`unshare --net=DIR/net`), every namespace file there. `name_dir`: DIR is
 /// `<state>/NAME/ns`, whose NAME directory goes too once empty (a directory the caller named by path is
-/// theirs, and only its namespace files are ours to remove); there the manifest is required, since
-/// another tool's files live there too.
+/// theirs, and only its namespace files are ours to remove); there the list is required, since another
+/// tool's files live there too.
 ///
 /// Only what `persist` makes is touched: a regular file with a namespace (nsfs) bound on it, or one whose
-/// bind is already gone. Anything else named like a namespace type (a symlink: umount2 would follow it and
+/// bind is already gone. Anything else named like a listed type (a symlink: umount2 would follow it and
 /// unmount what it points at; a directory; a file with another filesystem on it) is refused, before
 /// anything is unmounted.
 pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
+    let lock = lock(dir)?;
     let listed = read_manifest(dir)?;
     if name_dir && listed.is_none() {
-        return Err(Error::new(Step::Persist, dir.display(), "no namespace persisted here by cbuild-ns")
-            .hint("`cbuild-net netns del NAME` releases what `cbuild-net netns add` made"));
+        return Err(Error::new(Step::Persist, dir.display(), "no namespace persisted here by cbuild-ns").hint(
+            "namespaces `cbuild-net netns add` made are its `netns del`'s; a directory without the list \
+             (an older cbuild-ns's) is released by its path: `cbuild-ns unpersist <state>/NAME/ns`",
+        ));
     }
     let mut found = vec![];
     let entries = std::fs::read_dir(dir).ctx(Step::Persist, dir.display())?;
@@ -147,19 +143,22 @@ pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
         removed.push(name);
     }
     if listed.is_some() {
-        match std::fs::remove_file(dir.join(MANIFEST)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(Step::Persist, dir.join(MANIFEST).display(), &e)),
-        }
+        write_manifest(dir, &[])?;
     }
     // The directory's own private mount, if persisting a mount namespace made one; no other mount there
-    // (`unpersist /sys/fs/cgroup`) is ours, nor a bind of itself made by someone else (cbuild-net's
-    // shared one, whose `net` would go with it) when the manifest lists no `mnt`.
-    let made_bind = listed.as_ref().is_none_or(|l| l.iter().any(|n| n == "mnt"));
-    if made_bind && is_own_bind(dir) {
+    // (`unpersist /sys/fs/cgroup`) is ours. With a list: only when it names `mnt` and nothing else is
+    // left in the directory (cbuild-net's `netns add` after ours makes that bind its shared one and keeps
+    // `net` on it; it is then its `netns del`'s to remove).
+    let ours = match &listed {
+        None => true,
+        Some(l) => {
+            l.iter().any(|n| n == "mnt") && std::fs::read_dir(dir).ctx(Step::Persist, dir.display())?.next().is_none()
+        }
+    };
+    if ours && is_own_bind(dir) {
         umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).ctx(Step::Persist, dir.display())?;
     }
+    drop(lock);
     // The namespace dir, then the NAME dir if nothing else lives there (contract: whoever removes the last
     // thing removes the directory; rmdir fails harmlessly otherwise).
     let _ = std::fs::remove_dir(dir);
@@ -171,59 +170,75 @@ pub fn remove(dir: &Path, name_dir: bool) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// DIR's manifest: None when there is none. Opened without following a symlink (nothing below `<state>` is
-/// trusted).
+/// cbuild-ns's lock on DIR (flock on the directory itself), held while its list and files change: two
+/// persists into one directory, or a persist and an unpersist, must not lose each other's lines. Opened
+/// without following a symlink (nothing below `<state>` is trusted).
+fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .ctx(Step::Persist, dir.display())?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::sys(Step::Persist, dir.display(), e))
+}
+
+/// The most a list can hold: one line per namespace type.
+const MANIFEST_MAX: u64 = 256;
+
+/// DIR's list: None when there is none. Only a regular file of at most MANIFEST_MAX bytes is read, never
+/// through a symlink, and a FIFO planted there does not block the open.
 fn read_manifest(dir: &Path) -> Result<Option<Vec<String>>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let p = dir.join(MANIFEST);
-    let mut f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&p) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&p);
+    let f = match f {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(Step::Persist, p.display(), &e)),
     };
+    let md = f.metadata().ctx(Step::Persist, p.display())?;
+    if !md.is_file() || md.len() > MANIFEST_MAX {
+        return Err(Error::new(Step::Persist, p.display(), "not a list cbuild-ns wrote"));
+    }
     let mut text = String::new();
-    f.read_to_string(&mut text).ctx(Step::Persist, p.display())?;
+    f.take(MANIFEST_MAX).read_to_string(&mut text).ctx(Step::Persist, p.display())?;
     Ok(Some(text.lines().filter(|l| NsType::parse(l).is_some()).map(str::to_string).collect()))
 }
 
-/// Change DIR's manifest under its lock (two persists into one directory must not lose each other's
-/// lines); an empty list removes it.
-fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Vec<String>)) -> Result<()> {
-    use std::io::{Read, Seek, Write};
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+/// Replace DIR's list (under [`lock`]) by a new file renamed over it, so a kill or a full disk never
+/// leaves it half-written; an empty list removes it.
+fn write_manifest(dir: &Path, lines: &[String]) -> Result<()> {
+    use std::io::Write;
     let p = dir.join(MANIFEST);
-    let at = |e: std::io::Error| Error::io(Step::Persist, p.display(), &e);
-    let lock = loop {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&p)
-            .map_err(at)?;
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::sys(Step::Persist, p.display(), e))?;
-        // Won on a file an earlier holder removed (its list went empty): take the one at the path.
-        let held = lock.metadata().map_err(at)?;
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino()) {
-            break lock;
-        }
+    let gone_ok = |r: std::io::Result<()>, what: &Path| match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(Step::Persist, what.display(), &e)),
+        _ => Ok(()),
     };
-    let mut file = &*lock;
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(at)?;
-    let mut lines: Vec<String> = text.lines().filter(|l| NsType::parse(l).is_some()).map(str::to_string).collect();
-    f(&mut lines);
+    let tmp = dir.join(format!("{MANIFEST}.new"));
     if lines.is_empty() {
-        return std::fs::remove_file(&p).map_err(at);
+        gone_ok(std::fs::remove_file(&tmp), &tmp)?;
+        return gone_ok(std::fs::remove_file(&p), &p);
     }
+    // What a killed writer left: made anew (O_EXCL), never written through.
+    gone_ok(std::fs::remove_file(&tmp), &tmp)?;
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    file.set_len(0).map_err(at)?;
-    file.rewind().map_err(at)?;
-    file.write_all(body.as_bytes()).map_err(at)
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(body.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &p));
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(Step::Persist, p.display(), &e));
+    }
+    Ok(())
 }
 
 /// Whether `p` is a file `persist` made: Ok(true) with a namespace bound on it, Ok(false) without (its

@@ -349,7 +349,14 @@ fn events_follow_ends_when_name_is_removed_and_made_again() {
     ok(run(cg(&sb).args(["create", &c.name, "--pids", "20"])));
     let mut ev = Proc(cg(&sb).args(["events", "--follow", &c.name]).stdout(Stdio::piped()).spawn().unwrap());
     let rx = lines_of(&mut ev.0);
-    std::thread::sleep(Duration::from_millis(300));
+    // Following: its inotify instance exists (made after NAME's directories were looked at).
+    let fds = format!("/proc/{}/fd", ev.0.id());
+    let inotify = || {
+        std::fs::read_dir(&fds)
+            .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.ends_with("anon_inode:inotify"))))
+            .unwrap_or(false)
+    };
+    wait_for("events --follow to watch", Duration::from_secs(10), inotify);
     let pid = nix::unistd::Pid::from_raw(ev.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
     ok(run(cg(&sb).args(["rm", &c.name])));

@@ -646,6 +646,27 @@ fn unpersist_name_leaves_the_namespace_cbuild_net_made() {
     ok(&run(tool("cbuild-net", &sb).args(["netns", "del", &name])));
     assert!(!sb.state.join(&name).exists());
     assert!(mounts_under(sb.state.to_str().unwrap()).is_empty());
+
+    // The other order, with a mount namespace: cbuild-ns's private bind of the directory (which a mount
+    // namespace needs) is taken over by `netns add` as its shared one, `net` on it. unpersist must leave
+    // that bind, or `net` goes with it.
+    let mut c = ns(&sb);
+    c.args(["run", "--mount", "--uts", "--persist", &name, "--", "true"]);
+    ok(&run(&mut c));
+    ok(&run(tool("cbuild-net", &sb).args(["netns", "add", &name])));
+    let net = std::fs::metadata(dir.join("net")).unwrap().ino();
+    ok(&run(ns(&sb).args(["unpersist", &name])));
+    assert!(!dir.join("mnt").exists() && !dir.join("uts").exists() && !dir.join(".cbuild-ns").exists());
+    assert_eq!(std::fs::metadata(dir.join("net")).unwrap().ino(), net, "net went with the directory's bind");
+    ok(&run(tool("cbuild-net", &sb).args(["netns", "del", &name])));
+    assert!(!sb.state.join(&name).exists());
+    assert!(mounts_under(sb.state.to_str().unwrap()).is_empty());
+
+    // A FIFO planted as the list is refused at once, not waited on.
+    std::fs::create_dir_all(&dir).unwrap();
+    nix::unistd::mkfifo(&dir.join(".cbuild-ns"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let o = run(ns(&sb).args(["unpersist", &name]).stdin(Stdio::null()));
+    assert_tool_error(&o, "cbuild-ns", "not a list cbuild-ns wrote");
 }
 
 /// CMD's arguments reach the command byte for byte (bwrap and unshare pass them so): a Latin-1 file name
