@@ -55,7 +55,9 @@ fn persist_locked(dir: &Path, pid: i32, types: &[NsType], done: &mut Persisted) 
         // The kernel refuses to bind a mount namespace onto a shared mount (it could make a propagation
         // loop), and on systemd hosts / is shared: give the directory its own private mount. If this
         // bind fails, nothing of ours is mounted there, and the undo must not unmount whatever was
-        // (cbuild-net's shared bind of `<state>/NAME/ns`, say).
+        // (cbuild-net's shared bind of `<state>/NAME/ns`, say). Not recursive: a `net` cbuild-net
+        // already bound there is hidden under it while it lasts (a private copy would be out of reach
+        // of `netns del`'s unmount through its shared bind).
         mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).ctx(Step::Persist, dir.display())?;
         done.private_dir = Some(dir.to_path_buf());
         mount(None::<&str>, dir, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).ctx(Step::Persist, dir.display())?;
