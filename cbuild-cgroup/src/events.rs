@@ -69,7 +69,7 @@ pub fn run(host: &Host, cg: &Cgroup, follow: bool, out: &mut dyn Write) -> Resul
     // NAME is "removed" once its directories are not the ones found here: gone, or removed and made
     // again between two wake-ups (the new NAME's counters start from zero; its events are not this
     // NAME's). Taken before the first read, so those totals are these directories'.
-    let ids: Vec<Option<(u64, u64)>> = cg.dirs.iter().map(|d| identity(d)).collect();
+    let ids: Vec<Option<(u64, u64)>> = cg.dirs.iter().map(|d| fsutil::identity(d)).collect();
     let mut last = Counters::read(host, cg)?;
     // What already happened, as one line per kind.
     for (kind, total) in last.kinds() {
@@ -85,7 +85,7 @@ pub fn run(host: &Host, cg: &Cgroup, follow: bool, out: &mut dyn Write) -> Resul
     let watch = Watch::new(host, cg)?;
     loop {
         watch.wait()?;
-        if cg.dirs.iter().zip(&ids).all(|(d, id)| id.is_none() || identity(d) != *id) {
+        if cg.dirs.iter().zip(&ids).all(|(d, id)| id.is_none() || fsutil::identity(d) != *id) {
             emit(out, &cg.name, "removed", 0, 0);
             return Ok(());
         }
@@ -103,13 +103,6 @@ pub fn run(host: &Host, cg: &Cgroup, follow: bool, out: &mut dyn Write) -> Resul
         }
         last = now;
     }
-}
-
-/// A directory's identity (device, inode): cgroupfs and kernfs do not hand a removed directory's
-/// inode number to the next one made.
-fn identity(d: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino()))
 }
 
 struct Watch {

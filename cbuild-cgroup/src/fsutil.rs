@@ -7,6 +7,13 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+/// A cgroup directory's identity (device, inode), or None when it is gone: cgroupfs and kernfs do not hand
+/// a removed directory's inode number to the next one made, so NAME removed and made again is told apart.
+pub fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// The whole file as a string.
 pub fn read(path: &Path) -> Result<String> {
     read_small(path).map_err(|e| Error::sys("read", path.display(), e))

@@ -271,13 +271,10 @@ pub fn exec_rm(name: &str, raw: &RawLimits, cgroup_fd: Option<i32>, cmd: &[OsStr
             // NAME's directories as made, told apart from any made again under the same name: while
             // this waits (stopped with its job by ^Z, say), an `rm --force NAME` may end CMD and someone
             // make a new NAME, which is not ours to remove.
-            let id = |d: &PathBuf| {
-                use std::os::unix::fs::MetadataExt;
-                std::fs::symlink_metadata(d).ok().map(|m| (m.dev(), m.ino()))
-            };
-            let made: Vec<_> = cg.dirs.iter().map(id).collect();
+            let ids = || cg.dirs.iter().map(|d| fsutil::identity(d)).collect::<Vec<_>>();
+            let made = ids();
             let code = blocked.wait(child);
-            if cg.dirs.iter().map(id).collect::<Vec<_>>() != made {
+            if ids() != made {
                 log::warn(format!("exec --rm: {name} was removed while its command ran: not removed again"));
                 return code;
             }

@@ -222,13 +222,12 @@ fn write_manifest(dir: &Path, lines: &[String]) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(Step::Persist, what.display(), &e)),
         _ => Ok(()),
     };
+    // What a killed writer left goes; the new one is made anew (O_EXCL), never written through.
     let tmp = dir.join(format!("{MANIFEST}.new"));
+    gone_ok(std::fs::remove_file(&tmp), &tmp)?;
     if lines.is_empty() {
-        gone_ok(std::fs::remove_file(&tmp), &tmp)?;
         return gone_ok(std::fs::remove_file(&p), &p);
     }
-    // What a killed writer left: made anew (O_EXCL), never written through.
-    gone_ok(std::fs::remove_file(&tmp), &tmp)?;
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let r = std::fs::OpenOptions::new()
         .write(true)
